@@ -1,0 +1,73 @@
+# Headshots: make setup, make demo, make test. See README.md.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+USER ?=
+PROFILE ?= sdxl
+RUN ?= default
+STYLES ?= linkedin,corporate,executive
+N ?= 4
+ARGS ?=
+
+# Development checkouts sit beside ../shared, which holds FaceNet weights for machines without
+# internet; elsewhere facenet-pytorch downloads `vggface2` at first use.
+SHARED_FACE_WEIGHTS := $(wildcard ../shared/models/facenet/casia-webface-features.pt)
+ifneq ($(SHARED_FACE_WEIGHTS),)
+export HEADSHOTS_FACE_WEIGHTS ?= $(abspath $(SHARED_FACE_WEIGHTS))
+endif
+
+TINY_MODEL := models/tiny-sdxl
+COMMON = --user $(USER) --profile $(PROFILE) run=$(RUN)
+
+.PHONY: setup demo test test-all prepare train infer purge tiny-model bench help check-user
+
+help:
+	@echo "make setup | demo | test | test-all | prepare/train/infer/purge USER=name [PROFILE=tiny] | bench"
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+
+setup: $(BIN)/python
+	$(BIN)/pip install torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install --no-deps facenet-pytorch==2.6.0
+	@$(BIN)/python -c "import torch, diffusers, peft, accelerate, facenet_pytorch; print('setup ok: torch', torch.__version__, '| cuda' if torch.cuda.is_available() else '| cpu only')"
+
+$(TINY_MODEL)/model_index.json:
+	$(BIN)/python -m headshots.tiny_sdxl $(TINY_MODEL)
+
+tiny-model: $(TINY_MODEL)/model_index.json
+
+# The whole pipeline on the tiny profile and the shipped sample selfies (a few minutes on a CPU).
+demo: tiny-model
+	@mkdir -p data/users/demo/selfies
+	@cp -n data/samples/demo/*.jpg data/users/demo/selfies/ 2>/dev/null || true
+	$(BIN)/python -m train all --user demo --profile tiny $(ARGS)
+	$(BIN)/python -m infer all --user demo --profile tiny infer.styles=[linkedin,executive,actor] $(ARGS)
+	@echo "demo done: open outputs/demo/default/samples/gallery.html"
+
+test:
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+test-all:
+	$(BIN)/python -m pytest $(ARGS)
+
+check-user:
+	@test -n "$(USER)" || { echo "error: say whose photos, e.g. make train USER=alice"; exit 2; }
+
+prepare: check-user $(if $(filter tiny,$(PROFILE)),tiny-model)
+	$(BIN)/python -m train prepare $(COMMON) $(ARGS)
+
+train: check-user $(if $(filter tiny,$(PROFILE)),tiny-model)
+	$(BIN)/python -m train all $(COMMON) $(ARGS)
+
+infer: check-user $(if $(filter tiny,$(PROFILE)),tiny-model)
+	$(BIN)/python -m infer all $(COMMON) infer.styles=[$(STYLES)] infer.images_per_style=$(N) $(ARGS)
+
+purge: check-user
+	$(BIN)/python -m headshots.purge --user $(USER) $(if $(ALL),--include-selfies) $(ARGS)
+
+bench:
+	$(BIN)/python scripts/face_similarity_eval.py

@@ -1,0 +1,47 @@
+"""One CLI style for every stage:
+
+    python -m <stage> <command> --user NAME [--profile tiny] [--config my.yaml] [key=value ...]
+
+Errors a user can fix are printed as two lines (what, then what to do) with exit status 2;
+an interrupt says how to resume. No tracebacks unless --verbose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Mapping
+
+from headshots.config import Config, load_config
+from headshots.errors import HeadshotsError
+from headshots.logs import setup_logging
+
+
+def build_parser(prog: str, description: str, commands: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("command", choices=list(commands), help="; ".join(f"{k}: {v}" for k, v in commands.items()))
+    parser.add_argument("--user", required=True, help="whose data: data/users/<user>/")
+    parser.add_argument("--profile", default=None, help="model profile in configs/model/ (default: sdxl)")
+    parser.add_argument("--config", default=None, help="extra YAML file layered over the defaults")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.max_steps=500")
+    return parser
+
+
+def run(parser: argparse.ArgumentParser, commands: Mapping[str, Callable[[Config], object]], argv=None) -> int:
+    args = parser.parse_intermixed_args(argv)
+    setup_logging(args.verbose)
+    try:
+        cfg = load_config(args.user, args.profile, args.config, args.overrides)
+        commands[args.command](cfg)
+    except HeadshotsError as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  -> {exc.hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to continue from the last checkpoint", file=sys.stderr)
+        return 130
+    return 0

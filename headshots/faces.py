@@ -1,0 +1,154 @@
+"""Face analysis, the one place that knows about faces: MTCNN detection, subject choice,
+FaceNet embeddings and similarity. Used by prepare (train side) and the filter (infer side).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from headshots.config import FaceConfig
+from headshots.errors import WeightsError
+
+WEIGHTS_ENV = "HEADSHOTS_FACE_WEIGHTS"
+NAMED_WEIGHTS = ("vggface2", "casia-webface")
+EMBED_SIZE = 160  # FaceNet input side
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face, in the coordinates of the full-size image."""
+
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    confidence: float
+    landmarks: tuple[tuple[float, float], ...]  # eyes, nose, mouth corners (MTCNN order)
+
+    @property
+    def side(self) -> float:
+        x1, y1, x2, y2 = self.box
+        return float(min(x2 - x1, y2 - y1))
+
+    @property
+    def center(self) -> tuple[float, float]:
+        x1, y1, x2, y2 = self.box
+        return (x1 + x2) / 2, (y1 + y2) / 2
+
+
+@dataclass
+class Detection:
+    """What a photo holds: the subject's face (if usable) and why not otherwise."""
+
+    faces: list[Face] = field(default_factory=list)  # confident faces, subject first
+    subject: Optional[Face] = None
+    problem: Optional[str] = None  # "no_face" | "several_faces" | "face_too_small"
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class FaceAnalyzer:
+    """MTCNN + FaceNet, loaded once and reused for every photo."""
+
+    def __init__(self, cfg: FaceConfig, device: str | torch.device = "cpu", with_embedder: bool = True) -> None:
+        from facenet_pytorch import MTCNN  # imported lazily: heavy, and only this module needs it
+
+        self.cfg = cfg
+        self.device = torch.device(device) if isinstance(device, str) else device
+        self.detector = MTCNN(keep_all=True, device=self.device, min_face_size=20, post_process=True)
+        self.embedder = load_embedder(cfg.weights, self.device) if with_embedder else None
+
+    # -- detection ----------------------------------------------------------------------------
+    def detect(self, image: Image.Image) -> Detection:
+        """Find faces, choose the subject deliberately (largest, then most central), judge usability."""
+        scale = min(1.0, self.cfg.detect_max_side / max(image.size))
+        small = image if scale == 1.0 else image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+        boxes, probs, points = self.detector.detect(small, landmarks=True)
+        if boxes is None:
+            return Detection(problem="no_face")
+        boxes = np.asarray(boxes, dtype=float) / scale
+        probs = np.asarray(probs, dtype=float)
+        points = np.asarray(points, dtype=float) / scale
+        faces = [
+            Face(tuple(map(float, b)), float(p), tuple(tuple(map(float, xy)) for xy in lm))
+            for b, p, lm in zip(boxes, probs, points)
+            if p >= self.cfg.min_confidence
+        ]
+        if not faces:
+            return Detection(problem="no_face")
+        cx, cy = image.width / 2, image.height / 2
+        diagonal = float(np.hypot(image.width, image.height))
+        faces.sort(key=lambda f: (-f.side, np.hypot(f.center[0] - cx, f.center[1] - cy) / diagonal))
+        subject = faces[0]
+        detection = Detection(faces=faces, subject=subject)
+        if any(f.side >= self.cfg.second_face_ratio * subject.side for f in faces[1:]):
+            detection.problem = "several_faces"
+        elif subject.side < self.cfg.min_face_px:
+            detection.problem = "face_too_small"
+        return detection
+
+    # -- embeddings ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def embed(self, images: Sequence[Image.Image], faces: Sequence[Face]) -> torch.Tensor:
+        """L2-normalised 512-d FaceNet embeddings, one per (image, face) pair, batched."""
+        if self.embedder is None:
+            raise RuntimeError("FaceAnalyzer was built without an embedder")
+        if not faces:
+            return torch.empty(0, 512)
+        from facenet_pytorch import fixed_image_standardization
+        from facenet_pytorch.models.utils.detect_face import extract_face
+
+        crops = torch.stack(
+            [fixed_image_standardization(extract_face(img, np.asarray(f.box), EMBED_SIZE, 0)) for img, f in zip(images, faces)]
+        )
+        return self.embedder(crops.to(self.device)).float().cpu()
+
+
+def cosine_similarity(embeddings: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """(N, D) x (M, D) -> (N, M) cosine similarities (inputs need not be normalised)."""
+    a = torch.nn.functional.normalize(embeddings.float(), dim=-1)
+    b = torch.nn.functional.normalize(references.float(), dim=-1)
+    return a @ b.T
+
+
+def load_embedder(weights: str, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """FaceNet InceptionResnetV1 from a named pretrained set (downloaded at first use) or a local file.
+
+    The HEADSHOTS_FACE_WEIGHTS environment variable, when set, wins over the config key `face.weights`.
+    """
+    from facenet_pytorch import InceptionResnetV1
+
+    source = os.environ.get(WEIGHTS_ENV) or weights
+    fix = (
+        f"Set config key `face.weights` or the {WEIGHTS_ENV} environment variable to a local FaceNet "
+        f"state_dict file (facenet-pytorch format), or to one of {', '.join(NAMED_WEIGHTS)} with internet access."
+    )
+    if source in NAMED_WEIGHTS:
+        try:
+            model = InceptionResnetV1(pretrained=source)
+        except Exception as exc:  # network errors, partial downloads, HTTP errors
+            raise WeightsError(f"Could not download the FaceNet weights {source!r}: {exc}", fix) from exc
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"FaceNet weights file {path} does not exist.", fix)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = {k: v for k, v in state.items() if not k.startswith("logits.")}
+            model = InceptionResnetV1(pretrained=None)
+            model.load_state_dict(state)
+        except Exception as exc:
+            raise WeightsError(f"FaceNet weights file {path} could not be loaded: {exc}", fix) from exc
+    return model.eval().to(device)

@@ -1,0 +1,72 @@
+"""Reading photos safely: any file a person uploads either becomes an RGB image or a clear reason.
+
+Handles EXIF orientation, CMYK, 16-bit, alpha, palette and greyscale; refuses corrupt, truncated,
+non-image and decompression-bomb files with an `ImageError` that says what to do.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from headshots.errors import ImageError
+
+MAX_PIXELS = 80_000_000  # ~ a 10000x8000 photo; beyond that we refuse instead of exhausting memory
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
+
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+try:  # HEIC (iPhone) support is optional: only if pillow-heif is installed
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+except ImportError:  # pragma: no cover - depends on the environment
+    pass
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """Open `path` as an upright 8-bit RGB image, or raise ImageError with the reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path.name}: not a regular file.", "Upload the photo itself.")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path.name}: the file is empty (0 bytes).", "Upload the photo again.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                return to_rgb(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(
+            f"{path.name}: the image is too large to process safely ({exc}).",
+            f"Resize it below {MAX_PIXELS // 1_000_000} megapixels.",
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{path.name}: not an image file (or an unsupported format).", "Upload a JPEG, PNG or WebP photo.") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path.name}: the file is damaged or truncated ({exc}).", "Export or upload the photo again.") from exc
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB; transparency is flattened onto white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / top * 255.0, 0, 255).astype(np.uint8), mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def list_photos(folder: Path) -> list[Path]:
+    """Every entry of `folder` (sorted), so that nothing is silently skipped; hidden files excluded."""
+    return sorted(p for p in Path(folder).iterdir() if not p.name.startswith("."))

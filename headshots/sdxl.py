@@ -1,0 +1,92 @@
+"""The one model-loading path for SDXL: real weights (hub id or local folder) and the tiny
+random-weight profile go through the same `from_pretrained` calls; only the config differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from headshots.config import ModelConfig
+from headshots.errors import WeightsError
+
+
+@dataclass
+class SDXLComponents:
+    """What the trainer needs; the pipeline is only assembled at inference time."""
+
+    tokenizer: Any
+    tokenizer_2: Any
+    text_encoder: torch.nn.Module
+    text_encoder_2: torch.nn.Module
+    vae: torch.nn.Module
+    unet: torch.nn.Module
+    noise_scheduler: Any
+
+
+def _fix_hint(model: ModelConfig) -> str:
+    source = Path(model.pretrained)
+    if source.exists() or model.pretrained.startswith((".", "/", "models/")):
+        return "Check the folder (it must hold model_index.json and the component folders); for the tiny profile run `make tiny-model`."
+    return (
+        "Check the hub id and your network (and `huggingface-cli login` for gated models), "
+        "or set model.pretrained=/path/to/a/local/copy."
+    )
+
+
+def _load(what: str, model: ModelConfig, loader):
+    try:
+        return loader()
+    except Exception as exc:  # OSError (missing files, offline hub), ValueError (bad folder), HTTP errors
+        raise WeightsError(f"Could not load the {what} from {model.pretrained!r}: {exc}", _fix_hint(model)) from exc
+
+
+def load_components(model: ModelConfig, weight_dtype: torch.dtype = torch.float32) -> SDXLComponents:
+    """Load SDXL's parts for training. Frozen parts are cast to `weight_dtype`; the UNet stays fp32
+    here because the trainer decides (LoRA parameters must stay fp32 under mixed precision)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    common = {"revision": model.revision}
+    weights = {**common, "variant": model.variant}
+    src = model.pretrained
+    tokenizer = _load("tokenizer", model, lambda: CLIPTokenizer.from_pretrained(src, subfolder="tokenizer", **common))
+    tokenizer_2 = _load("tokenizer_2", model, lambda: CLIPTokenizer.from_pretrained(src, subfolder="tokenizer_2", **common))
+    text_encoder = _load("text encoder", model, lambda: CLIPTextModel.from_pretrained(src, subfolder="text_encoder", **weights))
+    text_encoder_2 = _load(
+        "second text encoder", model, lambda: CLIPTextModelWithProjection.from_pretrained(src, subfolder="text_encoder_2", **weights)
+    )
+    if model.vae:
+        vae = _load("VAE", model, lambda: AutoencoderKL.from_pretrained(model.vae))
+    else:
+        vae = _load("VAE", model, lambda: AutoencoderKL.from_pretrained(src, subfolder="vae", **weights))
+    unet = _load("UNet", model, lambda: UNet2DConditionModel.from_pretrained(src, subfolder="unet", **weights))
+    scheduler = _load("noise scheduler", model, lambda: DDPMScheduler.from_pretrained(src, subfolder="scheduler", **common))
+    for frozen in (text_encoder, text_encoder_2, vae, unet):
+        frozen.requires_grad_(False)
+    text_encoder.to(dtype=weight_dtype)
+    text_encoder_2.to(dtype=weight_dtype)
+    # The SDXL VAE overflows in fp16 (NaN latents) unless it is the fp16-fix VAE: keep it fp32 then.
+    vae.to(dtype=torch.float32 if weight_dtype == torch.float16 and not model.vae else weight_dtype)
+    return SDXLComponents(tokenizer, tokenizer_2, text_encoder, text_encoder_2, vae, unet, scheduler)
+
+
+def load_pipeline(model: ModelConfig, dtype: torch.dtype, device: torch.device):
+    """StableDiffusionXLPipeline for sampling, from the same source as training."""
+    from diffusers import AutoencoderKL, StableDiffusionXLPipeline
+
+    extra: dict[str, Any] = {}
+    if model.vae:
+        extra["vae"] = _load("VAE", model, lambda: AutoencoderKL.from_pretrained(model.vae, torch_dtype=dtype))
+    pipe = _load(
+        "SDXL pipeline",
+        model,
+        lambda: StableDiffusionXLPipeline.from_pretrained(
+            model.pretrained, revision=model.revision, variant=model.variant, torch_dtype=dtype, **extra
+        ),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)

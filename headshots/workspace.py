@@ -1,0 +1,105 @@
+"""Where each stage reads and writes, for one user. The one place that knows the layout.
+
+    data/users/<user>/selfies/                  input photos, never modified
+    data/users/<user>/prepared/                 Hugging Face dataset (crops, captions, face boxes)
+    data/users/<user>/prepare_report.json       kept / rejected per photo, with reasons
+    data/users/<user>/reference.safetensors     FaceNet embeddings of the kept photos
+    outputs/<user>/<run>/adapter/               LoRA weights + resolved config
+    outputs/<user>/<run>/checkpoints/step-N/    resumable training state
+    outputs/<user>/<run>/samples/               images, scores.json, gallery.html
+    outputs/<user>/<run>/wandb/                 local W&B files
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from headshots.config import Config, validate_user_name
+from headshots.errors import HeadshotsError
+
+
+@dataclass(frozen=True)
+class Workspace:
+    user: str
+    data_root: Path
+    outputs_root: Path
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "Workspace":
+        return cls(validate_user_name(cfg.user), Path(cfg.paths.data_root), Path(cfg.paths.outputs_root))
+
+    # -- per-user data (biometric: never leaves the machine) --------------------------------
+    @property
+    def user_dir(self) -> Path:
+        return self.data_root / self.user
+
+    @property
+    def selfies(self) -> Path:
+        return self.user_dir / "selfies"
+
+    @property
+    def prepared(self) -> Path:
+        return self.user_dir / "prepared"
+
+    @property
+    def prepare_report(self) -> Path:
+        return self.user_dir / "prepare_report.json"
+
+    @property
+    def reference_embeddings(self) -> Path:
+        return self.user_dir / "reference.safetensors"
+
+    # -- per-run outputs ----------------------------------------------------------------------
+    @property
+    def user_outputs(self) -> Path:
+        return self.outputs_root / self.user
+
+    def run_dir(self, run: str) -> Path:
+        return self.user_outputs / run
+
+    def adapter_dir(self, run: str) -> Path:
+        return self.run_dir(run) / "adapter"
+
+    def checkpoints_dir(self, run: str) -> Path:
+        return self.run_dir(run) / "checkpoints"
+
+    def samples_dir(self, run: str) -> Path:
+        return self.run_dir(run) / "samples"
+
+    def wandb_dir(self, run: str) -> Path:
+        return self.run_dir(run) / "wandb"
+
+    # -- checks with advice ------------------------------------------------------------------
+    def require_selfies(self) -> Path:
+        if not self.selfies.is_dir():
+            raise HeadshotsError(
+                f"No selfie folder for user {self.user!r}: {self.selfies} does not exist.",
+                f"Create it and put 5-20 photos of {self.user} in it (JPEG, PNG or WebP).",
+            )
+        return self.selfies
+
+    def require_prepared(self) -> Path:
+        if not (self.prepared / "dataset_info.json").is_file():
+            raise HeadshotsError(
+                f"User {self.user!r} has no prepared dataset at {self.prepared}.",
+                f"Run the prepare stage first: make prepare USER={self.user}",
+            )
+        return self.prepared
+
+    def require_adapter(self, run: str) -> Path:
+        adapter = self.adapter_dir(run)
+        if not (adapter / "pytorch_lora_weights.safetensors").is_file():
+            raise HeadshotsError(
+                f"No trained adapter for user {self.user!r}, run {run!r} at {adapter}.",
+                f"Train one first: make train USER={self.user}",
+            )
+        return adapter
+
+    def require_reference(self) -> Path:
+        if not self.reference_embeddings.is_file():
+            raise HeadshotsError(
+                f"No reference face embeddings for user {self.user!r} at {self.reference_embeddings}.",
+                f"Run the prepare stage first: make prepare USER={self.user}",
+            )
+        return self.reference_embeddings

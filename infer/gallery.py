@@ -1,0 +1,69 @@
+"""Review page: outputs ranked best first, with score and reason, each also shown the way people
+judge a profile photo: a ~100 px circle (comment avatar) and a 400x400 square (profile page).
+
+Reads   outputs/<user>/<run>/samples/scores.json + images
+Writes  outputs/<user>/<run>/samples/gallery.html   (self-contained page, images by relative path)
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from headshots.config import Config
+from headshots.errors import HeadshotsError
+from headshots.workspace import Workspace
+from infer.score import SCORES
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:24px;background:#f4f4f2;color:#222}
+h1{margin:0 0 4px} .sub{color:#666;margin-bottom:20px}
+.grid{display:flex;flex-wrap:wrap;gap:18px}
+.card{background:#fff;border-radius:10px;padding:12px;box-shadow:0 1px 4px #0002;width:420px}
+.card.dropped{opacity:.55}
+.full{width:400px;height:400px;object-fit:cover;border-radius:4px;display:block}
+.small{display:flex;align-items:center;gap:14px;margin-top:10px}
+.avatar{width:100px;height:100px;border-radius:50%;object-fit:cover}
+.tiny{width:40px;height:40px;border-radius:50%;object-fit:cover}
+.badge{display:inline-block;padding:2px 8px;border-radius:10px;font-size:13px;font-weight:600}
+.kept .badge{background:#d8f3dc;color:#1b4332} .dropped .badge{background:#fde2e1;color:#8a1c1c}
+.meta{font-size:13px;color:#555;margin-top:6px}
+"""
+
+
+def write_gallery(cfg: Config) -> Path:
+    workspace = Workspace.from_config(cfg)
+    samples_dir = workspace.samples_dir(cfg.run)
+    scores_path = samples_dir / SCORES
+    if not scores_path.is_file():
+        raise HeadshotsError(f"No scores in {samples_dir}.", f"Score the images first: make infer USER={cfg.user}")
+    scores = json.loads(scores_path.read_text())
+    cards = "\n".join(_card(item) for item in scores["images"])
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Headshots for {html.escape(cfg.user)}</title>
+<style>{STYLE}</style></head><body>
+<h1>Your headshots</h1>
+<div class="sub">{scores['kept']} of {len(scores['images'])} kept &middot; ranked by likeness to your
+{scores['references']} reference photos &middot; threshold {scores['threshold']:.2f}.
+Each photo is also shown at profile-photo sizes: judge it small too.</div>
+<div class="grid">
+{cards}
+</div></body></html>
+"""
+    out = samples_dir / "gallery.html"
+    out.write_text(page)
+    return out
+
+
+def _card(item: dict) -> str:
+    src = html.escape(item["file"])
+    status = "kept" if item["kept"] else "dropped"
+    badge = f"#{item['rank']}" if item["kept"] else "dropped"
+    sim = "n/a" if item["similarity"] is None else f"{item['similarity']:.2f} (max {item['similarity_max']:.2f})"
+    return f"""<div class="card {status}">
+  <span class="badge">{badge}</span> <b>{html.escape(item['style'])}</b> &middot; seed {item['seed']}
+  <img class="full" src="{src}" alt="{src} at 400x400" loading="lazy">
+  <div class="small"><img class="avatar" src="{src}" alt="{src} as a 100px avatar"><img class="tiny" src="{src}" alt="{src} as a 40px avatar">
+  <div class="meta">similarity {sim}<br>{html.escape(item['reason'])}</div></div>
+</div>"""

@@ -1,0 +1,92 @@
+"""Styles are data: a YAML file per style in configs/styles/, composed into SDXL's two prompts.
+
+SDXL has two text encoders and takes two prompts: `prompt` (CLIP ViT-L) carries the subject
+(who, wearing what, how they look and stand), `prompt_2` (OpenCLIP bigG) the photographic
+treatment (background, light, tone). Each must fit the 77-token window, checked before sampling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from headshots.config import CONFIG_DIR
+from headshots.errors import ConfigError
+
+STYLE_DIR = CONFIG_DIR / "styles"
+MAX_TOKENS = 77
+
+
+@dataclass(frozen=True)
+class Style:
+    name: str
+    description: str
+    background: str
+    clothing: str
+    pose: str
+    expression: str
+    crop: str
+    lighting: str
+    tone: str
+    negative: str
+
+    def prompts(self, trigger: str, class_noun: str) -> dict[str, str]:
+        """Keyword arguments for StableDiffusionXLPipeline."""
+        return {
+            "prompt": f"professional {self.crop} photo of {trigger} {class_noun}, {self.expression}, {self.pose}, wearing {self.clothing}",
+            "prompt_2": f"{self.background}, {self.lighting}, {self.tone}, high-end portrait photography, 85mm lens",
+            "negative_prompt": self.negative,
+            "negative_prompt_2": self.negative,
+        }
+
+
+FIELDS = [f.name for f in fields(Style) if f.name != "name"]
+
+
+def available_styles() -> list[str]:
+    return sorted(p.stem for p in STYLE_DIR.glob("*.yaml"))
+
+
+def load_style(name_or_path: str, overrides: dict[str, str] | None = None) -> Style:
+    """A style by name (configs/styles/<name>.yaml) or by path to the user's own YAML file."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = STYLE_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"Unknown style {name_or_path!r}.", f"Available styles: {', '.join(available_styles())}, or a path to your own .yaml.")
+    data = OmegaConf.to_container(OmegaConf.load(path))
+    if not isinstance(data, dict):
+        raise ConfigError(f"Style file {path} must be a mapping of fields.", f"Fields: {', '.join(FIELDS)}.")
+    unknown = set(data) - set(FIELDS)
+    missing = set(FIELDS) - set(data)
+    if unknown or missing:
+        raise ConfigError(
+            f"Style file {path}: " + "; ".join(filter(None, [
+                f"unknown field(s) {', '.join(sorted(unknown))}" if unknown else "",
+                f"missing field(s) {', '.join(sorted(missing))}" if missing else "",
+            ])),
+            f"A style has exactly these fields: {', '.join(FIELDS)}.",
+        )
+    style = Style(name=path.stem, **{k: str(v) for k, v in data.items()})
+    return apply_overrides(style, overrides or {})
+
+
+def apply_overrides(style: Style, overrides: dict[str, str]) -> Style:
+    unknown = set(overrides) - set(FIELDS)
+    if unknown:
+        raise ConfigError(f"infer.style_overrides has unknown field(s): {', '.join(sorted(unknown))}.", f"Fields: {', '.join(FIELDS)}.")
+    return replace(style, **overrides)
+
+
+def check_prompt_lengths(prompts: dict[str, str], tokenizers: dict[str, object], style: str) -> None:
+    """Refuse prompts CLIP would silently truncate: the cut-off words would simply be ignored."""
+    for key, text in prompts.items():
+        tokenizer = tokenizers["tokenizer_2" if key.endswith("_2") else "tokenizer"]
+        count = len(tokenizer(text).input_ids)  # includes start and end tokens
+        if count > MAX_TOKENS:
+            raise ConfigError(
+                f"Style {style!r}: {key} is {count} tokens, over CLIP's limit of {MAX_TOKENS}: {text!r}",
+                "Shorten the style's fields (or the override) so the prompt fits.",
+            )

@@ -1,0 +1,92 @@
+"""Shared fixtures. Real components throughout: MTCNN and FaceNet on real photos from ../shared,
+a tiny random-weight SDXL-architecture pipeline built with diffusers, real peft / Accelerate /
+datasets. Tests that need ../shared skip with the reason when it is absent."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from headshots.config import Config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("HEADSHOTS_SHARED", REPO.parent / "shared"))
+FACE_WEIGHTS = SHARED / "models" / "facenet" / "casia-webface-features.pt"
+FACES = SHARED / "faces"
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} not found: these tests need the ../shared test assets (see README)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    return need(FACES)
+
+
+@pytest.fixture(scope="session")
+def face_weights() -> Path:
+    path = need(FACE_WEIGHTS)
+    os.environ["HEADSHOTS_FACE_WEIGHTS"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def analyzer(face_weights):
+    from headshots.config import FaceConfig
+    from headshots.faces import FaceAnalyzer
+
+    return FaceAnalyzer(FaceConfig(weights=str(face_weights)))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from headshots.tiny_sdxl import build_tiny_sdxl
+
+    path = tmp_path_factory.mktemp("models") / "tiny-sdxl"
+    build_tiny_sdxl().save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def make_config(tmp_path, tiny_model):
+    """Config for a user whose data and outputs live under tmp_path, on the tiny profile."""
+
+    def _make(user: str = "alice", *overrides: str) -> Config:
+        return load_config(
+            user,
+            "tiny",
+            overrides=[
+                f"paths.data_root={tmp_path / 'data'}",
+                f"paths.outputs_root={tmp_path / 'outputs'}",
+                f"model.pretrained={tiny_model}",
+                "wandb.mode=disabled",
+                *overrides,
+            ],
+        )
+
+    return _make
+
+
+def copy_photos(sources: list[Path], dest: Path) -> list[Path]:
+    dest.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy(s, dest / s.name)) for s in sources]
+
+
+@pytest.fixture
+def prepared_user(make_config, faces_dir, face_weights, analyzer):
+    """alice: five real photos of one person (Georgia Tech s01), prepared."""
+    from train.prepare import prepare
+
+    cfg = make_config("alice")
+    copy_photos(sorted((faces_dir / "georgia-tech" / "s01").glob("*.jpg"))[:5], Path(cfg.paths.data_root) / "alice" / "selfies")
+    prepare(cfg, analyzer)
+    return cfg

@@ -1,0 +1,80 @@
+import subprocess
+import sys
+
+import pytest
+
+from headshots.config import load_config
+from headshots.errors import ConfigError, HeadshotsError
+from headshots.workspace import Workspace
+from tests.conftest import REPO
+
+
+def test_defaults_compose_base_profile_and_overrides():
+    cfg = load_config("alice", "tiny", overrides=["train.max_steps=7", "infer.styles=[actor,linkedin]"])
+    assert cfg.model.pretrained == "models/tiny-sdxl"
+    assert cfg.train.max_steps == 7
+    assert cfg.infer.styles == ["actor", "linkedin"]
+    assert load_config("alice").model.pretrained == "stabilityai/stable-diffusion-xl-base-1.0"
+
+
+def test_user_yaml_is_layered(tmp_path):
+    extra = tmp_path / "mine.yaml"
+    extra.write_text("prepare:\n  class_noun: woman\ntrain:\n  rank: 8\n")
+    cfg = load_config("alice", "tiny", extra, ["train.rank=32"])
+    assert (cfg.prepare.class_noun, cfg.train.rank) == ("woman", 32)
+
+
+@pytest.mark.parametrize(
+    "override, names",
+    [
+        ("train.max_stpes=5", "train.max_stpes"),  # misspelt key
+        ("train.max_steps=many", "train.max_steps"),  # wrong type
+        ("train.optimizer=sgd", "train.optimizer"),  # value not allowed
+        ("train.mixed_precision=fp8", "train.mixed_precision"),
+        ("model.resolution=100", "model.resolution"),
+        ("filter.threshold=3", "filter.threshold"),
+        ("prepare.trigger=two words", "prepare.trigger"),
+    ],
+)
+def test_bad_config_fails_at_load_naming_the_key(override, names):
+    with pytest.raises(ConfigError) as err:
+        load_config("alice", "tiny", overrides=[override])
+    assert names in str(err.value)
+
+
+def test_override_without_equals_sign():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config("alice", overrides=["train.max_steps"])
+
+
+def test_unknown_profile_lists_available():
+    with pytest.raises(ConfigError, match="tiny"):
+        load_config("alice", "huge")
+
+
+@pytest.mark.parametrize("user", ["../x", "a/b", "", ".hidden", "x" * 65, "al ice", "~root"])
+def test_unsafe_user_names_are_refused(user):
+    with pytest.raises(ConfigError, match="not allowed"):
+        load_config(user)
+
+
+def test_missing_user_folder_says_what_to_create(make_config):
+    cfg = make_config("bob")
+    with pytest.raises(HeadshotsError, match="No selfie folder") as err:
+        Workspace.from_config(cfg).require_selfies()
+    assert "photos of bob" in err.value.hint
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["prepare", "--user", "../x"], "not allowed"),
+        (["fit", "--user", "alice", "train.nope=1"], "Unknown config key `train.nope`"),
+        (["fit", "--user", "ghost", "--profile", "tiny", "paths.data_root=/nonexistent"], "no prepared dataset"),
+    ],
+)
+def test_cli_prints_clear_error_without_traceback(args, expected):
+    result = subprocess.run([sys.executable, "-m", "train", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr

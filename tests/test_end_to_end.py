@@ -1,0 +1,46 @@
+"""The whole pipeline through the CLIs a user runs, on the tiny profile."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from tests.conftest import REPO, copy_photos
+
+
+def _run(*args, env):
+    result = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_selfies_to_gallery_then_purge(tmp_path, tiny_model, faces_dir, face_weights):
+    data, outputs = tmp_path / "data", tmp_path / "outputs"
+    copy_photos(sorted((faces_dir / "georgia-tech" / "s23").glob("*.jpg"))[:4], data / "dana" / "selfies")
+    shutil.copy(faces_dir / "azure-samples" / "_unlabelled_or_multiface" / "detection5.jpg", data / "dana" / "selfies")
+    env = {**os.environ, "HEADSHOTS_FACE_WEIGHTS": str(face_weights), "WANDB_MODE": "offline"}
+    common = ["--user", "dana", "--profile", "tiny", f"paths.data_root={data}", f"paths.outputs_root={outputs}",
+              f"model.pretrained={tiny_model}"]
+
+    _run("-m", "train", "all", *common, "train.max_steps=4", "wandb.mode=offline", env=env)
+    _run("-m", "infer", "all", *common, "infer.styles=[linkedin,executive]", env=env)
+
+    run_dir = outputs / "dana" / "default"
+    assert (run_dir / "adapter" / "pytorch_lora_weights.safetensors").is_file()
+    scores = json.loads((run_dir / "samples" / "scores.json").read_text())
+    assert len(scores["images"]) == 4
+    for item in scores["images"]:
+        assert (run_dir / "samples" / item["file"]).is_file()
+        assert {"style", "seed", "face_found", "similarity", "kept", "reason"} <= set(item)
+    assert (run_dir / "samples" / "gallery.html").is_file()
+    report = json.loads((data / "dana" / "prepare_report.json").read_text())
+    assert report["kept"] == 4 and report["rejected"] == 1
+
+    purge = _run("-m", "headshots.purge", "--user", "dana", f"paths.data_root={data}", f"paths.outputs_root={outputs}", env=env)
+    assert "removed" in purge.stdout
+    assert not (outputs / "dana").exists()
+    assert sorted(p.name for p in (data / "dana").iterdir()) == ["selfies"]  # originals kept by default
+    _run("-m", "headshots.purge", "--user", "dana", "--include-selfies", f"paths.data_root={data}",
+         f"paths.outputs_root={outputs}", env=env)
+    assert not (data / "dana").exists()

@@ -1,0 +1,70 @@
+"""Odd and broken files: each becomes an upright RGB image or a clear ImageError."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from headshots import images
+from headshots.errors import ImageError
+
+
+def _gradient(w=40, h=20) -> Image.Image:
+    x = np.linspace(0, 255, w, dtype=np.uint8)
+    return Image.fromarray(np.stack([np.tile(x, (h, 1))] * 3, axis=-1))
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    _gradient(40, 20).save(path, exif=exif)
+    assert images.load_rgb(path).size == (20, 40)
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "RGBA", "P", "L", "LA", "I;16"])
+def test_odd_modes_become_rgb(tmp_path, mode):
+    path = tmp_path / f"{mode.replace(';', '')}.{'jpg' if mode == 'CMYK' else 'png'}"
+    if mode == "I;16":
+        Image.fromarray((np.arange(400).reshape(20, 20) * 150).astype(np.uint16)).save(path)
+    else:
+        _gradient().convert(mode).save(path)
+    image = images.load_rgb(path)
+    assert image.mode == "RGB"
+    if mode == "I;16":  # 16-bit range scaled down, not clipped to white
+        assert 0 < np.asarray(image).mean() < 255
+
+
+def test_alpha_is_flattened_on_white(tmp_path):
+    path = tmp_path / "clear.png"
+    Image.new("RGBA", (8, 8), (10, 20, 30, 0)).save(path)
+    assert np.asarray(images.load_rgb(path)).min() == 255
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("empty.jpg", b"", "empty"),
+        ("notes.jpg", b"this is text, not a photo", "not an image"),
+        ("truncated.jpg", None, "damaged or truncated"),
+    ],
+)
+def test_broken_files_get_a_reason(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is None:
+        buffer = io.BytesIO()
+        _gradient(200, 200).save(buffer, "JPEG")
+        content = buffer.getvalue()[:600]
+    path.write_bytes(content)
+    with pytest.raises(ImageError, match=message) as err:
+        images.load_rgb(path)
+    assert err.value.hint
+
+
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "huge.png"
+    Image.new("L", (300, 300)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300 * 300 // 3)  # > 2x the limit is an error in PIL
+    with pytest.raises(ImageError, match="too large"):
+        images.load_rgb(path)

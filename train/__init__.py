@@ -1,0 +1,1 @@
+"""Training side: prepare (faces -> dataset) and the LoRA training recipe. Depends only on `headshots`."""

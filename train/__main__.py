@@ -1,0 +1,39 @@
+"""python -m train {prepare,fit,all} --user NAME [--profile tiny] [key=value ...]
+
+Also: accelerate launch -m train fit --user NAME   (same job on one or more GPUs)
+"""
+
+from __future__ import annotations
+
+import sys
+
+from headshots.cli import build_parser, run
+from headshots.config import Config
+
+
+def _prepare(cfg: Config) -> None:
+    from train.prepare import prepare
+
+    prepare(cfg)
+
+
+def _fit(cfg: Config) -> None:
+    from train.recipe import train
+
+    train(cfg)
+
+
+def _all(cfg: Config) -> None:
+    _prepare(cfg)
+    _fit(cfg)
+
+
+COMMANDS = {"prepare": _prepare, "fit": _fit, "all": _all}
+HELP = {
+    "prepare": "selfies -> face crops, captions, reference embeddings",
+    "fit": "train the LoRA adapter (resumes from the last checkpoint)",
+    "all": "prepare then fit",
+}
+
+if __name__ == "__main__":
+    sys.exit(run(build_parser("python -m train", "Prepare a user's photos and train their LoRA adapter.", HELP), COMMANDS))

@@ -1,0 +1,65 @@
+"""Crash-safe checkpoints: `checkpoints/step-000250/` is complete or does not exist.
+
+Accelerate writes the state (LoRA weights through our hooks, optimizer, LR scheduler, RNG)
+into `step-N.tmp/`; a `state.json` is added last and the folder is renamed in one step. A run
+killed at any moment leaves either the previous checkpoints or the new one, never a torn "latest".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Optional
+
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def checkpoint_path(root: Path, step: int) -> Path:
+    return root / f"step-{step:06d}"
+
+
+def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints, oldest first."""
+    if not root.is_dir():
+        return []
+    found = []
+    for entry in root.iterdir():
+        match = _STEP_DIR.match(entry.name)
+        if match and (entry / "state.json").is_file():
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+def latest_checkpoint(root: Path) -> Optional[tuple[int, Path]]:
+    checkpoints = list_checkpoints(root)
+    return checkpoints[-1] if checkpoints else None
+
+
+def save_checkpoint(accelerator, root: Path, step: int, keep: int) -> Path:
+    """Every process calls this (Accelerate needs all ranks); the main process publishes and prunes."""
+    final = checkpoint_path(root, step)
+    tmp = final.with_name(final.name + ".tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "state.json").write_text(json.dumps({"step": step}))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for _, old in list_checkpoints(root)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def remove_partial(root: Path) -> None:
+    """Leftovers of a save that was interrupted: never resumed from, safe to delete."""
+    if root.is_dir():
+        for entry in root.glob("*.tmp"):
+            shutil.rmtree(entry, ignore_errors=True)

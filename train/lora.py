@@ -1,0 +1,77 @@
+"""LoRA on the SDXL UNet with peft: attach, count, export in the format diffusers loads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from headshots.config import TrainConfig
+
+ADAPTER_FILE = "pytorch_lora_weights.safetensors"
+
+
+def lora_config(cfg: TrainConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha if cfg.alpha is not None else cfg.rank,
+        init_lora_weights="gaussian",
+        target_modules=list(cfg.target_modules),
+    )
+
+
+def attach_lora(unet: torch.nn.Module, cfg: TrainConfig) -> int:
+    """Add a trainable LoRA adapter to the (frozen) UNet; returns the number of trainable parameters."""
+    unet.requires_grad_(False)
+    unet.add_adapter(lora_config(cfg))
+    return trainable_parameters(unet)
+
+
+def trainable_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def targeted_linears(unet: torch.nn.Module, target_modules: list[str]) -> list[torch.nn.Linear]:
+    """The Linear layers peft's suffix matching picks for `target_modules` (before LoRA is added)."""
+    return [
+        module
+        for name, module in unet.named_modules()
+        if isinstance(module, torch.nn.Linear) and any(name == t or name.endswith("." + t) for t in target_modules)
+    ]
+
+
+def expected_lora_parameters(unet: torch.nn.Module, cfg: TrainConfig) -> int:
+    """LoRA adds A (r x in) and B (out x r) per targeted Linear: r * (in + out) each."""
+    return sum(cfg.rank * (m.in_features + m.out_features) for m in targeted_linears(unet, list(cfg.target_modules)))
+
+
+def unet_lora_state_dict(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """LoRA weights of `unet` with diffusers' key names, as `load_lora_weights` expects."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    return convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+
+
+def set_unet_lora_state_dict(unet: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    from diffusers.utils import convert_unet_state_dict_to_peft
+    from peft.utils import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(unet, convert_unet_state_dict_to_peft(state), adapter_name="default")
+    unexpected = getattr(result, "unexpected_keys", None)
+    if unexpected:
+        raise RuntimeError(f"checkpoint holds LoRA keys this UNet does not have: {unexpected[:3]}...")
+
+
+def save_adapter(unet: torch.nn.Module, out_dir: Path, metadata: dict) -> Path:
+    """Write `pytorch_lora_weights.safetensors` (diffusers format) and `adapter.json` into `out_dir`."""
+    from diffusers import StableDiffusionXLPipeline
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in unet_lora_state_dict(unet).items()}
+    StableDiffusionXLPipeline.save_lora_weights(out_dir, unet_lora_layers=state, safe_serialization=True)
+    (out_dir / "adapter.json").write_text(json.dumps(metadata, indent=2))
+    return out_dir / ADAPTER_FILE
