@@ -20,10 +20,10 @@ endif
 TINY_MODEL := models/tiny-sdxl
 COMMON = --user $(USER) --profile $(PROFILE) run=$(RUN)
 
-.PHONY: setup demo test test-all prepare train infer purge tiny-model bench help check-user
+.PHONY: setup demo test test-all intake prepare train infer purge tiny-model bench help check-user
 
 help:
-	@echo "make setup | demo | test | test-all | prepare/train/infer/purge USER=name [PROFILE=tiny] | bench"
+	@echo "make setup | demo | test | test-all | intake/prepare/train/infer/purge USER=name [PROFILE=tiny] | bench"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,12 @@ setup: $(BIN)/python
 	$(BIN)/pip install torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -e ".[dev]"
 	$(BIN)/pip install --no-deps facenet-pytorch==2.6.0
+	@# CI only: headless Chromium for tests/test_gallery_browser.py (the test skips without it).
+	@if [ -n "$$CI" ] && ! command -v chromium >/dev/null; then \
+		{ apt-get update && apt-get install -y chromium; } >/dev/null 2>&1 \
+		|| { sudo -n apt-get update && sudo -n apt-get install -y chromium; } >/dev/null 2>&1 \
+		|| echo "note: could not install chromium; the gallery browser test will be skipped"; \
+	fi
 	@$(BIN)/python -c "import torch, diffusers, peft, accelerate, facenet_pytorch; print('setup ok: torch', torch.__version__, '| cuda' if torch.cuda.is_available() else '| cpu only')"
 
 $(TINY_MODEL)/model_index.json:
@@ -57,6 +63,9 @@ test-all:
 check-user:
 	@test -n "$(USER)" || { echo "error: say whose photos, e.g. make train USER=alice"; exit 2; }
 
+intake: check-user
+	$(BIN)/python -m train intake $(COMMON) $(ARGS)
+
 prepare: check-user $(if $(filter tiny,$(PROFILE)),tiny-model)
 	$(BIN)/python -m train prepare $(COMMON) $(ARGS)
 
@@ -71,3 +80,5 @@ purge: check-user
 
 bench:
 	$(BIN)/python scripts/face_similarity_eval.py
+	$(BIN)/python scripts/bench_scoring.py
+	$(BIN)/python scripts/bench_train.py

@@ -100,6 +100,8 @@ class TrainConfig:
     mixed_precision: str = "bf16"  # no | fp16 | bf16
     gradient_checkpointing: bool = False
     noise_offset: float = 0.0
+    face_loss_weight: float = 1.0  # >1 weights the loss inside the face box more (1 = plain MSE)
+    cache_encodings: bool = True  # encode photos and captions once instead of every step
     min_snr_gamma: Optional[float] = None  # e.g. 5.0; None disables min-SNR weighting
     seed: int = 0
     checkpoint_every: int = 250
@@ -111,6 +113,8 @@ class TrainConfig:
         _check(self.learning_rate > 0, "train.learning_rate", "must be positive")
         _check(self.lr_warmup_steps >= 0, "train.lr_warmup_steps", "must be >= 0")
         _one_of(self.optimizer, "train.optimizer", ("adamw", "adamw8bit", "prodigy"))
+        if self.mixed_precision in ("False", "fp32"):  # YAML reads a bare `no` as false
+            self.mixed_precision = "no"
         _one_of(self.mixed_precision, "train.mixed_precision", ("no", "fp16", "bf16"))
         _one_of(
             self.lr_scheduler,
@@ -119,6 +123,7 @@ class TrainConfig:
         )
         _check(len(self.target_modules) > 0, "train.target_modules", "must name at least one module")
         _check(self.noise_offset >= 0, "train.noise_offset", "must be >= 0")
+        _check(self.face_loss_weight >= 1.0, "train.face_loss_weight", "must be >= 1 (1 disables it)")
 
 
 @dataclass
@@ -143,6 +148,7 @@ class InferConfig:
     lora_scale: float = 1.0
     batch_size: int = 2
     seed: int = 0
+    export_files: List[str] = field(default_factory=list)  # files in samples/ to export; empty: every kept image
 
     def __post_init__(self) -> None:
         _check(len(self.styles) > 0, "infer.styles", "must name at least one style")
@@ -152,11 +158,78 @@ class InferConfig:
 
 @dataclass
 class FilterConfig:
-    # Cosine similarity of FaceNet embeddings; see docs/measurements.md for how it was chosen.
-    threshold: float = 0.45
+    # Cosine similarity of FaceNet embeddings; see docs/face_similarity.md for how it was chosen.
+    # It is the global floor: no person's calibrated threshold goes below it.
+    threshold: float = 0.55
+    # Per-person threshold = max(threshold, loo_fraction x the mean leave-one-out similarity of the
+    # person's own reference photos), measured in docs/face_similarity.md. 0 turns calibration off.
+    loo_fraction: float = 0.75
+    eye_distance: List[float] = field(default_factory=lambda: [0.25, 0.65])  # eye distance / face width, min and max
+    face_width: List[float] = field(default_factory=lambda: [0.12, 0.65])  # face width / image width, min and max
+    edge_margin: float = 0.1  # free space above and beside the face box, as a fraction of the face size
+    check_glasses: bool = True  # glasses on the output must match the selfies (infer/review.py)
+    glasses_threshold: float = 0.6  # nose-bridge edge score above which a face wears glasses
+    duplicate_similarity: float = 0.95  # grey-thumbnail correlation above which two outputs are one picture
 
     def __post_init__(self) -> None:
         _check(-1.0 <= self.threshold <= 1.0, "filter.threshold", "must be between -1 and 1")
+        _check(0.0 <= self.loo_fraction <= 1.0, "filter.loo_fraction", "must be between 0 and 1")
+        for key in ("eye_distance", "face_width"):
+            low_high = getattr(self, key)
+            _check(len(low_high) == 2 and 0.0 <= low_high[0] < low_high[1] <= 1.0, f"filter.{key}",
+                   "must be [min, max] with 0 <= min < max <= 1")
+        _check(0.0 <= self.edge_margin <= 2.0, "filter.edge_margin", "must be between 0 and 2")
+        _check(self.glasses_threshold > 0, "filter.glasses_threshold", "must be positive")
+        _check(0.0 < self.duplicate_similarity <= 1.0, "filter.duplicate_similarity", "must be in (0, 1]")
+
+
+@dataclass
+class IntakeConfig:
+    """Selfie quality gate. Values are measured on the face (see headshots/quality.py); the thresholds
+    were calibrated on real photos and degraded copies: docs/intake_quality.md."""
+
+    decode_side: int = 800  # big JPEGs are decoded at reduced scale, long side at least this (speed)
+    detect_max_side: int = 640  # face detection runs on a copy this long (MTCNN cost grows with pixels)
+    min_crop_fraction: float = 0.2  # training crop side below this x model.resolution: reject
+    warn_crop_fraction: float = 0.5  # ... below this: warn (it will be upscaled)
+    min_sharpness: float = 0.19  # coarse detail: variance of the Laplacian of the contrast-normalised, half-size face
+    min_fine_detail: float = 0.08  # the same at full size; low while coarse detail is fine = smoothed by a filter
+    max_motion_blur: float = 0.74  # 1 - weakest/strongest directional detail; above = the blur is camera shake
+    min_brightness: float = 50.0  # mean face luminance, 0..255
+    max_brightness: float = 190.0
+    max_clipped: float = 0.05  # share of the face blown out to white
+    min_side_light: float = 0.75  # darker / brighter half of the face
+    max_backlight: float = 2.0  # background / face luminance
+    max_colour_cast: float = 0.1  # distance of the face's r, g, b shares from skin in neutral light
+    max_yaw: float = 0.35  # nose offset from the eye midpoint, in eye distances
+    max_roll: float = 15.0  # eye-line angle, degrees
+    min_pitch: float = 0.25  # nose height between eye line (0) and mouth line (1)
+    max_pitch: float = 0.85
+    max_eye_flat: float = 0.3  # share of featureless pixels around the eyes (sunglasses, hands)
+    min_mouth_detail: float = 0.65  # detail around the mouth relative to the whole face (masks, hands)
+    max_age_years: float = 3.0  # photos older than this (EXIF date) may no longer look like you
+    duplicate_similarity: float = 0.96  # face-region correlation above which two photos are one shot
+    max_sameness: float = 0.9  # mean thumbnail cosine over the set above which it lacks variety
+    identity_threshold: float = 0.5  # FaceNet cosine: below this to most of the set = someone else
+    smile_ratio: float = 0.9  # mouth width / eye distance above which a face is smiling
+    min_photos: int = 5  # fewer usable photos and the set is rejected
+    good_photos: int = 10  # fewer and the set gets a warning with what to add
+
+    def __post_init__(self) -> None:
+        _check(self.decode_side >= 256, "intake.decode_side", "must be at least 256")
+        _check(self.detect_max_side >= 160, "intake.detect_max_side", "must be at least 160")
+        _check(0.0 < self.min_crop_fraction <= self.warn_crop_fraction <= 4.0, "intake.min_crop_fraction",
+               "must be positive and at most intake.warn_crop_fraction")
+        _check(0.0 <= self.min_brightness < self.max_brightness <= 255.0, "intake.min_brightness",
+               "must be below intake.max_brightness, both in 0..255")
+        _check(self.min_pitch < self.max_pitch, "intake.min_pitch", "must be below intake.max_pitch")
+        for key in ("max_clipped", "min_side_light", "max_motion_blur", "duplicate_similarity", "max_sameness", "max_eye_flat"):
+            _check(0.0 <= getattr(self, key) <= 1.0, f"intake.{key}", "must be between 0 and 1")
+        for key in ("min_sharpness", "min_fine_detail", "max_backlight", "max_colour_cast", "max_yaw", "max_roll",
+                    "min_mouth_detail", "max_age_years", "smile_ratio"):
+            _check(getattr(self, key) >= 0, f"intake.{key}", "must be >= 0")
+        _check(-1.0 <= self.identity_threshold <= 1.0, "intake.identity_threshold", "must be between -1 and 1")
+        _check(1 <= self.min_photos <= self.good_photos, "intake.min_photos", "must be at least 1 and at most intake.good_photos")
 
 
 @dataclass
@@ -173,6 +246,7 @@ class Config:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
+    intake: IntakeConfig = field(default_factory=IntakeConfig)
 
     def __post_init__(self) -> None:
         validate_user_name(self.user)

@@ -71,9 +71,13 @@ class FaceAnalyzer:
         self.embedder = load_embedder(cfg.weights, self.device) if with_embedder else None
 
     # -- detection ----------------------------------------------------------------------------
-    def detect(self, image: Image.Image) -> Detection:
-        """Find faces, choose the subject deliberately (largest, then most central), judge usability."""
-        scale = min(1.0, self.cfg.detect_max_side / max(image.size))
+    def detect(self, image: Image.Image, max_side: Optional[int] = None) -> Detection:
+        """Find faces, choose the subject deliberately (largest, then most central), judge usability.
+
+        Detection runs on a copy at most `max_side` (default `face.detect_max_side`) pixels long:
+        MTCNN's cost grows with the pixel count, and a selfie's face is large.
+        """
+        scale = min(1.0, (max_side or self.cfg.detect_max_side) / max(image.size))
         small = image if scale == 1.0 else image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
         boxes, probs, points = self.detector.detect(small, landmarks=True)
         if boxes is None:
@@ -96,6 +100,43 @@ class FaceAnalyzer:
         if any(f.side >= self.cfg.second_face_ratio * subject.side for f in faces[1:]):
             detection.problem = "several_faces"
         elif subject.side < self.cfg.min_face_px:
+            detection.problem = "face_too_small"
+        return detection
+
+    def detect_batch(self, images: Sequence[Image.Image], max_side: Optional[int] = None) -> list[Detection]:
+        """`detect` for many photos: same-size images go through MTCNN as one batch, 1.9x the throughput
+        on a CPU for 1024 px outputs (docs/benchmarks.md, Scoring). Same subject choice and verdicts."""
+        detections: list[Optional[Detection]] = [None] * len(images)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for index, image in enumerate(images):
+            by_size.setdefault(image.size, []).append(index)
+        for (width, height), indices in by_size.items():
+            scale = min(1.0, (max_side or self.cfg.detect_max_side) / max(width, height))
+            size = (round(width * scale), round(height * scale))
+            small = [images[i] if scale == 1.0 else images[i].resize(size, Image.BILINEAR) for i in indices]
+            boxes, probs, points = self.detector.detect(small, landmarks=True)
+            for i, b, p, lm in zip(indices, boxes, probs, points):
+                detections[i] = self._judge((width, height), b, p, lm, scale)
+        return detections  # type: ignore[return-value]
+
+    def _judge(self, size: tuple[int, int], boxes, probs, points, scale: float) -> Detection:
+        """MTCNN output of one image (detection-size coordinates) -> confident faces, subject, verdict."""
+        if boxes is None:
+            return Detection(problem="no_face")
+        faces = [
+            Face(tuple(float(v) / scale for v in b), float(p), tuple((float(x) / scale, float(y) / scale) for x, y in lm))
+            for b, p, lm in zip(np.asarray(boxes, dtype=float), np.asarray(probs, dtype=float), np.asarray(points, dtype=float))
+            if p >= self.cfg.min_confidence
+        ]
+        if not faces:
+            return Detection(problem="no_face")
+        cx, cy = size[0] / 2, size[1] / 2
+        diagonal = float(np.hypot(*size))
+        faces.sort(key=lambda f: (-f.side, np.hypot(f.center[0] - cx, f.center[1] - cy) / diagonal))
+        detection = Detection(faces=faces, subject=faces[0])
+        if any(f.side >= self.cfg.second_face_ratio * faces[0].side for f in faces[1:]):
+            detection.problem = "several_faces"
+        elif faces[0].side < self.cfg.min_face_px:
             detection.problem = "face_too_small"
         return detection
 

@@ -1,6 +1,8 @@
 """Where each stage reads and writes, for one user. The one place that knows the layout.
 
     data/users/<user>/selfies/                  input photos, never modified
+    data/users/<user>/intake.json               quality gate: per-photo checks, verdicts, advice; set verdict
+    data/users/<user>/intake.html               the same as a page with thumbnails
     data/users/<user>/prepared/                 Hugging Face dataset (crops, captions, face boxes)
     data/users/<user>/prepare_report.json       kept / rejected per photo, with reasons
     data/users/<user>/reference.safetensors     FaceNet embeddings of the kept photos
@@ -37,6 +39,14 @@ class Workspace:
     @property
     def selfies(self) -> Path:
         return self.user_dir / "selfies"
+
+    @property
+    def intake_report(self) -> Path:
+        return self.user_dir / "intake.json"
+
+    @property
+    def intake_page(self) -> Path:
+        return self.user_dir / "intake.html"
 
     @property
     def prepared(self) -> Path:

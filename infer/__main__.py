@@ -1,4 +1,4 @@
-"""python -m infer {generate,score,all} --user NAME [--profile tiny] [infer.styles=[linkedin,actor] ...]"""
+"""python -m infer {generate,score,export,all} --user NAME [--profile tiny] [infer.styles=[linkedin,actor] ...]"""
 
 from __future__ import annotations
 
@@ -22,15 +22,22 @@ def _score(cfg: Config) -> None:
     print(f"gallery: {write_gallery(cfg)}")
 
 
+def _export(cfg: Config) -> None:
+    from infer.export import export
+
+    print(f"export: {export(cfg)}")
+
+
 def _all(cfg: Config) -> None:
     _generate(cfg)
     _score(cfg)
 
 
-COMMANDS = {"generate": _generate, "score": _score, "all": _all}
+COMMANDS = {"generate": _generate, "score": _score, "export": _export, "all": _all}
 HELP = {
     "generate": "sample N images per style from base model + adapter",
     "score": "face-similarity filter, ranking, scores.json and gallery.html",
+    "export": "crop kept (or infer.export_files) images for LinkedIn, 4:5 portrait and CV, centred on the face",
     "all": "generate then score",
 }
 

@@ -1,4 +1,4 @@
-"""Review page: outputs ranked best first, with score and reason, each also shown the way people
+"""Review page: outputs ranked best first, with score and every review check, each also shown the way people
 judge a profile photo: a ~100 px circle (comment avatar) and a 400x400 square (profile page).
 
 Reads   outputs/<user>/<run>/samples/scores.json + images
@@ -29,6 +29,7 @@ h1{margin:0 0 4px} .sub{color:#666;margin-bottom:20px}
 .badge{display:inline-block;padding:2px 8px;border-radius:10px;font-size:13px;font-weight:600}
 .kept .badge{background:#d8f3dc;color:#1b4332} .dropped .badge{background:#fde2e1;color:#8a1c1c}
 .meta{font-size:13px;color:#555;margin-top:6px}
+.checks{list-style:none;padding:0;margin:8px 0 0;font-size:12px} .checks .ok{color:#1b4332} .checks .no{color:#8a1c1c}
 """
 
 
@@ -45,7 +46,8 @@ def write_gallery(cfg: Config) -> Path:
 <style>{STYLE}</style></head><body>
 <h1>Your headshots</h1>
 <div class="sub">{scores['kept']} of {len(scores['images'])} kept &middot; ranked by likeness to your
-{scores['references']} reference photos &middot; threshold {scores['threshold']:.2f}.
+{scores['references']} reference photos &middot; your threshold {scores['threshold']:.2f}
+(from your selfies' likeness to each other{_floor(scores)}).
 Each photo is also shown at profile-photo sizes: judge it small too.</div>
 <div class="grid">
 {cards}
@@ -60,10 +62,20 @@ def _card(item: dict) -> str:
     src = html.escape(item["file"])
     status = "kept" if item["kept"] else "dropped"
     badge = f"#{item['rank']}" if item["kept"] else "dropped"
+    checks = "".join(
+        f'<li class="{"ok" if c["passed"] else "no"}">{"&#10003;" if c["passed"] else "&#10007;"} {html.escape(c["detail"])}</li>'
+        for c in item.get("reasons", [])
+    )
     sim = "n/a" if item["similarity"] is None else f"{item['similarity']:.2f} (max {item['similarity_max']:.2f})"
     return f"""<div class="card {status}">
   <span class="badge">{badge}</span> <b>{html.escape(item['style'])}</b> &middot; seed {item['seed']}
   <img class="full" src="{src}" alt="{src} at 400x400" loading="lazy">
   <div class="small"><img class="avatar" src="{src}" alt="{src} as a 100px avatar"><img class="tiny" src="{src}" alt="{src} as a 40px avatar">
   <div class="meta">similarity {sim}<br>{html.escape(item['reason'])}</div></div>
+  <ul class="checks">{checks}</ul>
 </div>"""
+
+
+def _floor(scores: dict) -> str:
+    floor = scores.get("threshold_floor")
+    return "" if floor is None else f", never below {floor:.2f}"

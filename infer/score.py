@@ -1,29 +1,37 @@
-"""Filter stage: keep only outputs that look like the person, ranked by face similarity.
+"""Filter stage: keep only outputs that look like the person and pass the automated review
+(infer/review.py), ranked by face similarity.
 
-Reads   outputs/<user>/<run>/samples/manifest.json + images, data/users/<user>/reference.safetensors
+Reads   outputs/<user>/<run>/samples/manifest.json + images, data/users/<user>/reference.safetensors,
+        data/users/<user>/prepared/ (the selfie crops, for the glasses check)
 Writes  outputs/<user>/<run>/samples/scores.json   per image: style, seed, face_found, similarity
-        (mean cosine similarity to all reference photos), similarity_max, kept, reason, rank
+        (mean cosine similarity to all reference photos), similarity_max, face_box, glasses, kept,
+        reason (summary), reasons (every check), rank; plus the person's calibrated threshold
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from headshots.config import Config
 from headshots.errors import HeadshotsError
-from headshots.faces import FaceAnalyzer, cosine_similarity, resolve_device
+from headshots.faces import Detection, FaceAnalyzer, cosine_similarity, resolve_device
 from headshots.images import load_rgb
 from headshots.logs import get_logger
 from headshots.workspace import Workspace
+from infer import review
 from infer.generate import MANIFEST
+from infer.tracking import log_scores_table
 
 log = get_logger(__name__)
 SCORES = "scores.json"
+DETECT_BATCH = 8  # images per MTCNN batch: ~2x faster than one by one on a CPU, bounded memory
 
 
 @dataclass
@@ -35,8 +43,11 @@ class Score:
     similarity: Optional[float]  # mean over the reference photos
     similarity_max: Optional[float]
     kept: bool
-    reason: str
+    reason: str  # the first failed check, or the likeness when kept
     rank: Optional[int] = None  # 1 = best; None when dropped
+    face_box: Optional[list[float]] = None  # x1, y1, x2, y2 in pixels of the image
+    glasses: Optional[bool] = None
+    reasons: list[dict] = field(default_factory=list)  # every check: {check, passed, detail}
 
 
 def load_references(workspace: Workspace) -> torch.Tensor:
@@ -49,36 +60,101 @@ def score(cfg: Config, analyzer: Optional[FaceAnalyzer] = None) -> list[Score]:
     manifest_path = samples_dir / MANIFEST
     if not manifest_path.is_file():
         raise HeadshotsError(f"No generated images to score in {samples_dir}.", f"Generate some first: make infer USER={cfg.user}")
-    manifest = json.loads(manifest_path.read_text())
+    items = json.loads(manifest_path.read_text())["images"]
     references = load_references(workspace)
     analyzer = analyzer or FaceAnalyzer(cfg.face, resolve_device(cfg.device))
-    threshold = cfg.filter.threshold
+    threshold = review.person_threshold(references, cfg.filter)
+    selfie_glasses = selfie_glasses_share(workspace, analyzer, cfg) if cfg.filter.check_glasses else None
 
-    scores = []
-    for item in manifest["images"]:
-        image = load_rgb(samples_dir / item["file"])
-        detection = analyzer.detect(image)
-        base = dict(file=item["file"], style=item["style"], seed=item["seed"])
-        if detection.subject is None:
-            scores.append(Score(**base, face_found=False, similarity=None, similarity_max=None, kept=False, reason="no face found"))
-            continue
-        sims = cosine_similarity(analyzer.embed([image], [detection.subject]), references)[0]
-        mean, best = round(sims.mean().item(), 4), round(sims.max().item(), 4)
-        if detection.problem == "several_faces":
-            kept, reason = False, f"{len(detection.faces)} faces in the picture"
-        elif mean < threshold:
-            kept, reason = False, f"does not look like you (similarity {mean:.2f} < {threshold:.2f})"
-        else:
-            kept, reason = True, f"looks like you (similarity {mean:.2f})"
-        scores.append(Score(**base, face_found=True, similarity=mean, similarity_max=best, kept=kept, reason=reason))
+    images = [load_rgb(samples_dir / item["file"]) for item in items]
+    detections = detect_all(analyzer, images)
+    similarities = similarity_rows(analyzer, images, detections, references)
+    scores = [
+        judge(item, image, detection, sims, threshold, selfie_glasses, cfg)
+        for item, image, detection, sims in zip(items, images, detections, similarities)
+    ]
+    collapse_duplicates(scores, {item["file"]: image for item, image in zip(items, images)}, cfg.filter.duplicate_similarity)
+    rank(scores)
+    loo = review.leave_one_out(references)
+    (samples_dir / SCORES).write_text(json.dumps({
+        "threshold": threshold,
+        "threshold_floor": cfg.filter.threshold,
+        "loo_similarity": round(loo.mean().item(), 4) if loo.numel() else None,
+        "references": int(references.shape[0]),
+        "selfies_with_glasses": selfie_glasses,
+        "kept": sum(s.kept for s in scores),
+        "images": [asdict(s) for s in scores],
+    }, indent=2))
+    log.info("%d of %d images kept (threshold %.2f, floor %.2f) -> %s", sum(s.kept for s in scores), len(scores),
+             threshold, cfg.filter.threshold, samples_dir / SCORES)
+    log_scores_table(cfg, samples_dir, scores)
+    return scores
 
-    ranked = sorted((s for s in scores if s.kept), key=lambda s: -s.similarity)
-    for position, s in enumerate(ranked, start=1):
+
+def detect_all(analyzer: FaceAnalyzer, images: list[Image.Image]) -> list[Detection]:
+    batches = (images[start : start + DETECT_BATCH] for start in range(0, len(images), DETECT_BATCH))
+    return [detection for batch in batches for detection in analyzer.detect_batch(batch)]
+
+
+def similarity_rows(analyzer: FaceAnalyzer, images: list[Image.Image], detections: list[Detection],
+                    references: torch.Tensor) -> list[Optional[torch.Tensor]]:
+    """Similarities of each image's subject to every reference (None without a face), one embed batch."""
+    found = [i for i, d in enumerate(detections) if d.subject is not None]
+    embeddings = analyzer.embed([images[i] for i in found], [detections[i].subject for i in found])
+    rows: list[Optional[torch.Tensor]] = [None] * len(images)
+    for i, row in zip(found, cosine_similarity(embeddings, references) if found else []):
+        rows[i] = row
+    return rows
+
+
+def judge(item: dict, image: Image.Image, detection: Detection, sims: Optional[torch.Tensor], threshold: float,
+          selfie_glasses: Optional[float], cfg: Config) -> Score:
+    """Run every check that applies; the first failure is the summary reason."""
+    checks = [review.face_check(detection)]
+    base = dict(file=item["file"], style=item["style"], seed=item["seed"])
+    face = detection.subject
+    if face is None or sims is None:
+        return Score(**base, face_found=False, similarity=None, similarity_max=None, kept=False,
+                     reason=checks[0].detail, reasons=[c.as_dict() for c in checks])
+    mean, best = round(sims.mean().item(), 4), round(sims.max().item(), 4)
+    checks += [review.likeness_check(mean, threshold), review.eyes_check(face, image.size, cfg.filter),
+               review.framing_check(face, image.size, cfg.filter)]
+    glasses = review.wears_glasses(image, face, cfg.filter) if selfie_glasses is not None else None
+    if glasses is not None:
+        checks.append(review.glasses_check(glasses, selfie_glasses))
+    failed = [c for c in checks if not c.passed]
+    return Score(**base, face_found=True, similarity=mean, similarity_max=best, kept=not failed,
+                 reason=(failed or [checks[1]])[0].detail, face_box=[round(v, 1) for v in face.box], glasses=glasses,
+                 reasons=[c.as_dict() for c in checks])
+
+
+def collapse_duplicates(scores: list[Score], images: dict[str, Image.Image], threshold: float) -> None:
+    """Among the outputs that passed, keep the most similar of each group of near-identical pictures."""
+    passed = sorted((s for s in scores if s.kept), key=lambda s: -s.similarity)
+    duplicates = review.find_duplicates([s.file for s in passed], [review.thumbnail(images[s.file]) for s in passed], threshold)
+    for s in passed:
+        check = review.duplicate_check(duplicates.get(s.file))
+        s.reasons.append(check.as_dict())
+        if not check.passed:
+            s.kept, s.reason = False, check.detail
+
+
+def rank(scores: list[Score]) -> None:
+    """Number the kept outputs best first and sort: kept by rank, then dropped by similarity."""
+    for position, s in enumerate(sorted((s for s in scores if s.kept), key=lambda s: -s.similarity), start=1):
         s.rank = position
     scores.sort(key=lambda s: (s.rank is None, s.rank or 0, -(s.similarity or -2)))
-    (samples_dir / SCORES).write_text(json.dumps(
-        {"threshold": threshold, "references": int(references.shape[0]), "kept": len(ranked), "images": [asdict(s) for s in scores]},
-        indent=2,
-    ))
-    log.info("%d of %d images kept (threshold %.2f) -> %s", len(ranked), len(scores), threshold, samples_dir / SCORES)
-    return scores
+
+
+def selfie_glasses_share(workspace: Workspace, analyzer: FaceAnalyzer, cfg: Config) -> Optional[float]:
+    """Share of the prepared selfie crops with glasses; None (check skipped) without a prepared set."""
+    prepared: Path = workspace.prepared
+    if not (prepared / "dataset_info.json").is_file():
+        log.warning("no prepared selfies at %s: the glasses check is skipped", prepared)
+        return None
+    from datasets import load_from_disk
+
+    crops = [image.convert("RGB") for image in load_from_disk(str(prepared))["image"]]
+    faces = [d.subject for d in detect_all(analyzer, crops)]
+    looks = [review.wears_glasses(crop, face, cfg.filter) for crop, face in zip(crops, faces) if face is not None]
+    return round(sum(looks) / len(looks), 3) if looks else None

@@ -17,6 +17,10 @@ def test_defaults_compose_base_profile_and_overrides():
     assert load_config("alice").model.pretrained == "stabilityai/stable-diffusion-xl-base-1.0"
 
 
+def test_mixed_precision_no_survives_yaml_booleans():
+    assert load_config("alice", overrides=["train.mixed_precision=no"]).train.mixed_precision == "no"
+
+
 def test_user_yaml_is_layered(tmp_path):
     extra = tmp_path / "mine.yaml"
     extra.write_text("prepare:\n  class_noun: woman\ntrain:\n  rank: 8\n")

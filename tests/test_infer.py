@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from headshots.errors import ConfigError
 from headshots.tiny_sdxl import TOKENIZER_DIR
@@ -101,19 +101,31 @@ def test_filter_keeps_the_person_drops_others_and_ranks(prepared_user, make_conf
     for name, src in sources.items():
         Image.open(src).convert("RGB").save(out / name)
     Image.new("RGB", (128, 128), (90, 90, 90)).save(out / "blank.png")
-    names = [*sources, "blank.png"]
+    alice_a = Image.open(out / "alice-a.png")
+    ImageEnhance.Brightness(alice_a.crop((4, 0, alice_a.width, alice_a.height))).enhance(1.1).save(out / "alice-a-again.png")
+    names = [*sources, "blank.png", "alice-a-again.png"]
     manifest = {"images": [{"file": n, "style": "linkedin", "seed": i} for i, n in enumerate(names)]}
     (out / "manifest.json").write_text(json.dumps(manifest))
 
     scores = {s.file: s for s in score(cfg, analyzer)}
+    # alice-a and its near-copy: the more similar one is kept, the other points at it.
+    best, copy = sorted(["alice-a.png", "alice-a-again.png"], key=lambda f: -scores[f].similarity)
+    assert not scores[copy].kept and scores[copy].reason == f"near-duplicate of {best}"
+    assert all(c["passed"] for c in scores[copy].reasons[:-1]) and scores[copy].reasons[-1]["check"] == "duplicate"
+    scores["alice-a.png"] = scores[best]
     assert scores["alice-a.png"].kept and scores["alice-b.png"].kept
     assert {scores["alice-a.png"].rank, scores["alice-b.png"].rank} == {1, 2}
+    assert [c["check"] for c in scores["alice-a.png"].reasons] == ["face", "likeness", "eyes", "framing", "glasses", "duplicate"]
+    assert scores["blank.png"].reasons == [{"check": "face", "passed": False, "detail": "no face found"}]
     assert not scores["stranger.png"].kept and "does not look like you" in scores["stranger.png"].reason
     assert not scores["group.png"].kept and "faces" in scores["group.png"].reason
     assert not scores["blank.png"].kept and scores["blank.png"].reason == "no face found"
     assert scores["alice-a.png"].similarity_max >= scores["alice-a.png"].similarity
 
     saved = json.loads((out / "scores.json").read_text())
-    assert [i["file"] for i in saved["images"][:2]] == sorted(["alice-a.png", "alice-b.png"], key=lambda f: scores[f].rank)
+    # The person's own bar: 0.75 x their selfies' leave-one-out likeness, above the global floor.
+    assert saved["threshold_floor"] == 0.55 and saved["threshold"] == pytest.approx(max(0.55, 0.75 * saved["loo_similarity"]), abs=1e-4)
+    assert saved["selfies_with_glasses"] == 0.0 and scores["alice-a.png"].glasses is False
+    assert [i["file"] for i in saved["images"][:2]] == sorted([best, "alice-b.png"], key=lambda f: scores[f].rank)
     page = write_gallery(cfg).read_text()
     assert all(n in page for n in names) and "does not look like you" in page

@@ -32,7 +32,7 @@ def test_train_saves_adapter_that_loads_and_changes_output(prepared_user, make_c
     assert weights and all(k.startswith("unet.") for k in weights)
     assert all(torch.isfinite(v).all() for v in weights.values())
     meta = json.loads((adapter / "adapter.json").read_text())
-    assert meta["trigger"] == "ohwx" and meta["rank"] == cfg.train.rank
+    assert meta["headshots.trigger"] == "ohwx" and meta["headshots.rank"] == str(cfg.train.rank)
     assert (adapter / "config.yaml").is_file()
 
     base, tuned = _sample(tiny_model), _sample(tiny_model, adapter)
@@ -83,3 +83,59 @@ def test_wandb_offline_writes_local_run_files(prepared_user, make_config):
     train(cfg)
     runs = list(Workspace.from_config(cfg).wandb_dir("logged").rglob("offline-run-*"))
     assert runs, "wandb offline run folder expected"
+
+
+def test_kohya_export_loads_in_diffusers_like_the_diffusers_file(prepared_user, make_config, tiny_model):
+    """The lora_unet_* file goes through diffusers' own kohya conversion and gives the same image,
+    with alpha != rank so a wrong scale would show; both files carry the metadata."""
+    from safetensors import safe_open
+
+    from train.lora import KOHYA_FILE
+
+    cfg = make_config("alice", "run=kohya", "train.max_steps=2", "train.rank=4", "train.alpha=2")
+    adapter = train(cfg)
+    kohya_keys = load_file(str(adapter / KOHYA_FILE))
+    assert all(k.startswith("lora_unet_") for k in kohya_keys)
+    assert {k.rsplit(".", 2)[-2] + "." + k.rsplit(".", 1)[-1] for k in kohya_keys} >= {"lora_down.weight", "lora_up.weight"}
+    assert all(float(v) == 2.0 for k, v in kohya_keys.items() if k.endswith(".alpha"))
+    for name in (ADAPTER_FILE, KOHYA_FILE):
+        with safe_open(str(adapter / name), framework="pt") as handle:
+            meta = handle.metadata()
+        assert meta["headshots.trigger"] == "ohwx" and meta["headshots.base_model"] == str(tiny_model)
+        assert len(meta["headshots.config_sha256"]) == 64
+
+    from diffusers import StableDiffusionXLPipeline
+
+    def sample(weights_file):
+        pipe = StableDiffusionXLPipeline.from_pretrained(tiny_model)
+        pipe.set_progress_bar_config(disable=True)
+        pipe.load_lora_weights(str(adapter), weight_name=weights_file)
+        return pipe("a photo of ohwx person", num_inference_steps=2, output_type="np",
+                    generator=torch.Generator().manual_seed(0)).images
+
+    base = _sample(tiny_model)
+    from_diffusers, from_kohya = sample(ADAPTER_FILE), sample(KOHYA_FILE)
+    assert abs(base - from_diffusers).max() > 1e-4
+    assert abs(from_diffusers - from_kohya).max() < 1e-4
+
+
+def test_caching_changes_speed_not_result(prepared_user, make_config):
+    cached = load_file(str(train(make_config("alice", "run=cached", "train.max_steps=3")) / ADAPTER_FILE))
+    live = load_file(str(train(make_config("alice", "run=live", "train.max_steps=3", "train.cache_encodings=false")) / ADAPTER_FILE))
+    for key, value in cached.items():
+        torch.testing.assert_close(live[key], value, rtol=1e-4, atol=1e-6)
+
+
+def test_face_weight_map_emphasises_the_face_and_keeps_the_loss_scale():
+    from train.cache import face_weight_map
+
+    weights = face_weight_map(torch.tensor([[0.25, 0.25, 0.75, 0.75], [0.0, 0.0, 1.0, 1.0]]), 8, 8, face_weight=3.0)
+    assert weights.shape == (2, 1, 8, 8)
+    torch.testing.assert_close(weights.mean(dim=(1, 2, 3)), torch.ones(2))
+    assert weights[0, 0, 4, 4] == 3 * weights[0, 0, 0, 0]  # face 3x the background
+    torch.testing.assert_close(weights[1], torch.ones(1, 8, 8))  # face fills the crop: plain MSE
+
+
+def test_face_weighted_loss_trains(prepared_user, make_config):
+    cfg = make_config("alice", "run=face", "train.max_steps=2", "train.face_loss_weight=3.0")
+    assert (train(cfg) / ADAPTER_FILE).is_file()

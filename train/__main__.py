@@ -1,4 +1,4 @@
-"""python -m train {prepare,fit,all} --user NAME [--profile tiny] [key=value ...]
+"""python -m train {intake,prepare,fit,all} --user NAME [--profile tiny] [key=value ...]
 
 Also: accelerate launch -m train fit --user NAME   (same job on one or more GPUs)
 """
@@ -9,6 +9,12 @@ import sys
 
 from headshots.cli import build_parser, run
 from headshots.config import Config
+
+
+def _intake(cfg: Config) -> None:
+    from train.intake import intake
+
+    intake(cfg)
 
 
 def _prepare(cfg: Config) -> None:
@@ -28,8 +34,9 @@ def _all(cfg: Config) -> None:
     _fit(cfg)
 
 
-COMMANDS = {"prepare": _prepare, "fit": _fit, "all": _all}
+COMMANDS = {"intake": _intake, "prepare": _prepare, "fit": _fit, "all": _all}
 HELP = {
+    "intake": "check the selfies (quality gate): intake.json, intake.html; fails if the set is not usable",
     "prepare": "selfies -> face crops, captions, reference embeddings",
     "fit": "train the LoRA adapter (resumes from the last checkpoint)",
     "all": "prepare then fit",

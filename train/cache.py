@@ -1,7 +1,8 @@
-"""Encode the prepared dataset once: VAE latents and SDXL text conditioning.
+"""Encoding the prepared dataset: VAE latents and SDXL text conditioning.
 
-Text encoders and VAE are frozen, so running them every step is wasted work and memory. After
-`encode_dataset`, the trainer frees them and each step touches only the UNet.
+Text encoders and VAE are frozen, so running them every step is wasted work and memory. With
+`train.cache_encodings` (default) the trainer encodes every photo once, frees them, and each step
+touches only the UNet; without it, each step encodes its own batch (kept for comparison).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class EncodedDataset:
     prompt_embeds: torch.Tensor  # (N, 77, D1 + D2): penultimate hidden states of both encoders
     pooled_embeds: torch.Tensor  # (N, D2): text_encoder_2's projected pooled output
     time_ids: torch.Tensor  # (N, 6): original size, crop top-left, target size (SDXL micro-conditioning)
+    face_boxes: torch.Tensor  # (N, 4): x1, y1, x2, y2 of the face in 0..1 of the crop (for the face-weighted loss)
 
     def __len__(self) -> int:
         return self.latent_mean.shape[0]
@@ -47,23 +49,57 @@ def encode_prompts(parts: SDXLComponents, prompts: list[str], device: torch.devi
     return torch.cat(hidden, dim=-1).float(), out2.text_embeds.float()
 
 
+def move_encoders(parts: SDXLComponents, device: torch.device) -> None:
+    for module in (parts.vae, parts.text_encoder, parts.text_encoder_2):
+        module.to(device)
+
+
 @torch.no_grad()
-def encode_dataset(parts: SDXLComponents, dataset, device: torch.device, resolution: int) -> EncodedDataset:
-    vae = parts.vae.to(device)
-    parts.text_encoder.to(device)
-    parts.text_encoder_2.to(device)
+def encode_rows(parts: SDXLComponents, rows: list[dict], device: torch.device, resolution: int) -> EncodedDataset:
+    """Encode dataset rows (dicts with image, caption, original_size, face_box) with VAE and text encoders."""
+    vae = parts.vae
     means, stds = [], []
-    for row in dataset:
+    for row in rows:
         image = row["image"].convert("RGB").resize((resolution, resolution))
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
         dist = vae.encode(pixels.to(device, vae.dtype)).latent_dist
         means.append(dist.mean.float() * vae.config.scaling_factor)
         stds.append(dist.std.float() * vae.config.scaling_factor)
-    captions = list(dataset["caption"])
+    captions = [row["caption"] for row in rows]
     unique = sorted(set(captions))
     embeds, pooled = encode_prompts(parts, unique, device)
     index = torch.tensor([unique.index(c) for c in captions], device=device)
-    time_ids = torch.tensor(
-        [[*row["original_size"], 0, 0, resolution, resolution] for row in dataset], dtype=torch.float32, device=device
-    )
-    return EncodedDataset(torch.cat(means), torch.cat(stds), embeds[index], pooled[index], time_ids)
+    time_ids = torch.tensor([[*row["original_size"], 0, 0, resolution, resolution] for row in rows], dtype=torch.float32, device=device)
+    boxes = torch.tensor([row["face_box"] for row in rows], dtype=torch.float32, device=device)
+    return EncodedDataset(torch.cat(means), torch.cat(stds), embeds[index], pooled[index], time_ids, boxes)
+
+
+class BatchSource:
+    """The encoded batch for given dataset indices: from the cache (encoded once, encoders then
+    released) or, with caching off, encoded on the fly each step."""
+
+    def __init__(self, parts: SDXLComponents, rows: list[dict], device: torch.device, resolution: int, cache: bool) -> None:
+        self.rows, self.device, self.resolution = rows, device, resolution
+        move_encoders(parts, device)
+        self.cached = encode_rows(parts, rows, device, resolution) if cache else None
+        self.parts = None if cache else parts  # the only reference left to VAE / text encoders
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __call__(self, idx: torch.Tensor) -> tuple[EncodedDataset, torch.Tensor]:
+        if self.cached is not None:
+            return self.cached, idx
+        batch = encode_rows(self.parts, [self.rows[i] for i in idx.tolist()], self.device, self.resolution)
+        return batch, torch.arange(len(idx))
+
+
+def face_weight_map(boxes: torch.Tensor, height: int, width: int, face_weight: float) -> torch.Tensor:
+    """(B, 1, H, W) loss weights: `face_weight` inside each face box, 1 elsewhere, normalised to mean 1
+    so the loss keeps its scale (and the learning rate its meaning) whatever the face size."""
+    ys = (torch.arange(height, device=boxes.device) + 0.5) / height
+    xs = (torch.arange(width, device=boxes.device) + 0.5) / width
+    x1, y1, x2, y2 = (boxes[:, i, None, None] for i in range(4))
+    inside = (xs >= x1) & (xs <= x2) & (ys[:, None] >= y1) & (ys[:, None] <= y2)
+    weights = 1.0 + (face_weight - 1.0) * inside.float()
+    return (weights / weights.mean(dim=(1, 2), keepdim=True))[:, None]

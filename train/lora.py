@@ -9,7 +9,8 @@ import torch
 
 from headshots.config import TrainConfig
 
-ADAPTER_FILE = "pytorch_lora_weights.safetensors"
+ADAPTER_FILE = "pytorch_lora_weights.safetensors"  # diffusers / peft: pipe.load_lora_weights(folder)
+KOHYA_FILE = "lora_kohya.safetensors"  # lora_unet_* keys: AUTOMATIC1111, ComfyUI, kohya sd-scripts, InvokeAI
 
 
 def lora_config(cfg: TrainConfig):
@@ -66,12 +67,40 @@ def set_unet_lora_state_dict(unet: torch.nn.Module, state: dict[str, torch.Tenso
         raise RuntimeError(f"checkpoint holds LoRA keys this UNet does not have: {unexpected[:3]}...")
 
 
-def save_adapter(unet: torch.nn.Module, out_dir: Path, metadata: dict) -> Path:
-    """Write `pytorch_lora_weights.safetensors` (diffusers format) and `adapter.json` into `out_dir`."""
+def save_adapter(unet: torch.nn.Module, out_dir: Path, metadata: dict[str, str]) -> Path:
+    """Write the adapter in both formats people load LoRAs with, each file carrying `metadata`
+    (trigger, base model, resolution, rank, config hash) in its safetensors header, plus `adapter.json`."""
     from diffusers import StableDiffusionXLPipeline
+    from diffusers.utils import convert_all_state_dict_to_peft, convert_state_dict_to_kohya
+    from safetensors.torch import load_file, save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in unet_lora_state_dict(unet).items()}
-    StableDiffusionXLPipeline.save_lora_weights(out_dir, unet_lora_layers=state, safe_serialization=True)
+    lora = unet.peft_config["default"]
+    StableDiffusionXLPipeline.save_lora_weights(
+        out_dir, unet_lora_layers=state, safe_serialization=True, unet_lora_adapter_metadata=lora.to_dict()
+    )
+    diffusers_file = out_dir / ADAPTER_FILE
+    _add_metadata(diffusers_file, metadata)
+
+    kohya = convert_state_dict_to_kohya(convert_all_state_dict_to_peft(load_file(str(diffusers_file))))
+    for key in [k for k in kohya if k.endswith(".alpha")]:
+        kohya[key] = torch.tensor(float(lora.lora_alpha))  # the converter assumes alpha == rank
+    save_file(kohya, str(out_dir / KOHYA_FILE), metadata={
+        **metadata,
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(lora.r),
+        "ss_network_alpha": str(lora.lora_alpha),
+        "ss_base_model_version": "sdxl_base_v1-0",
+    })
     (out_dir / "adapter.json").write_text(json.dumps(metadata, indent=2))
-    return out_dir / ADAPTER_FILE
+    return diffusers_file
+
+
+def _add_metadata(path: Path, extra: dict[str, str]) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata() or {}
+    save_file(load_file(str(path)), str(path), metadata={**header, **extra})

@@ -26,7 +26,7 @@ from headshots.logs import get_logger
 from headshots.sdxl import load_components
 from headshots.workspace import Workspace
 from train import checkpoint as ckpt
-from train.cache import EncodedDataset, encode_dataset
+from train.cache import BatchSource, EncodedDataset, face_weight_map
 from train.lora import attach_lora, save_adapter, set_unet_lora_state_dict, unet_lora_state_dict
 
 log = get_logger(__name__)
@@ -59,8 +59,8 @@ def train(cfg: Config) -> Path:
 
     # 1. Models, and the dataset encoded once (then VAE and text encoders are freed).
     parts = load_components(cfg.model, weight_dtype)
-    dataset = datasets.load_from_disk(str(prepared))
-    encoded = encode_dataset(parts, dataset, accelerator.device, cfg.model.resolution)
+    batches = BatchSource(parts, list(datasets.load_from_disk(str(prepared))), accelerator.device,
+                          cfg.model.resolution, cache=tc.cache_encodings)
     noise_scheduler, unet = parts.noise_scheduler, parts.unet
     del parts
     if torch.cuda.is_available():
@@ -100,7 +100,7 @@ def train(cfg: Config) -> Path:
                                    "name": f"{cfg.user}-{cfg.run}", "entity": cfg.wandb.entity}},
         )
     log.info("training %d LoRA parameters on %d photos for %d steps (%s, %d process(es))",
-             trainable, len(encoded), tc.max_steps, tc.mixed_precision, accelerator.num_processes)
+             trainable, len(batches), tc.max_steps, tc.mixed_precision, accelerator.num_processes)
 
     # 4. The loop.
     unet.train()
@@ -109,8 +109,8 @@ def train(cfg: Config) -> Path:
         for micro in range(tc.gradient_accumulation_steps):
             with accelerator.accumulate(unet):
                 generator = step_generator(tc.seed, step, micro, accelerator.process_index)
-                loss = diffusion_loss(unet, noise_scheduler, encoded, tc, generator, accelerator, weight_dtype,
-                                      batch_indices(len(encoded), tc, step, micro, accelerator))
+                data, idx = batches(batch_indices(len(batches), tc, step, micro, accelerator))
+                loss = diffusion_loss(unet, noise_scheduler, data, idx, tc, generator, accelerator.device, weight_dtype)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, tc.max_grad_norm)
@@ -131,6 +131,7 @@ def train(cfg: Config) -> Path:
         if (step + 1) % tc.checkpoint_every == 0 or step + 1 == tc.max_steps:
             ckpt.save_checkpoint(accelerator, checkpoints, step + 1, tc.keep_checkpoints)
     progress.close()
+    check_ranks_in_sync(accelerator, params)
 
     # 5. Export the adapter (atomically: a half-written adapter is never picked up by inference).
     adapter_dir = workspace.adapter_dir(cfg.run)
@@ -167,10 +168,9 @@ def batch_indices(n: int, tc: TrainConfig, step: int, micro: int, accelerator) -
     return torch.stack(indices)
 
 
-def diffusion_loss(unet, noise_scheduler, data: EncodedDataset, tc: TrainConfig, generator: torch.Generator,
-                   accelerator, weight_dtype: torch.dtype, idx: torch.Tensor) -> torch.Tensor:
-    """Noise-prediction (or v-prediction) MSE of one batch, optionally min-SNR weighted."""
-    device = accelerator.device
+def diffusion_loss(unet, noise_scheduler, data: EncodedDataset, idx: torch.Tensor, tc: TrainConfig,
+                   generator: torch.Generator, device: torch.device, weight_dtype: torch.dtype) -> torch.Tensor:
+    """Noise-prediction (or v-prediction) MSE of one batch; optionally face-weighted and min-SNR weighted."""
     mean, std = data.latent_mean[idx], data.latent_std[idx]
     latents = mean + std * torch.randn(mean.shape, generator=generator).to(device)
     noise = torch.randn(latents.shape, generator=generator).to(device)
@@ -190,16 +190,31 @@ def diffusion_loss(unet, noise_scheduler, data: EncodedDataset, tc: TrainConfig,
         target = noise_scheduler.get_velocity(latents, noise, timesteps)
     else:
         target = noise
+    error = F.mse_loss(prediction, target, reduction="none")
+    if tc.face_loss_weight != 1.0:
+        error = error * face_weight_map(data.face_boxes[idx], *error.shape[-2:], tc.face_loss_weight)
+    per_sample = error.mean(dim=(1, 2, 3))
     if tc.min_snr_gamma is None:
-        return F.mse_loss(prediction, target)
+        return per_sample.mean()
     from diffusers.training_utils import compute_snr
 
     snr = compute_snr(noise_scheduler, timesteps)
-    weights = torch.clamp(snr, max=tc.min_snr_gamma) / snr
-    if noise_scheduler.config.prediction_type == "v_prediction":
-        weights = torch.clamp(snr, max=tc.min_snr_gamma) / (snr + 1)
-    per_sample = F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))
+    clipped = torch.clamp(snr, max=tc.min_snr_gamma)
+    weights = clipped / (snr + 1) if noise_scheduler.config.prediction_type == "v_prediction" else clipped / snr
     return (per_sample * weights).mean()
+
+
+def check_ranks_in_sync(accelerator, params: list[torch.nn.Parameter]) -> None:
+    """Under DDP every process must end with bit-identical LoRA weights; a silent divergence would
+    make the exported adapter depend on which rank saved it."""
+    if accelerator.num_processes == 1:
+        return
+    flat = torch.cat([p.detach().double().flatten() for p in params])
+    fingerprint = torch.stack([flat.sum(), (flat * flat).sum(), (flat * torch.arange(len(flat), device=flat.device)).sum()])
+    gathered = accelerator.gather(fingerprint[None]).cpu()
+    if not all(torch.equal(row, gathered[0]) for row in gathered):
+        raise HeadshotsError("The LoRA weights differ between training processes.", "Report this as a bug, with your accelerate config.")
+    log.info("adapter weights identical on all %d processes", accelerator.num_processes)
 
 
 def make_optimizer(params: list[torch.nn.Parameter], tc: TrainConfig) -> torch.optim.Optimizer:
@@ -257,17 +272,17 @@ def resolve_wandb_mode(mode: str) -> Optional[str]:
     return "online" if has_key else "offline"
 
 
-def adapter_metadata(cfg: Config) -> dict:
+def adapter_metadata(cfg: Config) -> dict[str, str]:
+    """What a person (or another tool) needs to use the adapter; stored in every adapter file."""
     return {
-        "format": "diffusers-lora",
-        "base_model": cfg.model.pretrained,
-        "trigger": cfg.prepare.trigger,
-        "class_noun": cfg.prepare.class_noun,
-        "resolution": cfg.model.resolution,
-        "rank": cfg.train.rank,
-        "alpha": cfg.train.alpha if cfg.train.alpha is not None else cfg.train.rank,
-        "steps": cfg.train.max_steps,
-        "config_sha256": hashlib.sha256(to_yaml(cfg).encode()).hexdigest(),
+        "headshots.trigger": cfg.prepare.trigger,
+        "headshots.class_noun": cfg.prepare.class_noun,
+        "headshots.base_model": cfg.model.pretrained,
+        "headshots.resolution": str(cfg.model.resolution),
+        "headshots.rank": str(cfg.train.rank),
+        "headshots.alpha": str(cfg.train.alpha if cfg.train.alpha is not None else cfg.train.rank),
+        "headshots.steps": str(cfg.train.max_steps),
+        "headshots.config_sha256": hashlib.sha256(to_yaml(cfg).encode()).hexdigest(),
     }
 
 

@@ -1,0 +1,137 @@
+"""Export stage: chosen headshots cropped for where they will be used, centred on the face.
+
+Reads   outputs/<user>/<run>/samples/scores.json (kept images and their face boxes) + images;
+        `infer.export_files` picks files instead of the kept ones
+Writes  outputs/<user>/<run>/export/<size>/<file>.jpg   one folder per platform size
+        outputs/<user>/<run>/export/export.json          per image and size: crop box, output size, notes
+
+Never upscaled: a crop is taken at the source's own pixels and only ever scaled down. When the
+source holds fewer pixels than a size asks for, the export is the largest crop of that shape the
+source has, at its native size, and export.json says so.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+from PIL import Image
+
+from headshots.config import Config
+from headshots.errors import HeadshotsError
+from headshots.faces import FaceAnalyzer, resolve_device
+from headshots.images import load_rgb
+from headshots.logs import get_logger
+from headshots.workspace import Workspace
+from infer.score import SCORES
+
+log = get_logger(__name__)
+EXPORT = "export"
+
+
+@dataclass(frozen=True)
+class Size:
+    name: str
+    width: int
+    height: int
+    face_share: float  # face width / crop width: a headshot's framing on that platform
+
+    @property
+    def folder(self) -> str:
+        return f"{self.name}-{self.width}x{self.height}"
+
+
+SIZES = (
+    Size("linkedin", 400, 400, 0.42),  # LinkedIn's minimum profile photo, square, shown in a circle
+    Size("portrait", 1080, 1350, 0.36),  # 4:5 portrait (Instagram and most feeds)
+    Size("cv", 600, 800, 0.40),  # 3:4 passport-style CV photo
+)
+EYE_LINE = 0.42  # the face centre sits this far down the crop: more room above the head than below the chin
+
+
+@dataclass
+class Export:
+    size: str
+    path: str  # relative to export/
+    width: int
+    height: int
+    crop_box: list[int]
+    note: str = ""
+
+
+def export(cfg: Config, analyzer: Optional[FaceAnalyzer] = None) -> Path:
+    workspace = Workspace.from_config(cfg)
+    samples_dir = workspace.samples_dir(cfg.run)
+    out_dir = workspace.run_dir(cfg.run) / EXPORT
+    boxes = face_boxes(samples_dir, list(cfg.infer.export_files), cfg.user)
+    missing = [name for name in boxes if not (samples_dir / name).is_file()]
+    if missing:
+        raise HeadshotsError(f"Cannot export {', '.join(missing)}: not in {samples_dir}.", "Check infer.export_files.")
+    if not boxes:
+        raise HeadshotsError("No kept images to export.", "Pick files yourself: infer.export_files=[linkedin-00.png]")
+    records = []
+    for name, box in boxes.items():
+        image = load_rgb(samples_dir / name)
+        if box is None:
+            analyzer = analyzer or FaceAnalyzer(cfg.face, resolve_device(cfg.device), with_embedder=False)
+            subject = analyzer.detect(image).subject
+            box = list(subject.box) if subject else None
+        exports = [asdict(write_size(image, box, size, out_dir, Path(name).stem)) for size in SIZES]
+        records.append({"file": name, "source_size": list(image.size), "face_box": box, "exports": exports})
+    manifest = out_dir / "export.json"
+    manifest.write_text(json.dumps({"sizes": [asdict(s) for s in SIZES], "images": records}, indent=2))
+    log.info("%d images exported at %d sizes -> %s", len(records), len(SIZES), out_dir)
+    return manifest
+
+
+def face_boxes(samples_dir: Path, chosen: list[str], user: str) -> dict[str, Optional[list[float]]]:
+    """{file: face box or None (detect it)}: the chosen files, or every kept image in scores.json."""
+    scores_path = samples_dir / SCORES
+    scored = {}
+    if scores_path.is_file():
+        scored = {i["file"]: i for i in json.loads(scores_path.read_text())["images"]}
+    elif not chosen:
+        raise HeadshotsError(f"No scores in {samples_dir}.",
+                             f"Score the images first (make infer USER={user}) or set infer.export_files.")
+    names = chosen or [name for name, item in scored.items() if item["kept"]]
+    return {name: scored.get(name, {}).get("face_box") for name in names}
+
+
+def crop_box(image_size: tuple[int, int], face_box: Optional[list[float]], size: Size) -> tuple[list[int], bool]:
+    """The crop of `size`'s shape around the face, and whether the source is too small for the size.
+
+    Framing asks for face width / face_share; a crop smaller than the target would need upscaling,
+    so it grows to the target; a crop larger than the image shrinks to the largest that fits.
+    """
+    width, height = image_size
+    aspect = size.width / size.height
+    largest = min(width, height * aspect)  # widest crop of this shape inside the image
+    if face_box is None:
+        cx, cy, wanted = width / 2, height / 2, largest
+    else:
+        x1, y1, x2, y2 = face_box
+        cx, cy, wanted = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / size.face_share
+    crop_w = min(max(wanted, size.width), largest)
+    crop_h = crop_w / aspect
+    left = min(max(cx - crop_w / 2, 0), width - crop_w)
+    top = min(max(cy - EYE_LINE * crop_h, 0), height - crop_h)
+    box = [round(left), round(top), round(left + crop_w), round(top + crop_h)]
+    return box, crop_w < size.width - 0.5
+
+
+def write_size(image: Image.Image, face_box: Optional[list[float]], size: Size, out_dir: Path, stem: str) -> Export:
+    box, too_small = crop_box(image.size, face_box, size)
+    crop = image.crop(tuple(box))
+    if not too_small:
+        crop = crop.resize((size.width, size.height), Image.LANCZOS)
+    path = out_dir / size.folder / f"{stem}.jpg"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    crop.save(path, quality=92)
+    notes = []
+    if too_small:
+        notes.append(f"source too small for {size.width}x{size.height}: exported at {crop.width}x{crop.height}, not upscaled")
+    if face_box is None:
+        notes.append("no face found: centred on the picture")
+    return Export(size.folder, str(path.relative_to(out_dir)), crop.width, crop.height, box, "; ".join(notes))

@@ -1,0 +1,72 @@
+"""Scored outputs to Weights & Biases, as one table (image, style, seed, similarity, verdict).
+
+Generated faces are biometric-looking data, so this runs only with `wandb.log_images=true`, and
+writes local offline files (outputs/<user>/<run>/wandb/) unless `wandb.mode=online` is explicit:
+`auto` means offline here even where a W&B key is configured. W&B copies a table's images into a
+staging folder (default ~/.local/share/wandb) before syncing; here that folder is the run's wandb/
+too, so `make purge` finds every copy of the faces.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Sequence
+
+from headshots.config import Config
+from headshots.logs import get_logger
+from headshots.workspace import Workspace
+
+if TYPE_CHECKING:
+    from infer.score import Score
+
+log = get_logger(__name__)
+COLUMNS = ["image", "style", "seed", "similarity", "verdict"]
+
+
+def image_logging_mode(cfg: Config) -> Optional[str]:
+    """None (no logging), "offline" or "online"."""
+    if cfg.wandb.mode == "disabled" or not cfg.wandb.log_images:
+        return None
+    return "online" if cfg.wandb.mode == "online" else "offline"
+
+
+def verdict(score: "Score") -> str:
+    return f"kept #{score.rank}" if score.kept else f"dropped: {score.reason}"
+
+
+@contextmanager
+def staging_in(folder: Path) -> Iterator[None]:
+    """Point WANDB_DATA_DIR (read when W&B stages files) at `folder` for the duration."""
+    previous = os.environ.get("WANDB_DATA_DIR")
+    os.environ["WANDB_DATA_DIR"] = str(folder)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("WANDB_DATA_DIR", None)
+        else:
+            os.environ["WANDB_DATA_DIR"] = previous
+
+
+def log_scores_table(cfg: Config, samples_dir: Path, scores: Sequence["Score"]) -> Optional[Path]:
+    """Log the table; returns the run's local folder, or None when image logging is off."""
+    mode = image_logging_mode(cfg)
+    if mode is None:
+        return None
+    import wandb
+
+    out = Workspace.from_config(cfg).wandb_dir(cfg.run)
+    out.mkdir(parents=True, exist_ok=True)
+    with staging_in(out):
+        run = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, dir=str(out), mode=mode,
+                         name=f"{cfg.user}-{cfg.run}-scores", job_type="score")
+        table = wandb.Table(columns=COLUMNS)
+        for s in scores:
+            table.add_data(wandb.Image(str(samples_dir / s.file)), s.style, s.seed, s.similarity, verdict(s))
+        run.log({"scores": table})
+        run.finish()
+    log.info("scores table logged to W&B (%s): %s", mode, run.dir)
+    return Path(run.dir)

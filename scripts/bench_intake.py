@@ -1,0 +1,113 @@
+"""Speed of the intake quality gate on phone-size photos, models already loaded.
+
+Makes 20 JPEGs of 4000x3000 (real Georgia Tech faces from ../shared, upscaled, with sensor-like
+noise; 5 of them mirrored) in a temporary folder, runs the whole intake on them (decode, detect,
+every per-photo check, duplicates, identity, reports) and prints photos/s and the time per check.
+Writes the figures to docs/benchmarks.md under "## Intake" (other sections are kept).
+
+    .venv/bin/python scripts/bench_intake.py [--faces ../shared/faces] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from headshots.config import load_config
+from headshots.faces import FaceAnalyzer
+from headshots.images import load_rgb
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = (4000, 3000)
+SECTION = "## Intake"
+
+
+def make_photos(faces: Path, folder: Path, count: int = 20) -> None:
+    """Phone-size JPEGs: upscaled real faces plus noise, so that the JPEG is as heavy as a real one."""
+    rng = np.random.default_rng(0)
+    sources = sorted((faces / "georgia-tech" / "s01").glob("*.jpg"))
+    for i in range(count):
+        image = load_rgb(sources[i % len(sources)]).resize(SIZE, Image.BICUBIC)
+        if i >= len(sources):
+            image = ImageOps.mirror(image)
+        noisy = np.asarray(image, dtype=np.int16) + rng.normal(0, 4, (SIZE[1], SIZE[0], 1)).astype(np.int16)
+        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(folder / f"IMG_{i:04d}.jpg", quality=90)
+
+
+def write_section(text: str, path: Path) -> None:
+    """Replace (or append) the "## Intake" section of docs/benchmarks.md, leaving the others alone."""
+    old = path.read_text() if path.is_file() else "# Benchmarks\n"
+    start = old.find(SECTION + "\n")
+    if start < 0:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        nxt = old.find("\n## ", start + len(SECTION))
+        new = old[:start] + text + (old[nxt + 1 :] if nxt >= 0 else "")
+    path.write_text(new if new.endswith("\n") else new + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--faces", type=Path, default=REPO.parent / "shared" / "faces")
+    parser.add_argument("--weights", default=os.environ.get("HEADSHOTS_FACE_WEIGHTS", str(REPO.parent / "shared/models/facenet/casia-webface-features.pt")))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    os.environ["HEADSHOTS_FACE_WEIGHTS"] = args.weights
+
+    from train.intake import run_intake
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        selfies = data / "bench" / "selfies"
+        selfies.mkdir(parents=True)
+        make_photos(args.faces, selfies)
+        cfg = load_config("bench", overrides=[f"paths.data_root={data}", f"paths.outputs_root={Path(tmp) / 'outputs'}"])
+        analyzer = FaceAnalyzer(cfg.face)
+        analyzer.detect(Image.new("RGB", (320, 240)))  # first-call overhead is not part of a photo's cost
+        runs = []
+        for _ in range(args.repeats):
+            timings: dict[str, float] = {}
+            start = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()):
+                result = run_intake(cfg, analyzer, timings)
+            runs.append((time.perf_counter() - start, timings))
+    n = len(result.photos)
+    total, timings = sorted(runs, key=lambda r: r[0])[len(runs) // 2]  # the median run
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines = [
+        SECTION,
+        "",
+        f"`scripts/bench_intake.py` on {time.strftime('%Y-%m-%d')}: {n} JPEGs of {SIZE[0]}x{SIZE[1]} (upscaled real faces + noise),",
+        f"whole intake after the models are loaded, median of {args.repeats} runs; {os.cpu_count()} CPU cores,",
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads, {platform.processor() or platform.machine()},",
+        f"load average {load:.1f} when measured (other jobs share these cores).",
+        "",
+        f"**{total:.2f} s for {n} photos = {n / total:.1f} photos/s** (target: {n} photos in < 3 s); "
+        f"runs: {', '.join(f'{r[0]:.2f} s' for r in runs)}.",
+        "",
+        "| step | total (s) | per photo (ms) |",
+        "|---|---|---|",
+    ]
+    for name, seconds in sorted(timings.items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {name} | {seconds:.3f} | {1000 * seconds / n:.1f} |")
+    rest = total - sum(timings.values())
+    lines += [f"| reports (json, html, table) and bookkeeping | {rest:.3f} | {1000 * rest / n:.1f} |", ""]
+    text = "\n".join(lines) + "\n"
+    write_section(text, args.out)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

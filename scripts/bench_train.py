@@ -1,0 +1,147 @@
+"""Training speed and memory, written to docs/benchmarks.md ("## Training").
+
+Runs the real recipe (train.recipe.train) in a fresh subprocess per variant, on a synthetic
+prepared dataset (random crops: speed does not depend on faces). Per-step time is measured as
+(time for N steps - time for M steps) / (N - M), so model loading and encoding are excluded.
+
+    # CPU, tiny profile: steps/s with and without caching, as a ratio, in one run
+    .venv/bin/python scripts/bench_train.py
+    # GPU: full-size SDXL from its published config with random weights, 1024 px, rank 16, bf16
+    .venv/bin/python scripts/bench_train.py --sdxl-config ../shared/models/sdxl-base-1.0-config
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+TINY_VARIANTS = {
+    "cached encodings": ["train.cache_encodings=true"],
+    "no caching (VAE + text encoders every step)": ["train.cache_encodings=false"],
+}
+GPU_VARIANTS = {
+    "bf16, AdamW": [],
+    "bf16, 8-bit AdamW": ["train.optimizer=adamw8bit"],
+    "bf16, gradient checkpointing, 8-bit AdamW": ["train.optimizer=adamw8bit", "train.gradient_checkpointing=true"],
+    "bf16, no caching, AdamW": ["train.cache_encodings=false"],
+}
+
+
+def build_random_sdxl(config_dir: Path, out: Path) -> None:
+    """Full-size SDXL with random weights from the published component configs (no download)."""
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    def cfg(name: str) -> dict:
+        return json.loads((config_dir / name / "config.json").read_text())
+
+    pipe = StableDiffusionXLPipeline(
+        vae=AutoencoderKL.from_config(cfg("vae")),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**cfg("text_encoder"))),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**cfg("text_encoder_2"))),
+        tokenizer=CLIPTokenizer.from_pretrained(config_dir / "tokenizer"),
+        tokenizer_2=CLIPTokenizer.from_pretrained(config_dir / "tokenizer_2"),
+        unet=UNet2DConditionModel.from_config(cfg("unet")),
+        scheduler=EulerDiscreteScheduler.from_pretrained(config_dir / "scheduler"),
+    )
+    pipe.to(torch.float16).save_pretrained(out)
+
+
+def write_dataset(data_root: Path, user: str, resolution: int, n: int = 8) -> None:
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (resolution, resolution, 3), dtype=np.uint8)) for _ in range(n)]
+    datasets.Dataset.from_dict({
+        "image": images, "caption": ["a photo of ohwx person"] * n, "file": [f"{i}.jpg" for i in range(n)],
+        "face_box": [[0.3, 0.25, 0.7, 0.7]] * n, "original_size": [[resolution, resolution]] * n,
+    }, features=datasets.Features({
+        "image": datasets.Image(), "caption": datasets.Value("string"), "file": datasets.Value("string"),
+        "face_box": datasets.List(datasets.Value("float32"), length=4), "original_size": datasets.List(datasets.Value("int32"), length=2),
+    })).save_to_disk(str(data_root / user / "prepared"))
+
+
+def run_variant(overrides: list[str], steps: int) -> dict:
+    """One training run in a fresh process: wall seconds and peak accelerator memory."""
+    code = (
+        "import json, sys, time, torch\n"
+        "from headshots.config import load_config\nfrom train.recipe import train\n"
+        "cfg = load_config('bench', None, None, sys.argv[1:])\n"
+        "t = time.perf_counter(); train(cfg); seconds = time.perf_counter() - t\n"
+        "peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None\n"
+        "print('RESULT', json.dumps({'seconds': seconds, 'peak_gib': peak}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *overrides, f"train.max_steps={steps}"], cwd=REPO,
+                         capture_output=True, text=True, env={"WANDB_MODE": "disabled", **__import__("os").environ})
+    if out.returncode != 0:
+        raise SystemExit(out.stderr[-3000:])
+    return json.loads(out.stdout.split("RESULT", 1)[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sdxl-config", type=Path, help="full-size SDXL config folder (GPU benchmark)")
+    parser.add_argument("--steps", type=int, nargs=2, default=None, help="short and long run lengths")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if args.sdxl_config:
+            build_random_sdxl(args.sdxl_config, tmp / "sdxl")
+            model, resolution, variants, profile = tmp / "sdxl", 1024, GPU_VARIANTS, "sdxl"
+            base = ["model.vae=null", "model.variant=fp16", "train.rank=16", "train.mixed_precision=bf16"]
+            short, long = args.steps or (10, 40)
+        else:
+            from headshots.tiny_sdxl import build_tiny_sdxl
+
+            build_tiny_sdxl().save_pretrained(tmp / "tiny")
+            model, resolution, variants, profile = tmp / "tiny", 128, TINY_VARIANTS, "tiny"
+            base = ["train.mixed_precision=no"]
+            short, long = args.steps or (10, 60)
+        write_dataset(tmp / "data", "bench", resolution)
+        common = [f"profile={profile}", f"model.pretrained={model}", f"model.resolution={resolution}",
+                  f"paths.data_root={tmp / 'data'}", f"paths.outputs_root={tmp / 'out'}", "wandb.mode=disabled",
+                  "train.checkpoint_every=100000", *base]
+        rows = []
+        for name, overrides in variants.items():
+            first = run_variant([*common, *overrides, f"run=a{len(rows)}"], short)
+            second = run_variant([*common, *overrides, f"run=b{len(rows)}"], long)
+            ms = (second["seconds"] - first["seconds"]) / (long - short) * 1000
+            rows.append((name, ms, second["peak_gib"]))
+            print(f"{name}: {ms:.1f} ms/step ({1000 / ms:.1f} steps/s), peak {second['peak_gib']}")
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({__import__('os').cpu_count()} cores)"
+    lines = [f"## Training ({'full-size SDXL, random weights, 1024 px, LoRA rank 16' if args.sdxl_config else 'tiny profile, 128 px, LoRA rank 4'})",
+             "", f"`{' '.join(['scripts/bench_train.py', *(['--sdxl-config', str(args.sdxl_config)] if args.sdxl_config else [])])}` "
+             f"on {device}, {time.strftime('%Y-%m-%d')}; steps {short}->{long}, batch 1.", "",
+             "| variant | ms/step | steps/s | peak GPU memory (GiB) | vs first row |", "|---|---|---|---|---|"]
+    for name, ms, peak in rows:
+        lines.append(f"| {name} | {ms:.1f} | {1000 / ms:.1f} | {'-' if peak is None else f'{peak:.1f}'} | {ms / rows[0][1]:.2f}x time |")
+    replace_section(args.out, lines[0], "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def replace_section(path: Path, heading: str, body: str) -> None:
+    """Replace the section whose heading equals `heading` (tiny and GPU sections are distinct), keep the rest."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nFigures written by the scripts in scripts/.\n"
+    sections = text.split("\n## ")
+    kept = [sections[0]] + [s for s in sections[1:] if not s.startswith(heading.removeprefix("## "))]
+    path.write_text("\n## ".join(kept).rstrip() + "\n\n" + body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Platform crops of chosen headshots (infer/export.py), on real photos."""
+
+import json
+
+import pytest
+from PIL import Image, ImageOps
+
+from headshots.errors import HeadshotsError
+from headshots.workspace import Workspace
+from infer.export import SIZES, crop_box, export
+
+
+@pytest.fixture
+def samples(make_config, faces_dir):
+    """A run's samples/ with a 1024 px and a 480 px real photo, and the config pointing at it."""
+    cfg = make_config("alice")
+    out = Workspace.from_config(cfg).samples_dir(cfg.run)
+    out.mkdir(parents=True)
+    photo = Image.open(faces_dir / "face-recognition-examples" / "obama" / "obama.jpg").convert("RGB")
+    ImageOps.fit(photo, (1024, 1024)).save(out / "big.png")
+    Image.open(faces_dir / "georgia-tech" / "s01" / "08.jpg").convert("RGB").save(out / "small.png")
+    return cfg, out
+
+
+def test_kept_images_are_cropped_around_the_face_and_never_upscaled(samples, make_config, analyzer):
+    cfg, out = samples
+    boxes = {name: list(analyzer.detect(Image.open(out / name).convert("RGB")).subject.box) for name in ("big.png", "small.png")}
+    scores = {"images": [{"file": n, "kept": True, "face_box": b} for n, b in boxes.items()]}
+    (out / "scores.json").write_text(json.dumps(scores))
+
+    manifest = json.loads(export(cfg).read_text())
+    export_dir = out.parent / "export"
+    records = {r["file"]: r for r in manifest["images"]}
+    assert set(records) == {"big.png", "small.png"}
+    for name, record in records.items():
+        with Image.open(out / name) as source:  # MTCNN boxes may reach past the picture's edge
+            x1, y1 = max(boxes[name][0], 0), max(boxes[name][1], 0)
+            x2, y2 = min(boxes[name][2], source.width), min(boxes[name][3], source.height)
+        for item, size in zip(record["exports"], SIZES):
+            path = export_dir / item["path"]
+            assert path.parent.name == size.folder and path.suffix == ".jpg"
+            with Image.open(path) as image:
+                assert image.size == (item["width"], item["height"])
+            left, top, right, bottom = item["crop_box"]
+            assert left <= x1 and right >= x2 and top <= y1 and bottom >= y2  # the whole face is in the crop
+            assert image.width <= right - left + 1  # scaled down or kept, never up
+            assert abs(image.width / image.height - size.width / size.height) < 0.01
+    big = {e["size"]: e for e in records["big.png"]["exports"]}
+    assert (big["linkedin-400x400"]["width"], big["linkedin-400x400"]["height"]) == (400, 400)
+    assert (big["cv-600x800"]["width"], big["cv-600x800"]["height"]) == (600, 800)
+    portrait = big["portrait-1080x1350"]  # 1024 px of source cannot honestly give 1080x1350
+    assert portrait["height"] == 1024 and "source too small" in portrait["note"]
+    small = {e["size"]: e for e in records["small.png"]["exports"]}  # 640x480 source
+    assert small["linkedin-400x400"]["width"] == 400 and small["linkedin-400x400"]["note"] == ""
+    assert small["cv-600x800"]["height"] == 480 and "exported at 360x480" in small["cv-600x800"]["note"]
+
+
+def test_chosen_files_are_detected_without_scores(samples, make_config, analyzer):
+    cfg = make_config("alice", "infer.export_files=[small.png]")
+    manifest = json.loads(export(cfg, analyzer).read_text())
+    assert [r["file"] for r in manifest["images"]] == ["small.png"] and manifest["images"][0]["face_box"] is not None
+
+
+def test_export_errors_say_what_to_do(samples, make_config):
+    cfg, _ = samples
+    with pytest.raises(HeadshotsError, match="No scores"):
+        export(cfg)
+    with pytest.raises(HeadshotsError, match="nope.png"):
+        export(make_config("alice", "infer.export_files=[nope.png]"))
+
+
+def test_crop_without_a_face_is_centred():
+    box, too_small = crop_box((1000, 500), None, SIZES[0])
+    assert box == [250, 0, 750, 500] and not too_small

@@ -1,0 +1,196 @@
+"""The selfie intake gate on real photos: degraded copies trip the right check with advice, clean
+photos pass, broken files all get a verdict, set checks (duplicates, someone else, too few) work,
+reports are written and the selfies folder is left exactly as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFilter
+
+from headshots.images import load_rgb
+from headshots.workspace import Workspace
+from tests.conftest import copy_photos
+from train.intake import assess_photo, run_intake
+
+NOW = datetime(2026, 11, 24)
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    """Content hash of every entry; links and unreadable files by their link target / metadata."""
+    digest = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_symlink():
+            digest[p.name] = "link:" + os.readlink(p)
+            continue
+        try:
+            digest[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
+        except OSError:
+            stat = p.stat()
+            digest[p.name] = f"unreadable:{stat.st_size}:{stat.st_mtime_ns}"
+    return digest
+
+
+def _scaled(image: Image.Image, factor: float, offset: float = 0.0) -> Image.Image:
+    return Image.fromarray(np.clip(np.asarray(image, dtype=np.float32) * factor + offset, 0, 255).astype(np.uint8))
+
+
+def _eye_bar(image, face):
+    (lx, ly), (rx, ry) = face.landmarks[:2]
+    d = rx - lx
+    out = image.copy()
+    ImageDraw.Draw(out).rectangle((lx - 0.45 * d, min(ly, ry) - 0.25 * d, rx + 0.45 * d, max(ly, ry) + 0.25 * d), fill=(20, 20, 25))
+    return out
+
+
+def _side_shadow(image, face):
+    x1, _, x2, _ = face.box
+    ramp = np.clip((np.arange(image.width) - x1) / (x2 - x1), 0, 1)
+    return Image.fromarray((np.asarray(image, dtype=np.float32) * (0.25 + 0.75 * ramp)[None, :, None]).astype(np.uint8))
+
+
+DEFECTS = {  # name -> (degrade(image, face), checks that may catch it, a word the advice must contain)
+    "blur": (lambda im, f: im.filter(ImageFilter.GaussianBlur(f.side * 0.035)), {"sharpness", "motion_blur"}, "focus"),
+    "dark": (lambda im, f: _scaled(im, 0.15), {"exposure"}, "window"),
+    "overexposed": (lambda im, f: _scaled(im, 2.6, 30), {"exposure"}, "sun"),
+    "sunglasses": (_eye_bar, {"occlusion"}, "sunglasses"),
+    "side_shadow": (_side_shadow, {"side_light"}, "light"),
+    "rotated": (lambda im, f: im.rotate(35, Image.BILINEAR, center=f.center), {"pose", "face"}, "straight"),
+    "downscaled": (lambda im, f: im.resize((im.width // 5, im.height // 5)), {"face", "resolution"}, "closer"),
+}
+
+
+@pytest.fixture(scope="module")
+def source(faces_dir, analyzer):
+    image = load_rgb(faces_dir / "georgia-tech" / "s01" / "01.jpg")
+    return image, analyzer.detect(image).subject
+
+
+@pytest.mark.parametrize("defect", list(DEFECTS))
+def test_degraded_photo_trips_the_right_check_with_advice(defect, source, analyzer, make_config, tmp_path):
+    degrade, checks, word = DEFECTS[defect]
+    path = tmp_path / f"{defect}.jpg"
+    degrade(*source).save(path, quality=92)
+    report, _, _ = assess_photo(path, analyzer, make_config("alice", "model.resolution=512"), NOW)
+    fired = {name for name, check in report.checks.items() if check.status != "ok"}
+    assert fired & checks, f"{defect}: fired {fired}, expected one of {checks}"
+    assert report.verdict in ("warn", "reject") and report.reason
+    assert any(word in advice.lower() for advice in report.advice), report.advice
+
+
+def test_clean_photos_pass(faces_dir, analyzer, make_config):
+    cfg = make_config("alice")
+    for path in sorted((faces_dir / "georgia-tech" / "s02").glob("*.jpg"))[:4]:
+        report, measured, _ = assess_photo(path, analyzer, cfg, NOW)
+        assert report.verdict != "reject", (path.name, report.reason)
+        assert measured is not None and report.face_box is not None
+
+
+def _bad_inputs(folder: Path, photo: Path) -> None:
+    """Every kind of broken or odd file a person might upload, several made from a real photo."""
+    face = load_rgb(photo)
+    folder.mkdir(parents=True)
+    data = photo.read_bytes()
+    (folder / "corrupt.jpg").write_bytes(data[:200] + bytes(range(256)) * 20)
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (folder / "notes.txt").write_text("these are my selfies")
+    (folder / "empty.jpg").write_bytes(b"")
+    face.save(folder / "really_a_png.jpg", format="PNG")  # wrong extension, fine content
+    (folder / "loop.jpg").symlink_to("loop.jpg")
+    face.convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray((np.asarray(face.convert("L"), dtype=np.uint16) * 257)).save(folder / "sixteen.png")
+    face.convert("RGBA").save(folder / "alpha.png")
+    exif = Image.Exif()
+    exif[0x0112] = 8  # "rotate 90 CCW to display": stored sideways, as phones do
+    face.rotate(-90, expand=True).save(folder / "exif_rotated.jpg", exif=exif)
+    Image.new("L", (9000, 9000)).save(folder / "bomb.png")  # 81 MP, above images.MAX_PIXELS
+    locked = folder / "locked.jpg"
+    locked.write_bytes(data)
+    locked.chmod(0)
+
+
+def test_bad_input_corpus_every_file_gets_a_verdict(make_config, faces_dir, analyzer):
+    cfg = make_config("bob")
+    ws = Workspace.from_config(cfg)
+    _bad_inputs(ws.selfies, faces_dir / "georgia-tech" / "s01" / "02.jpg")
+    before = _digest(ws.selfies)
+
+    result = run_intake(cfg, analyzer)
+
+    assert _digest(ws.selfies) == before
+    verdicts = {p.file: p for p in result.photos}
+    assert set(verdicts) == set(before)
+    assert all(p.verdict in ("ok", "warn", "reject") for p in verdicts.values())
+    assert all(p.advice for p in verdicts.values() if p.verdict == "reject")
+    for name in ("corrupt.jpg", "truncated.jpg", "notes.txt", "empty.jpg", "loop.jpg", "bomb.png"):
+        assert verdicts[name].verdict == "reject" and "decode" in verdicts[name].checks, name
+    for name in ("really_a_png.jpg", "cmyk.jpg", "sixteen.png", "alpha.png", "exif_rotated.jpg"):
+        assert verdicts[name].checks["decode"].status == "ok", name
+        assert verdicts[name].checks["face"].status == "ok", name  # upright after EXIF, any mode
+    if os.geteuid() != 0:  # root reads anything: then the locked file is simply a good photo
+        assert verdicts["locked.jpg"].verdict == "reject"
+    report = json.loads(ws.intake_report.read_text())
+    assert len(report["photos"]) == len(before) and report["set"]["verdict"] in ("ok", "warn", "reject")
+    assert ws.intake_page.read_text().count("class='photo") == len(before) + 1
+
+
+def test_set_checks_duplicate_someone_else_and_how_many_more(make_config, faces_dir, analyzer):
+    cfg = make_config("carol")
+    ws = Workspace.from_config(cfg)
+    mine = copy_photos(sorted((faces_dir / "georgia-tech" / "s23").glob("*.jpg"))[:6], ws.selfies)
+    copy_photos([faces_dir / "georgia-tech" / "s50" / "04.jpg"], ws.selfies / "x")  # someone else...
+    (ws.selfies / "x" / "04.jpg").rename(ws.selfies / "zz-someone.jpg")  # ...sorted last
+    (ws.selfies / "x").rmdir()
+    original = Image.open(mine[2])
+    w, h = original.size
+    original.crop((8, 6, w - 8, h - 6)).resize((w * 9 // 10, h * 9 // 10)).save(ws.selfies / "z-copy.jpg", quality=75)
+    before = _digest(ws.selfies)
+
+    result = run_intake(cfg, analyzer)
+
+    assert _digest(ws.selfies) == before
+    photos = {p.file: p for p in result.photos}
+    assert photos["z-copy.jpg"].checks["duplicate"].status == "reject"
+    assert mine[2].name in photos["z-copy.jpg"].reason
+    assert photos["zz-someone.jpg"].checks["identity"].status == "reject"
+    assert "someone else" in photos["zz-someone.jpg"].reason
+    assert all(photos[p.name].verdict != "reject" for p in mine)
+    assert result.set.usable == 6 and result.set.verdict == "warn"  # usable, but 10 would be better
+    assert any(a.startswith("Add 4 more") for a in result.set.advice)
+    page = ws.intake_page.read_text()
+    assert "class=box" in page and "someone else" in page
+    assert json.loads(ws.intake_report.read_text())["set"]["usable"] == 6
+
+
+def test_too_few_or_two_people_is_not_usable(make_config, faces_dir, analyzer):
+    few = make_config("dave")
+    copy_photos(sorted((faces_dir / "georgia-tech" / "s29").glob("*.jpg"))[:2], Workspace.from_config(few).selfies)
+    result = run_intake(few, analyzer)
+    assert result.set.verdict == "reject" and "Add 3 more" in result.set.advice[0]
+
+    two = make_config("erin")
+    selfies = Workspace.from_config(two).selfies
+    for person in ("s01", "s02"):
+        for path in sorted((faces_dir / "georgia-tech" / person).glob("*.jpg"))[:3]:
+            copy_photos([path], selfies / person)
+            (selfies / person / path.name).rename(selfies / f"{person}-{path.name}")
+        (selfies / person).rmdir()
+    result = run_intake(two, analyzer)
+    assert result.set.verdict == "reject" and "two different people" in result.set.reason
+
+
+def test_intake_command_fails_when_the_set_is_not_usable(make_config, faces_dir, face_weights):
+    from headshots.cli import build_parser, run
+    from train.__main__ import COMMANDS, HELP
+
+    cfg = make_config("frank")
+    copy_photos([faces_dir / "georgia-tech" / "s01" / "03.jpg"], Workspace.from_config(cfg).selfies)
+    argv = ["intake", "--user", "frank", "--profile", "tiny", f"paths.data_root={cfg.paths.data_root}"]
+    assert run(build_parser("python -m train", "", HELP), COMMANDS, argv) == 2  # one photo: not usable
+    assert Workspace.from_config(cfg).intake_report.is_file()

@@ -1,0 +1,99 @@
+"""The automated review checks (infer/review.py) on real photos from ../shared/faces."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+from PIL import Image, ImageEnhance
+
+from headshots.config import FilterConfig
+from headshots.images import load_rgb
+from infer import review
+
+FLOOR = FilterConfig(threshold=0.55)
+
+
+@pytest.fixture(scope="module")
+def photo(faces_dir):
+    """A Georgia Tech photo by name, e.g. photo("s01/08"), with its detection."""
+
+    def _load(name: str):
+        return load_rgb(faces_dir / "georgia-tech" / f"{name}.jpg")
+
+    return _load
+
+
+def test_calibrated_threshold_follows_the_persons_own_likeness(photo, analyzer):
+    images = [photo(f"s01/{k:02d}") for k in range(1, 6)]
+    references = analyzer.embed(images, [analyzer.detect(i).subject for i in images])
+    loo = review.leave_one_out(references)
+    assert loo.shape == (5,) and 0.6 < loo.mean().item() < 1.0  # one person's photos agree strongly
+    threshold = review.person_threshold(references, FLOOR)
+    assert threshold == pytest.approx(0.75 * loo.mean().item(), abs=1e-4) and threshold > FLOOR.threshold
+    assert review.person_threshold(references, FilterConfig(threshold=0.9)) == 0.9  # never below the floor
+    assert review.person_threshold(references[:1], FLOOR) == 0.55  # one photo: no spread to learn from
+    assert review.person_threshold(references, FilterConfig(threshold=0.55, loo_fraction=0.0)) == 0.55
+
+
+def test_a_good_photo_passes_face_eyes_and_framing(photo, analyzer):
+    image = photo("s01/08")
+    detection = analyzer.detect(image)
+    checks = [review.face_check(detection), review.eyes_check(detection.subject, image.size, FLOOR),
+              review.framing_check(detection.subject, image.size, FLOOR)]
+    assert all(c.passed for c in checks), checks
+
+
+def test_cut_off_head_and_far_away_face_are_caught(photo, analyzer):
+    image = photo("s01/08")
+    face = analyzer.detect(image).subject
+    x1, y1, x2, y2 = face.box
+    cut = image.crop((0, int(y1 + 0.05 * (y2 - y1)), image.width, image.height))  # forehead and hair gone
+    cut_face = analyzer.detect(cut).subject
+    assert cut_face is not None
+    assert review.framing_check(cut_face, cut.size, FLOOR).detail == "head cut off at the top"
+
+    side = image.crop((int(x1 + 0.05 * (x2 - x1)), 0, image.width, image.height))  # left cheek cut
+    side_face = analyzer.detect(side).subject
+    assert side_face is not None and review.framing_check(side_face, side.size, FLOOR).detail == "head cut off at the side"
+
+    far = Image.new("RGB", (image.width * 3, image.height * 3), (128, 128, 128))
+    far.paste(image, (image.width, image.height))  # the same shot, the face a small part of the frame
+    far_face = analyzer.detect(far).subject
+    check = review.framing_check(far_face, far.size, FLOOR)
+    assert not check.passed and check.detail.startswith("face too small in the frame")
+
+
+def test_eye_landmarks_outside_the_picture_or_implausible(photo, analyzer):
+    image = photo("s01/08")
+    face = analyzer.detect(image).subject
+    (lx, ly), right, *rest = face.landmarks
+    outside = replace(face, landmarks=((-5.0, ly), right, *rest))
+    assert review.eyes_check(outside, image.size, FLOOR).detail == "an eye is outside the picture"
+    squashed = replace(face, landmarks=((lx, ly), (lx + 2, ly), *rest))
+    assert review.eyes_check(squashed, image.size, FLOOR).detail.startswith("eyes implausible")
+
+
+def test_glasses_heuristic_tells_the_same_person_with_and_without(photo, analyzer):
+    """s50 wears glasses in photos 02-07 and 09, not in the others."""
+    for name, expected in [("s50/02", True), ("s50/05", True), ("s50/09", True), ("s50/01", False), ("s50/12", False),
+                           ("s01/08", False), ("s23/04", False)]:
+        image = photo(name)
+        assert review.wears_glasses(image, analyzer.detect(image).subject, FLOOR) is expected, name
+    assert not review.glasses_check(True, 0.0).passed and not review.glasses_check(False, 1.0).passed
+    assert review.glasses_check(True, 0.5).passed and review.glasses_check(False, 0.5).passed  # sometimes: both fine
+    assert review.glasses_check(False, 0.0).passed and review.glasses_check(True, 0.9).passed
+
+
+def test_near_duplicates_collapse_to_the_first_and_different_shots_stay(photo):
+    a, b = photo("s01/08"), photo("s01/12")
+    copy = ImageEnhance.Brightness(a.crop((6, 0, a.width, a.height)).resize(a.size)).enhance(1.15)  # shifted, brighter
+    files = ["a.png", "b.png", "copy.png"]
+    duplicates = review.find_duplicates(files, [review.thumbnail(i) for i in (a, b, copy)], 0.95)
+    assert duplicates == {"copy.png": "a.png"}
+    assert review.duplicate_check(duplicates.get("copy.png")).detail == "near-duplicate of a.png"
+
+
+def test_likeness_check_wording():
+    assert review.likeness_check(0.8, 0.6) == review.Check("likeness", True, "looks like you (similarity 0.80)")
+    assert review.likeness_check(0.5, 0.6).detail == "does not look like you (similarity 0.50 < 0.60)"
+    assert review.leave_one_out(torch.ones(1, 512)).numel() == 0

@@ -1,0 +1,64 @@
+"""Training as separate processes, the way people run it: killed with SIGKILL and restarted,
+and launched through `accelerate launch` on two CPU processes (gloo DDP)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from headshots.workspace import Workspace
+from tests.conftest import REPO
+from train.checkpoint import list_checkpoints
+from train.lora import ADAPTER_FILE
+from train.recipe import train
+
+
+def _cli(cfg, *extra: str) -> list[str]:
+    return ["--user", cfg.user, "--profile", "tiny", f"paths.data_root={cfg.paths.data_root}",
+            f"paths.outputs_root={cfg.paths.outputs_root}", f"model.pretrained={cfg.model.pretrained}",
+            "wandb.mode=disabled", *extra]
+
+
+def test_kill_9_then_same_command_finishes_with_identical_weights(prepared_user, make_config):
+    steps = ["train.max_steps=60", "train.checkpoint_every=4"]
+    reference = load_file(str(train(make_config("alice", "run=straight", *steps)) / ADAPTER_FILE))
+
+    cfg = make_config("alice", "run=killed", *steps)
+    command = [sys.executable, "-m", "train", "fit", *_cli(cfg, "run=killed", *steps)]
+    checkpoints = Workspace.from_config(cfg).checkpoints_dir("killed")
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list_checkpoints(checkpoints) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "training finished before it could be killed"
+    killed_at = list_checkpoints(checkpoints)[-1][0]
+    assert 0 < killed_at < 60
+    assert not Workspace.from_config(cfg).adapter_dir("killed").exists()
+
+    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"resuming from" in rerun.stderr and f"step {killed_at} of 60" in rerun.stderr
+    result = load_file(str(Workspace.from_config(cfg).adapter_dir("killed") / ADAPTER_FILE))
+    for key, value in reference.items():
+        torch.testing.assert_close(result[key], value, rtol=0, atol=1e-6)
+
+
+def test_two_process_ddp_ranks_end_identical(prepared_user, make_config):
+    cfg = make_config("alice", "run=ddp")
+    # torchrun-style launch of two processes; ACCELERATE_USE_CPU makes Accelerate use gloo DDP on CPUs.
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train", "fit",
+              *_cli(cfg, "run=ddp", "train.max_steps=4", "train.checkpoint_every=2")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    result = subprocess.run(launch, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 process(es)" in result.stderr
+    assert "adapter weights identical on all 2 processes" in result.stderr
+    assert (Workspace.from_config(cfg).adapter_dir("ddp") / ADAPTER_FILE).is_file()
+    assert [s for s, _ in list_checkpoints(Workspace.from_config(cfg).checkpoints_dir("ddp"))] == [2, 4]

@@ -1,0 +1,459 @@
+"""Intake stage: the quality gate a selfie set passes before anything is trained on it.
+
+Reads   data/users/<user>/selfies/*          (never modified)
+Writes  data/users/<user>/intake.json         every photo: measured values per check, verdict, reason, advice;
+                                              the set: verdict, usable count, what to add
+        data/users/<user>/intake.html         thumbnails with the face box and the advice next to each
+
+Each photo is ok, warn (usable, could be better) or reject (not used); the set is rejected when too
+few photos are usable or it shows two people. The command exits non-zero when the set is not usable.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from headshots import quality
+from headshots.config import Config, IntakeConfig
+from headshots.errors import HeadshotsError, ImageError
+from headshots.faces import Face, FaceAnalyzer, cosine_similarity, resolve_device
+from headshots.images import list_photos, load_rgb
+from headshots.workspace import Workspace
+
+OK, WARN, REJECT = "ok", "warn", "reject"
+_RANK = {OK: 0, WARN: 1, REJECT: 2}
+FACE_PROBLEMS = {
+    "no_face": ("no face found", "Make sure your whole face is in the picture, well lit and facing the camera."),
+    "several_faces": ("more than one face", "Take a photo of you alone, or crop the other people out."),
+    "face_too_small": ("face too small", "Step closer or zoom in: your face should fill about a third of the frame."),
+}
+
+
+@dataclass
+class Check:
+    """One measured property of a photo and what it means."""
+
+    status: str  # ok | warn | reject
+    value: dict
+    reason: Optional[str] = None
+    advice: Optional[str] = None
+
+
+@dataclass
+class PhotoReport:
+    file: str
+    verdict: str = OK
+    reason: Optional[str] = None
+    advice: list[str] = field(default_factory=list)
+    face_box: Optional[list[float]] = None  # x1, y1, x2, y2 as fractions of the (upright) photo
+    checks: dict[str, Check] = field(default_factory=dict)
+
+    def add(self, name: str, check: Check) -> None:
+        self.checks[name] = check
+        problems = sorted((c for c in self.checks.values() if c.status != OK), key=lambda c: -_RANK[c.status])
+        self.verdict = problems[0].status if problems else OK
+        self.reason = "; ".join(c.reason for c in problems) or None
+        self.advice = list(dict.fromkeys(c.advice for c in problems if c.advice))
+
+
+@dataclass
+class Measured:
+    """What the set-level checks need from a photo with a usable face."""
+
+    face_image: Image.Image  # the face box cut out: all FaceNet needs, far smaller than the photo
+    face: Face  # in face_image's coordinates
+    thumbnail: np.ndarray
+    signature: np.ndarray
+    pose: quality.Pose
+    smile: float
+    brightness: float
+
+
+@dataclass
+class SetReport:
+    verdict: str
+    usable: int
+    total: int
+    reason: Optional[str] = None
+    advice: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IntakeResult:
+    user: str
+    photos: list[PhotoReport]
+    set: SetReport
+
+    def to_json(self) -> dict:
+        return {"user": self.user, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "set": asdict(self.set),
+                "photos": [asdict(p) for p in self.photos]}
+
+
+Timings = dict[str, float]
+
+
+@contextmanager
+def _timed(timings: Optional[Timings], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    if timings is not None:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def _check(bad: bool, value: dict, reason: str, advice: str, severity: str = REJECT) -> Check:
+    return Check(severity, value, reason, advice) if bad else Check(OK, value)
+
+
+def _r(value: float) -> float:
+    return round(float(value), 3)
+
+
+# -- per photo ---------------------------------------------------------------------------------
+def original_size(path: Path) -> tuple[int, int]:
+    """The upright photo's size before any reduced-scale decoding (EXIF orientations 5-8 swap sides)."""
+    with Image.open(path) as image:
+        width, height = image.size
+        return (height, width) if image.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (width, height)
+
+
+def resolution_check(face: Face, scale: float, cfg: Config) -> Check:
+    """The training crop (face plus prepare.crop_margin on each side) in original pixels vs model.resolution."""
+    crop = face.side * scale * (1 + 2 * cfg.prepare.crop_margin)
+    value = {"crop_px": round(crop), "needed_px": cfg.model.resolution}
+    if crop < cfg.intake.min_crop_fraction * cfg.model.resolution:
+        return Check(REJECT, value, f"too low resolution (face area {crop:.0f} px, training uses {cfg.model.resolution})",
+                     "Use the original photo from your phone, not a screenshot or a messaging-app copy, and step closer.")
+    if crop < cfg.intake.warn_crop_fraction * cfg.model.resolution:
+        return Check(WARN, value, f"low resolution (face area {crop:.0f} px, will be upscaled to {cfg.model.resolution})",
+                     "Send the original full-size photo, or take one a little closer.")
+    return Check(OK, value)
+
+
+def image_checks(image: Image.Image, face: Face, cfg: IntakeConfig, timings: Optional[Timings] = None) -> dict[str, Check]:
+    """Every check measured on the photo itself, given its subject's face."""
+    checks: dict[str, Check] = {}
+    with _timed(timings, "crop"):
+        crop = quality.face_crop(image, face)
+    with _timed(timings, "sharpness"):
+        fine, coarse = quality.sharpness(crop)
+        smear = quality.motion_blur(crop)
+        blurred = coarse < cfg.min_sharpness  # blurred along one direction: camera shake, else focus
+        checks["sharpness"] = _check(blurred and smear <= cfg.max_motion_blur, {"coarse_detail": _r(coarse)}, "face out of focus",
+                                     "Tap your face on the screen to focus, and make sure the lens is clean.")
+        checks["motion_blur"] = _check(blurred and smear > cfg.max_motion_blur, {"directional": _r(smear)}, "blurred by movement",
+                                       "Hold the phone still with both hands (or lean on something) and use more light.")
+    with _timed(timings, "exposure"):
+        checks["exposure"] = _exposure_check(crop, cfg)
+    # Blur and glare wash out detail and colour too: the finer checks below judge only a clear face.
+    clear = all(checks[name].status == OK for name in ("sharpness", "motion_blur", "exposure"))
+    with _timed(timings, "lighting"):
+        checks.update(_lighting_checks(image, face, crop, cfg, clear))
+    with _timed(timings, "pose"):
+        checks["pose"] = _pose_check(face, cfg)
+    with _timed(timings, "occlusion"):
+        eyes, mouth = quality.occlusion(crop)
+        hidden = [part for part, bad in (("eyes", eyes > cfg.max_eye_flat), ("mouth", mouth < cfg.min_mouth_detail)) if bad and clear]
+        checks["occlusion"] = _check(bool(hidden), {"eye_flat": _r(eyes), "mouth_detail": _r(mouth)},
+                                     f"{' and '.join(hidden)} covered",
+                                     "Take off sunglasses, masks and hats, and keep hands and hair away from your face.")
+    # fine detail gone while the outlines are sharp: smoothed by a filter, not out of focus
+    smoothed = fine < cfg.min_fine_detail and clear
+    checks["filter"] = _check(smoothed, {"fine_detail": _r(fine)}, "skin looks smoothed (beauty filter or heavy processing)",
+                              "Turn off beauty mode and filters; send the photo as the camera took it.", WARN)
+    return checks
+
+
+def _exposure_check(crop: quality.FaceCrop, cfg: IntakeConfig) -> Check:
+    brightness, clipped = quality.exposure(crop)
+    value = {"brightness": _r(brightness), "clipped": _r(clipped)}
+    if brightness < cfg.min_brightness:
+        return Check(REJECT, value, "face too dark", "Move near a window facing you, or turn on more lights.")
+    if brightness > cfg.max_brightness or clipped > cfg.max_clipped:
+        return Check(REJECT, value, "face overexposed", "Step out of direct sun and turn the flash off; soft daylight is best.")
+    return Check(OK, value)
+
+
+def _lighting_checks(image: Image.Image, face: Face, crop: quality.FaceCrop, cfg: IntakeConfig, clear: bool) -> dict[str, Check]:
+    even = quality.side_light(crop)
+    behind = quality.backlight(image, face)
+    cast = quality.colour_cast(crop)
+    return {
+        "side_light": _check(even < cfg.min_side_light, {"dark_to_bright": _r(even)}, "harsh shadow on one side of the face",
+                             "Face the window or light instead of having it beside you.", WARN),
+        "backlight": _check(behind > cfg.max_backlight, {"background_to_face": _r(behind)}, "backlit: bright behind you, face in shadow",
+                            "Turn around so the window or sun is in front of you, not behind.", WARN),
+        "colour_cast": _check(cast > cfg.max_colour_cast and clear, {"cast": _r(cast)}, "strong colour cast",
+                              "Use daylight rather than coloured or warm indoor lamps, and no colour filters.", WARN),
+    }
+
+
+def _pose_check(face: Face, cfg: IntakeConfig) -> Check:
+    p = quality.pose(face)
+    value = {"yaw": _r(p.yaw), "pitch": _r(p.pitch), "roll": _r(p.roll)}
+    problems = []
+    if abs(p.yaw) > cfg.max_yaw:
+        problems.append(("head turned to the side", "Face the camera: turn your head towards the lens."))
+    if not cfg.min_pitch <= p.pitch <= cfg.max_pitch:
+        problems.append(("head tilted up or down", "Hold the camera at eye level and look straight into it."))
+    if abs(p.roll) > cfg.max_roll:
+        problems.append(("head or camera tilted", "Keep your head upright and hold the phone straight."))
+    if not problems:
+        return Check(OK, value)
+    return Check(WARN, value, ", ".join(r for r, _ in problems), " ".join(a for _, a in problems))
+
+
+def age_check(path: Path, cfg: IntakeConfig, now: datetime) -> Check:
+    taken = quality.photo_taken(path)
+    if taken is None:
+        return Check(OK, {"taken": None})
+    years = (now - taken).days / 365.25
+    return _check(years > cfg.max_age_years, {"taken": taken.isoformat(), "years": round(years, 1)},
+                  f"taken {years:.0f} years ago", "Use recent photos (from the last year or two) so the result looks like you now.", WARN)
+
+
+def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
+                 timings: Optional[Timings] = None) -> tuple[PhotoReport, Optional[Measured], Optional[str]]:
+    """All per-photo checks, plus what the set checks and the HTML page need; never raises for a bad file."""
+    report = PhotoReport(path.name)
+    with _timed(timings, "decode"):
+        try:
+            image = load_rgb(path, draft_side=cfg.intake.decode_side)
+            scale = max(original_size(path)) / max(image.size)
+        except ImageError as exc:
+            report.add("decode", Check(REJECT, {}, exc.message.split(": ", 1)[-1], exc.hint))
+            return report, None, None
+    with _timed(timings, "preview"):
+        preview = _thumbnail_uri(image)
+    report.add("decode", Check(OK, {"width": image.width, "height": image.height, "scale": _r(scale)}))
+    report.add("age", age_check(path, cfg.intake, now))
+    with _timed(timings, "detect"):
+        detection = analyzer.detect(image, max_side=cfg.intake.detect_max_side)
+    problem = detection.problem
+    if problem == "face_too_small" and detection.subject.side * scale >= cfg.face.min_face_px:
+        problem = None  # small only in the reduced-scale decode
+    face = detection.subject
+    value = {"faces": len(detection.faces), "confidence": _r(face.confidence) if face else None}
+    if face is not None:
+        w, h = image.size
+        report.face_box = [_r(face.box[0] / w), _r(face.box[1] / h), _r(face.box[2] / w), _r(face.box[3] / h)]
+    if problem:
+        reason, advice = FACE_PROBLEMS[problem]
+        report.add("face", Check(REJECT, value, reason, advice))
+        return report, None, preview
+    report.add("face", Check(OK, value))
+    report.add("resolution", resolution_check(face, scale, cfg))
+    for name, check in image_checks(image, face, cfg.intake, timings).items():
+        report.add(name, check)
+    with _timed(timings, "thumbnail"):
+        thumb, signature = quality.thumbnail(image), quality.face_signature(image, face)
+    box = tuple(round(v) for v in face.box)
+    local = Face(tuple(float(v - o) for v, o in zip(face.box, box[:2] * 2)), face.confidence,
+                 tuple((x - box[0], y - box[1]) for x, y in face.landmarks))
+    brightness = report.checks["exposure"].value["brightness"]
+    pose, smile = quality.pose(face), quality.smile(face)
+    return report, Measured(image.crop(box), local, thumb, signature, pose, smile, brightness), preview
+
+
+# -- per set -----------------------------------------------------------------------------------
+def duplicate_checks(names: list[str], measured: list[Measured], cfg: IntakeConfig) -> dict[int, Check]:
+    """A later photo that is nearly the same picture as an earlier one adds nothing but weight."""
+    sims = quality.same_shot([m.signature for m in measured])
+    checks, copies = {}, set()
+    for i in range(len(measured)):
+        earlier = [j for j in range(i) if sims[i, j] >= cfg.duplicate_similarity and j not in copies]
+        copies.update([i] if earlier else [])
+        value = {"max_similarity": _r(max((sims[i, j] for j in range(len(measured)) if j != i), default=0.0))}
+        checks[i] = _check(bool(earlier), value, f"same shot as {names[earlier[0]]}" if earlier else "",
+                           "Keep one of them and replace this one with a different photo (other place, light or angle).")
+    return checks
+
+
+def identity_checks(embeddings: np.ndarray, cfg: IntakeConfig) -> tuple[dict[int, Check], list[int]]:
+    """Who is this? Each good photo's face vs the others' (median cosine, robust to a few strangers).
+
+    Returns per-photo checks and the outliers that look like one other person (a split set)."""
+    sims = embeddings @ embeddings.T
+    checks, outliers = {}, []
+    for i in range(len(embeddings)):
+        others = [j for j in range(len(embeddings)) if j != i]
+        median = float(np.median(sims[i, others])) if others else 1.0
+        bad = median < cfg.identity_threshold
+        outliers += [i] if bad else []
+        checks[i] = _check(bad, {"median_similarity": _r(median)}, "this photo may be someone else",
+                           "Use only photos of yourself; remove this one if it is not you.")
+    second = [i for i in outliers if sum(sims[i, j] >= cfg.identity_threshold for j in outliers if j != i) >= 1]
+    return checks, second
+
+
+def _missing_kinds(measured: list[Measured], cfg: IntakeConfig) -> list[str]:
+    """Which kinds of photo a good set has and this one lacks."""
+    kinds = []
+    if not any(abs(m.pose.yaw) < 0.12 for m in measured):
+        kinds.append("one looking straight at the camera")
+    if not any(m.smile >= cfg.smile_ratio for m in measured):
+        kinds.append("one with a natural smile")
+    if not any(0.12 <= abs(m.pose.yaw) <= cfg.max_yaw for m in measured):
+        kinds.append("one with your head turned a little to the side")
+    if len(measured) < 2 or float(np.ptp([m.brightness for m in measured])) < 20:
+        kinds.append("one in different light (e.g. outdoors in the shade)")
+    return kinds or ["a few more in different places and light"]
+
+
+def _variety_problems(measured: list[Measured], cfg: IntakeConfig) -> list[str]:
+    if len(measured) < 3:
+        return []
+    thumbs = np.stack([m.thumbnail for m in measured])
+    sims = thumbs @ thumbs.T
+    sameness = float(sims[np.triu_indices(len(measured), 1)].mean())
+    problems = []
+    if sameness > cfg.max_sameness:
+        problems.append("the photos all look alike (same place, pose and light)")
+    if float(np.ptp([m.pose.yaw for m in measured])) < 0.1:
+        problems.append("every photo has the same head angle")
+    return problems
+
+
+def set_report(photos: list[PhotoReport], measured: dict[int, Measured], split: list[int], cfg: IntakeConfig) -> SetReport:
+    usable_idx = [i for i, p in enumerate(photos) if p.verdict != REJECT]
+    usable = [measured[i] for i in usable_idx if i in measured]
+    report = SetReport(OK, len(usable_idx), len(photos))
+    if split:
+        who = ", ".join(photos[i].file for i in split)
+        report.verdict, report.reason = REJECT, f"the photos show two different people ({who} look like someone else)"
+        report.advice.append("Use photos of one person only: remove the photos of anyone else.")
+    n = len(usable_idx)
+    if n < cfg.good_photos:
+        short = n < cfg.min_photos
+        need = (cfg.min_photos if short else cfg.good_photos) - n
+        report.verdict = max(report.verdict, REJECT if short else WARN, key=_RANK.get)
+        report.reason = report.reason or (f"only {n} usable photos (need at least {cfg.min_photos})" if short
+                                          else f"{n} usable photos; {cfg.good_photos} give better results")
+        report.advice.append(f"Add {need} more photo{'s' if need > 1 else ''} of you alone: " + "; ".join(_missing_kinds(usable, cfg)) + ".")
+    variety = _variety_problems(usable, cfg)
+    if variety:
+        report.verdict = max(report.verdict, WARN, key=_RANK.get)
+        report.reason = report.reason or "; ".join(variety)
+        report.advice.append("Mix it up: different rooms or outdoors, different light, a few head angles and expressions.")
+    return report
+
+
+# -- the stage ---------------------------------------------------------------------------------
+def run_intake(cfg: Config, analyzer: Optional[FaceAnalyzer] = None, timings: Optional[Timings] = None) -> IntakeResult:
+    """Check every photo of `cfg.user`, then the set; write intake.json and intake.html."""
+    workspace = Workspace.from_config(cfg)
+    paths = list_photos(workspace.require_selfies())
+    if not paths:
+        raise HeadshotsError(f"{workspace.selfies} is empty.", "Add 5-20 recent photos of yourself, alone, face visible.")
+    analyzer = analyzer or FaceAnalyzer(cfg.face, resolve_device(cfg.device))
+    now = datetime.now()
+    photos, measured, previews = [], {}, {}
+    for i, path in enumerate(tqdm(paths, desc="intake", unit="photo", disable=len(paths) < 10)):
+        report, values, preview = assess_photo(path, analyzer, cfg, now, timings)
+        photos.append(report)
+        if values is not None:
+            measured[i] = values
+        if preview is not None:
+            previews[i] = preview
+    split = _set_checks(photos, measured, analyzer, cfg.intake, timings)
+    result = IntakeResult(cfg.user, photos, set_report(photos, measured, split, cfg.intake))
+    workspace.user_dir.mkdir(parents=True, exist_ok=True)
+    workspace.intake_report.write_text(json.dumps(result.to_json(), indent=2))
+    workspace.intake_page.write_text(render_html(result, previews))
+    print_table(result)
+    return result
+
+
+def _set_checks(photos: list[PhotoReport], measured: dict[int, Measured], analyzer: FaceAnalyzer,
+                cfg: IntakeConfig, timings: Optional[Timings]) -> list[int]:
+    """Duplicates and identity across the photos with a usable face; returns a split set's outliers."""
+    if not measured:
+        return []
+    index = sorted(measured)
+    names = [photos[i].file for i in index]
+    with _timed(timings, "duplicates"):
+        for k, check in duplicate_checks(names, [measured[i] for i in index], cfg).items():
+            photos[index[k]].add("duplicate", check)
+    good = [i for i in index if photos[i].verdict != REJECT]  # a blurred or covered face is no evidence
+    if not good:
+        return []
+    with _timed(timings, "identity"):
+        embeddings = analyzer.embed([measured[i].face_image for i in good], [measured[i].face for i in good]).numpy()
+        checks, split = identity_checks(embeddings, cfg)
+    for k, check in checks.items():
+        photos[good[k]].add("identity", check)
+    return [good[k] for k in split]
+
+
+def intake(cfg: Config) -> IntakeResult:
+    """The CLI command: run, then fail (exit status 2) when the set cannot be used."""
+    result = run_intake(cfg)
+    if result.set.verdict == REJECT:
+        raise HeadshotsError(f"This photo set is not usable yet: {result.set.reason}.",
+                             " ".join(result.set.advice) + f" Details: {Workspace.from_config(cfg).intake_page}")
+    return result
+
+
+# -- reports -----------------------------------------------------------------------------------
+def print_table(result: IntakeResult) -> None:
+    width = max([len(p.file) for p in result.photos] + [5])
+    print(f"\n{'photo':<{width}}  verdict  reason -> advice")
+    for p in result.photos:
+        detail = f"{p.reason} -> {' '.join(p.advice)}" if p.reason else ""
+        print(f"{p.file:<{width}}  {p.verdict.upper():<7}  {detail}")
+    s = result.set
+    print(f"\nset: {s.verdict.upper()}, {s.usable} of {s.total} photos usable" + (f": {s.reason}" if s.reason else ""))
+    for line in s.advice:
+        print(f"  -> {line}")
+    print()
+
+
+def _thumbnail_uri(image: Image.Image) -> str:
+    small = image.copy()
+    small.thumbnail((240, 240))
+    buffer = io.BytesIO()
+    small.save(buffer, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+_STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
+.photo{display:flex;gap:1.5em;margin:1em 0;padding:1em;border-left:6px solid #2a2}
+.warn{border-color:#e90}.reject{border-color:#d22}
+.frame{position:relative;width:240px;flex:none}.frame img{width:240px;display:block}
+.box{position:absolute;border:2px solid #0f0;box-sizing:border-box}
+.verdict{font-weight:bold;text-transform:uppercase}td{padding:0 .6em;font-size:.85em;color:#555}"""
+
+
+def render_html(result: IntakeResult, previews: dict[int, str]) -> str:
+    """One self-contained page: photos are embedded as small thumbnails (nothing else is copied)."""
+    s = result.set
+    parts = [f"<!doctype html><meta charset=utf-8><title>Intake: {html.escape(result.user)}</title><style>{_STYLE}</style>",
+             f"<h1>Photo check for {html.escape(result.user)}</h1>",
+             f"<div class='photo {s.verdict}'><div><span class=verdict>{s.verdict}</span>: {s.usable} of {s.total} photos usable"
+             f"{': ' + html.escape(s.reason) if s.reason else ''}<ul>{''.join(f'<li>{html.escape(a)}' for a in s.advice)}</ul></div></div>"]
+    for i, p in enumerate(result.photos):
+        frame = "<div class=frame>(not readable)</div>"
+        if i in previews:
+            box = ""
+            if p.face_box:
+                x1, y1, x2, y2 = (100 * v for v in p.face_box)
+                box = f"<div class=box style='left:{x1:.1f}%;top:{y1:.1f}%;width:{x2 - x1:.1f}%;height:{y2 - y1:.1f}%'></div>"
+            frame = f"<div class=frame><img src='{previews[i]}' alt=''>{box}</div>"
+        rows = "".join(f"<tr><td>{name}<td>{c.status}<td>{html.escape(json.dumps(c.value))}" for name, c in p.checks.items())
+        advice = "".join(f"<li>{html.escape(a)}" for a in p.advice)
+        parts.append(f"<div class='photo {p.verdict}'>{frame}<div><b>{html.escape(p.file)}</b> "
+                     f"<span class=verdict>{p.verdict}</span><p>{html.escape(p.reason or 'good photo')}</p>"
+                     f"<ul>{advice}</ul><table>{rows}</table></div></div>")
+    return "\n".join(parts) + "\n"
