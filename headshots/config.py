@@ -189,7 +189,7 @@ class IntakeConfig:
     were calibrated on real photos and degraded copies: docs/intake_quality.md."""
 
     decode_side: int = 800  # big JPEGs are decoded at reduced scale, long side at least this (speed)
-    detect_max_side: int = 640  # face detection runs on a copy this long (MTCNN cost grows with pixels)
+    detect_max_side: int = 480  # face detection runs on a copy this long (MTCNN cost grows with pixels and noise)
     min_crop_fraction: float = 0.2  # training crop side below this x model.resolution: reject
     warn_crop_fraction: float = 0.5  # ... below this: warn (it will be upscaled)
     min_sharpness: float = 0.19  # coarse detail: variance of the Laplacian of the contrast-normalised, half-size face

@@ -165,8 +165,8 @@ def smile(face: Face) -> float:
 
 
 def _patch(array: np.ndarray, center: np.ndarray, radius: float) -> np.ndarray:
-    x, y = (int(round(v)) for v in center)
-    r = max(int(round(radius)), 2)
+    x, y = (round(float(v)) for v in center)
+    r = max(round(radius), 2)
     return array[max(y - r, 0) : y + r + 1, max(x - r, 0) : x + r + 1]
 
 

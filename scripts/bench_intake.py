@@ -5,7 +5,7 @@ noise; 5 of them mirrored) in a temporary folder, runs the whole intake on them 
 every per-photo check, duplicates, identity, reports) and prints photos/s and the time per check.
 Writes the figures to docs/benchmarks.md under "## Intake" (other sections are kept).
 
-    .venv/bin/python scripts/bench_intake.py [--faces ../shared/faces] [--repeats 3]
+    .venv/bin/python scripts/bench_intake.py [--faces ../shared/faces] [--repeats 3] [key=value ...]
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import contextlib
 import io
 import os
 import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -63,6 +62,7 @@ def main() -> None:
     parser.add_argument("--weights", default=os.environ.get("HEADSHOTS_FACE_WEIGHTS", str(REPO.parent / "shared/models/facenet/casia-webface-features.pt")))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. intake.detect_max_side=480")
     args = parser.parse_args()
     os.environ["HEADSHOTS_FACE_WEIGHTS"] = args.weights
 
@@ -73,7 +73,7 @@ def main() -> None:
         selfies = data / "bench" / "selfies"
         selfies.mkdir(parents=True)
         make_photos(args.faces, selfies)
-        cfg = load_config("bench", overrides=[f"paths.data_root={data}", f"paths.outputs_root={Path(tmp) / 'outputs'}"])
+        cfg = load_config("bench", overrides=[f"paths.data_root={data}", f"paths.outputs_root={Path(tmp) / 'outputs'}", *args.overrides])
         analyzer = FaceAnalyzer(cfg.face)
         analyzer.detect(Image.new("RGB", (320, 240)))  # first-call overhead is not part of a photo's cost
         runs = []
@@ -92,10 +92,10 @@ def main() -> None:
         f"`scripts/bench_intake.py` on {time.strftime('%Y-%m-%d')}: {n} JPEGs of {SIZE[0]}x{SIZE[1]} (upscaled real faces + noise),",
         f"whole intake after the models are loaded, median of {args.repeats} runs; {os.cpu_count()} CPU cores,",
         f"torch {torch.__version__} with {torch.get_num_threads()} threads, {platform.processor() or platform.machine()},",
-        f"load average {load:.1f} when measured (other jobs share these cores).",
+        f"load average {load:.1f} when measured (other jobs share these cores); overrides: {' '.join(args.overrides) or 'none'}.",
         "",
-        f"**{total:.2f} s for {n} photos = {n / total:.1f} photos/s** (target: {n} photos in < 3 s); "
-        f"runs: {', '.join(f'{r[0]:.2f} s' for r in runs)}.",
+        (f"**{total:.2f} s for {n} photos = {n / total:.1f} photos/s** (target: {n} photos in < 3 s); "
+         f"runs: {', '.join(f'{r[0]:.2f} s' for r in runs)}."),
         "",
         "| step | total (s) | per photo (ms) |",
         "|---|---|---|",

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from headshots import quality
 from headshots.config import Config, IntakeConfig
 from headshots.errors import HeadshotsError, ImageError
-from headshots.faces import Face, FaceAnalyzer, cosine_similarity, resolve_device
+from headshots.faces import Face, FaceAnalyzer, resolve_device
 from headshots.images import list_photos, load_rgb
 from headshots.workspace import Workspace
 
@@ -441,8 +441,8 @@ def render_html(result: IntakeResult, previews: dict[int, str]) -> str:
     s = result.set
     parts = [f"<!doctype html><meta charset=utf-8><title>Intake: {html.escape(result.user)}</title><style>{_STYLE}</style>",
              f"<h1>Photo check for {html.escape(result.user)}</h1>",
-             f"<div class='photo {s.verdict}'><div><span class=verdict>{s.verdict}</span>: {s.usable} of {s.total} photos usable"
-             f"{': ' + html.escape(s.reason) if s.reason else ''}<ul>{''.join(f'<li>{html.escape(a)}' for a in s.advice)}</ul></div></div>"]
+             (f"<div class='photo {s.verdict}'><div><span class=verdict>{s.verdict}</span>: {s.usable} of {s.total} photos usable"
+              f"{': ' + html.escape(s.reason) if s.reason else ''}<ul>{''.join(f'<li>{html.escape(a)}' for a in s.advice)}</ul></div></div>")]
     for i, p in enumerate(result.photos):
         frame = "<div class=frame>(not readable)</div>"
         if i in previews:
