@@ -80,28 +80,7 @@ class FaceAnalyzer:
         scale = min(1.0, (max_side or self.cfg.detect_max_side) / max(image.size))
         small = image if scale == 1.0 else image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
         boxes, probs, points = self.detector.detect(small, landmarks=True)
-        if boxes is None:
-            return Detection(problem="no_face")
-        boxes = np.asarray(boxes, dtype=float) / scale
-        probs = np.asarray(probs, dtype=float)
-        points = np.asarray(points, dtype=float) / scale
-        faces = [
-            Face(tuple(map(float, b)), float(p), tuple(tuple(map(float, xy)) for xy in lm))
-            for b, p, lm in zip(boxes, probs, points)
-            if p >= self.cfg.min_confidence
-        ]
-        if not faces:
-            return Detection(problem="no_face")
-        cx, cy = image.width / 2, image.height / 2
-        diagonal = float(np.hypot(image.width, image.height))
-        faces.sort(key=lambda f: (-f.side, np.hypot(f.center[0] - cx, f.center[1] - cy) / diagonal))
-        subject = faces[0]
-        detection = Detection(faces=faces, subject=subject)
-        if any(f.side >= self.cfg.second_face_ratio * subject.side for f in faces[1:]):
-            detection.problem = "several_faces"
-        elif subject.side < self.cfg.min_face_px:
-            detection.problem = "face_too_small"
-        return detection
+        return self._judge(image.size, boxes, probs, points, scale)
 
     def detect_batch(self, images: Sequence[Image.Image], max_side: Optional[int] = None) -> list[Detection]:
         """`detect` for many photos: same-size images go through MTCNN as one batch, 1.9x the throughput
