@@ -82,3 +82,4 @@ bench:
 	$(BIN)/python scripts/face_similarity_eval.py
 	$(BIN)/python scripts/bench_scoring.py
 	$(BIN)/python scripts/bench_train.py
+	$(BIN)/python scripts/bench_generate.py

@@ -19,6 +19,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from headshots.errors import ConfigError
+from headshots.schedulers import SCHEDULERS
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -37,6 +38,7 @@ def _one_of(value: str, key: str, choices: Sequence[str]) -> None:
 class PathsConfig:
     data_root: str = "data/users"  # data/users/<user>/selfies, prepared data, reference embeddings
     outputs_root: str = "outputs"  # outputs/<user>/<run>/adapter, samples
+    cache_root: str = "cache"  # data shared by all users and free of anyone's face: generated class images
 
 
 @dataclass
@@ -72,15 +74,66 @@ class FaceConfig:
 class PrepareConfig:
     trigger: str = "ohwx"  # rare token the adapter binds the person's identity to
     class_noun: str = "person"  # man / woman / person: what the base model already knows
-    caption: str = "a photo of {trigger} {class_noun}"
+    caption: str = "a photo of {trigger} {class_noun}"  # the template caption; every caption starts with it
+    # template: every photo gets `caption`. model: `caption` + what a captioning model sees that varies
+    # (clothing, background, expression), never the person (see train/captions.py).
+    captioner: str = "template"
+    caption_model: str = "Salesforce/blip-image-captioning-base"  # hub id or local folder (captioner=model)
+    caption_prompt: str = ""  # text given with each photo; Florence-2 needs a task, e.g. "<DETAILED_CAPTION>"
+    caption_max_new_tokens: int = 40
     crop_margin: float = 0.9  # context around the face box on each side, as a fraction of the face size
     min_photos: int = 3  # fewer usable photos than this and training is refused
 
     def __post_init__(self) -> None:
         _check(re.fullmatch(r"[A-Za-z0-9_]+", self.trigger) is not None, "prepare.trigger", "must be one word (letters, digits, _)")
         _check("{trigger}" in self.caption, "prepare.caption", "must contain {trigger}")
+        _one_of(self.captioner, "prepare.captioner", ("template", "model"))
+        _check(bool(self.caption_model.strip()), "prepare.caption_model", "must be a hub id or a local folder")
+        _check(1 <= self.caption_max_new_tokens <= 256, "prepare.caption_max_new_tokens", "must be between 1 and 256")
         _check(0.0 <= self.crop_margin <= 3.0, "prepare.crop_margin", "must be between 0 and 3")
         _check(self.min_photos >= 1, "prepare.min_photos", "must be at least 1")
+
+
+@dataclass
+class PriorConfig:
+    """DreamBooth prior preservation: alongside the person's photos, train on photos of the class
+    (e.g. other people) so the adapter learns *this* person without forgetting what people look like."""
+
+    enabled: bool = False
+    loss_weight: float = 1.0  # weight of the class images' loss relative to the person's
+    prompt: str = "a photo of a {class_noun}"
+    # A folder of class photos to use as they are; empty: the base model generates `num_images`
+    # once, cached under paths.cache_root and shared by every user of the same model and prompt.
+    images: Optional[str] = None
+    num_images: int = 100
+    sampling_steps: int = 30  # denoising steps for generated class images
+
+    def __post_init__(self) -> None:
+        _check(self.loss_weight > 0, "train.prior.loss_weight", "must be positive")
+        _check(self.num_images >= 1, "train.prior.num_images", "must be at least 1")
+        _check(self.sampling_steps >= 1, "train.prior.sampling_steps", "must be at least 1")
+
+
+@dataclass
+class ValidationConfig:
+    """Sample fixed prompts with fixed seeds during training and score them by face similarity to
+    the person's selfies, so the curve shows when likeness peaks (or the adapter overfits)."""
+
+    every: int = 0  # steps between validations; 0 turns validation off
+    prompts: List[str] = field(default_factory=lambda: [
+        "professional headshot photo of {trigger} {class_noun}, business attire, neutral studio background",
+        "photo of {trigger} {class_noun} smiling, outdoors, natural light",
+    ])
+    seeds: List[int] = field(default_factory=lambda: [0, 1])  # one image per prompt and seed
+    sampling_steps: int = 25
+    guidance_scale: float = 5.0
+
+    def __post_init__(self) -> None:
+        _check(self.every >= 0, "train.validation.every", "must be >= 0 (0 turns validation off)")
+        _check(len(self.prompts) > 0 and len(self.seeds) > 0, "train.validation.prompts",
+               "and train.validation.seeds must each have at least one entry")
+        _check(all("{trigger}" in p for p in self.prompts), "train.validation.prompts", "must each contain {trigger}")
+        _check(self.sampling_steps >= 1, "train.validation.sampling_steps", "must be at least 1")
 
 
 @dataclass
@@ -103,9 +156,19 @@ class TrainConfig:
     face_loss_weight: float = 1.0  # >1 weights the loss inside the face box more (1 = plain MSE)
     cache_encodings: bool = True  # encode photos and captions once instead of every step
     min_snr_gamma: Optional[float] = None  # e.g. 5.0; None disables min-SNR weighting
+    # The text side (train/text.py), off by default: LoRA on both CLIP text encoders, and pivotal
+    # tuning (new tokens <s0><s1>... for the person, replacing the trigger word in every caption).
+    text_encoder_lora: bool = False
+    text_encoder_rank: Optional[int] = None  # None: train.rank
+    text_encoder_lr: Optional[float] = None  # None: train.learning_rate
+    pivotal_tuning: bool = False
+    pivotal_tokens: int = 2
+    embedding_lr: float = 1e-3  # learning rate of the new token vectors
     seed: int = 0
     checkpoint_every: int = 250
     keep_checkpoints: int = 2
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     def __post_init__(self) -> None:
         for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "rank", "checkpoint_every", "keep_checkpoints"):
@@ -124,6 +187,10 @@ class TrainConfig:
         _check(len(self.target_modules) > 0, "train.target_modules", "must name at least one module")
         _check(self.noise_offset >= 0, "train.noise_offset", "must be >= 0")
         _check(self.face_loss_weight >= 1.0, "train.face_loss_weight", "must be >= 1 (1 disables it)")
+        _check(self.text_encoder_rank is None or self.text_encoder_rank >= 1, "train.text_encoder_rank", "must be at least 1")
+        _check(self.text_encoder_lr is None or self.text_encoder_lr > 0, "train.text_encoder_lr", "must be positive")
+        _check(1 <= self.pivotal_tokens <= 8, "train.pivotal_tokens", "must be between 1 and 8")
+        _check(self.embedding_lr > 0, "train.embedding_lr", "must be positive")
 
 
 @dataclass
@@ -148,12 +215,25 @@ class InferConfig:
     lora_scale: float = 1.0
     batch_size: int = 2
     seed: int = 0
+    adapter: str = "last"  # last: outputs/<user>/<run>/adapter; best: adapter-best (train.validation's pick)
+    scheduler: Optional[str] = None  # euler, euler_a, dpmpp_2m, dpmpp_2m_karras, ... (headshots/schedulers.py); None: the model's own
+    # Merge the adapter into the UNet weights once, so sampling runs the plain UNet (no per-layer LoRA
+    # work); false keeps the separate LoRA layers (same images within rounding).
+    fuse_lora: bool = True
+    # SDXL refiner ("ensemble of experts"), hub id or local folder, e.g. stabilityai/stable-diffusion-xl-refiner-1.0:
+    # the base runs the first `refiner_start` of the denoising, the refiner the rest. None: base only.
+    refiner: Optional[str] = None
+    refiner_start: float = 0.8
     export_files: List[str] = field(default_factory=list)  # files in samples/ to export; empty: every kept image
 
     def __post_init__(self) -> None:
         _check(len(self.styles) > 0, "infer.styles", "must name at least one style")
         for key in ("images_per_style", "steps", "batch_size"):
             _check(getattr(self, key) >= 1, f"infer.{key}", "must be at least 1")
+        _one_of(self.adapter, "infer.adapter", ("last", "best"))
+        if self.scheduler is not None:
+            _one_of(self.scheduler, "infer.scheduler", list(SCHEDULERS))
+        _check(0.0 < self.refiner_start < 1.0, "infer.refiner_start", "must be between 0 and 1 (exclusive)")
 
 
 @dataclass
@@ -206,9 +286,9 @@ class IntakeConfig:
     min_pitch: float = 0.25  # nose height between eye line (0) and mouth line (1)
     max_pitch: float = 0.85
     max_eye_flat: float = 0.3  # share of featureless pixels around the eyes (sunglasses, hands)
-    min_mouth_detail: float = 0.65  # detail around the mouth relative to the whole face (masks, hands)
+    min_mouth_detail: float = 0.5  # share of the mouth patch with detail, not flat (masks, hands)
     max_age_years: float = 3.0  # photos older than this (EXIF date) may no longer look like you
-    duplicate_similarity: float = 0.96  # face-region correlation above which two photos are one shot
+    duplicate_similarity: float = 0.975  # face-region correlation (band-passed, best scale/shift): same shot above
     max_sameness: float = 0.9  # mean thumbnail cosine over the set above which it lacks variety
     identity_threshold: float = 0.5  # FaceNet cosine: below this to most of the set = someone else
     smile_ratio: float = 0.9  # mouth width / eye distance above which a face is smiling
@@ -223,10 +303,11 @@ class IntakeConfig:
         _check(0.0 <= self.min_brightness < self.max_brightness <= 255.0, "intake.min_brightness",
                "must be below intake.max_brightness, both in 0..255")
         _check(self.min_pitch < self.max_pitch, "intake.min_pitch", "must be below intake.max_pitch")
-        for key in ("max_clipped", "min_side_light", "max_motion_blur", "duplicate_similarity", "max_sameness", "max_eye_flat"):
+        for key in ("max_clipped", "min_side_light", "max_motion_blur", "duplicate_similarity", "max_sameness", "max_eye_flat",
+                    "min_mouth_detail"):
             _check(0.0 <= getattr(self, key) <= 1.0, f"intake.{key}", "must be between 0 and 1")
         for key in ("min_sharpness", "min_fine_detail", "max_backlight", "max_colour_cast", "max_yaw", "max_roll",
-                    "min_mouth_detail", "max_age_years", "smile_ratio"):
+                    "max_age_years", "smile_ratio"):
             _check(getattr(self, key) >= 0, f"intake.{key}", "must be >= 0")
         _check(-1.0 <= self.identity_threshold <= 1.0, "intake.identity_threshold", "must be between -1 and 1")
         _check(1 <= self.min_photos <= self.good_photos, "intake.min_photos", "must be at least 1 and at most intake.good_photos")

@@ -1,4 +1,4 @@
-"""Delete everything derived from one person: prepared crops, face embeddings, reports, adapters,
+"""Delete everything derived from one person: prepared crops, captions, face embeddings, reports, adapters,
 checkpoints, generated images and local W&B files. With --include-selfies, the photos too.
 
     python -m headshots.purge --user alice [--include-selfies] [paths.outputs_root=...]

@@ -22,6 +22,9 @@ from headshots.faces import Face
 CROP = 128  # side of the normalised face crop
 THUMB = 32  # side of the whole-photo thumbnail used to compare photos with each other
 SIGNATURE = 64  # side of the face-region signature used to find re-saved copies of one shot
+SIGNATURE_SCALES = (0.96, 0.98, 1.0, 1.02, 1.04)  # face-box size jitter between copies of one photo: up to ~4%
+SIGNATURE_SHIFT = 2  # ... and position jitter, in signature pixels (1.5 at most between copies)
+SIGNATURE_LOWPASS = 8.0  # sigma of the coarse shading removed from signatures, in signature pixels
 # r, g, b shares of facial skin in neutral light (mean over the clean photos of docs/intake_quality.md)
 SKIN_CHROMATICITY = np.array([0.44, 0.30, 0.26], dtype=np.float32)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -171,18 +174,22 @@ def _patch(array: np.ndarray, center: np.ndarray, radius: float) -> np.ndarray:
 
 
 def occlusion(crop: FaceCrop) -> tuple[float, float]:
-    """Share of flat (featureless) pixels around the eyes, and detail around the mouth relative to the face.
+    """Share of flat (featureless) pixels around the eyes, and share of pixels with detail around the mouth.
 
     Eyes and lips are the most detailed parts of a face; sunglasses, a hand, a mask or a sticker over
-    them are flat. Around the eyes a dark lens can still have strong edges at its rim, so there the
-    share of flat pixels is the telling number; around the mouth, the mean gradient."""
+    them are flat. The rim of a lens or a mask can still carry strong edges, enough to lift the mean
+    gradient of the patch to that of a bare face (a mask's top edge across the mouth patch did), so both
+    count pixels instead: flat means a gradient below a quarter of the face's median. Relative to the
+    face's own median, the count is also stable under blur and dim light, which lower every gradient
+    together: on scripts/intake_eval.py's photos, blurred, dark or overexposed faces stay below a 0.25
+    flat share around eyes and mouth, and covered ones above 0.7."""
     gx, gy = _gradients(crop.grey)
     energy = np.pad(np.hypot(gx, gy), 1)
-    inner = _inner(energy, 0.8)
+    flat = energy < 0.25 * float(np.median(_inner(energy, 0.8)))
     radius = 0.3 * crop.eye_distance
-    flat = float(np.mean([(_patch(energy, crop.landmarks[i], radius) < 0.25 * float(np.median(inner))).mean() for i in (0, 1)]))
-    mouth = _patch(energy, crop.landmarks[3:5].mean(axis=0), radius).mean()
-    return flat, float(mouth / max(float(inner.mean()), 1e-3))
+    eyes = float(np.mean([_patch(flat, crop.landmarks[i], radius).mean() for i in (0, 1)]))
+    mouth = 1.0 - float(_patch(flat, crop.landmarks[3:5].mean(axis=0), radius).mean())
+    return eyes, mouth
 
 
 def thumbnail(image: Image.Image) -> np.ndarray:
@@ -193,27 +200,61 @@ def thumbnail(image: Image.Image) -> np.ndarray:
 
 
 def face_signature(image: Image.Image, face: Face) -> np.ndarray:
-    """The face and a little around it, grey, SIGNATURE x SIGNATURE: compared with `same_shot`."""
+    """The face and a little around it (1.2 x the box side), grey, band-passed, at SIGNATURE_SCALES:
+    a (scales, SIGNATURE + 2 * SIGNATURE_SHIFT, same) stack compared with `same_shot`.
+
+    Registration: MTCNN's box of the same picture re-saved (cropped, resized, re-compressed) moves by
+    a few pixels and changes size by up to ~4%, enough to drop a raw correlation to 0.95, as low as two
+    different shots. So each photo is sampled at several scales around its box (the comparison searches
+    scale and shift), with proper antialiasing (`resize` with a source box; a point-sampled warp
+    aliases, itself worth up to 0.04 of correlation). Aligning on the five landmarks instead was tried and
+    is worse: they jitter more than the box between copies (notes in docs/intake_quality.md).
+    Band-pass (a Gaussian of sigma 1 px minus one of SIGNATURE_LOWPASS px): shots seconds apart share
+    the coarse shading (head outline, light, background), which dominates a raw correlation; a copy
+    also keeps every mid-scale detail (eyelids, lips, hair strands) in place, where a new shot differs
+    with expression and pose. The finest scale is JPEG and resampling noise and is dropped too."""
+    n = SIGNATURE + 2 * SIGNATURE_SHIFT
     x1, y1, x2, y2 = face.box
-    side = 1.2 * max(x2 - x1, y2 - y1)
+    step = 1.2 * max(x2 - x1, y2 - y1) / SIGNATURE  # photo pixels per signature pixel at scale 1
     cx, cy = face.center
-    box = (round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2))
-    return np.asarray(image.crop(box).convert("L").resize((SIGNATURE, SIGNATURE), Image.BILINEAR), dtype=np.float32)
+    reach = step * n / 2 * max(SIGNATURE_SCALES) + 1
+    left, top = math.floor(cx - reach), math.floor(cy - reach)
+    region = image.crop((left, top, math.ceil(cx + reach), math.ceil(cy + reach))).convert("L")
+    stack = np.stack([
+        np.asarray(region.resize((n, n), Image.BILINEAR, box=(cx - h - left, cy - h - top, cx + h - left, cy + h - top)),
+                   dtype=np.float32)
+        for h in (step * n / 2 * s for s in SIGNATURE_SCALES)])
+    return _FINE @ stack @ _FINE.T - _COARSE @ stack @ _COARSE.T
 
 
-def same_shot(signatures: list[np.ndarray], shift: int = 4) -> np.ndarray:
-    """(N, N) best correlation of face signatures over small shifts (face boxes jitter by a few pixels).
+def _blur_matrix(n: int, sigma: float) -> np.ndarray:
+    """(n, n) Gaussian blur as a matrix (rows renormalised at the borders): M @ x @ M.T blurs x."""
+    offsets = np.arange(n)[:, None] - np.arange(n)[None, :]
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
 
-    ~0.97-0.99 for the same photo re-saved, resized or slightly cropped; lower for a new shot, where
-    expression, pose or light differ. Every shifted window is normalised once, then one matrix
-    product per photo compares it with all the others."""
-    n = signatures[0].shape[0]
-    size = (n - 2 * shift) ** 2
-    centres = np.stack([_unit(s[shift : n - shift, shift : n - shift]).ravel() for s in signatures])
+
+_FINE = _blur_matrix(SIGNATURE + 2 * SIGNATURE_SHIFT, 1.0)
+_COARSE = _blur_matrix(SIGNATURE + 2 * SIGNATURE_SHIFT, SIGNATURE_LOWPASS)
+
+
+def same_shot(signatures: list[np.ndarray]) -> np.ndarray:
+    """(N, N) best correlation of `face_signature`s over SIGNATURE_SCALES and shifts of up to
+    SIGNATURE_SHIFT pixels: each photo's scale-1 centre against every scaled, shifted window of the other.
+
+    0.985-1.0 for a photo re-saved with a small crop, resize and JPEG 75; at most 0.965 for two shots
+    of the same person seconds apart (docs/intake_quality.md). Every window is normalised once, then one
+    matrix product per photo compares it with all the others."""
+    n = signatures[0].shape[-1]
+    m = n - 2 * SIGNATURE_SHIFT
+    one = SIGNATURE_SCALES.index(1.0)
+    centres = np.stack([_unit(s[one, SIGNATURE_SHIFT : n - SIGNATURE_SHIFT, SIGNATURE_SHIFT : n - SIGNATURE_SHIFT]).ravel()
+                        for s in signatures])
     sims = np.empty((len(signatures), len(signatures)), dtype=np.float32)
     for j, s in enumerate(signatures):
-        windows = np.stack([_unit(s[shift + dy : n - shift + dy, shift + dx : n - shift + dx]).reshape(size)
-                            for dy in range(-shift, shift + 1) for dx in range(-shift, shift + 1)])
+        windows = np.lib.stride_tricks.sliding_window_view(s, (m, m), axis=(1, 2)).reshape(-1, m * m)
+        windows = windows - windows.mean(axis=1, keepdims=True)
+        windows /= np.maximum(np.linalg.norm(windows, axis=1, keepdims=True), 1e-6)
         sims[:, j] = (windows @ centres.T).max(axis=0)
     return np.maximum(sims, sims.T)
 

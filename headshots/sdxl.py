@@ -27,21 +27,27 @@ class SDXLComponents:
     noise_scheduler: Any
 
 
-def _fix_hint(model: ModelConfig) -> str:
-    source = Path(model.pretrained)
-    if source.exists() or model.pretrained.startswith((".", "/", "models/")):
-        return "Check the folder (it must hold model_index.json and the component folders); for the tiny profile run `make tiny-model`."
+_TINY_HINTS = {
+    "model.pretrained": "; for the tiny profile run `make tiny-model`.",
+    "infer.refiner": "; a tiny test refiner: `python -m headshots.tiny_sdxl --refiner DIR`.",
+}
+
+
+def _fix_hint(source: str, key: str = "model.pretrained") -> str:
+    if Path(source).exists() or source.startswith((".", "/", "models/")):
+        return "Check the folder (it must hold model_index.json and the component folders)" + _TINY_HINTS.get(key, ".")
     return (
         "Check the hub id and your network (and `huggingface-cli login` for gated models), "
-        "or set model.pretrained=/path/to/a/local/copy."
+        f"or set {key}=/path/to/a/local/copy."
     )
 
 
-def _load(what: str, model: ModelConfig, loader):
+def _load(what: str, source: str, loader, key: str = "model.pretrained"):
+    """Run `loader`; any failure becomes a WeightsError naming `source` (the config `key` it came from) and the fix."""
     try:
         return loader()
     except Exception as exc:  # OSError (missing files, offline hub), ValueError (bad folder), HTTP errors
-        raise WeightsError(f"Could not load the {what} from {model.pretrained!r}: {exc}", _fix_hint(model)) from exc
+        raise WeightsError(f"Could not load the {what} from {source!r}: {exc}", _fix_hint(source, key)) from exc
 
 
 def load_components(model: ModelConfig, weight_dtype: torch.dtype = torch.float32) -> SDXLComponents:
@@ -53,18 +59,18 @@ def load_components(model: ModelConfig, weight_dtype: torch.dtype = torch.float3
     common = {"revision": model.revision}
     weights = {**common, "variant": model.variant}
     src = model.pretrained
-    tokenizer = _load("tokenizer", model, lambda: CLIPTokenizer.from_pretrained(src, subfolder="tokenizer", **common))
-    tokenizer_2 = _load("tokenizer_2", model, lambda: CLIPTokenizer.from_pretrained(src, subfolder="tokenizer_2", **common))
-    text_encoder = _load("text encoder", model, lambda: CLIPTextModel.from_pretrained(src, subfolder="text_encoder", **weights))
+    tokenizer = _load("tokenizer", src, lambda: CLIPTokenizer.from_pretrained(src, subfolder="tokenizer", **common))
+    tokenizer_2 = _load("tokenizer_2", src, lambda: CLIPTokenizer.from_pretrained(src, subfolder="tokenizer_2", **common))
+    text_encoder = _load("text encoder", src, lambda: CLIPTextModel.from_pretrained(src, subfolder="text_encoder", **weights))
     text_encoder_2 = _load(
-        "second text encoder", model, lambda: CLIPTextModelWithProjection.from_pretrained(src, subfolder="text_encoder_2", **weights)
+        "second text encoder", src, lambda: CLIPTextModelWithProjection.from_pretrained(src, subfolder="text_encoder_2", **weights)
     )
     if model.vae:
-        vae = _load("VAE", model, lambda: AutoencoderKL.from_pretrained(model.vae))
+        vae = _load("VAE", model.vae, lambda: AutoencoderKL.from_pretrained(model.vae), "model.vae")
     else:
-        vae = _load("VAE", model, lambda: AutoencoderKL.from_pretrained(src, subfolder="vae", **weights))
-    unet = _load("UNet", model, lambda: UNet2DConditionModel.from_pretrained(src, subfolder="unet", **weights))
-    scheduler = _load("noise scheduler", model, lambda: DDPMScheduler.from_pretrained(src, subfolder="scheduler", **common))
+        vae = _load("VAE", src, lambda: AutoencoderKL.from_pretrained(src, subfolder="vae", **weights))
+    unet = _load("UNet", src, lambda: UNet2DConditionModel.from_pretrained(src, subfolder="unet", **weights))
+    scheduler = _load("noise scheduler", src, lambda: DDPMScheduler.from_pretrained(src, subfolder="scheduler", **common))
     for frozen in (text_encoder, text_encoder_2, vae, unet):
         frozen.requires_grad_(False)
     text_encoder.to(dtype=weight_dtype)
@@ -80,13 +86,35 @@ def load_pipeline(model: ModelConfig, dtype: torch.dtype, device: torch.device):
 
     extra: dict[str, Any] = {}
     if model.vae:
-        extra["vae"] = _load("VAE", model, lambda: AutoencoderKL.from_pretrained(model.vae, torch_dtype=dtype))
+        extra["vae"] = _load("VAE", model.vae, lambda: AutoencoderKL.from_pretrained(model.vae, torch_dtype=dtype), "model.vae")
     pipe = _load(
         "SDXL pipeline",
-        model,
+        model.pretrained,
         lambda: StableDiffusionXLPipeline.from_pretrained(
             model.pretrained, revision=model.revision, variant=model.variant, torch_dtype=dtype, **extra
         ),
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def load_refiner(source: str, base, model: ModelConfig, device: torch.device):
+    """SDXL refiner (StableDiffusionXLImg2ImgPipeline) from a hub id or local folder, sharing the base
+    pipeline's second text encoder and VAE: they are the same networks in SDXL 1.0, so sharing saves
+    their memory and load time, and the fp16-fix VAE (model.vae) then serves the refiner too.
+
+    The person's LoRA is not loaded here: it was trained on the base UNet, whose layers the refiner's
+    UNet does not have (other widths and cross-attention size), and the refiner only runs the last,
+    low-noise steps, where the face's identity is already fixed and only fine texture changes."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    refiner = _load(
+        "SDXL refiner",
+        source,
+        lambda: StableDiffusionXLImg2ImgPipeline.from_pretrained(
+            source, text_encoder_2=base.text_encoder_2, vae=base.vae, variant=model.variant, torch_dtype=base.unet.dtype
+        ),
+        "infer.refiner",
+    )
+    refiner.set_progress_bar_config(disable=True)
+    return refiner.to(device)

@@ -6,6 +6,7 @@ not faces. Sizes follow diffusers' own SDXL test components. The CLIP tokenizer 
 headshots/assets (MIT, OpenAI CLIP) so no hub access is needed.
 
     python -m headshots.tiny_sdxl models/tiny-sdxl
+    python -m headshots.tiny_sdxl --refiner models/tiny-sdxl-refiner    # for infer.refiner
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ TOKENIZER_DIR = Path(__file__).parent / "assets" / "clip_tokenizer"
 RESOLUTION = 128
 
 
-def build_tiny_sdxl(seed: int = 0):
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+TEXT_HIDDEN = 32  # hidden size of each tiny CLIP text encoder
+TIME_EMBED = 8  # width of each micro-conditioning time id's embedding
 
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
+
+def _unet(cross_attention_dim: int, time_ids: int):
+    """SDXL-style UNet: `time_ids` micro-conditioning values (6 for the base: original size, crop, target
+    size; 5 for the refiner: the target size becomes an aesthetic score) + the pooled text embedding."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
         sample_size=RESOLUTION // 8,
         block_out_channels=(32, 64),
         layers_per_block=2,
@@ -33,12 +38,17 @@ def build_tiny_sdxl(seed: int = 0):
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
-        addition_time_embed_dim=8,
+        addition_time_embed_dim=TIME_EMBED,
         transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=6 * 8 + 32,  # six time ids + pooled text embedding
-        cross_attention_dim=64,  # hidden sizes of both text encoders, concatenated
+        projection_class_embeddings_input_dim=time_ids * TIME_EMBED + TEXT_HIDDEN,
+        cross_attention_dim=cross_attention_dim,
     )
-    vae = AutoencoderKL(
+
+
+def _vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
         sample_size=RESOLUTION,
         block_out_channels=(32, 32, 32, 32),  # four blocks: 8x downsampling, as in SDXL
         down_block_types=("DownEncoderBlock2D",) * 4,
@@ -46,15 +56,34 @@ def build_tiny_sdxl(seed: int = 0):
         latent_channels=4,
         scaling_factor=0.13025,
     )
-    text_config = dict(
-        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, hidden_size=32, intermediate_size=37,
+
+
+def _text_config():
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, hidden_size=TEXT_HIDDEN, intermediate_size=37,
         num_attention_heads=4, num_hidden_layers=5, vocab_size=49408, projection_dim=32, hidden_act="gelu",
     )
-    text_encoder = CLIPTextModel(CLIPTextConfig(**text_config))
-    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text_config))
-    scheduler = EulerDiscreteScheduler(
+
+
+def _scheduler():
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"
     )
+
+
+def build_tiny_sdxl(seed: int = 0):
+    from diffusers import StableDiffusionXLPipeline
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    unet = _unet(cross_attention_dim=2 * TEXT_HIDDEN, time_ids=6)  # both text encoders' hidden states, concatenated
+    vae = _vae()
+    text_encoder = CLIPTextModel(_text_config())
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config())
     return StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -62,7 +91,28 @@ def build_tiny_sdxl(seed: int = 0):
         tokenizer=CLIPTokenizer.from_pretrained(TOKENIZER_DIR),
         tokenizer_2=CLIPTokenizer.from_pretrained(TOKENIZER_DIR, pad_token="!"),
         unet=unet,
-        scheduler=scheduler,
+        scheduler=_scheduler(),
+    )
+
+
+def build_tiny_refiner(seed: int = 0):
+    """SDXL-refiner architecture (as stabilityai/stable-diffusion-xl-refiner-1.0): no first text encoder,
+    a UNet conditioned on the second one only, aesthetic-score micro-conditioning. Its second text
+    encoder and VAE have the tiny base's shapes, so they can be swapped for the base's at load time,
+    as headshots.sdxl.load_refiner does. Sizes follow diffusers' refiner test components."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    return StableDiffusionXLImg2ImgPipeline(
+        vae=_vae(),
+        text_encoder=None,
+        text_encoder_2=CLIPTextModelWithProjection(_text_config()),
+        tokenizer=None,
+        tokenizer_2=CLIPTokenizer.from_pretrained(TOKENIZER_DIR, pad_token="!"),
+        unet=_unet(cross_attention_dim=TEXT_HIDDEN, time_ids=5),
+        scheduler=_scheduler(),
+        requires_aesthetics_score=True,
     )
 
 
@@ -70,9 +120,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--refiner", action="store_true", help="build the refiner architecture (for infer.refiner) instead of the base")
     args = parser.parse_args()
-    build_tiny_sdxl(args.seed).save_pretrained(args.out_dir)
-    print(f"tiny SDXL-architecture pipeline saved to {args.out_dir}")
+    build, what = (build_tiny_refiner, "refiner") if args.refiner else (build_tiny_sdxl, "pipeline")
+    build(args.seed).save_pretrained(args.out_dir)
+    print(f"tiny SDXL-architecture {what} saved to {args.out_dir}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     data/users/<user>/intake.json               quality gate: per-photo checks, verdicts, advice; set verdict
     data/users/<user>/intake.html               the same as a page with thumbnails
     data/users/<user>/prepared/                 Hugging Face dataset (crops, captions, face boxes)
+    data/users/<user>/captions.json             {photo file: caption}; the person's edits win on re-prepare
     data/users/<user>/prepare_report.json       kept / rejected per photo, with reasons
     data/users/<user>/reference.safetensors     FaceNet embeddings of the kept photos
     outputs/<user>/<run>/adapter/               LoRA weights + resolved config
@@ -19,6 +20,10 @@ from pathlib import Path
 
 from headshots.config import Config, validate_user_name
 from headshots.errors import HeadshotsError
+
+# What an adapter folder holds (written by train/lora.py, read by infer/generate.py).
+ADAPTER_WEIGHTS = "pytorch_lora_weights.safetensors"  # diffusers / peft: pipe.load_lora_weights(folder)
+ADAPTER_EMBEDDINGS = "embeddings.safetensors"  # pivotal tuning only: {"clip_l": (k, 768), "clip_g": (k, 1280)}
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,10 @@ class Workspace:
         return self.user_dir / "prepared"
 
     @property
+    def captions(self) -> Path:
+        return self.user_dir / "captions.json"
+
+    @property
     def prepare_report(self) -> Path:
         return self.user_dir / "prepare_report.json"
 
@@ -70,6 +79,10 @@ class Workspace:
 
     def adapter_dir(self, run: str) -> Path:
         return self.run_dir(run) / "adapter"
+
+    def best_adapter_dir(self, run: str) -> Path:
+        """The adapter from the validation with the highest face similarity (train.validation)."""
+        return self.run_dir(run) / "adapter-best"
 
     def checkpoints_dir(self, run: str) -> Path:
         return self.run_dir(run) / "checkpoints"
@@ -97,13 +110,13 @@ class Workspace:
             )
         return self.prepared
 
-    def require_adapter(self, run: str) -> Path:
-        adapter = self.adapter_dir(run)
-        if not (adapter / "pytorch_lora_weights.safetensors").is_file():
-            raise HeadshotsError(
-                f"No trained adapter for user {self.user!r}, run {run!r} at {adapter}.",
-                f"Train one first: make train USER={self.user}",
-            )
+    def require_adapter(self, run: str, which: str = "last") -> Path:
+        """The adapter to generate with: the last one trained, or the best by validation likeness."""
+        adapter = self.best_adapter_dir(run) if which == "best" else self.adapter_dir(run)
+        if not (adapter / ADAPTER_WEIGHTS).is_file():
+            hint = ("Train with validation on (train.validation.every=100) to get one, or use infer.adapter=last"
+                    if which == "best" else f"Train one first: make train USER={self.user}")
+            raise HeadshotsError(f"No {which} adapter for user {self.user!r}, run {run!r} at {adapter}.", hint)
         return adapter
 
     def require_reference(self) -> Path:

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from headshots.config import Config
 from headshots.errors import HeadshotsError
-from headshots.faces import Detection, FaceAnalyzer, cosine_similarity, resolve_device
+from headshots.faces import Detection, FaceAnalyzer, resolve_device
 from headshots.images import load_rgb
 from headshots.logs import get_logger
 from headshots.workspace import Workspace
@@ -31,7 +31,6 @@ from infer.tracking import log_scores_table
 
 log = get_logger(__name__)
 SCORES = "scores.json"
-DETECT_BATCH = 8  # images per MTCNN batch: ~2x faster than one by one on a CPU, bounded memory
 
 
 @dataclass
@@ -67,8 +66,8 @@ def score(cfg: Config, analyzer: Optional[FaceAnalyzer] = None) -> list[Score]:
     selfie_glasses = selfie_glasses_share(workspace, analyzer, cfg) if cfg.filter.check_glasses else None
 
     images = [load_rgb(samples_dir / item["file"]) for item in items]
-    detections = detect_all(analyzer, images)
-    similarities = similarity_rows(analyzer, images, detections, references)
+    detections = analyzer.detect_many(images)
+    similarities = analyzer.similarity_rows(images, detections, references)
     scores = [
         judge(item, image, detection, sims, threshold, selfie_glasses, cfg)
         for item, image, detection, sims in zip(items, images, detections, similarities)
@@ -89,22 +88,6 @@ def score(cfg: Config, analyzer: Optional[FaceAnalyzer] = None) -> list[Score]:
              threshold, cfg.filter.threshold, samples_dir / SCORES)
     log_scores_table(cfg, samples_dir, scores)
     return scores
-
-
-def detect_all(analyzer: FaceAnalyzer, images: list[Image.Image]) -> list[Detection]:
-    batches = (images[start : start + DETECT_BATCH] for start in range(0, len(images), DETECT_BATCH))
-    return [detection for batch in batches for detection in analyzer.detect_batch(batch)]
-
-
-def similarity_rows(analyzer: FaceAnalyzer, images: list[Image.Image], detections: list[Detection],
-                    references: torch.Tensor) -> list[Optional[torch.Tensor]]:
-    """Similarities of each image's subject to every reference (None without a face), one embed batch."""
-    found = [i for i, d in enumerate(detections) if d.subject is not None]
-    embeddings = analyzer.embed([images[i] for i in found], [detections[i].subject for i in found])
-    rows: list[Optional[torch.Tensor]] = [None] * len(images)
-    for i, row in zip(found, cosine_similarity(embeddings, references) if found else []):
-        rows[i] = row
-    return rows
 
 
 def judge(item: dict, image: Image.Image, detection: Detection, sims: Optional[torch.Tensor], threshold: float,
@@ -155,6 +138,6 @@ def selfie_glasses_share(workspace: Workspace, analyzer: FaceAnalyzer, cfg: Conf
     from datasets import load_from_disk
 
     crops = [image.convert("RGB") for image in load_from_disk(str(prepared))["image"]]
-    faces = [d.subject for d in detect_all(analyzer, crops)]
+    faces = [d.subject for d in analyzer.detect_many(crops)]
     looks = [review.wears_glasses(crop, face, cfg.filter) for crop, face in zip(crops, faces) if face is not None]
     return round(sum(looks) / len(looks), 3) if looks else None

@@ -27,6 +27,8 @@ from headshots.config import load_config
 from headshots.faces import FaceAnalyzer
 from headshots.images import load_rgb
 
+from _docs import write_section  # scripts/, first on sys.path when run as a script
+
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (4000, 3000)
 SECTION = "## Intake"
@@ -42,18 +44,6 @@ def make_photos(faces: Path, folder: Path, count: int = 20) -> None:
             image = ImageOps.mirror(image)
         noisy = np.asarray(image, dtype=np.int16) + rng.normal(0, 4, (SIZE[1], SIZE[0], 1)).astype(np.int16)
         Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(folder / f"IMG_{i:04d}.jpg", quality=90)
-
-
-def write_section(text: str, path: Path) -> None:
-    """Replace (or append) the "## Intake" section of docs/benchmarks.md, leaving the others alone."""
-    old = path.read_text() if path.is_file() else "# Benchmarks\n"
-    start = old.find(SECTION + "\n")
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        nxt = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text + (old[nxt + 1 :] if nxt >= 0 else "")
-    path.write_text(new if new.endswith("\n") else new + "\n")
 
 
 def main() -> None:
@@ -87,8 +77,6 @@ def main() -> None:
     total, timings = sorted(runs, key=lambda r: r[0])[len(runs) // 2]  # the median run
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
-        SECTION,
-        "",
         f"`scripts/bench_intake.py` on {time.strftime('%Y-%m-%d')}: {n} JPEGs of {SIZE[0]}x{SIZE[1]} (upscaled real faces + noise),",
         f"whole intake after the models are loaded, median of {args.repeats} runs; {os.cpu_count()} CPU cores,",
         f"torch {torch.__version__} with {torch.get_num_threads()} threads, {platform.processor() or platform.machine()},",
@@ -105,7 +93,7 @@ def main() -> None:
     rest = total - sum(timings.values())
     lines += [f"| reports (json, html, table) and bookkeeping | {rest:.3f} | {1000 * rest / n:.1f} |", ""]
     text = "\n".join(lines) + "\n"
-    write_section(text, args.out)
+    write_section(args.out, SECTION, text)
     print(text)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import time
 from pathlib import Path
 
@@ -21,6 +20,8 @@ from PIL import Image, ImageOps
 
 from headshots.config import FaceConfig
 from headshots.faces import FaceAnalyzer
+
+from _docs import write_section  # scripts/, first on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 SIDE = 1024  # SDXL's output size
@@ -47,15 +48,6 @@ def batched(analyzer: FaceAnalyzer, images: list[Image.Image]) -> tuple[float, f
     middle = time.perf_counter()
     analyzer.embed(images, faces)
     return middle - start, time.perf_counter() - middle
-
-
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) the "## Scoring" section, leaving the rest of the file as it is."""
-    text = path.read_text() if path.is_file() else "# Benchmarks\n\nEach figure comes from the script named in its section.\n"
-    section = "## Scoring\n\n" + body.strip() + "\n"
-    pattern = re.compile(r"^## Scoring\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
 
 
 def main() -> None:
@@ -91,7 +83,7 @@ def main() -> None:
     speedup = sum(rows["one by one"]) / sum(rows["batched"])
     lines += ["", f"Batched gives {speedup:.2f}x the throughput of one by one. `infer/score.py` detects in batches of "
               "`DETECT_BATCH` same-size images (`FaceAnalyzer.detect_batch`) and embeds all faces in one call."]
-    write_section(args.out, "\n".join(lines))
+    write_section(args.out, "## Scoring", "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _docs import write_section  # scripts/, first on sys.path when run as a script
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -36,7 +38,8 @@ GPU_VARIANTS = {
 
 
 def build_random_sdxl(config_dir: Path, out: Path) -> None:
-    """Full-size SDXL with random weights from the published component configs (no download)."""
+    """Full-size SDXL with random weights from the published component configs (no download), saved as
+    the hub's fp16 variant files (`*.fp16.safetensors`) so it loads with `model.variant=fp16` like the real one."""
     import torch
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
@@ -53,7 +56,7 @@ def build_random_sdxl(config_dir: Path, out: Path) -> None:
         unet=UNet2DConditionModel.from_config(cfg("unet")),
         scheduler=EulerDiscreteScheduler.from_pretrained(config_dir / "scheduler"),
     )
-    pipe.to(torch.float16).save_pretrained(out)
+    pipe.to(torch.float16).save_pretrained(out, variant="fp16")
 
 
 def write_dataset(data_root: Path, user: str, resolution: int, n: int = 8) -> None:
@@ -131,16 +134,8 @@ def main() -> None:
              "| variant | ms/step | steps/s | peak GPU memory (GiB) | vs first row |", "|---|---|---|---|---|"]
     for name, ms, peak in rows:
         lines.append(f"| {name} | {ms:.1f} | {1000 / ms:.1f} | {'-' if peak is None else f'{peak:.1f}'} | {ms / rows[0][1]:.2f}x time |")
-    replace_section(args.out, lines[0], "\n".join(lines) + "\n")
+    write_section(args.out, lines[0], "\n".join(lines[2:]))
     print("\n".join(lines))
-
-
-def replace_section(path: Path, heading: str, body: str) -> None:
-    """Replace the section whose heading equals `heading` (tiny and GPU sections are distinct), keep the rest."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nFigures written by the scripts in scripts/.\n"
-    sections = text.split("\n## ")
-    kept = [sections[0]] + [s for s in sections[1:] if not s.startswith(heading.removeprefix("## "))]
-    path.write_text("\n## ".join(kept).rstrip() + "\n\n" + body)
 
 
 if __name__ == "__main__":

@@ -247,10 +247,19 @@ NOTES = [
     "- Georgia Tech photos are 640x480 from 1999: the resolution warning (below 0.5 x 1024 px) and the age",
     "  warning on them are true, and counted as right. The set also holds deliberately tilted and turned heads,",
     "  so most `pose` firings on clean photos are real tilts beyond 15 degrees (a warning, never a reject).",
-    "- Duplicates: copies re-saved with a 1-3% crop, 90% resize and JPEG 75 score 0.87-0.99 against their",
-    "  original, while distinct Georgia Tech shots seconds apart reach 0.95; the threshold keeps those apart",
-    "  at the cost of recall and a false reject (s23 `15.jpg` vs `06.jpg`). `obama.jpg` is flagged as the same",
-    "  shot as `obama-1080p.jpg`; they likely are.",
+    "- Duplicates (`quality.face_signature`, `same_shot`): the face box of a re-saved copy moves by a few pixels",
+    "  and changes size by up to ~4%, so signatures are compared over 5 scales (0.96-1.04) and +-2 px shifts,",
+    "  antialiased and band-passed (the coarse shading that shots seconds apart share is removed). Before, with a",
+    "  raw grey crop and shifts only, copies scored 0.946-0.996 and distinct s23 shots (`06.jpg`, `15.jpg`) 0.964:",
+    "  no threshold could separate them. Aligning on MTCNN's five landmarks (similarity transform) was tried and",
+    "  is worse: they jitter more than the box between copies (up to 3.5 px); with the same scale search and",
+    "  band-pass, copies went down to 0.973 (0.985 on the box), distinct shots up to 0.963 either way; levelling",
+    "  the eye line alone dropped a copy to 0.946. `obama.jpg` and `obama-1080p.jpg` are the same portrait",
+    "  cropped differently: a right reject, counted here as a false one.",
+    "- `mouth_covered`: a mask's rim can lift the mean gradient of the mouth patch to that of a bare face, so",
+    "  occlusion counts flat pixels around the mouth as it does around the eyes. A flat mask also lowers the",
+    "  contrast-normalised Laplacian, so `sharpness` can fire on it too; occlusion is judged on every",
+    "  well-exposed face, blurred or not (flat shares are relative to the face's own detail).",
     "- A clean photo called someone else is the same man photographed years apart (3-photo set).",
     "- `smoothed` is caught by `sharpness` when the smoothing also removed the coarse detail.",
 ]
@@ -288,7 +297,16 @@ def evaluate(labels: dict[str, dict[str, str]], reports: dict[str, dict]) -> dic
         "clean": len(clean),
         "clean_rejected": [p["file"] + ": " + (p["reason"] or "") for p in clean if p["verdict"] == "reject"],
         "clean_warned": Counter(c for p in clean if p["verdict"] == "warn" for c in fired(p)),
+        # duplicate scores: each copy's best match (its original), and the best match of every photo in a set
+        # without copies (another shot of the same person, or another person)
+        "copy_scores": sorted(_similarity(p) for label, p in rows if label == "duplicate"),
+        "shot_scores": sorted(((_similarity(p), p["file"]) for user, report in reports.items() if user.startswith("clean-")
+                               for p in report["photos"] if "duplicate" in p["checks"]), reverse=True),
     }
+
+
+def _similarity(photo: dict) -> float:
+    return photo["checks"]["duplicate"]["value"]["max_similarity"] if "duplicate" in photo["checks"] else float("nan")
 
 
 def write_markdown(result: dict, seconds: float, n_photos: int, out: Path) -> str:
@@ -321,6 +339,11 @@ def write_markdown(result: dict, seconds: float, n_photos: int, out: Path) -> st
         "",
     ]
     lines += [f"- {r}" for r in rejected]
+    copies, shots = result["copy_scores"], result["shot_scores"]
+    if copies and shots:
+        lines += ["", f"Duplicate scores (`same_shot`, threshold {cfg.duplicate_similarity}): re-saved copies vs their original "
+                      f"{copies[0]:.3f}-{copies[-1]:.3f}; best match of each photo in the clean sets (no copies), highest: "
+                      + ", ".join(f"{v:.3f} ({name})" for v, name in shots[:5]) + "."]
     warned = ", ".join(f"{c} {n}" for c, n in result["clean_warned"].most_common())
     lines += ["", f"Warnings on clean photos (usable, with advice): {warned or 'none'}.", "", *NOTES, "",
               "Thresholds (configs/base.yaml, `intake:`): " + ", ".join(f"`{k}={v}`" for k, v in vars(cfg).items()) + "."]

@@ -67,6 +67,7 @@ def make_config(tmp_path, tiny_model):
             overrides=[
                 f"paths.data_root={tmp_path / 'data'}",
                 f"paths.outputs_root={tmp_path / 'outputs'}",
+                f"paths.cache_root={tmp_path / 'cache'}",
                 f"model.pretrained={tiny_model}",
                 "wandb.mode=disabled",
                 *overrides,

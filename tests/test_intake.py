@@ -140,6 +140,29 @@ def test_bad_input_corpus_every_file_gets_a_verdict(make_config, faces_dir, anal
     assert ws.intake_page.read_text().count("class='photo") == len(before) + 1
 
 
+def test_duplicate_signature_tells_a_resaved_copy_from_the_next_shot(make_config, faces_dir, analyzer, tmp_path):
+    """A copy cropped 1%, resized to 90% and saved at JPEG 75 (its face box jitters in size and place: 0.946
+    with the old box crop) scores above the threshold; s23's 06 and 15, seconds apart with another
+    expression, were 0.964 with the old crop and must score below."""
+    from headshots import quality
+
+    cfg = make_config("gina")
+    folder = faces_dir / "georgia-tech" / "s23"
+    original = Image.open(folder / "09.jpg")
+    w, h = original.size
+    original.crop((7, 5, w - 7, h - 5)).resize((w * 9 // 10, h * 9 // 10)).save(tmp_path / "copy.jpg", quality=75)
+
+    def signature(path: Path) -> np.ndarray:
+        image = load_rgb(path, draft_side=cfg.intake.decode_side)
+        return quality.face_signature(image, analyzer.detect(image, max_side=cfg.intake.detect_max_side).subject)
+
+    sims = quality.same_shot([signature(p) for p in (folder / "09.jpg", tmp_path / "copy.jpg", folder / "06.jpg", folder / "15.jpg")])
+    assert sims[0, 1] >= cfg.intake.duplicate_similarity, sims[0, 1]
+    assert sims[2, 3] < cfg.intake.duplicate_similarity, sims[2, 3]
+    assert sims[[0, 0, 1, 1], [2, 3, 2, 3]].max() < cfg.intake.duplicate_similarity  # other shots: not copies either
+    assert np.allclose(sims, sims.T)
+
+
 def test_set_checks_duplicate_someone_else_and_how_many_more(make_config, faces_dir, analyzer):
     cfg = make_config("carol")
     ws = Workspace.from_config(cfg)

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -43,7 +42,7 @@ def test_kill_9_then_same_command_finishes_with_identical_weights(prepared_user,
 
     rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert f"resuming from" in rerun.stderr and f"step {killed_at} of 60" in rerun.stderr
+    assert "resuming from" in rerun.stderr and f"step {killed_at} of 60" in rerun.stderr
     result = load_file(str(Workspace.from_config(cfg).adapter_dir("killed") / ADAPTER_FILE))
     for key, value in reference.items():
         torch.testing.assert_close(result[key], value, rtol=0, atol=1e-6)

@@ -23,12 +23,21 @@ class EncodedDataset:
     pooled_embeds: torch.Tensor  # (N, D2): text_encoder_2's projected pooled output
     time_ids: torch.Tensor  # (N, 6): original size, crop top-left, target size (SDXL micro-conditioning)
     face_boxes: torch.Tensor  # (N, 4): x1, y1, x2, y2 of the face in 0..1 of the crop (for the face-weighted loss)
+    input_ids: torch.Tensor  # (N, 2, 77): the caption's tokens for each encoder (to re-encode when text is trained)
 
     def __len__(self) -> int:
         return self.latent_mean.shape[0]
 
     def to(self, device: torch.device) -> "EncodedDataset":
         return EncodedDataset(*(t.to(device) for t in vars(self).values()))
+
+    def select(self, idx: torch.Tensor) -> "EncodedDataset":
+        return EncodedDataset(*(t[idx.to(t.device)] for t in vars(self).values()))
+
+    @staticmethod
+    def concat(first: "EncodedDataset", second: "EncodedDataset") -> "EncodedDataset":
+        """One batch from two (the person's photos, then class photos): one UNet pass for both."""
+        return EncodedDataset(*(torch.cat([a, b]) for a, b in zip(vars(first).values(), vars(second).values())))
 
 
 def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
@@ -37,16 +46,20 @@ def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
     ).input_ids
 
 
-@torch.no_grad()
-def encode_prompts(parts: SDXLComponents, prompts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """SDXL conditioning exactly as StableDiffusionXLPipeline.encode_prompt computes it."""
+def text_conditioning(encoders: list[torch.nn.Module], input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SDXL conditioning exactly as StableDiffusionXLPipeline.encode_prompt computes it: both encoders'
+    penultimate hidden states side by side, and the second encoder's pooled projection.
+    `input_ids` is (B, 2, 77), one row of tokens per encoder."""
     hidden = []
-    out2 = None
-    for tokenizer, encoder in ((parts.tokenizer, parts.text_encoder), (parts.tokenizer_2, parts.text_encoder_2)):
-        out = encoder(tokenize(tokenizer, prompts).to(device), output_hidden_states=True)
+    out = None
+    for k, encoder in enumerate(encoders):
+        out = encoder(input_ids[:, k], output_hidden_states=True)
         hidden.append(out.hidden_states[-2])
-        out2 = out
-    return torch.cat(hidden, dim=-1).float(), out2.text_embeds.float()
+    return torch.cat(hidden, dim=-1).float(), out.text_embeds.float()
+
+
+def tokenize_both(parts: SDXLComponents, prompts: list[str]) -> torch.Tensor:
+    return torch.stack([tokenize(parts.tokenizer, prompts), tokenize(parts.tokenizer_2, prompts)], dim=1)
 
 
 def move_encoders(parts: SDXLComponents, device: torch.device) -> None:
@@ -67,11 +80,12 @@ def encode_rows(parts: SDXLComponents, rows: list[dict], device: torch.device, r
         stds.append(dist.std.float() * vae.config.scaling_factor)
     captions = [row["caption"] for row in rows]
     unique = sorted(set(captions))
-    embeds, pooled = encode_prompts(parts, unique, device)
+    unique_ids = tokenize_both(parts, unique).to(device)
+    embeds, pooled = text_conditioning([parts.text_encoder, parts.text_encoder_2], unique_ids)
     index = torch.tensor([unique.index(c) for c in captions], device=device)
     time_ids = torch.tensor([[*row["original_size"], 0, 0, resolution, resolution] for row in rows], dtype=torch.float32, device=device)
     boxes = torch.tensor([row["face_box"] for row in rows], dtype=torch.float32, device=device)
-    return EncodedDataset(torch.cat(means), torch.cat(stds), embeds[index], pooled[index], time_ids, boxes)
+    return EncodedDataset(torch.cat(means), torch.cat(stds), embeds[index], pooled[index], time_ids, boxes, unique_ids[index])
 
 
 class BatchSource:
@@ -87,11 +101,10 @@ class BatchSource:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __call__(self, idx: torch.Tensor) -> tuple[EncodedDataset, torch.Tensor]:
+    def __call__(self, idx: torch.Tensor) -> EncodedDataset:
         if self.cached is not None:
-            return self.cached, idx
-        batch = encode_rows(self.parts, [self.rows[i] for i in idx.tolist()], self.device, self.resolution)
-        return batch, torch.arange(len(idx))
+            return self.cached.select(idx)
+        return encode_rows(self.parts, [self.rows[i] for i in idx.tolist()], self.device, self.resolution)
 
 
 def face_weight_map(boxes: torch.Tensor, height: int, width: int, face_weight: float) -> torch.Tensor:

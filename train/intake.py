@@ -165,7 +165,11 @@ def image_checks(image: Image.Image, face: Face, cfg: IntakeConfig, timings: Opt
         checks["pose"] = _pose_check(face, cfg)
     with _timed(timings, "occlusion"):
         eyes, mouth = quality.occlusion(crop)
-        hidden = [part for part, bad in (("eyes", eyes > cfg.max_eye_flat), ("mouth", mouth < cfg.min_mouth_detail)) if bad and clear]
+        # Flat shares are relative to the face's own detail, so blur leaves them be (a flat mask also
+        # reads as "out of focus"); blown-out or crushed areas are truly flat: judge a well-exposed face.
+        exposed = checks["exposure"].status == OK
+        hidden = [part for part, bad in (("eyes", eyes > cfg.max_eye_flat), ("mouth", mouth < cfg.min_mouth_detail))
+                  if bad and exposed]
         checks["occlusion"] = _check(bool(hidden), {"eye_flat": _r(eyes), "mouth_detail": _r(mouth)},
                                      f"{' and '.join(hidden)} covered",
                                      "Take off sunglasses, masks and hats, and keep hands and hair away from your face.")

@@ -8,8 +8,9 @@ from pathlib import Path
 import torch
 
 from headshots.config import TrainConfig
+from headshots.workspace import ADAPTER_EMBEDDINGS as EMBEDDINGS_FILE
+from headshots.workspace import ADAPTER_WEIGHTS as ADAPTER_FILE
 
-ADAPTER_FILE = "pytorch_lora_weights.safetensors"  # diffusers / peft: pipe.load_lora_weights(folder)
 KOHYA_FILE = "lora_kohya.safetensors"  # lora_unet_* keys: AUTOMATIC1111, ComfyUI, kohya sd-scripts, InvokeAI
 
 
@@ -67,24 +68,47 @@ def set_unet_lora_state_dict(unet: torch.nn.Module, state: dict[str, torch.Tenso
         raise RuntimeError(f"checkpoint holds LoRA keys this UNet does not have: {unexpected[:3]}...")
 
 
-def save_adapter(unet: torch.nn.Module, out_dir: Path, metadata: dict[str, str]) -> Path:
+def _cpu_fp32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
+
+
+def text_encoder_lora_layers(text_encoders: list[torch.nn.Module]) -> dict:
+    """save_lora_weights keyword arguments for the text encoders that carry a LoRA adapter."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    layers = {}
+    for name, encoder in zip(("text_encoder", "text_encoder_2"), text_encoders):
+        if getattr(encoder, "peft_config", None):
+            layers[f"{name}_lora_layers"] = _cpu_fp32(convert_state_dict_to_diffusers(get_peft_model_state_dict(encoder)))
+            layers[f"{name}_lora_adapter_metadata"] = encoder.peft_config["default"].to_dict()
+    return layers
+
+
+def save_adapter(unet: torch.nn.Module, out_dir: Path, metadata: dict[str, str],
+                 text_encoders: list[torch.nn.Module] = (), embeddings: dict[str, torch.Tensor] | None = None) -> Path:
     """Write the adapter in both formats people load LoRAs with, each file carrying `metadata`
-    (trigger, base model, resolution, rank, config hash) in its safetensors header, plus `adapter.json`."""
+    (trigger, base model, resolution, rank, config hash) in its safetensors header, plus `adapter.json`.
+    Text-encoder LoRA (when trained) goes into the same files; pivotal-tuning vectors into
+    `embeddings.safetensors` (clip_l / clip_g, as `load_textual_inversion` takes them)."""
     from diffusers import StableDiffusionXLPipeline
     from diffusers.utils import convert_all_state_dict_to_peft, convert_state_dict_to_kohya
     from safetensors.torch import load_file, save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in unet_lora_state_dict(unet).items()}
+    state = _cpu_fp32(unet_lora_state_dict(unet))
     lora = unet.peft_config["default"]
     StableDiffusionXLPipeline.save_lora_weights(
-        out_dir, unet_lora_layers=state, safe_serialization=True, unet_lora_adapter_metadata=lora.to_dict()
+        out_dir, unet_lora_layers=state, safe_serialization=True, unet_lora_adapter_metadata=lora.to_dict(),
+        **text_encoder_lora_layers(list(text_encoders)),
     )
     diffusers_file = out_dir / ADAPTER_FILE
     _add_metadata(diffusers_file, metadata)
+    if embeddings:
+        save_file(embeddings, str(out_dir / EMBEDDINGS_FILE), metadata=metadata)
 
     kohya = convert_state_dict_to_kohya(convert_all_state_dict_to_peft(load_file(str(diffusers_file))))
-    for key in [k for k in kohya if k.endswith(".alpha")]:
+    for key in [k for k in kohya if k.startswith("lora_unet") and k.endswith(".alpha")]:
         kohya[key] = torch.tensor(float(lora.lora_alpha))  # the converter assumes alpha == rank
     save_file(kohya, str(out_dir / KOHYA_FILE), metadata={
         **metadata,

@@ -1,7 +1,9 @@
 """Prepare stage: selfies -> face crops + captions (a Hugging Face dataset) + reference embeddings.
 
 Reads   data/users/<user>/selfies/*            (never modified)
-Writes  data/users/<user>/prepared/             datasets.Dataset: image, caption, file, face_box, original_size
+Writes  data/users/<user>/prepared/             datasets.Dataset: image, caption, generated_caption, file, face_box,
+                                                original_size
+        data/users/<user>/captions.json         {file: caption}, editable: edits win on the next prepare (train/captions.py)
         data/users/<user>/prepare_report.json   every photo, kept or rejected, with reason and advice
         data/users/<user>/reference.safetensors FaceNet embeddings of the kept photos (key "embeddings")
 """
@@ -25,6 +27,7 @@ from headshots.faces import Detection, Face, FaceAnalyzer, resolve_device
 from headshots.images import list_photos, load_rgb
 from headshots.logs import get_logger
 from headshots.workspace import Workspace
+from train.captions import caption_photos, write_captions_file
 
 log = get_logger(__name__)
 
@@ -77,10 +80,6 @@ def square_crop_box(face: Face, image_size: tuple[int, int], margin: float) -> t
     left = min(max(cx - side / 2, 0), width - side)
     top = min(max(cy - side / 2, 0), height - side)
     return round(left), round(top), round(left + side), round(top + side)
-
-
-def caption_for(cfg: Config) -> str:
-    return cfg.prepare.caption.format(trigger=cfg.prepare.trigger, class_noun=cfg.prepare.class_noun)
 
 
 def judge_photo(path: Path, analyzer: FaceAnalyzer) -> tuple[PhotoResult, Optional[Image.Image], Optional[Detection]]:
@@ -147,11 +146,13 @@ def prepare(cfg: Config, analyzer: Optional[FaceAnalyzer] = None) -> PrepareResu
             f"(see {workspace.prepare_report} for what was wrong with each).",
         )
 
-    caption = caption_for(cfg)
+    files = [r.file for r in prepared.kept]
+    captions = caption_photos(cfg, workspace, files, crops)
     features = datasets.Features(
         {
             "image": datasets.Image(),
-            "caption": datasets.Value("string"),
+            "caption": datasets.Value("string"),  # what training uses: captions.json as edited
+            "generated_caption": datasets.Value("string"),  # the captioner's: tells the person's edits apart
             "file": datasets.Value("string"),
             "face_box": datasets.List(datasets.Value("float32"), length=4),  # crop coords, 0..1
             "original_size": datasets.List(datasets.Value("int32"), length=2),  # crop side before resize
@@ -160,14 +161,16 @@ def prepare(cfg: Config, analyzer: Optional[FaceAnalyzer] = None) -> PrepareResu
     dataset = datasets.Dataset.from_dict(
         {
             "image": crops,
-            "caption": [caption] * len(crops),
-            "file": [r.file for r in prepared.kept],
+            "caption": captions.captions,
+            "generated_caption": captions.generated,
+            "file": files,
             "face_box": boxes,
             "original_size": sizes,
         },
         features=features,
     )
     _replace_dir(workspace.prepared, dataset.save_to_disk)
+    write_captions_file(workspace.captions, dict(zip(files, captions.captions)))
     embeddings = analyzer.embed(kept_images, kept_faces)
     save_file({"embeddings": embeddings.contiguous()}, str(workspace.reference_embeddings),
               metadata={"files": json.dumps([r.file for r in prepared.kept]), "model": "facenet-InceptionResnetV1"})

@@ -1,6 +1,7 @@
 """The training recipe: DreamBooth-style LoRA on the SDXL UNet, driven by Accelerate.
 
-Read top to bottom: load -> encode the dataset once -> attach LoRA -> loop -> export.
+Read top to bottom: (class images) -> load -> encode the dataset once -> attach LoRA -> loop
+(-> validate, keep the best) -> export.
 Runs the same under `python -m train fit` and `accelerate launch -m train fit` (multi-GPU DDP).
 
 Every step's batch, noise and timesteps come from a generator seeded by (seed, step, rank), so a
@@ -10,6 +11,7 @@ run resumed from a checkpoint follows exactly the path the uninterrupted run wou
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import shutil
@@ -28,6 +30,9 @@ from headshots.workspace import Workspace
 from train import checkpoint as ckpt
 from train.cache import BatchSource, EncodedDataset, face_weight_map
 from train.lora import attach_lora, save_adapter, set_unet_lora_state_dict, unet_lora_state_dict
+from train.prior import class_image_paths, class_rows
+from train.text import TextSide, replace_trigger, setup_text_side
+from train.validation import Validator, wandb_images
 
 log = get_logger(__name__)
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -57,10 +62,29 @@ def train(cfg: Config) -> Path:
     if accelerator.is_main_process:
         save_config(cfg, run_dir / "config.yaml")
 
-    # 1. Models, and the dataset encoded once (then VAE and text encoders are freed).
+    # 0. Prior preservation: class images (generated once by the main process, then cached).
+    class_paths = None
+    if tc.prior.enabled:
+        if accelerator.is_main_process:
+            class_image_paths(cfg, accelerator.device)
+        accelerator.wait_for_everyone()
+        class_paths = class_image_paths(cfg, accelerator.device)
+
+    # 1. Models, and the dataset encoded once (then VAE and text encoders are freed, or parked on
+    #    the CPU when validation needs them).
     parts = load_components(cfg.model, weight_dtype)
-    batches = BatchSource(parts, list(datasets.load_from_disk(str(prepared))), accelerator.device,
-                          cfg.model.resolution, cache=tc.cache_encodings)
+    device, resolution = accelerator.device, cfg.model.resolution
+    text = setup_text_side(parts, tc, cfg.prepare.class_noun)
+    trigger = "".join(text.tokens) or cfg.prepare.trigger  # pivotal tuning: <s0><s1> stands for the person
+    rows = [{**row, "caption": replace_trigger(row["caption"], cfg.prepare.trigger, text.tokens)} if text.tokens else row
+            for row in datasets.load_from_disk(str(prepared))]
+    batches = BatchSource(parts, rows, device, resolution, cache=tc.cache_encodings)
+    class_batches = (BatchSource(parts, class_rows(cfg, class_paths), device, resolution, cache=tc.cache_encodings)
+                     if class_paths else None)
+    validator = None
+    if tc.validation.every and accelerator.is_main_process:
+        validator = Validator(cfg, parts, device, weight_dtype, offload=tc.cache_encodings and not text.trainable,
+                              trigger=trigger)
     noise_scheduler, unet = parts.noise_scheduler, parts.unet
     del parts
     if torch.cuda.is_available():
@@ -74,11 +98,17 @@ def train(cfg: Config) -> Path:
             p.data = p.data.float()
     if tc.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    params = [p for p in unet.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, tc)
+    unet_params = [p for p in unet.parameters() if p.requires_grad]
+    params = unet_params + text.lora_params + text.embeddings
+    optimizer = make_optimizer(parameter_groups(unet_params, text, tc), tc)
     lr_scheduler = make_lr_scheduler(optimizer, tc, accelerator.num_processes)
-    unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
-    register_lora_checkpoint_hooks(accelerator, unet)
+    if text.trainable:
+        text.text_encoders = [encoder.to(device) for encoder in text.text_encoders]
+        unet, *text.text_encoders, optimizer, lr_scheduler = accelerator.prepare(unet, *text.text_encoders, optimizer, lr_scheduler)
+    else:
+        unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    models = [unet, *text.text_encoders]
+    register_lora_checkpoint_hooks(accelerator, unet, text)
 
     # 3. Resume from the last complete checkpoint, if any.
     start_step = 0
@@ -90,6 +120,8 @@ def train(cfg: Config) -> Path:
         start_step, path = latest
         accelerator.load_state(str(path))
         log.info("resuming from %s (step %d of %d)", path, start_step, tc.max_steps)
+    if validator:
+        validator.resume(start_step)
 
     if wandb_mode:
         workspace.wandb_dir(cfg.run).mkdir(parents=True, exist_ok=True)
@@ -99,18 +131,26 @@ def train(cfg: Config) -> Path:
             init_kwargs={"wandb": {"dir": str(workspace.wandb_dir(cfg.run)), "mode": wandb_mode,
                                    "name": f"{cfg.user}-{cfg.run}", "entity": cfg.wandb.entity}},
         )
-    log.info("training %d LoRA parameters on %d photos for %d steps (%s, %d process(es))",
-             trainable, len(batches), tc.max_steps, tc.mixed_precision, accelerator.num_processes)
+    log.info("training %d LoRA parameters on %d photos%s for %d steps (%s, %d process(es))", trainable, len(batches),
+             f" + {len(class_batches)} class images" if class_batches else "", tc.max_steps, tc.mixed_precision,
+             accelerator.num_processes)
 
     # 4. The loop.
-    unet.train()
+    for model in models:
+        model.train()
     progress = tqdm(total=tc.max_steps, initial=start_step, desc="train", disable=not accelerator.is_local_main_process)
     for step in range(start_step, tc.max_steps):
         for micro in range(tc.gradient_accumulation_steps):
-            with accelerator.accumulate(unet):
+            with accelerator.accumulate(*models):
                 generator = step_generator(tc.seed, step, micro, accelerator.process_index)
-                data, idx = batches(batch_indices(len(batches), tc, step, micro, accelerator))
-                loss = diffusion_loss(unet, noise_scheduler, data, idx, tc, generator, accelerator.device, weight_dtype)
+                batch = batches(batch_indices(len(batches), tc, step, micro, accelerator))
+                if class_batches:
+                    class_idx = batch_indices(len(class_batches), tc, step, micro, accelerator, stream=1)
+                    batch = EncodedDataset.concat(batch, class_batches(class_idx))
+                per_sample = diffusion_loss(unet, noise_scheduler, text.condition(batch), tc, generator, device, weight_dtype)
+                loss = per_sample[: tc.batch_size].mean()
+                if class_batches:  # DreamBooth: the person's loss + weight x the class images' loss
+                    loss = loss + tc.prior.loss_weight * per_sample[tc.batch_size :].mean()
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, tc.max_grad_norm)
@@ -128,24 +168,49 @@ def train(cfg: Config) -> Path:
         progress.update(1)
         progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
         accelerator.log({"train/loss": loss_value, "train/lr": lr}, step=step + 1)
+        if tc.validation.every and ((step + 1) % tc.validation.every == 0 or step + 1 == tc.max_steps):
+            validate(accelerator, validator, unet, text, step + 1, cfg, workspace)
         if (step + 1) % tc.checkpoint_every == 0 or step + 1 == tc.max_steps:
             ckpt.save_checkpoint(accelerator, checkpoints, step + 1, tc.keep_checkpoints)
     progress.close()
     check_ranks_in_sync(accelerator, params)
 
-    # 5. Export the adapter (atomically: a half-written adapter is never picked up by inference).
+    # 5. Export the adapter.
     adapter_dir = workspace.adapter_dir(cfg.run)
     if accelerator.is_main_process:
-        tmp = adapter_dir.with_name("adapter.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_adapter(accelerator.unwrap_model(unet), tmp, adapter_metadata(cfg))
-        save_config(cfg, tmp / "config.yaml")
-        shutil.rmtree(adapter_dir, ignore_errors=True)
-        os.replace(tmp, adapter_dir)
-        log.info("adapter saved to %s", adapter_dir)
+        export_adapter(accelerator, unet, text, adapter_dir, cfg)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return adapter_dir
+
+
+def export_adapter(accelerator, unet, text: TextSide, adapter_dir: Path, cfg: Config, step: Optional[int] = None) -> None:
+    """Write the adapter atomically: a half-written adapter is never picked up by inference."""
+    tmp = adapter_dir.with_name(adapter_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    metadata = adapter_metadata(cfg, text.tokens)
+    if step is not None:
+        metadata["headshots.step"] = str(step)
+    encoders = [accelerator.unwrap_model(encoder) for encoder in text.text_encoders] if text.lora_params else []
+    save_adapter(accelerator.unwrap_model(unet), tmp, metadata, encoders, text.embedding_state() if text.tokens else None)
+    save_config(cfg, tmp / "config.yaml")
+    shutil.rmtree(adapter_dir, ignore_errors=True)
+    os.replace(tmp, adapter_dir)
+    log.info("adapter saved to %s", adapter_dir)
+
+
+def validate(accelerator, validator: Optional[Validator], unet, text: TextSide, step: int, cfg: Config,
+             workspace: Workspace) -> None:
+    """Main process samples and scores; a new best likeness also becomes `adapter-best/`."""
+    if validator is not None:
+        result = validator(accelerator.unwrap_model(unet), step)
+        values = {"val/face_similarity": result.face_similarity, "val/faces_found": result.faces_found}
+        if cfg.wandb.log_images:  # pictures of the person leave the machine only if the user said so
+            values["val/images"] = wandb_images(result, validator.images_dir)
+        accelerator.log(values, step=step)
+        if validator.is_best(result):
+            export_adapter(accelerator, unet, text, workspace.best_adapter_dir(cfg.run), cfg, step)
+    accelerator.wait_for_everyone()
 
 
 # -- pieces of the step -------------------------------------------------------------------------
@@ -156,22 +221,24 @@ def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generat
     return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
 
 
-def batch_indices(n: int, tc: TrainConfig, step: int, micro: int, accelerator) -> torch.Tensor:
-    """Epoch-style sampling without replacement; which images a step sees depends only on the step."""
+def batch_indices(n: int, tc: TrainConfig, step: int, micro: int, accelerator, stream: int = 0) -> torch.Tensor:
+    """Epoch-style sampling without replacement; which images a step sees depends only on the step.
+    `stream` gives the class images their own order."""
     world, rank = accelerator.num_processes, accelerator.process_index
     first = ((step * tc.gradient_accumulation_steps + micro) * world + rank) * tc.batch_size
     indices = []
     for sample in range(first, first + tc.batch_size):
         epoch, position = divmod(sample, n)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(tc.seed * 100_003 + epoch))
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(tc.seed * 100_003 + epoch + 7_919 * stream))
         indices.append(order[position])
     return torch.stack(indices)
 
 
-def diffusion_loss(unet, noise_scheduler, data: EncodedDataset, idx: torch.Tensor, tc: TrainConfig,
-                   generator: torch.Generator, device: torch.device, weight_dtype: torch.dtype) -> torch.Tensor:
-    """Noise-prediction (or v-prediction) MSE of one batch; optionally face-weighted and min-SNR weighted."""
-    mean, std = data.latent_mean[idx], data.latent_std[idx]
+def diffusion_loss(unet, noise_scheduler, data: EncodedDataset, tc: TrainConfig, generator: torch.Generator,
+                   device: torch.device, weight_dtype: torch.dtype) -> torch.Tensor:
+    """Per-sample noise-prediction (or v-prediction) MSE of one batch; optionally face-weighted and
+    min-SNR weighted."""
+    mean, std = data.latent_mean, data.latent_std
     latents = mean + std * torch.randn(mean.shape, generator=generator).to(device)
     noise = torch.randn(latents.shape, generator=generator).to(device)
     if tc.noise_offset:
@@ -182,8 +249,8 @@ def diffusion_loss(unet, noise_scheduler, data: EncodedDataset, idx: torch.Tenso
     prediction = unet(
         noisy.to(weight_dtype),
         timesteps,
-        encoder_hidden_states=data.prompt_embeds[idx].to(weight_dtype),
-        added_cond_kwargs={"text_embeds": data.pooled_embeds[idx].to(weight_dtype), "time_ids": data.time_ids[idx]},
+        encoder_hidden_states=data.prompt_embeds.to(weight_dtype),
+        added_cond_kwargs={"text_embeds": data.pooled_embeds.to(weight_dtype), "time_ids": data.time_ids},
         return_dict=False,
     )[0].float()
     if noise_scheduler.config.prediction_type == "v_prediction":
@@ -192,16 +259,16 @@ def diffusion_loss(unet, noise_scheduler, data: EncodedDataset, idx: torch.Tenso
         target = noise
     error = F.mse_loss(prediction, target, reduction="none")
     if tc.face_loss_weight != 1.0:
-        error = error * face_weight_map(data.face_boxes[idx], *error.shape[-2:], tc.face_loss_weight)
+        error = error * face_weight_map(data.face_boxes, *error.shape[-2:], tc.face_loss_weight)
     per_sample = error.mean(dim=(1, 2, 3))
     if tc.min_snr_gamma is None:
-        return per_sample.mean()
+        return per_sample
     from diffusers.training_utils import compute_snr
 
     snr = compute_snr(noise_scheduler, timesteps)
     clipped = torch.clamp(snr, max=tc.min_snr_gamma)
     weights = clipped / (snr + 1) if noise_scheduler.config.prediction_type == "v_prediction" else clipped / snr
-    return (per_sample * weights).mean()
+    return per_sample * weights
 
 
 def check_ranks_in_sync(accelerator, params: list[torch.nn.Parameter]) -> None:
@@ -217,7 +284,17 @@ def check_ranks_in_sync(accelerator, params: list[torch.nn.Parameter]) -> None:
     log.info("adapter weights identical on all %d processes", accelerator.num_processes)
 
 
-def make_optimizer(params: list[torch.nn.Parameter], tc: TrainConfig) -> torch.optim.Optimizer:
+def parameter_groups(unet_params: list[torch.nn.Parameter], text: TextSide, tc: TrainConfig) -> list[dict]:
+    """The UNet LoRA at train.learning_rate; text-encoder LoRA and new token vectors at their own rates."""
+    groups = [{"params": unet_params, "lr": tc.learning_rate}]
+    if text.lora_params:
+        groups.append({"params": text.lora_params, "lr": tc.text_encoder_lr or tc.learning_rate})
+    if text.embeddings:
+        groups.append({"params": text.embeddings, "lr": tc.embedding_lr, "weight_decay": 0.0})
+    return groups
+
+
+def make_optimizer(params: list[dict], tc: TrainConfig) -> torch.optim.Optimizer:
     if tc.optimizer == "adamw8bit":
         import bitsandbytes as bnb
 
@@ -241,21 +318,38 @@ def make_lr_scheduler(optimizer, tc: TrainConfig, num_processes: int):
     )
 
 
-def register_lora_checkpoint_hooks(accelerator, unet) -> None:
-    """Make Accelerate's save_state/load_state store only the LoRA weights (MBs), not the UNet (GBs)."""
+def register_lora_checkpoint_hooks(accelerator, unet, text: TextSide) -> None:
+    """Make Accelerate's save_state/load_state store only what is trained (MBs), not the UNet (GBs):
+    `unet.*` LoRA keys, `text_encoder*.*` LoRA keys and `embeddings.*` new token vectors."""
+    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file, save_file
+
+    encoders = {"text_encoder": 0, "text_encoder_2": 1} if text.lora_params else {}
 
     def save_hook(models, weights, output_dir):
         if accelerator.is_main_process:
-            state = {k: v.detach().cpu().contiguous() for k, v in unet_lora_state_dict(accelerator.unwrap_model(unet)).items()}
-            save_file(state, str(Path(output_dir) / LORA_STATE_FILE))
+            state = {f"unet.{k}": v for k, v in unet_lora_state_dict(accelerator.unwrap_model(unet)).items()}
+            for name, k in encoders.items():
+                encoder = accelerator.unwrap_model(text.text_encoders[k])
+                state.update({f"{name}.{key}": v for key, v in get_peft_model_state_dict(encoder).items()})
+            state.update({f"embeddings.{key}": v for key, v in text.embedding_state().items()})
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(Path(output_dir) / LORA_STATE_FILE))
         while weights:
             weights.pop()
 
     def load_hook(models, input_dir):
         while models:
             models.pop()
-        set_unet_lora_state_dict(accelerator.unwrap_model(unet), load_file(str(Path(input_dir) / LORA_STATE_FILE)))
+        state = load_file(str(Path(input_dir) / LORA_STATE_FILE))
+
+        def part(prefix: str) -> dict[str, torch.Tensor]:
+            return {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
+
+        set_unet_lora_state_dict(accelerator.unwrap_model(unet), part("unet"))
+        for name, k in encoders.items():
+            set_peft_model_state_dict(accelerator.unwrap_model(text.text_encoders[k]), part(name))
+        if text.embeddings:
+            text.load_embedding_state(part("embeddings"))
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)
@@ -272,10 +366,12 @@ def resolve_wandb_mode(mode: str) -> Optional[str]:
     return "online" if has_key else "offline"
 
 
-def adapter_metadata(cfg: Config) -> dict[str, str]:
-    """What a person (or another tool) needs to use the adapter; stored in every adapter file."""
+def adapter_metadata(cfg: Config, tokens: list[str] = ()) -> dict[str, str]:
+    """What a person (or another tool) needs to use the adapter; stored in every adapter file.
+    With pivotal tuning the trigger is the new tokens (`<s0><s1>`), loaded from embeddings.safetensors."""
     return {
-        "headshots.trigger": cfg.prepare.trigger,
+        "headshots.trigger": "".join(tokens) or cfg.prepare.trigger,
+        "headshots.pivotal_tokens": json.dumps(list(tokens)),
         "headshots.class_noun": cfg.prepare.class_noun,
         "headshots.base_model": cfg.model.pretrained,
         "headshots.resolution": str(cfg.model.resolution),

@@ -1,0 +1,91 @@
+"""Prior preservation (class images) and validation during training, on the tiny profile."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from headshots.errors import HeadshotsError
+from headshots.workspace import Workspace
+from train.lora import ADAPTER_FILE
+from train.recipe import train
+
+
+def _weights(adapter: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(adapter / ADAPTER_FILE))
+
+
+def test_prior_preservation_generates_class_images_once_and_changes_training(prepared_user, make_config):
+    from train.prior import generated_dir
+
+    plain = _weights(train(make_config("alice", "run=plain", "train.max_steps=2")))
+    cfg = make_config("alice", "run=prior", "train.max_steps=2", "train.prior.enabled=true", "train.prior.num_images=2")
+    with_prior = _weights(train(cfg))
+    folder = generated_dir(cfg)
+    images = sorted(folder.glob("*.png"))
+    assert [p.name for p in images] == ["00000.png", "00001.png"]
+    assert json.loads((folder / "prompt.json").read_text())["prompt"] == "a photo of a person"
+    assert any(not torch.equal(plain[k], with_prior[k]) for k in plain), "the class loss must change the update"
+
+    # A second run with the same model and prompt reuses the cached images instead of generating them.
+    stamps = [p.stat().st_mtime_ns for p in images]
+    train(make_config("alice", "run=prior2", "train.max_steps=1", "train.prior.enabled=true", "train.prior.num_images=2"))
+    assert [p.stat().st_mtime_ns for p in images] == stamps
+
+
+def test_prior_preservation_with_a_folder_of_class_photos(prepared_user, make_config, faces_dir, tmp_path):
+    folder = faces_dir / "georgia-tech" / "s02"
+    cfg = make_config("alice", "run=folder", "train.max_steps=1", "train.prior.enabled=true",
+                      f"train.prior.images={folder}", "train.prior.num_images=3")
+    assert (train(cfg) / ADAPTER_FILE).is_file()
+    assert not (tmp_path / "cache").exists(), "a given folder is used as is, nothing generated"
+
+    (tmp_path / "empty").mkdir()
+    bad = make_config("alice", "run=bad", "train.max_steps=1", "train.prior.enabled=true", f"train.prior.images={tmp_path / 'empty'}")
+    with pytest.raises(HeadshotsError, match="not a folder of photos"):
+        train(bad)
+
+
+def test_face_similarity_score_rewards_the_person_and_zeroes_non_faces(analyzer, faces_dir, prepared_user):
+    from headshots.images import load_rgb
+    from train.validation import face_similarity_score
+
+    references = load_file(str(Workspace.from_config(prepared_user).reference_embeddings))["embeddings"]
+    same = [load_rgb(p) for p in sorted((faces_dir / "georgia-tech" / "s01").glob("*.jpg"))[5:7]]
+    other = [load_rgb(p) for p in sorted((faces_dir / "georgia-tech" / "s23").glob("*.jpg"))[:2]]
+    noise = [Image.fromarray(torch.randint(0, 255, (256, 256, 3), dtype=torch.uint8).numpy())]
+    mean_same, found_same, _ = face_similarity_score(analyzer, same, references)
+    mean_other, _, _ = face_similarity_score(analyzer, other, references)
+    mean_noise, found_noise, per_image = face_similarity_score(analyzer, noise, references)
+    assert found_same == 1.0 and mean_same > 0.6 > mean_other
+    assert (mean_noise, found_noise, per_image) == (0.0, 0.0, [None])
+
+
+def test_best_validation_is_the_highest_likeness_earliest_on_ties():
+    from train.validation import ValidationResult, best_of
+
+    history = [ValidationResult(10, 0.3, 1.0), ValidationResult(20, 0.5, 1.0), ValidationResult(30, 0.5, 1.0),
+               ValidationResult(40, 0.2, 1.0)]
+    assert best_of(history).step == 20 and best_of([]) is None
+
+
+def test_validation_during_training_logs_scores_and_keeps_the_best_adapter(prepared_user, make_config):
+    cfg = make_config("alice", "run=val", "train.max_steps=4", "train.validation.every=2", "train.validation.seeds=[0]",
+                      "wandb.mode=offline")
+    train(cfg)
+    workspace = Workspace.from_config(cfg)
+    report = json.loads((workspace.run_dir("val") / "validation.json").read_text())
+    assert [entry["step"] for entry in report["history"]] == [2, 4]
+    assert all(len(entry["images"]) == 2 for entry in report["history"])  # two prompts x one seed
+    assert all((workspace.run_dir("val") / "validation" / image["file"]).is_file()
+               for entry in report["history"] for image in entry["images"])
+    best = workspace.best_adapter_dir("val")
+    with safe_open(str(best / ADAPTER_FILE), framework="pt") as handle:
+        assert handle.metadata()["headshots.step"] == str(report["best"]["step"])
+    logged = b"".join(p.read_bytes() for p in workspace.wandb_dir("val").rglob("*.wandb"))
+    assert b"val/face_similarity" in logged
+    assert b"val/images" not in logged, "images of the person are not logged unless wandb.log_images is on"

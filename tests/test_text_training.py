@@ -1,0 +1,73 @@
+"""Optional text-side training on the tiny profile: LoRA on both text encoders and pivotal tuning
+(new token vectors), exported in the formats diffusers loads, resumable like the UNet LoRA."""
+
+import json
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from train.lora import ADAPTER_FILE, EMBEDDINGS_FILE, KOHYA_FILE
+from train.recipe import train
+
+TEXT_SIDE = ("train.text_encoder_lora=true", "train.pivotal_tuning=true", "train.embedding_lr=1e-2")
+
+
+def _pipe(tiny_model):
+    from diffusers import StableDiffusionXLPipeline
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(tiny_model)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _image(pipe, prompt):
+    return pipe(prompt, num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0)).images
+
+
+def test_text_encoder_lora_and_pivotal_tokens_train_export_and_load(prepared_user, make_config, tiny_model):
+    cfg = make_config("alice", "run=text", "train.max_steps=3", "train.validation.every=3", "train.validation.seeds=[0]",
+                      *TEXT_SIDE)
+    adapter = train(cfg)
+    weights = load_file(str(adapter / ADAPTER_FILE))
+    prefixes = {key.split(".")[0] for key in weights}
+    assert prefixes == {"unet", "text_encoder", "text_encoder_2"}
+    assert {k.split("_")[1] for k in load_file(str(adapter / KOHYA_FILE)) if k.startswith("lora_te")} == {"te1", "te2"}
+
+    vectors = load_file(str(adapter / EMBEDDINGS_FILE))
+    assert set(vectors) == {"clip_l", "clip_g"} and vectors["clip_l"].shape == (2, 32)
+    with safe_open(str(adapter / EMBEDDINGS_FILE), framework="pt") as handle:
+        meta = handle.metadata()
+    assert meta["headshots.trigger"] == "<s0><s1>" and json.loads(meta["headshots.pivotal_tokens"]) == ["<s0>", "<s1>"]
+
+    pipe = _pipe(tiny_model)
+    person = pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer("person", add_special_tokens=False).input_ids[0]]
+    assert not torch.allclose(vectors["clip_l"][0], person), "the new vectors were trained away from their init"
+    base = _image(pipe, "a photo of <s0><s1> person")
+    pipe.load_lora_weights(str(adapter))
+    for key, encoder, tokenizer in (("clip_l", pipe.text_encoder, pipe.tokenizer), ("clip_g", pipe.text_encoder_2, pipe.tokenizer_2)):
+        pipe.load_textual_inversion(vectors[key], token=["<s0>", "<s1>"], text_encoder=encoder, tokenizer=tokenizer)
+    tuned = _image(pipe, "a photo of <s0><s1> person")
+    assert abs(base - tuned).max() > 1e-4
+
+
+def test_text_side_training_resumes_to_the_same_weights(prepared_user, make_config):
+    straight = train(make_config("alice", "run=t-straight", "train.max_steps=4", "train.checkpoint_every=2", *TEXT_SIDE))
+    train(make_config("alice", "run=t-resumed", "train.max_steps=2", "train.checkpoint_every=2", *TEXT_SIDE))
+    resumed = train(make_config("alice", "run=t-resumed", "train.max_steps=4", "train.checkpoint_every=2", *TEXT_SIDE))
+    for name in (ADAPTER_FILE, EMBEDDINGS_FILE):
+        reference, result = load_file(str(straight / name)), load_file(str(resumed / name))
+        assert reference.keys() == result.keys()
+        for key, value in reference.items():
+            torch.testing.assert_close(result[key], value, rtol=0, atol=1e-6)
+
+
+def test_generate_uses_the_best_adapter_and_its_pivotal_tokens(prepared_user, make_config):
+    """infer.adapter=best picks adapter-best/; its tokens are loaded and stand for the person in prompts."""
+    from infer.generate import generate
+
+    overrides = ("run=best", "train.max_steps=2", "train.validation.every=2", "train.validation.seeds=[0]", *TEXT_SIDE,
+                 "infer.adapter=best", "infer.styles=[linkedin]", "infer.images_per_style=1", "infer.steps=2")
+    train(make_config("alice", *overrides))
+    samples = generate(make_config("alice", *overrides))
+    assert len(samples) == 1 and "<s0><s1> person" in samples[0].prompt
