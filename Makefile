@@ -31,7 +31,7 @@ $(BIN)/python:
 
 setup: $(BIN)/python
 	$(BIN)/pip install torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install -e ".[dev,heic]"
 	$(BIN)/pip install --no-deps facenet-pytorch==2.6.0
 	@# CI only: headless Chromium for tests/test_gallery_browser.py (the test skips without it).
 	@if [ -n "$$CI" ] && ! command -v chromium >/dev/null; then \

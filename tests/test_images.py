@@ -23,6 +23,21 @@ def test_exif_rotation_is_applied(tmp_path):
     assert images.load_rgb(path).size == (20, 40)
 
 
+def test_heic_opens_upright(tmp_path):
+    """iPhone photos (HEIC) open when the optional pillow-heif is installed (`pip install .[heic]`)."""
+    pytest.importorskip("pillow_heif", reason="pillow-heif not installed: HEIC support is the optional `heic` extra")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    _gradient(40, 20).save(tmp_path / "plain.heic", quality=90)
+    _gradient(40, 20).save(tmp_path / "rotated.heic", quality=90, exif=exif.tobytes())
+    plain, rotated = images.load_rgb(tmp_path / "plain.heic"), images.load_rgb(tmp_path / "rotated.heic")
+    assert plain.mode == "RGB" and plain.size == (40, 20) and rotated.size == (20, 40)
+    left_to_right = np.asarray(plain.convert("L"), dtype=float).mean(axis=0)
+    top_to_bottom = np.asarray(rotated.convert("L"), dtype=float).mean(axis=1)
+    assert left_to_right[-1] - left_to_right[0] > 150  # the gradient survived the lossy encode
+    assert top_to_bottom[-1] - top_to_bottom[0] > 150  # turned 90 degrees clockwise: dark at the top
+
+
 @pytest.mark.parametrize("mode", ["CMYK", "RGBA", "P", "L", "LA", "I;16"])
 def test_odd_modes_become_rgb(tmp_path, mode):
     path = tmp_path / f"{mode.replace(';', '')}.{'jpg' if mode == 'CMYK' else 'png'}"
