@@ -91,21 +91,20 @@ def apply_adapter(pipe, adapter: Path, infer: InferConfig) -> None:
 
 def adapter_trigger(adapter: Path) -> str:
     """What stands for the person in prompts: the trained trigger word, or the pivotal tokens."""
-    info = adapter / "adapter.json"
-    if info.is_file():
-        return json.loads(info.read_text())["headshots.trigger"]
-    return config_from_yaml(adapter / "config.yaml").prepare.trigger
+    return json.loads((adapter / "adapter.json").read_text())["headshots.trigger"]
 
 
 def load_person_tokens(pipe, adapter: Path) -> None:
-    """Pivotal tuning: add the learnt tokens (<s0><s1>...) to both tokenizers and text encoders."""
+    """Pivotal tuning: add the learnt tokens (<s0><s1>...), named in the file's own header, to both
+    tokenizers and text encoders."""
     path = adapter / ADAPTER_EMBEDDINGS
     if not path.is_file():
         return
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
-    vectors = load_file(str(path))
-    tokens = json.loads(json.loads((adapter / "adapter.json").read_text())["headshots.pivotal_tokens"])
+    with safe_open(str(path), framework="pt") as handle:
+        tokens = json.loads(handle.metadata()["headshots.pivotal_tokens"])
+        vectors = {key: handle.get_tensor(key) for key in ("clip_l", "clip_g")}
     for key, encoder, tokenizer in (("clip_l", pipe.text_encoder, pipe.tokenizer), ("clip_g", pipe.text_encoder_2, pipe.tokenizer_2)):
         pipe.load_textual_inversion(vectors[key], token=tokens, text_encoder=encoder, tokenizer=tokenizer)
 
