@@ -75,14 +75,18 @@ def _laplacian_variance(grey: np.ndarray) -> float:
     return float(_laplacian(grey / max(float(grey.std()), 1.0)).var())
 
 
-def sharpness(crop: FaceCrop) -> tuple[float, float]:
+def sharpness(crop: FaceCrop, covered: str | None = None) -> tuple[float, float]:
     """Variance of the Laplacian of the inner face at full crop size (fine detail: pores, lashes)
     and at half size (coarse detail: outlines of eyes, nose, mouth).
 
-    Out of focus loses both; beauty smoothing loses the fine and keeps the coarse."""
+    Out of focus loses both; beauty smoothing loses the fine and keeps the coarse. A mask or
+    sunglasses is flat too, and would read as blur: with `covered` ("mouth" or "eyes") only the
+    other half of the face is measured, so the person hears "mouth covered", not "out of focus"."""
     grey = _inner(crop.grey, 0.8)
-    n = grey.shape[0] // 2 * 2
-    half = grey[:n, :n].reshape(n // 2, 2, n // 2, 2).mean(axis=(1, 3))
+    middle = grey.shape[0] // 2
+    grey = {"mouth": grey[:middle], "eyes": grey[middle:]}.get(covered, grey)
+    h, w = grey.shape[0] // 2 * 2, grey.shape[1] // 2 * 2
+    half = grey[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
     return _laplacian_variance(grey), _laplacian_variance(half)
 
 

@@ -51,32 +51,31 @@ def _load(what: str, source: str, loader, key: str = "model.pretrained"):
 
 
 def load_components(model: ModelConfig, weight_dtype: torch.dtype = torch.float32) -> SDXLComponents:
-    """Load SDXL's parts for training. Frozen parts are cast to `weight_dtype`; the UNet stays fp32
-    here because the trainer decides (LoRA parameters must stay fp32 under mixed precision)."""
+    """Load SDXL's parts for training, frozen, each straight into the dtype it trains in: loading
+    fp32 and casting afterwards would hold a 10 GB fp32 UNet in host memory first. The trainer
+    upcasts only the LoRA parameters it adds to fp32."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     common = {"revision": model.revision}
-    weights = {**common, "variant": model.variant}
     src = model.pretrained
+    # The SDXL VAE overflows in fp16 (NaN latents) unless it is the fp16-fix VAE: keep it fp32 then.
+    vae_dtype = torch.float32 if weight_dtype == torch.float16 and not model.vae else weight_dtype
+    weights = {**common, "variant": model.variant, "dtype": weight_dtype}
     tokenizer = _load("tokenizer", src, lambda: CLIPTokenizer.from_pretrained(src, subfolder="tokenizer", **common))
     tokenizer_2 = _load("tokenizer_2", src, lambda: CLIPTokenizer.from_pretrained(src, subfolder="tokenizer_2", **common))
-    text_encoder = _load("text encoder", src, lambda: CLIPTextModel.from_pretrained(src, subfolder="text_encoder", **weights))
-    text_encoder_2 = _load(
-        "second text encoder", src, lambda: CLIPTextModelWithProjection.from_pretrained(src, subfolder="text_encoder_2", **weights)
-    )
+    text_encoder = _load("text encoder", src, lambda: CLIPTextModel.from_pretrained(
+        src, subfolder="text_encoder", **common, variant=model.variant, dtype=weight_dtype))
+    text_encoder_2 = _load("second text encoder", src, lambda: CLIPTextModelWithProjection.from_pretrained(
+        src, subfolder="text_encoder_2", **common, variant=model.variant, dtype=weight_dtype))
     if model.vae:
-        vae = _load("VAE", model.vae, lambda: AutoencoderKL.from_pretrained(model.vae), "model.vae")
+        vae = _load("VAE", model.vae, lambda: AutoencoderKL.from_pretrained(model.vae, dtype=vae_dtype), "model.vae")
     else:
-        vae = _load("VAE", src, lambda: AutoencoderKL.from_pretrained(src, subfolder="vae", **weights))
+        vae = _load("VAE", src, lambda: AutoencoderKL.from_pretrained(src, subfolder="vae", **{**weights, "dtype": vae_dtype}))
     unet = _load("UNet", src, lambda: UNet2DConditionModel.from_pretrained(src, subfolder="unet", **weights))
     scheduler = _load("noise scheduler", src, lambda: DDPMScheduler.from_pretrained(src, subfolder="scheduler", **common))
     for frozen in (text_encoder, text_encoder_2, vae, unet):
         frozen.requires_grad_(False)
-    text_encoder.to(dtype=weight_dtype)
-    text_encoder_2.to(dtype=weight_dtype)
-    # The SDXL VAE overflows in fp16 (NaN latents) unless it is the fp16-fix VAE: keep it fp32 then.
-    vae.to(dtype=torch.float32 if weight_dtype == torch.float16 and not model.vae else weight_dtype)
     return SDXLComponents(tokenizer, tokenizer_2, text_encoder, text_encoder_2, vae, unet, scheduler)
 
 
@@ -86,12 +85,12 @@ def load_pipeline(model: ModelConfig, dtype: torch.dtype, device: torch.device):
 
     extra: dict[str, Any] = {}
     if model.vae:
-        extra["vae"] = _load("VAE", model.vae, lambda: AutoencoderKL.from_pretrained(model.vae, torch_dtype=dtype), "model.vae")
+        extra["vae"] = _load("VAE", model.vae, lambda: AutoencoderKL.from_pretrained(model.vae, dtype=dtype), "model.vae")
     pipe = _load(
         "SDXL pipeline",
         model.pretrained,
         lambda: StableDiffusionXLPipeline.from_pretrained(
-            model.pretrained, revision=model.revision, variant=model.variant, torch_dtype=dtype, **extra
+            model.pretrained, revision=model.revision, variant=model.variant, dtype=dtype, **extra
         ),
     )
     pipe.set_progress_bar_config(disable=True)
@@ -112,7 +111,7 @@ def load_refiner(source: str, base, model: ModelConfig, device: torch.device):
         "SDXL refiner",
         source,
         lambda: StableDiffusionXLImg2ImgPipeline.from_pretrained(
-            source, text_encoder_2=base.text_encoder_2, vae=base.vae, variant=model.variant, torch_dtype=base.unet.dtype
+            source, text_encoder_2=base.text_encoder_2, vae=base.vae, variant=model.variant, dtype=base.unet.dtype
         ),
         "infer.refiner",
     )

@@ -46,7 +46,7 @@ def write_random_adapter(model_dir: Path, variant: str | None, out: Path, rank: 
     from headshots.config import TrainConfig
     from train.lora import attach_lora, save_adapter
 
-    unet = UNet2DConditionModel.from_pretrained(model_dir, subfolder="unet", variant=variant, torch_dtype=dtype)
+    unet = UNet2DConditionModel.from_pretrained(model_dir, subfolder="unet", variant=variant, dtype=dtype)
     attach_lora(unet, TrainConfig(rank=rank))
     torch.manual_seed(0)
     for name, parameter in unet.named_parameters():
@@ -58,7 +58,7 @@ def write_random_adapter(model_dir: Path, variant: str | None, out: Path, rank: 
 def plain_variant(model_dir: Path, variant: str | None, adapter: Path, steps: int, dtype, device) -> Callable[[], int]:
     from diffusers import StableDiffusionXLPipeline
 
-    pipe = StableDiffusionXLPipeline.from_pretrained(model_dir, variant=variant, torch_dtype=dtype).to(device)
+    pipe = StableDiffusionXLPipeline.from_pretrained(model_dir, variant=variant, dtype=dtype).to(device)
     pipe.load_lora_weights(str(adapter))
     pipe.set_progress_bar_config(disable=True)
     return lambda: len(pipe(PROMPT, num_inference_steps=steps).images)

@@ -8,6 +8,8 @@ prepared dataset (random crops: speed does not depend on faces). Per-step time i
     .venv/bin/python scripts/bench_train.py
     # GPU: full-size SDXL from its published config with random weights, 1024 px, rank 16, bf16
     .venv/bin/python scripts/bench_train.py --sdxl-config ../shared/models/sdxl-base-1.0-config
+    # the same full-size path anywhere (a CPU: checks it runs, and its host memory), small and short
+    .venv/bin/python scripts/bench_train.py --sdxl-config ../shared/models/sdxl-base-1.0-config --resolution 64 --steps 1 2
 """
 
 from __future__ import annotations
@@ -76,14 +78,16 @@ def write_dataset(data_root: Path, user: str, resolution: int, n: int = 8) -> No
 
 
 def run_variant(overrides: list[str], steps: int) -> dict:
-    """One training run in a fresh process: wall seconds and peak accelerator memory."""
+    """One training run in a fresh process: wall seconds, peak accelerator memory and peak host RSS
+    (loading included: what the rented machine's RAM must hold)."""
     code = (
-        "import json, sys, time, torch\n"
+        "import json, resource, sys, time, torch\n"
         "from headshots.config import load_config\nfrom train.recipe import train\n"
         "cfg = load_config('bench', None, None, sys.argv[1:])\n"
         "t = time.perf_counter(); train(cfg); seconds = time.perf_counter() - t\n"
         "peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None\n"
-        "print('RESULT', json.dumps({'seconds': seconds, 'peak_gib': peak}))\n"
+        "host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20\n"
+        "print('RESULT', json.dumps({'seconds': seconds, 'peak_gib': peak, 'host_gib': host}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code, *overrides, f"train.max_steps={steps}"], cwd=REPO,
                          capture_output=True, text=True, env={"WANDB_MODE": "disabled", **__import__("os").environ})
@@ -96,6 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sdxl-config", type=Path, help="full-size SDXL config folder (GPU benchmark)")
     parser.add_argument("--steps", type=int, nargs=2, default=None, help="short and long run lengths")
+    parser.add_argument("--resolution", type=int, default=None, help="default: 1024 full-size, 128 tiny")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     args = parser.parse_args()
 
@@ -105,14 +110,14 @@ def main() -> None:
         tmp = Path(tmp)
         if args.sdxl_config:
             build_random_sdxl(args.sdxl_config, tmp / "sdxl")
-            model, resolution, variants, profile = tmp / "sdxl", 1024, GPU_VARIANTS, "sdxl"
+            model, resolution, variants, profile = tmp / "sdxl", args.resolution or 1024, GPU_VARIANTS, "sdxl"
             base = ["model.vae=null", "model.variant=fp16", "train.rank=16", "train.mixed_precision=bf16"]
             short, long = args.steps or (10, 40)
         else:
             from headshots.tiny_sdxl import build_tiny_sdxl
 
             build_tiny_sdxl().save_pretrained(tmp / "tiny")
-            model, resolution, variants, profile = tmp / "tiny", 128, TINY_VARIANTS, "tiny"
+            model, resolution, variants, profile = tmp / "tiny", args.resolution or 128, TINY_VARIANTS, "tiny"
             base = ["train.mixed_precision=no"]
             short, long = args.steps or (10, 60)
         write_dataset(tmp / "data", "bench", resolution)
@@ -124,16 +129,18 @@ def main() -> None:
             first = run_variant([*common, *overrides, f"run=a{len(rows)}"], short)
             second = run_variant([*common, *overrides, f"run=b{len(rows)}"], long)
             ms = (second["seconds"] - first["seconds"]) / (long - short) * 1000
-            rows.append((name, ms, second["peak_gib"]))
-            print(f"{name}: {ms:.1f} ms/step ({1000 / ms:.1f} steps/s), peak {second['peak_gib']}")
+            rows.append((name, ms, second["peak_gib"], second["host_gib"]))
+            print(f"{name}: {ms:.1f} ms/step ({1000 / ms:.1f} steps/s), peak {second['peak_gib']}, host {second['host_gib']:.1f} GiB")
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({__import__('os').cpu_count()} cores)"
-    lines = [f"## Training ({'full-size SDXL, random weights, 1024 px, LoRA rank 16' if args.sdxl_config else 'tiny profile, 128 px, LoRA rank 4'})",
-             "", f"`{' '.join(['scripts/bench_train.py', *(['--sdxl-config', str(args.sdxl_config)] if args.sdxl_config else [])])}` "
+    what = f"full-size SDXL, random weights, {resolution} px, LoRA rank 16" if args.sdxl_config else f"tiny profile, {resolution} px, LoRA rank 4"
+    on_cpu = args.sdxl_config and not torch.cuda.is_available()  # a run-anywhere check, not the GPU figure
+    lines = [f"## Training ({what}{', CPU' if on_cpu else ''})",
+             "", f"`{' '.join(['scripts/bench_train.py', *sys.argv[1:]])}` "
              f"on {device}, {time.strftime('%Y-%m-%d')}; steps {short}->{long}, batch 1.", "",
-             "| variant | ms/step | steps/s | peak GPU memory (GiB) | vs first row |", "|---|---|---|---|---|"]
-    for name, ms, peak in rows:
-        lines.append(f"| {name} | {ms:.1f} | {1000 / ms:.1f} | {'-' if peak is None else f'{peak:.1f}'} | {ms / rows[0][1]:.2f}x time |")
+             "| variant | ms/step | steps/s | peak GPU memory (GiB) | peak host RSS (GiB) | vs first row |", "|---|---|---|---|---|---|"]
+    for name, ms, peak, host in rows:
+        lines.append(f"| {name} | {ms:.1f} | {1000 / ms:.1f} | {'-' if peak is None else f'{peak:.1f}'} | {host:.1f} | {ms / rows[0][1]:.2f}x time |")
     write_section(args.out, lines[0], "\n".join(lines[2:]))
     print("\n".join(lines))
 

@@ -92,6 +92,24 @@ def test_clean_photos_pass(faces_dir, analyzer, make_config):
         assert measured is not None and report.face_box is not None
 
 
+@pytest.mark.parametrize("photo", ["s02/03.jpg", "s50/15.jpg"])
+def test_a_mask_is_called_a_mask_not_blur_or_a_filter(photo, faces_dir, analyzer, make_config, tmp_path):
+    """A flat, light mask over the mouth lowers the whole face's contrast-normalised detail; on these
+    photos it used to read as "face out of focus" too, which sends the person to clean their lens."""
+    image = load_rgb(faces_dir / "georgia-tech" / photo)
+    face = analyzer.detect(image).subject
+    (lx, _), (rx, _), _, (mlx, mly), (mrx, mry) = face.landmarks
+    d = rx - lx
+    ImageDraw.Draw(image).rectangle((mlx - 0.4 * d, min(mly, mry) - 0.4 * d, mrx + 0.4 * d, max(mly, mry) + 0.6 * d),
+                                    fill=(200, 210, 230))
+    image.save(tmp_path / "mask.jpg", quality=92)
+    report, _, _ = assess_photo(tmp_path / "mask.jpg", analyzer, make_config("alice", "model.resolution=512"), NOW)
+    fired = {name for name, check in report.checks.items() if check.status != "ok"}
+    assert "occlusion" in fired and not fired & {"sharpness", "motion_blur", "filter"}, fired
+    assert report.checks["occlusion"].reason == "mouth covered"
+    assert any("masks" in advice for advice in report.advice), report.advice
+
+
 def _bad_inputs(folder: Path, photo: Path) -> None:
     """Every kind of broken or odd file a person might upload, several made from a real photo."""
     face = load_rgb(photo)

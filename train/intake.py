@@ -147,8 +147,11 @@ def image_checks(image: Image.Image, face: Face, cfg: IntakeConfig, timings: Opt
     checks: dict[str, Check] = {}
     with _timed(timings, "crop"):
         crop = quality.face_crop(image, face)
+    with _timed(timings, "occlusion"):
+        eyes, mouth = quality.occlusion(crop)
+        covered = [part for part, bad in (("eyes", eyes > cfg.max_eye_flat), ("mouth", mouth < cfg.min_mouth_detail)) if bad]
     with _timed(timings, "sharpness"):
-        fine, coarse = quality.sharpness(crop)
+        fine, coarse = quality.sharpness(crop, covered[0] if len(covered) == 1 else None)
         smear = quality.motion_blur(crop)
         blurred = coarse < cfg.min_sharpness  # blurred along one direction: camera shake, else focus
         checks["sharpness"] = _check(blurred and smear <= cfg.max_motion_blur, {"coarse_detail": _r(coarse)}, "face out of focus",
@@ -163,18 +166,13 @@ def image_checks(image: Image.Image, face: Face, cfg: IntakeConfig, timings: Opt
         checks.update(_lighting_checks(image, face, crop, cfg, clear))
     with _timed(timings, "pose"):
         checks["pose"] = _pose_check(face, cfg)
-    with _timed(timings, "occlusion"):
-        eyes, mouth = quality.occlusion(crop)
-        # Flat shares are relative to the face's own detail, so blur leaves them be (a flat mask also
-        # reads as "out of focus"); blown-out or crushed areas are truly flat: judge a well-exposed face.
-        exposed = checks["exposure"].status == OK
-        hidden = [part for part, bad in (("eyes", eyes > cfg.max_eye_flat), ("mouth", mouth < cfg.min_mouth_detail))
-                  if bad and exposed]
-        checks["occlusion"] = _check(bool(hidden), {"eye_flat": _r(eyes), "mouth_detail": _r(mouth)},
-                                     f"{' and '.join(hidden)} covered",
-                                     "Take off sunglasses, masks and hats, and keep hands and hair away from your face.")
-    # fine detail gone while the outlines are sharp: smoothed by a filter, not out of focus
-    smoothed = fine < cfg.min_fine_detail and clear
+    # Flat shares are relative to the face's own detail, so blur leaves them be; blown-out or crushed
+    # areas are truly flat: judge occlusion on a well-exposed face only.
+    hidden = covered if checks["exposure"].status == OK else []
+    checks["occlusion"] = _check(bool(hidden), {"eye_flat": _r(eyes), "mouth_detail": _r(mouth)}, f"{' and '.join(hidden)} covered",
+                                 "Take off sunglasses, masks and hats, and keep hands and hair away from your face.")
+    # fine detail gone while the outlines are sharp: smoothed by a filter, not out of focus (nor a mask)
+    smoothed = fine < cfg.min_fine_detail and clear and not covered
     checks["filter"] = _check(smoothed, {"fine_detail": _r(fine)}, "skin looks smoothed (beauty filter or heavy processing)",
                               "Turn off beauty mode and filters; send the photo as the camera took it.", WARN)
     return checks

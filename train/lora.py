@@ -50,12 +50,20 @@ def expected_lora_parameters(unet: torch.nn.Module, cfg: TrainConfig) -> int:
     return sum(cfg.rank * (m.in_features + m.out_features) for m in targeted_linears(unet, list(cfg.target_modules)))
 
 
+def peft_lora_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The LoRA weights peft holds on `model`, with peft's key names. Our LoRA never targets an
+    embedding table (new tokens are saved on their own), and peft's default ("auto") would ask the
+    Hub for the base model's config at every export to find out."""
+    from peft.utils import get_peft_model_state_dict
+
+    return get_peft_model_state_dict(model, save_embedding_layers=False)
+
+
 def unet_lora_state_dict(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
     """LoRA weights of `unet` with diffusers' key names, as `load_lora_weights` expects."""
     from diffusers.utils import convert_state_dict_to_diffusers
-    from peft.utils import get_peft_model_state_dict
 
-    return convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    return convert_state_dict_to_diffusers(peft_lora_state_dict(unet))
 
 
 def set_unet_lora_state_dict(unet: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -75,12 +83,11 @@ def _cpu_fp32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def text_encoder_lora_layers(text_encoders: list[torch.nn.Module]) -> dict:
     """save_lora_weights keyword arguments for the text encoders that carry a LoRA adapter."""
     from diffusers.utils import convert_state_dict_to_diffusers
-    from peft.utils import get_peft_model_state_dict
 
     layers = {}
     for name, encoder in zip(("text_encoder", "text_encoder_2"), text_encoders):
         if getattr(encoder, "peft_config", None):
-            layers[f"{name}_lora_layers"] = _cpu_fp32(convert_state_dict_to_diffusers(get_peft_model_state_dict(encoder)))
+            layers[f"{name}_lora_layers"] = _cpu_fp32(convert_state_dict_to_diffusers(peft_lora_state_dict(encoder)))
             layers[f"{name}_lora_adapter_metadata"] = encoder.peft_config["default"].to_dict()
     return layers
 
@@ -93,21 +100,26 @@ def save_adapter(unet: torch.nn.Module, out_dir: Path, metadata: dict[str, str],
     `embeddings.safetensors` (clip_l / clip_g, as `load_textual_inversion` takes them)."""
     from diffusers import StableDiffusionXLPipeline
     from diffusers.utils import convert_all_state_dict_to_peft, convert_state_dict_to_kohya
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
     state = _cpu_fp32(unet_lora_state_dict(unet))
     lora = unet.peft_config["default"]
+    encoder_layers = text_encoder_lora_layers(list(text_encoders))
     StableDiffusionXLPipeline.save_lora_weights(
         out_dir, unet_lora_layers=state, safe_serialization=True, unet_lora_adapter_metadata=lora.to_dict(),
-        **text_encoder_lora_layers(list(text_encoders)),
+        **encoder_layers,
     )
     diffusers_file = out_dir / ADAPTER_FILE
     _add_metadata(diffusers_file, metadata)
     if embeddings:
         save_file(embeddings, str(out_dir / EMBEDDINGS_FILE), metadata=metadata)
 
-    kohya = convert_state_dict_to_kohya(convert_all_state_dict_to_peft(load_file(str(diffusers_file))))
+    # The same prefixed keys save_lora_weights wrote ("unet.", "text_encoder.", "text_encoder_2."), from memory.
+    packed = {f"unet.{k}": v for k, v in state.items()}
+    for name in ("text_encoder", "text_encoder_2"):
+        packed.update({f"{name}.{k}": v for k, v in encoder_layers.get(f"{name}_lora_layers", {}).items()})
+    kohya = convert_state_dict_to_kohya(convert_all_state_dict_to_peft(packed))
     for key in [k for k in kohya if k.startswith("lora_unet") and k.endswith(".alpha")]:
         kohya[key] = torch.tensor(float(lora.lora_alpha))  # the converter assumes alpha == rank
     save_file(kohya, str(out_dir / KOHYA_FILE), metadata={

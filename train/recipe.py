@@ -29,7 +29,7 @@ from headshots.sdxl import load_components
 from headshots.workspace import Workspace
 from train import checkpoint as ckpt
 from train.cache import BatchSource, EncodedDataset, face_weight_map
-from train.lora import attach_lora, save_adapter, set_unet_lora_state_dict, unet_lora_state_dict
+from train.lora import attach_lora, peft_lora_state_dict, save_adapter, set_unet_lora_state_dict, unet_lora_state_dict
 from train.prior import class_image_paths, class_rows
 from train.text import TextSide, replace_trigger, setup_text_side
 from train.validation import Validator, wandb_images
@@ -48,6 +48,8 @@ def train(cfg: Config) -> Path:
     tc = cfg.train
     workspace = Workspace.from_config(cfg)
     prepared = workspace.require_prepared()
+    if tc.validation.every:
+        workspace.require_reference()  # fail now, not after class images and encoding
     run_dir = workspace.run_dir(cfg.run)
     checkpoints = workspace.checkpoints_dir(cfg.run)
 
@@ -91,7 +93,7 @@ def train(cfg: Config) -> Path:
         torch.cuda.empty_cache()
 
     # 2. LoRA on the frozen UNet; only the adapter is trained (and kept in fp32).
-    unet.to(accelerator.device, dtype=weight_dtype)
+    unet.to(accelerator.device)  # loaded in weight_dtype already
     trainable = attach_lora(unet, tc)
     for p in unet.parameters():
         if p.requires_grad:
@@ -321,7 +323,7 @@ def make_lr_scheduler(optimizer, tc: TrainConfig, num_processes: int):
 def register_lora_checkpoint_hooks(accelerator, unet, text: TextSide) -> None:
     """Make Accelerate's save_state/load_state store only what is trained (MBs), not the UNet (GBs):
     `unet.*` LoRA keys, `text_encoder*.*` LoRA keys and `embeddings.*` new token vectors."""
-    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+    from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file, save_file
 
     encoders = {"text_encoder": 0, "text_encoder_2": 1} if text.lora_params else {}
@@ -331,7 +333,7 @@ def register_lora_checkpoint_hooks(accelerator, unet, text: TextSide) -> None:
             state = {f"unet.{k}": v for k, v in unet_lora_state_dict(accelerator.unwrap_model(unet)).items()}
             for name, k in encoders.items():
                 encoder = accelerator.unwrap_model(text.text_encoders[k])
-                state.update({f"{name}.{key}": v for key, v in get_peft_model_state_dict(encoder).items()})
+                state.update({f"{name}.{key}": v for key, v in peft_lora_state_dict(encoder).items()})
             state.update({f"embeddings.{key}": v for key, v in text.embedding_state().items()})
             save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(Path(output_dir) / LORA_STATE_FILE))
         while weights:
