@@ -1,5 +1,7 @@
 """Build the `tiny` model profile: an SDXL-architecture pipeline (two CLIP text encoders, pooled
 embeddings, `text_time` conditioning, 8x VAE) with random weights, saved with `save_pretrained`.
+Also full-size SDXL with random weights from its published configs, for benchmarks and the
+full-size test (`build_full_size_sdxl`).
 
 It exercises exactly the code real SDXL goes through, in about a second on a CPU; it draws noise,
 not faces. Sizes follow diffusers' own SDXL test components. The CLIP tokenizer ships in
@@ -12,6 +14,7 @@ headshots/assets (MIT, OpenAI CLIP) so no hub access is needed.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -114,6 +117,28 @@ def build_tiny_refiner(seed: int = 0):
         scheduler=_scheduler(),
         requires_aesthetics_score=True,
     )
+
+
+def build_full_size_sdxl(config_dir: Path, out: Path) -> None:
+    """Full-size SDXL base with random weights from the published component configs (no download; about
+    a minute and 13 GB of RAM on a CPU), saved as the hub's fp16 variant files (`*.fp16.safetensors`) so it
+    loads with `model.variant=fp16` exactly like stabilityai/stable-diffusion-xl-base-1.0."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    def config(name: str) -> dict:
+        return json.loads((config_dir / name / "config.json").read_text())
+
+    pipe = StableDiffusionXLPipeline(
+        vae=AutoencoderKL.from_config(config("vae")),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**config("text_encoder"))),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**config("text_encoder_2"))),
+        tokenizer=CLIPTokenizer.from_pretrained(config_dir / "tokenizer"),
+        tokenizer_2=CLIPTokenizer.from_pretrained(config_dir / "tokenizer_2"),
+        unet=UNet2DConditionModel.from_config(config("unet")),
+        scheduler=EulerDiscreteScheduler.from_pretrained(config_dir / "scheduler"),
+    )
+    pipe.to(torch.float16).save_pretrained(out, variant="fp16")
 
 
 def main() -> None:

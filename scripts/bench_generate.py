@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from _docs import write_section  # scripts/, first on sys.path when run as a script
-from bench_train import build_random_sdxl
+from headshots.tiny_sdxl import build_full_size_sdxl
 
 PROMPT = "professional head and shoulders headshot photo of ohwx person, navy blazer, softly blurred office background"
 
@@ -110,7 +110,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.sdxl_config:
-            build_random_sdxl(args.sdxl_config, tmp / "model")  # saved as the fp16 variant, like the hub's
+            build_full_size_sdxl(args.sdxl_config, tmp / "model")  # saved as the fp16 variant, like the hub's
             profile, variant, title = "sdxl", "fp16", "full-size SDXL, random weights, 1024 px"
         else:
             from headshots.tiny_sdxl import build_tiny_sdxl

@@ -136,9 +136,9 @@ def require_reference() -> None:
 def build_checkpoint(root: Path, sdxl_config: Path | None, gradient_checkpointing: bool, threads: int | None) -> Setup:
     """One random-weight checkpoint on disk that both trainers load with their own from_pretrained calls."""
     if sdxl_config:
-        from bench_train import build_random_sdxl
+        from headshots.tiny_sdxl import build_full_size_sdxl
 
-        build_random_sdxl(sdxl_config, root / "sdxl")
+        build_full_size_sdxl(sdxl_config, root / "sdxl")
         return Setup(root / "sdxl", "sdxl", 1024, 16, 1e-4, "bf16", "fp16", gradient_checkpointing, threads)
     from headshots.tiny_sdxl import RESOLUTION, build_tiny_sdxl
 

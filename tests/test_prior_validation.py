@@ -50,6 +50,17 @@ def test_prior_preservation_with_a_folder_of_class_photos(prepared_user, make_co
         train(bad)
 
 
+def test_validation_without_reference_embeddings_fails_before_any_work(prepared_user, make_config, tmp_path):
+    """Validation scores against the person's reference embeddings: when they are missing, say so before
+    generating class images (minutes on a GPU) or encoding anything."""
+    Workspace.from_config(prepared_user).reference_embeddings.unlink()
+    cfg = make_config("alice", "run=noref", "train.max_steps=1", "train.validation.every=1", "train.prior.enabled=true")
+    with pytest.raises(HeadshotsError, match="No reference face embeddings") as error:
+        train(cfg)
+    assert "make prepare USER=alice" in error.value.hint
+    assert not (tmp_path / "cache").exists(), "no class images were generated"
+
+
 def test_face_similarity_score_rewards_the_person_and_zeroes_non_faces(analyzer, faces_dir, prepared_user):
     from headshots.images import load_rgb
     from train.validation import face_similarity_score
