@@ -1,7 +1,7 @@
 """Full-size SDXL (random weights from the published configs in ../shared) through the real training
 and generation paths, at 128 px so it fits a CPU: the production shapes, the hub's fp16 variant files
 and every optional training feature at once, which the tiny profile cannot vouch for.
-About 2.5 minutes and 21 GB of RAM (peak RSS) on 2 CPU cores, so it is marked slow (`make test-all`)."""
+About 2.5 minutes and 20 GiB of RAM (peak RSS) on 2 CPU cores, so it is marked slow (`make test-all`)."""
 
 from __future__ import annotations
 
