@@ -79,9 +79,17 @@ def load_components(model: ModelConfig, weight_dtype: torch.dtype = torch.float3
     return SDXLComponents(tokenizer, tokenizer_2, text_encoder, text_encoder_2, vae, unet, scheduler)
 
 
-def load_pipeline(model: ModelConfig, dtype: torch.dtype, device: torch.device):
-    """StableDiffusionXLPipeline for sampling, from the same source as training."""
+def sampling_dtype(device: torch.device) -> torch.dtype:
+    """fp16 on a GPU (half the memory, tensor cores); fp32 elsewhere, where half precision is slow or missing."""
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def load_pipeline(model: ModelConfig, device: torch.device, dtype: torch.dtype | None = None):
+    """StableDiffusionXLPipeline for sampling, from the same source as training (`dtype`: default
+    `sampling_dtype(device)`)."""
     from diffusers import AutoencoderKL, StableDiffusionXLPipeline
+
+    dtype = dtype or sampling_dtype(device)
 
     extra: dict[str, Any] = {}
     if model.vae:

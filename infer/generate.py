@@ -64,8 +64,7 @@ def seeds_for(cfg: Config, style_index: int) -> list[int]:
 def load_pipelines(cfg: Config, adapter: Path) -> Pipelines:
     """Base + adapter (+ refiner), with the configured scheduler: everything sampling needs, loaded once."""
     device = resolve_device(cfg.device)
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    base = load_pipeline(cfg.model, dtype, device)
+    base = load_pipeline(cfg.model, device)
     apply_adapter(base, adapter, cfg.infer)
     refiner = load_refiner(cfg.infer.refiner, base, cfg.model, device) if cfg.infer.refiner else None
     if cfg.infer.scheduler:

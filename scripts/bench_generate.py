@@ -101,12 +101,13 @@ def main() -> None:
 
     from headshots.config import load_config
     from headshots.faces import resolve_device
+    from headshots.sdxl import sampling_dtype
     from infer.generate import load_pipelines
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device("auto")
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    dtype = sampling_dtype(device)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.sdxl_config:

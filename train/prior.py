@@ -61,8 +61,7 @@ def generate_class_images(cfg: Config, paths: list[Path], device: torch.device) 
 
     from headshots.sdxl import load_pipeline
 
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    pipe = load_pipeline(cfg.model, dtype, device)
+    pipe = load_pipeline(cfg.model, device)
     prompt = class_prompt(cfg)
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     (paths[0].parent / "prompt.json").write_text(json.dumps({"prompt": prompt, "base_model": cfg.model.pretrained}))
