@@ -20,19 +20,28 @@ endif
 TINY_MODEL := models/tiny-sdxl
 COMMON = --user $(USER) --profile $(PROFILE) run=$(RUN)
 
-.PHONY: setup demo test test-all intake prepare train infer purge tiny-model bench help check-user
+.PHONY: setup lock demo test test-all intake prepare train infer purge tiny-model bench help check-user
 
 help:
-	@echo "make setup | demo | test | test-all | intake/prepare/train/infer/purge USER=name [PROFILE=tiny] | bench"
+	@echo "make setup | lock | demo | test | test-all | intake/prepare/train/infer/purge USER=name [PROFILE=tiny] | bench"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 
+# Every package of the environment is pinned in requirements.lock (made by `make lock` with uv);
+# setup installs exactly that. A pinned version of one package, read from the lock:
+LOCK := requirements.lock
+pin = $(shell sed -n 's/^$(1)==\([^ ;]*\).*/\1/p' $(LOCK))
+
 setup: $(BIN)/python
-	$(BIN)/pip install torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -e ".[dev,heic]"
-	$(BIN)/pip install --no-deps facenet-pytorch==2.6.0
+	@# torch + torchvision first, with pip: it takes the local wheels where a machine has them (uv would
+	@# download ~3 GB of CUDA build); pinned from the lock, so the next step leaves them as they are.
+	$(BIN)/pip install torch==$(call pin,torch) torchvision==$(call pin,torchvision) uv==$(call pin,uv)
+	$(BIN)/uv pip install --python $(BIN)/python -r $(LOCK)
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	@# facenet-pytorch's own pins (torch<2.3, numpy<2) cannot be met beside torch 2.14: --no-deps (see the file).
+	$(BIN)/pip install --no-deps -r requirements-nodeps.txt
 	@# CI only: headless Chromium for tests/test_gallery_browser.py (the test skips without it).
 	@if [ -n "$$CI" ] && ! command -v chromium >/dev/null; then \
 		{ apt-get update && apt-get install -y chromium; } >/dev/null 2>&1 \
@@ -40,6 +49,14 @@ setup: $(BIN)/python
 		|| echo "note: could not install chromium; the gallery browser test will be skipped"; \
 	fi
 	@$(BIN)/python -c "import torch, diffusers, peft, accelerate, facenet_pytorch; print('setup ok: torch', torch.__version__, '| cuda' if torch.cuda.is_available() else '| cpu only')"
+
+# Re-resolve requirements.lock after changing a range in pyproject.toml (keeps every other pin);
+# `make lock ARGS=--upgrade` moves every package to the newest version the ranges allow.
+# Then `make setup && make test` before committing the new lock.
+lock: $(BIN)/python
+	@test -x $(BIN)/uv || $(BIN)/pip install uv
+	$(BIN)/uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 \
+		--custom-compile-command "make lock" -o $(LOCK) $(ARGS)
 
 $(TINY_MODEL)/model_index.json:
 	$(BIN)/python -m headshots.tiny_sdxl $(TINY_MODEL)

@@ -17,6 +17,14 @@ def setup_logging(verbose: bool = False) -> None:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
         warnings.filterwarnings("ignore", category=FutureWarning)
+        # On CPUs with AVX512-BF16, importing bitsandbytes (peft does, to attach LoRA) tries an optional 4-bit
+        # CPU kernel from the Hub and warns that it failed. This project never runs 4-bit matmuls on a CPU
+        # (its one bitsandbytes use, 8-bit AdamW, is a GPU optimiser), so on every command that is noise.
+        logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_not_the_4bit_cpu_kernel_notice)
+
+
+def _not_the_4bit_cpu_kernel_notice(record: logging.LogRecord) -> bool:
+    return "gemm_4bit_forward" not in record.getMessage()
 
 
 def get_logger(name: str) -> logging.Logger:

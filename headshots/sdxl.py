@@ -12,6 +12,7 @@ import torch
 
 from headshots.config import ModelConfig
 from headshots.errors import WeightsError
+from headshots.versions import check_runtime_versions
 
 
 @dataclass
@@ -54,6 +55,7 @@ def load_components(model: ModelConfig, weight_dtype: torch.dtype = torch.float3
     """Load SDXL's parts for training, frozen, each straight into the dtype it trains in: loading
     fp32 and casting afterwards would hold a 10 GB fp32 UNet in host memory first. The trainer
     upcasts only the LoRA parameters it adds to fp32."""
+    check_runtime_versions()
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -87,6 +89,7 @@ def sampling_dtype(device: torch.device) -> torch.dtype:
 def load_pipeline(model: ModelConfig, device: torch.device, dtype: torch.dtype | None = None):
     """StableDiffusionXLPipeline for sampling, from the same source as training (`dtype`: default
     `sampling_dtype(device)`)."""
+    check_runtime_versions()
     from diffusers import AutoencoderKL, StableDiffusionXLPipeline
 
     dtype = dtype or sampling_dtype(device)
