@@ -20,10 +20,10 @@ endif
 TINY_MODEL := models/tiny-sdxl
 COMMON = --user $(USER) --profile $(PROFILE) run=$(RUN)
 
-.PHONY: setup lock demo test test-all intake prepare train infer purge tiny-model bench help check-user
+.PHONY: batch setup lock demo test test-all intake prepare train infer purge tiny-model bench help check-user
 
 help:
-	@echo "make setup | lock | demo | test | test-all | intake/prepare/train/infer/purge USER=name [PROFILE=tiny] | bench"
+	@echo "make setup | lock | demo | test | test-all | intake/prepare/train/infer/purge USER=name [PROFILE=tiny] | batch USERS=a,b | bench"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -92,6 +92,13 @@ train: check-user $(if $(filter tiny,$(PROFILE)),tiny-model)
 infer: check-user $(if $(filter tiny,$(PROFILE)),tiny-model)
 	$(BIN)/python -m infer all $(COMMON) infer.styles=[$(STYLES)] infer.images_per_style=$(N) $(ARGS)
 
+# Many people at once on Ray (embedded on this machine unless ADDRESS=auto or ray://head:10001).
+USERS ?=
+ADDRESS ?=
+batch: $(if $(filter tiny,$(PROFILE)),tiny-model)
+	@test -n "$(USERS)" || { echo "error: say whose photos, e.g. make batch USERS=alice,bob"; exit 2; }
+	$(BIN)/python -m service.batch --users $(USERS) --profile $(PROFILE) $(if $(ADDRESS),--address $(ADDRESS)) $(ARGS)
+
 purge: check-user
 	$(BIN)/python -m headshots.purge --user $(USER) $(if $(ALL),--include-selfies) $(ARGS)
 
@@ -100,3 +107,4 @@ bench:
 	$(BIN)/python scripts/bench_scoring.py
 	$(BIN)/python scripts/bench_train.py
 	$(BIN)/python scripts/bench_generate.py
+	$(BIN)/python scripts/bench_batch.py

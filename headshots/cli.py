@@ -35,13 +35,19 @@ def run(parser: argparse.ArgumentParser, commands: Mapping[str, Callable[[Config
         cfg = load_config(args.user, args.profile, args.config, args.overrides)
         commands[args.command](cfg)
     except HeadshotsError as exc:
-        if args.verbose:
-            raise
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"  -> {exc.hint}", file=sys.stderr)
-        return 2
+        return print_error(exc, args.verbose)
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to continue from the last checkpoint", file=sys.stderr)
         return 130
     return 0
+
+
+def print_error(exc: HeadshotsError, verbose: bool = False) -> int:
+    """What went wrong and what to do, as two lines on stderr; the exit status for it (2).
+    With --verbose, the traceback instead."""
+    if verbose:
+        raise exc
+    print(f"error: {exc.message}", file=sys.stderr)
+    if exc.hint:
+        print(f"  -> {exc.hint}", file=sys.stderr)
+    return 2

@@ -22,6 +22,7 @@ from headshots.errors import ConfigError
 from headshots.schedulers import SCHEDULERS
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+RESERVED_USER_NAMES = ("batch",)  # outputs/batch/<id>/ is the batch runner's (service/batch.py)
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -200,6 +201,7 @@ class WandbConfig:
     project: str = "headshots"
     entity: Optional[str] = None
     log_images: bool = False  # images of a person's face leave the machine only if this is turned on
+    group: Optional[str] = None  # W&B run group; the batch runner sets batch-<id> so one batch's runs sit together
 
     def __post_init__(self) -> None:
         _one_of(self.mode, "wandb.mode", ("auto", "online", "offline", "disabled"))
@@ -314,6 +316,37 @@ class IntakeConfig:
 
 
 @dataclass
+class BatchConfig:
+    """Many people at once on Ray (service/batch.py)."""
+
+    max_retries: int = 2  # a stage that crashed or whose worker died runs again, at most this many more times
+    gpu: str = "auto"  # fit and generate ask Ray for one GPU each: auto (when the cluster has GPUs) | yes | no
+    cpus_per_stage: float = 1.0  # what each stage asks Ray for on CPUs (torch in a stage uses this many threads)
+    status_every_s: float = 2.0  # how often status.json and the table are refreshed while the batch runs
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.max_retries <= 100, "batch.max_retries", "must be between 0 and 100")
+        _one_of(self.gpu, "batch.gpu", ("auto", "yes", "no"))
+        _check(self.cpus_per_stage > 0, "batch.cpus_per_stage", "must be positive")
+        _check(self.status_every_s > 0, "batch.status_every_s", "must be positive")
+
+
+@dataclass
+class AppConfig:
+    """The local web app (service/app.py): what one upload and one request may ask for. Checked on the
+    server for every file, whatever the page allowed, with the limit named in the refusal."""
+
+    max_photos: int = 30  # photos one person may keep in data/users/<u>/selfies/
+    max_upload_bytes: int = 30_000_000  # per file (a 48 MP phone JPEG or HEIC is 5-15 MB)
+    max_pixels: int = 50_000_000  # per photo, width x height (48 MP phones: 8064x6048)
+    max_images_per_style: int = 16  # the most images per style one generate request may queue
+
+    def __post_init__(self) -> None:
+        for key in ("max_photos", "max_upload_bytes", "max_pixels", "max_images_per_style"):
+            _check(getattr(self, key) >= 1, f"app.{key}", "must be at least 1")
+
+
+@dataclass
 class Config:
     user: str = MISSING
     run: str = "default"
@@ -328,6 +361,8 @@ class Config:
     infer: InferConfig = field(default_factory=InferConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     intake: IntakeConfig = field(default_factory=IntakeConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    app: AppConfig = field(default_factory=AppConfig)
 
     def __post_init__(self) -> None:
         validate_user_name(self.user)
@@ -341,6 +376,9 @@ def validate_user_name(user: str) -> str:
             f"User name {user!r} is not allowed.",
             "Use 1-64 letters, digits, '-' or '_', starting with a letter or digit (e.g. USER=alice).",
         )
+    if user in RESERVED_USER_NAMES:
+        raise ConfigError(f"User name {user!r} is reserved: outputs/{user}/ holds the batch runner's status files.",
+                          "Pick another name (e.g. USER=alice).")
     return user
 
 

@@ -62,7 +62,7 @@ def log_scores_table(cfg: Config, samples_dir: Path, scores: Sequence["Score"]) 
     out.mkdir(parents=True, exist_ok=True)
     with staging_in(out):
         run = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, dir=str(out), mode=mode,
-                         name=f"{cfg.user}-{cfg.run}-scores", job_type="score")
+                         name=f"{cfg.user}-{cfg.run}-scores", job_type="score", group=cfg.wandb.group)
         table = wandb.Table(columns=COLUMNS)
         for s in scores:
             table.add_data(wandb.Image(str(samples_dir / s.file)), s.style, s.seed, s.similarity, verdict(s))

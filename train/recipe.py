@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -37,6 +38,7 @@ from train.validation import Validator, wandb_images
 log = get_logger(__name__)
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LORA_STATE_FILE = "lora.safetensors"
+PROGRESS_FILE = "progress.json"  # outputs/<user>/<run>/progress.json: the loop's position, for watchers (the web app)
 
 
 def train(cfg: Config) -> Path:
@@ -131,7 +133,8 @@ def train(cfg: Config) -> Path:
             cfg.wandb.project,
             config=_loggable_config(cfg),
             init_kwargs={"wandb": {"dir": str(workspace.wandb_dir(cfg.run)), "mode": wandb_mode,
-                                   "name": f"{cfg.user}-{cfg.run}", "entity": cfg.wandb.entity}},
+                                   "name": f"{cfg.user}-{cfg.run}", "entity": cfg.wandb.entity,
+                                   "group": cfg.wandb.group}},
         )
     log.info("training %d LoRA parameters on %d photos%s for %d steps (%s, %d process(es))", trainable, len(batches),
              f" + {len(class_batches)} class images" if class_batches else "", tc.max_steps, tc.mixed_precision,
@@ -141,6 +144,7 @@ def train(cfg: Config) -> Path:
     for model in models:
         model.train()
     progress = tqdm(total=tc.max_steps, initial=start_step, desc="train", disable=not accelerator.is_local_main_process)
+    loop_started = time.time()
     for step in range(start_step, tc.max_steps):
         for micro in range(tc.gradient_accumulation_steps):
             with accelerator.accumulate(*models):
@@ -169,6 +173,8 @@ def train(cfg: Config) -> Path:
         lr = lr_scheduler.get_last_lr()[0]
         progress.update(1)
         progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+        if accelerator.is_main_process:
+            write_progress(run_dir / PROGRESS_FILE, step + 1, tc.max_steps, start_step, loss_value, loop_started)
         accelerator.log({"train/loss": loss_value, "train/lr": lr}, step=step + 1)
         if tc.validation.every and ((step + 1) % tc.validation.every == 0 or step + 1 == tc.max_steps):
             validate(accelerator, validator, unet, text, step + 1, cfg, workspace)
@@ -271,6 +277,20 @@ def diffusion_loss(unet, noise_scheduler, data: EncodedDataset, tc: TrainConfig,
     clipped = torch.clamp(snr, max=tc.min_snr_gamma)
     weights = clipped / (snr + 1) if noise_scheduler.config.prediction_type == "v_prediction" else clipped / snr
     return per_sample * weights
+
+
+def write_progress(path: Path, step: int, max_steps: int, first_step: int, loss: float, started: float) -> None:
+    """Where the loop is, for a watcher in another process (the web app): replaced atomically each step,
+    so a reader never sees half a file. The ETA counts only this process's steps (a resumed run's
+    earlier steps took place in another process, with its own loading time)."""
+    now = time.time()
+    done = step - first_step
+    record = {"step": step, "max_steps": max_steps, "loss": round(loss, 6), "started": round(started, 3),
+              "updated": round(now, 3), "resumed_from": first_step,
+              "eta_s": round((now - started) / done * (max_steps - step), 1) if done else None}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
 
 
 def check_ranks_in_sync(accelerator, params: list[torch.nn.Parameter]) -> None:

@@ -1,0 +1,330 @@
+"""Many people at once: each person's chain (service.chain) as a chain of Ray tasks.
+
+    python -m service.batch --users alice,bob,carol [--address auto|ray://head:10001] [--profile tiny]
+                            [--id NAME] [key=value ...]
+
+Every stage of every person is one Ray task that declares what it needs: fit and infer one GPU each
+when the cluster has GPUs, the CPU stages (intake, prepare, export) CPUs only, so one person's CPU
+work runs beside another's training. A stage takes the previous stage's result as its argument, so
+Ray starts it when that one has finished. Without --address Ray starts embedded on this machine; with
+one, the same code runs on a cluster (docs/batch.md: the stages talk through files, so data and
+outputs must be on storage every worker sees).
+
+A crash or a killed worker is retried by Ray (`batch.max_retries`); training then resumes from its
+last checkpoint. A problem the person must fix (e.g. photos that fail intake) stops that person only,
+with the advice recorded. Stages whose outputs are complete and whose inputs are unchanged are
+skipped, so running the same batch again does no work. The status table is printed while it runs and
+written to outputs/batch/<id>/status.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from headshots.cli import print_error
+from headshots.config import Config, load_config
+from headshots.errors import ConfigError, HeadshotsError
+from headshots.logs import setup_logging
+from service.chain import FAILED, NOT_RUN, STAGES, StageResult, run_stage, stage_named
+
+# Environment a worker needs to behave like this process: face weights, W&B mode, hub settings.
+PASSED_ENV_PREFIXES = ("HEADSHOTS_", "WANDB_", "HF_", "TRANSFORMERS_", "DIFFUSERS_")
+CRASHED = "crashed"  # raised after every retry (not something the person can fix)
+
+
+# -- what runs on the workers -------------------------------------------------------------------------
+
+def _remote_api():
+    """Ray's task and actor definitions, made on first use so that importing this module stays cheap."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class StatusBoard:
+        """Which stage started where, and how many times (a retried stage starts again)."""
+
+        def __init__(self) -> None:
+            self.started: dict[tuple[str, str], dict] = {}
+
+        def start(self, user: str, stage: str, pid: int) -> None:
+            entry = self.started.setdefault((user, stage), {"attempts": 0})
+            entry.update(attempts=entry["attempts"] + 1, pid=pid, since=time.time())
+
+        def snapshot(self) -> dict[tuple[str, str], dict]:
+            return self.started
+
+    @ray.remote
+    def stage_task(stage_name: str, user: str, profile: str, overrides: list[str], threads: int,
+                   upstream: StageResult | None, board) -> StageResult:
+        import torch
+
+        torch.set_num_threads(threads)
+        board.start.remote(user, stage_name, os.getpid())
+        try:
+            cfg = load_config(user, profile, overrides=overrides)
+        except HeadshotsError as exc:  # the driver composed the same config; this worker's code differs
+            return StageResult(user, stage_name, FAILED, reason=exc.message,
+                               hint=exc.hint + " (every worker needs the same version of this project)")
+        return run_stage(stage_named(stage_name), cfg, upstream)
+
+    return StatusBoard, stage_task
+
+
+# -- the driver -------------------------------------------------------------------------------------
+
+@dataclass
+class StageRow:
+    stage: str
+    state: str = "waiting"  # waiting | queued | running | done | skipped | failed | not run | crashed
+    seconds: float = 0.0
+    attempts: int = 0
+    reason: str = ""
+    hint: str = ""
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class PersonRow:
+    user: str
+    stages: list[StageRow]
+
+    @property
+    def state(self) -> str:
+        """complete | stopped (the person must fix something) | crashed | running."""
+        states = [s.state for s in self.stages]
+        if all(s in ("done", "skipped") for s in states):
+            return "complete"
+        if FAILED in states:
+            return "stopped"
+        if CRASHED in states:
+            return CRASHED
+        return "running"
+
+    @property
+    def current(self) -> StageRow:
+        """The stage that decides the person's state: the first not finished well, else the last."""
+        return next((s for s in self.stages if s.state not in ("done", "skipped")), self.stages[-1])
+
+    def to_json(self) -> dict:
+        infer = next(s for s in self.stages if s.stage == "infer").details
+        current = self.current
+        return {"user": self.user, "state": self.state, "stage": current.stage, "stage_state": current.state,
+                "reason": current.reason, "hint": current.hint,
+                "seconds": round(sum(s.seconds for s in self.stages), 2),
+                "kept": infer.get("kept"), "best_likeness": infer.get("best_likeness"),
+                "stages": [{**vars(s), "seconds": round(s.seconds, 2)} for s in self.stages]}
+
+
+def start_ray(address: str | None = None) -> None:
+    """Connect to the cluster at `address`, or start Ray embedded on this machine (address None).
+    Workers get this process's HEADSHOTS_/WANDB_/HF_ settings; the dashboard listens on loopback."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {k: v for k, v in os.environ.items() if k.startswith(PASSED_ENV_PREFIXES)}
+    ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False, dashboard_host="127.0.0.1",
+             configure_logging=False)
+
+
+def new_batch_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def absolute_path_overrides(cfg: Config) -> list[str]:
+    """Workers may start elsewhere (a cluster node, another folder): give them absolute paths, and a
+    local model folder as an absolute path too (a hub id stays as it is)."""
+    overrides = [f"paths.{key}={Path(getattr(cfg.paths, key)).resolve()}" for key in ("data_root", "outputs_root", "cache_root")]
+    if Path(cfg.model.pretrained).exists():
+        overrides.append(f"model.pretrained={Path(cfg.model.pretrained).resolve()}")
+    return overrides
+
+
+def load_configs(users: Sequence[str], profile: str | None, overrides: Sequence[str],
+                 batch_id: str) -> tuple[dict[str, Config], list[str]]:
+    """Every person's config, composed and validated before any work starts (a bad key stops here),
+    and the overrides the workers compose the same configs from."""
+    if not users:
+        raise ConfigError("No users given.", "Name them: --users alice,bob")
+    if len(set(users)) != len(users):
+        raise ConfigError(f"A user is named twice in {', '.join(users)}.", "Name each person once.")
+    group = [] if any(o.startswith("wandb.group=") for o in overrides) else [f"wandb.group=batch-{batch_id}"]
+    first = load_config(users[0], profile, overrides=[*overrides, *group])
+    final = [*overrides, *group, *absolute_path_overrides(first)]
+    return {user: load_config(user, profile, overrides=final) for user in users}, final
+
+
+class Batch:
+    """Submits every person's chain to Ray, follows it, and keeps status.json up to date."""
+
+    def __init__(self, configs: dict[str, Config], overrides: list[str], batch_id: str,
+                 address: str | None = None) -> None:
+        self.configs = configs
+        self.overrides = overrides  # what every worker composes its person's config from
+        self.batch_id = batch_id
+        self.address = address
+        any_cfg = next(iter(configs.values()))
+        self.settings = any_cfg.batch
+        self.status_dir = Path(any_cfg.paths.outputs_root) / "batch" / batch_id
+        self.rows = {user: PersonRow(user, [StageRow(s.name) for s in STAGES]) for user in configs}
+        self.started = time.time()
+        self._last_states: list[tuple[str, str, str]] = []
+
+    # -- Ray ------------------------------------------------------------------------------------------
+
+    def use_gpus(self) -> bool:
+        import ray
+
+        if self.settings.gpu != "auto":
+            return self.settings.gpu == "yes"
+        return ray.cluster_resources().get("GPU", 0) > 0
+
+    def submit(self) -> dict[tuple[str, str], object]:
+        status_board, stage_task = _remote_api()
+        self.board = status_board.remote()
+        gpus = self.use_gpus()
+        threads = max(1, int(self.settings.cpus_per_stage))
+        refs = {}
+        for user, cfg in self.configs.items():
+            upstream = None
+            for stage in STAGES:
+                upstream = stage_task.options(
+                    name=f"{stage.name}:{user}",
+                    num_cpus=self.settings.cpus_per_stage,
+                    num_gpus=1 if (gpus and stage.uses_gpu) else 0,
+                    max_retries=self.settings.max_retries,
+                    retry_exceptions=True,
+                ).remote(stage.name, user, cfg.profile, self.overrides, threads, upstream, self.board)
+                refs[(user, stage.name)] = upstream
+        return refs
+
+    def follow(self, refs: dict[tuple[str, str], object]) -> None:
+        import ray
+
+        pending = dict(refs)
+        while pending:
+            ready, _ = ray.wait(list(pending.values()), num_returns=len(pending), timeout=self.settings.status_every_s)
+            ready_ids = set(ready)
+            for key in [k for k, ref in pending.items() if ref in ready_ids]:
+                self._finish(key, pending.pop(key))
+            self._mark_running(ray.get(self.board.snapshot.remote()), pending)
+            self.write_status(finished=not pending)
+
+    def _finish(self, key: tuple[str, str], ref) -> None:
+        import ray
+        from ray.exceptions import RayError
+
+        user, stage = key
+        row = self._stage_row(user, stage)
+        try:
+            result: StageResult = ray.get(ref)
+            row.state, row.seconds, row.reason, row.hint, row.details = (
+                result.state, result.seconds, result.reason, result.hint, result.details)
+        except RayError as exc:  # raised (or its worker died) after every retry, or an upstream stage did
+            earlier_crashed = any(s.state in (CRASHED, NOT_RUN) for s in self.rows[user].stages if s.stage != stage)
+            row.state = NOT_RUN if earlier_crashed else CRASHED
+            row.reason = ("an earlier stage crashed" if earlier_crashed
+                          else f"crashed after {self.settings.max_retries + 1} attempt(s): {_first_line(exc)}")
+            row.hint = "" if earlier_crashed else "Run the same batch again (finished stages are skipped); " \
+                                                  "worker logs are on the Ray dashboard."
+
+    def _mark_running(self, started: dict, pending: dict) -> None:
+        for (user, stage), info in started.items():
+            row = self._stage_row(user, stage)
+            row.attempts = info["attempts"]
+            if (user, stage) in pending:
+                row.state = "running"
+                row.seconds = time.time() - info["since"]
+
+    def _stage_row(self, user: str, stage: str) -> StageRow:
+        return next(s for s in self.rows[user].stages if s.stage == stage)
+
+    # -- reporting ------------------------------------------------------------------------------------
+    def status(self, finished: bool) -> dict:
+        return {"batch": self.batch_id, "address": self.address or "embedded",
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
+                "seconds": round(time.time() - self.started, 2), "finished": finished,
+                "status_file": str(self.status_dir / "status.json"),
+                "people": [row.to_json() for row in self.rows.values()]}
+
+    def write_status(self, finished: bool) -> Path:
+        self.status_dir.mkdir(parents=True, exist_ok=True)
+        path = self.status_dir / "status.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.status(finished), indent=2))
+        os.replace(tmp, path)
+        people = self.status(finished)["people"]
+        states = [(p["user"], p["stage"], p["stage_state"]) for p in people]
+        if states != self._last_states or finished:  # the table again only when something moved
+            print(format_table(people), flush=True)
+            self._last_states = states
+        return path
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return next((line for line in reversed(text) if line.strip()), type(exc).__name__)[:300]
+
+
+def format_table(people: list[dict]) -> str:
+    header = f"{'person':<16} {'stage':<8} {'state':<10} {'time':>8} {'kept':>5} {'likeness':>8}  note"
+    lines = [header]
+    for p in people:
+        likeness = f"{p['best_likeness']:.2f}" if p["best_likeness"] is not None else "-"
+        kept = str(p["kept"]) if p["kept"] is not None else "-"
+        note = p["reason"] or ""
+        lines.append(f"{p['user']:<16} {p['stage']:<8} {p['stage_state']:<10} {p['seconds']:>7.1f}s {kept:>5} "
+                     f"{likeness:>8}  {note[:80]}")
+    return "\n".join(lines)
+
+
+def run_batch(users: Sequence[str], profile: str | None = None, overrides: Sequence[str] = (),
+              address: str | None = None, batch_id: str | None = None) -> dict:
+    """Run every person's chain on Ray; returns the final status (also in outputs/batch/<id>/status.json)."""
+    batch_id = batch_id or new_batch_id()
+    configs, worker_overrides = load_configs(users, profile, overrides, batch_id)
+    batch = Batch(configs, worker_overrides, batch_id, address)
+    start_ray(address)
+    batch.write_status(finished=False)
+    batch.follow(batch.submit())
+    return batch.status(finished=True)
+
+
+def exit_status(status: dict) -> int:
+    """0: everyone complete; 2: someone must fix their photos or settings; 1: a stage crashed."""
+    states = {p["state"] for p in status["people"]}
+    return 1 if CRASHED in states else 2 if "stopped" in states else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service.batch", description=__doc__.splitlines()[0])
+    parser.add_argument("--users", required=True, help="comma-separated names: data/users/<name>/selfies/ each")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster: auto (a running one) or ray://head:10001; default: start Ray on this machine")
+    parser.add_argument("--profile", default=None, help="model profile in configs/model/ (default: sdxl)")
+    parser.add_argument("--id", dest="batch_id", default=None, help="batch name (default: the start time)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("overrides", nargs="*", help="config overrides for everyone, e.g. train.max_steps=500")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    users = [u.strip() for u in args.users.split(",") if u.strip()]
+    try:
+        status = run_batch(users, args.profile, args.overrides, args.address, args.batch_id)
+    except HeadshotsError as exc:
+        return print_error(exc, args.verbose)
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again; finished stages are skipped and training resumes",
+              file=sys.stderr)
+        return 130
+    print(f"status: {status['status_file']}")
+    return exit_status(status)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Many people at once on embedded Ray, tiny profile, CPU: real intake, prepare, training, sampling and
+scoring in Ray workers. One batch of three people (one unusable set, one whose training worker is
+killed with SIGKILL, one identical twin of that one trained without interruption), then the same
+batch again, which must do no work."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from headshots.config import load_config
+from headshots.workspace import ADAPTER_WEIGHTS, Workspace
+from service.batch import run_batch, start_ray
+from service.chain import STAGE_NAMES, stages_to_run
+from tests.conftest import copy_photos
+
+STEPS = 12
+OVERRIDES = [f"train.max_steps={STEPS}", "train.checkpoint_every=3", "infer.styles=[linkedin]",
+             "infer.images_per_style=1", "infer.steps=2", "batch.max_retries=2", "batch.status_every_s=0.5"]
+
+
+@pytest.fixture(scope="module")
+def people(tmp_path_factory, faces_dir, face_weights):
+    """alice and twin: the same six photos of one person (Georgia Tech s23); carol: two photos, too few."""
+    from headshots.tiny_sdxl import build_tiny_sdxl
+
+    root = tmp_path_factory.mktemp("batch")
+    build_tiny_sdxl().save_pretrained(root / "tiny-sdxl")
+    data = root / "data"
+    six = sorted((faces_dir / "georgia-tech" / "s23").glob("*.jpg"))[:6]
+    copy_photos(six, data / "alice" / "selfies")
+    copy_photos(six, data / "twin" / "selfies")
+    copy_photos(sorted((faces_dir / "georgia-tech" / "s01").glob("*.jpg"))[:2], data / "carol" / "selfies")
+    overrides = [f"paths.data_root={data}", f"paths.outputs_root={root / 'outputs'}", f"paths.cache_root={root / 'cache'}",
+                 f"model.pretrained={root / 'tiny-sdxl'}", "wandb.mode=disabled", *OVERRIDES]
+    start_ray()
+    yield overrides
+    import ray
+
+    ray.shutdown()
+
+
+def fit_worker_pid(user: str, timeout: float = 300) -> int:
+    """The PID of the Ray worker running `user`'s training, from Ray's state API."""
+    from ray.util.state import list_tasks
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        running = list_tasks(filters=[("name", "=", f"fit:{user}"), ("state", "=", "RUNNING")], detail=True)
+        if running and running[0].worker_pid:
+            return running[0].worker_pid
+        time.sleep(0.5)
+    raise AssertionError(f"fit:{user} never ran")
+
+
+def wait_for(path_glob: Path, pattern: str, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not list(path_glob.glob(pattern)):
+        assert time.time() < deadline, f"nothing matched {path_glob / pattern} in {timeout}s"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def first_batch(people):
+    """The batch, with alice's training worker killed (kill -9) once it has written a checkpoint."""
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(run_batch(["alice", "twin", "carol"], "tiny", people,
+                                                                    batch_id="first")))
+    runner.start()
+    cfg = load_config("alice", "tiny", overrides=people)
+    pid = fit_worker_pid("alice")
+    wait_for(Workspace.from_config(cfg).checkpoints_dir(cfg.run), "step-*")
+    os.kill(pid, signal.SIGKILL)
+    runner.join(timeout=900)
+    assert not runner.is_alive(), "the batch did not finish"
+    return result, pid
+
+
+def person(status: dict, user: str) -> dict:
+    return next(p for p in status["people"] if p["user"] == user)
+
+
+def test_usable_sets_complete_and_the_unusable_one_stops_at_intake(first_batch, people):
+    status, _ = first_batch
+    on_disk = json.loads(Path(status["status_file"]).read_text())
+    assert on_disk["finished"] and on_disk["people"] == status["people"]
+    for user in ("alice", "twin"):
+        row = person(on_disk, user)
+        assert row["state"] == "complete", row
+        ws = Workspace.from_config(load_config(user, "tiny", overrides=people))
+        assert (ws.adapter_dir("default") / ADAPTER_WEIGHTS).is_file()
+        scores = json.loads((ws.samples_dir("default") / "scores.json").read_text())
+        assert len(scores["images"]) == 1 and (ws.samples_dir("default") / scores["images"][0]["file"]).is_file()
+        assert row["kept"] == scores["kept"]
+    carol = person(on_disk, "carol")
+    assert (carol["state"], carol["stage"], carol["stage_state"]) == ("stopped", "intake", "failed")
+    assert "only 2 usable photos" in carol["reason"] and carol["hint"]
+    assert [s["state"] for s in carol["stages"]] == ["failed", "not run", "not run", "not run", "not run"]
+
+
+def test_killed_training_is_retried_and_resumes_to_the_uninterrupted_weights(first_batch, people):
+    status, killed_pid = first_batch
+    fit = next(s for s in person(status, "alice")["stages"] if s["stage"] == "fit")
+    assert fit["state"] == "done" and fit["attempts"] == 2, fit
+    twin_fit = next(s for s in person(status, "twin")["stages"] if s["stage"] == "fit")
+    assert twin_fit["attempts"] == 1
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed_pid, 0)
+
+    def adapter(user: str) -> dict:
+        ws = Workspace.from_config(load_config(user, "tiny", overrides=people))
+        return load_file(ws.adapter_dir("default") / ADAPTER_WEIGHTS)
+
+    resumed, uninterrupted = adapter("alice"), adapter("twin")
+    assert resumed.keys() == uninterrupted.keys()
+    for key in resumed:
+        assert (resumed[key] - uninterrupted[key]).abs().max() <= 1e-6, key
+
+
+def test_the_same_batch_again_does_no_work(first_batch, people):
+    started = time.perf_counter()
+    again = run_batch(["alice", "twin", "carol"], "tiny", people, batch_id="again")
+    seconds = time.perf_counter() - started
+    for user in ("alice", "twin"):
+        assert [s["state"] for s in person(again, user)["stages"]] == ["skipped"] * len(STAGE_NAMES)
+    assert person(again, "carol")["reason"] == person(first_batch[0], "carol")["reason"]
+    print(f"\nre-run of a finished batch: {seconds:.1f} s")
+
+
+def test_a_changed_setting_reruns_only_the_stages_that_read_it(first_batch, people, faces_dir):
+    def plan(*extra: str, user: str = "alice") -> list[str]:
+        return stages_to_run(load_config(user, "tiny", overrides=[*people, *extra]))
+
+    assert plan() == []
+    assert plan("infer.steps=3") == ["infer", "export"]
+    assert plan("train.learning_rate=0.002") == ["fit", "infer", "export"]
+    assert plan("wandb.mode=offline") == []
+    ws = Workspace.from_config(load_config("twin", "tiny", overrides=people))
+    copy_photos([faces_dir / "georgia-tech" / "s23" / "07.jpg"], ws.selfies)
+    assert plan(user="twin") == list(STAGE_NAMES)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--users", "alice", "train.max_stepz=3"], "Unknown config key `train.max_stepz`"),
+    (["--users", "../etc"], "User name '../etc' is not allowed"),
+    (["--users", "batch"], "User name 'batch' is reserved"),
+    (["--users", "alice,alice"], "named twice"),
+])
+def test_bad_input_stops_before_any_work_with_the_reason(args, message, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "service.batch", "--profile", "tiny", *args,
+                             f"paths.outputs_root={tmp_path}"], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "batch").exists()
