@@ -20,10 +20,10 @@ endif
 TINY_MODEL := models/tiny-sdxl
 COMMON = --user $(USER) --profile $(PROFILE) run=$(RUN)
 
-.PHONY: batch setup lock demo test test-all intake prepare train infer purge tiny-model bench help check-user
+.PHONY: app batch setup lock demo test test-all intake prepare train infer purge tiny-model bench help check-user
 
 help:
-	@echo "make setup | lock | demo | test | test-all | intake/prepare/train/infer/purge USER=name [PROFILE=tiny] | batch USERS=a,b | bench"
+	@echo "make setup | lock | demo | test | test-all | intake/prepare/train/infer/purge USER=name [PROFILE=tiny] | batch USERS=a,b | app [PROFILE=tiny] | bench"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -99,6 +99,10 @@ batch: $(if $(filter tiny,$(PROFILE)),tiny-model)
 	@test -n "$(USERS)" || { echo "error: say whose photos, e.g. make batch USERS=alice,bob"; exit 2; }
 	$(BIN)/python -m service.batch --users $(USERS) --profile $(PROFILE) $(if $(ADDRESS),--address $(ADDRESS)) $(ARGS)
 
+# The web app on 127.0.0.1:7860 (prints the URL); ARGS e.g. --port 8000, train.max_steps=500.
+app: $(if $(filter tiny,$(PROFILE)),tiny-model)
+	$(BIN)/python -m service.app --profile $(PROFILE) $(ARGS)
+
 purge: check-user
 	$(BIN)/python -m headshots.purge --user $(USER) $(if $(ALL),--include-selfies) $(ARGS)
 
@@ -107,4 +111,5 @@ bench:
 	$(BIN)/python scripts/bench_scoring.py
 	$(BIN)/python scripts/bench_train.py
 	$(BIN)/python scripts/bench_generate.py
+	$(BIN)/python scripts/bench_detail.py
 	$(BIN)/python scripts/bench_batch.py

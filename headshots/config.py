@@ -208,6 +208,27 @@ class WandbConfig:
 
 
 @dataclass
+class DetailConfig:
+    """Face-detail pass (infer/detail.py): each generated face re-drawn at the model's native size with the
+    person's adapter, then pasted back through a soft mask; scoring keeps the better of the two versions."""
+
+    enabled: bool = False  # part of `infer all` when on; `python -m infer detail` runs it alone
+    crop_scale: float = 2.0  # the square crop's side / the face box's longer side (context for the inpainting)
+    strength: float = 0.4  # how much of the denoising is redone: low keeps the face's shape, high re-invents it
+    steps: int = 30  # the pipeline runs steps x strength of them
+    guidance_scale: Optional[float] = None  # None: infer.guidance_scale
+    dilate: float = 0.15  # the mask's ellipse is the face box grown by this share of its size
+    feather: float = 0.3  # the mask fades to 0 over this share of the ellipse's radius, inside its edge
+
+    def __post_init__(self) -> None:
+        _check(self.crop_scale >= 1.0, "infer.detail.crop_scale", "must be at least 1 (the crop holds the whole face)")
+        _check(0.0 < self.strength <= 1.0, "infer.detail.strength", "must be in (0, 1]")
+        _check(self.steps >= 1, "infer.detail.steps", "must be at least 1")
+        _check(0.0 <= self.dilate <= 1.0, "infer.detail.dilate", "must be between 0 and 1")
+        _check(0.0 < self.feather <= 1.0, "infer.detail.feather", "must be in (0, 1]")
+
+
+@dataclass
 class InferConfig:
     styles: List[str] = field(default_factory=lambda: ["linkedin", "corporate", "executive"])  # names or YAML paths
     style_overrides: Dict[str, str] = field(default_factory=dict)  # e.g. {background: "white wall"}, all styles
@@ -227,6 +248,7 @@ class InferConfig:
     refiner: Optional[str] = None
     refiner_start: float = 0.8
     export_files: List[str] = field(default_factory=list)  # files in samples/ to export; empty: every kept image
+    detail: DetailConfig = field(default_factory=DetailConfig)
 
     def __post_init__(self) -> None:
         _check(len(self.styles) > 0, "infer.styles", "must name at least one style")

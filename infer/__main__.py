@@ -1,4 +1,4 @@
-"""python -m infer {generate,score,export,all} --user NAME [--profile tiny] [infer.styles=[linkedin,actor] ...]"""
+"""python -m infer {generate,detail,score,export,all} --user NAME [--profile tiny] [infer.styles=[linkedin,actor] ...]"""
 
 from __future__ import annotations
 
@@ -28,17 +28,26 @@ def _export(cfg: Config) -> None:
     print(f"export: {export(cfg)}")
 
 
+def _detail(cfg: Config) -> None:
+    from infer.detail import detail
+
+    detail(cfg)
+
+
 def _all(cfg: Config) -> None:
-    _generate(cfg)
+    from infer.detail import generate_with_detail
+
+    generate_with_detail(cfg)
     _score(cfg)
 
 
-COMMANDS = {"generate": _generate, "score": _score, "export": _export, "all": _all}
+COMMANDS = {"generate": _generate, "detail": _detail, "score": _score, "export": _export, "all": _all}
 HELP = {
     "generate": "sample N images per style from base model + adapter",
+    "detail": "face-detail pass: re-draw each face at full resolution with the adapter (keeps both versions)",
     "score": "face-similarity filter, ranking, scores.json and gallery.html",
     "export": "crop kept (or infer.export_files) images for LinkedIn, 4:5 portrait and CV, centred on the face",
-    "all": "generate then score",
+    "all": "generate (then the face-detail pass when infer.detail.enabled) then score",
 }
 
 if __name__ == "__main__":

@@ -71,9 +71,22 @@ def _card(item: dict) -> str:
   <span class="badge">{badge}</span> <b>{html.escape(item['style'])}</b> &middot; seed {item['seed']}
   <img class="full" src="{src}" alt="{src} at 400x400" loading="lazy">
   <div class="small"><img class="avatar" src="{src}" alt="{src} as a 100px avatar"><img class="tiny" src="{src}" alt="{src} as a 40px avatar">
-  <div class="meta">similarity {sim}<br>{html.escape(item['reason'])}</div></div>
+  <div class="meta">similarity {sim}<br>{html.escape(item['reason'])}{_detail_note(item.get("detail"))}</div></div>
   <ul class="checks">{checks}</ul>
 </div>"""
+
+
+def _detail_note(detail: dict | None) -> str:
+    """Which version the face-detail pass left, and by how much it won or lost."""
+    if not detail:
+        return ""
+    if "skipped" in detail:
+        return f"<br>face detail: none ({html.escape(detail['skipped'])})"
+    def fmt(value):
+        return "no face" if value is None else f"{value:.2f}"
+    figures = f"re-drawn {fmt(detail['similarity_redrawn'])} vs original {fmt(detail['similarity_original'])}"
+    gain = "" if detail["gain"] is None else f" ({detail['gain']:+.2f})"
+    return f"<br>face detail: {'re-drawn face kept' if detail['chosen'] == 'redrawn' else 'original kept'}{gain}: {figures}"
 
 
 def _floor(scores: dict) -> str:

@@ -131,17 +131,33 @@ def sample(pipes: Pipelines, cfg: Config, prompts: dict[str, str], seeds: list[i
     ).images
 
 
-def generate(cfg: Config) -> list[Sample]:
-    workspace = Workspace.from_config(cfg)
-    adapter = workspace.require_adapter(cfg.run, cfg.infer.adapter)
+@dataclass(frozen=True)
+class Person:
+    """Who the prompts are about: the adapter to sample with, what stands for the person in a prompt,
+    and the class noun the adapter was trained with."""
+
+    adapter: Path
+    trigger: str
+    class_noun: str
+
+
+def person_context(cfg: Config) -> Person:
+    adapter = Workspace.from_config(cfg).require_adapter(cfg.run, cfg.infer.adapter)
     trained = config_from_yaml(adapter / "config.yaml")  # the class the adapter was trained with
-    trigger = adapter_trigger(adapter)
+    return Person(adapter, adapter_trigger(adapter), trained.prepare.class_noun)
+
+
+def generate(cfg: Config, pipes: Pipelines | None = None) -> list[Sample]:
+    """Sample every style; `pipes` (from load_pipelines) when the caller keeps them for the next pass."""
+    workspace = Workspace.from_config(cfg)
+    person = person_context(cfg)
+    trigger, class_noun = person.trigger, person.class_noun
     styles = [load_style(name, dict(cfg.infer.style_overrides)) for name in cfg.infer.styles]
 
-    pipes = load_pipelines(cfg, adapter)
+    pipes = pipes or load_pipelines(cfg, person.adapter)
     tokenizers = {"tokenizer": pipes.base.tokenizer, "tokenizer_2": pipes.base.tokenizer_2}
     for style in styles:
-        check_prompt_lengths(style.prompts(trigger, trained.prepare.class_noun), tokenizers, style.name)
+        check_prompt_lengths(style.prompts(trigger, class_noun), tokenizers, style.name)
     settings = _settings(cfg, pipes)
 
     out_dir = workspace.samples_dir(cfg.run)
@@ -153,7 +169,7 @@ def generate(cfg: Config) -> list[Sample]:
     # thread does it while the next batch samples, instead of the GPU waiting for it.
     with tqdm(total=total, desc="generate", unit="image") as progress, ThreadPoolExecutor(max_workers=1) as writer:
         for index, style in enumerate(styles):
-            prompts = style.prompts(trigger, trained.prepare.class_noun)
+            prompts = style.prompts(trigger, class_noun)
             seeds = seeds_for(cfg, index)
             for start in range(0, len(seeds), cfg.infer.batch_size):
                 batch = seeds[start : start + cfg.infer.batch_size]

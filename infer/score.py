@@ -47,6 +47,8 @@ class Score:
     face_box: Optional[list[float]] = None  # x1, y1, x2, y2 in pixels of the image
     glasses: Optional[bool] = None
     reasons: list[dict] = field(default_factory=list)  # every check: {check, passed, detail}
+    # face-detail pass: which version won and by how much, or why there was none (infer/detail.py)
+    detail: Optional[dict] = None
 
 
 def load_references(workspace: Workspace) -> torch.Tensor:
@@ -65,14 +67,15 @@ def score(cfg: Config, analyzer: Optional[FaceAnalyzer] = None) -> list[Score]:
     threshold = review.person_threshold(references, cfg.filter)
     selfie_glasses = selfie_glasses_share(workspace, analyzer, cfg) if cfg.filter.check_glasses else None
 
-    images = [load_rgb(samples_dir / item["file"]) for item in items]
-    detections = analyzer.detect_many(images)
-    similarities = analyzer.similarity_rows(images, detections, references)
-    scores = [
-        judge(item, image, detection, sims, threshold, selfie_glasses, cfg)
-        for item, image, detection, sims in zip(items, images, detections, similarities)
-    ]
-    collapse_duplicates(scores, {item["file"]: image for item, image in zip(items, images)}, cfg.filter.duplicate_similarity)
+    # Every version of every image (as generated, and face-detailed when the pass made one) in one batch.
+    versions = [(index, name) for index, item in enumerate(items) for name in versions_of(item, samples_dir)]
+    images = {name: load_rgb(samples_dir / name) for _, name in versions}
+    detections = analyzer.detect_many(list(images.values()))
+    similarities = analyzer.similarity_rows(list(images.values()), detections, references)
+    judged = {name: judge({**items[index], "file": name}, images[name], detection, sims, threshold, selfie_glasses, cfg)
+              for (index, name), detection, sims in zip(versions, detections, similarities)}
+    scores = [better_version(item, judged) for item in items]
+    collapse_duplicates(scores, images, cfg.filter.duplicate_similarity)
     rank(scores)
     loo = review.leave_one_out(references)
     (samples_dir / SCORES).write_text(json.dumps({
@@ -88,6 +91,34 @@ def score(cfg: Config, analyzer: Optional[FaceAnalyzer] = None) -> list[Score]:
              threshold, cfg.filter.threshold, samples_dir / SCORES)
     log_scores_table(cfg, samples_dir, scores)
     return scores
+
+
+def versions_of(item: dict, samples_dir: Path) -> list[str]:
+    """The image as generated, and its face-detailed version when there is one."""
+    redrawn = (item.get("detail") or {}).get("file")
+    return [item["file"]] + ([redrawn] if redrawn and (samples_dir / redrawn).is_file() else [])
+
+
+def better_version(item: dict, judged: dict[str, Score]) -> Score:
+    """The version that looks more like the person (a found face first, then the higher similarity),
+    with a note of the other's figures: the same rule as between any two outputs."""
+    original = judged[item["file"]]
+    record = item.get("detail")
+    if not record or "file" not in record or record["file"] not in judged:
+        original.detail = {"skipped": record["skipped"]} if record and "skipped" in record else None
+        return original
+    redrawn = judged[record["file"]]
+    winner = redrawn if _likeness(redrawn) > _likeness(original) else original
+    gain = (round(redrawn.similarity - original.similarity, 4)
+            if redrawn.similarity is not None and original.similarity is not None else None)
+    winner.detail = {"original": original.file, "redrawn": redrawn.file,
+                     "chosen": "redrawn" if winner is redrawn else "original",
+                     "similarity_original": original.similarity, "similarity_redrawn": redrawn.similarity, "gain": gain}
+    return winner
+
+
+def _likeness(score: Score) -> tuple[bool, float]:
+    return score.face_found, score.similarity if score.similarity is not None else -2.0
 
 
 def judge(item: dict, image: Image.Image, detection: Detection, sims: Optional[torch.Tensor], threshold: float,

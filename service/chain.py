@@ -1,6 +1,6 @@
 """One person's chain of stages, run once, resumed, or skipped when nothing changed:
 
-    intake -> prepare -> fit -> infer (generate + score + gallery) -> export
+    intake -> prepare -> fit -> infer (generate [+ face detail] + score + gallery) -> export
 
 The stages are the public functions of train/ and infer/; this module only decides whether each must
 run. A stage is skipped when its record says it finished with the same fingerprint and its outputs are
@@ -61,11 +61,11 @@ def _fit(cfg: Config) -> dict:
 
 
 def _infer(cfg: Config) -> dict:
+    from infer.detail import generate_with_detail
     from infer.gallery import write_gallery
-    from infer.generate import generate
     from infer.score import score
 
-    generate(cfg)
+    generate_with_detail(cfg)
     scores = score(cfg)
     write_gallery(cfg)
     kept = [s for s in scores if s.kept]

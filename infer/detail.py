@@ -1,0 +1,196 @@
+"""Face-detail pass: re-draw each generated face at the model's native size with the person's adapter.
+
+SDXL gives a face that fills a fifth of a 1024 px frame about 25x25 latent pixels, and likeness drifts
+there first (eyes, teeth, hairline). This pass, between generate and score, does for each image in
+samples/manifest.json what A1111's ADetailer and ComfyUI's FaceDetailer do:
+
+  1. find the subject's face (headshots.faces: the same subject choice as everywhere);
+  2. crop a square around it (`infer.detail.crop_scale` x the face) and scale it up to the native size;
+  3. re-draw it with SDXL's inpainting pipeline made from the loaded base pipeline's own modules (the
+     person's adapter included, no second copy of any weights), a face prompt built from the image's
+     style, a soft elliptical mask and `strength` of the denoising;
+  4. scale it back and paste it through the same mask: outside the mask not one pixel changes.
+
+Only SDXL and the person's own adapter are used: no GFPGAN, CodeFormer or InsightFace weights, whose
+terms forbid commercial use.
+
+Reads   samples/manifest.json + images, the adapter (as generate)
+Writes  samples/<name>.detail.png, and per manifest entry "detail": every input of the re-draw (file,
+        crop_box, face_box, prompts, seed, strength, steps, guidance_scale, dilate, feather, native), so the
+        entry alone redoes it; or {"skipped": reason} when the image has no usable face or its face is
+        already at the native size. Scoring judges both versions and keeps the better.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+from tqdm import tqdm
+
+from headshots.config import Config
+from headshots.errors import HeadshotsError
+from headshots.faces import Detection, FaceAnalyzer, resolve_device
+from headshots.images import load_rgb
+from headshots.logs import get_logger
+from headshots.workspace import Workspace
+from infer.generate import MANIFEST, Pipelines, generate, load_pipelines, person_context
+from infer.styles import Style, check_prompt_lengths, load_style
+
+log = get_logger(__name__)
+Box = tuple[int, int, int, int]
+
+
+def detail_file(name: str) -> str:
+    """samples/<stem>.detail.png beside samples/<stem>.png."""
+    return f"{Path(name).stem}.detail.png"
+
+
+def crop_box(face_box: tuple[float, ...], image_size: tuple[int, int], crop_scale: float) -> Box:
+    """A square of `crop_scale` x the face's longer side, centred on the face, shifted to stay inside
+    the image (and no larger than its shorter side)."""
+    x1, y1, x2, y2 = face_box
+    width, height = image_size
+    side = min(round(max(x2 - x1, y2 - y1) * crop_scale), width, height)
+    left = min(max(round((x1 + x2 - side) / 2), 0), width - side)
+    top = min(max(round((y1 + y2 - side) / 2), 0), height - side)
+    return left, top, left + side, top + side
+
+
+def ellipse_mask(size: int, face_box: tuple[float, ...], dilate: float, feather: float) -> np.ndarray:
+    """(size, size) float mask in [0, 1] for a square region whose face box (in the region's pixels) is
+    given: 1 inside the face's ellipse grown by `dilate`, fading to exactly 0 at its edge over `feather`
+    of its radius. Pixels outside the grown ellipse are 0, so the paste leaves them untouched."""
+    x1, y1, x2, y2 = face_box
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    rx, ry = (x2 - x1) / 2 * (1 + dilate), (y2 - y1) / 2 * (1 + dilate)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5  # pixel centres
+    radius = np.sqrt(((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2)
+    return np.clip((1.0 - radius) / feather, 0.0, 1.0)
+
+
+def face_prompts(style: Style, trigger: str, class_noun: str) -> dict[str, str]:
+    """What the face re-draw is asked for: the person (trigger + class) with the style's expression and
+    light, and the style's photographic treatment for the second encoder."""
+    return {
+        "prompt": f"close-up photo of the face of {trigger} {class_noun}, {style.expression}, detailed eyes, natural skin texture",
+        "prompt_2": f"{style.lighting}, {style.tone}, sharp focus, high-end portrait photography",
+        "negative_prompt": style.negative,
+        "negative_prompt_2": style.negative,
+    }
+
+
+def plan(detection: Detection, image: Image.Image, entry: dict, prompts: dict[str, str], cfg: Config) -> dict:
+    """The manifest's "detail" record for one image: every input of its re-draw, or why it is skipped."""
+    face = detection.subject
+    if face is None:
+        return {"skipped": f"no usable face ({detection.problem or 'no_face'})"}
+    native = cfg.model.resolution
+    box = crop_box(face.box, image.size, cfg.infer.detail.crop_scale)
+    side = box[2] - box[0]
+    if side >= native:
+        return {"skipped": f"the face's crop is already {side} px, at least the model's native {native} px"}
+    detail = cfg.infer.detail
+    return {
+        "file": detail_file(entry["file"]), "crop_box": list(box), "face_box": [round(v, 2) for v in face.box],
+        **prompts, "seed": entry["seed"], "strength": detail.strength, "steps": detail.steps,
+        "guidance_scale": detail.guidance_scale if detail.guidance_scale is not None else cfg.infer.guidance_scale,
+        "dilate": detail.dilate, "feather": detail.feather, "native": native,
+    }
+
+
+def redraw(inpaint, image: Image.Image, record: dict) -> Image.Image:
+    """The image with its face re-drawn as `record` says (deterministic for the same record and weights)."""
+    left, top, right, _ = record["crop_box"]
+    side, native = right - left, record["native"]
+    crop = image.crop(tuple(record["crop_box"]))
+    x1, y1, x2, y2 = record["face_box"]
+    face_in_crop = (x1 - left, y1 - top, x2 - left, y2 - top)
+    scale = native / side
+    mask_native = ellipse_mask(native, tuple(v * scale for v in face_in_crop), record["dilate"], record["feather"])
+    out = inpaint(
+        prompt=record["prompt"], prompt_2=record["prompt_2"],
+        negative_prompt=record["negative_prompt"], negative_prompt_2=record["negative_prompt_2"],
+        image=crop.resize((native, native), Image.LANCZOS),
+        mask_image=Image.fromarray((mask_native * 255).round().astype(np.uint8), "L"),
+        height=native, width=native, strength=record["strength"], num_inference_steps=record["steps"],
+        guidance_scale=record["guidance_scale"], generator=torch.Generator("cpu").manual_seed(record["seed"]),
+    ).images[0]
+    return paste(image, out.resize((side, side), Image.LANCZOS), record["crop_box"],
+                 ellipse_mask(side, face_in_crop, record["dilate"], record["feather"]))
+
+
+def paste(image: Image.Image, patch: Image.Image, box: tuple[int, ...] | list[int], mask: np.ndarray) -> Image.Image:
+    """`image` with `patch` blended in at `box` through `mask` (same size as the patch); where the mask
+    is 0 the result is the original pixel exactly."""
+    result = np.asarray(image.convert("RGB")).copy()
+    left, top, right, bottom = box
+    original = result[top:bottom, left:right].astype(np.float32)
+    weight = mask[..., None]
+    blended = original + weight * (np.asarray(patch.convert("RGB")).astype(np.float32) - original)
+    result[top:bottom, left:right] = np.clip(np.round(blended), 0, 255).astype(np.uint8)
+    return Image.fromarray(result).convert(image.mode)
+
+
+def inpainting_pipeline(pipes: Pipelines):
+    """SDXL's inpainting pipeline over the base pipeline's very modules: `from_pipe` shares the UNet
+    (with the person's adapter, fused or not), VAE and text encoders instead of loading them again."""
+    from diffusers import StableDiffusionXLInpaintPipeline
+
+    inpaint = StableDiffusionXLInpaintPipeline.from_pipe(pipes.base)
+    inpaint.set_progress_bar_config(disable=True)
+    return inpaint
+
+
+def detail(cfg: Config, pipes: Pipelines | None = None) -> list[dict]:
+    """Run the pass over every generated image; returns the manifest entries, each with its "detail"."""
+    workspace = Workspace.from_config(cfg)
+    samples_dir = workspace.samples_dir(cfg.run)
+    manifest_path = samples_dir / MANIFEST
+    if not manifest_path.is_file():
+        raise HeadshotsError(f"No generated images in {samples_dir} to re-draw faces in.",
+                             f"Generate some first: make infer USER={cfg.user}")
+    manifest = json.loads(manifest_path.read_text())
+    person = person_context(cfg)
+    pipes = pipes or load_pipelines(cfg, person.adapter)
+    inpaint = inpainting_pipeline(pipes)
+    tokenizers = {"tokenizer": inpaint.tokenizer, "tokenizer_2": inpaint.tokenizer_2}
+
+    entries = manifest["images"]
+    images = [load_rgb(samples_dir / entry["file"]) for entry in entries]
+    analyzer = FaceAnalyzer(cfg.face, resolve_device(cfg.device), with_embedder=False)
+    detections = analyzer.detect_many(images)
+    styles: dict[str, dict[str, str]] = {}
+    for entry, image, detection in tqdm(list(zip(entries, images, detections)), desc="face detail", unit="image"):
+        if entry["style"] not in styles:
+            style = load_style(entry["style"], dict(cfg.infer.style_overrides))
+            styles[entry["style"]] = face_prompts(style, person.trigger, person.class_noun)
+            check_prompt_lengths(styles[entry["style"]], tokenizers, entry["style"])
+        entry["detail"] = plan(detection, image, entry, styles[entry["style"]], cfg)
+        if "file" in entry["detail"]:
+            _write_png(redraw(inpaint, image, entry["detail"]), entry, samples_dir)
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    redrawn = sum("file" in e["detail"] for e in entries)
+    log.info("face detail: %d of %d images re-drawn -> %s", redrawn, len(entries), samples_dir)
+    return entries
+
+
+def generate_with_detail(cfg: Config) -> None:
+    """The generate stage as `infer all` runs it: sample, then this pass when `infer.detail.enabled`,
+    both with one loaded pipeline."""
+    pipes = load_pipelines(cfg, person_context(cfg).adapter)
+    generate(cfg, pipes)
+    if cfg.infer.detail.enabled:
+        detail(cfg, pipes)
+
+
+def _write_png(image: Image.Image, entry: dict[str, Any], samples_dir: Path) -> None:
+    """Like every generated PNG, the detail version carries its manifest entry."""
+    info = PngInfo()
+    info.add_text("headshots", json.dumps(entry))
+    image.save(samples_dir / entry["detail"]["file"], pnginfo=info)

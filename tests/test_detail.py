@@ -1,0 +1,129 @@
+"""The face-detail pass: real MTCNN on real faces, the tiny SDXL inpainting pipeline made from the
+generate pipeline's own modules, and the paste checked pixel by pixel."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from headshots.images import load_rgb
+from headshots.workspace import Workspace
+from infer.detail import crop_box, ellipse_mask, paste
+
+PHOTO = ("georgia-tech", "s23", "01.jpg")
+
+
+def small_face_canvas(faces_dir, size: int, face_scale: float, offset: tuple[int, int]) -> Image.Image:
+    """A real photo shrunk by `face_scale` and pasted at `offset` into a grey square: a generated
+    half-body shot whose face is a small part of the frame."""
+    photo = load_rgb(faces_dir.joinpath(*PHOTO))
+    small = photo.resize((round(photo.width * face_scale), round(photo.height * face_scale)), Image.LANCZOS)
+    canvas = Image.new("RGB", (size, size), (128, 128, 128))
+    canvas.paste(small, offset)
+    return canvas
+
+
+def test_crop_is_a_square_around_the_face_inside_the_image():
+    assert crop_box((40, 50, 60, 80), (200, 200), 2.0) == (20, 35, 80, 95)  # side 2 x 30, centred on (50, 65)
+    assert crop_box((0, 0, 30, 30), (200, 100), 2.0) == (0, 0, 60, 60)  # shifted inside at the corner
+    assert crop_box((10, 10, 190, 90), (200, 100), 2.0) == (50, 0, 150, 100)  # no larger than the short side
+
+
+def test_mask_is_zero_outside_the_grown_ellipse_and_one_at_the_centre():
+    mask = ellipse_mask(100, (30, 20, 70, 80), dilate=0.25, feather=0.3)
+    ys, xs = np.mgrid[0:100, 0:100] + 0.5
+    radius = np.sqrt(((xs - 50) / 25) ** 2 + ((ys - 50) / 37.5) ** 2)  # half-sizes 20 and 30, grown by 25%
+    assert mask[radius >= 1].max() == 0.0
+    assert mask[radius <= 0.7].min() == 1.0
+    assert 0 < mask[(radius > 0.75) & (radius < 0.95)].min() < 1
+
+
+def test_a_small_real_face_is_found_and_pasted_back_where_it_is(faces_dir, analyzer):
+    """A photo pasted at a known place in a larger canvas: the crop found and the paste position agree
+    with the face found in the photo itself, moved by the same scale and offset, to a few pixels."""
+    scale, offset = 0.3, (205, 137)
+    canvas = small_face_canvas(faces_dir, 512, scale, offset)
+    in_photo = analyzer.detect(load_rgb(faces_dir.joinpath(*PHOTO))).subject.box
+    expected = np.array(in_photo) * scale + np.array(offset * 2)
+    found = np.array(analyzer.detect(canvas).subject.box)
+    assert np.abs(found - expected).max() <= 4, (found, expected)
+
+    box = crop_box(tuple(found), canvas.size, 2.0)
+    side = box[2] - box[0]
+    face_in_crop = tuple(found - np.array(box[:2] * 2))
+    mask = ellipse_mask(side, face_in_crop, 0.15, 0.3)
+    pasted = np.asarray(paste(canvas, Image.new("RGB", (side, side), (255, 0, 0)), box, mask)).astype(int)
+    changed = np.argwhere(np.any(pasted != np.asarray(canvas).astype(int), axis=-1))
+    centre_changed = changed.mean(axis=0)[::-1]  # (x, y)
+    centre_expected = (expected[:2] + expected[2:]) / 2
+    assert np.abs(centre_changed - centre_expected).max() <= 3, (centre_changed, centre_expected)
+    top, left = changed.min(axis=0)
+    bottom, right = changed.max(axis=0)
+    assert box[0] <= left and right < box[2] and box[1] <= top and bottom < box[3]
+
+
+@pytest.fixture
+def generated(prepared_user, make_config, faces_dir):
+    """Two generated executive shots of alice; the first replaced by a half-body frame with a small real face."""
+    from infer.generate import generate
+    from train.recipe import train
+
+    cfg = make_config("alice", "train.max_steps=2", "infer.styles=[executive]", "infer.images_per_style=2", "infer.steps=2",
+                      "infer.detail.steps=4")
+    train(cfg)
+    generate(cfg)
+    samples = Workspace.from_config(cfg).samples_dir(cfg.run)
+    small_face_canvas(faces_dir, 256, 0.12, (90, 60)).save(samples / "executive-00.png")
+    return cfg, samples
+
+
+def test_detail_pass_redraws_only_the_face_reproducibly_and_scoring_keeps_the_better(generated, analyzer):
+    from infer.detail import detail, generate_with_detail, inpainting_pipeline, redraw
+    from infer.gallery import write_gallery
+    from infer.generate import load_pipelines, person_context
+    from infer.score import score
+
+    cfg, samples = generated
+    entries = detail(cfg)
+    face, noise = entries
+    record = face["detail"]
+    assert record["file"] == "executive-00.detail.png" and record["native"] == cfg.model.resolution
+    assert record["crop_box"][2] - record["crop_box"][0] < cfg.model.resolution  # a small face: scaled up
+    assert "no usable face" in noise["detail"]["skipped"] and not (samples / "executive-01.detail.png").exists()
+    manifest = json.loads((samples / "manifest.json").read_text())
+    assert manifest["images"][0]["detail"] == record
+
+    before, after = Image.open(samples / "executive-00.png"), Image.open(samples / record["file"])
+    assert (after.size, after.mode) == (before.size, before.mode)
+    changed = np.argwhere(np.any(np.asarray(after) != np.asarray(before), axis=-1))
+    assert len(changed) > 50, "the face was not re-drawn"
+    x1, y1, x2, y2 = record["face_box"]
+    grow = 1 + record["dilate"]
+    rx, ry = (x2 - x1) / 2 * grow, (y2 - y1) / 2 * grow
+    ys, xs = changed[:, 0] + 0.5, changed[:, 1] + 0.5
+    radius = np.sqrt(((xs - (x1 + x2) / 2) / rx) ** 2 + ((ys - (y1 + y2) / 2) / ry) ** 2)
+    assert radius.max() < 1.0 + 1e-6, "a pixel outside the dilated face mask changed"
+
+    # The manifest entry alone redoes the same image.
+    pipes = load_pipelines(cfg, person_context(cfg).adapter)
+    again = redraw(inpainting_pipeline(pipes), load_rgb(samples / "executive-00.png"), record)
+    assert np.array_equal(np.asarray(again), np.asarray(after.convert("RGB")))
+
+    scores = {s.style + str(s.seed): s for s in score(cfg, analyzer)}
+    judged = scores[f"executive{face['seed']}"].detail
+    assert judged["original"] == "executive-00.png" and judged["redrawn"] == record["file"]
+    assert judged["chosen"] in ("redrawn", "original") and judged["similarity_original"] is not None
+    chosen = next(s for s in scores.values() if s.seed == face["seed"])
+    assert chosen.file == (record["file"] if judged["chosen"] == "redrawn" else "executive-00.png")
+    assert scores[f"executive{noise['seed']}"].detail == {"skipped": noise["detail"]["skipped"]}
+    assert "face detail:" in write_gallery(cfg).read_text()
+
+    # As `infer all` runs it: generate, then the pass, one pipeline (tiny outputs are noise: all skipped).
+    from dataclasses import replace
+
+    enabled = replace(cfg, infer=replace(cfg.infer, detail=replace(cfg.infer.detail, enabled=True)))
+    generate_with_detail(enabled)
+    assert all("skipped" in e["detail"] for e in json.loads((samples / "manifest.json").read_text())["images"])
