@@ -129,8 +129,9 @@ def main() -> None:
     row = Image.new("RGB", (frame.width * 2 + 8, frame.height), "white")
     row.paste(frame, (0, 0))
     row.paste(after, (frame.width + 8, 0))
-    (REPO / "docs" / "images").mkdir(exist_ok=True)
-    row.save(REPO / "docs" / "images" / "face_detail_tiny.png")
+    picture = args.out.parent / "images" / "face_detail_tiny.png"  # docs/images/ beside docs/benchmarks.md
+    picture.parent.mkdir(exist_ok=True)
+    row.save(picture)
     body = f"""`.venv/bin/python scripts/bench_detail.py` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores,
 {platform.machine()}, CPU, tiny profile with random weights). A {figures['frame_px']} px frame with a
 {figures['face_px']} px real face: crop {figures['crop_px']} px, re-drawn at the native {figures['native_px']} px with

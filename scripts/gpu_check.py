@@ -1,0 +1,216 @@
+"""The GPU figures in one call: training, ours against diffusers' reference, sampling, the face-detail
+pass, and the whole personal path, on full-size SDXL with random weights.
+
+    # on the GPU machine, through scripts/gpu_check.sh (it installs the carried wheels first)
+    python3 scripts/gpu_check.py --sdxl-config .gpu/sdxl-base-1.0-config --photos .gpu/photos --out $OUT
+    # anywhere, tiny profile on the CPU: what tests/test_gpu_check.py runs, so the driver cannot rot
+    .venv/bin/python scripts/gpu_check.py --tiny --out /tmp/gpu-check
+
+Every part runs in its own process with its own time budget; a part that overruns is stopped and
+recorded as such, and after every part gpu_check.json and gpu_check.md in --out are rewritten, so a
+run that breaks part-way keeps what it had. The benchmark scripts write their own Markdown sections
+(into --out/parts/, never into docs/ from here); their tables are also parsed into the JSON.
+
+    train      scripts/bench_train.py: ms/step, peak GPU memory (AdamW, 8-bit AdamW, checkpointing + 8-bit, uncached)
+    reference  scripts/bench_vs_reference.py: ours / diffusers' DreamBooth-LoRA script, same GPU and settings
+               (skipped, with the reason, when third_party/ has no copy of the reference script)
+    sample     scripts/bench_generate.py: s/image, plain diffusers call vs ours (fused LoRA), batch 1 and 4
+    detail     scripts/bench_detail.py: seconds per image the face-detail pass adds
+    path       this script: the whole personal path (prepare, train the default steps, generate 16, score),
+               seconds per stage, through service.chain (the stages users run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+# Targets from the GPU-figures issue, printed beside the measured figures.
+TARGETS = {
+    "train": "<= 90 ms/step (then 45); peak <= 12 GB with checkpointing + 8-bit",
+    "reference": "ours no slower and no larger than the reference",
+    "sample": "<= 1.5 s/image at 1024 px, 30 steps (floor ~0.4 s on H100-class)",
+    "detail": "a fraction of one generation",
+    "path": "<= 60 s for 16 images, prepare to scores",
+}
+
+
+def parts(args: argparse.Namespace) -> dict[str, tuple[list[str], int]]:
+    """name -> (command, time budget in seconds). The budgets sum to under 8 minutes on the GPU. Each part
+    builds its own random full-size SDXL (about half a minute there): the price of isolating the parts."""
+    py = sys.executable
+    full = ["--sdxl-config", str(args.sdxl_config)] if not args.tiny else []
+    tiny = args.tiny
+
+    def out(name: str) -> list[str]:
+        return ["--out", str(args.out / "parts" / f"{name}.md")]
+
+    return {
+        "train": ([py, str(SCRIPTS / "bench_train.py"), *full, *(["--steps", "2", "4"] if tiny else []), *out("train")],
+                  120),
+        "reference": ([py, str(SCRIPTS / "bench_vs_reference.py"), *full,
+                       *(["--steps", "4", "--warmup", "1", "--repeats", "1"] if tiny else ["--steps", "25", "--repeats", "1"]),
+                       *out("reference")], 90),
+        "sample": ([py, str(SCRIPTS / "bench_generate.py"), *full, "--batch", "4",
+                    *(["--steps", "2", "--repeats", "1"] if tiny else ["--repeats", "2"]), *out("sample")], 90),
+        "detail": ([py, str(SCRIPTS / "bench_detail.py"), *full, "--repeats", "1" if tiny else "2",
+                    "--json", str(args.out / "parts" / "detail.json"), *out("detail")], 40),
+        "path": ([py, str(Path(__file__).resolve()), "--path-only", *(["--tiny"] if tiny else full),
+                  "--photos", str(args.photos), "--out", str(args.out)], 120),
+    }
+
+
+def markdown_tables(text: str) -> list[list[dict[str, str]]]:
+    """Every pipe table in a Markdown text, as lists of {column: cell}."""
+    tables, rows = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+            continue
+        if len(rows) > 2:
+            header = rows[0]
+            tables.append([dict(zip(header, row)) for row in rows[2:]])
+        rows = []
+    return tables
+
+
+def run_part(name: str, command: list[str], budget: int, out: Path) -> dict:
+    started = time.perf_counter()
+    log = out / "parts" / f"{name}.log"
+    try:
+        with log.open("w") as handle:
+            code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, timeout=budget, cwd=REPO,
+                                  check=False).returncode
+        state = "done" if code == 0 else f"failed (exit {code})"
+    except subprocess.TimeoutExpired:
+        state = f"stopped at its {budget} s budget"
+    section = out / "parts" / f"{name}.md"
+    text = section.read_text() if section.is_file() else ""
+    tail = log.read_text().strip().splitlines()[-3:] if log.is_file() else []
+    if "reference" in name and "third_party" in " ".join(tail) and state != "done":
+        state = "skipped: no copy of diffusers' reference script in third_party/ (see scripts/bench_vs_reference.py)"
+    return {"part": name, "state": state, "seconds": round(time.perf_counter() - started, 1), "budget_s": budget,
+            "command": " ".join(command), "target": TARGETS[name], "tables": markdown_tables(text),
+            "markdown": text, "log_tail": tail}
+
+
+def write_report(results: list[dict], out: Path, environment: dict) -> None:
+    (out / "gpu_check.json").write_text(json.dumps({"environment": environment, "parts": results}, indent=2))
+    lines = ["# GPU check", "", " ".join(f"{k}: {v};" for k, v in environment.items()), "",
+             "| part | state | seconds (budget) | target |", "|---|---|---|---|"]
+    lines += [f"| {r['part']} | {r['state']} | {r['seconds']} ({r['budget_s']}) | {r['target']} |" for r in results]
+    for r in results:
+        lines += ["", f"## {r['part']}", "", r["markdown"].strip() or "(no figures: " + r["state"] + ")"]
+    (out / "gpu_check.md").write_text("\n".join(lines) + "\n")
+
+
+def environment() -> dict:
+    import torch
+
+    from headshots.versions import installed_version
+
+    info = {"date": time.strftime("%Y-%m-%d %H:%M"), "python": sys.version.split()[0], "torch": torch.__version__,
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"}
+    info.update({package: installed_version(package) or "missing"
+                 for package in ("diffusers", "transformers", "peft", "accelerate", "bitsandbytes")})
+    return info
+
+
+# -- the whole personal path ----------------------------------------------------------------------------
+
+def whole_path(args: argparse.Namespace) -> None:
+    """prepare -> fit (default steps) -> generate 16 -> score, one person, timed by the chain's own results."""
+    import torch
+
+    from headshots.config import load_config
+    from headshots.tiny_sdxl import build_full_size_sdxl, build_tiny_sdxl
+    from service.chain import run_stage, stage_named
+
+    with tempfile.TemporaryDirectory(prefix="gpu-check-path-") as tmp:
+        tmp = Path(tmp)
+        started = time.perf_counter()
+        if args.tiny:
+            build_tiny_sdxl().save_pretrained(tmp / "model")
+            profile, extra = "tiny", []
+        else:
+            build_full_size_sdxl(args.sdxl_config, tmp / "model")
+            profile, extra = "sdxl", ["model.variant=fp16", "model.vae=null"]
+        build_s = time.perf_counter() - started
+        if not os.environ.get("HEADSHOTS_FACE_WEIGHTS") or not Path(os.environ["HEADSHOTS_FACE_WEIGHTS"]).is_file():
+            # Timing only: FaceNet's speed does not depend on its weights, and none can be downloaded here.
+            from facenet_pytorch import InceptionResnetV1
+
+            torch.save(InceptionResnetV1(pretrained=None).state_dict(), tmp / "facenet-random.pt")
+            os.environ["HEADSHOTS_FACE_WEIGHTS"] = str(tmp / "facenet-random.pt")
+        selfies = tmp / "data" / "person" / "selfies"
+        selfies.mkdir(parents=True)
+        photos = sorted(p for p in Path(args.photos).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:12]
+        for photo in photos:
+            (selfies / photo.name).write_bytes(photo.read_bytes())
+        cfg = load_config("person", profile, overrides=[
+            f"model.pretrained={tmp / 'model'}", f"paths.data_root={tmp / 'data'}", f"paths.outputs_root={tmp / 'out'}",
+            f"paths.cache_root={tmp / 'cache'}", "wandb.mode=disabled", "infer.styles=[linkedin,executive]",
+            "infer.images_per_style=8", "infer.batch_size=4", *extra, *(["train.max_steps=4", "infer.steps=2"] if args.tiny else [])])
+        rows, upstream = [], None
+        for name in ("prepare", "fit", "infer"):
+            upstream = run_stage(stage_named(name), cfg, upstream)
+            rows.append((name, upstream.seconds, upstream.state))
+            write_path_table(args, rows, f"{len(photos)} photos, {cfg.train.max_steps} training steps, 16 images at "
+                             f"{cfg.model.resolution} px ({cfg.infer.steps} steps, batches of 4), scoring"
+                             + ("" if args.tiny else f"; random full-size weights (built in {build_s:.0f} s, not counted)"))
+            if not upstream.ok:
+                break
+
+
+def write_path_table(args: argparse.Namespace, rows: list[tuple[str, float, str]], what: str) -> None:
+    """Rewritten after every stage, so a run stopped at its budget keeps the stages it finished."""
+    lines = [what + ".", "", "| stage | seconds | state |", "|---|---|---|"]
+    lines += [f"| {name} | {seconds:.1f} | {state} |" for name, seconds, state in rows]
+    lines.append(f"| **whole path** | **{sum(seconds for _, seconds, _ in rows):.1f}** | target <= 60 s |")
+    (args.out / "parts").mkdir(parents=True, exist_ok=True)
+    (args.out / "parts" / "path.md").write_text("## Whole personal path\n\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sdxl-config", type=Path, help="full-size SDXL configs (a copy of ../shared's, carried)")
+    parser.add_argument("--tiny", action="store_true", help="tiny profile on the CPU (the driver's own test)")
+    parser.add_argument("--photos", type=Path, default=REPO.parent / "shared" / "faces" / "georgia-tech" / "s01",
+                        help="a folder of one person's photos (the first 12 are used)")
+    parser.add_argument("--only", default=None, help="comma-separated parts to run (default: all)")
+    parser.add_argument("--budget-scale", type=float, default=None,
+                        help="multiply every part's time budget (default 1; 3 with --tiny, where a 2-core CPU does the work)")
+    parser.add_argument("--path-only", action="store_true", help=argparse.SUPPRESS)  # the path part's own process
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    if not args.tiny and not args.sdxl_config:
+        parser.error("give --sdxl-config DIR (GPU run) or --tiny")
+    if args.path_only:
+        whole_path(args)
+        return
+    (args.out / "parts").mkdir(parents=True, exist_ok=True)
+    env, results = environment(), []
+    chosen = args.only.split(",") if args.only else None
+    scale = args.budget_scale if args.budget_scale is not None else (3.0 if args.tiny else 1.0)
+    for name, (command, budget) in parts(args).items():
+        if chosen and name not in chosen:
+            continue
+        budget = max(1, round(budget * scale))
+        print(f"[gpu_check] {name} (budget {budget} s)", flush=True)
+        results.append(run_part(name, command, budget, args.out))
+        write_report(results, args.out, env)
+        print(f"[gpu_check] {name}: {results[-1]['state']} in {results[-1]['seconds']} s", flush=True)
+    print((args.out / "gpu_check.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
