@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -80,6 +81,13 @@ def _cpu_fp32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
 
 
+def canonical_clip_key(key: str) -> str:
+    """CLIP text-model keys as the original SDXL checkpoint and older transformers name them:
+    transformers 5's CLIPTextModel dropped the `text_model.` level (CLIPTextModelWithProjection kept it).
+    diffusers loads either form into either version; ComfyUI and A1111 expect this one."""
+    return key if key.startswith("text_model.") else f"text_model.{key}"
+
+
 def text_encoder_lora_layers(text_encoders: list[torch.nn.Module]) -> dict:
     """save_lora_weights keyword arguments for the text encoders that carry a LoRA adapter."""
     from diffusers.utils import convert_state_dict_to_diffusers
@@ -87,9 +95,70 @@ def text_encoder_lora_layers(text_encoders: list[torch.nn.Module]) -> dict:
     layers = {}
     for name, encoder in zip(("text_encoder", "text_encoder_2"), text_encoders):
         if getattr(encoder, "peft_config", None):
-            layers[f"{name}_lora_layers"] = _cpu_fp32(convert_state_dict_to_diffusers(peft_lora_state_dict(encoder)))
+            state = convert_state_dict_to_diffusers(peft_lora_state_dict(encoder))
+            layers[f"{name}_lora_layers"] = _cpu_fp32({canonical_clip_key(k): v for k, v in state.items()})
             layers[f"{name}_lora_adapter_metadata"] = encoder.peft_config["default"].to_dict()
     return layers
+
+
+# -- kohya / A1111 / ComfyUI --------------------------------------------------------------------------
+# Those tools name a LoRA module by its path in the original single-file ("SGM") SDXL checkpoint, dots
+# as underscores: lora_unet_<UNet path>, lora_te1_<CLIP-L path>, lora_te2_<CLIP-G path>, each with
+# .lora_down.weight (peft's A), .lora_up.weight (B) and .alpha (the scale is alpha / rank).
+
+_UNET_ATTENTION = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.attentions\.(\d+)\.(.+)$")
+
+
+def sgm_unet_module(module: str, layers_per_block: int) -> str:
+    """A diffusers UNet module path inside an attention block, as the SGM checkpoint names it. Down block b
+    holds layers_per_block + 1 SGM input blocks (the last downsamples), so its attention a sits in input
+    block b * (L + 1) + a + 1 (input block 0 is the first convolution); up block b's in output block
+    b * (L + 1) + a; the middle block's attention is middle_block.1."""
+    if module.startswith("mid_block.attentions.0."):
+        return "middle_block.1." + module.removeprefix("mid_block.attentions.0.")
+    match = _UNET_ATTENTION.match(module)
+    if not match:
+        raise ValueError(f"no kohya name for UNet module {module!r}: the kohya export covers LoRA on attention blocks "
+                         "(train.target_modules inside transformer blocks, as the default to_q/to_k/to_v/to_out.0)")
+    kind, block, attention, rest = match.groups()
+    per_block = layers_per_block + 1
+    if kind == "down_blocks":
+        return f"input_blocks.{int(block) * per_block + int(attention) + 1}.1.{rest}"
+    return f"output_blocks.{int(block) * per_block + int(attention)}.1.{rest}"
+
+
+def kohya_modules(prefix: str, peft_state: dict[str, torch.Tensor], alpha: float, rename) -> dict[str, torch.Tensor]:
+    """One trained part (UNet or a text encoder) in kohya keys: peft's lora_A/lora_B per module, renamed."""
+    out = {}
+    for module in sorted({key.split(".lora_")[0] for key in peft_state}):
+        name = prefix + rename(module).replace(".", "_")
+        out[f"{name}.lora_down.weight"] = peft_state[f"{module}.lora_A.weight"]
+        out[f"{name}.lora_up.weight"] = peft_state[f"{module}.lora_B.weight"]
+        out[f"{name}.alpha"] = torch.tensor(float(alpha))
+    return out
+
+
+def kohya_state_dict(unet: torch.nn.Module, text_encoders: list[torch.nn.Module] = ()) -> tuple[dict, list[tuple[int, float]]]:
+    """Every trained part in kohya keys, and (rank, alpha) of each part."""
+    layers_per_block = unet.config.layers_per_block
+    parts = [("lora_unet_", unet, lambda m: sgm_unet_module(m, layers_per_block))]
+    parts += [(prefix, encoder, canonical_clip_key) for prefix, encoder in zip(("lora_te1_", "lora_te2_"), text_encoders)
+              if getattr(encoder, "peft_config", None)]
+    state, shapes = {}, []
+    for prefix, model, rename in parts:
+        config = model.peft_config["default"]
+        state.update(kohya_modules(prefix, _cpu_fp32(peft_lora_state_dict(model)), config.lora_alpha, rename))
+        shapes.append((config.r, float(config.lora_alpha)))
+    return state, shapes
+
+
+def kohya_metadata(shapes: list[tuple[int, float]]) -> dict[str, str]:
+    """sd-scripts' header keys; parts of different rank or alpha are "Dynamic", as its resize tool writes
+    (the tools read each module's rank from its tensors and its scale from its .alpha)."""
+    ranks, alphas = {r for r, _ in shapes}, {a for _, a in shapes}
+    return {"ss_network_module": "networks.lora", "ss_base_model_version": "sdxl_base_v1-0",
+            "ss_network_dim": str(ranks.pop()) if len(ranks) == 1 else "Dynamic",
+            "ss_network_alpha": f"{alphas.pop():g}" if len(alphas) == 1 else "Dynamic"}
 
 
 def save_adapter(unet: torch.nn.Module, out_dir: Path, metadata: dict[str, str],
@@ -97,9 +166,8 @@ def save_adapter(unet: torch.nn.Module, out_dir: Path, metadata: dict[str, str],
     """Write the adapter in both formats people load LoRAs with, each file carrying `metadata`
     (trigger, base model, resolution, rank, config hash) in its safetensors header, plus `adapter.json`.
     Text-encoder LoRA (when trained) goes into the same files; pivotal-tuning vectors into
-    `embeddings.safetensors` (clip_l / clip_g, as `load_textual_inversion` takes them)."""
+    `embeddings.safetensors` (clip_l / clip_g: what `load_textual_inversion`, A1111 and ComfyUI take for SDXL)."""
     from diffusers import StableDiffusionXLPipeline
-    from diffusers.utils import convert_all_state_dict_to_peft, convert_state_dict_to_kohya
     from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -114,21 +182,8 @@ def save_adapter(unet: torch.nn.Module, out_dir: Path, metadata: dict[str, str],
     _add_metadata(diffusers_file, metadata)
     if embeddings:
         save_file(embeddings, str(out_dir / EMBEDDINGS_FILE), metadata=metadata)
-
-    # The same prefixed keys save_lora_weights wrote ("unet.", "text_encoder.", "text_encoder_2."), from memory.
-    packed = {f"unet.{k}": v for k, v in state.items()}
-    for name in ("text_encoder", "text_encoder_2"):
-        packed.update({f"{name}.{k}": v for k, v in encoder_layers.get(f"{name}_lora_layers", {}).items()})
-    kohya = convert_state_dict_to_kohya(convert_all_state_dict_to_peft(packed))
-    for key in [k for k in kohya if k.startswith("lora_unet") and k.endswith(".alpha")]:
-        kohya[key] = torch.tensor(float(lora.lora_alpha))  # the converter assumes alpha == rank
-    save_file(kohya, str(out_dir / KOHYA_FILE), metadata={
-        **metadata,
-        "ss_network_module": "networks.lora",
-        "ss_network_dim": str(lora.r),
-        "ss_network_alpha": str(lora.lora_alpha),
-        "ss_base_model_version": "sdxl_base_v1-0",
-    })
+    kohya, shapes = kohya_state_dict(unet, list(text_encoders))
+    save_file(kohya, str(out_dir / KOHYA_FILE), metadata={**metadata, **kohya_metadata(shapes)})
     (out_dir / "adapter.json").write_text(json.dumps(metadata, indent=2))
     return diffusers_file
 
