@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -102,6 +103,8 @@ class Stage:
     uses_gpu: bool  # asks the scheduler for a GPU when there is one
     outputs: Callable[[Workspace, str], list[Path]]  # all must exist for the stage to count as done
     in_user_data: bool  # its record lives in data/users/<u>/stages/ (else outputs/<u>/<run>/stages/)
+    # What an earlier attempt with other inputs left that this one must not resume from (training checkpoints).
+    stale: Callable[[Workspace, str], list[Path]] = lambda ws, run: []
 
 
 STAGES: tuple[Stage, ...] = (
@@ -110,7 +113,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("prepare", _prepare, ("prepare", "face", "model.resolution"), True, False,
           lambda ws, run: [ws.prepared / "dataset_info.json", ws.reference_embeddings], True),
     Stage("fit", _fit, ("model", "train"), False, True,
-          lambda ws, run: [ws.adapter_dir(run) / ADAPTER_WEIGHTS], False),
+          lambda ws, run: [ws.adapter_dir(run) / ADAPTER_WEIGHTS], False,
+          lambda ws, run: [ws.checkpoints_dir(run), ws.adapter_dir(run), ws.best_adapter_dir(run),
+                           ws.run_dir(run) / "validation", ws.run_dir(run) / "validation.json"]),
     Stage("infer", _infer, ("model", "infer", "filter", "face"), False, True,
           lambda ws, run: [ws.samples_dir(run) / "scores.json", ws.samples_dir(run) / "gallery.html"], False),
     Stage("export", _export, ("infer.export_files",), False, False, _export_outputs, False),
@@ -170,12 +175,31 @@ def is_done(stage: Stage, cfg: Config, expected: str) -> bool:
     return bool(record and record.get("fingerprint") == expected and all(p.exists() for p in stage.outputs(ws, cfg.run)))
 
 
-def _write_record(stage: Stage, cfg: Config, record: dict) -> None:
-    path = record_path(stage, cfg)
+def _write_record(stage: Stage, cfg: Config, record: dict, path: Path | None = None) -> None:
+    path = path or record_path(stage, cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2))
     os.replace(tmp, path)  # atomic: a record is either the old one or the new one, never half
+
+
+def _forget_other_inputs(stage: Stage, cfg: Config, expected: str) -> None:
+    """A stage resumes what an interrupted attempt left (training: its checkpoints) only if that attempt
+    had the same inputs: otherwise new photos or settings would resume an old run that had already
+    finished, and export the old adapter again. Each attempt leaves its fingerprint in <stage>.started.json."""
+    marker = record_path(stage, cfg).with_suffix(".started.json")
+    try:
+        previous = json.loads(marker.read_text()).get("fingerprint")
+    except (OSError, ValueError):
+        previous = None
+    if previous not in (None, expected):
+        for path in stage.stale(Workspace.from_config(cfg), cfg.run):
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        log.info("%s: %s inputs changed since its last attempt: starting it afresh", cfg.user, stage.name)
+    _write_record(stage, cfg, {"stage": stage.name, "fingerprint": expected}, marker)
 
 
 # -- running ----------------------------------------------------------------------------------------
@@ -215,6 +239,7 @@ def run_stage(stage: Stage, cfg: Config, upstream: StageResult | None = None) ->
         details = (read_record(stage, cfg) or {}).get("details", {})
         log.info("%s: %s skipped (done before, nothing it reads has changed)", cfg.user, stage.name)
         return StageResult(cfg.user, stage.name, SKIPPED, expected, details=details)
+    _forget_other_inputs(stage, cfg, expected)
     started = time.perf_counter()
     try:
         details = stage.run(cfg)

@@ -149,6 +149,20 @@ def test_a_changed_setting_reruns_only_the_stages_that_read_it(first_batch, peop
     assert plan(user="twin") == list(STAGE_NAMES)
 
 
+def test_new_training_inputs_start_training_afresh_instead_of_resuming_the_old_run(first_batch, people):
+    from service.chain import run_person
+
+    cfg = load_config("alice", "tiny", overrides=[*people, "train.learning_rate=0.003"])
+    ws = Workspace.from_config(cfg)
+    before = load_file(ws.adapter_dir("default") / ADAPTER_WEIGHTS)
+    states = [r.state for r in run_person(cfg)]
+    assert states == ["skipped", "skipped", "done", "done", "done"]
+    progress = json.loads((ws.run_dir("default") / "progress.json").read_text())
+    assert progress["resumed_from"] == 0 and progress["step"] == STEPS, progress
+    after = load_file(ws.adapter_dir("default") / ADAPTER_WEIGHTS)
+    assert any((after[k] - before[k]).abs().max() > 1e-6 for k in before), "the old adapter was exported again"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--users", "alice", "train.max_stepz=3"], "Unknown config key `train.max_stepz`"),
     (["--users", "../etc"], "User name '../etc' is not allowed"),

@@ -1,0 +1,486 @@
+"""The local web app: a person's whole flow in one page, over the stages (docs/app.md).
+
+    python -m service.app [--host 127.0.0.1] [--port 7860] [--profile tiny] [--config my.yaml]
+                          [--password-file FILE] [key=value ...]
+
+Upload (intake at once: verdict, reason, advice, face box per photo; what the set lacks) -> Train (a
+queued background job, live step, loss, ETA) -> Styles -> Review (ranked, 400x400 and avatar sizes,
+dropped images folded away with their reasons) -> Download (platform crops and a zip) -> Delete my data.
+
+A thin layer: intake, export and purge are called in the request (seconds); training and generation
+run as jobs (service/jobs.py) through service.chain. Every path comes from the session's user through
+Workspace, never from the client. Loopback only unless --host says otherwise, and then only with a
+password file (one `name:password` per line: each person logs in as themselves); never a share link.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import functools
+import hmac
+import ipaddress
+import json
+import os
+import re
+import shutil
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import gradio as gr
+from PIL import Image
+
+from headshots.cli import print_error
+from headshots.config import AppConfig, Config, load_config, validate_user_name
+from headshots.errors import ConfigError, HeadshotsError, ImageError
+from headshots.faces import FaceAnalyzer, resolve_device
+from headshots.images import list_photos, load_rgb
+from headshots.logs import get_logger, setup_logging
+from headshots.purge import purge
+from headshots.workspace import ADAPTER_WEIGHTS, Workspace
+from infer.export import export
+from infer.styles import available_styles, load_style
+from service import views
+from service.jobs import JobQueue, devices, job_command
+from train.intake import run_intake
+
+log = get_logger(__name__)
+LOOPBACK_NAMES = ("localhost",)
+SETTINGS_USER = "app"  # the config is per user; the app's own settings are read with this placeholder name
+ZIP_NAME = "headshots.zip"  # outputs/<u>/<run>/export/headshots.zip: every crop of the last export
+FILES_DIR = "files"  # outputs/<u>/<run>/export/files/<image>-<size>.jpg: the same crops, named for downloading
+
+
+@dataclass
+class Settings:
+    """How the app was started: the config layers every person's config is built from."""
+
+    profile: Optional[str] = None
+    config_file: Optional[str] = None
+    overrides: list[str] = field(default_factory=list)
+
+    def config(self, user: str) -> Config:
+        return load_config(user, self.profile, self.config_file, self.overrides)
+
+    def cli_args(self) -> list[str]:
+        """The same layers for a job's command line."""
+        return ([f"--profile={self.profile}"] if self.profile else []) + \
+            ([f"--config={self.config_file}"] if self.config_file else []) + list(self.overrides)
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_password_file(path: Path) -> dict[str, str]:
+    """`name:password` per line (# comments); each name a valid user name, the folder it may open."""
+    if not path.is_file():
+        raise ConfigError(f"Password file {path} does not exist.", "Create it with one `name:password` line per person.")
+    accounts = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, password = line.partition(":")
+        if not sep or not password:
+            raise ConfigError(f"{path}, line {number}: expected `name:password`.", "One person per line, e.g. alice:long-secret.")
+        accounts[validate_user_name(name.strip())] = password
+    if not accounts:
+        raise ConfigError(f"Password file {path} has no accounts.", "Add one `name:password` line per person.")
+    return accounts
+
+
+def safe_file_name(name: str) -> str:
+    """The uploaded file's own name reduced to a plain file name (no folders, no hidden files)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name).lstrip(".")[-100:]
+    return cleaned or "photo"
+
+
+def user_errors(fn: Callable) -> Callable:
+    """A HeadshotsError becomes Gradio's error box: the message and what to do, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except HeadshotsError as exc:
+            raise gr.Error(f"{exc.message} {exc.hint}".strip(), title="Not done", print_exception=False) from exc
+
+    return wrapper
+
+
+class HeadshotsApp:
+    """The handlers, and the page wired to them."""
+
+    def __init__(self, settings: Settings, analyzer: Optional[FaceAnalyzer] = None, jobs: Optional[JobQueue] = None,
+                 accounts: Optional[dict[str, str]] = None) -> None:
+        self.settings = settings
+        probe = settings.config(SETTINGS_USER)  # a bad key or value stops the app here, with its name
+        self.limits: AppConfig = probe.app
+        self.run = probe.run
+        self.defaults = probe.infer
+        self.accounts = accounts
+        self.analyzer = analyzer or FaceAnalyzer(probe.face, resolve_device(probe.device))
+        self.jobs = jobs or JobQueue(devices())
+
+    # -- who ---------------------------------------------------------------------------------------
+    def user(self, state: Optional[str], request: Optional[gr.Request]) -> str:
+        """The signed-in name (with a password file), else the name this session gave; nothing else."""
+        if request is not None and request.username:
+            return validate_user_name(request.username)
+        if not state:
+            raise HeadshotsError("Tell us your name first.", "Type it at the top of the page and press Continue.")
+        return state
+
+    def workspace(self, user: str) -> Workspace:
+        return Workspace.from_config(self.settings.config(user))
+
+    def check_password(self, name: str, password: str) -> bool:
+        expected = (self.accounts or {}).get(name)
+        return expected is not None and hmac.compare_digest(expected.encode(), password.encode())
+
+    # -- photos ------------------------------------------------------------------------------------
+    def admit(self, source: Path, ws: Workspace, count: int) -> str:
+        """Copy one upload into the person's selfies if it is within the limits; returns its stored name.
+        The size in bytes was checked before: Gradio's upload route refuses a file over app.max_upload_bytes."""
+        name = safe_file_name(source.name)
+        pixels = image_pixels(source)
+        if pixels > self.limits.max_pixels:
+            raise ImageError(f"{name}: {pixels / 1e6:.0f} megapixels is over the limit of {self.limits.max_pixels / 1e6:.0f}.",
+                             "Resize it (a phone photo of 12-48 megapixels is plenty).")
+        if count >= self.limits.max_photos:
+            raise ImageError(f"{name}: you already have {self.limits.max_photos} photos, the most one person may keep.",
+                             "Remove the weaker ones first (tick them below).")
+        ws.selfies.mkdir(parents=True, exist_ok=True)
+        target = ws.selfies / name
+        stem, suffix, n = target.stem, target.suffix, 1
+        while target.exists():
+            n += 1
+            target = ws.selfies / f"{stem}-{n}{suffix}"
+        shutil.copyfile(source, target)
+        return target.name
+
+    def check_photos(self, ws: Workspace) -> None:
+        """Intake over the photos there now (the set checks need all of them); no photos, no report."""
+        if ws.selfies.is_dir() and list_photos(ws.selfies):
+            run_intake(self.settings.config(ws.user), self.analyzer)
+        else:
+            ws.intake_report.unlink(missing_ok=True)
+            ws.intake_page.unlink(missing_ok=True)
+
+    @user_errors
+    def upload(self, files: Optional[list[str]], state: Optional[str], request: gr.Request) -> dict:
+        ws = self.workspace(self.user(state, request))
+        notes = []
+        count = len(list_photos(ws.selfies)) if ws.selfies.is_dir() else 0
+        for path in map(Path, files or []):
+            try:
+                notes.append(f"added **{self.admit(path, ws, count)}**")
+                count += 1
+            except ImageError as exc:
+                notes.append(f"**not added**: {exc.message} → {exc.hint}")
+            finally:
+                path.unlink(missing_ok=True)  # the selfies folder holds the one copy (Delete my data removes it)
+        self.check_photos(ws)
+        return {**self.photos_view(ws), **self.status_view(ws.user), self.c["upload"]: None,
+                self.c["notes"]: "\n".join(f"- {n}" for n in notes)}
+
+    @user_errors
+    def remove(self, chosen: Optional[list[str]], state: Optional[str], request: gr.Request) -> dict:
+        ws = self.workspace(self.user(state, request))
+        mine = {p.name: p for p in list_photos(ws.selfies)} if ws.selfies.is_dir() else {}
+        unknown = [name for name in chosen or [] if name not in mine]
+        if unknown:
+            raise HeadshotsError(f"Not one of your photos: {', '.join(unknown)}.", "Tick photos from your own list.")
+        for name in chosen or []:
+            mine[name].unlink()
+        self.check_photos(ws)
+        return {**self.photos_view(ws), **self.status_view(ws.user), self.c["notes"]: f"- removed {len(chosen or [])} photo(s)"}
+
+    def photos_view(self, ws: Workspace) -> dict:
+        names = [p.name for p in list_photos(ws.selfies)] if ws.selfies.is_dir() else []
+        return {self.c["photos"]: views.photos_html(ws), self.c["remove_pick"]: gr.update(choices=names, value=[])}
+
+    # -- jobs --------------------------------------------------------------------------------------
+    def submit(self, user: str, kind: str, extra: list[str]) -> None:
+        ws = self.workspace(user)
+        argv = job_command(kind, user, [*self.settings.cli_args(), *extra])
+        self.jobs.submit(user, kind, argv, ws.run_dir(self.run) / "jobs" / f"{kind}.log")
+
+    @user_errors
+    def train(self, state: Optional[str], request: gr.Request) -> dict:
+        user = self.user(state, request)
+        ws = self.workspace(user)
+        if not views.set_usable(ws):
+            report = json.loads(ws.intake_report.read_text())["set"] if ws.intake_report.is_file() else None
+            if report is None:
+                raise HeadshotsError("There are no photos to train on.", "Add 5-20 recent photos of yourself first.")
+            raise HeadshotsError(f"Your photo set is not usable yet: {report['reason']}.", " ".join(report["advice"]))
+        self.submit(user, "train", [])
+        return self.status_view(user)
+
+    @user_errors
+    def generate(self, styles: Optional[list[str]], count: float, state: Optional[str], request: gr.Request) -> dict:
+        user = self.user(state, request)
+        known = available_styles()
+        if not styles or any(s not in known for s in styles):
+            raise HeadshotsError("Pick at least one of the styles listed.", f"Styles: {', '.join(known)}.")
+        if not 1 <= int(count) <= self.limits.max_images_per_style:
+            raise HeadshotsError(f"Ask for 1 to {self.limits.max_images_per_style} images per style.", "Move the slider.")
+        if not (self.workspace(user).adapter_dir(self.run) / ADAPTER_WEIGHTS).is_file():
+            raise HeadshotsError("Your adapter is not trained yet.", "Press Train first, and wait for it to finish.")
+        self.submit(user, "generate", [f"infer.styles=[{','.join(styles)}]", f"infer.images_per_style={int(count)}"])
+        return self.status_view(user)
+
+    @user_errors
+    def stop(self, state: Optional[str], request: gr.Request) -> dict:
+        user = self.user(state, request)
+        self.jobs.stop(user)
+        return self.status_view(user)
+
+    def status_view(self, user: str) -> dict:
+        ws, job = self.workspace(user), self.jobs.latest(user)
+        busy = job is not None and job.active
+        trained = (ws.adapter_dir(self.run) / ADAPTER_WEIGHTS).is_file()
+        return {
+            self.c["status"]: views.job_markdown(ws, self.run, job, self.jobs.position(job) if job else 0),
+            self.c["train"]: gr.update(interactive=views.set_usable(ws) and not busy),
+            self.c["generate"]: gr.update(interactive=trained and not busy),
+            self.c["stop"]: gr.update(interactive=busy),
+        }
+
+    def tick(self, state: Optional[str], seen: Optional[list], request: gr.Request) -> dict:
+        """Every second while the page is open: the job's progress; the review once a generation ends."""
+        if not state and not (request is not None and request.username):
+            return {self.c["status"]: gr.skip()}  # no one signed in yet in this session
+        user = self.user(state, request)
+        job = self.jobs.latest(user)
+        key = [job.id, job.state] if job else None
+        out = self.status_view(user)
+        if key != seen:
+            out[self.c["seen"]] = key
+            if job is not None and job.kind == "generate" and not job.active:
+                out.update(self.review_view(self.workspace(user)))
+        return out
+
+    # -- review and download -----------------------------------------------------------------------
+    def review_view(self, ws: Workspace) -> dict:
+        return {self.c["review"]: views.review_html(ws, self.run),
+                self.c["favourites"]: gr.update(choices=views.review_choices(ws, self.run), value=[])}
+
+    @user_errors
+    def download(self, favourites: Optional[list[str]], state: Optional[str], request: gr.Request) -> list[str]:
+        user = self.user(state, request)
+        ws = self.workspace(user)
+        files = {file for _, file in views.review_choices(ws, self.run)}
+        if not files:
+            raise HeadshotsError("Nothing generated yet.", "Pick styles and press Generate first.")
+        chosen = list(favourites or [])
+        if not chosen or any(f not in files for f in chosen):
+            raise HeadshotsError("Tick your favourites under Review first.", "Only your own generated images can be exported.")
+        cfg = self.settings.config(user)
+        cfg.infer.export_files = chosen
+        manifest = export(cfg, self.analyzer)
+        return [str(p) for p in downloads(manifest)]
+
+    # -- session -----------------------------------------------------------------------------------
+    def page(self, user: str) -> dict:
+        """Everything the page shows for `user`, e.g. when a closed tab is opened again."""
+        ws = self.workspace(user)
+        job = self.jobs.latest(user)
+        return {self.c["user"]: user, self.c["who"]: f"Signed in as **{user}**.", self.c["main"]: gr.update(visible=True),
+                self.c["name_row"]: gr.update(visible=False),
+                self.c["notes"]: "", **self.photos_view(ws), **self.status_view(user), **self.review_view(ws),
+                self.c["seen"]: [job.id, job.state] if job else None, self.c["files"]: None}
+
+    @user_errors
+    def start(self, name: str, request: gr.Request) -> dict:
+        if request is not None and request.username:
+            return self.page(validate_user_name(request.username))
+        return self.page(validate_user_name((name or "").strip()))
+
+    def on_load(self, request: gr.Request) -> dict:
+        if request is not None and request.username:
+            return self.page(validate_user_name(request.username))
+        return {self.c["who"]: gr.skip()}  # no password file: the person types their name
+
+    @user_errors
+    def delete_everything(self, state: Optional[str], request: gr.Request) -> dict:
+        user = self.user(state, request)
+        self.jobs.forget(user)
+        removed = purge(self.workspace(user), include_selfies=True)
+        log.info("deleted %d folders of %s", len(removed), user)
+        return {**self.page(user), self.c["confirm"]: gr.update(visible=False),
+                self.c["deleted"]: f"All your photos, adapters and images were deleted ({len(removed)} folders)."}
+
+    # -- the page ----------------------------------------------------------------------------------
+    def build(self) -> gr.Blocks:
+        with gr.Blocks(title="Headshots", analytics_enabled=False, delete_cache=(900, 3600)) as demo:
+            self.c: dict[str, Any] = {}
+            c = self.c
+            c["user"], c["seen"] = gr.State(None), gr.State(None)
+            gr.Markdown("# Professional headshots\nFrom a handful of ordinary selfies: upload, train, pick styles, review, download.")
+            with gr.Row(visible=self.accounts is None) as c["name_row"]:
+                c["name"] = gr.Textbox(label="Your name", placeholder="e.g. alice", scale=3, elem_id="hs-name")
+                c["go"] = gr.Button("Continue", variant="primary", scale=1, elem_id="hs-go")
+            c["who"] = gr.Markdown()
+            with gr.Column(visible=False) as c["main"]:
+                c["status"] = gr.Markdown(elem_id="hs-status")
+                with gr.Tabs():
+                    with gr.Tab("1. Photos", elem_id="hs-tab-photos"):
+                        c["upload"] = gr.File(label="Drop 5-20 photos of yourself here (JPEG, PNG, WebP, HEIC)",
+                                              file_count="multiple", elem_id="hs-upload")
+                        c["notes"] = gr.Markdown(elem_id="hs-notes")
+                        c["photos"] = gr.HTML(elem_id="hs-photos")
+                        c["remove_pick"] = gr.CheckboxGroup(label="Tick photos to remove", elem_id="hs-remove-pick")
+                        c["remove"] = gr.Button("Remove ticked photos", elem_id="hs-remove")
+                    with gr.Tab("2. Train", elem_id="hs-tab-train"):
+                        gr.Markdown("Training runs in the background: you can close this page and come back.")
+                        with gr.Row():
+                            c["train"] = gr.Button("Train", variant="primary", interactive=False, elem_id="hs-train")
+                            c["stop"] = gr.Button("Stop", interactive=False, elem_id="hs-stop")
+                    with gr.Tab("3. Styles", elem_id="hs-tab-styles"):
+                        styles = [(f"{name}: {load_style(name).description}", name) for name in available_styles()]
+                        c["styles"] = gr.CheckboxGroup(styles, value=[s for s in self.defaults.styles if s in available_styles()],
+                                                       label="Styles", elem_id="hs-styles")
+                        c["count"] = gr.Slider(1, self.limits.max_images_per_style, step=1, label="Images per style",
+                                               value=min(self.defaults.images_per_style, self.limits.max_images_per_style),
+                                               elem_id="hs-count")
+                        c["generate"] = gr.Button("Generate", variant="primary", interactive=False, elem_id="hs-generate")
+                    with gr.Tab("4. Review", elem_id="hs-tab-review"):
+                        c["review"] = gr.HTML(elem_id="hs-review")
+                        c["favourites"] = gr.CheckboxGroup(label="Your favourites (to download)", elem_id="hs-favourites")
+                    with gr.Tab("5. Download", elem_id="hs-tab-download"):
+                        gr.Markdown("Your favourites cropped for LinkedIn (400x400), a 4:5 portrait (1080x1350) and a CV "
+                                    "(600x800), centred on your face, never upscaled; all of them in one zip.")
+                        c["export"] = gr.Button("Export my favourites", variant="primary", elem_id="hs-export")
+                        c["files"] = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="hs-files")
+                    with gr.Tab("Delete my data", elem_id="hs-tab-delete"):
+                        gr.Markdown("Deletes your photos, what was made from them (crops, face data, adapters, images) "
+                                    "and your jobs: the same as `make purge ALL=1`.")
+                        c["ask"] = gr.Button("Delete all my data…", variant="stop", elem_id="hs-delete")
+                        with gr.Group(visible=False) as c["confirm"]:
+                            gr.Markdown("**This cannot be undone.** Delete everything of yours?")
+                            with gr.Row():
+                                c["yes"] = gr.Button("Yes, delete everything", variant="stop", elem_id="hs-delete-yes")
+                                c["no"] = gr.Button("Cancel", elem_id="hs-delete-no")
+                        c["deleted"] = gr.Markdown(elem_id="hs-deleted")
+            timer = gr.Timer(1.0)
+            self._wire(demo, timer)
+        return demo
+
+    def _wire(self, demo: gr.Blocks, timer: gr.Timer) -> None:
+        c = self.c
+        page = [c[k] for k in ("user", "who", "name_row", "main", "notes", "photos", "remove_pick", "status", "train", "generate", "stop",
+                               "review", "favourites", "seen", "files")]
+        status = [c[k] for k in ("status", "train", "generate", "stop")]
+        photos = [c["photos"], c["remove_pick"], c["notes"]]
+        c["go"].click(self.start, [c["name"]], page, api_name="start")
+        c["name"].submit(self.start, [c["name"]], page, api_name=False)
+        demo.load(self.on_load, None, page, api_name=False)
+        c["upload"].upload(self.upload, [c["upload"], c["user"]], [*photos, *status, c["upload"]], api_name="upload",
+                           concurrency_id="photos")
+        c["remove"].click(self.remove, [c["remove_pick"], c["user"]], [*photos, *status], api_name="remove",
+                          concurrency_id="photos")
+        c["train"].click(self.train, [c["user"]], status, api_name="train")
+        c["stop"].click(self.stop, [c["user"]], status, api_name="stop")
+        c["generate"].click(self.generate, [c["styles"], c["count"], c["user"]], status, api_name="generate")
+        c["export"].click(self.download, [c["favourites"], c["user"]], [c["files"]], api_name="export")
+        c["ask"].click(lambda: gr.update(visible=True), None, [c["confirm"]], api_name=False)
+        c["no"].click(lambda: gr.update(visible=False), None, [c["confirm"]], api_name=False)
+        c["yes"].click(self.delete_everything, [c["user"]], [*page, c["confirm"], c["deleted"]], api_name="delete_my_data")
+        timer.tick(self.tick, [c["user"], c["seen"]], [*status, c["seen"], c["review"], c["favourites"]],
+                   api_name="status", show_progress="hidden")
+
+    def launch(self, host: str, port: Optional[int], block: bool = True) -> str:
+        """Serve the page; returns its URL. Loopback unless a password file was given (checked by main)."""
+        demo = self.build()
+        demo.queue()
+        demo.launch(server_name=host, server_port=port, share=False, auth=self.check_password if self.accounts else None,
+                    auth_message="Sign in with your name and password.", max_file_size=self.limits.max_upload_bytes,
+                    prevent_thread_lock=True, css=views.CSS, run_history=False, footer_links=["api"], quiet=True)
+        self.demo = demo
+        atexit.register(self.close)
+        if block:
+            print(f"headshots app: {demo.local_url} (Ctrl-C to stop)", flush=True)
+            demo.block_thread()
+        return demo.local_url
+
+    def close(self) -> None:
+        """Jobs end with the app (training continues from its checkpoint next time); then the server."""
+        self.jobs.close()
+        if getattr(self, "demo", None) is not None:
+            self.demo.close()
+            self.demo = None
+
+
+def downloads(manifest: Path) -> list[Path]:
+    """export.json's crops as one zip (folders by size) and one by one under names that say the size
+    (export/files/, hard links: every crop is stored once), since a download keeps only the file name."""
+    out_dir = manifest.parent
+    crops = [out_dir / e["path"] for item in json.loads(manifest.read_text())["images"] for e in item["exports"]]
+    archive = out_dir / ZIP_NAME
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for crop in crops:
+            bundle.write(crop, crop.relative_to(out_dir))
+    flat = out_dir / FILES_DIR
+    shutil.rmtree(flat, ignore_errors=True)
+    flat.mkdir()
+    named = []
+    for crop in crops:
+        named.append(flat / f"{crop.stem}-{crop.parent.name}{crop.suffix}")  # linkedin-00-cv-600x800.jpg
+        try:
+            os.link(crop, named[-1])
+        except OSError:  # a file system without hard links
+            shutil.copyfile(crop, named[-1])
+    return [archive, *named]
+
+
+def image_pixels(path: Path) -> int:
+    """Width x height from the file's header (no decoding), or the reason it is not a usable image."""
+    try:
+        with Image.open(path) as image:
+            return image.width * image.height
+    except Exception as exc:  # any failure to open means "not a usable image"; load_rgb says which
+        load_rgb(path)  # raises ImageError with the reason in the person's words
+        raise ImageError(f"{path.name}: not a readable image ({exc}).", "Upload a JPEG, PNG, WebP or HEIC photo.") from exc
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service.app", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--profile", default=None, help="model profile in configs/model/ (default: sdxl)")
+    parser.add_argument("--config", default=None, help="extra YAML file layered over the defaults")
+    parser.add_argument("--password-file", type=Path, default=None,
+                        help="one `name:password` per line; required when --host is not a loopback address")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("overrides", nargs="*", help="config overrides for every person, e.g. train.max_steps=500")
+    args = parser.parse_intermixed_args(argv)
+    setup_logging(args.verbose)
+    try:
+        accounts = read_password_file(args.password_file) if args.password_file else None
+        if accounts is None and not is_loopback(args.host):
+            raise ConfigError(f"Listening on {args.host} would let other machines reach everyone's photos without a password.",
+                              "Add --password-file FILE (one `name:password` line per person), or leave --host at 127.0.0.1.")
+        app = HeadshotsApp(Settings(args.profile, args.config, args.overrides), accounts=accounts)
+    except HeadshotsError as exc:
+        return print_error(exc, args.verbose)
+    try:
+        app.launch(args.host, args.port)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Long work off the request: one queue of jobs, each run in a child process, one at a time per device.
+
+A job is one person's `train` (intake -> prepare -> fit) or `generate` (the same, then infer: generate,
+score, gallery), run through service.chain (the chain the batch runner uses, which skips a stage already
+done with the same inputs) in a child process:
+
+    python -m service.jobs {train,generate} --user NAME [--profile tiny] [key=value ...]
+
+Why a child process: the job outlives the browser tab and the request; it can be stopped (the process
+ends, and training continues from its last checkpoint on the next start); its memory goes back to the
+system when it ends; and a crash in it cannot take the app down. One worker thread per GPU (one on a
+machine without) takes jobs first come, first served; the others wait, and know their place in line.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from headshots.cli import build_parser, run
+from headshots.config import Config
+from headshots.errors import HeadshotsError
+from headshots.logs import get_logger
+
+log = get_logger(__name__)
+REPO = Path(__file__).resolve().parents[1]
+QUEUED, RUNNING, DONE, FAILED, STOPPED = "queued", "running", "done", "failed", "stopped"
+LAST_STAGE = {"train": "fit", "generate": "infer"}  # each kind runs the chain up to and including this stage
+STOP_GRACE_S = 10.0  # after SIGTERM, how long a job may take to end before it is killed
+
+
+@dataclass
+class Job:
+    """One person's request for long work, and what became of it."""
+
+    id: int
+    user: str
+    kind: str  # train | generate
+    argv: list[str]
+    log_path: Path
+    state: str = QUEUED
+    submitted: float = field(default_factory=time.time)
+    started: Optional[float] = None
+    finished: Optional[float] = None
+    error: str = ""  # failed: what went wrong, in the person's words (the CLI's `error:` line)
+    hint: str = ""  # failed: what to do (the CLI's `->` line)
+    stop_requested: bool = False
+    process: Optional[subprocess.Popen] = field(default=None, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.state in (QUEUED, RUNNING)
+
+
+def job_command(kind: str, user: str, args: list[str]) -> list[str]:
+    """The child's command line, in every stage's CLI style: `args` are --profile, --config, key=value."""
+    if kind not in LAST_STAGE:
+        raise ValueError(f"unknown job kind {kind!r}")
+    return [sys.executable, "-m", "service.jobs", kind, "--user", user, *args]
+
+
+def devices() -> list[Optional[str]]:
+    """One worker per GPU (its index, for CUDA_VISIBLE_DEVICES), or one for the CPU (None)."""
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())] or [None]
+
+
+class JobQueue:
+    """First come, first served; at most one active job per person; jobs live as long as the app."""
+
+    def __init__(self, worker_devices: list[Optional[str]]) -> None:
+        self._cond = threading.Condition()
+        self._waiting: deque[Job] = deque()
+        self._latest: dict[str, Job] = {}
+        self._ids = itertools.count(1)
+        self._closed = False
+        self._threads = [threading.Thread(target=self._work, args=(device,), daemon=True, name=f"jobs-{device or 'cpu'}")
+                         for device in worker_devices]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, user: str, kind: str, argv: list[str], log_path: Path) -> Job:
+        with self._cond:
+            current = self._latest.get(user)
+            if current is not None and current.active:
+                raise HeadshotsError(f"Your {current.kind} job is still {current.state}.",
+                                     "Wait for it to finish, or stop it first.")
+            job = Job(next(self._ids), user, kind, argv, log_path)
+            self._waiting.append(job)
+            self._latest[user] = job
+            self._cond.notify()
+            return job
+
+    def latest(self, user: str) -> Optional[Job]:
+        with self._cond:
+            return self._latest.get(user)
+
+    def position(self, job: Job) -> int:
+        """1 = next in line; 0 when not waiting."""
+        with self._cond:
+            return next((i for i, waiting in enumerate(self._waiting, start=1) if waiting is job), 0)
+
+    def stop(self, user: str) -> Optional[Job]:
+        """Take the person's job out of the line, or end its process (the worker records it as stopped)."""
+        with self._cond:
+            job = self._latest.get(user)
+            if job is None or not job.active:
+                return job
+            job.stop_requested = True
+            if job in self._waiting:
+                self._waiting.remove(job)
+                job.state, job.finished = STOPPED, time.time()
+            elif job.process is not None:
+                job.process.terminate()
+        if job.process is not None:
+            _wait_or_kill(job.process)
+            with self._cond:
+                self._cond.wait_for(lambda: not job.active, timeout=STOP_GRACE_S)  # the worker records the end
+        return job
+
+    def forget(self, user: str) -> None:
+        """After the person's data is deleted, nothing of theirs is kept here either."""
+        self.stop(user)
+        with self._cond:
+            self._latest.pop(user, None)
+
+    def close(self) -> None:
+        """End every job (the app is shutting down): training continues from its checkpoint next time."""
+        with self._cond:
+            self._closed = True
+            users = list(self._latest)
+            self._cond.notify_all()
+        for user in users:
+            self.stop(user)
+
+    def _work(self, device: Optional[str]) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = device
+        while True:
+            with self._cond:
+                while not self._waiting and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                job = self._waiting.popleft()
+                job.state, job.started = RUNNING, time.time()
+                job.log_path.parent.mkdir(parents=True, exist_ok=True)
+                with open(job.log_path, "w") as log_file:  # the child holds its own descriptor
+                    job.process = subprocess.Popen(job.argv, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                                   stdin=subprocess.DEVNULL)
+            log.info("job %d (%s for %s) started on %s", job.id, job.kind, job.user, device or "cpu")
+            code = job.process.wait()
+            with self._cond:
+                _finish(job, code)
+                self._cond.notify_all()
+            log.info("job %d (%s for %s) %s", job.id, job.kind, job.user, job.state)
+
+
+def _finish(job: Job, code: int) -> None:
+    job.finished = time.time()
+    if code == 0:
+        job.state = DONE
+        return
+    if job.stop_requested:
+        job.state = STOPPED
+        return
+    job.state = FAILED
+    job.error, job.hint = error_lines(job.log_path)
+    if not job.error:
+        job.error = f"The {job.kind} job ended unexpectedly (exit status {code})."
+        job.hint = f"Its log is {job.log_path}; press the button again to retry."
+
+
+def error_lines(log_path: Path) -> tuple[str, str]:
+    """The last `error: ...` / `  -> ...` pair a CLI printed (headshots.cli): the reason without a traceback."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "", ""
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("error: "):
+            hint = lines[i + 1].strip()[3:] if i + 1 < len(lines) and lines[i + 1].startswith("  -> ") else ""
+            return lines[i][len("error: "):], hint
+    return "", ""
+
+
+def _wait_or_kill(process: subprocess.Popen) -> None:
+    try:
+        process.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+# -- the child process --------------------------------------------------------------------------
+
+
+def run_chain(cfg: Config, last: str) -> None:
+    """The person's chain up to `last`; a stage that fails for a reason the person can fix stops it."""
+    from service.chain import STAGES, run_stage
+
+    upstream = None
+    for stage in STAGES:
+        upstream = run_stage(stage, cfg, upstream)
+        log.info("%s: %s%s", stage.name, upstream.state, f" ({upstream.seconds:.1f} s)" if upstream.seconds else "")
+        if not upstream.ok:
+            raise HeadshotsError(upstream.reason, upstream.hint)
+        if stage.name == last:
+            return
+
+
+COMMANDS = {kind: (lambda cfg, last=last: run_chain(cfg, last)) for kind, last in LAST_STAGE.items()}
+HELP = {"train": "intake, prepare and fit (resumes from the last checkpoint)",
+        "generate": "as train (skipping what is done), then generate, score and gallery"}
+
+if __name__ == "__main__":
+    sys.exit(run(build_parser("python -m service.jobs", "One web-app job in its own process.", HELP), COMMANDS))

@@ -1,0 +1,225 @@
+"""What the web app shows, rendered from the stages' own files (intake.json, progress.json,
+validation.json, scores.json): pure functions from a person's workspace to HTML or Markdown.
+
+Pictures are embedded as small JPEG data URIs made here: the page never gets a path it could ask the
+server for, so nothing one person sees can point at another person's files.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+from headshots.errors import ImageError
+from headshots.images import list_photos, load_rgb
+from headshots.workspace import ADAPTER_WEIGHTS, Workspace
+from service.jobs import DONE, FAILED, QUEUED, RUNNING, STOPPED, Job
+
+CSS = """
+.hs-set{padding:10px 14px;border-left:6px solid #2a2;margin:6px 0 12px;background:#f6fff6}
+.hs-set.warn{border-color:#e90;background:#fffaf0}.hs-set.reject{border-color:#d22;background:#fff5f5}
+.hs-photos,.hs-grid{display:flex;flex-wrap:wrap;gap:14px}
+.hs-photo{width:260px;border-left:6px solid #2a2;padding:8px;background:#fff;box-shadow:0 1px 3px #0002;font-size:13px}
+.hs-photo.warn{border-color:#e90}.hs-photo.reject{border-color:#d22}
+.hs-frame{position:relative;width:240px}.hs-frame img{width:240px;display:block}
+.hs-box{position:absolute;border:2px solid #0f0;box-sizing:border-box}
+.hs-verdict{font-weight:700;text-transform:uppercase}
+.hs-card{background:#fff;border-radius:10px;padding:12px;box-shadow:0 1px 4px #0002;width:400px;box-sizing:content-box;font-size:13px}
+.hs-card.dropped{opacity:.7}
+.hs-full{width:400px;height:400px;max-width:none;object-fit:cover;border-radius:4px;display:block}
+.hs-small{display:flex;align-items:center;gap:14px;margin-top:10px}
+.hs-avatar{width:100px;height:100px;border-radius:50%;object-fit:cover}
+.hs-tiny{width:40px;height:40px;border-radius:50%;object-fit:cover}
+.hs-checks{list-style:none;padding:0;margin:8px 0 0}.hs-checks .ok{color:#1b4332}.hs-checks .no{color:#8a1c1c}
+"""
+THUMB_SIDE = 240  # photo previews on the upload tab
+REVIEW_SIDE = 400  # the review's largest view (400x400, as on a profile page); the circles reuse it
+
+
+def data_uri(path: Path, side: int) -> Optional[str]:
+    """A JPEG preview at most `side` px long, or None for a file that is not a readable image."""
+    try:
+        image = load_rgb(path, draft_side=side)
+    except ImageError:
+        return None
+    image.thumbnail((side, side))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _items(lines: list[str]) -> str:
+    return "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+
+
+# -- photos (intake) --------------------------------------------------------------------------------
+
+
+def photos_html(ws: Workspace) -> str:
+    """The set verdict with what to add, then every photo with its face box, verdict, reason and advice."""
+    photos = list_photos(ws.selfies) if ws.selfies.is_dir() else []
+    report = _read_json(ws.intake_report)
+    if not photos or report is None:
+        return "<p class='hs-empty'>No photos yet: add 5-20 recent photos of yourself, alone, face visible.</p>"
+    s = report["set"]
+    head = (f"<div class='hs-set {s['verdict']}' id='hs-set'><span class='hs-verdict'>{html.escape(s['verdict'])}</span>: "
+            f"{s['usable']} of {s['total']} photos usable{': ' + html.escape(s['reason']) if s.get('reason') else ''}"
+            f"<ul>{_items(s['advice'])}</ul></div>")
+    cards = "".join(_photo_card(p, data_uri(ws.selfies / p["file"], THUMB_SIDE)) for p in report["photos"])
+    return f"{head}<div class='hs-photos'>{cards}</div>"
+
+
+def _photo_card(p: dict, uri: Optional[str]) -> str:
+    frame = "<div class='hs-frame'>(no preview)</div>"
+    if uri:
+        box = ""
+        if p.get("face_box"):
+            x1, y1, x2, y2 = (100 * v for v in p["face_box"])
+            box = f"<div class='hs-box' style='left:{x1:.1f}%;top:{y1:.1f}%;width:{x2 - x1:.1f}%;height:{y2 - y1:.1f}%'></div>"
+        frame = f"<div class='hs-frame'><img src='{uri}' alt='{html.escape(p['file'])}'>{box}</div>"
+    measured = "; ".join(f"{name}: {', '.join(f'{k} {v}' for k, v in c['value'].items())}"
+                         for name, c in p["checks"].items() if c["status"] != "ok" and c["value"])
+    return (f"<div class='hs-photo {p['verdict']}' data-file='{html.escape(p['file'])}'>{frame}"
+            f"<b>{html.escape(p['file'])}</b> <span class='hs-verdict'>{html.escape(p['verdict'])}</span>"
+            f"<p>{html.escape(p.get('reason') or 'good photo')}</p><ul>{_items(p['advice'])}</ul>"
+            f"{f'<small>measured: {html.escape(measured)}</small>' if measured else ''}</div>")
+
+
+def set_usable(ws: Workspace) -> bool:
+    """Intake's verdict on the photos there now (the app re-runs intake on every change)."""
+    report = _read_json(ws.intake_report)
+    return bool(report) and report["set"]["verdict"] != "reject" and bool(ws.selfies.is_dir() and list_photos(ws.selfies))
+
+
+# -- the job ----------------------------------------------------------------------------------------
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def training_line(ws: Workspace, run: str, since: Optional[float] = None) -> Optional[str]:
+    """Step, loss, ETA and the validation likeness, from progress.json and validation.json."""
+    progress = _read_json(ws.run_dir(run) / "progress.json")
+    if progress is None or (since is not None and progress["updated"] < since):
+        return None
+    line = f"step **{progress['step']} of {progress['max_steps']}** · loss {progress['loss']:.4f}"
+    if progress.get("eta_s") is not None and progress["step"] < progress["max_steps"]:
+        line += f" · about {_clock(progress['eta_s'])} left"
+    validation = _read_json(ws.run_dir(run) / "validation.json")
+    if validation and validation.get("history"):
+        last, best = validation["history"][-1], validation["best"]
+        line += (f" · likeness {last['face_similarity']:.2f} at step {last['step']}"
+                 f" (best {best['face_similarity']:.2f} at step {best['step']})")
+    return line
+
+
+def _progress_bar(ws: Workspace, run: str) -> str:
+    progress = _read_json(ws.run_dir(run) / "progress.json")
+    if not progress:
+        return ""
+    return f"\n\n<progress value='{progress['step']}' max='{progress['max_steps']}' style='width:100%'></progress>"
+
+
+def job_markdown(ws: Workspace, run: str, job: Optional[Job], position: int) -> str:
+    """The status line shown above every tab: the person's latest job, or what is on disk."""
+    if job is None:
+        return _disk_status(ws, run)
+    what = "Training" if job.kind == "train" else "Generating"
+    if job.state == QUEUED:
+        ahead = position - 1
+        return f"**{what}: waiting in line** ({ahead} job{'s' if ahead != 1 else ''} ahead of yours). You can close this page."
+    if job.state == RUNNING:
+        elapsed = _clock(time.time() - (job.started or time.time()))
+        bar = ""
+        if job.kind == "train":
+            line = training_line(ws, run, since=job.started)
+            body, bar = (line, _progress_bar(ws, run)) if line else ("checking and preparing your photos, loading the model", "")
+        else:
+            made = [p for p in ws.samples_dir(run).glob("*.png") if p.stat().st_mtime >= (job.started or 0)]
+            body = f"{len(made)} images made so far"
+        return f"**{what}** ({elapsed}): {body}. You can close this page: it runs on.{bar}"
+    if job.state == FAILED:
+        return f"**{what} failed:** {job.error}" + (f"\n\n→ {job.hint}" if job.hint else "")
+    if job.state == STOPPED:
+        return f"**{what} stopped.** " + ("Press Train to continue from the last checkpoint." if job.kind == "train"
+                                            else "Press Generate to start again.")
+    if job.state == DONE and job.kind == "generate":
+        return f"**Done.** {_results(ws, run) or ''}"
+    return _disk_status(ws, run)
+
+
+def _results(ws: Workspace, run: str) -> Optional[str]:
+    scores = _read_json(ws.samples_dir(run) / "scores.json")
+    if not scores:
+        return None
+    return f"{len(scores['images'])} images generated, {scores['kept']} kept by the likeness filter and the review: see Review."
+
+
+def _disk_status(ws: Workspace, run: str) -> str:
+    """No job in this app's memory (never started, or the app restarted): what the files say."""
+    progress = _read_json(ws.run_dir(run) / "progress.json")
+    if progress and progress["step"] < progress["max_steps"]:
+        return (f"**Training was interrupted** at step {progress['step']} of {progress['max_steps']}: "
+                "press Train to continue from the last checkpoint.")
+    if (ws.adapter_dir(run) / ADAPTER_WEIGHTS).is_file():
+        return f"**Your adapter is trained.** {_results(ws, run) or 'Pick styles and generate.'}"
+    return "Not trained yet: add your photos, then press Train."
+
+
+# -- review (scores) --------------------------------------------------------------------------------
+
+
+def review_html(ws: Workspace, run: str) -> str:
+    """Ranked kept images, each at 400x400, 100 px and 40 px; the dropped ones folded away with their reasons."""
+    samples = ws.samples_dir(run)
+    scores = _read_json(samples / "scores.json")
+    if scores is None:
+        return "<p class='hs-empty'>Nothing generated yet.</p>"
+    kept = [item for item in scores["images"] if item["kept"]]
+    dropped = [item for item in scores["images"] if not item["kept"]]
+    head = (f"<p id='hs-review-head'>{len(kept)} of {len(scores['images'])} kept, ranked by likeness to your "
+            f"{scores['references']} reference photos (your threshold {scores['threshold']:.2f}). "
+            "Judge them small too: that is how most people will see your photo.</p>")
+    grid = "".join(_review_card(item, data_uri(samples / item["file"], REVIEW_SIDE)) for item in kept)
+    body = f"<div class='hs-grid'>{grid}</div>" if kept else "<p>No image passed the checks.</p>"
+    if dropped:
+        cards = "".join(_review_card(item, data_uri(samples / item["file"], REVIEW_SIDE)) for item in dropped)
+        body += (f"<details id='hs-dropped'><summary>{len(dropped)} dropped image{'s' if len(dropped) != 1 else ''}: "
+                 f"show them and why</summary><div class='hs-grid'>{cards}</div></details>")
+    return head + body
+
+
+def _review_card(item: dict, uri: Optional[str]) -> str:
+    status = "kept" if item["kept"] else "dropped"
+    badge = f"#{item['rank']}" if item["kept"] else "dropped"
+    sim = "n/a" if item["similarity"] is None else f"{item['similarity']:.2f} (max {item['similarity_max']:.2f})"
+    checks = "".join(f"<li class='{'ok' if c['passed'] else 'no'}'>{'✓' if c['passed'] else '✗'} {html.escape(c['detail'])}</li>"
+                     for c in item.get("reasons", []))
+    name = html.escape(item["file"])
+    images = (f"<img class='hs-full' src='{uri}' alt='{name} at 400x400'><div class='hs-small'>"
+              f"<img class='hs-avatar' src='{uri}' alt='{name} as a 100 px avatar'>"
+              f"<img class='hs-tiny' src='{uri}' alt='{name} as a 40 px avatar'>") if uri else "<div class='hs-small'>"
+    return (f"<div class='hs-card {status}' data-file='{name}'><b>{badge}</b> {html.escape(item['style'])} · {name}{images}"
+            f"<div>likeness {sim}<br>{html.escape(item['reason'])}</div></div><ul class='hs-checks'>{checks}</ul></div>")
+
+
+def review_choices(ws: Workspace, run: str) -> list[tuple[str, str]]:
+    """(label, file) for the favourites picker: kept images by rank, then the dropped ones."""
+    scores = _read_json(ws.samples_dir(run) / "scores.json")
+    if scores is None:
+        return []
+    return [(f"#{i['rank']} {i['file']}" if i["kept"] else f"{i['file']} (dropped)", i["file"]) for i in scores["images"]]

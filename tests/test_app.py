@@ -1,0 +1,203 @@
+"""The web app through its API, with Gradio's own client: what a person (or a script) can send, and what
+comes back. Real intake (MTCNN, FaceNet) on real photos from ../shared; the app runs in this process on
+a free loopback port over a temporary workspace."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from headshots.errors import ConfigError
+from service.app import main, read_password_file, safe_file_name
+from service.jobs import QUEUED, RUNNING, STOPPED, JobQueue
+from tests.app_server import serve
+
+LIMITS = ("app.max_photos=6", "app.max_pixels=20000000", "app.max_upload_bytes=2000000")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_model, faces_dir, analyzer):
+    with serve(tmp_path_factory.mktemp("app"), tiny_model, analyzer, *LIMITS) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def selfies(faces_dir) -> list[Path]:
+    return sorted((faces_dir / "georgia-tech" / "s01").glob("*.jpg"))
+
+
+def session(server, name: str) -> tuple[Client, dict]:
+    """A new browser-like session that gave its name; returns the client and the page it got."""
+    client = Client(server.url, verbose=False)
+    return client, page(client.predict(name, api_name="/start"))
+
+
+def page(values: tuple) -> dict:
+    names = ("who", "notes", "photos", "remove_pick", "status", "review", "favourites", "files")
+    return dict(zip(names, values))
+
+
+def upload(client: Client, paths: list[Path]) -> dict:
+    photos, remove_pick, notes, status, _ = client.predict([handle_file(str(p)) for p in paths], api_name="/upload")
+    return {"photos": photos, "remove_pick": remove_pick, "notes": notes, "status": status}
+
+
+def test_bad_files_get_their_reason_not_a_traceback(server, selfies, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "notes.txt").write_text("not a photo")
+    (bad / "fake.jpg").write_text("a text file named like a photo")
+    photo = selfies[0].read_bytes()
+    (bad / "cut.jpg").write_bytes(photo[:4000])  # ends inside the header: refused at upload
+    (bad / "half.jpg").write_bytes(photo[: len(photo) // 2])  # a whole header, half the picture: intake says so
+    client, _ = session(server, "carol")
+    result = upload(client, [bad / "notes.txt", bad / "fake.jpg", bad / "cut.jpg", bad / "half.jpg", selfies[0]])
+
+    assert "**not added**: notes.txt: not an image file" in result["notes"]
+    assert "**not added**: fake.jpg: not an image file" in result["notes"]
+    assert "**not added**: cut.jpg: the file is damaged or truncated" in result["notes"]
+    assert "added **half.jpg**" in result["notes"] and "added **01.jpg**" in result["notes"]
+    card = result["photos"].split("data-file='half.jpg'")[1].split("</div></div>")[0]
+    assert "reject" in card and "damaged or truncated" in card and "Export or upload the photo again" in card
+    assert [name for name, _ in result["remove_pick"]["choices"]] == ["01.jpg", "half.jpg"]
+    assert not any("Traceback" in str(value) for value in result.values())
+    assert sorted(p.name for p in (server.data / "carol" / "selfies").iterdir()) == ["01.jpg", "half.jpg"]
+
+
+def test_upload_limits_are_enforced_with_the_limit_named(server, selfies, tmp_path):
+    huge = tmp_path / "huge.jpg"
+    Image.new("RGB", (5000, 4200), (120, 110, 100)).save(huge, quality=30)  # 21 MP, a few hundred kB
+    client, _ = session(server, "dave")
+    result = upload(client, [huge, *selfies[:7]])
+    assert "**not added**: huge.jpg: 21 megapixels is over the limit of 20." in result["notes"]
+    assert result["notes"].count("- added **") == 6  # app.max_photos
+    assert "**not added**: 07.jpg: you already have 6 photos, the most one person may keep." in result["notes"]
+
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\xff" * 3_000_000)
+    with pytest.raises(ValueError, match="exceeds the maximum file size of 2000000 bytes"):
+        upload(client, [big])  # Gradio's client knows the limit...
+    response = httpx.post(server.url + "gradio_api/upload", files={"files": ("big.jpg", big.read_bytes())})
+    assert response.status_code == 413 and "2000000 bytes" in response.text  # ...and the server enforces it
+
+
+def test_unusable_set_is_refused_for_training(server, selfies):
+    client, _ = session(server, "erin")
+    with pytest.raises(AppError, match="no photos to train on"):
+        client.predict(api_name="/train")
+    result = upload(client, selfies[:2])
+    assert "hs-set reject" in result["photos"] and "need at least 5" in result["photos"]
+    with pytest.raises(AppError, match=r"not usable yet: only 2 usable photos .* Add 3 more photos"):
+        client.predict(api_name="/train")
+    assert server.app.jobs.latest("erin") is None
+
+
+def test_one_session_cannot_reach_another_persons_photos(server, selfies):
+    alice, _ = session(server, "alice")
+    upload(alice, selfies[:2])
+    own = server.data / "alice" / "selfies" / "01.jpg"
+    assert own.is_file()
+
+    bob, first = session(server, "bob")
+    assert "01.jpg" not in first["photos"] and first["remove_pick"]["choices"] == []
+    refused = "is not in the list of choices"  # Gradio holds each session's choices; the app checks again itself
+    with pytest.raises(AppError, match=refused):
+        bob.predict(["01.jpg"], api_name="/remove")
+    with pytest.raises(AppError, match=refused):
+        bob.predict(["../alice/selfies/01.jpg"], api_name="/remove")
+    with pytest.raises(AppError, match=refused):
+        bob.predict(["01.jpg"], api_name="/export")
+    with pytest.raises(AppError, match="Nothing generated yet"):
+        bob.predict([], api_name="/export")
+    assert httpx.get(f"{server.url}gradio_api/file={own}").status_code == 403  # no file is served by its path
+    assert own.is_file()
+
+    nameless = Client(server.url, verbose=False)
+    with pytest.raises(AppError, match="Tell us your name first"):
+        nameless.predict([handle_file(str(selfies[0]))], api_name="/upload")
+    with pytest.raises(AppError, match="not allowed"):
+        nameless.predict("../alice", api_name="/start")
+
+
+def test_signed_in_name_is_the_only_identity(tmp_path, tiny_model, analyzer, selfies):
+    accounts = {"alice": "alice-secret", "bob": "bob-secret"}
+    with serve(tmp_path, tiny_model, analyzer, accounts=accounts) as running:
+        with pytest.raises(ValueError, match="Could not login"):
+            Client(running.url, auth=("bob", "alice-secret"), verbose=False)
+        alice = Client(running.url, auth=("alice", "alice-secret"), verbose=False)
+        upload(alice, selfies[:1])
+        bob = Client(running.url, auth=("bob", "bob-secret"), verbose=False)
+        seen = page(bob.predict("alice", api_name="/start"))  # typing another name changes nothing
+        assert seen["who"] == "Signed in as **bob**." and "01.jpg" not in seen["photos"]
+        assert sorted(p.name for p in running.data.iterdir()) == ["alice"]
+
+
+def test_refuses_to_listen_beyond_loopback_without_a_password(capsys, tmp_path):
+    assert main(["--host", "0.0.0.0", "--profile", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "error: Listening on 0.0.0.0" in err and "--password-file" in err
+    bad = tmp_path / "passwords"
+    bad.write_text("alice:one\n../bob:two\n")
+    with pytest.raises(ConfigError, match="not allowed"):
+        read_password_file(bad)
+    bad.write_text("# people\nalice:one\nbob:two:with:colons\n")
+    assert read_password_file(bad) == {"alice": "one", "bob": "two:with:colons"}
+    assert safe_file_name("../../etc/passwd") == "passwd" and safe_file_name(".hidden jpg.JPG") == "hidden_jpg.JPG"
+
+
+def test_job_queue_order_position_and_stop(tmp_path):
+    """One worker: the second person waits with a position; a person has one job at a time; a stopped
+    job ends and the next one starts."""
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    queue = JobQueue([None])
+    try:
+        first = queue.submit("alice", "train", sleeper, tmp_path / "a.log")
+        second = queue.submit("bob", "train", sleeper, tmp_path / "b.log")
+        deadline = time.time() + 10
+        while first.state != RUNNING and time.time() < deadline:
+            time.sleep(0.05)
+        assert (first.state, second.state, queue.position(second)) == (RUNNING, QUEUED, 1)
+        with pytest.raises(Exception, match="still running"):
+            queue.submit("alice", "generate", sleeper, tmp_path / "c.log")
+        queue.stop("alice")
+        assert first.state == STOPPED
+        deadline = time.time() + 10
+        while second.state != RUNNING and time.time() < deadline:
+            time.sleep(0.05)
+        assert second.state == RUNNING and queue.position(second) == 0
+    finally:
+        queue.close()
+    assert second.state == STOPPED
+
+
+def test_failed_job_reports_the_cli_error_lines(tmp_path):
+    script = "import sys; print('error: The photo set is gone.', file=sys.stderr); print('  -> Upload again.', file=sys.stderr); sys.exit(2)"
+    queue = JobQueue([None])
+    try:
+        job = queue.submit("alice", "train", [sys.executable, "-c", script], tmp_path / "a.log")
+        deadline = time.time() + 20
+        while job.active and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        queue.close()
+    assert (job.state, job.error, job.hint) == ("failed", "The photo set is gone.", "Upload again.")
+
+
+def test_phone_and_browser_formats_are_accepted(server, selfies, tmp_path):
+    """PNG with transparency, WebP, and an iPhone's HEIC (through pillow-heif): stored, checked, previewed."""
+    client, _ = session(server, "gina")
+    image = Image.open(selfies[2])
+    image.convert("RGBA").save(tmp_path / "a.png")
+    image.save(tmp_path / "b.webp", "WEBP")
+    Image.open(selfies[4]).save(tmp_path / "c.heic", format="HEIF")
+    result = upload(client, [tmp_path / "a.png", tmp_path / "b.webp", tmp_path / "c.heic"])
+    assert all(f"- added **{name}**" in result["notes"] for name in ("a.png", "b.webp", "c.heic")), result["notes"]
+    assert result["photos"].count("<div class='hs-photo ") == 3 and "(no preview)" not in result["photos"]
+    assert "data-file='c.heic'" in result["photos"] and "data:image/jpeg;base64," in result["photos"]

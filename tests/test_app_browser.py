@@ -1,0 +1,143 @@
+"""The web app through the real page in headless Chromium (Playwright driving Debian's chromium): a person
+uploads real photos, reads the verdicts, trains a few steps on the tiny profile, closes the tab and comes
+back to the running job, generates, reviews (dropped images and their reasons), downloads an export and
+deletes their data. A screenshot of each step is kept in the test's temporary folder."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.app_server import serve
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+JOB_TIMEOUT_MS = 240_000  # a tiny training or generation job on 2 busy cores
+
+
+@pytest.fixture
+def browser():
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not found: install it (apt-get install -y chromium) to test the web app in a browser")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        yield launched
+        launched.close()
+
+
+class Steps:
+    """Numbered screenshots of the page, one per step of the flow."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.count = folder, 0
+
+    def shot(self, page, name: str) -> None:
+        self.count += 1
+        page.screenshot(path=str(self.folder / f"{self.count:02d}-{name}.png"), full_page=True)
+
+
+def sign_in(context, url: str, name: str):
+    page = context.new_page()
+    page.goto(url)
+    page.locator("#hs-name textarea, #hs-name input").first.fill(name)
+    page.locator("#hs-go").click()
+    page.get_by_text(f"Signed in as {name}").wait_for()
+    return page
+
+
+def tab(page, label: str) -> None:
+    page.get_by_role("tab", name=label).click()
+
+
+def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, analyzer):
+    photos = sorted((faces_dir / "georgia-tech" / "s01").glob("*.jpg"))[:6]
+    group = faces_dir / "azure-samples" / "_unlabelled_or_multiface" / "test-image-person-group.jpg"
+    upload = tmp_path / "upload"
+    upload.mkdir()
+    files = [shutil.copy(p, upload / p.name) for p in photos] + [shutil.copy(group, upload / "group.jpg")]
+    steps = Steps(tmp_path)
+    with serve(tmp_path / "app", tiny_model, analyzer) as server:
+        context = browser.new_context(viewport={"width": 1300, "height": 1000}, accept_downloads=True)
+        page = sign_in(context, server.url, "alice")
+        steps.shot(page, "signed-in")
+
+        # 1. Upload: every photo gets its verdict, the group photo its reason; the set is usable.
+        page.locator("#hs-upload input[type=file]").set_input_files([str(f) for f in files])
+        page.locator("#hs-set").wait_for()
+        assert page.locator(".hs-photo").count() == 7
+        group_card = page.locator(".hs-photo[data-file='group.jpg']")
+        assert "reject" in group_card.get_attribute("class") and "more than one face" in group_card.inner_text()
+        assert page.locator(".hs-photo[data-file='01.jpg'] .hs-box").count() == 1  # the face box on the photo
+        assert page.locator("#hs-set").inner_text().startswith("WARN")
+        steps.shot(page, "verdicts")
+
+        # 2. Train; close the tab while it runs; a new tab with the same name shows the job again.
+        tab(page, "2. Train")
+        page.locator("#hs-train:not([disabled])").click()
+        page.get_by_text("Training").first.wait_for()
+        steps.shot(page, "training")
+        page.close()
+        page = sign_in(context, server.url, "alice")
+        assert "Training" in page.locator("#hs-status").inner_text() or "trained" in page.locator("#hs-status").inner_text()
+        page.get_by_text("step 4 of 4").or_(page.get_by_text("Your adapter is trained")).first.wait_for(timeout=JOB_TIMEOUT_MS)
+        steps.shot(page, "training-progress")
+        page.get_by_text("Your adapter is trained").wait_for(timeout=JOB_TIMEOUT_MS)
+
+        # 3. Styles with their descriptions; generate one image of two styles.
+        tab(page, "3. Styles")
+        styles = page.locator("#hs-styles")
+        assert "Approachable professional for LinkedIn" in styles.inner_text()
+        for label in ("corporate", "executive"):  # the defaults are linkedin, corporate, executive: keep linkedin and actor
+            styles.get_by_label(label, exact=False).uncheck()
+        styles.get_by_label("actor", exact=False).check()
+        steps.shot(page, "styles")
+        page.locator("#hs-generate:not([disabled])").click()
+        page.get_by_text("2 images generated").wait_for(timeout=JOB_TIMEOUT_MS)
+
+        # 4. Review: random weights draw noise, so both are dropped, with their reasons a click away.
+        tab(page, "4. Review")
+        assert "0 of 2 kept" in page.locator("#hs-review-head").inner_text()
+        assert not page.locator("#hs-dropped .hs-card").first.is_visible()
+        page.locator("#hs-dropped summary").click()
+        cards = page.locator("#hs-dropped .hs-card")
+        assert cards.count() == 2 and cards.first.is_visible()
+        assert cards.first.locator(".hs-avatar").bounding_box()["width"] == pytest.approx(100, abs=1)
+        assert cards.first.locator(".hs-full").bounding_box()["width"] == pytest.approx(400, abs=1)
+        assert "✗" in cards.first.inner_text()
+        steps.shot(page, "review")
+        page.locator("#hs-favourites").get_by_label("linkedin-00.png", exact=False).check()
+
+        # 5. Download the platform crops and the zip.
+        tab(page, "5. Download")
+        page.locator("#hs-export").click()
+        link = page.locator("#hs-files a[download='headshots.zip']")
+        link.wait_for(timeout=60_000)
+        names = sorted(a.get_attribute("download") for a in page.locator("#hs-files a[download]").all())
+        assert names == ["headshots.zip", "linkedin-00-cv-600x800.jpg", "linkedin-00-linkedin-400x400.jpg",
+                         "linkedin-00-portrait-1080x1350.jpg"]
+        with page.expect_download() as download:
+            link.click()
+        archive = tmp_path / "headshots.zip"
+        download.value.save_as(archive)
+        with zipfile.ZipFile(archive) as bundle:
+            assert sorted(bundle.namelist()) == ["cv-600x800/linkedin-00.jpg", "linkedin-400x400/linkedin-00.jpg",
+                                                 "portrait-1080x1350/linkedin-00.jpg"]
+        steps.shot(page, "download")
+
+        # 6. Delete my data, after a confirmation.
+        tab(page, "Delete my data")
+        page.locator("#hs-delete").click()
+        steps.shot(page, "delete-confirm")
+        page.locator("#hs-delete-yes").click()
+        page.get_by_text("All your photos, adapters and images were deleted").wait_for()
+        assert page.locator(".hs-photo").count() == 0
+        steps.shot(page, "deleted")
+        assert not (server.data / "alice").exists() and not (server.outputs / "alice").exists()
+        context.close()
+    print(f"screenshots: {tmp_path}")
