@@ -89,21 +89,24 @@ def main() -> None:
         rerun = time.perf_counter() - started
 
     tasks = args.people * len(STAGES)
+    ratio = sequential / batch
+    versus = f"{ratio:.2f}x as fast" if ratio >= 1 else f"{1 / ratio:.2f}x as slow"
     body = f"""`.venv/bin/python scripts/bench_batch.py --people {args.people} --steps {args.steps}` ({time.strftime('%Y-%m-%d')},
 {os.cpu_count()} cores, {platform.machine()}, CPU only, tiny profile: intake, prepare, {args.steps} training steps, 2 images, scoring
-and export per person; six Georgia Tech photos each).
+and export per person; six Georgia Tech photos each; load average {os.getloadavg()[0]:.1f} at the end).
 
 | | wall time | vs one after another |
 |---|---|---|
 | one after another (`run_person` in one process, no Ray) | {sequential:.1f} s | 1.00x |
-| one Ray batch (embedded; Ray's own start not included) | {batch:.1f} s | {sequential / batch:.2f}x faster |
+| one Ray batch (embedded; Ray's own start not included) | {batch:.1f} s | {versus} |
 | starting Ray embedded (dashboard included) | {ray_start:.1f} s | |
 | the same batch again (all {tasks} stage tasks skipped) | {rerun:.1f} s | {rerun / tasks * 1000:.0f} ms per stage task |
 
-The batch overlaps one person's CPU stages with another's training on the two cores; each Ray worker
-loads its libraries and the model once per stage task, which the single process does once in all, so
-the batch's lead grows with the number of cores and GPUs. The per-task figure of the re-run is Ray's
-overhead per stage (scheduling, a worker, the result) plus the fingerprint check."""
+What the figures say: on two cores a batch can overlap at most two stages, and each Ray worker imports the
+libraries and loads the models for the stages it runs, which one process does once for everyone; the re-run's
+per-task time is what Ray adds per stage (scheduling, a worker, the result) plus the fingerprint check. The batch
+is there for machines with more cores and GPUs, and clusters, where the stages of different people run side by
+side; that gain is not measured here."""
     write_section(args.out, "## Batch runner (Ray)", body)
     print(body)
 
