@@ -322,6 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\ninterrupted: run the same command again; finished stages are skipped and training resumes",
               file=sys.stderr)
         return 130
+    for person in status["people"]:
+        if person["state"] != "complete":  # what to do, in full (the table cuts the reason short)
+            print(f"{person['user']}: {person['reason']}" + (f"\n  -> {person['hint']}" if person["hint"] else ""))
     print(f"status: {status['status_file']}")
     return exit_status(status)
 
