@@ -4,7 +4,7 @@ pass, and the whole personal path, on full-size SDXL with random weights.
     # on the GPU machine, through scripts/gpu_check.sh (it installs the carried wheels first)
     python3 scripts/gpu_check.py --sdxl-config .gpu/sdxl-base-1.0-config --photos .gpu/photos --out $OUT
     # anywhere, tiny profile on the CPU: what tests/test_gpu_check.py runs, so the driver cannot rot
-    .venv/bin/python scripts/gpu_check.py --tiny --out /tmp/gpu-check
+    .venv/bin/python scripts/gpu_check.py --tiny --out outputs/gpu-check
 
 Every part runs in its own process with its own time budget; a part that overruns is stopped and
 recorded as such, and after every part gpu_check.json and gpu_check.md in --out are rewritten, so a
