@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,3 +128,12 @@ class Workspace:
                 f"Run the prepare stage first: make prepare USER={self.user}",
             )
         return self.reference_embeddings
+
+
+def write_json_atomic(path: Path, data: object, indent: int | None = 2) -> None:
+    """Write `data` as JSON through a temporary file renamed over `path`: a reader in another process (the
+    web app, a status poller, the next run) sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=indent))
+    os.replace(tmp, path)

@@ -20,17 +20,17 @@ import platform
 import statistics
 import tempfile
 import time
+import sys
 from pathlib import Path
 
 from _docs import write_section  # scripts/, first on sys.path when run as a script
 from bench_intake import SIZE, make_photos
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tests.browser import CHROMIUM, FLAGS  # noqa: E402  the browser the tests drive, found the same way
 SECTION = "## Web app: upload to verdicts"
 PHOTOS = 12
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 
 
 def upload_round(browser, url: str, user: str, files: list[Path]) -> float:
@@ -76,7 +76,7 @@ def main() -> None:
         url = app.launch("127.0.0.1", None, block=False)  # the first free port from 7860
         try:
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+                browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
                 upload_round(browser, url, "warmup", files[:1])  # first-call costs (page, models) are not an upload's
                 rounds = [upload_round(browser, url, f"bench{i}", files) for i in range(args.repeats)]
                 browser.close()

@@ -82,7 +82,7 @@ def main() -> None:
 
     from PIL import Image
 
-    from headshots.config import FaceConfig
+    from headshots.config import FaceConfig, load_config
     from headshots.faces import FaceAnalyzer
     from infer.detail import face_prompts, inpainting_pipeline, plan, redraw
     from infer.styles import load_style
@@ -93,8 +93,6 @@ def main() -> None:
         analyzer = FaceAnalyzer(FaceConfig(), device, with_embedder=False)
         frame = frame_with_small_face(model.resolution, analyzer)
         prompts = face_prompts(load_style("executive"), "ohwx", "person")
-        from headshots.config import load_config
-
         cfg = load_config("bench", "tiny", overrides=[f"model.resolution={model.resolution}",
                                                       f"infer.detail.steps={args.steps}",
                                                       f"infer.detail.strength={args.strength}"])

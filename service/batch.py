@@ -20,7 +20,6 @@ written to outputs/batch/<id>/status.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -32,6 +31,7 @@ from headshots.cli import print_error
 from headshots.config import Config, load_config
 from headshots.errors import ConfigError, HeadshotsError
 from headshots.logs import setup_logging
+from headshots.workspace import write_json_atomic
 from service.chain import FAILED, NOT_RUN, STAGES, StageResult, run_stage, stage_named
 
 # Environment a worker needs to behave like this process: face weights, W&B mode, hub settings.
@@ -254,12 +254,10 @@ class Batch:
                 "people": [row.to_json() for row in self.rows.values()]}
 
     def write_status(self, finished: bool) -> Path:
-        self.status_dir.mkdir(parents=True, exist_ok=True)
         path = self.status_dir / "status.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.status(finished), indent=2))
-        os.replace(tmp, path)
-        people = self.status(finished)["people"]
+        status = self.status(finished)
+        write_json_atomic(path, status)
+        people = status["people"]
         states = [(p["user"], p["stage"], p["stage_state"]) for p in people]
         if states != self._last_states or finished:  # the table again only when something moved
             print(format_table(people), flush=True)

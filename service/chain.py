@@ -19,9 +19,9 @@ checkpoint (train.recipe). The web app and the batch runner both run people thro
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.logs import get_logger
-from headshots.workspace import ADAPTER_WEIGHTS, Workspace
+from headshots.workspace import ADAPTER_WEIGHTS, Workspace, write_json_atomic
 
 log = get_logger(__name__)
 
@@ -149,11 +149,10 @@ def selfies_digest(ws: Workspace) -> str:
 
 
 def fingerprint(stage: Stage, cfg: Config, upstream: str | None) -> str:
-    structured = OmegaConf.structured(cfg)
+    plain = OmegaConf.to_container(OmegaConf.structured(cfg))
     inputs = {
         "stage": stage.name,
-        "config": {key: OmegaConf.to_container(OmegaConf.create({"v": OmegaConf.select(structured, key)}))
-                   for key in stage.config_keys},
+        "config": {key: functools.reduce(lambda node, part: node[part], key.split("."), plain) for key in stage.config_keys},
         "upstream": upstream,
         "selfies": selfies_digest(Workspace.from_config(cfg)) if stage.reads_selfies else None,
     }
@@ -175,14 +174,6 @@ def is_done(stage: Stage, cfg: Config, expected: str) -> bool:
     return bool(record and record.get("fingerprint") == expected and all(p.exists() for p in stage.outputs(ws, cfg.run)))
 
 
-def _write_record(stage: Stage, cfg: Config, record: dict, path: Path | None = None) -> None:
-    path = path or record_path(stage, cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, path)  # atomic: a record is either the old one or the new one, never half
-
-
 def _forget_other_inputs(stage: Stage, cfg: Config, expected: str) -> None:
     """A stage resumes what an interrupted attempt left (training: its checkpoints) only if that attempt
     had the same inputs: otherwise new photos or settings would resume an old run that had already
@@ -199,7 +190,7 @@ def _forget_other_inputs(stage: Stage, cfg: Config, expected: str) -> None:
             elif path.exists():
                 path.unlink()
         log.info("%s: %s inputs changed since its last attempt: starting it afresh", cfg.user, stage.name)
-    _write_record(stage, cfg, {"stage": stage.name, "fingerprint": expected}, marker)
+    write_json_atomic(marker, {"stage": stage.name, "fingerprint": expected})
 
 
 # -- running ----------------------------------------------------------------------------------------
@@ -246,8 +237,8 @@ def run_stage(stage: Stage, cfg: Config, upstream: StageResult | None = None) ->
     except HeadshotsError as exc:
         return StageResult(cfg.user, stage.name, FAILED, expected, time.perf_counter() - started, exc.message, exc.hint)
     seconds = time.perf_counter() - started
-    _write_record(stage, cfg, {"stage": stage.name, "fingerprint": expected, "seconds": round(seconds, 3),
-                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "details": details})
+    write_json_atomic(record_path(stage, cfg), {"stage": stage.name, "fingerprint": expected, "seconds": round(seconds, 3),
+                                                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "details": details})
     return StageResult(cfg.user, stage.name, DONE, expected, seconds, details=details)
 
 

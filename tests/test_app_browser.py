@@ -12,21 +12,18 @@ from pathlib import Path
 import pytest
 
 from tests.app_server import serve
+from tests.browser import FLAGS, need_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 JOB_TIMEOUT_MS = 240_000  # a tiny training or generation job on 2 busy cores
 
 
 @pytest.fixture
 def browser():
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} not found: install it (apt-get install -y chromium) to test the web app in a browser")
+    chromium = need_chromium("test the web app in a browser")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        launched = playwright.chromium.launch(executable_path=str(chromium), args=FLAGS, headless=True)
         yield launched
         launched.close()
 

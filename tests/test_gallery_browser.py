@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from headshots.workspace import Workspace
+from tests.browser import CHROMIUM, need_chromium
+from tests.browser import FLAGS as BROWSER_FLAGS
 
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = ["--headless", *BROWSER_FLAGS]
 # Injected at the end of a copy of the page: lazy images become eager, so they hold back the load
 # event whatever the window's height; once it fires, the title reports how many images decoded.
 COUNT_SCRIPT = """<script>
@@ -53,8 +53,7 @@ def gallery(prepared_user, make_config, faces_dir, analyzer) -> Path:
 
 
 def test_every_gallery_image_loads_in_chromium(gallery, tmp_path):
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} not found: install it (apt-get install -y chromium) to check the gallery in a browser")
+    need_chromium("check the gallery in a browser")
     page = gallery.read_text()
     expected = len(re.findall(r"<img ", page))
     assert expected == 3 * 5  # 400 px square, 100 px and 40 px circles for each of the five outputs

@@ -27,7 +27,7 @@ from headshots.config import Config, TrainConfig, save_config, to_yaml
 from headshots.errors import HeadshotsError
 from headshots.logs import get_logger
 from headshots.sdxl import load_components
-from headshots.workspace import Workspace
+from headshots.workspace import Workspace, write_json_atomic
 from train import checkpoint as ckpt
 from train.cache import BatchSource, EncodedDataset, face_weight_map
 from train.lora import attach_lora, peft_lora_state_dict, save_adapter, set_unet_lora_state_dict, unet_lora_state_dict
@@ -288,9 +288,7 @@ def write_progress(path: Path, step: int, max_steps: int, first_step: int, loss:
     record = {"step": step, "max_steps": max_steps, "loss": round(loss, 6), "started": round(started, 3),
               "updated": round(now, 3), "resumed_from": first_step,
               "eta_s": round((now - started) / done * (max_steps - step), 1) if done else None}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
+    write_json_atomic(path, record, indent=None)
 
 
 def check_ranks_in_sync(accelerator, params: list[torch.nn.Parameter]) -> None:
