@@ -100,7 +100,7 @@ def main() -> None:
         "",
         f"**{median:.2f} s from upload to {PHOTOS} verdicts on screen** (target: < 5 s); rounds: {', '.join(f'{r:.2f} s' for r in rounds)}.",
         f"Of that, intake itself (every check, the reports) takes {intake_median:.2f} s; the rest ({median - intake_median:.2f} s) is",
-        "the transfer to the server, the copy into the selfies folder, the previews and drawing the page.",
+        "the transfer to the server, the copy into the selfies folder and drawing the page.",
         "",
     ])
     write_section(args.out, SECTION, text)

@@ -2,7 +2,8 @@
 
 Makes 20 JPEGs of 4000x3000 (real Georgia Tech faces from ../shared, upscaled, with sensor-like
 noise; 5 of them mirrored) in a temporary folder, runs the whole intake on them (decode, detect,
-every per-photo check, duplicates, identity, reports) and prints photos/s and the time per check.
+every per-photo check, duplicates, identity, reports) on the default photo-checking threads and on one
+thread, alternated, and prints photos/s, the ratio, and the one-thread time per check.
 Writes the figures to docs/benchmarks.md under "## Intake" (other sections are kept).
 
     .venv/bin/python scripts/bench_intake.py [--faces ../shared/faces] [--repeats 3] [key=value ...]
@@ -56,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["HEADSHOTS_FACE_WEIGHTS"] = args.weights
 
-    from train.intake import run_intake
+    from train.intake import MAX_WORKERS, run_intake
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
@@ -66,15 +67,18 @@ def main() -> None:
         cfg = load_config("bench", overrides=[f"paths.data_root={data}", f"paths.outputs_root={Path(tmp) / 'outputs'}", *args.overrides])
         analyzer = FaceAnalyzer(cfg.face)
         analyzer.detect(Image.new("RGB", (320, 240)))  # first-call overhead is not part of a photo's cost
-        runs = []
-        for _ in range(args.repeats):
-            timings: dict[str, float] = {}
-            start = time.perf_counter()
-            with contextlib.redirect_stdout(io.StringIO()):
-                result = run_intake(cfg, analyzer, timings)
-            runs.append((time.perf_counter() - start, timings))
+        runs: dict[int, list[tuple[float, dict[str, float]]]] = {1: [], 0: []}  # one thread; the default (0)
+        for _ in range(args.repeats):  # alternated, so both see the same load
+            for workers in runs:
+                timings: dict[str, float] = {}
+                start = time.perf_counter()
+                with contextlib.redirect_stdout(io.StringIO()):
+                    result = run_intake(cfg, analyzer, timings, workers=workers or None)
+                runs[workers].append((time.perf_counter() - start, timings))
     n = len(result.photos)
-    total, timings = sorted(runs, key=lambda r: r[0])[len(runs) // 2]  # the median run
+    total, _ = sorted(runs[0], key=lambda r: r[0])[len(runs[0]) // 2]  # the median run
+    serial, timings = sorted(runs[1], key=lambda r: r[0])[len(runs[1]) // 2]  # its steps add up to its time
+    threads = min(MAX_WORKERS, os.cpu_count() or 1)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
         f"`scripts/bench_intake.py` on {time.strftime('%Y-%m-%d')}: {n} JPEGs of {SIZE[0]}x{SIZE[1]} (upscaled real faces + noise),",
@@ -82,15 +86,18 @@ def main() -> None:
         f"torch {torch.__version__} with {torch.get_num_threads()} threads, {platform.processor() or platform.machine()},",
         f"load average {load:.1f} when measured (other jobs share these cores); overrides: {' '.join(args.overrides) or 'none'}.",
         "",
-        (f"**{total:.2f} s for {n} photos = {n / total:.1f} photos/s** (target: {n} photos in < 3 s); "
-         f"runs: {', '.join(f'{r[0]:.2f} s' for r in runs)}."),
+        (f"**{total:.2f} s for {n} photos = {n / total:.1f} photos/s** with {threads} photo-checking threads (target: {n} photos "
+         f"in < 3 s); runs: {', '.join(f'{r[0]:.2f} s' for r in runs[0])}. One thread, alternated with those runs: "
+         f"{serial:.2f} s ({serial / total:.2f}x as long); runs: {', '.join(f'{r[0]:.2f} s' for r in runs[1])}."),
+        "",
+        "Where the one-thread run spends its time:",
         "",
         "| step | total (s) | per photo (ms) |",
         "|---|---|---|",
     ]
     for name, seconds in sorted(timings.items(), key=lambda kv: -kv[1]):
         lines.append(f"| {name} | {seconds:.3f} | {1000 * seconds / n:.1f} |")
-    rest = total - sum(timings.values())
+    rest = serial - sum(timings.values())
     lines += [f"| reports (json, html, table) and bookkeeping | {rest:.3f} | {1000 * rest / n:.1f} |", ""]
     text = "\n".join(lines) + "\n"
     write_section(args.out, SECTION, text)

@@ -167,13 +167,14 @@ class HeadshotsApp:
         shutil.copyfile(source, target)
         return target.name
 
-    def check_photos(self, ws: Workspace) -> None:
-        """Intake over the photos there now (the set checks need all of them); no photos, no report."""
+    def check_photos(self, ws: Workspace) -> dict[str, str]:
+        """Intake over the photos there now (the set checks need all of them); no photos, no report.
+        Returns intake's previews (file -> data URI), so the page need not decode every photo again."""
         if ws.selfies.is_dir() and list_photos(ws.selfies):
-            run_intake(self.settings.config(ws.user), self.analyzer)
-        else:
-            ws.intake_report.unlink(missing_ok=True)
-            ws.intake_page.unlink(missing_ok=True)
+            return run_intake(self.settings.config(ws.user), self.analyzer).previews
+        ws.intake_report.unlink(missing_ok=True)
+        ws.intake_page.unlink(missing_ok=True)
+        return {}
 
     @user_errors
     def upload(self, files: Optional[list[str]], state: Optional[str], request: gr.Request) -> dict:
@@ -188,8 +189,8 @@ class HeadshotsApp:
                 notes.append(f"**not added**: {exc.message} → {exc.hint}")
             finally:
                 path.unlink(missing_ok=True)  # the selfies folder holds the one copy (Delete my data removes it)
-        self.check_photos(ws)
-        return {**self.photos_view(ws), **self.status_view(ws.user), self.c["upload"]: None,
+        previews = self.check_photos(ws)
+        return {**self.photos_view(ws, previews), **self.status_view(ws.user), self.c["upload"]: None,
                 self.c["notes"]: "\n".join(f"- {n}" for n in notes)}
 
     @user_errors
@@ -201,12 +202,13 @@ class HeadshotsApp:
             raise HeadshotsError(f"Not one of your photos: {', '.join(unknown)}.", "Tick photos from your own list.")
         for name in chosen or []:
             mine[name].unlink()
-        self.check_photos(ws)
-        return {**self.photos_view(ws), **self.status_view(ws.user), self.c["notes"]: f"- removed {len(chosen or [])} photo(s)"}
+        previews = self.check_photos(ws)
+        return {**self.photos_view(ws, previews), **self.status_view(ws.user),
+                self.c["notes"]: f"- removed {len(chosen or [])} photo(s)"}
 
-    def photos_view(self, ws: Workspace) -> dict:
+    def photos_view(self, ws: Workspace, previews: Optional[dict[str, str]] = None) -> dict:
         names = [p.name for p in list_photos(ws.selfies)] if ws.selfies.is_dir() else []
-        return {self.c["photos"]: views.photos_html(ws), self.c["remove_pick"]: gr.update(choices=names, value=[])}
+        return {self.c["photos"]: views.photos_html(ws, previews), self.c["remove_pick"]: gr.update(choices=names, value=[])}
 
     # -- jobs --------------------------------------------------------------------------------------
     def submit(self, user: str, kind: str, extra: list[str]) -> None:
@@ -254,10 +256,11 @@ class HeadshotsApp:
             self.c["train"]: gr.update(interactive=views.set_usable(ws) and not busy),
             self.c["generate"]: gr.update(interactive=trained and not busy),
             self.c["stop"]: gr.update(interactive=busy),
+            self.c["timer"]: gr.Timer(active=busy),
         }
 
     def tick(self, state: Optional[str], seen: Optional[list], request: gr.Request) -> dict:
-        """Every second while the page is open: the job's progress; the review once a generation ends."""
+        """Every second while a job of this person is queued or running: its progress; the review once a generation ends."""
         if not state and not (request is not None and request.username):
             return {self.c["status"]: gr.skip()}  # no one signed in yet in this session
         user = self.user(state, request)
@@ -372,15 +375,17 @@ class HeadshotsApp:
                                 c["yes"] = gr.Button("Yes, delete everything", variant="stop", elem_id="hs-delete-yes")
                                 c["no"] = gr.Button("Cancel", elem_id="hs-delete-no")
                         c["deleted"] = gr.Markdown(elem_id="hs-deleted")
-            timer = gr.Timer(1.0)
-            self._wire(demo, timer)
+            # Ticks only while a job is queued or running: an idle tick a second costs the upload's intake ~1.5 s
+            # of its 5 s on two cores (docs/app.md, Speed).
+            c["timer"] = gr.Timer(1.0, active=False)
+            self._wire(demo)
         return demo
 
-    def _wire(self, demo: gr.Blocks, timer: gr.Timer) -> None:
+    def _wire(self, demo: gr.Blocks) -> None:
         c = self.c
         page = [c[k] for k in ("user", "who", "name_row", "main", "notes", "photos", "remove_pick", "status", "train", "generate", "stop",
-                               "review", "favourites", "seen", "files")]
-        status = [c[k] for k in ("status", "train", "generate", "stop")]
+                               "timer", "review", "favourites", "seen", "files")]
+        status = [c[k] for k in ("status", "train", "generate", "stop", "timer")]
         photos = [c["photos"], c["remove_pick"], c["notes"]]
         c["go"].click(self.start, [c["name"]], page, api_name="start")
         c["name"].submit(self.start, [c["name"]], page, api_name=False)
@@ -396,7 +401,7 @@ class HeadshotsApp:
         c["ask"].click(lambda: gr.update(visible=True), None, [c["confirm"]], api_name=False)
         c["no"].click(lambda: gr.update(visible=False), None, [c["confirm"]], api_name=False)
         c["yes"].click(self.delete_everything, [c["user"]], [*page, c["confirm"], c["deleted"]], api_name="delete_my_data")
-        timer.tick(self.tick, [c["user"], c["seen"]], [*status, c["seen"], c["review"], c["favourites"]],
+        c["timer"].tick(self.tick, [c["user"], c["seen"]], [*status, c["seen"], c["review"], c["favourites"]],
                    api_name="status", show_progress="hidden")
 
     def launch(self, host: str, port: Optional[int], block: bool = True) -> str:

@@ -19,6 +19,7 @@ from headshots.errors import ImageError
 from headshots.images import list_photos, load_rgb
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace
 from service.jobs import DONE, FAILED, QUEUED, RUNNING, STOPPED, Job
+from train.intake import PREVIEW_SIDE
 
 CSS = """
 .hs-set{padding:10px 14px;border-left:6px solid #2a2;margin:6px 0 12px;background:#f6fff6}
@@ -37,7 +38,6 @@ CSS = """
 .hs-tiny{width:40px;height:40px;border-radius:50%;object-fit:cover}
 .hs-checks{list-style:none;padding:0;margin:8px 0 0}.hs-checks .ok{color:#1b4332}.hs-checks .no{color:#8a1c1c}
 """
-THUMB_SIDE = 240  # photo previews on the upload tab
 REVIEW_SIDE = 400  # the review's largest view (400x400, as on a profile page); the circles reuse it
 
 
@@ -67,8 +67,9 @@ def _items(lines: list[str]) -> str:
 # -- photos (intake) --------------------------------------------------------------------------------
 
 
-def photos_html(ws: Workspace) -> str:
-    """The set verdict with what to add, then every photo with its face box, verdict, reason and advice."""
+def photos_html(ws: Workspace, previews: Optional[dict[str, str]] = None) -> str:
+    """The set verdict with what to add, then every photo with its face box, verdict, reason and advice.
+    `previews` (file -> data URI, from the intake just run) saves decoding each photo again (~40 ms a phone photo)."""
     photos = list_photos(ws.selfies) if ws.selfies.is_dir() else []
     report = _read_json(ws.intake_report)
     if not photos or report is None:
@@ -77,7 +78,9 @@ def photos_html(ws: Workspace) -> str:
     head = (f"<div class='hs-set {s['verdict']}' id='hs-set'><span class='hs-verdict'>{html.escape(s['verdict'])}</span>: "
             f"{s['usable']} of {s['total']} photos usable{': ' + html.escape(s['reason']) if s.get('reason') else ''}"
             f"<ul>{_items(s['advice'])}</ul></div>")
-    cards = "".join(_photo_card(p, data_uri(ws.selfies / p["file"], THUMB_SIDE)) for p in report["photos"])
+    previews = previews or {}
+    cards = "".join(_photo_card(p, previews.get(p["file"]) or data_uri(ws.selfies / p["file"], PREVIEW_SIDE))
+                    for p in report["photos"])
     return f"{head}<div class='hs-photos'>{cards}</div>"
 
 

@@ -40,12 +40,12 @@ def session(server, name: str) -> tuple[Client, dict]:
 
 
 def page(values: tuple) -> dict:
-    names = ("who", "notes", "photos", "remove_pick", "status", "review", "favourites", "files")
+    names = ("who", "notes", "photos", "remove_pick", "status", "timer", "review", "favourites", "files")
     return dict(zip(names, values))
 
 
 def upload(client: Client, paths: list[Path]) -> dict:
-    photos, remove_pick, notes, status, _ = client.predict([handle_file(str(p)) for p in paths], api_name="/upload")
+    photos, remove_pick, notes, status, _timer, _upload = client.predict([handle_file(str(p)) for p in paths], api_name="/upload")
     return {"photos": photos, "remove_pick": remove_pick, "notes": notes, "status": status}
 
 

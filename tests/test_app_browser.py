@@ -63,6 +63,10 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         context = browser.new_context(viewport={"width": 1300, "height": 1000}, accept_downloads=True)
         page = sign_in(context, server.url, "alice")
         steps.shot(page, "signed-in")
+        calls: list[str] = []  # with no job, the page must not poll the server (each poll slows the next upload)
+        page.on("request", lambda request: calls.append(request.url) if "/queue/join" in request.url else None)
+        page.wait_for_timeout(2500)
+        assert calls == []
 
         # 1. Upload: every photo gets its verdict, the group photo its reason; the set is usable.
         page.locator("#hs-upload input[type=file]").set_input_files([str(f) for f in files])
