@@ -14,7 +14,8 @@ each stage's outputs:
         {stage, fingerprint, finished (ISO time), seconds, details}
 
 A stage interrupted part-way leaves no record, so it runs again; training then resumes from its last
-checkpoint (train.recipe). The web app and the batch runner both run people through this module.
+checkpoint if that checkpoint was trained on the same photos and settings, and starts afresh otherwise
+(train.recipe decides, for every caller). The web app and the batch runner both run people through this module.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -103,8 +103,6 @@ class Stage:
     uses_gpu: bool  # asks the scheduler for a GPU when there is one
     outputs: Callable[[Workspace, str], list[Path]]  # all must exist for the stage to count as done
     in_user_data: bool  # its record lives in data/users/<u>/stages/ (else outputs/<u>/<run>/stages/)
-    # What an earlier attempt with other inputs left that this one must not resume from (training checkpoints).
-    stale: Callable[[Workspace, str], list[Path]] = lambda ws, run: []
 
 
 STAGES: tuple[Stage, ...] = (
@@ -113,9 +111,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("prepare", _prepare, ("prepare", "face", "model.resolution"), True, False,
           lambda ws, run: [ws.prepared / "dataset_info.json", ws.reference_embeddings], True),
     Stage("fit", _fit, ("model", "train"), False, True,
-          lambda ws, run: [ws.adapter_dir(run) / ADAPTER_WEIGHTS], False,
-          lambda ws, run: [ws.checkpoints_dir(run), ws.adapter_dir(run), ws.best_adapter_dir(run),
-                           ws.run_dir(run) / "validation", ws.run_dir(run) / "validation.json"]),
+          lambda ws, run: [ws.adapter_dir(run) / ADAPTER_WEIGHTS], False),
     Stage("infer", _infer, ("model", "infer", "filter", "face"), False, True,
           lambda ws, run: [ws.samples_dir(run) / "scores.json", ws.samples_dir(run) / "gallery.html"], False),
     Stage("export", _export, ("infer.export_files",), False, False, _export_outputs, False),
@@ -174,25 +170,6 @@ def is_done(stage: Stage, cfg: Config, expected: str) -> bool:
     return bool(record and record.get("fingerprint") == expected and all(p.exists() for p in stage.outputs(ws, cfg.run)))
 
 
-def _forget_other_inputs(stage: Stage, cfg: Config, expected: str) -> None:
-    """A stage resumes what an interrupted attempt left (training: its checkpoints) only if that attempt
-    had the same inputs: otherwise new photos or settings would resume an old run that had already
-    finished, and export the old adapter again. Each attempt leaves its fingerprint in <stage>.started.json."""
-    marker = record_path(stage, cfg).with_suffix(".started.json")
-    try:
-        previous = json.loads(marker.read_text()).get("fingerprint")
-    except (OSError, ValueError):
-        previous = None
-    if previous not in (None, expected):
-        for path in stage.stale(Workspace.from_config(cfg), cfg.run):
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-        log.info("%s: %s inputs changed since its last attempt: starting it afresh", cfg.user, stage.name)
-    write_json_atomic(marker, {"stage": stage.name, "fingerprint": expected})
-
-
 # -- running ----------------------------------------------------------------------------------------
 
 DONE, SKIPPED, FAILED, NOT_RUN = "done", "skipped", "failed", "not run"
@@ -230,7 +207,6 @@ def run_stage(stage: Stage, cfg: Config, upstream: StageResult | None = None) ->
         details = (read_record(stage, cfg) or {}).get("details", {})
         log.info("%s: %s skipped (done before, nothing it reads has changed)", cfg.user, stage.name)
         return StageResult(cfg.user, stage.name, SKIPPED, expected, details=details)
-    _forget_other_inputs(stage, cfg, expected)
     started = time.perf_counter()
     try:
         details = stage.run(cfg)

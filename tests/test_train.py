@@ -139,3 +139,15 @@ def test_face_weight_map_emphasises_the_face_and_keeps_the_loss_scale():
 def test_face_weighted_loss_trains(prepared_user, make_config):
     cfg = make_config("alice", "run=face", "train.max_steps=2", "train.face_loss_weight=3.0")
     assert (train(cfg) / ADAPTER_FILE).is_file()
+
+
+def test_new_training_settings_start_afresh_instead_of_resuming_the_finished_run(prepared_user, make_config, caplog):
+    first = make_config("alice", "run=changed", "train.max_steps=2", "train.checkpoint_every=2")
+    old = load_file(str(train(first) / ADAPTER_FILE))
+    progress = Workspace.from_config(first).run_dir("changed") / "progress.json"
+    progress.unlink()  # written only by steps that ran: gone unless the second run trains again
+    changed = make_config("alice", "run=changed", "train.max_steps=2", "train.checkpoint_every=2", "train.learning_rate=0.003")
+    new = load_file(str(train(changed) / ADAPTER_FILE))
+    assert "starting run 'changed' afresh" in caplog.text
+    assert json.loads(progress.read_text())["resumed_from"] == 0
+    assert any((new[k] - old[k]).abs().max() > 1e-6 for k in old), "the old run's adapter was exported again"

@@ -3,6 +3,8 @@
 Accelerate writes the state (LoRA weights through our hooks, optimizer, LR scheduler, RNG)
 into `step-N.tmp/`; a `state.json` is added last and the folder is renamed in one step. A run
 killed at any moment leaves either the previous checkpoints or the new one, never a torn "latest".
+`state.json` also records the digest of what the run trains on (`inputs`), so that a checkpoint is
+resumed only by a run on the same photos and settings.
 """
 
 from __future__ import annotations
@@ -38,7 +40,12 @@ def latest_checkpoint(root: Path) -> Optional[tuple[int, Path]]:
     return checkpoints[-1] if checkpoints else None
 
 
-def save_checkpoint(accelerator, root: Path, step: int, keep: int) -> Path:
+def recorded_inputs(checkpoint: Path) -> Optional[str]:
+    """The inputs digest a checkpoint was saved with (None: saved before checkpoints recorded it)."""
+    return json.loads((checkpoint / "state.json").read_text()).get("inputs")
+
+
+def save_checkpoint(accelerator, root: Path, step: int, keep: int, inputs: str) -> Path:
     """Every process calls this (Accelerate needs all ranks); the main process publishes and prunes."""
     final = checkpoint_path(root, step)
     tmp = final.with_name(final.name + ".tmp")
@@ -49,7 +56,7 @@ def save_checkpoint(accelerator, root: Path, step: int, keep: int) -> Path:
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / "state.json").write_text(json.dumps({"step": step}))
+        (tmp / "state.json").write_text(json.dumps({"step": step, "inputs": inputs}))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         for _, old in list_checkpoints(root)[:-keep]:

@@ -21,6 +21,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from headshots.config import Config, TrainConfig, save_config, to_yaml
@@ -33,11 +34,12 @@ from train.cache import BatchSource, EncodedDataset, face_weight_map
 from train.lora import attach_lora, peft_lora_state_dict, save_adapter, set_unet_lora_state_dict, unet_lora_state_dict
 from train.prior import class_image_paths, class_rows
 from train.text import TextSide, replace_trigger, setup_text_side
-from train.validation import Validator, wandb_images
+from train.validation import VALIDATION_FILE, VALIDATION_IMAGES, Validator, wandb_images
 
 log = get_logger(__name__)
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LORA_STATE_FILE = "lora.safetensors"
+RESUMABLE_KEYS = ("max_steps", "checkpoint_every", "keep_checkpoints", "validation")  # train.* a resumed run may change
 PROGRESS_FILE = "progress.json"  # outputs/<user>/<run>/progress.json: the loop's position, for watchers (the web app)
 
 
@@ -63,8 +65,11 @@ def train(cfg: Config) -> Path:
     )
     set_seed(tc.seed)
     weight_dtype = DTYPES[tc.mixed_precision]
+    inputs = training_inputs(cfg, prepared)
     if accelerator.is_main_process:
+        discard_other_inputs(workspace, cfg.run, inputs)
         save_config(cfg, run_dir / "config.yaml")
+    accelerator.wait_for_everyone()
 
     # 0. Prior preservation: class images (generated once by the main process, then cached).
     class_paths = None
@@ -179,7 +184,7 @@ def train(cfg: Config) -> Path:
         if tc.validation.every and ((step + 1) % tc.validation.every == 0 or step + 1 == tc.max_steps):
             validate(accelerator, validator, unet, text, step + 1, cfg, workspace)
         if (step + 1) % tc.checkpoint_every == 0 or step + 1 == tc.max_steps:
-            ckpt.save_checkpoint(accelerator, checkpoints, step + 1, tc.keep_checkpoints)
+            ckpt.save_checkpoint(accelerator, checkpoints, step + 1, tc.keep_checkpoints, inputs)
     progress.close()
     check_ranks_in_sync(accelerator, params)
 
@@ -190,6 +195,37 @@ def train(cfg: Config) -> Path:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return adapter_dir
+
+
+def training_inputs(cfg: Config, prepared: Path) -> str:
+    """Digest of what the adapter is trained from: the prepared dataset's rows (photos, crops, captions), the
+    base model and every training setting except RESUMABLE_KEYS, which a run may change and still resume."""
+    digest = hashlib.sha256()
+    for path in sorted(prepared.glob("*.arrow")):  # the rows; prepare writes them byte for byte the same
+        digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    train = {key: value for key, value in OmegaConf.to_container(OmegaConf.structured(cfg.train)).items()
+             if key not in RESUMABLE_KEYS}
+    model = OmegaConf.to_container(OmegaConf.structured(cfg.model))
+    digest.update(json.dumps({"model": model, "train": train}, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def discard_other_inputs(workspace: Workspace, run: str, inputs: str) -> None:
+    """A run's checkpoints, adapters and validation history belong to the photos and settings they were
+    trained on. After new photos (or another rank, learning rate...), resuming would continue the old
+    run, or, if it had finished, skip training and export the old adapter again; so they are removed
+    and training starts afresh. A checkpoint saved before checkpoints recorded their inputs is kept."""
+    latest = ckpt.latest_checkpoint(workspace.checkpoints_dir(run))
+    if latest is None or ckpt.recorded_inputs(latest[1]) in (None, inputs):
+        return
+    log.warning("the photos or training settings changed since %s was saved: starting run %r afresh", latest[1], run)
+    run_dir = workspace.run_dir(run)
+    for path in (workspace.checkpoints_dir(run), workspace.adapter_dir(run), workspace.best_adapter_dir(run),
+                 run_dir / VALIDATION_IMAGES, run_dir / VALIDATION_FILE, run_dir / PROGRESS_FILE):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def export_adapter(accelerator, unet, text: TextSide, adapter_dir: Path, cfg: Config, step: Optional[int] = None) -> None:

@@ -29,6 +29,7 @@ from headshots.workspace import Workspace
 
 log = get_logger(__name__)
 VALIDATION_FILE = "validation.json"
+VALIDATION_IMAGES = "validation"  # outputs/<user>/<run>/validation/: the sampled images
 
 
 @dataclass
@@ -76,7 +77,7 @@ class Validator:
             self._park_encoders()
         workspace = Workspace.from_config(cfg)
         self.run_dir = workspace.run_dir(cfg.run)
-        self.images_dir = self.run_dir / "validation"
+        self.images_dir = self.run_dir / VALIDATION_IMAGES
         self.references = load_file(str(workspace.require_reference()))["embeddings"]
         self.analyzer = FaceAnalyzer(cfg.face, resolve_device(cfg.device))
         self.history: list[ValidationResult] = []
