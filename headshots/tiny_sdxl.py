@@ -119,6 +119,16 @@ def build_tiny_refiner(seed: int = 0):
     )
 
 
+def full_size_sdxl(config_dir: Path, out: Path) -> Path:
+    """The folder to load full-size random SDXL from: `config_dir` itself when it already holds a built model
+    (scripts/gpu_check.py builds one and hands it to every benchmark, instead of each building its own),
+    else a new build in `out`."""
+    if (config_dir / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file():
+        return config_dir
+    build_full_size_sdxl(config_dir, out)
+    return out
+
+
 def build_full_size_sdxl(config_dir: Path, out: Path) -> None:
     """Full-size SDXL base with random weights from the published component configs (no download; about
     a minute and 13 GB of RAM on a CPU), saved as the hub's fp16 variant files (`*.fp16.safetensors`) so it

@@ -56,12 +56,12 @@ def build_pipeline(args, tmp: Path):
 
     from headshots.config import ModelConfig
     from headshots.sdxl import load_pipeline
-    from headshots.tiny_sdxl import build_full_size_sdxl, build_tiny_sdxl
+    from headshots.tiny_sdxl import build_tiny_sdxl, full_size_sdxl
     from infer.generate import Pipelines
 
     if args.sdxl_config:
-        build_full_size_sdxl(Path(args.sdxl_config), tmp / "sdxl")
-        model = ModelConfig(pretrained=str(tmp / "sdxl"), variant="fp16", resolution=1024)
+        built = full_size_sdxl(Path(args.sdxl_config), tmp / "sdxl")
+        model = ModelConfig(pretrained=str(built), variant="fp16", resolution=1024)
     else:
         build_tiny_sdxl().save_pretrained(tmp / "tiny")
         model = ModelConfig(pretrained=str(tmp / "tiny"), resolution=128)

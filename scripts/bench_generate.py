@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from _docs import write_section  # scripts/, first on sys.path when run as a script
-from headshots.tiny_sdxl import build_full_size_sdxl
+from headshots.tiny_sdxl import full_size_sdxl
 
 PROMPT = "professional head and shoulders headshot photo of ohwx person, navy blazer, softly blurred office background"
 
@@ -111,21 +111,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.sdxl_config:
-            build_full_size_sdxl(args.sdxl_config, tmp / "model")  # saved as the fp16 variant, like the hub's
+            model = full_size_sdxl(args.sdxl_config, tmp / "model")  # the fp16 variant files, like the hub's
             profile, variant, title = "sdxl", "fp16", "full-size SDXL, random weights, 1024 px"
         else:
             from headshots.tiny_sdxl import build_tiny_sdxl
 
-            build_tiny_sdxl().save_pretrained(tmp / "model")
+            model = tmp / "model"
+            build_tiny_sdxl().save_pretrained(model)
             profile, variant, title = "tiny", None, "tiny profile, 128 px"
-        write_random_adapter(tmp / "model", variant, tmp / "adapter", rank=16, dtype=dtype)
-        common = [f"model.pretrained={tmp / 'model'}", "model.vae=null", f"model.variant={variant or 'null'}", f"infer.steps={args.steps}"]
+        write_random_adapter(model, variant, tmp / "adapter", rank=16, dtype=dtype)
+        common = [f"model.pretrained={model}", "model.vae=null", f"model.variant={variant or 'null'}", f"infer.steps={args.steps}"]
         cfg = load_config("bench", profile, overrides=common)
         unfused = load_config("bench", profile, overrides=[*common, "infer.fuse_lora=false"])
         batch = args.batch or cfg.infer.batch_size
         ours = load_pipelines(cfg, tmp / "adapter")
         variants = {
-            "plain diffusers call + load_lora_weights, 1 image": plain_variant(tmp / "model", variant, tmp / "adapter", args.steps, dtype, device),
+            "plain diffusers call + load_lora_weights, 1 image": plain_variant(model, variant, tmp / "adapter", args.steps, dtype, device),
             "ours (fused LoRA), 1 image": our_variant(ours, cfg, 1),
             f"ours (fused LoRA), batch of {batch}": our_variant(ours, cfg, batch),
             "ours, infer.fuse_lora=false, 1 image": our_variant(load_pipelines(unfused, tmp / "adapter"), unfused, 1),

@@ -88,13 +88,13 @@ def main() -> None:
 
     import torch
 
-    from headshots.tiny_sdxl import build_full_size_sdxl
+    from headshots.tiny_sdxl import full_size_sdxl
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.sdxl_config:
-            build_full_size_sdxl(args.sdxl_config, tmp / "sdxl")
-            model, resolution, variants, profile = tmp / "sdxl", args.resolution or 1024, GPU_VARIANTS, "sdxl"
+            model = full_size_sdxl(args.sdxl_config, tmp / "sdxl")
+            resolution, variants, profile = args.resolution or 1024, GPU_VARIANTS, "sdxl"
             base = ["model.vae=null", "model.variant=fp16", "train.rank=16", "train.mixed_precision=bf16"]
             short, long = args.steps or (10, 40)
         else:

@@ -140,10 +140,9 @@ def build_checkpoint(root: Path, sdxl_config: Path | None, gradient_checkpointin
                      resolution: int | None) -> Setup:
     """One random-weight checkpoint on disk that both trainers load with their own from_pretrained calls."""
     if sdxl_config:
-        from headshots.tiny_sdxl import build_full_size_sdxl
+        from headshots.tiny_sdxl import full_size_sdxl
 
-        build_full_size_sdxl(sdxl_config, root / "sdxl")
-        return Setup(root / "sdxl", "sdxl", resolution or 1024, 16, 1e-4, "bf16", "fp16", gradient_checkpointing, threads)
+        return Setup(full_size_sdxl(sdxl_config, root / "sdxl"), "sdxl", resolution or 1024, 16, 1e-4, "bf16", "fp16", gradient_checkpointing, threads)
     from headshots.tiny_sdxl import RESOLUTION, build_tiny_sdxl
 
     build_tiny_sdxl().save_pretrained(root / "tiny")

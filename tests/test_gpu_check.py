@@ -3,6 +3,7 @@ parts in their own processes, each within its budget, the report rewritten after
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -50,3 +51,20 @@ def test_every_part_at_tiny_size(tmp_path, faces_dir):
         assert entry["state"] == "done" or entry["state"].startswith("skipped"), entry
     path = part(report, "path")["tables"][0]
     assert [row["stage"] for row in path][:3] == ["prepare", "fit", "infer"]
+
+
+def test_on_the_gpu_the_model_is_built_once_and_every_part_loads_that_copy(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import gpu_check as driver
+
+    args = argparse.Namespace(tiny=False, sdxl_config=tmp_path / "configs", out=tmp_path / "out", photos=tmp_path / "photos")
+    built = tmp_path / "work" / "sdxl"
+    plan = driver.parts(args, built)
+    assert list(plan)[0] == "build" and str(built) in plan["build"][0]
+    for name, (command, _) in plan.items():
+        if name != "build":
+            assert command[command.index("--sdxl-config") + 1] == str(built), name
+    assert sum(budget for _, budget in plan.values()) <= 8 * 60 - 20  # the whole call ends within 8 minutes
+    alone = driver.parts(args, None)  # the build failed: each part builds its own from the configs
+    assert "build" not in alone
+    assert all(command[command.index("--sdxl-config") + 1] == str(args.sdxl_config) for command, _ in alone.values())
