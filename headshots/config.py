@@ -153,6 +153,9 @@ class TrainConfig:
     target_modules: List[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
     mixed_precision: str = "bf16"  # no | fp16 | bf16
     gradient_checkpointing: bool = False
+    # torch.compile the trained models through Accelerate (TorchDynamo + inductor): a one-time compile when
+    # training starts, then faster steps on a GPU; measured by scripts/bench_train.py (docs/benchmarks.md).
+    compile: bool = False
     noise_offset: float = 0.0
     face_loss_weight: float = 1.0  # >1 weights the loss inside the face box more (1 = plain MSE)
     cache_encodings: bool = True  # encode photos and captions once instead of every step
@@ -243,6 +246,9 @@ class InferConfig:
     # Merge the adapter into the UNet weights once, so sampling runs the plain UNet (no per-layer LoRA
     # work); false keeps the separate LoRA layers (same images within rounding).
     fuse_lora: bool = True
+    # torch.compile the UNet (inductor) once the adapter is loaded: the first image pays the compile, every
+    # later one runs faster on a GPU; scripts/bench_generate.py measures both (docs/benchmarks.md).
+    compile: bool = False
     # SDXL refiner ("ensemble of experts"), hub id or local folder, e.g. stabilityai/stable-diffusion-xl-refiner-1.0:
     # the base runs the first `refiner_start` of the denoising, the refiner the rest. None: base only.
     refiner: Optional[str] = None

@@ -155,3 +155,19 @@ def test_fused_adapter_gives_the_unfused_images(user_config):
     without = _pixels(sample(pipes, cfg, prompts, [3])[0])
     assert np.abs(images[True] - images[False]).max() <= 2  # float rounding of W + BA
     assert np.abs(images[True] - without).mean() > 1.0  # and the adapter does change the picture
+
+
+@pytest.mark.slow  # inductor compiles the tiny UNet on the CPU: one to three minutes on 2 cores
+def test_compiled_unet_draws_the_same_images(user_config):
+    """infer.compile: the UNet runs as a torch.compile module, with the same pictures within rounding."""
+    from infer.generate import load_pipelines, sample
+    from infer.styles import load_style
+
+    prompts = load_style("linkedin").prompts("ohwx", "person")
+    images = {}
+    for compile_ in (True, False):
+        cfg = user_config(f"infer.compile={str(compile_).lower()}")
+        pipes = load_pipelines(cfg, Workspace.from_config(cfg).require_adapter(cfg.run))
+        assert isinstance(pipes.base.unet, torch._dynamo.eval_frame.OptimizedModule) == compile_
+        images[compile_] = _pixels(sample(pipes, cfg, prompts, [3])[0])
+    assert np.abs(images[True] - images[False]).max() <= 2

@@ -151,3 +151,14 @@ def test_new_training_settings_start_afresh_instead_of_resuming_the_finished_run
     assert "starting run 'changed' afresh" in caplog.text
     assert json.loads(progress.read_text())["resumed_from"] == 0
     assert any((new[k] - old[k]).abs().max() > 1e-6 for k in old), "the old run's adapter was exported again"
+
+
+@pytest.mark.slow  # inductor compiles the tiny UNet's forward and backward on the CPU: one to five minutes on 2 cores
+def test_compiled_training_reaches_the_eager_weights_and_saves_plain_keys(prepared_user, make_config):
+    eager = load_file(str(train(make_config("alice", "run=eager", "train.max_steps=3")) / ADAPTER_FILE))
+    adapter = train(make_config("alice", "run=compiled", "train.max_steps=3", "train.compile=true"))
+    compiled = load_file(str(adapter / ADAPTER_FILE))
+    assert compiled.keys() == eager.keys()  # no "_orig_mod." from the compile wrapper
+    for key, value in eager.items():
+        torch.testing.assert_close(compiled[key], value, rtol=0, atol=1e-4)
+    assert (adapter / "lora_kohya.safetensors").is_file()

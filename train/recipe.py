@@ -62,6 +62,7 @@ def train(cfg: Config) -> Path:
         mixed_precision=tc.mixed_precision,
         gradient_accumulation_steps=tc.gradient_accumulation_steps,
         log_with="wandb" if wandb_mode else None,
+        dynamo_backend="inductor" if tc.compile else "no",  # prepare() then compiles the trained models
     )
     set_seed(tc.seed)
     weight_dtype = DTYPES[tc.mixed_precision]
@@ -235,8 +236,8 @@ def export_adapter(accelerator, unet, text: TextSide, adapter_dir: Path, cfg: Co
     metadata = adapter_metadata(cfg, text.tokens)
     if step is not None:
         metadata["headshots.step"] = str(step)
-    encoders = [accelerator.unwrap_model(encoder) for encoder in text.text_encoders] if text.lora_params else []
-    save_adapter(accelerator.unwrap_model(unet), tmp, metadata, encoders, text.embedding_state() if text.tokens else None)
+    encoders = [unwrap(accelerator, encoder) for encoder in text.text_encoders] if text.lora_params else []
+    save_adapter(unwrap(accelerator, unet), tmp, metadata, encoders, text.embedding_state() if text.tokens else None)
     save_config(cfg, tmp / "config.yaml")
     shutil.rmtree(adapter_dir, ignore_errors=True)
     os.replace(tmp, adapter_dir)
@@ -247,7 +248,7 @@ def validate(accelerator, validator: Optional[Validator], unet, text: TextSide, 
              workspace: Workspace) -> None:
     """Main process samples and scores; a new best likeness also becomes `adapter-best/`."""
     if validator is not None:
-        result = validator(accelerator.unwrap_model(unet), step)
+        result = validator(unwrap(accelerator, unet), step)
         values = {"val/face_similarity": result.face_similarity, "val/faces_found": result.faces_found}
         if cfg.wandb.log_images:  # pictures of the person leave the machine only if the user said so
             values["val/images"] = wandb_images(result, validator.images_dir)
@@ -374,6 +375,12 @@ def make_lr_scheduler(optimizer, tc: TrainConfig, num_processes: int):
     )
 
 
+def unwrap(accelerator, model: torch.nn.Module) -> torch.nn.Module:
+    """The model itself, without DDP's or torch.compile's wrapper (train.compile): its state-dict keys are the
+    plain module names that the adapter files and checkpoints use."""
+    return accelerator.unwrap_model(model, keep_torch_compile=False)
+
+
 def register_lora_checkpoint_hooks(accelerator, unet, text: TextSide) -> None:
     """Make Accelerate's save_state/load_state store only what is trained (MBs), not the UNet (GBs):
     `unet.*` LoRA keys, `text_encoder*.*` LoRA keys and `embeddings.*` new token vectors."""
@@ -384,9 +391,9 @@ def register_lora_checkpoint_hooks(accelerator, unet, text: TextSide) -> None:
 
     def save_hook(models, weights, output_dir):
         if accelerator.is_main_process:
-            state = {f"unet.{k}": v for k, v in unet_lora_state_dict(accelerator.unwrap_model(unet)).items()}
+            state = {f"unet.{k}": v for k, v in unet_lora_state_dict(unwrap(accelerator, unet)).items()}
             for name, k in encoders.items():
-                encoder = accelerator.unwrap_model(text.text_encoders[k])
+                encoder = unwrap(accelerator, text.text_encoders[k])
                 state.update({f"{name}.{key}": v for key, v in peft_lora_state_dict(encoder).items()})
             state.update({f"embeddings.{key}": v for key, v in text.embedding_state().items()})
             save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(Path(output_dir) / LORA_STATE_FILE))
@@ -401,9 +408,9 @@ def register_lora_checkpoint_hooks(accelerator, unet, text: TextSide) -> None:
         def part(prefix: str) -> dict[str, torch.Tensor]:
             return {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
 
-        set_unet_lora_state_dict(accelerator.unwrap_model(unet), part("unet"))
+        set_unet_lora_state_dict(unwrap(accelerator, unet), part("unet"))
         for name, k in encoders.items():
-            set_peft_model_state_dict(accelerator.unwrap_model(text.text_encoders[k]), part(name))
+            set_peft_model_state_dict(unwrap(accelerator, text.text_encoders[k]), part(name))
         if text.embeddings:
             text.load_embedding_state(part("embeddings"))
 
