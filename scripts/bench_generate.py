@@ -89,6 +89,7 @@ def png_seconds(pipes, cfg) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sdxl-config", type=Path, help="full-size SDXL config folder (GPU benchmark)")
+    parser.add_argument("--compile", action="store_true", help="also time infer.compile=true (its first call includes the compile)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=None, help="our batched variant's batch (default: infer.batch_size)")
@@ -131,13 +132,19 @@ def main() -> None:
             f"ours (fused LoRA), batch of {batch}": our_variant(ours, cfg, batch),
             "ours, infer.fuse_lora=false, 1 image": our_variant(load_pipelines(unfused, tmp / "adapter"), unfused, 1),
         }
+        if args.compile:  # last: the first call pays the compile, shown in the "first call" column
+            compiled = load_config("bench", profile, overrides=[*common, "infer.compile=true"])
+            variants[f"ours, infer.compile=true, batch of {batch}"] = our_variant(load_pipelines(compiled, tmp / "adapter"), compiled, batch)
         times = {name: [] for name in variants}
+        first: dict[str, float] = {}
         for round_ in range(args.repeats + 1):  # round 0 warms up (kernel choice, allocator)
             for name, run in variants.items():
                 start = time.perf_counter()
                 images = run()
                 if round_:
                     times[name].append((time.perf_counter() - start) / images)
+                else:
+                    first[name] = (time.perf_counter() - start) / images
         png = png_seconds(ours, cfg)
 
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
@@ -148,11 +155,11 @@ def main() -> None:
          f"on {where}, {time.strftime('%Y-%m-%d')}; torch {torch.__version__}, {str(dtype).removeprefix('torch.')}, "
          f"{args.steps} steps, guidance 5, LoRA rank 16; median of {args.repeats} interleaved calls after a warm-up, "
          f"load average {os.getloadavg()[0]:.1f} at the end (other jobs share this machine)."), "",
-        "| variant | s/image | vs plain | all calls (s/image) |", "|---|---|---|---|",
+        "| variant | s/image | vs plain | all calls (s/image) | first call (s/image) |", "|---|---|---|---|---|",
     ]
     for name, runs in times.items():
         median = statistics.median(runs)
-        lines.append(f"| {name} | {median:.3f} | {median / plain:.2f}x | {', '.join(f'{t:.3f}' for t in runs)} |")
+        lines.append(f"| {name} | {median:.3f} | {median / plain:.2f}x | {', '.join(f'{t:.3f}' for t in runs)} | {first[name]:.3f} |")
     lines += [
         "",
         ("Ours merges the adapter into the weights once per run (`infer.fuse_lora`, on by default), so its UNet runs "

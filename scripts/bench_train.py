@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,10 @@ GPU_VARIANTS = {
     "bf16, gradient checkpointing, 8-bit AdamW": ["train.optimizer=adamw8bit", "train.gradient_checkpointing=true"],
     "bf16, no caching, AdamW": ["train.cache_encodings=false"],
 }
+COMPILE_VARIANT = {"bf16, 8-bit AdamW, train.compile": ["train.optimizer=adamw8bit", "train.compile=true"]}  # --compile
+# Both runs of a compiled variant compile from scratch, so the compile cancels out of ms/step and shows in the
+# short run's seconds; with inductor's caches on, the second run would reuse the first one's work.
+COLD_COMPILE = {"TORCHINDUCTOR_FX_GRAPH_CACHE": "0", "TORCHINDUCTOR_AUTOGRAD_CACHE": "0"}
 
 
 def write_dataset(data_root: Path, user: str, resolution: int, n: int = 8) -> None:
@@ -72,7 +77,7 @@ def run_variant(overrides: list[str], steps: int) -> dict:
         "print('RESULT', json.dumps({'seconds': seconds, 'peak_gib': peak, 'host_gib': host}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code, *overrides, f"train.max_steps={steps}"], cwd=REPO,
-                         capture_output=True, text=True, env={"WANDB_MODE": "disabled", **__import__("os").environ})
+                         capture_output=True, text=True, env={"WANDB_MODE": "disabled", **os.environ, **COLD_COMPILE})
     if out.returncode != 0:
         raise SystemExit(out.stderr[-3000:])
     return json.loads(out.stdout.split("RESULT", 1)[1])
@@ -82,11 +87,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sdxl-config", type=Path, help="full-size SDXL config folder (GPU benchmark)")
     parser.add_argument("--steps", type=int, nargs=2, default=None, help="short and long run lengths")
+    parser.add_argument("--compile", action="store_true", help="add a train.compile variant (last; GPU runs)")
     parser.add_argument("--resolution", type=int, default=None, help="default: 1024 full-size, 128 tiny")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     args = parser.parse_args()
-
-    import torch
 
     from headshots.tiny_sdxl import full_size_sdxl
 
@@ -108,28 +112,38 @@ def main() -> None:
         common = [f"profile={profile}", f"model.pretrained={model}", f"model.resolution={resolution}",
                   f"paths.data_root={tmp / 'data'}", f"paths.outputs_root={tmp / 'out'}", "wandb.mode=disabled",
                   "train.checkpoint_every=100000", *base]
-        rows = []
+        if args.compile:
+            variants = {**variants, **COMPILE_VARIANT}
+        rows: list[tuple[str, float, float | None, float, float]] = []
         for name, overrides in variants.items():
             first = run_variant([*common, *overrides, f"run=a{len(rows)}"], short)
             second = run_variant([*common, *overrides, f"run=b{len(rows)}"], long)
             ms = (second["seconds"] - first["seconds"]) / (long - short) * 1000
-            rows.append((name, ms, second["peak_gib"], second["host_gib"]))
+            rows.append((name, ms, second["peak_gib"], second["host_gib"], first["seconds"]))
             print(f"{name}: {ms:.1f} ms/step ({1000 / ms:.3g} steps/s), peak {second['peak_gib']}, host {second['host_gib']:.1f} GiB")
+            write_table(args, rows, resolution, short, long)  # after every variant: a run stopped early keeps these
 
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({__import__('os').cpu_count()} cores)"
+
+def write_table(args: argparse.Namespace, rows: list, resolution: int, short: int, long: int) -> None:
+    import torch
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     what = f"full-size SDXL, random weights, {resolution} px, LoRA rank 16" if args.sdxl_config else f"tiny profile, {resolution} px, LoRA rank 4"
     on_cpu = args.sdxl_config and not torch.cuda.is_available()  # a run-anywhere check, not the GPU figure
     lines = [f"## Training ({what}{', CPU' if on_cpu else ''})",
              "", f"`{' '.join(['scripts/bench_train.py', *sys.argv[1:]])}` "
-             f"on {device}, {time.strftime('%Y-%m-%d')}; steps {short}->{long}, batch 1.", "",
-             "| variant | ms/step | steps/s | peak GPU memory (GiB) | peak host RSS (GiB) | vs first row |", "|---|---|---|---|---|---|"]
-    for name, ms, peak, host in rows:
-        lines.append(f"| {name} | {ms:.1f} | {1000 / ms:.3g} | {'-' if peak is None else f'{peak:.1f}'} | {host:.1f} | {ms / rows[0][1]:.2f}x time |")
+             f"on {device}, {time.strftime('%Y-%m-%d')}; steps {short}->{long}, batch 1. ms/step is the difference "
+             f"between a {long}- and a {short}-step run, so loading (and a compile) cancels out; the {short}-step run's "
+             "seconds show what they cost.", "",
+             f"| variant | ms/step | steps/s | peak GPU memory (GiB) | peak host RSS (GiB) | vs first row | {short}-step run (s) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, ms, peak, host, short_s in rows:
+        lines.append(f"| {name} | {ms:.1f} | {1000 / ms:.3g} | {'-' if peak is None else f'{peak:.1f}'} | {host:.1f} | "
+                     f"{ms / rows[0][1]:.2f}x time | {short_s:.1f} |")
     if on_cpu:
         lines += ["", CPU_NOTE]
     write_section(args.out, lines[0], "\n".join(lines[2:]))
     print("\n".join(lines))
-
 
 if __name__ == "__main__":
     main()

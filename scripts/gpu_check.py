@@ -12,10 +12,12 @@ recorded as such, and after every part gpu_check.json and gpu_check.md in --out 
 run that breaks part-way keeps what it had. The benchmark scripts write their own Markdown sections
 (into --out/parts/, never into docs/ from here); their tables are also parsed into the JSON.
 
-    train      scripts/bench_train.py: ms/step, peak GPU memory (AdamW, 8-bit AdamW, checkpointing + 8-bit, uncached)
+    train      scripts/bench_train.py: ms/step, peak GPU memory (AdamW, 8-bit AdamW, checkpointing + 8-bit, uncached,
+               train.compile with its compile time)
     reference  scripts/bench_vs_reference.py: ours / diffusers' DreamBooth-LoRA script, same GPU and settings
                (skipped, with the reason, when third_party/ has no copy of the reference script)
-    sample     scripts/bench_generate.py: s/image, plain diffusers call vs ours (fused LoRA), batch 1 and 4
+    sample     scripts/bench_generate.py: s/image, plain diffusers call vs ours (fused LoRA), batch 1 and 4,
+               infer.compile (its first call includes the compile)
     detail     scripts/bench_detail.py: seconds per image the face-detail pass adds
     path       this script: the whole personal path (prepare, train the default steps, generate 16, score),
                seconds per stage, through service.chain (the stages users run)
@@ -62,13 +64,13 @@ def parts(args: argparse.Namespace, built: Path | None) -> dict[str, tuple[list[
 
     return {
         **build,
-        "train": ([py, str(SCRIPTS / "bench_train.py"), *full, *(["--steps", "2", "4"] if tiny else []), *out("train")],
+        "train": ([py, str(SCRIPTS / "bench_train.py"), *full, *(["--steps", "2", "4"] if tiny else ["--compile"]), *out("train")],
                   100),
         "reference": ([py, str(SCRIPTS / "bench_vs_reference.py"), *full,
                        *(["--steps", "4", "--warmup", "1", "--repeats", "1"] if tiny else ["--steps", "25", "--repeats", "1"]),
                        *out("reference")], 70),
         "sample": ([py, str(SCRIPTS / "bench_generate.py"), *full, "--batch", "4",
-                    *(["--steps", "2", "--repeats", "1"] if tiny else ["--repeats", "2"]), *out("sample")], 75),
+                    *(["--steps", "2", "--repeats", "1"] if tiny else ["--repeats", "2", "--compile"]), *out("sample")], 75),
         "detail": ([py, str(SCRIPTS / "bench_detail.py"), *full, "--repeats", "1" if tiny else "2",
                     "--json", str(args.out / "parts" / "detail.json"), *out("detail")], 30),
         "path": ([py, str(Path(__file__).resolve()), "--path-only", *(["--tiny"] if tiny else full),
