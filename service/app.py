@@ -41,7 +41,7 @@ from headshots.images import list_photos, load_rgb
 from headshots.logs import get_logger, setup_logging
 from headshots.purge import purge
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace
-from infer.export import export
+from infer.export import EXPORT, export
 from infer.styles import available_styles, load_style
 from service import views
 from service.jobs import JobQueue, devices, job_command
@@ -318,10 +318,25 @@ class HeadshotsApp:
     def delete_everything(self, state: Optional[str], request: gr.Request) -> dict:
         user = self.user(state, request)
         self.jobs.forget(user)
-        removed = purge(self.workspace(user), include_selfies=True)
+        ws = self.workspace(user)
+        self.forget_cached_downloads(ws)
+        removed = purge(ws, include_selfies=True)
         log.info("deleted %d folders of %s", len(removed), user)
         return {**self.page(user), self.c["confirm"]: gr.update(visible=False),
                 self.c["deleted"]: f"All your photos, adapters and images were deleted ({len(removed)} folders)."}
+
+    def forget_cached_downloads(self, ws: Workspace) -> None:
+        """Gradio serves a download from a copy in its cache, in a folder named by the file's content hash
+        (its own `hash_file`); delete-my-data removes those copies of the person's exports too, instead of
+        leaving them to the cache's hourly clean-up."""
+        from gradio.processing_utils import hash_file
+
+        cache = Path(self.demo.GRADIO_CACHE) if getattr(self, "demo", None) is not None else None
+        if cache is None or not ws.user_outputs.is_dir():
+            return
+        for path in ws.user_outputs.glob(f"*/{EXPORT}/**/*"):
+            if path.is_file():
+                shutil.rmtree(cache / hash_file(path), ignore_errors=True)
 
     # -- the page ----------------------------------------------------------------------------------
     def build(self) -> gr.Blocks:

@@ -131,7 +131,13 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
                                                  "portrait-1080x1350/linkedin-00.jpg"]
         steps.shot(page, "download")
 
-        # 6. Delete my data, after a confirmation.
+        # 6. Delete my data, after a confirmation: also Gradio's cached copies of the downloads.
+        from gradio.processing_utils import hash_file
+
+        cache = Path(server.app.demo.GRADIO_CACHE)
+        exported = [p for p in (server.outputs / "alice").glob("*/export/files/*") if p.is_file()]
+        cached = [cache / hash_file(p) for p in exported]
+        assert exported and all(folder.is_dir() for folder in cached)
         tab(page, "Delete my data")
         page.locator("#hs-delete").click()
         steps.shot(page, "delete-confirm")
@@ -140,5 +146,6 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         assert page.locator(".hs-photo").count() == 0
         steps.shot(page, "deleted")
         assert not (server.data / "alice").exists() and not (server.outputs / "alice").exists()
+        assert not any(folder.exists() for folder in cached)
         context.close()
     print(f"screenshots: {tmp_path}")
