@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from headshots.config import FaceConfig
 from headshots.faces import EMBED_SIZE, Face, FaceAnalyzer

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import itertools
 import json
 import os
 import time
@@ -229,7 +228,7 @@ def calibration_note(name: str, sha: str | None) -> str:
     """Say what a record matches: a file by its sha256; a facenet-pytorch name by the name alone."""
     if sha is None:
         return f"measured through facenet-pytorch's download of {name!r}; matched by that name"
-    note = f"measured on the file with this sha256; a weights file matches only by sha256"
+    note = "measured on the file with this sha256; a weights file matches only by sha256"
     if name in NAMED_WEIGHTS:
         note += (f". The name {name!r} also matches: facenet-pytorch's download of that name is declared the same network "
                  "converted separately (see ../shared/README.md), another file, whose own sha256 was not measured here")
