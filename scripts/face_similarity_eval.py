@@ -407,6 +407,7 @@ def main() -> None:
         f"{flags['now'][0]} ({flags['now'][0] / counts['with_face']:.2%}) | {flags['now'][1]} ({flags['now'][1] / counts['labelled']:.2%}) | {flags['now'][2]} |",
         "",
     ]
+    lines += ['How the constants were chosen, on these same labelled photos (so these rows are not an independent test): `CENTER_WEIGHT` 0.6 is the middle of 0.5-0.7, the range with no wrong subject that still keeps the centred person against a 1.4x larger face at the edge (tests/test_faces.py); `face.rival_*` from a grid on half of the identities (even), checked on the other half. The 9 photos where `center_weighted_size` and the labels disagreed were checked by eye: each label is the celebrity, each library choice a small central face (a bystander, a screen, a printed face, a hand). Only 44 of these photos hold two or more confident faces: the flag and subject figures rest on few cases.', '']
     calibrated = load_calibrations() if CALIBRATION.exists() else []
     lines += [
         "## Weights and their thresholds",
