@@ -11,7 +11,7 @@ N ?= 4
 ARGS ?=
 
 # Development checkouts sit beside ../shared, which holds FaceNet weights for machines without
-# internet; elsewhere facenet-pytorch downloads `vggface2` at first use.
+# internet; elsewhere facenet-pytorch downloads `casia-webface` at first use.
 SHARED_FACE_WEIGHTS := $(wildcard ../shared/models/facenet/casia-webface-features.pt)
 ifneq ($(SHARED_FACE_WEIGHTS),)
 export HEADSHOTS_FACE_WEIGHTS ?= $(abspath $(SHARED_FACE_WEIGHTS))
@@ -20,7 +20,7 @@ endif
 TINY_MODEL := models/tiny-sdxl
 COMMON = --user $(USER) --profile $(PROFILE) run=$(RUN)
 
-.PHONY: app batch setup lock demo test test-all intake prepare train infer purge tiny-model bench help check-user
+.PHONY: app batch setup lock demo test test-all intake prepare train infer purge tiny-model bench face-eval help check-user
 
 help:
 	@echo "make setup | lock | demo | test | test-all | intake/prepare/train/infer/purge USER=name [PROFILE=tiny] | batch USERS=a,b | app [PROFILE=tiny] | bench"
@@ -106,8 +106,16 @@ app: $(if $(filter tiny,$(PROFILE)),tiny-model)
 purge: check-user
 	$(BIN)/python -m headshots.purge --user $(USER) $(if $(ALL),--include-selfies) $(ARGS)
 
+# Face verification on public datasets outside the repository (how to get them: scripts/face_measure.py).
+# One CPU thread: ~35 min to measure, seconds to report. CFP=.../cfp-dataset WILD=.../celeba299
+face-eval:
+	@test -n "$(CFP)" -a -n "$(WILD)" || { echo "usage: make face-eval CFP=<cfp-dataset folder> WILD=<identity folders>"; exit 2; }
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/face_measure.py --cfp $(CFP) --wild $(WILD) --weights $(HEADSHOTS_FACE_WEIGHTS) \
+		--margins 0,14,32 --wild-margins 14,32 --per-identity 6 --out outputs/face-measured.pt
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/face_similarity_eval.py --measured outputs/face-measured.pt --cfp $(CFP) --wild $(WILD) \
+		--write-calibration $(or $(NAME),casia-webface)
+
 bench:
-	$(BIN)/python scripts/face_similarity_eval.py
 	$(BIN)/python scripts/bench_scoring.py
 	$(BIN)/python scripts/bench_train.py
 	$(BIN)/python scripts/bench_generate.py

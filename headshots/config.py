@@ -56,19 +56,27 @@ class ModelConfig:
 
 @dataclass
 class FaceConfig:
-    # "vggface2" / "casia-webface" (facenet-pytorch downloads them at first use) or a local state_dict
-    # file; the HEADSHOTS_FACE_WEIGHTS environment variable overrides this key.
-    weights: str = "vggface2"
+    # "casia-webface" / "vggface2" (facenet-pytorch downloads them at first use) or a local state_dict
+    # file; the HEADSHOTS_FACE_WEIGHTS environment variable overrides this key. casia-webface is the
+    # default because it is the one with a measured threshold (headshots/face_calibration.json).
+    weights: str = "casia-webface"
     min_confidence: float = 0.95  # MTCNN probability below which a detection is not a face
     min_face_px: int = 48  # faces smaller than this (box side, pixels) are unusable
-    second_face_ratio: float = 0.45  # another face this large relative to the subject => "several faces"
+    # Another face makes a photo "several faces" only when it competes with the subject (faces.competes):
+    rival_size: float = 0.6  # ... its side is at least this fraction of the subject's,
+    rival_distance: float = 8.0  # ... its centre is within this many subject face sides of the subject's,
+    rival_detail: float = 0.5  # ... and its coarse sharpness is at least this fraction of the subject's
     detect_max_side: int = 1024  # detection runs on a copy downscaled to this; crops come from full size
+    crop_margin: int = 14  # context around the face box in FaceNet's 160 px crop, pixels (docs/face_similarity.md)
 
     def __post_init__(self) -> None:
         _check(0.0 < self.min_confidence <= 1.0, "face.min_confidence", "must be in (0, 1]")
         _check(self.min_face_px >= 16, "face.min_face_px", "must be at least 16")
-        _check(0.0 < self.second_face_ratio <= 1.0, "face.second_face_ratio", "must be in (0, 1]")
+        _check(0.0 < self.rival_size <= 1.0, "face.rival_size", "must be in (0, 1]")
+        _check(self.rival_distance > 0, "face.rival_distance", "must be positive")
+        _check(self.rival_detail >= 0, "face.rival_detail", "must be at least 0")
         _check(self.detect_max_side >= 160, "face.detect_max_side", "must be at least 160")
+        _check(0 <= self.crop_margin <= 80, "face.crop_margin", "must be between 0 and 80 (pixels of the 160 px crop)")
 
 
 @dataclass
@@ -268,9 +276,10 @@ class InferConfig:
 
 @dataclass
 class FilterConfig:
-    # Cosine similarity of FaceNet embeddings; see docs/face_similarity.md for how it was chosen.
-    # It is the global floor: no person's calibrated threshold goes below it.
-    threshold: float = 0.55
+    # Global floor of the cosine similarity of FaceNet embeddings: no person's threshold goes below it.
+    # None: the calibrated threshold of face.weights at face.crop_margin (headshots/face_calibration.json,
+    # docs/face_similarity.md); set a number only for weights you measured yourself.
+    threshold: Optional[float] = None
     # Per-person threshold = max(threshold, loo_fraction x the mean leave-one-out similarity of the
     # person's own reference photos), measured in docs/face_similarity.md. 0 turns calibration off.
     loo_fraction: float = 0.75
@@ -282,7 +291,7 @@ class FilterConfig:
     duplicate_similarity: float = 0.95  # grey-thumbnail correlation above which two outputs are one picture
 
     def __post_init__(self) -> None:
-        _check(-1.0 <= self.threshold <= 1.0, "filter.threshold", "must be between -1 and 1")
+        _check(self.threshold is None or -1.0 <= self.threshold <= 1.0, "filter.threshold", "must be between -1 and 1 (or null)")
         _check(0.0 <= self.loo_fraction <= 1.0, "filter.loo_fraction", "must be between 0 and 1")
         for key in ("eye_distance", "face_width"):
             low_high = getattr(self, key)

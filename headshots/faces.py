@@ -1,11 +1,15 @@
-"""Face analysis, the one place that knows about faces: MTCNN detection, subject choice,
-FaceNet embeddings and similarity. Used by prepare (train side) and the filter (infer side).
+"""Face analysis, the one place that knows about faces: MTCNN detection, subject choice, bystanders,
+FaceNet embeddings, similarity and the calibrated similarity threshold of each FaceNet weights.
+Used by intake, prepare and validation (train side) and the filter (infer side) alike.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -13,13 +17,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from headshots.config import FaceConfig
+from headshots.config import FaceConfig, FilterConfig
 from headshots.errors import WeightsError
 
 WEIGHTS_ENV = "HEADSHOTS_FACE_WEIGHTS"
-NAMED_WEIGHTS = ("vggface2", "casia-webface")
+NAMED_WEIGHTS = ("casia-webface", "vggface2")
 EMBED_SIZE = 160  # FaceNet input side
 DETECT_BATCH = 8  # images per MTCNN batch
+# Subject score: how much distance from the photo's centre discounts a face's size (`subject_score`);
+# 0.5-0.7 made no error on the labelled in-the-wild photos of docs/face_similarity.md, 0.6 is their middle.
+CENTER_WEIGHT = 0.6
+CALIBRATION = Path(__file__).with_name("face_calibration.json")  # similarity thresholds per weights
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,39 @@ class Face:
     def center(self) -> tuple[float, float]:
         x1, y1, x2, y2 = self.box
         return (x1 + x2) / 2, (y1 + y2) / 2
+
+
+def subject_score(face: Face, size: tuple[int, int]) -> float:
+    """How much a face looks like the photo's subject: its side, discounted by its distance from the photo's
+    centre, side x (1 - CENTER_WEIGHT x distance / half the diagonal): a face in a corner counts 40% of its size.
+
+    Size and centrality are weighed together in face units. Size first (centrality only breaking ties) lets a
+    larger face at the edge (a friend's shoulder, a poster) replace the centred person; facenet-pytorch's
+    `center_weighted_size` (area - 2 x squared offset, in pixels²) goes wrong the other way: in full- or
+    half-body photos a tiny face (a bystander, a picture, a printed face) near the centre beats the person at
+    the top. Measured on labelled in-the-wild photos: docs/face_similarity.md."""
+    distance = float(np.hypot(face.center[0] - size[0] / 2, face.center[1] - size[1] / 2))
+    return face.side * (1.0 - CENTER_WEIGHT * distance / (float(np.hypot(*size)) / 2))
+
+
+def face_detail(image: Image.Image, face: Face) -> float:
+    """Coarse sharpness of a face (headshots.quality), to tell a blurred background bystander from a rival."""
+    from headshots.quality import face_crop, sharpness  # quality builds on Face: imported here, not at the top
+
+    return sharpness(face_crop(image, face))[1]
+
+
+def competes(subject: Face, other: Face, image: Image.Image, cfg: FaceConfig) -> bool:
+    """Whether another face competes with the subject: comparable size (`face.rival_size`), close enough to
+    share the subject's training crop (`face.rival_distance`, centre to centre in subject face sides) and
+    about as sharp (`face.rival_detail`). Small, far or blurred bystanders do not make a photo "several
+    faces"; a comparable face beside the subject does (it would be cropped, captioned and learnt with it)."""
+    if other.side < cfg.rival_size * subject.side:
+        return False
+    distance = float(np.hypot(other.center[0] - subject.center[0], other.center[1] - subject.center[1]))
+    if distance > cfg.rival_distance * subject.side:
+        return False
+    return face_detail(image, other) >= cfg.rival_detail * face_detail(image, subject)
 
 
 @dataclass
@@ -73,7 +114,7 @@ class FaceAnalyzer:
 
     # -- detection ----------------------------------------------------------------------------
     def detect(self, image: Image.Image, max_side: Optional[int] = None) -> Detection:
-        """Find faces, choose the subject deliberately (largest, then most central), judge usability.
+        """Find faces, choose the subject deliberately (`subject_score`), judge usability (`judge`).
 
         Detection runs on a copy at most `max_side` (default `face.detect_max_side`) pixels long:
         MTCNN's cost grows with the pixel count, and a selfie's face is large.
@@ -81,7 +122,7 @@ class FaceAnalyzer:
         scale = min(1.0, (max_side or self.cfg.detect_max_side) / max(image.size))
         small = image if scale == 1.0 else image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
         boxes, probs, points = self.detector.detect(small, landmarks=True)
-        return self._judge(image.size, boxes, probs, points, scale)
+        return judge(image, self._faces(boxes, probs, points, scale), self.cfg)
 
     def detect_batch(self, images: Sequence[Image.Image], max_side: Optional[int] = None) -> list[Detection]:
         """`detect` for many photos: same-size images go through MTCNN as one batch, 1.9x the throughput
@@ -96,34 +137,24 @@ class FaceAnalyzer:
             small = [images[i] if scale == 1.0 else images[i].resize(size, Image.BILINEAR) for i in indices]
             boxes, probs, points = self.detector.detect(small, landmarks=True)
             for i, b, p, lm in zip(indices, boxes, probs, points):
-                detections[i] = self._judge((width, height), b, p, lm, scale)
+                detections[i] = judge(images[i], self._faces(b, p, lm, scale), self.cfg)
         return detections  # type: ignore[return-value]
 
-    def _judge(self, size: tuple[int, int], boxes, probs, points, scale: float) -> Detection:
-        """MTCNN output of one image (detection-size coordinates) -> confident faces, subject, verdict."""
+    def _faces(self, boxes, probs, points, scale: float) -> list[Face]:
+        """MTCNN output of one image (detection-size coordinates) -> confident faces at full size."""
         if boxes is None:
-            return Detection(problem="no_face")
-        faces = [
+            return []
+        return [
             Face(tuple(float(v) / scale for v in b), float(p), tuple((float(x) / scale, float(y) / scale) for x, y in lm))
             for b, p, lm in zip(np.asarray(boxes, dtype=float), np.asarray(probs, dtype=float), np.asarray(points, dtype=float))
             if p >= self.cfg.min_confidence
         ]
-        if not faces:
-            return Detection(problem="no_face")
-        cx, cy = size[0] / 2, size[1] / 2
-        diagonal = float(np.hypot(*size))
-        faces.sort(key=lambda f: (-f.side, np.hypot(f.center[0] - cx, f.center[1] - cy) / diagonal))
-        detection = Detection(faces=faces, subject=faces[0])
-        if any(f.side >= self.cfg.second_face_ratio * faces[0].side for f in faces[1:]):
-            detection.problem = "several_faces"
-        elif faces[0].side < self.cfg.min_face_px:
-            detection.problem = "face_too_small"
-        return detection
 
     # -- embeddings ---------------------------------------------------------------------------
     @torch.no_grad()
     def embed(self, images: Sequence[Image.Image], faces: Sequence[Face]) -> torch.Tensor:
-        """L2-normalised 512-d FaceNet embeddings, one per (image, face) pair, batched."""
+        """L2-normalised 512-d FaceNet embeddings, one per (image, face) pair, batched. Crops keep
+        `face.crop_margin` pixels (of the 160 px crop) of context around the box, as FaceNet was trained."""
         if self.embedder is None:
             raise RuntimeError("FaceAnalyzer was built without an embedder")
         if not faces:
@@ -131,8 +162,9 @@ class FaceAnalyzer:
         from facenet_pytorch import fixed_image_standardization
         from facenet_pytorch.models.utils.detect_face import extract_face
 
+        margin = self.cfg.crop_margin
         crops = torch.stack(
-            [fixed_image_standardization(extract_face(img, np.asarray(f.box), EMBED_SIZE, 0)) for img, f in zip(images, faces)]
+            [fixed_image_standardization(extract_face(img, np.asarray(f.box), EMBED_SIZE, margin)) for img, f in zip(images, faces)]
         )
         return self.embedder(crops.to(self.device)).float().cpu()
 
@@ -152,12 +184,94 @@ class FaceAnalyzer:
             rows[i] = row
         return rows
 
+    # -- the similarity bar ---------------------------------------------------------------------
+    def similarity_threshold(self, cfg: FilterConfig) -> float:
+        """The global similarity floor: `filter.threshold` when set, else the calibrated threshold of the
+        weights in use at `face.crop_margin` (headshots/face_calibration.json). A threshold is a fact about
+        one network and one crop: an unmeasured pairing is an error, not a guess."""
+        if cfg.threshold is not None:
+            return cfg.threshold
+        return calibration_for(weights_source(self.cfg.weights), self.cfg.crop_margin).threshold
+
+
+def judge(image: Image.Image, faces: list[Face], cfg: FaceConfig) -> Detection:
+    """Confident faces of one photo -> the subject (highest `subject_score`, first in `faces`) and the verdict:
+    "several_faces" only when another face `competes` with the subject, else "face_too_small" when it is."""
+    if not faces:
+        return Detection(problem="no_face")
+    faces = sorted(faces, key=lambda f: -subject_score(f, image.size))
+    detection = Detection(faces=faces, subject=faces[0])
+    if any(competes(faces[0], other, image, cfg) for other in faces[1:]):
+        detection.problem = "several_faces"
+    elif faces[0].side < cfg.min_face_px:
+        detection.problem = "face_too_small"
+    return detection
+
 
 def cosine_similarity(embeddings: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
     """(N, D) x (M, D) -> (N, M) cosine similarities (inputs need not be normalised)."""
     a = torch.nn.functional.normalize(embeddings.float(), dim=-1)
     b = torch.nn.functional.normalize(references.float(), dim=-1)
     return a @ b.T
+
+
+def weights_source(weights: str) -> str:
+    """The weights actually used: the HEADSHOTS_FACE_WEIGHTS environment variable wins over `face.weights`."""
+    return os.environ.get(WEIGHTS_ENV) or weights
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """One measured similarity threshold: for these weights and crop margin, pairs of different people
+    score at or above `threshold` at rate `far`, pairs of the same person at rate `tar` (on `benchmark`)."""
+
+    name: str
+    sha256: Optional[str]  # of the file measured; None when measured through the facenet-pytorch name only
+    crop_margin: int
+    threshold: float
+    far: float
+    tar: float
+    benchmark: str
+    command: str
+    note: str  # what the record matches, and what it does not claim
+
+
+def load_calibrations(path: Path = CALIBRATION) -> list[Calibration]:
+    return [Calibration(**entry) for entry in json.loads(path.read_text())["calibrations"]]
+
+
+@lru_cache(maxsize=8)
+def file_sha256(path: Path, size: int, mtime_ns: int) -> str:
+    """sha256 of a weights file; size and mtime are part of the cache key so a replaced file is re-hashed."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def calibration_for(source: str, crop_margin: int) -> Calibration:
+    """The calibration record of a weights source at a crop margin. A facenet-pytorch name matches the
+    record of that name; a file matches by its sha256 only (a file is not what its name says it is)."""
+    if source in NAMED_WEIGHTS:
+        found = [c for c in load_calibrations() if c.name == source]
+        what = f"the facenet-pytorch weights {source!r}"
+    else:
+        path = Path(source).expanduser()
+        stat = path.stat()
+        sha = file_sha256(path.resolve(), stat.st_size, stat.st_mtime_ns)
+        found = [c for c in load_calibrations() if c.sha256 == sha]
+        what = f"the FaceNet weights file {path} (sha256 {sha[:12]}...)"
+    match = [c for c in found if c.crop_margin == crop_margin]
+    if match:
+        return match[0]
+    measured = f" (measured only at face.crop_margin {', '.join(str(c.crop_margin) for c in found)})" if found else ""
+    raise WeightsError(
+        f"No calibrated similarity threshold for {what} at face.crop_margin={crop_margin}{measured}.",
+        "Measure one: python scripts/face_measure.py ... then python scripts/face_similarity_eval.py --measured FILE "
+        "--write-calibration NAME (docs/face_similarity.md), or set filter.threshold to a value you measured; "
+        f"calibrated weights: {', '.join(sorted({c.name for c in load_calibrations()}))}.",
+    )
 
 
 def load_embedder(weights: str, device: torch.device | str = "cpu") -> torch.nn.Module:
@@ -167,7 +281,7 @@ def load_embedder(weights: str, device: torch.device | str = "cpu") -> torch.nn.
     """
     from facenet_pytorch import InceptionResnetV1
 
-    source = os.environ.get(WEIGHTS_ENV) or weights
+    source = weights_source(weights)
     fix = (
         f"Set config key `face.weights` or the {WEIGHTS_ENV} environment variable to a local FaceNet "
         f"state_dict file (facenet-pytorch format), or to one of {', '.join(NAMED_WEIGHTS)} with internet access."

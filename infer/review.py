@@ -10,8 +10,8 @@ and a sentence a person can read. score.py runs them and records every result in
 
 Calibration (docs/face_similarity.md): the leave-one-out similarity of a person's own reference
 photos is the most a generated image can be expected to reach. With `filter.loo_fraction` = 0.75
-(never below the global floor `filter.threshold`) 79 of 80 held-out real photos of a person still
-pass, and other people's photos get through 0.07% of the time instead of 0.26% with the floor alone.
+(never below the global floor, the weights' calibrated threshold) 79 of 80 held-out real photos of a person still
+pass, and other people's photos get through 0.00% of the time instead of 1.60% with the floor alone (0.46).
 
 Glasses: after levelling the eyes and scaling them 64 px apart, the mean vertical gradient on the
 nose bridge (16x16 px between the eyes) over the mean gradient of the eye band. A frame's bridge is
@@ -55,12 +55,13 @@ def leave_one_out(references: torch.Tensor) -> torch.Tensor:
     return (sims.sum(dim=1) - sims.diagonal()) / (n - 1)
 
 
-def person_threshold(references: torch.Tensor, cfg: FilterConfig) -> float:
-    """The bar for this person: a fraction of their own selfie-to-selfie likeness, never below the floor."""
+def person_threshold(references: torch.Tensor, floor: float, cfg: FilterConfig) -> float:
+    """The bar for this person: a fraction of their own selfie-to-selfie likeness, never below the floor
+    (`FaceAnalyzer.similarity_threshold`: the calibrated threshold of the weights in use)."""
     loo = leave_one_out(references)
     if loo.numel() == 0 or cfg.loo_fraction == 0:
-        return cfg.threshold
-    return round(max(cfg.threshold, cfg.loo_fraction * loo.mean().item()), 4)
+        return floor
+    return round(max(floor, cfg.loo_fraction * loo.mean().item()), 4)
 
 
 def likeness_check(similarity: float, threshold: float) -> Check:

@@ -64,7 +64,8 @@ def score(cfg: Config, analyzer: Optional[FaceAnalyzer] = None) -> list[Score]:
     items = json.loads(manifest_path.read_text())["images"]
     references = load_references(workspace)
     analyzer = analyzer or FaceAnalyzer(cfg.face, resolve_device(cfg.device))
-    threshold = review.person_threshold(references, cfg.filter)
+    floor = analyzer.similarity_threshold(cfg.filter)
+    threshold = review.person_threshold(references, floor, cfg.filter)
     selfie_glasses = selfie_glasses_share(workspace, analyzer, cfg) if cfg.filter.check_glasses else None
 
     # Every version of every image (as generated, and face-detailed when the pass made one) in one batch.
@@ -80,7 +81,7 @@ def score(cfg: Config, analyzer: Optional[FaceAnalyzer] = None) -> list[Score]:
     loo = review.leave_one_out(references)
     (samples_dir / SCORES).write_text(json.dumps({
         "threshold": threshold,
-        "threshold_floor": cfg.filter.threshold,
+        "threshold_floor": floor,
         "loo_similarity": round(loo.mean().item(), 4) if loo.numel() else None,
         "references": int(references.shape[0]),
         "selfies_with_glasses": selfie_glasses,
@@ -88,7 +89,7 @@ def score(cfg: Config, analyzer: Optional[FaceAnalyzer] = None) -> list[Score]:
         "images": [asdict(s) for s in scores],
     }, indent=2))
     log.info("%d of %d images kept (threshold %.2f, floor %.2f) -> %s", sum(s.kept for s in scores), len(scores),
-             threshold, cfg.filter.threshold, samples_dir / SCORES)
+             threshold, floor, samples_dir / SCORES)
     log_scores_table(cfg, samples_dir, scores)
     return scores
 

@@ -1,16 +1,38 @@
-"""Real MTCNN and real FaceNet weights on real photos."""
+"""Real MTCNN and real FaceNet weights on real photos (composites are real faces pasted into real photos)."""
 
 import itertools
+import json
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from headshots.config import FaceConfig, load_config
+from headshots.config import FaceConfig, FilterConfig, load_config
 from headshots.errors import WeightsError
-from headshots.faces import cosine_similarity, load_embedder
+from headshots.faces import CALIBRATION, calibration_for, cosine_similarity, load_embedder, subject_score
 from headshots.images import load_rgb
 
-THRESHOLD = load_config("alice").filter.threshold
+SUBJECT = ("georgia-tech", "s01", "01.jpg")  # 640x480, one centred face
+OTHER = ("georgia-tech", "s23", "01.jpg")  # someone else, to paste in
+
+
+def _paste_face(analyzer, faces_dir, canvas: Image.Image, side: float, center: tuple[float, float]) -> Image.Image:
+    """`canvas` with OTHER's face (and a little of its surroundings) pasted so its face box is about `side` px."""
+    donor = load_rgb(faces_dir.joinpath(*OTHER))
+    x1, y1, x2, y2 = analyzer.detect(donor).subject.box
+    grow = 0.6 * (x2 - x1)
+    patch = donor.crop((round(x1 - grow), round(y1 - grow), round(x2 + grow), round(y2 + grow)))
+    scale = side / (x2 - x1)
+    patch = patch.resize((round(patch.width * scale), round(patch.height * scale)), Image.BICUBIC)
+    out = canvas.copy()
+    out.paste(patch, (round(center[0] - patch.width / 2), round(center[1] - patch.height / 2)))
+    return out
+
+
+def _same_face(a, b, tolerance: float = 0.1) -> bool:
+    return bool(np.abs(np.subtract(a.box, b.box)).max() <= tolerance * b.side)
 
 
 def test_single_face_and_group_photo(analyzer, faces_dir):
@@ -21,11 +43,63 @@ def test_single_face_and_group_photo(analyzer, faces_dir):
 
 
 def test_subject_is_the_prominent_face_not_a_background_one(analyzer, faces_dir):
-    # A portrait with small faces far behind the subject: one usable face, the large one.
+    # A cafe: a woman filling the left foreground (2.6x the side of the others), two people further back.
+    # Much larger wins over more central: one usable face, the large one.
     photo = load_rgb(faces_dir / "azure-samples" / "_unlabelled_or_multiface" / "detection4.jpg")
     detection = analyzer.detect(photo)
-    assert detection.ok
+    assert detection.ok and len(detection.faces) == 3
     assert detection.subject.side == max(f.side for f in detection.faces)
+
+
+def test_a_larger_face_at_the_edge_does_not_take_the_centred_subjects_place(analyzer, faces_dir):
+    photo = load_rgb(faces_dir.joinpath(*SUBJECT))
+    alone = analyzer.detect(photo).subject
+    canvas = Image.new("RGB", (1400, 700), (90, 90, 90))  # room at the edge for a face larger than the subject
+    canvas.paste(photo, ((1400 - 640) // 2, (700 - 480) // 2))
+    centred = replace(alone, box=tuple(v + o for v, o in zip(alone.box, (380, 110, 380, 110))))
+    composite = _paste_face(analyzer, faces_dir, canvas, 1.25 * alone.side, (1400 - 0.9 * alone.side, 350))
+    detection = analyzer.detect(composite)
+    assert len(detection.faces) == 2 and max(f.side for f in detection.faces) > 1.15 * detection.subject.side
+    assert _same_face(detection.subject, centred), "the larger face at the edge was taken for the subject"
+    assert subject_score(detection.subject, composite.size) > subject_score(detection.faces[1], composite.size)
+
+
+def test_a_small_bystander_is_not_several_faces(analyzer, faces_dir):
+    photo = load_rgb(faces_dir.joinpath(*SUBJECT))
+    alone = analyzer.detect(photo).subject
+    composite = _paste_face(analyzer, faces_dir, photo, 0.4 * alone.side, (560, 90))  # a small face in a top corner
+    detection = analyzer.detect(composite)
+    assert len(detection.faces) == 2 and detection.ok, detection.problem
+    assert _same_face(detection.subject, alone)
+
+
+def test_two_comparable_faces_side_by_side_are_several_faces(analyzer, faces_dir):
+    photo = load_rgb(faces_dir.joinpath(*SUBJECT))
+    alone = analyzer.detect(photo).subject
+    x1, y1, x2, y2 = alone.box
+    composite = _paste_face(analyzer, faces_dir, photo, 0.9 * alone.side, (x2 + 0.8 * alone.side, (y1 + y2) / 2))
+    detection = analyzer.detect(composite)
+    assert len(detection.faces) == 2 and detection.problem == "several_faces"
+
+
+def test_embedding_crop_keeps_the_configured_margin_as_facenet_pytorch_does(analyzer, faces_dir):
+    """`face.crop_margin` 14 embeds exactly the crop plain facenet-pytorch makes with MTCNN(margin=14);
+    margin 0 is another crop (tighter, no forehead or chin outline) and another embedding."""
+    from facenet_pytorch import MTCNN
+
+    photo = load_rgb(faces_dir.joinpath(*SUBJECT))
+    face = analyzer.detect(photo).subject
+    assert analyzer.cfg.crop_margin == 14
+    ours = analyzer.embed([photo], [face])
+    plain = MTCNN(image_size=160, margin=14, selection_method="center_weighted_size")(photo)
+    library = torch.nn.functional.normalize(analyzer.embedder(plain[None]), dim=-1)
+    assert cosine_similarity(ours, library).item() > 0.999
+    analyzer.cfg = replace(analyzer.cfg, crop_margin=0)
+    try:
+        tight = analyzer.embed([photo], [face])
+    finally:
+        analyzer.cfg = replace(analyzer.cfg, crop_margin=14)
+    assert cosine_similarity(ours, tight).item() < 0.98
 
 
 def test_blank_image_has_no_face(analyzer):
@@ -40,6 +114,7 @@ def _embeddings(analyzer, paths):
 
 
 def test_same_person_above_threshold_different_person_below(analyzer, faces_dir):
+    threshold = analyzer.similarity_threshold(load_config("alice").filter)
     people = {f"gt-{p}": sorted((faces_dir / "georgia-tech" / p).glob("*.jpg"))[:5] for p in ("s01", "s02", "s23", "s29", "s50")}
     people["obama"] = sorted((faces_dir / "face-recognition-examples" / "obama").iterdir())
     people["biden"] = sorted((faces_dir / "face-recognition-examples" / "biden").iterdir())
@@ -48,8 +123,10 @@ def test_same_person_above_threshold_different_person_below(analyzer, faces_dir)
     pairs = list(itertools.combinations(range(len(labels)), 2))
     same = torch.tensor([sims[a, b] for a, b in pairs if labels[a] == labels[b]])
     different = torch.tensor([sims[a, b] for a, b in pairs if labels[a] != labels[b]])
-    assert same.min() >= THRESHOLD, f"a same-person pair scored {same.min():.3f}"
-    assert different.max() < THRESHOLD, f"a different-person pair scored {different.max():.3f}"
+    assert same.min() >= threshold, f"a same-person pair scored {same.min():.3f}"
+    # The calibrated threshold promises FAR <= 1% on CFP, not perfect separation: here 5 of 435 pairs (1.1%, within
+    # the noise of so few pairs) pass it; per person (infer/review.py: 0.75 x the selfies' likeness) none does.
+    assert (different >= threshold).float().mean() <= 0.02, f"{(different >= threshold).sum()} of {len(different)} different-person pairs accepted"
     assert same.mean() - different.mean() > 0.5
 
 
@@ -66,3 +143,23 @@ def test_corrupt_weights_file_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("HEADSHOTS_FACE_WEIGHTS", str(bad))
     with pytest.raises(WeightsError, match="could not be loaded"):
         load_embedder("vggface2")
+
+
+def test_calibrated_weights_get_their_recorded_threshold(analyzer, face_weights):
+    recorded = {(c["sha256"], c["crop_margin"]): c["threshold"] for c in json.loads(CALIBRATION.read_text())["calibrations"]}
+    from headshots.faces import file_sha256
+
+    sha = file_sha256(face_weights.resolve(), face_weights.stat().st_size, face_weights.stat().st_mtime_ns)
+    assert analyzer.similarity_threshold(FilterConfig()) == recorded[(sha, analyzer.cfg.crop_margin)]
+    assert analyzer.similarity_threshold(FilterConfig(threshold=0.42)) == 0.42  # a measured value of one's own wins
+    # The facenet-pytorch name of the same network finds the same record.
+    assert calibration_for("casia-webface", analyzer.cfg.crop_margin).threshold == recorded[(sha, analyzer.cfg.crop_margin)]
+
+
+def test_weights_or_margin_without_calibration_is_a_clear_error(face_weights, tmp_path):
+    unknown = tmp_path / "my-facenet.pt"
+    unknown.write_bytes(b"weights nobody measured")
+    for source, margin in ((str(unknown), 14), ("vggface2", 14), (str(face_weights), 0)):
+        with pytest.raises(WeightsError, match="No calibrated similarity threshold") as err:
+            calibration_for(source, margin)
+        assert "scripts/face_similarity_eval.py" in err.value.hint and "filter.threshold" in err.value.hint

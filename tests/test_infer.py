@@ -123,8 +123,9 @@ def test_filter_keeps_the_person_drops_others_and_ranks(prepared_user, make_conf
     assert scores["alice-a.png"].similarity_max >= scores["alice-a.png"].similarity
 
     saved = json.loads((out / "scores.json").read_text())
-    # The person's own bar: 0.75 x their selfies' leave-one-out likeness, above the global floor.
-    assert saved["threshold_floor"] == 0.55 and saved["threshold"] == pytest.approx(max(0.55, 0.75 * saved["loo_similarity"]), abs=1e-4)
+    # The person's own bar: 0.75 x their selfies' leave-one-out likeness, above the global floor (the weights' calibrated one).
+    floor = analyzer.similarity_threshold(cfg.filter)
+    assert saved["threshold_floor"] == floor and saved["threshold"] == pytest.approx(max(floor, 0.75 * saved["loo_similarity"]), abs=1e-4)
     assert saved["selfies_with_glasses"] == 0.0 and scores["alice-a.png"].glasses is False
     assert [i["file"] for i in saved["images"][:2]] == sorted([best, "alice-b.png"], key=lambda f: scores[f].rank)
     page = write_gallery(cfg).read_text()
