@@ -464,9 +464,19 @@ def load_config(
         raise ConfigError(_describe(exc), "Check the key's spelling and type against configs/base.yaml.") from exc
 
 
+# Keys earlier versions had: a saved config (an adapter's config.yaml) still loads without them, and a user's
+# config naming one is told what replaced it.
+RETIRED_KEYS = {
+    "face.second_face_ratio": "face.rival_size, face.rival_distance and face.rival_detail (another face counts only "
+                              "when it competes with yours: docs/face_similarity.md)",
+}
+
+
 def _describe(exc: OmegaConfBaseException) -> str:
     key = getattr(exc, "full_key", None)
     text = str(exc).splitlines()[0]
+    if key in RETIRED_KEYS:
+        return f"Config key `{key}` was replaced by {RETIRED_KEYS[key]}."
     if "not in struct" in text or "Key '" in text and "not" in text:
         return f"Unknown config key `{key}`."
     if "MissingMandatoryValue" in type(exc).__name__:
@@ -484,9 +494,16 @@ def save_config(cfg: Config, path: Path) -> None:
 
 
 def config_from_yaml(path: Path) -> Config:
-    """Re-load a resolved config saved by `save_config` (e.g. an adapter's training config)."""
+    """Re-load a resolved config saved by `save_config` (e.g. an adapter's training config); keys an earlier
+    version saved and this one retired (RETIRED_KEYS) are dropped, so older adapters stay usable."""
+    saved = _load_yaml(path)
+    for key in RETIRED_KEYS:
+        section, _, name = key.rpartition(".")
+        node = OmegaConf.select(saved, section) if section else saved
+        if node is not None and name in node:
+            node.pop(name)
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), _load_yaml(path))
+        merged = OmegaConf.merge(OmegaConf.structured(Config), saved)
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{path}: {_describe(exc)}", "The file was written by another version; re-run training.") from exc

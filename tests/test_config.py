@@ -82,3 +82,15 @@ def test_cli_prints_clear_error_without_traceback(args, expected):
     assert result.returncode == 2
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_retired_key_says_what_replaced_it_and_old_saved_configs_still_load(tmp_path):
+    from headshots.config import config_from_yaml, save_config
+
+    with pytest.raises(ConfigError, match="`face.second_face_ratio` was replaced by face.rival_size"):
+        load_config("alice", overrides=["face.second_face_ratio=0.45"])
+    saved = tmp_path / "config.yaml"  # an adapter's config.yaml written before the key was retired
+    save_config(load_config("alice", overrides=["prepare.class_noun=woman"]), saved)
+    saved.write_text(saved.read_text().replace("face:\n", "face:\n  second_face_ratio: 0.45\n", 1))
+    assert "second_face_ratio" in saved.read_text()
+    assert config_from_yaml(saved).prepare.class_noun == "woman"
