@@ -391,8 +391,8 @@ def run_intake(cfg: Config, analyzer: Optional[FaceAnalyzer] = None, timings: Op
 def _assess_all(paths: list[Path], analyzer: FaceAnalyzer, cfg: Config, now: datetime, timings: Optional[Timings],
                 workers: Optional[int]) -> Iterator[tuple[PhotoReport, Optional[Measured], Optional[str]]]:
     """`assess_photo` for every path, in order, on a few threads. JPEG decoding, MTCNN and the numpy checks
-    spend most of their time outside the GIL, so two threads on two cores check a phone-photo set ~1.4x as
-    fast as one (docs/benchmarks.md, Intake). With `timings`, the step times are summed across threads."""
+    spend most of their time outside the GIL, so on two cores a 20-photo intake takes 1.27x as long on one
+    thread as on two (docs/benchmarks.md, Intake). With `timings`, step times are summed across threads."""
     workers = workers or min(MAX_WORKERS, os.cpu_count() or 1)
     progress = dict(desc="intake", unit="photo", total=len(paths), disable=len(paths) < 10)
     if workers == 1:
