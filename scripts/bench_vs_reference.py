@@ -15,6 +15,9 @@ fetch the copy matching the installed diffusers into the git-ignored third_party
     curl -fL -o third_party/diffusers_examples/train_dreambooth_lora_sdxl.py \\
         https://raw.githubusercontent.com/huggingface/diffusers/v0.42.1/examples/dreambooth/train_dreambooth_lora_sdxl.py
 
+(or `git show HEAD:examples/dreambooth/train_dreambooth_lora_sdxl.py` from any clone of the diffusers repository
+whose script's check_min_version the installed diffusers passes; scripts/gpu_bundle.sh carries it to the GPU).
+
 Both trainers run unmodified, each run in a fresh process started through a small wrapper that
 records, without touching either trainer's code, the time of every optimizer step (a global
 torch.optim step hook) and the process's peak memory (RSS; on CUDA, allocated GPU memory) both up

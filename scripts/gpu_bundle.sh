@@ -4,7 +4,8 @@
 #   .whl/  wheels of the project's runtime dependencies at requirements.lock's versions, for Python 3.12 on
 #          x86-64, less what the GPU image already holds (listed below), bitsandbytes trimmed to its CUDA 13
 #          and CPU libraries (the whole wheel is 42 MB; the device tool carries 64 MiB in all);
-#   .gpu/  ../shared's full-size SDXL configs and 12 photos of one person (../shared does not travel).
+#   .gpu/  ../shared's full-size SDXL configs and 12 photos of one person (../shared does not travel), and
+#          diffusers' reference trainer when third_party/ holds it (scripts/bench_vs_reference.py).
 # Neither folder is committed (.gitignore). Then, with the device tool:
 #   run(command="bash scripts/gpu_check.sh", carry=[".whl", ".gpu"], timeout_s=560)
 set -euo pipefail
@@ -42,5 +43,9 @@ for wheel in pathlib.Path(".whl").glob("bitsandbytes-*.whl"):
 PY
 rm .whl/closure.txt
 cp -r "$SHARED/models/sdxl-base-1.0-config" .gpu/
+# diffusers' reference trainer (Apache-2.0, never committed): gpu_check.sh puts it back in third_party/.
+REFERENCE=third_party/diffusers_examples/train_dreambooth_lora_sdxl.py
+if [ -f "$REFERENCE" ]; then mkdir -p .gpu/reference && cp "$REFERENCE" .gpu/reference/
+else echo "no $REFERENCE: the reference part will be skipped (see scripts/bench_vs_reference.py for the copy)"; fi
 ls "$SHARED"/faces/georgia-tech/s01/*.jpg | head -12 | xargs -I{} cp {} .gpu/photos/
 echo "to carry: .whl $(du -sm .whl | cut -f1) MiB, .gpu $(du -sm .gpu | cut -f1) MiB (the device tool carries 64 MiB in all)"

@@ -138,8 +138,6 @@ def environment() -> dict:
 
 def whole_path(args: argparse.Namespace) -> None:
     """prepare -> fit (default steps) -> generate 16 -> score, one person, timed by the chain's own results."""
-    import torch
-
     from headshots.config import load_config
     from headshots.tiny_sdxl import build_tiny_sdxl, full_size_sdxl
     from service.chain import run_stage, stage_named
@@ -155,12 +153,7 @@ def whole_path(args: argparse.Namespace) -> None:
             model = full_size_sdxl(args.sdxl_config, model)
             profile, extra = "sdxl", ["model.variant=fp16", "model.vae=null"]
         build_s = time.perf_counter() - started
-        if not os.environ.get("HEADSHOTS_FACE_WEIGHTS") or not Path(os.environ["HEADSHOTS_FACE_WEIGHTS"]).is_file():
-            # Timing only: FaceNet's speed does not depend on its weights, and none can be downloaded here.
-            from facenet_pytorch import InceptionResnetV1
-
-            torch.save(InceptionResnetV1(pretrained=None).state_dict(), tmp / "facenet-random.pt")
-            os.environ["HEADSHOTS_FACE_WEIGHTS"] = str(tmp / "facenet-random.pt")
+        ensure_face_weights(tmp)
         selfies = tmp / "data" / "person" / "selfies"
         selfies.mkdir(parents=True)
         photos = sorted(p for p in Path(args.photos).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:12]
@@ -169,7 +162,8 @@ def whole_path(args: argparse.Namespace) -> None:
         cfg = load_config("person", profile, overrides=[
             f"model.pretrained={model}", f"paths.data_root={tmp / 'data'}", f"paths.outputs_root={tmp / 'out'}",
             f"paths.cache_root={tmp / 'cache'}", "wandb.mode=disabled", "infer.styles=[linkedin,executive]",
-            "infer.images_per_style=8", "infer.batch_size=4", *extra, *(["train.max_steps=4", "infer.steps=2"] if args.tiny else [])])
+            "infer.images_per_style=8", "infer.batch_size=4", *extra, *(["train.max_steps=4", "infer.steps=2"] if args.tiny else []),
+            *uncalibrated_threshold()])
         rows, upstream = [], None
         for name in ("prepare", "fit", "infer"):
             upstream = run_stage(stage_named(name), cfg, upstream)
@@ -179,6 +173,33 @@ def whole_path(args: argparse.Namespace) -> None:
                              + ("" if args.tiny else f"; random full-size weights (built in {build_s:.0f} s, not counted)"))
             if not upstream.ok:
                 break
+
+
+def ensure_face_weights(folder: Path) -> None:
+    """FaceNet weights for every part: HEADSHOTS_FACE_WEIGHTS when it names a file, else random ones. Timing only:
+    FaceNet's speed does not depend on its weights, and the GPU machine has none (no download; the CASIA file is
+    94 MB, over what the device tool carries)."""
+    if os.environ.get("HEADSHOTS_FACE_WEIGHTS") and Path(os.environ["HEADSHOTS_FACE_WEIGHTS"]).is_file():
+        return
+    import torch
+    from facenet_pytorch import InceptionResnetV1
+
+    torch.save(InceptionResnetV1(pretrained=None).state_dict(), folder / "facenet-random.pt")
+    os.environ["HEADSHOTS_FACE_WEIGHTS"] = str(folder / "facenet-random.pt")
+
+
+def uncalibrated_threshold() -> list[str]:
+    """Random FaceNet weights have no calibrated similarity threshold (headshots/face_calibration.json): scoring
+    then gets a fixed one, which changes which images are kept but not how long scoring takes."""
+    from headshots.config import FaceConfig
+    from headshots.errors import WeightsError
+    from headshots.faces import calibration_for, weights_source
+
+    try:
+        calibration_for(weights_source(FaceConfig().weights), FaceConfig().crop_margin)
+        return []
+    except WeightsError:
+        return ["filter.threshold=0.5"]
 
 
 def write_path_table(args: argparse.Namespace, rows: list[tuple[str, float, str]], what: str) -> None:
@@ -219,6 +240,7 @@ def main() -> None:
     chosen = args.only.split(",") if args.only else None
     scale = args.budget_scale if args.budget_scale is not None else (3.0 if args.tiny else 1.0)
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))  # the built model (~7 GB), never under --out (it travels back)
+    ensure_face_weights(work)  # before any part: the parts inherit the environment
     try:
         built = None if args.tiny else work / "sdxl"
         for name in list(parts(args, built)):
