@@ -195,8 +195,9 @@ def uncalibrated_threshold() -> list[str]:
     from headshots.errors import WeightsError
     from headshots.faces import calibration_for, weights_source
 
+    face = FaceConfig()
     try:
-        calibration_for(weights_source(FaceConfig().weights), FaceConfig().crop_margin)
+        calibration_for(weights_source(face.weights), face.crop_margin)
         return []
     except WeightsError:
         return ["filter.threshold=0.5"]

@@ -135,24 +135,30 @@ def test_missing_refiner_is_a_weights_error_with_hint(user_config, tmp_path, sou
     assert hint in error.value.hint
 
 
+def _draw(user_config, *overrides: str):
+    """The generate stage's pipelines for `overrides`, and the pixels of one linkedin image (seed 3) they draw."""
+    from infer.generate import load_pipelines, sample
+    from infer.styles import load_style
+
+    cfg = user_config(*overrides)
+    pipes = load_pipelines(cfg, Workspace.from_config(cfg).require_adapter(cfg.run))
+    draw = lambda: _pixels(sample(pipes, cfg, load_style("linkedin").prompts("ohwx", "person"), [3])[0])  # noqa: E731
+    return pipes, draw
+
+
 def test_fused_adapter_gives_the_unfused_images(user_config):
     """Fusing merges the LoRA into the UNet and text-encoder weights: same pictures, plain layers."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    from infer.generate import load_pipelines, sample
-    from infer.styles import load_style
-
-    prompts = load_style("linkedin").prompts("ohwx", "person")
     images = {}
     for fuse in (True, False):
-        cfg = user_config(f"infer.fuse_lora={str(fuse).lower()}")
-        pipes = load_pipelines(cfg, Workspace.from_config(cfg).require_adapter(cfg.run))
+        pipes, draw = _draw(user_config, f"infer.fuse_lora={str(fuse).lower()}")
         for model in (pipes.base.unet, pipes.base.text_encoder, pipes.base.text_encoder_2):
             lora_layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
             assert (len(lora_layers) == 0) == fuse
-        images[fuse] = _pixels(sample(pipes, cfg, prompts, [3])[0])
+        images[fuse] = draw()
     pipes.base.set_adapters(["person"], adapter_weights=[0.0])  # the unfused pipeline, adapter off
-    without = _pixels(sample(pipes, cfg, prompts, [3])[0])
+    without = draw()
     assert np.abs(images[True] - images[False]).max() <= 2  # float rounding of W + BA
     assert np.abs(images[True] - without).mean() > 1.0  # and the adapter does change the picture
 
@@ -160,14 +166,9 @@ def test_fused_adapter_gives_the_unfused_images(user_config):
 @pytest.mark.slow  # inductor compiles the tiny UNet on the CPU: one to three minutes on 2 cores
 def test_compiled_unet_draws_the_same_images(user_config):
     """infer.compile: the UNet runs as a torch.compile module, with the same pictures within rounding."""
-    from infer.generate import load_pipelines, sample
-    from infer.styles import load_style
-
-    prompts = load_style("linkedin").prompts("ohwx", "person")
     images = {}
     for compile_ in (True, False):
-        cfg = user_config(f"infer.compile={str(compile_).lower()}")
-        pipes = load_pipelines(cfg, Workspace.from_config(cfg).require_adapter(cfg.run))
+        pipes, draw = _draw(user_config, f"infer.compile={str(compile_).lower()}")
         assert isinstance(pipes.base.unet, torch._dynamo.eval_frame.OptimizedModule) == compile_
-        images[compile_] = _pixels(sample(pipes, cfg, prompts, [3])[0])
+        images[compile_] = draw()
     assert np.abs(images[True] - images[False]).max() <= 2

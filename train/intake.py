@@ -394,12 +394,9 @@ def _assess_all(paths: list[Path], analyzer: FaceAnalyzer, cfg: Config, now: dat
     spend most of their time outside the GIL, so on two cores a 20-photo intake takes 1.27x as long on one
     thread as on two (docs/benchmarks.md, Intake). With `timings`, step times are summed across threads."""
     workers = workers or min(MAX_WORKERS, os.cpu_count() or 1)
-    progress = dict(desc="intake", unit="photo", total=len(paths), disable=len(paths) < 10)
-    if workers == 1:
-        yield from tqdm((assess_photo(p, analyzer, cfg, now, timings) for p in paths), **progress)
-        return
     with ThreadPoolExecutor(workers, thread_name_prefix="intake") as pool:
-        yield from tqdm(pool.map(lambda p: assess_photo(p, analyzer, cfg, now, timings), paths), **progress)
+        yield from tqdm(pool.map(lambda p: assess_photo(p, analyzer, cfg, now, timings), paths),
+                        desc="intake", unit="photo", total=len(paths), disable=len(paths) < 10)
 
 
 def _set_checks(photos: list[PhotoReport], measured: dict[int, Measured], analyzer: FaceAnalyzer,
