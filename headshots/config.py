@@ -311,12 +311,12 @@ class IntakeConfig:
     detect_max_side: int = 480  # face detection runs on a copy this long (MTCNN cost grows with pixels and noise)
     min_crop_fraction: float = 0.2  # training crop side below this x model.resolution: reject
     warn_crop_fraction: float = 0.5  # ... below this: warn (it will be upscaled)
-    min_sharpness: float = 0.19  # coarse detail: variance of the Laplacian of the contrast-normalised, half-size face
-    min_fine_detail: float = 0.08  # the same at full size; low while coarse detail is fine = smoothed by a filter
-    max_motion_blur: float = 0.74  # 1 - weakest/strongest directional detail; above = the blur is camera shake
-    min_brightness: float = 50.0  # mean face luminance, 0..255
-    max_brightness: float = 190.0
-    max_clipped: float = 0.05  # share of the face blown out to white
+    min_acuity: float = 0.5  # strongest 1-px / 3-px edge step over the face's directions; below: out of focus
+    max_directional_blur: float = 0.4  # 1 - weakest / strongest direction's acuity; above: blurred by movement
+    min_texture: float = 0.035  # skin grain (median / 99th percentile |Laplacian|); below with sharp edges: smoothed
+    min_highlights: float = 70.0  # 95th percentile of face luminance (its best-lit skin), 0..255; below: too dark
+    max_crushed: float = 0.3  # share of the face at luminance <= 16 (shadows sunk into black); above: too dark
+    max_clipped: float = 0.1  # share of the face blown out to white (every channel >= 250); above: overexposed
     min_side_light: float = 0.75  # darker / brighter half of the face
     max_backlight: float = 2.0  # background / face luminance
     max_colour_cast: float = 0.1  # distance of the face's r, g, b shares from skin in neutral light
@@ -339,13 +339,12 @@ class IntakeConfig:
         _check(self.detect_max_side >= 160, "intake.detect_max_side", "must be at least 160")
         _check(0.0 < self.min_crop_fraction <= self.warn_crop_fraction <= 4.0, "intake.min_crop_fraction",
                "must be positive and at most intake.warn_crop_fraction")
-        _check(0.0 <= self.min_brightness < self.max_brightness <= 255.0, "intake.min_brightness",
-               "must be below intake.max_brightness, both in 0..255")
+        _check(0.0 <= self.min_highlights <= 255.0, "intake.min_highlights", "must be in 0..255")
         _check(self.min_pitch < self.max_pitch, "intake.min_pitch", "must be below intake.max_pitch")
-        for key in ("max_clipped", "min_side_light", "max_motion_blur", "duplicate_similarity", "max_sameness", "max_eye_flat",
+        for key in ("max_clipped", "max_crushed", "min_side_light", "min_acuity", "max_directional_blur", "min_texture", "duplicate_similarity", "max_sameness", "max_eye_flat",
                     "min_mouth_detail"):
             _check(0.0 <= getattr(self, key) <= 1.0, f"intake.{key}", "must be between 0 and 1")
-        for key in ("min_sharpness", "min_fine_detail", "max_backlight", "max_colour_cast", "max_yaw", "max_roll",
+        for key in ("max_backlight", "max_colour_cast", "max_yaw", "max_roll",
                     "max_age_years", "smile_ratio"):
             _check(getattr(self, key) >= 0, f"intake.{key}", "must be >= 0")
         _check(-1.0 <= self.identity_threshold <= 1.0, "intake.identity_threshold", "must be between -1 and 1")

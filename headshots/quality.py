@@ -75,37 +75,90 @@ def _laplacian_variance(grey: np.ndarray) -> float:
     return float(_laplacian(grey / max(float(grey.std()), 1.0)).var())
 
 
-def sharpness(crop: FaceCrop, covered: str | None = None) -> tuple[float, float]:
-    """Variance of the Laplacian of the inner face at full crop size (fine detail: pores, lashes)
-    and at half size (coarse detail: outlines of eyes, nose, mouth).
+_DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))  # (dy, dx): horizontal, vertical and the two diagonals
 
-    Out of focus loses both; beauty smoothing loses the fine and keeps the coarse. A mask or
-    sunglasses is flat too, and would read as blur: with `covered` ("mouth" or "eyes") only the
-    other half of the face is measured, so the person hears "mouth covered", not "out of focus"."""
+
+def _steps(grey: np.ndarray, k: int) -> list[np.ndarray]:
+    """|I(p + k d) - I(p - k d)| along each of _DIRECTIONS, cropped alike (a margin of 3 px)."""
+    n = grey.shape[0]
+    out = []
+    for dy, dx in _DIRECTIONS:
+        a = grey[3 + k * dy : n - 3 + k * dy, 3 + k * dx : n - 3 + k * dx]
+        b = grey[3 - k * dy : n - 3 - k * dy, 3 - k * dx : n - 3 - k * dx]
+        out.append(np.abs(a - b))
+    return out
+
+
+@dataclass(frozen=True)
+class Focus:
+    """How steep the face's edges are along each direction, and how much fine texture its skin keeps."""
+
+    acuity: tuple[float, ...]  # per direction (_DIRECTIONS): strongest 1-px step / strongest 3-px step, ~1/3 blurred .. 1 sharp
+    texture: float  # median |Laplacian| of the face / its 99th percentile: skin grain relative to the outlines
+
+    @property
+    def sharpest(self) -> float:
+        return max(self.acuity)
+
+    @property
+    def directional(self) -> float:
+        """1 - weakest / strongest direction's acuity: high when one direction alone lost its edges (a smear)."""
+        return 1.0 - min(self.acuity) / max(max(self.acuity), 1e-6)
+
+
+def focus(crop: FaceCrop, covered: str | None = None) -> Focus:
+    """The physical causes of lost detail, told apart.
+
+    Acuity: a sharp edge rises within a pixel, so its 1-px step is as high as its 3-px step (ratio ~1); an edge
+    spread over w >= 6 px rises w/2 of its height per... i.e. the ratio falls towards 1/3. A ratio of steps is
+    independent of the edge's contrast, so light and skin tone leave it be, and the 99th percentile reads the
+    strongest edges (eyes, lips, outline) whatever else the face holds. Defocus lowers it along every direction;
+    camera shake along the smear's direction only (perpendicular edges stay sharp); a beauty filter not at all,
+    since edge-preserving smoothing keeps exactly these edges.
+    Texture: what a beauty filter removes is the grain of the skin between those edges, which is most of the face,
+    so the median Laplacian falls while the 99th percentile (edges) stays. A mask or sunglasses is flat too: with
+    `covered` ("mouth" or "eyes") only the other half of the face is measured."""
     grey = _inner(crop.grey, 0.8)
     middle = grey.shape[0] // 2
-    grey = {"mouth": grey[:middle], "eyes": grey[middle:]}.get(covered, grey)
-    h, w = grey.shape[0] // 2 * 2, grey.shape[1] // 2 * 2
-    half = grey[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
-    return _laplacian_variance(grey), _laplacian_variance(half)
+    part = {"mouth": grey[:middle], "eyes": grey[middle:]}.get(covered, grey)
+    one, three = _steps(grey, 1), _steps(grey, 3)
+    if covered in ("mouth", "eyes"):
+        rows = slice(0, middle - 3) if covered == "mouth" else slice(middle - 3, None)
+        one, three = [s[rows] for s in one], [s[rows] for s in three]
+    acuity = tuple(float(np.percentile(a, 99)) / max(float(np.percentile(b, 99)), 1.0) for a, b in zip(one, three))
+    lap = np.abs(_laplacian(part))
+    texture = float(np.median(lap)) / max(float(np.percentile(lap, 99)), 1.0)
+    return Focus(acuity, texture)
 
 
-def motion_blur(crop: FaceCrop) -> float:
-    """Directional loss of detail: 1 - (weakest / strongest) of the horizontal and vertical gradient energy
-    after the Laplacian is normalised. Camera shake smears one direction; a still photo keeps both."""
-    grey = _inner(crop.grey, 0.8)
-    grey = grey / max(float(grey.std()), 1.0)
-    energies = []
-    for shift in ((0, 1), (1, 0), (1, 1), (1, -1)):
-        second = np.roll(grey, shift, axis=(0, 1)) + np.roll(grey, (-shift[0], -shift[1]), axis=(0, 1)) - 2 * grey
-        energies.append(float((second[2:-2, 2:-2] ** 2).mean()))
-    return 1.0 - min(energies) / max(max(energies), 1e-6)
+@dataclass(frozen=True)
+class Exposure:
+    """The face's luminance distribution (inner face, 0..255): where its tones sit and what was lost at either end."""
+
+    mean: float
+    highlights: float  # 95th percentile: the best-lit skin. Even dark skin in good light reaches the mid-tones here
+    crushed: float  # share of the face at or below luminance CRUSHED: shadows sunk into black
+    clipped: float  # share of the face with every channel at or above CLIPPED: blown out to white
 
 
-def exposure(crop: FaceCrop) -> tuple[float, float]:
-    """Mean luminance (0..255) of the inner face and the share of it blown out to white."""
+CRUSHED, CLIPPED = 16.0, 250.0
+
+
+def exposure(crop: FaceCrop) -> Exposure:
+    """Under- and overexposure by what light does to a face, not by its mean: a fair face at 193 with nothing
+    clipped is bright, not overexposed; dark skin at a mean of 80 is not underexposed when its best-lit skin
+    reaches the mid-tones and its shadows keep detail."""
     inner = _inner(crop.grey)
-    return float(inner.mean()), float((_inner(crop.rgb).min(axis=-1) >= 250).mean())
+    return Exposure(float(inner.mean()), float(np.percentile(inner, 95)), float((inner <= CRUSHED).mean()),
+                    float((_inner(crop.rgb).min(axis=-1) >= CLIPPED).mean()))
+
+
+def photo_exposure(image: Image.Image) -> Exposure:
+    """The same over the whole photo: what the intake can still say when light hid the face from the detector."""
+    small = np.asarray(image.resize((THUMB * 2, THUMB * 2), Image.BILINEAR), dtype=np.float32)
+    grey = small @ _LUMA
+    return Exposure(float(grey.mean()), float(np.percentile(grey, 95)), float((grey <= CRUSHED).mean()),
+                    float((small.min(axis=-1) >= CLIPPED).mean()))
 
 
 def side_light(crop: FaceCrop) -> float:

@@ -84,6 +84,69 @@ def test_degraded_photo_trips_the_right_check_with_advice(defect, source, analyz
     assert any(word in advice.lower() for advice in report.advice), report.advice
 
 
+def _motion(image, face):
+    """Camera shake: a horizontal-ish smear of 12% of the face, as a line kernel (not a blur of every direction)."""
+    length = max(int(face.side * 0.12), 5)
+    kernel = np.zeros((length, length), dtype=np.float32)
+    kernel[np.arange(length), np.clip(np.arange(length) // 3 + length // 3, 0, length - 1)] = 1  # ~18 degrees off vertical
+    array = np.asarray(image, dtype=np.float32)
+    out = sum(kernel[y, x] * np.roll(array, (y - length // 2, x - length // 2), axis=(0, 1))
+              for y, x in zip(*np.nonzero(kernel))) / kernel.sum()
+    return Image.fromarray(out.astype(np.uint8))
+
+
+def _gamma(image, power):
+    return Image.fromarray((255 * (np.asarray(image, dtype=np.float32) / 255) ** power).astype(np.uint8))
+
+
+def _bilateral(image, face):
+    """A beauty filter: each pixel averaged with neighbours of similar tone (skin smoothed, edges kept)."""
+    grey = np.asarray(image.convert("L"), dtype=np.float32)
+    array = np.asarray(image, dtype=np.float32)
+    total, weight = np.zeros_like(array), np.zeros_like(grey)
+    for dy in range(-6, 7, 2):
+        for dx in range(-6, 7, 2):
+            w = np.exp(-(dx * dx + dy * dy) / 18 - (np.roll(grey, (dy, dx), axis=(0, 1)) - grey) ** 2 / 450)
+            total += w[..., None] * np.roll(array, (dy, dx), axis=(0, 1))
+            weight += w
+    return Image.fromarray((total / weight[..., None]).astype(np.uint8))
+
+
+RIGHT_CAUSE = {  # name -> (degrade(image, face), the check the verdict must lead with, words of its reason, of its advice)
+    "motion blur": (_motion, "motion_blur", "movement", "still"),
+    "gamma-darkened (face mean ~80)": (lambda im, f: _gamma(im, 2.0), "exposure", "too dark", "lights"),
+    "sunglasses": (_eye_bar, "occlusion", "eyes covered", "sunglasses"),
+    "beauty filter": (lambda im, f: _bilateral(im, f), "filter", "smoothed", "beauty"),
+    "side shadow": (_side_shadow, "side_light", "shadow", "light"),
+}
+
+
+@pytest.mark.parametrize("defect", list(RIGHT_CAUSE))
+def test_the_verdict_leads_with_the_cause_and_gives_no_advice_for_a_symptom(defect, source, analyzer, make_config, tmp_path):
+    """Issue 17: a smear called "skin looks smoothed", a dim face called "colour cast", covered eyes called
+    "mouth covered" send the person to fix the wrong thing. The lead names the cause; no other cause is advised."""
+    degrade, check, reason, advice = RIGHT_CAUSE[defect]
+    path = tmp_path / "photo.jpg"
+    degrade(*source).save(path, quality=92)
+    report, _, _ = assess_photo(path, analyzer, make_config("alice", "model.resolution=512"), NOW)
+    assert report.lead is not None and report.lead[0] == check and reason in report.lead[1], report.reason
+    assert any(advice in a.lower() for a in report.advice), report.advice
+    others = {name for name, c in report.checks.items() if c.status != "ok"} - {check, "pose", "age", "resolution"}
+    assert not others, f"{defect}: also advised on {others}: {report.reason}"
+
+
+def test_a_bright_fair_face_with_nothing_clipped_is_not_overexposed(source, analyzer, make_config, tmp_path):
+    """Brightness is not exposure: lifted so its mean is near 200 but nothing blown out, the face keeps every
+    detail; the old limit (mean above 190) rejected such a face as overexposed."""
+    image, _ = source
+    lifted = Image.fromarray((255 - 0.55 * (255 - np.asarray(image, dtype=np.float32))).astype(np.uint8))
+    lifted.save(tmp_path / "bright.jpg", quality=92)
+    report, _, _ = assess_photo(tmp_path / "bright.jpg", analyzer, make_config("alice", "model.resolution=512"), NOW)
+    exposure = report.checks["exposure"]
+    assert exposure.value["brightness"] > 190 and exposure.value["clipped"] < 0.05, exposure.value
+    assert exposure.status == "ok" and report.verdict != "reject", report.reason
+
+
 def test_clean_photos_pass(faces_dir, analyzer, make_config):
     cfg = make_config("alice")
     for path in sorted((faces_dir / "georgia-tech" / "s02").glob("*.jpg"))[:4]:

@@ -40,6 +40,11 @@ OK, WARN, REJECT = "ok", "warn", "reject"
 _RANK = {OK: 0, WARN: 1, REJECT: 2}
 PREVIEW_SIDE = 240  # px, the thumbnails in intake.html and on the app's upload tab
 MAX_WORKERS = 4  # photo-checking threads: more add nothing on top of torch's own threads (docs/benchmarks.md, Intake)
+# Checks in causal order: when several fire at one severity, the verdict leads with the earliest, the one that
+# explains the others (light that hid the face explains "no face found"; a tiny face explains lost detail; a cover
+# or a smear explains lost focus and texture). Pose, duplicates, identity and age explain nothing else.
+CAUSES = ("decode", "exposure", "face", "resolution", "backlight", "occlusion", "motion_blur", "sharpness", "side_light",
+          "colour_cast", "filter", "pose", "duplicate", "identity", "age")
 FACE_PROBLEMS = {
     "no_face": ("no face found", "Make sure your whole face is in the picture, well lit and facing the camera."),
     "several_faces": ("more than one face", "Take a photo of you alone, or crop the other people out."),
@@ -66,9 +71,20 @@ class PhotoReport:
     face_box: Optional[list[float]] = None  # x1, y1, x2, y2 as fractions of the (upright) photo
     checks: dict[str, Check] = field(default_factory=dict)
 
+    def problems(self) -> list[tuple[str, Check]]:
+        """Checks that fired, the verdict's severity first, then in causal order (CAUSES)."""
+        fired = [(name, c) for name, c in self.checks.items() if c.status != OK]
+        return sorted(fired, key=lambda nc: (-_RANK[nc[1].status], CAUSES.index(nc[0]) if nc[0] in CAUSES else len(CAUSES)))
+
+    @property
+    def lead(self) -> Optional[tuple[str, str]]:
+        """(check, reason) of the problem the verdict leads with; None for a good photo."""
+        problems = self.problems()
+        return (problems[0][0], problems[0][1].reason or "") if problems else None
+
     def add(self, name: str, check: Check) -> None:
         self.checks[name] = check
-        problems = sorted((c for c in self.checks.values() if c.status != OK), key=lambda c: -_RANK[c.status])
+        problems = [c for _, c in self.problems()]
         self.verdict = problems[0].status if problems else OK
         self.reason = "; ".join(c.reason for c in problems) or None
         self.advice = list(dict.fromkeys(c.advice for c in problems if c.advice))
@@ -151,60 +167,68 @@ def resolution_check(face: Face, scale: float, cfg: Config) -> Check:
 
 
 def image_checks(image: Image.Image, face: Face, cfg: IntakeConfig, timings: Optional[Timings] = None) -> dict[str, Check]:
-    """Every check measured on the photo itself, given its subject's face."""
+    """Every check measured on the photo itself, given its subject's face, in causal order.
+
+    A check is judged only when no cause listed before it fired that would fake it: crushed or blown-out light
+    flattens detail, texture and colour and hides the eyes; a covered face half reads as lost detail; a smear
+    lowers focus and texture. So the advice names the cause, not its symptoms, and the verdict leads with it."""
     checks: dict[str, Check] = {}
     with _timed(timings, "crop"):
         crop = quality.face_crop(image, face)
+    with _timed(timings, "exposure"):
+        behind = quality.backlight(image, face)
+        checks["backlight"] = _check(behind > cfg.max_backlight, {"background_to_face": _r(behind)},
+                                     "backlit: bright behind you, face in shadow",
+                                     "Turn around so the window or sun is in front of you, not behind.", WARN)
+        checks["exposure"] = _exposure_check(quality.exposure(crop), cfg, "face")
+        if checks["exposure"].reason == "face too dark" and checks["backlight"].status != OK:
+            checks["exposure"].advice = checks["backlight"].advice  # the light behind is what to change
+    lit = checks["exposure"].status == OK
     with _timed(timings, "occlusion"):
         eyes, mouth = quality.occlusion(crop)
-        covered = [part for part, bad in (("eyes", eyes > cfg.max_eye_flat), ("mouth", mouth < cfg.min_mouth_detail)) if bad]
+        covered = [part for part, bad in (("eyes", eyes > cfg.max_eye_flat), ("mouth", mouth < cfg.min_mouth_detail)) if bad and lit]
+        checks["occlusion"] = _check(bool(covered), {"eye_flat": _r(eyes), "mouth_detail": _r(mouth)}, f"{' and '.join(covered)} covered",
+                                     "Take off sunglasses, masks and hats, and keep hands and hair away from your face.")
     with _timed(timings, "sharpness"):
-        fine, coarse = quality.sharpness(crop, covered[0] if len(covered) == 1 else None)
-        smear = quality.motion_blur(crop)
-        blurred = coarse < cfg.min_sharpness  # blurred along one direction: camera shake, else focus
-        checks["sharpness"] = _check(blurred and smear <= cfg.max_motion_blur, {"coarse_detail": _r(coarse)}, "face out of focus",
+        focus = quality.focus(crop, covered[0] if len(covered) == 1 else None)
+        shaken = lit and focus.directional > cfg.max_directional_blur
+        checks["motion_blur"] = _check(shaken, {"directional": _r(focus.directional), "acuity": [_r(a) for a in focus.acuity]},
+                                       "blurred by movement", "Hold the phone still with both hands (or lean on something) and use more light.")
+        soft = lit and not shaken and focus.sharpest < cfg.min_acuity
+        checks["sharpness"] = _check(soft, {"acuity": _r(focus.sharpest)}, "face out of focus",
                                      "Tap your face on the screen to focus, and make sure the lens is clean.")
-        checks["motion_blur"] = _check(blurred and smear > cfg.max_motion_blur, {"directional": _r(smear)}, "blurred by movement",
-                                       "Hold the phone still with both hands (or lean on something) and use more light.")
-    with _timed(timings, "exposure"):
-        checks["exposure"] = _exposure_check(crop, cfg)
-    # Blur and glare wash out detail and colour too: the finer checks below judge only a clear face.
-    clear = all(checks[name].status == OK for name in ("sharpness", "motion_blur", "exposure"))
+    # Edges sharp and the face lit and uncovered: the finer checks below judge only such a clear face.
+    clear = lit and not (covered or shaken or soft)
     with _timed(timings, "lighting"):
-        checks.update(_lighting_checks(image, face, crop, cfg, clear))
-    with _timed(timings, "pose"):
-        checks["pose"] = _pose_check(face, cfg)
-    # Flat shares are relative to the face's own detail, so blur leaves them be; blown-out or crushed
-    # areas are truly flat: judge occlusion on a well-exposed face only.
-    hidden = covered if checks["exposure"].status == OK else []
-    checks["occlusion"] = _check(bool(hidden), {"eye_flat": _r(eyes), "mouth_detail": _r(mouth)}, f"{' and '.join(hidden)} covered",
-                                 "Take off sunglasses, masks and hats, and keep hands and hair away from your face.")
-    # fine detail gone while the outlines are sharp: smoothed by a filter, not out of focus (nor a mask)
-    smoothed = fine < cfg.min_fine_detail and clear and not covered
-    checks["filter"] = _check(smoothed, {"fine_detail": _r(fine)}, "skin looks smoothed (beauty filter or heavy processing)",
+        checks.update(_lighting_checks(image, face, crop, cfg, lit, clear))
+    with _timed(timings, "pose"):  # landmarks of covered eyes are the detector's guesses
+        checks["pose"] = _pose_check(face, cfg) if "eyes" not in covered else Check(OK, {})
+    # fine skin texture gone while the edges stay sharp: smoothed by a filter, not out of focus (nor a mask)
+    checks["filter"] = _check(clear and focus.texture < cfg.min_texture, {"texture": _r(focus.texture)},
+                              "skin looks smoothed (beauty filter or heavy processing)",
                               "Turn off beauty mode and filters; send the photo as the camera took it.", WARN)
     return checks
 
 
-def _exposure_check(crop: quality.FaceCrop, cfg: IntakeConfig) -> Check:
-    brightness, clipped = quality.exposure(crop)
-    value = {"brightness": _r(brightness), "clipped": _r(clipped)}
-    if brightness < cfg.min_brightness:
-        return Check(REJECT, value, "face too dark", "Move near a window facing you, or turn on more lights.")
-    if brightness > cfg.max_brightness or clipped > cfg.max_clipped:
-        return Check(REJECT, value, "face overexposed", "Step out of direct sun and turn the flash off; soft daylight is best.")
+def _exposure_check(measured: quality.Exposure, cfg: IntakeConfig, where: str) -> Check:
+    """Underexposed: the best-lit skin stays below the mid-tones or the shadows sink into black; overexposed:
+    part of the face is blown out to white. `where`: "face", or "photo" when no face could be found."""
+    value = {"brightness": _r(measured.mean), "highlights": _r(measured.highlights), "crushed": _r(measured.crushed),
+             "clipped": _r(measured.clipped)}
+    if measured.highlights < cfg.min_highlights or measured.crushed > cfg.max_crushed:
+        return Check(REJECT, value, f"{where} too dark", "Move near a window facing you, or turn on more lights.")
+    if measured.clipped > cfg.max_clipped:
+        return Check(REJECT, value, f"{where} overexposed", "Step out of direct sun and turn the flash off; soft daylight is best.")
     return Check(OK, value)
 
 
-def _lighting_checks(image: Image.Image, face: Face, crop: quality.FaceCrop, cfg: IntakeConfig, clear: bool) -> dict[str, Check]:
+def _lighting_checks(image: Image.Image, face: Face, crop: quality.FaceCrop, cfg: IntakeConfig, lit: bool,
+                     clear: bool) -> dict[str, Check]:
     even = quality.side_light(crop)
-    behind = quality.backlight(image, face)
     cast = quality.colour_cast(crop)
     return {
-        "side_light": _check(even < cfg.min_side_light, {"dark_to_bright": _r(even)}, "harsh shadow on one side of the face",
+        "side_light": _check(even < cfg.min_side_light and lit, {"dark_to_bright": _r(even)}, "harsh shadow on one side of the face",
                              "Face the window or light instead of having it beside you.", WARN),
-        "backlight": _check(behind > cfg.max_backlight, {"background_to_face": _r(behind)}, "backlit: bright behind you, face in shadow",
-                            "Turn around so the window or sun is in front of you, not behind.", WARN),
         "colour_cast": _check(cast > cfg.max_colour_cast and clear, {"cast": _r(cast)}, "strong colour cast",
                               "Use daylight rather than coloured or warm indoor lamps, and no colour filters.", WARN),
     }
@@ -259,6 +283,10 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
     if face is not None:
         w, h = image.size
         report.face_box = [_r(face.box[0] / w), _r(face.box[1] / h), _r(face.box[2] / w), _r(face.box[3] / h)]
+    if problem == "no_face":  # light can hide a face from the detector: then say so, not "no face"
+        exposure = _exposure_check(quality.photo_exposure(image), cfg.intake, "photo")
+        if exposure.status != OK:
+            report.add("exposure", exposure)
     if problem:
         reason, advice = FACE_PROBLEMS[problem]
         report.add("face", Check(REJECT, value, reason, advice))
