@@ -311,15 +311,17 @@ class IntakeConfig:
     detect_max_side: int = 480  # face detection runs on a copy this long (MTCNN cost grows with pixels and noise)
     min_crop_fraction: float = 0.2  # training crop side below this x model.resolution: reject
     warn_crop_fraction: float = 0.5  # ... below this: warn (it will be upscaled)
-    min_acuity: float = 0.5  # strongest 1-px / 3-px edge step over the face's directions; below: out of focus
-    max_directional_blur: float = 0.4  # 1 - weakest / strongest direction's acuity; above: blurred by movement
-    min_texture: float = 0.035  # skin grain (median / 99th percentile |Laplacian|); below with sharp edges: smoothed
-    min_highlights: float = 70.0  # 95th percentile of face luminance (its best-lit skin), 0..255; below: too dark
-    max_crushed: float = 0.3  # share of the face at luminance <= 16 (shadows sunk into black); above: too dark
-    max_clipped: float = 0.1  # share of the face blown out to white (every channel >= 250); above: overexposed
-    min_side_light: float = 0.75  # darker / brighter half of the face
+    min_acuity: float = 0.44  # strongest 1-px / 3-px edge step over 12 directions (~1/3 blurred .. 1 sharp); below: out of focus
+    max_anisotropy: float = 0.96  # 1 - weakest / strongest orientation's fine-detail energy; above: blurred by movement
+    min_texture: float = 0.3  # grain of bare skin, % of the face's mean luminance; below with sharp edges: beauty filter
+    min_skin_light: float = 115.0  # median luminance of the face's best-lit skin patch, 0..255; below while the photo ...
+    min_photo_light: float = 60.0  # ... has a median below this too: underexposed (a dark face in a well-lit photo is skin tone)
+    max_crushed: float = 0.15  # share of the face at luminance <= 16 (shadows sunk into black); above: too dark
+    max_clipped: float = 0.03  # share of the face blown out to white (every channel >= 250); above: overexposed
+    max_photo_clipped: float = 0.25  # share of the whole photo blown out, judged only when no face was found
+    min_side_light: float = 0.65  # darker / brighter cheek (median luminance)
     max_backlight: float = 2.0  # background / face luminance
-    max_colour_cast: float = 0.1  # distance of the face's r, g, b shares from skin in neutral light
+    max_colour_cast: float = 0.11  # distance of the face's r, g, b shares from skin in neutral light
     max_yaw: float = 0.35  # nose offset from the eye midpoint, in eye distances
     max_roll: float = 15.0  # eye-line angle, degrees
     min_pitch: float = 0.25  # nose height between eye line (0) and mouth line (1)
@@ -339,12 +341,13 @@ class IntakeConfig:
         _check(self.detect_max_side >= 160, "intake.detect_max_side", "must be at least 160")
         _check(0.0 < self.min_crop_fraction <= self.warn_crop_fraction <= 4.0, "intake.min_crop_fraction",
                "must be positive and at most intake.warn_crop_fraction")
-        _check(0.0 <= self.min_highlights <= 255.0, "intake.min_highlights", "must be in 0..255")
+        for key in ("min_skin_light", "min_photo_light"):
+            _check(0.0 <= getattr(self, key) <= 255.0, f"intake.{key}", "must be in 0..255")
         _check(self.min_pitch < self.max_pitch, "intake.min_pitch", "must be below intake.max_pitch")
-        for key in ("max_clipped", "max_crushed", "min_side_light", "min_acuity", "max_directional_blur", "min_texture", "duplicate_similarity", "max_sameness", "max_eye_flat",
+        for key in ("max_clipped", "max_photo_clipped", "max_crushed", "min_side_light", "min_acuity", "max_anisotropy", "duplicate_similarity", "max_sameness", "max_eye_flat",
                     "min_mouth_detail"):
             _check(0.0 <= getattr(self, key) <= 1.0, f"intake.{key}", "must be between 0 and 1")
-        for key in ("max_backlight", "max_colour_cast", "max_yaw", "max_roll",
+        for key in ("min_texture", "max_backlight", "max_colour_cast", "max_yaw", "max_roll",
                     "max_age_years", "smile_ratio"):
             _check(getattr(self, key) >= 0, f"intake.{key}", "must be >= 0")
         _check(-1.0 <= self.identity_threshold <= 1.0, "intake.identity_threshold", "must be between -1 and 1")
@@ -465,9 +468,15 @@ def load_config(
 
 # Keys earlier versions had: a saved config (an adapter's config.yaml) still loads without them, and a user's
 # config naming one is told what replaced it.
+_INTAKE_MEASURES = "the intake's new measures (docs/intake_quality.md, held-out evaluation)"
 RETIRED_KEYS = {
     "face.second_face_ratio": "face.rival_size, face.rival_distance and face.rival_detail (another face counts only "
                               "when it competes with yours: docs/face_similarity.md)",
+    "intake.min_sharpness": f"intake.min_acuity, {_INTAKE_MEASURES}",
+    "intake.min_fine_detail": f"intake.min_texture, {_INTAKE_MEASURES}",
+    "intake.max_motion_blur": f"intake.max_anisotropy, {_INTAKE_MEASURES}",
+    "intake.min_brightness": f"intake.min_skin_light and intake.min_photo_light, {_INTAKE_MEASURES}",
+    "intake.max_brightness": f"intake.max_clipped (a bright face is not overexposed unless blown out), {_INTAKE_MEASURES}",
 }
 
 

@@ -24,6 +24,7 @@ WEIGHTS_ENV = "HEADSHOTS_FACE_WEIGHTS"
 NAMED_WEIGHTS = ("casia-webface", "vggface2")
 EMBED_SIZE = 160  # FaceNet input side
 DETECT_BATCH = 8  # images per MTCNN batch
+DOUBT_THRESHOLDS = (0.5, 0.5, 0.5)  # MTCNN's three stage thresholds for `doubted_faces` (its defaults: 0.6, 0.7, 0.7)
 # Subject score: how much distance from the photo's centre discounts a face's size (`subject_score`);
 # 0.5-0.7 made no error on the labelled in-the-wild photos of docs/face_similarity.md, 0.6 is their middle.
 CENTER_WEIGHT = 0.6
@@ -64,9 +65,9 @@ def subject_score(face: Face, size: tuple[int, int]) -> float:
 
 def face_detail(image: Image.Image, face: Face) -> float:
     """Coarse sharpness of a face (headshots.quality), to tell a blurred background bystander from a rival."""
-    from headshots.quality import face_crop, sharpness  # quality builds on Face: imported here, not at the top
+    from headshots.quality import coarse_detail, face_crop  # quality builds on Face: imported here, not at the top
 
-    return sharpness(face_crop(image, face))[1]
+    return coarse_detail(face_crop(image, face))
 
 
 def competes(subject: Face, other: Face, image: Image.Image, cfg: FaceConfig) -> bool:
@@ -89,6 +90,9 @@ class Detection:
     faces: list[Face] = field(default_factory=list)  # confident faces, subject first
     subject: Optional[Face] = None
     problem: Optional[str] = None  # "no_face" | "several_faces" | "face_too_small"
+    # Found by MTCNN but below `face.min_confidence`, most likely subject first. Never used as a face; they let
+    # the intake say why a face went unseen (sunglasses or a hand over the eyes make MTCNN doubt a real face).
+    unsure: list[Face] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -110,6 +114,8 @@ class FaceAnalyzer:
         self.cfg = cfg
         self.device = torch.device(device) if isinstance(device, str) else device
         self.detector = MTCNN(keep_all=True, device=self.device, min_face_size=20, post_process=True)
+        # a second, more credulous detector, asked only when the first found no face (see `doubted_faces`)
+        self.doubting_detector = MTCNN(keep_all=True, device=self.device, min_face_size=20, thresholds=list(DOUBT_THRESHOLDS))
         self.embedder = load_embedder(cfg.weights, self.device) if with_embedder else None
 
     # -- detection ----------------------------------------------------------------------------
@@ -122,7 +128,19 @@ class FaceAnalyzer:
         scale = min(1.0, (max_side or self.cfg.detect_max_side) / max(image.size))
         small = image if scale == 1.0 else image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
         boxes, probs, points = self.detector.detect(small, landmarks=True)
-        return judge(image, self._faces(boxes, probs, points, scale), self.cfg)
+        return self._judge(image, self._faces(boxes, probs, points, scale))
+
+    def doubted_faces(self, image: Image.Image, detection: Detection, max_side: Optional[int] = None) -> list[Face]:
+        """For a photo where `detect` found no face: the faces MTCNN would not vouch for, most likely subject
+        first: `detection.unsure`, else those of a second pass at DOUBT_THRESHOLDS. Never a face to train on;
+        they let the intake say what hid a face that was there (sunglasses or a hand over the eyes cost MTCNN's
+        later stages their confidence). The second pass is paid only by photos without a face."""
+        if detection.unsure or detection.faces:
+            return detection.unsure
+        scale = min(1.0, (max_side or self.cfg.detect_max_side) / max(image.size))
+        small = image if scale == 1.0 else image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+        boxes, probs, points = self.doubting_detector.detect(small, landmarks=True)
+        return sorted(self._faces(boxes, probs, points, scale), key=lambda f: -subject_score(f, image.size))
 
     def detect_batch(self, images: Sequence[Image.Image], max_side: Optional[int] = None) -> list[Detection]:
         """`detect` for many photos: same-size images go through MTCNN as one batch, 1.9x the throughput
@@ -137,18 +155,24 @@ class FaceAnalyzer:
             small = [images[i] if scale == 1.0 else images[i].resize(size, Image.BILINEAR) for i in indices]
             boxes, probs, points = self.detector.detect(small, landmarks=True)
             for i, b, p, lm in zip(indices, boxes, probs, points):
-                detections[i] = judge(images[i], self._faces(b, p, lm, scale), self.cfg)
+                detections[i] = self._judge(images[i], self._faces(b, p, lm, scale))
         return detections  # type: ignore[return-value]
 
     def _faces(self, boxes, probs, points, scale: float) -> list[Face]:
-        """MTCNN output of one image (detection-size coordinates) -> confident faces at full size."""
+        """MTCNN output of one image (detection-size coordinates) -> every face at full size."""
         if boxes is None:
             return []
         return [
             Face(tuple(float(v) / scale for v in b), float(p), tuple((float(x) / scale, float(y) / scale) for x, y in lm))
             for b, p, lm in zip(np.asarray(boxes, dtype=float), np.asarray(probs, dtype=float), np.asarray(points, dtype=float))
-            if p >= self.cfg.min_confidence
         ]
+
+    def _judge(self, image: Image.Image, faces: list[Face]) -> Detection:
+        """`judge` on the confident faces; the doubtful ones ride along as `unsure`."""
+        detection = judge(image, [f for f in faces if f.confidence >= self.cfg.min_confidence], self.cfg)
+        unsure = [f for f in faces if f.confidence < self.cfg.min_confidence]
+        detection.unsure = sorted(unsure, key=lambda f: -subject_score(f, image.size))
+        return detection
 
     # -- embeddings ---------------------------------------------------------------------------
     @torch.no_grad()

@@ -20,6 +20,8 @@ from PIL import Image
 from headshots.faces import Face
 
 CROP = 128  # side of the normalised face crop
+DETAIL_CROP = 256  # largest side of the face crop that focus is measured on (fine detail needs the pixels)
+FINE_BAND = (0.06, 0.25)  # spatial frequencies, cycles per pixel of the detail crop, that carry fine detail
 THUMB = 32  # side of the whole-photo thumbnail used to compare photos with each other
 SIGNATURE = 64  # side of the face-region signature used to find re-saved copies of one shot
 SIGNATURE_SCALES = (0.96, 0.98, 1.0, 1.02, 1.04)  # face-box size jitter between copies of one photo: up to ~4%
@@ -44,14 +46,27 @@ class FaceCrop:
         return float(np.linalg.norm(self.landmarks[1] - self.landmarks[0]))
 
 
-def face_crop(image: Image.Image, face: Face) -> FaceCrop:
-    """Square crop around the face box (its longer side), resampled with antialiasing."""
+    def skin(self, where: str = "all") -> list[np.ndarray]:
+        """Grey patches of bare skin placed by the landmarks: the two cheeks (between the eye and mouth lines,
+        outside the nose) and the forehead. `where`: "all", "cheeks" or "forehead"."""
+        eye_l, eye_r, _, mouth_l, mouth_r = self.landmarks
+        d = self.eye_distance
+        across = (eye_r - eye_l) / max(d, 1e-6)  # along the eye line, so a tilted head keeps its patches on skin
+        up = np.array([across[1], -across[0]])
+        patches = {"cheeks": [(eye_l + mouth_l) / 2 - 0.05 * d * across, (eye_r + mouth_r) / 2 + 0.05 * d * across],
+                   "forehead": [(eye_l + eye_r) / 2 + 0.45 * d * up]}
+        centres = patches["cheeks"] + patches["forehead"] if where == "all" else patches[where]
+        return [p for p in (_patch(self.grey, c, 0.22 * d) for c in centres) if min(p.shape) >= 5]
+
+
+def face_crop(image: Image.Image, face: Face, size: int = CROP) -> FaceCrop:
+    """Square crop around the face box (its longer side), resampled with antialiasing to `size` px."""
     x1, y1, x2, y2 = face.box
     side = max(x2 - x1, y2 - y1, 1.0)
     left, top = (x1 + x2 - side) / 2, (y1 + y2 - side) / 2
-    crop = image.crop((round(left), round(top), round(left + side), round(top + side))).resize((CROP, CROP), Image.BILINEAR)
+    crop = image.crop((round(left), round(top), round(left + side), round(top + side))).resize((size, size), Image.BILINEAR)
     rgb = np.asarray(crop, dtype=np.float32)
-    landmarks = (np.asarray(face.landmarks, dtype=np.float32) - (round(left), round(top))) * (CROP / round(side))
+    landmarks = (np.asarray(face.landmarks, dtype=np.float32) - (round(left), round(top))) * (size / round(side))
     return FaceCrop(rgb, rgb @ _LUMA, landmarks)
 
 
@@ -75,60 +90,97 @@ def _laplacian_variance(grey: np.ndarray) -> float:
     return float(_laplacian(grey / max(float(grey.std()), 1.0)).var())
 
 
-_DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))  # (dy, dx): horizontal, vertical and the two diagonals
+def coarse_detail(crop: FaceCrop) -> float:
+    """Variance of the Laplacian of the contrast-normalised inner face at half size: the outlines of eyes, nose
+    and mouth. Compares faces within one photo (a blurred bystander has far less than the subject)."""
+    grey = _inner(crop.grey, 0.8)
+    h, w = grey.shape[0] // 2 * 2, grey.shape[1] // 2 * 2
+    return _laplacian_variance(grey[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)))
 
 
-def _steps(grey: np.ndarray, k: int) -> list[np.ndarray]:
-    """|I(p + k d) - I(p - k d)| along each of _DIRECTIONS, cropped alike (a margin of 3 px)."""
-    n = grey.shape[0]
+DIRECTIONS = 12  # edge directions measured, 15 degrees apart: a smear at any angle has one within 7.5 degrees
+_MARGIN = 4  # px left out at each side of the crop, so every shifted sample stays inside
+
+
+def _shifted(grey: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    """grey sampled at (y + dy, x + dx), bilinearly, over the crop less _MARGIN on each side."""
+    n, m = grey.shape
+    y0, x0 = math.floor(dy), math.floor(dx)
+    fy, fx = dy - y0, dx - x0
+
+    def at(oy: int, ox: int) -> np.ndarray:
+        return grey[_MARGIN + oy : n - _MARGIN + oy, _MARGIN + ox : m - _MARGIN + ox]
+
+    return ((1 - fy) * ((1 - fx) * at(y0, x0) + fx * at(y0, x0 + 1)) + fy * ((1 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1)))
+
+
+def _steps(grey: np.ndarray, k: float) -> list[np.ndarray]:
+    """|I(p + k u) - I(p - k u)| for a unit vector u along each of DIRECTIONS angles in [0, 180)."""
     out = []
-    for dy, dx in _DIRECTIONS:
-        a = grey[3 + k * dy : n - 3 + k * dy, 3 + k * dx : n - 3 + k * dx]
-        b = grey[3 - k * dy : n - 3 - k * dy, 3 - k * dx : n - 3 - k * dx]
-        out.append(np.abs(a - b))
+    for i in range(DIRECTIONS):
+        angle = math.pi * i / DIRECTIONS
+        dy, dx = k * math.sin(angle), k * math.cos(angle)
+        out.append(np.abs(_shifted(grey, dy, dx) - _shifted(grey, -dy, -dx)))
     return out
 
 
 @dataclass(frozen=True)
 class Focus:
-    """How steep the face's edges are along each direction, and how much fine texture its skin keeps."""
+    """How steep the face's edges are, whether fine detail was lost along one direction only, and how much fine
+    grain its skin keeps. Measured on `detail_crop`."""
 
-    acuity: tuple[float, ...]  # per direction (_DIRECTIONS): strongest 1-px step / strongest 3-px step, ~1/3 blurred .. 1 sharp
-    texture: float  # median |Laplacian| of the face / its 99th percentile: skin grain relative to the outlines
+    acuity: tuple[float, ...]  # per direction (DIRECTIONS): strongest 1-px step / strongest 3-px step, ~1/3 blurred .. 1 sharp
+    anisotropy: float  # 1 - weakest / strongest orientation's fine-detail energy: near 1 when all but one direction lost it
+    texture: float  # median grain of bare skin (`_grain`), in percent of the face's mean luminance
 
     @property
     def sharpest(self) -> float:
         return max(self.acuity)
 
-    @property
-    def directional(self) -> float:
-        """1 - weakest / strongest direction's acuity: high when one direction alone lost its edges (a smear)."""
-        return 1.0 - min(self.acuity) / max(max(self.acuity), 1e-6)
+
+def detail_crop(image: Image.Image, face: Face) -> FaceCrop:
+    """The face at its own resolution up to DETAIL_CROP px (never upsampled: upsampling would blur edges that
+    are sharp at the photo's own scale; a small face is the resolution check's business)."""
+    x1, y1, x2, y2 = face.box
+    return face_crop(image, face, int(min(DETAIL_CROP, max(x2 - x1, y2 - y1, 32.0))))
 
 
-def focus(crop: FaceCrop, covered: str | None = None) -> Focus:
-    """The physical causes of lost detail, told apart.
+def _anisotropy(grey: np.ndarray) -> float:
+    """Fine-detail energy (spatial frequencies in FINE_BAND, cycles per pixel) per orientation: 1 - weakest /
+    strongest of DIRECTIONS orientation bins. Camera shake averages the photo along its path, which removes fine
+    detail of every orientation except the one across the path, so one bin keeps its energy and the others lose it
+    (measured: clean faces <= ~0.9, smears >= ~0.97); defocus removes every orientation alike."""
+    h, w = grey.shape
+    windowed = (grey - grey.mean()) * np.outer(np.hanning(h), np.hanning(w))
+    power = np.abs(np.fft.rfft2(windowed)) ** 2
+    fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.rfftfreq(w), indexing="ij")
+    radius, angle = np.hypot(fy, fx), np.mod(np.arctan2(fy, fx), np.pi)
+    band = (radius > FINE_BAND[0]) & (radius < FINE_BAND[1])
+    bins = np.minimum((angle[band] / np.pi * DIRECTIONS).astype(int), DIRECTIONS - 1)
+    energy = np.bincount(bins, weights=power[band], minlength=DIRECTIONS) / np.maximum(np.bincount(bins, minlength=DIRECTIONS), 1)
+    return float(1.0 - energy.min() / max(float(energy.max()), 1e-9))
+
+
+def _grain(grey: np.ndarray) -> np.ndarray:
+    """Each pixel's deviation from the mean of its 4 neighbours: the finest detail there is."""
+    return np.abs(grey[1:-1, 1:-1] - 0.25 * (grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:]))
+
+
+def focus(crop: FaceCrop) -> Focus:
+    """The physical causes of lost detail, told apart, on a `detail_crop`.
 
     Acuity: a sharp edge rises within a pixel, so its 1-px step is as high as its 3-px step (ratio ~1); an edge
-    spread over w >= 6 px rises w/2 of its height per... i.e. the ratio falls towards 1/3. A ratio of steps is
-    independent of the edge's contrast, so light and skin tone leave it be, and the 99th percentile reads the
-    strongest edges (eyes, lips, outline) whatever else the face holds. Defocus lowers it along every direction;
-    camera shake along the smear's direction only (perpendicular edges stay sharp); a beauty filter not at all,
-    since edge-preserving smoothing keeps exactly these edges.
-    Texture: what a beauty filter removes is the grain of the skin between those edges, which is most of the face,
-    so the median Laplacian falls while the 99th percentile (edges) stays. A mask or sunglasses is flat too: with
-    `covered` ("mouth" or "eyes") only the other half of the face is measured."""
+    spread over 6 px or more has a ratio near 1/3. A ratio of steps is independent of the edge's contrast, so
+    light and skin tone leave it be, and the 99th percentile reads the strongest edges (eyes, lips, outline).
+    Defocus lowers it along every direction. Camera shake is told by `_anisotropy`. A beauty filter keeps these
+    edges (edge-preserving smoothing) and removes the grain of bare skin (cheeks, forehead): its median `_grain`
+    relative to the face's mean luminance, in percent (grain and sensor noise scale with the light)."""
     grey = _inner(crop.grey, 0.8)
-    middle = grey.shape[0] // 2
-    part = {"mouth": grey[:middle], "eyes": grey[middle:]}.get(covered, grey)
-    one, three = _steps(grey, 1), _steps(grey, 3)
-    if covered in ("mouth", "eyes"):
-        rows = slice(0, middle - 3) if covered == "mouth" else slice(middle - 3, None)
-        one, three = [s[rows] for s in one], [s[rows] for s in three]
-    acuity = tuple(float(np.percentile(a, 99)) / max(float(np.percentile(b, 99)), 1.0) for a, b in zip(one, three))
-    lap = np.abs(_laplacian(part))
-    texture = float(np.median(lap)) / max(float(np.percentile(lap, 99)), 1.0)
-    return Focus(acuity, texture)
+    acuity = tuple(float(np.percentile(a, 99)) / max(float(np.percentile(b, 99)), 1.0)
+                   for a, b in zip(_steps(grey, 1), _steps(grey, 3)))
+    skin = crop.skin()
+    grain = float(np.median([np.median(_grain(p)) for p in skin])) if skin else 0.0
+    return Focus(acuity, _anisotropy(grey), 100.0 * grain / max(float(grey.mean()), 1.0))
 
 
 @dataclass(frozen=True)
@@ -136,7 +188,8 @@ class Exposure:
     """The face's luminance distribution (inner face, 0..255): where its tones sit and what was lost at either end."""
 
     mean: float
-    highlights: float  # 95th percentile: the best-lit skin. Even dark skin in good light reaches the mid-tones here
+    skin: float  # median luminance of the best-lit bare skin patch (FaceCrop.skin); the photo's median for a photo
+    highlights: float  # 95th percentile
     crushed: float  # share of the face at or below luminance CRUSHED: shadows sunk into black
     clipped: float  # share of the face with every channel at or above CLIPPED: blown out to white
 
@@ -149,7 +202,8 @@ def exposure(crop: FaceCrop) -> Exposure:
     clipped is bright, not overexposed; dark skin at a mean of 80 is not underexposed when its best-lit skin
     reaches the mid-tones and its shadows keep detail."""
     inner = _inner(crop.grey)
-    return Exposure(float(inner.mean()), float(np.percentile(inner, 95)), float((inner <= CRUSHED).mean()),
+    skin = max((float(np.median(p)) for p in crop.skin()), default=float(np.median(inner)))
+    return Exposure(float(inner.mean()), skin, float(np.percentile(inner, 95)), float((inner <= CRUSHED).mean()),
                     float((_inner(crop.rgb).min(axis=-1) >= CLIPPED).mean()))
 
 
@@ -157,16 +211,18 @@ def photo_exposure(image: Image.Image) -> Exposure:
     """The same over the whole photo: what the intake can still say when light hid the face from the detector."""
     small = np.asarray(image.resize((THUMB * 2, THUMB * 2), Image.BILINEAR), dtype=np.float32)
     grey = small @ _LUMA
-    return Exposure(float(grey.mean()), float(np.percentile(grey, 95)), float((grey <= CRUSHED).mean()),
+    return Exposure(float(grey.mean()), float(np.median(grey)), float(np.percentile(grey, 95)), float((grey <= CRUSHED).mean()),
                     float((small.min(axis=-1) >= CLIPPED).mean()))
 
 
 def side_light(crop: FaceCrop) -> float:
-    """Darker / brighter half of the face, split at the nose: low = a harsh shadow across one side."""
-    inner = _inner(crop.grey)
-    offset = round(CROP * 0.2)
-    split = int(np.clip(round(crop.landmarks[2][0]) - offset, 8, inner.shape[1] - 8))
-    left, right = float(inner[:, :split].mean()), float(inner[:, split:].mean())
+    """Darker / brighter cheek (median luminance of each cheek's skin patch): low = a harsh shadow across one side.
+    Cheeks, not face halves: halves mix in hair, beard and background at the box's edges, which blunted the
+    contrast of a real shadow to that of many evenly lit faces (calibration medians 0.66 vs 0.55 on cheeks)."""
+    cheeks = crop.skin("cheeks")
+    if len(cheeks) < 2:
+        return 1.0
+    left, right = (float(np.median(p)) for p in cheeks)
     return min(left, right) / max(left, right, 1.0)
 
 
@@ -247,6 +303,39 @@ def occlusion(crop: FaceCrop) -> tuple[float, float]:
     eyes = float(np.mean([_patch(flat, crop.landmarks[i], radius).mean() for i in (0, 1)]))
     mouth = 1.0 - float(_patch(flat, crop.landmarks[3:5].mean(axis=0), radius).mean())
     return eyes, mouth
+
+
+@dataclass(frozen=True)
+class FaceMeasures:
+    """Every number the per-photo checks judge, measured once per photo; train.intake turns them into verdicts.
+
+    Kept apart from the verdicts so thresholds can be re-judged on stored measurements (scripts/intake_tune.py)
+    without measuring photos again."""
+
+    exposure: Exposure  # of the inner face
+    photo_exposure: Exposure  # of the whole photo: light that fell on everything, not on the face alone
+    background_to_face: float  # backlight()
+    eye_flat: float  # occlusion()
+    mouth_detail: float
+    focus: Focus  # the inner face, on `detail_crop`
+    side_light: float
+    colour_cast: float
+    pose: Pose
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FaceMeasures":
+        """The inverse of dataclasses.asdict, for stored measurements."""
+        return cls(exposure=Exposure(**d["exposure"]), photo_exposure=Exposure(**d["photo_exposure"]), pose=Pose(**d["pose"]),
+                   focus=Focus(**{**d["focus"], "acuity": tuple(d["focus"]["acuity"])}),
+                   **{k: d[k] for k in ("background_to_face", "eye_flat", "mouth_detail", "side_light", "colour_cast")})
+
+
+def measure(image: Image.Image, face: Face) -> FaceMeasures:
+    """All of the above for one photo's subject face."""
+    crop, detail = face_crop(image, face), detail_crop(image, face)
+    eye_flat, mouth_detail = occlusion(crop)
+    return FaceMeasures(exposure(crop), photo_exposure(image), backlight(image, face), eye_flat, mouth_detail, focus(detail),
+                        side_light(crop), colour_cast(crop), pose(face))
 
 
 def thumbnail(image: Image.Image) -> np.ndarray:

@@ -33,7 +33,7 @@ import torch
 from headshots.config import FaceConfig
 from headshots.faces import EMBED_SIZE, Face, FaceAnalyzer
 from headshots.images import load_rgb
-from headshots.quality import face_crop, sharpness
+from headshots.quality import coarse_detail, face_crop
 
 MIN_PROBABILITY = 0.5  # keep weak detections too, so min_confidence can be studied afterwards
 EMBED_CONFIDENCE = 0.9  # ... but embed only faces a rule could ever choose
@@ -97,7 +97,7 @@ def measure(paths: list[Path], root: Path, analyzer: FaceAnalyzer, embedder: Emb
             faces = analyzer.detect(image, max_side=max_side).faces
         measured = []
         for face in faces:
-            coarse = sharpness(face_crop(image, face))[1]
+            coarse = coarse_detail(face_crop(image, face))
             keys = {m: embedder.add(fixed_image_standardization(extract_face(image, np.asarray(face.box), EMBED_SIZE, m)))
                     for m in margins} if face.confidence >= EMBED_CONFIDENCE else {}
             measured.append({"box": face.box, "confidence": face.confidence, "landmarks": face.landmarks, "detail": coarse, "keys": keys})

@@ -258,10 +258,9 @@ NOTES = [
     "  the eye line alone dropped a copy to 0.946. `obama.jpg` and `obama-1080p.jpg` are the same portrait",
     "  cropped differently: a right reject, counted here as a false one.",
     "- `mouth_covered`: a mask's rim can lift the mean gradient of the mouth patch to that of a bare face, so",
-    "  occlusion counts flat pixels around the mouth as it does around the eyes. A flat mask also lowers the",
-    "  contrast-normalised Laplacian, so when one half of the face reads as covered, `sharpness` measures the",
-    "  other half, and `filter` does not judge it (this took sharpness precision from 0.95 to 1.00 and filter",
-    "  from 0.67 to 0.82). Occlusion is judged on every well-exposed face, blurred or not (flat shares are",
+    "  occlusion counts flat pixels around the mouth as it does around the eyes. A cover is rejected, and its",
+    "  straight edges read as a smear and it hides the cheeks, so a covered face is not judged for focus, shake,",
+    "  side light or texture. Occlusion is judged on every well-exposed face, blurred or not (flat shares are",
     "  relative to the face's own detail).",
     "- A clean photo called someone else is the same man photographed years apart (3-photo set).",
 ]

@@ -1,20 +1,19 @@
 """Does the intake name the right cause on photos it was not calibrated on? A held-out evaluation.
 
-Two disjoint groups of people from in-the-wild photos (CelebA originals: --photos, one folder per person):
-- calibration: degraded by the project's own generator (scripts/intake_eval.py's DEGRADE), the set the
-  thresholds were tuned on;
-- held-out: degraded by the independent implementation below (other operations, in linear light, other
-  strengths, sized to the photo as well as to the face), never used for tuning.
-Clean photos are chosen by detection only (one confident face, no second face, colour), never by the
-intake's
-verdict, and upscaled (Lanczos) to a 1400 px long side so the face area is a phone photo's (1-2 MP).
+Two disjoint sets of real, in-the-wild photos (each a folder, searched recursively for .jpg):
+- calibration (--calibration): degraded by the project's own generator (scripts/intake_eval.py's DEGRADE);
+  the intake's thresholds are tuned on these (scripts/intake_tune.py reads their measurements);
+- held-out (--heldout): other people, degraded by the independent implementation below (other operations, in
+  linear light, other strengths, sized to the photo as well as to the face), never used for tuning.
+Clean photos are chosen by detection only (one confident face, no second face, colour), never by the intake's
+verdict. Photos keep their own resolution (larger ones are scaled down to a LONG_SIDE phone photo).
 
 Each photo is judged alone (`assess_photo`: the per-photo checks; the set checks are scripts/intake_eval.py's).
 Right reason: the verdict's leading reason is the defect's own check; any reason: any check fired;
 wrong cause: a check fired whose advice points elsewhere. Writes its section of docs/intake_quality.md.
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python scripts/intake_heldout.py --photos /work/data15/celeba299 \
-        [--work outputs/intake_heldout] [--per-group 30]
+    PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python scripts/intake_heldout.py --calibration <photos> \
+        --heldout <other photos> [--only calibration] [--work outputs/intake_heldout] [--per-group 120]
 """
 
 from __future__ import annotations
@@ -26,13 +25,14 @@ import os
 import random
 import time
 from collections import Counter
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
 from headshots.config import load_config
 from headshots.faces import Face, FaceAnalyzer
@@ -40,8 +40,7 @@ from headshots.images import load_rgb
 from headshots.logs import setup_logging
 
 REPO = Path(__file__).resolve().parents[1]
-LONG_SIDE = 1400  # clean photos are resized to this long side (1-2 MP)
-PHOTOS_PER_PERSON = 2
+LONG_SIDE = 1600  # larger clean photos are scaled down to this long side (a 1-2 MP phone photo)
 NOW = datetime(2026, 11, 24)
 MARK = "<!-- held-out evaluation: scripts/intake_heldout.py -->"
 # defect -> (check, words its reason must hold) that is the right cause; other checks allowed to fire beside it
@@ -218,43 +217,41 @@ def calibration_generator() -> dict[str, Callable[[Image.Image, Face, random.Ran
 
 
 # -- clean photos -----------------------------------------------------------------------------------
-def choose_clean(photos: Path, analyzer: FaceAnalyzer, groups: dict[str, list[str]], per_group: int) -> dict[str, list[Path]]:
-    """Per group, up to `per_group` people's first PHOTOS_PER_PERSON photos (in name order) with one confident
-    face (>= 0.99, >= 60 px, no second face of any size above 0.99), in colour."""
+def choose_clean(folders: dict[str, Path], analyzer: FaceAnalyzer, per_group: int) -> dict[str, list[Path]]:
+    """Per group, the first `per_group` photos (in name order) with one confident face (>= 0.99, >= 60 px, no
+    second face of any size above 0.99), in colour."""
     chosen: dict[str, list[Path]] = {}
-    for group, people in groups.items():
+    for group, folder in folders.items():
         chosen[group] = []
-        for person in people:
-            picks = []
-            for path in sorted((photos / person).glob("*.jpg")):
-                image = load_rgb(path)
-                rgb = np.asarray(image.resize((64, 64)), dtype=np.float32)
-                if np.abs(rgb - rgb.mean(axis=2, keepdims=True)).mean() < 3:  # black and white
-                    continue
-                d = analyzer.detect(image)
-                if d.ok and len(d.faces) == 1 and d.subject.confidence >= 0.99 and d.subject.side >= 60:
-                    picks.append(path)
-                if len(picks) == PHOTOS_PER_PERSON:
-                    break
-            chosen[group] += picks
-            if len({p.parent for p in chosen[group]}) >= per_group:
+        for path in sorted(folder.rglob("*.jpg")):
+            image = _phone_sized(load_rgb(path))
+            rgb = np.asarray(image.resize((64, 64)), dtype=np.float32)
+            if np.abs(rgb - rgb.mean(axis=2, keepdims=True)).mean() < 3:  # black and white
+                continue
+            d = analyzer.detect(image)
+            if d.ok and len(d.faces) == 1 and d.subject.confidence >= 0.99 and d.subject.side >= 60:
+                chosen[group].append(path)
+            if len(chosen[group]) == per_group:
                 break
     return chosen
 
 
+def _phone_sized(image: Image.Image) -> Image.Image:
+    scale = min(LONG_SIDE / max(image.size), 1.0)
+    return image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS) if scale < 1 else image
+
+
 def build(chosen: dict[str, list[Path]], work: Path, analyzer: FaceAnalyzer) -> dict[str, list[tuple[str, Path]]]:
-    """The evaluation photos of each group: (label, path); clean ones upscaled, degraded copies of them."""
+    """The evaluation photos of each group: (label, path); clean ones, and degraded copies of them."""
     generators = {"calibration": calibration_generator(), "heldout": HELDOUT}
     rows: dict[str, list[tuple[str, Path]]] = {}
     for group, paths in chosen.items():
         rng = random.Random(17 if group == "heldout" else 4)
         rows[group] = []
         for path in paths:
-            image = load_rgb(path)
-            scale = LONG_SIDE / max(image.size)
-            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
+            image = _phone_sized(load_rgb(path))
             face = analyzer.detect(image).subject
-            stem = f"{path.parent.name}-{path.stem}"
+            stem = path.stem
             folder = work / group
             folder.mkdir(parents=True, exist_ok=True)
             image.save(folder / f"{stem}-clean.jpg", quality=95)
@@ -277,11 +274,12 @@ def assess(rows: dict[str, list[tuple[str, Path]]], analyzer: FaceAnalyzer) -> t
     for group, items in rows.items():
         results[group] = []
         for label, path in items:
-            report, _, _ = assess_photo(path, analyzer, cfg, NOW)
-            problems = [(name, c.reason) for name, c in report.checks.items() if c.status != "ok"]
+            report, measured, _ = assess_photo(path, analyzer, cfg, NOW)
+            problems = [(name, c.reason, bool(c.advice)) for name, c in report.checks.items() if c.status != "ok"]
             results[group].append({"label": label, "file": path.name, "verdict": report.verdict, "reason": report.reason,
                                    "lead": report.lead, "problems": problems,
-                                   "values": {name: c.value for name, c in report.checks.items()}})
+                                   "checks": {name: asdict(c) for name, c in report.checks.items()},
+                                   "measures": asdict(measured.face_measures) if measured else None})
     n = sum(map(len, rows.values()))
     return results, (time.perf_counter() - start) / max(n, 1)
 
@@ -290,14 +288,24 @@ def _is_right(defect: str, name: str, reason: str) -> bool:
     return any(name == check and words in (reason or "") for check, words in RIGHT[defect])
 
 
+def _stem(row: dict) -> str:
+    return row["file"].rsplit("-", 1)[0]
+
+
 def score(results: list[dict]) -> dict:
+    """Per defect: right reason (the lead), any reason, and photos where a check fired whose advice points elsewhere;
+    a check that fires on the same photo's clean version too (its real pose, its real resolution) is a property of
+    the photo, not a wrong cause, and a symptom reported without advice ("no face found" once light or a cover
+    that hid the face is named) points nowhere."""
+    already = {_stem(r): {name for name, *_ in r["problems"]} for r in results if r["label"] == "clean"}
     table = {}
     for defect in RIGHT:
         photos = [r for r in results if r["label"] == defect]
         if not photos:
             continue
         right = sum(bool(r["lead"]) and _is_right(defect, *r["lead"]) for r in photos)
-        wrong = [r for r in photos if any(not _is_right(defect, n, why) and n not in ALWAYS_TRUE for n, why in r["problems"])]
+        wrong = [r for r in photos if any(advised and not _is_right(defect, n, why) and n not in ALWAYS_TRUE
+                                          and n not in already.get(_stem(r), ()) for n, why, advised in r["problems"])]
         said = Counter(r["lead"][1] for r in photos if r["lead"] and not _is_right(defect, *r["lead"]))
         table[defect] = {"n": len(photos), "right": right, "any": sum(bool(r["problems"]) for r in photos),
                          "wrong_cause": len(wrong), "instead": said.most_common(3)}
@@ -306,20 +314,71 @@ def score(results: list[dict]) -> dict:
             "clean_warned": [f"{r['file']}: {r['reason']}" for r in clean if r["verdict"] == "warn"]}
 
 
-def markdown(scores: dict[str, dict], chosen: dict[str, list[Path]], seconds: float, command: str) -> str:
-    lines = [MARK, "", "## Held-out evaluation: a different generator, people never used for tuning", "",
+# Measured once, by the intake as it was before issue 17 (main at 2f8d909), on the held-out photos below.
+BEFORE = [
+    "Before these measures (main at 2f8d909: mean-brightness exposure, 4-direction detail, whole-face texture, no",
+    "doubted faces), on the same held-out photos: right reason blur 0.91, motion_blur 0.74 (\"skin looks smoothed\" 10),",
+    "dark 0.05 (\"harsh shadow\" 13, \"strong colour cast\" 10), overexposed 0.88 (\"no face found\" 7), side_shadow 0.26,",
+    "smoothed 0.05 (\"face overexposed\" 7), eyes_covered 0.93 (\"no face found\" 4), rotated 0.84, downscaled 1.00; clean",
+    "photos 1 of 57 rejected, 19 warned.", ""]
+
+
+def markdown(scores: dict[str, dict], seconds: Optional[float], command: str) -> str:
+    """The doc section: how it was made, then `tables`."""
+    lines = [MARK, "", "## Held-out evaluation: a different generator, photos never used for tuning", "",
              f"Generated by `{command}` on {time.strftime('%Y-%m-%d')}.",
-             "In-the-wild CelebA originals (one folder per person; upscaled with Lanczos to a 1400 px long side). Clean photos are",
-             "chosen by detection only: each person's first photos (name order) with one face of confidence >= 0.99, >= 60 px, in colour.",
-             "Calibration people are degraded by scripts/intake_eval.py's generator, held-out people by the independent one in",
-             "scripts/intake_heldout.py (PSFs in linear light, gamma + sensor noise, exposure in stops, a light falloff at any",
-             "angle, a bilateral beauty filter, sunglasses or a hand along the eye line, rotation about the photo's centre, a",
-             "thumbnail; strengths the larger of a face-relative and a photo-relative draw). Each photo is judged alone",
-             "(`assess_photo`). Right reason: the verdict's leading reason is the defect's cause; any reason: any check fired;",
-             "wrong cause: some fired check's advice points elsewhere (a real head pose of the photo is not counted).", ""]
+             "Real in-the-wild photos at their own resolution (scaled down to a 1600 px long side when larger). Clean photos",
+             "are chosen by detection only: the first photos (name order) with one face of confidence >= 0.99, >= 60 px, in colour.",
+             "Calibration photos are degraded by scripts/intake_eval.py's generator, and the thresholds are tuned on them",
+             "(scripts/intake_tune.py); held-out photos, of other people, by the independent generator in scripts/intake_heldout.py",
+             "(PSFs in linear light, gamma + sensor noise, exposure in stops, a light falloff at any angle, a bilateral beauty",
+             "filter, sunglasses or a hand along the eye line, rotation about the photo's centre, a thumbnail; strengths the larger",
+             "of a face-relative and a photo-relative draw). Each photo is judged alone (`assess_photo`). Right reason: the",
+             "verdict's leading reason is the defect's cause; any reason: any check fired; wrong cause: some fired check's advice",
+             "points elsewhere (not counted: a check that also fires on the photo's clean version, such as its real head pose).", "",
+             "How the limits were set: each sits at the edge of the clean calibration photos' spread (a few percent of them at",
+             "most), not midway to the calibration defects, so that milder or differently made defects are still caught. They",
+             "were chosen with scripts/intake_tune.py, which re-judges stored calibration measurements; the held-out group is",
+             "judged with the limits fixed, and was not used to choose them. After the held-out group was first judged, one",
+             "rule and two limits changed, each for calibration photos: darkness with one cheek in shadow is left to side light",
+             "(Georgia Tech side shadows were rejected as \"too dark\"), and min_skin_light 125 -> 115 and max_anisotropy",
+             "0.95 -> 0.96 (clean calibration photos at 118.6 and 0.956 were rejected). The first judgement, with 125 and 0.95",
+             "and without the rule, gave motion_blur 0.98, dark 0.23, side_shadow 0.19, smoothed 0.65 and 1 of 57 clean photos",
+             "rejected, 16 warned; every other row as below.", "",
+             "Photos: calibration, the first 120 usable CelebA in-the-wild originals over 150 KB in github.com/matush97/",
+             "faceRecognition (Celeb/); held-out, the 61 img*.jpg of deepface's tests/unit/dataset (github.com/serengil/deepface),",
+             "57 usable, reserved for independent checks. Both are git-ignored downloads, not shipped.", "",
+             "Where it falls short, and why:",
+             "- dark: a gamma-darkened fair face keeps its best-lit skin near 120, where a darker-skinned face in good light",
+             "  sits (Georgia Tech s02: 97-118, clean). Only the scene tells them apart here (photo median below 60), which",
+             "  misses darkened photos with bright backgrounds; sensor noise would be the physical cue, and is not measured.",
+             "  Colour cast is still judged on such faces (\"strong colour cast\" 7 times).",
+             "- side_shadow: the cheek limit (0.65) is the edge of clean CelebA photos, many of them side-lit at events; the",
+             "  held-out falloff leaves the shadowed cheek at ~0.7 of the lit one.",
+             "- smoothed: skin grain differs by camera and compression about as much as a filter changes it: Georgia Tech's",
+             "  noisy video frames keep 0.32-0.59 after two median filters, above the limit (0.3) set at the low edge of clean",
+             "  CelebA photos (5th percentile 0.30), so scripts/intake_eval.py's smoothed photos are not caught at all.",
+             "- clean warnings: mostly true ones (low resolution: deepface photos are small; real head tilts).", "",
+             "What each check measures (headshots/quality.py), so that its advice names a physical cause:", "",
+             "| check | measure | fires when |", "|---|---|---|",
+             "| exposure (dark) | median luminance of the best-lit bare-skin patch (cheeks, forehead); the photo's median | both low (a dark face in a lit photo is skin tone), or the face's shadows crushed to black |",
+             "| exposure (bright) | share of the face blown out in every channel | part of the face is white; a bright face with detail passes |",
+             "| motion_blur | fine-detail energy per orientation (12 bins, FFT of the face) | all but one orientation lost it (camera shake keeps detail across its path only) |",
+             "| sharpness | 1-px / 3-px edge steps of the strongest edges, best of 12 directions | even the best direction is soft (defocus) |",
+             "| filter | grain of bare skin relative to its light | edges sharp (not blur), grain gone (beauty mode) |",
+             "| side_light | darker / brighter cheek | one cheek in shadow |",
+             "| occlusion | flat share around the eyes, detail around the mouth | on a found face, or on a face MTCNN doubted when none was found |",
+             "| pose | landmark geometry | head turned, tilted or photo rotated |", "",
+             "When several fire, the verdict leads with the one that explains the others (train/intake.py, CAUSES): light, then",
+             "a cover, then detection, resolution, movement, focus, side light, colour, texture, and pose last.", ""]
+    return "\n".join(lines + BEFORE) + "\n" + tables(scores, seconds)
+
+
+def tables(scores: dict[str, dict], seconds: Optional[float]) -> str:
+    """Per group: right-reason table, clean rejects and warnings, and the per-photo time when measured."""
+    lines: list[str] = []
     for group, s in scores.items():
-        people = sorted({p.parent.name for p in chosen[group]})
-        lines += [f"### {group}: {len(people)} people, {s['clean']} clean photos ({people[0]} .. {people[-1]})", "",
+        lines += [f"### {group}: {s['clean']} clean photos", "",
                   "| defect | photos | right reason | any reason | wrong cause named | what it said instead |", "|---|---|---|---|---|---|"]
         for defect, d in s["defects"].items():
             mark = "" if d["right"] / d["n"] >= 0.9 else " **(below 0.9)**"
@@ -329,7 +388,8 @@ def markdown(scores: dict[str, dict], chosen: dict[str, list[Path]], seconds: fl
         lines += ["", f"Clean photos: {len(rej)} of {s['clean']} rejected ({len(rej) / max(s['clean'], 1):.1%}), "
                       f"{len(warn)} warned ({len(warn) / max(s['clean'], 1):.1%}).", ""]
         lines += [f"- rejected {r}" for r in rej] + [f"- warned {r}" for r in warn] + [""]
-    lines += [f"Per-photo time over both groups (decode, detection once, every per-photo check; one thread): {seconds:.3f} s.", ""]
+    if seconds is not None:
+        lines += [f"Per-photo time (decode, detection once, every per-photo check; one thread): {seconds:.3f} s.", ""]
     return "\n".join(lines)
 
 
@@ -341,33 +401,37 @@ def write_section(text: str, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", type=Path, required=True, help="one folder of photos per person (CelebA originals)")
+    parser.add_argument("--calibration", type=Path, required=True, help="photos to degrade with the project's generator")
+    parser.add_argument("--heldout", type=Path, required=True, help="photos of other people, for the independent generator")
+    parser.add_argument("--only", choices=("calibration", "heldout"), help="judge one group (tuning reads calibration only)")
     parser.add_argument("--weights", default=os.environ.get("HEADSHOTS_FACE_WEIGHTS", str(REPO.parent / "shared/models/facenet/casia-webface-features.pt")))
     parser.add_argument("--work", type=Path, default=REPO / "outputs" / "intake_heldout", help="git-ignored; photos built once")
-    parser.add_argument("--per-group", type=int, default=30, help="people per group")
+    parser.add_argument("--per-group", type=int, default=120, help="clean photos per group at most")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "intake_quality.md")
     args = parser.parse_args()
     setup_logging()
     os.environ["HEADSHOTS_FACE_WEIGHTS"] = args.weights
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     analyzer = FaceAnalyzer(load_config("heldout").face)
-    people = sorted(d.name for d in args.photos.iterdir() if d.is_dir())
-    groups = {"calibration": people[0::2], "heldout": people[1::2]}  # disjoint people
     index = args.work / "photos.json"
     if index.exists():
         chosen = {g: [Path(p) for p in ps] for g, ps in json.loads(index.read_text())["chosen"].items()}
         rows = {g: [(label, Path(p)) for label, p in items] for g, items in json.loads(index.read_text())["rows"].items()}
     else:
-        chosen = choose_clean(args.photos, analyzer, groups, args.per_group)
+        chosen = choose_clean({"calibration": args.calibration, "heldout": args.heldout}, analyzer, args.per_group)
         rows = build(chosen, args.work, analyzer)
         index.write_text(json.dumps({"chosen": {g: [str(p) for p in ps] for g, ps in chosen.items()},
                                      "rows": {g: [(label, str(p)) for label, p in items] for g, items in rows.items()}}))
+    if args.only:
+        rows = {args.only: rows[args.only]}
     results, seconds = assess(rows, analyzer)
-    (args.work / "results.json").write_text(json.dumps(results, indent=1))
+    (args.work / f"results-{args.only or 'all'}.json").write_text(json.dumps(results, indent=1))
     scores = {group: score(r) for group, r in results.items()}
-    command = "PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python scripts/intake_heldout.py --photos <celeba299> --per-group " + str(args.per_group)
-    text = markdown(scores, chosen, seconds, command)
-    write_section(text, args.out)
+    command = ("PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python scripts/intake_heldout.py --calibration <celeba-originals> "
+               f"--heldout <deepface-tests> --per-group {args.per_group}")
+    text = markdown(scores, seconds, command)
+    if not args.only:
+        write_section(text, args.out)
     print(text)
 
 

@@ -94,3 +94,16 @@ def test_a_retired_key_says_what_replaced_it_and_old_saved_configs_still_load(tm
     saved.write_text(saved.read_text().replace("face:\n", "face:\n  second_face_ratio: 0.45\n", 1))
     assert "second_face_ratio" in saved.read_text()
     assert config_from_yaml(saved).prepare.class_noun == "woman"
+
+
+def test_intake_keys_retired_by_the_new_measures_load_from_old_adapters(tmp_path):
+    """Adapters trained before issue 17 saved intake.min_sharpness and friends; generate re-loads that config."""
+    from headshots.config import config_from_yaml, save_config
+
+    with pytest.raises(ConfigError, match="`intake.min_brightness` was replaced by intake.min_skin_light"):
+        load_config("alice", overrides=["intake.min_brightness=50"])
+    saved = tmp_path / "config.yaml"
+    save_config(load_config("alice"), saved)
+    old = "intake:\n  min_sharpness: 0.19\n  min_fine_detail: 0.08\n  max_motion_blur: 0.74\n  min_brightness: 50.0\n  max_brightness: 190.0\n"
+    saved.write_text(saved.read_text().replace("intake:\n", old, 1))
+    assert config_from_yaml(saved).intake.min_acuity == load_config("alice").intake.min_acuity

@@ -41,9 +41,10 @@ _RANK = {OK: 0, WARN: 1, REJECT: 2}
 PREVIEW_SIDE = 240  # px, the thumbnails in intake.html and on the app's upload tab
 MAX_WORKERS = 4  # photo-checking threads: more add nothing on top of torch's own threads (docs/benchmarks.md, Intake)
 # Checks in causal order: when several fire at one severity, the verdict leads with the earliest, the one that
-# explains the others (light that hid the face explains "no face found"; a tiny face explains lost detail; a cover
-# or a smear explains lost focus and texture). Pose, duplicates, identity and age explain nothing else.
-CAUSES = ("decode", "exposure", "face", "resolution", "backlight", "occlusion", "motion_blur", "sharpness", "side_light",
+# explains the others (light or a cover that hid the face explains "no face found"; a tiny face explains lost detail; a cover
+# or a smear explains lost focus and texture). Pose, duplicates, identity and age explain nothing else: a head tilted in a
+# smoothed photo does not explain the smoothing (putting pose first cost calibration recall on filter and colour cast).
+CAUSES = ("decode", "exposure", "occlusion", "face", "resolution", "backlight", "motion_blur", "sharpness", "side_light",
           "colour_cast", "filter", "pose", "duplicate", "identity", "age")
 FACE_PROBLEMS = {
     "no_face": ("no face found", "Make sure your whole face is in the picture, well lit and facing the camera."),
@@ -100,7 +101,11 @@ class Measured:
     signature: np.ndarray
     pose: quality.Pose
     smile: float
-    brightness: float
+    face_measures: quality.FaceMeasures  # what the per-photo verdicts were judged on (scripts/intake_tune.py re-judges them)
+
+    @property
+    def brightness(self) -> float:
+        return self.face_measures.exposure.mean
 
 
 @dataclass
@@ -166,76 +171,71 @@ def resolution_check(face: Face, scale: float, cfg: Config) -> Check:
     return Check(OK, value)
 
 
-def image_checks(image: Image.Image, face: Face, cfg: IntakeConfig, timings: Optional[Timings] = None) -> dict[str, Check]:
-    """Every check measured on the photo itself, given its subject's face, in causal order.
+def judge(m: quality.FaceMeasures, cfg: IntakeConfig) -> dict[str, Check]:
+    """The verdicts on one face's measurements, in causal order.
 
     A check is judged only when no cause listed before it fired that would fake it: crushed or blown-out light
-    flattens detail, texture and colour and hides the eyes; a covered face half reads as lost detail; a smear
-    lowers focus and texture. So the advice names the cause, not its symptoms, and the verdict leads with it."""
+    flattens detail, texture and colour and hides the eyes; a cover (rejected already: the photo is retaken anyway)
+    brings straight edges that read as a smear and hides the cheeks that light and texture are read on; a smear
+    or defocus lowers texture and mixes colours. So the advice names the cause, not its symptoms, and the verdict
+    leads with it. Pure: scripts/intake_tune.py re-judges stored measurements with other thresholds."""
     checks: dict[str, Check] = {}
-    with _timed(timings, "crop"):
-        crop = quality.face_crop(image, face)
-    with _timed(timings, "exposure"):
-        behind = quality.backlight(image, face)
-        checks["backlight"] = _check(behind > cfg.max_backlight, {"background_to_face": _r(behind)},
-                                     "backlit: bright behind you, face in shadow",
-                                     "Turn around so the window or sun is in front of you, not behind.", WARN)
-        checks["exposure"] = _exposure_check(quality.exposure(crop), cfg, "face")
-        if checks["exposure"].reason == "face too dark" and checks["backlight"].status != OK:
-            checks["exposure"].advice = checks["backlight"].advice  # the light behind is what to change
+    checks["backlight"] = _check(m.background_to_face > cfg.max_backlight, {"background_to_face": _r(m.background_to_face)},
+                                 "backlit: bright behind you, face in shadow",
+                                 "Turn around so the window or sun is in front of you, not behind.", WARN)
+    one_sided = m.side_light < cfg.min_side_light  # a shadow across one side darkens face and frame: side light's to say
+    checks["exposure"] = _exposure_check(m.exposure, m.photo_exposure, cfg, one_sided)
+    if checks["exposure"].reason == "face too dark" and checks["backlight"].status != OK:
+        checks["exposure"].advice = checks["backlight"].advice  # the light behind is what to change
     lit = checks["exposure"].status == OK
-    with _timed(timings, "occlusion"):
-        eyes, mouth = quality.occlusion(crop)
-        covered = [part for part, bad in (("eyes", eyes > cfg.max_eye_flat), ("mouth", mouth < cfg.min_mouth_detail)) if bad and lit]
-        checks["occlusion"] = _check(bool(covered), {"eye_flat": _r(eyes), "mouth_detail": _r(mouth)}, f"{' and '.join(covered)} covered",
-                                     "Take off sunglasses, masks and hats, and keep hands and hair away from your face.")
-    with _timed(timings, "sharpness"):
-        focus = quality.focus(crop, covered[0] if len(covered) == 1 else None)
-        shaken = lit and focus.directional > cfg.max_directional_blur
-        checks["motion_blur"] = _check(shaken, {"directional": _r(focus.directional), "acuity": [_r(a) for a in focus.acuity]},
-                                       "blurred by movement", "Hold the phone still with both hands (or lean on something) and use more light.")
-        soft = lit and not shaken and focus.sharpest < cfg.min_acuity
-        checks["sharpness"] = _check(soft, {"acuity": _r(focus.sharpest)}, "face out of focus",
-                                     "Tap your face on the screen to focus, and make sure the lens is clean.")
-    # Edges sharp and the face lit and uncovered: the finer checks below judge only such a clear face.
-    clear = lit and not (covered or shaken or soft)
-    with _timed(timings, "lighting"):
-        checks.update(_lighting_checks(image, face, crop, cfg, lit, clear))
-    with _timed(timings, "pose"):  # landmarks of covered eyes are the detector's guesses
-        checks["pose"] = _pose_check(face, cfg) if "eyes" not in covered else Check(OK, {})
+    covered = _covered(m.eye_flat, m.mouth_detail, cfg) if lit else []
+    checks["occlusion"] = _occlusion_check(m.eye_flat, m.mouth_detail, covered)
+    bare = lit and not covered
+    shaken = bare and m.focus.anisotropy > cfg.max_anisotropy
+    checks["motion_blur"] = _check(shaken, {"anisotropy": _r(m.focus.anisotropy)},
+                                   "blurred by movement", "Hold the phone still with both hands (or lean on something) and use more light.")
+    soft = bare and not shaken and m.focus.sharpest < cfg.min_acuity
+    checks["sharpness"] = _check(soft, {"acuity": _r(m.focus.sharpest)}, "face out of focus",
+                                 "Tap your face on the screen to focus, and make sure the lens is clean.")
+    clear = bare and not (shaken or soft)  # lit, uncovered, sharp: the finer checks below judge only such a face
+    checks["side_light"] = _check(m.side_light < cfg.min_side_light and bare, {"dark_to_bright": _r(m.side_light)},
+                                  "harsh shadow on one side of the face", "Face the window or light instead of having it beside you.", WARN)
+    checks["colour_cast"] = _check(m.colour_cast > cfg.max_colour_cast and clear, {"cast": _r(m.colour_cast)}, "strong colour cast",
+                                   "Use daylight rather than coloured or warm indoor lamps, and no colour filters.", WARN)
+    # landmarks of covered eyes are the detector's guesses
+    checks["pose"] = _pose_check(m.pose, cfg) if "eyes" not in covered else Check(OK, {})
     # fine skin texture gone while the edges stay sharp: smoothed by a filter, not out of focus (nor a mask)
-    checks["filter"] = _check(clear and focus.texture < cfg.min_texture, {"texture": _r(focus.texture)},
+    checks["filter"] = _check(clear and m.focus.texture < cfg.min_texture, {"texture": _r(m.focus.texture)},
                               "skin looks smoothed (beauty filter or heavy processing)",
                               "Turn off beauty mode and filters; send the photo as the camera took it.", WARN)
     return checks
 
 
-def _exposure_check(measured: quality.Exposure, cfg: IntakeConfig, where: str) -> Check:
-    """Underexposed: the best-lit skin stays below the mid-tones or the shadows sink into black; overexposed:
-    part of the face is blown out to white. `where`: "face", or "photo" when no face could be found."""
-    value = {"brightness": _r(measured.mean), "highlights": _r(measured.highlights), "crushed": _r(measured.crushed),
-             "clipped": _r(measured.clipped)}
-    if measured.highlights < cfg.min_highlights or measured.crushed > cfg.max_crushed:
-        return Check(REJECT, value, f"{where} too dark", "Move near a window facing you, or turn on more lights.")
-    if measured.clipped > cfg.max_clipped:
-        return Check(REJECT, value, f"{where} overexposed", "Step out of direct sun and turn the flash off; soft daylight is best.")
+def _exposure_check(face: Optional[quality.Exposure], photo: quality.Exposure, cfg: IntakeConfig, one_sided: bool = False) -> Check:
+    """Underexposed: the face's best-lit skin is dark while the photo is dark too (a dark face in a well-lit
+    photo is the person's skin tone, or light behind them: `backlight`), or its shadows sink into black; unless
+    the darkness is `one_sided` (a shadow across one cheek) and the best-lit skin still gets half the light it
+    needs: then the light from one side is the cause, and side light says so. Overexposed: part of the face is
+    blown out to white, not merely bright. Without a face (`face` None), the photo alone: even its brightest
+    tones dark, or much of it blown out, is what hid the face."""
+    if face is None:
+        value = {"photo_light": _r(photo.skin), "photo_highlights": _r(photo.highlights), "photo_clipped": _r(photo.clipped)}
+        if photo.highlights < cfg.min_skin_light:
+            return Check(REJECT, value, "photo too dark", "Move near a window facing you, or turn on more lights.")
+        if photo.clipped > cfg.max_photo_clipped:
+            return Check(REJECT, value, "photo overexposed", "Step out of direct sun and turn the flash off; soft daylight is best.")
+        return Check(OK, value)
+    value = {"brightness": _r(face.mean), "skin_light": _r(face.skin), "photo_light": _r(photo.skin), "crushed": _r(face.crushed),
+             "clipped": _r(face.clipped)}
+    dark = (face.skin < cfg.min_skin_light and photo.skin < cfg.min_photo_light) or face.crushed > cfg.max_crushed
+    if dark and not (one_sided and face.skin >= cfg.min_skin_light / 2):
+        return Check(REJECT, value, "face too dark", "Move near a window facing you, or turn on more lights.")
+    if face.clipped > cfg.max_clipped:
+        return Check(REJECT, value, "face overexposed", "Step out of direct sun and turn the flash off; soft daylight is best.")
     return Check(OK, value)
 
 
-def _lighting_checks(image: Image.Image, face: Face, crop: quality.FaceCrop, cfg: IntakeConfig, lit: bool,
-                     clear: bool) -> dict[str, Check]:
-    even = quality.side_light(crop)
-    cast = quality.colour_cast(crop)
-    return {
-        "side_light": _check(even < cfg.min_side_light and lit, {"dark_to_bright": _r(even)}, "harsh shadow on one side of the face",
-                             "Face the window or light instead of having it beside you.", WARN),
-        "colour_cast": _check(cast > cfg.max_colour_cast and clear, {"cast": _r(cast)}, "strong colour cast",
-                              "Use daylight rather than coloured or warm indoor lamps, and no colour filters.", WARN),
-    }
-
-
-def _pose_check(face: Face, cfg: IntakeConfig) -> Check:
-    p = quality.pose(face)
+def _pose_check(p: quality.Pose, cfg: IntakeConfig) -> Check:
     value = {"yaw": _r(p.yaw), "pitch": _r(p.pitch), "roll": _r(p.roll)}
     problems = []
     if abs(p.yaw) > cfg.max_yaw:
@@ -247,6 +247,33 @@ def _pose_check(face: Face, cfg: IntakeConfig) -> Check:
     if not problems:
         return Check(OK, value)
     return Check(WARN, value, ", ".join(r for r, _ in problems), " ".join(a for _, a in problems))
+
+
+def why_no_face(image: Image.Image, doubted: list[Face], cfg: IntakeConfig) -> dict[str, Check]:
+    """What hid the face when none was found, so the person hears the cause rather than "no face found".
+
+    A face MTCNN found but doubted (`FaceAnalyzer.doubted_faces`, most likely subject first) is judged like a
+    face: light on it (too dark, blown out), else a cover over its eyes or mouth. Without one, the photo as a
+    whole: crushed or blown out light. Else nothing is claimed."""
+    photo = quality.photo_exposure(image)
+    if not doubted:
+        exposure = _exposure_check(None, photo, cfg)
+        return {"exposure": exposure} if exposure.status != OK else {}
+    crop = quality.face_crop(image, doubted[0])
+    exposure = _exposure_check(quality.exposure(crop), photo, cfg)
+    if exposure.status != OK:
+        return {"exposure": exposure}
+    eye_flat, mouth_detail = quality.occlusion(crop)
+    return {"occlusion": _occlusion_check(eye_flat, mouth_detail, _covered(eye_flat, mouth_detail, cfg))}
+
+
+def _covered(eye_flat: float, mouth_detail: float, cfg: IntakeConfig) -> list[str]:
+    return [part for part, bad in (("eyes", eye_flat > cfg.max_eye_flat), ("mouth", mouth_detail < cfg.min_mouth_detail)) if bad]
+
+
+def _occlusion_check(eye_flat: float, mouth_detail: float, covered: list[str]) -> Check:
+    return _check(bool(covered), {"eye_flat": _r(eye_flat), "mouth_detail": _r(mouth_detail)}, f"{' and '.join(covered)} covered",
+                  "Take off sunglasses, masks and hats, and keep hands and hair away from your face.")
 
 
 def age_check(path: Path, cfg: IntakeConfig, now: datetime) -> Check:
@@ -283,26 +310,28 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
     if face is not None:
         w, h = image.size
         report.face_box = [_r(face.box[0] / w), _r(face.box[1] / h), _r(face.box[2] / w), _r(face.box[3] / h)]
-    if problem == "no_face":  # light can hide a face from the detector: then say so, not "no face"
-        exposure = _exposure_check(quality.photo_exposure(image), cfg.intake, "photo")
-        if exposure.status != OK:
-            report.add("exposure", exposure)
+    if problem == "no_face":
+        with _timed(timings, "detect"):
+            doubted = analyzer.doubted_faces(image, detection, max_side=cfg.intake.detect_max_side)
+        for name, check in why_no_face(image, doubted, cfg.intake).items():
+            report.add(name, check)
     if problem:
         reason, advice = FACE_PROBLEMS[problem]
-        report.add("face", Check(REJECT, value, reason, advice))
+        named = any(c.status != OK for c in report.checks.values() if c is not report.checks.get("age"))
+        report.add("face", Check(REJECT, value, reason, None if named else advice))  # a named cause carries the advice
         return report, None, preview
     report.add("face", Check(OK, value))
     report.add("resolution", resolution_check(face, scale, cfg))
-    for name, check in image_checks(image, face, cfg.intake, timings).items():
+    with _timed(timings, "measure"):
+        face_measures = quality.measure(image, face)
+    for name, check in judge(face_measures, cfg.intake).items():
         report.add(name, check)
     with _timed(timings, "thumbnail"):
         thumb, signature = quality.thumbnail(image), quality.face_signature(image, face)
     box = tuple(round(v) for v in face.box)
     local = Face(tuple(float(v - o) for v, o in zip(face.box, box[:2] * 2)), face.confidence,
                  tuple((x - box[0], y - box[1]) for x, y in face.landmarks))
-    brightness = report.checks["exposure"].value["brightness"]
-    pose, smile = quality.pose(face), quality.smile(face)
-    return report, Measured(image.crop(box), local, thumb, signature, pose, smile, brightness), preview
+    return report, Measured(image.crop(box), local, thumb, signature, face_measures.pose, quality.smile(face), face_measures), preview
 
 
 # -- per set -----------------------------------------------------------------------------------

@@ -1,0 +1,104 @@
+"""Re-judge stored intake measurements with other thresholds: how the intake's per-photo limits are tuned.
+
+scripts/intake_heldout.py stores every calibration photo's measurements (`quality.FaceMeasures`) next to
+its label. This re-runs only the verdicts (`train.intake.judge`, the same code the intake runs) with
+`intake.*` overrides, in a second, and prints the right-reason table and the clean photos' false
+rejects and warnings; `--quantiles` prints where each measure sits on clean and on degraded photos.
+Read calibration results only: the held-out photos are for reporting, never for choosing a threshold.
+
+    PYTHONPATH=. .venv/bin/python scripts/intake_tune.py [--results outputs/intake_heldout/results-calibration.json] \
+        [--quantiles] [intake.min_texture=0.04 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from headshots.cli import print_error
+from headshots.config import load_config
+from headshots.errors import HeadshotsError
+from headshots.quality import FaceMeasures
+from train.intake import Check, PhotoReport, judge
+
+REPO = Path(__file__).resolve().parents[1]
+JUDGED_ELSEWHERE = ("decode", "age", "face", "resolution")  # checks made before `judge`
+
+
+def _heldout_module():
+    spec = importlib.util.spec_from_file_location("intake_heldout", REPO / "scripts" / "intake_heldout.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def rejudge(row: dict, cfg) -> dict:
+    """One stored photo judged again: its stored checks made before `judge`, then `judge` on its measures."""
+    report = PhotoReport(row["file"])
+    if not row["measures"]:  # no face to judge: its checks stand as stored
+        for name, check in row["checks"].items():
+            report.add(name, Check(**check))
+    else:
+        for name in JUDGED_ELSEWHERE:
+            if name in row["checks"]:
+                report.add(name, Check(**row["checks"][name]))
+        for name, check in judge(FaceMeasures.from_dict(row["measures"]), cfg.intake).items():
+            report.add(name, check)
+    problems = [(name, c.reason, bool(c.advice)) for name, c in report.checks.items() if c.status != "ok"]
+    return {**row, "verdict": report.verdict, "reason": report.reason, "lead": report.lead, "problems": problems}
+
+
+def _flat(measures: dict, prefix: str = "") -> dict[str, float]:
+    out = {}
+    for key, value in measures.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        elif isinstance(value, (list, tuple)):
+            out[f"{prefix}{key}.min"], out[f"{prefix}{key}.max"] = min(value), max(value)
+        else:
+            out[prefix + key] = float(value)
+    return out
+
+
+def quantiles(rows: list[dict]) -> str:
+    """Per measure, per label: the 5th, 50th and 95th percentiles (faces found only)."""
+    by_label: dict[str, list[dict[str, float]]] = {}
+    for row in rows:
+        if row["measures"]:
+            by_label.setdefault(row["label"], []).append(_flat(row["measures"]))
+    keys = list(next(iter(by_label.values()))[0])
+    lines = []
+    for key in keys:
+        lines.append(key)
+        for label, flats in by_label.items():
+            v = np.array([f[key] for f in flats])
+            lines.append(f"  {label:14s} n={len(v):3d}  p5 {np.percentile(v, 5):8.3f}  p50 {np.percentile(v, 50):8.3f}  p95 {np.percentile(v, 95):8.3f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=REPO / "outputs" / "intake_heldout" / "results-calibration.json")
+    parser.add_argument("--group", default="calibration")
+    parser.add_argument("--quantiles", action="store_true")
+    parser.add_argument("overrides", nargs="*", help="intake.key=value")
+    args = parser.parse_args()
+    try:
+        cfg = load_config("tune", overrides=args.overrides)
+    except HeadshotsError as exc:
+        sys.exit(print_error(exc))
+    rows = json.loads(args.results.read_text())[args.group]
+    judged = [rejudge(row, cfg) for row in rows]
+    if args.quantiles:
+        print(quantiles(rows))
+    heldout = _heldout_module()
+    print(heldout.tables({args.group: heldout.score(judged)}, None))
+
+
+if __name__ == "__main__":
+    main()
