@@ -199,8 +199,8 @@ CRUSHED, CLIPPED = 16.0, 250.0
 
 def exposure(crop: FaceCrop) -> Exposure:
     """Under- and overexposure by what light does to a face, not by its mean: a fair face at 193 with nothing
-    clipped is bright, not overexposed; dark skin at a mean of 80 is not underexposed when its best-lit skin
-    reaches the mid-tones and its shadows keep detail."""
+    clipped is bright, not overexposed; a darker face is judged by its best-lit skin and its shadows, and the
+    intake also asks whether the whole scene is dark (`photo_exposure`), since skin tone alone darkens a face."""
     inner = _inner(crop.grey)
     skin = max((float(np.median(p)) for p in crop.skin()), default=float(np.median(inner)))
     return Exposure(float(inner.mean()), skin, float(np.percentile(inner, 95)), float((inner <= CRUSHED).mean()),
@@ -208,7 +208,8 @@ def exposure(crop: FaceCrop) -> Exposure:
 
 
 def photo_exposure(image: Image.Image) -> Exposure:
-    """The same over the whole photo: what the intake can still say when light hid the face from the detector."""
+    """The same over the whole photo (`skin` is the photo's median): was the scene dark, and what the intake can
+    still say when light hid the face from the detector."""
     small = np.asarray(image.resize((THUMB * 2, THUMB * 2), Image.BILINEAR), dtype=np.float32)
     grey = small @ _LUMA
     return Exposure(float(grey.mean()), float(np.median(grey)), float(np.percentile(grey, 95)), float((grey <= CRUSHED).mean()),

@@ -99,9 +99,12 @@ class Measured:
     face: Face  # in face_image's coordinates
     thumbnail: np.ndarray
     signature: np.ndarray
-    pose: quality.Pose
     smile: float
     face_measures: quality.FaceMeasures  # what the per-photo verdicts were judged on (scripts/intake_tune.py re-judges them)
+
+    @property
+    def pose(self) -> quality.Pose:
+        return self.face_measures.pose
 
     @property
     def brightness(self) -> float:
@@ -310,15 +313,17 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
     if face is not None:
         w, h = image.size
         report.face_box = [_r(face.box[0] / w), _r(face.box[1] / h), _r(face.box[2] / w), _r(face.box[3] / h)]
+    causes: dict[str, Check] = {}
     if problem == "no_face":
         with _timed(timings, "detect"):
             doubted = analyzer.doubted_faces(image, detection, max_side=cfg.intake.detect_max_side)
-        for name, check in why_no_face(image, doubted, cfg.intake).items():
+        causes = why_no_face(image, doubted, cfg.intake)
+        for name, check in causes.items():
             report.add(name, check)
     if problem:
         reason, advice = FACE_PROBLEMS[problem]
-        named = any(c.status != OK for c in report.checks.values() if c is not report.checks.get("age"))
-        report.add("face", Check(REJECT, value, reason, None if named else advice))  # a named cause carries the advice
+        named = any(c.status != OK for c in causes.values())  # then the cause carries the advice
+        report.add("face", Check(REJECT, value, reason, None if named else advice))
         return report, None, preview
     report.add("face", Check(OK, value))
     report.add("resolution", resolution_check(face, scale, cfg))
@@ -331,7 +336,7 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
     box = tuple(round(v) for v in face.box)
     local = Face(tuple(float(v - o) for v, o in zip(face.box, box[:2] * 2)), face.confidence,
                  tuple((x - box[0], y - box[1]) for x, y in face.landmarks))
-    return report, Measured(image.crop(box), local, thumb, signature, face_measures.pose, quality.smile(face), face_measures), preview
+    return report, Measured(image.crop(box), local, thumb, signature, quality.smile(face), face_measures), preview
 
 
 # -- per set -----------------------------------------------------------------------------------
