@@ -260,7 +260,8 @@ class HeadshotsApp:
         }
 
     def tick(self, state: Optional[str], seen: Optional[list], request: gr.Request) -> dict:
-        """Every second while a job of this person is queued or running: its progress; the review once a generation ends."""
+        """Every second while a job of this person is queued or running, and once when they come back to the tab: its
+        progress; the review once a generation ends."""
         if not state and not (request is not None and request.username):
             return {self.c["status"]: gr.skip()}  # no one signed in yet in this session
         user = self.user(state, request)
@@ -393,6 +394,9 @@ class HeadshotsApp:
             # Ticks only while a job is queued or running: an idle tick a second costs the upload's intake ~1.5 s
             # of its 5 s on two cores (docs/app.md, Speed).
             c["timer"] = gr.Timer(1.0, active=False)
+            # Clicked by views.RESYNC_JS when the person comes back to this tab: a job started from another tab or
+            # device shows here then, at no cost while nobody looks (no idle timer).
+            c["resync"] = gr.Button("Refresh status", elem_id="hs-resync", elem_classes="hs-hidden")
             self._wire(demo)
         return demo
 
@@ -418,6 +422,8 @@ class HeadshotsApp:
         c["yes"].click(self.delete_everything, [c["user"]], [*page, c["confirm"], c["deleted"]], api_name="delete_my_data")
         c["timer"].tick(self.tick, [c["user"], c["seen"]], [*status, c["seen"], c["review"], c["favourites"]],
                    api_name="status", show_progress="hidden")
+        c["resync"].click(self.tick, [c["user"], c["seen"]], [*status, c["seen"], c["review"], c["favourites"]],
+                          api_name=False, show_progress="hidden")
 
     def launch(self, host: str, port: Optional[int], block: bool = True) -> str:
         """Serve the page; returns its URL. Loopback unless a password file was given (checked by main)."""
@@ -425,7 +431,7 @@ class HeadshotsApp:
         demo.queue()
         demo.launch(server_name=host, server_port=port, share=False, auth=self.check_password if self.accounts else None,
                     auth_message="Sign in with your name and password.", max_file_size=self.limits.max_upload_bytes,
-                    prevent_thread_lock=True, css=views.CSS, run_history=False, footer_links=["api"], quiet=True)
+                    prevent_thread_lock=True, css=views.CSS, js=views.RESYNC_JS, run_history=False, footer_links=["api"], quiet=True)
         self.demo = demo
         atexit.register(self.close)
         if block:

@@ -37,7 +37,14 @@ CSS = """
 .hs-avatar{width:100px;height:100px;border-radius:50%;object-fit:cover}
 .hs-tiny{width:40px;height:40px;border-radius:50%;object-fit:cover}
 .hs-checks{list-style:none;padding:0;margin:8px 0 0}.hs-checks .ok{color:#1b4332}.hs-checks .no{color:#8a1c1c}
+.hs-hidden{display:none !important}
 """
+# A tab the person comes back to (from another tab, window or app) asks once for their job's status.
+RESYNC_JS = """() => {
+  const resync = () => { if (document.visibilityState === "visible") document.getElementById("hs-resync")?.click(); };
+  document.addEventListener("visibilitychange", resync);
+  window.addEventListener("focus", resync);
+}"""
 REVIEW_SIDE = 400  # the review's largest view (400x400, as on a profile page); the circles reuse it
 
 

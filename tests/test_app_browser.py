@@ -78,11 +78,18 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         assert page.locator("#hs-set").inner_text().startswith("WARN")
         steps.shot(page, "verdicts")
 
-        # 2. Train; close the tab while it runs; a new tab with the same name shows the job again.
+        # 2. Train; a second tab, open from before, shows the job when the person comes back to it (no idle
+        # polling: the page asks once on coming back). Close the first tab while it runs; a new tab with the
+        # same name shows the job again.
+        other = sign_in(context, server.url, "alice")
         tab(page, "2. Train")
         page.locator("#hs-train:not([disabled])").click()
         page.get_by_text("Training").first.wait_for()
         steps.shot(page, "training")
+        assert "Training" not in other.locator("#hs-status").inner_text()
+        other.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+        other.locator("#hs-status").get_by_text("Training").first.wait_for(timeout=10_000)
+        other.close()
         page.close()
         page = sign_in(context, server.url, "alice")
         assert "Training" in page.locator("#hs-status").inner_text() or "trained" in page.locator("#hs-status").inner_text()
