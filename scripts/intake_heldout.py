@@ -14,6 +14,12 @@ wrong cause: a check fired whose advice points elsewhere. Writes its section of 
 
     PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python scripts/intake_heldout.py --calibration <photos> \
         --heldout <other photos> [--only calibration] [--work outputs/intake_heldout] [--per-group 120]
+
+The photos of docs/intake_quality.md (git-ignored downloads, not shipped), from clones of the two repositories:
+
+    git -C faceRecognition ls-tree -r -l HEAD Celeb/ | awk '$4 > 150000 {print $5}' \
+        | while read p; do git -C faceRecognition show "HEAD:$p" > calibration/"$(basename "$p")"; done
+    cp deepface/tests/unit/dataset/img*.jpg heldout/
 """
 
 from __future__ import annotations
