@@ -19,18 +19,19 @@ The photos of docs/intake_quality.md (git-ignored downloads, not shipped), from 
 
     git -C faceRecognition ls-tree -r -l HEAD Celeb/ | awk '$4 > 150000 {print $5}' \
         | while read p; do git -C faceRecognition show "HEAD:$p" > calibration/"$(basename "$p")"; done
-    cp deepface/tests/unit/dataset/img*.jpg heldout/
+    cp deepface/tests/unit/dataset/img*.jpg deepface/tests/unit/dataset/*.csv heldout/   # the .csv pairs name the people
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
 import random
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -320,6 +321,81 @@ def score(results: list[dict]) -> dict:
             "clean_warned": [f"{r['file']}: {r['reason']}" for r in clean if r["verdict"] == "warn"]}
 
 
+# -- in a set: the person's other photos beside each one ------------------------------------------------
+def people(folder: Path) -> dict[str, str]:
+    """Photo stem -> person, from the "Yes" pairs of the pair lists beside the photos (deepface ships master.csv
+    and face-recognition-pivot.csv in its dataset folder); {} without them."""
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for path in sorted(folder.glob("*.csv")):
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                a, b = root(Path(row["file_x"]).stem), root(Path(row["file_y"]).stem)
+                if (row.get("decision") or row.get("Decision")) == "Yes" and a != b:
+                    parent[a] = b
+    return {x: root(x) for x in list(parent)}
+
+
+def _report(row: dict) -> "PhotoReport":
+    from train.intake import Check, PhotoReport
+
+    report = PhotoReport(row["file"])
+    for name, check in row["checks"].items():
+        report.add(name, Check(**check))
+    return report
+
+
+def in_sets(results: list[dict], who: dict[str, str]) -> dict:
+    """Each degraded photo judged beside its person's other, clean photos: the set check that reads light
+    (`add_relative_light`: a face much darker than the person's own) on top of its own verdict. People with at
+    least RELATIVE_LIGHT_MIN_PHOTOS clean photos; the clean sets' own photos tell its false warnings."""
+    from train.intake import RELATIVE_LIGHT_MIN_PHOTOS, add_relative_light
+
+    cfg = load_config("heldout").intake
+    rows = {(r["label"], _stem(r)): r for r in results}
+    persons: dict[str, list[str]] = defaultdict(list)
+    for r in results:
+        if r["label"] == "clean" and r["measures"] and _stem(r) in who:
+            persons[who[_stem(r)]].append(_stem(r))
+    persons = {p: stems for p, stems in persons.items() if len(stems) >= RELATIVE_LIGHT_MIN_PHOTOS}
+    out = {"people": len(persons), "clean": 0, "clean_flagged": 0, "defects": {}}
+    for stems in persons.values():
+        clean = [_report(rows["clean", s]) for s in stems]
+        add_relative_light(clean, [rows["clean", s]["measures"]["exposure"]["skin"] for s in stems], cfg)
+        out["clean"] += len(stems)
+        out["clean_flagged"] += sum(r.checks["exposure"].reason == "face much darker than in your other photos" for r in clean)
+        for defect in RIGHT:
+            for k, stem in enumerate(stems):
+                row = rows.get((defect, stem))
+                if row is None:
+                    continue
+                lead = row["lead"]
+                if row["measures"]:
+                    members = [row if t == stem else rows["clean", t] for t in stems]
+                    reports = [_report(m) for m in members]
+                    add_relative_light(reports, [m["measures"]["exposure"]["skin"] for m in members], cfg)
+                    lead = reports[k].lead
+                d = out["defects"].setdefault(defect, {"n": 0, "alone": 0, "in_set": 0})
+                d["n"] += 1
+                d["alone"] += bool(row["lead"]) and _is_right(defect, *row["lead"])
+                d["in_set"] += bool(lead) and _is_right(defect, *lead)
+    return out
+
+
+def set_table(s: dict) -> str:
+    lines = [f"### held-out, each photo in its person's set: {s['people']} people with 4 or more clean photos", "",
+             "| defect | photos | right reason alone | right reason in the set |", "|---|---|---|---|"]
+    lines += [f"| {defect} | {d['n']} | {d['alone'] / d['n']:.2f} | {d['in_set'] / d['n']:.2f} |" for defect, d in s["defects"].items()]
+    lines += ["", f"Clean photos called much darker than the person's others: {s['clean_flagged']} of {s['clean']}.", ""]
+    return "\n".join(lines)
+
+
 # Measured once, by the intake as it was before issue 17 (main at 2f8d909), on the held-out photos below.
 BEFORE = [
     "Before these measures (main at 2f8d909: mean-brightness exposure, 4-direction detail, whole-face texture, no",
@@ -362,7 +438,12 @@ def markdown(scores: dict[str, dict], seconds: Optional[float], command: str) ->
              "  dropped: through the intake's decode, clean studio portraits with skin 119-131 (biden.jpg, obama3.jpg) read",
              "  grain 2.2, above the darkened faces' median (1.8), and were rejected as \"too dark\"; grain cannot tell",
              "  noise from the skin texture of a darker or older face. Gamma also deepens a mild asymmetry of the cheeks",
-             "  into \"harsh shadow on one side\", which then leads.",
+             "  into \"harsh shadow on one side\", which then leads. What does tell light from skin tone is the person's",
+             "  own other photos: the set check (`add_relative_light`) names a face whose best-lit skin is below 0.65 of",
+             "  the set's median (the limit sits under every clean person's set in ../shared: lowest 0.72, obama3.jpg;",
+             "  Georgia Tech sessions 0.91 and up; set before the held-out sets were judged). In a set, dark goes from",
+             "  0.11 to 0.38 (last table): a held-out darkened face keeps a median 0.67 of its person's light, since the",
+             "  person's own photos differ in light too.",
              "- side_shadow: the cheek limit (0.65) is the edge of clean CelebA photos, many of them side-lit at events; the",
              "  held-out falloff leaves the shadowed cheek at ~0.7 of the lit one.",
              "- smoothed: skin grain differs by camera and compression about as much as a filter changes it: Georgia Tech's",
@@ -371,7 +452,7 @@ def markdown(scores: dict[str, dict], seconds: Optional[float], command: str) ->
              "- clean warnings: mostly true ones (low resolution: deepface photos are small; real head tilts).", "",
              "What each check measures (headshots/quality.py), so that its advice names a physical cause:", "",
              "| check | measure | fires when |", "|---|---|---|",
-             "| exposure (dark) | median luminance of the best-lit bare-skin patch (cheeks, forehead); the photo's median | both low (a dark face in a lit photo is skin tone), or the face's shadows crushed to black |",
+             "| exposure (dark) | median luminance of the best-lit bare-skin patch (cheeks, forehead); the photo's median; in a set, the skin's light over the set's median | both low (a dark face in a lit photo is skin tone), or the face's shadows crushed to black; in a set, well below the person's other photos (a warning) |",
              "| exposure (bright) | share of the face blown out in every channel | part of the face is white; a bright face with detail passes |",
              "| motion_blur | fine-detail energy per orientation (12 bins, FFT of the face) | all but one orientation lost it (camera shake keeps detail across its path only) |",
              "| sharpness | 1-px / 3-px edge steps of the strongest edges, best of 12 directions | even the best direction is soft (defocus) |",
@@ -440,6 +521,9 @@ def main() -> None:
     command = ("PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python scripts/intake_heldout.py --calibration <celeba-originals> "
                f"--heldout <deepface-tests> --per-group {args.per_group}")
     text = markdown(scores, seconds, command)
+    who = people(args.heldout)
+    if "heldout" in results and who:
+        text += "\n" + set_table(in_sets(results["heldout"], who))
     if not args.only:
         write_section(text, args.out)
     print(text)

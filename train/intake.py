@@ -40,6 +40,7 @@ OK, WARN, REJECT = "ok", "warn", "reject"
 _RANK = {OK: 0, WARN: 1, REJECT: 2}
 PREVIEW_SIDE = 240  # px, the thumbnails in intake.html and on the app's upload tab
 MAX_WORKERS = 4  # photo-checking threads: more add nothing on top of torch's own threads (docs/benchmarks.md, Intake)
+RELATIVE_LIGHT_MIN_PHOTOS = 4  # faces a set needs before its median skin light stands for the person's skin tone
 # Checks in causal order: when several fire at one severity, the verdict leads with the earliest, the one that
 # explains the others (light or a cover that hid the face explains "no face found"; a tiny face explains lost detail; a cover
 # or a smear explains lost focus and texture). Pose, duplicates, identity and age explain nothing else: a head tilted in a
@@ -353,6 +354,32 @@ def duplicate_checks(names: list[str], measured: list[Measured], cfg: IntakeConf
     return checks
 
 
+def relative_light_checks(skin_light: list[float], cfg: IntakeConfig) -> dict[int, Check]:
+    """Photos much darker than the person's others. One photo cannot tell a darker skin from a dim room (the
+    per-photo check asks the scene, and leaves a dark face in a lit photo alone); the set can, since skin tone
+    is the person's own: a photo whose best-lit skin (`Exposure.skin`) is well below the set's median was taken
+    in less light. Needs RELATIVE_LIGHT_MIN_PHOTOS faces, so that the median is the person, not one photo."""
+    if len(skin_light) < RELATIVE_LIGHT_MIN_PHOTOS:
+        return {}
+    median = float(np.median(skin_light))
+    checks = {}
+    for i, skin in enumerate(skin_light):
+        ratio = skin / max(median, 1.0)
+        checks[i] = _check(ratio < cfg.min_relative_light, {"skin_light": _r(skin), "set_skin_light": _r(median), "relative_light": _r(ratio)},
+                           "face much darker than in your other photos",
+                           "Retake it in the light of your best photos: facing a window, or with more lights on.", WARN)
+    return checks
+
+
+def add_relative_light(reports: list[PhotoReport], skin_light: list[float], cfg: IntakeConfig) -> None:
+    """`relative_light_checks` into the photos' exposure verdicts. A photo already called too dark or blown out
+    keeps its own verdict, and so does one whose darkness is named already: light from behind or from one side."""
+    for k, check in relative_light_checks(skin_light, cfg).items():
+        report = reports[k]
+        if check.status != OK and all(report.checks[name].status == OK for name in ("exposure", "backlight", "side_light")):
+            report.add("exposure", Check(check.status, {**report.checks["exposure"].value, **check.value}, check.reason, check.advice))
+
+
 def identity_checks(embeddings: np.ndarray, cfg: IntakeConfig) -> tuple[dict[int, Check], list[int]]:
     """Who is this? Each good photo's face vs the others' (median cosine, robust to a few strangers).
 
@@ -463,7 +490,8 @@ def _assess_all(paths: list[Path], analyzer: FaceAnalyzer, cfg: Config, now: dat
 
 def _set_checks(photos: list[PhotoReport], measured: dict[int, Measured], analyzer: FaceAnalyzer,
                 cfg: IntakeConfig, timings: Optional[Timings]) -> list[int]:
-    """Duplicates and identity across the photos with a usable face; returns a split set's outliers."""
+    """Duplicates, light relative to the person's other photos, and identity across the photos with a usable
+    face; returns a split set's outliers."""
     if not measured:
         return []
     index = sorted(measured)
@@ -471,6 +499,7 @@ def _set_checks(photos: list[PhotoReport], measured: dict[int, Measured], analyz
     with _timed(timings, "duplicates"):
         for k, check in duplicate_checks(names, [measured[i] for i in index], cfg).items():
             photos[index[k]].add("duplicate", check)
+    add_relative_light([photos[i] for i in index], [measured[i].face_measures.exposure.skin for i in index], cfg)
     good = [i for i in index if photos[i].verdict != REJECT]  # a blurred or covered face is no evidence
     if not good:
         return []
