@@ -318,6 +318,7 @@ class IntakeConfig:
     min_photo_light: float = 60.0  # ... has a median below this too: underexposed (a dark face in a well-lit photo is skin tone)
     max_crushed: float = 0.15  # share of the face at luminance <= 16 (shadows sunk into black); above: too dark
     min_relative_light: float = 0.65  # best-lit skin / its median over the person's set (their own skin tone); below: darker than the rest
+    min_relative_texture: float = 0.5  # skin grain / its median over the set; below on a sharp, lit face: smoothed (warn)
     max_clipped: float = 0.03  # share of the face blown out to white (every channel >= 250); above: overexposed
     max_photo_clipped: float = 0.25  # share of the whole photo blown out, judged only when no face was found
     min_side_light: float = 0.65  # darker / brighter cheek (median luminance)
@@ -345,8 +346,8 @@ class IntakeConfig:
         for key in ("min_skin_light", "min_photo_light"):
             _check(0.0 <= getattr(self, key) <= 255.0, f"intake.{key}", "must be in 0..255")
         _check(self.min_pitch < self.max_pitch, "intake.min_pitch", "must be below intake.max_pitch")
-        for key in ("max_clipped", "max_photo_clipped", "max_crushed", "min_relative_light", "min_side_light", "min_acuity", "max_anisotropy", "duplicate_similarity", "max_sameness", "max_eye_flat",
-                    "min_mouth_detail"):
+        for key in ("max_clipped", "max_photo_clipped", "max_crushed", "min_relative_light", "min_relative_texture", "min_side_light",
+                    "min_acuity", "max_anisotropy", "duplicate_similarity", "max_sameness", "max_eye_flat", "min_mouth_detail"):
             _check(0.0 <= getattr(self, key) <= 1.0, f"intake.{key}", "must be between 0 and 1")
         for key in ("min_texture", "max_backlight", "max_colour_cast", "max_yaw", "max_roll",
                     "max_age_years", "smile_ratio"):

@@ -45,6 +45,8 @@ from headshots.config import load_config
 from headshots.faces import Face, FaceAnalyzer
 from headshots.images import load_rgb
 from headshots.logs import setup_logging
+from headshots.quality import FaceMeasures
+from train.intake import RELATIVE_MIN_PHOTOS, Check, PhotoReport, add_relative_checks
 
 REPO = Path(__file__).resolve().parents[1]
 LONG_SIDE = 1600  # larger clean photos are scaled down to this long side (a 1-2 MP phone photo)
@@ -342,9 +344,7 @@ def people(folder: Path) -> dict[str, str]:
     return {x: root(x) for x in list(parent)}
 
 
-def _report(row: dict) -> "PhotoReport":
-    from train.intake import Check, PhotoReport
-
+def _report(row: dict) -> PhotoReport:
     report = PhotoReport(row["file"])
     for name, check in row["checks"].items():
         report.add(name, Check(**check))
@@ -352,24 +352,23 @@ def _report(row: dict) -> "PhotoReport":
 
 
 def in_sets(results: list[dict], who: dict[str, str]) -> dict:
-    """Each degraded photo judged beside its person's other, clean photos: the set check that reads light
-    (`add_relative_light`: a face much darker than the person's own) on top of its own verdict. People with at
-    least RELATIVE_LIGHT_MIN_PHOTOS clean photos; the clean sets' own photos tell its false warnings."""
-    from train.intake import RELATIVE_LIGHT_MIN_PHOTOS, add_relative_light
-
+    """Each degraded photo judged beside its person's other, clean photos: the set checks that compare a photo
+    with the person's own (`add_relative_checks`: light, skin grain) on top of its own verdict. People with at
+    least RELATIVE_MIN_PHOTOS clean photos; the clean sets' own photos tell their false warnings."""
     cfg = load_config("heldout").intake
     rows = {(r["label"], _stem(r)): r for r in results}
     persons: dict[str, list[str]] = defaultdict(list)
     for r in results:
         if r["label"] == "clean" and r["measures"] and _stem(r) in who:
             persons[who[_stem(r)]].append(_stem(r))
-    persons = {p: stems for p, stems in persons.items() if len(stems) >= RELATIVE_LIGHT_MIN_PHOTOS}
-    out = {"people": len(persons), "clean": 0, "clean_flagged": 0, "defects": {}}
+    persons = {p: stems for p, stems in persons.items() if len(stems) >= RELATIVE_MIN_PHOTOS}
+    out = {"people": len(persons), "clean": 0, "clean_flagged": Counter(), "defects": {}}
     for stems in persons.values():
         clean = [_report(rows["clean", s]) for s in stems]
-        add_relative_light(clean, [rows["clean", s]["measures"]["exposure"]["skin"] for s in stems], cfg)
+        add_relative_checks(clean, [FaceMeasures.from_dict(rows["clean", s]["measures"]) for s in stems], cfg)
         out["clean"] += len(stems)
-        out["clean_flagged"] += sum(r.checks["exposure"].reason == "face much darker than in your other photos" for r in clean)
+        out["clean_flagged"].update(c.reason for r, s in zip(clean, stems) for name, c in r.checks.items()
+                                    if c.status != "ok" and c.reason not in (rows["clean", s]["reason"] or ""))
         for defect in RIGHT:
             for k, stem in enumerate(stems):
                 row = rows.get((defect, stem))
@@ -379,7 +378,7 @@ def in_sets(results: list[dict], who: dict[str, str]) -> dict:
                 if row["measures"]:
                     members = [row if t == stem else rows["clean", t] for t in stems]
                     reports = [_report(m) for m in members]
-                    add_relative_light(reports, [m["measures"]["exposure"]["skin"] for m in members], cfg)
+                    add_relative_checks(reports, [FaceMeasures.from_dict(m["measures"]) for m in members], cfg)
                     lead = reports[k].lead
                 d = out["defects"].setdefault(defect, {"n": 0, "alone": 0, "in_set": 0})
                 d["n"] += 1
@@ -392,7 +391,8 @@ def set_table(s: dict) -> str:
     lines = [f"### held-out, each photo in its person's set: {s['people']} people with 4 or more clean photos", "",
              "| defect | photos | right reason alone | right reason in the set |", "|---|---|---|---|"]
     lines += [f"| {defect} | {d['n']} | {d['alone'] / d['n']:.2f} | {d['in_set'] / d['n']:.2f} |" for defect, d in s["defects"].items()]
-    lines += ["", f"Clean photos called much darker than the person's others: {s['clean_flagged']} of {s['clean']}.", ""]
+    flagged = "; ".join(f"{why} ({n})" for why, n in s["clean_flagged"].most_common()) or "none"
+    lines += ["", f"What the set checks add on the {s['clean']} clean photos themselves: {flagged}.", ""]
     return "\n".join(lines)
 
 
@@ -439,7 +439,7 @@ def markdown(scores: dict[str, dict], seconds: Optional[float], command: str) ->
              "  grain 2.2, above the darkened faces' median (1.8), and were rejected as \"too dark\"; grain cannot tell",
              "  noise from the skin texture of a darker or older face. Gamma also deepens a mild asymmetry of the cheeks",
              "  into \"harsh shadow on one side\", which then leads. What does tell light from skin tone is the person's",
-             "  own other photos: the set check (`add_relative_light`) names a face whose best-lit skin is below 0.65 of",
+             "  own other photos: the set check (`add_relative_checks`) names a face whose best-lit skin is below 0.65 of",
              "  the set's median (the limit sits under every clean person's set in ../shared: lowest 0.72, obama3.jpg;",
              "  Georgia Tech sessions 0.91 and up; set before the held-out sets were judged). In a set, dark goes from",
              "  0.11 to 0.38 (last table): a held-out darkened face keeps a median 0.67 of its person's light, since the",
@@ -448,7 +448,12 @@ def markdown(scores: dict[str, dict], seconds: Optional[float], command: str) ->
              "  held-out falloff leaves the shadowed cheek at ~0.7 of the lit one.",
              "- smoothed: skin grain differs by camera and compression about as much as a filter changes it: Georgia Tech's",
              "  noisy video frames keep 0.32-0.59 after two median filters, above the limit (0.3) set at the low edge of clean",
-             "  CelebA photos (5th percentile 0.30), so scripts/intake_eval.py's smoothed photos are not caught at all.",
+             "  CelebA photos (5th percentile 0.30). The person's own photos are the better reference here too: in a set, skin",
+             "  grain below 0.5 of the set's median on a sharp, lit face is named (the limit sits under every clean person's",
+             "  set in ../shared: lowest 0.58, obama1.jpg; set before the held-out sets were judged): Georgia Tech smoothed",
+             "  0.00 -> 0.50 (top of this page), held-out in a set 0.67 -> 0.76, one clean held-out photo flagged. A photo",
+             "  rotated by resampling loses grain too, and is then called smoothed before its tilt (rotated 0.87 -> 0.84 in",
+             "  a set).",
              "- clean warnings: mostly true ones (low resolution: deepface photos are small; real head tilts).", "",
              "What each check measures (headshots/quality.py), so that its advice names a physical cause:", "",
              "| check | measure | fires when |", "|---|---|---|",
@@ -456,7 +461,7 @@ def markdown(scores: dict[str, dict], seconds: Optional[float], command: str) ->
              "| exposure (bright) | share of the face blown out in every channel | part of the face is white; a bright face with detail passes |",
              "| motion_blur | fine-detail energy per orientation (12 bins, FFT of the face) | all but one orientation lost it (camera shake keeps detail across its path only) |",
              "| sharpness | 1-px / 3-px edge steps of the strongest edges, best of 12 directions | even the best direction is soft (defocus) |",
-             "| filter | grain of bare skin relative to its light | edges sharp (not blur), grain gone (beauty mode) |",
+             "| filter | grain of bare skin relative to its light; in a set, over the set's median | edges sharp (not blur), grain gone (beauty mode), or, in a set, well below the person's other photos |",
              "| side_light | darker / brighter cheek | one cheek in shadow |",
              "| occlusion | flat share around the eyes, detail around the mouth | on a found face, or on a face MTCNN doubted when none was found |",
              "| pose | landmark geometry | head turned, tilted or photo rotated |", "",

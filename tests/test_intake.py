@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from headshots.faces import Detection, Face
 from headshots.images import load_rgb
 from headshots.workspace import Workspace
 from tests.conftest import copy_photos
-from train.intake import assess_photo, judge, relative_light_checks, run_intake, why_no_face
+from train.intake import RELATIVE, assess_photo, judge, relative_checks, run_intake, why_no_face
 
 NOW = datetime(2026, 11, 24)
 
@@ -313,36 +314,48 @@ def test_set_checks_duplicate_someone_else_and_how_many_more(make_config, faces_
     assert json.loads(ws.intake_report.read_text())["set"]["usable"] == 6
 
 
-def test_a_photo_much_darker_than_the_persons_others_is_named_whatever_their_skin(make_config):
+def test_a_photo_much_darker_than_the_persons_others_is_named_whatever_their_skin(make_config, source):
     """The set tells light from skin tone, which one photo cannot: a darker-skinned person's evenly lit set
     (Georgia Tech s02: best-lit skin 97-119) has no outlier; a fair set with one dim photo has."""
     cfg = make_config("alice").intake
-    assert not any(c.status != "ok" for c in relative_light_checks([107, 100, 110, 97, 119, 104], cfg).values())
-    checks = relative_light_checks([180, 175, 170, 185, 110, 178], cfg)
+    light = next(r for r in RELATIVE if r.check == "exposure")
+
+    measured = quality.measure(*source)
+
+    def lit(*skins: float) -> list:
+        return [replace(measured, exposure=replace(measured.exposure, skin=v)) for v in skins]
+
+    assert not any(c.status != "ok" for c in relative_checks(lit(107, 100, 110, 97, 119, 104), light, cfg).values())
+    checks = relative_checks(lit(180, 175, 170, 185, 110, 178), light, cfg)
     assert [i for i, c in checks.items() if c.status != "ok"] == [4]
     assert checks[4].reason == "face much darker than in your other photos" and "light" in checks[4].advice
-    assert relative_light_checks([180, 175, 110], cfg) == {}  # too few to know the person's own light
+    assert relative_checks(lit(180, 175, 110), light, cfg) == {}  # too few to know the person's own light
 
 
-def test_intake_names_the_dim_photo_of_a_set_that_one_photo_alone_cannot(make_config, faces_dir, analyzer):
-    """End to end: a face in shade (half the light) while the room stays lit passes the per-photo check (a dark
-    face in a lit photo may be skin tone); beside the person's other photos it is the odd one out."""
+def test_intake_names_what_one_photo_alone_cannot_beside_the_persons_others(make_config, faces_dir, analyzer):
+    """End to end. A face in shade (half the light) while the room stays lit passes the per-photo check (a dark face
+    in a lit photo may be skin tone); one pass of a beauty filter leaves a noisy video frame's grain above the
+    per-photo limit. Beside the person's other photos, each is the odd one out, for its own reason."""
     cfg = make_config("carol")
     ws = Workspace.from_config(cfg)
     photos = sorted((faces_dir / "georgia-tech" / "s23").glob("*.jpg"))
     mine = copy_photos(photos[:5], ws.selfies)
-    image = load_rgb(photos[5])  # another shot: not a duplicate of one in the set
+    image = load_rgb(photos[5])  # other shots: not duplicates of one in the set
     (cx, cy), side = analyzer.detect(image).subject.center, analyzer.detect(image).subject.side
     ys, xs = np.mgrid[0 : image.height, 0 : image.width]
     shade = 1 - 0.5 * np.clip(1.5 - np.hypot((xs - cx) / side, (ys - cy) / (1.3 * side)), 0, 1)  # soft, around the head
     Image.fromarray((np.asarray(image, dtype=np.float32) * shade[..., None]).astype(np.uint8)).save(ws.selfies / "z-dim.jpg", quality=92)
-    alone, _, _ = assess_photo(ws.selfies / "z-dim.jpg", analyzer, cfg, NOW)
-    assert alone.checks["exposure"].status == "ok", alone.checks["exposure"]
+    image = load_rgb(photos[6])
+    _bilateral(image, analyzer.detect(image).subject).save(ws.selfies / "z-smooth.jpg", quality=92)
+    for name, check in (("z-dim.jpg", "exposure"), ("z-smooth.jpg", "filter")):
+        alone, _, _ = assess_photo(ws.selfies / name, analyzer, cfg, NOW)
+        assert alone.checks[check].status == "ok", alone.checks[check]
 
     photos = {p.file: p for p in run_intake(cfg, analyzer).photos}
 
     assert photos["z-dim.jpg"].lead == ("exposure", "face much darker than in your other photos"), photos["z-dim.jpg"].reason
-    assert all(photos[p.name].checks["exposure"].status == "ok" for p in mine)
+    assert photos["z-smooth.jpg"].lead[0] == "filter" and "smoother than in your other" in photos["z-smooth.jpg"].lead[1]
+    assert all(photos[p.name].checks[name].status == "ok" for p in mine for name in ("exposure", "filter"))
 
 
 def test_too_few_or_two_people_is_not_usable(make_config, faces_dir, analyzer):

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 from PIL import Image
@@ -40,7 +40,7 @@ OK, WARN, REJECT = "ok", "warn", "reject"
 _RANK = {OK: 0, WARN: 1, REJECT: 2}
 PREVIEW_SIDE = 240  # px, the thumbnails in intake.html and on the app's upload tab
 MAX_WORKERS = 4  # photo-checking threads: more add nothing on top of torch's own threads (docs/benchmarks.md, Intake)
-RELATIVE_LIGHT_MIN_PHOTOS = 4  # faces a set needs before its median skin light stands for the person's skin tone
+RELATIVE_MIN_PHOTOS = 4  # faces a set needs before its medians stand for the person (their skin tone, their skin's grain)
 # Checks in causal order: when several fire at one severity, the verdict leads with the earliest, the one that
 # explains the others (light or a cover that hid the face explains "no face found"; a tiny face explains lost detail; a cover
 # or a smear explains lost focus and texture). Pose, duplicates, identity and age explain nothing else: a head tilted in a
@@ -354,30 +354,53 @@ def duplicate_checks(names: list[str], measured: list[Measured], cfg: IntakeConf
     return checks
 
 
-def relative_light_checks(skin_light: list[float], cfg: IntakeConfig) -> dict[int, Check]:
-    """Photos much darker than the person's others. One photo cannot tell a darker skin from a dim room (the
-    per-photo check asks the scene, and leaves a dark face in a lit photo alone); the set can, since skin tone
-    is the person's own: a photo whose best-lit skin (`Exposure.skin`) is well below the set's median was taken
-    in less light. Needs RELATIVE_LIGHT_MIN_PHOTOS faces, so that the median is the person, not one photo."""
-    if len(skin_light) < RELATIVE_LIGHT_MIN_PHOTOS:
+@dataclass(frozen=True)
+class Relative:
+    """A measure judged against the person's own other photos: what one photo cannot tell (a darker skin from a dim
+    room; a camera's or a skin's finer grain from a beauty filter) the set can, since face and skin are the
+    person's own. `name`: the photo's measure over the set's median, which fires below `intake.min_<name>`; added
+    to `check` only where that photo's own verdicts do not already name it or something that fakes it
+    (`explained_by`)."""
+
+    check: str
+    name: str
+    measure: Callable[[quality.FaceMeasures], float]
+    reason: str
+    advice: str
+    explained_by: tuple[str, ...]
+
+
+RELATIVE = (
+    Relative("exposure", "relative_light", lambda m: m.exposure.skin, "face much darker than in your other photos",
+             "Retake it in the light of your best photos: facing a window, or with more lights on.",
+             ("exposure", "backlight", "side_light")),  # light from behind or one side, named already, darkened it
+    Relative("filter", "relative_texture", lambda m: m.focus.texture, "skin much smoother than in your other photos "
+             "(beauty filter or heavy processing)", "Turn off beauty mode and filters; send the photo as the camera took it.",
+             ("filter", "exposure", "occlusion", "motion_blur", "sharpness")),  # light, a cover or blur lose grain too
+)
+
+
+def relative_checks(measures: list[quality.FaceMeasures], relative: Relative, cfg: IntakeConfig) -> dict[int, Check]:
+    """`relative` for each photo against the set's median. Needs RELATIVE_MIN_PHOTOS faces, so that the median is
+    the person, not one photo."""
+    if len(measures) < RELATIVE_MIN_PHOTOS:
         return {}
-    median = float(np.median(skin_light))
-    checks = {}
-    for i, skin in enumerate(skin_light):
-        ratio = skin / max(median, 1.0)
-        checks[i] = _check(ratio < cfg.min_relative_light, {"skin_light": _r(skin), "set_skin_light": _r(median), "relative_light": _r(ratio)},
-                           "face much darker than in your other photos",
-                           "Retake it in the light of your best photos: facing a window, or with more lights on.", WARN)
-    return checks
+    values = [relative.measure(m) for m in measures]
+    median = float(np.median(values))
+    limit = getattr(cfg, f"min_{relative.name}")
+    return {i: _check(v / max(median, 1e-6) < limit, {relative.name: _r(v / max(median, 1e-6))}, relative.reason,
+                      relative.advice, WARN) for i, v in enumerate(values)}
 
 
-def add_relative_light(reports: list[PhotoReport], skin_light: list[float], cfg: IntakeConfig) -> None:
-    """`relative_light_checks` into the photos' exposure verdicts. A photo already called too dark or blown out
-    keeps its own verdict, and so does one whose darkness is named already: light from behind or from one side."""
-    for k, check in relative_light_checks(skin_light, cfg).items():
-        report = reports[k]
-        if check.status != OK and all(report.checks[name].status == OK for name in ("exposure", "backlight", "side_light")):
-            report.add("exposure", Check(check.status, {**report.checks["exposure"].value, **check.value}, check.reason, check.advice))
+def add_relative_checks(reports: list[PhotoReport], measures: list[quality.FaceMeasures], cfg: IntakeConfig) -> None:
+    """Every RELATIVE check into the photos' verdicts (`reports` and `measures` in the same order), light first:
+    a photo already judged on its own keeps that verdict."""
+    for relative in RELATIVE:
+        for k, check in relative_checks(measures, relative, cfg).items():
+            report = reports[k]
+            if check.status != OK and all(report.checks[name].status == OK for name in relative.explained_by if name in report.checks):
+                own = report.checks[relative.check]
+                report.add(relative.check, Check(check.status, {**own.value, **check.value}, check.reason, check.advice))
 
 
 def identity_checks(embeddings: np.ndarray, cfg: IntakeConfig) -> tuple[dict[int, Check], list[int]]:
@@ -490,7 +513,7 @@ def _assess_all(paths: list[Path], analyzer: FaceAnalyzer, cfg: Config, now: dat
 
 def _set_checks(photos: list[PhotoReport], measured: dict[int, Measured], analyzer: FaceAnalyzer,
                 cfg: IntakeConfig, timings: Optional[Timings]) -> list[int]:
-    """Duplicates, light relative to the person's other photos, and identity across the photos with a usable
+    """Duplicates, light and skin grain relative to the person's other photos, and identity across the photos with a usable
     face; returns a split set's outliers."""
     if not measured:
         return []
@@ -499,7 +522,7 @@ def _set_checks(photos: list[PhotoReport], measured: dict[int, Measured], analyz
     with _timed(timings, "duplicates"):
         for k, check in duplicate_checks(names, [measured[i] for i in index], cfg).items():
             photos[index[k]].add("duplicate", check)
-    add_relative_light([photos[i] for i in index], [measured[i].face_measures.exposure.skin for i in index], cfg)
+    add_relative_checks([photos[i] for i in index], [measured[i].face_measures for i in index], cfg)
     good = [i for i in index if photos[i].verdict != REJECT]  # a blurred or covered face is no evidence
     if not good:
         return []
