@@ -320,7 +320,8 @@ def score(results: list[dict]) -> dict:
                          "wrong_cause": len(wrong), "instead": said.most_common(3)}
     clean = [r for r in results if r["label"] == "clean"]
     return {"defects": table, "clean": len(clean), "clean_rejected": [f"{r['file']}: {r['reason']}" for r in clean if r["verdict"] == "reject"],
-            "clean_warned": [f"{r['file']}: {r['reason']}" for r in clean if r["verdict"] == "warn"]}
+            "clean_warned": [f"{r['file']}: {r['reason']}" for r in clean if r["verdict"] == "warn"],
+            "clean_warned_judged": sum(r["verdict"] == "warn" and any(n != "resolution" for n, *_ in r["problems"]) for r in clean)}
 
 
 # -- in a set: the person's other photos beside each one ------------------------------------------------
@@ -481,8 +482,10 @@ def tables(scores: dict[str, dict], seconds: Optional[float]) -> str:
             instead = "; ".join(f"{why} ({k})" for why, k in d["instead"])
             lines.append(f"| {defect} | {d['n']} | {d['right'] / d['n']:.2f}{mark} | {d['any'] / d['n']:.2f} | {d['wrong_cause']} | {instead} |")
         rej, warn = s["clean_rejected"], s["clean_warned"]
+        judged = s["clean_warned_judged"]
         lines += ["", f"Clean photos: {len(rej)} of {s['clean']} rejected ({len(rej) / max(s['clean'], 1):.1%}), "
-                      f"{len(warn)} warned ({len(warn) / max(s['clean'], 1):.1%}).", ""]
+                      f"{len(warn)} warned ({len(warn) / max(s['clean'], 1):.1%}); {judged} ({judged / max(s['clean'], 1):.1%}) "
+                      "for something other than their resolution (a pixel count, not a judgement).", ""]
         lines += [f"- rejected {r}" for r in rej] + [f"- warned {r}" for r in warn] + [""]
     if seconds is not None:
         lines += [f"Per-photo time (decode, detection once, every per-photo check; one thread): {seconds:.3f} s.", ""]
