@@ -31,6 +31,7 @@ from headshots.config import load_config
 from headshots.faces import Face, FaceAnalyzer
 from headshots.images import load_rgb
 from headshots.logs import setup_logging
+from train.intake import RELATIVE, run_intake
 
 REPO = Path(__file__).resolve().parents[1]
 HELD_OUT_MARK = "<!-- held-out evaluation: scripts/intake_heldout.py -->"
@@ -432,6 +433,11 @@ def evaluate(labels: dict[str, dict[str, str]], reports: dict[str, dict]) -> dic
         "copy_scores": sorted(_similarity(p) for label, p in rows if label == "duplicate"),
         "shot_scores": sorted(((_similarity(p), p["file"]) for user, report in reports.items() if user.startswith("clean-")
                                for p in report["photos"] if "duplicate" in p["checks"]), reverse=True),
+        # set checks: each clean photo's measure over its person's median; the lowest is where a limit must stay under
+        "relative_lowest": {r.name: min(((p["checks"][r.check]["value"][r.name], p["file"]) for user, report in reports.items()
+                                         if user.startswith("clean-") for p in report["photos"]
+                                         if r.name in p.get("checks", {}).get(r.check, {}).get("value", {})), default=None)
+                            for r in RELATIVE},
     }
 
 
@@ -474,6 +480,11 @@ def write_markdown(result: dict, seconds: float, n_photos: int, out: Path, extra
         lines += ["", f"Duplicate scores (`same_shot`, threshold {cfg.duplicate_similarity}): re-saved copies vs their original "
                       f"{copies[0]:.3f}-{copies[-1]:.3f}; best match of each photo in the clean sets (no copies), highest: "
                       + ", ".join(f"{v:.3f} ({name})" for v, name in shots[:5]) + "."]
+    lowest = [f"`{name}` {v:.2f} ({file}; limit {getattr(cfg, 'min_' + name)})" for name, (v, file) in
+              ((n, low) for n, low in result["relative_lowest"].items() if low)]
+    if lowest:
+        lines += ["", "Set checks (a photo against the median of its person's set): lowest on the clean sets, "
+                      + ", ".join(lowest) + "."]
     warned = ", ".join(f"{c} {n}" for c, n in result["clean_warned"].most_common())
     lines += ["", f"Warnings on clean photos (usable, with advice): {warned or 'none'}.", "", *NOTES, "",
               "Thresholds (configs/base.yaml, `intake:`): " + ", ".join(f"`{k}={v}`" for k, v in vars(cfg).items()) + ".", *extra]
@@ -493,8 +504,6 @@ def main() -> None:
     args = parser.parse_args()
     setup_logging()
     os.environ["HEADSHOTS_FACE_WEIGHTS"] = args.weights
-
-    from train.intake import run_intake
 
     shutil.rmtree(args.work, ignore_errors=True)
     analyzer = FaceAnalyzer(load_config("eval").face)

@@ -394,13 +394,15 @@ def relative_checks(measures: list[quality.FaceMeasures], relative: Relative, cf
 
 def add_relative_checks(reports: list[PhotoReport], measures: list[quality.FaceMeasures], cfg: IntakeConfig) -> None:
     """Every RELATIVE check into the photos' verdicts (`reports` and `measures` in the same order), light first:
-    a photo already judged on its own keeps that verdict."""
+    a photo already judged on its own keeps that verdict. The ratio is recorded in the check's values either way
+    (intake.json; scripts/intake_eval.py reports its spread on clean sets)."""
     for relative in RELATIVE:
         for k, check in relative_checks(measures, relative, cfg).items():
-            report = reports[k]
+            report, own = reports[k], reports[k].checks[relative.check]
             if check.status != OK and all(report.checks[name].status == OK for name in relative.explained_by if name in report.checks):
-                own = report.checks[relative.check]
                 report.add(relative.check, Check(check.status, {**own.value, **check.value}, check.reason, check.advice))
+            else:
+                own.value.update(check.value)
 
 
 def identity_checks(embeddings: np.ndarray, cfg: IntakeConfig) -> tuple[dict[int, Check], list[int]]:
