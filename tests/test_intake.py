@@ -102,6 +102,14 @@ def _gamma(image, power):
     return Image.fromarray((255 * (np.asarray(image, dtype=np.float32) / 255) ** power).astype(np.uint8))
 
 
+def _in_shade(image, face):
+    """The head at half the light, softly, while the room stays as it was (a face in shade in a lit room)."""
+    ys, xs = np.mgrid[0 : image.height, 0 : image.width]
+    reach = np.hypot((xs - face.center[0]) / face.side, (ys - face.center[1]) / (1.3 * face.side))
+    shade = 1 - 0.5 * np.clip(1.5 - reach, 0, 1)
+    return Image.fromarray((np.asarray(image, dtype=np.float32) * shade[..., None]).astype(np.uint8))
+
+
 def _bilateral(image, face):
     """A beauty filter: each pixel averaged with neighbours of similar tone (skin smoothed, edges kept). The tests
     apply it twice: one pass of this small kernel leaves the grain of a noisy 1999 video frame above the limit."""
@@ -151,12 +159,14 @@ def test_a_bright_fair_face_with_nothing_clipped_is_not_overexposed(source, anal
     assert exposure.status == "ok" and report.verdict != "reject", report.reason
 
 
-@pytest.mark.parametrize("photo", ["georgia-tech/s02/06.jpg", "georgia-tech/s02/09.jpg", "face-recognition-examples/obama/obama3.jpg",
-                                   "face-recognition-examples/biden/biden.jpg", "azure-samples/_unlabelled_or_multiface/detection2.jpg"])
+@pytest.mark.parametrize("photo", ["georgia-tech/s02/06.jpg", "georgia-tech/s02/09.jpg",
+                                   "face-recognition-examples/obama/obama3.jpg", "face-recognition-examples/biden/biden.jpg",
+                                   "azure-samples/_unlabelled_or_multiface/detection2.jpg"])
 def test_darker_skin_or_a_dark_backdrop_in_good_light_is_not_called_dark(photo, faces_dir, analyzer, make_config):
     """Skin tone is not exposure: these clean photos have best-lit skin 97-131, where gamma-darkened fair faces sit,
     and grainy skin for its light (up to 2.2: where a dim room's sensor noise would read), or a black backdrop
-    (biden.jpg). Each cue, at a limit that was tried, rejected some of them as "face too dark" (docs/intake_quality.md, held-out section)."""
+    (biden.jpg). Each cue, at a limit that was tried, rejected some of them as "face too dark" (docs/intake_quality.md,
+    held-out section)."""
     report, _, _ = assess_photo(faces_dir / photo, analyzer, make_config("alice"), NOW)
     assert report.checks["exposure"].status == "ok", report.checks["exposure"]
 
@@ -341,10 +351,7 @@ def test_intake_names_what_one_photo_alone_cannot_beside_the_persons_others(make
     photos = sorted((faces_dir / "georgia-tech" / "s23").glob("*.jpg"))
     mine = copy_photos(photos[:5], ws.selfies)
     image = load_rgb(photos[5])  # other shots: not duplicates of one in the set
-    (cx, cy), side = analyzer.detect(image).subject.center, analyzer.detect(image).subject.side
-    ys, xs = np.mgrid[0 : image.height, 0 : image.width]
-    shade = 1 - 0.5 * np.clip(1.5 - np.hypot((xs - cx) / side, (ys - cy) / (1.3 * side)), 0, 1)  # soft, around the head
-    Image.fromarray((np.asarray(image, dtype=np.float32) * shade[..., None]).astype(np.uint8)).save(ws.selfies / "z-dim.jpg", quality=92)
+    _in_shade(image, analyzer.detect(image).subject).save(ws.selfies / "z-dim.jpg", quality=92)
     image = load_rgb(photos[6])
     _bilateral(image, analyzer.detect(image).subject).save(ws.selfies / "z-smooth.jpg", quality=92)
     for name, check in (("z-dim.jpg", "exposure"), ("z-smooth.jpg", "filter")):
@@ -412,3 +419,35 @@ def test_the_tuner_rejudges_stored_calibration_results(source, analyzer, make_co
 
     assert "| eyes_covered | 1 | 1.00 |" in tune()
     assert "skin looks smoothed" not in tune() and "skin looks smoothed" in tune("intake.min_texture=50")
+
+
+def test_the_heldout_evaluation_judges_each_photo_in_its_persons_set(faces_dir, analyzer, make_config, tmp_path):
+    """scripts/intake_heldout.py's set table: people from the pair lists beside the photos (deepface's format), each
+    degraded photo judged beside its person's clean ones. A face in shade passes alone and is named in the set."""
+    import importlib.util
+    from dataclasses import asdict
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "intake_heldout.py"
+    spec = importlib.util.spec_from_file_location("intake_heldout", script)
+    heldout = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(heldout)
+    photos = sorted((faces_dir / "georgia-tech" / "s23").glob("*.jpg"))[:5]
+    same = "".join(f"dataset/{a.stem}.jpg,dataset/{b.stem}.jpg,Yes\n" for a, b in zip(photos, photos[1:]))
+    (tmp_path / "pairs.csv").write_text(f"file_x,file_y,Decision\n{same}{photos[0].stem}.jpg,other.jpg,No\n")
+    who = heldout.people(tmp_path)
+    assert len({who[p.stem] for p in photos}) == 1 and who["other"] != who[photos[0].stem]
+
+    rows = []
+    for path in photos:
+        image = load_rgb(path)
+        for label, out in (("clean", image), ("dark", _in_shade(image, analyzer.detect(image).subject))):
+            out.save(tmp_path / f"{path.stem}-{label}.jpg", quality=92)
+            report, measured, _ = assess_photo(tmp_path / f"{path.stem}-{label}.jpg", analyzer, make_config("alice"), NOW)
+            rows.append({"label": label, "file": f"{path.stem}-{label}.jpg", "reason": report.reason, "lead": report.lead,
+                         "checks": {n: asdict(c) for n, c in report.checks.items()}, "measures": asdict(measured.face_measures)})
+
+    scores = heldout.in_sets(json.loads(json.dumps(rows)), who)
+
+    assert scores["people"] == 1 and scores["clean"] == 5 and not scores["clean_flagged"]
+    assert scores["defects"]["dark"]["n"] == 5 and scores["defects"]["dark"]["alone"] == 0
+    assert scores["defects"]["dark"]["in_set"] == 5, scores

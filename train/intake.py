@@ -399,7 +399,8 @@ def add_relative_checks(reports: list[PhotoReport], measures: list[quality.FaceM
     for relative in RELATIVE:
         for k, check in relative_checks(measures, relative, cfg).items():
             report, own = reports[k], reports[k].checks[relative.check]
-            if check.status != OK and all(report.checks[name].status == OK for name in relative.explained_by if name in report.checks):
+            explained = any(report.checks[name].status != OK for name in relative.explained_by if name in report.checks)
+            if check.status != OK and not explained:
                 report.add(relative.check, Check(check.status, {**own.value, **check.value}, check.reason, check.advice))
             else:
                 own.value.update(check.value)
