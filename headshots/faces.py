@@ -63,6 +63,11 @@ def subject_score(face: Face, size: tuple[int, int]) -> float:
     return face.side * (1.0 - CENTER_WEIGHT * distance / (float(np.hypot(*size)) / 2))
 
 
+def by_subject(faces: list[Face], size: tuple[int, int]) -> list[Face]:
+    """Most likely subject first (`subject_score`)."""
+    return sorted(faces, key=lambda f: -subject_score(f, size))
+
+
 def face_detail(image: Image.Image, face: Face) -> float:
     """Coarse sharpness of a face (headshots.quality), to tell a blurred background bystander from a rival."""
     from headshots.quality import coarse_detail, face_crop  # quality builds on Face: imported here, not at the top
@@ -125,10 +130,7 @@ class FaceAnalyzer:
         Detection runs on a copy at most `max_side` (default `face.detect_max_side`) pixels long:
         MTCNN's cost grows with the pixel count, and a selfie's face is large.
         """
-        scale = min(1.0, (max_side or self.cfg.detect_max_side) / max(image.size))
-        small = image if scale == 1.0 else image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
-        boxes, probs, points = self.detector.detect(small, landmarks=True)
-        return self._judge(image, self._faces(boxes, probs, points, scale))
+        return self._judge(image, self._run(self.detector, image, max_side))
 
     def doubted_faces(self, image: Image.Image, detection: Detection, max_side: Optional[int] = None) -> list[Face]:
         """For a photo where `detect` found no face: the faces MTCNN would not vouch for, most likely subject
@@ -137,10 +139,7 @@ class FaceAnalyzer:
         later stages their confidence). The second pass is paid only by photos without a face."""
         if detection.unsure or detection.faces:
             return detection.unsure
-        scale = min(1.0, (max_side or self.cfg.detect_max_side) / max(image.size))
-        small = image if scale == 1.0 else image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
-        boxes, probs, points = self.doubting_detector.detect(small, landmarks=True)
-        return sorted(self._faces(boxes, probs, points, scale), key=lambda f: -subject_score(f, image.size))
+        return by_subject(self._run(self.doubting_detector, image, max_side), image.size)
 
     def detect_batch(self, images: Sequence[Image.Image], max_side: Optional[int] = None) -> list[Detection]:
         """`detect` for many photos: same-size images go through MTCNN as one batch, 1.9x the throughput
@@ -158,6 +157,14 @@ class FaceAnalyzer:
                 detections[i] = self._judge(images[i], self._faces(b, p, lm, scale))
         return detections  # type: ignore[return-value]
 
+    def _run(self, detector, image: Image.Image, max_side: Optional[int]) -> list[Face]:
+        """Every face `detector` (one of this analyzer's MTCNNs) finds on a copy at most `max_side` (default
+        `face.detect_max_side`) px long."""
+        scale = min(1.0, (max_side or self.cfg.detect_max_side) / max(image.size))
+        small = image if scale == 1.0 else image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+        boxes, probs, points = detector.detect(small, landmarks=True)
+        return self._faces(boxes, probs, points, scale)
+
     def _faces(self, boxes, probs, points, scale: float) -> list[Face]:
         """MTCNN output of one image (detection-size coordinates) -> every face at full size."""
         if boxes is None:
@@ -171,7 +178,7 @@ class FaceAnalyzer:
         """`judge` on the confident faces; the doubtful ones ride along as `unsure`."""
         detection = judge(image, [f for f in faces if f.confidence >= self.cfg.min_confidence], self.cfg)
         unsure = [f for f in faces if f.confidence < self.cfg.min_confidence]
-        detection.unsure = sorted(unsure, key=lambda f: -subject_score(f, image.size))
+        detection.unsure = by_subject(unsure, image.size)
         return detection
 
     # -- embeddings ---------------------------------------------------------------------------
@@ -223,7 +230,7 @@ def judge(image: Image.Image, faces: list[Face], cfg: FaceConfig) -> Detection:
     "several_faces" only when another face `competes` with the subject, else "face_too_small" when it is."""
     if not faces:
         return Detection(problem="no_face")
-    faces = sorted(faces, key=lambda f: -subject_score(f, image.size))
+    faces = by_subject(faces, image.size)
     detection = Detection(faces=faces, subject=faces[0])
     if any(competes(faces[0], other, image, cfg) for other in faces[1:]):
         detection.problem = "several_faces"

@@ -46,7 +46,7 @@ from headshots.faces import Face, FaceAnalyzer
 from headshots.images import load_rgb
 from headshots.logs import setup_logging
 from headshots.quality import FaceMeasures
-from train.intake import RELATIVE_MIN_PHOTOS, Check, PhotoReport, add_relative_checks
+from train.intake import RELATIVE_MIN_PHOTOS, PhotoReport, add_relative_checks
 
 REPO = Path(__file__).resolve().parents[1]
 LONG_SIDE = 1600  # larger clean photos are scaled down to this long side (a 1-2 MP phone photo)
@@ -345,13 +345,6 @@ def people(folder: Path) -> dict[str, str]:
     return {x: root(x) for x in list(parent)}
 
 
-def _report(row: dict) -> PhotoReport:
-    report = PhotoReport(row["file"])
-    for name, check in row["checks"].items():
-        report.add(name, Check(**check))
-    return report
-
-
 def in_sets(results: list[dict], who: dict[str, str]) -> dict:
     """Each degraded photo judged beside its person's other, clean photos: the set checks that compare a photo
     with the person's own (`add_relative_checks`: light, skin grain) on top of its own verdict. People with at
@@ -365,7 +358,7 @@ def in_sets(results: list[dict], who: dict[str, str]) -> dict:
     persons = {p: stems for p, stems in persons.items() if len(stems) >= RELATIVE_MIN_PHOTOS}
     out = {"people": len(persons), "clean": 0, "clean_flagged": Counter(), "defects": {}}
     for stems in persons.values():
-        clean = [_report(rows["clean", s]) for s in stems]
+        clean = [PhotoReport.from_checks(rows["clean", s]["file"], rows["clean", s]["checks"]) for s in stems]
         add_relative_checks(clean, [FaceMeasures.from_dict(rows["clean", s]["measures"]) for s in stems], cfg)
         out["clean"] += len(stems)
         out["clean_flagged"].update(c.reason for r, s in zip(clean, stems) for name, c in r.checks.items()
@@ -378,7 +371,7 @@ def in_sets(results: list[dict], who: dict[str, str]) -> dict:
                 lead = row["lead"]
                 if row["measures"]:
                     members = [row if t == stem else rows["clean", t] for t in stems]
-                    reports = [_report(m) for m in members]
+                    reports = [PhotoReport.from_checks(m["file"], m["checks"]) for m in members]
                     add_relative_checks(reports, [FaceMeasures.from_dict(m["measures"]) for m in members], cfg)
                     lead = reports[k].lead
                 d = out["defects"].setdefault(defect, {"n": 0, "alone": 0, "in_set": 0})

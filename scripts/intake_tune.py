@@ -24,7 +24,7 @@ from headshots.cli import print_error
 from headshots.config import load_config
 from headshots.errors import HeadshotsError
 from headshots.quality import FaceMeasures
-from train.intake import Check, PhotoReport, judge
+from train.intake import PhotoReport, judge
 
 REPO = Path(__file__).resolve().parents[1]
 JUDGED_ELSEWHERE = ("decode", "age", "face", "resolution")  # checks made before `judge`
@@ -39,14 +39,10 @@ def _heldout_module():
 
 def rejudge(row: dict, cfg) -> dict:
     """One stored photo judged again: its stored checks made before `judge`, then `judge` on its measures."""
-    report = PhotoReport(row["file"])
     if not row["measures"]:  # no face to judge: its checks stand as stored
-        for name, check in row["checks"].items():
-            report.add(name, Check(**check))
+        report = PhotoReport.from_checks(row["file"], row["checks"])
     else:
-        for name in JUDGED_ELSEWHERE:
-            if name in row["checks"]:
-                report.add(name, Check(**row["checks"][name]))
+        report = PhotoReport.from_checks(row["file"], {n: c for n, c in row["checks"].items() if n in JUDGED_ELSEWHERE})
         for name, check in judge(FaceMeasures.from_dict(row["measures"]), cfg.intake).items():
             report.add(name, check)
     problems = [(name, c.reason, bool(c.advice)) for name, c in report.checks.items() if c.status != "ok"]

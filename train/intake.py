@@ -84,6 +84,14 @@ class PhotoReport:
         problems = self.problems()
         return (problems[0][0], problems[0][1].reason or "") if problems else None
 
+    @classmethod
+    def from_checks(cls, file: str, checks: dict[str, dict]) -> "PhotoReport":
+        """A report from stored checks (intake.json's, or the evaluation scripts' results): the inverse of asdict."""
+        report = cls(file)
+        for name, check in checks.items():
+            report.add(name, Check(**check))
+        return report
+
     def add(self, name: str, check: Check) -> None:
         self.checks[name] = check
         problems = [c for _, c in self.problems()]
@@ -385,11 +393,10 @@ def relative_checks(measures: list[quality.FaceMeasures], relative: Relative, cf
     the person, not one photo."""
     if len(measures) < RELATIVE_MIN_PHOTOS:
         return {}
-    values = [relative.measure(m) for m in measures]
-    median = float(np.median(values))
+    values = np.array([relative.measure(m) for m in measures])
+    ratios = values / max(float(np.median(values)), 1e-6)
     limit = getattr(cfg, f"min_{relative.name}")
-    return {i: _check(v / max(median, 1e-6) < limit, {relative.name: _r(v / max(median, 1e-6))}, relative.reason,
-                      relative.advice, WARN) for i, v in enumerate(values)}
+    return {i: _check(ratio < limit, {relative.name: _r(ratio)}, relative.reason, relative.advice, WARN) for i, ratio in enumerate(ratios)}
 
 
 def add_relative_checks(reports: list[PhotoReport], measures: list[quality.FaceMeasures], cfg: IntakeConfig) -> None:
