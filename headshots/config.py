@@ -317,13 +317,15 @@ class IntakeConfig:
     min_skin_light: float = 115.0  # median luminance of the face's best-lit skin patch, 0..255; below while the photo ...
     min_photo_light: float = 60.0  # ... has a median below this too: underexposed (a dark face in a well-lit photo is skin tone)
     max_crushed: float = 0.15  # share of the face at luminance <= 16 (shadows sunk into black); above: too dark
+    dim_skin_light: float = 150.0  # best-lit skin below this while ...
+    min_photo_white: float = 220.0  # ... the photo's brightest tones (99.9th percentile, brightest channel) are below this too: dim (warn)
     min_relative_light: float = 0.65  # best-lit skin / its median over the person's set (their own skin tone); below: darker than the rest
     min_relative_texture: float = 0.5  # skin grain / its median over the set; below on a sharp, lit face: smoothed (warn)
     max_clipped: float = 0.03  # share of the face blown out to white (every channel >= 250); above: overexposed
     max_photo_clipped: float = 0.25  # share of the whole photo blown out, judged only when no face was found
     min_side_light: float = 0.65  # darker / brighter cheek (median luminance)
     max_backlight: float = 2.0  # background / face luminance
-    max_colour_cast: float = 0.11  # distance of the face's r, g, b shares from skin in neutral light
+    max_colour_cast: float = 0.2  # distance of the face's log-chromaticity from the hue of skin (coloured light, not skin tone)
     max_yaw: float = 0.35  # nose offset from the eye midpoint, in eye distances
     max_roll: float = 15.0  # eye-line angle, degrees
     min_pitch: float = 0.25  # nose height between eye line (0) and mouth line (1)
@@ -343,7 +345,7 @@ class IntakeConfig:
         _check(self.detect_max_side >= 160, "intake.detect_max_side", "must be at least 160")
         _check(0.0 < self.min_crop_fraction <= self.warn_crop_fraction <= 4.0, "intake.min_crop_fraction",
                "must be positive and at most intake.warn_crop_fraction")
-        for key in ("min_skin_light", "min_photo_light"):
+        for key in ("min_skin_light", "min_photo_light", "dim_skin_light", "min_photo_white"):
             _check(0.0 <= getattr(self, key) <= 255.0, f"intake.{key}", "must be in 0..255")
         _check(self.min_pitch < self.max_pitch, "intake.min_pitch", "must be below intake.max_pitch")
         for key in ("max_clipped", "max_photo_clipped", "max_crushed", "min_relative_light", "min_relative_texture", "min_side_light",

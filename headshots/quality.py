@@ -27,8 +27,10 @@ SIGNATURE = 64  # side of the face-region signature used to find re-saved copies
 SIGNATURE_SCALES = (0.96, 0.98, 1.0, 1.02, 1.04)  # face-box size jitter between copies of one photo: up to ~4%
 SIGNATURE_SHIFT = 2  # ... and position jitter, in signature pixels (1.5 at most between copies)
 SIGNATURE_LOWPASS = 8.0  # sigma of the coarse shading removed from signatures, in signature pixels
-# r, g, b shares of facial skin in neutral light (mean over the clean photos of docs/intake_quality.md)
-SKIN_CHROMATICITY = np.array([0.44, 0.30, 0.26], dtype=np.float32)
+# hue of facial skin in neutral light: the angle of (log r/g, log b/g) of the inner face, median over the clean
+# calibration photos of docs/intake_quality.md (-32 degrees; the held-out and ../shared clean photos: -26)
+SKIN_HUE = math.radians(-32.0)
+WHITE_SIDE = 512  # long side of the photo copy its brightest tones are read on (eye whites and catchlights survive)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _EXIF_IFD, _DATE_TIME_ORIGINAL, _DATE_TIME = 0x8769, 0x9003, 0x0132
 
@@ -192,6 +194,7 @@ class Exposure:
     highlights: float  # 95th percentile
     crushed: float  # share of the face at or below luminance CRUSHED: shadows sunk into black
     clipped: float  # share of the face with every channel at or above CLIPPED: blown out to white
+    white: float  # 99.9th percentile of each pixel's brightest channel: eye whites, a shirt, a window (a cast keeps one channel)
 
 
 CRUSHED, CLIPPED = 16.0, 250.0
@@ -204,16 +207,21 @@ def exposure(crop: FaceCrop) -> Exposure:
     inner = _inner(crop.grey)
     skin = max((float(np.median(p)) for p in crop.skin()), default=float(np.median(inner)))
     return Exposure(float(inner.mean()), skin, float(np.percentile(inner, 95)), float((inner <= CRUSHED).mean()),
-                    float((_inner(crop.rgb).min(axis=-1) >= CLIPPED).mean()))
+                    float((_inner(crop.rgb).min(axis=-1) >= CLIPPED).mean()), float(np.percentile(_inner(crop.rgb).max(axis=-1), 99.9)))
 
 
 def photo_exposure(image: Image.Image) -> Exposure:
     """The same over the whole photo (`skin` is the photo's median): was the scene dark, and what the intake can
-    still say when light hid the face from the detector."""
+    still say when light hid the face from the detector. `white` is read on a larger copy (WHITE_SIDE): a well
+    exposed photo has something near white, often small (eye whites, catchlights), which a thumbnail averages away;
+    a photo that got too little light has nothing there, whatever the person's skin tone."""
     small = np.asarray(image.resize((THUMB * 2, THUMB * 2), Image.BILINEAR), dtype=np.float32)
     grey = small @ _LUMA
+    scale = min(WHITE_SIDE / max(image.size), 1.0)
+    larger = image.resize((max(round(image.width * scale), 1), max(round(image.height * scale), 1)), Image.BILINEAR)
+    white = float(np.percentile(np.asarray(larger).max(axis=-1), 99.9))
     return Exposure(float(grey.mean()), float(np.median(grey)), float(np.percentile(grey, 95)), float((grey <= CRUSHED).mean()),
-                    float((small.min(axis=-1) >= CLIPPED).mean()))
+                    float((small.min(axis=-1) >= CLIPPED).mean()), white)
 
 
 def side_light(crop: FaceCrop) -> float:
@@ -243,12 +251,16 @@ def backlight(image: Image.Image, face: Face) -> float:
 
 
 def colour_cast(crop: FaceCrop) -> float:
-    """Distance of the face's chromaticity (r, g, b shares) from that of skin in neutral light.
+    """How far coloured light turned the face off the hue of skin: the distance of its log-chromaticity
+    (log r/g, log b/g of the inner face's mean colour) from the line through neutral grey at SKIN_HUE.
 
-    Skin of every tone has nearly the same chromaticity (tones differ mostly in brightness), so a face
-    that is too orange, green or blue says the light was coloured."""
-    means = _inner(crop.rgb).reshape(-1, 3).mean(axis=0)
-    return float(np.linalg.norm(means / max(float(means.sum()), 1.0) - SKIN_CHROMATICITY))
+    Coloured light multiplies each channel by its own gain, which adds a constant to the log-chromaticity and
+    moves a face off that line, towards orange, green or blue. Skin tone and tone curves move a face along it:
+    more melanin, or the deepened mid-tones of a dim or contrast-boosted photo, scale both log ratios alike (the
+    same hue, more saturated). A distance from one fixed skin colour, measured before, read those as casts: 21 of
+    57 held-out gamma-darkened faces were told "strong colour cast" (docs/intake_quality.md)."""
+    r, g, b = (float(v) + 1.0 for v in _inner(crop.rgb).reshape(-1, 3).mean(axis=0))
+    return abs(math.log(r / g) * math.sin(SKIN_HUE) - math.log(b / g) * math.cos(SKIN_HUE))
 
 
 @dataclass(frozen=True)

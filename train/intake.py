@@ -199,7 +199,7 @@ def judge(m: quality.FaceMeasures, cfg: IntakeConfig) -> dict[str, Check]:
     checks["exposure"] = _exposure_check(m.exposure, m.photo_exposure, cfg, one_sided)
     if checks["exposure"].reason == "face too dark" and checks["backlight"].status != OK:
         checks["exposure"].advice = checks["backlight"].advice  # the light behind is what to change
-    lit = checks["exposure"].status == OK
+    lit = checks["exposure"].status != REJECT  # dim but not crushed: detail, colour and texture still read true
     covered = _covered(m.eye_flat, m.mouth_detail, cfg) if lit else []
     checks["occlusion"] = _occlusion_check(m.eye_flat, m.mouth_detail, covered)
     bare = lit and not covered
@@ -228,8 +228,12 @@ def _exposure_check(face: Optional[quality.Exposure], photo: quality.Exposure, c
     photo is the person's skin tone, or light behind them: `backlight`), or its shadows sink into black; unless
     the darkness is `one_sided` (a shadow across one cheek) and the best-lit skin still gets half the light it
     needs: then the light from one side is the cause, and side light says so. Overexposed: part of the face is
-    blown out to white, not merely bright. Without a face (`face` None), the photo alone: even its brightest
-    tones dark, or much of it blown out, is what hid the face."""
+    blown out to white, not merely bright. Dim (a warning): the face is not bright and nothing in the whole photo
+    comes near white in any channel; a photo that got enough light has something there (eye whites, a shirt, a
+    window), whatever the person's skin tone, so this tells a dim room from darker skin where the face's own light
+    cannot. Not when the darkness is `one_sided`: light from one side darkens half the frame, and side light says
+    so. Without a face (`face` None), the photo alone: even its brightest tones dark, or much of it blown out, is
+    what hid the face."""
     if face is None:
         value = {"photo_light": _r(photo.skin), "photo_highlights": _r(photo.highlights), "photo_clipped": _r(photo.clipped)}
         if photo.highlights < cfg.min_skin_light:
@@ -238,12 +242,15 @@ def _exposure_check(face: Optional[quality.Exposure], photo: quality.Exposure, c
             return Check(REJECT, value, "photo overexposed", "Step out of direct sun and turn the flash off; soft daylight is best.")
         return Check(OK, value)
     value = {"brightness": _r(face.mean), "skin_light": _r(face.skin), "photo_light": _r(photo.skin), "crushed": _r(face.crushed),
-             "clipped": _r(face.clipped)}
+             "clipped": _r(face.clipped), "photo_white": _r(photo.white)}
     dark = (face.skin < cfg.min_skin_light and photo.skin < cfg.min_photo_light) or face.crushed > cfg.max_crushed
+    more_light = "Move near a window facing you, or turn on more lights."
     if dark and not (one_sided and face.skin >= cfg.min_skin_light / 2):
-        return Check(REJECT, value, "face too dark", "Move near a window facing you, or turn on more lights.")
+        return Check(REJECT, value, "face too dark", more_light)
     if face.clipped > cfg.max_clipped:
         return Check(REJECT, value, "face overexposed", "Step out of direct sun and turn the flash off; soft daylight is best.")
+    if face.skin < cfg.dim_skin_light and photo.white < cfg.min_photo_white and not one_sided:
+        return Check(WARN, value, "face and photo dark (nothing in it near white: too little light)", more_light)
     return Check(OK, value)
 
 
