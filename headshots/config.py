@@ -321,6 +321,7 @@ class IntakeConfig:
     min_photo_white: float = 220.0  # ... the photo's brightest tones (99.9th percentile, brightest channel) are below this too: dim (warn)
     min_relative_light: float = 0.65  # best-lit skin / its median over the person's set (their own skin tone); below: darker than the rest
     min_relative_texture: float = 0.5  # skin grain / its median over the set; below on a sharp, lit face: smoothed (warn)
+    max_relative_colour: float = 0.4  # distance of the face's chromaticity from its median over the set; above: coloured light (warn)
     max_clipped: float = 0.03  # share of the face blown out to white (every channel >= 250); above: overexposed
     max_photo_clipped: float = 0.25  # share of the whole photo blown out, judged only when no face was found
     min_side_light: float = 0.65  # darker / brighter cheek (median luminance)
@@ -351,7 +352,7 @@ class IntakeConfig:
         for key in ("max_clipped", "max_photo_clipped", "max_crushed", "min_relative_light", "min_relative_texture", "min_side_light",
                     "min_acuity", "max_anisotropy", "duplicate_similarity", "max_sameness", "max_eye_flat", "min_mouth_detail"):
             _check(0.0 <= getattr(self, key) <= 1.0, f"intake.{key}", "must be between 0 and 1")
-        for key in ("min_texture", "max_backlight", "max_colour_cast", "max_yaw", "max_roll",
+        for key in ("min_texture", "max_backlight", "max_colour_cast", "max_relative_colour", "max_yaw", "max_roll",
                     "max_age_years", "smile_ratio"):
             _check(getattr(self, key) >= 0, f"intake.{key}", "must be >= 0")
         _check(-1.0 <= self.identity_threshold <= 1.0, "intake.identity_threshold", "must be between -1 and 1")

@@ -250,17 +250,26 @@ def backlight(image: Image.Image, face: Face) -> float:
     return float(grey[around].mean()) / max(float(grey[in_face].mean()), 1.0)
 
 
-def colour_cast(crop: FaceCrop) -> float:
-    """How far coloured light turned the face off the hue of skin: the distance of its log-chromaticity
-    (log r/g, log b/g of the inner face's mean colour) from the line through neutral grey at SKIN_HUE.
+def chromaticity(crop: FaceCrop) -> tuple[float, float]:
+    """(log r/g, log b/g) of the inner face's mean colour: the face's colour without its brightness. Coloured light
+    adds a constant to it (each channel's own gain); brightness does not move it."""
+    r, g, b = (float(v) + 1.0 for v in _inner(crop.rgb).reshape(-1, 3).mean(axis=0))
+    return math.log(r / g), math.log(b / g)
+
+
+def colour_cast(chroma: tuple[float, float]) -> float:
+    """How far coloured light turned the face off the hue of skin: the distance of its `chromaticity` from the
+    line through neutral grey at SKIN_HUE.
 
     Coloured light multiplies each channel by its own gain, which adds a constant to the log-chromaticity and
     moves a face off that line, towards orange, green or blue. Skin tone and tone curves move a face along it:
     more melanin, or the deepened mid-tones of a dim or contrast-boosted photo, scale both log ratios alike (the
     same hue, more saturated). A distance from one fixed skin colour, measured before, read those as casts: 21 of
-    57 held-out gamma-darkened faces were told "strong colour cast" (docs/intake_quality.md)."""
-    r, g, b = (float(v) + 1.0 for v in _inner(crop.rgb).reshape(-1, 3).mean(axis=0))
-    return abs(math.log(r / g) * math.sin(SKIN_HUE) - math.log(b / g) * math.cos(SKIN_HUE))
+    57 held-out gamma-darkened faces were told "strong colour cast" (docs/intake_quality.md). A warm lamp moves a
+    face mostly along the line too (orange skin looks like tanned skin), so one photo cannot tell it: the person's
+    other photos can (train.intake's RELATIVE, "relative_colour")."""
+    red, blue = chroma
+    return abs(red * math.sin(SKIN_HUE) - blue * math.cos(SKIN_HUE))
 
 
 @dataclass(frozen=True)
@@ -332,15 +341,15 @@ class FaceMeasures:
     mouth_detail: float
     focus: Focus  # the inner face, on `detail_crop`
     side_light: float
-    colour_cast: float
+    chroma: tuple[float, float]  # chromaticity(): colour_cast() of it, and the set's relative colour
     pose: Pose
 
     @classmethod
     def from_dict(cls, d: dict) -> "FaceMeasures":
         """The inverse of dataclasses.asdict, for stored measurements."""
         return cls(exposure=Exposure(**d["exposure"]), photo_exposure=Exposure(**d["photo_exposure"]), pose=Pose(**d["pose"]),
-                   focus=Focus(**{**d["focus"], "acuity": tuple(d["focus"]["acuity"])}),
-                   **{k: d[k] for k in ("background_to_face", "eye_flat", "mouth_detail", "side_light", "colour_cast")})
+                   focus=Focus(**{**d["focus"], "acuity": tuple(d["focus"]["acuity"])}), chroma=tuple(d["chroma"]),
+                   **{k: d[k] for k in ("background_to_face", "eye_flat", "mouth_detail", "side_light")})
 
 
 def measure(image: Image.Image, face: Face) -> FaceMeasures:
@@ -348,7 +357,7 @@ def measure(image: Image.Image, face: Face) -> FaceMeasures:
     crop, detail = face_crop(image, face), detail_crop(image, face)
     eye_flat, mouth_detail = occlusion(crop)
     return FaceMeasures(exposure(crop), photo_exposure(image), backlight(image, face), eye_flat, mouth_detail, focus(detail),
-                        side_light(crop), colour_cast(crop), pose(face))
+                        side_light(crop), chromaticity(crop), pose(face))
 
 
 def thumbnail(image: Image.Image) -> np.ndarray:

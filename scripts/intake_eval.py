@@ -433,11 +433,12 @@ def evaluate(labels: dict[str, dict[str, str]], reports: dict[str, dict]) -> dic
         "copy_scores": sorted(_similarity(p) for label, p in rows if label == "duplicate"),
         "shot_scores": sorted(((_similarity(p), p["file"]) for user, report in reports.items() if user.startswith("clean-")
                                for p in report["photos"] if "duplicate" in p["checks"]), reverse=True),
-        # set checks: each clean photo's measure over its person's median; the lowest is where a limit must stay under
-        "relative_lowest": {r.name: min(((p["checks"][r.check]["value"][r.name], p["file"]) for user, report in reports.items()
-                                         if user.startswith("clean-") for p in report["photos"]
-                                         if r.name in p.get("checks", {}).get(r.check, {}).get("value", {})), default=None)
-                            for r in RELATIVE},
+        # set checks: each clean photo against its person's median; the most extreme is where a limit must stay beyond
+        "relative_edge": {r.name: (max if r.by_distance else min)(((p["checks"][r.check]["value"][r.name], p["file"])
+                                                             for user, report in reports.items() if user.startswith("clean-")
+                                                             for p in report["photos"]
+                                                             if r.name in p.get("checks", {}).get(r.check, {}).get("value", {})), default=None)
+                          for r in RELATIVE},
     }
 
 
@@ -480,11 +481,11 @@ def write_markdown(result: dict, seconds: float, n_photos: int, out: Path, extra
         lines += ["", f"Duplicate scores (`same_shot`, threshold {cfg.duplicate_similarity}): re-saved copies vs their original "
                       f"{copies[0]:.3f}-{copies[-1]:.3f}; best match of each photo in the clean sets (no copies), highest: "
                       + ", ".join(f"{v:.3f} ({name})" for v, name in shots[:5]) + "."]
-    lowest = [f"`{name}` {v:.2f} ({file}; limit {getattr(cfg, 'min_' + name)})" for name, (v, file) in
-              ((n, low) for n, low in result["relative_lowest"].items() if low)]
-    if lowest:
-        lines += ["", "Set checks (a photo against the median of its person's set): lowest on the clean sets, "
-                      + ", ".join(lowest) + "."]
+    edges = [f"`{r.name}` {'highest' if r.by_distance else 'lowest'} {edge[0]:.2f} ({edge[1]}; limit "
+             f"{getattr(cfg, ('max_' if r.by_distance else 'min_') + r.name)})" for r in RELATIVE if (edge := result["relative_edge"][r.name])]
+    if edges:
+        lines += ["", "Set checks (a photo against the median of its person's set), the most extreme on the clean sets: "
+                      + ", ".join(edges) + "."]
     warned = ", ".join(f"{c} {n}" for c, n in result["clean_warned"].most_common())
     lines += ["", f"Warnings on clean photos (usable, with advice): {warned or 'none'}.", "", *NOTES, "",
               "Thresholds (configs/base.yaml, `intake:`): " + ", ".join(f"`{k}={v}`" for k, v in vars(cfg).items()) + ".", *extra]

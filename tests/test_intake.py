@@ -203,7 +203,7 @@ def test_coloured_light_is_a_colour_cast_but_a_tone_curve_on_darker_skin_is_not(
         face, rgb = analyzer.detect(image).subject, np.asarray(image, dtype=np.float32)
         variants = {"as taken": rgb, "tone curve": 255 * (rgb / 255) ** 2.2}
         variants.update({f"gains {g}": rgb * np.array(g) for g in ((1.25, 1.0, 0.55), (0.75, 1.15, 0.7), (0.7, 0.85, 1.35))})
-        measured = {k: quality.colour_cast(quality.face_crop(Image.fromarray(np.clip(v, 0, 255).astype(np.uint8)), face))
+        measured = {k: quality.colour_cast(quality.chromaticity(quality.face_crop(Image.fromarray(np.clip(v, 0, 255).astype(np.uint8)), face)))
                     for k, v in variants.items()}
         assert measured["as taken"] < limit and all(measured[k] > limit for k in measured if k.startswith("gains")), (photo, measured)
         if photo.startswith("georgia-tech/s02"):  # the darker face
@@ -384,7 +384,8 @@ def test_a_photo_much_darker_than_the_persons_others_is_named_whatever_their_ski
 def test_intake_names_what_one_photo_alone_cannot_beside_the_persons_others(make_config, faces_dir, analyzer):
     """End to end. A face in shade (half the light) while the room stays lit passes the per-photo check (a dark face
     in a lit photo may be skin tone); one pass of a beauty filter leaves a noisy video frame's grain above the
-    per-photo limit. Beside the person's other photos, each is the odd one out, for its own reason."""
+    per-photo limit; a warm lamp (blue at half, green at 3/4) only saturates the skin's own hue, as a tan would.
+    Beside the person's other photos, each is the odd one out, for its own reason."""
     cfg = make_config("carol")
     ws = Workspace.from_config(cfg)
     photos = sorted((faces_dir / "georgia-tech" / "s23").glob("*.jpg"))
@@ -393,7 +394,9 @@ def test_intake_names_what_one_photo_alone_cannot_beside_the_persons_others(make
     _in_shade(image, analyzer.detect(image).subject).save(ws.selfies / "z-dim.jpg", quality=92)
     image = load_rgb(photos[6])
     _bilateral(image, analyzer.detect(image).subject).save(ws.selfies / "z-smooth.jpg", quality=92)
-    for name, check in (("z-dim.jpg", "exposure"), ("z-smooth.jpg", "filter")):
+    warm = np.asarray(load_rgb(photos[7]), dtype=np.float32) * np.array([1.0, 0.75, 0.5])
+    Image.fromarray(warm.astype(np.uint8)).save(ws.selfies / "z-warm.jpg", quality=92)
+    for name, check in (("z-dim.jpg", "exposure"), ("z-smooth.jpg", "filter"), ("z-warm.jpg", "colour_cast")):
         alone, _, _ = assess_photo(ws.selfies / name, analyzer, cfg, NOW)
         assert alone.checks[check].status == "ok", alone.checks[check]
 
@@ -401,7 +404,8 @@ def test_intake_names_what_one_photo_alone_cannot_beside_the_persons_others(make
 
     assert photos["z-dim.jpg"].lead == ("exposure", "face much darker than in your other photos"), photos["z-dim.jpg"].reason
     assert photos["z-smooth.jpg"].lead[0] == "filter" and "smoother than in your other" in photos["z-smooth.jpg"].lead[1]
-    assert all(photos[p.name].checks[name].status == "ok" for p in mine for name in ("exposure", "filter"))
+    assert photos["z-warm.jpg"].lead == ("colour_cast", "colours unlike your other photos (coloured light)"), photos["z-warm.jpg"].reason
+    assert all(photos[p.name].checks[name].status == "ok" for p in mine for name in ("exposure", "filter", "colour_cast"))
 
 
 def test_too_few_or_two_people_is_not_usable(make_config, faces_dir, analyzer):

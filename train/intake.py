@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 from PIL import Image
@@ -212,7 +212,8 @@ def judge(m: quality.FaceMeasures, cfg: IntakeConfig) -> dict[str, Check]:
     clear = bare and not (shaken or soft)  # lit, uncovered, sharp: the finer checks below judge only such a face
     checks["side_light"] = _check(m.side_light < cfg.min_side_light and bare, {"dark_to_bright": _r(m.side_light)},
                                   "harsh shadow on one side of the face", "Face the window or light instead of having it beside you.", WARN)
-    checks["colour_cast"] = _check(m.colour_cast > cfg.max_colour_cast and clear, {"cast": _r(m.colour_cast)}, "strong colour cast",
+    cast = quality.colour_cast(m.chroma)
+    checks["colour_cast"] = _check(cast > cfg.max_colour_cast and clear, {"cast": _r(cast)}, "strong colour cast",
                                    "Use daylight rather than coloured or warm indoor lamps, and no colour filters.", WARN)
     # landmarks of covered eyes are the detector's guesses
     checks["pose"] = _pose_check(m.pose, cfg) if "eyes" not in covered else Check(OK, {})
@@ -372,17 +373,19 @@ def duplicate_checks(names: list[str], measured: list[Measured], cfg: IntakeConf
 @dataclass(frozen=True)
 class Relative:
     """A measure judged against the person's own other photos: what one photo cannot tell (a darker skin from a dim
-    room; a camera's or a skin's finer grain from a beauty filter) the set can, since face and skin are the
-    person's own. `name`: the photo's measure over the set's median, which fires below `intake.min_<name>`; added
-    to `check` only where that photo's own verdicts do not already name it or something that fakes it
-    (`explained_by`)."""
+    room; a camera's or a skin's finer grain from a beauty filter; tanned skin from a warm lamp) the set can, since
+    face and skin are the person's own. `name`: the photo's measure over the set's median, which fires below
+    `intake.min_<name>`; or, `by_distance`, the distance of the photo's measure (a vector) from the set's median,
+    which fires above `intake.max_<name>`. Added to `check` only where that photo's own verdicts do not already
+    name it or something that fakes it (`explained_by`)."""
 
     check: str
     name: str
-    measure: Callable[[quality.FaceMeasures], float]
+    measure: Callable[[quality.FaceMeasures], Union[float, tuple[float, ...]]]
     reason: str
     advice: str
     explained_by: tuple[str, ...]
+    by_distance: bool = False
 
 
 RELATIVE = (
@@ -392,6 +395,9 @@ RELATIVE = (
     Relative("filter", "relative_texture", lambda m: m.focus.texture, "skin much smoother than in your other photos "
              "(beauty filter or heavy processing)", "Turn off beauty mode and filters; send the photo as the camera took it.",
              ("filter", "exposure", "occlusion", "motion_blur", "sharpness")),  # light, a cover or blur lose grain too
+    Relative("colour_cast", "relative_colour", lambda m: m.chroma, "colours unlike your other photos (coloured light)",
+             "Retake it in daylight, like your other photos: no warm lamps, coloured lights or colour filters.",
+             ("colour_cast", "exposure", "backlight", "filter", "occlusion"), by_distance=True),  # light, filters, lenses shift colour too
 )
 
 
@@ -400,10 +406,16 @@ def relative_checks(measures: list[quality.FaceMeasures], relative: Relative, cf
     the person, not one photo."""
     if len(measures) < RELATIVE_MIN_PHOTOS:
         return {}
-    values = np.array([relative.measure(m) for m in measures])
-    ratios = values / max(float(np.median(values)), 1e-6)
-    limit = getattr(cfg, f"min_{relative.name}")
-    return {i: _check(ratio < limit, {relative.name: _r(ratio)}, relative.reason, relative.advice, WARN) for i, ratio in enumerate(ratios)}
+    values = np.array([relative.measure(m) for m in measures], dtype=np.float64)
+    median = np.median(values, axis=0)
+    if relative.by_distance:
+        scores, limit = np.linalg.norm((values - median).reshape(len(values), -1), axis=1), getattr(cfg, f"max_{relative.name}")
+        fired = scores > limit
+    else:
+        scores, limit = values / max(float(median), 1e-6), getattr(cfg, f"min_{relative.name}")
+        fired = scores < limit
+    return {i: _check(bool(bad), {relative.name: _r(score)}, relative.reason, relative.advice, WARN)
+            for i, (score, bad) in enumerate(zip(scores, fired))}
 
 
 def add_relative_checks(reports: list[PhotoReport], measures: list[quality.FaceMeasures], cfg: IntakeConfig) -> None:
