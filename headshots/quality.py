@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageChops
 
 from headshots.faces import Face
 
@@ -30,7 +30,7 @@ SIGNATURE_LOWPASS = 8.0  # sigma of the coarse shading removed from signatures, 
 # hue of facial skin in neutral light: the angle of (log r/g, log b/g) of the inner face, median over the clean
 # calibration photos of docs/intake_quality.md (-32 degrees; the held-out and ../shared clean photos: -26)
 SKIN_HUE = math.radians(-32.0)
-WHITE_SIDE = 512  # long side of the photo copy its brightest tones are read on (eye whites and catchlights survive)
+WHITE_SIDE = 512  # the photo's brightest tones are read on a copy at least this long (eye whites and catchlights survive)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _EXIF_IFD, _DATE_TIME_ORIGINAL, _DATE_TIME = 0x8769, 0x9003, 0x0132
 
@@ -217,11 +217,17 @@ def photo_exposure(image: Image.Image) -> Exposure:
     a photo that got too little light has nothing there, whatever the person's skin tone."""
     small = np.asarray(image.resize((THUMB * 2, THUMB * 2), Image.BILINEAR), dtype=np.float32)
     grey = small @ _LUMA
-    scale = min(WHITE_SIDE / max(image.size), 1.0)
-    larger = image.resize((max(round(image.width * scale), 1), max(round(image.height * scale), 1)), Image.BILINEAR)
-    white = float(np.percentile(np.asarray(larger).max(axis=-1), 99.9))
     return Exposure(float(grey.mean()), float(np.median(grey)), float(np.percentile(grey, 95)), float((grey <= CRUSHED).mean()),
-                    float((small.min(axis=-1) >= CLIPPED).mean()), white)
+                    float((small.min(axis=-1) >= CLIPPED).mean()), _white(image))
+
+
+def _white(image: Image.Image) -> float:
+    """99.9th percentile of each pixel's brightest channel, on a copy box-reduced to WHITE_SIDE..2 x WHITE_SIDE
+    (PIL in C, ~2 ms: a resample and a numpy max over channels cost 13 ms of the intake's ~120 ms per photo)."""
+    factor = max(1, max(image.size) // WHITE_SIDE)
+    r, g, b = (image.reduce(factor) if factor > 1 else image).split()
+    counts = np.cumsum(ImageChops.lighter(ImageChops.lighter(r, g), b).histogram())
+    return float(np.searchsorted(counts, 0.999 * counts[-1]))
 
 
 def side_light(crop: FaceCrop) -> float:
