@@ -270,7 +270,7 @@ def colour_cast(chroma: tuple[float, float]) -> float:
     Coloured light multiplies each channel by its own gain, which adds a constant to the log-chromaticity and
     moves a face off that line, towards orange, green or blue. Skin tone and tone curves move a face along it:
     more melanin, or the deepened mid-tones of a dim or contrast-boosted photo, scale both log ratios alike (the
-    same hue, more saturated). A distance from one fixed skin colour, measured before, read those as casts: 21 of
+    same hue, more saturated). A distance from one fixed skin colour, measured before, read those as casts: 16 of
     57 held-out gamma-darkened faces were told "strong colour cast" (docs/intake_quality.md). A warm lamp moves a
     face mostly along the line too (orange skin looks like tanned skin), so one photo cannot tell it: the person's
     other photos can (train.intake's RELATIVE, "relative_colour")."""
