@@ -6,7 +6,7 @@ its label. This re-runs only the verdicts (`train.intake.judge`, the same code t
 rejects and warnings; `--quantiles` prints where each measure sits on clean and on degraded photos.
 Read calibration results only: the held-out photos are for reporting, never for choosing a threshold.
 
-    PYTHONPATH=. .venv/bin/python scripts/intake_tune.py [--results outputs/intake_heldout/results-calibration.json] \
+    PYTHONPATH=. .venv/bin/python scripts/intake_tune.py [--results outputs/intake_heldout/results-all.json] \
         [--quantiles] [intake.min_texture=0.04 ...]
 """
 
@@ -17,16 +17,18 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from headshots.cli import print_error
 from headshots.config import load_config
 from headshots.errors import HeadshotsError
-from headshots.quality import FaceMeasures
+from headshots.quality import FaceMeasures, colour_cast
 from train.intake import PhotoReport, judge
 
 REPO = Path(__file__).resolve().parents[1]
+STORED = REPO / "outputs" / "intake_heldout"  # results-calibration.json (--only calibration) or results-all.json
 JUDGED_ELSEWHERE = ("decode", "age", "face", "resolution")  # checks made before `judge`
 
 
@@ -54,7 +56,9 @@ def _flat(measures: dict, prefix: str = "") -> dict[str, float]:
     for key, value in measures.items():
         if isinstance(value, dict):
             out.update(_flat(value, f"{prefix}{key}."))
-        elif isinstance(value, (list, tuple)):
+        elif isinstance(value, (list, tuple)) and len(value) <= 3:  # coordinates (chroma: log r/g, log b/g)
+            out.update({f"{prefix}{key}.{i}": float(v) for i, v in enumerate(value)})
+        elif isinstance(value, (list, tuple)):  # a spread (acuity over 12 directions)
             out[f"{prefix}{key}.min"], out[f"{prefix}{key}.max"] = min(value), max(value)
         else:
             out[prefix + key] = float(value)
@@ -65,8 +69,9 @@ def quantiles(rows: list[dict]) -> str:
     """Per measure, per label: the 5th, 50th and 95th percentiles (faces found only)."""
     by_label: dict[str, list[dict[str, float]]] = {}
     for row in rows:
-        if row["measures"]:
-            by_label.setdefault(row["label"], []).append(_flat(row["measures"]))
+        if row["measures"]:  # and the colour cast judged, which is derived from the stored chromaticity
+            flat = {**_flat(row["measures"]), "colour_cast": colour_cast(tuple(row["measures"]["chroma"]))}
+            by_label.setdefault(row["label"], []).append(flat)
     keys = list(next(iter(by_label.values()))[0])
     lines = []
     for key in keys:
@@ -77,18 +82,31 @@ def quantiles(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _stored(results: Optional[Path], group: str) -> list[dict]:
+    """The stored rows of `group`: from `results`, else from the first of STORED's result files that exists."""
+    candidates = [results] if results else [STORED / "results-calibration.json", STORED / "results-all.json"]
+    found = next((path for path in candidates if path.exists()), None)
+    if found is None:
+        raise HeadshotsError(f"no stored intake measurements at {' or '.join(map(str, candidates))}",
+                             "Run scripts/intake_heldout.py first (--only calibration is enough), or pass --results.")
+    stored = json.loads(found.read_text())
+    if group not in stored:
+        raise HeadshotsError(f"{found} holds no group {group!r} (it holds {', '.join(stored)})", "Pass --group with one of those.")
+    return stored[group]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=REPO / "outputs" / "intake_heldout" / "results-calibration.json")
+    parser.add_argument("--results", type=Path, help="stored results (default: the calibration or the full run's, under outputs/intake_heldout)")
     parser.add_argument("--group", default="calibration")
     parser.add_argument("--quantiles", action="store_true")
     parser.add_argument("overrides", nargs="*", help="intake.key=value")
     args = parser.parse_args()
     try:
         cfg = load_config("tune", overrides=args.overrides)
+        rows = _stored(args.results, args.group)
     except HeadshotsError as exc:
         sys.exit(print_error(exc))
-    rows = json.loads(args.results.read_text())[args.group]
     judged = [rejudge(row, cfg) for row in rows]
     if args.quantiles:
         print(quantiles(rows))

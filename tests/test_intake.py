@@ -454,14 +454,15 @@ def test_the_tuner_rejudges_stored_calibration_results(source, analyzer, make_co
     results.write_text(json.dumps({"calibration": rows}))
     repo = Path(__file__).resolve().parents[1]
 
-    def tune(*overrides: str) -> str:
-        run = subprocess.run([sys.executable, "scripts/intake_tune.py", "--results", str(results), *overrides], cwd=repo,
-                             capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(repo)})
-        assert run.returncode == 0, run.stderr
-        return run.stdout
+    def tune(*args: str, stored: Path = results) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "scripts/intake_tune.py", "--results", str(stored), *args], cwd=repo,
+                              capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(repo)})
 
-    assert "| eyes_covered | 1 | 1.00 |" in tune()
-    assert "skin looks smoothed" not in tune() and "skin looks smoothed" in tune("intake.min_texture=50")
+    assert "| eyes_covered | 1 | 1.00 |" in tune().stdout
+    assert "skin looks smoothed" not in tune().stdout and "skin looks smoothed" in tune("intake.min_texture=50").stdout
+    assert "colour_cast" in tune("--quantiles").stdout  # the judged value, derived from the stored chromaticity
+    missing = tune(stored=tmp_path / "none.json")
+    assert missing.returncode == 2 and "Run scripts/intake_heldout.py first" in missing.stderr, missing.stderr
 
 
 def test_the_heldout_evaluation_judges_each_photo_in_its_persons_set(faces_dir, analyzer, make_config, tmp_path):
