@@ -204,10 +204,10 @@ def exposure(crop: FaceCrop) -> Exposure:
     """Under- and overexposure by what light does to a face, not by its mean: a fair face at 193 with nothing
     clipped is bright, not overexposed; a darker face is judged by its best-lit skin and its shadows, and the
     intake also asks whether the whole scene is dark (`photo_exposure`), since skin tone alone darkens a face."""
-    inner = _inner(crop.grey)
+    inner, rgb = _inner(crop.grey), _inner(crop.rgb)
     skin = max((float(np.median(p)) for p in crop.skin()), default=float(np.median(inner)))
     return Exposure(float(inner.mean()), skin, float(np.percentile(inner, 95)), float((inner <= CRUSHED).mean()),
-                    float((_inner(crop.rgb).min(axis=-1) >= CLIPPED).mean()), float(np.percentile(_inner(crop.rgb).max(axis=-1), 99.9)))
+                    float((rgb.min(axis=-1) >= CLIPPED).mean()), float(np.percentile(rgb.max(axis=-1), 99.9)))
 
 
 def photo_exposure(image: Image.Image) -> Exposure:

@@ -171,12 +171,20 @@ def test_darker_skin_or_a_dark_backdrop_in_good_light_is_not_called_dark(photo, 
     assert report.checks["exposure"].status == "ok", report.checks["exposure"]
 
 
+def _heldout_script():
+    """scripts/intake_heldout.py as a module (a script, not a package): its sRGB helpers and its set table."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("intake_heldout", Path(__file__).resolve().parents[1] / "scripts" / "intake_heldout.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _stops(image: Image.Image, stops: float) -> Image.Image:
     """Exposure changed in linear light, as a camera given less (or more) light records it."""
-    x = np.asarray(image, dtype=np.float32) / 255
-    linear = np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4) * 2.0 ** stops
-    x = np.clip(np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055), 0, 1)
-    return Image.fromarray((x * 255 + 0.5).astype(np.uint8))
+    heldout = _heldout_script()
+    return heldout._srgb(heldout._linear(image) * 2.0 ** stops)
 
 
 def test_a_photo_that_got_too_little_light_is_named_dim_whatever_the_skin_tone(faces_dir, analyzer, make_config, tmp_path):
@@ -468,13 +476,9 @@ def test_the_tuner_rejudges_stored_calibration_results(source, analyzer, make_co
 def test_the_heldout_evaluation_judges_each_photo_in_its_persons_set(faces_dir, analyzer, make_config, tmp_path):
     """scripts/intake_heldout.py's set table: people from the pair lists beside the photos (deepface's format), each
     degraded photo judged beside its person's clean ones. A face in shade passes alone and is named in the set."""
-    import importlib.util
     from dataclasses import asdict
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "intake_heldout.py"
-    spec = importlib.util.spec_from_file_location("intake_heldout", script)
-    heldout = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(heldout)
+    heldout = _heldout_script()
     photos = sorted((faces_dir / "georgia-tech" / "s23").glob("*.jpg"))[:5]
     same = "".join(f"dataset/{a.stem}.jpg,dataset/{b.stem}.jpg,Yes\n" for a, b in zip(photos, photos[1:]))
     (tmp_path / "pairs.csv").write_text(f"file_x,file_y,Decision\n{same}{photos[0].stem}.jpg,other.jpg,No\n")

@@ -38,6 +38,7 @@ from headshots.workspace import Workspace
 
 OK, WARN, REJECT = "ok", "warn", "reject"
 _RANK = {OK: 0, WARN: 1, REJECT: 2}
+MORE_LIGHT = "Move near a window facing you, or turn on more lights."  # the advice for every kind of too little light
 PREVIEW_SIDE = 240  # px, the thumbnails in intake.html and on the app's upload tab
 MAX_WORKERS = 4  # photo-checking threads: more add nothing on top of torch's own threads (docs/benchmarks.md, Intake)
 RELATIVE_MIN_PHOTOS = 4  # faces a set needs before its medians stand for the person (their skin tone, their skin's grain)
@@ -238,20 +239,19 @@ def _exposure_check(face: Optional[quality.Exposure], photo: quality.Exposure, c
     if face is None:
         value = {"photo_light": _r(photo.skin), "photo_highlights": _r(photo.highlights), "photo_clipped": _r(photo.clipped)}
         if photo.highlights < cfg.min_skin_light:
-            return Check(REJECT, value, "photo too dark", "Move near a window facing you, or turn on more lights.")
+            return Check(REJECT, value, "photo too dark", MORE_LIGHT)
         if photo.clipped > cfg.max_photo_clipped:
             return Check(REJECT, value, "photo overexposed", "Step out of direct sun and turn the flash off; soft daylight is best.")
         return Check(OK, value)
     value = {"brightness": _r(face.mean), "skin_light": _r(face.skin), "photo_light": _r(photo.skin), "crushed": _r(face.crushed),
              "clipped": _r(face.clipped), "photo_white": _r(photo.white)}
     dark = (face.skin < cfg.min_skin_light and photo.skin < cfg.min_photo_light) or face.crushed > cfg.max_crushed
-    more_light = "Move near a window facing you, or turn on more lights."
     if dark and not (one_sided and face.skin >= cfg.min_skin_light / 2):
-        return Check(REJECT, value, "face too dark", more_light)
+        return Check(REJECT, value, "face too dark", MORE_LIGHT)
     if face.clipped > cfg.max_clipped:
         return Check(REJECT, value, "face overexposed", "Step out of direct sun and turn the flash off; soft daylight is best.")
     if face.skin < cfg.dim_skin_light and photo.white < cfg.min_photo_white and not one_sided:
-        return Check(WARN, value, "face and photo dark (nothing in it near white: too little light)", more_light)
+        return Check(WARN, value, "face and photo dark (nothing in it near white: too little light)", MORE_LIGHT)
     return Check(OK, value)
 
 
@@ -420,8 +420,8 @@ def relative_checks(measures: list[quality.FaceMeasures], relative: Relative, cf
 
 def add_relative_checks(reports: list[PhotoReport], measures: list[quality.FaceMeasures], cfg: IntakeConfig) -> None:
     """Every RELATIVE check into the photos' verdicts (`reports` and `measures` in the same order), light first:
-    a photo already judged on its own keeps that verdict. The ratio is recorded in the check's values either way
-    (intake.json; scripts/intake_eval.py reports its spread on clean sets)."""
+    a photo already judged on its own keeps that verdict. The ratio or distance is recorded in the check's values
+    either way (intake.json; scripts/intake_eval.py reports its spread on clean sets)."""
     for relative in RELATIVE:
         for k, check in relative_checks(measures, relative, cfg).items():
             report, own = reports[k], reports[k].checks[relative.check]
@@ -542,8 +542,8 @@ def _assess_all(paths: list[Path], analyzer: FaceAnalyzer, cfg: Config, now: dat
 
 def _set_checks(photos: list[PhotoReport], measured: dict[int, Measured], analyzer: FaceAnalyzer,
                 cfg: IntakeConfig, timings: Optional[Timings]) -> list[int]:
-    """Duplicates, light and skin grain relative to the person's other photos, and identity across the photos with a usable
-    face; returns a split set's outliers."""
+    """Duplicates, the RELATIVE checks (each photo against the person's other photos), and identity across the photos
+    with a usable face; returns a split set's outliers."""
     if not measured:
         return []
     index = sorted(measured)
