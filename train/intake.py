@@ -42,12 +42,15 @@ MORE_LIGHT = "Move near a window facing you, or turn on more lights."  # the adv
 PREVIEW_SIDE = 240  # px, the thumbnails in intake.html and on the app's upload tab
 MAX_WORKERS = 4  # photo-checking threads: more add nothing on top of torch's own threads (docs/benchmarks.md, Intake)
 RELATIVE_MIN_PHOTOS = 4  # faces a set needs before its medians stand for the person (their skin tone, their skin's grain)
-# Checks in causal order: when several fire at one severity, the verdict leads with the earliest, the one that
-# explains the others (light or a cover that hid the face explains "no face found"; a tiny face explains lost detail; a cover
-# or a smear explains lost focus and texture). Pose, duplicates, identity and age explain nothing else: a head tilted in a
-# smoothed photo does not explain the smoothing (putting pose first cost calibration recall on filter and colour cast).
+# Checks in causal order: when several rejections fire, the verdict leads with the earliest, the one that explains the
+# others (light or a cover that hid the face explains "no face found"; a tiny face explains lost detail; a cover or a
+# smear explains lost focus and texture).
 CAUSES = ("decode", "exposure", "occlusion", "face", "resolution", "backlight", "motion_blur", "sharpness", "side_light",
           "colour_cast", "filter", "pose", "duplicate", "identity", "age")
+# Warnings are independent findings (a tilt, a shadow, a colour, smoothed skin, a date, a pixel count: `judge` already
+# withholds one that an earlier cause would fake), so they lead by how far each is past its limit (`Check.excess`):
+# a limit sits at the edge of clean photos, so a photo's real, mild tilt or low resolution just past it does not hide
+# the strong smoothing or colour cast it also has, nor the other way round. Ties keep the causal order.
 FACE_PROBLEMS = {
     "no_face": ("no face found", "Make sure your whole face is in the picture, well lit and facing the camera."),
     "several_faces": ("more than one face", "Take a photo of you alone, or crop the other people out."),
@@ -63,6 +66,7 @@ class Check:
     value: dict
     reason: Optional[str] = None
     advice: Optional[str] = None
+    excess: float = 1.0  # how far a fired warning's measure is past its limit, as a multiple of it: orders warnings
 
 
 @dataclass
@@ -75,9 +79,11 @@ class PhotoReport:
     checks: dict[str, Check] = field(default_factory=dict)
 
     def problems(self) -> list[tuple[str, Check]]:
-        """Checks that fired, the verdict's severity first, then in causal order (CAUSES)."""
+        """Checks that fired, the verdict's severity first: rejections in causal order (CAUSES), then warnings, the
+        furthest past its limit first."""
         fired = [(name, c) for name, c in self.checks.items() if c.status != OK]
-        return sorted(fired, key=lambda nc: (-_RANK[nc[1].status], CAUSES.index(nc[0]) if nc[0] in CAUSES else len(CAUSES)))
+        return sorted(fired, key=lambda nc: (-_RANK[nc[1].status], -nc[1].excess if nc[1].status == WARN else 0.0,
+                                             CAUSES.index(nc[0]) if nc[0] in CAUSES else len(CAUSES)))
 
     @property
     def lead(self) -> Optional[tuple[str, str]]:
@@ -155,8 +161,18 @@ def _timed(timings: Optional[Timings], name: str) -> Iterator[None]:
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
 
-def _check(bad: bool, value: dict, reason: str, advice: str, severity: str = REJECT) -> Check:
-    return Check(severity, value, reason, advice) if bad else Check(OK, value)
+def _check(bad: bool, value: dict, reason: str, advice: str, severity: str = REJECT, excess: float = 1.0) -> Check:
+    return Check(severity, value, reason, advice, _r(excess)) if bad else Check(OK, value)
+
+
+def _over(value: float, limit: float) -> float:
+    """How many times a measure that must stay below `limit` exceeds it."""
+    return value / max(limit, 1e-9)
+
+
+def _under(value: float, limit: float) -> float:
+    """How many times a measure that must stay above `limit` falls short of it."""
+    return limit / max(value, 1e-9)
 
 
 def _r(value: float) -> float:
@@ -180,7 +196,8 @@ def resolution_check(face: Face, scale: float, cfg: Config) -> Check:
                      "Use the original photo from your phone, not a screenshot or a messaging-app copy, and step closer.")
     if crop < cfg.intake.warn_crop_fraction * cfg.model.resolution:
         return Check(WARN, value, f"low resolution (face area {crop:.0f} px, will be upscaled to {cfg.model.resolution})",
-                     "Send the original full-size photo, or take one a little closer.")
+                     "Send the original full-size photo, or take one a little closer.",
+                     _r(_under(crop, cfg.intake.warn_crop_fraction * cfg.model.resolution)))
     return Check(OK, value)
 
 
@@ -195,7 +212,8 @@ def judge(m: quality.FaceMeasures, cfg: IntakeConfig) -> dict[str, Check]:
     checks: dict[str, Check] = {}
     checks["backlight"] = _check(m.background_to_face > cfg.max_backlight, {"background_to_face": _r(m.background_to_face)},
                                  "backlit: bright behind you, face in shadow",
-                                 "Turn around so the window or sun is in front of you, not behind.", WARN)
+                                 "Turn around so the window or sun is in front of you, not behind.", WARN,
+                                 _over(m.background_to_face, cfg.max_backlight))
     one_sided = m.side_light < cfg.min_side_light  # a shadow across one side darkens face and frame: side light's to say
     checks["exposure"] = _exposure_check(m.exposure, m.photo_exposure, cfg, one_sided)
     if checks["exposure"].reason == "face too dark" and checks["backlight"].status != OK:
@@ -212,16 +230,19 @@ def judge(m: quality.FaceMeasures, cfg: IntakeConfig) -> dict[str, Check]:
                                  "Tap your face on the screen to focus, and make sure the lens is clean.")
     clear = bare and not (shaken or soft)  # lit, uncovered, sharp: the finer checks below judge only such a face
     checks["side_light"] = _check(m.side_light < cfg.min_side_light and bare, {"dark_to_bright": _r(m.side_light)},
-                                  "harsh shadow on one side of the face", "Face the window or light instead of having it beside you.", WARN)
+                                  "harsh shadow on one side of the face", "Face the window or light instead of having it beside you.", WARN,
+                                  _under(m.side_light, cfg.min_side_light))
     cast = quality.colour_cast(m.chroma)
     checks["colour_cast"] = _check(cast > cfg.max_colour_cast and clear, {"cast": _r(cast)}, "strong colour cast",
-                                   "Use daylight rather than coloured or warm indoor lamps, and no colour filters.", WARN)
+                                   "Use daylight rather than coloured or warm indoor lamps, and no colour filters.", WARN,
+                                   _over(cast, cfg.max_colour_cast))
     # landmarks of covered eyes are the detector's guesses
     checks["pose"] = _pose_check(m.pose, cfg) if "eyes" not in covered else Check(OK, {})
     # fine skin texture gone while the edges stay sharp: smoothed by a filter, not out of focus (nor a mask)
     checks["filter"] = _check(clear and m.focus.texture < cfg.min_texture, {"texture": _r(m.focus.texture)},
                               "skin looks smoothed (beauty filter or heavy processing)",
-                              "Turn off beauty mode and filters; send the photo as the camera took it.", WARN)
+                              "Turn off beauty mode and filters; send the photo as the camera took it.", WARN,
+                              _under(m.focus.texture, cfg.min_texture))
     return checks
 
 
@@ -251,7 +272,8 @@ def _exposure_check(face: Optional[quality.Exposure], photo: quality.Exposure, c
     if face.clipped > cfg.max_clipped:
         return Check(REJECT, value, "face overexposed", "Step out of direct sun and turn the flash off; soft daylight is best.")
     if face.skin < cfg.dim_skin_light and photo.white < cfg.min_photo_white and not one_sided:
-        return Check(WARN, value, "face and photo dark (nothing in it near white: too little light)", MORE_LIGHT)
+        excess = min(_under(face.skin, cfg.dim_skin_light), _under(photo.white, cfg.min_photo_white))  # both must hold
+        return Check(WARN, value, "face and photo dark (nothing in it near white: too little light)", MORE_LIGHT, _r(excess))
     return Check(OK, value)
 
 
@@ -266,7 +288,9 @@ def _pose_check(p: quality.Pose, cfg: IntakeConfig) -> Check:
         problems.append(("head or camera tilted", "Keep your head upright and hold the phone straight."))
     if not problems:
         return Check(OK, value)
-    return Check(WARN, value, ", ".join(r for r, _ in problems), " ".join(a for _, a in problems))
+    centre, half = (cfg.max_pitch + cfg.min_pitch) / 2, (cfg.max_pitch - cfg.min_pitch) / 2
+    excess = max(_over(abs(p.yaw), cfg.max_yaw), _over(abs(p.pitch - centre), half), _over(abs(p.roll), cfg.max_roll))
+    return Check(WARN, value, ", ".join(r for r, _ in problems), " ".join(a for _, a in problems), _r(excess))
 
 
 def why_no_face(image: Image.Image, doubted: list[Face], cfg: IntakeConfig) -> dict[str, Check]:
@@ -302,7 +326,8 @@ def age_check(path: Path, cfg: IntakeConfig, now: datetime) -> Check:
         return Check(OK, {"taken": None})
     years = (now - taken).days / 365.25
     return _check(years > cfg.max_age_years, {"taken": taken.isoformat(), "years": round(years, 1)},
-                  f"taken {years:.0f} years ago", "Use recent photos (from the last year or two) so the result looks like you now.", WARN)
+                  f"taken {years:.0f} years ago", "Use recent photos (from the last year or two) so the result looks like you now.", WARN,
+                  _over(years, cfg.max_age_years))
 
 
 def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
@@ -410,12 +435,12 @@ def relative_checks(measures: list[quality.FaceMeasures], relative: Relative, cf
     median = np.median(values, axis=0)
     if relative.by_distance:
         scores, limit = np.linalg.norm((values - median).reshape(len(values), -1), axis=1), getattr(cfg, f"max_{relative.name}")
-        fired = scores > limit
+        fired, excess = scores > limit, [_over(score, limit) for score in scores]
     else:
         scores, limit = values / max(float(median), 1e-6), getattr(cfg, f"min_{relative.name}")
-        fired = scores < limit
-    return {i: _check(bool(bad), {relative.name: _r(score)}, relative.reason, relative.advice, WARN)
-            for i, (score, bad) in enumerate(zip(scores, fired))}
+        fired, excess = scores < limit, [_under(score, limit) for score in scores]
+    return {i: _check(bool(bad), {relative.name: _r(score)}, relative.reason, relative.advice, WARN, over)
+            for i, (score, bad, over) in enumerate(zip(scores, fired, excess))}
 
 
 def add_relative_checks(reports: list[PhotoReport], measures: list[quality.FaceMeasures], cfg: IntakeConfig) -> None:
@@ -427,7 +452,7 @@ def add_relative_checks(reports: list[PhotoReport], measures: list[quality.FaceM
             report, own = reports[k], reports[k].checks[relative.check]
             explained = any(report.checks[name].status != OK for name in relative.explained_by if name in report.checks)
             if check.status != OK and not explained:
-                report.add(relative.check, Check(check.status, {**own.value, **check.value}, check.reason, check.advice))
+                report.add(relative.check, Check(check.status, {**own.value, **check.value}, check.reason, check.advice, check.excess))
             else:
                 own.value.update(check.value)
 
