@@ -20,10 +20,10 @@ endif
 TINY_MODEL := models/tiny-sdxl
 COMMON = --user $(USER) --profile $(PROFILE) run=$(RUN)
 
-.PHONY: app batch setup lock demo test test-all intake prepare train infer purge tiny-model bench face-eval help check-user
+.PHONY: app batch setup lock demo test test-all lint intake prepare train infer purge tiny-model bench face-eval help check-user
 
 help:
-	@echo "make setup | lock | demo | test | test-all | intake/prepare/train/infer/purge USER=name [PROFILE=tiny] | batch USERS=a,b | app [PROFILE=tiny] | bench"
+	@echo "make setup | lock | demo | test | test-all | lint | intake/prepare/train/infer/purge USER=name [PROFILE=tiny] | batch USERS=a,b | app [PROFILE=tiny] | bench"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -76,6 +76,10 @@ test:
 
 test-all:
 	$(BIN)/python -m pytest $(ARGS)
+
+# ruff, at the version in the lock (its default rules: pyflakes, pycodestyle errors, pyupgrade and more).
+lint:
+	$(BIN)/ruff check .
 
 check-user:
 	@test -n "$(USER)" || { echo "error: say whose photos, e.g. make train USER=alice"; exit 2; }

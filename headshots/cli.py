@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from headshots.config import Config, load_config
 from headshots.errors import HeadshotsError

@@ -11,9 +11,10 @@ model is loaded. The resolved config is saved next to every artifact it produced
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -45,9 +46,9 @@ class PathsConfig:
 @dataclass
 class ModelConfig:
     pretrained: str = MISSING  # hub id ("stabilityai/stable-diffusion-xl-base-1.0") or local folder
-    revision: Optional[str] = None
-    variant: Optional[str] = None  # e.g. "fp16" to download half-size weights
-    vae: Optional[str] = None  # e.g. "madebyollin/sdxl-vae-fp16-fix": SDXL's own VAE overflows in fp16
+    revision: str | None = None
+    variant: str | None = None  # e.g. "fp16" to download half-size weights
+    vae: str | None = None  # e.g. "madebyollin/sdxl-vae-fp16-fix": SDXL's own VAE overflows in fp16
     resolution: int = 1024
 
     def __post_init__(self) -> None:
@@ -113,7 +114,7 @@ class PriorConfig:
     prompt: str = "a photo of a {class_noun}"
     # A folder of class photos to use as they are; empty: the base model generates `num_images`
     # once, cached under paths.cache_root and shared by every user of the same model and prompt.
-    images: Optional[str] = None
+    images: str | None = None
     num_images: int = 100
     sampling_steps: int = 30  # denoising steps for generated class images
 
@@ -129,11 +130,11 @@ class ValidationConfig:
     the person's selfies, so the curve shows when likeness peaks (or the adapter overfits)."""
 
     every: int = 0  # steps between validations; 0 turns validation off
-    prompts: List[str] = field(default_factory=lambda: [
+    prompts: list[str] = field(default_factory=lambda: [
         "professional headshot photo of {trigger} {class_noun}, business attire, neutral studio background",
         "photo of {trigger} {class_noun} smiling, outdoors, natural light",
     ])
-    seeds: List[int] = field(default_factory=lambda: [0, 1])  # one image per prompt and seed
+    seeds: list[int] = field(default_factory=lambda: [0, 1])  # one image per prompt and seed
     sampling_steps: int = 25
     guidance_scale: float = 5.0
 
@@ -157,8 +158,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     max_grad_norm: float = 1.0
     rank: int = 16
-    alpha: Optional[float] = None  # None => alpha = rank (scale 1)
-    target_modules: List[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    alpha: float | None = None  # None => alpha = rank (scale 1)
+    target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
     mixed_precision: str = "bf16"  # no | fp16 | bf16
     gradient_checkpointing: bool = False
     # torch.compile the trained models through Accelerate (TorchDynamo + inductor): a one-time compile when
@@ -167,12 +168,12 @@ class TrainConfig:
     noise_offset: float = 0.0
     face_loss_weight: float = 1.0  # >1 weights the loss inside the face box more (1 = plain MSE)
     cache_encodings: bool = True  # encode photos and captions once instead of every step
-    min_snr_gamma: Optional[float] = None  # e.g. 5.0; None disables min-SNR weighting
+    min_snr_gamma: float | None = None  # e.g. 5.0; None disables min-SNR weighting
     # The text side (train/text.py), off by default: LoRA on both CLIP text encoders, and pivotal
     # tuning (new tokens <s0><s1>... for the person, replacing the trigger word in every caption).
     text_encoder_lora: bool = False
-    text_encoder_rank: Optional[int] = None  # None: train.rank
-    text_encoder_lr: Optional[float] = None  # None: train.learning_rate
+    text_encoder_rank: int | None = None  # None: train.rank
+    text_encoder_lr: float | None = None  # None: train.learning_rate
     pivotal_tuning: bool = False
     pivotal_tokens: int = 2
     embedding_lr: float = 1e-3  # learning rate of the new token vectors
@@ -210,9 +211,9 @@ class WandbConfig:
     # auto: online when a W&B key is configured (WANDB_API_KEY or `wandb login`), offline files otherwise.
     mode: str = "auto"  # auto | online | offline | disabled
     project: str = "headshots"
-    entity: Optional[str] = None
+    entity: str | None = None
     log_images: bool = False  # images of a person's face leave the machine only if this is turned on
-    group: Optional[str] = None  # W&B run group; the batch runner sets batch-<id> so one batch's runs sit together
+    group: str | None = None  # W&B run group; the batch runner sets batch-<id> so one batch's runs sit together
 
     def __post_init__(self) -> None:
         _one_of(self.mode, "wandb.mode", ("auto", "online", "offline", "disabled"))
@@ -227,7 +228,7 @@ class DetailConfig:
     crop_scale: float = 2.0  # the square crop's side / the face box's longer side (context for the inpainting)
     strength: float = 0.4  # how much of the denoising is redone: low keeps the face's shape, high re-invents it
     steps: int = 30  # the pipeline runs steps x strength of them
-    guidance_scale: Optional[float] = None  # None: infer.guidance_scale
+    guidance_scale: float | None = None  # None: infer.guidance_scale
     dilate: float = 0.15  # the mask's ellipse is the face box grown by this share of its size
     feather: float = 0.3  # the mask fades to 0 over this share of the ellipse's radius, inside its edge
 
@@ -241,8 +242,8 @@ class DetailConfig:
 
 @dataclass
 class InferConfig:
-    styles: List[str] = field(default_factory=lambda: ["linkedin", "corporate", "executive"])  # names or YAML paths
-    style_overrides: Dict[str, str] = field(default_factory=dict)  # e.g. {background: "white wall"}, all styles
+    styles: list[str] = field(default_factory=lambda: ["linkedin", "corporate", "executive"])  # names or YAML paths
+    style_overrides: dict[str, str] = field(default_factory=dict)  # e.g. {background: "white wall"}, all styles
     images_per_style: int = 4
     steps: int = 30
     guidance_scale: float = 5.0
@@ -250,7 +251,7 @@ class InferConfig:
     batch_size: int = 2
     seed: int = 0
     adapter: str = "last"  # last: outputs/<user>/<run>/adapter; best: adapter-best (train.validation's pick)
-    scheduler: Optional[str] = None  # euler, euler_a, dpmpp_2m, dpmpp_2m_karras, ... (headshots/schedulers.py); None: the model's own
+    scheduler: str | None = None  # euler, euler_a, dpmpp_2m, dpmpp_2m_karras, ... (headshots/schedulers.py); None: the model's own
     # Merge the adapter into the UNet weights once, so sampling runs the plain UNet (no per-layer LoRA
     # work); false keeps the separate LoRA layers (same images within rounding).
     fuse_lora: bool = True
@@ -259,9 +260,9 @@ class InferConfig:
     compile: bool = False
     # SDXL refiner ("ensemble of experts"), hub id or local folder, e.g. stabilityai/stable-diffusion-xl-refiner-1.0:
     # the base runs the first `refiner_start` of the denoising, the refiner the rest. None: base only.
-    refiner: Optional[str] = None
+    refiner: str | None = None
     refiner_start: float = 0.8
-    export_files: List[str] = field(default_factory=list)  # files in samples/ to export; empty: every kept image
+    export_files: list[str] = field(default_factory=list)  # files in samples/ to export; empty: every kept image
     detail: DetailConfig = field(default_factory=DetailConfig)
 
     def __post_init__(self) -> None:
@@ -279,12 +280,12 @@ class FilterConfig:
     # Global floor of the cosine similarity of FaceNet embeddings: no person's threshold goes below it.
     # None: the calibrated threshold of face.weights at face.crop_margin (headshots/face_calibration.json,
     # docs/face_similarity.md); set a number only for weights you measured yourself.
-    threshold: Optional[float] = None
+    threshold: float | None = None
     # Per-person threshold = max(threshold, loo_fraction x the mean leave-one-out similarity of the
     # person's own reference photos), measured in docs/face_similarity.md. 0 turns calibration off.
     loo_fraction: float = 0.75
-    eye_distance: List[float] = field(default_factory=lambda: [0.25, 0.65])  # eye distance / face width, min and max
-    face_width: List[float] = field(default_factory=lambda: [0.12, 0.65])  # face width / image width, min and max
+    eye_distance: list[float] = field(default_factory=lambda: [0.25, 0.65])  # eye distance / face width, min and max
+    face_width: list[float] = field(default_factory=lambda: [0.12, 0.65])  # face width / image width, min and max
     edge_margin: float = 0.1  # free space above and beside the face box, as a fraction of the face size
     check_glasses: bool = True  # glasses on the output must match the selfies (infer/review.py)
     glasses_threshold: float = 0.6  # nose-bridge edge score above which a face wears glasses
@@ -441,8 +442,8 @@ def _load_yaml(path: Path) -> Any:
 
 def load_config(
     user: str,
-    profile: Optional[str] = None,
-    config_file: Optional[str | Path] = None,
+    profile: str | None = None,
+    config_file: str | Path | None = None,
     overrides: Sequence[str] = (),
 ) -> Config:
     """Compose, validate and return the config for `user`.

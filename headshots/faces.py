@@ -8,10 +8,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -93,8 +93,8 @@ class Detection:
     """What a photo holds: the subject's face (if usable) and why not otherwise."""
 
     faces: list[Face] = field(default_factory=list)  # confident faces, subject first
-    subject: Optional[Face] = None
-    problem: Optional[str] = None  # "no_face" | "several_faces" | "face_too_small"
+    subject: Face | None = None
+    problem: str | None = None  # "no_face" | "several_faces" | "face_too_small"
     # Found by MTCNN but below `face.min_confidence`, most likely subject first. Never used as a face; they let
     # the intake say why a face went unseen (sunglasses or a hand over the eyes make MTCNN doubt a real face).
     unsure: list[Face] = field(default_factory=list)
@@ -124,7 +124,7 @@ class FaceAnalyzer:
         self.embedder = load_embedder(cfg.weights, self.device) if with_embedder else None
 
     # -- detection ----------------------------------------------------------------------------
-    def detect(self, image: Image.Image, max_side: Optional[int] = None) -> Detection:
+    def detect(self, image: Image.Image, max_side: int | None = None) -> Detection:
         """Find faces, choose the subject deliberately (`subject_score`), judge usability (`judge`).
 
         Detection runs on a copy at most `max_side` (default `face.detect_max_side`) pixels long:
@@ -132,7 +132,7 @@ class FaceAnalyzer:
         """
         return self._judge(image, self._run(self.detector, image, max_side))
 
-    def doubted_faces(self, image: Image.Image, detection: Detection, max_side: Optional[int] = None) -> list[Face]:
+    def doubted_faces(self, image: Image.Image, detection: Detection, max_side: int | None = None) -> list[Face]:
         """For a photo where `detect` found no face: the faces MTCNN would not vouch for, most likely subject
         first: `detection.unsure`, else those of a second pass at DOUBT_THRESHOLDS. Never a face to train on;
         they let the intake say what hid a face that was there (sunglasses or a hand over the eyes cost MTCNN's
@@ -141,10 +141,10 @@ class FaceAnalyzer:
             return detection.unsure
         return by_subject(self._run(self.doubting_detector, image, max_side), image.size)
 
-    def detect_batch(self, images: Sequence[Image.Image], max_side: Optional[int] = None) -> list[Detection]:
+    def detect_batch(self, images: Sequence[Image.Image], max_side: int | None = None) -> list[Detection]:
         """`detect` for many photos: same-size images go through MTCNN as one batch, 1.9x the throughput
         on a CPU for 1024 px outputs (docs/benchmarks.md, Scoring). Same subject choice and verdicts."""
-        detections: list[Optional[Detection]] = [None] * len(images)
+        detections: list[Detection | None] = [None] * len(images)
         by_size: dict[tuple[int, int], list[int]] = {}
         for index, image in enumerate(images):
             by_size.setdefault(image.size, []).append(index)
@@ -157,7 +157,7 @@ class FaceAnalyzer:
                 detections[i] = self._judge(images[i], self._faces(b, p, lm, scale))
         return detections  # type: ignore[return-value]
 
-    def _run(self, detector, image: Image.Image, max_side: Optional[int]) -> list[Face]:
+    def _run(self, detector, image: Image.Image, max_side: int | None) -> list[Face]:
         """Every face `detector` (one of this analyzer's MTCNNs) finds on a copy at most `max_side` (default
         `face.detect_max_side`) px long."""
         scale = min(1.0, (max_side or self.cfg.detect_max_side) / max(image.size))
@@ -206,11 +206,11 @@ class FaceAnalyzer:
         return [detection for batch in batches for detection in self.detect_batch(batch)]
 
     def similarity_rows(self, images: Sequence[Image.Image], detections: Sequence[Detection],
-                        references: torch.Tensor) -> list[Optional[torch.Tensor]]:
+                        references: torch.Tensor) -> list[torch.Tensor | None]:
         """Similarities of each image's subject to every reference (None without a face), one embed batch."""
         found = [i for i, d in enumerate(detections) if d.subject is not None]
         embeddings = self.embed([images[i] for i in found], [detections[i].subject for i in found])
-        rows: list[Optional[torch.Tensor]] = [None] * len(images)
+        rows: list[torch.Tensor | None] = [None] * len(images)
         for i, row in zip(found, cosine_similarity(embeddings, references) if found else []):
             rows[i] = row
         return rows
@@ -257,7 +257,7 @@ class Calibration:
     score at or above `threshold` at rate `far`, pairs of the same person at rate `tar` (on `benchmark`)."""
 
     name: str
-    sha256: Optional[str]  # of the file measured; None when measured through the facenet-pytorch name only
+    sha256: str | None  # of the file measured; None when measured through the facenet-pytorch name only
     crop_margin: int
     threshold: float
     far: float

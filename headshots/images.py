@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -29,7 +28,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     pass
 
 
-def load_rgb(path: Path, draft_side: Optional[int] = None) -> Image.Image:
+def load_rgb(path: Path, draft_side: int | None = None) -> Image.Image:
     """Open `path` as an upright 8-bit RGB image, or raise ImageError with the reason.
 
     With `draft_side`, a JPEG far larger than needed is decoded at a reduced DCT scale (long side

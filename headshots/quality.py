@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageChops
@@ -351,7 +350,7 @@ class FaceMeasures:
     pose: Pose
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FaceMeasures":
+    def from_dict(cls, d: dict) -> FaceMeasures:
         """The inverse of dataclasses.asdict, for stored measurements."""
         return cls(exposure=Exposure(**d["exposure"]), photo_exposure=Exposure(**d["photo_exposure"]), pose=Pose(**d["pose"]),
                    focus=Focus(**{**d["focus"], "acuity": tuple(d["focus"]["acuity"])}), chroma=tuple(d["chroma"]),
@@ -438,7 +437,7 @@ def _unit(array: np.ndarray) -> np.ndarray:
     return centred / max(float(np.linalg.norm(centred)), 1e-6)
 
 
-def photo_taken(path: Path) -> Optional[datetime]:
+def photo_taken(path: Path) -> datetime | None:
     """When the photo was taken, from EXIF (DateTimeOriginal, else DateTime); None when unknown."""
     try:
         with Image.open(path) as image:

@@ -35,7 +35,7 @@ class Workspace:
     outputs_root: Path
 
     @classmethod
-    def from_config(cls, cfg: Config) -> "Workspace":
+    def from_config(cls, cfg: Config) -> Workspace:
         return cls(validate_user_name(cfg.user), Path(cfg.paths.data_root), Path(cfg.paths.outputs_root))
 
     # -- per-user data (biometric: never leaves the machine) --------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
 
 from PIL import Image
 
@@ -61,7 +60,7 @@ class Export:
     note: str = ""
 
 
-def export(cfg: Config, analyzer: Optional[FaceAnalyzer] = None) -> Path:
+def export(cfg: Config, analyzer: FaceAnalyzer | None = None) -> Path:
     workspace = Workspace.from_config(cfg)
     samples_dir = workspace.samples_dir(cfg.run)
     out_dir = workspace.run_dir(cfg.run) / EXPORT
@@ -86,7 +85,7 @@ def export(cfg: Config, analyzer: Optional[FaceAnalyzer] = None) -> Path:
     return manifest
 
 
-def face_boxes(samples_dir: Path, chosen: list[str], user: str) -> dict[str, Optional[list[float]]]:
+def face_boxes(samples_dir: Path, chosen: list[str], user: str) -> dict[str, list[float] | None]:
     """{file: face box or None (detect it)}: the chosen files, or every kept image in scores.json."""
     scores_path = samples_dir / SCORES
     scored = {}
@@ -99,7 +98,7 @@ def face_boxes(samples_dir: Path, chosen: list[str], user: str) -> dict[str, Opt
     return {name: scored.get(name, {}).get("face_box") for name in names}
 
 
-def crop_box(image_size: tuple[int, int], face_box: Optional[list[float]], size: Size) -> tuple[list[int], bool]:
+def crop_box(image_size: tuple[int, int], face_box: list[float] | None, size: Size) -> tuple[list[int], bool]:
     """The crop of `size`'s shape around the face, and whether the source is too small for the size.
 
     Framing asks for face width / face_share; a crop smaller than the target would need upscaling,
@@ -121,7 +120,7 @@ def crop_box(image_size: tuple[int, int], face_box: Optional[list[float]], size:
     return box, crop_w < size.width - 0.5
 
 
-def write_size(image: Image.Image, face_box: Optional[list[float]], size: Size, out_dir: Path, stem: str) -> Export:
+def write_size(image: Image.Image, face_box: list[float] | None, size: Size, out_dir: Path, stem: str) -> Export:
     box, too_small = crop_box(image.size, face_box, size)
     crop = image.crop(tuple(box))
     if not too_small:

@@ -21,8 +21,8 @@ a strong horizontal edge where skin is smooth. On the 105 faces of ../shared/fac
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -123,7 +123,7 @@ def bridge_edge_score(image: Image.Image, face: Face) -> float:
     cx, cy = (lx + rx) / 2, (ly + ry) / 2
     angle = float(np.degrees(np.arctan2(ry - ly, rx - lx)))
     level = image.convert("L").rotate(angle, center=(cx, cy), resample=Image.BILINEAR)
-    box = tuple(int(round(v)) for v in (cx - distance, cy - distance, cx + distance, cy + distance))
+    box = tuple(round(v) for v in (cx - distance, cy - distance, cx + distance, cy + distance))
     patch = np.asarray(level.crop(box).resize((128, 128), Image.BILINEAR), dtype=float)  # eyes at (32|96, 64)
     dy = np.abs(np.diff(patch, axis=0))[:, :-1]
     dx = np.abs(np.diff(patch, axis=1))[:-1, :]
@@ -167,7 +167,7 @@ def find_duplicates(files: Sequence[str], thumbnails: Sequence[np.ndarray], thre
     return duplicates
 
 
-def duplicate_check(original: Optional[str]) -> Check:
+def duplicate_check(original: str | None) -> Check:
     if original is not None:
         return Check("duplicate", False, f"near-duplicate of {original}")
     return Check("duplicate", True, "no near-duplicate kept")

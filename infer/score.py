@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import torch
 from PIL import Image
@@ -39,23 +38,23 @@ class Score:
     style: str
     seed: int
     face_found: bool
-    similarity: Optional[float]  # mean over the reference photos
-    similarity_max: Optional[float]
+    similarity: float | None  # mean over the reference photos
+    similarity_max: float | None
     kept: bool
     reason: str  # the first failed check, or the likeness when kept
-    rank: Optional[int] = None  # 1 = best; None when dropped
-    face_box: Optional[list[float]] = None  # x1, y1, x2, y2 in pixels of the image
-    glasses: Optional[bool] = None
+    rank: int | None = None  # 1 = best; None when dropped
+    face_box: list[float] | None = None  # x1, y1, x2, y2 in pixels of the image
+    glasses: bool | None = None
     reasons: list[dict] = field(default_factory=list)  # every check: {check, passed, detail}
     # face-detail pass: which version won and by how much, or why there was none (infer/detail.py)
-    detail: Optional[dict] = None
+    detail: dict | None = None
 
 
 def load_references(workspace: Workspace) -> torch.Tensor:
     return load_file(str(workspace.require_reference()))["embeddings"]
 
 
-def score(cfg: Config, analyzer: Optional[FaceAnalyzer] = None) -> list[Score]:
+def score(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[Score]:
     workspace = Workspace.from_config(cfg)
     samples_dir = workspace.samples_dir(cfg.run)
     manifest_path = samples_dir / MANIFEST
@@ -122,11 +121,11 @@ def _likeness(score: Score) -> tuple[bool, float]:
     return score.face_found, score.similarity if score.similarity is not None else -2.0
 
 
-def judge(item: dict, image: Image.Image, detection: Detection, sims: Optional[torch.Tensor], threshold: float,
-          selfie_glasses: Optional[float], cfg: Config) -> Score:
+def judge(item: dict, image: Image.Image, detection: Detection, sims: torch.Tensor | None, threshold: float,
+          selfie_glasses: float | None, cfg: Config) -> Score:
     """Run every check that applies; the first failure is the summary reason."""
     checks = [review.face_check(detection)]
-    base = dict(file=item["file"], style=item["style"], seed=item["seed"])
+    base = {"file": item["file"], "style": item["style"], "seed": item["seed"]}
     face = detection.subject
     if face is None or sims is None:
         return Score(**base, face_found=False, similarity=None, similarity_max=None, kept=False,
@@ -161,7 +160,7 @@ def rank(scores: list[Score]) -> None:
     scores.sort(key=lambda s: (s.rank is None, s.rank or 0, -(s.similarity or -2)))
 
 
-def selfie_glasses_share(workspace: Workspace, analyzer: FaceAnalyzer, cfg: Config) -> Optional[float]:
+def selfie_glasses_share(workspace: Workspace, analyzer: FaceAnalyzer, cfg: Config) -> float | None:
     """Share of the prepared selfie crops with glasses; None (check skipped) without a prepared set."""
     prepared: Path = workspace.prepared
     if not (prepared / "dataset_info.json").is_file():

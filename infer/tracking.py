@@ -10,10 +10,10 @@ too, so `make purge` finds every copy of the faces.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING
 
 from headshots.config import Config
 from headshots.logs import get_logger
@@ -26,14 +26,14 @@ log = get_logger(__name__)
 COLUMNS = ["image", "style", "seed", "similarity", "verdict"]
 
 
-def image_logging_mode(cfg: Config) -> Optional[str]:
+def image_logging_mode(cfg: Config) -> str | None:
     """None (no logging), "offline" or "online"."""
     if cfg.wandb.mode == "disabled" or not cfg.wandb.log_images:
         return None
     return "online" if cfg.wandb.mode == "online" else "offline"
 
 
-def verdict(score: "Score") -> str:
+def verdict(score: Score) -> str:
     return f"kept #{score.rank}" if score.kept else f"dropped: {score.reason}"
 
 
@@ -51,7 +51,7 @@ def staging_in(folder: Path) -> Iterator[None]:
             os.environ["WANDB_DATA_DIR"] = previous
 
 
-def log_scores_table(cfg: Config, samples_dir: Path, scores: Sequence["Score"]) -> Optional[Path]:
+def log_scores_table(cfg: Config, samples_dir: Path, scores: Sequence[Score]) -> Path | None:
     """Log the table; returns the run's local folder, or None when image logging is off."""
     mode = image_logging_mode(cfg)
     if mode is None:

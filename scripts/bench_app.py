@@ -18,9 +18,9 @@ import io
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
-import sys
 from pathlib import Path
 
 from _docs import write_section  # scripts/, first on sys.path when run as a script
@@ -28,7 +28,8 @@ from bench_intake import SIZE, make_photos
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tests.browser import CHROMIUM, FLAGS  # noqa: E402  the browser the tests drive, found the same way
+from tests.browser import CHROMIUM, FLAGS
+
 SECTION = "## Web app: upload to verdicts"
 PHOTOS = 12
 

@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from _docs import write_section  # scripts/, first on sys.path when run as a script
+
 from headshots.tiny_sdxl import full_size_sdxl
 
 PROMPT = "professional head and shoulders headshot photo of ohwx person, navy blazer, softly blurred office background"

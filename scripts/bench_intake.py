@@ -22,13 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _docs import write_section  # scripts/, first on sys.path when run as a script
 from PIL import Image, ImageOps
 
 from headshots.config import load_config
 from headshots.faces import FaceAnalyzer
 from headshots.images import load_rgb
-
-from _docs import write_section  # scripts/, first on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (4000, 3000)
@@ -69,12 +68,12 @@ def main() -> None:
         analyzer.detect(Image.new("RGB", (320, 240)))  # first-call overhead is not part of a photo's cost
         runs: dict[int, list[tuple[float, dict[str, float]]]] = {1: [], 0: []}  # one thread; the default (0)
         for _ in range(args.repeats):  # alternated, so both see the same load
-            for workers in runs:
+            for workers, times in runs.items():
                 timings: dict[str, float] = {}
                 start = time.perf_counter()
                 with contextlib.redirect_stdout(io.StringIO()):
                     result = run_intake(cfg, analyzer, timings, workers=workers or None)
-                runs[workers].append((time.perf_counter() - start, timings))
+                times.append((time.perf_counter() - start, timings))
     n = len(result.photos)
     total, _ = sorted(runs[0], key=lambda r: r[0])[len(runs[0]) // 2]  # the median run
     serial, timings = sorted(runs[1], key=lambda r: r[0])[len(runs[1]) // 2]  # its steps add up to its time

@@ -16,12 +16,11 @@ import time
 from pathlib import Path
 
 import torch
+from _docs import write_section  # scripts/, first on sys.path when run as a script
 from PIL import Image, ImageOps
 
 from headshots.config import FaceConfig
 from headshots.faces import FaceAnalyzer
-
-from _docs import write_section  # scripts/, first on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 SIDE = 1024  # SDXL's output size
@@ -71,9 +70,9 @@ def main() -> None:
     rows = {name: (min(t[0] for t in runs), min(t[1] for t in runs)) for name, runs in timings.items()}
     n = len(images)
     lines = [
-        f"`scripts/bench_scoring.py` on {time.strftime('%Y-%m-%d')}: {n} real photos fitted to {SIDE}x{SIDE}, "
+        (f"`scripts/bench_scoring.py` on {time.strftime('%Y-%m-%d')}: {n} real photos fitted to {SIDE}x{SIDE}, "
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads "
-        f"({os.cpu_count()} cores, shared with other jobs), fastest of {args.rounds} alternating rounds.",
+        f"({os.cpu_count()} cores, shared with other jobs), fastest of {args.rounds} alternating rounds."),
         "",
         "| mode | detect (ms/image) | embed (ms/image) | total (images/s) |",
         "|---|---|---|---|",
@@ -81,8 +80,8 @@ def main() -> None:
     for name, (detect, embed) in rows.items():
         lines.append(f"| {name} | {detect / n * 1000:.0f} | {embed / n * 1000:.0f} | {n / (detect + embed):.2f} |")
     speedup = sum(rows["one by one"]) / sum(rows["batched"])
-    lines += ["", f"Batched gives {speedup:.2f}x the throughput of one by one. `infer/score.py` detects in batches of "
-              "`DETECT_BATCH` same-size images (`FaceAnalyzer.detect_batch`) and embeds all faces in one call."]
+    lines += ["", (f"Batched gives {speedup:.2f}x the throughput of one by one. `infer/score.py` detects in batches of "
+              "`DETECT_BATCH` same-size images (`FaceAnalyzer.detect_batch`) and embeds all faces in one call.")]
     write_section(args.out, "## Scoring", "\n".join(lines))
     print("\n".join(lines))
 

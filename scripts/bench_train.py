@@ -76,7 +76,7 @@ def run_variant(overrides: list[str], steps: int) -> dict:
         "host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20\n"
         "print('RESULT', json.dumps({'seconds': seconds, 'peak_gib': peak, 'host_gib': host}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, *overrides, f"train.max_steps={steps}"], cwd=REPO,
+    out = subprocess.run([sys.executable, "-c", code, *overrides, f"train.max_steps={steps}"], check=False, cwd=REPO,
                          capture_output=True, text=True, env={"WANDB_MODE": "disabled", **os.environ, **COLD_COMPILE})
     if out.returncode != 0:
         raise SystemExit(out.stderr[-3000:])
@@ -131,10 +131,10 @@ def write_table(args: argparse.Namespace, rows: list, resolution: int, short: in
     what = f"full-size SDXL, random weights, {resolution} px, LoRA rank 16" if args.sdxl_config else f"tiny profile, {resolution} px, LoRA rank 4"
     on_cpu = args.sdxl_config and not torch.cuda.is_available()  # a run-anywhere check, not the GPU figure
     lines = [f"## Training ({what}{', CPU' if on_cpu else ''})",
-             "", f"`{' '.join(['scripts/bench_train.py', *sys.argv[1:]])}` "
+             "", (f"`{' '.join(['scripts/bench_train.py', *sys.argv[1:]])}` "
              f"on {device}, {time.strftime('%Y-%m-%d')}; steps {short}->{long}, batch 1. ms/step is the difference "
              f"between a {long}- and a {short}-step run, so loading (and a compile) cancels out; the {short}-step run's "
-             "seconds show what they cost.", "",
+             "seconds show what they cost."), "",
              f"| variant | ms/step | steps/s | peak GPU memory (GiB) | peak host RSS (GiB) | vs first row | {short}-step run (s) |",
              "|---|---|---|---|---|---|---|"]
     for name, ms, peak, host, short_s in rows:

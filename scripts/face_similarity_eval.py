@@ -38,7 +38,16 @@ import torch
 from PIL import Image
 
 from headshots.config import FaceConfig, load_config
-from headshots.faces import CALIBRATION, NAMED_WEIGHTS, Calibration, Face, FaceAnalyzer, cosine_similarity, judge, load_calibrations
+from headshots.faces import (
+    CALIBRATION,
+    NAMED_WEIGHTS,
+    Calibration,
+    Face,
+    FaceAnalyzer,
+    cosine_similarity,
+    judge,
+    load_calibrations,
+)
 from headshots.images import load_rgb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -197,11 +206,11 @@ def per_person_lines(faces_dir: Path, analyzer: FaceAnalyzer, floor: float, defa
     lines = [
         "## Per-person threshold (`filter.loo_fraction`)",
         "",
-        f"On `../shared/faces` ({len(labels)} faces of {len(folders)} people): {len(same)} held-out photos of the {len(people)} people "
+        (f"On `../shared/faces` ({len(labels)} faces of {len(folders)} people): {len(same)} held-out photos of the {len(people)} people "
         "with 4+ photos, each scored (mean similarity) against up to 5 other photos of the person as references, and "
-        f"{len(diff)} impostor trials (other people's photos against the same references).",
-        f"Leave-one-out likeness of the reference sets: mean {sum(t[0] for t in same) / len(same):.3f}, "
-        f"min {min(t[0] for t in same):.3f}, max {max(t[0] for t in same):.3f}.",
+        f"{len(diff)} impostor trials (other people's photos against the same references)."),
+        (f"Leave-one-out likeness of the reference sets: mean {sum(t[0] for t in same) / len(same):.3f}, "
+        f"min {min(t[0] for t in same):.3f}, max {max(t[0] for t in same):.3f}."),
         "",
         "| threshold | same person kept | someone else kept |",
         "|---|---|---|",
@@ -358,8 +367,8 @@ def main() -> None:
         "",
         f"## Verification: CFP frontal-frontal ({len(pairs)} pairs, {len(set(folds.tolist()))} official folds, {len(cfp)} photos of 500 people)",
         "",
-        "Accuracy: each fold at the threshold best on the other nine, mean ± std. TAR at FAR over all pairs "
-        f"({int((~same).sum())} different-person pairs, so FAR 1e-3 allows {int((~same).sum() * 1e-3)} false accepts).",
+        ("Accuracy: each fold at the threshold best on the other nine, mean ± std. TAR at FAR over all pairs "
+        f"({int((~same).sum())} different-person pairs, so FAR 1e-3 allows {int((~same).sum() * 1e-3)} false accepts)."),
         "A photo without a face found scores -1 in its pairs.",
         "",
         "| pipeline | 10-fold accuracy | AUC | TAR @ FAR 1e-3 | TAR @ FAR 1e-2 | photos without a face |",
@@ -373,10 +382,10 @@ def main() -> None:
         "",
         "## Calibrated threshold",
         "",
-        f"Pipeline as configured (`subject_score`, `face.crop_margin` {cfg.crop_margin}): lowest threshold with FAR <= {TARGET_FAR:.0%} "
-        f"on CFP-FF, rounded up to 0.01: **{threshold:.2f}**, FAR {far:.2%}, TAR {tar:.2%}.",
-        f"Independent check on the in-the-wild photos' labelled subjects: FAR {wild_far:.2%} ({n_wild_neg} different-person pairs), "
-        f"TAR {wild_tar:.2%} ({n_wild_pos} same-person pairs).",
+        (f"Pipeline as configured (`subject_score`, `face.crop_margin` {cfg.crop_margin}): lowest threshold with FAR <= {TARGET_FAR:.0%} "
+        f"on CFP-FF, rounded up to 0.01: **{threshold:.2f}**, FAR {far:.2%}, TAR {tar:.2%}."),
+        (f"Independent check on the in-the-wild photos' labelled subjects: FAR {wild_far:.2%} ({n_wild_neg} different-person pairs), "
+        f"TAR {wild_tar:.2%} ({n_wild_pos} same-person pairs)."),
         f"Record: `headshots/face_calibration.json` (`{record_name}`" + (f", sha256 `{sha[:12]}…`" if sha else "") + ").",
         "",
         "| threshold | CFP-FF TAR | CFP-FF FAR | in the wild TAR | in the wild FAR |",
@@ -389,9 +398,9 @@ def main() -> None:
         "",
         f"## Subject choice and bystanders: {counts['photos']} in-the-wild photos of {len({p.split('/')[0] for p in wild})} people",
         "",
-        f"{counts['with_face']} photos with a confident face, {counts['multi']} with more than one. Subject labels "
+        (f"{counts['with_face']} photos with a confident face, {counts['multi']} with more than one. Subject labels "
         f"(face nearest the identity's consensus, see the script's docstring; margin {label_margin}): {counts['labelled']} photos, "
-        f"{counts['labelled_multi']} of them with several faces.",
+        f"{counts['labelled_multi']} of them with several faces."),
         "",
         "| subject rule | wrong face, of all labelled | of labelled photos with several faces |",
         "|---|---|---|",
@@ -401,10 +410,10 @@ def main() -> None:
         "",
         "| \"several faces\" rule | photos flagged | flagged although the labelled subject was chosen | wrong subject, not flagged |",
         "|---|---|---|---|",
-        f"| before: any face >= {OLD_SECOND_FACE_RATIO} x the subject's side | {flags['before'][0]} ({flags['before'][0] / counts['with_face']:.2%}) | "
-        f"{flags['before'][1]} ({flags['before'][1] / counts['labelled']:.2%}) | {flags['before'][2]} |",
-        f"| now: a face that `competes` (side >= {cfg.rival_size} x, within {cfg.rival_distance} sides, >= {cfg.rival_detail} x as sharp) | "
-        f"{flags['now'][0]} ({flags['now'][0] / counts['with_face']:.2%}) | {flags['now'][1]} ({flags['now'][1] / counts['labelled']:.2%}) | {flags['now'][2]} |",
+        (f"| before: any face >= {OLD_SECOND_FACE_RATIO} x the subject's side | {flags['before'][0]} ({flags['before'][0] / counts['with_face']:.2%}) | "
+        f"{flags['before'][1]} ({flags['before'][1] / counts['labelled']:.2%}) | {flags['before'][2]} |"),
+        (f"| now: a face that `competes` (side >= {cfg.rival_size} x, within {cfg.rival_distance} sides, >= {cfg.rival_detail} x as sharp) | "
+        f"{flags['now'][0]} ({flags['now'][0] / counts['with_face']:.2%}) | {flags['now'][1]} ({flags['now'][1] / counts['labelled']:.2%}) | {flags['now'][2]} |"),
         "",
     ]
     lines += ['How the constants were chosen, on these same labelled photos (so these rows are not an independent test): `CENTER_WEIGHT` 0.6 is the middle of 0.5-0.7, the range with no wrong subject that still keeps the centred person against a 1.4x larger face at the edge (tests/test_faces.py); `face.rival_*` from a grid on half of the identities (even), checked on the other half. The 9 photos where `center_weighted_size` and the labels disagreed were checked by eye: each label is the celebrity, each library choice a small central face (a bystander, a screen, a printed face, a hand). Only 44 of these photos hold two or more confident faces: the flag and subject figures rest on few cases.', '']

@@ -21,8 +21,8 @@ import random
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -388,8 +388,8 @@ def threshold_lines(variety: dict, smiles: dict, cfg) -> list[str]:
         *(f"| {kind} | {spread(smiles[kind])} |" for kind in ("smiling", "neutral", "ambiguous")),
         "",
         f"Best split (Youden over 0.80-1.10): {t} counts {hit_s}/{len(smiling)} smiles and {hit_n}/{len(neutral)} neutral faces as",
-        f"smiling; the configured {cfg.smile_ratio}: {sum(v >= cfg.smile_ratio for v in smiling)}/{len(smiling)} and "
-        f"{sum(v >= cfg.smile_ratio for v in neutral)}/{len(neutral)}.",
+        (f"smiling; the configured {cfg.smile_ratio}: {sum(v >= cfg.smile_ratio for v in smiling)}/{len(smiling)} and "
+        f"{sum(v >= cfg.smile_ratio for v in neutral)}/{len(neutral)}."),
         "Neutral: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(smiles["neutral"], key=lambda r: -r[1])[:4]) + " highest; smiling: "
         + ", ".join(f"{k} {v:.2f}" for k, v in sorted(smiles["smiling"], key=lambda r: r[1])[:3]) + " lowest.",
     ]

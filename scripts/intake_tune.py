@@ -17,7 +17,6 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -82,7 +81,7 @@ def quantiles(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _stored(results: Optional[Path], group: str) -> list[dict]:
+def _stored(results: Path | None, group: str) -> list[dict]:
     """The stored rows of `group`: from `results`, else from the first of STORED's result files that exists."""
     candidates = [results] if results else [STORED / "results-calibration.json", STORED / "results-all.json"]
     found = next((path for path in candidates if path.exists()), None)

@@ -26,9 +26,10 @@ import re
 import shutil
 import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import gradio as gr
 from PIL import Image
@@ -58,8 +59,8 @@ FILES_DIR = "files"  # outputs/<u>/<run>/export/files/<image>-<size>.jpg: the sa
 class Settings:
     """How the app was started: the config layers every person's config is built from."""
 
-    profile: Optional[str] = None
-    config_file: Optional[str] = None
+    profile: str | None = None
+    config_file: str | None = None
     overrides: list[str] = field(default_factory=list)
 
     def config(self, user: str) -> Config:
@@ -119,8 +120,8 @@ def user_errors(fn: Callable) -> Callable:
 class HeadshotsApp:
     """The handlers, and the page wired to them."""
 
-    def __init__(self, settings: Settings, analyzer: Optional[FaceAnalyzer] = None, jobs: Optional[JobQueue] = None,
-                 accounts: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, settings: Settings, analyzer: FaceAnalyzer | None = None, jobs: JobQueue | None = None,
+                 accounts: dict[str, str] | None = None) -> None:
         self.settings = settings
         probe = settings.config(SETTINGS_USER)  # a bad key or value stops the app here, with its name
         self.limits: AppConfig = probe.app
@@ -131,7 +132,7 @@ class HeadshotsApp:
         self.jobs = jobs or JobQueue(devices())
 
     # -- who ---------------------------------------------------------------------------------------
-    def user(self, state: Optional[str], request: Optional[gr.Request]) -> str:
+    def user(self, state: str | None, request: gr.Request | None) -> str:
         """The signed-in name (with a password file), else the name this session gave; nothing else."""
         if request is not None and request.username:
             return validate_user_name(request.username)
@@ -177,7 +178,7 @@ class HeadshotsApp:
         return {}
 
     @user_errors
-    def upload(self, files: Optional[list[str]], state: Optional[str], request: gr.Request) -> dict:
+    def upload(self, files: list[str] | None, state: str | None, request: gr.Request) -> dict:
         ws = self.workspace(self.user(state, request))
         notes = []
         count = len(list_photos(ws.selfies)) if ws.selfies.is_dir() else 0
@@ -194,7 +195,7 @@ class HeadshotsApp:
                 self.c["notes"]: "\n".join(f"- {n}" for n in notes)}
 
     @user_errors
-    def remove(self, chosen: Optional[list[str]], state: Optional[str], request: gr.Request) -> dict:
+    def remove(self, chosen: list[str] | None, state: str | None, request: gr.Request) -> dict:
         ws = self.workspace(self.user(state, request))
         mine = {p.name: p for p in list_photos(ws.selfies)} if ws.selfies.is_dir() else {}
         unknown = [name for name in chosen or [] if name not in mine]
@@ -206,7 +207,7 @@ class HeadshotsApp:
         return {**self.photos_view(ws, previews), **self.status_view(ws.user),
                 self.c["notes"]: f"- removed {len(chosen or [])} photo(s)"}
 
-    def photos_view(self, ws: Workspace, previews: Optional[dict[str, str]] = None) -> dict:
+    def photos_view(self, ws: Workspace, previews: dict[str, str] | None = None) -> dict:
         names = [p.name for p in list_photos(ws.selfies)] if ws.selfies.is_dir() else []
         return {self.c["photos"]: views.photos_html(ws, previews), self.c["remove_pick"]: gr.update(choices=names, value=[])}
 
@@ -217,7 +218,7 @@ class HeadshotsApp:
         self.jobs.submit(user, kind, argv, ws.run_dir(self.run) / "jobs" / f"{kind}.log")
 
     @user_errors
-    def train(self, state: Optional[str], request: gr.Request) -> dict:
+    def train(self, state: str | None, request: gr.Request) -> dict:
         user = self.user(state, request)
         ws = self.workspace(user)
         if not views.set_usable(ws):
@@ -229,7 +230,7 @@ class HeadshotsApp:
         return self.status_view(user)
 
     @user_errors
-    def generate(self, styles: Optional[list[str]], count: float, state: Optional[str], request: gr.Request) -> dict:
+    def generate(self, styles: list[str] | None, count: float, state: str | None, request: gr.Request) -> dict:
         user = self.user(state, request)
         known = available_styles()
         if not styles or any(s not in known for s in styles):
@@ -242,7 +243,7 @@ class HeadshotsApp:
         return self.status_view(user)
 
     @user_errors
-    def stop(self, state: Optional[str], request: gr.Request) -> dict:
+    def stop(self, state: str | None, request: gr.Request) -> dict:
         user = self.user(state, request)
         self.jobs.stop(user)
         return self.status_view(user)
@@ -259,7 +260,7 @@ class HeadshotsApp:
             self.c["timer"]: gr.Timer(active=busy),
         }
 
-    def tick(self, state: Optional[str], seen: Optional[list], request: gr.Request) -> dict:
+    def tick(self, state: str | None, seen: list | None, request: gr.Request) -> dict:
         """Every second while a job of this person is queued or running, and once when they come back to the tab: its
         progress; the review once a generation ends."""
         if not state and not (request is not None and request.username):
@@ -280,7 +281,7 @@ class HeadshotsApp:
                 self.c["favourites"]: gr.update(choices=views.review_choices(ws, self.run), value=[])}
 
     @user_errors
-    def download(self, favourites: Optional[list[str]], state: Optional[str], request: gr.Request) -> list[str]:
+    def download(self, favourites: list[str] | None, state: str | None, request: gr.Request) -> list[str]:
         user = self.user(state, request)
         ws = self.workspace(user)
         files = {file for _, file in views.review_choices(ws, self.run)}
@@ -316,7 +317,7 @@ class HeadshotsApp:
         return {self.c["who"]: gr.skip()}  # no password file: the person types their name
 
     @user_errors
-    def delete_everything(self, state: Optional[str], request: gr.Request) -> dict:
+    def delete_everything(self, state: str | None, request: gr.Request) -> dict:
         user = self.user(state, request)
         self.jobs.forget(user)
         ws = self.workspace(user)
@@ -425,7 +426,7 @@ class HeadshotsApp:
         c["resync"].click(self.tick, [c["user"], c["seen"]], [*status, c["seen"], c["review"], c["favourites"]],
                           api_name=False, show_progress="hidden")
 
-    def launch(self, host: str, port: Optional[int], block: bool = True) -> str:
+    def launch(self, host: str, port: int | None, block: bool = True) -> str:
         """Serve the page; returns its URL. Loopback unless a password file was given (checked by main)."""
         demo = self.build()
         demo.queue()
@@ -479,7 +480,7 @@ def image_pixels(path: Path) -> int:
         raise ImageError(f"{path.name}: not a readable image ({exc}).", "Upload a JPEG, PNG, WebP or HEIC photo.") from exc
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service.app", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=7860)

@@ -23,7 +23,6 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from headshots.cli import build_parser, run
 from headshots.config import Config
@@ -48,12 +47,12 @@ class Job:
     log_path: Path
     state: str = QUEUED
     submitted: float = field(default_factory=time.time)
-    started: Optional[float] = None
-    finished: Optional[float] = None
+    started: float | None = None
+    finished: float | None = None
     error: str = ""  # failed: what went wrong, in the person's words (the CLI's `error:` line)
     hint: str = ""  # failed: what to do (the CLI's `->` line)
     stop_requested: bool = False
-    process: Optional[subprocess.Popen] = field(default=None, repr=False)
+    process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
     def active(self) -> bool:
@@ -67,7 +66,7 @@ def job_command(kind: str, user: str, args: list[str]) -> list[str]:
     return [sys.executable, "-m", "service.jobs", kind, "--user", user, *args]
 
 
-def devices() -> list[Optional[str]]:
+def devices() -> list[str | None]:
     """One worker per GPU (its index, for CUDA_VISIBLE_DEVICES), or one for the CPU (None)."""
     import torch
 
@@ -77,7 +76,7 @@ def devices() -> list[Optional[str]]:
 class JobQueue:
     """First come, first served; at most one active job per person; jobs live as long as the app."""
 
-    def __init__(self, worker_devices: list[Optional[str]]) -> None:
+    def __init__(self, worker_devices: list[str | None]) -> None:
         self._cond = threading.Condition()
         self._waiting: deque[Job] = deque()
         self._latest: dict[str, Job] = {}
@@ -100,7 +99,7 @@ class JobQueue:
             self._cond.notify()
             return job
 
-    def latest(self, user: str) -> Optional[Job]:
+    def latest(self, user: str) -> Job | None:
         with self._cond:
             return self._latest.get(user)
 
@@ -109,7 +108,7 @@ class JobQueue:
         with self._cond:
             return next((i for i, waiting in enumerate(self._waiting, start=1) if waiting is job), 0)
 
-    def stop(self, user: str) -> Optional[Job]:
+    def stop(self, user: str) -> Job | None:
         """Take the person's job out of the line, or end its process (the worker records it as stopped)."""
         with self._cond:
             job = self._latest.get(user)
@@ -142,7 +141,7 @@ class JobQueue:
         for user in users:
             self.stop(user)
 
-    def _work(self, device: Optional[str]) -> None:
+    def _work(self, device: str | None) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if device is not None:
             env["CUDA_VISIBLE_DEVICES"] = device

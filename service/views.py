@@ -13,7 +13,6 @@ import io
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 from headshots.errors import ImageError
 from headshots.images import list_photos, load_rgb
@@ -48,7 +47,7 @@ RESYNC_JS = """() => {
 REVIEW_SIDE = 400  # the review's largest view (400x400, as on a profile page); the circles reuse it
 
 
-def data_uri(path: Path, side: int) -> Optional[str]:
+def data_uri(path: Path, side: int) -> str | None:
     """A JPEG preview at most `side` px long, or None for a file that is not a readable image."""
     try:
         image = load_rgb(path, draft_side=side)
@@ -60,7 +59,7 @@ def data_uri(path: Path, side: int) -> Optional[str]:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _read_json(path: Path) -> Optional[dict]:
+def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -74,7 +73,7 @@ def _items(lines: list[str]) -> str:
 # -- photos (intake) --------------------------------------------------------------------------------
 
 
-def photos_html(ws: Workspace, previews: Optional[dict[str, str]] = None) -> str:
+def photos_html(ws: Workspace, previews: dict[str, str] | None = None) -> str:
     """The set verdict with what to add, then every photo with its face box, verdict, reason and advice.
     `previews` (file -> data URI, from the intake just run) saves decoding each photo again (~40 ms a phone photo)."""
     photos = list_photos(ws.selfies) if ws.selfies.is_dir() else []
@@ -91,7 +90,7 @@ def photos_html(ws: Workspace, previews: Optional[dict[str, str]] = None) -> str
     return f"{head}<div class='hs-photos'>{cards}</div>"
 
 
-def _photo_card(p: dict, uri: Optional[str]) -> str:
+def _photo_card(p: dict, uri: str | None) -> str:
     frame = "<div class='hs-frame'>(no preview)</div>"
     if uri:
         box = ""
@@ -121,7 +120,7 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def training_line(ws: Workspace, run: str, since: Optional[float] = None) -> Optional[str]:
+def training_line(ws: Workspace, run: str, since: float | None = None) -> str | None:
     """Step, loss, ETA and the validation likeness, from progress.json and validation.json."""
     progress = _read_json(ws.run_dir(run) / "progress.json")
     if progress is None or (since is not None and progress["updated"] < since):
@@ -144,7 +143,7 @@ def _progress_bar(ws: Workspace, run: str) -> str:
     return f"\n\n<progress value='{progress['step']}' max='{progress['max_steps']}' style='width:100%'></progress>"
 
 
-def job_markdown(ws: Workspace, run: str, job: Optional[Job], position: int) -> str:
+def job_markdown(ws: Workspace, run: str, job: Job | None, position: int) -> str:
     """The status line shown above every tab: the person's latest job, or what is on disk."""
     if job is None:
         return _disk_status(ws, run)
@@ -172,7 +171,7 @@ def job_markdown(ws: Workspace, run: str, job: Optional[Job], position: int) -> 
     return _disk_status(ws, run)
 
 
-def _results(ws: Workspace, run: str) -> Optional[str]:
+def _results(ws: Workspace, run: str) -> str | None:
     scores = _read_json(ws.samples_dir(run) / "scores.json")
     if not scores:
         return None
@@ -213,7 +212,7 @@ def review_html(ws: Workspace, run: str) -> str:
     return head + body
 
 
-def _review_card(item: dict, uri: Optional[str]) -> str:
+def _review_card(item: dict, uri: str | None) -> str:
     status = "kept" if item["kept"] else "dropped"
     badge = f"#{item['rank']}" if item["kept"] else "dropped"
     sim = "n/a" if item["similarity"] is None else f"{item['similarity']:.2f} (max {item['similarity_max']:.2f})"

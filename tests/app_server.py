@@ -4,10 +4,10 @@ test's temporary folder, on the tiny profile with small settings (a few training
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
 
 from service.app import HeadshotsApp, Settings
 
@@ -29,7 +29,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(root: Path, tiny_model: Path, analyzer, *overrides: str, accounts: Optional[dict[str, str]] = None) -> Iterator[Server]:
+def serve(root: Path, tiny_model: Path, analyzer, *overrides: str, accounts: dict[str, str] | None = None) -> Iterator[Server]:
     data, outputs = root / "data", root / "outputs"
     settings = Settings("tiny", None, [f"paths.data_root={data}", f"paths.outputs_root={outputs}",
                                        f"paths.cache_root={root / 'cache'}", f"model.pretrained={tiny_model}", *SMALL, *overrides])

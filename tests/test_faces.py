@@ -76,7 +76,7 @@ def test_a_small_bystander_is_not_several_faces(analyzer, faces_dir):
 def test_two_comparable_faces_side_by_side_are_several_faces(analyzer, faces_dir):
     photo = load_rgb(faces_dir.joinpath(*SUBJECT))
     alone = analyzer.detect(photo).subject
-    x1, y1, x2, y2 = alone.box
+    _x1, y1, x2, y2 = alone.box
     composite = _paste_face(analyzer, faces_dir, photo, 0.9 * alone.side, (x2 + 0.8 * alone.side, (y1 + y2) / 2))
     detection = analyzer.detect(composite)
     assert len(detection.faces) == 2 and detection.problem == "several_faces"

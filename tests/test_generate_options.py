@@ -142,7 +142,7 @@ def _draw(user_config, *overrides: str):
 
     cfg = user_config(*overrides)
     pipes = load_pipelines(cfg, Workspace.from_config(cfg).require_adapter(cfg.run))
-    draw = lambda: _pixels(sample(pipes, cfg, load_style("linkedin").prompts("ohwx", "person"), [3])[0])  # noqa: E731
+    draw = lambda: _pixels(sample(pipes, cfg, load_style("linkedin").prompts("ohwx", "person"), [3])[0])
     return pipes, draw
 
 

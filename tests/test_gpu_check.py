@@ -60,7 +60,7 @@ def test_on_the_gpu_the_model_is_built_once_and_every_part_loads_that_copy(tmp_p
     args = argparse.Namespace(tiny=False, sdxl_config=tmp_path / "configs", out=tmp_path / "out", photos=tmp_path / "photos")
     built = tmp_path / "work" / "sdxl"
     plan = driver.parts(args, built)
-    assert list(plan)[0] == "build" and str(built) in plan["build"][0]
+    assert next(iter(plan)) == "build" and str(built) in plan["build"][0]
     for name, (command, _) in plan.items():
         if name != "build":
             assert command[command.index("--sdxl-config") + 1] == str(built), name

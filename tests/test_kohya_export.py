@@ -63,7 +63,10 @@ def full_size():
 
 def sgm_to_diffusers_modules(kohya: dict, unet_config) -> set[str]:
     """diffusers' own reading of kohya UNet keys: SGM block names -> diffusers module paths."""
-    from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_lora_to_diffusers, _maybe_map_sgm_blocks_to_diffusers
+    from diffusers.loaders.lora_conversion_utils import (
+        _convert_non_diffusers_lora_to_diffusers,
+        _maybe_map_sgm_blocks_to_diffusers,
+    )
     from diffusers.utils import convert_unet_state_dict_to_peft
 
     unet_keys = {k: v for k, v in kohya.items() if k.startswith("lora_unet_")}

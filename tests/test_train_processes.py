@@ -40,7 +40,7 @@ def test_kill_9_then_same_command_finishes_with_identical_weights(prepared_user,
     assert 0 < killed_at < 60
     assert not Workspace.from_config(cfg).adapter_dir("killed").exists()
 
-    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "resuming from" in rerun.stderr and f"step {killed_at} of 60" in rerun.stderr
     result = load_file(str(Workspace.from_config(cfg).adapter_dir("killed") / ADAPTER_FILE))
@@ -55,7 +55,7 @@ def test_two_process_ddp_ranks_end_identical(prepared_user, make_config):
               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train", "fit",
               *_cli(cfg, "run=ddp", "train.max_steps=4", "train.checkpoint_every=2")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    result = subprocess.run(launch, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    result = subprocess.run(launch, check=False, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stderr
     assert "adapter weights identical on all 2 processes" in result.stderr

@@ -28,14 +28,14 @@ class EncodedDataset:
     def __len__(self) -> int:
         return self.latent_mean.shape[0]
 
-    def to(self, device: torch.device) -> "EncodedDataset":
+    def to(self, device: torch.device) -> EncodedDataset:
         return EncodedDataset(*(t.to(device) for t in vars(self).values()))
 
-    def select(self, idx: torch.Tensor) -> "EncodedDataset":
+    def select(self, idx: torch.Tensor) -> EncodedDataset:
         return EncodedDataset(*(t[idx.to(t.device)] for t in vars(self).values()))
 
     @staticmethod
-    def concat(first: "EncodedDataset", second: "EncodedDataset") -> "EncodedDataset":
+    def concat(first: EncodedDataset, second: EncodedDataset) -> EncodedDataset:
         """One batch from two (the person's photos, then class photos): one UNet pass for both."""
         return EncodedDataset(*(torch.cat([a, b]) for a, b in zip(vars(first).values(), vars(second).values())))
 

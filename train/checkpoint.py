@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Optional
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -35,12 +34,12 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def latest_checkpoint(root: Path) -> Optional[tuple[int, Path]]:
+def latest_checkpoint(root: Path) -> tuple[int, Path] | None:
     checkpoints = list_checkpoints(root)
     return checkpoints[-1] if checkpoints else None
 
 
-def recorded_inputs(checkpoint: Path) -> Optional[str]:
+def recorded_inputs(checkpoint: Path) -> str | None:
     """The inputs digest a checkpoint was saved with (None: saved before checkpoints recorded it)."""
     return json.loads((checkpoint / "state.json").read_text()).get("inputs")
 

@@ -18,12 +18,12 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 from PIL import Image
@@ -64,8 +64,8 @@ class Check:
 
     status: str  # ok | warn | reject
     value: dict
-    reason: Optional[str] = None
-    advice: Optional[str] = None
+    reason: str | None = None
+    advice: str | None = None
     excess: float = 1.0  # how far a fired warning's measure is past its limit, as a multiple of it: orders warnings
 
 
@@ -73,9 +73,9 @@ class Check:
 class PhotoReport:
     file: str
     verdict: str = OK
-    reason: Optional[str] = None
+    reason: str | None = None
     advice: list[str] = field(default_factory=list)
-    face_box: Optional[list[float]] = None  # x1, y1, x2, y2 as fractions of the (upright) photo
+    face_box: list[float] | None = None  # x1, y1, x2, y2 as fractions of the (upright) photo
     checks: dict[str, Check] = field(default_factory=dict)
 
     def problems(self) -> list[tuple[str, Check]]:
@@ -86,13 +86,13 @@ class PhotoReport:
                                              CAUSES.index(nc[0]) if nc[0] in CAUSES else len(CAUSES)))
 
     @property
-    def lead(self) -> Optional[tuple[str, str]]:
+    def lead(self) -> tuple[str, str] | None:
         """(check, reason) of the problem the verdict leads with; None for a good photo."""
         problems = self.problems()
         return (problems[0][0], problems[0][1].reason or "") if problems else None
 
     @classmethod
-    def from_checks(cls, file: str, checks: dict[str, dict]) -> "PhotoReport":
+    def from_checks(cls, file: str, checks: dict[str, dict]) -> PhotoReport:
         """A report from stored checks (intake.json's, or the evaluation scripts' results): the inverse of asdict."""
         report = cls(file)
         for name, check in checks.items():
@@ -132,7 +132,7 @@ class SetReport:
     verdict: str
     usable: int
     total: int
-    reason: Optional[str] = None
+    reason: str | None = None
     advice: list[str] = field(default_factory=list)
 
 
@@ -153,7 +153,7 @@ _TIMINGS_LOCK = threading.Lock()  # photos are checked on several threads
 
 
 @contextmanager
-def _timed(timings: Optional[Timings], name: str) -> Iterator[None]:
+def _timed(timings: Timings | None, name: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     if timings is not None:
@@ -246,7 +246,7 @@ def judge(m: quality.FaceMeasures, cfg: IntakeConfig) -> dict[str, Check]:
     return checks
 
 
-def _exposure_check(face: Optional[quality.Exposure], photo: quality.Exposure, cfg: IntakeConfig, one_sided: bool = False) -> Check:
+def _exposure_check(face: quality.Exposure | None, photo: quality.Exposure, cfg: IntakeConfig, one_sided: bool = False) -> Check:
     """Underexposed: the face's best-lit skin is dark while the photo is dark too (a dark face in a well-lit
     photo is the person's skin tone, or light behind them: `backlight`), or its shadows sink into black; unless
     the darkness is `one_sided` (a shadow across one cheek) and the best-lit skin still gets half the light it
@@ -331,7 +331,7 @@ def age_check(path: Path, cfg: IntakeConfig, now: datetime) -> Check:
 
 
 def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
-                 timings: Optional[Timings] = None) -> tuple[PhotoReport, Optional[Measured], Optional[str]]:
+                 timings: Timings | None = None) -> tuple[PhotoReport, Measured | None, str | None]:
     """All per-photo checks, plus what the set checks and the HTML page need; never raises for a bad file."""
     report = PhotoReport(path.name)
     with _timed(timings, "decode"):
@@ -406,7 +406,7 @@ class Relative:
 
     check: str
     name: str
-    measure: Callable[[quality.FaceMeasures], Union[float, tuple[float, ...]]]
+    measure: Callable[[quality.FaceMeasures], float | tuple[float, ...]]
     reason: str
     advice: str
     explained_by: tuple[str, ...]
@@ -527,8 +527,8 @@ def set_report(photos: list[PhotoReport], measured: dict[int, Measured], split: 
 
 
 # -- the stage ---------------------------------------------------------------------------------
-def run_intake(cfg: Config, analyzer: Optional[FaceAnalyzer] = None, timings: Optional[Timings] = None,
-               workers: Optional[int] = None) -> IntakeResult:
+def run_intake(cfg: Config, analyzer: FaceAnalyzer | None = None, timings: Timings | None = None,
+               workers: int | None = None) -> IntakeResult:
     """Check every photo of `cfg.user`, then the set; write intake.json and intake.html.
 
     `workers`: photo-checking threads (default one per CPU core, at most MAX_WORKERS)."""
@@ -554,8 +554,8 @@ def run_intake(cfg: Config, analyzer: Optional[FaceAnalyzer] = None, timings: Op
     return result
 
 
-def _assess_all(paths: list[Path], analyzer: FaceAnalyzer, cfg: Config, now: datetime, timings: Optional[Timings],
-                workers: Optional[int]) -> Iterator[tuple[PhotoReport, Optional[Measured], Optional[str]]]:
+def _assess_all(paths: list[Path], analyzer: FaceAnalyzer, cfg: Config, now: datetime, timings: Timings | None,
+                workers: int | None) -> Iterator[tuple[PhotoReport, Measured | None, str | None]]:
     """`assess_photo` for every path, in order, on a few threads. JPEG decoding, MTCNN and the numpy checks
     spend most of their time outside the GIL, so on two cores a 20-photo intake takes 1.27x as long on one
     thread as on two (docs/benchmarks.md, Intake). With `timings`, step times are summed across threads."""
@@ -566,7 +566,7 @@ def _assess_all(paths: list[Path], analyzer: FaceAnalyzer, cfg: Config, now: dat
 
 
 def _set_checks(photos: list[PhotoReport], measured: dict[int, Measured], analyzer: FaceAnalyzer,
-                cfg: IntakeConfig, timings: Optional[Timings]) -> list[int]:
+                cfg: IntakeConfig, timings: Timings | None) -> list[int]:
     """Duplicates, the RELATIVE checks (each photo against the person's other photos), and identity across the photos
     with a usable face; returns a split set's outliers."""
     if not measured:

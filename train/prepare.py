@@ -15,7 +15,6 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from PIL import Image
 from safetensors.torch import save_file
@@ -42,11 +41,11 @@ ADVICE = {
 class PhotoResult:
     file: str
     kept: bool
-    reason: Optional[str] = None
-    advice: Optional[str] = None
-    confidence: Optional[float] = None
-    face_box: Optional[list[float]] = None  # in the original (EXIF-rotated) photo
-    crop_box: Optional[list[int]] = None
+    reason: str | None = None
+    advice: str | None = None
+    confidence: float | None = None
+    face_box: list[float] | None = None  # in the original (EXIF-rotated) photo
+    crop_box: list[int] | None = None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -82,7 +81,7 @@ def square_crop_box(face: Face, image_size: tuple[int, int], margin: float) -> t
     return round(left), round(top), round(left + side), round(top + side)
 
 
-def judge_photo(path: Path, analyzer: FaceAnalyzer) -> tuple[PhotoResult, Optional[Image.Image], Optional[Detection]]:
+def judge_photo(path: Path, analyzer: FaceAnalyzer) -> tuple[PhotoResult, Image.Image | None, Detection | None]:
     """Decode and detect; every file gets a verdict, none raises."""
     try:
         image = load_rgb(path)
@@ -103,7 +102,7 @@ def judge_photo(path: Path, analyzer: FaceAnalyzer) -> tuple[PhotoResult, Option
     return result, image, detection
 
 
-def prepare(cfg: Config, analyzer: Optional[FaceAnalyzer] = None) -> PrepareResult:
+def prepare(cfg: Config, analyzer: FaceAnalyzer | None = None) -> PrepareResult:
     """Run the prepare stage for `cfg.user` and write its three outputs."""
     import datasets
 

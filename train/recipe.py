@@ -17,7 +17,6 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -229,7 +228,7 @@ def discard_other_inputs(workspace: Workspace, run: str, inputs: str) -> None:
             path.unlink(missing_ok=True)
 
 
-def export_adapter(accelerator, unet, text: TextSide, adapter_dir: Path, cfg: Config, step: Optional[int] = None) -> None:
+def export_adapter(accelerator, unet, text: TextSide, adapter_dir: Path, cfg: Config, step: int | None = None) -> None:
     """Write the adapter atomically: a half-written adapter is never picked up by inference."""
     tmp = adapter_dir.with_name(adapter_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -244,7 +243,7 @@ def export_adapter(accelerator, unet, text: TextSide, adapter_dir: Path, cfg: Co
     log.info("adapter saved to %s", adapter_dir)
 
 
-def validate(accelerator, validator: Optional[Validator], unet, text: TextSide, step: int, cfg: Config,
+def validate(accelerator, validator: Validator | None, unet, text: TextSide, step: int, cfg: Config,
              workspace: Workspace) -> None:
     """Main process samples and scores; a new best likeness also becomes `adapter-best/`."""
     if validator is not None:
@@ -418,7 +417,7 @@ def register_lora_checkpoint_hooks(accelerator, unet, text: TextSide) -> None:
     accelerator.register_load_state_pre_hook(load_hook)
 
 
-def resolve_wandb_mode(mode: str) -> Optional[str]:
+def resolve_wandb_mode(mode: str) -> str | None:
     """None (no tracker), "online" or "offline". auto = online only when a W&B key is configured."""
     if mode == "disabled":
         return None

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import torch
 from PIL import Image
@@ -40,7 +39,7 @@ class ValidationResult:
     images: list[dict] = field(default_factory=list)  # file, prompt, seed, similarity (None: no face)
 
 
-def face_similarity_score(analyzer: FaceAnalyzer, images: list[Image.Image], references: torch.Tensor) -> tuple[float, float, list[Optional[float]]]:
+def face_similarity_score(analyzer: FaceAnalyzer, images: list[Image.Image], references: torch.Tensor) -> tuple[float, float, list[float | None]]:
     """(mean likeness, share of faces found, per-image likeness). An image without a usable face
     counts as 0, so an adapter that stops drawing faces cannot score well."""
     if not images:
@@ -53,7 +52,7 @@ def face_similarity_score(analyzer: FaceAnalyzer, images: list[Image.Image], ref
     return round(mean, 4), round(found, 4), per_image
 
 
-def best_of(history: list[ValidationResult]) -> Optional[ValidationResult]:
+def best_of(history: list[ValidationResult]) -> ValidationResult | None:
     """Highest likeness; the earliest step wins a tie (less training, less overfitting)."""
     best = None
     for result in history:
@@ -91,7 +90,7 @@ class Validator:
             self.history = [ValidationResult(**entry) for entry in saved if entry["step"] <= step]
 
     @property
-    def best(self) -> Optional[ValidationResult]:
+    def best(self) -> ValidationResult | None:
         return best_of(self.history)
 
     @torch.no_grad()
