@@ -437,6 +437,30 @@ def test_intake_names_what_one_photo_alone_cannot_beside_the_persons_others(make
     assert all(photos[p.name].checks[name].status == "ok" for p in mine for name in ("exposure", "filter", "colour_cast"))
 
 
+def test_what_every_photo_shares_is_said_once_for_the_set_and_each_photo_leads_with_its_own(make_config, faces_dir, analyzer):
+    """A set from one old, small camera: every photo is low resolution for 1024 px and was taken in 1999 (EXIF).
+    Those are the set's, said once for it; a tilted shot among them leads with the tilt, though "taken 27 years ago"
+    is further past its own limit, and still lists what it shares."""
+    cfg = make_config("dave", "model.resolution=1024")
+    ws = Workspace.from_config(cfg)
+    photos = sorted((faces_dir / "georgia-tech" / "s23").glob("*.jpg"))
+    copy_photos(photos[:5], ws.selfies)
+    with Image.open(photos[5]) as original:
+        exif = original.getexif()  # the same camera's date
+    image = load_rgb(photos[5])
+    image.rotate(35, resample=Image.BICUBIC, center=analyzer.detect(image).subject.center).save(
+        ws.selfies / "tilted.jpg", quality=92, exif=exif)
+
+    result = run_intake(cfg, analyzer)
+    tilted = next(p for p in result.photos if p.file == "tilted.jpg")
+
+    assert all(p.shared == ["resolution", "age"] for p in result.photos), [(p.file, p.reason) for p in result.photos]
+    assert tilted.checks["age"].excess > tilted.checks["pose"].excess, tilted.checks
+    assert [name for name, _ in tilted.problems()] == ["pose", "age", "resolution"], tilted.reason  # shared ones by excess too
+    assert result.set.verdict == "warn" and "every photo: low resolution and taken 27 years ago" in result.set.reason, result.set
+    assert any(a.startswith("Every photo: low resolution. Send the original") for a in result.set.advice), result.set.advice
+
+
 def test_too_few_or_two_people_is_not_usable(make_config, faces_dir, analyzer):
     few = make_config("dave")
     copy_photos(sorted((faces_dir / "georgia-tech" / "s29").glob("*.jpg"))[:2], Workspace.from_config(few).selfies)

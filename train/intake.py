@@ -18,7 +18,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -50,7 +50,8 @@ CAUSES = ("decode", "exposure", "occlusion", "face", "resolution", "backlight", 
 # Warnings are independent findings (a tilt, a shadow, a colour, smoothed skin, a date, a pixel count: `judge` already
 # withholds one that an earlier cause would fake), so they lead by how far each is past its limit (`Check.excess`):
 # a limit sits at the edge of clean photos, so a photo's real, mild tilt or low resolution just past it does not hide
-# the strong smoothing or colour cast it also has, nor the other way round. Ties keep the causal order.
+# the strong smoothing or colour cast it also has, nor the other way round. Ties keep the causal order. A warning the
+# whole set shares comes after those particular to the photo (`shared_warnings`).
 FACE_PROBLEMS = {
     "no_face": ("no face found", "Make sure your whole face is in the picture, well lit and facing the camera."),
     "several_faces": ("more than one face", "Take a photo of you alone, or crop the other people out."),
@@ -77,13 +78,15 @@ class PhotoReport:
     advice: list[str] = field(default_factory=list)
     face_box: list[float] | None = None  # x1, y1, x2, y2 as fractions of the (upright) photo
     checks: dict[str, Check] = field(default_factory=dict)
+    shared: list[str] = field(default_factory=list)  # warnings every usable photo of the set has (`shared_warnings`)
 
     def problems(self) -> list[tuple[str, Check]]:
-        """Checks that fired, the verdict's severity first: rejections in causal order (CAUSES), then warnings, the
-        furthest past its limit first."""
+        """Checks that fired, the verdict's severity first: rejections in causal order (CAUSES), then warnings, those
+        particular to this photo before those the whole set shares, each group the furthest past its limit first."""
         fired = [(name, c) for name, c in self.checks.items() if c.status != OK]
-        return sorted(fired, key=lambda nc: (-_RANK[nc[1].status], -nc[1].excess if nc[1].status == WARN else 0.0,
-                                             CAUSES.index(nc[0]) if nc[0] in CAUSES else len(CAUSES)))
+        return sorted(fired, key=lambda nc: (-_RANK[nc[1].status], nc[0] in self.shared,
+                                             -nc[1].excess if nc[1].status == WARN else 0.0,
+                                             _causal(nc[0])))
 
     @property
     def lead(self) -> tuple[str, str] | None:
@@ -101,6 +104,14 @@ class PhotoReport:
 
     def add(self, name: str, check: Check) -> None:
         self.checks[name] = check
+        self._summarise()
+
+    def share(self, names: list[str]) -> None:
+        """Mark warnings the whole set shares, so that the reason leads with what is particular to this photo."""
+        self.shared = list(names)
+        self._summarise()
+
+    def _summarise(self) -> None:
         problems = [c for _, c in self.problems()]
         self.verdict = problems[0].status if problems else OK
         self.reason = "; ".join(c.reason for c in problems) or None
@@ -159,6 +170,11 @@ def _timed(timings: Timings | None, name: str) -> Iterator[None]:
     if timings is not None:
         with _TIMINGS_LOCK:
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def _causal(name: str) -> int:
+    """A check's place in the causal order (checks outside it last)."""
+    return CAUSES.index(name) if name in CAUSES else len(CAUSES)
 
 
 def _check(bad: bool, value: dict, reason: str, advice: str, severity: str = REJECT, excess: float = 1.0) -> Check:
@@ -502,7 +518,19 @@ def _variety_problems(measured: list[Measured], cfg: IntakeConfig) -> list[str]:
     return problems
 
 
-def set_report(photos: list[PhotoReport], measured: dict[int, Measured], split: list[int], cfg: IntakeConfig) -> SetReport:
+def shared_warnings(photos: list[PhotoReport]) -> list[str]:
+    """Warnings every usable photo has, in a set of RELATIVE_MIN_PHOTOS or more: a property of the camera, the date or
+    the place rather than of one shot (every photo a small copy, all taken years ago, all lit from one side). Said
+    once for the set, and put after what is particular to each photo, which would otherwise hide behind it."""
+    usable = [p for p in photos if p.verdict != REJECT]
+    if len(usable) < RELATIVE_MIN_PHOTOS:
+        return []
+    names = set.intersection(*({name for name, c in p.checks.items() if c.status == WARN} for p in usable))
+    return sorted(names, key=_causal)
+
+
+def set_report(photos: list[PhotoReport], measured: dict[int, Measured], split: list[int], cfg: IntakeConfig,
+               shared: Sequence[str] = ()) -> SetReport:
     usable_idx = [i for i, p in enumerate(photos) if p.verdict != REJECT]
     usable = [measured[i] for i in usable_idx if i in measured]
     report = SetReport(OK, len(usable_idx), len(photos))
@@ -523,6 +551,13 @@ def set_report(photos: list[PhotoReport], measured: dict[int, Measured], split: 
         report.verdict = max(report.verdict, WARN, key=_RANK.get)
         report.reason = report.reason or "; ".join(variety)
         report.advice.append("Mix it up: different rooms or outdoors, different light, a few head angles and expressions.")
+    if shared:
+        first = next(p for p in photos if p.verdict != REJECT)
+        said = [first.checks[name] for name in shared]
+        report.verdict = max(report.verdict, WARN, key=_RANK.get)
+        common = "every photo: " + " and ".join(c.reason.split(" (")[0] for c in said)
+        report.reason = f"{report.reason}; {common}" if report.reason else common
+        report.advice += list(dict.fromkeys(f"Every photo: {c.reason.split(' (')[0]}. {c.advice}" for c in said))
     return report
 
 
@@ -546,7 +581,10 @@ def run_intake(cfg: Config, analyzer: FaceAnalyzer | None = None, timings: Timin
         if preview is not None:
             previews[report.file] = preview
     split = _set_checks(photos, measured, analyzer, cfg.intake, timings)
-    result = IntakeResult(cfg.user, photos, set_report(photos, measured, split, cfg.intake), previews)
+    shared = shared_warnings(photos)
+    for photo in photos:
+        photo.share(shared)
+    result = IntakeResult(cfg.user, photos, set_report(photos, measured, split, cfg.intake, shared), previews)
     workspace.user_dir.mkdir(parents=True, exist_ok=True)
     workspace.intake_report.write_text(json.dumps(result.to_json(), indent=2))
     workspace.intake_page.write_text(render_html(result))
