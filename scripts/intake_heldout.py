@@ -41,12 +41,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from headshots.config import load_config
+from headshots.config import IntakeConfig, load_config
 from headshots.faces import Face, FaceAnalyzer
 from headshots.images import load_rgb
 from headshots.logs import setup_logging
 from headshots.quality import FaceMeasures
-from train.intake import RELATIVE_MIN_PHOTOS, PhotoReport, add_relative_checks
+from train.intake import RELATIVE_MIN_PHOTOS, PhotoReport, add_relative_checks, shared_warnings
 
 REPO = Path(__file__).resolve().parents[1]
 LONG_SIDE = 1600  # larger clean photos are scaled down to this long side (a 1-2 MP phone photo)
@@ -350,8 +350,9 @@ def people(folder: Path) -> dict[str, str]:
 
 def in_sets(results: list[dict], who: dict[str, str]) -> dict:
     """Each degraded photo judged beside its person's other, clean photos: the set checks that compare a photo
-    with the person's own (`add_relative_checks`: light, skin grain) on top of its own verdict. People with at
-    least RELATIVE_MIN_PHOTOS clean photos; the clean sets' own photos tell their false warnings."""
+    with the person's own (`add_relative_checks`: light, skin grain, colour) on top of its own verdict, and its
+    reasons ordered as in a set (`shared_warnings` after what is particular to it). People with at least
+    RELATIVE_MIN_PHOTOS clean photos; the clean sets' own photos tell their false warnings."""
     cfg = load_config("heldout").intake
     rows = {(r["label"], _stem(r)): r for r in results}
     persons: dict[str, list[str]] = defaultdict(list)
@@ -362,7 +363,7 @@ def in_sets(results: list[dict], who: dict[str, str]) -> dict:
     out = {"people": len(persons), "clean": 0, "clean_flagged": Counter(), "defects": {}}
     for stems in persons.values():
         clean = [PhotoReport.from_checks(rows["clean", s]["file"], rows["clean", s]["checks"]) for s in stems]
-        add_relative_checks(clean, [FaceMeasures.from_dict(rows["clean", s]["measures"]) for s in stems], cfg)
+        _as_a_set(clean, [FaceMeasures.from_dict(rows["clean", s]["measures"]) for s in stems], cfg)
         out["clean"] += len(stems)
         out["clean_flagged"].update(c.reason for r, s in zip(clean, stems) for name, c in r.checks.items()
                                     if c.status != "ok" and c.reason not in (rows["clean", s]["reason"] or ""))
@@ -375,13 +376,21 @@ def in_sets(results: list[dict], who: dict[str, str]) -> dict:
                 if row["measures"]:
                     members = [row if t == stem else rows["clean", t] for t in stems]
                     reports = [PhotoReport.from_checks(m["file"], m["checks"]) for m in members]
-                    add_relative_checks(reports, [FaceMeasures.from_dict(m["measures"]) for m in members], cfg)
+                    _as_a_set(reports, [FaceMeasures.from_dict(m["measures"]) for m in members], cfg)
                     lead = reports[k].lead
                 d = out["defects"].setdefault(defect, {"n": 0, "alone": 0, "in_set": 0})
                 d["n"] += 1
                 d["alone"] += bool(row["lead"]) and _is_right(defect, *row["lead"])
                 d["in_set"] += bool(lead) and _is_right(defect, *lead)
     return out
+
+
+def _as_a_set(reports: list[PhotoReport], measures: list[FaceMeasures], cfg: IntakeConfig) -> None:
+    """What run_intake adds to photos judged together (the duplicate and identity checks aside)."""
+    add_relative_checks(reports, measures, cfg)
+    shared = shared_warnings(reports)
+    for report in reports:
+        report.share(shared)
 
 
 def set_table(s: dict) -> str:
