@@ -21,7 +21,18 @@ from headshots.faces import Detection, Face
 from headshots.images import load_rgb
 from headshots.workspace import Workspace
 from tests.conftest import copy_photos
-from train.intake import RELATIVE, assess_photo, judge, relative_checks, run_intake, why_no_face
+from train.intake import (
+    RELATIVE,
+    Check,
+    PhotoReport,
+    assess_photo,
+    judge,
+    relative_checks,
+    run_intake,
+    set_report,
+    shared_warnings,
+    why_no_face,
+)
 
 NOW = datetime(2026, 11, 24)
 
@@ -459,6 +470,28 @@ def test_what_every_photo_shares_is_said_once_for_the_set_and_each_photo_leads_w
     assert [name for name, _ in tilted.problems()] == ["pose", "age", "resolution"], tilted.reason  # shared ones by excess too
     assert result.set.verdict == "warn" and "every photo: low resolution and taken 27 years ago" in result.set.reason, result.set
     assert any(a.startswith("Every photo: low resolution. Send the original") for a in result.set.advice), result.set.advice
+
+
+def test_a_shared_warning_is_told_for_the_set_in_each_of_its_kinds(make_config):
+    """Every photo has a pose warning, but not the same one: the set names both kinds and both pieces of advice,
+    once each, and a photo's own warning still leads its line."""
+    turned = ("head turned to the side", "Face the camera: turn your head towards the lens.")
+    tilted = ("head or camera tilted", "Keep your head upright and hold the phone straight.")
+    photos = []
+    for i, (reason, advice) in enumerate([turned, tilted, turned, tilted, turned]):
+        photo = PhotoReport(f"{i}.jpg")
+        photo.add("pose", Check("warn", {}, reason, advice, excess=2.0))
+        photos.append(photo)
+    photos[0].add("side_light", Check("warn", {}, "harsh shadow on one side of the face", "Face the window.", excess=1.1))
+
+    shared = shared_warnings(photos)
+    for photo in photos:
+        photo.share(shared)
+    report = set_report(photos, {}, [], make_config("erin").intake, shared)
+
+    assert shared == ["pose"] and photos[0].lead[0] == "side_light", photos[0].reason
+    assert report.verdict == "warn" and "every photo: head turned to the side or head or camera tilted" in report.reason
+    assert f"Every photo: head turned to the side or head or camera tilted. {turned[1]} {tilted[1]}" in report.advice
 
 
 def test_too_few_or_two_people_is_not_usable(make_config, faces_dir, analyzer):

@@ -552,13 +552,20 @@ def set_report(photos: list[PhotoReport], measured: dict[int, Measured], split: 
         report.reason = report.reason or "; ".join(variety)
         report.advice.append("Mix it up: different rooms or outdoors, different light, a few head angles and expressions.")
     if shared:
-        first = next(p for p in photos if p.verdict != REJECT)
-        said = [first.checks[name] for name in shared]
+        said = [_said_of_all([p for p in photos if p.verdict != REJECT], name) for name in shared]
         report.verdict = max(report.verdict, WARN, key=_RANK.get)
-        common = "every photo: " + " and ".join(c.reason.split(" (")[0] for c in said)
+        common = "every photo: " + " and ".join(reason for reason, _ in said)
         report.reason = f"{report.reason}; {common}" if report.reason else common
-        report.advice += list(dict.fromkeys(f"Every photo: {c.reason.split(' (')[0]}. {c.advice}" for c in said))
+        report.advice += [f"Every photo: {reason}. {advice}" for reason, advice in said]
     return report
+
+
+def _said_of_all(photos: list[PhotoReport], name: str) -> tuple[str, str]:
+    """One check's reasons over the photos, without their figures ("low resolution (face area 440 px, ...)"), and its
+    advice, each kind once: every photo shares the check, not always the same kind of it (a head turned, a tilt)."""
+    checks = [p.checks[name] for p in photos]
+    return (" or ".join(dict.fromkeys(c.reason.split(" (")[0] for c in checks)),
+            " ".join(dict.fromkeys(c.advice for c in checks if c.advice)))
 
 
 # -- the stage ---------------------------------------------------------------------------------
