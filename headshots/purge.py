@@ -1,5 +1,6 @@
 """Delete everything derived from one person: prepared crops, captions, face embeddings, reports, adapters,
-checkpoints, generated images and local W&B files. With --include-selfies, the photos too.
+checkpoints, generated images and local W&B files, and their rows in batch status files. With
+--include-selfies, the photos too.
 
     python -m headshots.purge --user alice [--include-selfies] [paths.outputs_root=...]
 
@@ -10,13 +11,14 @@ Runs on W&B's servers (only if you turned W&B online) must be deleted in your W&
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
 
 from headshots.config import load_config
 from headshots.errors import HeadshotsError
-from headshots.workspace import Workspace
+from headshots.workspace import Workspace, write_json_atomic
 
 
 def derived_paths(workspace: Workspace, include_selfies: bool) -> list[Path]:
@@ -29,15 +31,39 @@ def derived_paths(workspace: Workspace, include_selfies: bool) -> list[Path]:
     return targets
 
 
-def purge(workspace: Workspace, include_selfies: bool = False) -> list[Path]:
-    removed = []
+def purge(workspace: Workspace, include_selfies: bool = False) -> list[str]:
+    """Everything derived from the person (and their photos with `include_selfies`), then their rows in batch
+    records. Returns what was done, one line each ("removed <path>", ...)."""
+    done = []
     for path in derived_paths(workspace, include_selfies):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink()
-        removed.append(path)
-    return removed
+        done.append(f"removed {path}")
+    return done + scrub_batch_records(workspace)
+
+
+def scrub_batch_records(workspace: Workspace) -> list[str]:
+    """Take the person out of every batch status file (their name, stage reasons with paths, likeness); a batch
+    with no one else in it goes entirely. A file that cannot be read is left as it is and named, so that nothing
+    is lost and the person's row can be removed by hand. Returns what was done, one line each."""
+    done = []
+    for status in sorted(workspace.batch_root.glob("*/status.json")):
+        try:
+            record = json.loads(status.read_text())
+            people = [p for p in record["people"] if p.get("user") != workspace.user]
+            found = len(people) < len(record["people"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            done.append(f"could not read {status} ({type(exc).__name__}): left as it is; remove {workspace.user!r} from it by hand")
+            continue
+        if found and people:
+            write_json_atomic(status, {**record, "people": people})
+            done.append(f"removed {workspace.user} from {status}")
+        elif found:
+            shutil.rmtree(status.parent)
+            done.append(f"removed {status.parent}")
+    return done
 
 
 def main(argv=None) -> int:
@@ -51,10 +77,10 @@ def main(argv=None) -> int:
     except HeadshotsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    removed = purge(workspace, args.include_selfies)
-    for path in removed:
-        print(f"removed {path}")
-    if not removed:
+    done = purge(workspace, args.include_selfies)
+    for line in done:
+        print(line)
+    if not done:
         print(f"nothing stored for {args.user!r}")
     elif not args.include_selfies and workspace.selfies.exists():
         print(f"kept the original photos in {workspace.selfies} (add --include-selfies to delete them too)")

@@ -95,6 +95,12 @@ class Workspace:
     def wandb_dir(self, run: str) -> Path:
         return self.run_dir(run) / "wandb"
 
+    # -- records that name several people ----------------------------------------------------
+    @property
+    def batch_root(self) -> Path:
+        """<id>/status.json per batch run (service/batch.py): every person in it, their stages, reasons and likeness."""
+        return self.outputs_root / "batch"
+
     # -- checks with advice ------------------------------------------------------------------
     def require_selfies(self) -> Path:
         if not self.selfies.is_dir():

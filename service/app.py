@@ -322,10 +322,10 @@ class HeadshotsApp:
         self.jobs.forget(user)
         ws = self.workspace(user)
         self.forget_cached_downloads(ws)
-        removed = purge(ws, include_selfies=True)
-        log.info("deleted %d folders of %s", len(removed), user)
+        done = purge(ws, include_selfies=True)
+        log.info("purged %s: %s", user, "; ".join(done) or "nothing stored")
         return {**self.page(user), self.c["confirm"]: gr.update(visible=False),
-                self.c["deleted"]: f"All your photos, adapters and images were deleted ({len(removed)} folders)."}
+                self.c["deleted"]: "All your photos, adapters and images were deleted."}
 
     def forget_cached_downloads(self, ws: Workspace) -> None:
         """Gradio serves a download from a copy in its cache, in a folder named by the file's content hash

@@ -31,7 +31,7 @@ from headshots.cli import print_error
 from headshots.config import Config, load_config
 from headshots.errors import ConfigError, HeadshotsError
 from headshots.logs import setup_logging
-from headshots.workspace import write_json_atomic
+from headshots.workspace import Workspace, write_json_atomic
 from service.chain import FAILED, NOT_RUN, STAGES, StageResult, run_stage, stage_named
 
 # Environment a worker needs to behave like this process: face weights, W&B mode, hub settings.
@@ -171,7 +171,7 @@ class Batch:
         self.address = address
         any_cfg = next(iter(configs.values()))
         self.settings = any_cfg.batch
-        self.status_dir = Path(any_cfg.paths.outputs_root) / "batch" / batch_id
+        self.status_dir = Workspace.from_config(any_cfg).batch_root / batch_id
         self.rows = {user: PersonRow(user, [StageRow(s.name) for s in STAGES]) for user in configs}
         self.started = time.time()
         self._last_states: list[tuple[str, str, str]] = []

@@ -1,0 +1,41 @@
+"""`python -m headshots.purge`: one command removes everything derived from a person, including their rows in the
+batch status files that also name other people, and loses nothing it cannot read."""
+
+from __future__ import annotations
+
+import json
+
+from headshots.purge import main
+
+
+def _batch(outputs, batch_id: str, *users: str) -> None:
+    folder = outputs / "batch" / batch_id
+    folder.mkdir(parents=True)
+    people = [{"user": u, "stage": "export", "stage_state": "done", "best_likeness": 0.7,
+               "hint": f"{outputs}/{u}/default/samples/gallery.html"} for u in users]
+    (folder / "status.json").write_text(json.dumps({"batch": batch_id, "finished": True, "people": people}))
+
+
+def test_purge_takes_the_person_out_of_batch_records_and_keeps_everyone_else(tmp_path, capsys):
+    data, outputs = tmp_path / "data", tmp_path / "outputs"
+    (data / "dana" / "selfies").mkdir(parents=True)
+    (data / "dana" / "intake.json").write_text("{}")
+    (outputs / "dana" / "default").mkdir(parents=True)
+    _batch(outputs, "shared", "dana", "erin")
+    _batch(outputs, "alone", "dana")
+    _batch(outputs, "others", "erin")
+    (outputs / "batch" / "broken").mkdir()
+    (outputs / "batch" / "broken" / "status.json").write_text("{not json")
+
+    assert main(["--user", "dana", f"paths.data_root={data}", f"paths.outputs_root={outputs}"]) == 0
+    said = capsys.readouterr().out
+
+    shared = json.loads((outputs / "batch" / "shared" / "status.json").read_text())
+    assert [p["user"] for p in shared["people"]] == ["erin"] and shared["batch"] == "shared"
+    assert not (outputs / "batch" / "alone").exists()
+    assert [p["user"] for p in json.loads((outputs / "batch" / "others" / "status.json").read_text())["people"]] == ["erin"]
+    assert (outputs / "batch" / "broken" / "status.json").read_text() == "{not json"  # unreadable: left, and named
+    assert "could not read" in said and "broken" in said and "by hand" in said
+    assert f"removed dana from {outputs / 'batch' / 'shared' / 'status.json'}" in said
+    assert not (outputs / "dana").exists() and not (data / "dana" / "intake.json").exists()
+    assert (data / "dana" / "selfies").is_dir()  # the originals stay without --include-selfies
