@@ -46,7 +46,7 @@ from headshots.faces import Face, FaceAnalyzer
 from headshots.images import load_rgb
 from headshots.logs import setup_logging
 from headshots.quality import FaceMeasures
-from train.intake import RELATIVE_MIN_PHOTOS, PhotoReport, add_relative_checks, shared_warnings
+from train.intake import RELATIVE_MIN_PHOTOS, PhotoReport, add_relative_checks, share_warnings
 
 REPO = Path(__file__).resolve().parents[1]
 LONG_SIDE = 1600  # larger clean photos are scaled down to this long side (a 1-2 MP phone photo)
@@ -351,7 +351,7 @@ def people(folder: Path) -> dict[str, str]:
 def in_sets(results: list[dict], who: dict[str, str]) -> dict:
     """Each degraded photo judged beside its person's other, clean photos: the set checks that compare a photo
     with the person's own (`add_relative_checks`: light, skin grain, colour) on top of its own verdict, and its
-    reasons ordered as in a set (`shared_warnings` after what is particular to it). People with at least
+    reasons ordered as in a set (`share_warnings`: what the set shares after what is particular to it). People with at least
     RELATIVE_MIN_PHOTOS clean photos; the clean sets' own photos tell their false warnings."""
     cfg = load_config("heldout").intake
     rows = {(r["label"], _stem(r)): r for r in results}
@@ -388,9 +388,7 @@ def in_sets(results: list[dict], who: dict[str, str]) -> dict:
 def _as_a_set(reports: list[PhotoReport], measures: list[FaceMeasures], cfg: IntakeConfig) -> None:
     """What run_intake adds to photos judged together (the duplicate and identity checks aside)."""
     add_relative_checks(reports, measures, cfg)
-    shared = shared_warnings(reports)
-    for report in reports:
-        report.share(shared)
+    share_warnings(reports)
 
 
 def set_table(s: dict) -> str:

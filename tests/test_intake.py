@@ -30,7 +30,7 @@ from train.intake import (
     relative_checks,
     run_intake,
     set_report,
-    shared_warnings,
+    share_warnings,
     why_no_face,
 )
 
@@ -484,9 +484,7 @@ def test_a_shared_warning_is_told_for_the_set_in_each_of_its_kinds(make_config):
         photos.append(photo)
     photos[0].add("side_light", Check("warn", {}, "harsh shadow on one side of the face", "Face the window.", excess=1.1))
 
-    shared = shared_warnings(photos)
-    for photo in photos:
-        photo.share(shared)
+    shared = share_warnings(photos)
     report = set_report(photos, {}, [], make_config("erin").intake, shared)
 
     assert shared == ["pose"] and photos[0].lead[0] == "side_light", photos[0].reason

@@ -51,7 +51,7 @@ CAUSES = ("decode", "exposure", "occlusion", "face", "resolution", "backlight", 
 # withholds one that an earlier cause would fake), so they lead by how far each is past its limit (`Check.excess`):
 # a limit sits at the edge of clean photos, so a photo's real, mild tilt or low resolution just past it does not hide
 # the strong smoothing or colour cast it also has, nor the other way round. Ties keep the causal order. A warning the
-# whole set shares comes after those particular to the photo (`shared_warnings`).
+# whole set shares comes after those particular to the photo (`share_warnings`).
 FACE_PROBLEMS = {
     "no_face": ("no face found", "Make sure your whole face is in the picture, well lit and facing the camera."),
     "several_faces": ("more than one face", "Take a photo of you alone, or crop the other people out."),
@@ -78,7 +78,7 @@ class PhotoReport:
     advice: list[str] = field(default_factory=list)
     face_box: list[float] | None = None  # x1, y1, x2, y2 as fractions of the (upright) photo
     checks: dict[str, Check] = field(default_factory=dict)
-    shared: list[str] = field(default_factory=list)  # warnings every usable photo of the set has (`shared_warnings`)
+    shared: list[str] = field(default_factory=list)  # warnings every usable photo of the set has (`share_warnings`)
 
     def problems(self) -> list[tuple[str, Check]]:
         """Checks that fired, the verdict's severity first: rejections in causal order (CAUSES), then warnings, those
@@ -518,15 +518,19 @@ def _variety_problems(measured: list[Measured], cfg: IntakeConfig) -> list[str]:
     return problems
 
 
-def shared_warnings(photos: list[PhotoReport]) -> list[str]:
-    """Warnings every usable photo has, in a set of RELATIVE_MIN_PHOTOS or more: a property of the camera, the date or
-    the place rather than of one shot (every photo a small copy, all taken years ago, all lit from one side). Said
-    once for the set, and put after what is particular to each photo, which would otherwise hide behind it."""
+def share_warnings(photos: list[PhotoReport]) -> list[str]:
+    """Marks and returns the warnings every usable photo has, in a set of RELATIVE_MIN_PHOTOS or more: a property of
+    the camera, the date or the place rather than of one shot (every photo a small copy, all taken years ago, all lit
+    from one side). Said once for the set, and put after what is particular to each photo, which would otherwise
+    hide behind it."""
     usable = [p for p in photos if p.verdict != REJECT]
-    if len(usable) < RELATIVE_MIN_PHOTOS:
-        return []
-    names = set.intersection(*({name for name, c in p.checks.items() if c.status == WARN} for p in usable))
-    return sorted(names, key=_causal)
+    names: set[str] = set()
+    if len(usable) >= RELATIVE_MIN_PHOTOS:
+        names = set.intersection(*({name for name, c in p.checks.items() if c.status == WARN} for p in usable))
+    shared = sorted(names, key=_causal)
+    for photo in photos:
+        photo.share(shared)
+    return shared
 
 
 def set_report(photos: list[PhotoReport], measured: dict[int, Measured], split: list[int], cfg: IntakeConfig,
@@ -588,9 +592,7 @@ def run_intake(cfg: Config, analyzer: FaceAnalyzer | None = None, timings: Timin
         if preview is not None:
             previews[report.file] = preview
     split = _set_checks(photos, measured, analyzer, cfg.intake, timings)
-    shared = shared_warnings(photos)
-    for photo in photos:
-        photo.share(shared)
+    shared = share_warnings(photos)
     result = IntakeResult(cfg.user, photos, set_report(photos, measured, split, cfg.intake, shared), previews)
     workspace.user_dir.mkdir(parents=True, exist_ok=True)
     workspace.intake_report.write_text(json.dumps(result.to_json(), indent=2))
