@@ -92,6 +92,7 @@ class PrepareConfig:
     caption_prompt: str = ""  # text given with each photo; Florence-2 needs a task, e.g. "<DETAILED_CAPTION>"
     caption_max_new_tokens: int = 40
     crop_margin: float = 0.9  # context around the face box on each side, as a fraction of the face size
+    level_eyes: bool = True  # turn a tilted head's crop so the eyes are level (train/prepare.py: frame_face)
     min_photos: int = 3  # fewer usable photos than this and training is refused
 
     def __post_init__(self) -> None:

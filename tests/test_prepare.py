@@ -5,13 +5,16 @@ import json
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
+from PIL import Image
 from safetensors.torch import load_file
 
 from headshots.errors import HeadshotsError
+from headshots.faces import Face
 from headshots.workspace import Workspace
 from tests.conftest import copy_photos
-from train.prepare import prepare
+from train.prepare import eye_line_degrees, frame_face, prepare
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -58,3 +61,50 @@ def test_too_few_usable_photos_says_how_many_more(make_config, faces_dir, analyz
         prepare(cfg, analyzer)
     assert "Add 2 more" in err.value.hint
     assert ws.prepare_report.is_file()  # the per-photo report is still written
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    inter = max(min(a[2], b[2]) - max(a[0], b[0]), 0) * max(min(a[3], b[3]) - max(a[1], b[1]), 0)
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_tilted_heads_are_levelled_in_their_crops(make_config, faces_dir, analyzer):
+    """Georgia Tech s29/07 and 04 are real head tilts (MTCNN: -26 and +15 degrees). MTCNN run again on each
+    training crop finds the eyes level, and the stored face box where it finds the face (the face loss reads it)."""
+    photos = [faces_dir / "georgia-tech" / "s29" / name for name in ("07.jpg", "04.jpg", "01.jpg")]
+    tilt, turned = {}, {}
+    for level in (False, True):
+        cfg = make_config(f"tilt{int(level)}", f"prepare.level_eyes={str(level).lower()}", "model.resolution=512")
+        ws = Workspace.from_config(cfg)
+        copy_photos(photos, ws.selfies)
+        prepare(cfg, analyzer)
+        turned[level] = {p["file"]: p["level_degrees"] for p in json.loads(ws.prepare_report.read_text())["photos"]}
+        for row in datasets.load_from_disk(str(ws.prepared)):
+            face = analyzer.detect(row["image"]).subject
+            tilt[level, row["file"]] = eye_line_degrees(face)
+            assert _iou([v * 512 for v in row["face_box"]], list(face.box)) > 0.7, row["file"]
+    assert abs(tilt[False, "07.jpg"]) > 20 and abs(tilt[False, "04.jpg"]) > 12
+    assert abs(tilt[True, "07.jpg"]) < 3 and abs(tilt[True, "04.jpg"]) < 3
+    assert turned[False] == {"07.jpg": 0.0, "04.jpg": 0.0, "01.jpg": 0.0}
+    assert turned[True]["07.jpg"] < -20 and turned[True]["04.jpg"] > 12
+
+
+def _tilted_face(centre: tuple[float, float], side: float, degrees: float) -> Face:
+    (cx, cy), t = centre, np.radians(degrees)
+    eye = 0.2 * side * np.array([np.cos(t), np.sin(t)])
+    landmarks = ((cx, cy) - eye, (cx, cy) + eye, (cx, cy), (cx - 0.1 * side, cy + 0.2 * side), (cx + 0.1 * side, cy + 0.2 * side))
+    return Face((cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), 0.99, tuple(tuple(float(v) for v in p) for p in landmarks))
+
+
+@pytest.mark.parametrize("centre", [(300, 200), (150, 200), (300, 130)])
+def test_a_turned_crop_uses_only_pixels_of_the_photo(centre):
+    """Turning needs room: the square shrinks rather than reach past the edge (PIL fills outside with black), and
+    a face so near the edge that it would lose over a fifth of its side keeps the upright crop."""
+    photo = Image.new("RGB", (600, 400), "white")
+    framing = frame_face(_tilted_face(centre, 100, 20), photo.size, margin=0.9)
+    crop = np.asarray(framing.cut(photo, 256))
+    assert crop.min() == 255  # no black from outside the photo
+    if framing.degrees:
+        assert framing.degrees == pytest.approx(20) and framing.side >= 0.8 * 280 - 1
+    else:
+        assert centre == (300, 130)  # 20 degrees at 70 px from the top edge: no room to turn
