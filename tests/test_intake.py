@@ -598,3 +598,20 @@ def test_the_heldout_table_tells_a_lead_the_clean_photo_had_from_a_wrong_cause()
     assert (rotated["n"], rotated["right"], rotated["named"]) == (3, 1, 2), rotated
     assert rotated["instead_on_clean"] == 1 and rotated["wrong_cause"] == 1, rotated
     assert table["clean_warned"] == ["a-clean.jpg: " + low_res[1]] and table["clean_warned_judged"] == 0, table
+
+
+def test_the_reach_table_counts_photos_past_the_clean_calibration_edge():
+    """scripts/intake_heldout.py's reach table: the edge is the clean calibration photos' 5th percentile of the
+    defect's measure (95th where high is the defect); it counts held-out defect and clean photos past it."""
+    heldout = _heldout_script()
+
+    def measured(label, cheeks, grain=0.6, anisotropy=0.8, skin=180.0):
+        return {"label": label, "lead": None, "measures": {"side_light": cheeks, "exposure": {"skin": skin},
+                                                           "focus": {"texture": grain, "anisotropy": anisotropy}}}
+
+    calibration = [measured("clean", c) for c in np.linspace(0.5, 1.0, 101)]  # 5th percentile: 0.525
+    held = [measured("side_shadow", c) for c in (0.4, 0.52, 0.53, 0.8)] + [measured("clean", 0.5), measured("clean", 0.9)]
+    held.append({"label": "side_shadow", "lead": None, "measures": None})  # no face found: counted, never past
+    text = heldout.reach_table({"calibration": calibration, "heldout": held})
+    side = next(line for line in text.splitlines() if line.startswith("| side_shadow"))
+    assert side.split(" | ")[2:5] == ["below 0.525", "2 of 5", "1 of 2"], side
