@@ -264,6 +264,9 @@ NOTES = [
     "  side light or texture. Occlusion is judged on every well-exposed face, blurred or not (flat shares are",
     "  relative to the face's own detail).",
     "- A clean photo called someone else is the same man photographed years apart (3-photo set).",
+    "- `side_light` beside the person's set (`relative_side_light`) fires once off a side shadow: on the rotated copy of",
+    "  Georgia Tech s02/03.jpg, the most side-lit clean photo of any set (0.77 of its set's median; rotated, its cheek",
+    "  patches fall elsewhere and read 0.73). The lead there is the tilt.",
 ]
 
 

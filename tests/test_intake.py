@@ -122,6 +122,14 @@ def _in_shade(image, face):
     return Image.fromarray((np.asarray(image, dtype=np.float32) * shade[..., None]).astype(np.uint8))
 
 
+def _from_one_side(image, face, low):
+    """Light from one side: brightness ramps across the face box from `low` on its left edge to full on its right."""
+    x1, _, x2, _ = face.box
+    ramp = np.clip((np.arange(image.width) - x1) / (x2 - x1), 0, 1)
+    factor = (low + (1 - low) * ramp)[None, :, None]
+    return Image.fromarray(np.clip(np.asarray(image, dtype=np.float32) * factor, 0, 255).astype(np.uint8))
+
+
 def _bilateral(image, face):
     """A beauty filter: each pixel averaged with neighbours of similar tone (skin smoothed, edges kept). The tests
     apply it twice: one pass of this small kernel leaves the grain of a noisy 1999 video frame above the limit."""
@@ -424,8 +432,10 @@ def test_a_photo_much_darker_than_the_persons_others_is_named_whatever_their_ski
 def test_intake_names_what_one_photo_alone_cannot_beside_the_persons_others(make_config, faces_dir, analyzer):
     """End to end. A face in shade (half the light) while the room stays lit passes the per-photo check (a dark face
     in a lit photo may be skin tone); one pass of a beauty filter leaves a noisy video frame's grain above the
-    per-photo limit; a warm lamp (blue at half, green at 3/4) only saturates the skin's own hue, as a tan would.
-    Beside the person's other photos, each is the odd one out, for its own reason."""
+    per-photo limit; a warm lamp (blue at half, green at 3/4) only saturates the skin's own hue, as a tan would; light
+    from one side that leaves the shadowed cheek just above the per-photo limit (clean CelebA event photos are lit
+    like that) is far from this person's evenly lit photos. Beside the person's other photos, each is the odd one
+    out, for its own reason."""
     cfg = make_config("carol")
     ws = Workspace.from_config(cfg)
     photos = sorted((faces_dir / "georgia-tech" / "s23").glob("*.jpg"))
@@ -436,7 +446,9 @@ def test_intake_names_what_one_photo_alone_cannot_beside_the_persons_others(make
     _bilateral(image, analyzer.detect(image).subject).save(ws.selfies / "z-smooth.jpg", quality=92)
     warm = np.asarray(load_rgb(photos[7]), dtype=np.float32) * np.array([1.0, 0.75, 0.5])
     Image.fromarray(warm.astype(np.uint8)).save(ws.selfies / "z-warm.jpg", quality=92)
-    for name, check in (("z-dim.jpg", "exposure"), ("z-smooth.jpg", "filter"), ("z-warm.jpg", "colour_cast")):
+    image = load_rgb(photos[9])
+    _from_one_side(image, analyzer.detect(image).subject, 0.55).save(ws.selfies / "z-side.jpg", quality=92)
+    for name, check in (("z-dim.jpg", "exposure"), ("z-smooth.jpg", "filter"), ("z-warm.jpg", "colour_cast"), ("z-side.jpg", "side_light")):
         alone, _, _ = assess_photo(ws.selfies / name, analyzer, cfg, NOW)
         assert alone.checks[check].status == "ok", alone.checks[check]
 
@@ -445,7 +457,9 @@ def test_intake_names_what_one_photo_alone_cannot_beside_the_persons_others(make
     assert photos["z-dim.jpg"].lead == ("exposure", "face much darker than in your other photos"), photos["z-dim.jpg"].reason
     assert photos["z-smooth.jpg"].lead[0] == "filter" and "smoother than in your other" in photos["z-smooth.jpg"].lead[1]
     assert photos["z-warm.jpg"].lead == ("colour_cast", "colours unlike your other photos (coloured light)"), photos["z-warm.jpg"].reason
-    assert all(photos[p.name].checks[name].status == "ok" for p in mine for name in ("exposure", "filter", "colour_cast"))
+    side = photos["z-side.jpg"].checks["side_light"]  # named beside the shot's real head tilt, which is further past its limit
+    assert (side.status, side.reason) == ("warn", "one side of the face much darker than in your other photos"), photos["z-side.jpg"].reason
+    assert all(photos[p.name].checks[name].status == "ok" for p in mine for name in ("exposure", "filter", "colour_cast", "side_light"))
 
 
 def test_what_every_photo_shares_is_said_once_for_the_set_and_each_photo_leads_with_its_own(make_config, faces_dir, analyzer):
