@@ -262,13 +262,17 @@ class HeadshotsApp:
 
     def tick(self, state: str | None, seen: list | None, request: gr.Request) -> dict:
         """Every second while a job of this person is queued or running, and once when they come back to the tab: its
-        progress; the review once a generation ends."""
+        progress; the review once a generation ends.
+
+        The job's state is read after its status: the worker thread can end the job between the two readings, and
+        a status that already says "Done" also stops the timer, so the state read must be "done" too, or the review
+        would never come (states only move forward, so the later reading is never behind the status)."""
         if not state and not (request is not None and request.username):
             return {self.c["status"]: gr.skip()}  # no one signed in yet in this session
         user = self.user(state, request)
+        out = self.status_view(user)
         job = self.jobs.latest(user)
         key = [job.id, job.state] if job else None
-        out = self.status_view(user)
         if key != seen:
             out[self.c["seen"]] = key
             if job is not None and job.kind == "generate" and not job.active:

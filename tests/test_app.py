@@ -16,7 +16,7 @@ from PIL import Image
 
 from headshots.errors import ConfigError
 from service.app import main, read_password_file, safe_file_name
-from service.jobs import QUEUED, RUNNING, STOPPED, JobQueue
+from service.jobs import DONE, QUEUED, RUNNING, STOPPED, JobQueue
 from tests.app_server import serve
 
 LIMITS = ("app.max_photos=6", "app.max_pixels=20000000", "app.max_upload_bytes=2000000")
@@ -175,6 +175,33 @@ def test_job_queue_order_position_and_stop(tmp_path):
     finally:
         queue.close()
     assert second.state == STOPPED
+
+
+def test_the_tick_that_says_done_brings_the_review(server, tmp_path):
+    """A generation can end while a status tick is under way. The status that says "Done" also stops the timer, so
+    that same tick must bring the review: otherwise the person reads "Done" over an empty Review tab, for good (seen
+    in CI when the job's state was read before its status). Here the worker ends the job inside the tick."""
+    app = server.app
+    job = app.jobs.submit("quinn", "generate", [sys.executable, "-c", "import time; time.sleep(0.5)"], tmp_path / "g.log")
+    deadline = time.time() + 10
+    while job.state != RUNNING and time.time() < deadline:
+        time.sleep(0.02)
+    seen = [job.id, job.state]  # what the last tick saw
+    status_view = app.status_view
+
+    def ending_meanwhile(user: str) -> dict:
+        while job.active and time.time() < deadline + 10:  # the worker thread ends the job now
+            time.sleep(0.02)
+        return status_view(user)
+
+    app.status_view = ending_meanwhile
+    try:
+        out = app.tick("quinn", seen, None)
+    finally:
+        del app.status_view
+    assert out[app.c["status"]].startswith("**Done.**") and out[app.c["timer"]].active is False
+    # the review itself (this job is a stand-in process that makes no images, so the review says so)
+    assert out[app.c["seen"]] == [job.id, DONE] and "Nothing generated yet" in out[app.c["review"]]
 
 
 def test_failed_job_reports_the_cli_error_lines(tmp_path):
