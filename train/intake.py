@@ -414,11 +414,11 @@ def duplicate_checks(names: list[str], measured: list[Measured], cfg: IntakeConf
 @dataclass(frozen=True)
 class Relative:
     """A measure judged against the person's own other photos: what one photo cannot tell (a darker skin from a dim
-    room; a camera's or a skin's finer grain from a beauty filter; tanned skin from a warm lamp; light from one side
-    from how evenly this person is usually lit) the set can, since face and skin are the person's own. `name`: the
-    photo's measure over the set's median, which fires below `intake.min_<name>`; or, `by_distance`, the distance of the photo's measure (a vector) from the set's median,
-    which fires above `intake.max_<name>`. Added to `check` only where that photo's own verdicts do not already
-    name it or something that fakes it (`explained_by`)."""
+    room; a camera's or a skin's finer grain from a beauty filter; tanned skin from a warm lamp; a window beside them
+    from the way they are usually lit) the set can, since face and skin are the person's own. `name`: the photo's
+    measure over the set's median, which fires below `intake.min_<name>`; or, `by_distance`, the distance of the
+    photo's measure (a vector) from the set's median, which fires above `intake.max_<name>`. Added to `check` only
+    where that photo's own verdicts do not already name it or something that fakes it (`explained_by`)."""
 
     check: str
     name: str
@@ -438,7 +438,7 @@ RELATIVE = (
              ("filter", "exposure", "occlusion", "motion_blur", "sharpness")),  # light, a cover or blur lose grain too
     Relative("side_light", "relative_side_light", lambda m: m.side_light, "one side of the face much darker than in your other photos",
              "Face the window or light instead of having it beside you.",
-             ("side_light", "exposure", "backlight", "occlusion")),  # the per-photo check, or dark light or a cover, named it
+             ("side_light", "exposure", "backlight", "occlusion")),  # named alone already, or darkness or a cover is the cause
     Relative("colour_cast", "relative_colour", lambda m: m.chroma, "colours unlike your other photos (coloured light)",
              "Retake it in daylight, like your other photos: no warm lamps, coloured lights or colour filters.",
              ("colour_cast", "exposure", "backlight", "filter", "occlusion"), by_distance=True),  # light, filters, lenses shift colour too
