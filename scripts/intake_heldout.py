@@ -382,9 +382,10 @@ def people(folder: Path) -> dict[str, str]:
 
 def in_sets(results: list[dict], who: dict[str, str]) -> dict:
     """Each degraded photo judged beside its person's other, clean photos: the set checks that compare a photo
-    with the person's own (`add_relative_checks`: light, skin grain, colour) on top of its own verdict, and its
-    reasons ordered as in a set (`share_warnings`: what the set shares after what is particular to it). People with at least
-    RELATIVE_MIN_PHOTOS clean photos; the clean sets' own photos tell their false warnings."""
+    with the person's own (`add_relative_checks`: light, skin grain, side light, colour) on top of its own verdict, and
+    its reasons ordered as in a set (`share_warnings`: what the set shares after what is particular to it). Right
+    reason in the set: the lead; named in the set: among the reasons. People with at least RELATIVE_MIN_PHOTOS clean
+    photos; the clean sets' own photos tell their false warnings."""
     cfg = load_config("heldout").intake
     rows = {(r["label"], _stem(r)): r for r in results}
     persons: dict[str, list[str]] = defaultdict(list)
@@ -404,16 +405,17 @@ def in_sets(results: list[dict], who: dict[str, str]) -> dict:
                 row = rows.get((defect, stem))
                 if row is None:
                     continue
-                lead = row["lead"]
+                lead, reasons = row["lead"], [(name, why) for name, why, _ in row["problems"]]
                 if row["measures"]:
                     members = [row if t == stem else rows["clean", t] for t in stems]
                     reports = [PhotoReport.from_checks(m["file"], m["checks"]) for m in members]
                     _as_a_set(reports, [FaceMeasures.from_dict(m["measures"]) for m in members], cfg)
-                    lead = reports[k].lead
-                d = out["defects"].setdefault(defect, {"n": 0, "alone": 0, "in_set": 0})
+                    lead, reasons = reports[k].lead, [(name, c.reason) for name, c in reports[k].checks.items() if c.status != "ok"]
+                d = out["defects"].setdefault(defect, {"n": 0, "alone": 0, "in_set": 0, "named_in_set": 0})
                 d["n"] += 1
                 d["alone"] += bool(row["lead"]) and _is_right(defect, *row["lead"])
                 d["in_set"] += bool(lead) and _is_right(defect, *lead)
+                d["named_in_set"] += any(_is_right(defect, *reason) for reason in reasons)
     return out
 
 
@@ -425,8 +427,9 @@ def _as_a_set(reports: list[PhotoReport], measures: list[FaceMeasures], cfg: Int
 
 def set_table(s: dict) -> str:
     lines = [f"### held-out, each photo in its person's set: {s['people']} people with 4 or more clean photos", "",
-             "| defect | photos | right reason alone | right reason in the set |", "|---|---|---|---|"]
-    lines += [f"| {defect} | {d['n']} | {d['alone'] / d['n']:.2f} | {d['in_set'] / d['n']:.2f} |" for defect, d in s["defects"].items()]
+             "| defect | photos | right reason alone | right reason in the set | named in the set |", "|---|---|---|---|---|"]
+    lines += [f"| {defect} | {d['n']} | {d['alone'] / d['n']:.2f} | {d['in_set'] / d['n']:.2f} | {d['named_in_set'] / d['n']:.2f} |"
+              for defect, d in s["defects"].items()]
     flagged = "; ".join(f"{why} ({n})" for why, n in s["clean_flagged"].most_common()) or "none"
     lines += ["", f"What the set checks add on the {s['clean']} clean photos themselves: {flagged}.", ""]
     return "\n".join(lines)
@@ -529,19 +532,20 @@ def markdown(scores: dict[str, dict], seconds: float | None, command: str) -> st
              "  the calibration side shadows (cheeks: 0.83). The person's own photos help here too, less: in a set, a",
              "  darker / brighter cheek below 0.75 of the set's median is named (the limit follows the other set checks' rule,",
              "  under every clean person's set in ../shared, top of this page: 0.77; the held-out sets' ratios had been printed",
-             "  first, to ask whether such a check could help at all): held-out side shadows in a set 0.16 -> 0.27, no clean",
-             "  photo flagged. The 26 named by neither keep 0.76-1.06 of their person's median (median 0.88): a person's own",
-             "  photos differ in side light too.",
+             "  first, to ask whether such a check could help at all): held-out side shadows in a set 0.16 -> 0.27 (0.42",
+             "  named among the reasons), no clean photo flagged. The 26 named by neither keep 0.76-1.06 of their person's",
+             "  median (median 0.88): a person's own photos differ in side light too.",
              "- smoothed: skin grain differs by camera and compression about as much as a filter changes it: Georgia Tech's",
              "  noisy video frames keep 0.32-0.59 after two median filters, above the limit (0.3) set at the low edge of clean",
              "  CelebA photos (5th percentile 0.30). The person's own photos are the better reference here too: in a set, skin",
              "  grain below 0.5 of the set's median on a sharp, lit face is named (the limit sits under every clean person's",
              "  set in ../shared, top of this page: 0.58; set before the held-out sets were judged): Georgia Tech smoothed",
-             "  0.00 -> 0.50 (top of this page), held-out 0.74 alone -> 0.87 in a set, one clean held-out photo flagged. A photo",
-             "  rotated by resampling loses grain too, and is called smoothed as well as tilted. Skin grain at half resolution",
-             "  (2x2 means: what a mild filter leaves) was tried as a second measure: past the clean calibration photos' 5%",
-             "  edge lie 0.86 of the held-out smoothed photos (grain: 0.81) but 0.62 of the calibration ones (grain: 0.79);",
-             "  not used.",
+             "  0.00 -> 0.50 (top of this page), held-out 0.74 alone -> 0.87 in a set (0.98 named among the reasons: where it",
+             "  does not lead, the photo's own real low resolution or side light does), one clean held-out photo flagged. A",
+             "  photo rotated by resampling loses grain too, and is called smoothed as well as tilted. Skin grain at half",
+             "  resolution (2x2 means: what a mild filter leaves) was tried as a second measure: past the clean calibration",
+             "  photos' 5% edge lie 0.86 of the held-out smoothed photos (grain: 0.81) but 0.62 of the calibration ones",
+             "  (grain: 0.79); not used.",
              "- colour cast (not in the held-out generator): a warm lamp moves a face mostly along the skin-hue line, so one",
              "  photo does not name a mild one. Measured once on 38 Georgia Tech photos (the earlier measure, distance from",
              "  one skin colour, in brackets): mild warm gains (1, 0.85, 0.65) 0 named (13), tungsten (1, 0.8, 0.55) 3 (22);",

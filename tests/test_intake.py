@@ -582,13 +582,15 @@ def test_the_heldout_evaluation_judges_each_photo_in_its_persons_set(faces_dir, 
             out.save(tmp_path / f"{path.stem}-{label}.jpg", quality=92)
             report, measured, _ = assess_photo(tmp_path / f"{path.stem}-{label}.jpg", analyzer, make_config("alice"), NOW)
             rows.append({"label": label, "file": f"{path.stem}-{label}.jpg", "reason": report.reason, "lead": report.lead,
+                         "problems": [(n, c.reason, bool(c.advice)) for n, c in report.checks.items() if c.status != "ok"],
                          "checks": {n: asdict(c) for n, c in report.checks.items()}, "measures": asdict(measured.face_measures)})
 
     scores = heldout.in_sets(json.loads(json.dumps(rows)), who)
 
     assert scores["people"] == 1 and scores["clean"] == 5 and not scores["clean_flagged"]
     assert scores["defects"]["dark"]["n"] == 5 and scores["defects"]["dark"]["alone"] == 0
-    assert scores["defects"]["dark"]["in_set"] == 5, scores
+    assert scores["defects"]["dark"]["in_set"] == scores["defects"]["dark"]["named_in_set"] == 5, scores
+    assert "| dark | 5 | 0.00 | 1.00 | 1.00 |" in heldout.set_table(scores)
 
 
 def test_the_heldout_table_tells_a_lead_the_clean_photo_had_from_a_wrong_cause():
