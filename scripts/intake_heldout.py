@@ -410,7 +410,7 @@ def in_sets(results: list[dict], who: dict[str, str]) -> dict:
                     members = [row if t == stem else rows["clean", t] for t in stems]
                     reports = [PhotoReport.from_checks(m["file"], m["checks"]) for m in members]
                     _as_a_set(reports, [FaceMeasures.from_dict(m["measures"]) for m in members], cfg)
-                    lead, reasons = reports[k].lead, [(name, c.reason) for name, c in reports[k].checks.items() if c.status != "ok"]
+                    lead, reasons = reports[k].lead, [(name, c.reason) for name, c in reports[k].problems()]
                 d = out["defects"].setdefault(defect, {"n": 0, "alone": 0, "in_set": 0, "named_in_set": 0})
                 d["n"] += 1
                 d["alone"] += bool(row["lead"]) and _is_right(defect, *row["lead"])
