@@ -242,6 +242,20 @@ class DetailConfig:
 
 
 @dataclass
+class MoreConfig:
+    """More like this (infer/variations.py): variations of one generated image the person likes, each drawn
+    from it by SDXL img2img with the person's adapter, the image's own prompts and a fresh seed."""
+
+    image: str | None = None  # a generated image in samples/, as the gallery names it (e.g. linkedin-02.png)
+    count: int = 4
+    strength: float = 0.5  # share of the denoising redone: 0.3 keeps pose, clothes and light; 0.7 keeps the idea
+
+    def __post_init__(self) -> None:
+        _check(self.count >= 1, "infer.more.count", "must be at least 1")
+        _check(0.0 < self.strength <= 1.0, "infer.more.strength", "must be in (0, 1]")
+
+
+@dataclass
 class InferConfig:
     styles: list[str] = field(default_factory=lambda: ["linkedin", "corporate", "executive"])  # names or YAML paths
     style_overrides: dict[str, str] = field(default_factory=dict)  # e.g. {background: "white wall"}, all styles
@@ -265,6 +279,7 @@ class InferConfig:
     refiner_start: float = 0.8
     export_files: list[str] = field(default_factory=list)  # files in samples/ to export; empty: every kept image
     detail: DetailConfig = field(default_factory=DetailConfig)
+    more: MoreConfig = field(default_factory=MoreConfig)
 
     def __post_init__(self) -> None:
         _check(len(self.styles) > 0, "infer.styles", "must name at least one style")

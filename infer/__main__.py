@@ -1,4 +1,4 @@
-"""python -m infer {generate,detail,score,export,all} --user NAME [--profile tiny] [infer.styles=[linkedin,actor] ...]"""
+"""python -m infer {generate,detail,score,export,more,all} --user NAME [--profile tiny] [infer.styles=[linkedin,actor] ...]"""
 
 from __future__ import annotations
 
@@ -34,6 +34,13 @@ def _detail(cfg: Config) -> None:
     detail(cfg)
 
 
+def _more(cfg: Config) -> None:
+    from infer.variations import more_like
+
+    more_like(cfg)
+    _score(cfg)
+
+
 def _all(cfg: Config) -> None:
     from infer.detail import generate_with_detail
 
@@ -41,11 +48,12 @@ def _all(cfg: Config) -> None:
     _score(cfg)
 
 
-COMMANDS = {"generate": _generate, "detail": _detail, "score": _score, "export": _export, "all": _all}
+COMMANDS = {"generate": _generate, "detail": _detail, "score": _score, "export": _export, "more": _more, "all": _all}
 HELP = {
     "generate": "sample N images per style from base model + adapter",
     "detail": "face-detail pass: re-draw each face at full resolution with the adapter (keeps both versions)",
     "score": "face-similarity filter, ranking, scores.json and gallery.html",
+    "more": "more like this: infer.more.count variations of infer.more.image (img2img from it), then score",
     "export": "crop kept (or infer.export_files) images for LinkedIn, 4:5 portrait and CV, centred on the face",
     "all": "generate (then the face-detail pass when infer.detail.enabled) then score",
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ class Sample:
     scheduler_class: str
     refiner: str | None  # infer.refiner; None: the base model made the whole image
     refiner_start: float | None
+    source: str | None = None  # more like this (infer/variations.py): the image img2img started from
+    strength: float | None = None  # ... and the share of the denoising it redid
 
 
 @dataclass
@@ -54,6 +56,16 @@ class Pipelines:
 
     base: Any
     refiner: Any = None
+    _img2img: Any = field(default=None, repr=False)
+
+    def img2img(self):
+        """SDXL's img2img pipeline over the base pipeline's very modules (`from_pipe`: the UNet with the
+        person's adapter, VAE, text encoders and scheduler are shared, not loaded again)."""
+        if self._img2img is None:
+            from diffusers import StableDiffusionXLImg2ImgPipeline
+
+            self._img2img = StableDiffusionXLImg2ImgPipeline.from_pipe(self.base)
+        return self._img2img
 
 
 def seeds_for(cfg: Config, style_index: int) -> list[int]:
@@ -118,12 +130,15 @@ def load_person_tokens(pipe, adapter: Path) -> None:
         pipe.load_textual_inversion(vectors[key], token=tokens, text_encoder=encoder, tokenizer=tokenizer)
 
 
-def sample(pipes: Pipelines, cfg: Config, prompts: dict[str, str], seeds: list[int]) -> list[Image.Image]:
+def sample(pipes: Pipelines, cfg: Config, prompts: dict[str, str], seeds: list[int],
+           start: tuple[Image.Image, float] | None = None) -> list[Image.Image]:
     """One batch, one image per seed. Each image has its own CPU generator, so an image depends only on
     its seed and settings, not on its batch or device. With a refiner, the base stops at
     `refiner_start` and hands over its latents (SDXL's "ensemble of experts"); the refiner has only the
     second text encoder, so it gets the text that encoder saw in the base pass (scene, light, lens:
-    no trigger word, which means nothing to a model that never saw the person)."""
+    no trigger word, which means nothing to a model that never saw the person).
+    `start` (an image, a strength): draw from that image instead of from noise (img2img), redoing
+    `strength` of the denoising."""
     n, infer = len(seeds), cfg.infer
     batch = {key: [text] * n for key, text in prompts.items()}
     common = {
@@ -131,10 +146,13 @@ def sample(pipes: Pipelines, cfg: Config, prompts: dict[str, str], seeds: list[i
         "guidance_scale": infer.guidance_scale,
         "generator": [torch.Generator("cpu").manual_seed(s) for s in seeds],
     }
-    size = {"height": cfg.model.resolution, "width": cfg.model.resolution}
+    pipe, inputs = pipes.base, {"height": cfg.model.resolution, "width": cfg.model.resolution}
+    if start is not None:
+        image, strength = start
+        pipe, inputs = pipes.img2img(), {"image": [image] * n, "strength": strength}
     if pipes.refiner is None:
-        return pipes.base(**batch, **common, **size).images
-    latents = pipes.base(**batch, **common, **size, denoising_end=infer.refiner_start, output_type="latent").images
+        return pipe(**batch, **common, **inputs).images
+    latents = pipe(**batch, **common, **inputs, denoising_end=infer.refiner_start, output_type="latent").images
     return pipes.refiner(
         prompt=batch["prompt_2"], negative_prompt=batch["negative_prompt_2"], image=latents,
         denoising_start=infer.refiner_start, **common,
@@ -168,7 +186,7 @@ def generate(cfg: Config, pipes: Pipelines | None = None) -> list[Sample]:
     tokenizers = {"tokenizer": pipes.base.tokenizer, "tokenizer_2": pipes.base.tokenizer_2}
     for style in styles:
         check_prompt_lengths(style.prompts(trigger, class_noun), tokenizers, style.name)
-    settings = _settings(cfg, pipes)
+    settings = sample_settings(cfg, pipes)
 
     out_dir = workspace.samples_dir(cfg.run)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -185,7 +203,7 @@ def generate(cfg: Config, pipes: Pipelines | None = None) -> list[Sample]:
                 batch = seeds[start : start + cfg.infer.batch_size]
                 images = sample(pipes, cfg, prompts, batch)
                 entries = _entries(style, prompts, batch, start, settings)
-                writes += [writer.submit(_write_png, image, entry, out_dir) for image, entry in zip(images, entries)]
+                writes += [writer.submit(write_png, image, entry, out_dir) for image, entry in zip(images, entries)]
                 samples += entries
                 progress.update(len(batch))
     for write in writes:
@@ -202,7 +220,7 @@ def generate(cfg: Config, pipes: Pipelines | None = None) -> list[Sample]:
     return samples
 
 
-def _settings(cfg: Config, pipes: Pipelines) -> dict[str, Any]:
+def sample_settings(cfg: Config, pipes: Pipelines) -> dict[str, Any]:
     """The Sample fields shared by every image of this run."""
     infer = cfg.infer
     return {
@@ -220,7 +238,7 @@ def _entries(style: Style, prompts: dict[str, str], seeds: list[int], offset: in
     ]
 
 
-def _write_png(image: Image.Image, sample: Sample, out_dir: Path) -> None:
+def write_png(image: Image.Image, sample: Sample, out_dir: Path) -> None:
     """The PNG carries its manifest entry, so a lone file is reproducible too."""
     info = PngInfo()
     info.add_text("headshots", json.dumps(asdict(sample)))

@@ -5,12 +5,14 @@
 
 Upload (intake at once: verdict, reason, advice, face box per photo; what the set lacks) -> Train (a
 queued background job, live step, loss, ETA) -> Styles -> Review (ranked, 400x400 and avatar sizes,
-dropped images folded away with their reasons) -> Download (platform crops and a zip) -> Delete my data.
+dropped images folded away with their reasons; more like one you pick) -> Download (platform crops and a zip)
+-> Delete my data.
 
-A thin layer: intake, export and purge are called in the request (seconds); training and generation
-run as jobs (service/jobs.py) through service.chain. Every path comes from the session's user through
-Workspace, never from the client. Loopback only unless --host says otherwise, and then only with a
-password file (one `name:password` per line: each person logs in as themselves); never a share link.
+A thin layer: intake, export and purge are called in the request (seconds); training and generation run
+as jobs (service/jobs.py) through service.chain, and more like this as a job of its own. Every path comes
+from the session's user through Workspace, never from the client. Loopback only unless --host says
+otherwise, and then only with a password file (one `name:password` per line: each person logs in as
+themselves); never a share link.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ LOOPBACK_NAMES = ("localhost",)
 SETTINGS_USER = "app"  # the config is per user; the app's own settings are read with this placeholder name
 ZIP_NAME = "headshots.zip"  # outputs/<u>/<run>/export/headshots.zip: every crop of the last export
 FILES_DIR = "files"  # outputs/<u>/<run>/export/files/<image>-<size>.jpg: the same crops, named for downloading
+# More like this: how much of the picked image is re-drawn (infer.more.strength)
+MORE_STRENGTHS = (("Close: same framing, clothes and light", 0.35), ("Looser: new pose and expression", 0.6))
 
 
 @dataclass
@@ -243,6 +247,18 @@ class HeadshotsApp:
         return self.status_view(user)
 
     @user_errors
+    def more(self, chosen: str | None, strength: float | None, state: str | None, request: gr.Request) -> dict:
+        """More like one of the person's generated images: a job of `infer.more.count` variations drawn from it."""
+        user = self.user(state, request)
+        if chosen not in {file for _, file in views.review_choices(self.workspace(user), self.run)}:
+            raise HeadshotsError("Pick one of your generated images first.", "Choose it under 'More like this one'.")
+        if strength not in dict(MORE_STRENGTHS).values():
+            raise HeadshotsError("Pick how close to it the new images stay.", "Choose Close or Looser.")
+        count = min(self.defaults.more.count, self.limits.max_images_per_style)
+        self.submit(user, "more", [f"infer.more.image={chosen}", f"infer.more.strength={strength}", f"infer.more.count={count}"])
+        return self.status_view(user)
+
+    @user_errors
     def stop(self, state: str | None, request: gr.Request) -> dict:
         user = self.user(state, request)
         self.jobs.stop(user)
@@ -256,6 +272,7 @@ class HeadshotsApp:
             self.c["status"]: views.job_markdown(ws, self.run, job, self.jobs.position(job) if job else 0),
             self.c["train"]: gr.update(interactive=views.set_usable(ws) and not busy),
             self.c["generate"]: gr.update(interactive=trained and not busy),
+            self.c["more"]: gr.update(interactive=trained and not busy),
             self.c["stop"]: gr.update(interactive=busy),
             self.c["timer"]: gr.Timer(active=busy),
         }
@@ -275,14 +292,16 @@ class HeadshotsApp:
         key = [job.id, job.state] if job else None
         if key != seen:
             out[self.c["seen"]] = key
-            if job is not None and job.kind == "generate" and not job.active:
+            if job is not None and job.kind in ("generate", "more") and not job.active:
                 out.update(self.review_view(self.workspace(user)))
         return out
 
     # -- review and download -----------------------------------------------------------------------
     def review_view(self, ws: Workspace) -> dict:
+        choices = views.review_choices(ws, self.run)
         return {self.c["review"]: views.review_html(ws, self.run),
-                self.c["favourites"]: gr.update(choices=views.review_choices(ws, self.run), value=[])}
+                self.c["favourites"]: gr.update(choices=choices, value=[]),
+                self.c["more_pick"]: gr.update(choices=choices, value=None)}
 
     @user_errors
     def download(self, favourites: list[str] | None, state: str | None, request: gr.Request) -> list[str]:
@@ -381,6 +400,13 @@ class HeadshotsApp:
                     with gr.Tab("4. Review", elem_id="hs-tab-review"):
                         c["review"] = gr.HTML(elem_id="hs-review")
                         c["favourites"] = gr.CheckboxGroup(label="Your favourites (to download)", elem_id="hs-favourites")
+                        gr.Markdown(f"**More like this:** {self.defaults.more.count} new images drawn from one you like, "
+                                    "with its style, your adapter and new seeds; they join this review.")
+                        with gr.Row():
+                            c["more_pick"] = gr.Dropdown(label="More like this one", elem_id="hs-more-pick")
+                            c["more_strength"] = gr.Radio(list(MORE_STRENGTHS), value=MORE_STRENGTHS[0][1],
+                                                          label="How close", elem_id="hs-more-strength")
+                        c["more"] = gr.Button("More like this", interactive=False, elem_id="hs-more")
                     with gr.Tab("5. Download", elem_id="hs-tab-download"):
                         gr.Markdown("Your favourites cropped for LinkedIn (400x400), a 4:5 portrait (1080x1350) and a CV "
                                     "(600x800), centred on your face, never upscaled; all of them in one zip.")
@@ -407,9 +433,10 @@ class HeadshotsApp:
 
     def _wire(self, demo: gr.Blocks) -> None:
         c = self.c
-        page = [c[k] for k in ("user", "who", "name_row", "main", "notes", "photos", "remove_pick", "status", "train", "generate", "stop",
-                               "timer", "review", "favourites", "seen", "files")]
-        status = [c[k] for k in ("status", "train", "generate", "stop", "timer")]
+        page = [c[k] for k in ("user", "who", "name_row", "main", "notes", "photos", "remove_pick", "status", "train", "generate", "more",
+                               "stop", "timer", "review", "favourites", "seen", "files", "more_pick")]
+        status = [c[k] for k in ("status", "train", "generate", "more", "stop", "timer")]
+        review = [c[k] for k in ("seen", "review", "favourites", "more_pick")]
         photos = [c["photos"], c["remove_pick"], c["notes"]]
         c["go"].click(self.start, [c["name"]], page, api_name="start")
         c["name"].submit(self.start, [c["name"]], page, api_name=False)
@@ -421,14 +448,13 @@ class HeadshotsApp:
         c["train"].click(self.train, [c["user"]], status, api_name="train")
         c["stop"].click(self.stop, [c["user"]], status, api_name="stop")
         c["generate"].click(self.generate, [c["styles"], c["count"], c["user"]], status, api_name="generate")
+        c["more"].click(self.more, [c["more_pick"], c["more_strength"], c["user"]], status, api_name="more")
         c["export"].click(self.download, [c["favourites"], c["user"]], [c["files"]], api_name="export")
         c["ask"].click(lambda: gr.update(visible=True), None, [c["confirm"]], api_name=False)
         c["no"].click(lambda: gr.update(visible=False), None, [c["confirm"]], api_name=False)
         c["yes"].click(self.delete_everything, [c["user"]], [*page, c["confirm"], c["deleted"]], api_name="delete_my_data")
-        c["timer"].tick(self.tick, [c["user"], c["seen"]], [*status, c["seen"], c["review"], c["favourites"]],
-                   api_name="status", show_progress="hidden")
-        c["resync"].click(self.tick, [c["user"], c["seen"]], [*status, c["seen"], c["review"], c["favourites"]],
-                          api_name=False, show_progress="hidden")
+        c["timer"].tick(self.tick, [c["user"], c["seen"]], [*status, *review], api_name="status", show_progress="hidden")
+        c["resync"].click(self.tick, [c["user"], c["seen"]], [*status, *review], api_name=False, show_progress="hidden")
 
     def launch(self, host: str, port: int | None, block: bool = True) -> str:
         """Serve the page; returns its URL. Loopback unless a password file was given (checked by main)."""

@@ -2,9 +2,10 @@
 
 A job is one person's `train` (intake -> prepare -> fit) or `generate` (the same, then infer: generate,
 score, gallery), run through service.chain (the chain the batch runner uses, which skips a stage already
-done with the same inputs) in a child process:
+done with the same inputs), or `more` (more like one generated image: infer/variations.py, then score and
+gallery, over the images already there), in a child process:
 
-    python -m service.jobs {train,generate} --user NAME [--profile tiny] [key=value ...]
+    python -m service.jobs {train,generate,more} --user NAME [--profile tiny] [key=value ...]
 
 Why a child process: the job outlives the browser tab and the request; it can be stopped (the process
 ends, and training continues from its last checkpoint on the next start); its memory goes back to the
@@ -33,6 +34,7 @@ log = get_logger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 QUEUED, RUNNING, DONE, FAILED, STOPPED = "queued", "running", "done", "failed", "stopped"
 LAST_STAGE = {"train": "fit", "generate": "infer"}  # each kind runs the chain up to and including this stage
+KINDS = (*LAST_STAGE, "more")
 STOP_GRACE_S = 10.0  # after SIGTERM, how long a job may take to end before it is killed
 
 
@@ -42,7 +44,7 @@ class Job:
 
     id: int
     user: str
-    kind: str  # train | generate
+    kind: str  # one of KINDS
     argv: list[str]
     log_path: Path
     state: str = QUEUED
@@ -61,7 +63,7 @@ class Job:
 
 def job_command(kind: str, user: str, args: list[str]) -> list[str]:
     """The child's command line, in every stage's CLI style: `args` are --profile, --config, key=value."""
-    if kind not in LAST_STAGE:
+    if kind not in KINDS:
         raise ValueError(f"unknown job kind {kind!r}")
     return [sys.executable, "-m", "service.jobs", kind, "--user", user, *args]
 
@@ -218,9 +220,22 @@ def run_chain(cfg: Config, last: str) -> None:
             return
 
 
-COMMANDS = {kind: (lambda cfg, last=last: run_chain(cfg, last)) for kind, last in LAST_STAGE.items()}
+def more_like_and_review(cfg: Config) -> None:
+    """More like `infer.more.image`, then the whole review again (scores and gallery) with them in it."""
+    from infer.gallery import write_gallery
+    from infer.score import score
+    from infer.variations import more_like
+
+    more_like(cfg)
+    score(cfg)
+    write_gallery(cfg)
+
+
+COMMANDS = {**{kind: (lambda cfg, last=last: run_chain(cfg, last)) for kind, last in LAST_STAGE.items()},
+            "more": more_like_and_review}
 HELP = {"train": "intake, prepare and fit (resumes from the last checkpoint)",
-        "generate": "as train (skipping what is done), then generate, score and gallery"}
+        "generate": "as train (skipping what is done), then generate, score and gallery",
+        "more": "more like infer.more.image (a generated image), then score and gallery"}
 
 if __name__ == "__main__":
     sys.exit(run(build_parser("python -m service.jobs", "One web-app job in its own process.", HELP), COMMANDS))

@@ -143,6 +143,10 @@ def _progress_bar(ws: Workspace, run: str) -> str:
     return f"\n\n<progress value='{progress['step']}' max='{progress['max_steps']}' style='width:100%'></progress>"
 
 
+RESTART = {"train": "Press Train to continue from the last checkpoint.", "generate": "Press Generate to start again.",
+           "more": "Press More like this to start again."}  # what a stopped job of each kind asks of the person
+
+
 def job_markdown(ws: Workspace, run: str, job: Job | None, position: int) -> str:
     """The status line shown above every tab: the person's latest job, or what is on disk."""
     if job is None:
@@ -164,9 +168,8 @@ def job_markdown(ws: Workspace, run: str, job: Job | None, position: int) -> str
     if job.state == FAILED:
         return f"**{what} failed:** {job.error}" + (f"\n\n→ {job.hint}" if job.hint else "")
     if job.state == STOPPED:
-        return f"**{what} stopped.** " + ("Press Train to continue from the last checkpoint." if job.kind == "train"
-                                            else "Press Generate to start again.")
-    if job.state == DONE and job.kind == "generate":
+        return f"**{what} stopped.** " + RESTART[job.kind]
+    if job.state == DONE and job.kind in ("generate", "more"):
         return f"**Done.** {_results(ws, run) or ''}"
     return _disk_status(ws, run)
 
@@ -227,7 +230,7 @@ def _review_card(item: dict, uri: str | None) -> str:
 
 
 def review_choices(ws: Workspace, run: str) -> list[tuple[str, str]]:
-    """(label, file) for the favourites picker: kept images by rank, then the dropped ones."""
+    """(label, file) for the favourites and more-like-this pickers: kept images by rank, then the dropped ones."""
     scores = _read_json(ws.samples_dir(run) / "scores.json")
     if scores is None:
         return []

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from service.app import HeadshotsApp, Settings
 
-SMALL = ("train.max_steps=4", "train.checkpoint_every=2", "infer.images_per_style=1", "infer.steps=2", "wandb.mode=disabled")
+SMALL = ("train.max_steps=4", "train.checkpoint_every=2", "infer.images_per_style=1", "infer.steps=2", "infer.more.count=2",
+         "wandb.mode=disabled")
 
 
 @dataclass

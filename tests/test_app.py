@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import gradio as gr
 import httpx
 import pytest
 from gradio_client import Client, handle_file
@@ -40,7 +41,7 @@ def session(server, name: str) -> tuple[Client, dict]:
 
 
 def page(values: tuple) -> dict:
-    names = ("who", "notes", "photos", "remove_pick", "status", "timer", "review", "favourites", "files")
+    names = ("who", "notes", "photos", "remove_pick", "status", "timer", "review", "favourites", "files", "more_pick")
     return dict(zip(names, values))
 
 
@@ -118,6 +119,11 @@ def test_one_session_cannot_reach_another_persons_photos(server, selfies):
         bob.predict([], api_name="/export")
     assert httpx.get(f"{server.url}gradio_api/file={own}").status_code == 403  # no file is served by its path
     assert own.is_file()
+
+    with pytest.raises(AppError, match=refused):
+        bob.predict("linkedin-00.png", 0.35, api_name="/more")  # more like an image bob never generated
+    with pytest.raises(gr.Error, match="Pick one of your generated images first"):
+        server.app.more("../alice/selfies/01.jpg", 0.35, "bob", None)  # past Gradio's check, the app's own
 
     nameless = Client(server.url, verbose=False)
     with pytest.raises(AppError, match="Tell us your name first"):

@@ -1,7 +1,7 @@
 """The web app through the real page in headless Chromium (Playwright driving Debian's chromium): a person
 uploads real photos, reads the verdicts, trains a few steps on the tiny profile, closes the tab and comes
-back to the running job, generates, reviews (dropped images and their reasons), downloads an export and
-deletes their data. A screenshot of each step is kept in the test's temporary folder."""
+back to the running job, generates, reviews (dropped images and their reasons), asks for more like one of
+them, downloads an export and deletes their data. A screenshot of each step is kept in the test's temporary folder."""
 
 from __future__ import annotations
 
@@ -119,6 +119,16 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         assert cards.first.locator(".hs-full").bounding_box()["width"] == pytest.approx(400, abs=1)
         assert "✗" in cards.first.inner_text()
         steps.shot(page, "review")
+
+        # 4b. More like one of them: two variations drawn from it join the review.
+        page.locator("#hs-more-pick input").click()
+        page.get_by_role("option", name="linkedin-00.png (dropped)").click()
+        page.locator("#hs-more-strength").get_by_label("Looser", exact=False).check()
+        page.locator("#hs-more:not([disabled])").click()
+        page.get_by_text("4 images generated").wait_for(timeout=JOB_TIMEOUT_MS)
+        assert "0 of 4 kept" in page.locator("#hs-review-head").inner_text()
+        assert page.locator("#hs-dropped .hs-card[data-file='linkedin-00-more-01.png']").count() == 1
+        steps.shot(page, "more-like-this")
         page.locator("#hs-favourites").get_by_label("linkedin-00.png", exact=False).check()
 
         # 5. Download the platform crops and the zip.

@@ -116,6 +116,10 @@ def test_refiner_finishes_the_base_image(user_config, tiny_refiner):
     base_only = sample(Pipelines(pipes.base), cfg, prompts, [7])[0]
     assert refined.size == base_only.size == (cfg.model.resolution,) * 2
     assert np.abs(_pixels(refined) - _pixels(base_only)).mean() > 1.0
+    # More like this (infer/variations.py) draws from an image the same way: img2img, then the refiner finishes.
+    varied = sample(pipes, cfg, prompts, [8], (base_only, 0.6))[0]
+    varied_base_only = sample(Pipelines(pipes.base), cfg, prompts, [8], (base_only, 0.6))[0]
+    assert varied.size == base_only.size and np.abs(_pixels(varied) - _pixels(varied_base_only)).mean() > 1.0
 
     generate(cfg)
     entry = _manifest(cfg)["images"][0]

@@ -1,0 +1,90 @@
+"""More like this: variations of one generated image the person likes.
+
+The image is the starting point of SDXL's img2img pipeline, made from the loaded base pipeline's own modules
+(the person's adapter included), with the image's own prompts and a fresh seed per variation. Only
+`infer.more.strength` of the denoising is redone, so what the person liked (framing, clothes, background,
+light) stays while expression, pose and detail move: 0.3 is subtle, 0.7 keeps little more than the idea. The
+image the person saw is the one used: its face-detailed version where scoring kept that one.
+
+Reads   samples/manifest.json + the chosen image, the adapter (as generate)
+Writes  samples/<stem>-more-<k>.png, numbered on past any earlier variations of the same image, each
+        appended to samples/manifest.json as a generate entry plus "source" (the file it started from) and
+        "strength": the entry alone redoes it. Scoring then judges them with the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from headshots.config import Config
+from headshots.errors import HeadshotsError
+from headshots.images import load_rgb
+from headshots.logs import get_logger
+from headshots.workspace import Workspace
+from infer.generate import MANIFEST, Pipelines, Sample, load_pipelines, person_context, sample, sample_settings, write_png
+
+log = get_logger(__name__)
+SEED_STRIDE = 100_003  # variation k of an image with seed s gets seed s + (k + 1) x this: apart from generate's
+
+
+def find_source(entries: list[dict], name: str | None, samples_dir: Path) -> dict:
+    """The manifest entry of the image the person named: by its file, or by its face-detailed version's."""
+    if not name:
+        raise HeadshotsError("No image named to make more like.",
+                             f"Pick one from the gallery, e.g. infer.more.image={entries[0]['file'] if entries else 'linkedin-00.png'}")
+    for entry in entries:
+        if name in (entry["file"], (entry.get("detail") or {}).get("file")):
+            return entry
+    shown = ", ".join(e["file"] for e in entries[:6]) + (", ..." if len(entries) > 6 else "")
+    raise HeadshotsError(f"{name!r} is not one of the images generated in {samples_dir}.", f"Pick one of: {shown}")
+
+
+def variation_numbers(source: dict, entries: list[dict], count: int) -> list[tuple[int, str]]:
+    """(k, `<stem>-more-<k>.png`): the stem without any earlier `-more-<k>` (a variation of a variation is one
+    more variation of the same image), k numbered on past the variations already made."""
+    stem = re.sub(r"(-more-\d+)+$", "", Path(source["file"]).stem)
+    taken = [int(m.group(1)) for e in entries if (m := re.fullmatch(re.escape(stem) + r"-more-(\d+)\.png", e["file"]))]
+    first = max(taken, default=-1) + 1
+    return [(k, f"{stem}-more-{k:02d}.png") for k in range(first, first + count)]
+
+
+def more_like(cfg: Config, pipes: Pipelines | None = None) -> list[Sample]:
+    """Draw `infer.more.count` variations of `infer.more.image`; returns their manifest entries."""
+    samples_dir = Workspace.from_config(cfg).samples_dir(cfg.run)
+    manifest_path = samples_dir / MANIFEST
+    if not manifest_path.is_file():
+        raise HeadshotsError(f"No generated images in {samples_dir} to make more like.",
+                             f"Generate some first: make infer USER={cfg.user}")
+    manifest = json.loads(manifest_path.read_text())
+    entries, more = manifest["images"], cfg.infer.more
+    source = find_source(entries, more.image, samples_dir)
+    pipes = pipes or load_pipelines(cfg, person_context(cfg).adapter)
+    settings = {**sample_settings(cfg, pipes), "source": more.image, "strength": more.strength}
+    planned = [Sample(file=name, style=source["style"], seed=source["seed"] + (k + 1) * SEED_STRIDE, prompt=source["prompt"],
+                      prompt_2=source["prompt_2"], negative_prompt=source["negative_prompt"], **settings)
+               for k, name in variation_numbers(source, entries, more.count)]
+    for first in tqdm(range(0, len(planned), cfg.infer.batch_size), desc=f"more like {more.image}", unit="batch"):
+        batch = planned[first : first + cfg.infer.batch_size]
+        for entry, image in zip(batch, draw(pipes, cfg, [asdict(e) for e in batch], samples_dir)):
+            write_png(image, entry, samples_dir)
+    manifest["images"] = entries + [asdict(entry) for entry in planned]
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    log.info("%d images like %s written to %s", len(planned), more.image, samples_dir)
+    return planned
+
+
+def draw(pipes: Pipelines, cfg: Config, entries: list[dict], samples_dir: Path) -> list[Image.Image]:
+    """The variations these manifest entries describe, one per seed; they share one source image, strength and
+    prompts (one `more_like` call). The entries alone redo the same images for the same weights."""
+    first = entries[0]
+    same = replace(cfg, infer=replace(cfg.infer, steps=first["steps"], guidance_scale=first["guidance_scale"]))
+    prompts = {"prompt": first["prompt"], "prompt_2": first["prompt_2"],
+               "negative_prompt": first["negative_prompt"], "negative_prompt_2": first["negative_prompt"]}
+    start = (load_rgb(samples_dir / first["source"]), first["strength"])
+    return sample(pipes, same, prompts, [e["seed"] for e in entries], start)

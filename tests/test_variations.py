@@ -1,0 +1,112 @@
+"""More like this: variations of a generated image the person likes, by img2img from it with the person's
+adapter (the tiny SDXL pipeline, a real trained LoRA), then judged by the same scoring as every image."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from headshots.errors import ConfigError, HeadshotsError
+from headshots.workspace import Workspace
+
+
+@pytest.fixture
+def generated(prepared_user, make_config):
+    """alice's adapter (2 steps) and two linkedin images."""
+    from infer.generate import generate
+    from train.recipe import train
+
+    cfg = make_config("alice", "train.max_steps=2", "infer.styles=[linkedin]", "infer.images_per_style=2", "infer.steps=2",
+                      "infer.more.count=2", "infer.more.strength=0.5")
+    train(cfg)
+    generate(cfg)
+    return cfg, Workspace.from_config(cfg).samples_dir(cfg.run)
+
+
+def liking(cfg, image: str, **more):
+    return replace(cfg, infer=replace(cfg.infer, more=replace(cfg.infer.more, image=image, **more)))
+
+
+def pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def test_variations_are_named_after_the_image_and_numbered_on():
+    from infer.variations import find_source, variation_numbers
+
+    entries = [{"file": "linkedin-00.png", "detail": {"file": "linkedin-00.detail.png"}}, {"file": "linkedin-00-more-00.png"},
+               {"file": "linkedin-00-more-03.png"}, {"file": "linkedin-01.png", "detail": {"skipped": "no usable face"}}]
+    assert find_source(entries, "linkedin-00.detail.png", Path("samples")) is entries[0]  # the face-detailed version shown
+    assert variation_numbers(entries[0], entries, 2) == [(4, "linkedin-00-more-04.png"), (5, "linkedin-00-more-05.png")]
+    assert variation_numbers(entries[2], entries, 1) == [(4, "linkedin-00-more-04.png")]  # more of a variation: same stem
+    assert variation_numbers(entries[3], entries, 1) == [(0, "linkedin-01-more-00.png")]
+
+
+def test_more_like_one_image_draws_from_it_appends_to_the_manifest_and_is_scored(generated, analyzer):
+    from infer.gallery import write_gallery
+    from infer.generate import load_pipelines, person_context
+    from infer.score import score
+    from infer.variations import draw, more_like
+
+    cfg, samples = generated
+    made = more_like(liking(cfg, "linkedin-00.png"))
+    assert [s.file for s in made] == ["linkedin-00-more-00.png", "linkedin-00-more-01.png"]
+    manifest = json.loads((samples / "manifest.json").read_text())["images"]
+    source, *_ = manifest
+    assert [e["file"] for e in manifest] == ["linkedin-00.png", "linkedin-01.png", *(s.file for s in made)]
+    for entry in manifest[2:]:
+        assert (entry["source"], entry["strength"], entry["style"]) == ("linkedin-00.png", 0.5, "linkedin")
+        assert (entry["prompt"], entry["negative_prompt"]) == (source["prompt"], source["negative_prompt"])
+        assert Image.open(samples / entry["file"]).size == Image.open(samples / "linkedin-00.png").size
+    assert len({e["seed"] for e in manifest}) == 4  # fresh seeds, none of generate's
+    assert manifest[0]["source"] is None and manifest[0]["strength"] is None  # generated from noise
+
+    # The manifest entry alone draws the same image again; drawn from the other image instead, it differs.
+    pipes = load_pipelines(cfg, person_context(cfg).adapter)
+    entry = manifest[2]
+    again = draw(pipes, cfg, [entry], samples)[0]
+    assert np.abs(np.asarray(again, dtype=np.int16) - pixels(samples / entry["file"])).max() <= 1
+    elsewhere = draw(pipes, cfg, [{**entry, "source": "linkedin-01.png"}], samples)[0]
+    assert np.abs(np.asarray(elsewhere, dtype=np.int16) - pixels(samples / entry["file"])).mean() > 1
+
+    # More like a variation: more of the same image, numbered on, started from the variation itself.
+    (third,) = more_like(liking(cfg, "linkedin-00-more-01.png", count=1), pipes)
+    assert (third.file, third.source) == ("linkedin-00-more-02.png", "linkedin-00-more-01.png")
+
+    scores = score(cfg, analyzer)
+    assert sorted(s.file for s in scores) == sorted([*(e["file"] for e in manifest), "linkedin-00-more-02.png"])
+    assert "linkedin-00-more-02.png" in write_gallery(cfg).read_text()
+
+
+def test_an_image_that_was_not_generated_is_refused_with_the_choices(generated, make_config, capsys):
+    from headshots.cli import build_parser, run
+    from infer.__main__ import COMMANDS, HELP
+    from infer.variations import more_like
+
+    cfg, samples = generated
+    before = (samples / "manifest.json").read_text()
+    for name, message in ((None, "No image named"), ("../../../data/users/alice/selfies/01.jpg", "not one of the images"),
+                          ("linkedin-07.png", "not one of the images")):
+        with pytest.raises(HeadshotsError, match=message) as refused:
+            more_like(liking(cfg, name), pipes=object())  # refused before any model is touched
+        assert "linkedin-00.png" in refused.value.hint
+    assert (samples / "manifest.json").read_text() == before
+
+    nothing = make_config("nobody")
+    with pytest.raises(HeadshotsError, match="No generated images") as refused:
+        more_like(liking(nothing, "linkedin-00.png"))
+    assert "make infer USER=nobody" in refused.value.hint
+
+    for value, message in (("infer.more.strength=0", "infer.more.strength"), ("infer.more.count=0", "infer.more.count")):
+        with pytest.raises(ConfigError, match=message):
+            make_config("alice", value)
+    argv = ["more", "--user", "alice", "--profile", "tiny", f"paths.data_root={cfg.paths.data_root}",
+            f"paths.outputs_root={cfg.paths.outputs_root}", f"model.pretrained={cfg.model.pretrained}", "infer.more.image=x.png"]
+    assert run(build_parser("python -m infer", "", HELP), COMMANDS, argv) == 2
+    err = capsys.readouterr().err
+    assert "error: 'x.png' is not one of the images generated" in err and "Traceback" not in err
