@@ -20,10 +20,10 @@ endif
 TINY_MODEL := models/tiny-sdxl
 COMMON = --user $(USER) --profile $(PROFILE) run=$(RUN)
 
-.PHONY: app batch setup lock demo test test-all lint intake prepare train infer purge tiny-model bench face-eval help check-user
+.PHONY: app batch setup lock demo test test-all lint intake prepare train infer more purge tiny-model bench face-eval help check-user
 
 help:
-	@echo "make setup | lock | demo | test | test-all | lint | intake/prepare/train/infer/purge USER=name [PROFILE=tiny] | batch USERS=a,b | app [PROFILE=tiny] | bench"
+	@echo "make setup | lock | demo | test | test-all | lint | intake/prepare/train/infer/purge USER=name [PROFILE=tiny] | more USER=name IMAGE=file | batch USERS=a,b | app [PROFILE=tiny] | bench"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -95,6 +95,11 @@ train: check-user $(if $(filter tiny,$(PROFILE)),tiny-model)
 
 infer: check-user $(if $(filter tiny,$(PROFILE)),tiny-model)
 	$(BIN)/python -m infer all $(COMMON) infer.styles=[$(STYLES)] infer.images_per_style=$(N) $(ARGS)
+
+# More like one generated image you like (a file in outputs/<user>/<run>/samples/): N variations, then scored.
+IMAGE ?=
+more: check-user $(if $(filter tiny,$(PROFILE)),tiny-model)
+	$(BIN)/python -m infer more $(COMMON) infer.more.image=$(IMAGE) infer.more.count=$(N) $(ARGS)
 
 # Many people at once on Ray (embedded on this machine unless ADDRESS=auto or ray://head:10001).
 USERS ?=

@@ -36,8 +36,9 @@ SEED_STRIDE = 100_003  # variation k of an image with seed s gets seed s + (k + 
 def find_source(entries: list[dict], name: str | None, samples_dir: Path) -> dict:
     """The manifest entry of the image the person named: by its file, or by its face-detailed version's."""
     if not name:
+        example = entries[0]["file"] if entries else "linkedin-00.png"
         raise HeadshotsError("No image named to make more like.",
-                             f"Pick one from the gallery, e.g. infer.more.image={entries[0]['file'] if entries else 'linkedin-00.png'}")
+                             f"Pick one from {samples_dir / 'gallery.html'}: infer.more.image={example} (make more IMAGE={example})")
     for entry in entries:
         if name in (entry["file"], (entry.get("detail") or {}).get("file")):
             return entry
