@@ -57,6 +57,10 @@ ZIP_NAME = "headshots.zip"  # outputs/<u>/<run>/export/headshots.zip: every crop
 FILES_DIR = "files"  # outputs/<u>/<run>/export/files/<image>-<size>.jpg: the same crops, named for downloading
 # More like this: how much of the picked image is re-drawn (infer.more.strength)
 MORE_STRENGTHS = (("Close: same framing, clothes and light", 0.35), ("Looser: new pose and expression", 0.6))
+# A person's own background or clothing, put into every chosen style's prompts (infer.style_overrides): words and
+# plain punctuation only, so it stays text (no YAML, no `${...}` config interpolation), and short enough to fit
+# CLIP's 77 tokens beside the style's own words.
+OWN_WORDS = re.compile(r"[\w ,.'&/-]{1,100}")
 
 
 @dataclass
@@ -106,6 +110,16 @@ def safe_file_name(name: str) -> str:
     """The uploaded file's own name reduced to a plain file name (no folders, no hidden files)."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name).lstrip(".")[-100:]
     return cleaned or "photo"
+
+
+def own_style_words(**fields: str | None) -> dict[str, str]:
+    """The style fields a person typed (blank ones left to the style), each checked against OWN_WORDS."""
+    own = {key: " ".join((text or "").split()) for key, text in fields.items()}
+    for key, text in own.items():
+        if text and not OWN_WORDS.fullmatch(text):
+            raise HeadshotsError(f"Your {key} text can hold words and , . ' & / - only, 100 characters at most.",
+                                 f"Describe the {key} in plain words, e.g. 'plain light grey studio wall'.")
+    return {key: text for key, text in own.items() if text}
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -234,8 +248,10 @@ class HeadshotsApp:
         return self.status_view(user)
 
     @user_errors
-    def generate(self, styles: list[str] | None, count: float, state: str | None, request: gr.Request) -> dict:
+    def generate(self, styles: list[str] | None, count: float, background: str | None, clothing: str | None,
+                 state: str | None, request: gr.Request) -> dict:
         user = self.user(state, request)
+        own = own_style_words(background=background, clothing=clothing)
         known = available_styles()
         if not styles or any(s not in known for s in styles):
             raise HeadshotsError("Pick at least one of the styles listed.", f"Styles: {', '.join(known)}.")
@@ -243,7 +259,8 @@ class HeadshotsApp:
             raise HeadshotsError(f"Ask for 1 to {self.limits.max_images_per_style} images per style.", "Move the slider.")
         if not (self.workspace(user).adapter_dir(self.run) / ADAPTER_WEIGHTS).is_file():
             raise HeadshotsError("Your adapter is not trained yet.", "Press Train first, and wait for it to finish.")
-        self.submit(user, "generate", [f"infer.styles=[{','.join(styles)}]", f"infer.images_per_style={int(count)}"])
+        self.submit(user, "generate", [f"infer.styles=[{','.join(styles)}]", f"infer.images_per_style={int(count)}",
+                                       *(f"infer.style_overrides.{key}={json.dumps(text)}" for key, text in own.items())])
         return self.status_view(user)
 
     @user_errors
@@ -396,6 +413,11 @@ class HeadshotsApp:
                         c["count"] = gr.Slider(1, self.limits.max_images_per_style, step=1, label="Images per style",
                                                value=min(self.defaults.images_per_style, self.limits.max_images_per_style),
                                                elem_id="hs-count")
+                        with gr.Accordion("Your own background and clothing (optional, for every style picked)", open=False), gr.Row():
+                            c["background"] = gr.Textbox(label="Background", placeholder="e.g. plain light grey studio wall",
+                                                         max_length=100, elem_id="hs-background")
+                            c["clothing"] = gr.Textbox(label="Clothing", placeholder="e.g. dark green wool sweater",
+                                                       max_length=100, elem_id="hs-clothing")
                         c["generate"] = gr.Button("Generate", variant="primary", interactive=False, elem_id="hs-generate")
                     with gr.Tab("4. Review", elem_id="hs-tab-review"):
                         c["review"] = gr.HTML(elem_id="hs-review")
@@ -447,7 +469,8 @@ class HeadshotsApp:
                           concurrency_id="photos")
         c["train"].click(self.train, [c["user"]], status, api_name="train")
         c["stop"].click(self.stop, [c["user"]], status, api_name="stop")
-        c["generate"].click(self.generate, [c["styles"], c["count"], c["user"]], status, api_name="generate")
+        c["generate"].click(self.generate, [c["styles"], c["count"], c["background"], c["clothing"], c["user"]], status,
+                            api_name="generate")
         c["more"].click(self.more, [c["more_pick"], c["more_strength"], c["user"]], status, api_name="more")
         c["export"].click(self.download, [c["favourites"], c["user"]], [c["files"]], api_name="export")
         c["ask"].click(lambda: gr.update(visible=True), None, [c["confirm"]], api_name=False)

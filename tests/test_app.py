@@ -15,7 +15,9 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from headshots.config import load_config
 from headshots.errors import ConfigError
+from headshots.workspace import ADAPTER_WEIGHTS
 from service.app import main, read_password_file, safe_file_name
 from service.jobs import DONE, QUEUED, RUNNING, STOPPED, JobQueue
 from tests.app_server import serve
@@ -208,6 +210,27 @@ def test_the_tick_that_says_done_brings_the_review(server, tmp_path):
     assert out[app.c["status"]].startswith("**Done.**") and out[app.c["timer"]].active is False
     # the review itself (this job is a stand-in process that makes no images, so the review says so)
     assert out[app.c["seen"]] == [job.id, DONE] and "Nothing generated yet" in out[app.c["review"]]
+
+
+def test_own_background_and_clothing_go_to_the_job_as_plain_text(server):
+    """What a person types for the background or clothing ends up in the prompts (the browser test follows it into
+    the manifest); anything beyond words and plain punctuation is refused, before any job: it would otherwise be read
+    as config (`${oc.env:...}` interpolation, YAML lists and maps)."""
+    app = server.app
+    adapter = app.workspace("ivan").adapter_dir(app.run)
+    adapter.mkdir(parents=True)
+    (adapter / ADAPTER_WEIGHTS).write_bytes(b"")  # trained, as far as the Generate button is concerned
+    for typed in ("${oc.env:HOME}", "red: blue", "[wall]", "x" * 101):
+        with pytest.raises(gr.Error, match="words and , . ' & / - only"):
+            app.generate(["linkedin"], 1, typed, "", "ivan", None)
+    assert app.jobs.latest("ivan") is None
+    app.generate(["linkedin"], 1, "  O'Brien's   office, café ", "", "ivan", None)
+    job = app.jobs.latest("ivan")
+    app.jobs.stop("ivan")
+    (typed,) = [arg for arg in job.argv if arg.startswith("infer.style_overrides.")]
+    as_read = load_config("ivan", "tiny", overrides=[typed]).infer.style_overrides  # as the job's CLI reads it
+    assert dict(as_read) == {"background": "O'Brien's office, café"}
+    assert not any("clothing" in arg for arg in job.argv)  # left blank: the style's own
 
 
 def test_failed_job_reports_the_cli_error_lines(tmp_path):

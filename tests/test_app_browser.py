@@ -1,10 +1,12 @@
 """The web app through the real page in headless Chromium (Playwright driving Debian's chromium): a person
 uploads real photos, reads the verdicts, trains a few steps on the tiny profile, closes the tab and comes
-back to the running job, generates, reviews (dropped images and their reasons), asks for more like one of
-them, downloads an export and deletes their data. A screenshot of each step is kept in the test's temporary folder."""
+back to the running job, generates (with a background of their own), reviews (dropped images and their
+reasons), asks for more like one of them, downloads an export and deletes their data. A screenshot of each
+step is kept in the test's temporary folder."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import zipfile
 from pathlib import Path
@@ -104,9 +106,13 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         for label in ("corporate", "executive"):  # the defaults are linkedin, corporate, executive: keep linkedin and actor
             styles.get_by_label(label, exact=False).uncheck()
         styles.get_by_label("actor", exact=False).check()
+        page.get_by_text("Your own background and clothing").click()
+        page.locator("#hs-background textarea, #hs-background input").first.fill("plain light grey studio wall")
         steps.shot(page, "styles")
         page.locator("#hs-generate:not([disabled])").click()
         page.get_by_text("2 images generated").wait_for(timeout=JOB_TIMEOUT_MS)
+        manifest = json.loads((server.outputs / "alice" / "default" / "samples" / "manifest.json").read_text())
+        assert all(e["prompt_2"].startswith("plain light grey studio wall, ") for e in manifest["images"])
 
         # 4. Review: random weights draw noise, so both are dropped, with their reasons a click away.
         tab(page, "4. Review")
