@@ -47,7 +47,7 @@ from headshots.workspace import ADAPTER_WEIGHTS, Workspace
 from infer.export import EXPORT, export
 from infer.styles import available_styles, load_style
 from service import views
-from service.jobs import JobQueue, devices, job_command
+from service.jobs import IMAGE_KINDS, JobQueue, devices, job_command
 from train.intake import run_intake
 
 log = get_logger(__name__)
@@ -309,7 +309,7 @@ class HeadshotsApp:
         key = [job.id, job.state] if job else None
         if key != seen:
             out[self.c["seen"]] = key
-            if job is not None and job.kind in ("generate", "more") and not job.active:
+            if job is not None and job.kind in IMAGE_KINDS and not job.active:
                 out.update(self.review_view(self.workspace(user)))
         return out
 

@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 QUEUED, RUNNING, DONE, FAILED, STOPPED = "queued", "running", "done", "failed", "stopped"
 LAST_STAGE = {"train": "fit", "generate": "infer"}  # each kind runs the chain up to and including this stage
 KINDS = (*LAST_STAGE, "more")
+IMAGE_KINDS = ("generate", "more")  # the kinds that make images: their end brings a new review
 STOP_GRACE_S = 10.0  # after SIGTERM, how long a job may take to end before it is killed
 
 

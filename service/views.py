@@ -17,7 +17,7 @@ from pathlib import Path
 from headshots.errors import ImageError
 from headshots.images import list_photos, load_rgb
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace
-from service.jobs import DONE, FAILED, QUEUED, RUNNING, STOPPED, Job
+from service.jobs import DONE, FAILED, IMAGE_KINDS, QUEUED, RUNNING, STOPPED, Job
 from train.intake import PREVIEW_SIDE
 
 CSS = """
@@ -169,7 +169,7 @@ def job_markdown(ws: Workspace, run: str, job: Job | None, position: int) -> str
         return f"**{what} failed:** {job.error}" + (f"\n\n→ {job.hint}" if job.hint else "")
     if job.state == STOPPED:
         return f"**{what} stopped.** " + RESTART[job.kind]
-    if job.state == DONE and job.kind in ("generate", "more"):
+    if job.state == DONE and job.kind in IMAGE_KINDS:
         return f"**Done.** {_results(ws, run) or ''}"
     return _disk_status(ws, run)
 
