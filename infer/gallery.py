@@ -68,12 +68,17 @@ def _card(item: dict) -> str:
     )
     sim = "n/a" if item["similarity"] is None else f"{item['similarity']:.2f} (max {item['similarity_max']:.2f})"
     return f"""<div class="card {status}">
-  <span class="badge">{badge}</span> <b>{html.escape(item['style'])}</b> &middot; seed {item['seed']}
+  <span class="badge">{badge}</span> <b>{html.escape(item['style'])}</b> &middot; seed {item['seed']}{_source_note(item.get("source"))}
   <img class="full" src="{src}" alt="{src} at 400x400" loading="lazy">
   <div class="small"><img class="avatar" src="{src}" alt="{src} as a 100px avatar"><img class="tiny" src="{src}" alt="{src} as a 40px avatar">
   <div class="meta">similarity {sim}<br>{html.escape(item['reason'])}{_detail_note(item.get("detail"))}</div></div>
   <ul class="checks">{checks}</ul>
 </div>"""
+
+
+def _source_note(source: str | None) -> str:
+    """Where a variation came from (more like this)."""
+    return f" &middot; more like {html.escape(source)}" if source else ""
 
 
 def _detail_note(detail: dict | None) -> str:

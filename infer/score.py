@@ -48,6 +48,7 @@ class Score:
     reasons: list[dict] = field(default_factory=list)  # every check: {check, passed, detail}
     # face-detail pass: which version won and by how much, or why there was none (infer/detail.py)
     detail: dict | None = None
+    source: str | None = None  # more like this: the image this one was drawn from (infer/variations.py)
 
 
 def load_references(workspace: Workspace) -> torch.Tensor:
@@ -125,7 +126,7 @@ def judge(item: dict, image: Image.Image, detection: Detection, sims: torch.Tens
           selfie_glasses: float | None, cfg: Config) -> Score:
     """Run every check that applies; the first failure is the summary reason."""
     checks = [review.face_check(detection)]
-    base = {"file": item["file"], "style": item["style"], "seed": item["seed"]}
+    base = {"file": item["file"], "style": item["style"], "seed": item["seed"], "source": item.get("source")}
     face = detection.subject
     if face is None or sims is None:
         return Score(**base, face_found=False, similarity=None, similarity_max=None, kept=False,

@@ -225,7 +225,8 @@ def _review_card(item: dict, uri: str | None) -> str:
     images = (f"<img class='hs-full' src='{uri}' alt='{name} at 400x400'><div class='hs-small'>"
               f"<img class='hs-avatar' src='{uri}' alt='{name} as a 100 px avatar'>"
               f"<img class='hs-tiny' src='{uri}' alt='{name} as a 40 px avatar'>") if uri else "<div class='hs-small'>"
-    return (f"<div class='hs-card {status}' data-file='{name}'><b>{badge}</b> {html.escape(item['style'])} · {name}{images}"
+    like = f" · more like {html.escape(item['source'])}" if item.get("source") else ""
+    return (f"<div class='hs-card {status}' data-file='{name}'><b>{badge}</b> {html.escape(item['style'])} · {name}{like}{images}"
             f"<div>likeness {sim}<br>{html.escape(item['reason'])}</div></div><ul class='hs-checks'>{checks}</ul></div>")
 
 

@@ -80,7 +80,9 @@ def test_more_like_one_image_draws_from_it_appends_to_the_manifest_and_is_scored
 
     scores = score(cfg, analyzer)
     assert sorted(s.file for s in scores) == sorted([*(e["file"] for e in manifest), "linkedin-00-more-02.png"])
-    assert "linkedin-00-more-02.png" in write_gallery(cfg).read_text()
+    assert {s.file: s.source for s in scores if s.source} == {**{s.file: "linkedin-00.png" for s in made},
+                                                              "linkedin-00-more-02.png": "linkedin-00-more-01.png"}
+    assert "more like linkedin-00-more-01.png" in write_gallery(cfg).read_text()
 
 
 def test_an_image_that_was_not_generated_is_refused_with_the_choices(generated, make_config, capsys):
