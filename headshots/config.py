@@ -1,7 +1,8 @@
 """Typed, validated configuration (OmegaConf structured configs).
 
 Composition, later wins:
-    configs/base.yaml  +  configs/model/<profile>.yaml  +  optional user YAML  +  `key=value` overrides
+    configs/base.yaml  +  configs/model/<profile>.yaml  +  optional user YAML
+      +  the person's own data/users/<u>/settings.yaml (a few keys only: PERSON_KEYS)  +  `key=value` overrides
 
 The schema below is the single source of truth for every key: a misspelt key, a wrong
 type or an out-of-range value fails at load time with the key's dotted name, before any
@@ -25,6 +26,13 @@ from headshots.schedulers import SCHEDULERS
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 RESERVED_USER_NAMES = ("batch",)  # outputs/batch/<id>/ is the batch runner's (service/batch.py)
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+PERSON_SETTINGS = "settings.yaml"  # data/users/<u>/settings.yaml: what this person chose (optional)
+# What one person may choose for themselves; everything else belongs to whoever runs the pipeline.
+PERSON_KEYS = ("prepare.class_noun", "infer.styles", "infer.images_per_style", "infer.style_overrides")
+# Text a person gives for their prompts (a class noun, a background, clothing): words and plain punctuation only,
+# so it stays text (no YAML, no `${...}` interpolation) and fits CLIP's 77 tokens beside a style's own words.
+PROMPT_WORDS = re.compile(r"[\w ,.'&/-]{1,100}")
+_STYLE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # a shipped style's name (configs/styles/<name>.yaml), never a path
 
 
 def _check(condition: bool, key: str, message: str) -> None:
@@ -462,10 +470,13 @@ def load_config(
     profile: str | None = None,
     config_file: str | Path | None = None,
     overrides: Sequence[str] = (),
+    with_person_settings: bool = True,
 ) -> Config:
     """Compose, validate and return the config for `user`.
 
     `overrides` are `key=value` strings as typed on a command line (`train.max_steps=50`).
+    `with_person_settings=False` leaves the person's settings.yaml out (purge needs only the paths, and must
+    work whatever that file says).
     """
     validate_user_name(user)
     for item in overrides:
@@ -480,13 +491,46 @@ def load_config(
     layers = [_load_yaml(CONFIG_DIR / "base.yaml"), _load_yaml(profile_file)]
     if config_file:
         layers.append(_load_yaml(Path(config_file)))
-    layers.append(cli)
-    layers.append(OmegaConf.create({"user": user, "profile": profile}))
+    identity = OmegaConf.create({"user": user, "profile": profile})
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), *layers)
+        data_root = OmegaConf.merge(OmegaConf.structured(Config), *layers, cli).paths.data_root
+        person = person_settings(Path(data_root) / user / PERSON_SETTINGS) if with_person_settings else OmegaConf.create({})
+        merged = OmegaConf.merge(OmegaConf.structured(Config), *layers, person, cli, identity)
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
         raise ConfigError(_describe(exc), "Check the key's spelling and type against configs/base.yaml.") from exc
+
+
+def person_settings(path: Path) -> Any:
+    """A person's own choices (data/users/<u>/settings.yaml), e.g. `infer: {styles: [linkedin, doctor]}` or
+    `prepare: {class_noun: woman}`: what a batch runs for each person, over the batch's shared config. Only
+    PERSON_KEYS, shipped style names (not paths) and plain words for prompt text: the file may come from the
+    person, and must not reach paths, models or other people's data. Empty when there is no file."""
+    if not path.is_file():
+        return OmegaConf.create({})
+    settings = _load_yaml(path)
+    leaves = _leaves(OmegaConf.to_container(settings, resolve=False) or {})
+    for key, value in leaves.items():
+        allowed = next((k for k in PERSON_KEYS if key == k or key.startswith((k + ".", k + "["))), None)
+        if allowed is None:
+            raise ConfigError(f"{path}: `{key}` is not something one person's settings may set.",
+                              f"A person's settings.yaml may set {', '.join(PERSON_KEYS)}; the rest is the run's config.")
+        if allowed == "infer.styles":
+            _check(isinstance(value, str) and bool(_STYLE_NAME.fullmatch(value)), f"{key} in {path}",
+                   "must name one of the styles in configs/styles/ (a person's settings cannot point at files)")
+        elif allowed in ("prepare.class_noun", "infer.style_overrides"):
+            _check(isinstance(value, str) and bool(PROMPT_WORDS.fullmatch(value)), f"{key} in {path}",
+                   "must be plain words (and , . ' & / -), 100 characters at most")
+    return settings
+
+
+def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value for every leaf of a nested mapping (list items as key[i])."""
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _leaves(sub, f"{prefix}.{key}" if prefix else str(key)).items()}
+    if isinstance(tree, list):
+        return {k: v for i, sub in enumerate(tree) for k, v in _leaves(sub, f"{prefix}[{i}]").items()}
+    return {prefix: tree}
 
 
 # Keys earlier versions had: a saved config (an adapter's config.yaml) still loads without them, and a user's

@@ -1,6 +1,6 @@
 """Delete everything derived from one person: prepared crops, captions, face embeddings, reports, adapters,
 checkpoints, generated images and local W&B files, and their rows in batch status files. With
---include-selfies, the photos too.
+--include-selfies, the photos (and the person's own settings.yaml) too.
 
     python -m headshots.purge --user alice [--include-selfies] [paths.outputs_root=...]
 
@@ -23,7 +23,7 @@ from headshots.workspace import Workspace, write_json_atomic
 
 def derived_paths(workspace: Workspace, include_selfies: bool) -> list[Path]:
     user_dir = [p for p in workspace.user_dir.iterdir()] if workspace.user_dir.is_dir() else []
-    targets = [p for p in user_dir if include_selfies or p != workspace.selfies]
+    targets = [p for p in user_dir if include_selfies or p not in (workspace.selfies, workspace.person_settings)]
     if include_selfies and workspace.user_dir.is_dir():
         targets = [workspace.user_dir]
     if workspace.user_outputs.exists():
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     parser.add_argument("overrides", nargs="*", help="e.g. paths.data_root=... (as used for training)")
     args = parser.parse_intermixed_args(argv)
     try:
-        workspace = Workspace.from_config(load_config(args.user, "sdxl", None, args.overrides))
+        workspace = Workspace.from_config(load_config(args.user, "sdxl", None, args.overrides, with_person_settings=False))
     except HeadshotsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -84,6 +84,8 @@ def main(argv=None) -> int:
         print(f"nothing stored for {args.user!r}")
     elif not args.include_selfies and workspace.selfies.exists():
         print(f"kept the original photos in {workspace.selfies} (add --include-selfies to delete them too)")
+    if not args.include_selfies and workspace.person_settings.exists():
+        print(f"kept the person's own settings in {workspace.person_settings} (--include-selfies deletes them too)")
     return 0
 
 

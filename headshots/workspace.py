@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from headshots.config import Config, validate_user_name
+from headshots.config import PERSON_SETTINGS, Config, validate_user_name
 from headshots.errors import HeadshotsError
 
 # What an adapter folder holds (written by train/lora.py, read by infer/generate.py).
@@ -46,6 +46,11 @@ class Workspace:
     @property
     def selfies(self) -> Path:
         return self.user_dir / "selfies"
+
+    @property
+    def person_settings(self) -> Path:
+        """What the person chose (headshots.config.person_settings): their input, like the photos."""
+        return self.user_dir / PERSON_SETTINGS
 
     @property
     def intake_report(self) -> Path:

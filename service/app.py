@@ -37,7 +37,7 @@ import gradio as gr
 from PIL import Image
 
 from headshots.cli import print_error
-from headshots.config import AppConfig, Config, load_config, validate_user_name
+from headshots.config import PROMPT_WORDS, AppConfig, Config, load_config, validate_user_name
 from headshots.errors import ConfigError, HeadshotsError, ImageError
 from headshots.faces import FaceAnalyzer, resolve_device
 from headshots.images import list_photos, load_rgb
@@ -57,10 +57,6 @@ ZIP_NAME = "headshots.zip"  # outputs/<u>/<run>/export/headshots.zip: every crop
 FILES_DIR = "files"  # outputs/<u>/<run>/export/files/<image>-<size>.jpg: the same crops, named for downloading
 # More like this: how much of the picked image is re-drawn (infer.more.strength)
 MORE_STRENGTHS = (("Close: same framing, clothes and light", 0.35), ("Looser: new pose and expression", 0.6))
-# A person's own background or clothing, put into every chosen style's prompts (infer.style_overrides): words and
-# plain punctuation only, so it stays text (no YAML, no `${...}` config interpolation), and short enough to fit
-# CLIP's 77 tokens beside the style's own words.
-OWN_WORDS = re.compile(r"[\w ,.'&/-]{1,100}")
 
 
 @dataclass
@@ -113,10 +109,11 @@ def safe_file_name(name: str) -> str:
 
 
 def own_style_words(**fields: str | None) -> dict[str, str]:
-    """The style fields a person typed (blank ones left to the style), each checked against OWN_WORDS."""
+    """The style fields a person typed (blank ones left to the style), each plain words (PROMPT_WORDS): the text
+    goes to the job as a config override, and must stay text."""
     own = {key: " ".join((text or "").split()) for key, text in fields.items()}
     for key, text in own.items():
-        if text and not OWN_WORDS.fullmatch(text):
+        if text and not PROMPT_WORDS.fullmatch(text):
             raise HeadshotsError(f"Your {key} text can hold words and , . ' & / - only, 100 characters at most.",
                                  f"Describe the {key} in plain words, e.g. 'plain light grey studio wall'.")
     return {key: text for key, text in own.items() if text}

@@ -30,7 +30,8 @@ OVERRIDES = [f"train.max_steps={STEPS}", "train.checkpoint_every=3", "infer.styl
 
 @pytest.fixture(scope="module")
 def people(tmp_path_factory, faces_dir, face_weights):
-    """alice and twin: the same six photos of one person (Georgia Tech s23); carol: two photos, too few."""
+    """alice and twin: the same six photos of one person (Georgia Tech s23), twin with a background of their own
+    (their settings.yaml); carol: two photos, too few."""
     from headshots.tiny_sdxl import build_tiny_sdxl
 
     root = tmp_path_factory.mktemp("batch")
@@ -39,6 +40,7 @@ def people(tmp_path_factory, faces_dir, face_weights):
     six = sorted((faces_dir / "georgia-tech" / "s23").glob("*.jpg"))[:6]
     copy_photos(six, data / "alice" / "selfies")
     copy_photos(six, data / "twin" / "selfies")
+    (data / "twin" / "settings.yaml").write_text("infer:\n  style_overrides:\n    background: plain light grey studio wall\n")
     copy_photos(sorted((faces_dir / "georgia-tech" / "s01").glob("*.jpg"))[:2], data / "carol" / "selfies")
     overrides = [f"paths.data_root={data}", f"paths.outputs_root={root / 'outputs'}", f"paths.cache_root={root / 'cache'}",
                  f"model.pretrained={root / 'tiny-sdxl'}", "wandb.mode=disabled", *OVERRIDES]
@@ -101,6 +103,9 @@ def test_usable_sets_complete_and_the_unusable_one_stops_at_intake(first_batch, 
         scores = json.loads((ws.samples_dir("default") / "scores.json").read_text())
         assert len(scores["images"]) == 1 and (ws.samples_dir("default") / scores["images"][0]["file"]).is_file()
         assert row["kept"] == scores["kept"]
+        manifest = json.loads((ws.samples_dir("default") / "manifest.json").read_text())
+        own = manifest["images"][0]["prompt_2"].startswith("plain light grey studio wall, ")
+        assert own == (user == "twin")  # each person's own settings, in one batch
     carol = person(on_disk, "carol")
     assert (carol["state"], carol["stage"], carol["stage_state"]) == ("stopped", "intake", "failed")
     assert "only 2 usable photos" in carol["reason"] and carol["hint"]

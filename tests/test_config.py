@@ -28,6 +28,33 @@ def test_user_yaml_is_layered(tmp_path):
     assert (cfg.prepare.class_noun, cfg.train.rank) == ("woman", 32)
 
 
+def test_a_persons_own_settings_are_layered_and_kept_to_their_few_keys(tmp_path):
+    """data/users/<u>/settings.yaml: each person's styles, count, class noun and own background or clothing (what a
+    batch runs for each), over the run's config files, under the command line; nothing else, and only plain text."""
+    data = tmp_path / "data"
+    (data / "alice").mkdir(parents=True)
+    mine = data / "alice" / "settings.yaml"
+    where = [f"paths.data_root={data}"]
+    mine.write_text("prepare:\n  class_noun: woman\ninfer:\n  styles: [doctor, actor]\n  images_per_style: 8\n"
+                    "  style_overrides:\n    background: plain light grey studio wall\n")
+    cfg = load_config("alice", "tiny", overrides=where)
+    assert (cfg.prepare.class_noun, cfg.infer.styles, cfg.infer.images_per_style) == ("woman", ["doctor", "actor"], 8)
+    assert dict(cfg.infer.style_overrides) == {"background": "plain light grey studio wall"}
+    assert load_config("alice", "tiny", overrides=[*where, "infer.styles=[linkedin]"]).infer.styles == ["linkedin"]
+    assert load_config("bob", "tiny", overrides=where).infer.styles == ["linkedin", "corporate", "executive"]
+
+    for text, message in (("paths:\n  data_root: /etc\n", "`paths.data_root` is not something one person's settings may set"),
+                          ("model:\n  pretrained: someone/else\n", "`model.pretrained` is not something"),
+                          ("infer:\n  styles: [../../secrets.yaml]\n", "must name one of the styles"),
+                          ("infer:\n  style_overrides: {background: '${oc.env:HOME}'}\n", "must be plain words"),
+                          ("prepare:\n  class_noun: 'x: [y]'\n", "must be plain words")):
+        mine.write_text(text)
+        with pytest.raises(ConfigError, match=message) as refused:
+            load_config("alice", "tiny", overrides=where)
+        assert str(mine) in refused.value.message
+    assert load_config("alice", "tiny", overrides=where, with_person_settings=False).paths.data_root == str(data)
+
+
 @pytest.mark.parametrize(
     "override, names",
     [

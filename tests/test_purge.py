@@ -20,6 +20,7 @@ def test_purge_takes_the_person_out_of_batch_records_and_keeps_everyone_else(tmp
     data, outputs = tmp_path / "data", tmp_path / "outputs"
     (data / "dana" / "selfies").mkdir(parents=True)
     (data / "dana" / "intake.json").write_text("{}")
+    (data / "dana" / "settings.yaml").write_text("paths:\n  data_root: /somewhere/else\n")  # refused by load_config: purge still runs
     (outputs / "dana" / "default").mkdir(parents=True)
     _batch(outputs, "shared", "dana", "erin")
     _batch(outputs, "alone", "dana")
@@ -39,3 +40,6 @@ def test_purge_takes_the_person_out_of_batch_records_and_keeps_everyone_else(tmp
     assert f"removed dana from {outputs / 'batch' / 'shared' / 'status.json'}" in said
     assert not (outputs / "dana").exists() and not (data / "dana" / "intake.json").exists()
     assert (data / "dana" / "selfies").is_dir()  # the originals stay without --include-selfies
+    assert (data / "dana" / "settings.yaml").is_file() and "kept the person's own settings" in said  # their input too
+    assert main(["--user", "dana", "--include-selfies", f"paths.data_root={data}", f"paths.outputs_root={outputs}"]) == 0
+    assert not (data / "dana").exists()
