@@ -52,7 +52,7 @@ from train.intake import run_intake
 
 log = get_logger(__name__)
 LOOPBACK_NAMES = ("localhost",)
-SETTINGS_USER = "app"  # the config is per user; the app's own settings are read with this placeholder name
+SETTINGS_USER = "app"  # the config is per user; the app's own settings are read with this placeholder name (no settings.yaml)
 ZIP_NAME = "headshots.zip"  # outputs/<u>/<run>/export/headshots.zip: every crop of the last export
 FILES_DIR = "files"  # outputs/<u>/<run>/export/files/<image>-<size>.jpg: the same crops, named for downloading
 # More like this: how much of the picked image is re-drawn (infer.more.strength)
@@ -67,8 +67,8 @@ class Settings:
     config_file: str | None = None
     overrides: list[str] = field(default_factory=list)
 
-    def config(self, user: str) -> Config:
-        return load_config(user, self.profile, self.config_file, self.overrides)
+    def config(self, user: str, with_person_settings: bool = True) -> Config:
+        return load_config(user, self.profile, self.config_file, self.overrides, with_person_settings)
 
     def cli_args(self) -> list[str]:
         """The same layers for a job's command line."""
@@ -138,7 +138,7 @@ class HeadshotsApp:
     def __init__(self, settings: Settings, analyzer: FaceAnalyzer | None = None, jobs: JobQueue | None = None,
                  accounts: dict[str, str] | None = None) -> None:
         self.settings = settings
-        probe = settings.config(SETTINGS_USER)  # a bad key or value stops the app here, with its name
+        probe = settings.config(SETTINGS_USER, with_person_settings=False)  # a bad key or value stops the app here
         self.limits: AppConfig = probe.app
         self.run = probe.run
         self.defaults = probe.infer
