@@ -1,7 +1,8 @@
 """Full-size SDXL (random weights from the published configs in ../shared) through the real training
-and generation paths, at 128 px so it fits a CPU: the production shapes, the hub's fp16 variant files
-and every optional training feature at once, which the tiny profile cannot vouch for.
-About 2.5 minutes and 20 GiB of RAM (peak RSS) on 2 CPU cores, so it is marked slow (`make test-all`)."""
+and generation paths (more like this too), at 128 px so it fits a CPU: the production shapes, the hub's fp16
+variant files and every optional training feature at once, which the tiny profile cannot vouch for.
+About 2.5 minutes and 20.7 GiB of RAM (peak RSS; 19.6 before more like this) on 2 CPU cores, so it is marked
+slow (`make test-all`)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def full_size_sdxl(tmp_path_factory):
 
 
 def test_full_size_sdxl_trains_with_every_feature_and_generates(prepared_user, make_config, full_size_sdxl):
-    from infer.generate import generate
+    from infer.generate import generate, load_pipelines, person_context
+    from infer.variations import more_like
     from train.recipe import train
 
     full_size = (f"model.pretrained={full_size_sdxl}", "model.variant=fp16", "train.rank=16", "run=full")
@@ -57,10 +59,19 @@ def test_full_size_sdxl_trains_with_every_feature_and_generates(prepared_user, m
     assert [entry["step"] for entry in validation["history"]] == [2]
     assert (adapter.parent / "adapter-best" / ADAPTER_FILE).is_file()
 
-    samples = generate(make_config("alice", *full_size, "infer.styles=[linkedin]", "infer.steps=2"))
+    sampling = make_config("alice", *full_size, "infer.styles=[linkedin]", "infer.steps=2", "infer.more.image=linkedin-00.png",
+                           "infer.more.count=1")
+    pipes = load_pipelines(sampling, person_context(sampling).adapter)  # one pipeline for generate and more like this
+    samples = generate(sampling, pipes)
     assert len(samples) == 2
     manifest = json.loads((adapter.parent / "samples" / "manifest.json").read_text())
     assert all(entry["prompt"].count("<s0><s1>") == 1 for entry in manifest["images"])  # the pivotal tokens
     for sample in samples:
         with Image.open(adapter.parent / "samples" / sample.file) as image:
             assert image.size == (128, 128)
+
+    # More like this on the production shapes: img2img made by from_pipe over the fused adapter and pivotal tokens.
+    (variation,) = more_like(sampling, pipes)
+    assert variation.source == "linkedin-00.png" and variation.prompt.count("<s0><s1>") == 1
+    with Image.open(adapter.parent / "samples" / variation.file) as image:
+        assert image.size == (128, 128)
