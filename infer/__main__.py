@@ -15,11 +15,9 @@ def _generate(cfg: Config) -> None:
 
 
 def _score(cfg: Config) -> None:
-    from infer.gallery import write_gallery
-    from infer.score import score
+    from infer.gallery import score_and_show
 
-    score(cfg)
-    print(f"gallery: {write_gallery(cfg)}")
+    print(f"gallery: {score_and_show(cfg)[1]}")
 
 
 def _export(cfg: Config) -> None:

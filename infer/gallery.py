@@ -14,7 +14,7 @@ from pathlib import Path
 from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.workspace import Workspace
-from infer.score import SCORES
+from infer.score import SCORES, Score, score
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:24px;background:#f4f4f2;color:#222}
@@ -31,6 +31,12 @@ h1{margin:0 0 4px} .sub{color:#666;margin-bottom:20px}
 .meta{font-size:13px;color:#555;margin-top:6px}
 .checks{list-style:none;padding:0;margin:8px 0 0;font-size:12px} .checks .ok{color:#1b4332} .checks .no{color:#8a1c1c}
 """
+
+
+def score_and_show(cfg: Config) -> tuple[list[Score], Path]:
+    """The filter stage as every command runs it: score every image in the manifest, then the gallery of the scores."""
+    scores = score(cfg)
+    return scores, write_gallery(cfg)
 
 
 def write_gallery(cfg: Config) -> Path:

@@ -63,12 +63,10 @@ def _fit(cfg: Config) -> dict:
 
 def _infer(cfg: Config) -> dict:
     from infer.detail import generate_with_detail
-    from infer.gallery import write_gallery
-    from infer.score import score
+    from infer.gallery import score_and_show
 
     generate_with_detail(cfg)
-    scores = score(cfg)
-    write_gallery(cfg)
+    scores, _ = score_and_show(cfg)
     kept = [s for s in scores if s.kept]
     return {"images": len(scores), "kept": len(kept),
             "best_likeness": max((s.similarity for s in scores if s.similarity is not None), default=None)}

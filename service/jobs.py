@@ -223,13 +223,11 @@ def run_chain(cfg: Config, last: str) -> None:
 
 def more_like_and_review(cfg: Config) -> None:
     """More like `infer.more.image`, then the whole review again (scores and gallery) with them in it."""
-    from infer.gallery import write_gallery
-    from infer.score import score
+    from infer.gallery import score_and_show
     from infer.variations import more_like
 
     more_like(cfg)
-    score(cfg)
-    write_gallery(cfg)
+    score_and_show(cfg)
 
 
 COMMANDS = {**{kind: (lambda cfg, last=last: run_chain(cfg, last)) for kind, last in LAST_STAGE.items()},
