@@ -6,8 +6,10 @@ BIN := $(VENV)/bin
 USER ?=
 PROFILE ?= sdxl
 RUN ?= default
-STYLES ?= linkedin,corporate,executive
-N ?= 4
+# STYLES (make infer: e.g. linkedin,actor) and N (images per style; make more: variations): empty leaves them to
+# the config (configs/base.yaml, then the person's data/users/<user>/settings.yaml)
+STYLES ?=
+N ?=
 ARGS ?=
 
 # Development checkouts sit beside ../shared, which holds FaceNet weights for machines without
@@ -94,12 +96,12 @@ train: check-user $(if $(filter tiny,$(PROFILE)),tiny-model)
 	$(BIN)/python -m train all $(COMMON) $(ARGS)
 
 infer: check-user $(if $(filter tiny,$(PROFILE)),tiny-model)
-	$(BIN)/python -m infer all $(COMMON) infer.styles=[$(STYLES)] infer.images_per_style=$(N) $(ARGS)
+	$(BIN)/python -m infer all $(COMMON) $(if $(STYLES),infer.styles=[$(STYLES)]) $(if $(N),infer.images_per_style=$(N)) $(ARGS)
 
 # More like one generated image you like (a file in outputs/<user>/<run>/samples/): N variations, then scored.
 IMAGE ?=
 more: check-user $(if $(filter tiny,$(PROFILE)),tiny-model)
-	$(BIN)/python -m infer more $(COMMON) infer.more.image=$(IMAGE) infer.more.count=$(N) $(ARGS)
+	$(BIN)/python -m infer more $(COMMON) infer.more.image=$(IMAGE) $(if $(N),infer.more.count=$(N)) $(ARGS)
 
 # Many people at once on Ray (embedded on this machine unless ADDRESS=auto or ray://head:10001).
 USERS ?=
