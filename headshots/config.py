@@ -273,6 +273,10 @@ class InferConfig:
     lora_scale: float = 1.0
     batch_size: int = 2
     seed: int = 0
+    # A name for this round of images (generating again adds a round; infer/generate.py). Generating under a
+    # name that already has images completes that round instead of adding another: a retried job makes no
+    # more than it was asked for. None: a new round, named by the time.
+    round: str | None = None
     adapter: str = "last"  # last: outputs/<user>/<run>/adapter; best: adapter-best (train.validation's pick)
     scheduler: str | None = None  # euler, euler_a, dpmpp_2m, dpmpp_2m_karras, ... (headshots/schedulers.py); None: the model's own
     # Merge the adapter into the UNet weights once, so sampling runs the plain UNet (no per-layer LoRA
@@ -297,6 +301,8 @@ class InferConfig:
         if self.scheduler is not None:
             _one_of(self.scheduler, "infer.scheduler", list(SCHEDULERS))
         _check(0.0 < self.refiner_start < 1.0, "infer.refiner_start", "must be between 0 and 1 (exclusive)")
+        _check(self.round is None or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", str(self.round)) is not None,
+               "infer.round", "must be 1-64 letters, digits, '.', '_' or '-'")
 
 
 @dataclass

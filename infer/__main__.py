@@ -33,25 +33,26 @@ def _detail(cfg: Config) -> None:
 
 
 def _more(cfg: Config) -> None:
+    from infer.detail import with_detail
     from infer.variations import more_like
 
-    more_like(cfg)
+    with_detail(cfg, more_like)
     _score(cfg)
 
 
 def _all(cfg: Config) -> None:
-    from infer.detail import generate_with_detail
+    from infer.detail import with_detail
 
-    generate_with_detail(cfg)
+    with_detail(cfg)
     _score(cfg)
 
 
 COMMANDS = {"generate": _generate, "detail": _detail, "score": _score, "export": _export, "more": _more, "all": _all}
 HELP = {
-    "generate": "sample N images per style from base model + adapter",
+    "generate": "sample N new images per style from base model + adapter (added to the earlier ones)",
     "detail": "face-detail pass: re-draw each face at full resolution with the adapter (keeps both versions)",
     "score": "face-similarity filter, ranking, scores.json and gallery.html",
-    "more": "more like this: infer.more.count variations of infer.more.image (img2img from it), then score",
+    "more": "more like this: infer.more.count variations of infer.more.image (img2img from it; + face detail when enabled), then score",
     "export": "crop kept (or infer.export_files) images for LinkedIn, 4:5 portrait and CV, centred on the face",
     "all": "generate (then the face-detail pass when infer.detail.enabled) then score",
 }

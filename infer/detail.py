@@ -24,6 +24,7 @@ Writes  samples/<name>.detail.png, and per manifest entry "detail": every input 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from headshots.faces import Detection, FaceAnalyzer, resolve_device
 from headshots.images import load_rgb
 from headshots.logs import get_logger
 from headshots.workspace import Workspace
-from infer.generate import MANIFEST, Pipelines, generate, load_pipelines, person_context
+from infer.generate import MANIFEST, Pipelines, Sample, generate, load_pipelines, person_context
 from infer.styles import Style, check_prompt_lengths, load_style
 
 log = get_logger(__name__)
@@ -147,8 +148,9 @@ def inpainting_pipeline(pipes: Pipelines):
     return inpaint
 
 
-def detail(cfg: Config, pipes: Pipelines | None = None) -> list[dict]:
-    """Run the pass over every generated image; returns the manifest entries, each with its "detail"."""
+def detail(cfg: Config, pipes: Pipelines | None = None, files: Collection[str] | None = None) -> list[dict]:
+    """Run the pass over every generated image, or over `files` only (a round just made); returns the
+    manifest entries it re-drew or skipped, each with its "detail"."""
     workspace = Workspace.from_config(cfg)
     samples_dir = workspace.samples_dir(cfg.run)
     manifest_path = samples_dir / MANIFEST
@@ -161,7 +163,7 @@ def detail(cfg: Config, pipes: Pipelines | None = None) -> list[dict]:
     inpaint = inpainting_pipeline(pipes)
     tokenizers = {"tokenizer": inpaint.tokenizer, "tokenizer_2": inpaint.tokenizer_2}
 
-    entries = manifest["images"]
+    entries = [e for e in manifest["images"] if files is None or e["file"] in files]
     images = [load_rgb(samples_dir / entry["file"]) for entry in entries]
     analyzer = FaceAnalyzer(cfg.face, resolve_device(cfg.device), with_embedder=False)
     detections = analyzer.detect_many(images)
@@ -180,13 +182,13 @@ def detail(cfg: Config, pipes: Pipelines | None = None) -> list[dict]:
     return entries
 
 
-def generate_with_detail(cfg: Config) -> None:
-    """The generate stage as `infer all` runs it: sample, then this pass when `infer.detail.enabled`,
-    both with one loaded pipeline."""
+def with_detail(cfg: Config, make: Callable[[Config, Pipelines], list[Sample]] = generate) -> None:
+    """Make images (generate, or variations.more_like), then this pass over the new ones when
+    `infer.detail.enabled`, both with one loaded pipeline: how `infer all`, `infer more` and the app run them."""
     pipes = load_pipelines(cfg, person_context(cfg).adapter)
-    generate(cfg, pipes)
-    if cfg.infer.detail.enabled:
-        detail(cfg, pipes)
+    made = make(cfg, pipes)
+    if cfg.infer.detail.enabled and made:
+        detail(cfg, pipes, {sample.file for sample in made})
 
 
 def _write_png(image: Image.Image, entry: dict[str, Any], samples_dir: Path) -> None:

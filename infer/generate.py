@@ -3,14 +3,24 @@
 Reads   outputs/<user>/<run>/adapter/              (from training)
 Writes  outputs/<user>/<run>/samples/<style>-<k>.png
         outputs/<user>/<run>/samples/manifest.json  per image: style, seed, prompts, settings (scheduler, refiner)
-Any image can be regenerated from its manifest entry (same seed, prompts, settings).
+Any image can be redrawn from its manifest entry alone (`draw`: same seed, prompts, settings).
+
+Generating again adds a round of images, it never replaces one: each style's files and seeds are
+numbered on past the ones already there, so a new round gives new pictures and the earlier rounds'
+files, manifest entries, variations and scores stay. Every entry names its round (`infer.round`, or a
+new name from the time). The manifest is rewritten (atomically) after every written batch, so an
+interrupted round keeps the images it finished, and generating under its name again completes it.
+Deleting samples/ starts over.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import secrets
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +31,11 @@ from tqdm import tqdm
 
 from headshots.config import Config, InferConfig, config_from_yaml
 from headshots.faces import resolve_device
+from headshots.images import load_rgb
 from headshots.logs import get_logger
 from headshots.schedulers import make_scheduler
 from headshots.sdxl import load_pipeline, load_refiner
-from headshots.workspace import ADAPTER_EMBEDDINGS, Workspace
+from headshots.workspace import ADAPTER_EMBEDDINGS, Workspace, write_json_atomic
 from infer.styles import Style, check_prompt_lengths, load_style
 
 log = get_logger(__name__)
@@ -48,6 +59,12 @@ class Sample:
     refiner_start: float | None
     source: str | None = None  # more like this (infer/variations.py): the image img2img started from
     strength: float | None = None  # ... and the share of the denoising it redid
+    round: str | None = None  # generate: the round it was made in (infer.round); None for variations
+
+    @classmethod
+    def from_entry(cls, entry: dict) -> Sample:
+        """A manifest entry's own fields (an entry also carries what later passes add, such as "detail")."""
+        return cls(**{f.name: entry[f.name] for f in fields(cls) if f.name in entry})
 
 
 @dataclass
@@ -68,9 +85,18 @@ class Pipelines:
         return self._img2img
 
 
-def seeds_for(cfg: Config, style_index: int) -> list[int]:
-    """Distinct, reproducible seeds per (style, image)."""
-    return [cfg.infer.seed + 10_000 * style_index + k for k in range(cfg.infer.images_per_style)]
+def seeds_for(cfg: Config, style_index: int, numbers: range) -> list[int]:
+    """Distinct, reproducible seeds per (style, image number): a style's later rounds, numbered on, get new ones."""
+    return [cfg.infer.seed + 10_000 * style_index + k for k in numbers]
+
+
+def next_numbers(style: str, entries: list[dict], samples_dir: Path, count: int) -> range:
+    """The numbers k of this round's `<style>-<k>.png`: past every one in the manifest or on disk (a file an
+    interrupted round wrote after its last manifest update is not overwritten either)."""
+    pattern = re.compile(re.escape(style) + r"-(\d+)\.png")
+    names = [e["file"] for e in entries] + [p.name for p in samples_dir.glob(f"{style}-*.png")]
+    first = max((int(m.group(1)) for name in names if (m := pattern.fullmatch(name))), default=-1) + 1
+    return range(first, first + count)
 
 
 def load_pipelines(cfg: Config, adapter: Path) -> Pipelines:
@@ -176,7 +202,9 @@ def person_context(cfg: Config) -> Person:
 
 
 def generate(cfg: Config, pipes: Pipelines | None = None) -> list[Sample]:
-    """Sample every style; `pipes` (from load_pipelines) when the caller keeps them for the next pass."""
+    """Sample a round of every style, added to the images already there, or complete the round `infer.round`
+    names; returns the round's manifest entries. `pipes` (from load_pipelines) when the caller keeps them
+    for the next pass."""
     workspace = Workspace.from_config(cfg)
     person = person_context(cfg)
     trigger, class_noun = person.trigger, person.class_noun
@@ -190,34 +218,71 @@ def generate(cfg: Config, pipes: Pipelines | None = None) -> list[Sample]:
 
     out_dir = workspace.samples_dir(cfg.run)
     out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(out_dir) or {"user": cfg.user, "run": cfg.run, "images": []}
+    manifest.update(base_model=cfg.model.pretrained, resolution=cfg.model.resolution)
+    earlier = list(manifest["images"])
+    round_name = cfg.infer.round or new_round_name()
+    made = [Sample.from_entry(e) for e in earlier if e.get("round") == round_name]
+    plan = []  # (prompts, the entries still to draw) per style
+    for index, style in enumerate(styles):
+        missing = cfg.infer.images_per_style - sum(sample.style == style.name for sample in made)
+        numbers = next_numbers(style.name, earlier, out_dir, max(missing, 0))
+        prompts = style.prompts(trigger, class_noun)
+        plan.append((prompts, _entries(style, prompts, numbers, seeds_for(cfg, index, numbers), {**settings, "round": round_name})))
+
     samples: list[Sample] = []
     writes: list[Future] = []
-    total = len(styles) * cfg.infer.images_per_style
     # PNG encoding is CPU work (about 0.1-0.3 s for 1024x1024) that releases the GIL: one writer
-    # thread does it while the next batch samples, instead of the GPU waiting for it.
-    with tqdm(total=total, desc="generate", unit="image") as progress, ThreadPoolExecutor(max_workers=1) as writer:
-        for index, style in enumerate(styles):
-            prompts = style.prompts(trigger, class_noun)
-            seeds = seeds_for(cfg, index)
-            for start in range(0, len(seeds), cfg.infer.batch_size):
-                batch = seeds[start : start + cfg.infer.batch_size]
-                images = sample(pipes, cfg, prompts, batch)
-                entries = _entries(style, prompts, batch, start, settings)
-                writes += [writer.submit(write_png, image, entry, out_dir) for image, entry in zip(images, entries)]
-                samples += entries
+    # thread does it (and the manifest update after it) while the next batch samples.
+    with tqdm(total=sum(len(entries) for _, entries in plan), desc="generate", unit="image") as progress, \
+            ThreadPoolExecutor(max_workers=1) as writer:
+        for prompts, entries in plan:
+            for start in range(0, len(entries), cfg.infer.batch_size):
+                batch = entries[start : start + cfg.infer.batch_size]
+                images = sample(pipes, cfg, prompts, [entry.seed for entry in batch])
+                writes.append(writer.submit(write_batch, images, batch, out_dir, manifest))
+                samples += batch
                 progress.update(len(batch))
     for write in writes:
         write.result()  # a failed write (disk full...) raises here
-    manifest = {
-        "user": cfg.user,
-        "run": cfg.run,
-        "base_model": cfg.model.pretrained,
-        "resolution": cfg.model.resolution,
-        "images": [asdict(s) for s in samples],
-    }
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    log.info("%d images written to %s", len(samples), out_dir)
-    return samples
+    log.info("%s written to %s (%d in all)", plural(len(samples), "new image"), out_dir, len(manifest["images"]))
+    return made + samples
+
+
+def new_round_name(prefix: str = "") -> str:
+    """A round named by the time (and 4 random hex digits, for two rounds in one second): sorts by age."""
+    return f"{prefix}{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def read_manifest(samples_dir: Path) -> dict | None:
+    """samples/manifest.json, or None before the first image."""
+    path = samples_dir / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_batch(images: list[Image.Image], entries: list[Sample], out_dir: Path, manifest: dict) -> None:
+    """Write a batch's PNGs, then add their entries to the manifest: it never names an unwritten file."""
+    for image, entry in zip(images, entries):
+        write_png(image, entry, out_dir)
+    manifest["images"] += [asdict(entry) for entry in entries]
+    write_json_atomic(out_dir / MANIFEST, manifest)
+
+
+def draw(pipes: Pipelines, cfg: Config, entries: list[dict], samples_dir: Path) -> list[Image.Image]:
+    """The images these manifest entries describe, one per seed. They share their prompts and settings (a
+    batch of one round, or of one `more` call, whose entries start from their `source` image). The entries
+    alone redo the same images for the same weights."""
+    first = entries[0]
+    same = replace(cfg, infer=replace(cfg.infer, steps=first["steps"], guidance_scale=first["guidance_scale"]))
+    prompts = {"prompt": first["prompt"], "prompt_2": first["prompt_2"],
+               "negative_prompt": first["negative_prompt"], "negative_prompt_2": first["negative_prompt"]}
+    start = (load_rgb(samples_dir / first["source"]), first["strength"]) if first.get("source") else None
+    return sample(pipes, same, prompts, [e["seed"] for e in entries], start)
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 new image', '3 new images'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def sample_settings(cfg: Config, pipes: Pipelines) -> dict[str, Any]:
@@ -230,11 +295,11 @@ def sample_settings(cfg: Config, pipes: Pipelines) -> dict[str, Any]:
     }
 
 
-def _entries(style: Style, prompts: dict[str, str], seeds: list[int], offset: int, settings: dict[str, Any]) -> list[Sample]:
+def _entries(style: Style, prompts: dict[str, str], numbers: range, seeds: list[int], settings: dict[str, Any]) -> list[Sample]:
     return [
-        Sample(file=f"{style.name}-{offset + k:02d}.png", style=style.name, seed=seed, prompt=prompts["prompt"],
+        Sample(file=f"{style.name}-{k:02d}.png", style=style.name, seed=seed, prompt=prompts["prompt"],
                prompt_2=prompts["prompt_2"], negative_prompt=prompts["negative_prompt"], **settings)
-        for k, seed in enumerate(seeds)
+        for k, seed in zip(numbers, seeds)
     ]
 
 

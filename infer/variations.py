@@ -8,26 +8,34 @@ image the person saw is the one used: its face-detailed version where scoring ke
 
 Reads   samples/manifest.json + the chosen image, the adapter (as generate)
 Writes  samples/<stem>-more-<k>.png, numbered on past any earlier variations of the same image, each
-        appended to samples/manifest.json as a generate entry plus "source" (the file it started from) and
-        "strength": the entry alone redoes it. Scoring then judges them with the rest.
+        appended to samples/manifest.json (batch by batch, as generate) as a generate entry plus "source"
+        (the file it started from) and "strength": the entry alone redoes it (generate.draw). Scoring then
+        judges them with the rest.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
-from PIL import Image
 from tqdm import tqdm
 
 from headshots.config import Config
 from headshots.errors import HeadshotsError
-from headshots.images import load_rgb
 from headshots.logs import get_logger
 from headshots.workspace import Workspace
-from infer.generate import MANIFEST, Pipelines, Sample, load_pipelines, person_context, sample, sample_settings, write_png
+from infer.generate import (
+    Pipelines,
+    Sample,
+    draw,
+    load_pipelines,
+    person_context,
+    plural,
+    read_manifest,
+    sample_settings,
+    write_batch,
+)
 
 log = get_logger(__name__)
 SEED_STRIDE = 100_003  # variation k of an image with seed s gets seed s + (k + 1) x this: apart from generate's
@@ -58,12 +66,11 @@ def variation_numbers(source: dict, entries: list[dict], count: int) -> list[tup
 def more_like(cfg: Config, pipes: Pipelines | None = None) -> list[Sample]:
     """Draw `infer.more.count` variations of `infer.more.image`; returns their manifest entries."""
     samples_dir = Workspace.from_config(cfg).samples_dir(cfg.run)
-    manifest_path = samples_dir / MANIFEST
-    if not manifest_path.is_file():
+    manifest = read_manifest(samples_dir)
+    if manifest is None:
         raise HeadshotsError(f"No generated images in {samples_dir} to make more like.",
                              f"Generate some first: make infer USER={cfg.user}")
-    manifest = json.loads(manifest_path.read_text())
-    entries, more = manifest["images"], cfg.infer.more
+    entries, more = list(manifest["images"]), cfg.infer.more
     source = find_source(entries, more.image, samples_dir)
     pipes = pipes or load_pipelines(cfg, person_context(cfg).adapter)
     settings = {**sample_settings(cfg, pipes), "source": more.image, "strength": more.strength}
@@ -72,20 +79,6 @@ def more_like(cfg: Config, pipes: Pipelines | None = None) -> list[Sample]:
                for k, name in variation_numbers(source, entries, more.count)]
     for first in tqdm(range(0, len(planned), cfg.infer.batch_size), desc=f"more like {more.image}", unit="batch"):
         batch = planned[first : first + cfg.infer.batch_size]
-        for entry, image in zip(batch, draw(pipes, cfg, [asdict(e) for e in batch], samples_dir)):
-            write_png(image, entry, samples_dir)
-    manifest["images"] = entries + [asdict(entry) for entry in planned]
-    manifest_path.write_text(json.dumps(manifest, indent=2))
-    log.info("%d images like %s written to %s", len(planned), more.image, samples_dir)
+        write_batch(draw(pipes, cfg, [asdict(e) for e in batch], samples_dir), batch, samples_dir, manifest)
+    log.info("%s like %s written to %s", plural(len(planned), "image"), more.image, samples_dir)
     return planned
-
-
-def draw(pipes: Pipelines, cfg: Config, entries: list[dict], samples_dir: Path) -> list[Image.Image]:
-    """The variations these manifest entries describe, one per seed; they share one source image, strength and
-    prompts (one `more_like` call). The entries alone redo the same images for the same weights."""
-    first = entries[0]
-    same = replace(cfg, infer=replace(cfg.infer, steps=first["steps"], guidance_scale=first["guidance_scale"]))
-    prompts = {"prompt": first["prompt"], "prompt_2": first["prompt_2"],
-               "negative_prompt": first["negative_prompt"], "negative_prompt_2": first["negative_prompt"]}
-    start = (load_rgb(samples_dir / first["source"]), first["strength"])
-    return sample(pipes, same, prompts, [e["seed"] for e in entries], start)

@@ -45,6 +45,7 @@ from headshots.logs import get_logger, setup_logging
 from headshots.purge import purge
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace
 from infer.export import EXPORT, export
+from infer.generate import new_round_name
 from infer.styles import available_styles, load_style
 from service import views
 from service.jobs import IMAGE_KINDS, JobQueue, devices, job_command
@@ -156,7 +157,9 @@ class HeadshotsApp:
         return state
 
     def workspace(self, user: str) -> Workspace:
-        return Workspace.from_config(self.settings.config(user))
+        """The person's folders. Their settings.yaml cannot move them, and is left out: whatever it says, the
+        person can still see, remove and delete their data."""
+        return Workspace.from_config(self.settings.config(user, with_person_settings=False))
 
     def check_password(self, name: str, password: str) -> bool:
         expected = (self.accounts or {}).get(name)
@@ -256,7 +259,9 @@ class HeadshotsApp:
             raise HeadshotsError(f"Ask for 1 to {self.limits.max_images_per_style} images per style.", "Move the slider.")
         if not (self.workspace(user).adapter_dir(self.run) / ADAPTER_WEIGHTS).is_file():
             raise HeadshotsError("Your adapter is not trained yet.", "Press Train first, and wait for it to finish.")
+        # Each press is a round of its own (so the chain runs infer again even for the same choices), added to the earlier ones.
         self.submit(user, "generate", [f"infer.styles=[{','.join(styles)}]", f"infer.images_per_style={int(count)}",
+                                       f"infer.round={new_round_name('app-')}",
                                        *(f"infer.style_overrides.{key}={json.dumps(text)}" for key, text in own.items())])
         return self.status_view(user)
 
@@ -340,7 +345,21 @@ class HeadshotsApp:
         return {self.c["user"]: user, self.c["who"]: f"Signed in as **{user}**.", self.c["main"]: gr.update(visible=True),
                 self.c["name_row"]: gr.update(visible=False),
                 self.c["notes"]: "", **self.photos_view(ws), **self.status_view(user), **self.review_view(ws),
-                self.c["seen"]: [job.id, job.state] if job else None, self.c["files"]: None}
+                **self.styles_view(user), self.c["seen"]: [job.id, job.state] if job else None, self.c["files"]: None}
+
+    def styles_view(self, user: str) -> dict:
+        """The Styles tab as the person's own settings.yaml orders it (what a batch runs for them), else the app's
+        defaults, with the reason when their file cannot be used."""
+        note = ""
+        try:
+            infer = self.settings.config(user).infer
+        except ConfigError as exc:
+            infer, note = self.defaults, f"Your settings.yaml was left out: {exc.message} {exc.hint}"
+        known, own = available_styles(), dict(infer.style_overrides)
+        return {self.c["styles"]: [s for s in infer.styles if s in known],
+                self.c["count"]: min(infer.images_per_style, self.limits.max_images_per_style),
+                self.c["background"]: own.get("background", ""), self.c["clothing"]: own.get("clothing", ""),
+                self.c["styles_note"]: note}
 
     @user_errors
     def start(self, name: str, request: gr.Request) -> dict:
@@ -404,6 +423,7 @@ class HeadshotsApp:
                             c["train"] = gr.Button("Train", variant="primary", interactive=False, elem_id="hs-train")
                             c["stop"] = gr.Button("Stop", interactive=False, elem_id="hs-stop")
                     with gr.Tab("3. Styles", elem_id="hs-tab-styles"):
+                        c["styles_note"] = gr.Markdown(elem_id="hs-styles-note")
                         styles = [(f"{name}: {load_style(name).description}", name) for name in available_styles()]
                         c["styles"] = gr.CheckboxGroup(styles, value=[s for s in self.defaults.styles if s in available_styles()],
                                                        label="Styles", elem_id="hs-styles")
@@ -415,6 +435,7 @@ class HeadshotsApp:
                                                          max_length=100, elem_id="hs-background")
                             c["clothing"] = gr.Textbox(label="Clothing", placeholder="e.g. dark green wool sweater",
                                                        max_length=100, elem_id="hs-clothing")
+                        gr.Markdown("Each press makes new images with new seeds; your earlier ones stay in your review.")
                         c["generate"] = gr.Button("Generate", variant="primary", interactive=False, elem_id="hs-generate")
                     with gr.Tab("4. Review", elem_id="hs-tab-review"):
                         c["review"] = gr.HTML(elem_id="hs-review")
@@ -453,7 +474,8 @@ class HeadshotsApp:
     def _wire(self, demo: gr.Blocks) -> None:
         c = self.c
         page = [c[k] for k in ("user", "who", "name_row", "main", "notes", "photos", "remove_pick", "status", "train", "generate", "more",
-                               "stop", "timer", "review", "favourites", "seen", "files", "more_pick")]
+                               "stop", "timer", "review", "favourites", "seen", "files", "more_pick", "styles", "count",
+                               "background", "clothing", "styles_note")]
         status = [c[k] for k in ("status", "train", "generate", "more", "stop", "timer")]
         review = [c[k] for k in ("seen", "review", "favourites", "more_pick")]
         photos = [c["photos"], c["remove_pick"], c["notes"]]

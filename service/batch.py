@@ -146,33 +146,59 @@ def absolute_path_overrides(cfg: Config) -> list[str]:
     return overrides
 
 
-def load_configs(users: Sequence[str], profile: str | None, overrides: Sequence[str],
-                 batch_id: str) -> tuple[dict[str, Config], list[str]]:
-    """Every person's config, composed and validated before any work starts (a bad key stops here),
-    and the overrides the workers compose the same configs from."""
+@dataclass
+class BatchConfigs:
+    shared: Config  # the batch's own settings (Ray, paths), without anyone's settings.yaml
+    people: dict[str, Config]  # each person's, with their own settings
+    refused: dict[str, ConfigError]  # people whose own settings.yaml cannot be used, and why
+    overrides: list[str]  # what every worker composes its person's config from
+
+
+def load_configs(users: Sequence[str], profile: str | None, overrides: Sequence[str], batch_id: str) -> BatchConfigs:
+    """Every person's config, composed and validated before any work starts. A bad shared setting (a key, a
+    user name) stops the batch here; a person whose own settings.yaml cannot be used is set aside with the
+    reason (their problem stays theirs)."""
     if not users:
         raise ConfigError("No users given.", "Name them: --users alice,bob")
     if len(set(users)) != len(users):
         raise ConfigError(f"A user is named twice in {', '.join(users)}.", "Name each person once.")
     group = [] if any(o.startswith("wandb.group=") for o in overrides) else [f"wandb.group=batch-{batch_id}"]
-    first = load_config(users[0], profile, overrides=[*overrides, *group])
+    first = load_config(users[0], profile, overrides=[*overrides, *group], with_person_settings=False)
     final = [*overrides, *group, *absolute_path_overrides(first)]
-    return {user: load_config(user, profile, overrides=final) for user in users}, final
+    shared = load_config(users[0], profile, overrides=final, with_person_settings=False)
+    configs, refused = {}, {}
+    for user in users:
+        try:
+            configs[user] = load_config(user, profile, overrides=final)
+        except ConfigError as exc:
+            without = load_config(user, profile, overrides=final, with_person_settings=False)  # raises: not theirs alone
+            refused[user] = own_settings_error(exc, Workspace.from_config(without).person_settings)
+    return BatchConfigs(shared, configs, refused, final)
+
+
+def own_settings_error(exc: ConfigError, path: Path) -> ConfigError:
+    """The error as the person's to fix: it names their settings.yaml and says what happens next."""
+    message = exc.message if str(path) in exc.message else f"{path}: {exc.message}"
+    return ConfigError(message, f"{exc.hint} Fix or remove the file, then run the batch again "
+                                "(the others' finished stages are skipped).".lstrip())
 
 
 class Batch:
     """Submits every person's chain to Ray, follows it, and keeps status.json up to date."""
 
-    def __init__(self, configs: dict[str, Config], overrides: list[str], batch_id: str,
-                 address: str | None = None) -> None:
-        self.configs = configs
-        self.overrides = overrides  # what every worker composes its person's config from
+    def __init__(self, configs: BatchConfigs, batch_id: str, address: str | None = None) -> None:
+        self.configs = configs.people
+        self.overrides = configs.overrides  # what every worker composes its person's config from
         self.batch_id = batch_id
         self.address = address
-        any_cfg = next(iter(configs.values()))
-        self.settings = any_cfg.batch
-        self.status_dir = Workspace.from_config(any_cfg).batch_root / batch_id
-        self.rows = {user: PersonRow(user, [StageRow(s.name) for s in STAGES]) for user in configs}
+        self.settings = configs.shared.batch
+        self.status_dir = Workspace.from_config(configs.shared).batch_root / batch_id
+        self.rows = {user: PersonRow(user, [StageRow(s.name) for s in STAGES]) for user in [*configs.people, *configs.refused]}
+        for user, exc in configs.refused.items():  # stopped before their first stage, with the reason
+            first, *rest = self.rows[user].stages
+            first.state, first.reason, first.hint = FAILED, exc.message, exc.hint
+            for row in rest:
+                row.state, row.reason = NOT_RUN, f"{first.stage} did not start"
         self.started = time.time()
         self._last_states: list[tuple[str, str, str]] = []
 
@@ -286,8 +312,10 @@ def run_batch(users: Sequence[str], profile: str | None = None, overrides: Seque
               address: str | None = None, batch_id: str | None = None) -> dict:
     """Run every person's chain on Ray; returns the final status (also in outputs/batch/<id>/status.json)."""
     batch_id = batch_id or new_batch_id()
-    configs, worker_overrides = load_configs(users, profile, overrides, batch_id)
-    batch = Batch(configs, worker_overrides, batch_id, address)
+    batch = Batch(load_configs(users, profile, overrides, batch_id), batch_id, address)
+    if not batch.configs:  # everyone's own settings.yaml was refused: nothing to run
+        batch.write_status(finished=True)
+        return batch.status(finished=True)
     start_ray(address)
     batch.write_status(finished=False)
     batch.follow(batch.submit())

@@ -25,7 +25,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -40,32 +40,34 @@ log = get_logger(__name__)
 
 # -- the stages ------------------------------------------------------------------------------------
 
-def _intake(cfg: Config) -> dict:
+def _intake(cfg: Config, fingerprint: str) -> dict:
     from train.intake import intake
 
     result = intake(cfg)
     return {"usable": result.set.usable, "total": result.set.total, "verdict": result.set.verdict}
 
 
-def _prepare(cfg: Config) -> dict:
+def _prepare(cfg: Config, fingerprint: str) -> dict:
     from train.prepare import prepare
 
     result = prepare(cfg)
     return {"kept": len(result.kept)}
 
 
-def _fit(cfg: Config) -> dict:
+def _fit(cfg: Config, fingerprint: str) -> dict:
     from train.recipe import train
 
     train(cfg)
     return {"steps": cfg.train.max_steps}
 
 
-def _infer(cfg: Config) -> dict:
-    from infer.detail import generate_with_detail
+def _infer(cfg: Config, fingerprint: str) -> dict:
+    """Generate a round named after the stage's fingerprint (unless infer.round names it): a retry after a
+    crash completes that round instead of adding another. Then the face-detail pass, scores and gallery."""
+    from infer.detail import with_detail
     from infer.gallery import score_and_show
 
-    generate_with_detail(cfg)
+    with_detail(cfg if cfg.infer.round else replace(cfg, infer=replace(cfg.infer, round=f"chain-{fingerprint[:12]}")))
     scores, _ = score_and_show(cfg)
     kept = [s for s in scores if s.kept]
     return {"images": len(scores), "kept": len(kept),
@@ -77,7 +79,7 @@ def _kept_images(ws: Workspace, run: str) -> int:
     return json.loads(scores.read_text())["kept"] if scores.is_file() else 0
 
 
-def _export(cfg: Config) -> dict:
+def _export(cfg: Config, fingerprint: str) -> dict:
     """Platform crops of the kept images. With none kept there is nothing to crop: the person's status
     then says 0 kept, which is the news (the CLI's export refuses instead, asking for files to pick)."""
     from infer.export import export
@@ -95,7 +97,7 @@ def _export_outputs(ws: Workspace, run: str) -> list[Path]:
 @dataclass(frozen=True)
 class Stage:
     name: str
-    run: Callable[[Config], dict]  # does the work; returns a few figures for the status table
+    run: Callable[[Config, str], dict]  # does the work, given its fingerprint; returns a few figures for the status table
     config_keys: tuple[str, ...]  # config sections whose change re-runs the stage
     reads_selfies: bool  # the photos' bytes are part of the fingerprint
     uses_gpu: bool  # asks the scheduler for a GPU when there is one
@@ -207,7 +209,7 @@ def run_stage(stage: Stage, cfg: Config, upstream: StageResult | None = None) ->
         return StageResult(cfg.user, stage.name, SKIPPED, expected, details=details)
     started = time.perf_counter()
     try:
-        details = stage.run(cfg)
+        details = stage.run(cfg, expected)
     except HeadshotsError as exc:
         return StageResult(cfg.user, stage.name, FAILED, expected, time.perf_counter() - started, exc.message, exc.hint)
     seconds = time.perf_counter() - started

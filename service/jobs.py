@@ -1,8 +1,9 @@
 """Long work off the request: one queue of jobs, each run in a child process, one at a time per device.
 
 A job is one person's `train` (intake -> prepare -> fit) or `generate` (the same, then infer: generate,
-score, gallery), run through service.chain (the chain the batch runner uses, which skips a stage already
-done with the same inputs), or `more` (more like one generated image: infer/variations.py, then score and
+score, gallery: each press a new round, `infer.round`, added to the earlier ones), run through
+service.chain (the chain the batch runner uses, which skips a stage already done with the same inputs), or
+`more` (more like one generated image: infer/variations.py, then score and
 gallery, over the images already there), in a child process:
 
     python -m service.jobs {train,generate,more} --user NAME [--profile tiny] [key=value ...]
@@ -222,18 +223,20 @@ def run_chain(cfg: Config, last: str) -> None:
 
 
 def more_like_and_review(cfg: Config) -> None:
-    """More like `infer.more.image`, then the whole review again (scores and gallery) with them in it."""
+    """More like `infer.more.image` (and their faces re-drawn when `infer.detail.enabled`), then the whole
+    review again (scores and gallery) with them in it."""
+    from infer.detail import with_detail
     from infer.gallery import score_and_show
     from infer.variations import more_like
 
-    more_like(cfg)
+    with_detail(cfg, more_like)
     score_and_show(cfg)
 
 
 COMMANDS = {**{kind: (lambda cfg, last=last: run_chain(cfg, last)) for kind, last in LAST_STAGE.items()},
             "more": more_like_and_review}
 HELP = {"train": "intake, prepare and fit (resumes from the last checkpoint)",
-        "generate": "as train (skipping what is done), then generate, score and gallery",
+        "generate": "as train (skipping what is done), then generate new images (added to the earlier ones), score and gallery",
         "more": "more like infer.more.image (a generated image), then score and gallery"}
 
 if __name__ == "__main__":

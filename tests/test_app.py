@@ -233,6 +233,28 @@ def test_own_background_and_clothing_go_to_the_job_as_plain_text(server):
     assert not any("clothing" in arg for arg in job.argv)  # left blank: the style's own
 
 
+def test_styles_tab_opens_with_the_persons_own_settings_and_a_bad_file_locks_no_one_out(server):
+    app, c = server.app, server.app.c
+    rosa = server.data / "rosa"
+    rosa.mkdir(parents=True)
+    (rosa / "settings.yaml").write_text("infer:\n  styles: [doctor, speaker]\n  images_per_style: 2\n"
+                                        "  style_overrides:\n    background: hospital corridor\n")
+    shown = app.page("rosa")
+    assert (shown[c["styles"]], shown[c["background"]], shown[c["clothing"]]) == (["doctor", "speaker"], "hospital corridor", "")
+    assert shown[c["count"]] == 1  # the app was started with infer.images_per_style=1: its key=value wins over the file
+    assert shown[c["styles_note"]] == ""
+
+    sam = server.data / "sam"
+    (sam / "selfies").mkdir(parents=True)
+    (sam / "selfies" / "a.jpg").write_bytes(b"not really a photo")
+    (sam / "settings.yaml").write_text("train:\n  max_steps: 1\n")  # not a person's to set
+    shown = app.page("sam")
+    assert shown[c["styles"]] == list(app.defaults.styles) and "settings.yaml was left out" in shown[c["styles_note"]]
+    assert "train.max_steps" in shown[c["styles_note"]]
+    app.delete_everything("sam", None)  # their data can still be deleted, the file included
+    assert not sam.exists()
+
+
 def test_failed_job_reports_the_cli_error_lines(tmp_path):
     script = "import sys; print('error: The photo set is gone.', file=sys.stderr); print('  -> Upload again.', file=sys.stderr); sys.exit(2)"
     queue = JobQueue([None])

@@ -136,6 +136,15 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         page.locator("#hs-dropped summary").click()  # the new review comes folded, like the first
         assert "more like linkedin-00.png" in page.locator("#hs-dropped .hs-card[data-file='linkedin-00-more-01.png']").inner_text()
         steps.shot(page, "more-like-this")
+
+        # 4c. Generate again: new images join the review, the earlier ones and their variations stay.
+        tab(page, "3. Styles")
+        page.locator("#hs-generate:not([disabled])").click()
+        page.get_by_text("6 images generated").wait_for(timeout=JOB_TIMEOUT_MS)
+        files = [e["file"] for e in json.loads((server.outputs / "alice" / "default" / "samples" / "manifest.json").read_text())["images"]]
+        assert files == ["linkedin-00.png", "actor-00.png", "linkedin-00-more-00.png", "linkedin-00-more-01.png",
+                         "linkedin-01.png", "actor-01.png"]
+        tab(page, "4. Review")
         page.locator("#hs-favourites").get_by_label("linkedin-00.png", exact=False).check()
 
         # 5. Download the platform crops and the zip.

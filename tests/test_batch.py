@@ -31,7 +31,7 @@ OVERRIDES = [f"train.max_steps={STEPS}", "train.checkpoint_every=3", "infer.styl
 @pytest.fixture(scope="module")
 def people(tmp_path_factory, faces_dir, face_weights):
     """alice and twin: the same six photos of one person (Georgia Tech s23), twin with a background of their own
-    (their settings.yaml); carol: two photos, too few."""
+    (their settings.yaml); carol: two photos, too few; dora: a settings.yaml asking for "many" images."""
     from headshots.tiny_sdxl import build_tiny_sdxl
 
     root = tmp_path_factory.mktemp("batch")
@@ -42,6 +42,8 @@ def people(tmp_path_factory, faces_dir, face_weights):
     copy_photos(six, data / "twin" / "selfies")
     (data / "twin" / "settings.yaml").write_text("infer:\n  style_overrides:\n    background: plain light grey studio wall\n")
     copy_photos(sorted((faces_dir / "georgia-tech" / "s01").glob("*.jpg"))[:2], data / "carol" / "selfies")
+    copy_photos(six, data / "dora" / "selfies")
+    (data / "dora" / "settings.yaml").write_text("infer:\n  images_per_style: many\n")
     overrides = [f"paths.data_root={data}", f"paths.outputs_root={root / 'outputs'}", f"paths.cache_root={root / 'cache'}",
                  f"model.pretrained={root / 'tiny-sdxl'}", "wandb.mode=disabled", *OVERRIDES]
     start_ray()
@@ -75,8 +77,8 @@ def wait_for(path_glob: Path, pattern: str, timeout: float = 300) -> None:
 def first_batch(people):
     """The batch, with alice's training worker killed (kill -9) once it has written a checkpoint."""
     result: dict = {}
-    runner = threading.Thread(target=lambda: result.update(run_batch(["alice", "twin", "carol"], "tiny", people,
-                                                                    batch_id="first")))
+    runner = threading.Thread(target=lambda: result.update(run_batch(["alice", "twin", "carol", "dora"], "tiny",
+                                                                    people, batch_id="first")))
     runner.start()
     cfg = load_config("alice", "tiny", overrides=people)
     pid = fit_worker_pid("alice")
@@ -106,10 +108,17 @@ def test_usable_sets_complete_and_the_unusable_one_stops_at_intake(first_batch, 
         manifest = json.loads((ws.samples_dir("default") / "manifest.json").read_text())
         own = manifest["images"][0]["prompt_2"].startswith("plain light grey studio wall, ")
         assert own == (user == "twin")  # each person's own settings, in one batch
+        assert manifest["images"][0]["round"].startswith("chain-")  # named by the stage: a retry completes it
     carol = person(on_disk, "carol")
     assert (carol["state"], carol["stage"], carol["stage_state"]) == ("stopped", "intake", "failed")
     assert "only 2 usable photos" in carol["reason"] and carol["hint"]
     assert [s["state"] for s in carol["stages"]] == ["failed", "not run", "not run", "not run", "not run"]
+    dora = person(on_disk, "dora")  # her own settings.yaml is refused; the batch went on without her
+    assert (dora["state"], dora["stage"], dora["stage_state"]) == ("stopped", "intake", "failed")
+    assert dora["reason"].startswith(str(Path(people[0].split("=", 1)[1]) / "dora" / "settings.yaml"))
+    assert "images_per_style" in dora["reason"] and "Fix or remove the file" in dora["hint"]
+    assert [s["state"] for s in dora["stages"]] == ["failed", "not run", "not run", "not run", "not run"]
+    assert not Workspace.from_config(load_config("dora", "tiny", overrides=people, with_person_settings=False)).user_outputs.exists()
 
 
 def test_killed_training_is_retried_and_resumes_to_the_uninterrupted_weights(first_batch, people):
@@ -166,6 +175,13 @@ def test_new_training_inputs_start_training_afresh_instead_of_resuming_the_old_r
     assert progress["resumed_from"] == 0 and progress["step"] == STEPS, progress
     after = load_file(ws.adapter_dir("default") / ADAPTER_WEIGHTS)
     assert any((after[k] - before[k]).abs().max() > 1e-6 for k in before), "the old adapter was exported again"
+
+
+def test_a_batch_of_refused_settings_alone_runs_nothing_and_says_why(people):
+    status = run_batch(["dora"], "tiny", people, batch_id="dora-alone")
+    on_disk = json.loads(Path(status["status_file"]).read_text())
+    assert on_disk["finished"] and on_disk["people"] == status["people"]
+    assert person(status, "dora")["state"] == "stopped" and "settings.yaml" in person(status, "dora")["reason"]
 
 
 @pytest.mark.parametrize("args, message", [

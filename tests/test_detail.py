@@ -81,7 +81,7 @@ def generated(prepared_user, make_config, faces_dir):
 
 
 def test_detail_pass_redraws_only_the_face_reproducibly_and_scoring_keeps_the_better(generated, analyzer):
-    from infer.detail import detail, generate_with_detail, inpainting_pipeline, redraw
+    from infer.detail import detail, inpainting_pipeline, redraw, with_detail
     from infer.gallery import write_gallery
     from infer.generate import load_pipelines, person_context
     from infer.score import score
@@ -121,9 +121,19 @@ def test_detail_pass_redraws_only_the_face_reproducibly_and_scoring_keeps_the_be
     assert scores[f"executive{noise['seed']}"].detail == {"skipped": noise["detail"]["skipped"]}
     assert "face detail:" in write_gallery(cfg).read_text()
 
-    # As `infer all` runs it: generate, then the pass, one pipeline (tiny outputs are noise: all skipped).
+    # As `infer all` runs it: a new round, then the pass over that round only, one pipeline (tiny outputs
+    # are noise: skipped); the earlier round's records stay as they were. `infer more` the same way.
     from dataclasses import replace
 
+    from infer.variations import more_like
+
     enabled = replace(cfg, infer=replace(cfg.infer, detail=replace(cfg.infer.detail, enabled=True)))
-    generate_with_detail(enabled)
-    assert all("skipped" in e["detail"] for e in json.loads((samples / "manifest.json").read_text())["images"])
+    with_detail(enabled)
+    images = json.loads((samples / "manifest.json").read_text())["images"]
+    earlier, new = images[:2], images[2:]
+    assert [e["detail"] for e in earlier] == [record, noise["detail"]]
+    assert [e["file"] for e in new] == ["executive-02.png", "executive-03.png"] and all("skipped" in e["detail"] for e in new)
+    with_detail(replace(enabled, infer=replace(enabled.infer, more=replace(enabled.infer.more, image="executive-00.png", count=1))),
+                more_like)
+    variation = json.loads((samples / "manifest.json").read_text())["images"][-1]
+    assert variation["file"] == "executive-00-more-00.png" and "detail" in variation

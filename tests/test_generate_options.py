@@ -98,6 +98,7 @@ def test_scheduler_by_name_is_used_and_recorded(user_config, tiny_model):
 @pytest.mark.parametrize("override, message", [
     ("infer.scheduler=karras", "'euler', 'euler_a', 'dpmpp_2m'"),
     ("infer.refiner_start=1.0", "between 0 and 1"),
+    ("infer.round=../r1", "letters, digits, '.', '_' or '-'"),
 ])
 def test_bad_generation_options_fail_at_load(make_config, override, message):
     with pytest.raises(ConfigError, match=message):

@@ -62,25 +62,58 @@ def trained_user(prepared_user, make_config):
     return cfg
 
 
-def test_generate_records_seeds_and_regenerates_identically(trained_user, make_config):
-    from infer.generate import generate
+def test_generate_records_seeds_redraws_from_an_entry_and_adds_rounds(trained_user, make_config, monkeypatch):
+    import infer.generate
+    from infer.generate import draw, generate, load_pipelines, person_context
 
     cfg = make_config("alice", "infer.styles=[linkedin,actor]", "infer.images_per_style=3", "infer.steps=2")
-    samples = generate(cfg)
+    pipes = load_pipelines(cfg, person_context(cfg).adapter)
+    samples = generate(cfg, pipes)
     out = Workspace.from_config(cfg).samples_dir(cfg.run)
     manifest = json.loads((out / "manifest.json").read_text())
     assert [i["style"] for i in manifest["images"]] == ["linkedin"] * 3 + ["actor"] * 3
     assert len({i["seed"] for i in manifest["images"]}) == 6
-    first = np.asarray(Image.open(out / samples[4].file))
+    first = {s.file: (out / s.file).read_bytes() for s in samples}
 
-    # Regenerate only the 5th image from its recorded seed: the same picture (batch-of-one numerics
-    # may move a pixel value by one level, nothing more).
-    seed = manifest["images"][4]["seed"]
-    again = make_config("alice", "run=default", "infer.styles=[actor]", "infer.images_per_style=1", "infer.steps=2",
-                        f"infer.seed={seed}")
-    regenerated = generate(again)[0]
-    difference = np.abs(first.astype(int) - np.asarray(Image.open(out / regenerated.file)).astype(int))
+    # The 5th image's manifest entry alone draws it again (batch-of-one numerics may move a pixel value by
+    # one level, nothing more).
+    redrawn = draw(pipes, cfg, [manifest["images"][4]], out)[0]
+    difference = np.abs(np.asarray(Image.open(out / samples[4].file)).astype(int) - np.asarray(redrawn).astype(int))
     assert difference.max() <= 2 and difference.mean() < 0.05
+
+    # Generating again adds a round: numbered on, new seeds, new pictures; the first round stays as it was.
+    second = generate(cfg, pipes)
+    assert [s.file for s in second] == [f"{style}-0{k}.png" for style in ("linkedin", "actor") for k in (3, 4, 5)]
+    images = json.loads((out / "manifest.json").read_text())["images"]
+    assert images[:6] == manifest["images"] and [i["file"] for i in images[6:]] == [s.file for s in second]
+    assert len({i["seed"] for i in images}) == 12
+    assert all((out / name).read_bytes() == data for name, data in first.items())
+    newer, older = (np.asarray(Image.open(out / name)).astype(int) for name in ("linkedin-03.png", "linkedin-00.png"))
+    assert np.abs(newer - older).mean() > 1
+
+    # A round stopped part-way keeps what it finished: the manifest names each written batch, and only those.
+    # Generating under its name again completes it (a retried job makes no more than it was asked for).
+    real_sample, calls = infer.generate.sample, []
+
+    def stopped_after_one_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real_sample(*args, **kwargs)
+
+    retry = make_config("alice", "infer.styles=[actor]", "infer.images_per_style=2", "infer.steps=2", "infer.batch_size=1",
+                        "infer.round=r1")
+    monkeypatch.setattr(infer.generate, "sample", stopped_after_one_batch)
+    with pytest.raises(KeyboardInterrupt):
+        generate(retry, pipes)
+    images = json.loads((out / "manifest.json").read_text())["images"]
+    assert [(i["file"], i["round"]) for i in images[12:]] == [("actor-06.png", "r1")] and (out / "actor-06.png").is_file()
+    assert not (out / "actor-07.png").exists()
+    monkeypatch.setattr(infer.generate, "sample", real_sample)
+    assert [s.file for s in generate(retry, pipes)] == ["actor-06.png", "actor-07.png"]
+    assert [i["file"] for i in json.loads((out / "manifest.json").read_text())["images"][12:]] == ["actor-06.png", "actor-07.png"]
+    assert [s.file for s in generate(retry, pipes)] == ["actor-06.png", "actor-07.png"]  # complete: nothing drawn
+    assert len({i["round"] for i in images}) == 3  # two rounds named by the time, and r1
 
 
 def test_filter_keeps_the_person_drops_others_and_ranks(prepared_user, make_config, faces_dir, analyzer):

@@ -49,9 +49,9 @@ def test_variations_are_named_after_the_image_and_numbered_on():
 
 def test_more_like_one_image_draws_from_it_appends_to_the_manifest_and_is_scored(generated, analyzer):
     from infer.gallery import write_gallery
-    from infer.generate import load_pipelines, person_context
+    from infer.generate import draw, load_pipelines, person_context
     from infer.score import score
-    from infer.variations import draw, more_like
+    from infer.variations import more_like
 
     cfg, samples = generated
     made = more_like(liking(cfg, "linkedin-00.png"))
