@@ -1,4 +1,4 @@
-"""python -m infer {generate,detail,score,export,more,all} --user NAME [--profile tiny] [infer.styles=[linkedin,actor] ...]"""
+"""python -m infer {generate,detail,score,export,more,discard,all} --user NAME [--profile tiny] [infer.styles=[linkedin,actor] ...]"""
 
 from __future__ import annotations
 
@@ -32,6 +32,12 @@ def _detail(cfg: Config) -> None:
     detail(cfg)
 
 
+def _discard(cfg: Config) -> None:
+    from infer.discard import discard
+
+    print(f"deleted: {', '.join(discard(cfg))}")
+
+
 def _more(cfg: Config) -> None:
     from infer.detail import with_detail
     from infer.variations import more_like
@@ -47,13 +53,15 @@ def _all(cfg: Config) -> None:
     _score(cfg)
 
 
-COMMANDS = {"generate": _generate, "detail": _detail, "score": _score, "export": _export, "more": _more, "all": _all}
+COMMANDS = {"generate": _generate, "detail": _detail, "score": _score, "export": _export, "more": _more, "discard": _discard,
+            "all": _all}
 HELP = {
     "generate": "sample N new images per style from base model + adapter (added to the earlier ones)",
     "detail": "face-detail pass: re-draw each face at full resolution with the adapter (keeps both versions)",
     "score": "face-similarity filter, ranking, scores.json and gallery.html",
     "more": "more like this: infer.more.count variations of infer.more.image (img2img from it; + face detail when enabled), then score",
     "export": "crop kept (or infer.export_files) images for LinkedIn, 4:5 portrait and CV, centred on the face",
+    "discard": "delete infer.discard_files (and their face-detailed versions) for good, then score what is left",
     "all": "generate (then the face-detail pass when infer.detail.enabled) then score",
 }
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from headshots.config import Config
 from headshots.errors import HeadshotsError
+from headshots.faces import FaceAnalyzer
 from headshots.workspace import Workspace
 from infer.score import SCORES, Score, score
 
@@ -33,9 +34,9 @@ h1{margin:0 0 4px} .sub{color:#666;margin-bottom:20px}
 """
 
 
-def score_and_show(cfg: Config) -> tuple[list[Score], Path]:
+def score_and_show(cfg: Config, analyzer: FaceAnalyzer | None = None) -> tuple[list[Score], Path]:
     """The filter stage as every command runs it: score every image in the manifest, then the gallery of the scores."""
-    scores = score(cfg)
+    scores = score(cfg, analyzer)
     return scores, write_gallery(cfg)
 
 

@@ -44,6 +44,7 @@ from headshots.images import list_photos, load_rgb
 from headshots.logs import get_logger, setup_logging
 from headshots.purge import purge
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace
+from infer.discard import discard
 from infer.export import EXPORT, export
 from infer.generate import new_round_name
 from infer.styles import available_styles, load_style
@@ -320,7 +321,23 @@ class HeadshotsApp:
         choices = views.review_choices(ws, self.run)
         return {self.c["review"]: views.review_html(ws, self.run),
                 self.c["favourites"]: gr.update(choices=choices, value=[]),
-                self.c["more_pick"]: gr.update(choices=choices, value=None)}
+                self.c["more_pick"]: gr.update(choices=choices, value=None),
+                self.c["discard_pick"]: gr.update(choices=choices, value=[])}
+
+    @user_errors
+    def discard(self, chosen: list[str] | None, state: str | None, request: gr.Request) -> dict:
+        """Delete the ticked images for good (infer/discard.py), then show the review scored again without them."""
+        user = self.user(state, request)
+        ws = self.workspace(user)
+        job = self.jobs.latest(user)
+        if job is not None and job.active:  # a generate or more job writes the same manifest
+            raise HeadshotsError("Wait for your job to finish first.", "Images can be removed once it is done (or stopped).")
+        if not chosen or any(f not in {file for _, file in views.review_choices(ws, self.run)} for f in chosen):
+            raise HeadshotsError("Tick the images to delete first.", "Only your own generated images can be deleted.")
+        cfg = self.settings.config(user)
+        cfg.infer.discard_files = list(chosen)
+        discard(cfg, self.analyzer)
+        return self.review_view(ws)
 
     @user_errors
     def download(self, favourites: list[str] | None, state: str | None, request: gr.Request) -> list[str]:
@@ -447,6 +464,9 @@ class HeadshotsApp:
                             c["more_strength"] = gr.Radio(list(MORE_STRENGTHS), value=MORE_STRENGTHS[0][1],
                                                           label="How close", elem_id="hs-more-strength")
                         c["more"] = gr.Button("More like this", interactive=False, elem_id="hs-more")
+                        with gr.Accordion("Remove images from your review", open=False):
+                            c["discard_pick"] = gr.CheckboxGroup(label="Tick images to delete for good", elem_id="hs-discard-pick")
+                            c["discard"] = gr.Button("Delete ticked images", variant="stop", elem_id="hs-discard")
                     with gr.Tab("5. Download", elem_id="hs-tab-download"):
                         gr.Markdown("Your favourites cropped for LinkedIn (400x400), a 4:5 portrait (1080x1350) and a CV "
                                     "(600x800), centred on your face, never upscaled; all of them in one zip.")
@@ -475,9 +495,9 @@ class HeadshotsApp:
         c = self.c
         page = [c[k] for k in ("user", "who", "name_row", "main", "notes", "photos", "remove_pick", "status", "train", "generate", "more",
                                "stop", "timer", "review", "favourites", "seen", "files", "more_pick", "styles", "count",
-                               "background", "clothing", "styles_note")]
+                               "background", "clothing", "styles_note", "discard_pick")]
         status = [c[k] for k in ("status", "train", "generate", "more", "stop", "timer")]
-        review = [c[k] for k in ("seen", "review", "favourites", "more_pick")]
+        review = [c[k] for k in ("seen", "review", "favourites", "more_pick", "discard_pick")]
         photos = [c["photos"], c["remove_pick"], c["notes"]]
         c["go"].click(self.start, [c["name"]], page, api_name="start")
         c["name"].submit(self.start, [c["name"]], page, api_name=False)
@@ -491,6 +511,7 @@ class HeadshotsApp:
         c["generate"].click(self.generate, [c["styles"], c["count"], c["background"], c["clothing"], c["user"]], status,
                             api_name="generate")
         c["more"].click(self.more, [c["more_pick"], c["more_strength"], c["user"]], status, api_name="more")
+        c["discard"].click(self.discard, [c["discard_pick"], c["user"]], review[1:], api_name="discard")
         c["export"].click(self.download, [c["favourites"], c["user"]], [c["files"]], api_name="export")
         c["ask"].click(lambda: gr.update(visible=True), None, [c["confirm"]], api_name=False)
         c["no"].click(lambda: gr.update(visible=False), None, [c["confirm"]], api_name=False)

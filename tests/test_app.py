@@ -255,6 +255,20 @@ def test_styles_tab_opens_with_the_persons_own_settings_and_a_bad_file_locks_no_
     assert not sam.exists()
 
 
+def test_deleting_images_takes_only_the_persons_own_and_never_under_a_running_job(server, tmp_path):
+    app = server.app
+    with pytest.raises(gr.Error, match="Tick the images to delete first"):
+        app.discard([], "tess", None)
+    with pytest.raises(gr.Error, match="Only your own generated images"):
+        app.discard(["../alice/default/samples/linkedin-00.png"], "tess", None)
+    app.jobs.submit("tess", "generate", [sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "t.log")
+    try:
+        with pytest.raises(gr.Error, match="Wait for your job to finish"):
+            app.discard(["linkedin-00.png"], "tess", None)
+    finally:
+        app.jobs.stop("tess")
+
+
 def test_failed_job_reports_the_cli_error_lines(tmp_path):
     script = "import sys; print('error: The photo set is gone.', file=sys.stderr); print('  -> Upload again.', file=sys.stderr); sys.exit(2)"
     queue = JobQueue([None])

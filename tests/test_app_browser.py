@@ -145,6 +145,16 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         assert files == ["linkedin-00.png", "actor-00.png", "linkedin-00-more-00.png", "linkedin-00-more-01.png",
                          "linkedin-01.png", "actor-01.png"]
         tab(page, "4. Review")
+        assert "0 of 6 kept" in page.locator("#hs-review-head").inner_text()
+
+        # 4d. Delete one for good: it leaves the review, the disk and the manifest.
+        page.get_by_text("Remove images from your review").click()
+        page.locator("#hs-discard-pick").get_by_label("actor-01.png", exact=False).check()
+        page.locator("#hs-discard").click()
+        page.get_by_text("0 of 5 kept").wait_for(timeout=60_000)
+        samples = server.outputs / "alice" / "default" / "samples"
+        assert not (samples / "actor-01.png").exists()
+        assert "actor-01.png" not in [e["file"] for e in json.loads((samples / "manifest.json").read_text())["images"]]
         page.locator("#hs-favourites").get_by_label("linkedin-00.png", exact=False).check()
 
         # 5. Download the platform crops and the zip.

@@ -112,3 +112,36 @@ def test_an_image_that_was_not_generated_is_refused_with_the_choices(generated, 
     assert run(build_parser("python -m infer", "", HELP), COMMANDS, argv) == 2
     err = capsys.readouterr().err
     assert "error: 'x.png' is not one of the images generated" in err and "Traceback" not in err
+
+
+def test_discarded_images_leave_the_review_for_good_and_a_wrong_name_deletes_nothing(generated, analyzer, capsys):
+    from headshots.cli import build_parser, run
+    from infer.__main__ import COMMANDS, HELP
+    from infer.discard import discard
+    from infer.gallery import score_and_show
+    from infer.variations import more_like
+
+    cfg, samples = generated
+    more_like(liking(cfg, "linkedin-00.png"))
+    score_and_show(cfg, analyzer)
+    manifest = (samples / "manifest.json").read_text()
+    with pytest.raises(HeadshotsError, match="linkedin-09.png") as refused:
+        discard(replace(cfg, infer=replace(cfg.infer, discard_files=["linkedin-01.png", "linkedin-09.png"])), analyzer)
+    assert "nothing was deleted" in refused.value.hint
+    assert (samples / "manifest.json").read_text() == manifest and (samples / "linkedin-01.png").is_file()
+
+    argv = ["discard", "--user", "alice", "--profile", "tiny", f"paths.data_root={cfg.paths.data_root}",
+            f"paths.outputs_root={cfg.paths.outputs_root}", f"model.pretrained={cfg.model.pretrained}",
+            "infer.discard_files=[linkedin-01.png,linkedin-00-more-00.png]"]
+    assert run(build_parser("python -m infer", "", HELP), COMMANDS, argv) == 0
+    assert "deleted: linkedin-01.png, linkedin-00-more-00.png" in capsys.readouterr().out
+    left = ["linkedin-00.png", "linkedin-00-more-01.png"]
+    assert [e["file"] for e in json.loads((samples / "manifest.json").read_text())["images"]] == left
+    assert not (samples / "linkedin-01.png").exists() and not (samples / "linkedin-00-more-00.png").exists()
+    scores = json.loads((samples / "scores.json").read_text())
+    assert sorted(s["file"] for s in scores["images"]) == sorted(left)  # scored again: the review reads as if they were never made
+    assert "linkedin-01.png" not in (samples / "gallery.html").read_text()
+
+    assert discard(replace(cfg, infer=replace(cfg.infer, discard_files=left)), analyzer) == left
+    assert not (samples / "scores.json").exists() and not (samples / "gallery.html").exists()
+    assert json.loads((samples / "manifest.json").read_text())["images"] == []

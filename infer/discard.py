@@ -1,0 +1,59 @@
+"""Discard: take generated images out of the person's review for good.
+
+Generating again adds rounds and variations, so a review grows; the person prunes it. For each named image
+(as the review names it: the file, or its face-detailed version) the PNG and its face-detailed version are
+deleted and its manifest entry removed, then the filter stage runs again over what is left (ranks, duplicates,
+gallery), so the review reads as if the image had never been made. Variations drawn from a discarded image
+stay; their `source` names a file that is gone.
+
+Reads   samples/manifest.json, `infer.discard_files`
+Writes  samples/manifest.json without the images, samples/scores.json and gallery.html again; deletes the PNGs
+"""
+
+from __future__ import annotations
+
+from headshots.config import Config
+from headshots.errors import HeadshotsError
+from headshots.faces import FaceAnalyzer
+from headshots.logs import get_logger
+from headshots.workspace import Workspace, write_json_atomic
+from infer.gallery import score_and_show
+from infer.generate import MANIFEST, plural, read_manifest
+
+log = get_logger(__name__)
+
+
+def names_of(entry: dict) -> list[str]:
+    """The files one manifest entry owns: as generated, and face-detailed when the pass made one."""
+    return [entry["file"], *([entry["detail"]["file"]] if "file" in (entry.get("detail") or {}) else [])]
+
+
+def discard(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[str]:
+    """Delete `infer.discard_files` and their entries, then score what is left; returns the files deleted.
+    Every name is checked before anything is deleted: one unknown name deletes nothing."""
+    samples_dir = Workspace.from_config(cfg).samples_dir(cfg.run)
+    manifest = read_manifest(samples_dir)
+    if manifest is None:
+        raise HeadshotsError(f"No generated images in {samples_dir}.", f"Generate some first: make infer USER={cfg.user}")
+    wanted = set(cfg.infer.discard_files)
+    if not wanted:
+        raise HeadshotsError("No images named to discard.", "Name them: infer.discard_files=[linkedin-01.png]")
+    owner = {name: entry["file"] for entry in manifest["images"] for name in names_of(entry)}
+    unknown = sorted(wanted - owner.keys())
+    if unknown:
+        raise HeadshotsError(f"Not among the images generated in {samples_dir}: {', '.join(unknown)}.",
+                             "Name files as the gallery shows them, e.g. linkedin-01.png; nothing was deleted.")
+    gone = {owner[name] for name in wanted}
+    removed = [e for e in manifest["images"] if e["file"] in gone]
+    manifest["images"] = [e for e in manifest["images"] if e["file"] not in gone]
+    write_json_atomic(samples_dir / MANIFEST, manifest)  # first: an interrupted discard leaves files, not dangling entries
+    deleted = [name for entry in removed for name in names_of(entry)]
+    for name in deleted:
+        (samples_dir / name).unlink(missing_ok=True)
+    log.info("%s discarded from %s", plural(len(removed), "image"), samples_dir)
+    if manifest["images"]:
+        score_and_show(cfg, analyzer)
+    else:  # nothing left to review
+        for name in ("scores.json", "gallery.html"):
+            (samples_dir / name).unlink(missing_ok=True)
+    return deleted
