@@ -35,12 +35,10 @@ from PIL.PngImagePlugin import PngInfo
 from tqdm import tqdm
 
 from headshots.config import Config
-from headshots.errors import HeadshotsError
 from headshots.faces import Detection, FaceAnalyzer, resolve_device
 from headshots.images import load_rgb
 from headshots.logs import get_logger
-from headshots.workspace import Workspace
-from infer.generate import MANIFEST, Pipelines, Sample, generate, load_pipelines, person_context
+from infer.generate import Pipelines, Sample, generate, load_pipelines, person_context, require_manifest, write_manifest
 from infer.styles import Style, check_prompt_lengths, load_style
 
 log = get_logger(__name__)
@@ -151,13 +149,7 @@ def inpainting_pipeline(pipes: Pipelines):
 def detail(cfg: Config, pipes: Pipelines | None = None, files: Collection[str] | None = None) -> list[dict]:
     """Run the pass over every generated image, or over `files` only (a round just made); returns the
     manifest entries it re-drew or skipped, each with its "detail"."""
-    workspace = Workspace.from_config(cfg)
-    samples_dir = workspace.samples_dir(cfg.run)
-    manifest_path = samples_dir / MANIFEST
-    if not manifest_path.is_file():
-        raise HeadshotsError(f"No generated images in {samples_dir} to re-draw faces in.",
-                             f"Generate some first: make infer USER={cfg.user}")
-    manifest = json.loads(manifest_path.read_text())
+    samples_dir, manifest = require_manifest(cfg, "to re-draw faces in")
     person = person_context(cfg)
     pipes = pipes or load_pipelines(cfg, person.adapter)
     inpaint = inpainting_pipeline(pipes)
@@ -176,7 +168,7 @@ def detail(cfg: Config, pipes: Pipelines | None = None, files: Collection[str] |
         entry["detail"] = plan(detection, image, entry, styles[entry["style"]], cfg)
         if "file" in entry["detail"]:
             _write_png(redraw(inpaint, image, entry["detail"]), entry, samples_dir)
-    manifest_path.write_text(json.dumps(manifest, indent=2))
+    write_manifest(samples_dir, manifest)
     redrawn = sum("file" in e["detail"] for e in entries)
     log.info("face detail: %d of %d images re-drawn -> %s", redrawn, len(entries), samples_dir)
     return entries

@@ -16,9 +16,8 @@ from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.faces import FaceAnalyzer
 from headshots.logs import get_logger
-from headshots.workspace import Workspace, write_json_atomic
 from infer.gallery import score_and_show
-from infer.generate import MANIFEST, plural, read_manifest
+from infer.generate import plural, require_manifest, write_manifest
 
 log = get_logger(__name__)
 
@@ -31,10 +30,7 @@ def names_of(entry: dict) -> list[str]:
 def discard(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[str]:
     """Delete `infer.discard_files` and their entries, then score what is left; returns the files deleted.
     Every name is checked before anything is deleted: one unknown name deletes nothing."""
-    samples_dir = Workspace.from_config(cfg).samples_dir(cfg.run)
-    manifest = read_manifest(samples_dir)
-    if manifest is None:
-        raise HeadshotsError(f"No generated images in {samples_dir}.", f"Generate some first: make infer USER={cfg.user}")
+    samples_dir, manifest = require_manifest(cfg, "to discard")
     wanted = set(cfg.infer.discard_files)
     if not wanted:
         raise HeadshotsError("No images named to discard.", "Name them: infer.discard_files=[linkedin-01.png]")
@@ -46,7 +42,7 @@ def discard(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[str]:
     gone = {owner[name] for name in wanted}
     removed = [e for e in manifest["images"] if e["file"] in gone]
     manifest["images"] = [e for e in manifest["images"] if e["file"] not in gone]
-    write_json_atomic(samples_dir / MANIFEST, manifest)  # first: an interrupted discard leaves files, not dangling entries
+    write_manifest(samples_dir, manifest)  # first: an interrupted discard leaves files, not dangling entries
     deleted = [name for entry in removed for name in names_of(entry)]
     for name in deleted:
         (samples_dir / name).unlink(missing_ok=True)

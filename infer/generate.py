@@ -30,6 +30,7 @@ from PIL.PngImagePlugin import PngInfo
 from tqdm import tqdm
 
 from headshots.config import Config, InferConfig, config_from_yaml
+from headshots.errors import HeadshotsError
 from headshots.faces import resolve_device
 from headshots.images import load_rgb
 from headshots.logs import get_logger
@@ -255,9 +256,33 @@ def new_round_name(prefix: str = "") -> str:
 
 
 def read_manifest(samples_dir: Path) -> dict | None:
-    """samples/manifest.json, or None before the first image."""
+    """samples/manifest.json, or None before the first image. A file that cannot be read is an error that says
+    so, not a traceback (every stage after generate reads it)."""
     path = samples_dir / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest["images"], list):
+            raise TypeError("images is not a list")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise HeadshotsError(f"{path} cannot be read ({type(exc).__name__}: {exc}).",
+                             "Restore it, or delete that samples folder to start over (its images go with it).") from exc
+    return manifest
+
+
+def require_manifest(cfg: Config, doing: str) -> tuple[Path, dict]:
+    """(samples folder, manifest) for a stage that works on generated images; `doing` says what, for the error."""
+    samples_dir = Workspace.from_config(cfg).samples_dir(cfg.run)
+    manifest = read_manifest(samples_dir)
+    if manifest is None:
+        raise HeadshotsError(f"No generated images in {samples_dir} {doing}.", f"Generate some first: make infer USER={cfg.user}")
+    return samples_dir, manifest
+
+
+def write_manifest(samples_dir: Path, manifest: dict) -> None:
+    """Atomically: a reader (the app, the next stage) never sees half a manifest."""
+    write_json_atomic(samples_dir / MANIFEST, manifest)
 
 
 def write_batch(images: list[Image.Image], entries: list[Sample], out_dir: Path, manifest: dict) -> None:
@@ -265,7 +290,7 @@ def write_batch(images: list[Image.Image], entries: list[Sample], out_dir: Path,
     for image, entry in zip(images, entries):
         write_png(image, entry, out_dir)
     manifest["images"] += [asdict(entry) for entry in entries]
-    write_json_atomic(out_dir / MANIFEST, manifest)
+    write_manifest(out_dir, manifest)
 
 
 def draw(pipes: Pipelines, cfg: Config, entries: list[dict], samples_dir: Path) -> list[Image.Image]:

@@ -19,13 +19,12 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from headshots.config import Config
-from headshots.errors import HeadshotsError
 from headshots.faces import Detection, FaceAnalyzer, resolve_device
 from headshots.images import load_rgb
 from headshots.logs import get_logger
 from headshots.workspace import Workspace
 from infer import review
-from infer.generate import MANIFEST
+from infer.generate import require_manifest
 from infer.tracking import log_scores_table
 
 log = get_logger(__name__)
@@ -57,11 +56,8 @@ def load_references(workspace: Workspace) -> torch.Tensor:
 
 def score(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[Score]:
     workspace = Workspace.from_config(cfg)
-    samples_dir = workspace.samples_dir(cfg.run)
-    manifest_path = samples_dir / MANIFEST
-    if not manifest_path.is_file():
-        raise HeadshotsError(f"No generated images to score in {samples_dir}.", f"Generate some first: make infer USER={cfg.user}")
-    items = json.loads(manifest_path.read_text())["images"]
+    samples_dir, manifest = require_manifest(cfg, "to score")
+    items = manifest["images"]
     references = load_references(workspace)
     analyzer = analyzer or FaceAnalyzer(cfg.face, resolve_device(cfg.device))
     floor = analyzer.similarity_threshold(cfg.filter)

@@ -24,7 +24,6 @@ from tqdm import tqdm
 from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.logs import get_logger
-from headshots.workspace import Workspace
 from infer.generate import (
     Pipelines,
     Sample,
@@ -32,7 +31,7 @@ from infer.generate import (
     load_pipelines,
     person_context,
     plural,
-    read_manifest,
+    require_manifest,
     sample_settings,
     write_batch,
 )
@@ -65,11 +64,7 @@ def variation_numbers(source: dict, entries: list[dict], count: int) -> list[tup
 
 def more_like(cfg: Config, pipes: Pipelines | None = None) -> list[Sample]:
     """Draw `infer.more.count` variations of `infer.more.image`; returns their manifest entries."""
-    samples_dir = Workspace.from_config(cfg).samples_dir(cfg.run)
-    manifest = read_manifest(samples_dir)
-    if manifest is None:
-        raise HeadshotsError(f"No generated images in {samples_dir} to make more like.",
-                             f"Generate some first: make infer USER={cfg.user}")
+    samples_dir, manifest = require_manifest(cfg, "to make more like")
     entries, more = list(manifest["images"]), cfg.infer.more
     source = find_source(entries, more.image, samples_dir)
     pipes = pipes or load_pipelines(cfg, person_context(cfg).adapter)

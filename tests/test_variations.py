@@ -113,6 +113,12 @@ def test_an_image_that_was_not_generated_is_refused_with_the_choices(generated, 
     err = capsys.readouterr().err
     assert "error: 'x.png' is not one of the images generated" in err and "Traceback" not in err
 
+    (samples / "manifest.json").write_text('{"images": [')  # cut short: every stage after generate says so
+    for command in ("score", "more", "discard", "detail"):
+        assert run(build_parser("python -m infer", "", HELP), COMMANDS, [command, *argv[1:]]) == 2
+        err = capsys.readouterr().err
+        assert "manifest.json cannot be read (JSONDecodeError" in err and "Traceback" not in err, err
+
 
 def test_discarded_images_leave_the_review_for_good_and_a_wrong_name_deletes_nothing(generated, analyzer, capsys):
     from headshots.cli import build_parser, run
