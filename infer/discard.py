@@ -4,18 +4,25 @@ Generating again adds rounds and variations, so a review grows; the person prune
 (as the review names it: the file, or its face-detailed version) the PNG and its face-detailed version are
 deleted and its manifest entry removed, then the filter stage runs again over what is left (ranks, duplicates,
 gallery), so the review reads as if the image had never been made. Variations drawn from a discarded image
-stay; their `source` names a file that is gone.
+stay; their `source` names a file that is gone. A last export (export/) holding a crop of one goes too: export
+again for a new one.
 
-Reads   samples/manifest.json, `infer.discard_files`
+Reads   samples/manifest.json, `infer.discard_files`, export/export.json
 Writes  samples/manifest.json without the images, samples/scores.json and gallery.html again; deletes the PNGs
+        (and export/ when it holds one of them)
 """
 
 from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
 
 from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.faces import FaceAnalyzer
 from headshots.logs import get_logger
+from infer.export import EXPORT_MANIFEST, export_dir
 from infer.gallery import score_and_show
 from infer.generate import plural, require_manifest, write_manifest
 
@@ -25,6 +32,19 @@ log = get_logger(__name__)
 def names_of(entry: dict) -> list[str]:
     """The files one manifest entry owns: as generated, and face-detailed when the pass made one."""
     return [entry["file"], *([entry["detail"]["file"]] if "file" in (entry.get("detail") or {}) else [])]
+
+
+def drop_export_holding(export_dir: Path, deleted: set[str]) -> None:
+    """Remove the last export when it holds a crop of a deleted image (an unreadable export.json counts)."""
+    try:
+        held = {record["file"] for record in json.loads((export_dir / EXPORT_MANIFEST).read_text())["images"]}
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, KeyError, TypeError):
+        held = deleted
+    if held & deleted:
+        shutil.rmtree(export_dir, ignore_errors=True)
+        log.info("removed %s: it held a crop of a deleted image", export_dir)
 
 
 def discard(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[str]:
@@ -46,6 +66,7 @@ def discard(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[str]:
     deleted = [name for entry in removed for name in names_of(entry)]
     for name in deleted:
         (samples_dir / name).unlink(missing_ok=True)
+    drop_export_holding(export_dir(cfg), set(deleted))
     log.info("%s discarded from %s", plural(len(removed), "image"), samples_dir)
     if manifest["images"]:
         score_and_show(cfg, analyzer)

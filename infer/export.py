@@ -4,6 +4,8 @@ Reads   outputs/<user>/<run>/samples/scores.json (kept images and their face box
         `infer.export_files` picks files instead of the kept ones
 Writes  outputs/<user>/<run>/export/<size>/<file>.jpg   one folder per platform size
         outputs/<user>/<run>/export/export.json          per image and size: crop box, output size, notes
+export/ holds the last export only: it is written beside the old one and swapped in whole, so no crop of an
+earlier pick (or of an image since deleted) lingers, and an interrupted export leaves the last one intact.
 
 Never upscaled: a crop is taken at the source's own pixels and only ever scaled down. When the
 source holds fewer pixels than a size asks for, the export is the largest crop of that shape the
@@ -13,6 +15,7 @@ source has, at its native size, and export.json says so.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from infer.score import SCORES
 
 log = get_logger(__name__)
 EXPORT = "export"
+EXPORT_MANIFEST = "export.json"
 
 
 @dataclass(frozen=True)
@@ -60,16 +64,21 @@ class Export:
     note: str = ""
 
 
+def export_dir(cfg: Config) -> Path:
+    return Workspace.from_config(cfg).run_dir(cfg.run) / EXPORT
+
+
 def export(cfg: Config, analyzer: FaceAnalyzer | None = None) -> Path:
-    workspace = Workspace.from_config(cfg)
-    samples_dir = workspace.samples_dir(cfg.run)
-    out_dir = workspace.run_dir(cfg.run) / EXPORT
+    samples_dir = Workspace.from_config(cfg).samples_dir(cfg.run)
+    out_dir = export_dir(cfg)
     boxes = face_boxes(samples_dir, list(cfg.infer.export_files), cfg.user)
     missing = [name for name in boxes if not (samples_dir / name).is_file()]
     if missing:
         raise HeadshotsError(f"Cannot export {', '.join(missing)}: not in {samples_dir}.", "Check infer.export_files.")
     if not boxes:
         raise HeadshotsError("No kept images to export.", "Pick files yourself: infer.export_files=[linkedin-00.png]")
+    building = out_dir.with_name(f"{EXPORT}.new")
+    shutil.rmtree(building, ignore_errors=True)  # a leftover of an interrupted export
     records = []
     for name, box in boxes.items():
         image = load_rgb(samples_dir / name)
@@ -77,12 +86,22 @@ def export(cfg: Config, analyzer: FaceAnalyzer | None = None) -> Path:
             analyzer = analyzer or FaceAnalyzer(cfg.face, resolve_device(cfg.device), with_embedder=False)
             subject = analyzer.detect(image).subject
             box = list(subject.box) if subject else None
-        exports = [asdict(write_size(image, box, size, out_dir, Path(name).stem)) for size in SIZES]
+        exports = [asdict(write_size(image, box, size, building, Path(name).stem)) for size in SIZES]
         records.append({"file": name, "source_size": list(image.size), "face_box": box, "exports": exports})
-    manifest = out_dir / "export.json"
-    manifest.write_text(json.dumps({"sizes": [asdict(s) for s in SIZES], "images": records}, indent=2))
+    (building / EXPORT_MANIFEST).write_text(json.dumps({"sizes": [asdict(s) for s in SIZES], "images": records}, indent=2))
+    replace_folder(building, out_dir)
     log.info("%d images exported at %d sizes -> %s", len(records), len(SIZES), out_dir)
-    return manifest
+    return out_dir / EXPORT_MANIFEST
+
+
+def replace_folder(new: Path, old: Path) -> None:
+    """Swap `new` in for `old` by renames (the old one is removed after): never a mix of the two."""
+    retired = old.with_name(f"{old.name}.old")
+    shutil.rmtree(retired, ignore_errors=True)
+    if old.exists():
+        old.rename(retired)
+    new.rename(old)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def face_boxes(samples_dir: Path, chosen: list[str], user: str) -> dict[str, list[float] | None]:

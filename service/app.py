@@ -336,8 +336,9 @@ class HeadshotsApp:
             raise HeadshotsError("Tick the images to delete first.", "Only your own generated images can be deleted.")
         cfg = self.settings.config(user)
         cfg.infer.discard_files = list(chosen)
+        self.forget_cached_downloads(ws)  # the last export may hold one of them: it goes, and its downloads with it
         discard(cfg, self.analyzer)
-        return self.review_view(ws)
+        return {**self.review_view(ws), self.c["files"]: None}
 
     @user_errors
     def download(self, favourites: list[str] | None, state: str | None, request: gr.Request) -> list[str]:
@@ -511,7 +512,7 @@ class HeadshotsApp:
         c["generate"].click(self.generate, [c["styles"], c["count"], c["background"], c["clothing"], c["user"]], status,
                             api_name="generate")
         c["more"].click(self.more, [c["more_pick"], c["more_strength"], c["user"]], status, api_name="more")
-        c["discard"].click(self.discard, [c["discard_pick"], c["user"]], review[1:], api_name="discard")
+        c["discard"].click(self.discard, [c["discard_pick"], c["user"]], [*review[1:], c["files"]], api_name="discard")
         c["export"].click(self.download, [c["favourites"], c["user"]], [c["files"]], api_name="export")
         c["ask"].click(lambda: gr.update(visible=True), None, [c["confirm"]], api_name=False)
         c["no"].click(lambda: gr.update(visible=False), None, [c["confirm"]], api_name=False)

@@ -163,7 +163,7 @@ def job_markdown(ws: Workspace, run: str, job: Job | None, position: int) -> str
             body, bar = (line, _progress_bar(ws, run)) if line else ("checking and preparing your photos, loading the model", "")
         else:
             made = [p for p in ws.samples_dir(run).glob("*.png") if p.stat().st_mtime >= (job.started or 0)]
-            body = f"{len(made)} images made so far"
+            body = f"{len(made)} image{'' if len(made) == 1 else 's'} made so far"
         return f"**{what}** ({elapsed}): {body}. You can close this page: it runs on.{bar}"
     if job.state == FAILED:
         return f"**{what} failed:** {job.error}" + (f"\n\n→ {job.hint}" if job.hint else "")
@@ -178,7 +178,8 @@ def _results(ws: Workspace, run: str) -> str | None:
     scores = _read_json(ws.samples_dir(run) / "scores.json")
     if not scores:
         return None
-    return f"{len(scores['images'])} images generated, {scores['kept']} kept by the likeness filter and the review: see Review."
+    count = len(scores["images"])
+    return f"{count} image{'' if count == 1 else 's'} generated, {scores['kept']} kept by the likeness filter and the review: see Review."
 
 
 def _disk_status(ws: Workspace, run: str) -> str:

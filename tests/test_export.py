@@ -55,10 +55,15 @@ def test_kept_images_are_cropped_around_the_face_and_never_upscaled(samples, mak
     assert small["cv-600x800"]["height"] == 480 and "exported at 360x480" in small["cv-600x800"]["note"]
 
 
-def test_chosen_files_are_detected_without_scores(samples, make_config, analyzer):
+def test_chosen_files_are_detected_without_scores_and_a_new_export_replaces_the_last(samples, make_config, analyzer):
+    _, out = samples
+    export(make_config("alice", "infer.export_files=[big.png]"), analyzer)
     cfg = make_config("alice", "infer.export_files=[small.png]")
     manifest = json.loads(export(cfg, analyzer).read_text())
     assert [r["file"] for r in manifest["images"]] == ["small.png"] and manifest["images"][0]["face_box"] is not None
+    crops = sorted(p.relative_to(out.parent / "export").as_posix() for p in (out.parent / "export").rglob("*.jpg"))
+    assert crops == sorted(f"{size.folder}/small.jpg" for size in SIZES)  # nothing of the last export's big.png
+    assert sorted(p.name for p in out.parent.iterdir()) == ["export", "samples"]  # no building or retired folder left
 
 
 def test_export_errors_say_what_to_do(samples, make_config):

@@ -136,6 +136,10 @@ def test_discarded_images_leave_the_review_for_good_and_a_wrong_name_deletes_not
     assert "nothing was deleted" in refused.value.hint
     assert (samples / "manifest.json").read_text() == manifest and (samples / "linkedin-01.png").is_file()
 
+    from infer.export import export
+
+    export(replace(cfg, infer=replace(cfg.infer, export_files=["linkedin-01.png"])), analyzer)  # a crop of one to delete
+    assert (samples.parent / "export" / "export.json").is_file()
     argv = ["discard", "--user", "alice", "--profile", "tiny", f"paths.data_root={cfg.paths.data_root}",
             f"paths.outputs_root={cfg.paths.outputs_root}", f"model.pretrained={cfg.model.pretrained}",
             "infer.discard_files=[linkedin-01.png,linkedin-00-more-00.png]"]
@@ -147,6 +151,7 @@ def test_discarded_images_leave_the_review_for_good_and_a_wrong_name_deletes_not
     scores = json.loads((samples / "scores.json").read_text())
     assert sorted(s["file"] for s in scores["images"]) == sorted(left)  # scored again: the review reads as if they were never made
     assert "linkedin-01.png" not in (samples / "gallery.html").read_text()
+    assert not (samples.parent / "export").exists()  # the last export held a crop of a deleted image
 
     assert discard(replace(cfg, infer=replace(cfg.infer, discard_files=left)), analyzer) == left
     assert not (samples / "scores.json").exists() and not (samples / "gallery.html").exists()
