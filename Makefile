@@ -22,10 +22,10 @@ endif
 TINY_MODEL := models/tiny-sdxl
 COMMON = --user $(USER) --profile $(PROFILE) run=$(RUN)
 
-.PHONY: app batch setup lock demo test test-all lint intake prepare train infer more purge tiny-model bench face-eval help check-user
+.PHONY: app batch setup lock demo test test-all lint intake prepare train infer more discard purge tiny-model bench face-eval help check-user
 
 help:
-	@echo "make setup | lock | demo | test | test-all | lint | intake/prepare/train/infer/purge USER=name [PROFILE=tiny] | more USER=name IMAGE=file | batch USERS=a,b | app [PROFILE=tiny] | bench"
+	@echo "make setup | lock | demo | test | test-all | lint | intake/prepare/train/infer/purge USER=name [PROFILE=tiny] | more USER=name IMAGE=file | discard USER=name IMAGES=a.png,b.png | batch USERS=a,b | app [PROFILE=tiny] | bench"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -113,6 +113,11 @@ batch: $(if $(filter tiny,$(PROFILE)),tiny-model)
 # The web app on 127.0.0.1:7860 (prints the URL); ARGS e.g. --port 8000, train.max_steps=500.
 app: $(if $(filter tiny,$(PROFILE)),tiny-model)
 	$(BIN)/python -m service.app --profile $(PROFILE) $(ARGS)
+
+# Delete generated images for good (files in outputs/<user>/<run>/samples/, comma-separated), then score the rest.
+IMAGES ?=
+discard: check-user
+	$(BIN)/python -m infer discard $(COMMON) infer.discard_files=[$(IMAGES)] $(ARGS)
 
 purge: check-user
 	$(BIN)/python -m headshots.purge --user $(USER) $(if $(ALL),--include-selfies) $(ARGS)

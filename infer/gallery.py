@@ -47,7 +47,7 @@ def write_gallery(cfg: Config) -> Path:
     if not scores_path.is_file():
         raise HeadshotsError(f"No scores in {samples_dir}.", f"Score the images first: make infer USER={cfg.user}")
     scores = json.loads(scores_path.read_text())
-    cards = "\n".join(_card(item) for item in scores["images"])
+    cards = "\n".join(review_card(item, html.escape(item["file"])) for item in scores["images"])
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Headshots for {html.escape(cfg.user)}</title>
 <style>{STYLE}</style></head><body>
@@ -65,22 +65,27 @@ Each photo is also shown at profile-photo sizes: judge it small too.</div>
     return out
 
 
-def _card(item: dict) -> str:
-    src = html.escape(item["file"])
+def review_card(item: dict, src: str | None, prefix: str = "") -> str:
+    """One scored image as a person reviews a profile photo: at 400x400 and as 100 px and 40 px circles, its rank
+    or why it was dropped, likeness, every check, where a variation came from and what the face-detail pass did.
+    The one card of gallery.html (`src`: the file beside it) and the web app's Review tab (`src`: a data URI,
+    None when the image cannot be read; `prefix`: its CSS classes' prefix)."""
+    def cls(name: str) -> str:
+        return f"{prefix}{name}"
+
+    name = html.escape(item["file"])
     status = "kept" if item["kept"] else "dropped"
     badge = f"#{item['rank']}" if item["kept"] else "dropped"
-    checks = "".join(
-        f'<li class="{"ok" if c["passed"] else "no"}">{"&#10003;" if c["passed"] else "&#10007;"} {html.escape(c["detail"])}</li>'
-        for c in item.get("reasons", [])
-    )
     sim = "n/a" if item["similarity"] is None else f"{item['similarity']:.2f} (max {item['similarity_max']:.2f})"
-    return f"""<div class="card {status}">
-  <span class="badge">{badge}</span> <b>{html.escape(item['style'])}</b> &middot; seed {item['seed']}{_source_note(item.get("source"))}
-  <img class="full" src="{src}" alt="{src} at 400x400" loading="lazy">
-  <div class="small"><img class="avatar" src="{src}" alt="{src} as a 100px avatar"><img class="tiny" src="{src}" alt="{src} as a 40px avatar">
-  <div class="meta">similarity {sim}<br>{html.escape(item['reason'])}{_detail_note(item.get("detail"))}</div></div>
-  <ul class="checks">{checks}</ul>
-</div>"""
+    checks = "".join(f"<li class='{'ok' if c['passed'] else 'no'}'>{'&#10003;' if c['passed'] else '&#10007;'} "
+                     f"{html.escape(c['detail'])}</li>" for c in item.get("reasons", []))
+    images = (f"<img class='{cls('full')}' src='{src}' alt='{name} at 400x400' loading='lazy'><div class='{cls('small')}'>"
+              f"<img class='{cls('avatar')}' src='{src}' alt='{name} as a 100 px avatar'>"
+              f"<img class='{cls('tiny')}' src='{src}' alt='{name} as a 40 px avatar'>") if src else f"<div class='{cls('small')}'>"
+    return (f"<div class='{cls('card')} {status}' data-file='{name}'><span class='{cls('badge')}'>{badge}</span> "
+            f"<b>{html.escape(item['style'])}</b> &middot; {name} &middot; seed {item['seed']}{_source_note(item.get('source'))}"
+            f"{images}<div class='{cls('meta')}'>likeness {sim}<br>{html.escape(item['reason'])}{_detail_note(item.get('detail'))}"
+            f"</div></div><ul class='{cls('checks')}'>{checks}</ul></div>")
 
 
 def _source_note(source: str | None) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from headshots.errors import ImageError
 from headshots.images import list_photos, load_rgb
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace
+from infer.gallery import review_card
 from service.jobs import DONE, FAILED, IMAGE_KINDS, QUEUED, RUNNING, STOPPED, Job
 from train.intake import PREVIEW_SIDE
 
@@ -35,6 +36,7 @@ CSS = """
 .hs-small{display:flex;align-items:center;gap:14px;margin-top:10px}
 .hs-avatar{width:100px;height:100px;border-radius:50%;object-fit:cover}
 .hs-tiny{width:40px;height:40px;border-radius:50%;object-fit:cover}
+.hs-badge{font-weight:700}.hs-meta{margin-top:6px}
 .hs-checks{list-style:none;padding:0;margin:8px 0 0}.hs-checks .ok{color:#1b4332}.hs-checks .no{color:#8a1c1c}
 .hs-hidden{display:none !important}
 """
@@ -207,28 +209,13 @@ def review_html(ws: Workspace, run: str) -> str:
     head = (f"<p id='hs-review-head'>{len(kept)} of {len(scores['images'])} kept, ranked by likeness to your "
             f"{scores['references']} reference photos (your threshold {scores['threshold']:.2f}). "
             "Judge them small too: that is how most people will see your photo.</p>")
-    grid = "".join(_review_card(item, data_uri(samples / item["file"], REVIEW_SIDE)) for item in kept)
+    grid = "".join(review_card(item, data_uri(samples / item["file"], REVIEW_SIDE), "hs-") for item in kept)
     body = f"<div class='hs-grid'>{grid}</div>" if kept else "<p>No image passed the checks.</p>"
     if dropped:
-        cards = "".join(_review_card(item, data_uri(samples / item["file"], REVIEW_SIDE)) for item in dropped)
+        cards = "".join(review_card(item, data_uri(samples / item["file"], REVIEW_SIDE), "hs-") for item in dropped)
         body += (f"<details id='hs-dropped'><summary>{len(dropped)} dropped image{'s' if len(dropped) != 1 else ''}: "
                  f"show them and why</summary><div class='hs-grid'>{cards}</div></details>")
     return head + body
-
-
-def _review_card(item: dict, uri: str | None) -> str:
-    status = "kept" if item["kept"] else "dropped"
-    badge = f"#{item['rank']}" if item["kept"] else "dropped"
-    sim = "n/a" if item["similarity"] is None else f"{item['similarity']:.2f} (max {item['similarity_max']:.2f})"
-    checks = "".join(f"<li class='{'ok' if c['passed'] else 'no'}'>{'✓' if c['passed'] else '✗'} {html.escape(c['detail'])}</li>"
-                     for c in item.get("reasons", []))
-    name = html.escape(item["file"])
-    images = (f"<img class='hs-full' src='{uri}' alt='{name} at 400x400'><div class='hs-small'>"
-              f"<img class='hs-avatar' src='{uri}' alt='{name} as a 100 px avatar'>"
-              f"<img class='hs-tiny' src='{uri}' alt='{name} as a 40 px avatar'>") if uri else "<div class='hs-small'>"
-    like = f" · more like {html.escape(item['source'])}" if item.get("source") else ""
-    return (f"<div class='hs-card {status}' data-file='{name}'><b>{badge}</b> {html.escape(item['style'])} · {name}{like}{images}"
-            f"<div>likeness {sim}<br>{html.escape(item['reason'])}</div></div><ul class='hs-checks'>{checks}</ul></div>")
 
 
 def review_choices(ws: Workspace, run: str) -> list[tuple[str, str]]:
