@@ -1,4 +1,4 @@
-"""python -m infer {generate,detail,score,export,more,discard,all} --user NAME [--profile tiny] [infer.styles=[linkedin,actor] ...]"""
+"""python -m infer {generate,detail,score,export,more,discard,recover,all} --user NAME [--profile tiny] [infer.styles=[linkedin,actor] ...]"""
 
 from __future__ import annotations
 
@@ -38,6 +38,20 @@ def _discard(cfg: Config) -> None:
     print(f"deleted: {', '.join(discard(cfg))}")
 
 
+def _recover(cfg: Config) -> None:
+    from infer.manifest import recover
+
+    result = recover(cfg)
+    for label, names in (("added from their own entries", result.adopted), ("gone, taken out", result.missing),
+                         ("left alone (no entry of their own)", result.foreign)):
+        if names:
+            print(f"{label}: {', '.join(names)}")
+    if result.broken:
+        print(f"the unreadable manifest is kept as {result.broken}")
+    if result.images:
+        _score(cfg)
+
+
 def _more(cfg: Config) -> None:
     from infer.detail import with_detail
     from infer.variations import more_like
@@ -54,7 +68,7 @@ def _all(cfg: Config) -> None:
 
 
 COMMANDS = {"generate": _generate, "detail": _detail, "score": _score, "export": _export, "more": _more, "discard": _discard,
-            "all": _all}
+            "recover": _recover, "all": _all}
 HELP = {
     "generate": "sample N new images per style from base model + adapter (added to the earlier ones)",
     "detail": "face-detail pass: re-draw each face at full resolution with the adapter (keeps both versions)",
@@ -62,6 +76,7 @@ HELP = {
     "more": "more like this: infer.more.count variations of infer.more.image (img2img from it; + face detail when enabled), then score",
     "export": "crop kept (or infer.export_files) images for LinkedIn, 4:5 portrait and CV, centred on the face",
     "discard": "delete infer.discard_files (and their face-detailed versions) for good, then score what is left",
+    "recover": "rebuild samples/manifest.json from the images' own entries (a broken or lost one, images it misses), then score",
     "all": "generate (then the face-detail pass when infer.detail.enabled) then score",
 }
 

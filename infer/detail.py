@@ -23,22 +23,20 @@ Writes  samples/<name>.detail.png, and per manifest entry "detail": every input 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 from tqdm import tqdm
 
 from headshots.config import Config
 from headshots.faces import Detection, FaceAnalyzer, resolve_device
 from headshots.images import load_rgb
 from headshots.logs import get_logger
-from infer.generate import Pipelines, Sample, generate, load_pipelines, person_context, require_manifest, write_manifest
+from infer.generate import Pipelines, Sample, generate, load_pipelines, person_context
+from infer.manifest import require_manifest, save_png, write_manifest
 from infer.styles import Style, check_prompt_lengths, load_style
 
 log = get_logger(__name__)
@@ -167,7 +165,7 @@ def detail(cfg: Config, pipes: Pipelines | None = None, files: Collection[str] |
             check_prompt_lengths(styles[entry["style"]], tokenizers, entry["style"])
         entry["detail"] = plan(detection, image, entry, styles[entry["style"]], cfg)
         if "file" in entry["detail"]:
-            _write_png(redraw(inpaint, image, entry["detail"]), entry, samples_dir)
+            save_png(redraw(inpaint, image, entry["detail"]), entry, samples_dir / entry["detail"]["file"])  # with its entry, as every output
     write_manifest(samples_dir, manifest)
     redrawn = sum("file" in e["detail"] for e in entries)
     log.info("face detail: %d of %d images re-drawn -> %s", redrawn, len(entries), samples_dir)
@@ -181,10 +179,3 @@ def with_detail(cfg: Config, make: Callable[[Config, Pipelines], list[Sample]] =
     made = make(cfg, pipes)
     if cfg.infer.detail.enabled and made:
         detail(cfg, pipes, {sample.file for sample in made})
-
-
-def _write_png(image: Image.Image, entry: dict[str, Any], samples_dir: Path) -> None:
-    """Like every generated PNG, the detail version carries its manifest entry."""
-    info = PngInfo()
-    info.add_text("headshots", json.dumps(entry))
-    image.save(samples_dir / entry["detail"]["file"], pnginfo=info)

@@ -24,7 +24,8 @@ from headshots.faces import FaceAnalyzer
 from headshots.logs import get_logger
 from infer.export import EXPORT_MANIFEST, export_dir
 from infer.gallery import score_and_show
-from infer.generate import plural, require_manifest, write_manifest
+from infer.generate import plural
+from infer.manifest import require_manifest, write_manifest
 
 log = get_logger(__name__)
 

@@ -26,21 +26,19 @@ from typing import Any
 
 import torch
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 from tqdm import tqdm
 
 from headshots.config import Config, InferConfig, config_from_yaml
-from headshots.errors import HeadshotsError
 from headshots.faces import resolve_device
 from headshots.images import load_rgb
 from headshots.logs import get_logger
 from headshots.schedulers import make_scheduler
 from headshots.sdxl import load_pipeline, load_refiner
-from headshots.workspace import ADAPTER_EMBEDDINGS, Workspace, write_json_atomic
+from headshots.workspace import ADAPTER_EMBEDDINGS, Workspace
+from infer.manifest import read_manifest, save_png, write_manifest
 from infer.styles import Style, check_prompt_lengths, load_style
 
 log = get_logger(__name__)
-MANIFEST = "manifest.json"
 
 
 @dataclass
@@ -255,36 +253,6 @@ def new_round_name(prefix: str = "") -> str:
     return f"{prefix}{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
-def read_manifest(samples_dir: Path) -> dict | None:
-    """samples/manifest.json, or None before the first image. A file that cannot be read is an error that says
-    so, not a traceback (every stage after generate reads it)."""
-    path = samples_dir / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text())
-        if not isinstance(manifest["images"], list):
-            raise TypeError("images is not a list")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise HeadshotsError(f"{path} cannot be read ({type(exc).__name__}: {exc}).",
-                             "Restore it, or delete that samples folder to start over (its images go with it).") from exc
-    return manifest
-
-
-def require_manifest(cfg: Config, doing: str) -> tuple[Path, dict]:
-    """(samples folder, manifest) for a stage that works on generated images; `doing` says what, for the error."""
-    samples_dir = Workspace.from_config(cfg).samples_dir(cfg.run)
-    manifest = read_manifest(samples_dir)
-    if manifest is None:
-        raise HeadshotsError(f"No generated images in {samples_dir} {doing}.", f"Generate some first: make infer USER={cfg.user}")
-    return samples_dir, manifest
-
-
-def write_manifest(samples_dir: Path, manifest: dict) -> None:
-    """Atomically: a reader (the app, the next stage) never sees half a manifest."""
-    write_json_atomic(samples_dir / MANIFEST, manifest)
-
-
 def write_batch(images: list[Image.Image], entries: list[Sample], out_dir: Path, manifest: dict) -> None:
     """Write a batch's PNGs, then add their entries to the manifest: it never names an unwritten file."""
     for image, entry in zip(images, entries):
@@ -330,6 +298,4 @@ def _entries(style: Style, prompts: dict[str, str], numbers: range, seeds: list[
 
 def write_png(image: Image.Image, sample: Sample, out_dir: Path) -> None:
     """The PNG carries its manifest entry, so a lone file is reproducible too."""
-    info = PngInfo()
-    info.add_text("headshots", json.dumps(asdict(sample)))
-    image.save(out_dir / sample.file, pnginfo=info)
+    save_png(image, asdict(sample), out_dir / sample.file)

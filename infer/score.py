@@ -24,7 +24,7 @@ from headshots.images import load_rgb
 from headshots.logs import get_logger
 from headshots.workspace import Workspace
 from infer import review
-from infer.generate import require_manifest
+from infer.manifest import require_manifest
 from infer.tracking import log_scores_table
 
 log = get_logger(__name__)

@@ -31,10 +31,10 @@ from infer.generate import (
     load_pipelines,
     person_context,
     plural,
-    require_manifest,
     sample_settings,
     write_batch,
 )
+from infer.manifest import require_manifest
 
 log = get_logger(__name__)
 SEED_STRIDE = 100_003  # variation k of an image with seed s gets seed s + (k + 1) x this: apart from generate's

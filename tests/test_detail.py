@@ -95,6 +95,15 @@ def test_detail_pass_redraws_only_the_face_reproducibly_and_scoring_keeps_the_be
     assert "no usable face" in noise["detail"]["skipped"] and not (samples / "executive-01.detail.png").exists()
     manifest = json.loads((samples / "manifest.json").read_text())
     assert manifest["images"][0]["detail"] == record
+    # A lost manifest comes back from the images: the re-drawn face's PNG carries the entry with its record (the
+    # fixture's canvas replaced the original PNG, entry and all); a skipped pass's reason was only in the manifest.
+    from infer.manifest import recover
+
+    (samples / "manifest.json").unlink()
+    assert sorted(recover(cfg).adopted) == ["executive-00.png", "executive-01.png"]  # oldest file first: the canvas is newer
+    rebuilt = sorted(json.loads((samples / "manifest.json").read_text())["images"], key=lambda e: e["file"])
+    assert rebuilt == [manifest["images"][0], {k: v for k, v in manifest["images"][1].items() if k != "detail"}]
+    (samples / "manifest.json").write_text(json.dumps(manifest))
 
     before, after = Image.open(samples / "executive-00.png"), Image.open(samples / record["file"])
     assert (after.size, after.mode) == (before.size, before.mode)

@@ -118,6 +118,22 @@ def test_an_image_that_was_not_generated_is_refused_with_the_choices(generated, 
         assert run(build_parser("python -m infer", "", HELP), COMMANDS, [command, *argv[1:]]) == 2
         err = capsys.readouterr().err
         assert "manifest.json cannot be read (JSONDecodeError" in err and "Traceback" not in err, err
+        assert "python -m infer recover --user alice run=default" in err
+
+    # ... and the images rebuild it: each PNG carries its own entry. A PNG without one is left alone.
+    Image.new("RGB", (8, 8)).save(samples / "not-ours.png")
+    assert run(build_parser("python -m infer", "", HELP), COMMANDS, ["recover", *argv[1:-1]]) == 0
+    out = capsys.readouterr().out
+    assert "added from their own entries: linkedin-00.png, linkedin-01.png" in out and "left alone (no entry of their own): not-ours.png" in out
+    assert json.loads((samples / "manifest.json").read_text())["images"] == json.loads(before)["images"]
+    (broken,) = samples.glob("manifest.broken-*.json")
+    assert broken.read_text() == '{"images": ['  # kept, not thrown away
+    assert (samples / "scores.json").is_file()
+
+    (samples / "linkedin-01.png").unlink()  # an image gone: its entry goes on the next recovery
+    assert run(build_parser("python -m infer", "", HELP), COMMANDS, ["recover", *argv[1:-1]]) == 0
+    assert "gone, taken out: linkedin-01.png" in capsys.readouterr().out
+    assert [e["file"] for e in json.loads((samples / "manifest.json").read_text())["images"]] == ["linkedin-00.png"]
 
 
 def test_discarded_images_leave_the_review_for_good_and_a_wrong_name_deletes_nothing(generated, analyzer, capsys):

@@ -1,0 +1,121 @@
+"""samples/manifest.json, the record every stage after generate reads: the one place that reads and writes it.
+
+Format (docs/ARCHITECTURE.md): {user, run, base_model, resolution, images: [entry]}, one entry per image, enough
+to redraw it. Every PNG also carries its own entry in a `headshots` text chunk (`save_png`): a lone file is
+reproducible, and a lost or broken manifest is rebuilt from the images themselves (`recover`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from headshots.config import Config
+from headshots.errors import HeadshotsError
+from headshots.logs import get_logger
+from headshots.workspace import Workspace, write_json_atomic
+
+log = get_logger(__name__)
+MANIFEST = "manifest.json"
+PNG_KEY = "headshots"  # the PNG text chunk holding the image's manifest entry
+
+
+def save_png(image: Image.Image, entry: dict, path: Path) -> None:
+    """Save with the image's manifest entry inside."""
+    info = PngInfo()
+    info.add_text(PNG_KEY, json.dumps(entry))
+    image.save(path, pnginfo=info)
+
+
+def png_entry(path: Path) -> dict | None:
+    """The manifest entry a PNG carries; None when it has none or cannot be read."""
+    try:
+        with Image.open(path) as image:
+            text = image.text.get(PNG_KEY) if hasattr(image, "text") else None
+        entry = json.loads(text) if text else None
+    except (OSError, ValueError):
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+def read_manifest(samples_dir: Path) -> dict | None:
+    """samples/manifest.json, or None before the first image. A file that cannot be read is an error that says
+    so and how to rebuild it, not a traceback."""
+    path = samples_dir / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest["images"], list):
+            raise TypeError("images is not a list")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        user, run = samples_dir.parent.parent.name, samples_dir.parent.name
+        raise HeadshotsError(f"{path} cannot be read ({type(exc).__name__}: {exc}).",
+                             "Rebuild it from the images themselves (each carries its own entry): "
+                             f"python -m infer recover --user {user} run={run}") from exc
+    return manifest
+
+
+def require_manifest(cfg: Config, doing: str) -> tuple[Path, dict]:
+    """(samples folder, manifest) for a stage that works on generated images; `doing` says what, for the error."""
+    samples_dir = Workspace.from_config(cfg).samples_dir(cfg.run)
+    manifest = read_manifest(samples_dir)
+    if manifest is None:
+        raise HeadshotsError(f"No generated images in {samples_dir} {doing}.", f"Generate some first: make infer USER={cfg.user}")
+    return samples_dir, manifest
+
+
+def write_manifest(samples_dir: Path, manifest: dict) -> None:
+    """Atomically: a reader (the app, the next stage) never sees half a manifest."""
+    write_json_atomic(samples_dir / MANIFEST, manifest)
+
+
+@dataclass
+class Recovery:
+    adopted: list[str] = field(default_factory=list)  # images on disk the manifest did not name, now in it
+    missing: list[str] = field(default_factory=list)  # entries whose image is gone, now out of it
+    foreign: list[str] = field(default_factory=list)  # PNGs without an entry of their own: left alone
+    broken: Path | None = None  # the unreadable manifest, kept under this name
+    images: int = 0  # in the manifest now
+
+
+def recover(cfg: Config) -> Recovery:
+    """Make the manifest name exactly the images on disk: an unreadable one is set aside and rebuilt, images it
+    does not name (an interrupted write, an older version's round) are added from their own entries, oldest
+    first, and entries whose image is gone are dropped. A face-detailed version's entry, which holds the
+    pass's record, is preferred to the original's; a skipped pass's reason lives only in the manifest."""
+    samples_dir = Workspace.from_config(cfg).samples_dir(cfg.run)
+    if not samples_dir.is_dir():
+        raise HeadshotsError(f"No generated images in {samples_dir} to recover.", f"Generate some first: make infer USER={cfg.user}")
+    result = Recovery()
+    try:
+        manifest = read_manifest(samples_dir)
+    except HeadshotsError:
+        result.broken = samples_dir / f"manifest.broken-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        (samples_dir / MANIFEST).rename(result.broken)
+        manifest = None
+    manifest = manifest or {"user": cfg.user, "run": cfg.run, "base_model": cfg.model.pretrained,
+                            "resolution": cfg.model.resolution, "images": []}
+    present = [e for e in manifest["images"] if (samples_dir / str(e.get("file"))).is_file()]
+    result.missing = [str(e.get("file")) for e in manifest["images"] if e not in present]
+    named = {e["file"] for e in present}
+    for png in sorted(samples_dir.glob("*.png"), key=lambda p: (p.stat().st_mtime_ns, p.name)):
+        if png.name in named or png.name.endswith(".detail.png"):
+            continue
+        carried = (png_entry(png.with_name(f"{png.stem}.detail.png")), png_entry(png))  # the detailed one knows more
+        entry = next((e for e in carried if e is not None and e.get("file") == png.name), None)
+        if entry is None:
+            result.foreign.append(png.name)
+            continue
+        present.append(entry)
+        result.adopted.append(png.name)
+    manifest["images"], result.images = present, len(present)
+    write_manifest(samples_dir, manifest)
+    log.info("manifest of %s: %d images (%d added from their own entries, %d gone)", samples_dir, len(present),
+             len(result.adopted), len(result.missing))
+    return result
