@@ -231,10 +231,10 @@ class HeadshotsApp:
         return {self.c["photos"]: views.photos_html(ws, previews), self.c["remove_pick"]: gr.update(choices=names, value=[])}
 
     # -- jobs --------------------------------------------------------------------------------------
-    def submit(self, user: str, kind: str, extra: list[str]) -> None:
+    def submit(self, user: str, kind: str, extra: list[str], expected_images: int | None = None) -> None:
         ws = self.workspace(user)
         argv = job_command(kind, user, [*self.settings.cli_args(), *extra])
-        self.jobs.submit(user, kind, argv, ws.run_dir(self.run) / "jobs" / f"{kind}.log")
+        self.jobs.submit(user, kind, argv, ws.run_dir(self.run) / "jobs" / f"{kind}.log", expected_images)
 
     @user_errors
     def train(self, state: str | None, request: gr.Request) -> dict:
@@ -263,7 +263,8 @@ class HeadshotsApp:
         # Each press is a round of its own (so the chain runs infer again even for the same choices), added to the earlier ones.
         self.submit(user, "generate", [f"infer.styles=[{','.join(styles)}]", f"infer.images_per_style={int(count)}",
                                        f"infer.round={new_round_name('app-')}",
-                                       *(f"infer.style_overrides.{key}={json.dumps(text)}" for key, text in own.items())])
+                                       *(f"infer.style_overrides.{key}={json.dumps(text)}" for key, text in own.items())],
+                    expected_images=len(styles) * int(count))
         return self.status_view(user)
 
     @user_errors
@@ -275,7 +276,8 @@ class HeadshotsApp:
         if strength not in dict(MORE_STRENGTHS).values():
             raise HeadshotsError("Pick how close to it the new images stay.", "Choose Close or Looser.")
         count = min(self.defaults.more.count, self.limits.max_images_per_style)
-        self.submit(user, "more", [f"infer.more.image={chosen}", f"infer.more.strength={strength}", f"infer.more.count={count}"])
+        self.submit(user, "more", [f"infer.more.image={chosen}", f"infer.more.strength={strength}", f"infer.more.count={count}"],
+                    expected_images=count)
         return self.status_view(user)
 
     @user_errors

@@ -56,6 +56,7 @@ class Job:
     error: str = ""  # failed: what went wrong, in the person's words (the CLI's `error:` line)
     hint: str = ""  # failed: what to do (the CLI's `->` line)
     stop_requested: bool = False
+    expected_images: int | None = None  # a generate or more job: how many it makes (its progress line says "k of n")
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -91,13 +92,13 @@ class JobQueue:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, user: str, kind: str, argv: list[str], log_path: Path) -> Job:
+    def submit(self, user: str, kind: str, argv: list[str], log_path: Path, expected_images: int | None = None) -> Job:
         with self._cond:
             current = self._latest.get(user)
             if current is not None and current.active:
                 raise HeadshotsError(f"Your {current.kind} job is still {current.state}.",
                                      "Wait for it to finish, or stop it first.")
-            job = Job(next(self._ids), user, kind, argv, log_path)
+            job = Job(next(self._ids), user, kind, argv, log_path, expected_images=expected_images)
             self._waiting.append(job)
             self._latest[user] = job
             self._cond.notify()

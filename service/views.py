@@ -164,8 +164,7 @@ def job_markdown(ws: Workspace, run: str, job: Job | None, position: int) -> str
             line = training_line(ws, run, since=job.started)
             body, bar = (line, _progress_bar(ws, run)) if line else ("checking and preparing your photos, loading the model", "")
         else:
-            made = [p for p in ws.samples_dir(run).glob("*.png") if p.stat().st_mtime >= (job.started or 0)]
-            body = f"{len(made)} image{'' if len(made) == 1 else 's'} made so far"
+            body = images_line(ws, run, job)
         return f"**{what}** ({elapsed}): {body}. You can close this page: it runs on.{bar}"
     if job.state == FAILED:
         return f"**{what} failed:** {job.error}" + (f"\n\n→ {job.hint}" if job.hint else "")
@@ -174,6 +173,15 @@ def job_markdown(ws: Workspace, run: str, job: Job | None, position: int) -> str
     if job.state == DONE and job.kind in IMAGE_KINDS:
         return f"**Done.** {_results(ws, run) or ''}"
     return _disk_status(ws, run)
+
+
+def images_line(ws: Workspace, run: str, job: Job) -> str:
+    """A running generate or more job's progress: the images it has written (face-detailed versions aside)."""
+    made = sum(1 for p in ws.samples_dir(run).glob("*.png")
+               if not p.name.endswith(".detail.png") and p.stat().st_mtime >= (job.started or 0))
+    if job.expected_images:
+        return f"{min(made, job.expected_images)} of {job.expected_images} images made so far"
+    return f"{made} image{'' if made == 1 else 's'} made so far"
 
 
 def _results(ws: Workspace, run: str) -> str | None:

@@ -269,6 +269,21 @@ def test_deleting_images_takes_only_the_persons_own_and_never_under_a_running_jo
         app.jobs.stop("tess")
 
 
+def test_a_running_generation_says_how_many_of_its_images_are_made(server):
+    from service import views
+    from service.jobs import Job
+
+    ws = server.app.workspace("uma")
+    samples = ws.samples_dir(server.app.run)
+    samples.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(samples / "linkedin-00.png")  # an earlier round's
+    job = Job(1, "uma", "generate", [], samples / "g.log", state=RUNNING, started=time.time() + 1, expected_images=4)
+    assert "0 of 4 images made so far" in views.job_markdown(ws, server.app.run, job, 0)
+    job.started = time.time() - 5
+    Image.new("RGB", (8, 8)).save(samples / "linkedin-00.detail.png")  # the face-detail pass's: not a new image
+    assert "1 of 4 images made so far" in views.job_markdown(ws, server.app.run, job, 0)
+
+
 def test_failed_job_reports_the_cli_error_lines(tmp_path):
     script = "import sys; print('error: The photo set is gone.', file=sys.stderr); print('  -> Upload again.', file=sys.stderr); sys.exit(2)"
     queue = JobQueue([None])
