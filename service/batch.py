@@ -179,8 +179,8 @@ def load_configs(users: Sequence[str], profile: str | None, overrides: Sequence[
 def own_settings_error(exc: ConfigError, path: Path) -> ConfigError:
     """The error as the person's to fix: it names their settings.yaml and says what happens next."""
     message = exc.message if str(path) in exc.message else f"{path}: {exc.message}"
-    return ConfigError(message, f"{exc.hint} Fix or remove the file, then run the batch again "
-                                "(the others' finished stages are skipped).".lstrip())
+    then = "Fix or remove the file, then run the batch again (the others' finished stages are skipped)."
+    return ConfigError(message, f"{exc.hint} {then}" if exc.hint else then)
 
 
 class Batch:
