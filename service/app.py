@@ -398,6 +398,7 @@ class HeadshotsApp:
         self.jobs.forget(user)
         ws = self.workspace(user)
         self.forget_cached_downloads(ws)
+        views.forget_previews()
         done = purge(ws, include_selfies=True)
         log.info("purged %s: %s", user, "; ".join(done) or "nothing stored")
         return {**self.page(user), self.c["confirm"]: gr.update(visible=False),

@@ -284,6 +284,23 @@ def test_a_running_generation_says_how_many_of_its_images_are_made(server):
     assert "1 of 4 images made so far" in views.job_markdown(ws, server.app.run, job, 0)
 
 
+def test_a_preview_is_made_once_per_version_of_a_file_and_forgotten_with_the_data(tmp_path):
+    import os
+
+    from service import views
+
+    photo = tmp_path / "linkedin-00.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(photo)
+    first = views.data_uri(photo, 32)
+    assert views.data_uri(photo, 32) is first  # drawn again: the same preview, not a new encoding
+    Image.new("RGB", (64, 48), (30, 30, 200)).save(photo)  # the file changed: a new preview
+    os.utime(photo, ns=(photo.stat().st_atime_ns, photo.stat().st_mtime_ns + 1))
+    assert views.data_uri(photo, 32) not in (first, None)
+    assert views.data_uri(tmp_path / "gone.png", 32) is None
+    views.forget_previews()
+    assert views._preview.cache_info().currsize == 0
+
+
 def test_failed_job_reports_the_cli_error_lines(tmp_path):
     script = "import sys; print('error: The photo set is gone.', file=sys.stderr); print('  -> Upload again.', file=sys.stderr); sys.exit(2)"
     queue = JobQueue([None])
