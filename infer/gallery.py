@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from headshots.config import Config
@@ -34,6 +35,9 @@ h1{margin:0 0 4px} .sub{color:#666;margin-bottom:20px}
 """
 
 
+CARD_SIDES = (400, 100, 40)  # a card's views: a profile page's photo, a comment's avatar, a list's
+
+
 def score_and_show(cfg: Config, analyzer: FaceAnalyzer | None = None) -> tuple[list[Score], Path]:
     """The filter stage as every command runs it: score every image in the manifest, then the gallery of the scores."""
     scores = score(cfg, analyzer)
@@ -47,7 +51,7 @@ def write_gallery(cfg: Config) -> Path:
     if not scores_path.is_file():
         raise HeadshotsError(f"No scores in {samples_dir}.", f"Score the images first: make infer USER={cfg.user}")
     scores = json.loads(scores_path.read_text())
-    cards = "\n".join(review_card(item, html.escape(item["file"])) for item in scores["images"])
+    cards = "\n".join(review_card(item, _beside(item["file"])) for item in scores["images"])
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Headshots for {html.escape(cfg.user)}</title>
 <style>{STYLE}</style></head><body>
@@ -65,11 +69,12 @@ Each photo is also shown at profile-photo sizes: judge it small too.</div>
     return out
 
 
-def review_card(item: dict, src: str | None, prefix: str = "") -> str:
+def review_card(item: dict, image_at: Callable[[int], str | None], prefix: str = "") -> str:
     """One scored image as a person reviews a profile photo: at 400x400 and as 100 px and 40 px circles, its rank
     or why it was dropped, likeness, every check, where a variation came from and what the face-detail pass did.
-    The one card of gallery.html (`src`: the file beside it) and the web app's Review tab (`src`: a data URI,
-    None when the image cannot be read; `prefix`: its CSS classes' prefix)."""
+    The one card of gallery.html (`image_at`: the file beside it, whatever the size) and the web app's Review tab
+    (`image_at(side)`: a data URI of a preview that size, None when the image cannot be read; `prefix`: its CSS
+    classes' prefix)."""
     def cls(name: str) -> str:
         return f"{prefix}{name}"
 
@@ -79,13 +84,21 @@ def review_card(item: dict, src: str | None, prefix: str = "") -> str:
     sim = "n/a" if item["similarity"] is None else f"{item['similarity']:.2f} (max {item['similarity_max']:.2f})"
     checks = "".join(f"<li class='{'ok' if c['passed'] else 'no'}'>{'&#10003;' if c['passed'] else '&#10007;'} "
                      f"{html.escape(c['detail'])}</li>" for c in item.get("reasons", []))
-    images = (f"<img class='{cls('full')}' src='{src}' alt='{name} at 400x400' loading='lazy'><div class='{cls('small')}'>"
-              f"<img class='{cls('avatar')}' src='{src}' alt='{name} as a 100 px avatar'>"
-              f"<img class='{cls('tiny')}' src='{src}' alt='{name} as a 40 px avatar'>") if src else f"<div class='{cls('small')}'>"
+    full = image_at(CARD_SIDES[0])
+    images = (f"<img class='{cls('full')}' src='{full}' alt='{name} at 400x400' loading='lazy'><div class='{cls('small')}'>"
+              f"<img class='{cls('avatar')}' src='{image_at(CARD_SIDES[1])}' alt='{name} as a 100 px avatar'>"
+              f"<img class='{cls('tiny')}' src='{image_at(CARD_SIDES[2])}' alt='{name} as a 40 px avatar'>"
+              ) if full else f"<div class='{cls('small')}'>"
     return (f"<div class='{cls('card')} {status}' data-file='{name}'><span class='{cls('badge')}'>{badge}</span> "
             f"<b>{html.escape(item['style'])}</b> &middot; {name} &middot; seed {item['seed']}{_source_note(item.get('source'))}"
             f"{images}<div class='{cls('meta')}'>likeness {sim}<br>{html.escape(item['reason'])}{_detail_note(item.get('detail'))}"
             f"</div></div><ul class='{cls('checks')}'>{checks}</ul></div>")
+
+
+def _beside(file: str) -> Callable[[int], str]:
+    """gallery.html's image source at every size: the file beside it (the browser scales it)."""
+    escaped = html.escape(file)
+    return lambda side: escaped
 
 
 def _source_note(source: str | None) -> str:

@@ -90,7 +90,7 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     text = "\n".join([
         f"`scripts/bench_review.py` on {time.strftime('%Y-%m-%d')}: a review of {args.images} generated images at 1024x1024",
-        f"(real faces), each embedded as a 400 px JPEG ({size / 1e6:.1f} MB of page); median of {args.repeats};",
+        f"(real faces), each embedded as JPEG previews of 400, 100 and 40 px ({size / 1e6:.1f} MB of page); median of {args.repeats};",
         f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, load average {load:.1f} when measured.",
         "",
         "| drawn | seconds | vs cold |",
@@ -99,8 +99,8 @@ def main() -> None:
         f"| again, nothing changed | {warm_s:.3f} | {warm_s / cold_s:.3f}x |",
         f"| after a new round of {NEW_ROUND} joined | {grown_s:.3f} | {grown_s / cold_s:.3f}x |",
         "",
-        "Previews are made once per version of a file (`service.views.data_uri`, an in-memory cache of",
-        f"{views.PREVIEW_CACHE}, emptied by Delete my data), so only new images cost an encoding.",
+        "Previews are made once per version of a file, all three sizes from one decoding (`service.views.previews`, an in-memory cache of",
+        f"{views.PREVIEW_CACHE} files, emptied by Delete my data), so only new images cost an encoding.",
         "",
     ])
     write_section(args.out, SECTION, text)

@@ -18,7 +18,7 @@ from pathlib import Path
 from headshots.errors import ImageError
 from headshots.images import list_photos, load_rgb
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace
-from infer.gallery import review_card
+from infer.gallery import CARD_SIDES, review_card
 from service.jobs import DONE, FAILED, IMAGE_KINDS, QUEUED, RUNNING, STOPPED, Job
 from train.intake import PREVIEW_SIDE
 
@@ -47,36 +47,43 @@ RESYNC_JS = """() => {
   document.addEventListener("visibilitychange", resync);
   window.addEventListener("focus", resync);
 }"""
-REVIEW_SIDE = 400  # the review's largest view (400x400, as on a profile page); the circles reuse it
-PREVIEW_CACHE = 256  # previews kept in memory (~150 KB each at REVIEW_SIDE): a few people's reviews
+PREVIEW_CACHE = 256  # files whose previews are kept in memory (a review card's three: ~55 KB for real photos)
 
 
 def data_uri(path: Path, side: int) -> str | None:
-    """A JPEG preview at most `side` px long, or None for a file that is not a readable image. Made once per
-    version of a file (its size and modification time): the review is drawn again after every job, deletion and
-    page load, and encoding a 1024 px image costs ~50 ms."""
+    """A JPEG preview at most `side` px long, or None for a file that is not a readable image."""
+    return previews(path, (side,)).get(side)
+
+
+def previews(path: Path, sides: tuple[int, ...]) -> dict[int, str]:
+    """JPEG previews at most each of `sides` px long (largest first), as data URIs, from one decoding; empty for a
+    file that is not a readable image. Made once per version of a file (its size and modification time): the
+    review is drawn again after every job, deletion and page load, and a 1024 px PNG takes ~50 ms to decode."""
     try:
         stat = path.stat()
     except OSError:
-        return None
-    return _preview(str(path), stat.st_mtime_ns, stat.st_size, side)
+        return {}
+    return _previews(str(path), stat.st_mtime_ns, stat.st_size, sides)
 
 
 @functools.lru_cache(maxsize=PREVIEW_CACHE)
-def _preview(path: str, mtime_ns: int, size: int, side: int) -> str | None:
+def _previews(path: str, mtime_ns: int, size: int, sides: tuple[int, ...]) -> dict[int, str]:
     try:
-        image = load_rgb(Path(path), draft_side=side)
+        image = load_rgb(Path(path), draft_side=max(sides))
     except ImageError:
-        return None
-    image.thumbnail((side, side))
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+        return {}
+    made = {}
+    for side in sorted(sides, reverse=True):  # each from the one before: one decoding, small resizes
+        image.thumbnail((side, side))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=85)
+        made[side] = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return made
 
 
 def forget_previews() -> None:
     """Drop every cached preview (Delete my data: no picture of the person stays in this process's memory)."""
-    _preview.cache_clear()
+    _previews.cache_clear()
 
 
 def _read_json(path: Path) -> dict | None:
@@ -235,13 +242,18 @@ def review_html(ws: Workspace, run: str) -> str:
     head = (f"<p id='hs-review-head'>{len(kept)} of {len(scores['images'])} kept, ranked by likeness to your "
             f"{scores['references']} reference photos (your threshold {scores['threshold']:.2f}). "
             "Judge them small too: that is how most people will see your photo.</p>")
-    grid = "".join(review_card(item, data_uri(samples / item["file"], REVIEW_SIDE), "hs-") for item in kept)
+    grid = "".join(_card(item, samples) for item in kept)
     body = f"<div class='hs-grid'>{grid}</div>" if kept else "<p>No image passed the checks.</p>"
     if dropped:
-        cards = "".join(review_card(item, data_uri(samples / item["file"], REVIEW_SIDE), "hs-") for item in dropped)
+        cards = "".join(_card(item, samples) for item in dropped)
         body += (f"<details id='hs-dropped'><summary>{len(dropped)} dropped image{'s' if len(dropped) != 1 else ''}: "
                  f"show them and why</summary><div class='hs-grid'>{cards}</div></details>")
     return head + body
+
+
+def _card(item: dict, samples: Path) -> str:
+    """A review card with a preview made at each size it is shown (the page carries ~1.2x the big one, not 3x)."""
+    return review_card(item, previews(samples / item["file"], CARD_SIDES).get, "hs-")
 
 
 def review_choices(ws: Workspace, run: str) -> list[tuple[str, str]]:

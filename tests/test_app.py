@@ -298,7 +298,7 @@ def test_a_preview_is_made_once_per_version_of_a_file_and_forgotten_with_the_dat
     assert views.data_uri(photo, 32) not in (first, None)
     assert views.data_uri(tmp_path / "gone.png", 32) is None
     views.forget_previews()
-    assert views._preview.cache_info().currsize == 0
+    assert views._previews.cache_info().currsize == 0
 
 
 def test_failed_job_reports_the_cli_error_lines(tmp_path):
