@@ -5,7 +5,8 @@ Generating again adds rounds and variations, so a review grows; the person prune
 deleted and its manifest entry removed, then the filter stage runs again over what is left (ranks, duplicates,
 gallery), so the review reads as if the image had never been made. Variations drawn from a discarded image
 stay; their `source` names a file that is gone. A last export (export/) holding a crop of one goes too: export
-again for a new one.
+again for a new one. Copies logged to W&B (only with `wandb.log_images`, off by default) stay in those runs:
+`make purge` removes the local ones, the W&B account the synced ones.
 
 Reads   samples/manifest.json, `infer.discard_files`, export/export.json
 Writes  samples/manifest.json without the images, samples/scores.json and gallery.html again; deletes the PNGs
