@@ -20,7 +20,8 @@ run that breaks part-way keeps what it had. The benchmark scripts write their ow
                infer.compile (its first call includes the compile)
     detail     scripts/bench_detail.py: seconds per image the face-detail pass adds
     path       this script: the whole personal path (prepare, train the default steps, generate 16, score),
-               seconds per stage, through service.chain (the stages users run)
+               seconds per stage, through service.chain (the stages users run); then, apart, 4 more like the
+               first image and the review scored again
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from headshots.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
@@ -164,15 +169,17 @@ def whole_path(args: argparse.Namespace) -> None:
             f"paths.cache_root={tmp / 'cache'}", "wandb.mode=disabled", "infer.styles=[linkedin,executive]",
             "infer.images_per_style=8", "infer.batch_size=4", *extra, *(["train.max_steps=4", "infer.steps=2"] if args.tiny else []),
             *uncalibrated_threshold()])
+        what = (f"{len(photos)} photos, {cfg.train.max_steps} training steps, 16 images at {cfg.model.resolution} px "
+                f"({cfg.infer.steps} steps, batches of 4), scoring"
+                + ("" if args.tiny else f"; random full-size weights (built in {build_s:.0f} s, not counted)"))
         rows, upstream = [], None
         for name in ("prepare", "fit", "infer"):
             upstream = run_stage(stage_named(name), cfg, upstream)
             rows.append((name, upstream.seconds, upstream.state))
-            write_path_table(args, rows, f"{len(photos)} photos, {cfg.train.max_steps} training steps, 16 images at "
-                             f"{cfg.model.resolution} px ({cfg.infer.steps} steps, batches of 4), scoring"
-                             + ("" if args.tiny else f"; random full-size weights (built in {build_s:.0f} s, not counted)"))
+            write_path_table(args, rows, what)
             if not upstream.ok:
-                break
+                return
+        write_path_table(args, rows, what, more_like_this(cfg))
 
 
 def ensure_face_weights(folder: Path) -> None:
@@ -203,11 +210,33 @@ def uncalibrated_threshold() -> list[str]:
         return ["filter.threshold=0.5"]
 
 
-def write_path_table(args: argparse.Namespace, rows: list[tuple[str, float, str]], what: str) -> None:
+def more_like_this(cfg: Config) -> str:
+    """After the path: 4 variations of its first image, as the app's More like this runs them (then the whole review
+    scored again), timed apart from the path."""
+    from dataclasses import replace
+
+    from infer.detail import with_detail
+    from infer.gallery import score_and_show
+    from infer.manifest import require_manifest
+    from infer.variations import more_like
+
+    _, manifest = require_manifest(cfg, "to make more like")
+    first = manifest["images"][0]["file"]
+    cfg = replace(cfg, infer=replace(cfg.infer, more=replace(cfg.infer.more, image=first, count=4)))
+    started = time.perf_counter()
+    with_detail(cfg, more_like)
+    drawn = time.perf_counter() - started
+    score_and_show(cfg)
+    return (f"More like this, after the path (not in it): 4 variations of {first} at strength {cfg.infer.more.strength} "
+            f"in {drawn:.1f} s (pipeline load included), then the 20 images scored again: {time.perf_counter() - started:.1f} s.")
+
+
+def write_path_table(args: argparse.Namespace, rows: list[tuple[str, float, str]], what: str, after: str = "") -> None:
     """Rewritten after every stage, so a run stopped at its budget keeps the stages it finished."""
     lines = [what + ".", "", "| stage | seconds | state |", "|---|---|---|"]
     lines += [f"| {name} | {seconds:.1f} | {state} |" for name, seconds, state in rows]
     lines.append(f"| **whole path** | **{sum(seconds for _, seconds, _ in rows):.1f}** | target <= 60 s |")
+    lines += ["", after] if after else []
     (args.out / "parts").mkdir(parents=True, exist_ok=True)
     (args.out / "parts" / "path.md").write_text("## Whole personal path\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
