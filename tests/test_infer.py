@@ -163,3 +163,33 @@ def test_filter_keeps_the_person_drops_others_and_ranks(prepared_user, make_conf
     assert [i["file"] for i in saved["images"][:2]] == sorted([best, "alice-b.png"], key=lambda f: scores[f].rank)
     page = write_gallery(cfg).read_text()
     assert all(n in page for n in names) and "does not look like you" in page
+
+
+def test_a_chain_infer_stage_stopped_part_way_then_retried_draws_only_what_its_round_misses(trained_user, make_config,
+                                                                                               monkeypatch):
+    """What the batch runner's retry of a killed infer worker does: the stage's round is named after its fingerprint,
+    so the retry completes it instead of adding a second round."""
+    import infer.generate
+    from service.chain import run_stage, stage_named
+
+    cfg = make_config("alice", "infer.styles=[linkedin]", "infer.images_per_style=3", "infer.steps=2", "infer.batch_size=1")
+    real_sample, calls = infer.generate.sample, []
+
+    def killed_after_two_batches(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:
+            raise RuntimeError("worker killed")
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(infer.generate, "sample", killed_after_two_batches)
+    with pytest.raises(RuntimeError, match="worker killed"):  # not a person's error: it propagates, Ray retries it
+        run_stage(stage_named("infer"), cfg)
+    drawn = []
+    monkeypatch.setattr(infer.generate, "sample", lambda *args, **kwargs: drawn.append(1) or real_sample(*args, **kwargs))
+    result = run_stage(stage_named("infer"), cfg)
+    assert result.state == "done" and result.details["images"] == 3 and len(drawn) == 1  # only the missing third
+    samples = Workspace.from_config(cfg).samples_dir(cfg.run)
+    images = json.loads((samples / "manifest.json").read_text())["images"]
+    assert [i["file"] for i in images] == ["linkedin-00.png", "linkedin-01.png", "linkedin-02.png"]
+    assert {i["round"] for i in images} == {f"chain-{result.fingerprint[:12]}"}
+    assert run_stage(stage_named("infer"), cfg).state == "skipped"  # and once done, the same inputs do nothing
