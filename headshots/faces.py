@@ -103,6 +103,23 @@ class Detection:
     def ok(self) -> bool:
         return self.problem is None
 
+    def to_json(self) -> dict:
+        """Plain data (floats kept exactly), for results stored on disk (infer/score.py's measurements)."""
+        faces = [[list(f.box), f.confidence, [list(p) for p in f.landmarks]] for f in self.faces]
+        unsure = [[list(f.box), f.confidence, [list(p) for p in f.landmarks]] for f in self.unsure]
+        return {"faces": faces, "subject": None if self.subject is None else self.faces.index(self.subject),
+                "problem": self.problem, "unsure": unsure}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Detection:
+        def face(row: list) -> Face:
+            box, confidence, landmarks = row
+            return Face(tuple(box), confidence, tuple(tuple(p) for p in landmarks))
+
+        faces = [face(row) for row in data["faces"]]
+        subject = None if data["subject"] is None else faces[data["subject"]]
+        return cls(faces, subject, data["problem"], [face(row) for row in data["unsure"]])
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":

@@ -6,10 +6,13 @@ Reads   outputs/<user>/<run>/samples/manifest.json + images, data/users/<user>/r
 Writes  outputs/<user>/<run>/samples/scores.json   per image: style, seed, face_found, similarity
         (mean cosine similarity to all reference photos), similarity_max, face_box, glasses, kept,
         reason (summary), reasons (every check), rank; plus the person's calibrated threshold
+        outputs/<user>/<run>/samples/faces.json    per image version: detection and similarities to the
+        references (`measure`), reused while the file, the face settings and the references are unchanged
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,16 +22,17 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from headshots.config import Config
-from headshots.faces import Detection, FaceAnalyzer, resolve_device
+from headshots.faces import Detection, FaceAnalyzer, resolve_device, weights_source
 from headshots.images import load_rgb
 from headshots.logs import get_logger
-from headshots.workspace import Workspace
+from headshots.workspace import Workspace, write_json_atomic
 from infer import review
 from infer.manifest import require_manifest
 from infer.tracking import log_scores_table
 
 log = get_logger(__name__)
 SCORES = "scores.json"
+FACES = "faces.json"  # scoring's measurements per image version (measure)
 
 
 @dataclass
@@ -64,13 +68,12 @@ def score(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[Score]:
     threshold = review.person_threshold(references, floor, cfg.filter)
     selfie_glasses = selfie_glasses_share(workspace, analyzer, cfg) if cfg.filter.check_glasses else None
 
-    # Every version of every image (as generated, and face-detailed when the pass made one) in one batch.
+    # Every version of every image (as generated, and face-detailed when the pass made one), measured in one batch.
     versions = [(index, name) for index, item in enumerate(items) for name in versions_of(item, samples_dir)]
     images = {name: load_rgb(samples_dir / name) for _, name in versions}
-    detections = analyzer.detect_many(list(images.values()))
-    similarities = analyzer.similarity_rows(list(images.values()), detections, references)
-    judged = {name: judge({**items[index], "file": name}, images[name], detection, sims, threshold, selfie_glasses, cfg)
-              for (index, name), detection, sims in zip(versions, detections, similarities)}
+    measured = measure(images, samples_dir, analyzer, references, cfg)
+    judged = {name: judge({**items[index], "file": name}, images[name], *measured[name], threshold, selfie_glasses, cfg)
+              for index, name in versions}
     scores = [better_version(item, judged) for item in items]
     collapse_duplicates(scores, images, cfg.filter.duplicate_similarity)
     rank(scores)
@@ -88,6 +91,53 @@ def score(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[Score]:
              threshold, floor, samples_dir / SCORES)
     log_scores_table(cfg, samples_dir, scores)
     return scores
+
+
+def measure(images: dict[str, Image.Image], samples_dir: Path, analyzer: FaceAnalyzer, references: torch.Tensor,
+            cfg: Config) -> dict[str, tuple[Detection, torch.Tensor | None]]:
+    """Each image's detection and similarities to the references: the costly part of scoring (~0.25 s per 1024 px
+    image on a CPU). Kept in samples/faces.json per version of each file (its size and modification time), for
+    the same face settings and references, so a new round, a variation or a deletion measures only the images it
+    adds; the checks, ranks and duplicates are judged again every time."""
+    path, key = samples_dir / FACES, measurement_key(cfg, references)
+    stamps = {name: _stamp(samples_dir / name) for name in images}
+    kept = _read_measurements(path, key)
+    records = {name: kept[name] for name in images if kept.get(name, {}).get("stamp") == stamps[name]}
+    todo = [name for name in images if name not in records]
+    if todo:
+        detections = analyzer.detect_many([images[name] for name in todo])
+        rows = analyzer.similarity_rows([images[name] for name in todo], detections, references)
+        records.update({name: {"stamp": stamps[name], "detection": detection.to_json(),
+                               "similarities": None if row is None else row.tolist()}
+                        for name, detection, row in zip(todo, detections, rows)})
+    write_json_atomic(path, {"key": key, "images": records}, indent=None)
+    log.info("faces measured in %d of %d images (the rest from %s)", len(todo), len(images), path.name)
+    return {name: (Detection.from_json(record["detection"]),
+                   None if record["similarities"] is None else torch.tensor(record["similarities"], dtype=torch.float32))
+            for name, record in records.items()}
+
+
+def measurement_key(cfg: Config, references: torch.Tensor) -> str:
+    """What the measurements depend on: the face settings, the weights in use and the reference embeddings."""
+    source = weights_source(cfg.face.weights)
+    weights = [source, _stamp(Path(source)) if Path(source).is_file() else None]  # a file replaced in place counts
+    digest = hashlib.sha256(json.dumps([asdict(cfg.face), weights], sort_keys=True).encode())
+    digest.update(references.float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _stamp(path: Path) -> str:
+    stat = path.stat()
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
+
+
+def _read_measurements(path: Path, key: str) -> dict:
+    """The stored measurements when they were made with `key`; none otherwise (or when unreadable)."""
+    try:
+        stored = json.loads(path.read_text())
+        return stored["images"] if stored.get("key") == key else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def versions_of(item: dict, samples_dir: Path) -> list[str]:

@@ -172,3 +172,28 @@ def test_discarded_images_leave_the_review_for_good_and_a_wrong_name_deletes_not
     assert discard(replace(cfg, infer=replace(cfg.infer, discard_files=left)), analyzer) == left
     assert not (samples / "scores.json").exists() and not (samples / "gallery.html").exists()
     assert json.loads((samples / "manifest.json").read_text())["images"] == []
+
+
+def test_scoring_measures_only_new_images_and_judges_exactly_as_from_scratch(generated, analyzer, monkeypatch):
+    from dataclasses import asdict
+
+    from infer.score import score
+    from infer.variations import more_like
+
+    cfg, samples = generated
+    measured: list[int] = []
+    rows = analyzer.similarity_rows  # called by scoring's measurements only (the glasses check detects too)
+    monkeypatch.setattr(analyzer, "similarity_rows", lambda images, *rest: measured.append(len(images)) or rows(images, *rest))
+    score(cfg, analyzer)
+    more_like(liking(cfg, "linkedin-00.png"))
+    again = [asdict(s) for s in score(cfg, analyzer)]
+    assert measured == [2, 2]  # the two generated, then only the two variations
+    (samples / "faces.json").unlink()
+    assert [asdict(s) for s in score(cfg, analyzer)] == again and measured[-1] == 4  # from scratch: the same verdicts
+
+    (samples / "linkedin-01.png").write_bytes((samples / "linkedin-00.png").read_bytes())  # a file changed: measured again
+    score(cfg, analyzer)
+    assert measured[-1] == 1
+    other = replace(cfg, face=replace(cfg.face, crop_margin=cfg.face.crop_margin + 2))  # other face settings: all again
+    score(other, analyzer)
+    assert measured[-1] == 4
