@@ -24,9 +24,10 @@ from headshots.errors import HeadshotsError
 from headshots.faces import FaceAnalyzer
 from headshots.logs import get_logger
 from infer.export import EXPORT_MANIFEST, export_dir
-from infer.gallery import score_and_show
+from infer.gallery import GALLERY, score_and_show
 from infer.generate import plural
 from infer.manifest import require_manifest, write_manifest
+from infer.score import FACES, SCORES
 
 log = get_logger(__name__)
 
@@ -72,7 +73,7 @@ def discard(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[str]:
     log.info("%s discarded from %s", plural(len(removed), "image"), samples_dir)
     if manifest["images"]:
         score_and_show(cfg, analyzer)
-    else:  # nothing left to review
-        for name in ("scores.json", "gallery.html"):
+    else:  # nothing left to review, nor measurements of what was there
+        for name in (SCORES, FACES, GALLERY):
             (samples_dir / name).unlink(missing_ok=True)
     return deleted

@@ -35,6 +35,7 @@ h1{margin:0 0 4px} .sub{color:#666;margin-bottom:20px}
 """
 
 
+GALLERY = "gallery.html"
 CARD_SIDES = (400, 100, 40)  # a card's views: a profile page's photo, a comment's avatar, a list's
 
 
@@ -64,7 +65,7 @@ Each photo is also shown at profile-photo sizes: judge it small too.</div>
 {cards}
 </div></body></html>
 """
-    out = samples_dir / "gallery.html"
+    out = samples_dir / GALLERY
     out.write_text(page)
     return out
 
