@@ -27,5 +27,10 @@ def _not_the_4bit_cpu_kernel_notice(record: logging.LogRecord) -> bool:
     return "gemm_4bit_forward" not in record.getMessage()
 
 
+def plural(count: int, noun: str) -> str:
+    """A count for a log line or message: '1 new image', '3 new images'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name)

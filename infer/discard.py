@@ -22,10 +22,9 @@ from pathlib import Path
 from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.faces import FaceAnalyzer
-from headshots.logs import get_logger
+from headshots.logs import get_logger, plural
 from infer.export import EXPORT_MANIFEST, export_dir
 from infer.gallery import GALLERY, score_and_show
-from infer.generate import plural
 from infer.manifest import require_manifest, write_manifest
 from infer.score import FACES, SCORES
 

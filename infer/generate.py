@@ -31,7 +31,7 @@ from tqdm import tqdm
 from headshots.config import Config, InferConfig, config_from_yaml
 from headshots.faces import resolve_device
 from headshots.images import load_rgb
-from headshots.logs import get_logger
+from headshots.logs import get_logger, plural
 from headshots.schedulers import make_scheduler
 from headshots.sdxl import load_pipeline, load_refiner
 from headshots.workspace import ADAPTER_EMBEDDINGS, Workspace
@@ -271,11 +271,6 @@ def draw(pipes: Pipelines, cfg: Config, entries: list[dict], samples_dir: Path) 
                "negative_prompt": first["negative_prompt"], "negative_prompt_2": first["negative_prompt"]}
     start = (load_rgb(samples_dir / first["source"]), first["strength"]) if first.get("source") else None
     return sample(pipes, same, prompts, [e["seed"] for e in entries], start)
-
-
-def plural(count: int, noun: str) -> str:
-    """'1 new image', '3 new images'."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def sample_settings(cfg: Config, pipes: Pipelines) -> dict[str, Any]:

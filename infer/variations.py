@@ -23,14 +23,13 @@ from tqdm import tqdm
 
 from headshots.config import Config
 from headshots.errors import HeadshotsError
-from headshots.logs import get_logger
+from headshots.logs import get_logger, plural
 from infer.generate import (
     Pipelines,
     Sample,
     draw,
     load_pipelines,
     person_context,
-    plural,
     sample_settings,
     write_batch,
 )

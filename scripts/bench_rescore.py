@@ -23,21 +23,17 @@ import time
 from pathlib import Path
 
 from _docs import write_section  # scripts/, first on sys.path when run as a script
-from PIL import Image, ImageOps
+from bench_review import write_images
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Scoring again: a new round, a deletion"
 NEW_ROUND, DELETED = 8, 4
 
 
-def write_images(faces: Path, samples: Path, first: int, count: int) -> list[dict]:
-    photos = sorted(faces.glob("georgia-tech/s*/*.jpg"))
-    entries = []
-    for k in range(first, first + count):
-        name = f"linkedin-{k:02d}.png"
-        ImageOps.fit(Image.open(photos[k % len(photos)]).convert("RGB"), (1024, 1024)).save(samples / name)
-        entries.append({"file": name, "style": "linkedin", "seed": k})
-    return entries
+def manifest_entries(faces: Path, samples: Path, first: int, count: int) -> list[dict]:
+    """bench_review's "generated" images, with the manifest entries scoring reads."""
+    names = write_images(faces, samples, first, count)
+    return [{"file": name, "style": "linkedin", "seed": k} for k, name in enumerate(names, start=first)]
 
 
 def main() -> None:
@@ -76,9 +72,9 @@ def main() -> None:
             score(cfg, analyzer)
             return time.perf_counter() - started
 
-        entries = write_images(args.faces, samples, 0, args.images)
+        entries = manifest_entries(args.faces, samples, 0, args.images)
         cold = scored(entries, fresh=True)
-        grown = entries + write_images(args.faces, samples, args.images, NEW_ROUND)
+        grown = entries + manifest_entries(args.faces, samples, args.images, NEW_ROUND)
         round_kept, round_fresh = scored(grown, fresh=False), scored(grown, fresh=True)
         pruned = grown[DELETED:]
         for entry in grown[:DELETED]:

@@ -31,17 +31,20 @@ SECTION = "## Web app: drawing the review"
 NEW_ROUND = 8
 
 
-def write_images(faces: Path, samples: Path, first: int, count: int) -> list[dict]:
-    """`count` 1024 px PNGs from real photos, and their scores.json rows (every other one kept)."""
+def write_images(faces: Path, samples: Path, first: int, count: int) -> list[str]:
+    """`count` "generated" images: real photos fitted to SDXL's 1024x1024, as linkedin-<k>.png from `first` on."""
     photos = sorted(faces.glob("georgia-tech/s*/*.jpg"))
-    rows = []
-    for k in range(first, first + count):
-        name = f"linkedin-{k:02d}.png"
+    names = [f"linkedin-{k:02d}.png" for k in range(first, first + count)]
+    for k, name in enumerate(names, start=first):
         ImageOps.fit(Image.open(photos[k % len(photos)]).convert("RGB"), (1024, 1024)).save(samples / name)
-        rows.append({"file": name, "style": "linkedin", "seed": k, "kept": k % 2 == 0, "rank": k // 2 + 1 if k % 2 == 0 else None,
-                     "similarity": 0.7, "similarity_max": 0.8, "reason": "looks like you", "reasons": [], "source": None,
-                     "detail": None})
-    return rows
+    return names
+
+
+def score_rows(names: list[str], first: int) -> list[dict]:
+    """scores.json rows for them (every other one kept)."""
+    return [{"file": name, "style": "linkedin", "seed": k, "kept": k % 2 == 0, "rank": k // 2 + 1 if k % 2 == 0 else None,
+             "similarity": 0.7, "similarity_max": 0.8, "reason": "looks like you", "reasons": [], "source": None,
+             "detail": None} for k, name in enumerate(names, start=first)]
 
 
 def timed(draw) -> tuple[float, int]:
@@ -67,7 +70,7 @@ def main() -> None:
         ws = Workspace.from_config(cfg)
         samples = ws.samples_dir(cfg.run)
         samples.mkdir(parents=True)
-        rows = write_images(args.faces, samples, 0, args.images)
+        rows = score_rows(write_images(args.faces, samples, 0, args.images), 0)
 
         def review(rows: list[dict]):
             (samples / "scores.json").write_text(json.dumps({"images": rows, "kept": sum(r["kept"] for r in rows),
@@ -80,7 +83,7 @@ def main() -> None:
             cold.append(timed(review(rows))[0])
             warm.append(timed(review(rows))[0])
         size = timed(review(rows))[1]
-        more = rows + write_images(args.faces, samples, args.images, NEW_ROUND)
+        more = rows + score_rows(write_images(args.faces, samples, args.images, NEW_ROUND), args.images)
         for _ in range(args.repeats):
             views.forget_previews()
             timed(review(rows))  # the review before the round, cached
