@@ -351,6 +351,7 @@ class IntakeConfig:
     max_crushed: float = 0.15  # share of the face at luminance <= 16 (shadows sunk into black); above: too dark
     dim_skin_light: float = 150.0  # best-lit skin below this while ...
     min_photo_white: float = 220.0  # ... the photo's brightest tones (99.9th percentile, brightest channel) are below this too: dim (warn)
+    dim_crushed: float = 0.025  # ... or more than this share of the face is crushed to black (luminance <= 16): dim (warn)
     min_relative_light: float = 0.65  # best-lit skin / its median over the person's set (their own skin tone); below: darker than the rest
     min_relative_texture: float = 0.5  # skin grain / its median over the set; below on a sharp, lit face: smoothed (warn)
     min_relative_side_light: float = 0.75  # darker / brighter cheek over its median over the set; below: lit from one side (warn)
@@ -382,7 +383,7 @@ class IntakeConfig:
         for key in ("min_skin_light", "min_photo_light", "dim_skin_light", "min_photo_white"):
             _check(0.0 <= getattr(self, key) <= 255.0, f"intake.{key}", "must be in 0..255")
         _check(self.min_pitch < self.max_pitch, "intake.min_pitch", "must be below intake.max_pitch")
-        for key in ("max_clipped", "max_photo_clipped", "max_crushed", "min_relative_light", "min_relative_texture", "min_relative_side_light", "min_side_light",
+        for key in ("max_clipped", "max_photo_clipped", "max_crushed", "dim_crushed", "min_relative_light", "min_relative_texture", "min_relative_side_light", "min_side_light",
                     "min_acuity", "max_anisotropy", "duplicate_similarity", "max_sameness", "max_eye_flat", "min_mouth_detail"):
             _check(0.0 <= getattr(self, key) <= 1.0, f"intake.{key}", "must be between 0 and 1")
         for key in ("min_texture", "max_backlight", "max_colour_cast", "max_relative_colour", "max_yaw", "max_roll",

@@ -240,6 +240,21 @@ def test_a_photo_that_got_too_little_light_is_named_dim_whatever_the_skin_tone(f
     assert report.lead == ("exposure", exposure.reason) and any("lights" in a for a in report.advice), report.reason
 
 
+def test_a_dim_face_whose_shadows_sink_into_black_is_named_dim_even_beside_a_bright_window(faces_dir, analyzer, make_config, tmp_path):
+    """A dim room's tone curve (gamma 2.4) on a fair face, with a window still white in the corner: "nothing near
+    white" cannot tell, but the face's shadows now sink into black (7% of it at luminance <= 16, where a darker face
+    in good light keeps 0.1%: test_darker_skin_or_a_dark_backdrop_in_good_light_is_not_called_dark)."""
+    image = np.asarray(load_rgb(faces_dir / "face-recognition-examples/rose_leslie/img2.jpg"), dtype=np.float32) / 255.0
+    dim = image**2.4 * 255.0
+    dim[: image.shape[0] // 12, : image.shape[1] // 12] = 255.0  # a window
+    Image.fromarray((dim + 0.5).astype(np.uint8)).save(tmp_path / "dim.jpg", quality=92)
+    report, _, _ = assess_photo(tmp_path / "dim.jpg", analyzer, make_config("alice"), NOW)
+    exposure = report.checks["exposure"]
+    assert exposure.value["photo_white"] >= 250 and exposure.value["crushed"] > 0.025, exposure.value
+    assert (exposure.status, exposure.reason) == ("warn", "face dark, its shadows sunk into black (too little light)"), exposure
+    assert report.lead == ("exposure", exposure.reason), report.reason
+
+
 def test_coloured_light_is_a_colour_cast_but_a_tone_curve_on_darker_skin_is_not(faces_dir, analyzer, make_config):
     """Coloured light multiplies each channel by its own gain (orange lamp, green fluorescent, blue shade: the
     calibration generator's gains) and turns the face's hue; a tone curve (gamma 2.2: deepened mid-tones) only

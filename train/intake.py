@@ -270,7 +270,8 @@ def _exposure_check(face: quality.Exposure | None, photo: quality.Exposure, cfg:
     blown out to white, not merely bright. Dim (a warning): the face is not bright and nothing in the whole photo
     comes near white in any channel; a photo that got enough light has something there (eye whites, a shirt, a
     window), whatever the person's skin tone, so this tells a dim room from darker skin where the face's own light
-    cannot. Not when the darkness is `one_sided`: light from one side darkens half the frame, and side light says
+    cannot; or the face's shadows sink into black (a dim photo's tone curve and noise floor take them, where a
+    darker face in good light keeps them: Georgia Tech s02 has 0.1% of its face there, the limit 2.5%). Not when the darkness is `one_sided`: light from one side darkens half the frame, and side light says
     so. Without a face (`face` None), the photo alone: even its brightest tones dark, or much of it blown out, is
     what hid the face."""
     if face is None:
@@ -287,9 +288,12 @@ def _exposure_check(face: quality.Exposure | None, photo: quality.Exposure, cfg:
         return Check(REJECT, value, "face too dark", MORE_LIGHT)
     if face.clipped > cfg.max_clipped:
         return Check(REJECT, value, "face overexposed", "Step out of direct sun and turn the flash off; soft daylight is best.")
-    if face.skin < cfg.dim_skin_light and photo.white < cfg.min_photo_white and not one_sided:
-        excess = min(_under(face.skin, cfg.dim_skin_light), _under(photo.white, cfg.min_photo_white))  # both must hold
-        return Check(WARN, value, "face and photo dark (nothing in it near white: too little light)", MORE_LIGHT, _r(excess))
+    if face.skin < cfg.dim_skin_light and not one_sided:
+        scene, shadows = _under(photo.white, cfg.min_photo_white), _over(face.crushed, cfg.dim_crushed)
+        if max(scene, shadows) > 1:
+            reason = ("face and photo dark (nothing in it near white: too little light)" if scene >= shadows
+                      else "face dark, its shadows sunk into black (too little light)")
+            return Check(WARN, value, reason, MORE_LIGHT, _r(min(_under(face.skin, cfg.dim_skin_light), max(scene, shadows))))
     return Check(OK, value)
 
 
