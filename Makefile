@@ -3,7 +3,6 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-USER ?=
 PROFILE ?= sdxl
 RUN ?= default
 # STYLES (make infer: e.g. linkedin,actor) and N (images per style; make more: variations): empty leaves them to
@@ -20,7 +19,12 @@ export HEADSHOTS_FACE_WEIGHTS ?= $(abspath $(SHARED_FACE_WEIGHTS))
 endif
 
 TINY_MODEL := models/tiny-sdxl
-COMMON = --user $(USER) --profile $(PROFILE) run=$(RUN)
+# Whose photos: USER given on make's command line (make train USER=alice), never the shell's own USER (your login
+# name), so a forgotten USER= cannot train on, or purge, someone's data by accident. Quoted for the shell as given:
+# a name with a space or a quote reaches the CLI whole, which refuses it saying why.
+PERSON := $(if $(filter command line,$(origin USER)),$(USER))
+shell_quote = '$(subst ','\'',$(1))'
+COMMON = --user $(call shell_quote,$(PERSON)) --profile $(PROFILE) run=$(RUN)
 
 .PHONY: app batch setup lock demo test test-all lint intake prepare train infer more discard purge tiny-model bench face-eval help check-user
 
@@ -84,7 +88,7 @@ lint:
 	$(BIN)/ruff check .
 
 check-user:
-	@test -n "$(USER)" || { echo "error: say whose photos, e.g. make train USER=alice"; exit 2; }
+	@test -n $(call shell_quote,$(PERSON)) || { echo "error: say whose photos on the command line, e.g. make train USER=alice"; exit 2; }
 
 intake: check-user
 	$(BIN)/python -m train intake $(COMMON) $(ARGS)
@@ -120,7 +124,7 @@ discard: check-user
 	$(BIN)/python -m infer discard $(COMMON) infer.discard_files=[$(IMAGES)] $(ARGS)
 
 purge: check-user
-	$(BIN)/python -m headshots.purge --user $(USER) $(if $(ALL),--include-selfies) $(ARGS)
+	$(BIN)/python -m headshots.purge --user $(call shell_quote,$(PERSON)) $(if $(ALL),--include-selfies) $(ARGS)
 
 # Face verification on public datasets outside the repository (how to get them: scripts/face_measure.py).
 # One CPU thread: ~35 min to measure, seconds to report. CFP=.../cfp-dataset WILD=.../celeba299

@@ -35,7 +35,7 @@ from headshots.config import Config
 from headshots.faces import Detection, FaceAnalyzer, resolve_device
 from headshots.images import load_rgb
 from headshots.logs import get_logger
-from infer.generate import Pipelines, Sample, generate, load_pipelines, person_context
+from infer.generate import Pipelines, PipelinesOrLoader, Sample, generate, load_pipelines, on_demand, person_context
 from infer.manifest import require_manifest, save_png, write_manifest
 from infer.styles import Style, check_prompt_lengths, load_style
 
@@ -172,10 +172,11 @@ def detail(cfg: Config, pipes: Pipelines | None = None, files: Collection[str] |
     return entries
 
 
-def with_detail(cfg: Config, make: Callable[[Config, Pipelines], list[Sample]] = generate) -> None:
+def with_detail(cfg: Config, make: Callable[[Config, PipelinesOrLoader], list[Sample]] = generate) -> None:
     """Make images (generate, or variations.more_like), then this pass over the new ones when
-    `infer.detail.enabled`, both with one loaded pipeline: how `infer all`, `infer more` and the app run them."""
-    pipes = load_pipelines(cfg, person_context(cfg).adapter)
+    `infer.detail.enabled`, both with one pipeline, loaded once `make` has checked its request: how `infer all`,
+    `infer more` and the app run them."""
+    pipes = on_demand(cfg)
     made = make(cfg, pipes)
     if cfg.infer.detail.enabled and made:
-        detail(cfg, pipes, {sample.file for sample in made})
+        detail(cfg, pipes(), {sample.file for sample in made})

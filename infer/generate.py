@@ -15,10 +15,12 @@ Deleting samples/ starts over.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import secrets
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -96,6 +98,22 @@ def next_numbers(style: str, entries: list[dict], samples_dir: Path, count: int)
     names = [e["file"] for e in entries] + [p.name for p in samples_dir.glob(f"{style}-*.png")]
     first = max((int(m.group(1)) for name in names if (m := pattern.fullmatch(name))), default=-1) + 1
     return range(first, first + count)
+
+
+PipelinesOrLoader = Pipelines | Callable[[], Pipelines] | None
+
+
+def on_demand(cfg: Config) -> Callable[[], Pipelines]:
+    """The person's pipelines, loaded at the first call and kept: a maker given this checks the request first
+    (styles, the image named, the manifest), so a typo is refused before the ~30 s of loading SDXL."""
+    return functools.cache(lambda: load_pipelines(cfg, person_context(cfg).adapter))
+
+
+def pipelines_for(cfg: Config, pipes: PipelinesOrLoader) -> Pipelines:
+    """`pipes` as given, from its loader (`on_demand`), or loaded now."""
+    if pipes is None:
+        return load_pipelines(cfg, person_context(cfg).adapter)
+    return pipes() if callable(pipes) else pipes
 
 
 def load_pipelines(cfg: Config, adapter: Path) -> Pipelines:
@@ -200,16 +218,16 @@ def person_context(cfg: Config) -> Person:
     return Person(adapter, adapter_trigger(adapter), trained.prepare.class_noun)
 
 
-def generate(cfg: Config, pipes: Pipelines | None = None) -> list[Sample]:
+def generate(cfg: Config, pipes: PipelinesOrLoader = None) -> list[Sample]:
     """Sample a round of every style, added to the images already there, or complete the round `infer.round`
-    names; returns the round's manifest entries. `pipes` (from load_pipelines) when the caller keeps them
-    for the next pass."""
+    names; returns the round's manifest entries. `pipes` (load_pipelines, or its `on_demand` loader) when the
+    caller keeps them for the next pass."""
     workspace = Workspace.from_config(cfg)
     person = person_context(cfg)
     trigger, class_noun = person.trigger, person.class_noun
     styles = [load_style(name, dict(cfg.infer.style_overrides)) for name in cfg.infer.styles]
 
-    pipes = pipes or load_pipelines(cfg, person.adapter)
+    pipes = pipelines_for(cfg, pipes)
     tokenizers = {"tokenizer": pipes.base.tokenizer, "tokenizer_2": pipes.base.tokenizer_2}
     for style in styles:
         check_prompt_lengths(style.prompts(trigger, class_noun), tokenizers, style.name)

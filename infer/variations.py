@@ -24,15 +24,7 @@ from tqdm import tqdm
 from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.logs import get_logger, plural
-from infer.generate import (
-    Pipelines,
-    Sample,
-    draw,
-    load_pipelines,
-    person_context,
-    sample_settings,
-    write_batch,
-)
+from infer.generate import PipelinesOrLoader, Sample, draw, pipelines_for, sample_settings, write_batch
 from infer.manifest import require_manifest
 
 log = get_logger(__name__)
@@ -61,12 +53,12 @@ def variation_numbers(source: dict, entries: list[dict], count: int) -> list[tup
     return [(k, f"{stem}-more-{k:02d}.png") for k in range(first, first + count)]
 
 
-def more_like(cfg: Config, pipes: Pipelines | None = None) -> list[Sample]:
+def more_like(cfg: Config, pipes: PipelinesOrLoader = None) -> list[Sample]:
     """Draw `infer.more.count` variations of `infer.more.image`; returns their manifest entries."""
     samples_dir, manifest = require_manifest(cfg, "to make more like")
     entries, more = list(manifest["images"]), cfg.infer.more
     source = find_source(entries, more.image, samples_dir)
-    pipes = pipes or load_pipelines(cfg, person_context(cfg).adapter)
+    pipes = pipelines_for(cfg, pipes)
     settings = {**sample_settings(cfg, pipes), "source": more.image, "strength": more.strength}
     planned = [Sample(file=name, style=source["style"], seed=source["seed"] + (k + 1) * SEED_STRIDE, prompt=source["prompt"],
                       prompt_2=source["prompt_2"], negative_prompt=source["negative_prompt"], **settings)

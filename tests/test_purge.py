@@ -43,3 +43,21 @@ def test_purge_takes_the_person_out_of_batch_records_and_keeps_everyone_else(tmp
     assert (data / "dana" / "settings.yaml").is_file() and "kept the person's own settings" in said  # their input too
     assert main(["--user", "dana", "--include-selfies", f"paths.data_root={data}", f"paths.outputs_root={outputs}"]) == 0
     assert not (data / "dana").exists()
+
+
+def test_make_takes_whose_data_from_its_command_line_only():
+    """The shell's USER is the login name: `make purge` with no USER= must not purge the login's namesake, and a
+    name make would split (a space) reaches the CLI whole, to be refused there with the rule."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    def make(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["make", "--no-print-directory", *args], cwd=Path(__file__).resolve().parents[1],
+                              env={**os.environ, "USER": "dana"}, capture_output=True, text=True, check=False)
+
+    refused = make("check-user")  # what purge, train and the rest run first
+    assert refused.returncode == 2 and "say whose photos on the command line" in refused.stdout, refused
+    assert make("check-user", "USER=erin").returncode == 0
+    assert "-m headshots.purge --user 'erin' " in make("-n", "purge", "USER=erin").stdout
+    assert "-m train intake --user 'a b' " in make("-n", "intake", "USER=a b").stdout

@@ -85,6 +85,22 @@ def test_more_like_one_image_draws_from_it_appends_to_the_manifest_and_is_scored
     assert "more like linkedin-00-more-01.png" in write_gallery(cfg).read_text()
 
 
+def test_a_mistyped_request_is_refused_before_the_model_loads(generated, tmp_path):
+    """`make more IMAGE=typo` or `make infer STYLES=typo` says so at once, not after loading SDXL (~30 s): with the
+    model's folder gone, loading first would fail on the model instead."""
+    from infer.detail import with_detail
+    from infer.variations import more_like
+
+    cfg, _ = generated
+    unloadable = replace(cfg, model=replace(cfg.model, pretrained=str(tmp_path / "no-model-here")))
+    with pytest.raises(HeadshotsError, match="not one of the images"):
+        with_detail(liking(unloadable, "linkedin-09.png"), more_like)
+    with pytest.raises(HeadshotsError, match="Unknown style 'lnkedin'"):
+        with_detail(replace(unloadable, infer=replace(unloadable.infer, styles=["lnkedin"])))
+    with pytest.raises(HeadshotsError, match="no-model-here"):  # a good request does load it
+        with_detail(liking(unloadable, "linkedin-00.png"), more_like)
+
+
 def test_an_image_that_was_not_generated_is_refused_with_the_choices(generated, make_config, capsys):
     from headshots.cli import build_parser, run
     from infer.__main__ import COMMANDS, HELP
