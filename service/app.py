@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,8 +56,7 @@ from train.intake import run_intake
 log = get_logger(__name__)
 LOOPBACK_NAMES = ("localhost",)
 SETTINGS_USER = "app"  # the config is per user; the app's own settings are read with this placeholder name (no settings.yaml)
-ZIP_NAME = "headshots.zip"  # outputs/<u>/<run>/export/headshots.zip: every crop of the last export
-FILES_DIR = "files"  # outputs/<u>/<run>/export/files/<image>-<size>.jpg: the same crops, named for downloading
+ZIP_NAME = "headshots.zip"  # in a person's download folder (HeadshotsApp.download_folder): every crop of the last export
 # More like this: how much of the picked image is re-drawn (infer.more.strength)
 MORE_STRENGTHS = (("Close: same framing, clothes and light", 0.35), ("Looser: new pose and expression", 0.6))
 
@@ -147,6 +147,7 @@ class HeadshotsApp:
         self.accounts = accounts
         self.analyzer = analyzer or FaceAnalyzer(probe.face, resolve_device(probe.device))
         self.jobs = jobs or JobQueue(devices())
+        self.downloads_root: Path | None = None  # made at the first download, removed with the app
 
     # -- who ---------------------------------------------------------------------------------------
     def user(self, state: str | None, request: gr.Request | None) -> str:
@@ -355,7 +356,20 @@ class HeadshotsApp:
         cfg = self.settings.config(user)
         cfg.infer.export_files = chosen
         manifest = export(cfg, self.analyzer)
-        return [str(p) for p in downloads(manifest)]
+        folder = self.download_folder(user)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        return [str(p) for p in downloads(manifest, folder)]
+
+    def download_folder(self, user: str) -> Path:
+        """Where the person's last download is put together for the browser: in the system's temporary folder,
+        the one place outside the working directory Gradio hands files from, so a download also works with
+        `paths.outputs_root` on another disk. Gradio copies each file into its own cache (by content hash),
+        which serves it to whoever was given its link only; adding the outputs to `allowed_paths` instead would
+        serve everyone's files to anyone who asks for a path."""
+        if self.downloads_root is None:
+            self.downloads_root = Path(tempfile.mkdtemp(prefix="headshots-downloads-"))  # private (0700)
+        return self.downloads_root / user
 
     # -- session -----------------------------------------------------------------------------------
     def page(self, user: str) -> dict:
@@ -406,16 +420,19 @@ class HeadshotsApp:
 
     def forget_cached_downloads(self, ws: Workspace) -> None:
         """Gradio serves a download from a copy in its cache, in a folder named by the file's content hash
-        (its own `hash_file`); delete-my-data removes those copies of the person's exports too, instead of
-        leaving them to the cache's hourly clean-up."""
+        (its own `hash_file`); delete-my-data removes those copies of the person's exports and downloads too,
+        instead of leaving them to the cache's hourly clean-up, and the download folder itself."""
         from gradio.processing_utils import hash_file
 
+        folder = self.download_folder(ws.user) if self.downloads_root is not None else None
         cache = Path(self.demo.GRADIO_CACHE) if getattr(self, "demo", None) is not None else None
-        if cache is None or not ws.user_outputs.is_dir():
-            return
-        for path in ws.user_outputs.glob(f"*/{EXPORT}/**/*"):
-            if path.is_file():
-                shutil.rmtree(cache / hash_file(path), ignore_errors=True)
+        if cache is not None:
+            files = [*ws.user_outputs.glob(f"*/{EXPORT}/**/*"), *(folder.rglob("*") if folder else [])]
+            for path in files:
+                if path.is_file():
+                    shutil.rmtree(cache / hash_file(path), ignore_errors=True)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
     # -- the page ----------------------------------------------------------------------------------
     def build(self) -> gr.Blocks:
@@ -538,28 +555,30 @@ class HeadshotsApp:
         return demo.local_url
 
     def close(self) -> None:
-        """Jobs end with the app (training continues from its checkpoint next time); then the server."""
+        """Jobs end with the app (training continues from its checkpoint next time); then the server, and the
+        download folders."""
         self.jobs.close()
         if getattr(self, "demo", None) is not None:
             self.demo.close()
             self.demo = None
+        if self.downloads_root is not None:
+            shutil.rmtree(self.downloads_root, ignore_errors=True)
+            self.downloads_root = None
 
 
-def downloads(manifest: Path) -> list[Path]:
-    """export.json's crops as one zip (folders by size) and one by one under names that say the size
-    (export/files/, hard links: every crop is stored once), since a download keeps only the file name."""
+def downloads(manifest: Path, folder: Path) -> list[Path]:
+    """export.json's crops, put together in `folder` for the browser: one zip (folders by size), and each crop
+    under a name that says its size (hard links where the file system allows: every crop is stored once),
+    since a download keeps only the file name."""
     out_dir = manifest.parent
     crops = [out_dir / e["path"] for item in json.loads(manifest.read_text())["images"] for e in item["exports"]]
-    archive = out_dir / ZIP_NAME
+    archive = folder / ZIP_NAME
     with zipfile.ZipFile(archive, "w") as bundle:
         for crop in crops:
             bundle.write(crop, crop.relative_to(out_dir))
-    flat = out_dir / FILES_DIR
-    shutil.rmtree(flat, ignore_errors=True)
-    flat.mkdir()
     named = []
     for crop in crops:
-        named.append(flat / f"{crop.stem}-{crop.parent.name}{crop.suffix}")  # linkedin-00-cv-600x800.jpg
+        named.append(folder / f"{crop.stem}-{crop.parent.name}{crop.suffix}")  # linkedin-00-cv-600x800.jpg
         try:
             os.link(crop, named[-1])
         except OSError:  # a file system without hard links

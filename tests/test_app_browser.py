@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -54,7 +55,11 @@ def tab(page, label: str) -> None:
     page.get_by_role("tab", name=label).click()
 
 
-def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, analyzer):
+def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, analyzer, monkeypatch):
+    # The outputs lie outside the system's temporary folder and the working directory, as on a machine whose
+    # paths.outputs_root is on another disk: Gradio hands out files from those two places only.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system-tmp"))
+    (tmp_path / "system-tmp").mkdir()
     photos = sorted((faces_dir / "georgia-tech" / "s01").glob("*.jpg"))[:6]
     group = faces_dir / "azure-samples" / "_unlabelled_or_multiface" / "test-image-person-group.jpg"
     upload = tmp_path / "upload"
@@ -178,9 +183,9 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         from gradio.processing_utils import hash_file
 
         cache = Path(server.app.demo.GRADIO_CACHE)
-        exported = [p for p in (server.outputs / "alice").glob("*/export/files/*") if p.is_file()]
-        cached = [cache / hash_file(p) for p in exported]
-        assert exported and all(folder.is_dir() for folder in cached)
+        downloaded = [p for p in server.app.download_folder("alice").iterdir() if p.is_file()]
+        cached = [cache / hash_file(p) for p in downloaded]
+        assert len(downloaded) == 4 and all(folder.is_dir() for folder in cached)
         tab(page, "Delete my data")
         page.locator("#hs-delete").click()
         steps.shot(page, "delete-confirm")
@@ -189,6 +194,6 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         assert page.locator(".hs-photo").count() == 0
         steps.shot(page, "deleted")
         assert not (server.data / "alice").exists() and not (server.outputs / "alice").exists()
-        assert not any(folder.exists() for folder in cached)
+        assert not any(folder.exists() for folder in cached) and not server.app.download_folder("alice").exists()
         context.close()
     print(f"screenshots: {tmp_path}")
