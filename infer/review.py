@@ -117,13 +117,22 @@ def framing_check(face: Face, size: tuple[int, int], cfg: FilterConfig) -> Check
 
 # -- glasses --------------------------------------------------------------------------------------
 def bridge_edge_score(image: Image.Image, face: Face) -> float:
-    """Nose-bridge horizontal-edge strength relative to the eye band (see the module docstring)."""
+    """Nose-bridge horizontal-edge strength relative to the eye band (see the module docstring).
+
+    Only the eyes' neighbourhood is levelled: a square around their midpoint that holds the levelled box at any
+    angle (half-side 1.5 eye distances > the box's corner at sqrt(2)), cut at whole pixels and rotated about the
+    same point, so every sample is the one rotating the whole photo would take, at ~1 ms instead of ~14 ms (an
+    eye within a box's width of the photo's border reads black beyond it either way, blended a little
+    differently)."""
     (lx, ly), (rx, ry) = face.landmarks[0], face.landmarks[1]
     distance = max(float(np.hypot(rx - lx, ry - ly)), 1.0)
     cx, cy = (lx + rx) / 2, (ly + ry) / 2
     angle = float(np.degrees(np.arctan2(ry - ly, rx - lx)))
-    level = image.convert("L").rotate(angle, center=(cx, cy), resample=Image.BILINEAR)
-    box = tuple(round(v) for v in (cx - distance, cy - distance, cx + distance, cy + distance))
+    reach = int(np.ceil(1.5 * distance)) + 2
+    ox, oy = round(cx) - reach, round(cy) - reach
+    near = image.crop((ox, oy, ox + 2 * reach, oy + 2 * reach)).convert("L")
+    level = near.rotate(angle, center=(cx - ox, cy - oy), resample=Image.BILINEAR)
+    box = (round(cx - distance) - ox, round(cy - distance) - oy, round(cx + distance) - ox, round(cy + distance) - oy)
     patch = np.asarray(level.crop(box).resize((128, 128), Image.BILINEAR), dtype=float)  # eyes at (32|96, 64)
     dy = np.abs(np.diff(patch, axis=0))[:, :-1]
     dx = np.abs(np.diff(patch, axis=1))[:-1, :]
@@ -131,8 +140,9 @@ def bridge_edge_score(image: Image.Image, face: Face) -> float:
     return float(dy[56:72, 56:72].mean() / band)
 
 
-def wears_glasses(image: Image.Image, face: Face, cfg: FilterConfig) -> bool:
-    return bridge_edge_score(image, face) >= cfg.glasses_threshold
+def wears_glasses(edge_score: float, cfg: FilterConfig) -> bool:
+    """Glasses, by a face's `bridge_edge_score`."""
+    return edge_score >= cfg.glasses_threshold
 
 
 def glasses_check(wearing: bool, selfie_share: float) -> Check:
@@ -146,12 +156,18 @@ def glasses_check(wearing: bool, selfie_share: float) -> Check:
 
 
 # -- near-duplicates ------------------------------------------------------------------------------
-def thumbnail(image: Image.Image) -> np.ndarray:
-    """Zero-mean, unit-norm grey thumbnail: its dot product is the correlation of two pictures.
+def thumbnail_pixels(image: Image.Image) -> np.ndarray:
+    """The grey THUMBNAIL x THUMBNAIL picture near-duplicates are told by (uint8: 1 KB, kept with an image's
+    measurements)."""
+    return np.asarray(image.convert("L").resize((THUMBNAIL, THUMBNAIL), Image.BILINEAR), dtype=np.uint8)
+
+
+def normalised(pixels: np.ndarray) -> np.ndarray:
+    """Zero-mean, unit-norm: the dot product of two is the correlation of the pictures.
     Face embeddings cannot tell duplicates: two different photos of one person reach 0.98."""
-    pixels = np.asarray(image.convert("L").resize((THUMBNAIL, THUMBNAIL), Image.BILINEAR), dtype=float).ravel()
-    pixels -= pixels.mean()
-    return pixels / (np.linalg.norm(pixels) + 1e-9)
+    values = pixels.astype(float).ravel()
+    values -= values.mean()
+    return values / (np.linalg.norm(values) + 1e-9)
 
 
 def find_duplicates(files: Sequence[str], thumbnails: Sequence[np.ndarray], threshold: float) -> dict[str, str]:

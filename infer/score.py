@@ -6,17 +6,20 @@ Reads   outputs/<user>/<run>/samples/manifest.json + images, data/users/<user>/r
 Writes  outputs/<user>/<run>/samples/scores.json   per image: style, seed, face_found, similarity
         (mean cosine similarity to all reference photos), similarity_max, face_box, glasses, kept,
         reason (summary), reasons (every check), rank; plus the person's calibrated threshold
-        outputs/<user>/<run>/samples/faces.json    per image version: detection and similarities to the
-        references (`measure`), reused while the file, the face settings and the references are unchanged
+        outputs/<user>/<run>/samples/faces.json    per image version: everything scoring reads of it (`Measured`:
+        detection, similarities to the references, size, glasses score, duplicate thumbnail), reused while the
+        file, the face settings and the references are unchanged, so such an image is not even decoded again
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file
@@ -33,6 +36,7 @@ from infer.tracking import log_scores_table
 log = get_logger(__name__)
 SCORES = "scores.json"
 FACES = "faces.json"  # scoring's measurements per image version (measure)
+MEASURED_FIELDS = ("detection", "similarities", "size", "glasses", "thumbnail")  # a file made with other fields is remade
 
 
 @dataclass
@@ -70,12 +74,10 @@ def score(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[Score]:
 
     # Every version of every image (as generated, and face-detailed when the pass made one), measured in one batch.
     versions = [(index, name) for index, item in enumerate(items) for name in versions_of(item, samples_dir)]
-    images = {name: load_rgb(samples_dir / name) for _, name in versions}
-    measured = measure(images, samples_dir, analyzer, references, cfg)
-    judged = {name: judge({**items[index], "file": name}, images[name], *measured[name], threshold, selfie_glasses, cfg)
-              for index, name in versions}
+    measured = measure([name for _, name in versions], samples_dir, analyzer, references, cfg)
+    judged = {name: judge({**items[index], "file": name}, measured[name], threshold, selfie_glasses, cfg) for index, name in versions}
     scores = [better_version(item, judged) for item in items]
-    collapse_duplicates(scores, images, cfg.filter.duplicate_similarity)
+    collapse_duplicates(scores, {name: m.thumbnail for name, m in measured.items()}, cfg.filter.duplicate_similarity)
     rank(scores)
     loo = review.leave_one_out(references)
     (samples_dir / SCORES).write_text(json.dumps({
@@ -93,35 +95,65 @@ def score(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[Score]:
     return scores
 
 
-def measure(images: dict[str, Image.Image], samples_dir: Path, analyzer: FaceAnalyzer, references: torch.Tensor,
-            cfg: Config) -> dict[str, tuple[Detection, torch.Tensor | None]]:
-    """Each image's detection and similarities to the references: the costly part of scoring (~0.25 s per 1024 px
-    image on a CPU). Kept in samples/faces.json per version of each file (its size and modification time), for
-    the same face settings and references, so a new round, a variation or a deletion measures only the images it
-    adds; the checks, ranks and duplicates are judged again every time."""
+@dataclass
+class Measured:
+    """What scoring reads of one image version: all it needs to judge it, so an image measured before is not
+    even decoded again (kept in samples/faces.json by `measure`)."""
+
+    detection: Detection
+    similarities: torch.Tensor | None  # to each reference; None without a usable face
+    size: tuple[int, int]
+    glasses: float | None  # review.bridge_edge_score of the subject's face; None without one
+    thumbnail: np.ndarray  # review.thumbnail_pixels, for near-duplicates
+
+    @classmethod
+    def of(cls, image: Image.Image, detection: Detection, similarities: torch.Tensor | None) -> Measured:
+        face = detection.subject
+        return cls(detection, similarities, image.size, None if face is None else review.bridge_edge_score(image, face),
+                   review.thumbnail_pixels(image))
+
+    def to_json(self, stamp: str) -> dict:
+        return {"stamp": stamp, "detection": self.detection.to_json(), "size": list(self.size), "glasses": self.glasses,
+                "similarities": None if self.similarities is None else self.similarities.tolist(),
+                "thumbnail": base64.b64encode(self.thumbnail.tobytes()).decode()}
+
+    @classmethod
+    def from_json(cls, record: dict) -> Measured:
+        sims = record["similarities"]
+        return cls(Detection.from_json(record["detection"]), None if sims is None else torch.tensor(sims, dtype=torch.float32),
+                   tuple(record["size"]), record["glasses"],
+                   np.frombuffer(base64.b64decode(record["thumbnail"]), dtype=np.uint8).reshape(review.THUMBNAIL, review.THUMBNAIL))
+
+
+def measure(names: list[str], samples_dir: Path, analyzer: FaceAnalyzer, references: torch.Tensor,
+            cfg: Config) -> dict[str, Measured]:
+    """Each image's detection, similarities to the references, size, glasses score and thumbnail: the costly part
+    of scoring (~0.25 s per 1024 px image on a CPU, decoding ~25 ms of it). Kept in samples/faces.json per version of
+    each file (its size and modification time), for the same face settings and references, so a new round, a
+    variation or a deletion decodes and measures only the images it adds; the checks, ranks and duplicates are
+    judged again every time."""
     path, key = samples_dir / FACES, measurement_key(cfg, references)
-    stamps = {name: _stamp(samples_dir / name) for name in images}
+    stamps = {name: _stamp(samples_dir / name) for name in names}
     kept = _read_measurements(path, key)
-    records = {name: kept[name] for name in images if kept.get(name, {}).get("stamp") == stamps[name]}
-    todo = [name for name in images if name not in records]
+    records = {name: kept[name] for name in names if kept.get(name, {}).get("stamp") == stamps[name]}
+    todo = [name for name in names if name not in records]
     if todo:
-        detections = analyzer.detect_many([images[name] for name in todo])
-        rows = analyzer.similarity_rows([images[name] for name in todo], detections, references)
-        records.update({name: {"stamp": stamps[name], "detection": detection.to_json(),
-                               "similarities": None if row is None else row.tolist()}
-                        for name, detection, row in zip(todo, detections, rows)})
+        images = [load_rgb(samples_dir / name) for name in todo]
+        detections = analyzer.detect_many(images)
+        rows = analyzer.similarity_rows(images, detections, references)
+        records.update({name: Measured.of(image, detection, row).to_json(stamps[name])
+                        for name, image, detection, row in zip(todo, images, detections, rows)})
     write_json_atomic(path, {"key": key, "images": records}, indent=None)
-    log.info("faces measured in %d of %d images (the rest from %s)", len(todo), len(images), path.name)
-    return {name: (Detection.from_json(record["detection"]),
-                   None if record["similarities"] is None else torch.tensor(record["similarities"], dtype=torch.float32))
-            for name, record in records.items()}
+    log.info("faces measured in %d of %d images (the rest from %s)", len(todo), len(names), path.name)
+    return {name: Measured.from_json(record) for name, record in records.items()}
 
 
 def measurement_key(cfg: Config, references: torch.Tensor) -> str:
-    """What the measurements depend on: the face settings, the weights in use and the reference embeddings."""
+    """What the measurements depend on: the face settings, the weights in use and the reference embeddings (and
+    which measurements a record holds: MEASURED_FIELDS)."""
     source = weights_source(cfg.face.weights)
     weights = [source, _stamp(Path(source)) if Path(source).is_file() else None]  # a file replaced in place counts
-    digest = hashlib.sha256(json.dumps([asdict(cfg.face), weights], sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps([asdict(cfg.face), weights, MEASURED_FIELDS], sort_keys=True).encode())
     digest.update(references.float().contiguous().numpy().tobytes())
     return digest.hexdigest()
 
@@ -168,19 +200,18 @@ def _likeness(score: Score) -> tuple[bool, float]:
     return score.face_found, score.similarity if score.similarity is not None else -2.0
 
 
-def judge(item: dict, image: Image.Image, detection: Detection, sims: torch.Tensor | None, threshold: float,
-          selfie_glasses: float | None, cfg: Config) -> Score:
+def judge(item: dict, measured: Measured, threshold: float, selfie_glasses: float | None, cfg: Config) -> Score:
     """Run every check that applies; the first failure is the summary reason."""
-    checks = [review.face_check(detection)]
+    checks = [review.face_check(measured.detection)]
     base = {"file": item["file"], "style": item["style"], "seed": item["seed"], "source": item.get("source")}
-    face = detection.subject
+    face, sims, size = measured.detection.subject, measured.similarities, measured.size
     if face is None or sims is None:
         return Score(**base, face_found=False, similarity=None, similarity_max=None, kept=False,
                      reason=checks[0].detail, reasons=[c.as_dict() for c in checks])
     mean, best = round(sims.mean().item(), 4), round(sims.max().item(), 4)
-    checks += [review.likeness_check(mean, threshold), review.eyes_check(face, image.size, cfg.filter),
-               review.framing_check(face, image.size, cfg.filter)]
-    glasses = review.wears_glasses(image, face, cfg.filter) if selfie_glasses is not None else None
+    checks += [review.likeness_check(mean, threshold), review.eyes_check(face, size, cfg.filter),
+               review.framing_check(face, size, cfg.filter)]
+    glasses = review.wears_glasses(measured.glasses, cfg.filter) if selfie_glasses is not None else None
     if glasses is not None:
         checks.append(review.glasses_check(glasses, selfie_glasses))
     failed = [c for c in checks if not c.passed]
@@ -189,10 +220,11 @@ def judge(item: dict, image: Image.Image, detection: Detection, sims: torch.Tens
                  reasons=[c.as_dict() for c in checks])
 
 
-def collapse_duplicates(scores: list[Score], images: dict[str, Image.Image], threshold: float) -> None:
-    """Among the outputs that passed, keep the most similar of each group of near-identical pictures."""
+def collapse_duplicates(scores: list[Score], thumbnails: dict[str, np.ndarray], threshold: float) -> None:
+    """Among the outputs that passed, keep the most similar of each group of near-identical pictures
+    (`thumbnails`: review.thumbnail_pixels of each)."""
     passed = sorted((s for s in scores if s.kept), key=lambda s: -s.similarity)
-    duplicates = review.find_duplicates([s.file for s in passed], [review.thumbnail(images[s.file]) for s in passed], threshold)
+    duplicates = review.find_duplicates([s.file for s in passed], [review.normalised(thumbnails[s.file]) for s in passed], threshold)
     for s in passed:
         check = review.duplicate_check(duplicates.get(s.file))
         s.reasons.append(check.as_dict())
@@ -217,5 +249,5 @@ def selfie_glasses_share(workspace: Workspace, analyzer: FaceAnalyzer, cfg: Conf
 
     crops = [image.convert("RGB") for image in load_from_disk(str(prepared))["image"]]
     faces = [d.subject for d in analyzer.detect_many(crops)]
-    looks = [review.wears_glasses(crop, face, cfg.filter) for crop, face in zip(crops, faces) if face is not None]
+    looks = [review.wears_glasses(review.bridge_edge_score(crop, face), cfg.filter) for crop, face in zip(crops, faces) if face is not None]
     return round(sum(looks) / len(looks), 3) if looks else None

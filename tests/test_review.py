@@ -2,6 +2,7 @@
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageEnhance
@@ -78,17 +79,36 @@ def test_glasses_heuristic_tells_the_same_person_with_and_without(photo, analyze
     for name, expected in [("s50/02", True), ("s50/05", True), ("s50/09", True), ("s50/01", False), ("s50/12", False),
                            ("s01/08", False), ("s23/04", False)]:
         image = photo(name)
-        assert review.wears_glasses(image, analyzer.detect(image).subject, FLOOR) is expected, name
+        assert review.wears_glasses(review.bridge_edge_score(image, analyzer.detect(image).subject), FLOOR) is expected, name
     assert not review.glasses_check(True, 0.0).passed and not review.glasses_check(False, 1.0).passed
     assert review.glasses_check(True, 0.5).passed and review.glasses_check(False, 0.5).passed  # sometimes: both fine
     assert review.glasses_check(False, 0.0).passed and review.glasses_check(True, 0.9).passed
+
+
+def test_the_glasses_score_levels_only_the_eyes_neighbourhood_and_reads_the_same_pixels(photo, analyzer):
+    """bridge_edge_score rotates a square around the eyes instead of the whole photo: the very samples, so the
+    very score, as levelling the whole photo (the first way, kept here as the reference), at any tilt."""
+    def whole_photo(image, face) -> float:
+        (lx, ly), (rx, ry) = face.landmarks[0], face.landmarks[1]
+        distance = max(float(np.hypot(rx - lx, ry - ly)), 1.0)
+        cx, cy = (lx + rx) / 2, (ly + ry) / 2
+        level = image.convert("L").rotate(float(np.degrees(np.arctan2(ry - ly, rx - lx))), center=(cx, cy), resample=Image.BILINEAR)
+        patch = np.asarray(level.crop(tuple(round(v) for v in (cx - distance, cy - distance, cx + distance, cy + distance)))
+                           .resize((128, 128), Image.BILINEAR), dtype=float)
+        dy, dx = np.abs(np.diff(patch, axis=0))[:, :-1], np.abs(np.diff(patch, axis=1))[:-1, :]
+        return float(dy[56:72, 56:72].mean() / ((dy + dx)[32:96, 16:112].mean() + 1e-6))
+
+    for name, turn in [("s50/02", 0), ("s50/05", 25), ("s01/08", -40)]:
+        image = photo(name).rotate(turn, expand=True)
+        face = analyzer.detect(image).subject
+        assert review.bridge_edge_score(image, face) == pytest.approx(whole_photo(image, face), abs=1e-9), name
 
 
 def test_near_duplicates_collapse_to_the_first_and_different_shots_stay(photo):
     a, b = photo("s01/08"), photo("s01/12")
     copy = ImageEnhance.Brightness(a.crop((6, 0, a.width, a.height)).resize(a.size)).enhance(1.15)  # shifted, brighter
     files = ["a.png", "b.png", "copy.png"]
-    duplicates = review.find_duplicates(files, [review.thumbnail(i) for i in (a, b, copy)], 0.95)
+    duplicates = review.find_duplicates(files, [review.normalised(review.thumbnail_pixels(i)) for i in (a, b, copy)], 0.95)
     assert duplicates == {"copy.png": "a.png"}
     assert review.duplicate_check(duplicates.get("copy.png")).detail == "near-duplicate of a.png"
 

@@ -197,13 +197,20 @@ def test_scoring_measures_only_new_images_and_judges_exactly_as_from_scratch(gen
     from infer.variations import more_like
 
     cfg, samples = generated
+    import infer.score
+
     measured: list[int] = []
     rows = analyzer.similarity_rows  # called by scoring's measurements only (the glasses check detects too)
     monkeypatch.setattr(analyzer, "similarity_rows", lambda images, *rest: measured.append(len(images)) or rows(images, *rest))
+    decoded: list[str] = []
+    load = infer.score.load_rgb
+    monkeypatch.setattr(infer.score, "load_rgb", lambda path, *rest: decoded.append(path.name) or load(path, *rest))
     score(cfg, analyzer)
     more_like(liking(cfg, "linkedin-00.png"))
+    decoded.clear()
     again = [asdict(s) for s in score(cfg, analyzer)]
     assert measured == [2, 2]  # the two generated, then only the two variations
+    assert sorted(decoded) == ["linkedin-00-more-00.png", "linkedin-00-more-01.png"]  # the others are not even decoded
     (samples / "faces.json").unlink()
     assert [asdict(s) for s in score(cfg, analyzer)] == again and measured[-1] == 4  # from scratch: the same verdicts
 
