@@ -27,7 +27,7 @@ def part(report: dict, name: str) -> dict:
 
 
 def test_parts_report_figures_or_why_not(tmp_path, faces_dir):
-    report = gpu_check(tmp_path, "--only", "reference,detail")
+    report = gpu_check(tmp_path, "--only", "reference,detail,path")
     assert report["environment"]["diffusers"] != "missing"
     detail = part(report, "detail")
     assert detail["state"] == "done", detail["log_tail"]
@@ -37,6 +37,9 @@ def test_parts_report_figures_or_why_not(tmp_path, faces_dir):
     reference = part(report, "reference")
     assert reference["state"] == "done" or reference["state"].startswith("skipped: no copy of diffusers' reference script")
     assert "| detail | done |" in (tmp_path / "gpu_check.md").read_text()
+    path = part(report, "path")  # trains fewer steps than the default, and says what the default would take
+    assert path["state"] == "done" and [row["stage"] for row in path["tables"][0]][:3] == ["prepare", "fit", "infer"], path
+    assert "At the default 30 training steps (estimated from this run's" in (tmp_path / "parts" / "path.md").read_text()
 
 
 def test_a_part_past_its_budget_is_stopped_and_recorded(tmp_path):
