@@ -82,6 +82,9 @@ class JobQueue:
     """First come, first served; at most one active job per person; jobs live as long as the app."""
 
     def __init__(self, worker_devices: list[str | None]) -> None:
+        # Jobs run where the app runs, so a relative path in its config (paths.data_root=data/users, --config
+        # mine.yaml) names the same folder for both; the project's packages stay importable from anywhere.
+        self._cwd = Path.cwd()
         self._cond = threading.Condition()
         self._waiting: deque[Job] = deque()
         self._latest: dict[str, Job] = {}
@@ -147,7 +150,8 @@ class JobQueue:
             self.stop(user)
 
     def _work(self, device: str | None) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1",
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         if device is not None:
             env["CUDA_VISIBLE_DEVICES"] = device
         while True:
@@ -160,7 +164,7 @@ class JobQueue:
                 job.state, job.started = RUNNING, time.time()
                 job.log_path.parent.mkdir(parents=True, exist_ok=True)
                 with open(job.log_path, "w") as log_file:  # the child holds its own descriptor
-                    job.process = subprocess.Popen(job.argv, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                    job.process = subprocess.Popen(job.argv, cwd=self._cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                                    stdin=subprocess.DEVNULL)
             log.info("job %d (%s for %s) started on %s", job.id, job.kind, job.user, device or "cpu")
             code = job.process.wait()

@@ -314,6 +314,23 @@ def test_failed_job_reports_the_cli_error_lines(tmp_path):
     assert (job.state, job.error, job.hint) == ("failed", "The photo set is gone.", "Upload again.")
 
 
+def test_jobs_run_where_the_app_runs(tmp_path, monkeypatch):
+    """An app started outside the project folder: its config's relative paths (data/users, outputs) must name
+    the same folders for its jobs, and the job's module must still be found."""
+    monkeypatch.chdir(tmp_path)
+    script = "import os, service.jobs; open('where.txt', 'w').write(os.getcwd())"
+    queue = JobQueue([None])
+    try:
+        job = queue.submit("alice", "train", [sys.executable, "-c", script], tmp_path / "a.log")
+        deadline = time.time() + 20
+        while job.active and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        queue.close()
+    assert job.state == DONE, (tmp_path / "a.log").read_text()
+    assert (tmp_path / "where.txt").read_text() == str(tmp_path)
+
+
 def test_phone_and_browser_formats_are_accepted(server, selfies, tmp_path):
     """PNG with transparency, WebP, and an iPhone's HEIC (through pillow-heif): stored, checked, previewed."""
     client, _ = session(server, "gina")
