@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
@@ -19,7 +20,7 @@ from headshots.config import load_config
 from headshots.errors import ConfigError
 from headshots.workspace import ADAPTER_WEIGHTS
 from service.app import main, read_password_file, safe_file_name
-from service.jobs import DONE, QUEUED, RUNNING, STOPPED, JobQueue
+from service.jobs import DONE, QUEUED, RUNNING, STOPPED, Job, JobQueue
 from tests.app_server import serve
 
 LIMITS = ("app.max_photos=6", "app.max_pixels=20000000", "app.max_upload_bytes=2000000")
@@ -160,6 +161,23 @@ def test_refuses_to_listen_beyond_loopback_without_a_password(capsys, tmp_path):
     assert safe_file_name("../../etc/passwd") == "passwd" and safe_file_name(".hidden jpg.JPG") == "hidden_jpg.JPG"
 
 
+def wait_until(condition: Callable[[], bool], seconds: float) -> None:
+    deadline = time.time() + seconds
+    while not condition() and time.time() < deadline:
+        time.sleep(0.02)
+
+
+def run_alone(argv: list[str], log_path: Path) -> Job:
+    """One job through a queue of its own, to its end."""
+    queue = JobQueue([None])
+    try:
+        job = queue.submit("alice", "train", argv, log_path)
+        wait_until(lambda: not job.active, 20)
+    finally:
+        queue.close()
+    return job
+
+
 def test_job_queue_order_position_and_stop(tmp_path):
     """One worker: the second person waits with a position; a person has one job at a time; a stopped
     job ends and the next one starts."""
@@ -168,17 +186,13 @@ def test_job_queue_order_position_and_stop(tmp_path):
     try:
         first = queue.submit("alice", "train", sleeper, tmp_path / "a.log")
         second = queue.submit("bob", "train", sleeper, tmp_path / "b.log")
-        deadline = time.time() + 10
-        while first.state != RUNNING and time.time() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: first.state == RUNNING, 10)
         assert (first.state, second.state, queue.position(second)) == (RUNNING, QUEUED, 1)
         with pytest.raises(Exception, match="still running"):
             queue.submit("alice", "generate", sleeper, tmp_path / "c.log")
         queue.stop("alice")
         assert first.state == STOPPED
-        deadline = time.time() + 10
-        while second.state != RUNNING and time.time() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: second.state == RUNNING, 10)
         assert second.state == RUNNING and queue.position(second) == 0
     finally:
         queue.close()
@@ -191,15 +205,12 @@ def test_the_tick_that_says_done_brings_the_review(server, tmp_path):
     in CI when the job's state was read before its status). Here the worker ends the job inside the tick."""
     app = server.app
     job = app.jobs.submit("quinn", "generate", [sys.executable, "-c", "import time; time.sleep(0.5)"], tmp_path / "g.log")
-    deadline = time.time() + 10
-    while job.state != RUNNING and time.time() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: job.state == RUNNING, 10)
     seen = [job.id, job.state]  # what the last tick saw
     status_view = app.status_view
 
     def ending_meanwhile(user: str) -> dict:
-        while job.active and time.time() < deadline + 10:  # the worker thread ends the job now
-            time.sleep(0.02)
+        wait_until(lambda: not job.active, 20)  # the worker thread ends the job now
         return status_view(user)
 
     app.status_view = ending_meanwhile
@@ -303,14 +314,7 @@ def test_a_preview_is_made_once_per_version_of_a_file_and_forgotten_with_the_dat
 
 def test_failed_job_reports_the_cli_error_lines(tmp_path):
     script = "import sys; print('error: The photo set is gone.', file=sys.stderr); print('  -> Upload again.', file=sys.stderr); sys.exit(2)"
-    queue = JobQueue([None])
-    try:
-        job = queue.submit("alice", "train", [sys.executable, "-c", script], tmp_path / "a.log")
-        deadline = time.time() + 20
-        while job.active and time.time() < deadline:
-            time.sleep(0.05)
-    finally:
-        queue.close()
+    job = run_alone([sys.executable, "-c", script], tmp_path / "a.log")
     assert (job.state, job.error, job.hint) == ("failed", "The photo set is gone.", "Upload again.")
 
 
@@ -319,14 +323,7 @@ def test_jobs_run_where_the_app_runs(tmp_path, monkeypatch):
     the same folders for its jobs, and the job's module must still be found."""
     monkeypatch.chdir(tmp_path)
     script = "import os, service.jobs; open('where.txt', 'w').write(os.getcwd())"
-    queue = JobQueue([None])
-    try:
-        job = queue.submit("alice", "train", [sys.executable, "-c", script], tmp_path / "a.log")
-        deadline = time.time() + 20
-        while job.active and time.time() < deadline:
-            time.sleep(0.05)
-    finally:
-        queue.close()
+    job = run_alone([sys.executable, "-c", script], tmp_path / "a.log")
     assert job.state == DONE, (tmp_path / "a.log").read_text()
     assert (tmp_path / "where.txt").read_text() == str(tmp_path)
 
