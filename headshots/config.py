@@ -50,6 +50,17 @@ class PathsConfig:
     outputs_root: str = "outputs"  # outputs/<user>/<run>/adapter, samples
     cache_root: str = "cache"  # data shared by all users and free of anyone's face: generated class images
 
+    def __post_init__(self) -> None:
+        """Three separate folders: the photos (kept by `make purge`), what is derived from them (deleted by it)
+        and the shared cache. One inside another, a purge would delete photos the person kept (outputs_root =
+        data_root makes outputs/<user>/ their photo folder), or a person's folder would hold the cache."""
+        roots = {key: Path(getattr(self, key)).expanduser().resolve() for key in ("data_root", "outputs_root", "cache_root")}
+        for key, root in roots.items():
+            for other, other_root in roots.items():
+                inside = key != other and (root == other_root or root.is_relative_to(other_root))
+                _check(not inside, f"paths.{key}", f"({root}) is {'the same folder as' if root == other_root else 'inside'} "
+                       f"paths.{other} ({other_root}); give each its own folder")
+
 
 @dataclass
 class ModelConfig:

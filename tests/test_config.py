@@ -73,6 +73,23 @@ def test_bad_config_fails_at_load_naming_the_key(override, names):
     assert names in str(err.value)
 
 
+def test_photos_outputs_and_cache_each_need_their_own_folder(tmp_path, capsys):
+    """With outputs_root = data_root, outputs/<user>/ is the person's photo folder, and `make purge` (which keeps
+    the photos) would delete them: refused at load, before anything runs, so the photos stay."""
+    from headshots.purge import main
+
+    photo = tmp_path / "data" / "dana" / "selfies" / "01.jpg"
+    photo.parent.mkdir(parents=True)
+    photo.write_bytes(b"a selfie")
+    assert main(["--user", "dana", f"paths.data_root={tmp_path / 'data'}", f"paths.outputs_root={tmp_path / 'data'}"]) != 0
+    assert "paths.data_root" in capsys.readouterr().err and photo.read_bytes() == b"a selfie"
+    for overrides, message in ((["paths.cache_root=outputs/cache"], "inside paths.outputs_root"),
+                               ([f"paths.data_root={tmp_path}/o/users", f"paths.outputs_root={tmp_path}/o"], "inside paths.outputs_root")):
+        with pytest.raises(ConfigError, match=message):
+            load_config("alice", "tiny", overrides=overrides)
+    load_config("alice", "tiny", overrides=[f"paths.data_root={tmp_path}/o-data", f"paths.outputs_root={tmp_path}/o"])  # siblings
+
+
 def test_override_without_equals_sign():
     with pytest.raises(ConfigError, match="key=value"):
         load_config("alice", overrides=["train.max_steps"])
