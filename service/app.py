@@ -98,7 +98,12 @@ def read_password_file(path: Path) -> dict[str, str]:
         name, sep, password = line.partition(":")
         if not sep or not password:
             raise ConfigError(f"{path}, line {number}: expected `name:password`.", "One person per line, e.g. alice:long-secret.")
-        accounts[validate_user_name(name.strip())] = password
+        name = validate_user_name(name.strip())
+        same = next((known for known in accounts if known.casefold() == name.casefold()), None)
+        if same is not None:  # "Alice" and "alice" would share one folder on macOS's and Windows' file systems
+            raise ConfigError(f"{path}, line {number}: {name!r} is already an account ({same!r}; case does not tell folders apart everywhere).",
+                              "One line per person, each name different in more than its case.")
+        accounts[name] = password
     if not accounts:
         raise ConfigError(f"Password file {path} has no accounts.", "Add one `name:password` line per person.")
     return accounts

@@ -156,6 +156,9 @@ def test_refuses_to_listen_beyond_loopback_without_a_password(capsys, tmp_path):
     bad.write_text("alice:one\n../bob:two\n")
     with pytest.raises(ConfigError, match="not allowed"):
         read_password_file(bad)
+    bad.write_text("alice:one\nbob:two\nAlice:three\n")  # on macOS, Alice's folder is alice's
+    with pytest.raises(ConfigError, match="line 3: 'Alice' is already an account"):
+        read_password_file(bad)
     bad.write_text("# people\nalice:one\nbob:two:with:colons\n")
     assert read_password_file(bad) == {"alice": "one", "bob": "two:with:colons"}
     assert safe_file_name("../../etc/passwd") == "passwd" and safe_file_name(".hidden jpg.JPG") == "hidden_jpg.JPG"
