@@ -465,7 +465,7 @@ def validate_user_name(user: str) -> str:
             f"User name {user!r} is not allowed.",
             "Use 1-64 letters, digits, '-' or '_', starting with a letter or digit (e.g. USER=alice).",
         )
-    if user in RESERVED_USER_NAMES:
+    if user.casefold() in RESERVED_USER_NAMES:  # Batch is outputs/batch/ too on macOS and Windows
         raise ConfigError(f"User name {user!r} is reserved: outputs/{user}/ holds the batch runner's status files.",
                           "Pick another name (e.g. USER=alice).")
     return user

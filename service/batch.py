@@ -160,8 +160,8 @@ def load_configs(users: Sequence[str], profile: str | None, overrides: Sequence[
     reason (their problem stays theirs)."""
     if not users:
         raise ConfigError("No users given.", "Name them: --users alice,bob")
-    if len(set(users)) != len(users):
-        raise ConfigError(f"A user is named twice in {', '.join(users)}.", "Name each person once.")
+    if len({user.casefold() for user in users}) != len(users):  # Alice and alice share a folder on macOS and Windows
+        raise ConfigError(f"A user is named twice in {', '.join(users)} (case aside).", "Name each person once.")
     group = [] if any(o.startswith("wandb.group=") for o in overrides) else [f"wandb.group=batch-{batch_id}"]
     first = load_config(users[0], profile, overrides=[*overrides, *group], with_person_settings=False)
     final = [*overrides, *group, *absolute_path_overrides(first)]

@@ -189,6 +189,8 @@ def test_a_batch_of_refused_settings_alone_runs_nothing_and_says_why(people):
     (["--users", "../etc"], "User name '../etc' is not allowed"),
     (["--users", "batch"], "User name 'batch' is reserved"),
     (["--users", "alice,alice"], "named twice"),
+    (["--users", "alice,Alice"], "named twice"),  # one folder on macOS and Windows
+    (["--users", "Batch"], "User name 'Batch' is reserved"),
 ])
 def test_bad_input_stops_before_any_work_with_the_reason(args, message, tmp_path):
     result = subprocess.run([sys.executable, "-m", "service.batch", "--profile", "tiny", *args,
