@@ -14,6 +14,7 @@ Writes  outputs/<user>/<run>/samples/scores.json   per image: style, seed, face_
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -135,17 +136,28 @@ def measure(names: list[str], samples_dir: Path, analyzer: FaceAnalyzer, referen
     path, key = samples_dir / FACES, measurement_key(cfg, references)
     stamps = {name: _stamp(samples_dir / name) for name in names}
     kept = _read_measurements(path, key)
-    records = {name: kept[name] for name in names if kept.get(name, {}).get("stamp") == stamps[name]}
-    todo = [name for name in names if name not in records]
+    records = {name: kept[name] for name in names if isinstance(kept.get(name), dict) and kept[name].get("stamp") == stamps[name]}
+    measured = {name: m for name, record in records.items() if (m := _read_record(record)) is not None}
+    todo = [name for name in names if name not in measured]
     if todo:
         images = [load_rgb(samples_dir / name) for name in todo]
         detections = analyzer.detect_many(images)
         rows = analyzer.similarity_rows(images, detections, references)
-        records.update({name: Measured.of(image, detection, row).to_json(stamps[name])
-                        for name, image, detection, row in zip(todo, images, detections, rows)})
-    write_json_atomic(path, {"key": key, "images": records}, indent=None)
+        for name, image, detection, row in zip(todo, images, detections, rows):
+            records[name] = Measured.of(image, detection, row).to_json(stamps[name])
+            measured[name] = Measured.from_json(records[name])  # read back as a kept one is: the same verdicts either way
+    write_json_atomic(path, {"key": key, "images": {name: records[name] for name in names}}, indent=None)
     log.info("faces measured in %d of %d images (the rest from %s)", len(todo), len(names), path.name)
-    return {name: Measured.from_json(record) for name, record in records.items()}
+    return measured
+
+
+def _read_record(record: dict) -> Measured | None:
+    """A stored record, or None when it does not read back whole: the file is a cache, so a hand-edited or
+    cut-short record costs a measurement, never a traceback."""
+    try:
+        return Measured.from_json(record)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, binascii.Error):
+        return None
 
 
 def measurement_key(cfg: Config, references: torch.Tensor) -> str:

@@ -220,3 +220,10 @@ def test_scoring_measures_only_new_images_and_judges_exactly_as_from_scratch(gen
     other = replace(cfg, face=replace(cfg.face, crop_margin=cfg.face.crop_margin + 2))  # other face settings: all again
     score(other, analyzer)
     assert measured[-1] == 4
+
+    stored = json.loads((samples / "faces.json").read_text())  # a hand-broken cache costs a measurement, not a traceback
+    stored["images"]["linkedin-00.png"]["thumbnail"] = "not base64!"
+    stored["images"]["linkedin-01.png"] = "nonsense"
+    (samples / "faces.json").write_text(json.dumps(stored))
+    score(other, analyzer)
+    assert measured[-1] == 2
