@@ -179,7 +179,8 @@ def _read_measurements(path: Path, key: str) -> dict:
     """The stored measurements when they were made with `key`; none otherwise (or when unreadable)."""
     try:
         stored = json.loads(path.read_text())
-        return stored["images"] if stored.get("key") == key else {}
+        images = stored["images"] if stored.get("key") == key else {}
+        return images if isinstance(images, dict) else {}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
 
