@@ -475,13 +475,15 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 
 
-def _load_yaml(path: Path) -> Any:
+def load_yaml(path: Path, what: str = "Config file") -> Any:
+    """A YAML file of ours or the person's (a config layer, settings.yaml, a style): missing or broken, a
+    ConfigError that names the file and the place, never a parser traceback."""
     if not path.is_file():
-        raise ConfigError(f"Config file {path} does not exist.", "Check the path.")
+        raise ConfigError(f"{what} {path} does not exist.", "Check the path.")
     try:
         return OmegaConf.load(path)
     except Exception as exc:  # yaml.YAMLError and friends
-        raise ConfigError(f"Config file {path} is not valid YAML: {exc}", "Fix the YAML syntax.") from exc
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}", "Fix the YAML syntax.") from exc
 
 
 def load_config(
@@ -507,9 +509,9 @@ def load_config(
     if not profile_file.is_file():
         raise ConfigError(f"Unknown model profile {profile!r}.", f"Available profiles: {', '.join(available_profiles())}.")
 
-    layers = [_load_yaml(CONFIG_DIR / "base.yaml"), _load_yaml(profile_file)]
+    layers = [load_yaml(CONFIG_DIR / "base.yaml"), load_yaml(profile_file)]
     if config_file:
-        layers.append(_load_yaml(Path(config_file)))
+        layers.append(load_yaml(Path(config_file)))
     identity = OmegaConf.create({"user": user, "profile": profile})
     try:
         person = person_settings(Path(_data_root(layers, cli)) / user / PERSON_SETTINGS) if with_person_settings else OmegaConf.create({})
@@ -532,7 +534,7 @@ def person_settings(path: Path) -> Any:
     person, and must not reach paths, models or other people's data. Empty when there is no file."""
     if not path.is_file():
         return OmegaConf.create({})
-    settings = _load_yaml(path)
+    settings = load_yaml(path)
     leaves = _leaves(OmegaConf.to_container(settings, resolve=False) or {})
     for key, value in leaves.items():
         allowed = next((k for k in PERSON_KEYS if key == k or key.startswith((k + ".", k + "["))), None)
@@ -595,7 +597,7 @@ def save_config(cfg: Config, path: Path) -> None:
 def config_from_yaml(path: Path) -> Config:
     """Re-load a resolved config saved by `save_config` (e.g. an adapter's training config); keys an earlier
     version saved and this one retired (RETIRED_KEYS) are dropped, so older adapters stay usable."""
-    saved = _load_yaml(path)
+    saved = load_yaml(path)
     for key in RETIRED_KEYS:
         section, _, name = key.rpartition(".")
         node = OmegaConf.select(saved, section) if section else saved

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from headshots.config import CONFIG_DIR
+from headshots.config import CONFIG_DIR, load_yaml
 from headshots.errors import ConfigError
 
 STYLE_DIR = CONFIG_DIR / "styles"
@@ -56,7 +56,7 @@ def load_style(name_or_path: str, overrides: dict[str, str] | None = None) -> St
         path = STYLE_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         raise ConfigError(f"Unknown style {name_or_path!r}.", f"Available styles: {', '.join(available_styles())}, or a path to your own .yaml.")
-    data = OmegaConf.to_container(OmegaConf.load(path))
+    data = OmegaConf.to_container(load_yaml(path, "Style file"))
     if not isinstance(data, dict):
         raise ConfigError(f"Style file {path} must be a mapping of fields.", f"Fields: {', '.join(FIELDS)}.")
     unknown = set(data) - set(FIELDS)

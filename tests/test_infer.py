@@ -47,6 +47,13 @@ def test_style_errors(name, overrides, message):
         load_style(name, overrides)
 
 
+def test_a_broken_style_file_is_named_not_a_traceback(tmp_path):
+    own = tmp_path / "mine.yaml"
+    own.write_text("description: x\nbackground: [unclosed\n")
+    with pytest.raises(ConfigError, match=f"Style file {own} is not valid YAML"):
+        load_style(str(own))
+
+
 def test_overlong_prompt_is_refused(tokenizers):
     style = load_style("linkedin", {"clothing": "very " * 80 + "nice suit"})
     with pytest.raises(ConfigError, match="over CLIP's limit"):
