@@ -91,8 +91,13 @@ def read_password_file(path: Path) -> dict[str, str]:
     """`name:password` per line (# comments); each name a valid user name, the folder it may open."""
     if not path.is_file():
         raise ConfigError(f"Password file {path} does not exist.", "Create it with one `name:password` line per person.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"Password file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}).",
+                          "Save it as plain UTF-8 text, one `name:password` line per person.") from exc
     accounts = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         name, sep, password = line.partition(":")

@@ -156,6 +156,9 @@ def test_refuses_to_listen_beyond_loopback_without_a_password(capsys, tmp_path):
     bad.write_text("alice:one\n../bob:two\n")
     with pytest.raises(ConfigError, match="not allowed"):
         read_password_file(bad)
+    bad.write_bytes(b"alice:\xff\xfe\n")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        read_password_file(bad)
     bad.write_text("alice:one\nbob:two\nAlice:three\n")  # on macOS, Alice's folder is alice's
     with pytest.raises(ConfigError, match="line 3: 'Alice' is already an account"):
         read_password_file(bad)
