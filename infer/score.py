@@ -26,6 +26,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from headshots.config import Config
+from headshots.errors import HeadshotsError, ImageError
 from headshots.faces import Detection, FaceAnalyzer, resolve_device, weights_source
 from headshots.images import load_rgb
 from headshots.logs import get_logger
@@ -140,7 +141,7 @@ def measure(names: list[str], samples_dir: Path, analyzer: FaceAnalyzer, referen
     measured = {name: m for name, record in records.items() if (m := _read_record(record)) is not None}
     todo = [name for name in names if name not in measured]
     if todo:
-        images = [load_rgb(samples_dir / name) for name in todo]
+        images = [_generated_image(samples_dir, name, cfg.user) for name in todo]
         detections = analyzer.detect_many(images)
         rows = analyzer.similarity_rows(images, detections, references)
         for name, image, detection, row in zip(todo, images, detections, rows):
@@ -149,6 +150,17 @@ def measure(names: list[str], samples_dir: Path, analyzer: FaceAnalyzer, referen
     write_json_atomic(path, {"key": key, "images": {name: records[name] for name in names}}, indent=None)
     log.info("faces measured in %d of %d images (the rest from %s)", len(todo), len(names), path.name)
     return measured
+
+
+def _generated_image(samples_dir: Path, name: str, user: str) -> Image.Image:
+    """A generated image to measure; a damaged one (a full disk, a copy cut short) is an error that says how
+    to go on without it, since every other image can still be scored."""
+    try:
+        return load_rgb(samples_dir / name)
+    except ImageError as exc:
+        raise HeadshotsError(f"{samples_dir / name} cannot be read: {exc.message}",
+                             f"Delete it and score the rest: make discard USER={user} IMAGES={name} "
+                             "(in the web app: Review, Remove images from your review)") from exc
 
 
 def _read_record(record: dict) -> Measured | None:

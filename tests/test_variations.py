@@ -190,6 +190,20 @@ def test_discarded_images_leave_the_review_for_good_and_a_wrong_name_deletes_not
     assert json.loads((samples / "manifest.json").read_text())["images"] == []
 
 
+def test_a_damaged_image_says_how_to_score_the_rest(generated, analyzer):
+    """A generated PNG cut short (a full disk): scoring names it and the way on, and that way works."""
+    from infer.discard import discard
+    from infer.score import score
+
+    cfg, samples = generated
+    (samples / "linkedin-01.png").write_bytes((samples / "linkedin-01.png").read_bytes()[:3000])
+    with pytest.raises(HeadshotsError, match="linkedin-01.png cannot be read") as refused:
+        score(cfg, analyzer)
+    assert refused.value.hint.startswith("Delete it and score the rest: make discard USER=alice IMAGES=linkedin-01.png")
+    discard(replace(cfg, infer=replace(cfg.infer, discard_files=["linkedin-01.png"])), analyzer)
+    assert [s["file"] for s in json.loads((samples / "scores.json").read_text())["images"]] == ["linkedin-00.png"]
+
+
 def test_scoring_measures_only_new_images_and_judges_exactly_as_from_scratch(generated, analyzer, monkeypatch):
     from dataclasses import asdict
 
