@@ -310,7 +310,7 @@ class HeadshotsApp:
             self.c["timer"]: gr.Timer(active=busy),
         }
 
-    def tick(self, state: str | None, seen: list | None, request: gr.Request) -> dict:
+    def tick(self, state: str | None, seen: list | None, shown: int, dropped_open: bool, request: gr.Request) -> dict:
         """Every second while a job of this person is queued or running, and once when they come back to the tab: its
         progress; the review once a generation ends.
 
@@ -326,19 +326,42 @@ class HeadshotsApp:
         if key != seen:
             out[self.c["seen"]] = key
             if job is not None and job.kind in IMAGE_KINDS and not job.active:
-                out.update(self.review_view(self.workspace(user)))
+                out.update(self.review_view(self.workspace(user), shown, dropped_open))
         return out
 
     # -- review and download -----------------------------------------------------------------------
-    def review_view(self, ws: Workspace) -> dict:
+    def review_view(self, ws: Workspace, shown: int = views.REVIEW_PAGE, dropped_open: bool = False) -> dict:
+        """The review and the pickers over its images (their ticks cleared: the images may have changed)."""
         choices = views.review_choices(ws, self.run)
-        return {self.c["review"]: views.review_html(ws, self.run),
+        return {**self.review_cards(ws, shown, dropped_open),
                 self.c["favourites"]: gr.update(choices=choices, value=[]),
                 self.c["more_pick"]: gr.update(choices=choices, value=None),
                 self.c["discard_pick"]: gr.update(choices=choices, value=[])}
 
+    def review_cards(self, ws: Workspace, shown: int, dropped_open: bool) -> dict:
+        """The review's cards and the buttons under them, leaving the pickers (and the person's ticks) alone."""
+        drawn = views.review(ws, self.run, shown, dropped_open)
+        plural = "s" if drawn.dropped != 1 else ""
+        toggle = "Hide the dropped images" if dropped_open else f"Show the {drawn.dropped} dropped image{plural} and why"
+        return {self.c["review"]: drawn.html,
+                self.c["review_more"]: gr.update(visible=drawn.more > 0, value=f"Show more ({drawn.more} not shown)"),
+                self.c["dropped_toggle"]: gr.update(visible=drawn.dropped > 0, value=toggle)}
+
     @user_errors
-    def discard(self, chosen: list[str] | None, state: str | None, request: gr.Request) -> dict:
+    def show_more(self, shown: int, dropped_open: bool, state: str | None, request: gr.Request) -> dict:
+        """One more page of cards in each list on view."""
+        shown += views.REVIEW_PAGE
+        return {self.c["shown"]: shown, **self.review_cards(self.workspace(self.user(state, request)), shown, dropped_open)}
+
+    @user_errors
+    def toggle_dropped(self, shown: int, dropped_open: bool, state: str | None, request: gr.Request) -> dict:
+        """Unfold the dropped images (drawn only now: most people never open them), or fold them away."""
+        return {self.c["dropped_open"]: not dropped_open,
+                **self.review_cards(self.workspace(self.user(state, request)), shown, not dropped_open)}
+
+    @user_errors
+    def discard(self, chosen: list[str] | None, shown: int, dropped_open: bool, state: str | None,
+                request: gr.Request) -> dict:
         """Delete the ticked images for good (infer/discard.py), then show the review scored again without them."""
         user = self.user(state, request)
         ws = self.workspace(user)
@@ -351,7 +374,7 @@ class HeadshotsApp:
         cfg.infer.discard_files = list(chosen)
         self.forget_cached_downloads(ws)  # the last export may hold one of them: it goes, and its downloads with it
         discard(cfg, self.analyzer)
-        return {**self.review_view(ws), self.c["files"]: None}
+        return {**self.review_view(ws, shown, dropped_open), self.c["files"]: None}
 
     @user_errors
     def download(self, favourites: list[str] | None, state: str | None, request: gr.Request) -> list[str]:
@@ -389,7 +412,8 @@ class HeadshotsApp:
         return {self.c["user"]: user, self.c["who"]: f"Signed in as **{user}**.", self.c["main"]: gr.update(visible=True),
                 self.c["name_row"]: gr.update(visible=False),
                 self.c["notes"]: "", **self.photos_view(ws), **self.status_view(user), **self.review_view(ws),
-                **self.styles_view(user), self.c["seen"]: [job.id, job.state] if job else None, self.c["files"]: None}
+                **self.styles_view(user), self.c["seen"]: [job.id, job.state] if job else None, self.c["files"]: None,
+                self.c["shown"]: views.REVIEW_PAGE, self.c["dropped_open"]: False}
 
     def styles_view(self, user: str) -> dict:
         """The Styles tab as the person's own settings.yaml orders it (what a batch runs for them), else the app's
@@ -450,6 +474,7 @@ class HeadshotsApp:
             self.c: dict[str, Any] = {}
             c = self.c
             c["user"], c["seen"] = gr.State(None), gr.State(None)
+            c["shown"], c["dropped_open"] = gr.State(views.REVIEW_PAGE), gr.State(False)  # how much of the review is drawn
             gr.Markdown("# Professional headshots\nFrom a handful of ordinary selfies: upload, train, pick styles, review, download.")
             with gr.Row(visible=self.accounts is None) as c["name_row"]:
                 c["name"] = gr.Textbox(label="Your name", placeholder="e.g. alice", scale=3, elem_id="hs-name")
@@ -487,6 +512,9 @@ class HeadshotsApp:
                         c["generate"] = gr.Button("Generate", variant="primary", interactive=False, elem_id="hs-generate")
                     with gr.Tab("4. Review", elem_id="hs-tab-review"):
                         c["review"] = gr.HTML(elem_id="hs-review")
+                        with gr.Row():
+                            c["review_more"] = gr.Button("Show more", visible=False, size="sm", elem_id="hs-review-more")
+                            c["dropped_toggle"] = gr.Button(visible=False, size="sm", elem_id="hs-dropped-toggle")
                         c["favourites"] = gr.CheckboxGroup(label="Your favourites (to download)", elem_id="hs-favourites")
                         gr.Markdown(f"**More like this:** {self.defaults.more.count} new images drawn from one you like, "
                                     "with its style, your adapter and new seeds; they join this review.")
@@ -526,9 +554,11 @@ class HeadshotsApp:
         c = self.c
         page = [c[k] for k in ("user", "who", "name_row", "main", "notes", "photos", "remove_pick", "status", "train", "generate", "more",
                                "stop", "timer", "review", "favourites", "seen", "files", "more_pick", "styles", "count",
-                               "background", "clothing", "styles_note", "discard_pick")]
+                               "background", "clothing", "styles_note", "discard_pick", "review_more", "dropped_toggle",
+                               "shown", "dropped_open")]
         status = [c[k] for k in ("status", "train", "generate", "more", "stop", "timer")]
-        review = [c[k] for k in ("seen", "review", "favourites", "more_pick", "discard_pick")]
+        review = [c[k] for k in ("seen", "review", "review_more", "dropped_toggle", "favourites", "more_pick", "discard_pick")]
+        drawn = [c["review"], c["review_more"], c["dropped_toggle"]]
         photos = [c["photos"], c["remove_pick"], c["notes"]]
         c["go"].click(self.start, [c["name"]], page, api_name="start")
         c["name"].submit(self.start, [c["name"]], page, api_name=False)
@@ -542,13 +572,18 @@ class HeadshotsApp:
         c["generate"].click(self.generate, [c["styles"], c["count"], c["background"], c["clothing"], c["user"]], status,
                             api_name="generate")
         c["more"].click(self.more, [c["more_pick"], c["more_strength"], c["user"]], status, api_name="more")
-        c["discard"].click(self.discard, [c["discard_pick"], c["user"]], [*review[1:], c["files"]], api_name="discard")
+        c["discard"].click(self.discard, [c["discard_pick"], c["shown"], c["dropped_open"], c["user"]], [*review[1:], c["files"]],
+                           api_name="discard")
+        c["review_more"].click(self.show_more, [c["shown"], c["dropped_open"], c["user"]], [c["shown"], *drawn], api_name=False)
+        c["dropped_toggle"].click(self.toggle_dropped, [c["shown"], c["dropped_open"], c["user"]], [c["dropped_open"], *drawn],
+                                  api_name=False)
         c["export"].click(self.download, [c["favourites"], c["user"]], [c["files"]], api_name="export")
         c["ask"].click(lambda: gr.update(visible=True), None, [c["confirm"]], api_name=False)
         c["no"].click(lambda: gr.update(visible=False), None, [c["confirm"]], api_name=False)
         c["yes"].click(self.delete_everything, [c["user"]], [*page, c["confirm"], c["deleted"]], api_name="delete_my_data")
-        c["timer"].tick(self.tick, [c["user"], c["seen"]], [*status, *review], api_name="status", show_progress="hidden")
-        c["resync"].click(self.tick, [c["user"], c["seen"]], [*status, *review], api_name=False, show_progress="hidden")
+        watched = [c["user"], c["seen"], c["shown"], c["dropped_open"]]
+        c["timer"].tick(self.tick, watched, [*status, *review], api_name="status", show_progress="hidden")
+        c["resync"].click(self.tick, watched, [*status, *review], api_name=False, show_progress="hidden")
 
     def launch(self, host: str, port: int | None, block: bool = True) -> str:
         """Serve the page; returns its URL. Loopback unless a password file was given (checked by main)."""

@@ -13,6 +13,7 @@ import html
 import io
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from headshots.errors import ImageError
@@ -47,6 +48,7 @@ RESYNC_JS = """() => {
   document.addEventListener("visibilitychange", resync);
   window.addEventListener("focus", resync);
 }"""
+REVIEW_PAGE = 24  # review cards drawn at first, and added by each Show more (each of kept and dropped)
 PREVIEW_CACHE = 256  # files whose previews are kept in memory (a review card's three: ~55 KB for real photos)
 
 
@@ -231,24 +233,41 @@ def _disk_status(ws: Workspace, run: str) -> str:
 # -- review (scores) --------------------------------------------------------------------------------
 
 
-def review_html(ws: Workspace, run: str) -> str:
-    """Ranked kept images, each at 400x400, 100 px and 40 px; the dropped ones folded away with their reasons."""
+@dataclass(frozen=True)
+class Review:
+    """The Review tab as drawn: its HTML, and what the buttons under it offer."""
+
+    html: str
+    more: int  # cards of the lists on view not drawn yet (Show more)
+    dropped: int  # images the checks dropped (their list is folded until asked for)
+
+
+def review(ws: Workspace, run: str, shown: int = REVIEW_PAGE, dropped_open: bool = False) -> Review:
+    """Ranked kept images, each at 400x400, 100 px and 40 px; the dropped ones with their reasons when asked for.
+    At most `shown` cards of each list are drawn: every card carries its pictures (~55 KB), so a review of 192
+    images would be a 10 MB page sent again after every job, deletion and page load (docs/app.md, Speed)."""
     samples = ws.samples_dir(run)
     scores = _read_json(samples / "scores.json")
     if scores is None:
-        return "<p class='hs-empty'>Nothing generated yet.</p>"
+        return Review("<p class='hs-empty'>Nothing generated yet.</p>", 0, 0)
     kept = [item for item in scores["images"] if item["kept"]]
     dropped = [item for item in scores["images"] if not item["kept"]]
     head = (f"<p id='hs-review-head'>{len(kept)} of {len(scores['images'])} kept, ranked by likeness to your "
             f"{scores['references']} reference photos (your threshold {scores['threshold']:.2f}). "
             "Judge them small too: that is how most people will see your photo.</p>")
-    grid = "".join(_card(item, samples) for item in kept)
-    body = f"<div class='hs-grid'>{grid}</div>" if kept else "<p>No image passed the checks.</p>"
-    if dropped:
-        cards = "".join(_card(item, samples) for item in dropped)
-        body += (f"<details id='hs-dropped'><summary>{len(dropped)} dropped image{'s' if len(dropped) != 1 else ''}: "
-                 f"show them and why</summary><div class='hs-grid'>{cards}</div></details>")
-    return head + body
+    body = _cards(kept[:shown], samples, "hs-kept", len(kept)) if kept else "<p>No image passed the checks.</p>"
+    if dropped and dropped_open:
+        body += (f"<h4>{len(dropped)} dropped image{'s' if len(dropped) != 1 else ''}, and why</h4>"
+                 + _cards(dropped[:shown], samples, "hs-dropped", len(dropped)))
+    more = max(0, len(kept) - shown) + (max(0, len(dropped) - shown) if dropped_open else 0)
+    return Review(head + body, more, len(dropped))
+
+
+def _cards(items: list[dict], samples: Path, elem_id: str, total: int) -> str:
+    """A grid of review cards, saying how many of `total` it shows when not all."""
+    grid = "".join(_card(item, samples) for item in items)
+    note = f"<p class='hs-shown'>Showing {len(items)} of {total}.</p>" if len(items) < total else ""
+    return f"<div class='hs-grid' id='{elem_id}'>{grid}</div>{note}"
 
 
 def _card(item: dict, samples: Path) -> str:

@@ -4,6 +4,8 @@ a free loopback port over a temporary workspace."""
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -206,6 +208,8 @@ def test_job_queue_order_position_and_stop(tmp_path):
 
 
 def test_the_tick_that_says_done_brings_the_review(server, tmp_path):
+    from service import views
+
     """A generation can end while a status tick is under way. The status that says "Done" also stops the timer, so
     that same tick must bring the review: otherwise the person reads "Done" over an empty Review tab, for good (seen
     in CI when the job's state was read before its status). Here the worker ends the job inside the tick."""
@@ -221,7 +225,7 @@ def test_the_tick_that_says_done_brings_the_review(server, tmp_path):
 
     app.status_view = ending_meanwhile
     try:
-        out = app.tick("quinn", seen, None)
+        out = app.tick("quinn", seen, views.REVIEW_PAGE, False, None)
     finally:
         del app.status_view
     assert out[app.c["status"]].startswith("**Done.**") and out[app.c["timer"]].active is False
@@ -275,15 +279,49 @@ def test_styles_tab_opens_with_the_persons_own_settings_and_a_bad_file_locks_no_
 def test_deleting_images_takes_only_the_persons_own_and_never_under_a_running_job(server, tmp_path):
     app = server.app
     with pytest.raises(gr.Error, match="Tick the images to delete first"):
-        app.discard([], "tess", None)
+        app.discard([], 24, False, "tess", None)
     with pytest.raises(gr.Error, match="Only your own generated images"):
-        app.discard(["../alice/default/samples/linkedin-00.png"], "tess", None)
+        app.discard(["../alice/default/samples/linkedin-00.png"], 24, False, "tess", None)
     app.jobs.submit("tess", "generate", [sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "t.log")
     try:
         with pytest.raises(gr.Error, match="Wait for your job to finish"):
-            app.discard(["linkedin-00.png"], "tess", None)
+            app.discard(["linkedin-00.png"], 24, False, "tess", None)
     finally:
         app.jobs.stop("tess")
+
+
+def test_the_review_draws_a_page_of_cards_and_the_dropped_ones_when_asked(server):
+    """Every card carries its pictures, so the tab draws the best page of kept images, with Show more for the rest,
+    and the dropped ones only when the person asks for them; the pickers still offer every image."""
+    from service import views
+
+    app, c = server.app, server.app.c
+    samples = app.workspace("vera").samples_dir(app.run)
+    samples.mkdir(parents=True)
+    rows = []
+    for k in range(views.REVIEW_PAGE + 5):  # a page and 2 more kept, 3 dropped
+        Image.new("RGB", (16, 16), (k, 90, 90)).save(samples / f"linkedin-{k:02d}.png")
+        kept = k < views.REVIEW_PAGE + 2
+        rows.append({"file": f"linkedin-{k:02d}.png", "style": "linkedin", "seed": k, "kept": kept, "rank": k + 1 if kept else None,
+                     "similarity": 0.7, "similarity_max": 0.8, "reason": "looks like you", "reasons": []})
+    (samples / "scores.json").write_text(json.dumps({"images": rows, "kept": views.REVIEW_PAGE + 2, "references": 5, "threshold": 0.6}))
+
+    shown = app.page("vera")
+    assert len(re.findall("class='hs-card ", shown[c["review"]])) == views.REVIEW_PAGE  # the best page, no dropped card
+    assert "Showing 24 of 26" in shown[c["review"]] and shown[c["review_more"]]["visible"]
+    assert shown[c["dropped_toggle"]]["value"] == "Show the 3 dropped images and why"
+    assert len(shown[c["discard_pick"]]["choices"]) == len(rows)  # every image can still be picked
+
+    more = app.show_more(shown[c["shown"]], False, "vera", None)
+    assert more[c["shown"]] == 2 * views.REVIEW_PAGE and more[c["review_more"]]["visible"] is False
+    assert len(re.findall("class='hs-card kept", more[c["review"]])) == views.REVIEW_PAGE + 2
+    assert c["favourites"] not in more  # the person's ticks stay
+
+    opened = app.toggle_dropped(views.REVIEW_PAGE, False, "vera", None)
+    assert opened[c["dropped_open"]] is True and opened[c["dropped_toggle"]]["value"] == "Hide the dropped images"
+    assert re.findall("data-file='(linkedin-2[6-8].png)'", opened[c["review"]]) == ["linkedin-26.png", "linkedin-27.png", "linkedin-28.png"]
+    folded = app.toggle_dropped(views.REVIEW_PAGE, True, "vera", None)
+    assert folded[c["dropped_open"]] is False and "class='hs-card dropped" not in folded[c["review"]]
 
 
 def test_a_running_generation_says_how_many_of_its_images_are_made(server):

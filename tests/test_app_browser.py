@@ -122,9 +122,10 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         # 4. Review: random weights draw noise, so both are dropped, with their reasons a click away.
         tab(page, "4. Review")
         assert "0 of 2 kept" in page.locator("#hs-review-head").inner_text()
-        assert not page.locator("#hs-dropped .hs-card").first.is_visible()
-        page.locator("#hs-dropped summary").click()
+        assert page.locator("#hs-dropped .hs-card").count() == 0  # drawn only when asked for
+        page.locator("#hs-dropped-toggle").click()
         cards = page.locator("#hs-dropped .hs-card")
+        cards.first.wait_for()
         assert cards.count() == 2 and cards.first.is_visible()
         assert cards.first.locator(".hs-avatar").bounding_box()["width"] == pytest.approx(100, abs=1)
         assert cards.first.locator(".hs-full").bounding_box()["width"] == pytest.approx(400, abs=1)
@@ -138,7 +139,7 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         page.locator("#hs-more:not([disabled])").click()
         page.get_by_text("4 images generated").wait_for(timeout=JOB_TIMEOUT_MS)
         assert "0 of 4 kept" in page.locator("#hs-review-head").inner_text()
-        page.locator("#hs-dropped summary").click()  # the new review comes folded, like the first
+        # the new review keeps the dropped images open, as the person left them
         assert "more like linkedin-00.png" in page.locator("#hs-dropped .hs-card[data-file='linkedin-00-more-01.png']").inner_text()
         steps.shot(page, "more-like-this")
 
