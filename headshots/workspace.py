@@ -33,10 +33,18 @@ class Workspace:
     user: str
     data_root: Path
     outputs_root: Path
+    make_flags: str = ""  # what a `make` command in a hint needs besides USER= to reach these files (RUN=, PROFILE=)
 
     @classmethod
     def from_config(cls, cfg: Config) -> Workspace:
-        return cls(validate_user_name(cfg.user), Path(cfg.paths.data_root), Path(cfg.paths.outputs_root))
+        flags = "".join(f" {name}={value}" for name, value, default in (("RUN", cfg.run, "default"), ("PROFILE", cfg.profile, "sdxl"))
+                        if value != default)
+        return cls(validate_user_name(cfg.user), Path(cfg.paths.data_root), Path(cfg.paths.outputs_root), flags)
+
+    def make_command(self, target: str, **variables: str) -> str:
+        """The `make` command a hint tells the person to run, for this person, run and profile:
+        make_command("discard", IMAGES="a.png") -> "make discard USER=alice RUN=second IMAGES=a.png"."""
+        return " ".join([f"make {target} USER={self.user}{self.make_flags}", *(f"{k}={v}" for k, v in variables.items())])
 
     # -- per-user data (biometric: never leaves the machine) --------------------------------
     @property
@@ -119,7 +127,7 @@ class Workspace:
         if not (self.prepared / "dataset_info.json").is_file():
             raise HeadshotsError(
                 f"User {self.user!r} has no prepared dataset at {self.prepared}.",
-                f"Run the prepare stage first: make prepare USER={self.user}",
+                f"Run the prepare stage first: {self.make_command('prepare')}",
             )
         return self.prepared
 
@@ -128,7 +136,7 @@ class Workspace:
         adapter = self.best_adapter_dir(run) if which == "best" else self.adapter_dir(run)
         if not (adapter / ADAPTER_WEIGHTS).is_file():
             hint = ("Train with validation on (train.validation.every=100) to get one, or use infer.adapter=last"
-                    if which == "best" else f"Train one first: make train USER={self.user}")
+                    if which == "best" else f"Train one first: {self.make_command('train')}")
             raise HeadshotsError(f"No {which} adapter for user {self.user!r}, run {run!r} at {adapter}.", hint)
         return adapter
 
@@ -136,7 +144,7 @@ class Workspace:
         if not self.reference_embeddings.is_file():
             raise HeadshotsError(
                 f"No reference face embeddings for user {self.user!r} at {self.reference_embeddings}.",
-                f"Run the prepare stage first: make prepare USER={self.user}",
+                f"Run the prepare stage first: {self.make_command('prepare')}",
             )
         return self.reference_embeddings
 

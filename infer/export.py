@@ -69,9 +69,10 @@ def export_dir(cfg: Config) -> Path:
 
 
 def export(cfg: Config, analyzer: FaceAnalyzer | None = None) -> Path:
-    samples_dir = Workspace.from_config(cfg).samples_dir(cfg.run)
+    workspace = Workspace.from_config(cfg)
+    samples_dir = workspace.samples_dir(cfg.run)
     out_dir = export_dir(cfg)
-    boxes = face_boxes(samples_dir, list(cfg.infer.export_files), cfg.user)
+    boxes = face_boxes(samples_dir, list(cfg.infer.export_files), workspace)
     missing = [name for name in boxes if not (samples_dir / name).is_file()]
     if missing:
         raise HeadshotsError(f"Cannot export {', '.join(missing)}: not in {samples_dir}.", "Check infer.export_files.")
@@ -104,7 +105,7 @@ def replace_folder(new: Path, old: Path) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
-def face_boxes(samples_dir: Path, chosen: list[str], user: str) -> dict[str, list[float] | None]:
+def face_boxes(samples_dir: Path, chosen: list[str], workspace: Workspace) -> dict[str, list[float] | None]:
     """{file: face box or None (detect it)}: the chosen files, or every kept image in scores.json."""
     scores_path = samples_dir / SCORES
     scored = {}
@@ -112,7 +113,7 @@ def face_boxes(samples_dir: Path, chosen: list[str], user: str) -> dict[str, lis
         scored = {i["file"]: i for i in json.loads(scores_path.read_text())["images"]}
     elif not chosen:
         raise HeadshotsError(f"No scores in {samples_dir}.",
-                             f"Score the images first (make infer USER={user}) or set infer.export_files.")
+                             f"Score the images first ({workspace.make_command('infer')}) or set infer.export_files.")
     names = chosen or [name for name, item in scored.items() if item["kept"]]
     return {name: scored.get(name, {}).get("face_box") for name in names}
 

@@ -50,7 +50,7 @@ def write_gallery(cfg: Config) -> Path:
     samples_dir = workspace.samples_dir(cfg.run)
     scores_path = samples_dir / SCORES
     if not scores_path.is_file():
-        raise HeadshotsError(f"No scores in {samples_dir}.", f"Score the images first: make infer USER={cfg.user}")
+        raise HeadshotsError(f"No scores in {samples_dir}.", f"Score the images first: {workspace.make_command('infer')}")
     scores = json.loads(scores_path.read_text())
     cards = "\n".join(review_card(item, _beside(item["file"])) for item in scores["images"])
     page = f"""<!doctype html>

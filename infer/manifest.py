@@ -63,10 +63,11 @@ def read_manifest(samples_dir: Path) -> dict | None:
 
 def require_manifest(cfg: Config, doing: str) -> tuple[Path, dict]:
     """(samples folder, manifest) for a stage that works on generated images; `doing` says what, for the error."""
-    samples_dir = Workspace.from_config(cfg).samples_dir(cfg.run)
+    workspace = Workspace.from_config(cfg)
+    samples_dir = workspace.samples_dir(cfg.run)
     manifest = read_manifest(samples_dir)
     if manifest is None:
-        raise HeadshotsError(f"No generated images in {samples_dir} {doing}.", f"Generate some first: make infer USER={cfg.user}")
+        raise HeadshotsError(f"No generated images in {samples_dir} {doing}.", f"Generate some first: {workspace.make_command('infer')}")
     return samples_dir, manifest
 
 
@@ -89,9 +90,10 @@ def recover(cfg: Config) -> Recovery:
     does not name (an interrupted write, an older version's round) are added from their own entries, oldest
     first, and entries whose image is gone are dropped. A face-detailed version's entry, which holds the
     pass's record, is preferred to the original's; a skipped pass's reason lives only in the manifest."""
-    samples_dir = Workspace.from_config(cfg).samples_dir(cfg.run)
+    workspace = Workspace.from_config(cfg)
+    samples_dir = workspace.samples_dir(cfg.run)
     if not samples_dir.is_dir():
-        raise HeadshotsError(f"No generated images in {samples_dir} to recover.", f"Generate some first: make infer USER={cfg.user}")
+        raise HeadshotsError(f"No generated images in {samples_dir} to recover.", f"Generate some first: {workspace.make_command('infer')}")
     result = Recovery()
     try:
         manifest = read_manifest(samples_dir)

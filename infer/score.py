@@ -141,7 +141,8 @@ def measure(names: list[str], samples_dir: Path, analyzer: FaceAnalyzer, referen
     measured = {name: m for name, record in records.items() if (m := _read_record(record)) is not None}
     todo = [name for name in names if name not in measured]
     if todo:
-        images = [_generated_image(samples_dir, name, cfg.user) for name in todo]
+        workspace = Workspace.from_config(cfg)
+        images = [_generated_image(samples_dir, name, workspace) for name in todo]
         detections = analyzer.detect_many(images)
         rows = analyzer.similarity_rows(images, detections, references)
         for name, image, detection, row in zip(todo, images, detections, rows):
@@ -152,14 +153,14 @@ def measure(names: list[str], samples_dir: Path, analyzer: FaceAnalyzer, referen
     return measured
 
 
-def _generated_image(samples_dir: Path, name: str, user: str) -> Image.Image:
+def _generated_image(samples_dir: Path, name: str, workspace: Workspace) -> Image.Image:
     """A generated image to measure; a damaged one (a full disk, a copy cut short) is an error that says how
     to go on without it, since every other image can still be scored."""
     try:
         return load_rgb(samples_dir / name)
     except ImageError as exc:
         raise HeadshotsError(f"{samples_dir / name} cannot be read: {exc.message}",
-                             f"Delete it and score the rest: make discard USER={user} IMAGES={name} "
+                             f"Delete it and score the rest: {workspace.make_command('discard', IMAGES=name)} "
                              "(in the web app: Review, Remove images from your review)") from exc
 
 

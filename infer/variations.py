@@ -24,6 +24,7 @@ from tqdm import tqdm
 from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.logs import get_logger, plural
+from headshots.workspace import Workspace
 from infer.generate import PipelinesOrLoader, Sample, draw, pipelines_for, sample_settings, write_batch
 from infer.manifest import require_manifest
 
@@ -31,12 +32,12 @@ log = get_logger(__name__)
 SEED_STRIDE = 100_003  # variation k of an image with seed s gets seed s + (k + 1) x this: apart from generate's
 
 
-def find_source(entries: list[dict], name: str | None, samples_dir: Path) -> dict:
+def find_source(entries: list[dict], name: str | None, samples_dir: Path, workspace: Workspace) -> dict:
     """The manifest entry of the image the person named: by its file, or by its face-detailed version's."""
     if not name:
         example = entries[0]["file"] if entries else "linkedin-00.png"
         raise HeadshotsError("No image named to make more like.",
-                             f"Pick one from {samples_dir / 'gallery.html'}: infer.more.image={example} (make more IMAGE={example})")
+                             f"Pick one from {samples_dir / 'gallery.html'}: {workspace.make_command('more', IMAGE=example)}")
     for entry in entries:
         if name in (entry["file"], (entry.get("detail") or {}).get("file")):
             return entry
@@ -57,7 +58,7 @@ def more_like(cfg: Config, pipes: PipelinesOrLoader = None) -> list[Sample]:
     """Draw `infer.more.count` variations of `infer.more.image`; returns their manifest entries."""
     samples_dir, manifest = require_manifest(cfg, "to make more like")
     entries, more = list(manifest["images"]), cfg.infer.more
-    source = find_source(entries, more.image, samples_dir)
+    source = find_source(entries, more.image, samples_dir, Workspace.from_config(cfg))
     pipes = pipelines_for(cfg, pipes)
     settings = {**sample_settings(cfg, pipes), "source": more.image, "strength": more.strength}
     planned = [Sample(file=name, style=source["style"], seed=source["seed"] + (k + 1) * SEED_STRIDE, prompt=source["prompt"],

@@ -113,6 +113,15 @@ def test_missing_user_folder_says_what_to_create(make_config):
     assert "photos of bob" in err.value.hint
 
 
+def test_hints_name_the_run_and_profile_the_person_used():
+    """A hint's `make` command must reach the same files: `make train USER=alice` alone would train the default run."""
+    other = Workspace.from_config(load_config("alice", "tiny", overrides=["run=second"]))
+    with pytest.raises(HeadshotsError) as err:
+        other.require_adapter("second")
+    assert err.value.hint == "Train one first: make train USER=alice RUN=second PROFILE=tiny"
+    assert Workspace.from_config(load_config("alice")).make_command("discard", IMAGES="a.png") == "make discard USER=alice IMAGES=a.png"
+
+
 @pytest.mark.parametrize(
     "args, expected",
     [

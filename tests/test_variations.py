@@ -41,7 +41,7 @@ def test_variations_are_named_after_the_image_and_numbered_on():
 
     entries = [{"file": "linkedin-00.png", "detail": {"file": "linkedin-00.detail.png"}}, {"file": "linkedin-00-more-00.png"},
                {"file": "linkedin-00-more-03.png"}, {"file": "linkedin-01.png", "detail": {"skipped": "no usable face"}}]
-    assert find_source(entries, "linkedin-00.detail.png", Path("samples")) is entries[0]  # the face-detailed version shown
+    assert find_source(entries, "linkedin-00.detail.png", Path("samples"), Workspace("alice", Path("d"), Path("o"))) is entries[0]  # the face-detailed version shown
     assert variation_numbers(entries[0], entries, 2) == [(4, "linkedin-00-more-04.png"), (5, "linkedin-00-more-05.png")]
     assert variation_numbers(entries[2], entries, 1) == [(4, "linkedin-00-more-04.png")]  # more of a variation: same stem
     assert variation_numbers(entries[3], entries, 1) == [(0, "linkedin-01-more-00.png")]
@@ -113,6 +113,8 @@ def test_an_image_that_was_not_generated_is_refused_with_the_choices(generated, 
         with pytest.raises(HeadshotsError, match=message) as refused:
             more_like(liking(cfg, name), pipes=object())  # refused before any model is touched
         assert "linkedin-00.png" in refused.value.hint
+        if name is None:
+            assert "make more USER=alice PROFILE=tiny IMAGE=linkedin-00.png" in refused.value.hint
     assert (samples / "manifest.json").read_text() == before
 
     nothing = make_config("nobody")
@@ -199,7 +201,8 @@ def test_a_damaged_image_says_how_to_score_the_rest(generated, analyzer):
     (samples / "linkedin-01.png").write_bytes((samples / "linkedin-01.png").read_bytes()[:3000])
     with pytest.raises(HeadshotsError, match="linkedin-01.png cannot be read") as refused:
         score(cfg, analyzer)
-    assert refused.value.hint.startswith("Delete it and score the rest: make discard USER=alice IMAGES=linkedin-01.png")
+    # the command reaches this run's files: this profile's (and a RUN= when not the default run)
+    assert refused.value.hint.startswith("Delete it and score the rest: make discard USER=alice PROFILE=tiny IMAGES=linkedin-01.png")
     discard(replace(cfg, infer=replace(cfg.infer, discard_files=["linkedin-01.png"])), analyzer)
     assert [s["file"] for s in json.loads((samples / "scores.json").read_text())["images"]] == ["linkedin-00.png"]
 
