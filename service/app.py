@@ -336,7 +336,7 @@ class HeadshotsApp:
         return {**self.review_cards(ws, shown, dropped_open),
                 self.c["favourites"]: gr.update(choices=choices, value=[]),
                 self.c["more_pick"]: gr.update(choices=choices, value=None),
-                self.c["discard_pick"]: gr.update(choices=choices, value=[])}
+                self.c["discard_pick"]: gr.update(choices=views.discard_choices(ws, self.run), value=[])}
 
     def review_cards(self, ws: Workspace, shown: int, dropped_open: bool) -> dict:
         """The review's cards and the buttons under them, leaving the pickers (and the person's ticks) alone."""
@@ -368,7 +368,7 @@ class HeadshotsApp:
         job = self.jobs.latest(user)
         if job is not None and job.active:  # a generate or more job writes the same manifest
             raise HeadshotsError("Wait for your job to finish first.", "Images can be removed once it is done (or stopped).")
-        if not chosen or any(f not in {file for _, file in views.review_choices(ws, self.run)} for f in chosen):
+        if not chosen or any(f not in {file for _, file in views.discard_choices(ws, self.run)} for f in chosen):
             raise HeadshotsError("Tick the images to delete first.", "Only your own generated images can be deleted.")
         cfg = self.settings.config(user)
         cfg.infer.discard_files = list(chosen)

@@ -16,10 +16,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from headshots.errors import ImageError
+from headshots.errors import HeadshotsError, ImageError
 from headshots.images import list_photos, load_rgb
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace
 from infer.gallery import CARD_SIDES, review_card
+from infer.manifest import read_manifest
 from service.jobs import DONE, FAILED, IMAGE_KINDS, QUEUED, RUNNING, STOPPED, Job
 from train.intake import PREVIEW_SIDE
 
@@ -281,3 +282,15 @@ def review_choices(ws: Workspace, run: str) -> list[tuple[str, str]]:
     if scores is None:
         return []
     return [(f"#{i['rank']} {i['file']}" if i["kept"] else f"{i['file']} (dropped)", i["file"]) for i in scores["images"]]
+
+
+def discard_choices(ws: Workspace, run: str) -> list[tuple[str, str]]:
+    """(label, file) for the delete picker: the review's images, then any the manifest names that scoring has not
+    reached (a damaged image stops scoring, and its error sends the person here to delete it)."""
+    choices = review_choices(ws, run)
+    try:
+        manifest = read_manifest(ws.samples_dir(run)) or {"images": []}
+    except HeadshotsError:  # unreadable: the review's own images can still be deleted
+        return choices
+    scored = {file for _, file in choices}
+    return choices + [(f"{e['file']} (not scored)", e["file"]) for e in manifest["images"] if e["file"] not in scored]

@@ -324,6 +324,31 @@ def test_the_review_draws_a_page_of_cards_and_the_dropped_ones_when_asked(server
     assert folded[c["dropped_open"]] is False and "class='hs-card dropped" not in folded[c["review"]]
 
 
+def test_an_image_scoring_never_reached_can_still_be_deleted(server):
+    """A damaged image stops scoring, and its error sends the person to the Remove box: so that box offers what the
+    manifest names beyond the review, and deleting it goes through (here it then stops at scoring again: this person
+    has no reference photos, so the error says that instead)."""
+    app, c = server.app, server.app.c
+    samples = app.workspace("wes").samples_dir(app.run)
+    samples.mkdir(parents=True)
+    Image.new("RGB", (16, 16)).save(samples / "linkedin-00.png")
+    (samples / "linkedin-01.png").write_bytes(b"\x89PNG cut short")
+    entry = {"style": "linkedin", "seed": 0, "prompt": "p", "prompt_2": "p", "negative_prompt": "n"}
+    (samples / "manifest.json").write_text(json.dumps({"user": "wes", "run": app.run, "images": [
+        {**entry, "file": "linkedin-00.png"}, {**entry, "file": "linkedin-01.png", "seed": 1}]}))
+    (samples / "scores.json").write_text(json.dumps({"images": [
+        {"file": "linkedin-00.png", "style": "linkedin", "seed": 0, "kept": True, "rank": 1, "similarity": 0.7,
+         "similarity_max": 0.8, "reason": "looks like you", "reasons": []}], "kept": 1, "references": 5, "threshold": 0.6}))
+    shown = app.page("wes")
+    assert shown[c["discard_pick"]]["choices"] == [("#1 linkedin-00.png", "linkedin-00.png"),
+                                                   ("linkedin-01.png (not scored)", "linkedin-01.png")]
+    assert [file for _, file in shown[c["favourites"]]["choices"]] == ["linkedin-00.png"]  # only scored ones to export
+    with pytest.raises(gr.Error, match="No reference face embeddings"):
+        app.discard(["linkedin-01.png"], 24, False, "wes", None)
+    assert not (samples / "linkedin-01.png").exists()
+    assert [e["file"] for e in json.loads((samples / "manifest.json").read_text())["images"]] == ["linkedin-00.png"]
+
+
 def test_a_running_generation_says_how_many_of_its_images_are_made(server):
     from service import views
     from service.jobs import Job
