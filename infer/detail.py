@@ -17,12 +17,16 @@ terms forbid commercial use.
 Reads   samples/manifest.json + images, the adapter (as generate)
 Writes  samples/<name>.detail.png, and per manifest entry "detail": every input of the re-draw (file,
         crop_box, face_box, prompts, seed, strength, steps, guidance_scale, dilate, feather, native), so the
-        entry alone redoes it; or {"skipped": reason} when the image has no usable face or its face is
-        already at the native size. Scoring judges both versions and keeps the better.
+        entry alone redoes it, and what its pixels came from (`weights`: the adapter and model, `original`: the
+        image's bytes), so an image whose record would come out the same is not re-drawn; or {"skipped": reason}
+        when the image has no usable face or its face is already at the native size. Scoring judges both
+        versions and keeps the better.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Collection
 from pathlib import Path
 
@@ -35,7 +39,7 @@ from headshots.config import Config
 from headshots.faces import Detection, FaceAnalyzer, resolve_device
 from headshots.images import load_rgb
 from headshots.logs import get_logger
-from infer.generate import Pipelines, PipelinesOrLoader, Sample, generate, load_pipelines, on_demand, person_context
+from infer.generate import Pipelines, PipelinesOrLoader, Sample, generate, on_demand, person_context, pipelines_for
 from infer.manifest import require_manifest, save_png, write_manifest
 from infer.styles import Style, check_prompt_lengths, load_style
 
@@ -82,8 +86,28 @@ def face_prompts(style: Style, trigger: str, class_noun: str) -> dict[str, str]:
     }
 
 
-def plan(detection: Detection, image: Image.Image, entry: dict, prompts: dict[str, str], cfg: Config) -> dict:
-    """The manifest's "detail" record for one image: every input of its re-draw, or why it is skipped."""
+def file_digest(*paths: Path) -> str:
+    """A short sha256 of the files' bytes, in order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with path.open("rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    return digest.hexdigest()[:16]
+
+
+def weights_fingerprint(cfg: Config, adapter: Path) -> str:
+    """What a re-draw's pixels depend on besides its record: the adapter's weights (and pivotal-token vectors), the
+    base model and how the adapter is applied. A retrained adapter changes it, and every face is re-drawn."""
+    files = sorted(p for p in adapter.glob("*.safetensors") if p.name != "lora_kohya.safetensors")  # the same weights again
+    settings = {"model": [cfg.model.pretrained, cfg.model.revision, cfg.model.variant, cfg.model.vae],
+                "lora_scale": cfg.infer.lora_scale, "scheduler": cfg.infer.scheduler}
+    return hashlib.sha256(f"{file_digest(*files)}{json.dumps(settings)}".encode()).hexdigest()[:16]
+
+
+def plan(detection: Detection, image: Image.Image, entry: dict, prompts: dict[str, str], cfg: Config,
+         drawn_from: dict[str, str]) -> dict:
+    """The manifest's "detail" record for one image: every input of its re-draw and what its pixels come from
+    (`drawn_from`: weights and original), or why it is skipped."""
     face = detection.subject
     if face is None:
         return {"skipped": f"no usable face ({detection.problem or 'no_face'})"}
@@ -97,7 +121,7 @@ def plan(detection: Detection, image: Image.Image, entry: dict, prompts: dict[st
         "file": detail_file(entry["file"]), "crop_box": list(box), "face_box": [round(v, 2) for v in face.box],
         **prompts, "seed": entry["seed"], "strength": detail.strength, "steps": detail.steps,
         "guidance_scale": detail.guidance_scale if detail.guidance_scale is not None else cfg.infer.guidance_scale,
-        "dilate": detail.dilate, "feather": detail.feather, "native": native,
+        "dilate": detail.dilate, "feather": detail.feather, "native": native, **drawn_from,
     }
 
 
@@ -144,32 +168,50 @@ def inpainting_pipeline(pipes: Pipelines):
     return inpaint
 
 
-def detail(cfg: Config, pipes: Pipelines | None = None, files: Collection[str] | None = None) -> list[dict]:
+def detail(cfg: Config, pipes: PipelinesOrLoader = None, files: Collection[str] | None = None) -> list[dict]:
     """Run the pass over every generated image, or over `files` only (a round just made); returns the
-    manifest entries it re-drew or skipped, each with its "detail"."""
+    manifest entries it re-drew, kept or skipped, each with its "detail". A face whose record would come out
+    exactly as it is (same inputs, weights and original) keeps its re-drawn file: running the pass again after a
+    new round re-draws that round only, and loads no model when nothing is new."""
     samples_dir, manifest = require_manifest(cfg, "to re-draw faces in")
     person = person_context(cfg)
-    pipes = pipes or load_pipelines(cfg, person.adapter)
-    inpaint = inpainting_pipeline(pipes)
-    tokenizers = {"tokenizer": inpaint.tokenizer, "tokenizer_2": inpaint.tokenizer_2}
+    pipes = on_demand(cfg) if pipes is None else pipes
+    weights = weights_fingerprint(cfg, person.adapter)
 
     entries = [e for e in manifest["images"] if files is None or e["file"] in files]
     images = [load_rgb(samples_dir / entry["file"]) for entry in entries]
     analyzer = FaceAnalyzer(cfg.face, resolve_device(cfg.device), with_embedder=False)
     detections = analyzer.detect_many(images)
-    styles: dict[str, dict[str, str]] = {}
-    for entry, image, detection in tqdm(list(zip(entries, images, detections)), desc="face detail", unit="image"):
-        if entry["style"] not in styles:
+    prompts: dict[str, dict[str, str]] = {}
+    redraws: list[tuple[dict, Image.Image]] = []
+    for entry, image, detection in zip(entries, images, detections):
+        if entry["style"] not in prompts:
             style = load_style(entry["style"], dict(cfg.infer.style_overrides))
-            styles[entry["style"]] = face_prompts(style, person.trigger, person.class_noun)
-            check_prompt_lengths(styles[entry["style"]], tokenizers, entry["style"])
-        entry["detail"] = plan(detection, image, entry, styles[entry["style"]], cfg)
-        if "file" in entry["detail"]:
-            save_png(redraw(inpaint, image, entry["detail"]), entry, samples_dir / entry["detail"]["file"])  # with its entry, as every output
+            prompts[entry["style"]] = face_prompts(style, person.trigger, person.class_noun)
+        drawn_from = {"weights": weights, "original": file_digest(samples_dir / entry["file"])}
+        record = plan(detection, image, entry, prompts[entry["style"]], cfg, drawn_from)
+        if "file" in record and not (record == entry.get("detail") and (samples_dir / record["file"]).is_file()):
+            redraws.append((entry, image))
+        entry["detail"] = record
+    if redraws:
+        redraw_faces(pipelines_for(cfg, pipes), redraws, {entry["style"]: prompts[entry["style"]] for entry, _ in redraws},
+                     samples_dir)
     write_manifest(samples_dir, manifest)
     redrawn = sum("file" in e["detail"] for e in entries)
-    log.info("face detail: %d of %d images re-drawn -> %s", redrawn, len(entries), samples_dir)
+    log.info("face detail: %d of %d images with a re-drawn face (%d drawn now, the rest kept) -> %s",
+             redrawn, len(entries), len(redraws), samples_dir)
     return entries
+
+
+def redraw_faces(pipes: Pipelines, redraws: list[tuple[dict, Image.Image]], prompts: dict[str, dict[str, str]],
+                 samples_dir: Path) -> None:
+    """Re-draw each entry's face as its "detail" record says, each PNG carrying its entry as every output."""
+    inpaint = inpainting_pipeline(pipes)
+    tokenizers = {"tokenizer": inpaint.tokenizer, "tokenizer_2": inpaint.tokenizer_2}
+    for style, style_prompts in prompts.items():
+        check_prompt_lengths(style_prompts, tokenizers, style)
+    for entry, image in tqdm(redraws, desc="face detail", unit="image"):
+        save_png(redraw(inpaint, image, entry["detail"]), entry, samples_dir / entry["detail"]["file"])
 
 
 def with_detail(cfg: Config, make: Callable[[Config, PipelinesOrLoader], list[Sample]] = generate) -> None:
@@ -179,4 +221,4 @@ def with_detail(cfg: Config, make: Callable[[Config, PipelinesOrLoader], list[Sa
     pipes = on_demand(cfg)
     made = make(cfg, pipes)
     if cfg.infer.detail.enabled and made:
-        detail(cfg, pipes(), {sample.file for sample in made})
+        detail(cfg, pipes, {sample.file for sample in made})

@@ -101,7 +101,7 @@ def main() -> None:
             started = time.perf_counter()
             detection = analyzer.detect(frame)
             found = time.perf_counter()
-            record = plan(detection, frame, {"file": "frame.png", "seed": attempt}, prompts, cfg)
+            record = plan(detection, frame, {"file": "frame.png", "seed": attempt}, prompts, cfg, {})
             if "skipped" in record:
                 sys.exit(f"the sample face was not re-drawn: {record['skipped']}")
             after = redraw(inpaint, frame, record)

@@ -95,6 +95,10 @@ def test_detail_pass_redraws_only_the_face_reproducibly_and_scoring_keeps_the_be
     assert "no usable face" in noise["detail"]["skipped"] and not (samples / "executive-01.detail.png").exists()
     manifest = json.loads((samples / "manifest.json").read_text())
     assert manifest["images"][0]["detail"] == record
+    # Run again with nothing new: the same record, the re-drawn file kept, and no model loaded at all.
+    drawn = (samples / record["file"]).stat().st_mtime_ns
+    assert detail(cfg, pipes=lambda: pytest.fail("a model was loaded with nothing to re-draw"))[0]["detail"] == record
+    assert (samples / record["file"]).stat().st_mtime_ns == drawn
     # A lost manifest comes back from the images: the re-drawn face's PNG carries the entry with its record (the
     # fixture's canvas replaced the original PNG, entry and all); a skipped pass's reason was only in the manifest.
     from infer.manifest import recover
@@ -146,3 +150,10 @@ def test_detail_pass_redraws_only_the_face_reproducibly_and_scoring_keeps_the_be
                 more_like)
     variation = json.loads((samples / "manifest.json").read_text())["images"][-1]
     assert variation["file"] == "executive-00-more-00.png" and "detail" in variation
+
+    # Other weights (here the adapter applied at another scale) draw other pixels: that face is re-drawn.
+    rescaled = replace(cfg, infer=replace(cfg.infer, lora_scale=0.5))
+    drawn = (samples / record["file"]).stat().st_mtime_ns
+    (again,) = detail(rescaled, files={"executive-00.png"})
+    assert again["detail"]["weights"] != record["weights"] and again["detail"]["original"] == record["original"]
+    assert (samples / record["file"]).stat().st_mtime_ns != drawn
