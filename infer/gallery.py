@@ -70,12 +70,12 @@ Each photo is also shown at profile-photo sizes: judge it small too.</div>
     return out
 
 
-def review_card(item: dict, image_at: Callable[[int], str | None], prefix: str = "") -> str:
+def review_card(item: dict, image_at: Callable[[int], str | None], prefix: str = "", actions: str = "") -> str:
     """One scored image as a person reviews a profile photo: at 400x400 and as 100 px and 40 px circles, its rank
     or why it was dropped, likeness, every check, where a variation came from and what the face-detail pass did.
     The one card of gallery.html (`image_at`: the file beside it, whatever the size) and the web app's Review tab
     (`image_at(side)`: a data URI of a preview that size, None when the image cannot be read; `prefix`: its CSS
-    classes' prefix)."""
+    classes' prefix; `actions`: its buttons, after the card's title)."""
     def cls(name: str) -> str:
         return f"{prefix}{name}"
 
@@ -92,7 +92,7 @@ def review_card(item: dict, image_at: Callable[[int], str | None], prefix: str =
               ) if full else f"<div class='{cls('small')}'>"
     return (f"<div class='{cls('card')} {status}' data-file='{name}'><span class='{cls('badge')}'>{badge}</span> "
             f"<b>{html.escape(item['style'])}</b> &middot; {name} &middot; seed {item['seed']}{_source_note(item.get('source'))}"
-            f"{images}<div class='{cls('meta')}'>likeness {sim}<br>{html.escape(item['reason'])}{_detail_note(item.get('detail'))}"
+            f"{actions}{images}<div class='{cls('meta')}'>likeness {sim}<br>{html.escape(item['reason'])}{_detail_note(item.get('detail'))}"
             f"</div></div><ul class='{cls('checks')}'>{checks}</ul></div>")
 
 

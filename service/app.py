@@ -338,9 +338,10 @@ class HeadshotsApp:
                 self.c["more_pick"]: gr.update(choices=choices, value=None),
                 self.c["discard_pick"]: gr.update(choices=views.discard_choices(ws, self.run), value=[])}
 
-    def review_cards(self, ws: Workspace, shown: int, dropped_open: bool) -> dict:
-        """The review's cards and the buttons under them, leaving the pickers (and the person's ticks) alone."""
-        drawn = views.review(ws, self.run, shown, dropped_open)
+    def review_cards(self, ws: Workspace, shown: int, dropped_open: bool, favourites: list[str] | None = None) -> dict:
+        """The review's cards and the buttons under them, leaving the pickers (and the person's ticks) alone;
+        `favourites`: the ticks, shown on the cards."""
+        drawn = views.review(ws, self.run, shown, dropped_open, frozenset(favourites or ()))
         plural = "s" if drawn.dropped != 1 else ""
         toggle = "Hide the dropped images" if dropped_open else f"Show the {drawn.dropped} dropped image{plural} and why"
         return {self.c["review"]: drawn.html,
@@ -348,16 +349,19 @@ class HeadshotsApp:
                 self.c["dropped_toggle"]: gr.update(visible=drawn.dropped > 0, value=toggle)}
 
     @user_errors
-    def show_more(self, shown: int, dropped_open: bool, state: str | None, request: gr.Request) -> dict:
+    def show_more(self, shown: int, dropped_open: bool, favourites: list[str] | None, state: str | None,
+                  request: gr.Request) -> dict:
         """One more page of cards in each list on view."""
         shown += views.REVIEW_PAGE
-        return {self.c["shown"]: shown, **self.review_cards(self.workspace(self.user(state, request)), shown, dropped_open)}
+        ws = self.workspace(self.user(state, request))
+        return {self.c["shown"]: shown, **self.review_cards(ws, shown, dropped_open, favourites)}
 
     @user_errors
-    def toggle_dropped(self, shown: int, dropped_open: bool, state: str | None, request: gr.Request) -> dict:
+    def toggle_dropped(self, shown: int, dropped_open: bool, favourites: list[str] | None, state: str | None,
+                       request: gr.Request) -> dict:
         """Unfold the dropped images (drawn only now: most people never open them), or fold them away."""
-        return {self.c["dropped_open"]: not dropped_open,
-                **self.review_cards(self.workspace(self.user(state, request)), shown, not dropped_open)}
+        ws = self.workspace(self.user(state, request))
+        return {self.c["dropped_open"]: not dropped_open, **self.review_cards(ws, shown, not dropped_open, favourites)}
 
     @user_errors
     def discard(self, chosen: list[str] | None, shown: int, dropped_open: bool, state: str | None,
@@ -544,7 +548,7 @@ class HeadshotsApp:
             # Ticks only while a job is queued or running: an idle tick a second costs the upload's intake ~1.5 s
             # of its 5 s on two cores (docs/app.md, Speed).
             c["timer"] = gr.Timer(1.0, active=False)
-            # Clicked by views.RESYNC_JS when the person comes back to this tab: a job started from another tab or
+            # Clicked by views.PAGE_JS when the person comes back to this tab: a job started from another tab or
             # device shows here then, at no cost while nobody looks (no idle timer).
             c["resync"] = gr.Button("Refresh status", elem_id="hs-resync", elem_classes="hs-hidden")
             self._wire(demo)
@@ -574,9 +578,9 @@ class HeadshotsApp:
         c["more"].click(self.more, [c["more_pick"], c["more_strength"], c["user"]], status, api_name="more")
         c["discard"].click(self.discard, [c["discard_pick"], c["shown"], c["dropped_open"], c["user"]], [*review[1:], c["files"]],
                            api_name="discard")
-        c["review_more"].click(self.show_more, [c["shown"], c["dropped_open"], c["user"]], [c["shown"], *drawn], api_name=False)
-        c["dropped_toggle"].click(self.toggle_dropped, [c["shown"], c["dropped_open"], c["user"]], [c["dropped_open"], *drawn],
-                                  api_name=False)
+        drawing = [c["shown"], c["dropped_open"], c["favourites"], c["user"]]
+        c["review_more"].click(self.show_more, drawing, [c["shown"], *drawn], api_name=False)
+        c["dropped_toggle"].click(self.toggle_dropped, drawing, [c["dropped_open"], *drawn], api_name=False)
         c["export"].click(self.download, [c["favourites"], c["user"]], [c["files"]], api_name="export")
         c["ask"].click(lambda: gr.update(visible=True), None, [c["confirm"]], api_name=False)
         c["no"].click(lambda: gr.update(visible=False), None, [c["confirm"]], api_name=False)
@@ -591,7 +595,7 @@ class HeadshotsApp:
         demo.queue()
         demo.launch(server_name=host, server_port=port, share=False, auth=self.check_password if self.accounts else None,
                     auth_message="Sign in with your name and password.", max_file_size=self.limits.max_upload_bytes,
-                    prevent_thread_lock=True, css=views.CSS, js=views.RESYNC_JS, run_history=False, footer_links=["api"], quiet=True)
+                    prevent_thread_lock=True, css=views.CSS, js=views.PAGE_JS, run_history=False, footer_links=["api"], quiet=True)
         self.demo = demo
         atexit.register(self.close)
         if block:

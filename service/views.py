@@ -42,13 +42,32 @@ CSS = """
 .hs-badge{font-weight:700}.hs-meta{margin-top:6px}
 .hs-checks{list-style:none;padding:0;margin:8px 0 0}.hs-checks .ok{color:#1b4332}.hs-checks .no{color:#8a1c1c}
 .hs-hidden{display:none !important}
+.hs-fav{float:right;border:1px solid #ccc;border-radius:12px;background:#fff;padding:1px 10px;cursor:pointer;font-size:13px}
+.hs-fav[aria-pressed=true]{background:#fff4c2;border-color:#e0b000}
 """
-# A tab the person comes back to (from another tab, window or app) asks once for their job's status.
-RESYNC_JS = """() => {
+FAVOURITE = {False: "☆ Favourite", True: "★ Favourite"}  # a card's button, by whether its image is ticked
+# Run once when the page loads.
+PAGE_JS = """() => {
+  // A tab the person comes back to (from another tab, window or app) asks once for their job's status.
   const resync = () => { if (document.visibilityState === "visible") document.getElementById("hs-resync")?.click(); };
   document.addEventListener("visibilitychange", resync);
   window.addEventListener("focus", resync);
-}"""
+  // A card's Favourite button ticks its image in the favourites picker (the list Export reads), as a click there
+  // would; a tick there, either way, shows on the card.
+  const picked = (file) => document.querySelector(`#hs-favourites input[name="${CSS.escape(file)}"]`);
+  document.addEventListener("click", (event) => {
+    const star = event.target.closest(".hs-fav");
+    if (star) picked(star.dataset.file)?.click();
+  });
+  document.addEventListener("change", (event) => {
+    const box = event.target.closest("#hs-favourites input[type=checkbox]");
+    if (!box) return;
+    for (const star of document.querySelectorAll(`.hs-fav[data-file="${CSS.escape(box.name)}"]`)) {
+      star.setAttribute("aria-pressed", String(box.checked));
+      star.textContent = box.checked ? FAVOURITE_ON : FAVOURITE_OFF;
+    }
+  });
+}""".replace("FAVOURITE_ON", json.dumps(FAVOURITE[True])).replace("FAVOURITE_OFF", json.dumps(FAVOURITE[False]))
 REVIEW_PAGE = 24  # review cards drawn at first, and added by each Show more (each of kept and dropped)
 PREVIEW_CACHE = 256  # files whose previews are kept in memory (a review card's three: ~55 KB for real photos)
 
@@ -243,10 +262,12 @@ class Review:
     dropped: int  # images the checks dropped (their list is folded until asked for)
 
 
-def review(ws: Workspace, run: str, shown: int = REVIEW_PAGE, dropped_open: bool = False) -> Review:
+def review(ws: Workspace, run: str, shown: int = REVIEW_PAGE, dropped_open: bool = False,
+           favourites: frozenset[str] = frozenset()) -> Review:
     """Ranked kept images, each at 400x400, 100 px and 40 px; the dropped ones with their reasons when asked for.
     At most `shown` cards of each list are drawn: every card carries its pictures (~55 KB), so a review of 192
-    images would be a 10 MB page sent again after every job, deletion and page load (docs/app.md, Speed)."""
+    images would be a 10 MB page sent again after every job, deletion and page load (docs/app.md, Speed).
+    Each card has a Favourite button, pressed for the images in `favourites` (the picker's ticks)."""
     samples = ws.samples_dir(run)
     scores = _read_json(samples / "scores.json")
     if scores is None:
@@ -256,24 +277,27 @@ def review(ws: Workspace, run: str, shown: int = REVIEW_PAGE, dropped_open: bool
     head = (f"<p id='hs-review-head'>{len(kept)} of {len(scores['images'])} kept, ranked by likeness to your "
             f"{scores['references']} reference photos (your threshold {scores['threshold']:.2f}). "
             "Judge them small too: that is how most people will see your photo.</p>")
-    body = _cards(kept[:shown], samples, "hs-kept", len(kept)) if kept else "<p>No image passed the checks.</p>"
+    body = _cards(kept[:shown], samples, "hs-kept", len(kept), favourites) if kept else "<p>No image passed the checks.</p>"
     if dropped and dropped_open:
         body += (f"<h4>{len(dropped)} dropped image{'s' if len(dropped) != 1 else ''}, and why</h4>"
-                 + _cards(dropped[:shown], samples, "hs-dropped", len(dropped)))
+                 + _cards(dropped[:shown], samples, "hs-dropped", len(dropped), favourites))
     more = max(0, len(kept) - shown) + (max(0, len(dropped) - shown) if dropped_open else 0)
     return Review(head + body, more, len(dropped))
 
 
-def _cards(items: list[dict], samples: Path, elem_id: str, total: int) -> str:
+def _cards(items: list[dict], samples: Path, elem_id: str, total: int, favourites: frozenset[str]) -> str:
     """A grid of review cards, saying how many of `total` it shows when not all."""
-    grid = "".join(_card(item, samples) for item in items)
+    grid = "".join(_card(item, samples, item["file"] in favourites) for item in items)
     note = f"<p class='hs-shown'>Showing {len(items)} of {total}.</p>" if len(items) < total else ""
     return f"<div class='hs-grid' id='{elem_id}'>{grid}</div>{note}"
 
 
-def _card(item: dict, samples: Path) -> str:
-    """A review card with a preview made at each size it is shown (the page carries ~1.2x the big one, not 3x)."""
-    return review_card(item, previews(samples / item["file"], CARD_SIDES).get, "hs-")
+def _card(item: dict, samples: Path, favourite: bool) -> str:
+    """A review card with a preview made at each size it is shown (the page carries ~1.2x the big one, not 3x), and
+    its Favourite button (PAGE_JS)."""
+    star = (f"<button type='button' class='hs-fav' data-file='{html.escape(item['file'])}' aria-pressed='{str(favourite).lower()}'>"
+            f"{FAVOURITE[favourite]}</button>")
+    return review_card(item, previews(samples / item["file"], CARD_SIDES).get, "hs-", star)
 
 
 def review_choices(ws: Workspace, run: str) -> list[tuple[str, str]]:

@@ -312,15 +312,16 @@ def test_the_review_draws_a_page_of_cards_and_the_dropped_ones_when_asked(server
     assert shown[c["dropped_toggle"]]["value"] == "Show the 3 dropped images and why"
     assert len(shown[c["discard_pick"]]["choices"]) == len(rows)  # every image can still be picked
 
-    more = app.show_more(shown[c["shown"]], False, "vera", None)
+    more = app.show_more(shown[c["shown"]], False, ["linkedin-01.png"], "vera", None)
     assert more[c["shown"]] == 2 * views.REVIEW_PAGE and more[c["review_more"]]["visible"] is False
     assert len(re.findall("class='hs-card kept", more[c["review"]])) == views.REVIEW_PAGE + 2
-    assert c["favourites"] not in more  # the person's ticks stay
+    assert c["favourites"] not in more  # the person's ticks stay, and show on their cards
+    assert re.findall("data-file='([^']+)' aria-pressed='true'", more[c["review"]]) == ["linkedin-01.png"]
 
-    opened = app.toggle_dropped(views.REVIEW_PAGE, False, "vera", None)
+    opened = app.toggle_dropped(views.REVIEW_PAGE, False, [], "vera", None)
     assert opened[c["dropped_open"]] is True and opened[c["dropped_toggle"]]["value"] == "Hide the dropped images"
-    assert re.findall("data-file='(linkedin-2[6-8].png)'", opened[c["review"]]) == ["linkedin-26.png", "linkedin-27.png", "linkedin-28.png"]
-    folded = app.toggle_dropped(views.REVIEW_PAGE, True, "vera", None)
+    assert re.findall("hs-card dropped' data-file='([^']+)'", opened[c["review"]]) == ["linkedin-26.png", "linkedin-27.png", "linkedin-28.png"]
+    folded = app.toggle_dropped(views.REVIEW_PAGE, True, [], "vera", None)
     assert folded[c["dropped_open"]] is False and "class='hs-card dropped" not in folded[c["review"]]
 
 

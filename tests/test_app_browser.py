@@ -161,7 +161,17 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         samples = server.outputs / "alice" / "default" / "samples"
         assert not (samples / "actor-01.png").exists()
         assert "actor-01.png" not in [e["file"] for e in json.loads((samples / "manifest.json").read_text())["images"]]
-        page.locator("#hs-favourites").get_by_label("linkedin-00.png", exact=False).check()
+        # A favourite ticked on its card is ticked in the picker Export reads, and the card shows it
+        from playwright.sync_api import expect
+
+        star = page.locator("#hs-dropped .hs-card[data-file='linkedin-00.png'] .hs-fav")
+        star.click()
+        expect(page.locator("#hs-favourites input[name='linkedin-00.png']")).to_be_checked()
+        expect(star).to_have_attribute("aria-pressed", "true")
+        steps.shot(page, "favourite")
+        page.locator("#hs-favourites input[name='linkedin-01.png']").check()  # and the other way round
+        expect(page.locator("#hs-dropped .hs-card[data-file='linkedin-01.png'] .hs-fav")).to_have_attribute("aria-pressed", "true")
+        page.locator("#hs-favourites input[name='linkedin-01.png']").uncheck()
 
         # 5. Download the platform crops and the zip.
         tab(page, "5. Download")
