@@ -534,7 +534,7 @@ def person_settings(path: Path) -> Any:
     person, and must not reach paths, models or other people's data. Empty when there is no file."""
     if not path.is_file():
         return OmegaConf.create({})
-    settings = load_yaml(path)
+    settings = load_yaml(path, "Your settings file")
     leaves = _leaves(OmegaConf.to_container(settings, resolve=False) or {})
     for key, value in leaves.items():
         allowed = next((k for k in PERSON_KEYS if key == k or key.startswith((k + ".", k + "["))), None)

@@ -47,7 +47,8 @@ def test_a_persons_own_settings_are_layered_and_kept_to_their_few_keys(tmp_path)
                           ("model:\n  pretrained: someone/else\n", "`model.pretrained` is not something"),
                           ("infer:\n  styles: [../../secrets.yaml]\n", "must name one of the styles"),
                           ("infer:\n  style_overrides: {background: '${oc.env:HOME}'}\n", "must be plain words"),
-                          ("prepare:\n  class_noun: 'x: [y]'\n", "must be plain words")):
+                          ("prepare:\n  class_noun: 'x: [y]'\n", "must be plain words"),
+                          ("infer:\n  styles: [doctor\n", "Your settings file .* is not valid YAML")):
         mine.write_text(text)
         with pytest.raises(ConfigError, match=message) as refused:
             load_config("alice", "tiny", overrides=where)
