@@ -551,6 +551,9 @@ class HeadshotsApp:
             # Clicked by views.PAGE_JS when the person comes back to this tab: a job started from another tab or
             # device shows here then, at no cost while nobody looks (no idle timer).
             c["resync"] = gr.Button("Refresh status", elem_id="hs-resync", elem_classes="hs-hidden")
+            # A review card's More like this (views.PAGE_JS): its image goes in this box, then this button is pressed.
+            c["card_file"] = gr.Textbox(elem_id="hs-card-file", elem_classes="hs-hidden", show_label=False)
+            c["card_more"] = gr.Button("More like this image", elem_id="hs-card-more", elem_classes="hs-hidden")
             self._wire(demo)
         return demo
 
@@ -576,6 +579,7 @@ class HeadshotsApp:
         c["generate"].click(self.generate, [c["styles"], c["count"], c["background"], c["clothing"], c["user"]], status,
                             api_name="generate")
         c["more"].click(self.more, [c["more_pick"], c["more_strength"], c["user"]], status, api_name="more")
+        c["card_more"].click(self.more, [c["card_file"], c["more_strength"], c["user"]], status, api_name=False)
         c["discard"].click(self.discard, [c["discard_pick"], c["shown"], c["dropped_open"], c["user"]], [*review[1:], c["files"]],
                            api_name="discard")
         drawing = [c["shown"], c["dropped_open"], c["favourites"], c["user"]]

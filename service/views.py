@@ -42,8 +42,9 @@ CSS = """
 .hs-badge{font-weight:700}.hs-meta{margin-top:6px}
 .hs-checks{list-style:none;padding:0;margin:8px 0 0}.hs-checks .ok{color:#1b4332}.hs-checks .no{color:#8a1c1c}
 .hs-hidden{display:none !important}
-.hs-fav{float:right;border:1px solid #ccc;border-radius:12px;background:#fff;padding:1px 10px;cursor:pointer;font-size:13px}
+.hs-fav,.hs-more-card{border:1px solid #ccc;border-radius:12px;background:#fff;padding:1px 10px;cursor:pointer;font-size:13px}
 .hs-fav[aria-pressed=true]{background:#fff4c2;border-color:#e0b000}
+.hs-actions{float:right;display:flex;gap:6px}
 """
 FAVOURITE = {False: "☆ Favourite", True: "★ Favourite"}  # a card's button, by whether its image is ticked
 # Run once when the page loads.
@@ -58,6 +59,15 @@ PAGE_JS = """() => {
   document.addEventListener("click", (event) => {
     const star = event.target.closest(".hs-fav");
     if (star) picked(star.dataset.file)?.click();
+    // A card's More like this names its image in the hidden #hs-card-file box and presses the hidden button that
+    // starts the job (with the How close chosen under the review), as the picker and button there would.
+    const more = event.target.closest(".hs-more-card");
+    const box = document.querySelector("#hs-card-file textarea, #hs-card-file input");
+    if (more && box) {
+      box.value = more.dataset.file;
+      box.dispatchEvent(new Event("input", { bubbles: true }));
+      document.getElementById("hs-card-more")?.click();
+    }
   });
   document.addEventListener("change", (event) => {
     const box = event.target.closest("#hs-favourites input[type=checkbox]");
@@ -294,10 +304,13 @@ def _cards(items: list[dict], samples: Path, elem_id: str, total: int, favourite
 
 def _card(item: dict, samples: Path, favourite: bool) -> str:
     """A review card with a preview made at each size it is shown (the page carries ~1.2x the big one, not 3x), and
-    its Favourite button (PAGE_JS)."""
-    star = (f"<button type='button' class='hs-fav' data-file='{html.escape(item['file'])}' aria-pressed='{str(favourite).lower()}'>"
-            f"{FAVOURITE[favourite]}</button>")
-    return review_card(item, previews(samples / item["file"], CARD_SIDES).get, "hs-", star)
+    its More like this and Favourite buttons (PAGE_JS)."""
+    file = html.escape(item["file"])
+    actions = (f"<span class='hs-actions'><button type='button' class='hs-more-card' data-file='{file}' "
+               f"title='New images drawn from this one, as close as How close (below the review) says'>More like this</button>"
+               f"<button type='button' class='hs-fav' data-file='{file}' aria-pressed='{str(favourite).lower()}'>"
+               f"{FAVOURITE[favourite]}</button></span>")
+    return review_card(item, previews(samples / item["file"], CARD_SIDES).get, "hs-", actions)
 
 
 def review_choices(ws: Workspace, run: str) -> list[tuple[str, str]]:

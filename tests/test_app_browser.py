@@ -132,15 +132,15 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         assert "✗" in cards.first.inner_text()
         steps.shot(page, "review")
 
-        # 4b. More like one of them: two variations drawn from it join the review.
-        page.locator("#hs-more-pick input").click()
-        page.get_by_role("option", name="linkedin-00.png (dropped)").click()
+        # 4b. More like one of them, from its card: two variations drawn from it join the review.
         page.locator("#hs-more-strength").get_by_label("Looser", exact=False).check()
-        page.locator("#hs-more:not([disabled])").click()
+        page.locator("#hs-dropped .hs-card[data-file='linkedin-00.png'] .hs-more-card").click()
         page.get_by_text("4 images generated").wait_for(timeout=JOB_TIMEOUT_MS)
         assert "0 of 4 kept" in page.locator("#hs-review-head").inner_text()
         # the new review keeps the dropped images open, as the person left them
         assert "more like linkedin-00.png" in page.locator("#hs-dropped .hs-card[data-file='linkedin-00-more-01.png']").inner_text()
+        variations = json.loads((server.outputs / "alice" / "default" / "samples" / "manifest.json").read_text())["images"][2:]
+        assert [(e["source"], e["strength"]) for e in variations] == [("linkedin-00.png", 0.6)] * 2  # the card's image, Looser
         steps.shot(page, "more-like-this")
 
         # 4c. Generate again: new images join the review, the earlier ones and their variations stay.
