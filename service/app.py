@@ -310,7 +310,8 @@ class HeadshotsApp:
             self.c["timer"]: gr.Timer(active=busy),
         }
 
-    def tick(self, state: str | None, seen: list | None, shown: int, dropped_open: bool, request: gr.Request) -> dict:
+    def tick(self, state: str | None, seen: list | None, shown: int, dropped_open: bool, favourites: list[str] | None,
+             request: gr.Request) -> dict:
         """Every second while a job of this person is queued or running, and once when they come back to the tab: its
         progress; the review once a generation ends.
 
@@ -326,15 +327,19 @@ class HeadshotsApp:
         if key != seen:
             out[self.c["seen"]] = key
             if job is not None and job.kind in IMAGE_KINDS and not job.active:
-                out.update(self.review_view(self.workspace(user), shown, dropped_open))
+                out.update(self.review_view(self.workspace(user), shown, dropped_open, favourites))
         return out
 
     # -- review and download -----------------------------------------------------------------------
-    def review_view(self, ws: Workspace, shown: int = views.REVIEW_PAGE, dropped_open: bool = False) -> dict:
-        """The review and the pickers over its images (their ticks cleared: the images may have changed)."""
+    def review_view(self, ws: Workspace, shown: int = views.REVIEW_PAGE, dropped_open: bool = False,
+                    favourites: list[str] | None = None) -> dict:
+        """The review and the pickers over its images, as they are now: the favourites ticked before stay ticked
+        while their images exist (a new round or a deletion does not lose them); the other pickers start afresh."""
         choices = views.review_choices(ws, self.run)
-        return {**self.review_cards(ws, shown, dropped_open),
-                self.c["favourites"]: gr.update(choices=choices, value=[]),
+        files = {file for _, file in choices}
+        kept = [file for file in favourites or () if file in files]
+        return {**self.review_cards(ws, shown, dropped_open, kept),
+                self.c["favourites"]: gr.update(choices=choices, value=kept),
                 self.c["more_pick"]: gr.update(choices=choices, value=None),
                 self.c["discard_pick"]: gr.update(choices=views.discard_choices(ws, self.run), value=[])}
 
@@ -364,8 +369,8 @@ class HeadshotsApp:
         return {self.c["dropped_open"]: not dropped_open, **self.review_cards(ws, shown, not dropped_open, favourites)}
 
     @user_errors
-    def discard(self, chosen: list[str] | None, shown: int, dropped_open: bool, state: str | None,
-                request: gr.Request) -> dict:
+    def discard(self, chosen: list[str] | None, shown: int, dropped_open: bool, favourites: list[str] | None,
+                state: str | None, request: gr.Request) -> dict:
         """Delete the ticked images for good (infer/discard.py), then show the review scored again without them."""
         user = self.user(state, request)
         ws = self.workspace(user)
@@ -378,7 +383,7 @@ class HeadshotsApp:
         cfg.infer.discard_files = list(chosen)
         self.forget_cached_downloads(ws)  # the last export may hold one of them: it goes, and its downloads with it
         discard(cfg, self.analyzer)
-        return {**self.review_view(ws, shown, dropped_open), self.c["files"]: None}
+        return {**self.review_view(ws, shown, dropped_open, favourites), self.c["files"]: None}
 
     @user_errors
     def download(self, favourites: list[str] | None, state: str | None, request: gr.Request) -> list[str]:
@@ -580,8 +585,8 @@ class HeadshotsApp:
                             api_name="generate")
         c["more"].click(self.more, [c["more_pick"], c["more_strength"], c["user"]], status, api_name="more")
         c["card_more"].click(self.more, [c["card_file"], c["more_strength"], c["user"]], status, api_name=False)
-        c["discard"].click(self.discard, [c["discard_pick"], c["shown"], c["dropped_open"], c["user"]], [*review[1:], c["files"]],
-                           api_name="discard")
+        c["discard"].click(self.discard, [c["discard_pick"], c["shown"], c["dropped_open"], c["favourites"], c["user"]],
+                           [*review[1:], c["files"]], api_name="discard")
         drawing = [c["shown"], c["dropped_open"], c["favourites"], c["user"]]
         c["review_more"].click(self.show_more, drawing, [c["shown"], *drawn], api_name=False)
         c["dropped_toggle"].click(self.toggle_dropped, drawing, [c["dropped_open"], *drawn], api_name=False)
@@ -589,7 +594,7 @@ class HeadshotsApp:
         c["ask"].click(lambda: gr.update(visible=True), None, [c["confirm"]], api_name=False)
         c["no"].click(lambda: gr.update(visible=False), None, [c["confirm"]], api_name=False)
         c["yes"].click(self.delete_everything, [c["user"]], [*page, c["confirm"], c["deleted"]], api_name="delete_my_data")
-        watched = [c["user"], c["seen"], c["shown"], c["dropped_open"]]
+        watched = [c["user"], c["seen"], c["shown"], c["dropped_open"], c["favourites"]]
         c["timer"].tick(self.tick, watched, [*status, *review], api_name="status", show_progress="hidden")
         c["resync"].click(self.tick, watched, [*status, *review], api_name=False, show_progress="hidden")
 

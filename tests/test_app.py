@@ -225,7 +225,7 @@ def test_the_tick_that_says_done_brings_the_review(server, tmp_path):
 
     app.status_view = ending_meanwhile
     try:
-        out = app.tick("quinn", seen, views.REVIEW_PAGE, False, None)
+        out = app.tick("quinn", seen, views.REVIEW_PAGE, False, [], None)
     finally:
         del app.status_view
     assert out[app.c["status"]].startswith("**Done.**") and out[app.c["timer"]].active is False
@@ -279,13 +279,13 @@ def test_styles_tab_opens_with_the_persons_own_settings_and_a_bad_file_locks_no_
 def test_deleting_images_takes_only_the_persons_own_and_never_under_a_running_job(server, tmp_path):
     app = server.app
     with pytest.raises(gr.Error, match="Tick the images to delete first"):
-        app.discard([], 24, False, "tess", None)
+        app.discard([], 24, False, [], "tess", None)
     with pytest.raises(gr.Error, match="Only your own generated images"):
-        app.discard(["../alice/default/samples/linkedin-00.png"], 24, False, "tess", None)
+        app.discard(["../alice/default/samples/linkedin-00.png"], 24, False, [], "tess", None)
     app.jobs.submit("tess", "generate", [sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "t.log")
     try:
         with pytest.raises(gr.Error, match="Wait for your job to finish"):
-            app.discard(["linkedin-00.png"], 24, False, "tess", None)
+            app.discard(["linkedin-00.png"], 24, False, [], "tess", None)
     finally:
         app.jobs.stop("tess")
 
@@ -318,6 +318,11 @@ def test_the_review_draws_a_page_of_cards_and_the_dropped_ones_when_asked(server
     assert c["favourites"] not in more  # the person's ticks stay, and show on their cards
     assert re.findall("data-file='([^']+)' aria-pressed='true'", more[c["review"]]) == ["linkedin-01.png"]
 
+    # drawn again after a job or a deletion: the favourites ticked stay ticked while their images exist
+    again = app.review_view(app.workspace("vera"), views.REVIEW_PAGE, False, ["linkedin-01.png", "linkedin-99.png"])
+    assert again[c["favourites"]]["value"] == ["linkedin-01.png"]
+    assert re.findall("data-file='([^']+)' aria-pressed='true'", again[c["review"]]) == ["linkedin-01.png"]
+
     opened = app.toggle_dropped(views.REVIEW_PAGE, False, [], "vera", None)
     assert opened[c["dropped_open"]] is True and opened[c["dropped_toggle"]]["value"] == "Hide the dropped images"
     assert re.findall("hs-card dropped' data-file='([^']+)'", opened[c["review"]]) == ["linkedin-26.png", "linkedin-27.png", "linkedin-28.png"]
@@ -345,7 +350,7 @@ def test_an_image_scoring_never_reached_can_still_be_deleted(server):
                                                    ("linkedin-01.png (not scored)", "linkedin-01.png")]
     assert [file for _, file in shown[c["favourites"]]["choices"]] == ["linkedin-00.png"]  # only scored ones to export
     with pytest.raises(gr.Error, match="No reference face embeddings"):
-        app.discard(["linkedin-01.png"], 24, False, "wes", None)
+        app.discard(["linkedin-01.png"], 24, False, [], "wes", None)
     assert not (samples / "linkedin-01.png").exists()
     assert [e["file"] for e in json.loads((samples / "manifest.json").read_text())["images"]] == ["linkedin-00.png"]
 

@@ -143,6 +143,18 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         assert [(e["source"], e["strength"]) for e in variations] == [("linkedin-00.png", 0.6)] * 2  # the card's image, Looser
         steps.shot(page, "more-like-this")
 
+        # A favourite ticked on its card is ticked in the picker Export reads, and the card shows it.
+        from playwright.sync_api import expect
+
+        star = page.locator("#hs-dropped .hs-card[data-file='linkedin-00.png'] .hs-fav")
+        star.click()
+        expect(page.locator("#hs-favourites input[name='linkedin-00.png']")).to_be_checked()
+        expect(star).to_have_attribute("aria-pressed", "true")
+        steps.shot(page, "favourite")
+        page.locator("#hs-favourites input[name='actor-00.png']").check()  # and the other way round
+        expect(page.locator("#hs-dropped .hs-card[data-file='actor-00.png'] .hs-fav")).to_have_attribute("aria-pressed", "true")
+        page.locator("#hs-favourites input[name='actor-00.png']").uncheck()
+
         # 4c. Generate again: new images join the review, the earlier ones and their variations stay.
         tab(page, "3. Styles")
         page.locator("#hs-generate:not([disabled])").click()
@@ -161,17 +173,9 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         samples = server.outputs / "alice" / "default" / "samples"
         assert not (samples / "actor-01.png").exists()
         assert "actor-01.png" not in [e["file"] for e in json.loads((samples / "manifest.json").read_text())["images"]]
-        # A favourite ticked on its card is ticked in the picker Export reads, and the card shows it
-        from playwright.sync_api import expect
-
-        star = page.locator("#hs-dropped .hs-card[data-file='linkedin-00.png'] .hs-fav")
-        star.click()
+        # The favourite stays ticked through the new round and the deletion, on its card too.
         expect(page.locator("#hs-favourites input[name='linkedin-00.png']")).to_be_checked()
-        expect(star).to_have_attribute("aria-pressed", "true")
-        steps.shot(page, "favourite")
-        page.locator("#hs-favourites input[name='linkedin-01.png']").check()  # and the other way round
-        expect(page.locator("#hs-dropped .hs-card[data-file='linkedin-01.png'] .hs-fav")).to_have_attribute("aria-pressed", "true")
-        page.locator("#hs-favourites input[name='linkedin-01.png']").uncheck()
+        expect(page.locator("#hs-dropped .hs-card[data-file='linkedin-00.png'] .hs-fav")).to_have_attribute("aria-pressed", "true")
 
         # 5. Download the platform crops and the zip.
         tab(page, "5. Download")
