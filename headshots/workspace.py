@@ -9,7 +9,7 @@
     data/users/<user>/reference.safetensors     FaceNet embeddings of the kept photos
     outputs/<user>/<run>/adapter/               LoRA weights + resolved config
     outputs/<user>/<run>/checkpoints/step-N/    resumable training state
-    outputs/<user>/<run>/samples/               images, scores.json, gallery.html
+    outputs/<user>/<run>/samples/               images, scores.json, gallery.html, favourites.json
     outputs/<user>/<run>/wandb/                 local W&B files
 """
 
@@ -104,6 +104,10 @@ class Workspace:
 
     def samples_dir(self, run: str) -> Path:
         return self.run_dir(run) / "samples"
+
+    def favourites(self, run: str) -> Path:
+        """The images the person ticked as favourites in the web app, kept for when they come back."""
+        return self.samples_dir(run) / "favourites.json"
 
     def wandb_dir(self, run: str) -> Path:
         return self.run_dir(run) / "wandb"

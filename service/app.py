@@ -44,7 +44,7 @@ from headshots.faces import FaceAnalyzer, resolve_device
 from headshots.images import list_photos, load_rgb
 from headshots.logs import get_logger, setup_logging
 from headshots.purge import purge
-from headshots.workspace import ADAPTER_WEIGHTS, Workspace
+from headshots.workspace import ADAPTER_WEIGHTS, Workspace, write_json_atomic
 from infer.discard import discard
 from infer.export import EXPORT, export
 from infer.generate import new_round_name
@@ -333,11 +333,12 @@ class HeadshotsApp:
     # -- review and download -----------------------------------------------------------------------
     def review_view(self, ws: Workspace, shown: int = views.REVIEW_PAGE, dropped_open: bool = False,
                     favourites: list[str] | None = None) -> dict:
-        """The review and the pickers over its images, as they are now: the favourites ticked before stay ticked
-        while their images exist (a new round or a deletion does not lose them); the other pickers start afresh."""
+        """The review and the pickers over its images, as they are now: the favourites ticked before (`favourites`, or
+        favourites.json when the page is opened) stay ticked while their images exist (a new round, a deletion or
+        closing the page does not lose them); the other pickers start afresh."""
         choices = views.review_choices(ws, self.run)
         files = {file for _, file in choices}
-        kept = [file for file in favourites or () if file in files]
+        kept = [file for file in (views.favourites(ws, self.run) if favourites is None else favourites) if file in files]
         return {**self.review_cards(ws, shown, dropped_open, kept),
                 self.c["favourites"]: gr.update(choices=choices, value=kept),
                 self.c["more_pick"]: gr.update(choices=choices, value=None),
@@ -384,6 +385,14 @@ class HeadshotsApp:
         self.forget_cached_downloads(ws)  # the last export may hold one of them: it goes, and its downloads with it
         discard(cfg, self.analyzer)
         return {**self.review_view(ws, shown, dropped_open, favourites), self.c["files"]: None}
+
+    @user_errors
+    def keep_favourites(self, favourites: list[str] | None, state: str | None, request: gr.Request) -> None:
+        """Each tick of a favourite, saved for when the person comes back (the page forgets it when closed)."""
+        ws = self.workspace(self.user(state, request))
+        files = {file for _, file in views.review_choices(ws, self.run)}
+        if files:  # nothing generated: nothing to tick, and no folder to make
+            write_json_atomic(ws.favourites(self.run), {"files": [f for f in favourites or () if f in files]})
 
     @user_errors
     def download(self, favourites: list[str] | None, state: str | None, request: gr.Request) -> list[str]:
@@ -590,6 +599,8 @@ class HeadshotsApp:
         drawing = [c["shown"], c["dropped_open"], c["favourites"], c["user"]]
         c["review_more"].click(self.show_more, drawing, [c["shown"], *drawn], api_name=False)
         c["dropped_toggle"].click(self.toggle_dropped, drawing, [c["dropped_open"], *drawn], api_name=False)
+        c["favourites"].input(self.keep_favourites, [c["favourites"], c["user"]], None, api_name=False,
+                              show_progress="hidden")
         c["export"].click(self.download, [c["favourites"], c["user"]], [c["files"]], api_name="export")
         c["ask"].click(lambda: gr.update(visible=True), None, [c["confirm"]], api_name=False)
         c["no"].click(lambda: gr.update(visible=False), None, [c["confirm"]], api_name=False)

@@ -321,6 +321,13 @@ def review_choices(ws: Workspace, run: str) -> list[tuple[str, str]]:
     return [(f"#{i['rank']} {i['file']}" if i["kept"] else f"{i['file']} (dropped)", i["file"]) for i in scores["images"]]
 
 
+def favourites(ws: Workspace, run: str) -> list[str]:
+    """The favourites the person ticked last (favourites.json), or none."""
+    saved = _read_json(ws.favourites(run))
+    files = saved.get("files") if isinstance(saved, dict) else None
+    return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
+
+
 def discard_choices(ws: Workspace, run: str) -> list[tuple[str, str]]:
     """(label, file) for the delete picker: the review's images, then any the manifest names that scoring has not
     reached (a damaged image stops scoring, and its error sends the person here to delete it)."""

@@ -323,6 +323,10 @@ def test_the_review_draws_a_page_of_cards_and_the_dropped_ones_when_asked(server
     assert again[c["favourites"]]["value"] == ["linkedin-01.png"]
     assert re.findall("data-file='([^']+)' aria-pressed='true'", again[c["review"]]) == ["linkedin-01.png"]
 
+    # a tick is saved (another person's or an unknown file is not), and the page opened again shows it
+    app.keep_favourites(["linkedin-02.png", "../alice/default/samples/linkedin-00.png"], "vera", None)
+    assert app.page("vera")[c["favourites"]]["value"] == ["linkedin-02.png"]
+
     opened = app.toggle_dropped(views.REVIEW_PAGE, False, [], "vera", None)
     assert opened[c["dropped_open"]] is True and opened[c["dropped_toggle"]]["value"] == "Hide the dropped images"
     assert re.findall("hs-card dropped' data-file='([^']+)'", opened[c["review"]]) == ["linkedin-26.png", "linkedin-27.png", "linkedin-28.png"]

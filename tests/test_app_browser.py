@@ -151,6 +151,12 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         expect(page.locator("#hs-favourites input[name='linkedin-00.png']")).to_be_checked()
         expect(star).to_have_attribute("aria-pressed", "true")
         steps.shot(page, "favourite")
+        favourites = server.outputs / "alice" / "default" / "samples" / "favourites.json"  # kept for the next visit
+        for _ in range(50):
+            if favourites.is_file() and json.loads(favourites.read_text())["files"] == ["linkedin-00.png"]:
+                break
+            page.wait_for_timeout(100)
+        assert json.loads(favourites.read_text())["files"] == ["linkedin-00.png"]
         page.locator("#hs-favourites input[name='actor-00.png']").check()  # and the other way round
         expect(page.locator("#hs-dropped .hs-card[data-file='actor-00.png'] .hs-fav")).to_have_attribute("aria-pressed", "true")
         page.locator("#hs-favourites input[name='actor-00.png']").uncheck()
