@@ -42,23 +42,22 @@ CSS = """
 .hs-badge{font-weight:700}.hs-meta{margin-top:6px}
 .hs-checks{list-style:none;padding:0;margin:8px 0 0}.hs-checks .ok{color:#1b4332}.hs-checks .no{color:#8a1c1c}
 .hs-hidden{display:none !important}
-.hs-fav,.hs-more-card{border:1px solid #ccc;border-radius:12px;background:#fff;padding:1px 10px;cursor:pointer;font-size:13px}
-.hs-fav[aria-pressed=true]{background:#fff4c2;border-color:#e0b000}
-.hs-actions{float:right;display:flex;gap:6px}
+.hs-tick,.hs-more-card{border:1px solid #ccc;border-radius:12px;background:#fff;padding:1px 10px;cursor:pointer;font-size:13px}
+.hs-tick[aria-pressed=true]{background:#fff4c2;border-color:#e0b000}
+.hs-actions{float:right;display:flex;gap:6px}.hs-photo .hs-tick{float:right}
 """
-FAVOURITE = {False: "☆ Favourite", True: "★ Favourite"}  # a card's button, by whether its image is ticked
 # Run once when the page loads.
 PAGE_JS = """() => {
   // A tab the person comes back to (from another tab, window or app) asks once for their job's status.
   const resync = () => { if (document.visibilityState === "visible") document.getElementById("hs-resync")?.click(); };
   document.addEventListener("visibilitychange", resync);
   window.addEventListener("focus", resync);
-  // A card's Favourite button ticks its image in the favourites picker (the list Export reads), as a click there
-  // would; a tick there, either way, shows on the card.
-  const picked = (file) => document.querySelector(`#hs-favourites input[name="${CSS.escape(file)}"]`);
+  // A card's tick button (tick_button: Favourite, Remove) ticks its file in the checkbox list it names, as a click
+  // there would (the list is what the server reads); a tick there, either way, shows on the card's button.
+  const listed = (list, file) => document.querySelector(`#${list} input[name="${CSS.escape(file)}"]`);
   document.addEventListener("click", (event) => {
-    const star = event.target.closest(".hs-fav");
-    if (star) picked(star.dataset.file)?.click();
+    const tick = event.target.closest("[data-tick]");
+    if (tick) listed(tick.dataset.tick, tick.dataset.file)?.click();
     // A card's More like this names its image in the hidden #hs-card-file box and presses the hidden button that
     // starts the job (with the How close chosen under the review), as the picker and button there would.
     const more = event.target.closest(".hs-more-card");
@@ -70,14 +69,26 @@ PAGE_JS = """() => {
     }
   });
   document.addEventListener("change", (event) => {
-    const box = event.target.closest("#hs-favourites input[type=checkbox]");
-    if (!box) return;
-    for (const star of document.querySelectorAll(`.hs-fav[data-file="${CSS.escape(box.name)}"]`)) {
-      star.setAttribute("aria-pressed", String(box.checked));
-      star.textContent = box.checked ? FAVOURITE_ON : FAVOURITE_OFF;
+    const input = event.target.closest("input[type=checkbox]");
+    const list = input?.closest("[id^=hs-]")?.id;
+    if (!list) return;
+    for (const tick of document.querySelectorAll(`[data-tick="${list}"][data-file="${CSS.escape(input.name)}"]`)) {
+      tick.setAttribute("aria-pressed", String(input.checked));
+      tick.textContent = input.checked ? tick.dataset.on : tick.dataset.off;
     }
   });
-}""".replace("FAVOURITE_ON", json.dumps(FAVOURITE[True])).replace("FAVOURITE_OFF", json.dumps(FAVOURITE[False]))
+}"""
+FAVOURITE = ("☆ Favourite", "★ Favourite")  # a review card's tick button, unticked and ticked
+TO_REMOVE = ("Remove", "✓ To remove")  # a photo card's
+
+
+def tick_button(list_id: str, file: str, ticked: bool, labels: tuple[str, str]) -> str:
+    """A card's button that ticks `file` in the checkbox list `list_id` (PAGE_JS), pressed when it is ticked."""
+    off, on = (html.escape(label) for label in labels)
+    return (f"<button type='button' class='hs-tick' data-tick='{list_id}' data-file='{html.escape(file)}' "
+            f"data-off='{off}' data-on='{on}' aria-pressed='{str(ticked).lower()}'>{on if ticked else off}</button>")
+
+
 REVIEW_PAGE = 24  # review cards drawn at first, and added by each Show more (each of kept and dropped)
 PREVIEW_CACHE = 256  # files whose previews are kept in memory (a review card's three: ~55 KB for real photos)
 
@@ -160,7 +171,8 @@ def _photo_card(p: dict, uri: str | None) -> str:
     measured = "; ".join(f"{name}: {', '.join(f'{k} {v}' for k, v in c['value'].items())}"
                          for name, c in p["checks"].items() if c["status"] != "ok" and c["value"])
     return (f"<div class='hs-photo {p['verdict']}' data-file='{html.escape(p['file'])}'>{frame}"
-            f"<b>{html.escape(p['file'])}</b> <span class='hs-verdict'>{html.escape(p['verdict'])}</span>"
+            f"<b>{html.escape(p['file'])}</b> <span class='hs-verdict'>{html.escape(p['verdict'])}</span> "
+            f"{tick_button('hs-remove-pick', p['file'], False, TO_REMOVE)}"
             f"<p>{html.escape(p.get('reason') or 'good photo')}</p><ul>{_items(p['advice'])}</ul>"
             f"{f'<small>measured: {html.escape(measured)}</small>' if measured else ''}</div>")
 
@@ -308,8 +320,7 @@ def _card(item: dict, samples: Path, favourite: bool) -> str:
     file = html.escape(item["file"])
     actions = (f"<span class='hs-actions'><button type='button' class='hs-more-card' data-file='{file}' "
                f"title='New images drawn from this one, as close as How close (below the review) says'>More like this</button>"
-               f"<button type='button' class='hs-fav' data-file='{file}' aria-pressed='{str(favourite).lower()}'>"
-               f"{FAVOURITE[favourite]}</button></span>")
+               f"{tick_button('hs-favourites', item['file'], favourite, FAVOURITE)}</span>")
     return review_card(item, previews(samples / item["file"], CARD_SIDES).get, "hs-", actions)
 
 

@@ -25,6 +25,7 @@ from service.app import main, read_password_file, safe_file_name
 from service.jobs import DONE, QUEUED, RUNNING, STOPPED, Job, JobQueue
 from tests.app_server import serve
 
+FAVOURITE_TICKED = "data-tick='hs-favourites' data-file='([^']+)'[^>]*aria-pressed='true'"  # a card's pressed Favourite
 LIMITS = ("app.max_photos=6", "app.max_pixels=20000000", "app.max_upload_bytes=2000000")
 
 
@@ -70,7 +71,7 @@ def test_bad_files_get_their_reason_not_a_traceback(server, selfies, tmp_path):
     assert "**not added**: fake.jpg: not an image file" in result["notes"]
     assert "**not added**: cut.jpg: the file is damaged or truncated" in result["notes"]
     assert "added **half.jpg**" in result["notes"] and "added **01.jpg**" in result["notes"]
-    card = result["photos"].split("data-file='half.jpg'")[1].split("</div></div>")[0]
+    card = result["photos"].split("data-file='half.jpg'>")[1].split("</div></div>")[0]
     assert "reject" in card and "damaged or truncated" in card and "Export or upload the photo again" in card
     assert [name for name, _ in result["remove_pick"]["choices"]] == ["01.jpg", "half.jpg"]
     assert not any("Traceback" in str(value) for value in result.values())
@@ -316,12 +317,12 @@ def test_the_review_draws_a_page_of_cards_and_the_dropped_ones_when_asked(server
     assert more[c["shown"]] == 2 * views.REVIEW_PAGE and more[c["review_more"]]["visible"] is False
     assert len(re.findall("class='hs-card kept", more[c["review"]])) == views.REVIEW_PAGE + 2
     assert c["favourites"] not in more  # the person's ticks stay, and show on their cards
-    assert re.findall("data-file='([^']+)' aria-pressed='true'", more[c["review"]]) == ["linkedin-01.png"]
+    assert re.findall(FAVOURITE_TICKED, more[c["review"]]) == ["linkedin-01.png"]
 
     # drawn again after a job or a deletion: the favourites ticked stay ticked while their images exist
     again = app.review_view(app.workspace("vera"), views.REVIEW_PAGE, False, ["linkedin-01.png", "linkedin-99.png"])
     assert again[c["favourites"]]["value"] == ["linkedin-01.png"]
-    assert re.findall("data-file='([^']+)' aria-pressed='true'", again[c["review"]]) == ["linkedin-01.png"]
+    assert re.findall(FAVOURITE_TICKED, again[c["review"]]) == ["linkedin-01.png"]
 
     # a tick is saved (another person's or an unknown file is not), and the page opened again shows it
     app.keep_favourites(["linkedin-02.png", "../alice/default/samples/linkedin-00.png"], "vera", None)

@@ -84,6 +84,15 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         assert page.locator(".hs-photo[data-file='01.jpg'] .hs-box").count() == 1  # the face box on the photo
         assert page.locator("#hs-set").inner_text().startswith("WARN")
         steps.shot(page, "verdicts")
+        # The rejected one goes from its card: Remove ticks it in the list, and the list's button removes it.
+        from playwright.sync_api import expect
+
+        group_card.locator("[data-tick=hs-remove-pick]").click()
+        expect(page.locator("#hs-remove-pick input[name='group.jpg']")).to_be_checked()
+        expect(group_card.locator("[data-tick=hs-remove-pick]")).to_have_text("✓ To remove")
+        page.locator("#hs-remove").click()
+        expect(page.locator(".hs-photo")).to_have_count(6, timeout=60_000)
+        assert not (server.data / "alice" / "selfies" / "group.jpg").exists()
 
         # 2. Train; a second tab, open from before, shows the job when the person comes back to it (no idle
         # polling: the page asks once on coming back). Close the first tab while it runs; a new tab with the
@@ -144,9 +153,7 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         steps.shot(page, "more-like-this")
 
         # A favourite ticked on its card is ticked in the picker Export reads, and the card shows it.
-        from playwright.sync_api import expect
-
-        star = page.locator("#hs-dropped .hs-card[data-file='linkedin-00.png'] .hs-fav")
+        star = page.locator("#hs-dropped .hs-card[data-file='linkedin-00.png'] [data-tick=hs-favourites]")
         star.click()
         expect(page.locator("#hs-favourites input[name='linkedin-00.png']")).to_be_checked()
         expect(star).to_have_attribute("aria-pressed", "true")
@@ -158,7 +165,7 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
             page.wait_for_timeout(100)
         assert json.loads(favourites.read_text())["files"] == ["linkedin-00.png"]
         page.locator("#hs-favourites input[name='actor-00.png']").check()  # and the other way round
-        expect(page.locator("#hs-dropped .hs-card[data-file='actor-00.png'] .hs-fav")).to_have_attribute("aria-pressed", "true")
+        expect(page.locator("#hs-dropped .hs-card[data-file='actor-00.png'] [data-tick=hs-favourites]")).to_have_attribute("aria-pressed", "true")
         page.locator("#hs-favourites input[name='actor-00.png']").uncheck()
 
         # 4c. Generate again: new images join the review, the earlier ones and their variations stay.
@@ -181,7 +188,7 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         assert "actor-01.png" not in [e["file"] for e in json.loads((samples / "manifest.json").read_text())["images"]]
         # The favourite stays ticked through the new round and the deletion, on its card too.
         expect(page.locator("#hs-favourites input[name='linkedin-00.png']")).to_be_checked()
-        expect(page.locator("#hs-dropped .hs-card[data-file='linkedin-00.png'] .hs-fav")).to_have_attribute("aria-pressed", "true")
+        expect(page.locator("#hs-dropped .hs-card[data-file='linkedin-00.png'] [data-tick=hs-favourites]")).to_have_attribute("aria-pressed", "true")
 
         # 5. Download the platform crops and the zip.
         tab(page, "5. Download")
