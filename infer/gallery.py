@@ -22,9 +22,9 @@ STYLE = """
 body{font-family:system-ui,sans-serif;margin:24px;background:#f4f4f2;color:#222}
 h1{margin:0 0 4px} .sub{color:#666;margin-bottom:20px}
 .grid{display:flex;flex-wrap:wrap;gap:18px}
-.card{background:#fff;border-radius:10px;padding:12px;box-shadow:0 1px 4px #0002;width:420px}
+.card{background:#fff;border-radius:10px;padding:12px;box-shadow:0 1px 4px #0002;width:420px;max-width:calc(100% - 24px)}
 .card.dropped{opacity:.55}
-.full{width:400px;height:400px;object-fit:cover;border-radius:4px;display:block}
+.full{width:100%;max-width:400px;height:auto;aspect-ratio:1;object-fit:cover;border-radius:4px;display:block}
 .small{display:flex;align-items:center;gap:14px;margin-top:10px}
 .avatar{width:100px;height:100px;border-radius:50%;object-fit:cover}
 .tiny{width:40px;height:40px;border-radius:50%;object-fit:cover}

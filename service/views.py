@@ -33,9 +33,10 @@ CSS = """
 .hs-frame{position:relative;width:240px}.hs-frame img{width:240px;display:block}
 .hs-box{position:absolute;border:2px solid #0f0;box-sizing:border-box}
 .hs-verdict{font-weight:700;text-transform:uppercase}
-.hs-card{background:#fff;border-radius:10px;padding:12px;box-shadow:0 1px 4px #0002;width:400px;box-sizing:content-box;font-size:13px}
+.hs-card{background:#fff;border-radius:10px;padding:12px;box-shadow:0 1px 4px #0002;width:400px;max-width:calc(100% - 24px);box-sizing:content-box;font-size:13px}
 .hs-card.dropped{opacity:.7}
-.hs-full{width:400px;height:400px;max-width:none;object-fit:cover;border-radius:4px;display:block}
+/* 400x400 as on a profile page; on a phone narrower than that, the card's width, still square */
+.hs-full{width:100%;height:auto;aspect-ratio:1;max-width:400px;object-fit:cover;border-radius:4px;display:block}
 .hs-small{display:flex;align-items:center;gap:14px;margin-top:10px}
 .hs-avatar{width:100px;height:100px;border-radius:50%;object-fit:cover}
 .hs-tiny{width:40px;height:40px;border-radius:50%;object-fit:cover}

@@ -140,6 +140,15 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         assert cards.first.locator(".hs-full").bounding_box()["width"] == pytest.approx(400, abs=1)
         assert "✗" in cards.first.inner_text()
         steps.shot(page, "review")
+        # On a phone the card fits the screen: the big view shrinks to the card's width, still square; the
+        # avatar sizes stay what they are.
+        page.set_viewport_size({"width": 390, "height": 844})
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        big = cards.first.locator(".hs-full").bounding_box()
+        assert big["width"] < 340 and big["height"] == pytest.approx(big["width"], abs=1)
+        assert cards.first.locator(".hs-avatar").bounding_box()["width"] == pytest.approx(100, abs=1)
+        steps.shot(page, "review-on-a-phone")
+        page.set_viewport_size({"width": 1300, "height": 1000})
 
         # 4b. More like one of them, from its card: two variations drawn from it join the review.
         page.locator("#hs-more-strength").get_by_label("Looser", exact=False).check()
