@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from headshots.errors import HeadshotsError, ImageError
 from headshots.images import list_photos, load_rgb
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace
@@ -45,7 +47,8 @@ CSS = """
 .hs-hidden{display:none !important}
 .hs-tick,.hs-more-card{border:1px solid #ccc;border-radius:12px;background:#fff;padding:1px 10px;cursor:pointer;font-size:13px}
 .hs-tick[aria-pressed=true]{background:#fff4c2;border-color:#e0b000}
-.hs-actions{float:right;display:flex;gap:6px}.hs-photo .hs-tick{float:right}
+.hs-actions{float:right;display:flex;gap:6px}
+.hs-yours{display:flex;flex-wrap:wrap;align-items:center;gap:10px;margin:4px 0 14px}.hs-photo .hs-tick{float:right}
 """
 # Run once when the page loads.
 PAGE_JS = """() => {
@@ -125,9 +128,36 @@ def _previews(path: str, mtime_ns: int, size: int, sides: tuple[int, ...]) -> di
     return made
 
 
+def face_uri(path: Path, face_box: tuple[float, ...], side: int) -> str | None:
+    """A square JPEG of the face in a photo (`face_box`: x1, y1, x2, y2 in 0..1 of the upright photo, as intake
+    gives it) with room around it, `side` px, as a data URI; None for a file that is not a readable image."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _face_uri(str(path), stat.st_mtime_ns, stat.st_size, tuple(face_box), side)
+
+
+@functools.lru_cache(maxsize=PREVIEW_CACHE)
+def _face_uri(path: str, mtime_ns: int, size: int, face_box: tuple[float, ...], side: int) -> str | None:
+    try:
+        image = load_rgb(Path(path), draft_side=4 * side)
+    except ImageError:
+        return None
+    x1, y1, x2, y2 = (v * s for v, s in zip(face_box, (image.width, image.height) * 2))
+    half = min(0.8 * max(x2 - x1, y2 - y1), image.width / 2, image.height / 2)  # 1.6x the face, inside the photo
+    cx = min(max((x1 + x2) / 2, half), image.width - half)
+    cy = min(max((y1 + y2) / 2, half), image.height - half)
+    crop = image.crop((round(cx - half), round(cy - half), round(cx + half), round(cy + half))).resize((side, side), Image.LANCZOS)
+    buffer = io.BytesIO()
+    crop.save(buffer, "JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
 def forget_previews() -> None:
     """Drop every cached preview (Delete my data: no picture of the person stays in this process's memory)."""
     _previews.cache_clear()
+    _face_uri.cache_clear()
 
 
 def _read_json(path: Path) -> dict | None:
@@ -299,13 +329,23 @@ def review(ws: Workspace, run: str, shown: int = REVIEW_PAGE, dropped_open: bool
     dropped = [item for item in scores["images"] if not item["kept"]]
     head = (f"<p id='hs-review-head'>{len(kept)} of {len(scores['images'])} kept, ranked by likeness to your "
             f"{scores['references']} reference photos (your threshold {scores['threshold']:.2f}). "
-            "Judge them small too: that is how most people will see your photo.</p>")
+            "Judge them small too: that is how most people will see your photo.</p>" + your_faces(ws))
     body = _cards(kept[:shown], samples, "hs-kept", len(kept), favourites) if kept else "<p>No image passed the checks.</p>"
     if dropped and dropped_open:
         body += (f"<h4>{len(dropped)} dropped image{'s' if len(dropped) != 1 else ''}, and why</h4>"
                  + _cards(dropped[:shown], samples, "hs-dropped", len(dropped), favourites))
     more = max(0, len(kept) - shown) + (max(0, len(dropped) - shown) if dropped_open else 0)
     return Review(head + body, more, len(dropped))
+
+
+def your_faces(ws: Workspace, count: int = 6) -> str:
+    """The person's own usable photos as 100 px faces, the size of a card's avatar view: what the images are
+    judged against, side by side at the size most people will see."""
+    report = _read_json(ws.intake_report)
+    photos = [p for p in (report or {}).get("photos", []) if p.get("verdict") != "reject" and p.get("face_box")][:count]
+    faces = [(p["file"], face_uri(ws.selfies / p["file"], p["face_box"], CARD_SIDES[1])) for p in photos]
+    circles = "".join(f"<img class='hs-avatar' src='{uri}' alt='{html.escape(file)}'>" for file, uri in faces if uri)
+    return f"<div class='hs-yours' id='hs-yours'><span>You, in your photos:</span>{circles}</div>" if circles else ""
 
 
 def _cards(items: list[dict], samples: Path, elem_id: str, total: int, favourites: frozenset[str]) -> str:

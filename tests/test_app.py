@@ -335,6 +335,30 @@ def test_the_review_draws_a_page_of_cards_and_the_dropped_ones_when_asked(server
     assert folded[c["dropped_open"]] is False and "class='hs-card dropped" not in folded[c["review"]]
 
 
+def test_the_review_shows_the_persons_own_faces_beside_the_images(server, selfies):
+    """What the images are judged against: the person's usable photos, cropped to the face at the size of a card's
+    avatar view (rejected photos left out)."""
+    import base64
+    import io
+    import shutil
+
+    from service import views
+
+    ws = server.app.workspace("yara")
+    ws.selfies.mkdir(parents=True)
+    for photo in selfies[:2]:
+        shutil.copy(photo, ws.selfies / photo.name)
+    box = [0.3, 0.2, 0.6, 0.6]
+    ws.intake_report.write_text(json.dumps({"photos": [{"file": selfies[0].name, "verdict": "warn", "face_box": box},
+                                                       {"file": selfies[1].name, "verdict": "reject", "face_box": box}]}))
+    strip = views.your_faces(ws)
+    uris = re.findall("src='data:image/jpeg;base64,([^']+)'", strip)
+    assert len(uris) == 1 and f"alt='{selfies[0].name}'" in strip
+    assert Image.open(io.BytesIO(base64.b64decode(uris[0]))).size == (100, 100)
+    (ws.selfies / selfies[0].name).unlink()  # removed since: nothing to show
+    assert views.your_faces(ws) == ""
+
+
 def test_an_image_scoring_never_reached_can_still_be_deleted(server):
     """A damaged image stops scoring, and its error sends the person to the Remove box: so that box offers what the
     manifest names beyond the review, and deleting it goes through (here it then stops at scoring again: this person
