@@ -131,6 +131,7 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         # 4. Review: random weights draw noise, so both are dropped, with their reasons a click away.
         tab(page, "4. Review")
         assert "0 of 2 kept" in page.locator("#hs-review-head").inner_text()
+        assert page.locator("#hs-yours img").count() == 6  # the person's own faces, to judge likeness against
         assert page.locator("#hs-dropped .hs-card").count() == 0  # drawn only when asked for
         page.locator("#hs-dropped-toggle").click()
         cards = page.locator("#hs-dropped .hs-card")
