@@ -239,7 +239,8 @@ class HeadshotsApp:
 
     def photos_view(self, ws: Workspace, previews: dict[str, str] | None = None) -> dict:
         names = [p.name for p in list_photos(ws.selfies)] if ws.selfies.is_dir() else []
-        return {self.c["photos"]: views.photos_html(ws, previews), self.c["remove_pick"]: gr.update(choices=names, value=[])}
+        return {self.c["photos"]: views.photos_html(ws, previews), self.c["remove_pick"]: gr.update(choices=names, value=[]),
+                self.c["yours"]: views.your_faces(ws)}
 
     # -- jobs --------------------------------------------------------------------------------------
     def submit(self, user: str, kind: str, extra: list[str], expected_images: int | None = None) -> None:
@@ -529,6 +530,7 @@ class HeadshotsApp:
                         gr.Markdown("Each press makes new images with new seeds; your earlier ones stay in your review.")
                         c["generate"] = gr.Button("Generate", variant="primary", interactive=False, elem_id="hs-generate")
                     with gr.Tab("4. Review", elem_id="hs-tab-review"):
+                        c["yours"] = gr.HTML(elem_id="hs-yours-box")
                         c["review"] = gr.HTML(elem_id="hs-review")
                         with gr.Row():
                             c["review_more"] = gr.Button("Show more", visible=False, size="sm", elem_id="hs-review-more")
@@ -576,11 +578,11 @@ class HeadshotsApp:
         page = [c[k] for k in ("user", "who", "name_row", "main", "notes", "photos", "remove_pick", "status", "train", "generate", "more",
                                "stop", "timer", "review", "favourites", "seen", "files", "more_pick", "styles", "count",
                                "background", "clothing", "styles_note", "discard_pick", "review_more", "dropped_toggle",
-                               "shown", "dropped_open")]
+                               "shown", "dropped_open", "yours")]
         status = [c[k] for k in ("status", "train", "generate", "more", "stop", "timer")]
         review = [c[k] for k in ("seen", "review", "review_more", "dropped_toggle", "favourites", "more_pick", "discard_pick")]
         drawn = [c["review"], c["review_more"], c["dropped_toggle"]]
-        photos = [c["photos"], c["remove_pick"], c["notes"]]
+        photos = [c["photos"], c["remove_pick"], c["notes"], c["yours"]]
         c["go"].click(self.start, [c["name"]], page, api_name="start")
         c["name"].submit(self.start, [c["name"]], page, api_name=False)
         demo.load(self.on_load, None, page, api_name=False)

@@ -329,7 +329,7 @@ def review(ws: Workspace, run: str, shown: int = REVIEW_PAGE, dropped_open: bool
     dropped = [item for item in scores["images"] if not item["kept"]]
     head = (f"<p id='hs-review-head'>{len(kept)} of {len(scores['images'])} kept, ranked by likeness to your "
             f"{scores['references']} reference photos (your threshold {scores['threshold']:.2f}). "
-            "Judge them small too: that is how most people will see your photo.</p>" + your_faces(ws))
+            "Judge them small too: that is how most people will see your photo.</p>")
     body = _cards(kept[:shown], samples, "hs-kept", len(kept), favourites) if kept else "<p>No image passed the checks.</p>"
     if dropped and dropped_open:
         body += (f"<h4>{len(dropped)} dropped image{'s' if len(dropped) != 1 else ''}, and why</h4>"
@@ -339,8 +339,9 @@ def review(ws: Workspace, run: str, shown: int = REVIEW_PAGE, dropped_open: bool
 
 
 def your_faces(ws: Workspace, count: int = 6) -> str:
-    """The person's own usable photos as 100 px faces, the size of a card's avatar view: what the images are
-    judged against, side by side at the size most people will see."""
+    """The person's own usable photos as 100 px faces, the size of a card's avatar view, above the review: what the
+    images are judged against, side by side at the size most people will see. Drawn with the photos, so it follows
+    every upload and removal."""
     report = _read_json(ws.intake_report)
     photos = [p for p in (report or {}).get("photos", []) if p.get("verdict") != "reject" and p.get("face_box")][:count]
     faces = [(p["file"], face_uri(ws.selfies / p["file"], p["face_box"], CARD_SIDES[1])) for p in photos]

@@ -52,7 +52,7 @@ def page(values: tuple) -> dict:
 
 
 def upload(client: Client, paths: list[Path]) -> dict:
-    photos, remove_pick, notes, status, _timer, _upload = client.predict([handle_file(str(p)) for p in paths], api_name="/upload")
+    photos, remove_pick, notes, _yours, status, _timer, _upload = client.predict([handle_file(str(p)) for p in paths], api_name="/upload")
     return {"photos": photos, "remove_pick": remove_pick, "notes": notes, "status": status}
 
 
