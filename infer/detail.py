@@ -198,8 +198,8 @@ def detail(cfg: Config, pipes: PipelinesOrLoader = None, files: Collection[str] 
                      samples_dir)
     write_manifest(samples_dir, manifest)
     redrawn = sum("file" in e["detail"] for e in entries)
-    log.info("face detail: %d of %d images with a re-drawn face (%d drawn now, the rest kept) -> %s",
-             redrawn, len(entries), len(redraws), samples_dir)
+    log.info("face detail: %d of %d images with a re-drawn face (%d drawn now, %d kept as they were; %d skipped) -> %s",
+             redrawn, len(entries), len(redraws), redrawn - len(redraws), len(entries) - redrawn, samples_dir)
     return entries
 
 
