@@ -385,7 +385,7 @@ class HeadshotsApp:
         cfg.infer.discard_files = list(chosen)
         self.forget_cached_downloads(ws)  # the last export may hold one of them: it goes, and its downloads with it
         discard(cfg, self.analyzer)
-        return {**self.review_view(ws, shown, dropped_open, favourites), self.c["files"]: None}
+        return {**self.review_view(ws, shown, dropped_open, favourites), self.c["files"]: None, self.c["crops"]: ""}
 
     @user_errors
     def keep_favourites(self, favourites: list[str] | None, state: str | None, request: gr.Request) -> None:
@@ -396,7 +396,8 @@ class HeadshotsApp:
             write_json_atomic(ws.favourites(self.run), {"files": [f for f in favourites or () if f in files]})
 
     @user_errors
-    def download(self, favourites: list[str] | None, state: str | None, request: gr.Request) -> list[str]:
+    def download(self, favourites: list[str] | None, state: str | None, request: gr.Request) -> dict:
+        """Export the favourites (infer/export.py): the files to download, and each crop as it will look."""
         user = self.user(state, request)
         ws = self.workspace(user)
         files = {file for _, file in views.review_choices(ws, self.run)}
@@ -411,7 +412,7 @@ class HeadshotsApp:
         folder = self.download_folder(user)
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        return [str(p) for p in downloads(manifest, folder)]
+        return {self.c["files"]: [str(p) for p in downloads(manifest, folder)], self.c["crops"]: views.crops_html(manifest)}
 
     def download_folder(self, user: str) -> Path:
         """Where the person's last download is put together for the browser: in the system's temporary folder,
@@ -431,7 +432,7 @@ class HeadshotsApp:
         return {self.c["user"]: user, self.c["who"]: f"Signed in as **{user}**.", self.c["main"]: gr.update(visible=True),
                 self.c["name_row"]: gr.update(visible=False),
                 self.c["notes"]: "", **self.photos_view(ws), **self.status_view(user), **self.review_view(ws),
-                **self.styles_view(user), self.c["seen"]: [job.id, job.state] if job else None, self.c["files"]: None,
+                **self.styles_view(user), self.c["seen"]: [job.id, job.state] if job else None, self.c["files"]: None, self.c["crops"]: "",
                 self.c["shown"]: views.REVIEW_PAGE, self.c["dropped_open"]: False}
 
     def styles_view(self, user: str) -> dict:
@@ -551,6 +552,7 @@ class HeadshotsApp:
                                     "(600x800), centred on your face, never upscaled; all of them in one zip.")
                         c["export"] = gr.Button("Export my favourites", variant="primary", elem_id="hs-export")
                         c["files"] = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="hs-files")
+                        c["crops"] = gr.HTML(elem_id="hs-crops")
                     with gr.Tab("Delete my data", elem_id="hs-tab-delete"):
                         gr.Markdown("Deletes your photos, what was made from them (crops, face data, adapters, images) "
                                     "and your jobs: the same as `make purge ALL=1`.")
@@ -578,7 +580,7 @@ class HeadshotsApp:
         page = [c[k] for k in ("user", "who", "name_row", "main", "notes", "photos", "remove_pick", "status", "train", "generate", "more",
                                "stop", "timer", "review", "favourites", "seen", "files", "more_pick", "styles", "count",
                                "background", "clothing", "styles_note", "discard_pick", "review_more", "dropped_toggle",
-                               "shown", "dropped_open", "yours")]
+                               "shown", "dropped_open", "yours", "crops")]
         status = [c[k] for k in ("status", "train", "generate", "more", "stop", "timer")]
         review = [c[k] for k in ("seen", "review", "review_more", "dropped_toggle", "favourites", "more_pick", "discard_pick")]
         drawn = [c["review"], c["review_more"], c["dropped_toggle"]]
@@ -597,13 +599,13 @@ class HeadshotsApp:
         c["more"].click(self.more, [c["more_pick"], c["more_strength"], c["user"]], status, api_name="more")
         c["card_more"].click(self.more, [c["card_file"], c["more_strength"], c["user"]], status, api_name=False)
         c["discard"].click(self.discard, [c["discard_pick"], c["shown"], c["dropped_open"], c["favourites"], c["user"]],
-                           [*review[1:], c["files"]], api_name="discard")
+                           [*review[1:], c["files"], c["crops"]], api_name="discard")
         drawing = [c["shown"], c["dropped_open"], c["favourites"], c["user"]]
         c["review_more"].click(self.show_more, drawing, [c["shown"], *drawn], api_name=False)
         c["dropped_toggle"].click(self.toggle_dropped, drawing, [c["dropped_open"], *drawn], api_name=False)
         c["favourites"].input(self.keep_favourites, [c["favourites"], c["user"]], None, api_name=False,
                               show_progress="hidden")
-        c["export"].click(self.download, [c["favourites"], c["user"]], [c["files"]], api_name="export")
+        c["export"].click(self.download, [c["favourites"], c["user"]], [c["files"], c["crops"]], api_name="export")
         c["ask"].click(lambda: gr.update(visible=True), None, [c["confirm"]], api_name=False)
         c["no"].click(lambda: gr.update(visible=False), None, [c["confirm"]], api_name=False)
         c["yes"].click(self.delete_everything, [c["user"]], [*page, c["confirm"], c["deleted"]], api_name="delete_my_data")

@@ -48,6 +48,10 @@ CSS = """
 .hs-tick,.hs-more-card{border:1px solid #ccc;border-radius:12px;background:#fff;padding:1px 10px;cursor:pointer;font-size:13px}
 .hs-tick[aria-pressed=true]{background:#fff4c2;border-color:#e0b000}
 .hs-actions{float:right;display:flex;gap:6px}
+.hs-crops{margin:0 0 16px}.hs-crop-row{display:flex;flex-wrap:wrap;align-items:flex-end;gap:16px}
+.hs-crop-row figure{margin:6px 0;max-width:220px;font-size:13px;text-align:center}
+.hs-crop{display:block;margin:0 auto 4px;box-shadow:0 1px 3px #0003}
+.hs-crop.hs-round{border-radius:50%}
 .hs-yours{display:flex;flex-wrap:wrap;align-items:center;gap:10px;margin:4px 0 14px}.hs-photo .hs-tick{float:right}
 """
 # Run once when the page loads.
@@ -93,6 +97,7 @@ def tick_button(list_id: str, file: str, ticked: bool, labels: tuple[str, str]) 
             f"data-off='{off}' data-on='{on}' aria-pressed='{str(ticked).lower()}'>{on if ticked else off}</button>")
 
 
+CROP_PREVIEW = 200  # px, the long side of an exported crop's preview on the Download tab
 REVIEW_PAGE = 24  # review cards drawn at first, and added by each Show more (each of kept and dropped)
 PREVIEW_CACHE = 256  # files whose previews are kept in memory (a review card's three: ~55 KB for real photos)
 
@@ -372,6 +377,24 @@ def review_choices(ws: Workspace, run: str) -> list[tuple[str, str]]:
     if scores is None:
         return []
     return [(f"#{i['rank']} {i['file']}" if i["kept"] else f"{i['file']} (dropped)", i["file"]) for i in scores["images"]]
+
+
+def crops_html(manifest: Path) -> str:
+    """Each exported image's crops as they will look (export.json beside them), at most 200 px: the LinkedIn one in
+    the circle LinkedIn shows it in, each with its size and any note (a source too small for it)."""
+    rows = []
+    for item in json.loads(manifest.read_text())["images"]:
+        crops = []
+        for crop in item["exports"]:
+            uri = data_uri(manifest.parent / crop["path"], CROP_PREVIEW)
+            size = crop["size"]
+            shape = " hs-round" if size.startswith("linkedin") else ""
+            picture = f"<img class='hs-crop{shape}' src='{uri}' alt='{html.escape(size)}'>" if uri else "(no preview)"
+            note = f"<br><small>{html.escape(crop['note'])}</small>" if crop.get("note") else ""
+            crops.append(f"<figure>{picture}<figcaption>{html.escape(size)}{note}</figcaption></figure>")
+        rows.append(f"<div class='hs-crops' data-file='{html.escape(item['file'])}'><b>{html.escape(item['file'])}</b>"
+                    f"<div class='hs-crop-row'>{''.join(crops)}</div></div>")
+    return "".join(rows)
 
 
 def favourites(ws: Workspace, run: str) -> list[str]:
