@@ -4,9 +4,9 @@
                           [--password-file FILE] [key=value ...]
 
 Upload (intake at once: verdict, reason, advice, face box per photo; what the set lacks) -> Train (a
-queued background job, live step, loss, ETA) -> Styles -> Review (ranked, 400x400 and avatar sizes,
-dropped images folded away with their reasons; more like one you pick) -> Download (platform crops and a zip)
--> Delete my data.
+queued background job, live step, loss, ETA) -> Styles -> Review (your own face, then the ranked images at
+400x400 and avatar sizes a page at a time, dropped ones with their reasons when asked; favourites and more like
+one from its card) -> Download (platform crops, shown and zipped) -> Delete my data.
 
 A thin layer: intake, export and purge are called in the request (seconds); training and generation run
 as jobs (service/jobs.py) through service.chain, and more like this as a job of its own. Every path comes
