@@ -6,6 +6,8 @@ non-image and decompression-bomb files with an `ImageError` that says what to do
 
 from __future__ import annotations
 
+import base64
+import io
 import math
 import warnings
 from pathlib import Path
@@ -78,3 +80,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def list_photos(folder: Path) -> list[Path]:
     """Every entry of `folder` (sorted), so that nothing is silently skipped; hidden files excluded."""
     return sorted(p for p in Path(folder).iterdir() if not p.name.startswith("."))
+
+
+def jpeg_data_uri(image: Image.Image, quality: int = 85) -> str:
+    """`image` as a JPEG `data:` URI, for a page that must never be given a file path (intake.html, the web app)."""
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()

@@ -343,7 +343,7 @@ class HeadshotsApp:
         return {**self.review_cards(ws, shown, dropped_open, kept),
                 self.c["favourites"]: gr.update(choices=choices, value=kept),
                 self.c["more_pick"]: gr.update(choices=choices, value=None),
-                self.c["discard_pick"]: gr.update(choices=views.discard_choices(ws, self.run), value=[])}
+                self.c["discard_pick"]: gr.update(choices=views.discard_choices(ws, self.run, choices), value=[])}
 
     def review_cards(self, ws: Workspace, shown: int, dropped_open: bool, favourites: list[str] | None = None) -> dict:
         """The review's cards and the buttons under them, leaving the pickers (and the person's ticks) alone;

@@ -7,10 +7,8 @@ server for, so nothing one person sees can point at another person's files.
 
 from __future__ import annotations
 
-import base64
 import functools
 import html
-import io
 import json
 import time
 from dataclasses import dataclass
@@ -19,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from headshots.errors import HeadshotsError, ImageError
-from headshots.images import list_photos, load_rgb
+from headshots.images import jpeg_data_uri, list_photos, load_rgb
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace
 from infer.gallery import CARD_SIDES, review_card
 from infer.manifest import read_manifest
@@ -107,15 +105,21 @@ def data_uri(path: Path, side: int) -> str | None:
     return previews(path, (side,)).get(side)
 
 
+def _version(path: Path) -> tuple[str, int, int] | None:
+    """(path, modification time, size): what the preview caches key a file's version by; None when it is gone."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return str(path), stat.st_mtime_ns, stat.st_size
+
+
 def previews(path: Path, sides: tuple[int, ...]) -> dict[int, str]:
     """JPEG previews at most each of `sides` px long (largest first), as data URIs, from one decoding; empty for a
     file that is not a readable image. Made once per version of a file (its size and modification time): the
     review is drawn again after every job, deletion and page load, and a 1024 px PNG takes ~50 ms to decode."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return {}
-    return _previews(str(path), stat.st_mtime_ns, stat.st_size, sides)
+    version = _version(path)
+    return _previews(*version, sides) if version else {}
 
 
 @functools.lru_cache(maxsize=PREVIEW_CACHE)
@@ -127,20 +131,15 @@ def _previews(path: str, mtime_ns: int, size: int, sides: tuple[int, ...]) -> di
     made = {}
     for side in sorted(sides, reverse=True):  # each from the one before: one decoding, small resizes
         image.thumbnail((side, side))
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=85)
-        made[side] = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+        made[side] = jpeg_data_uri(image)
     return made
 
 
 def face_uri(path: Path, face_box: tuple[float, ...], side: int) -> str | None:
     """A square JPEG of the face in a photo (`face_box`: x1, y1, x2, y2 in 0..1 of the upright photo, as intake
     gives it) with room around it, `side` px, as a data URI; None for a file that is not a readable image."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return _face_uri(str(path), stat.st_mtime_ns, stat.st_size, tuple(face_box), side)
+    version = _version(path)
+    return _face_uri(*version, tuple(face_box), side) if version else None
 
 
 @functools.lru_cache(maxsize=PREVIEW_CACHE)
@@ -154,9 +153,7 @@ def _face_uri(path: str, mtime_ns: int, size: int, face_box: tuple[float, ...], 
     cx = min(max((x1 + x2) / 2, half), image.width - half)
     cy = min(max((y1 + y2) / 2, half), image.height - half)
     crop = image.crop((round(cx - half), round(cy - half), round(cx + half), round(cy + half))).resize((side, side), Image.LANCZOS)
-    buffer = io.BytesIO()
-    crop.save(buffer, "JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return jpeg_data_uri(crop)
 
 
 def forget_previews() -> None:
@@ -404,10 +401,11 @@ def favourites(ws: Workspace, run: str) -> list[str]:
     return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
 
 
-def discard_choices(ws: Workspace, run: str) -> list[tuple[str, str]]:
-    """(label, file) for the delete picker: the review's images, then any the manifest names that scoring has not
-    reached (a damaged image stops scoring, and its error sends the person here to delete it)."""
-    choices = review_choices(ws, run)
+def discard_choices(ws: Workspace, run: str, choices: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
+    """(label, file) for the delete picker: the review's images (`choices`, when already read), then any the
+    manifest names that scoring has not reached (a damaged image stops scoring, and its error sends the person
+    here to delete it)."""
+    choices = review_choices(ws, run) if choices is None else choices
     try:
         manifest = read_manifest(ws.samples_dir(run)) or {"images": []}
     except HeadshotsError:  # unreadable: the review's own images can still be deleted

@@ -11,9 +11,7 @@ few photos are usable or it shows two people. The command exits non-zero when th
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import os
 import threading
@@ -33,7 +31,7 @@ from headshots import quality
 from headshots.config import Config, IntakeConfig
 from headshots.errors import HeadshotsError, ImageError
 from headshots.faces import Face, FaceAnalyzer, resolve_device
-from headshots.images import list_photos, load_rgb
+from headshots.images import jpeg_data_uri, list_photos, load_rgb
 from headshots.workspace import Workspace
 
 OK, WARN, REJECT = "ok", "warn", "reject"
@@ -668,9 +666,7 @@ def print_table(result: IntakeResult) -> None:
 def _thumbnail_uri(image: Image.Image) -> str:
     small = image.copy()
     small.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
-    buffer = io.BytesIO()
-    small.save(buffer, "JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return jpeg_data_uri(small, quality=80)
 
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
