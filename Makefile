@@ -26,10 +26,10 @@ PERSON := $(if $(filter command line,$(origin USER)),$(USER))
 shell_quote = '$(subst ','\'',$(1))'
 COMMON = --user $(call shell_quote,$(PERSON)) --profile $(PROFILE) run=$(RUN)
 
-.PHONY: app batch setup lock demo test test-all lint intake prepare train infer more discard purge tiny-model bench face-eval help check-user
+.PHONY: app batch setup lock demo test test-all lint intake prepare train infer more discard export purge tiny-model bench face-eval help check-user
 
 help:
-	@echo "make setup | lock | demo | test | test-all | lint | intake/prepare/train/infer/purge USER=name [PROFILE=tiny] | more USER=name IMAGE=file | discard USER=name IMAGES=a.png,b.png | batch USERS=a,b | app [PROFILE=tiny] | bench"
+	@echo "make setup | lock | demo | test | test-all | lint | intake/prepare/train/infer/purge USER=name [PROFILE=tiny] | more USER=name IMAGE=file | discard USER=name IMAGES=a.png,b.png | export USER=name [IMAGES=a.png] | batch USERS=a,b | app [PROFILE=tiny] | bench"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -122,6 +122,11 @@ app: $(if $(filter tiny,$(PROFILE)),tiny-model)
 IMAGES ?=
 discard: check-user
 	$(BIN)/python -m infer discard $(COMMON) infer.discard_files=[$(IMAGES)] $(ARGS)
+
+# Crops for LinkedIn, a 4:5 portrait and a CV (outputs/<user>/<run>/export/): of IMAGES when given, else of the
+# favourites ticked in the web app, else of every kept image.
+export: check-user
+	$(BIN)/python -m infer export $(COMMON) $(if $(IMAGES),infer.export_files=[$(IMAGES)]) $(ARGS)
 
 purge: check-user
 	$(BIN)/python -m headshots.purge --user $(call shell_quote,$(PERSON)) $(if $(ALL),--include-selfies) $(ARGS)

@@ -74,7 +74,7 @@ HELP = {
     "detail": "face-detail pass: re-draw each face at full resolution with the adapter (keeps both versions)",
     "score": "face-similarity filter, ranking, scores.json and gallery.html",
     "more": "more like this: infer.more.count variations of infer.more.image (img2img from it; + face detail when enabled), then score",
-    "export": "crop kept (or infer.export_files) images for LinkedIn, 4:5 portrait and CV, centred on the face",
+    "export": "crop infer.export_files, else your favourites, else the kept images, for LinkedIn, 4:5 portrait and CV",
     "discard": "delete infer.discard_files (and their face-detailed versions) for good, then score what is left",
     "recover": "rebuild samples/manifest.json from the images' own entries (a broken or lost one, images it misses), then score",
     "all": "generate (then the face-detail pass when infer.detail.enabled) then score",

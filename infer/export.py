@@ -1,7 +1,8 @@
 """Export stage: chosen headshots cropped for where they will be used, centred on the face.
 
 Reads   outputs/<user>/<run>/samples/scores.json (kept images and their face boxes) + images;
-        `infer.export_files` picks files instead of the kept ones
+        what to export: `infer.export_files` when given, else the favourites ticked in the web app
+        (samples/favourites.json, those still there), else every kept image
 Writes  outputs/<user>/<run>/export/<size>/<file>.jpg   one folder per platform size
         outputs/<user>/<run>/export/export.json          per image and size: crop box, output size, notes
 export/ holds the last export only: it is written beside the old one and swapped in whole, so no crop of an
@@ -26,7 +27,7 @@ from headshots.errors import HeadshotsError
 from headshots.faces import FaceAnalyzer, resolve_device
 from headshots.images import load_rgb
 from headshots.logs import get_logger
-from headshots.workspace import Workspace
+from headshots.workspace import Workspace, write_json_atomic
 from infer.score import SCORES
 
 log = get_logger(__name__)
@@ -68,16 +69,45 @@ def export_dir(cfg: Config) -> Path:
     return Workspace.from_config(cfg).run_dir(cfg.run) / EXPORT
 
 
+def read_favourites(workspace: Workspace, run: str) -> list[str]:
+    """The images the person last ticked as favourites (favourites.json, saved by the web app at each tick), or
+    none: an unreadable file counts as no ticks, which loses no work."""
+    try:
+        files = json.loads(workspace.favourites(run).read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
+
+
+def save_favourites(workspace: Workspace, run: str, files: list[str]) -> None:
+    write_json_atomic(workspace.favourites(run), {"files": list(files)})
+
+
+def chosen_files(cfg: Config) -> list[str]:
+    """What the person picked to export: `infer.export_files`, else their favourites that still exist (a deleted
+    image's tick is ignored); [] when they picked nothing, which exports every kept image."""
+    if cfg.infer.export_files:
+        return list(cfg.infer.export_files)
+    workspace = Workspace.from_config(cfg)
+    samples_dir = workspace.samples_dir(cfg.run)
+    return [f for f in read_favourites(workspace, cfg.run) if (samples_dir / f).is_file()]
+
+
 def export(cfg: Config, analyzer: FaceAnalyzer | None = None) -> Path:
     workspace = Workspace.from_config(cfg)
     samples_dir = workspace.samples_dir(cfg.run)
     out_dir = export_dir(cfg)
-    boxes = face_boxes(samples_dir, list(cfg.infer.export_files), workspace)
+    chosen = chosen_files(cfg)
+    if chosen and not cfg.infer.export_files:
+        log.info("exporting your %d favourites (%s)", len(chosen), workspace.favourites(cfg.run))
+    boxes = face_boxes(samples_dir, chosen, workspace)
     missing = [name for name in boxes if not (samples_dir / name).is_file()]
     if missing:
-        raise HeadshotsError(f"Cannot export {', '.join(missing)}: not in {samples_dir}.", "Check infer.export_files.")
+        raise HeadshotsError(f"Cannot export {', '.join(missing)}: not in {samples_dir}.",
+                             "Check the names you gave (IMAGES= or infer.export_files).")
     if not boxes:
-        raise HeadshotsError("No kept images to export.", "Pick files yourself: infer.export_files=[linkedin-00.png]")
+        raise HeadshotsError("No kept images to export.", "Tick favourites in the web app's Review, or name images yourself: "
+                             f"{workspace.make_command('export', IMAGES='linkedin-00.png')}")
     building = out_dir.with_name(f"{EXPORT}.new")
     shutil.rmtree(building, ignore_errors=True)  # a leftover of an interrupted export
     records = []
@@ -113,7 +143,7 @@ def face_boxes(samples_dir: Path, chosen: list[str], workspace: Workspace) -> di
         scored = {i["file"]: i for i in json.loads(scores_path.read_text())["images"]}
     elif not chosen:
         raise HeadshotsError(f"No scores in {samples_dir}.",
-                             f"Score the images first ({workspace.make_command('infer')}) or set infer.export_files.")
+                             f"Score the images first ({workspace.make_command('infer')}) or name images (IMAGES=...).")
     names = chosen or [name for name, item in scored.items() if item["kept"]]
     return {name: scored.get(name, {}).get("face_box") for name in names}
 

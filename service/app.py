@@ -44,9 +44,9 @@ from headshots.faces import FaceAnalyzer, resolve_device
 from headshots.images import list_photos, load_rgb
 from headshots.logs import get_logger, setup_logging
 from headshots.purge import purge
-from headshots.workspace import ADAPTER_WEIGHTS, Workspace, write_json_atomic
+from headshots.workspace import ADAPTER_WEIGHTS, Workspace
 from infer.discard import discard
-from infer.export import EXPORT, export
+from infer.export import EXPORT, export, read_favourites, save_favourites
 from infer.generate import new_round_name
 from infer.styles import available_styles, load_style
 from service import views
@@ -339,7 +339,7 @@ class HeadshotsApp:
         closing the page does not lose them); the other pickers start afresh."""
         choices = views.review_choices(ws, self.run)
         files = {file for _, file in choices}
-        kept = [file for file in (views.favourites(ws, self.run) if favourites is None else favourites) if file in files]
+        kept = [file for file in (read_favourites(ws, self.run) if favourites is None else favourites) if file in files]
         return {**self.review_cards(ws, shown, dropped_open, kept),
                 self.c["favourites"]: gr.update(choices=choices, value=kept),
                 self.c["more_pick"]: gr.update(choices=choices, value=None),
@@ -393,7 +393,7 @@ class HeadshotsApp:
         ws = self.workspace(self.user(state, request))
         files = {file for _, file in views.review_choices(ws, self.run)}
         if files:  # nothing generated: nothing to tick, and no folder to make
-            write_json_atomic(ws.favourites(self.run), {"files": [f for f in favourites or () if f in files]})
+            save_favourites(ws, self.run, [f for f in favourites or () if f in files])
 
     @user_errors
     def download(self, favourites: list[str] | None, state: str | None, request: gr.Request) -> dict:

@@ -5,8 +5,9 @@
 The stages are the public functions of train/ and infer/; this module only decides whether each must
 run. A stage is skipped when its record says it finished with the same fingerprint and its outputs are
 all there. The fingerprint hashes what the stage reads: the config sections it uses, the selfies' bytes
-(intake, prepare) and the fingerprint of the stage before it, so a change upstream re-runs everything
-below it and a change of, say, `infer.steps` re-runs only infer and export. Records (JSON) sit beside
+(intake, prepare), the favourites ticked in the web app (export) and the fingerprint of the stage before
+it, so a change upstream re-runs everything below it and a change of, say, `infer.steps` re-runs only infer
+and export. Records (JSON) sit beside
 each stage's outputs:
 
     data/users/<u>/stages/{intake,prepare}.json
@@ -80,18 +81,22 @@ def _kept_images(ws: Workspace, run: str) -> int:
 
 
 def _export(cfg: Config, fingerprint: str) -> dict:
-    """Platform crops of the kept images. With none kept there is nothing to crop: the person's status
-    then says 0 kept, which is the news (the CLI's export refuses instead, asking for files to pick)."""
-    from infer.export import export
+    """Platform crops of what the person picked (infer.export_files, else their favourites), else of the kept
+    images. With none of these there is nothing to crop: the person's status then says 0 kept, which is the news
+    (the CLI's export refuses instead, asking for files to pick)."""
+    from infer.export import chosen_files, export
 
-    if not cfg.infer.export_files and not _kept_images(Workspace.from_config(cfg), cfg.run):
+    if not chosen_files(cfg) and not _kept_images(Workspace.from_config(cfg), cfg.run):
         return {"exported": 0, "note": "no image was kept, so there is nothing to export"}
     manifest = export(cfg)
     return {"exported": len(json.loads(manifest.read_text())["images"])}
 
 
 def _export_outputs(ws: Workspace, run: str) -> list[Path]:
-    return [ws.run_dir(run) / "export" / "export.json"] if _kept_images(ws, run) else []
+    from infer.export import read_favourites
+
+    exported = _kept_images(ws, run) or read_favourites(ws, run)
+    return [ws.run_dir(run) / "export" / "export.json"] if exported else []
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,7 @@ class Stage:
     uses_gpu: bool  # asks the scheduler for a GPU when there is one
     outputs: Callable[[Workspace, str], list[Path]]  # all must exist for the stage to count as done
     in_user_data: bool  # its record lives in data/users/<u>/stages/ (else outputs/<u>/<run>/stages/)
+    also_reads: Callable[[Workspace, str], list[Path]] | None = None  # files whose bytes are part of the fingerprint
 
 
 STAGES: tuple[Stage, ...] = (
@@ -114,7 +120,8 @@ STAGES: tuple[Stage, ...] = (
           lambda ws, run: [ws.adapter_dir(run) / ADAPTER_WEIGHTS], False),
     Stage("infer", _infer, ("model", "infer", "filter", "face"), False, True,
           lambda ws, run: [ws.samples_dir(run) / "scores.json", ws.samples_dir(run) / "gallery.html"], False),
-    Stage("export", _export, ("infer.export_files",), False, False, _export_outputs, False),
+    Stage("export", _export, ("infer.export_files",), False, False, _export_outputs, False,
+          lambda ws, run: [ws.favourites(run)]),  # ticked in the web app: a new tick exports again
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 
@@ -144,6 +151,10 @@ def selfies_digest(ws: Workspace) -> str:
     return digest.hexdigest()
 
 
+def _file_digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def fingerprint(stage: Stage, cfg: Config, upstream: str | None) -> str:
     plain = OmegaConf.to_container(OmegaConf.structured(cfg))
     inputs = {
@@ -152,6 +163,8 @@ def fingerprint(stage: Stage, cfg: Config, upstream: str | None) -> str:
         "upstream": upstream,
         "selfies": selfies_digest(Workspace.from_config(cfg)) if stage.reads_selfies else None,
     }
+    if stage.also_reads:  # only then: every other stage's fingerprint stays what its record holds
+        inputs["files"] = {path.name: _file_digest(path) for path in stage.also_reads(Workspace.from_config(cfg), cfg.run)}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
 

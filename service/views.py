@@ -394,13 +394,6 @@ def crops_html(manifest: Path) -> str:
     return "".join(rows)
 
 
-def favourites(ws: Workspace, run: str) -> list[str]:
-    """The favourites the person ticked last (favourites.json), or none."""
-    saved = _read_json(ws.favourites(run))
-    files = saved.get("files") if isinstance(saved, dict) else None
-    return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
-
-
 def discard_choices(ws: Workspace, run: str, choices: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
     """(label, file) for the delete picker: the review's images (`choices`, when already read), then any the
     manifest names that scoring has not reached (a damaged image stops scoring, and its error sends the person

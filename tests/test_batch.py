@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from headshots.config import load_config
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace
+from infer.export import save_favourites
 from service.batch import run_batch, start_ray
 from service.chain import STAGE_NAMES, stages_to_run
 from tests.conftest import copy_photos
@@ -158,6 +159,11 @@ def test_a_changed_setting_reruns_only_the_stages_that_read_it(first_batch, peop
     assert plan("infer.steps=3") == ["infer", "export"]
     assert plan("train.learning_rate=0.002") == ["fit", "infer", "export"]
     assert plan("wandb.mode=offline") == []
+    alice = Workspace.from_config(load_config("alice", "tiny", overrides=people))
+    save_favourites(alice, "default", ["linkedin-00.png"])  # ticked in the web app: what export crops
+    assert plan() == ["export"]
+    alice.favourites("default").unlink()
+    assert plan() == []
     ws = Workspace.from_config(load_config("twin", "tiny", overrides=people))
     copy_photos([faces_dir / "georgia-tech" / "s23" / "07.jpg"], ws.selfies)
     assert plan(user="twin") == list(STAGE_NAMES)

@@ -7,7 +7,7 @@ from PIL import Image, ImageOps
 
 from headshots.errors import HeadshotsError
 from headshots.workspace import Workspace
-from infer.export import SIZES, crop_box, export
+from infer.export import SIZES, crop_box, export, save_favourites
 
 
 @pytest.fixture
@@ -64,6 +64,19 @@ def test_chosen_files_are_detected_without_scores_and_a_new_export_replaces_the_
     crops = sorted(p.relative_to(out.parent / "export").as_posix() for p in (out.parent / "export").rglob("*.jpg"))
     assert crops == sorted(f"{size.folder}/small.jpg" for size in SIZES)  # nothing of the last export's big.png
     assert sorted(p.name for p in out.parent.iterdir()) == ["export", "samples"]  # no building or retired folder left
+
+
+def test_the_favourites_ticked_in_the_app_are_exported_unless_files_are_named(samples, make_config, analyzer):
+    cfg, _ = samples
+    ws = Workspace.from_config(cfg)
+    save_favourites(ws, cfg.run, ["small.png", "deleted-since.png"])  # a tick outlives its image: ignored
+    manifest = json.loads(export(cfg, analyzer).read_text())  # no scores needed: the favourites are the pick
+    assert [r["file"] for r in manifest["images"]] == ["small.png"]
+    named = json.loads(export(make_config("alice", "infer.export_files=[big.png]"), analyzer).read_text())
+    assert [r["file"] for r in named["images"]] == ["big.png"]
+    ws.favourites(cfg.run).write_text("{not json")  # a damaged file is no ticks: every kept image, as before
+    with pytest.raises(HeadshotsError, match="No scores"):
+        export(cfg)
 
 
 def test_export_errors_say_what_to_do(samples, make_config):
