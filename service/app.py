@@ -5,8 +5,8 @@
 
 Upload (intake at once: verdict, reason, advice, face box per photo; what the set lacks) -> Train (a
 queued background job, live step, loss, ETA) -> Styles -> Review (your own face, then the ranked images at
-400x400 and avatar sizes a page at a time, dropped ones with their reasons when asked; favourites and more like
-one from its card) -> Download (platform crops, shown and zipped) -> Delete my data.
+400x400 and avatar sizes a page at a time, dropped ones with their reasons when asked; favourites, more like
+one and delete from its card) -> Download (platform crops, shown and zipped) -> Delete my data.
 
 A thin layer: intake, export and purge are called in the request (seconds); training and generation run
 as jobs (service/jobs.py) through service.chain, and more like this as a job of its own. Every path comes
@@ -387,6 +387,11 @@ class HeadshotsApp:
         discard(cfg, self.analyzer)
         return {**self.review_view(ws, shown, dropped_open, favourites), self.c["files"]: None, self.c["crops"]: ""}
 
+    def discard_one(self, file: str | None, shown: int, dropped_open: bool, favourites: list[str] | None,
+                    state: str | None, request: gr.Request) -> dict:
+        """A review card's Delete: the same as ticking only that image and pressing Delete ticked images."""
+        return self.discard([file] if file else [], shown, dropped_open, favourites, state, request)
+
     @user_errors
     def keep_favourites(self, favourites: list[str] | None, state: str | None, request: gr.Request) -> None:
         """Each tick of a favourite, saved for when the person comes back (the page forgets it when closed)."""
@@ -569,9 +574,11 @@ class HeadshotsApp:
             # Clicked by views.PAGE_JS when the person comes back to this tab: a job started from another tab or
             # device shows here then, at no cost while nobody looks (no idle timer).
             c["resync"] = gr.Button("Refresh status", elem_id="hs-resync", elem_classes="hs-hidden")
-            # A review card's More like this (views.PAGE_JS): its image goes in this box, then this button is pressed.
+            # A review card's More like this and Delete (views.card_action): its image goes in this box, then the
+            # action's button is pressed.
             c["card_file"] = gr.Textbox(elem_id="hs-card-file", elem_classes="hs-hidden", show_label=False)
             c["card_more"] = gr.Button("More like this image", elem_id="hs-card-more", elem_classes="hs-hidden")
+            c["card_delete"] = gr.Button("Delete this image", elem_id="hs-card-delete", elem_classes="hs-hidden")
             self._wire(demo)
         return demo
 
@@ -598,9 +605,10 @@ class HeadshotsApp:
                             api_name="generate")
         c["more"].click(self.more, [c["more_pick"], c["more_strength"], c["user"]], status, api_name="more")
         c["card_more"].click(self.more, [c["card_file"], c["more_strength"], c["user"]], status, api_name=False)
-        c["discard"].click(self.discard, [c["discard_pick"], c["shown"], c["dropped_open"], c["favourites"], c["user"]],
-                           [*review[1:], c["files"], c["crops"]], api_name="discard")
         drawing = [c["shown"], c["dropped_open"], c["favourites"], c["user"]]
+        c["discard"].click(self.discard, [c["discard_pick"], *drawing], [*review[1:], c["files"], c["crops"]], api_name="discard")
+        c["card_delete"].click(self.discard_one, [c["card_file"], *drawing], [*review[1:], c["files"], c["crops"]],
+                               api_name=False)
         c["review_more"].click(self.show_more, drawing, [c["shown"], *drawn], api_name=False)
         c["dropped_toggle"].click(self.toggle_dropped, drawing, [c["dropped_open"], *drawn], api_name=False)
         c["favourites"].input(self.keep_favourites, [c["favourites"], c["user"]], None, api_name=False,

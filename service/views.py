@@ -43,9 +43,10 @@ CSS = """
 .hs-badge{font-weight:700}.hs-meta{margin-top:6px}
 .hs-checks{list-style:none;padding:0;margin:8px 0 0}.hs-checks .ok{color:#1b4332}.hs-checks .no{color:#8a1c1c}
 .hs-hidden{display:none !important}
-.hs-tick,.hs-more-card{border:1px solid #ccc;border-radius:12px;background:#fff;padding:1px 10px;cursor:pointer;font-size:13px}
+.hs-tick,.hs-card-action{border:1px solid #ccc;border-radius:12px;background:#fff;padding:1px 10px;cursor:pointer;font-size:13px;white-space:nowrap}
+.hs-card-action.hs-danger{color:#8a1c1c}
 .hs-tick[aria-pressed=true]{background:#fff4c2;border-color:#e0b000}
-.hs-actions{float:right;display:flex;gap:6px}
+.hs-actions{float:right;display:flex;flex-wrap:wrap;justify-content:flex-end;gap:6px}
 .hs-crops{margin:0 0 16px}.hs-crop-row{display:flex;flex-wrap:wrap;align-items:flex-end;gap:16px}
 .hs-crop-row figure{margin:6px 0;max-width:220px;font-size:13px;text-align:center}
 .hs-crop{display:block;margin:0 auto 4px;box-shadow:0 1px 3px #0003}
@@ -64,14 +65,15 @@ PAGE_JS = """() => {
   document.addEventListener("click", (event) => {
     const tick = event.target.closest("[data-tick]");
     if (tick) listed(tick.dataset.tick, tick.dataset.file)?.click();
-    // A card's More like this names its image in the hidden #hs-card-file box and presses the hidden button that
-    // starts the job (with the How close chosen under the review), as the picker and button there would.
-    const more = event.target.closest(".hs-more-card");
+    // A card's action (card_action: More like this, Delete) names its image in the hidden #hs-card-file box and
+    // presses the hidden button it names, once the person confirms when it asks: the same handler and checks as
+    // the picker and button under the review.
+    const action = event.target.closest("[data-press]");
     const box = document.querySelector("#hs-card-file textarea, #hs-card-file input");
-    if (more && box) {
-      box.value = more.dataset.file;
+    if (action && box && (!action.dataset.confirm || window.confirm(action.dataset.confirm))) {
+      box.value = action.dataset.file;
       box.dispatchEvent(new Event("input", { bubbles: true }));
-      document.getElementById("hs-card-more")?.click();
+      document.getElementById(action.dataset.press)?.click();
     }
   });
   document.addEventListener("change", (event) => {
@@ -93,6 +95,15 @@ def tick_button(list_id: str, file: str, ticked: bool, labels: tuple[str, str]) 
     off, on = (html.escape(label) for label in labels)
     return (f"<button type='button' class='hs-tick' data-tick='{list_id}' data-file='{html.escape(file)}' "
             f"data-off='{off}' data-on='{on}' aria-pressed='{str(ticked).lower()}'>{on if ticked else off}</button>")
+
+
+def card_action(button_id: str, file: str, label: str, title: str, confirm: str = "") -> str:
+    """A card's button that runs the action of the hidden button `button_id` on `file` (PAGE_JS); one that asks the
+    person to `confirm` first cannot be undone, and is drawn in red."""
+    asks = f" data-confirm='{html.escape(confirm)}'" if confirm else ""
+    danger = " hs-danger" if confirm else ""
+    return (f"<button type='button' class='hs-card-action{danger}' data-press='{button_id}' data-file='{html.escape(file)}' "
+            f"title='{html.escape(title)}'{asks}>{html.escape(label)}</button>")
 
 
 CROP_PREVIEW = 200  # px, the long side of an exported crop's preview on the Download tab
@@ -360,11 +371,12 @@ def _cards(items: list[dict], samples: Path, elem_id: str, total: int, favourite
 
 def _card(item: dict, samples: Path, favourite: bool) -> str:
     """A review card with a preview made at each size it is shown (the page carries ~1.2x the big one, not 3x), and
-    its More like this and Favourite buttons (PAGE_JS)."""
-    file = html.escape(item["file"])
-    actions = (f"<span class='hs-actions'><button type='button' class='hs-more-card' data-file='{file}' "
-               f"title='New images drawn from this one, as close as How close (below the review) says'>More like this</button>"
-               f"{tick_button('hs-favourites', item['file'], favourite, FAVOURITE)}</span>")
+    its More like this, Favourite and Delete buttons (PAGE_JS)."""
+    file = item["file"]
+    actions = (f"<span class='hs-actions'>"
+               f"{card_action('hs-card-more', file, 'More like this', 'New images drawn from this one, as close as How close (below the review) says')}"
+               f"{tick_button('hs-favourites', file, favourite, FAVOURITE)}"
+               f"{card_action('hs-card-delete', file, 'Delete', 'Delete this image for good', f'Delete {file} for good?')}</span>")
     return review_card(item, previews(samples / item["file"], CARD_SIDES).get, "hs-", actions)
 
 

@@ -153,7 +153,7 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
 
         # 4b. More like one of them, from its card: two variations drawn from it join the review.
         page.locator("#hs-more-strength").get_by_label("Looser", exact=False).check()
-        page.locator("#hs-dropped .hs-card[data-file='linkedin-00.png'] .hs-more-card").click()
+        page.locator("#hs-dropped .hs-card[data-file='linkedin-00.png'] [data-press=hs-card-more]").click()
         page.get_by_text("4 images generated").wait_for(timeout=JOB_TIMEOUT_MS)
         assert "0 of 4 kept" in page.locator("#hs-review-head").inner_text()
         # the new review keeps the dropped images open, as the person left them
@@ -188,14 +188,21 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         tab(page, "4. Review")
         assert "0 of 6 kept" in page.locator("#hs-review-head").inner_text()
 
-        # 4d. Delete one for good: it leaves the review, the disk and the manifest.
-        page.get_by_text("Remove images from your review").click()
-        page.locator("#hs-discard-pick").get_by_label("actor-01.png", exact=False).check()
-        page.locator("#hs-discard").click()
-        page.get_by_text("0 of 5 kept").wait_for(timeout=60_000)
+        # 4d. Delete one for good from its card, once the person confirms: it leaves the review, the disk and the
+        # manifest. Cancelled, nothing happens.
         samples = server.outputs / "alice" / "default" / "samples"
+        delete = page.locator("#hs-dropped .hs-card[data-file='actor-01.png'] [data-press=hs-card-delete]")
+        asked = []
+        page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+        delete.click()
+        page.wait_for_timeout(1000)
+        assert asked == ["Delete actor-01.png for good?"] and (samples / "actor-01.png").exists()
+        page.once("dialog", lambda dialog: dialog.accept())
+        delete.click()
+        page.get_by_text("0 of 5 kept").wait_for(timeout=60_000)
         assert not (samples / "actor-01.png").exists()
         assert "actor-01.png" not in [e["file"] for e in json.loads((samples / "manifest.json").read_text())["images"]]
+        assert page.locator("#hs-dropped .hs-card[data-file='actor-01.png']").count() == 0
         # The favourite stays ticked through the new round and the deletion, on its card too.
         expect(page.locator("#hs-favourites input[name='linkedin-00.png']")).to_be_checked()
         expect(page.locator("#hs-dropped .hs-card[data-file='linkedin-00.png'] [data-tick=hs-favourites]")).to_have_attribute("aria-pressed", "true")
