@@ -239,8 +239,7 @@ class HeadshotsApp:
 
     def photos_view(self, ws: Workspace, previews: dict[str, str] | None = None) -> dict:
         names = [p.name for p in list_photos(ws.selfies)] if ws.selfies.is_dir() else []
-        return {self.c["photos"]: views.photos_html(ws, previews), self.c["remove_pick"]: gr.update(choices=names, value=[]),
-                self.c["yours"]: views.your_faces(ws)}
+        return {self.c["photos"]: views.photos_html(ws, previews), self.c["remove_pick"]: gr.update(choices=names, value=[])}
 
     # -- jobs --------------------------------------------------------------------------------------
     def submit(self, user: str, kind: str, extra: list[str], expected_images: int | None = None) -> None:
@@ -340,7 +339,7 @@ class HeadshotsApp:
         choices = views.review_choices(ws, self.run)
         files = {file for _, file in choices}
         kept = [file for file in (read_favourites(ws, self.run) if favourites is None else favourites) if file in files]
-        return {**self.review_cards(ws, shown, dropped_open, kept),
+        return {**self.review_cards(ws, shown, dropped_open, kept), self.c["yours"]: views.your_faces(ws),
                 self.c["favourites"]: gr.update(choices=choices, value=kept),
                 self.c["more_pick"]: gr.update(choices=choices, value=None),
                 self.c["discard_pick"]: gr.update(choices=views.discard_choices(ws, self.run, choices), value=[])}
@@ -589,9 +588,10 @@ class HeadshotsApp:
                                "background", "clothing", "styles_note", "discard_pick", "review_more", "dropped_toggle",
                                "shown", "dropped_open", "yours", "crops")]
         status = [c[k] for k in ("status", "train", "generate", "more", "stop", "timer")]
-        review = [c[k] for k in ("seen", "review", "review_more", "dropped_toggle", "favourites", "more_pick", "discard_pick")]
+        review = [c[k] for k in ("seen", "review", "review_more", "dropped_toggle", "favourites", "more_pick", "discard_pick",
+                                 "yours")]
         drawn = [c["review"], c["review_more"], c["dropped_toggle"]]
-        photos = [c["photos"], c["remove_pick"], c["notes"], c["yours"]]
+        photos = [c["photos"], c["remove_pick"], c["notes"]]
         c["go"].click(self.start, [c["name"]], page, api_name="start")
         c["name"].submit(self.start, [c["name"]], page, api_name=False)
         demo.load(self.on_load, None, page, api_name=False)

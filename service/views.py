@@ -352,11 +352,17 @@ def review(ws: Workspace, run: str, shown: int = REVIEW_PAGE, dropped_open: bool
 
 
 def your_faces(ws: Workspace, count: int = 6) -> str:
-    """The person's own usable photos as 100 px faces, the size of a card's avatar view, above the review: what the
-    images are judged against, side by side at the size most people will see. Drawn with the photos, so it follows
-    every upload and removal."""
-    report = _read_json(ws.intake_report)
-    photos = [p for p in (report or {}).get("photos", []) if p.get("verdict") != "reject" and p.get("face_box")][:count]
+    """The person's own photos as 100 px faces, the size of a card's avatar view, above the review: what the images
+    are judged against, side by side at the size most people will see. Those are the photos prepare kept (their
+    embeddings are the references scoring compares with); before any training, the usable ones intake found. Drawn
+    with the review, so a photo added or removed after training shows only once it is trained on and scored with."""
+    prepared = _read_json(ws.prepare_report)
+    if prepared is not None:
+        photos = [p for p in prepared.get("photos", []) if p.get("kept") and p.get("face_box")]
+    else:
+        intake = _read_json(ws.intake_report) or {}
+        photos = [p for p in intake.get("photos", []) if p.get("verdict") != "reject" and p.get("face_box")]
+    photos = photos[:count]
     faces = [(p["file"], face_uri(ws.selfies / p["file"], p["face_box"], CARD_SIDES[1])) for p in photos]
     circles = "".join(f"<img class='hs-avatar' src='{uri}' alt='{html.escape(file)}'>" for file, uri in faces if uri)
     return f"<div class='hs-yours' id='hs-yours'><span>You, in your photos:</span>{circles}</div>" if circles else ""

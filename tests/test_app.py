@@ -52,7 +52,7 @@ def page(values: tuple) -> dict:
 
 
 def upload(client: Client, paths: list[Path]) -> dict:
-    photos, remove_pick, notes, _yours, status, _timer, _upload = client.predict([handle_file(str(p)) for p in paths], api_name="/upload")
+    photos, remove_pick, notes, status, _timer, _upload = client.predict([handle_file(str(p)) for p in paths], api_name="/upload")
     return {"photos": photos, "remove_pick": remove_pick, "notes": notes, "status": status}
 
 
@@ -337,7 +337,7 @@ def test_the_review_draws_a_page_of_cards_and_the_dropped_ones_when_asked(server
 
 def test_the_review_shows_the_persons_own_faces_beside_the_images(server, selfies):
     """What the images are judged against: the person's usable photos, cropped to the face at the size of a card's
-    avatar view (rejected photos left out)."""
+    avatar view (rejected photos left out); once trained, the photos prepare kept."""
     import base64
     import io
     import shutil
@@ -355,7 +355,11 @@ def test_the_review_shows_the_persons_own_faces_beside_the_images(server, selfie
     uris = re.findall("src='data:image/jpeg;base64,([^']+)'", strip)
     assert len(uris) == 1 and f"alt='{selfies[0].name}'" in strip
     assert Image.open(io.BytesIO(base64.b64decode(uris[0]))).size == (100, 100)
-    (ws.selfies / selfies[0].name).unlink()  # removed since: nothing to show
+    # Once trained, the photos prepare kept: their embeddings are what scoring compares with.
+    ws.prepare_report.write_text(json.dumps({"photos": [{"file": selfies[0].name, "kept": False, "face_box": box},
+                                                        {"file": selfies[1].name, "kept": True, "face_box": box}]}))
+    assert f"alt='{selfies[1].name}'" in views.your_faces(ws) and selfies[0].name not in views.your_faces(ws)
+    (ws.selfies / selfies[1].name).unlink()  # removed since: nothing to show
     assert views.your_faces(ws) == ""
 
 
