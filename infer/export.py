@@ -70,13 +70,16 @@ def export_dir(cfg: Config) -> Path:
 
 
 def read_favourites(workspace: Workspace, run: str) -> list[str]:
-    """The images the person last ticked as favourites (favourites.json, saved by the web app at each tick), or
-    none: an unreadable file counts as no ticks, which loses no work."""
+    """The images the person last ticked as favourites (favourites.json, saved by the web app at each tick) that
+    are still there (a deleted image's tick is ignored), or none: an unreadable file counts as no ticks, which
+    loses no work. Only file names in samples/ count, never a path elsewhere."""
     try:
         files = json.loads(workspace.favourites(run).read_text()).get("files")
     except (OSError, ValueError, AttributeError):
         return []
-    return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
+    samples_dir = workspace.samples_dir(run)
+    plain = [f for f in files if isinstance(f, str) and f == Path(f).name] if isinstance(files, list) else []  # no paths
+    return [f for f in plain if (samples_dir / f).is_file()]
 
 
 def save_favourites(workspace: Workspace, run: str, files: list[str]) -> None:
@@ -84,13 +87,9 @@ def save_favourites(workspace: Workspace, run: str, files: list[str]) -> None:
 
 
 def chosen_files(cfg: Config) -> list[str]:
-    """What the person picked to export: `infer.export_files`, else their favourites that still exist (a deleted
-    image's tick is ignored); [] when they picked nothing, which exports every kept image."""
-    if cfg.infer.export_files:
-        return list(cfg.infer.export_files)
-    workspace = Workspace.from_config(cfg)
-    samples_dir = workspace.samples_dir(cfg.run)
-    return [f for f in read_favourites(workspace, cfg.run) if (samples_dir / f).is_file()]
+    """What the person picked to export: `infer.export_files`, else their favourites; [] when they picked nothing,
+    which exports every kept image."""
+    return list(cfg.infer.export_files) or read_favourites(Workspace.from_config(cfg), cfg.run)
 
 
 def export(cfg: Config, analyzer: FaceAnalyzer | None = None) -> Path:

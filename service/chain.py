@@ -7,8 +7,7 @@ run. A stage is skipped when its record says it finished with the same fingerpri
 all there. The fingerprint hashes what the stage reads: the config sections it uses, the selfies' bytes
 (intake, prepare), the favourites ticked in the web app (export) and the fingerprint of the stage before
 it, so a change upstream re-runs everything below it and a change of, say, `infer.steps` re-runs only infer
-and export. Records (JSON) sit beside
-each stage's outputs:
+and export. Records (JSON) sit beside each stage's outputs:
 
     data/users/<u>/stages/{intake,prepare}.json
     outputs/<u>/<run>/stages/{fit,infer,export}.json

@@ -69,7 +69,9 @@ def test_chosen_files_are_detected_without_scores_and_a_new_export_replaces_the_
 def test_the_favourites_ticked_in_the_app_are_exported_unless_files_are_named(samples, make_config, analyzer):
     cfg, _ = samples
     ws = Workspace.from_config(cfg)
-    save_favourites(ws, cfg.run, ["small.png", "deleted-since.png"])  # a tick outlives its image: ignored
+    elsewhere = f"../../../{cfg.user}/{cfg.run}/samples/big.png"  # a path, even to an image that exists: ignored
+    assert (ws.samples_dir(cfg.run) / elsewhere).is_file()
+    save_favourites(ws, cfg.run, ["small.png", "deleted-since.png", elsewhere])  # a tick outlives its image: ignored
     manifest = json.loads(export(cfg, analyzer).read_text())  # no scores needed: the favourites are the pick
     assert [r["file"] for r in manifest["images"]] == ["small.png"]
     named = json.loads(export(make_config("alice", "infer.export_files=[big.png]"), analyzer).read_text())
