@@ -24,7 +24,7 @@ TINY_MODEL := models/tiny-sdxl
 # a name with a space or a quote reaches the CLI whole, which refuses it saying why.
 PERSON := $(if $(filter command line,$(origin USER)),$(USER))
 shell_quote = '$(subst ','\'',$(1))'
-COMMON = --user $(call shell_quote,$(PERSON)) --profile $(PROFILE) run=$(RUN)
+COMMON = --user $(call shell_quote,$(PERSON)) --profile $(call shell_quote,$(PROFILE)) $(call shell_quote,run=$(RUN))
 
 .PHONY: app batch setup lock demo test test-all lint intake prepare train infer more discard export purge tiny-model bench face-eval help check-user
 
@@ -100,12 +100,12 @@ train: check-user $(if $(filter tiny,$(PROFILE)),tiny-model)
 	$(BIN)/python -m train all $(COMMON) $(ARGS)
 
 infer: check-user $(if $(filter tiny,$(PROFILE)),tiny-model)
-	$(BIN)/python -m infer all $(COMMON) $(if $(STYLES),infer.styles=[$(STYLES)]) $(if $(N),infer.images_per_style=$(N)) $(ARGS)
+	$(BIN)/python -m infer all $(COMMON) $(if $(STYLES),$(call shell_quote,infer.styles=[$(STYLES)])) $(if $(N),$(call shell_quote,infer.images_per_style=$(N))) $(ARGS)
 
 # More like one generated image you like (a file in outputs/<user>/<run>/samples/): N variations, then scored.
 IMAGE ?=
 more: check-user $(if $(filter tiny,$(PROFILE)),tiny-model)
-	$(BIN)/python -m infer more $(COMMON) infer.more.image=$(IMAGE) $(if $(N),infer.more.count=$(N)) $(ARGS)
+	$(BIN)/python -m infer more $(COMMON) $(call shell_quote,infer.more.image=$(IMAGE)) $(if $(N),$(call shell_quote,infer.more.count=$(N))) $(ARGS)
 
 # Many people at once on Ray (embedded on this machine unless ADDRESS=auto or ray://head:10001).
 USERS ?=
@@ -121,15 +121,19 @@ app: $(if $(filter tiny,$(PROFILE)),tiny-model)
 # Delete generated images for good (files in outputs/<user>/<run>/samples/, comma-separated), then score the rest.
 IMAGES ?=
 discard: check-user
-	$(BIN)/python -m infer discard $(COMMON) infer.discard_files=[$(IMAGES)] $(ARGS)
+	$(BIN)/python -m infer discard $(COMMON) $(call shell_quote,infer.discard_files=[$(IMAGES)]) $(ARGS)
 
 # Crops for LinkedIn, a 4:5 portrait and a CV (outputs/<user>/<run>/export/): of IMAGES when given, else of the
 # favourites ticked in the web app, else of every kept image.
 export: check-user
-	$(BIN)/python -m infer export $(COMMON) $(if $(IMAGES),infer.export_files=[$(IMAGES)]) $(ARGS)
+	$(BIN)/python -m infer export $(COMMON) $(if $(IMAGES),$(call shell_quote,infer.export_files=[$(IMAGES)])) $(ARGS)
 
+# ALL=1 deletes the photos too, and only from make's command line (as USER): never an ALL left in your shell.
+# ALL=0 keeps them, as leaving it out does; any other value is refused rather than guessed.
+PURGE_ALL := $(if $(filter command line,$(origin ALL)),$(ALL))
 purge: check-user
-	$(BIN)/python -m headshots.purge --user $(call shell_quote,$(PERSON)) $(if $(ALL),--include-selfies) $(ARGS)
+	@case $(call shell_quote,$(PURGE_ALL)) in ''|0|1) ;; *) echo "error: ALL=1 deletes the photos too, ALL=0 (or no ALL) keeps them; not ALL=$(PURGE_ALL)"; exit 2;; esac
+	$(BIN)/python -m headshots.purge --user $(call shell_quote,$(PERSON)) $(if $(filter 1,$(PURGE_ALL)),--include-selfies) $(ARGS)
 
 # Face verification on public datasets outside the repository (how to get them: scripts/face_measure.py).
 # One CPU thread: ~35 min to measure, seconds to report. CFP=.../cfp-dataset WILD=.../celeba299

@@ -455,12 +455,18 @@ class Config:
 
     def __post_init__(self) -> None:
         validate_user_name(self.user)
-        _check(_USER_NAME.fullmatch(self.run) is not None, "run", "must be a simple name (letters, digits, - and _)")
+        _check(is_simple_name(self.run), "run", "must be a simple name (letters, digits, - and _)")
+
+
+def is_simple_name(name: str | None) -> bool:
+    """Safe as one folder's name (a user, a run, a batch): 1-64 letters, digits, '-' or '_', starting with a letter
+    or digit, so it can never reach outside the folder it is put in."""
+    return _USER_NAME.fullmatch(name or "") is not None
 
 
 def validate_user_name(user: str) -> str:
     """User names become folder names: refuse anything that could escape data/users/."""
-    if not _USER_NAME.fullmatch(user or ""):
+    if not is_simple_name(user):
         raise ConfigError(
             f"User name {user!r} is not allowed.",
             "Use 1-64 letters, digits, '-' or '_', starting with a letter or digit (e.g. USER=alice).",

@@ -2,7 +2,7 @@
 checkpoints, generated images and local W&B files, and their rows in batch status files. With
 --include-selfies, the photos (and the person's own settings.yaml) too.
 
-    python -m headshots.purge --user alice [--include-selfies] [paths.outputs_root=...]
+    python -m headshots.purge --user alice [--include-selfies] [--config my.yaml] [paths.outputs_root=...]
 
 Selfies and embeddings are biometric data; this is the one command that removes them.
 Runs on W&B's servers (only if you turned W&B online) must be deleted in your W&B account.
@@ -66,14 +66,19 @@ def scrub_batch_records(workspace: Workspace) -> list[str]:
     return done
 
 
+DELETE_THEM_TOO = "{} or --include-selfies here deletes them too"
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m headshots.purge", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m headshots.purge",
+                                     description="Delete everything stored about one person (with --include-selfies, their photos too).")
     parser.add_argument("--user", required=True)
     parser.add_argument("--include-selfies", action="store_true", help="also delete the original photos")
+    parser.add_argument("--config", default=None, help="the YAML file used for training, when it moved paths.*")
     parser.add_argument("overrides", nargs="*", help="e.g. paths.data_root=... (as used for training)")
     args = parser.parse_intermixed_args(argv)
     try:
-        workspace = Workspace.from_config(load_config(args.user, "sdxl", None, args.overrides, with_person_settings=False))
+        workspace = Workspace.from_config(load_config(args.user, "sdxl", args.config, args.overrides, with_person_settings=False))
     except HeadshotsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -83,9 +88,10 @@ def main(argv=None) -> int:
     if not done:
         print(f"nothing stored for {args.user!r}")
     elif not args.include_selfies and workspace.selfies.exists():
-        print(f"kept the original photos in {workspace.selfies} (add --include-selfies to delete them too)")
+        print(f"kept the original photos in {workspace.selfies} ({DELETE_THEM_TOO.format(workspace.make_command('purge', ALL='1'))})")
     if not args.include_selfies and workspace.person_settings.exists():
-        print(f"kept the person's own settings in {workspace.person_settings} (--include-selfies deletes them too)")
+        print(f"kept the person's own settings in {workspace.person_settings} "
+              f"({DELETE_THEM_TOO.format(workspace.make_command('purge', ALL='1'))})")
     return 0
 
 

@@ -99,6 +99,10 @@ def export(cfg: Config, analyzer: FaceAnalyzer | None = None) -> Path:
     chosen = chosen_files(cfg)
     if chosen and not cfg.infer.export_files:
         log.info("exporting your %d favourites (%s)", len(chosen), workspace.favourites(cfg.run))
+    elsewhere = [name for name in chosen if name != Path(name).name]
+    if elsewhere:  # a path: maybe someone's selfies, or another person's images
+        raise HeadshotsError(f"Cannot export {', '.join(elsewhere)}: only your generated images in {samples_dir} can be.",
+                             "Name them as the gallery shows them, e.g. linkedin-00.png.")
     boxes = face_boxes(samples_dir, chosen, workspace)
     missing = [name for name in boxes if not (samples_dir / name).is_file()]
     if missing:

@@ -1,6 +1,6 @@
 """Many people at once: each person's chain (service.chain) as a chain of Ray tasks.
 
-    python -m service.batch --users alice,bob,carol [--address auto|ray://head:10001] [--profile tiny]
+    python -m service.batch --users alice,bob,carol [--address auto|ray://head:10001] [--profile tiny] [--config my.yaml]
                             [--id NAME] [key=value ...]
 
 Every stage of every person is one Ray task that declares what it needs: fit and infer one GPU each
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from headshots.cli import print_error
-from headshots.config import Config, load_config
+from headshots.config import Config, is_simple_name, load_config
 from headshots.errors import ConfigError, HeadshotsError
 from headshots.logs import setup_logging
 from headshots.workspace import Workspace, write_json_atomic
@@ -60,14 +60,14 @@ def _remote_api():
             return self.started
 
     @ray.remote
-    def stage_task(stage_name: str, user: str, profile: str, overrides: list[str], threads: int,
+    def stage_task(stage_name: str, user: str, profile: str, config_file: str | None, overrides: list[str], threads: int,
                    upstream: StageResult | None, board) -> StageResult:
         import torch
 
         torch.set_num_threads(threads)
         board.start.remote(user, stage_name, os.getpid())
         try:
-            cfg = load_config(user, profile, overrides=overrides)
+            cfg = load_config(user, profile, config_file, overrides)
         except HeadshotsError as exc:  # the driver composed the same config; this worker's code differs
             return StageResult(user, stage_name, FAILED, reason=exc.message,
                                hint=exc.hint + " (every worker needs the same version of this project)")
@@ -151,10 +151,12 @@ class BatchConfigs:
     shared: Config  # the batch's own settings (Ray, paths), without anyone's settings.yaml
     people: dict[str, Config]  # each person's, with their own settings
     refused: dict[str, ConfigError]  # people whose own settings.yaml cannot be used, and why
-    overrides: list[str]  # what every worker composes its person's config from
+    config_file: str | None  # what every worker composes its person's config from: this file (absolute) ...
+    overrides: list[str]  # ... and these
 
 
-def load_configs(users: Sequence[str], profile: str | None, overrides: Sequence[str], batch_id: str) -> BatchConfigs:
+def load_configs(users: Sequence[str], profile: str | None, config_file: str | None, overrides: Sequence[str],
+                 batch_id: str) -> BatchConfigs:
     """Every person's config, composed and validated before any work starts. A bad shared setting (a key, a
     user name) stops the batch here; a person whose own settings.yaml cannot be used is set aside with the
     reason (their problem stays theirs)."""
@@ -163,17 +165,18 @@ def load_configs(users: Sequence[str], profile: str | None, overrides: Sequence[
     if len({user.casefold() for user in users}) != len(users):  # Alice and alice share a folder on macOS and Windows
         raise ConfigError(f"A user is named twice in {', '.join(users)} (case aside).", "Name each person once.")
     group = [] if any(o.startswith("wandb.group=") for o in overrides) else [f"wandb.group=batch-{batch_id}"]
-    first = load_config(users[0], profile, overrides=[*overrides, *group], with_person_settings=False)
+    config_file = str(Path(config_file).resolve()) if config_file else None  # workers may start elsewhere
+    first = load_config(users[0], profile, config_file, [*overrides, *group], with_person_settings=False)
     final = [*overrides, *group, *absolute_path_overrides(first)]
-    shared = load_config(users[0], profile, overrides=final, with_person_settings=False)
+    shared = load_config(users[0], profile, config_file, final, with_person_settings=False)
     configs, refused = {}, {}
     for user in users:
         try:
-            configs[user] = load_config(user, profile, overrides=final)
+            configs[user] = load_config(user, profile, config_file, final)
         except ConfigError as exc:
-            without = load_config(user, profile, overrides=final, with_person_settings=False)  # raises: not theirs alone
+            without = load_config(user, profile, config_file, final, with_person_settings=False)  # raises: not theirs alone
             refused[user] = own_settings_error(exc, Workspace.from_config(without).person_settings)
-    return BatchConfigs(shared, configs, refused, final)
+    return BatchConfigs(shared, configs, refused, config_file, final)
 
 
 def own_settings_error(exc: ConfigError, path: Path) -> ConfigError:
@@ -188,7 +191,7 @@ class Batch:
 
     def __init__(self, configs: BatchConfigs, batch_id: str, address: str | None = None) -> None:
         self.configs = configs.people
-        self.overrides = configs.overrides  # what every worker composes its person's config from
+        self.config_file, self.overrides = configs.config_file, configs.overrides  # what every worker composes its config from
         self.batch_id = batch_id
         self.address = address
         self.settings = configs.shared.batch
@@ -226,7 +229,7 @@ class Batch:
                     num_gpus=1 if (gpus and stage.uses_gpu) else 0,
                     max_retries=self.settings.max_retries,
                     retry_exceptions=True,
-                ).remote(stage.name, user, cfg.profile, self.overrides, threads, upstream, self.board)
+                ).remote(stage.name, user, cfg.profile, self.config_file, self.overrides, threads, upstream, self.board)
                 refs[(user, stage.name)] = upstream
         return refs
 
@@ -309,10 +312,13 @@ def format_table(people: list[dict]) -> str:
 
 
 def run_batch(users: Sequence[str], profile: str | None = None, overrides: Sequence[str] = (),
-              address: str | None = None, batch_id: str | None = None) -> dict:
+              address: str | None = None, batch_id: str | None = None, config_file: str | None = None) -> dict:
     """Run every person's chain on Ray; returns the final status (also in outputs/batch/<id>/status.json)."""
+    if batch_id is not None and not is_simple_name(batch_id):
+        raise ConfigError(f"Batch id {batch_id!r} is not allowed: it names the folder outputs/batch/<id>/.",
+                          "Use 1-64 letters, digits, '-' or '_', e.g. --id nightly-3.")
     batch_id = batch_id or new_batch_id()
-    batch = Batch(load_configs(users, profile, overrides, batch_id), batch_id, address)
+    batch = Batch(load_configs(users, profile, config_file, overrides, batch_id), batch_id, address)
     if not batch.configs:  # everyone's own settings.yaml was refused: nothing to run
         batch.write_status(finished=True)
         return batch.status(finished=True)
@@ -334,6 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--address", default=None,
                         help="Ray cluster: auto (a running one) or ray://head:10001; default: start Ray on this machine")
     parser.add_argument("--profile", default=None, help="model profile in configs/model/ (default: sdxl)")
+    parser.add_argument("--config", default=None, help="extra YAML file layered over the defaults, for everyone")
     parser.add_argument("--id", dest="batch_id", default=None, help="batch name (default: the start time)")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("overrides", nargs="*", help="config overrides for everyone, e.g. train.max_steps=500")
@@ -341,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose)
     users = [u.strip() for u in args.users.split(",") if u.strip()]
     try:
-        status = run_batch(users, args.profile, args.overrides, args.address, args.batch_id)
+        status = run_batch(users, args.profile, args.overrides, args.address, args.batch_id, args.config)
     except HeadshotsError as exc:
         return print_error(exc, args.verbose)
     except KeyboardInterrupt:

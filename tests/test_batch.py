@@ -197,8 +197,12 @@ def test_a_batch_of_refused_settings_alone_runs_nothing_and_says_why(people):
     (["--users", "alice,alice"], "named twice"),
     (["--users", "alice,Alice"], "named twice"),  # one folder on macOS and Windows
     (["--users", "Batch"], "User name 'Batch' is reserved"),
+    (["--users", "alice", "--id", "../../escape"], "Batch id '../../escape' is not allowed"),
+    (["--users", "alice", "--config", "{tmp}/my.yaml"], "Unknown config key `train.max_stepz`"),  # the file is read
 ])
 def test_bad_input_stops_before_any_work_with_the_reason(args, message, tmp_path):
+    (tmp_path / "my.yaml").write_text("train:\n  max_stepz: 3\n")
+    args = [arg.format(tmp=tmp_path) for arg in args]
     result = subprocess.run([sys.executable, "-m", "service.batch", "--profile", "tiny", *args,
                              f"paths.outputs_root={tmp_path}"], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 2, result.stderr

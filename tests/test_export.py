@@ -87,6 +87,9 @@ def test_export_errors_say_what_to_do(samples, make_config):
         export(cfg)
     with pytest.raises(HeadshotsError, match="nope.png"):
         export(make_config("alice", "infer.export_files=[nope.png]"))
+    for path in ("../../../../data/users/alice/selfies/01.jpg", "/etc/hostname"):  # never a file outside samples/
+        with pytest.raises(HeadshotsError, match="only your generated images"):
+            export(make_config("alice", f"infer.export_files=[{path}]"))
 
 
 def test_crop_without_a_face_is_centred():
