@@ -264,8 +264,9 @@ def cosine_similarity(embeddings: torch.Tensor, references: torch.Tensor) -> tor
 
 
 def weights_source(weights: str) -> str:
-    """The weights actually used: the HEADSHOTS_FACE_WEIGHTS environment variable wins over `face.weights`."""
-    return os.environ.get(WEIGHTS_ENV) or weights
+    """The weights actually used: `face.weights`; left at its default, the file HEADSHOTS_FACE_WEIGHTS names when
+    set (this machine's copy, e.g. offline: `make` sets it beside ../shared), so weights chosen on purpose win."""
+    return (os.environ.get(WEIGHTS_ENV) or weights) if weights == FaceConfig.weights else weights
 
 
 @dataclass(frozen=True)
@@ -325,7 +326,7 @@ def calibration_for(source: str, crop_margin: int) -> Calibration:
 def load_embedder(weights: str, device: torch.device | str = "cpu") -> torch.nn.Module:
     """FaceNet InceptionResnetV1 from a named pretrained set (downloaded at first use) or a local file.
 
-    The HEADSHOTS_FACE_WEIGHTS environment variable, when set, wins over the config key `face.weights`.
+    The HEADSHOTS_FACE_WEIGHTS environment variable, when set, replaces the default `face.weights` (weights_source).
     """
     from facenet_pytorch import InceptionResnetV1
 

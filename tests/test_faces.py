@@ -11,7 +11,7 @@ from PIL import Image
 
 from headshots.config import FaceConfig, FilterConfig, load_config
 from headshots.errors import WeightsError
-from headshots.faces import CALIBRATION, calibration_for, cosine_similarity, load_embedder, subject_score
+from headshots.faces import CALIBRATION, calibration_for, cosine_similarity, load_embedder, subject_score, weights_source
 from headshots.images import load_rgb
 
 SUBJECT = ("georgia-tech", "s01", "01.jpg")  # 640x480, one centred face
@@ -142,7 +142,17 @@ def test_corrupt_weights_file_is_a_clear_error(monkeypatch, tmp_path):
     bad.write_bytes(b"not a checkpoint")
     monkeypatch.setenv("HEADSHOTS_FACE_WEIGHTS", str(bad))
     with pytest.raises(WeightsError, match="could not be loaded"):
-        load_embedder("vggface2")
+        load_embedder(FaceConfig().weights)
+
+
+def test_the_environment_replaces_the_default_weights_only(monkeypatch, tmp_path):
+    """`make` points HEADSHOTS_FACE_WEIGHTS at ../shared's copy of the default weights: face.weights given on purpose
+    (another name, a file) must still be what is used."""
+    monkeypatch.setenv("HEADSHOTS_FACE_WEIGHTS", str(tmp_path / "local-casia.pt"))
+    assert weights_source(FaceConfig().weights) == str(tmp_path / "local-casia.pt")
+    assert weights_source("vggface2") == "vggface2" and weights_source("/models/mine.pt") == "/models/mine.pt"
+    monkeypatch.delenv("HEADSHOTS_FACE_WEIGHTS")
+    assert weights_source(FaceConfig().weights) == "casia-webface"
 
 
 def test_calibrated_weights_get_their_recorded_threshold(analyzer, face_weights):
