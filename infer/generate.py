@@ -31,6 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from headshots.config import Config, InferConfig, config_from_yaml
+from headshots.errors import HeadshotsError
 from headshots.faces import resolve_device
 from headshots.images import load_rgb
 from headshots.logs import get_logger, plural
@@ -213,8 +214,15 @@ class Person:
 
 
 def person_context(cfg: Config) -> Person:
+    """The person's adapter, checked against this run's model before anything is loaded, and how prompts name them."""
     adapter = Workspace.from_config(cfg).require_adapter(cfg.run, cfg.infer.adapter)
     trained = config_from_yaml(adapter / "config.yaml")  # the class the adapter was trained with
+    if trained.profile != cfg.profile:  # e.g. a tiny demo adapter sent to SDXL: refused before a 7 GB download
+        raise HeadshotsError(
+            f"This adapter was trained with the {trained.profile!r} profile (model {trained.model.pretrained}); this run "
+            f"uses {cfg.profile!r} ({cfg.model.pretrained}), which it does not fit.",
+            f"Use the profile it was trained with (PROFILE={trained.profile}, or --profile {trained.profile}), "
+            f"or train one for {cfg.profile!r}.")
     return Person(adapter, adapter_trigger(adapter), trained.prepare.class_noun)
 
 

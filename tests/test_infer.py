@@ -60,6 +60,27 @@ def test_overlong_prompt_is_refused(tokenizers):
         check_prompt_lengths(style.prompts("ohwx", "person"), tokenizers, "linkedin")
 
 
+def test_an_adapter_is_refused_by_another_profile_before_any_model_loads(make_config, tmp_path):
+    """A tiny demo adapter sent to SDXL would download ~7 GB first and then fail: the profile it was trained with
+    is in its config, so the run stops at once, saying which profile fits."""
+    from headshots.config import load_config, save_config
+    from headshots.errors import HeadshotsError
+    from headshots.workspace import ADAPTER_WEIGHTS
+    from infer.generate import person_context
+
+    tiny = make_config("alice")
+    adapter = Workspace.from_config(tiny).adapter_dir(tiny.run)
+    adapter.mkdir(parents=True)
+    (adapter / ADAPTER_WEIGHTS).write_bytes(b"")  # never read: the check comes first
+    (adapter / "adapter.json").write_text(json.dumps({"headshots.trigger": "ohwx"}))
+    save_config(tiny, adapter / "config.yaml")
+    assert person_context(tiny).trigger == "ohwx"
+    paths = [f"paths.{key}={getattr(tiny.paths, key)}" for key in ("data_root", "outputs_root", "cache_root")]
+    with pytest.raises(HeadshotsError, match="trained with the 'tiny' profile") as refused:
+        person_context(load_config("alice", "sdxl", overrides=paths))
+    assert "PROFILE=tiny" in refused.value.hint
+
+
 @pytest.fixture
 def trained_user(prepared_user, make_config):
     from train.recipe import train
