@@ -547,6 +547,10 @@ def test_intake_command_fails_when_the_set_is_not_usable(make_config, faces_dir,
     argv = ["intake", "--user", "frank", "--profile", "tiny", f"paths.data_root={cfg.paths.data_root}"]
     assert run(build_parser("python -m train", "", HELP), COMMANDS, argv) == 2  # one photo: not usable
     assert Workspace.from_config(cfg).intake_report.is_file()
+    argv[0] = "all"  # make train: stops at the same check, before prepare (and any GPU time)
+    Workspace.from_config(cfg).intake_report.unlink()
+    assert run(build_parser("python -m train", "", HELP), COMMANDS, argv) == 2
+    assert Workspace.from_config(cfg).intake_report.is_file() and not Workspace.from_config(cfg).prepared.exists()
 
 
 def test_the_tuner_rejudges_stored_calibration_results(source, analyzer, make_config, tmp_path):

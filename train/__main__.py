@@ -1,4 +1,4 @@
-"""python -m train {intake,prepare,fit,all} --user NAME [--profile tiny] [key=value ...]
+"""python -m train {intake,prepare,fit,all} --user NAME [--profile tiny] [key=value ...]   (all: intake, prepare, fit)
 
 Also: accelerate launch -m train fit --user NAME   (same job on one or more GPUs)
 """
@@ -30,6 +30,9 @@ def _fit(cfg: Config) -> None:
 
 
 def _all(cfg: Config) -> None:
+    """The photos checked first, as the web app and the batch do: a set intake refuses stops here, before any
+    GPU time is spent on it (prepare and fit still run alone, for a set you mean to train on anyway)."""
+    _intake(cfg)
     _prepare(cfg)
     _fit(cfg)
 
@@ -39,7 +42,7 @@ HELP = {
     "intake": "check the selfies (quality gate): intake.json, intake.html; fails if the set is not usable",
     "prepare": "selfies -> face crops, captions, reference embeddings",
     "fit": "train the LoRA adapter (resumes from the last checkpoint)",
-    "all": "prepare then fit",
+    "all": "intake (stops if the set is not usable), prepare, then fit",
 }
 
 if __name__ == "__main__":

@@ -141,9 +141,9 @@ def train(cfg: Config) -> Path:
                                    "name": f"{cfg.user}-{cfg.run}", "entity": cfg.wandb.entity,
                                    "group": cfg.wandb.group}},
         )
-    log.info("training %d LoRA parameters on %d photos%s for %d steps (%s, %d process(es))", trainable, len(batches),
-             f" + {len(class_batches)} class images" if class_batches else "", tc.max_steps, tc.mixed_precision,
-             accelerator.num_processes)
+    log.info("training %d LoRA parameters on %d photos%s for %d steps (mixed precision: %s; processes: %d)", trainable,
+             len(batches), f" + {len(class_batches)} class images" if class_batches else "", tc.max_steps,
+             tc.mixed_precision, accelerator.num_processes)
 
     # 4. The loop.
     for model in models:
