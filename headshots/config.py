@@ -519,12 +519,25 @@ def load_config(
     if config_file:
         layers.append(load_yaml(Path(config_file)))
     identity = OmegaConf.create({"user": user, "profile": profile})
+    person_file = None
     try:
-        person = person_settings(Path(_data_root(layers, cli)) / user / PERSON_SETTINGS) if with_person_settings else OmegaConf.create({})
+        person_file = Path(_data_root(layers, cli)) / user / PERSON_SETTINGS
+        person = person_settings(person_file) if with_person_settings else OmegaConf.create({})
         merged = OmegaConf.merge(OmegaConf.structured(Config), *layers, person, cli, identity)
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
-        raise ConfigError(_describe(exc), "Check the key's spelling and type against configs/base.yaml.") from exc
+        message = _describe(exc)
+        if with_person_settings and person_file and person_file.is_file() and _merges([*layers, cli, identity]):
+            message = f"{person_file}: {message}"  # it merges without the person's file: the file is what is wrong
+        raise ConfigError(message, "Check the key's spelling and type: headshots/config.py declares every key (configs/base.yaml the common ones).") from exc
+
+
+def _merges(layers: list[Any]) -> bool:
+    try:
+        OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), *layers))
+    except OmegaConfBaseException:
+        return False
+    return True
 
 
 def _data_root(layers: list[Any], cli: Any) -> str:
@@ -588,6 +601,8 @@ def _describe(exc: OmegaConfBaseException) -> str:
         return f"Unknown config key `{key}`."
     if "MissingMandatoryValue" in type(exc).__name__:
         return f"Config key `{key}` must be set."
+    if "is not a ListConfig" in text:  # e.g. infer.styles=linkedin
+        return f"Config key `{key}` takes a list, even of one: {key}=[a,b] (in a YAML file: [a, b])."
     return f"Bad value for config key `{key}`: {text}"
 
 

@@ -48,7 +48,8 @@ def test_a_persons_own_settings_are_layered_and_kept_to_their_few_keys(tmp_path)
                           ("infer:\n  styles: [../../secrets.yaml]\n", "must name one of the styles"),
                           ("infer:\n  style_overrides: {background: '${oc.env:HOME}'}\n", "must be plain words"),
                           ("prepare:\n  class_noun: 'x: [y]'\n", "must be plain words"),
-                          ("infer:\n  styles: [doctor\n", "Your settings file .* is not valid YAML")):
+                          ("infer:\n  styles: [doctor\n", "Your settings file .* is not valid YAML"),
+                          ("infer:\n  styles: doctor\n", "`infer.styles` takes a list, even of one")):
         mine.write_text(text)
         with pytest.raises(ConfigError, match=message) as refused:
             load_config("alice", "tiny", overrides=where)
@@ -66,6 +67,7 @@ def test_a_persons_own_settings_are_layered_and_kept_to_their_few_keys(tmp_path)
         ("model.resolution=100", "model.resolution"),
         ("filter.threshold=3", "filter.threshold"),
         ("prepare.trigger=two words", "prepare.trigger"),
+        ("infer.styles=linkedin", "`infer.styles` takes a list, even of one: infer.styles=[a,b]"),
     ],
 )
 def test_bad_config_fails_at_load_naming_the_key(override, names):
