@@ -24,12 +24,17 @@ TINY_MODEL := models/tiny-sdxl
 # a name with a space or a quote reaches the CLI whole, which refuses it saying why.
 PERSON := $(if $(filter command line,$(origin USER)),$(USER))
 shell_quote = '$(subst ','\'',$(1))'
-COMMON = --user $(call shell_quote,$(PERSON)) --profile $(call shell_quote,$(PROFILE)) $(call shell_quote,run=$(RUN))
+COMMON = --user=$(call shell_quote,$(PERSON)) --profile $(call shell_quote,$(PROFILE)) $(call shell_quote,run=$(RUN))
 
 .PHONY: app batch setup lock demo test test-all lint intake prepare train infer more discard export purge tiny-model bench face-eval help check-user
 
 help:
-	@echo "make setup | lock | demo | test | test-all | lint | intake/prepare/train/infer/purge USER=name [PROFILE=tiny] | more USER=name IMAGE=file | discard USER=name IMAGES=a.png,b.png | export USER=name [IMAGES=a.png] | batch USERS=a,b | app [PROFILE=tiny] | bench"
+	@echo "make setup | lock | demo | test | test-all | lint | bench"
+	@echo "make intake | prepare | train USER=name [PROFILE=tiny] [RUN=name] [ARGS='key=value ...']"
+	@echo "make infer USER=name [STYLES=linkedin,actor] [N=8]      make more USER=name IMAGE=file [N=4]"
+	@echo "make discard USER=name IMAGES=a.png,b.png              make export USER=name [IMAGES=a.png]"
+	@echo "make purge USER=name [ALL=1: their photos too]            make batch USERS=a,b [ADDRESS=auto]"
+	@echo "make app [PROFILE=tiny] [ARGS='--port 8000']             make face-eval CFP=... WILD=..."
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -133,7 +138,7 @@ export: check-user
 PURGE_ALL := $(if $(filter command line,$(origin ALL)),$(ALL))
 purge: check-user
 	@case $(call shell_quote,$(PURGE_ALL)) in ''|0|1) ;; *) echo "error: ALL=1 deletes the photos too, ALL=0 (or no ALL) keeps them; not ALL=$(PURGE_ALL)"; exit 2;; esac
-	$(BIN)/python -m headshots.purge --user $(call shell_quote,$(PERSON)) $(if $(filter 1,$(PURGE_ALL)),--include-selfies) $(ARGS)
+	$(BIN)/python -m headshots.purge --user=$(call shell_quote,$(PERSON)) $(if $(filter 1,$(PURGE_ALL)),--include-selfies) $(ARGS)
 
 # Face verification on public datasets outside the repository (how to get them: scripts/face_measure.py).
 # One CPU thread: ~35 min to measure, seconds to report. CFP=.../cfp-dataset WILD=.../celeba299

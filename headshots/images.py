@@ -26,8 +26,9 @@ try:  # HEIC (iPhone) support is optional: only if pillow-heif is installed
     from pillow_heif import register_heif_opener
 
     register_heif_opener()
+    FORMATS = "JPEG, PNG, WebP or HEIC"
 except ImportError:  # pragma: no cover - depends on the environment
-    pass
+    FORMATS = "JPEG, PNG or WebP (HEIC with pip install pillow-heif)"
 
 
 def load_rgb(path: Path, draft_side: int | None = None) -> Image.Image:
@@ -57,7 +58,7 @@ def load_rgb(path: Path, draft_side: int | None = None) -> Image.Image:
             f"Resize it below {MAX_PIXELS // 1_000_000} megapixels.",
         ) from exc
     except UnidentifiedImageError as exc:
-        raise ImageError(f"{path.name}: not an image file (or an unsupported format).", "Upload a JPEG, PNG or WebP photo.") from exc
+        raise ImageError(f"{path.name}: not an image file (or an unsupported format).", f"Upload a {FORMATS} photo.") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path.name}: the file is damaged or truncated ({exc}).", "Export or upload the photo again.") from exc
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from headshots.config import PERSON_SETTINGS, Config, validate_user_name
 from headshots.errors import HeadshotsError
+from headshots.images import FORMATS
 
 # What an adapter folder holds (written by train/lora.py, read by infer/generate.py).
 ADAPTER_WEIGHTS = "pytorch_lora_weights.safetensors"  # diffusers / peft: pipe.load_lora_weights(folder)
@@ -123,7 +124,7 @@ class Workspace:
         if not self.selfies.is_dir():
             raise HeadshotsError(
                 f"No selfie folder for user {self.user!r}: {self.selfies} does not exist.",
-                f"Create it and put 5-20 photos of {self.user} in it (JPEG, PNG or WebP).",
+                f"Create it and put 5-20 photos of {self.user} in it ({FORMATS}).",
             )
         return self.selfies
 

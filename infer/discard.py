@@ -23,6 +23,7 @@ from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.faces import FaceAnalyzer
 from headshots.logs import get_logger, plural
+from headshots.workspace import Workspace
 from infer.export import EXPORT_MANIFEST, export_dir
 from infer.gallery import GALLERY, score_and_show
 from infer.manifest import require_manifest, write_manifest
@@ -54,13 +55,15 @@ def discard(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[str]:
     Every name is checked before anything is deleted: one unknown name deletes nothing."""
     samples_dir, manifest = require_manifest(cfg, "to discard")
     wanted = set(cfg.infer.discard_files)
-    if not wanted:
-        raise HeadshotsError("No images named to discard.", "Name them: infer.discard_files=[linkedin-01.png]")
     owner = {name: entry["file"] for entry in manifest["images"] for name in names_of(entry)}
+    example = next(iter(owner), "linkedin-01.png")
+    if not wanted:
+        raise HeadshotsError("No images named to discard.",
+                             f"Name them: {Workspace.from_config(cfg).make_command('discard', IMAGES=example)}")
     unknown = sorted(wanted - owner.keys())
     if unknown:
         raise HeadshotsError(f"Not among the images generated in {samples_dir}: {', '.join(unknown)}.",
-                             "Name files as the gallery shows them, e.g. linkedin-01.png; nothing was deleted.")
+                             f"Name files as the gallery shows them, e.g. {example}; nothing was deleted.")
     gone = {owner[name] for name in wanted}
     removed = [e for e in manifest["images"] if e["file"] in gone]
     manifest["images"] = [e for e in manifest["images"] if e["file"] not in gone]
