@@ -8,8 +8,11 @@ import warnings
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """Plain, short log lines on stderr; quiet third-party chatter unless verbose."""
+    """Plain, short log lines on stderr; quiet third-party chatter unless verbose. Under `accelerate launch` only the
+    first process says what happens (every process does the same): the others log warnings and errors."""
     level = logging.DEBUG if verbose else logging.INFO
+    if os.environ.get("RANK", "0") != "0" and not verbose:
+        level = logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if not verbose:
         for noisy in ("diffusers", "transformers", "accelerate", "datasets", "urllib3", "PIL", "httpx", "filelock"):
