@@ -77,7 +77,7 @@ class ModelConfig:
 @dataclass
 class FaceConfig:
     # "casia-webface" / "vggface2" (facenet-pytorch downloads them at first use) or a local state_dict
-    # file; the HEADSHOTS_FACE_WEIGHTS environment variable replaces the default (not a value set). casia-webface is the
+    # file; the HEADSHOTS_FACE_WEIGHTS environment variable replaces the default only (a value set wins). casia-webface is the
     # default because it is the one with a measured threshold (headshots/face_calibration.json).
     weights: str = "casia-webface"
     min_confidence: float = 0.95  # MTCNN probability below which a detection is not a face
