@@ -58,6 +58,7 @@ LOOPBACK_NAMES = ("localhost",)
 SETTINGS_USER = "app"  # the config is per user; the app's own settings are read with this placeholder name (no settings.yaml)
 ZIP_NAME = "headshots.zip"  # in a person's download folder (HeadshotsApp.download_folder): every crop of the last export
 # More like this: how much of the picked image is re-drawn (infer.more.strength)
+NAME_RULE = "A name is 1-64 letters, digits, '-' or '_', with no spaces, e.g. alice_smith."  # validate_user_name's
 MORE_STRENGTHS = (("Close: same framing, clothes and light", 0.35), ("Looser: new pose and expression", 0.6))
 
 
@@ -455,9 +456,17 @@ class HeadshotsApp:
 
     @user_errors
     def start(self, name: str, request: gr.Request) -> dict:
+        """Sign in by name. A name that cannot be a folder's is said under the box, which stays as it was to be
+        corrected (an error would cover the form until the page is loaded again)."""
         if request is not None and request.username:
             return self.page(validate_user_name(request.username))
-        return self.page(validate_user_name((name or "").strip()))
+        name = (name or "").strip()
+        try:
+            user = validate_user_name(name)
+        except ConfigError as exc:
+            said = "Type your name first." if not name else exc.message
+            return {self.c["sign_in_note"]: f"**{said}** {NAME_RULE}"}
+        return {**self.page(user), self.c["sign_in_note"]: ""}
 
     def on_load(self, request: gr.Request) -> dict:
         if request is not None and request.username:
@@ -503,6 +512,7 @@ class HeadshotsApp:
             with gr.Row(visible=self.accounts is None) as c["name_row"]:
                 c["name"] = gr.Textbox(label="Your name", placeholder="e.g. alice", scale=3, elem_id="hs-name")
                 c["go"] = gr.Button("Continue", variant="primary", scale=1, elem_id="hs-go")
+            c["sign_in_note"] = gr.Markdown(elem_id="hs-sign-in-note")
             c["who"] = gr.Markdown()
             with gr.Column(visible=False) as c["main"]:
                 c["status"] = gr.Markdown(elem_id="hs-status")
@@ -583,7 +593,7 @@ class HeadshotsApp:
 
     def _wire(self, demo: gr.Blocks) -> None:
         c = self.c
-        page = [c[k] for k in ("user", "who", "name_row", "main", "notes", "photos", "remove_pick", "status", "train", "generate", "more",
+        page = [c[k] for k in ("user", "who", "sign_in_note", "name_row", "main", "notes", "photos", "remove_pick", "status", "train", "generate", "more",
                                "stop", "timer", "review", "favourites", "seen", "files", "more_pick", "styles", "count",
                                "background", "clothing", "styles_note", "discard_pick", "review_more", "dropped_toggle",
                                "shown", "dropped_open", "yours", "crops")]

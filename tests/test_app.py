@@ -47,7 +47,7 @@ def session(server, name: str) -> tuple[Client, dict]:
 
 
 def page(values: tuple) -> dict:
-    names = ("who", "notes", "photos", "remove_pick", "status", "timer", "review", "favourites", "files", "more_pick")
+    names = ("who", "sign_in_note", "notes", "photos", "remove_pick", "status", "timer", "review", "favourites", "files", "more_pick")
     return dict(zip(names, values))
 
 
@@ -134,8 +134,9 @@ def test_one_session_cannot_reach_another_persons_photos(server, selfies):
     nameless = Client(server.url, verbose=False)
     with pytest.raises(AppError, match="Tell us your name first"):
         nameless.predict([handle_file(str(selfies[0]))], api_name="/upload")
-    with pytest.raises(AppError, match="not allowed"):
-        nameless.predict("../alice", api_name="/start")
+    for name, said in (("../alice", "not allowed"), ("Alice Smith", "not allowed"), ("  ", "Type your name first")):
+        refused = page(nameless.predict(name, api_name="/start"))  # said under the box, which stays usable
+        assert said in refused["sign_in_note"] and "no spaces" in refused["sign_in_note"] and "Signed in" not in str(refused["who"])
 
 
 def test_signed_in_name_is_the_only_identity(tmp_path, tiny_model, analyzer, selfies):

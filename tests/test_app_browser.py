@@ -42,10 +42,16 @@ class Steps:
         page.screenshot(path=str(self.folder / f"{self.count:02d}-{name}.png"), full_page=True)
 
 
-def sign_in(context, url: str, name: str):
+def sign_in(context, url: str, name: str, mistyped: str | None = None):
+    """A new page signed in as `name`; first as `mistyped`, when given, which is refused under the box."""
     page = context.new_page()
     page.goto(url)
-    page.locator("#hs-name textarea, #hs-name input").first.fill(name)
+    box = page.locator("#hs-name textarea, #hs-name input").first
+    if mistyped is not None:
+        box.fill(mistyped)
+        page.locator("#hs-go").click()
+        page.get_by_text("with no spaces").wait_for()
+    box.fill(name)  # the box stays usable after a refused name
     page.locator("#hs-go").click()
     page.get_by_text(f"Signed in as {name}").wait_for()
     return page
@@ -68,7 +74,8 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
     steps = Steps(tmp_path)
     with serve(tmp_path / "app", tiny_model, analyzer) as server:
         context = browser.new_context(viewport={"width": 1300, "height": 1000}, accept_downloads=True)
-        page = sign_in(context, server.url, "alice")
+        page = sign_in(context, server.url, "alice", mistyped="Alice Smith")
+        assert not page.locator("#hs-sign-in-note").inner_text().strip()  # the refusal is gone once signed in
         steps.shot(page, "signed-in")
         calls: list[str] = []  # with no job, the page must not poll the server (each poll slows the next upload)
         page.on("request", lambda request: calls.append(request.url) if "/queue/join" in request.url else None)
