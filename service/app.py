@@ -191,6 +191,10 @@ class HeadshotsApp:
             raise ImageError(f"{name}: you already have {self.limits.max_photos} photos, the most one person may keep.",
                              "Remove the weaker ones first (tick them below).")
         ws.selfies.mkdir(parents=True, exist_ok=True)
+        same = next((p.name for p in list_photos(ws.selfies) if p.stat().st_size == source.stat().st_size
+                     and p.read_bytes() == source.read_bytes()), None)
+        if same is not None:  # the same file again: a second copy would only be refused as a duplicate shot
+            raise ImageError(f"{name}: already here, as {same}.", "Nothing to do: each photo is kept once.")
         target = ws.selfies / name
         stem, suffix, n = target.stem, target.suffix, 1
         while target.exists():
@@ -211,6 +215,7 @@ class HeadshotsApp:
     @user_errors
     def upload(self, files: list[str] | None, state: str | None, request: gr.Request) -> dict:
         ws = self.workspace(self.user(state, request))
+        self.refuse_while_training(ws.user, files)
         notes = []
         count = len(list_photos(ws.selfies)) if ws.selfies.is_dir() else 0
         for path in map(Path, files or []):
@@ -228,6 +233,7 @@ class HeadshotsApp:
     @user_errors
     def remove(self, chosen: list[str] | None, state: str | None, request: gr.Request) -> dict:
         ws = self.workspace(self.user(state, request))
+        self.refuse_while_training(ws.user)
         mine = {p.name: p for p in list_photos(ws.selfies)} if ws.selfies.is_dir() else {}
         unknown = [name for name in chosen or [] if name not in mine]
         if unknown:
@@ -237,6 +243,16 @@ class HeadshotsApp:
         previews = self.check_photos(ws)
         return {**self.photos_view(ws, previews), **self.status_view(ws.user),
                 self.c["notes"]: f"- removed {len(chosen or [])} photo(s)"}
+
+    def refuse_while_training(self, user: str, uploads: list[str] | None = None) -> None:
+        """Photos stay as they are while training runs on them: a change would not reach this training, and the next
+        one would start over instead of continuing from its checkpoint."""
+        job = self.jobs.latest(user)
+        if job is not None and job.kind == "train" and job.active:
+            for path in map(Path, uploads or []):
+                path.unlink(missing_ok=True)
+            raise HeadshotsError("Your photos cannot change while training runs on them.",
+                                 "Add or remove photos when it is done, or stop it first (training then starts over).")
 
     def photos_view(self, ws: Workspace, previews: dict[str, str] | None = None) -> dict:
         names = [p.name for p in list_photos(ws.selfies)] if ws.selfies.is_dir() else []

@@ -258,7 +258,7 @@ def _progress_bar(ws: Workspace, run: str) -> str:
     return f"\n\n<progress value='{progress['step']}' max='{progress['max_steps']}' style='width:100%'></progress>"
 
 
-RESTART = {"train": "Press Train to continue from the last checkpoint.", "generate": "Press Generate to start again.",
+RESTART = {"train": "Press Train to continue from the last checkpoint (with other photos, it starts over).", "generate": "Press Generate to start again.",
            "more": "Press More like this to start again."}  # what a stopped job of each kind asks of the person
 
 
@@ -284,17 +284,23 @@ def job_markdown(ws: Workspace, run: str, job: Job | None, position: int) -> str
     if job.state == STOPPED:
         return f"**{what} stopped.** " + RESTART[job.kind]
     if job.state == DONE and job.kind in IMAGE_KINDS:
-        return f"**Done.** {_results(ws, run) or ''}"
+        made = images_made(ws, run, job)
+        return f"**Done:** {made} new image{'' if made == 1 else 's'}. {_results(ws, run) or ''}"
     return _disk_status(ws, run)
 
 
 def images_line(ws: Workspace, run: str, job: Job) -> str:
     """A running generate or more job's progress: the images it has written (face-detailed versions aside)."""
-    made = sum(1 for p in ws.samples_dir(run).glob("*.png")
-               if not p.name.endswith(".detail.png") and p.stat().st_mtime >= (job.started or 0))
+    made = images_made(ws, run, job)
     if job.expected_images:
         return f"{min(made, job.expected_images)} of {job.expected_images} images made so far"
     return f"{made} image{'' if made == 1 else 's'} made so far"
+
+
+def images_made(ws: Workspace, run: str, job: Job) -> int:
+    """The images a generate or more job has written so far (face-detailed versions aside)."""
+    return sum(1 for p in ws.samples_dir(run).glob("*.png")
+               if not p.name.endswith(".detail.png") and p.stat().st_mtime >= (job.started or 0))
 
 
 def _results(ws: Workspace, run: str) -> str | None:
@@ -302,7 +308,7 @@ def _results(ws: Workspace, run: str) -> str | None:
     if not scores:
         return None
     count = len(scores["images"])
-    return f"{count} image{'' if count == 1 else 's'} generated, {scores['kept']} kept by the likeness filter and the review: see Review."
+    return f"Your review holds {count} image{'' if count == 1 else 's'}, {scores['kept']} kept by the likeness filter and the checks: see Review."
 
 
 def _disk_status(ws: Workspace, run: str) -> str:
@@ -313,6 +319,9 @@ def _disk_status(ws: Workspace, run: str) -> str:
                 "press Train to continue from the last checkpoint.")
     if (ws.adapter_dir(run) / ADAPTER_WEIGHTS).is_file():
         return f"**Your adapter is trained.** {_results(ws, run) or 'Pick styles and generate.'}"
+    report = _read_json(ws.intake_report)
+    if report and report["set"]["verdict"] == "reject":  # why Train cannot be pressed, on the tab it is on
+        return f"Not trained yet: your photo set is not usable yet ({report['set']['reason']}). See 1. Photos for what to add."
     return "Not trained yet: add your photos, then press Train."
 
 
@@ -343,7 +352,7 @@ def review(ws: Workspace, run: str, shown: int = REVIEW_PAGE, dropped_open: bool
     head = (f"<p id='hs-review-head'>{len(kept)} of {len(scores['images'])} kept, ranked by likeness to your "
             f"{scores['references']} reference photos (your threshold {scores['threshold']:.2f}). "
             "Judge them small too: that is how most people will see your photo.</p>")
-    body = _cards(kept[:shown], samples, "hs-kept", len(kept), favourites) if kept else "<p>No image passed the checks.</p>"
+    body = _cards(kept[:shown], samples, "hs-kept", len(kept), favourites) if kept else NOTHING_KEPT
     if dropped and dropped_open:
         body += (f"<h4>{len(dropped)} dropped image{'s' if len(dropped) != 1 else ''}, and why</h4>"
                  + _cards(dropped[:shown], samples, "hs-dropped", len(dropped), favourites))
@@ -384,6 +393,11 @@ def _card(item: dict, samples: Path, favourite: bool) -> str:
                f"{tick_button('hs-favourites', file, favourite, FAVOURITE)}"
                f"{card_action('hs-card-delete', file, 'Delete', 'Delete this image for good', f'Delete {file} for good?')}</span>")
     return review_card(item, previews(samples / item["file"], CARD_SIDES).get, "hs-", actions)
+
+
+NOTHING_KEPT = ("<p id='hs-nothing-kept'>No image passed the checks yet. Look at the dropped ones and why (below): if they are "
+                "dropped for likeness, generate again (each round draws new seeds) or add more varied photos of yourself and "
+                "train again; if for framing or a face not found, other styles may suit better.</p>")
 
 
 def review_choices(ws: Workspace, run: str) -> list[tuple[str, str]]:

@@ -104,6 +104,26 @@ def test_unusable_set_is_refused_for_training(server, selfies):
     with pytest.raises(AppError, match=r"not usable yet: only 2 usable photos .* Add 3 more photos"):
         client.predict(api_name="/train")
     assert server.app.jobs.latest("erin") is None
+    assert "not usable yet (only 2 usable photos" in result["status"]  # said on the Train tab too, with where to look
+    again = upload(client, selfies[:1])  # the same file again is not kept twice
+    assert "**not added**: 01.jpg: already here, as 01.jpg" in again["notes"]
+    assert sorted(p.name for p in (server.data / "erin" / "selfies").iterdir()) == ["01.jpg", "02.jpg"]
+
+
+def test_photos_stay_as_they_are_while_training_runs_on_them(server, selfies, tmp_path):
+    """A change would not reach the running training, and would make the next one start over: refused, saying so."""
+    client, _ = session(server, "ines")
+    upload(client, selfies[:1])
+    job = server.app.jobs.submit("ines", "train", [sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "t.log")
+    try:
+        wait_until(lambda: job.active, 10)
+        for call in (lambda: upload(client, selfies[1:2]), lambda: client.predict(["01.jpg"], api_name="/remove")):
+            with pytest.raises(AppError, match="cannot change while training runs on them"):
+                call()
+        assert sorted(p.name for p in (server.data / "ines" / "selfies").iterdir()) == ["01.jpg"]
+    finally:
+        server.app.jobs.stop("ines")
+    assert "02.jpg" in upload(client, selfies[1:2])["notes"]  # stopped: photos may change again
 
 
 def test_one_session_cannot_reach_another_persons_photos(server, selfies):
@@ -230,7 +250,7 @@ def test_the_tick_that_says_done_brings_the_review(server, tmp_path):
         out = app.tick("quinn", seen, views.REVIEW_PAGE, False, [], None)
     finally:
         del app.status_view
-    assert out[app.c["status"]].startswith("**Done.**") and out[app.c["timer"]].active is False
+    assert out[app.c["status"]].startswith("**Done:**") and out[app.c["timer"]].active is False
     # the review itself (this job is a stand-in process that makes no images, so the review says so)
     assert out[app.c["seen"]] == [job.id, DONE] and "Nothing generated yet" in out[app.c["review"]]
 

@@ -131,13 +131,14 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         page.locator("#hs-background textarea, #hs-background input").first.fill("plain light grey studio wall")
         steps.shot(page, "styles")
         page.locator("#hs-generate:not([disabled])").click()
-        page.get_by_text("2 images generated").wait_for(timeout=JOB_TIMEOUT_MS)
+        page.get_by_text("Your review holds 2 images").wait_for(timeout=JOB_TIMEOUT_MS)
         manifest = json.loads((server.outputs / "alice" / "default" / "samples" / "manifest.json").read_text())
         assert all(e["prompt_2"].startswith("plain light grey studio wall, ") for e in manifest["images"])
 
         # 4. Review: random weights draw noise, so both are dropped, with their reasons a click away.
         tab(page, "4. Review")
         assert "0 of 2 kept" in page.locator("#hs-review-head").inner_text()
+        assert "generate again" in page.locator("#hs-nothing-kept").inner_text()  # what to try, when nothing is kept
         assert page.locator("#hs-yours img").count() == 6  # the person's own faces, to judge likeness against
         assert page.locator("#hs-dropped .hs-card").count() == 0  # drawn only when asked for
         page.locator("#hs-dropped-toggle").click()
@@ -161,7 +162,7 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         # 4b. More like one of them, from its card: two variations drawn from it join the review.
         page.locator("#hs-more-strength").get_by_label("Looser", exact=False).check()
         page.locator("#hs-dropped .hs-card[data-file='linkedin-00.png'] [data-press=hs-card-more]").click()
-        page.get_by_text("4 images generated").wait_for(timeout=JOB_TIMEOUT_MS)
+        page.get_by_text("Your review holds 4 images").wait_for(timeout=JOB_TIMEOUT_MS)
         assert "0 of 4 kept" in page.locator("#hs-review-head").inner_text()
         # the new review keeps the dropped images open, as the person left them
         assert "more like linkedin-00.png" in page.locator("#hs-dropped .hs-card[data-file='linkedin-00-more-01.png']").inner_text()
@@ -188,7 +189,7 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         # 4c. Generate again: new images join the review, the earlier ones and their variations stay.
         tab(page, "3. Styles")
         page.locator("#hs-generate:not([disabled])").click()
-        page.get_by_text("6 images generated").wait_for(timeout=JOB_TIMEOUT_MS)
+        page.get_by_text("Your review holds 6 images").wait_for(timeout=JOB_TIMEOUT_MS)
         files = [e["file"] for e in json.loads((server.outputs / "alice" / "default" / "samples" / "manifest.json").read_text())["images"]]
         assert files == ["linkedin-00.png", "actor-00.png", "linkedin-00-more-00.png", "linkedin-00-more-01.png",
                          "linkedin-01.png", "actor-01.png"]
