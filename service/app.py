@@ -531,7 +531,10 @@ class HeadshotsApp:
             c["sign_in_note"] = gr.Markdown(elem_id="hs-sign-in-note")
             c["who"] = gr.Markdown()
             with gr.Column(visible=False) as c["main"]:
-                c["status"] = gr.Markdown(elem_id="hs-status")
+                # The job's status, and Stop, stay in view on every tab and however far down the page (views.CSS).
+                with gr.Row(elem_id="hs-status-row"):
+                    c["status"] = gr.Markdown(elem_id="hs-status")
+                    c["stop"] = gr.Button("Stop", interactive=False, size="sm", scale=0, min_width=80, elem_id="hs-stop")
                 with gr.Tabs():
                     with gr.Tab("1. Photos", elem_id="hs-tab-photos"):
                         c["upload"] = gr.File(label="Drop 5-20 photos of yourself here (JPEG, PNG, WebP, HEIC)",
@@ -542,9 +545,7 @@ class HeadshotsApp:
                         c["remove"] = gr.Button("Remove ticked photos", elem_id="hs-remove")
                     with gr.Tab("2. Train", elem_id="hs-tab-train"):
                         gr.Markdown("Training runs in the background: you can close this page and come back.")
-                        with gr.Row():
-                            c["train"] = gr.Button("Train", variant="primary", interactive=False, elem_id="hs-train")
-                            c["stop"] = gr.Button("Stop", interactive=False, elem_id="hs-stop")
+                        c["train"] = gr.Button("Train", variant="primary", interactive=False, elem_id="hs-train")
                     with gr.Tab("3. Styles", elem_id="hs-tab-styles"):
                         c["styles_note"] = gr.Markdown(elem_id="hs-styles-note")
                         styles = [(f"{name}: {load_style(name).description}", name) for name in available_styles()]

@@ -43,6 +43,12 @@ CSS = """
 .hs-badge{font-weight:700}.hs-meta{margin-top:6px}
 .hs-checks{list-style:none;padding:0;margin:8px 0 0}.hs-checks .ok{color:#1b4332}.hs-checks .no{color:#8a1c1c}
 .hs-hidden{display:none !important}
+/* Gradio's container hides its overflow, which makes it the scroller sticky follows; clip cuts the same without that */
+.gradio-container{overflow:clip !important}
+/* Phones: the five steps' tabs narrower, so more of them fit beside each other; the rest behind a button that says More */
+@media (max-width:600px){.tab-container button{padding:6px 6px !important;font-size:13px !important}}
+.overflow-menu > button::after{content:'More';margin-left:4px;font-size:13px}
+#hs-status-row{position:sticky;top:0;z-index:20;background:var(--background-fill-primary);padding:4px 0;border-bottom:1px solid var(--border-color-primary)}
 .hs-tick,.hs-card-action{border:1px solid #ccc;border-radius:12px;background:#fff;padding:1px 10px;cursor:pointer;font-size:13px;white-space:nowrap}
 .hs-card-action.hs-danger{color:#8a1c1c}
 .hs-tick[aria-pressed=true]{background:#fff4c2;border-color:#e0b000}
@@ -322,6 +328,8 @@ def _disk_status(ws: Workspace, run: str) -> str:
     report = _read_json(ws.intake_report)
     if report and report["set"]["verdict"] == "reject":  # why Train cannot be pressed, on the tab it is on
         return f"Not trained yet: your photo set is not usable yet ({report['set']['reason']}). See 1. Photos for what to add."
+    if report:
+        return "Not trained yet: your photos are ready. Press Train (2. Train)."
     return "Not trained yet: add your photos, then press Train."
 
 

@@ -157,6 +157,12 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         assert big["width"] < 340 and big["height"] == pytest.approx(big["width"], abs=1)
         assert cards.first.locator(".hs-avatar").bounding_box()["width"] == pytest.approx(100, abs=1)
         steps.shot(page, "review-on-a-phone")
+        # However far down, the status line and Stop stay in view (here under a card's More like this).
+        page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        page.wait_for_timeout(300)
+        assert page.evaluate("window.scrollY") > 1000 and page.locator("#hs-status-row").bounding_box()["y"] == pytest.approx(0, abs=1)
+        assert page.locator("#hs-stop").is_visible()
+        page.evaluate("window.scrollTo(0, 0)")
         page.set_viewport_size({"width": 1300, "height": 1000})
 
         # 4b. More like one of them, from its card: two variations drawn from it join the review.
