@@ -50,6 +50,7 @@ from infer.export import EXPORT, export, read_favourites, save_favourites
 from infer.generate import new_round_name
 from infer.styles import available_styles, load_style
 from service import views
+from service.chain import stages_to_run
 from service.jobs import IMAGE_KINDS, JobQueue, devices, job_command
 from train.intake import run_intake
 
@@ -273,6 +274,9 @@ class HeadshotsApp:
             if report is None:
                 raise HeadshotsError("There are no photos to train on.", "Add 5-20 recent photos of yourself first.")
             raise HeadshotsError(f"Your photo set is not usable yet: {report['reason']}.", " ".join(report["advice"]))
+        if "fit" not in stages_to_run(self.settings.config(user)):  # the job would skip every stage: say so instead
+            raise HeadshotsError("Already trained on these photos and settings: there is nothing to train.",
+                                 "Pick styles on 3. Styles and press Generate (change your photos to train again).")
         self.submit(user, "train", [])
         return self.status_view(user)
 
@@ -586,7 +590,7 @@ class HeadshotsApp:
                         c["crops"] = gr.HTML(elem_id="hs-crops")
                     with gr.Tab("Delete my data", elem_id="hs-tab-delete"):
                         gr.Markdown("Deletes your photos, what was made from them (crops, face data, adapters, images) "
-                                    "and your jobs: the same as `make purge ALL=1`.")
+                                    "and your jobs, from this computer, for good.")
                         c["ask"] = gr.Button("Delete all my data…", variant="stop", elem_id="hs-delete")
                         with gr.Group(visible=False) as c["confirm"]:
                             gr.Markdown("**This cannot be undone.** Delete everything of yours?")

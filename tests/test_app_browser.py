@@ -119,6 +119,11 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         page.get_by_text("step 4 of 4").or_(page.get_by_text("Your adapter is trained")).first.wait_for(timeout=JOB_TIMEOUT_MS)
         steps.shot(page, "training-progress")
         page.get_by_text("Your adapter is trained").wait_for(timeout=JOB_TIMEOUT_MS)
+        trained_by = server.app.jobs.latest("alice").id
+        tab(page, "2. Train")  # again, with nothing changed: it says so, and starts no job
+        page.locator("#hs-train").click()
+        page.get_by_text("Already trained on these photos and settings").wait_for()
+        assert server.app.jobs.latest("alice").id == trained_by
 
         # 3. Styles with their descriptions; generate one image of two styles.
         tab(page, "3. Styles")

@@ -552,7 +552,8 @@ def set_report(photos: list[PhotoReport], measured: dict[int, Measured], split: 
         short = n < cfg.min_photos
         need = (cfg.min_photos if short else cfg.good_photos) - n
         report.verdict = max(report.verdict, REJECT if short else WARN, key=_RANK.get)
-        report.reason = report.reason or (f"only {n} usable photos (need at least {cfg.min_photos})" if short
+        count = f"only {n} usable photo{'' if n == 1 else 's'}" if n else "no usable photos"
+        report.reason = report.reason or (f"{count} (need at least {cfg.min_photos})" if short
                                           else f"{n} usable photos; {cfg.good_photos} give better results")
         report.advice.append(f"Add {need} more photo{'s' if need > 1 else ''} of you alone: " + "; ".join(_missing_kinds(usable, cfg)) + ".")
     variety = _variety_problems(usable, cfg)
