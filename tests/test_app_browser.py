@@ -107,7 +107,7 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         other = sign_in(context, server.url, "alice")
         tab(page, "2. Train")
         page.locator("#hs-train:not([disabled])").click()
-        page.get_by_text("Training").first.wait_for()
+        page.locator("#hs-status").get_by_text("Training").first.wait_for()  # the job is there (the tab's text says Training too)
         steps.shot(page, "training")
         assert "Training" not in other.locator("#hs-status").inner_text()
         other.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
