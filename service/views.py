@@ -22,7 +22,7 @@ from headshots.workspace import ADAPTER_WEIGHTS, Workspace
 from infer.gallery import CARD_SIDES, review_card
 from infer.manifest import read_manifest
 from service.jobs import DONE, FAILED, IMAGE_KINDS, QUEUED, RUNNING, STOPPED, Job
-from train.intake import PREVIEW_SIDE
+from train.intake import PREVIEW_SIDE, face_boxes_html
 
 CSS = """
 .hs-set{padding:10px 14px;border-left:6px solid #2a2;margin:6px 0 12px;background:#f6fff6}
@@ -31,7 +31,7 @@ CSS = """
 .hs-photo{width:260px;border-left:6px solid #2a2;padding:8px;background:#fff;box-shadow:0 1px 3px #0002;font-size:13px}
 .hs-photo.warn{border-color:#e90}.hs-photo.reject{border-color:#d22}
 .hs-frame{position:relative;width:240px}.hs-frame img{width:240px;display:block}
-.hs-box{position:absolute;border:2px solid #0f0;box-sizing:border-box}
+.hs-box{position:absolute;border:2px solid #0f0;box-sizing:border-box}.hs-box.other{border-color:#e00}
 .hs-verdict{font-weight:700;text-transform:uppercase}
 .hs-card{background:#fff;border-radius:10px;padding:12px;box-shadow:0 1px 4px #0002;width:400px;max-width:calc(100% - 24px);box-sizing:content-box;font-size:13px}
 .hs-card.dropped{opacity:.7}
@@ -213,11 +213,8 @@ def photos_html(ws: Workspace, previews: dict[str, str] | None = None) -> str:
 def _photo_card(p: dict, uri: str | None) -> str:
     frame = "<div class='hs-frame'>(no preview)</div>"
     if uri:
-        box = ""
-        if p.get("face_box"):
-            x1, y1, x2, y2 = (100 * v for v in p["face_box"])
-            box = f"<div class='hs-box' style='left:{x1:.1f}%;top:{y1:.1f}%;width:{x2 - x1:.1f}%;height:{y2 - y1:.1f}%'></div>"
-        frame = f"<div class='hs-frame'><img src='{uri}' alt='{html.escape(p['file'])}'>{box}</div>"
+        boxes = face_boxes_html(p.get("face_box"), p.get("other_faces", []), "hs-box")
+        frame = f"<div class='hs-frame'><img src='{uri}' alt='{html.escape(p['file'])}'>{boxes}</div>"
     measured = "; ".join(f"{name}: {', '.join(f'{k} {v}' for k, v in c['value'].items())}"
                          for name, c in p["checks"].items() if c["status"] != "ok" and c["value"])
     return (f"<div class='hs-photo {p['verdict']}' data-file='{html.escape(p['file'])}'>{frame}"

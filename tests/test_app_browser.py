@@ -89,6 +89,7 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         group_card = page.locator(".hs-photo[data-file='group.jpg']")
         assert "reject" in group_card.get_attribute("class") and "more than one face" in group_card.inner_text()
         assert page.locator(".hs-photo[data-file='01.jpg'] .hs-box").count() == 1  # the face box on the photo
+        assert group_card.locator(".hs-box.other").count() >= 1  # and the faces beside the person's, to crop out
         assert page.locator("#hs-set").inner_text().startswith("WARN")
         steps.shot(page, "verdicts")
         # The rejected one goes from its card: Remove ticks it in the list, and the list's button removes it.

@@ -8,7 +8,7 @@ import hashlib
 import itertools
 import json
 import os
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -650,3 +650,20 @@ def test_the_reach_table_counts_photos_past_the_clean_calibration_edge():
     text = heldout.reach_table({"calibration": calibration, "heldout": held})
     side = next(line for line in text.splitlines() if line.startswith("| side_shadow"))
     assert side.split(" | ")[2:5] == ["below 0.525", "2 of 5", "1 of 2"], side
+
+
+def test_the_faces_that_make_more_than_one_are_shown(faces_dir, analyzer, make_config):
+    """"More than one face" asks the person to crop the others out: the report holds their boxes beside the person's,
+    and both pages draw them (in another colour), so the person sees whom."""
+    from service.views import _photo_card
+    from train.intake import face_boxes_html
+
+    group = faces_dir / "azure-samples" / "_unlabelled_or_multiface" / "test-image-person-group.jpg"
+    report, _, _ = assess_photo(group, analyzer, make_config("alice"), NOW)
+    assert report.reason.startswith("more than one face") and report.face_box and report.other_faces
+    assert all(0 <= v <= 1 for box in report.other_faces for v in box) and report.face_box not in report.other_faces
+    card = _photo_card(asdict(report), "data:image/jpeg;base64,AA==")
+    assert card.count("class='hs-box other'") == len(report.other_faces) and card.count("class='hs-box'") == 1
+    assert face_boxes_html(None, [], "box") == ""
+    alone, _, _ = assess_photo(faces_dir / "georgia-tech" / "s01" / "01.jpg", analyzer, make_config("alice"), NOW)
+    assert alone.other_faces == []

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from headshots import quality
 from headshots.config import Config, IntakeConfig
 from headshots.errors import HeadshotsError, ImageError
-from headshots.faces import Face, FaceAnalyzer, resolve_device
+from headshots.faces import Face, FaceAnalyzer, competes, resolve_device
 from headshots.images import jpeg_data_uri, list_photos, load_rgb
 from headshots.workspace import Workspace
 
@@ -75,6 +75,7 @@ class PhotoReport:
     reason: str | None = None
     advice: list[str] = field(default_factory=list)
     face_box: list[float] | None = None  # x1, y1, x2, y2 as fractions of the (upright) photo
+    other_faces: list[list[float]] = field(default_factory=list)  # "more than one face": those beside yours, as face_box
     checks: dict[str, Check] = field(default_factory=dict)
     shared: list[str] = field(default_factory=list)  # warnings every usable photo of the set has (`share_warnings`)
 
@@ -370,9 +371,12 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
         problem = None  # small only in the reduced-scale decode
     face = detection.subject
     value = {"faces": len(detection.faces), "confidence": _r(face.confidence) if face else None}
+    w, h = image.size
     if face is not None:
-        w, h = image.size
         report.face_box = [_r(face.box[0] / w), _r(face.box[1] / h), _r(face.box[2] / w), _r(face.box[3] / h)]
+    if problem == "several_faces":  # shown on the photo, so the person sees whom to crop out
+        report.other_faces = [[_r(o.box[0] / w), _r(o.box[1] / h), _r(o.box[2] / w), _r(o.box[3] / h)]
+                              for o in detection.faces[1:] if competes(face, o, image, analyzer.cfg)]
     causes: dict[str, Check] = {}
     if problem == "no_face":
         with _timed(timings, "detect"):
@@ -664,6 +668,16 @@ def print_table(result: IntakeResult) -> None:
     print()
 
 
+def face_boxes_html(face_box: list[float] | None, other_faces: list[list[float]], css_class: str) -> str:
+    """The face boxes drawn over a photo's preview: the person's, and in another colour (`css_class` + " other") the
+    faces that made it "more than one face". Boxes are fractions of the photo, so they fit a preview of any size."""
+    def box(b: list[float], classes: str) -> str:
+        x1, y1, x2, y2 = (100 * v for v in b)
+        return f"<div class='{classes}' style='left:{x1:.1f}%;top:{y1:.1f}%;width:{x2 - x1:.1f}%;height:{y2 - y1:.1f}%'></div>"
+
+    return (box(face_box, css_class) if face_box else "") + "".join(box(b, f"{css_class} other") for b in other_faces)
+
+
 def _thumbnail_uri(image: Image.Image) -> str:
     small = image.copy()
     small.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
@@ -674,7 +688,7 @@ _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
 .photo{display:flex;gap:1.5em;margin:1em 0;padding:1em;border-left:6px solid #2a2}
 .warn{border-color:#e90}.reject{border-color:#d22}
 .frame{position:relative;width:240px;flex:none}.frame img{width:240px;display:block}
-.box{position:absolute;border:2px solid #0f0;box-sizing:border-box}
+.box{position:absolute;border:2px solid #0f0;box-sizing:border-box}.box.other{border-color:#e00}
 .verdict{font-weight:bold;text-transform:uppercase}td{padding:0 .6em;font-size:.85em;color:#555}"""
 
 
@@ -688,11 +702,8 @@ def render_html(result: IntakeResult) -> str:
     for p in result.photos:
         frame = "<div class=frame>(not readable)</div>"
         if p.file in result.previews:
-            box = ""
-            if p.face_box:
-                x1, y1, x2, y2 = (100 * v for v in p.face_box)
-                box = f"<div class=box style='left:{x1:.1f}%;top:{y1:.1f}%;width:{x2 - x1:.1f}%;height:{y2 - y1:.1f}%'></div>"
-            frame = f"<div class=frame><img src='{result.previews[p.file]}' alt=''>{box}</div>"
+            boxes = face_boxes_html(p.face_box, p.other_faces, "box")
+            frame = f"<div class=frame><img src='{result.previews[p.file]}' alt=''>{boxes}</div>"
         rows = "".join(f"<tr><td>{name}<td>{c.status}<td>{html.escape(json.dumps(c.value))}" for name, c in p.checks.items())
         advice = "".join(f"<li>{html.escape(a)}" for a in p.advice)
         parts.append(f"<div class='photo {p.verdict}'>{frame}<div><b>{html.escape(p.file)}</b> "
