@@ -422,7 +422,7 @@ def test_set_checks_duplicate_someone_else_and_how_many_more(make_config, faces_
     assert result.set.usable == 6 and result.set.verdict == "warn"  # usable, but 10 would be better
     assert any(a.startswith("Add 4 more") for a in result.set.advice)
     page = ws.intake_page.read_text()
-    assert "class=box" in page and "someone else" in page
+    assert "class='box'" in page and "someone else" in page
     assert json.loads(ws.intake_report.read_text())["set"]["usable"] == 6
 
 
