@@ -98,6 +98,7 @@ class Detection:
     # Found by MTCNN but below `face.min_confidence`, most likely subject first. Never used as a face; they let
     # the intake say why a face went unseen (sunglasses or a hand over the eyes make MTCNN doubt a real face).
     unsure: list[Face] = field(default_factory=list)
+    rivals: list[Face] = field(default_factory=list)  # "several_faces": the faces that compete with the subject
 
     @property
     def ok(self) -> bool:
@@ -249,7 +250,8 @@ def judge(image: Image.Image, faces: list[Face], cfg: FaceConfig) -> Detection:
         return Detection(problem="no_face")
     faces = by_subject(faces, image.size)
     detection = Detection(faces=faces, subject=faces[0])
-    if any(competes(faces[0], other, image, cfg) for other in faces[1:]):
+    detection.rivals = [other for other in faces[1:] if competes(faces[0], other, image, cfg)]
+    if detection.rivals:
         detection.problem = "several_faces"
     elif faces[0].side < cfg.min_face_px:
         detection.problem = "face_too_small"

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -152,6 +153,16 @@ class Workspace:
                 f"Run the prepare stage first: {self.make_command('prepare')}",
             )
         return self.reference_embeddings
+
+
+def file_digest(*paths: Path) -> str:
+    """A short sha256 of the files' bytes, in order: what a record keeps to tell whether its inputs changed (the
+    face-detail pass, the batch's stage fingerprints)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with path.open("rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    return digest.hexdigest()[:16]
 
 
 def write_json_atomic(path: Path, data: object, indent: int | None = 2) -> None:

@@ -39,6 +39,7 @@ from headshots.config import Config
 from headshots.faces import Detection, FaceAnalyzer, resolve_device
 from headshots.images import load_rgb
 from headshots.logs import get_logger
+from headshots.workspace import file_digest
 from infer.generate import Pipelines, PipelinesOrLoader, Sample, generate, on_demand, person_context, pipelines_for
 from infer.manifest import require_manifest, save_png, write_manifest
 from infer.styles import Style, check_prompt_lengths, load_style
@@ -84,15 +85,6 @@ def face_prompts(style: Style, trigger: str, class_noun: str) -> dict[str, str]:
         "negative_prompt": style.negative,
         "negative_prompt_2": style.negative,
     }
-
-
-def file_digest(*paths: Path) -> str:
-    """A short sha256 of the files' bytes, in order."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with path.open("rb") as f:
-            digest.update(hashlib.file_digest(f, "sha256").digest())
-    return digest.hexdigest()[:16]
 
 
 def weights_fingerprint(cfg: Config, adapter: Path) -> str:

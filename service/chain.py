@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.logs import get_logger
-from headshots.workspace import ADAPTER_WEIGHTS, Workspace, write_json_atomic
+from headshots.workspace import ADAPTER_WEIGHTS, Workspace, file_digest, write_json_atomic
 
 log = get_logger(__name__)
 
@@ -150,10 +150,6 @@ def selfies_digest(ws: Workspace) -> str:
     return digest.hexdigest()
 
 
-def _file_digest(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-
-
 def fingerprint(stage: Stage, cfg: Config, upstream: str | None) -> str:
     plain = OmegaConf.to_container(OmegaConf.structured(cfg))
     inputs = {
@@ -163,7 +159,7 @@ def fingerprint(stage: Stage, cfg: Config, upstream: str | None) -> str:
         "selfies": selfies_digest(Workspace.from_config(cfg)) if stage.reads_selfies else None,
     }
     if stage.also_reads:  # only then: every other stage's fingerprint stays what its record holds
-        inputs["files"] = {path.name: _file_digest(path) for path in stage.also_reads(Workspace.from_config(cfg), cfg.run)}
+        inputs["files"] = {path.name: file_digest(path) if path.is_file() else None for path in stage.also_reads(Workspace.from_config(cfg), cfg.run)}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
 

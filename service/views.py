@@ -261,7 +261,8 @@ def _progress_bar(ws: Workspace, run: str) -> str:
     return f"\n\n<progress value='{progress['step']}' max='{progress['max_steps']}' style='width:100%'></progress>"
 
 
-RESTART = {"train": "Press Train to continue from the last checkpoint (with other photos, it starts over).", "generate": "Press Generate to start again.",
+RESTART = {"train": "Press Train to continue from the last checkpoint (with other photos, it starts over).",
+           "generate": "Press Generate to start again.",
            "more": "Press More like this to start again."}  # what a stopped job of each kind asks of the person
 
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from headshots import quality
 from headshots.config import Config, IntakeConfig
 from headshots.errors import HeadshotsError, ImageError
-from headshots.faces import Face, FaceAnalyzer, competes, resolve_device
+from headshots.faces import Face, FaceAnalyzer, resolve_device
 from headshots.images import jpeg_data_uri, list_photos, load_rgb
 from headshots.workspace import Workspace
 
@@ -376,7 +376,7 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
         report.face_box = [_r(face.box[0] / w), _r(face.box[1] / h), _r(face.box[2] / w), _r(face.box[3] / h)]
     if problem == "several_faces":  # shown on the photo, so the person sees whom to crop out
         report.other_faces = [[_r(o.box[0] / w), _r(o.box[1] / h), _r(o.box[2] / w), _r(o.box[3] / h)]
-                              for o in detection.faces[1:] if competes(face, o, image, analyzer.cfg)]
+                              for o in detection.rivals]
     causes: dict[str, Check] = {}
     if problem == "no_face":
         with _timed(timings, "detect"):
