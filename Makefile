@@ -139,7 +139,7 @@ export: check-user
 PURGE_ALL := $(if $(filter command line,$(origin ALL)),$(ALL))
 purge: check-user
 	@case $(call shell_quote,$(PURGE_ALL)) in ''|0|1) ;; *) echo "error: ALL=1 deletes the photos too, ALL=0 (or no ALL) keeps them; not ALL=$(PURGE_ALL)"; exit 2;; esac
-	$(BIN)/python -m headshots.purge --user=$(call shell_quote,$(PERSON)) $(if $(filter 1,$(PURGE_ALL)),--include-selfies) $(ARGS)
+	$(BIN)/python -m service.purge --user=$(call shell_quote,$(PERSON)) $(if $(filter 1,$(PURGE_ALL)),--include-selfies) $(ARGS)
 
 # Face verification on public datasets outside the repository (how to get them: scripts/face_measure.py).
 # One CPU thread: ~35 min to measure, seconds to report. CFP=.../cfp-dataset WILD=.../celeba299

@@ -74,6 +74,14 @@ class ModelConfig:
         _check(self.resolution >= 64 and self.resolution % 8 == 0, "model.resolution", "must be a multiple of 8, at least 64")
 
 
+def model_source(pretrained: str) -> str:
+    """A local model folder by its absolute path, a hub id as it is: one model, one spelling, so what a stage
+    was trained or generated with is recognised whichever folder the command ran from (the CLI's relative
+    `models/tiny-sdxl`, the batch workers' absolute path)."""
+    folder = Path(pretrained).expanduser()
+    return str(folder.resolve()) if folder.exists() else pretrained
+
+
 @dataclass
 class FaceConfig:
     # "casia-webface" / "vggface2" (facenet-pytorch downloads them at first use) or a local state_dict
@@ -402,6 +410,12 @@ class IntakeConfig:
             _check(getattr(self, key) >= 0, f"intake.{key}", "must be >= 0")
         _check(-1.0 <= self.identity_threshold <= 1.0, "intake.identity_threshold", "must be between -1 and 1")
         _check(1 <= self.min_photos <= self.good_photos, "intake.min_photos", "must be at least 1 and at most intake.good_photos")
+
+    @property
+    def photos_wanted(self) -> str:
+        """How many photos to ask a person for, in every hint: from the set's minimum to twice what intake calls
+        enough (5-20 by default), so a changed limit changes the advice too."""
+        return f"{self.min_photos}-{2 * self.good_photos}"
 
 
 @dataclass

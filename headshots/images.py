@@ -18,7 +18,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from headshots.errors import ImageError
 
 MAX_PIXELS = 80_000_000  # ~ a 10000x8000 photo; beyond that we refuse instead of exhausting memory
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 

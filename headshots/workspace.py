@@ -18,16 +18,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from headshots.config import PERSON_SETTINGS, Config, validate_user_name
 from headshots.errors import HeadshotsError
-from headshots.images import FORMATS
+from headshots.images import FORMATS, list_photos
 
 # What an adapter folder holds (written by train/lora.py, read by infer/generate.py).
 ADAPTER_WEIGHTS = "pytorch_lora_weights.safetensors"  # diffusers / peft: pipe.load_lora_weights(folder)
 ADAPTER_EMBEDDINGS = "embeddings.safetensors"  # pivotal tuning only: {"clip_l": (k, 768), "clip_g": (k, 1280)}
+ADAPTER_INFO = "adapter.json"  # the adapter's metadata as JSON: trigger, class, rank, base model
+
+# Files one module writes and others (another stage, the web app, the batch) read; formats in docs/ARCHITECTURE.md.
+DATASET_INFO = "dataset_info.json"  # written last by datasets' save_to_disk: the prepared dataset is complete
+PROGRESS_FILE = "progress.json"  # train/recipe.py: the training loop's position, for watchers
+VALIDATION_FILE = "validation.json"  # train/validation.py: likeness per validation step, and the best
+SCORES = "scores.json"  # infer/score.py: every image's likeness and verdict, in samples/
+GALLERY = "gallery.html"  # infer/gallery.py: the review page, in samples/
+EXPORT_MANIFEST = "export.json"  # infer/export.py: the crops made, in export/
 
 
 @dataclass(frozen=True)
@@ -36,12 +46,14 @@ class Workspace:
     data_root: Path
     outputs_root: Path
     make_flags: str = ""  # what a `make` command in a hint needs besides USER= to reach these files (RUN=, PROFILE=)
+    photos_wanted: str = "5-20"  # how many photos a hint asks for (IntakeConfig.photos_wanted)
 
     @classmethod
     def from_config(cls, cfg: Config) -> Workspace:
         flags = "".join(f" {name}={value}" for name, value, default in (("RUN", cfg.run, "default"), ("PROFILE", cfg.profile, "sdxl"))
                         if value != default)
-        return cls(validate_user_name(cfg.user), Path(cfg.paths.data_root), Path(cfg.paths.outputs_root), flags)
+        return cls(validate_user_name(cfg.user), Path(cfg.paths.data_root), Path(cfg.paths.outputs_root), flags,
+                   cfg.intake.photos_wanted)
 
     def make_command(self, target: str, **variables: str) -> str:
         """The `make` command a hint tells the person to run, for this person, run and profile:
@@ -79,6 +91,10 @@ class Workspace:
         return self.user_dir / "captions.json"
 
     @property
+    def is_prepared(self) -> bool:
+        return (self.prepared / DATASET_INFO).is_file()
+
+    @property
     def prepare_report(self) -> Path:
         return self.user_dir / "prepare_report.json"
 
@@ -107,6 +123,21 @@ class Workspace:
     def samples_dir(self, run: str) -> Path:
         return self.run_dir(run) / "samples"
 
+    def scores(self, run: str) -> Path:
+        return self.samples_dir(run) / SCORES
+
+    def gallery(self, run: str) -> Path:
+        return self.samples_dir(run) / GALLERY
+
+    def progress(self, run: str) -> Path:
+        return self.run_dir(run) / PROGRESS_FILE
+
+    def validation(self, run: str) -> Path:
+        return self.run_dir(run) / VALIDATION_FILE
+
+    def export_manifest(self, run: str) -> Path:
+        return self.run_dir(run) / "export" / EXPORT_MANIFEST
+
     def favourites(self, run: str) -> Path:
         """The images the person ticked as favourites in the web app, kept for when they come back."""
         return self.samples_dir(run) / "favourites.json"
@@ -121,16 +152,20 @@ class Workspace:
         return self.outputs_root / "batch"
 
     # -- checks with advice ------------------------------------------------------------------
-    def require_selfies(self) -> Path:
+    def require_selfies(self) -> list[Path]:
+        """Every file in the selfie folder (each stage judges what it can read), refusing a missing or empty one."""
         if not self.selfies.is_dir():
             raise HeadshotsError(
                 f"No selfie folder for user {self.user!r}: {self.selfies} does not exist.",
-                f"Create it and put 5-20 photos of {self.user} in it ({FORMATS}).",
+                f"Create it and put {self.photos_wanted} photos of {self.user} in it ({FORMATS}).",
             )
-        return self.selfies
+        photos = list_photos(self.selfies)
+        if not photos:
+            raise HeadshotsError(f"{self.selfies} is empty.", f"Add {self.photos_wanted} recent photos of yourself, alone, face visible.")
+        return photos
 
     def require_prepared(self) -> Path:
-        if not (self.prepared / "dataset_info.json").is_file():
+        if not self.is_prepared:
             raise HeadshotsError(
                 f"User {self.user!r} has no prepared dataset at {self.prepared}.",
                 f"Run the prepare stage first: {self.make_command('prepare')}",
@@ -165,10 +200,29 @@ def file_digest(*paths: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def add_files_to_digest(digest: hashlib._Hash, root: Path, paths: list[Path]) -> None:
+    """Feed each file's name (relative to `root`) and bytes into `digest`: a file added, removed, renamed or
+    changed changes it (the selfies behind a stage's fingerprint, the dataset rows behind a checkpoint)."""
+    for path in paths:
+        with path.open("rb") as f:
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + hashlib.file_digest(f, "sha256").digest())
+
+
+def replace_folder(new: Path, old: Path) -> None:
+    """Swap the finished folder `new` in for `old` by renames (the old one is removed after): a reader, or a crash,
+    never meets half of one or a mix of the two."""
+    retired = old.with_name(f"{old.name}.old")
+    shutil.rmtree(retired, ignore_errors=True)
+    if old.exists():
+        old.rename(retired)
+    new.rename(old)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
 def write_json_atomic(path: Path, data: object, indent: int | None = 2) -> None:
     """Write `data` as JSON through a temporary file renamed over `path`: a reader in another process (the
     web app, a status poller, the next run) sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=indent))
+    tmp.write_text(json.dumps(data, indent=indent, ensure_ascii=False) + "\n", encoding="utf-8")  # people read some
     os.replace(tmp, path)

@@ -177,17 +177,16 @@ def detail(cfg: Config, pipes: PipelinesOrLoader = None, files: Collection[str] 
     prompts: dict[str, dict[str, str]] = {}
     redraws: list[tuple[dict, Image.Image]] = []
     for entry, image, detection in zip(entries, images, detections):
-        if entry["style"] not in prompts:
-            style = load_style(entry["style"], dict(cfg.infer.style_overrides))
-            prompts[entry["style"]] = face_prompts(style, person.trigger, person.class_noun)
+        style = entry.get("style_file") or entry["style"]  # a person's own file by its path: its stem may be a shipped name
+        if style not in prompts:
+            prompts[style] = face_prompts(load_style(style, dict(cfg.infer.style_overrides)), person.trigger, person.class_noun)
         drawn_from = {"weights": weights, "original": file_digest(samples_dir / entry["file"])}
-        record = plan(detection, image, entry, prompts[entry["style"]], cfg, drawn_from)
+        record = plan(detection, image, entry, prompts[style], cfg, drawn_from)
         if "file" in record and not (record == entry.get("detail") and (samples_dir / record["file"]).is_file()):
             redraws.append((entry, image))
         entry["detail"] = record
     if redraws:
-        redraw_faces(pipelines_for(cfg, pipes), redraws, {entry["style"]: prompts[entry["style"]] for entry, _ in redraws},
-                     samples_dir)
+        redraw_faces(pipelines_for(cfg, pipes), redraws, prompts, samples_dir)
     write_manifest(samples_dir, manifest)
     redrawn = sum("file" in e["detail"] for e in entries)
     log.info("face detail: %d of %d images with a re-drawn face (%d drawn now, %d kept as they were; %d skipped) -> %s",

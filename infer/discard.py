@@ -23,11 +23,11 @@ from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.faces import FaceAnalyzer
 from headshots.logs import get_logger, plural
-from headshots.workspace import Workspace
-from infer.export import EXPORT_MANIFEST, export_dir
-from infer.gallery import GALLERY, score_and_show
+from headshots.workspace import EXPORT_MANIFEST, GALLERY, SCORES, Workspace
+from infer.export import export_dir
+from infer.gallery import score_and_show
 from infer.manifest import require_manifest, write_manifest
-from infer.score import FACES, SCORES
+from infer.score import FACES
 
 log = get_logger(__name__)
 

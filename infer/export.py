@@ -27,12 +27,10 @@ from headshots.errors import HeadshotsError
 from headshots.faces import FaceAnalyzer, resolve_device
 from headshots.images import load_rgb
 from headshots.logs import get_logger
-from headshots.workspace import Workspace, write_json_atomic
-from infer.score import SCORES
+from headshots.workspace import EXPORT_MANIFEST, SCORES, Workspace, replace_folder, write_json_atomic
 
 log = get_logger(__name__)
 EXPORT = "export"
-EXPORT_MANIFEST = "export.json"
 
 
 @dataclass(frozen=True)
@@ -126,16 +124,6 @@ def export(cfg: Config, analyzer: FaceAnalyzer | None = None) -> Path:
     replace_folder(building, out_dir)
     log.info("%d images exported at %d sizes -> %s", len(records), len(SIZES), out_dir)
     return out_dir / EXPORT_MANIFEST
-
-
-def replace_folder(new: Path, old: Path) -> None:
-    """Swap `new` in for `old` by renames (the old one is removed after): never a mix of the two."""
-    retired = old.with_name(f"{old.name}.old")
-    shutil.rmtree(retired, ignore_errors=True)
-    if old.exists():
-        old.rename(retired)
-    new.rename(old)
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 def face_boxes(samples_dir: Path, chosen: list[str], workspace: Workspace) -> dict[str, list[float] | None]:

@@ -15,8 +15,8 @@ from pathlib import Path
 from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.faces import FaceAnalyzer
-from headshots.workspace import Workspace
-from infer.score import SCORES, Score, score
+from headshots.workspace import GALLERY, SCORES, Workspace
+from infer.score import Score, score
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:24px;background:#f4f4f2;color:#222}
@@ -35,7 +35,6 @@ h1{margin:0 0 4px} .sub{color:#666;margin-bottom:20px}
 """
 
 
-GALLERY = "gallery.html"
 CARD_SIDES = (400, 100, 40)  # a card's views: a profile page's photo, a comment's avatar, a list's
 
 

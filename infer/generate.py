@@ -37,7 +37,7 @@ from headshots.images import load_rgb
 from headshots.logs import get_logger, plural
 from headshots.schedulers import make_scheduler
 from headshots.sdxl import load_pipeline, load_refiner
-from headshots.workspace import ADAPTER_EMBEDDINGS, Workspace
+from headshots.workspace import ADAPTER_EMBEDDINGS, ADAPTER_INFO, Workspace
 from infer.manifest import read_manifest, save_png, write_manifest
 from infer.styles import Style, check_prompt_lengths, load_style
 
@@ -62,6 +62,7 @@ class Sample:
     source: str | None = None  # more like this (infer/variations.py): the image img2img started from
     strength: float | None = None  # ... and the share of the denoising it redid
     round: str | None = None  # generate: the round it was made in (infer.round); None for variations
+    style_file: str | None = None  # the person's own style YAML it was drawn with; None: a shipped style (configs/styles/)
 
     @classmethod
     def from_entry(cls, entry: dict) -> Sample:
@@ -156,7 +157,7 @@ def compile_unet(pipe) -> None:
 
 def adapter_trigger(adapter: Path) -> str:
     """What stands for the person in prompts: the trained trigger word, or the pivotal tokens."""
-    return json.loads((adapter / "adapter.json").read_text())["headshots.trigger"]
+    return json.loads((adapter / ADAPTER_INFO).read_text())["headshots.trigger"]
 
 
 def load_person_tokens(pipe, adapter: Path) -> None:
@@ -312,7 +313,7 @@ def sample_settings(cfg: Config, pipes: Pipelines) -> dict[str, Any]:
 def _entries(style: Style, prompts: dict[str, str], numbers: range, seeds: list[int], settings: dict[str, Any]) -> list[Sample]:
     return [
         Sample(file=f"{style.name}-{k:02d}.png", style=style.name, seed=seed, prompt=prompts["prompt"],
-               prompt_2=prompts["prompt_2"], negative_prompt=prompts["negative_prompt"], **settings)
+               prompt_2=prompts["prompt_2"], negative_prompt=prompts["negative_prompt"], style_file=style.file, **settings)
         for k, seed in zip(numbers, seeds)
     ]
 

@@ -30,13 +30,12 @@ from headshots.errors import HeadshotsError, ImageError
 from headshots.faces import Detection, FaceAnalyzer, resolve_device, weights_source
 from headshots.images import load_rgb
 from headshots.logs import get_logger
-from headshots.workspace import Workspace, write_json_atomic
+from headshots.workspace import SCORES, Workspace, write_json_atomic
 from infer import review
 from infer.manifest import require_manifest
 from infer.tracking import log_scores_table
 
 log = get_logger(__name__)
-SCORES = "scores.json"
 FACES = "faces.json"  # scoring's measurements per image version (measure)
 MEASURED_FIELDS = ("detection", "similarities", "size", "glasses", "thumbnail")  # a file made with other fields is remade
 
@@ -82,7 +81,7 @@ def score(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[Score]:
     collapse_duplicates(scores, {name: m.thumbnail for name, m in measured.items()}, cfg.filter.duplicate_similarity)
     rank(scores)
     loo = review.leave_one_out(references)
-    (samples_dir / SCORES).write_text(json.dumps({
+    write_json_atomic(samples_dir / SCORES, {  # the web app's review reads it while a job writes it
         "threshold": threshold,
         "threshold_floor": floor,
         "loo_similarity": round(loo.mean().item(), 4) if loo.numel() else None,
@@ -90,7 +89,7 @@ def score(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[Score]:
         "selfies_with_glasses": selfie_glasses,
         "kept": sum(s.kept for s in scores),
         "images": [asdict(s) for s in scores],
-    }, indent=2))
+    })
     log.info("%d of %d images kept (threshold %.2f, floor %.2f) -> %s", sum(s.kept for s in scores), len(scores),
              threshold, floor, samples_dir / SCORES)
     log_scores_table(cfg, samples_dir, scores)
@@ -268,7 +267,7 @@ def rank(scores: list[Score]) -> None:
 def selfie_glasses_share(workspace: Workspace, analyzer: FaceAnalyzer, cfg: Config) -> float | None:
     """Share of the prepared selfie crops with glasses; None (check skipped) without a prepared set."""
     prepared: Path = workspace.prepared
-    if not (prepared / "dataset_info.json").is_file():
+    if not workspace.is_prepared:
         log.warning("no prepared selfies at %s: the glasses check is skipped", prepared)
         return None
     from datasets import load_from_disk

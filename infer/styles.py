@@ -31,6 +31,7 @@ class Style:
     lighting: str
     tone: str
     negative: str
+    file: str | None = None  # the person's own YAML (absolute path) it was read from; None: configs/styles/<name>.yaml
 
     def prompts(self, trigger: str, class_noun: str) -> dict[str, str]:
         """Keyword arguments for StableDiffusionXLPipeline."""
@@ -42,7 +43,7 @@ class Style:
         }
 
 
-FIELDS = [f.name for f in fields(Style) if f.name != "name"]
+FIELDS = [f.name for f in fields(Style) if f.name not in ("name", "file")]
 
 
 def available_styles() -> list[str]:
@@ -52,7 +53,8 @@ def available_styles() -> list[str]:
 def load_style(name_or_path: str, overrides: dict[str, str] | None = None) -> Style:
     """A style by name (configs/styles/<name>.yaml) or by path to the user's own YAML file."""
     path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
+    own = path.suffix in (".yaml", ".yml")
+    if not own:
         path = STYLE_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         raise ConfigError(f"Unknown style {name_or_path!r}.", f"Available styles: {', '.join(available_styles())}, or a path to your own .yaml.")
@@ -69,7 +71,7 @@ def load_style(name_or_path: str, overrides: dict[str, str] | None = None) -> St
             ])),
             f"A style has exactly these fields: {', '.join(FIELDS)}.",
         )
-    style = Style(name=path.stem, **{k: str(v) for k, v in data.items()})
+    style = Style(name=path.stem, file=str(path.resolve()) if own else None, **{k: str(v) for k, v in data.items()})
     return apply_overrides(style, overrides or {})
 
 

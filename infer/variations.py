@@ -62,7 +62,8 @@ def more_like(cfg: Config, pipes: PipelinesOrLoader = None) -> list[Sample]:
     pipes = pipelines_for(cfg, pipes)
     settings = {**sample_settings(cfg, pipes), "source": more.image, "strength": more.strength}
     planned = [Sample(file=name, style=source["style"], seed=source["seed"] + (k + 1) * SEED_STRIDE, prompt=source["prompt"],
-                      prompt_2=source["prompt_2"], negative_prompt=source["negative_prompt"], **settings)
+                      prompt_2=source["prompt_2"], negative_prompt=source["negative_prompt"],
+                      style_file=source.get("style_file"), **settings)
                for k, name in variation_numbers(source, entries, more.count)]
     for first in tqdm(range(0, len(planned), cfg.infer.batch_size), desc=f"more like {more.image}", unit="batch"):
         batch = planned[first : first + cfg.infer.batch_size]

@@ -220,9 +220,8 @@ def seconds_per_step(cfg: Config) -> float:
     """The training loop's own rate (its progress.json: steps over the time since its first, the first step's
     warm-up included, so a little high)."""
     from headshots.workspace import Workspace
-    from train.recipe import PROGRESS_FILE
 
-    progress = json.loads((Workspace.from_config(cfg).run_dir(cfg.run) / PROGRESS_FILE).read_text())
+    progress = json.loads(Workspace.from_config(cfg).progress(cfg.run).read_text())
     return (progress["updated"] - progress["started"]) / max(progress["step"] - progress["resumed_from"], 1)
 
 

@@ -485,7 +485,7 @@ def write_markdown(result: dict, seconds: float, n_photos: int, out: Path, extra
                       f"{copies[0]:.3f}-{copies[-1]:.3f}; best match of each photo in the clean sets (no copies), highest: "
                       + ", ".join(f"{v:.3f} ({name})" for v, name in shots[:5]) + "."]
     edges = [f"`{r.name}` {'highest' if r.by_distance else 'lowest'} {edge[0]:.2f} ({edge[1]}; limit "
-             f"{getattr(cfg, ('max_' if r.by_distance else 'min_') + r.name)})" for r in RELATIVE if (edge := result["relative_edge"][r.name])]
+             f"{r.limit(cfg)})" for r in RELATIVE if (edge := result["relative_edge"][r.name])]
     if edges:
         lines += ["", "Set checks (a photo against the median of its person's set), the most extreme on the clean sets: "
                       + ", ".join(edges) + "."]

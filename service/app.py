@@ -42,8 +42,7 @@ from headshots.config import PROMPT_WORDS, AppConfig, Config, load_config, valid
 from headshots.errors import ConfigError, HeadshotsError, ImageError
 from headshots.faces import FaceAnalyzer, resolve_device
 from headshots.images import list_photos, load_rgb
-from headshots.logs import get_logger, setup_logging
-from headshots.purge import purge
+from headshots.logs import get_logger, plural, setup_logging
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace
 from infer.discard import discard
 from infer.export import EXPORT, export, read_favourites, save_favourites
@@ -52,6 +51,7 @@ from infer.styles import available_styles, load_style
 from service import views
 from service.chain import stages_to_run
 from service.jobs import IMAGE_KINDS, JobQueue, devices, job_command
+from service.purge import purge
 from train.intake import run_intake
 
 log = get_logger(__name__)
@@ -156,6 +156,7 @@ class HeadshotsApp:
         self.limits: AppConfig = probe.app
         self.run = probe.run
         self.defaults = probe.infer
+        self.photos_wanted = probe.intake.photos_wanted
         self.accounts = accounts
         self.analyzer = analyzer or FaceAnalyzer(probe.face, resolve_device(probe.device))
         self.jobs = jobs or JobQueue(devices())
@@ -272,7 +273,7 @@ class HeadshotsApp:
         if not views.set_usable(ws):
             report = json.loads(ws.intake_report.read_text())["set"] if ws.intake_report.is_file() else None
             if report is None:
-                raise HeadshotsError("There are no photos to train on.", "Add 5-20 recent photos of yourself first.")
+                raise HeadshotsError("There are no photos to train on.", f"Add {ws.photos_wanted} recent photos of yourself first.")
             raise HeadshotsError(f"Your photo set is not usable yet: {report['reason']}.", " ".join(report["advice"]))
         if "fit" not in stages_to_run(self.settings.config(user)):  # the job would skip every stage: say so instead
             raise HeadshotsError("Already trained on these photos and settings: there is nothing to train.",
@@ -369,8 +370,7 @@ class HeadshotsApp:
         """The review's cards and the buttons under them, leaving the pickers (and the person's ticks) alone;
         `favourites`: the ticks, shown on the cards."""
         drawn = views.review(ws, self.run, shown, dropped_open, frozenset(favourites or ()))
-        plural = "s" if drawn.dropped != 1 else ""
-        toggle = "Hide the dropped images" if dropped_open else f"Show the {drawn.dropped} dropped image{plural} and why"
+        toggle = "Hide the dropped images" if dropped_open else f"Show the {plural(drawn.dropped, 'dropped image')} and why"
         return {self.c["review"]: drawn.html,
                 self.c["review_more"]: gr.update(visible=drawn.more > 0, value=f"Show more ({drawn.more} not shown)"),
                 self.c["dropped_toggle"]: gr.update(visible=drawn.dropped > 0, value=toggle)}
@@ -541,7 +541,7 @@ class HeadshotsApp:
                     c["stop"] = gr.Button("Stop", interactive=False, size="sm", scale=0, min_width=80, elem_id="hs-stop")
                 with gr.Tabs():
                     with gr.Tab("1. Photos", elem_id="hs-tab-photos"):
-                        c["upload"] = gr.File(label="Drop 5-20 photos of yourself here (JPEG, PNG, WebP, HEIC)",
+                        c["upload"] = gr.File(label=f"Drop {self.photos_wanted} photos of yourself here (JPEG, PNG, WebP, HEIC)",
                                               file_count="multiple", elem_id="hs-upload")
                         c["notes"] = gr.Markdown(elem_id="hs-notes")
                         c["photos"] = gr.HTML(elem_id="hs-photos")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from headshots.cli import print_error
-from headshots.config import Config, is_simple_name, load_config
+from headshots.config import Config, is_simple_name, load_config, model_source
 from headshots.errors import ConfigError, HeadshotsError
 from headshots.logs import setup_logging
 from headshots.workspace import Workspace, write_json_atomic
@@ -141,9 +141,7 @@ def absolute_path_overrides(cfg: Config) -> list[str]:
     """Workers may start elsewhere (a cluster node, another folder): give them absolute paths, and a
     local model folder as an absolute path too (a hub id stays as it is)."""
     overrides = [f"paths.{key}={Path(getattr(cfg.paths, key)).resolve()}" for key in ("data_root", "outputs_root", "cache_root")]
-    if Path(cfg.model.pretrained).exists():
-        overrides.append(f"model.pretrained={Path(cfg.model.pretrained).resolve()}")
-    return overrides
+    return [*overrides, f"model.pretrained={model_source(cfg.model.pretrained)}"]
 
 
 @dataclass

@@ -30,10 +30,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from headshots.config import Config
+from headshots.config import Config, model_source
 from headshots.errors import HeadshotsError
 from headshots.logs import get_logger
-from headshots.workspace import ADAPTER_WEIGHTS, Workspace, file_digest, write_json_atomic
+from headshots.workspace import ADAPTER_WEIGHTS, DATASET_INFO, Workspace, add_files_to_digest, file_digest, write_json_atomic
 
 log = get_logger(__name__)
 
@@ -75,7 +75,7 @@ def _infer(cfg: Config, fingerprint: str) -> dict:
 
 
 def _kept_images(ws: Workspace, run: str) -> int:
-    scores = ws.samples_dir(run) / "scores.json"
+    scores = ws.scores(run)
     return json.loads(scores.read_text())["kept"] if scores.is_file() else 0
 
 
@@ -95,7 +95,7 @@ def _export_outputs(ws: Workspace, run: str) -> list[Path]:
     from infer.export import read_favourites
 
     exported = _kept_images(ws, run) or read_favourites(ws, run)
-    return [ws.run_dir(run) / "export" / "export.json"] if exported else []
+    return [ws.export_manifest(run)] if exported else []
 
 
 @dataclass(frozen=True)
@@ -108,17 +108,20 @@ class Stage:
     outputs: Callable[[Workspace, str], list[Path]]  # all must exist for the stage to count as done
     in_user_data: bool  # its record lives in data/users/<u>/stages/ (else outputs/<u>/<run>/stages/)
     also_reads: Callable[[Workspace, str], list[Path]] | None = None  # files whose bytes are part of the fingerprint
+    ignores: tuple[str, ...] = ()  # keys inside config_keys that do not change the stage's outputs
 
 
 STAGES: tuple[Stage, ...] = (
     Stage("intake", _intake, ("intake", "face"), True, False,
           lambda ws, run: [ws.intake_report], True),
     Stage("prepare", _prepare, ("prepare", "face", "model.resolution"), True, False,
-          lambda ws, run: [ws.prepared / "dataset_info.json", ws.reference_embeddings], True),
+          lambda ws, run: [ws.prepared / DATASET_INFO, ws.reference_embeddings], True),
     Stage("fit", _fit, ("model", "train"), False, True,
           lambda ws, run: [ws.adapter_dir(run) / ADAPTER_WEIGHTS], False),
     Stage("infer", _infer, ("model", "infer", "filter", "face"), False, True,
-          lambda ws, run: [ws.samples_dir(run) / "scores.json", ws.samples_dir(run) / "gallery.html"], False),
+          lambda ws, run: [ws.scores(run), ws.gallery(run)], False,
+          # what to export, discard or vary, and how fast: none of it changes the round's images
+          ignores=("infer.export_files", "infer.discard_files", "infer.more", "infer.batch_size", "infer.compile")),
     Stage("export", _export, ("infer.export_files",), False, False, _export_outputs, False,
           lambda ws, run: [ws.favourites(run)]),  # ticked in the web app: a new tick exports again
 )
@@ -144,17 +147,23 @@ def selfies_digest(ws: Workspace) -> str:
     """Hash of every photo's name and bytes: a photo added, removed or replaced changes it."""
     digest = hashlib.sha256()
     if ws.selfies.is_dir():
-        for path in sorted(p for p in ws.selfies.rglob("*") if p.is_file()):
-            digest.update(str(path.relative_to(ws.selfies)).encode() + b"\0")
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+        add_files_to_digest(digest, ws.selfies, sorted(p for p in ws.selfies.rglob("*") if p.is_file()))
     return digest.hexdigest()
+
+
+def _config_part(plain: dict, key: str) -> object:
+    return functools.reduce(lambda node, part: node[part], key.split("."), plain)
 
 
 def fingerprint(stage: Stage, cfg: Config, upstream: str | None) -> str:
     plain = OmegaConf.to_container(OmegaConf.structured(cfg))
+    plain["model"]["pretrained"] = model_source(cfg.model.pretrained)  # the CLI's relative path = the batch's absolute one
+    for key in stage.ignores:
+        parent, _, name = key.rpartition(".")
+        del _config_part(plain, parent)[name]
     inputs = {
         "stage": stage.name,
-        "config": {key: functools.reduce(lambda node, part: node[part], key.split("."), plain) for key in stage.config_keys},
+        "config": {key: _config_part(plain, key) for key in stage.config_keys},
         "upstream": upstream,
         "selfies": selfies_digest(Workspace.from_config(cfg)) if stage.reads_selfies else None,
     }
@@ -237,11 +246,13 @@ def stages_to_run(cfg: Config) -> list[str]:
     return []
 
 
-def run_person(cfg: Config, on_result: Callable[[StageResult], None] = lambda r: None) -> list[StageResult]:
-    """The whole chain for one person, in this process, stopping at the first stage that fails."""
+def run_person(cfg: Config, on_result: Callable[[StageResult], None] = lambda r: None,
+               until: str = STAGE_NAMES[-1]) -> list[StageResult]:
+    """The chain for one person up to stage `until` (the whole chain by default), in this process. After a stage
+    that fails, the rest come back "not run"."""
     results: list[StageResult] = []
     upstream = None
-    for stage in STAGES:
+    for stage in STAGES[: STAGE_NAMES.index(until) + 1]:
         upstream = run_stage(stage, cfg, upstream)
         results.append(upstream)
         on_result(upstream)

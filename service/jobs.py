@@ -215,16 +215,14 @@ def _wait_or_kill(process: subprocess.Popen) -> None:
 
 def run_chain(cfg: Config, last: str) -> None:
     """The person's chain up to `last`; a stage that fails for a reason the person can fix stops it."""
-    from service.chain import STAGES, run_stage
+    from service.chain import run_person
 
-    upstream = None
-    for stage in STAGES:
-        upstream = run_stage(stage, cfg, upstream)
-        log.info("%s: %s%s", stage.name, upstream.state, f" ({upstream.seconds:.1f} s)" if upstream.seconds else "")
-        if not upstream.ok:
-            raise HeadshotsError(upstream.reason, upstream.hint)
-        if stage.name == last:
-            return
+    def show(result) -> None:
+        log.info("%s: %s%s", result.stage, result.state, f" ({result.seconds:.1f} s)" if result.seconds else "")
+
+    failed = next((r for r in run_person(cfg, show, until=last) if not r.ok), None)
+    if failed is not None:
+        raise HeadshotsError(failed.reason, failed.hint)
 
 
 def more_like_and_review(cfg: Config) -> None:

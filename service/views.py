@@ -18,7 +18,8 @@ from PIL import Image
 
 from headshots.errors import HeadshotsError, ImageError
 from headshots.images import jpeg_data_uri, list_photos, load_rgb
-from headshots.workspace import ADAPTER_WEIGHTS, Workspace
+from headshots.logs import plural
+from headshots.workspace import ADAPTER_WEIGHTS, SCORES, Workspace
 from infer.gallery import CARD_SIDES, review_card
 from infer.manifest import read_manifest
 from service.jobs import DONE, FAILED, IMAGE_KINDS, QUEUED, RUNNING, STOPPED, Job
@@ -199,7 +200,7 @@ def photos_html(ws: Workspace, previews: dict[str, str] | None = None) -> str:
     photos = list_photos(ws.selfies) if ws.selfies.is_dir() else []
     report = _read_json(ws.intake_report)
     if not photos or report is None:
-        return "<p class='hs-empty'>No photos yet: add 5-20 recent photos of yourself, alone, face visible.</p>"
+        return f"<p class='hs-empty'>No photos yet: add {ws.photos_wanted} recent photos of yourself, alone, face visible.</p>"
     s = report["set"]
     head = (f"<div class='hs-set {s['verdict']}' id='hs-set'><span class='hs-verdict'>{html.escape(s['verdict'])}</span>: "
             f"{s['usable']} of {s['total']} photos usable{': ' + html.escape(s['reason']) if s.get('reason') else ''}"
@@ -240,13 +241,13 @@ def _clock(seconds: float) -> str:
 
 def training_line(ws: Workspace, run: str, since: float | None = None) -> str | None:
     """Step, loss, ETA and the validation likeness, from progress.json and validation.json."""
-    progress = _read_json(ws.run_dir(run) / "progress.json")
+    progress = _read_json(ws.progress(run))
     if progress is None or (since is not None and progress["updated"] < since):
         return None
     line = f"step **{progress['step']} of {progress['max_steps']}** · loss {progress['loss']:.4f}"
     if progress.get("eta_s") is not None and progress["step"] < progress["max_steps"]:
         line += f" · about {_clock(progress['eta_s'])} left"
-    validation = _read_json(ws.run_dir(run) / "validation.json")
+    validation = _read_json(ws.validation(run))
     if validation and validation.get("history"):
         last, best = validation["history"][-1], validation["best"]
         line += (f" · likeness {last['face_similarity']:.2f} at step {last['step']}"
@@ -255,7 +256,7 @@ def training_line(ws: Workspace, run: str, since: float | None = None) -> str | 
 
 
 def _progress_bar(ws: Workspace, run: str) -> str:
-    progress = _read_json(ws.run_dir(run) / "progress.json")
+    progress = _read_json(ws.progress(run))
     if not progress:
         return ""
     return f"\n\n<progress value='{progress['step']}' max='{progress['max_steps']}' style='width:100%'></progress>"
@@ -273,7 +274,7 @@ def job_markdown(ws: Workspace, run: str, job: Job | None, position: int) -> str
     what = "Training" if job.kind == "train" else "Generating"
     if job.state == QUEUED:
         ahead = position - 1
-        return f"**{what}: waiting in line** ({ahead} job{'s' if ahead != 1 else ''} ahead of yours). You can close this page."
+        return f"**{what}: waiting in line** ({plural(ahead, 'job')} ahead of yours). You can close this page."
     if job.state == RUNNING:
         elapsed = _clock(time.time() - (job.started or time.time()))
         bar = ""
@@ -289,7 +290,7 @@ def job_markdown(ws: Workspace, run: str, job: Job | None, position: int) -> str
         return f"**{what} stopped.** " + RESTART[job.kind]
     if job.state == DONE and job.kind in IMAGE_KINDS:
         made = images_made(ws, run, job)
-        return f"**Done:** {made} new image{'' if made == 1 else 's'}. {_results(ws, run) or ''}"
+        return f"**Done:** {plural(made, 'new image')}. {_results(ws, run) or ''}"
     return _disk_status(ws, run)
 
 
@@ -298,7 +299,7 @@ def images_line(ws: Workspace, run: str, job: Job) -> str:
     made = images_made(ws, run, job)
     if job.expected_images:
         return f"{min(made, job.expected_images)} of {job.expected_images} images made so far"
-    return f"{made} image{'' if made == 1 else 's'} made so far"
+    return f"{plural(made, 'image')} made so far"
 
 
 def images_made(ws: Workspace, run: str, job: Job) -> int:
@@ -308,16 +309,16 @@ def images_made(ws: Workspace, run: str, job: Job) -> int:
 
 
 def _results(ws: Workspace, run: str) -> str | None:
-    scores = _read_json(ws.samples_dir(run) / "scores.json")
+    scores = _read_json(ws.scores(run))
     if not scores:
         return None
     count = len(scores["images"])
-    return f"Your review holds {count} image{'' if count == 1 else 's'}, {scores['kept']} kept by the likeness filter and the checks: see Review."
+    return f"Your review holds {plural(count, 'image')}, {scores['kept']} kept by the likeness filter and the checks: see Review."
 
 
 def _disk_status(ws: Workspace, run: str) -> str:
     """No job in this app's memory (never started, or the app restarted): what the files say."""
-    progress = _read_json(ws.run_dir(run) / "progress.json")
+    progress = _read_json(ws.progress(run))
     if progress and progress["step"] < progress["max_steps"]:
         return (f"**Training was interrupted** at step {progress['step']} of {progress['max_steps']}: "
                 "press Train to continue from the last checkpoint.")
@@ -350,7 +351,7 @@ def review(ws: Workspace, run: str, shown: int = REVIEW_PAGE, dropped_open: bool
     images would be a 10 MB page sent again after every job, deletion and page load (docs/app.md, Speed).
     Each card has a Favourite button, pressed for the images in `favourites` (the picker's ticks)."""
     samples = ws.samples_dir(run)
-    scores = _read_json(samples / "scores.json")
+    scores = _read_json(samples / SCORES)
     if scores is None:
         return Review("<p class='hs-empty'>Nothing generated yet.</p>", 0, 0)
     kept = [item for item in scores["images"] if item["kept"]]
@@ -360,7 +361,7 @@ def review(ws: Workspace, run: str, shown: int = REVIEW_PAGE, dropped_open: bool
             "Judge them small too: that is how most people will see your photo.</p>")
     body = _cards(kept[:shown], samples, "hs-kept", len(kept), favourites) if kept else NOTHING_KEPT
     if dropped and dropped_open:
-        body += (f"<h4>{len(dropped)} dropped image{'s' if len(dropped) != 1 else ''}, and why</h4>"
+        body += (f"<h4>{plural(len(dropped), 'dropped image')}, and why</h4>"
                  + _cards(dropped[:shown], samples, "hs-dropped", len(dropped), favourites))
     more = max(0, len(kept) - shown) + (max(0, len(dropped) - shown) if dropped_open else 0)
     return Review(head + body, more, len(dropped))
@@ -408,7 +409,7 @@ NOTHING_KEPT = ("<p id='hs-nothing-kept'>No image passed the checks yet. Look at
 
 def review_choices(ws: Workspace, run: str) -> list[tuple[str, str]]:
     """(label, file) for the favourites and more-like-this pickers: kept images by rank, then the dropped ones."""
-    scores = _read_json(ws.samples_dir(run) / "scores.json")
+    scores = _read_json(ws.scores(run))
     if scores is None:
         return []
     return [(f"#{i['rank']} {i['file']}" if i["kept"] else f"{i['file']} (dropped)", i["file"]) for i in scores["images"]]

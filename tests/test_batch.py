@@ -159,6 +159,18 @@ def test_a_changed_setting_reruns_only_the_stages_that_read_it(first_batch, peop
     assert plan("infer.steps=3") == ["infer", "export"]
     assert plan("train.learning_rate=0.002") == ["fit", "infer", "export"]
     assert plan("wandb.mode=offline") == []
+    assert plan("infer.export_files=[linkedin-00.png]") == ["export"]  # another pick: crops again, no new images
+    assert plan("infer.batch_size=1", "infer.more.count=2", "infer.discard_files=[x.png]") == []
+    model = next(o.split("=", 1)[1] for o in people if o.startswith("model.pretrained="))
+    relative = f"model.pretrained={os.path.relpath(model)}"  # as the CLI and the app spell a local folder
+    assert plan(relative) == []
+    from train.recipe import training_inputs
+
+    def inputs(*extra: str) -> str:
+        cfg = load_config("alice", "tiny", overrides=[*people, *extra])
+        return training_inputs(cfg, Workspace.from_config(cfg).prepared)
+
+    assert inputs(relative) == inputs(), "a relative spelling of the model would start training afresh"
     alice = Workspace.from_config(load_config("alice", "tiny", overrides=people))
     save_favourites(alice, "default", ["linkedin-00.png"])  # ticked in the web app: what export crops
     assert plan() == ["export"]

@@ -11,8 +11,8 @@ import torch
 
 from headshots.config import PrepareConfig, load_config
 from headshots.errors import ConfigError, HeadshotsError, WeightsError
-from headshots.purge import purge
 from headshots.workspace import Workspace
+from service.purge import purge
 from tests.conftest import copy_photos
 from train.captions import (
     IDENTITY_WORDS,

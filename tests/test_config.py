@@ -79,7 +79,7 @@ def test_bad_config_fails_at_load_naming_the_key(override, names):
 def test_photos_outputs_and_cache_each_need_their_own_folder(tmp_path, capsys):
     """With outputs_root = data_root, outputs/<user>/ is the person's photo folder, and `make purge` (which keeps
     the photos) would delete them: refused at load, before anything runs, so the photos stay."""
-    from headshots.purge import main
+    from service.purge import main
 
     photo = tmp_path / "data" / "dana" / "selfies" / "01.jpg"
     photo.parent.mkdir(parents=True)
@@ -109,11 +109,16 @@ def test_unsafe_user_names_are_refused(user):
         load_config(user)
 
 
-def test_missing_user_folder_says_what_to_create(make_config):
+def test_a_missing_or_empty_selfie_folder_says_what_to_add(make_config):
     cfg = make_config("bob")
     with pytest.raises(HeadshotsError, match="No selfie folder") as err:
         Workspace.from_config(cfg).require_selfies()
     assert "photos of bob" in err.value.hint
+    ws = Workspace.from_config(make_config("bob", "intake.min_photos=4", "intake.good_photos=8"))
+    ws.selfies.mkdir(parents=True)
+    with pytest.raises(HeadshotsError, match="is empty") as err:
+        ws.require_selfies()
+    assert "Add 4-16 recent photos" in err.value.hint  # the advice follows the limits intake judges by
 
 
 def test_hints_name_the_run_and_profile_the_person_used():

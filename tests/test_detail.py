@@ -4,6 +4,7 @@ generate pipeline's own modules, and the paste checked pixel by pixel."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,11 +68,15 @@ def test_a_small_real_face_is_found_and_pasted_back_where_it_is(faces_dir, analy
 
 @pytest.fixture
 def generated(prepared_user, make_config, faces_dir):
-    """Two generated executive shots of alice; the first replaced by a half-body frame with a small real face."""
+    """Two generated shots of alice in her own executive.yaml (named like the shipped style, another expression); the
+    first replaced by a half-body frame with a small real face."""
     from infer.generate import generate
+    from infer.styles import STYLE_DIR
     from train.recipe import train
 
-    cfg = make_config("alice", "train.max_steps=2", "infer.styles=[executive]", "infer.images_per_style=2", "infer.steps=2",
+    own = Path(prepared_user.paths.data_root) / "alice" / "executive.yaml"
+    own.write_text((STYLE_DIR / "executive.yaml").read_text().replace("expression:", "expression: laughing out loud,", 1))
+    cfg = make_config("alice", "train.max_steps=2", f"infer.styles=[{own}]", "infer.images_per_style=2", "infer.steps=2",
                       "infer.detail.steps=4")
     train(cfg)
     generate(cfg)
@@ -91,6 +96,7 @@ def test_detail_pass_redraws_only_the_face_reproducibly_and_scoring_keeps_the_be
     face, noise = entries
     record = face["detail"]
     assert record["file"] == "executive-00.detail.png" and record["native"] == cfg.model.resolution
+    assert "laughing out loud" in record["prompt"], "the face was re-drawn in the shipped style, not the person's own"
     assert record["crop_box"][2] - record["crop_box"][0] < cfg.model.resolution  # a small face: scaled up
     assert "no usable face" in noise["detail"]["skipped"] and not (samples / "executive-01.detail.png").exists()
     manifest = json.loads((samples / "manifest.json").read_text())

@@ -37,10 +37,10 @@ def test_selfies_to_gallery_then_purge(tmp_path, tiny_model, faces_dir, face_wei
     report = json.loads((data / "dana" / "prepare_report.json").read_text())
     assert report["kept"] == 4 and report["rejected"] == 1
 
-    purge = _run("-m", "headshots.purge", "--user", "dana", f"paths.data_root={data}", f"paths.outputs_root={outputs}", env=env)
+    purge = _run("-m", "service.purge", "--user", "dana", f"paths.data_root={data}", f"paths.outputs_root={outputs}", env=env)
     assert "removed" in purge.stdout
     assert not (outputs / "dana").exists()
     assert sorted(p.name for p in (data / "dana").iterdir()) == ["selfies"]  # originals kept by default
-    _run("-m", "headshots.purge", "--user", "dana", "--include-selfies", f"paths.data_root={data}",
+    _run("-m", "service.purge", "--user", "dana", "--include-selfies", f"paths.data_root={data}",
          f"paths.outputs_root={outputs}", env=env)
     assert not (data / "dana").exists()

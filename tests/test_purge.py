@@ -1,11 +1,11 @@
-"""`python -m headshots.purge`: one command removes everything derived from a person, including their rows in the
+"""`python -m service.purge`: one command removes everything derived from a person, including their rows in the
 batch status files that also name other people, and loses nothing it cannot read."""
 
 from __future__ import annotations
 
 import json
 
-from headshots.purge import main
+from service.purge import main
 
 
 def _batch(outputs, batch_id: str, *users: str) -> None:
@@ -59,16 +59,16 @@ def test_make_takes_whose_data_from_its_command_line_only():
     refused = make("check-user")  # what purge, train and the rest run first
     assert refused.returncode == 2 and "say whose photos on the command line" in refused.stdout, refused
     assert make("check-user", "USER=erin").returncode == 0
-    assert "-m headshots.purge --user='erin' " in make("-n", "purge", "USER=erin").stdout
+    assert "-m service.purge --user='erin' " in make("-n", "purge", "USER=erin").stdout
     # The photos go only with ALL=1 on make's command line: ALL=0 keeps them, an ALL left in the shell is not read,
     # and any other value is refused before anything is deleted.
     assert "--include-selfies" in make("-n", "purge", "USER=erin", "ALL=1").stdout
     assert "--include-selfies" not in make("-n", "purge", "USER=erin", "ALL=0").stdout
     in_shell = subprocess.run(["make", "--no-print-directory", "-n", "purge", "USER=erin"], cwd=Path(__file__).resolve().parents[1],
                               env={**os.environ, "ALL": "1"}, capture_output=True, text=True, check=False)
-    assert "-m headshots.purge --user='erin'" in in_shell.stdout and "--include-selfies" not in in_shell.stdout
+    assert "-m service.purge --user='erin'" in in_shell.stdout and "--include-selfies" not in in_shell.stdout
     unclear = make("purge", "USER=erin-nobody", "ALL=no")
-    assert unclear.returncode == 2 and "not ALL=no" in unclear.stdout and "headshots.purge" not in unclear.stdout
+    assert unclear.returncode == 2 and "not ALL=no" in unclear.stdout and "service.purge" not in unclear.stdout
     assert "-m train intake --user='a b' " in make("-n", "intake", "USER=a b").stdout
     like_an_option = make("intake", "USER=-x").stderr  # reaches the name rule, not argparse's "expected one argument"
     assert "Use 1-64 letters, digits" in like_an_option and "expected one argument" not in like_an_option

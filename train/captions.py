@@ -32,7 +32,7 @@ from headshots.config import Config, PrepareConfig
 from headshots.errors import HeadshotsError, WeightsError
 from headshots.faces import resolve_device
 from headshots.logs import get_logger
-from headshots.workspace import Workspace
+from headshots.workspace import DATASET_INFO, Workspace, write_json_atomic
 
 log = get_logger(__name__)
 
@@ -385,7 +385,7 @@ def edited_captions(workspace: Workspace) -> dict[str, str]:
 def previous_generated(prepared: Path) -> dict[str, str]:
     import datasets
 
-    if not (prepared / "dataset_info.json").is_file():
+    if not (prepared / DATASET_INFO).is_file():
         return {}
     dataset = datasets.load_from_disk(str(prepared))
     if "generated_caption" not in dataset.column_names:
@@ -408,10 +408,8 @@ def read_captions_file(path: Path) -> dict[str, str]:
 
 
 def write_captions_file(path: Path, captions: dict[str, str]) -> None:
-    """Temp file then rename: a crash never leaves half a file for the person to edit."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(captions, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    """Written whole or not at all: a crash never leaves half a file for the person to edit."""
+    write_json_atomic(path, captions)
 
 
 def _warn_if_unusable(file: str, caption: str, trigger: str) -> None:

@@ -31,8 +31,9 @@ from headshots import quality
 from headshots.config import Config, IntakeConfig
 from headshots.errors import HeadshotsError, ImageError
 from headshots.faces import Face, FaceAnalyzer, resolve_device
-from headshots.images import jpeg_data_uri, list_photos, load_rgb
-from headshots.workspace import Workspace
+from headshots.images import jpeg_data_uri, load_rgb
+from headshots.logs import plural
+from headshots.workspace import Workspace, write_json_atomic
 
 OK, WARN, REJECT = "ok", "warn", "reject"
 _RANK = {OK: 0, WARN: 1, REJECT: 2}
@@ -422,13 +423,14 @@ class Relative:
     """A measure judged against the person's own other photos: what one photo cannot tell (a darker skin from a dim
     room; a camera's or a skin's finer grain from a beauty filter; tanned skin from a warm lamp; a window beside them
     from the way they are usually lit) the set can, since face and skin are the person's own. `name`: the photo's
-    measure over the set's median, which fires below `intake.min_<name>`; or, `by_distance`, the distance of the
-    photo's measure (a vector) from the set's median, which fires above `intake.max_<name>`. Added to `check` only
+    measure over the set's median, which fires below `limit` (intake.min_<name>); or, `by_distance`, the distance
+    of the photo's measure (a vector) from the set's median, which fires above `limit` (intake.max_<name>). Added to `check` only
     where that photo's own verdicts do not already name it or something that fakes it (`explained_by`)."""
 
     check: str
     name: str
     measure: Callable[[quality.FaceMeasures], float | tuple[float, ...]]
+    limit: Callable[[IntakeConfig], float]
     reason: str
     advice: str
     explained_by: tuple[str, ...]
@@ -436,16 +438,16 @@ class Relative:
 
 
 RELATIVE = (
-    Relative("exposure", "relative_light", lambda m: m.exposure.skin, "face much darker than in your other photos",
+    Relative("exposure", "relative_light", lambda m: m.exposure.skin, lambda c: c.min_relative_light, "face much darker than in your other photos",
              "Retake it in the light of your best photos: facing a window, or with more lights on.",
              ("exposure", "backlight", "side_light")),  # light from behind or one side, named already, darkened it
-    Relative("filter", "relative_texture", lambda m: m.focus.texture, "skin much smoother than in your other photos "
+    Relative("filter", "relative_texture", lambda m: m.focus.texture, lambda c: c.min_relative_texture, "skin much smoother than in your other photos "
              "(beauty filter or heavy processing)", "Turn off beauty mode and filters; send the photo as the camera took it.",
              ("filter", "exposure", "occlusion", "motion_blur", "sharpness")),  # light, a cover or blur lose grain too
-    Relative("side_light", "relative_side_light", lambda m: m.side_light, "one side of the face much darker than in your other photos",
+    Relative("side_light", "relative_side_light", lambda m: m.side_light, lambda c: c.min_relative_side_light, "one side of the face much darker than in your other photos",
              "Face the window or light instead of having it beside you.",
              ("side_light", "exposure", "backlight", "occlusion")),  # named alone already, or darkness or a cover is the cause
-    Relative("colour_cast", "relative_colour", lambda m: m.chroma, "colours unlike your other photos (coloured light)",
+    Relative("colour_cast", "relative_colour", lambda m: m.chroma, lambda c: c.max_relative_colour, "colours unlike your other photos (coloured light)",
              "Retake it in daylight, like your other photos: no warm lamps, coloured lights or colour filters.",
              ("colour_cast", "exposure", "backlight", "filter", "occlusion"), by_distance=True),  # light, filters, lenses shift colour too
 )
@@ -457,12 +459,12 @@ def relative_checks(measures: list[quality.FaceMeasures], relative: Relative, cf
     if len(measures) < RELATIVE_MIN_PHOTOS:
         return {}
     values = np.array([relative.measure(m) for m in measures], dtype=np.float64)
-    median = np.median(values, axis=0)
+    median, limit = np.median(values, axis=0), relative.limit(cfg)
     if relative.by_distance:
-        scores, limit = np.linalg.norm((values - median).reshape(len(values), -1), axis=1), getattr(cfg, f"max_{relative.name}")
+        scores = np.linalg.norm((values - median).reshape(len(values), -1), axis=1)
         fired, excess = scores > limit, [_over(score, limit) for score in scores]
     else:
-        scores, limit = values / max(float(median), 1e-6), getattr(cfg, f"min_{relative.name}")
+        scores = values / max(float(median), 1e-6)
         fired, excess = scores < limit, [_under(score, limit) for score in scores]
     return {i: _check(bool(bad), {relative.name: _r(score)}, relative.reason, relative.advice, WARN, over)
             for i, (score, bad, over) in enumerate(zip(scores, fired, excess))}
@@ -556,10 +558,10 @@ def set_report(photos: list[PhotoReport], measured: dict[int, Measured], split: 
         short = n < cfg.min_photos
         need = (cfg.min_photos if short else cfg.good_photos) - n
         report.verdict = max(report.verdict, REJECT if short else WARN, key=_RANK.get)
-        count = f"only {n} usable photo{'' if n == 1 else 's'}" if n else "no usable photos"
+        count = f"only {plural(n, 'usable photo')}" if n else "no usable photos"
         report.reason = report.reason or (f"{count} (need at least {cfg.min_photos})" if short
                                           else f"{n} usable photos; {cfg.good_photos} give better results")
-        report.advice.append(f"Add {need} more photo{'s' if need > 1 else ''} of you alone: " + "; ".join(_missing_kinds(usable, cfg)) + ".")
+        report.advice.append(f"Add {plural(need, 'more photo')} of you alone: " + "; ".join(_missing_kinds(usable, cfg)) + ".")
     variety = _variety_problems(usable, cfg)
     if variety:
         report.verdict = max(report.verdict, WARN, key=_RANK.get)
@@ -589,9 +591,7 @@ def run_intake(cfg: Config, analyzer: FaceAnalyzer | None = None, timings: Timin
 
     `workers`: photo-checking threads (default one per CPU core, at most MAX_WORKERS)."""
     workspace = Workspace.from_config(cfg)
-    paths = list_photos(workspace.require_selfies())
-    if not paths:
-        raise HeadshotsError(f"{workspace.selfies} is empty.", "Add 5-20 recent photos of yourself, alone, face visible.")
+    paths = workspace.require_selfies()
     analyzer = analyzer or FaceAnalyzer(cfg.face, resolve_device(cfg.device))
     now = datetime.now()
     photos, measured, previews = [], {}, {}
@@ -604,8 +604,7 @@ def run_intake(cfg: Config, analyzer: FaceAnalyzer | None = None, timings: Timin
     split = _set_checks(photos, measured, analyzer, cfg.intake, timings)
     shared = share_warnings(photos)
     result = IntakeResult(cfg.user, photos, set_report(photos, measured, split, cfg.intake, shared), previews)
-    workspace.user_dir.mkdir(parents=True, exist_ok=True)
-    workspace.intake_report.write_text(json.dumps(result.to_json(), indent=2))
+    write_json_atomic(workspace.intake_report, result.to_json())  # the web app reads it while a job writes it
     workspace.intake_page.write_text(render_html(result))
     print_table(result)
     return result

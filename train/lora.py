@@ -10,6 +10,7 @@ import torch
 
 from headshots.config import TrainConfig
 from headshots.workspace import ADAPTER_EMBEDDINGS as EMBEDDINGS_FILE
+from headshots.workspace import ADAPTER_INFO
 from headshots.workspace import ADAPTER_WEIGHTS as ADAPTER_FILE
 
 KOHYA_FILE = "lora_kohya.safetensors"  # lora_unet_* keys: AUTOMATIC1111, ComfyUI, kohya sd-scripts, InvokeAI
@@ -35,20 +36,6 @@ def attach_lora(unet: torch.nn.Module, cfg: TrainConfig) -> int:
 
 def trainable_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def targeted_linears(unet: torch.nn.Module, target_modules: list[str]) -> list[torch.nn.Linear]:
-    """The Linear layers peft's suffix matching picks for `target_modules` (before LoRA is added)."""
-    return [
-        module
-        for name, module in unet.named_modules()
-        if isinstance(module, torch.nn.Linear) and any(name == t or name.endswith("." + t) for t in target_modules)
-    ]
-
-
-def expected_lora_parameters(unet: torch.nn.Module, cfg: TrainConfig) -> int:
-    """LoRA adds A (r x in) and B (out x r) per targeted Linear: r * (in + out) each."""
-    return sum(cfg.rank * (m.in_features + m.out_features) for m in targeted_linears(unet, list(cfg.target_modules)))
 
 
 def peft_lora_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -184,7 +171,7 @@ def save_adapter(unet: torch.nn.Module, out_dir: Path, metadata: dict[str, str],
         save_file(embeddings, str(out_dir / EMBEDDINGS_FILE), metadata=metadata)
     kohya, shapes = kohya_state_dict(unet, list(text_encoders))
     save_file(kohya, str(out_dir / KOHYA_FILE), metadata={**metadata, **kohya_metadata(shapes)})
-    (out_dir / "adapter.json").write_text(json.dumps(metadata, indent=2))
+    (out_dir / ADAPTER_INFO).write_text(json.dumps(metadata, indent=2))
     return diffusers_file
 
 

@@ -25,9 +25,9 @@ from tqdm import tqdm
 from headshots.config import Config
 from headshots.errors import HeadshotsError, ImageError
 from headshots.faces import Detection, Face, FaceAnalyzer, resolve_device
-from headshots.images import list_photos, load_rgb
+from headshots.images import load_rgb
 from headshots.logs import get_logger
-from headshots.workspace import Workspace
+from headshots.workspace import Workspace, replace_folder, write_json_atomic
 from train.captions import caption_photos, write_captions_file
 
 log = get_logger(__name__)
@@ -221,9 +221,7 @@ def prepare(cfg: Config, analyzer: FaceAnalyzer | None = None) -> PrepareResult:
     import datasets
 
     workspace = Workspace.from_config(cfg)
-    photos = list_photos(workspace.require_selfies())
-    if not photos:
-        raise HeadshotsError(f"{workspace.selfies} is empty.", "Add 5-20 recent photos of yourself, alone, face visible.")
+    photos = workspace.require_selfies()
     analyzer = analyzer or FaceAnalyzer(cfg.face, resolve_device(cfg.device))
     resolution = cfg.model.resolution
 
@@ -246,8 +244,7 @@ def prepare(cfg: Config, analyzer: FaceAnalyzer | None = None) -> PrepareResult:
         kept_faces.append(face)
 
     prepared = PrepareResult(cfg.user, results)
-    workspace.user_dir.mkdir(parents=True, exist_ok=True)
-    workspace.prepare_report.write_text(json.dumps(prepared.to_json(), indent=2))
+    write_json_atomic(workspace.prepare_report, prepared.to_json())
     _print_table(prepared)
     if len(crops) < cfg.prepare.min_photos:
         raise HeadshotsError(
@@ -279,25 +276,16 @@ def prepare(cfg: Config, analyzer: FaceAnalyzer | None = None) -> PrepareResult:
         },
         features=features,
     )
-    _replace_dir(workspace.prepared, dataset.save_to_disk)
+    building = workspace.prepared.with_name(workspace.prepared.name + ".tmp")  # swapped in whole: never half a dataset
+    shutil.rmtree(building, ignore_errors=True)
+    dataset.save_to_disk(str(building))
+    replace_folder(building, workspace.prepared)
     write_captions_file(workspace.captions, dict(zip(files, captions.captions)))
     embeddings = analyzer.embed(kept_images, kept_faces)
     save_file({"embeddings": embeddings.contiguous()}, str(workspace.reference_embeddings),
               metadata={"files": json.dumps([r.file for r in prepared.kept]), "model": "facenet-InceptionResnetV1"})
     log.info("prepared %d photos for %s -> %s", len(crops), cfg.user, workspace.prepared)
     return prepared
-
-
-def _replace_dir(target: Path, write) -> None:
-    """Write a folder next to `target`, then swap it in, so a crash never leaves half a dataset."""
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write(str(tmp))
-    old = target.with_name(target.name + ".old")
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _print_table(result: PrepareResult) -> None:

@@ -23,23 +23,22 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from headshots.config import Config, TrainConfig, save_config, to_yaml
+from headshots.config import Config, TrainConfig, model_source, save_config, to_yaml
 from headshots.errors import HeadshotsError
 from headshots.logs import get_logger
 from headshots.sdxl import load_components
-from headshots.workspace import Workspace, write_json_atomic
+from headshots.workspace import PROGRESS_FILE, VALIDATION_FILE, Workspace, add_files_to_digest, replace_folder, write_json_atomic
 from train import checkpoint as ckpt
 from train.cache import BatchSource, EncodedDataset, face_weight_map
 from train.lora import attach_lora, peft_lora_state_dict, save_adapter, set_unet_lora_state_dict, unet_lora_state_dict
 from train.prior import class_image_paths, class_rows
 from train.text import TextSide, replace_trigger, setup_text_side
-from train.validation import VALIDATION_FILE, VALIDATION_IMAGES, Validator, wandb_images
+from train.validation import VALIDATION_IMAGES, Validator, wandb_images
 
 log = get_logger(__name__)
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LORA_STATE_FILE = "lora.safetensors"
 RESUMABLE_KEYS = ("max_steps", "checkpoint_every", "keep_checkpoints", "validation")  # train.* a resumed run may change
-PROGRESS_FILE = "progress.json"  # outputs/<user>/<run>/progress.json: the loop's position, for watchers (the web app)
 
 
 def train(cfg: Config) -> Path:
@@ -201,11 +200,10 @@ def training_inputs(cfg: Config, prepared: Path) -> str:
     """Digest of what the adapter is trained from: the prepared dataset's rows (photos, crops, captions), the
     base model and every training setting except RESUMABLE_KEYS, which a run may change and still resume."""
     digest = hashlib.sha256()
-    for path in sorted(prepared.glob("*.arrow")):  # the rows; prepare writes them byte for byte the same
-        digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    add_files_to_digest(digest, prepared, sorted(prepared.glob("*.arrow")))  # the rows: prepare writes them byte for byte the same
     train = {key: value for key, value in OmegaConf.to_container(OmegaConf.structured(cfg.train)).items()
              if key not in RESUMABLE_KEYS}
-    model = OmegaConf.to_container(OmegaConf.structured(cfg.model))
+    model = {**OmegaConf.to_container(OmegaConf.structured(cfg.model)), "pretrained": model_source(cfg.model.pretrained)}
     digest.update(json.dumps({"model": model, "train": train}, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
@@ -238,8 +236,7 @@ def export_adapter(accelerator, unet, text: TextSide, adapter_dir: Path, cfg: Co
     encoders = [unwrap(accelerator, encoder) for encoder in text.text_encoders] if text.lora_params else []
     save_adapter(unwrap(accelerator, unet), tmp, metadata, encoders, text.embedding_state() if text.tokens else None)
     save_config(cfg, tmp / "config.yaml")
-    shutil.rmtree(adapter_dir, ignore_errors=True)
-    os.replace(tmp, adapter_dir)
+    replace_folder(tmp, adapter_dir)
     log.info("adapter saved to %s", adapter_dir)
 
 
@@ -445,6 +442,4 @@ def adapter_metadata(cfg: Config, tokens: list[str] = ()) -> dict[str, str]:
 
 
 def _loggable_config(cfg: Config) -> dict:
-    from omegaconf import OmegaConf
-
     return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]

@@ -24,10 +24,9 @@ from headshots.config import Config
 from headshots.faces import FaceAnalyzer, resolve_device
 from headshots.logs import get_logger
 from headshots.sdxl import SDXLComponents
-from headshots.workspace import Workspace
+from headshots.workspace import VALIDATION_FILE, Workspace, write_json_atomic
 
 log = get_logger(__name__)
-VALIDATION_FILE = "validation.json"
 VALIDATION_IMAGES = "validation"  # outputs/<user>/<run>/validation/: the sampled images
 
 
@@ -156,10 +155,7 @@ class Validator:
             "best": {"step": best.step, "face_similarity": best.face_similarity} if best else None,
             "history": [asdict(r) for r in self.history],
         }
-        path = self.run_dir / VALIDATION_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload, indent=2))
-        tmp.replace(path)
+        write_json_atomic(self.run_dir / VALIDATION_FILE, payload)
 
 
 def wandb_images(result: ValidationResult, images_dir: Path) -> list:

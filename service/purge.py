@@ -2,9 +2,10 @@
 checkpoints, generated images and local W&B files, and their rows in batch status files. With
 --include-selfies, the photos (and the person's own settings.yaml) too.
 
-    python -m headshots.purge --user alice [--include-selfies] [--config my.yaml] [paths.outputs_root=...]
+    python -m service.purge --user alice [--include-selfies] [--config my.yaml] [-v] [paths.outputs_root=...]
 
-Selfies and embeddings are biometric data; this is the one command that removes them.
+Selfies and embeddings are biometric data; this is the one command that removes them. It sits on the top floor
+because it knows every floor's files, the batch's status records included.
 Runs on W&B's servers (only if you turned W&B online) must be deleted in your W&B account.
 """
 
@@ -16,8 +17,10 @@ import shutil
 import sys
 from pathlib import Path
 
+from headshots.cli import print_error
 from headshots.config import load_config
 from headshots.errors import HeadshotsError
+from headshots.logs import setup_logging
 from headshots.workspace import Workspace, write_json_atomic
 
 
@@ -70,18 +73,21 @@ DELETE_THEM_TOO = "{} or --include-selfies here deletes them too"
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m headshots.purge",
+    parser = argparse.ArgumentParser(prog="python -m service.purge",
                                      description="Delete everything stored about one person (with --include-selfies, their photos too).")
-    parser.add_argument("--user", required=True)
+    parser.add_argument("--user", required=True, help="whose data: data/users/<user>/ and outputs/<user>/")
     parser.add_argument("--include-selfies", action="store_true", help="also delete the original photos")
+    parser.add_argument("--profile", default=None, help="the profile used for training, when it moved paths.*")
     parser.add_argument("--config", default=None, help="the YAML file used for training, when it moved paths.*")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     parser.add_argument("overrides", nargs="*", help="e.g. paths.data_root=... (as used for training)")
     args = parser.parse_intermixed_args(argv)
+    setup_logging(args.verbose)
     try:
-        workspace = Workspace.from_config(load_config(args.user, "sdxl", args.config, args.overrides, with_person_settings=False))
+        cfg = load_config(args.user, args.profile, args.config, args.overrides, with_person_settings=False)
+        workspace = Workspace.from_config(cfg)
     except HeadshotsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return print_error(exc, args.verbose)
     done = purge(workspace, args.include_selfies)
     for line in done:
         print(line)
