@@ -117,12 +117,13 @@ more: check-user $(if $(filter tiny,$(PROFILE)),tiny-model)
 USERS ?=
 ADDRESS ?=
 batch: $(if $(filter tiny,$(PROFILE)),tiny-model)
-	@test -n "$(USERS)" || { echo "error: say whose photos, e.g. make batch USERS=alice,bob"; exit 2; }
-	$(BIN)/python -m service.batch --users $(USERS) --profile $(PROFILE) $(if $(ADDRESS),--address $(ADDRESS)) $(ARGS)
+	@test -n $(call shell_quote,$(USERS)) || { echo "error: say whose photos, e.g. make batch USERS=alice,bob"; exit 2; }
+	$(BIN)/python -m service.batch --users=$(call shell_quote,$(USERS)) --profile $(call shell_quote,$(PROFILE)) \
+		$(if $(ADDRESS),--address=$(call shell_quote,$(ADDRESS))) $(ARGS)
 
 # The web app on 127.0.0.1:7860 (prints the URL); ARGS e.g. --port 8000, train.max_steps=500.
 app: $(if $(filter tiny,$(PROFILE)),tiny-model)
-	$(BIN)/python -m service.app --profile $(PROFILE) $(ARGS)
+	$(BIN)/python -m service.app --profile $(call shell_quote,$(PROFILE)) $(ARGS)
 
 # Delete generated images for good (files in outputs/<user>/<run>/samples/, comma-separated), then score the rest.
 IMAGES ?=

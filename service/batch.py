@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ from service.chain import FAILED, NOT_RUN, STAGES, StageResult, run_stage, stage
 # Environment a worker needs to behave like this process: face weights, W&B mode, hub settings.
 PASSED_ENV_PREFIXES = ("HEADSHOTS_", "WANDB_", "HF_", "TRANSFORMERS_", "DIFFUSERS_")
 CRASHED = "crashed"  # raised after every retry (not something the person can fix)
+INTERRUPTED = "interrupted"  # the batch was stopped (Ctrl-C) before the stage finished
 
 
 # -- what runs on the workers -------------------------------------------------------------------------
@@ -81,7 +83,7 @@ def _remote_api():
 @dataclass
 class StageRow:
     stage: str
-    state: str = "waiting"  # waiting | queued | running | done | skipped | failed | not run | crashed
+    state: str = "waiting"  # waiting | queued | running | done | skipped | failed | not run | crashed | interrupted
     seconds: float = 0.0
     attempts: int = 0
     reason: str = ""
@@ -96,7 +98,7 @@ class PersonRow:
 
     @property
     def state(self) -> str:
-        """complete | stopped (the person must fix something) | crashed | running."""
+        """complete | stopped (the person must fix something) | crashed | interrupted | running."""
         states = [s.state for s in self.stages]
         if all(s in ("done", "skipped") for s in states):
             return "complete"
@@ -104,6 +106,8 @@ class PersonRow:
             return "stopped"
         if CRASHED in states:
             return CRASHED
+        if INTERRUPTED in states:
+            return INTERRUPTED
         return "running"
 
     @property
@@ -121,16 +125,51 @@ class PersonRow:
                 "stages": [{**vars(s), "seconds": round(s.seconds, 2)} for s in self.stages]}
 
 
+_embedded_session: Path | None = None  # the session folder of the Ray this process started (its logs), if any
+
+
 def start_ray(address: str | None = None) -> None:
-    """Connect to the cluster at `address`, or start Ray embedded on this machine (address None).
-    Workers get this process's HEADSHOTS_/WANDB_/HF_ settings; the dashboard listens on loopback."""
+    """Connect to the cluster at `address`, or start Ray embedded on this machine (address None: always a new
+    one, never a cluster that RAY_ADDRESS or an earlier `ray start` names). Workers get this process's
+    HEADSHOTS_/WANDB_/HF_ settings; the dashboard listens on loopback."""
     import ray
 
+    global _embedded_session
     if ray.is_initialized():
         return
     env = {k: v for k, v in os.environ.items() if k.startswith(PASSED_ENV_PREFIXES)}
-    ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False, dashboard_host="127.0.0.1",
-             configure_logging=False)
+    try:
+        ray.init(address=address or "local", runtime_env={"env_vars": env}, log_to_driver=False,
+                 dashboard_host="127.0.0.1", configure_logging=False)
+    except ConnectionError as exc:
+        raise HeadshotsError(f"Could not reach a Ray cluster at {address}: {_first_line(exc)}",
+                             "Start it first (`ray start --head` on its head node), check the address, or leave "
+                             "--address (ADDRESS=) out to run on this machine.") from exc
+    if address is None:
+        _embedded_session = Path(ray._private.worker._global_node.get_session_dir_path())
+
+
+def stop_ray(keep_logs: bool = False) -> None:
+    """Shut down Ray, and delete the embedded session's folder (under /tmp/ray) unless `keep_logs`: its worker
+    logs name the people in the batch and the paths to their files, which `make purge` cannot reach there."""
+    import ray
+
+    global _embedded_session
+    ray.shutdown()
+    session, _embedded_session = _embedded_session, None
+    if session is None or keep_logs:
+        return
+    shutil.rmtree(session, ignore_errors=True)
+    latest = session.parent / "session_latest"
+    if latest.is_symlink() and not latest.exists():  # it pointed at the folder just deleted
+        latest.unlink()
+
+
+def worker_logs() -> str:
+    """Where a crashed stage's worker logs are, in words."""
+    if _embedded_session is not None:
+        return f"worker logs are in {_embedded_session / 'logs'} (kept for this; delete the folder when done: they name the people in the batch)"
+    return "worker logs are on the cluster's Ray dashboard"
 
 
 def new_batch_id() -> str:
@@ -148,7 +187,7 @@ def absolute_path_overrides(cfg: Config) -> list[str]:
 class BatchConfigs:
     shared: Config  # the batch's own settings (Ray, paths), without anyone's settings.yaml
     people: dict[str, Config]  # each person's, with their own settings
-    refused: dict[str, ConfigError]  # people whose own settings.yaml cannot be used, and why
+    refused: dict[str, HeadshotsError]  # people with no photos, or whose own settings.yaml cannot be used, and why
     config_file: str | None  # what every worker composes its person's config from: this file (absolute) ...
     overrides: list[str]  # ... and these
 
@@ -156,8 +195,8 @@ class BatchConfigs:
 def load_configs(users: Sequence[str], profile: str | None, config_file: str | None, overrides: Sequence[str],
                  batch_id: str) -> BatchConfigs:
     """Every person's config, composed and validated before any work starts. A bad shared setting (a key, a
-    user name) stops the batch here; a person whose own settings.yaml cannot be used is set aside with the
-    reason (their problem stays theirs)."""
+    user name) stops the batch here; a person with no photos, or whose own settings.yaml cannot be used, is set
+    aside with the reason (their problem stays theirs)."""
     if not users:
         raise ConfigError("No users given.", "Name them: --users alice,bob")
     if len({user.casefold() for user in users}) != len(users):  # Alice and alice share a folder on macOS and Windows
@@ -174,6 +213,12 @@ def load_configs(users: Sequence[str], profile: str | None, config_file: str | N
         except ConfigError as exc:
             without = load_config(user, profile, config_file, final, with_person_settings=False)  # raises: not theirs alone
             refused[user] = own_settings_error(exc, Workspace.from_config(without).person_settings)
+    for user, cfg in list(configs.items()):
+        try:
+            Workspace.from_config(cfg).require_selfies()
+        except HeadshotsError as exc:  # found now, not after Ray has started
+            refused[user] = exc
+            del configs[user]
     return BatchConfigs(shared, configs, refused, config_file, final)
 
 
@@ -201,6 +246,7 @@ class Batch:
             for row in rest:
                 row.state, row.reason = NOT_RUN, f"{first.stage} did not start"
         self.started = time.time()
+        self.interrupted = False
         self._last_states: list[tuple[str, str, str]] = []
 
     # -- Ray ------------------------------------------------------------------------------------------
@@ -258,8 +304,7 @@ class Batch:
             row.state = NOT_RUN if earlier_crashed else CRASHED
             row.reason = ("an earlier stage crashed" if earlier_crashed
                           else f"crashed after {self.settings.max_retries + 1} attempt(s): {_first_line(exc)}")
-            row.hint = "" if earlier_crashed else "Run the same batch again (finished stages are skipped); " \
-                                                  "worker logs are on the Ray dashboard."
+            row.hint = "" if earlier_crashed else f"Run the same batch again (finished stages are skipped); {worker_logs()}."
 
     def _mark_running(self, started: dict, pending: dict) -> None:
         for (user, stage), info in started.items():
@@ -272,11 +317,22 @@ class Batch:
     def _stage_row(self, user: str, stage: str) -> StageRow:
         return next(s for s in self.rows[user].stages if s.stage == stage)
 
+    def interrupt(self) -> None:
+        """Stopped (Ctrl-C): every stage not finished is marked interrupted, and the status says the batch has
+        ended, so nothing polling status.json waits for it."""
+        for row in self.rows.values():
+            for stage in row.stages:
+                if stage.state in ("waiting", "queued", "running"):
+                    stage.state, stage.reason = INTERRUPTED, "the batch was stopped"
+                    stage.hint = "Run the same batch again: finished stages are skipped and training resumes."
+        self.interrupted = True
+        self.write_status(finished=True)
+
     # -- reporting ------------------------------------------------------------------------------------
     def status(self, finished: bool) -> dict:
         return {"batch": self.batch_id, "address": self.address or "embedded",
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
-                "seconds": round(time.time() - self.started, 2), "finished": finished,
+                "seconds": round(time.time() - self.started, 2), "finished": finished, "interrupted": self.interrupted,
                 "status_file": str(self.status_dir / "status.json"),
                 "people": [row.to_json() for row in self.rows.values()]}
 
@@ -317,12 +373,16 @@ def run_batch(users: Sequence[str], profile: str | None = None, overrides: Seque
                           "Use 1-64 letters, digits, '-' or '_', e.g. --id nightly-3.")
     batch_id = batch_id or new_batch_id()
     batch = Batch(load_configs(users, profile, config_file, overrides, batch_id), batch_id, address)
-    if not batch.configs:  # everyone's own settings.yaml was refused: nothing to run
+    if not batch.configs:  # everyone was refused (no photos, or their settings.yaml): nothing to run
         batch.write_status(finished=True)
         return batch.status(finished=True)
     start_ray(address)
     batch.write_status(finished=False)
-    batch.follow(batch.submit())
+    try:
+        batch.follow(batch.submit())
+    except KeyboardInterrupt:
+        batch.interrupt()
+        raise
     return batch.status(finished=True)
 
 
@@ -345,6 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     users = [u.strip() for u in args.users.split(",") if u.strip()]
+    status = None
     try:
         status = run_batch(users, args.profile, args.overrides, args.address, args.batch_id, args.config)
     except HeadshotsError as exc:
@@ -353,6 +414,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\ninterrupted: run the same command again; finished stages are skipped and training resumes",
               file=sys.stderr)
         return 130
+    finally:
+        stop_ray(keep_logs=status is not None and exit_status(status) == 1)
     for person in status["people"]:
         if person["state"] != "complete":  # what to do, in full (the table cuts the reason short)
             print(f"{person['user']}: {person['reason']}" + (f"\n  -> {person['hint']}" if person["hint"] else ""))

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from headshots.config import load_config
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace
 from infer.export import save_favourites
-from service.batch import run_batch, start_ray
+from service.batch import Batch, load_configs, run_batch, start_ray, stop_ray
 from service.chain import STAGE_NAMES, stages_to_run
 from tests.conftest import copy_photos
 
@@ -48,10 +48,12 @@ def people(tmp_path_factory, faces_dir, face_weights):
     overrides = [f"paths.data_root={data}", f"paths.outputs_root={root / 'outputs'}", f"paths.cache_root={root / 'cache'}",
                  f"model.pretrained={root / 'tiny-sdxl'}", "wandb.mode=disabled", *OVERRIDES]
     start_ray()
-    yield overrides
     import ray
 
-    ray.shutdown()
+    session = Path(ray._private.worker._global_node.get_session_dir_path())
+    yield overrides
+    stop_ray()
+    assert not session.exists(), "Ray's session logs (they name everyone in the batch) were left behind"
 
 
 def fit_worker_pid(user: str, timeout: float = 300) -> int:
@@ -195,11 +197,23 @@ def test_new_training_inputs_start_training_afresh_instead_of_resuming_the_old_r
     assert any((after[k] - before[k]).abs().max() > 1e-6 for k in before), "the old adapter was exported again"
 
 
-def test_a_batch_of_refused_settings_alone_runs_nothing_and_says_why(people):
-    status = run_batch(["dora"], "tiny", people, batch_id="dora-alone")
+def test_a_batch_of_refused_people_alone_runs_nothing_and_says_why(people):
+    status = run_batch(["dora", "nobody"], "tiny", people, batch_id="refused-alone")
     on_disk = json.loads(Path(status["status_file"]).read_text())
     assert on_disk["finished"] and on_disk["people"] == status["people"]
     assert person(status, "dora")["state"] == "stopped" and "settings.yaml" in person(status, "dora")["reason"]
+    assert person(status, "nobody")["state"] == "stopped" and "No selfie folder" in person(status, "nobody")["reason"]
+    assert "photos of nobody" in person(status, "nobody")["hint"]
+
+
+def test_a_stopped_batch_says_so_in_its_status(people):
+    """Ctrl-C: the stages not finished are marked interrupted and the status ends, so nothing polling it waits."""
+    batch = Batch(load_configs(["alice", "carol"], "tiny", None, people, "stopped"), "stopped")
+    batch.interrupt()
+    status = json.loads((batch.status_dir / "status.json").read_text())
+    assert status["finished"] and status["interrupted"]
+    assert {p["user"]: p["state"] for p in status["people"]} == {"alice": "interrupted", "carol": "interrupted"}
+    assert "Run the same batch again" in person(status, "alice")["hint"]
 
 
 @pytest.mark.parametrize("args, message", [

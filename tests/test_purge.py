@@ -70,5 +70,6 @@ def test_make_takes_whose_data_from_its_command_line_only():
     unclear = make("purge", "USER=erin-nobody", "ALL=no")
     assert unclear.returncode == 2 and "not ALL=no" in unclear.stdout and "service.purge" not in unclear.stdout
     assert "-m train intake --user='a b' " in make("-n", "intake", "USER=a b").stdout
+    assert "--users='x;echo hi'" in make("-n", "batch", "USERS=x;echo hi").stdout  # a name, not a second command
     like_an_option = make("intake", "USER=-x").stderr  # reaches the name rule, not argparse's "expected one argument"
     assert "Use 1-64 letters, digits" in like_an_option and "expected one argument" not in like_an_option

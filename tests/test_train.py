@@ -83,6 +83,8 @@ def test_wandb_offline_writes_local_run_files(prepared_user, make_config):
     train(cfg)
     runs = list(Workspace.from_config(cfg).wandb_dir("logged").rglob("offline-run-*"))
     assert runs, "wandb offline run folder expected"
+    recorded = b"".join(f.read_bytes() for f in runs[0].rglob("*") if f.is_file())
+    assert b"learning_rate" in recorded and cfg.paths.data_root.encode() not in recorded  # settings, not where photos are
 
 
 def test_kohya_export_loads_in_diffusers_like_the_diffusers_file(prepared_user, make_config, tiny_model):

@@ -442,4 +442,8 @@ def adapter_metadata(cfg: Config, tokens: list[str] = ()) -> dict[str, str]:
 
 
 def _loggable_config(cfg: Config) -> dict:
-    return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]
+    """The settings a W&B run records, without `paths`: absolute folders name the machine's account and where the
+    photos are, which a W&B server has no use for."""
+    settings = OmegaConf.to_container(OmegaConf.structured(cfg))
+    settings.pop("paths")  # type: ignore[union-attr]
+    return settings  # type: ignore[return-value]
