@@ -34,7 +34,7 @@ help:
 	@echo "make infer USER=name [STYLES=linkedin,actor] [N=8]      make more USER=name IMAGE=file [N=4]"
 	@echo "make discard USER=name IMAGES=a.png,b.png              make export USER=name [IMAGES=a.png]"
 	@echo "make purge USER=name [ALL=1: their photos too]            make batch USERS=a,b [ADDRESS=auto]"
-	@echo "make app [PROFILE=tiny] [ARGS='--port 8000']             make face-eval CFP=... WILD=..."
+	@echo "make app [PROFILE=tiny] [ARGS='--port 8000']             make face-eval CFP=... WILD=... [NAME=...]"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -74,7 +74,7 @@ $(TINY_MODEL)/model_index.json:
 
 tiny-model: $(TINY_MODEL)/model_index.json
 
-# The whole pipeline on the tiny profile and the shipped sample selfies (a few minutes on a CPU). Its 3 usable
+# The whole pipeline on the tiny profile and the shipped sample selfies (about a minute and a half on 2 CPU cores). Its 3 usable
 # photos are fewer than a real set needs (intake.min_photos, 5): the demo lowers that minimum for itself.
 demo: tiny-model
 	@mkdir -p data/users/demo/selfies
@@ -145,7 +145,7 @@ purge: check-user
 # Face verification on public datasets outside the repository (how to get them: scripts/face_measure.py).
 # One CPU thread: ~35 min to measure, seconds to report. CFP=.../cfp-dataset WILD=.../celeba299
 face-eval:
-	@test -n "$(CFP)" -a -n "$(WILD)" || { echo "usage: make face-eval CFP=<cfp-dataset folder> WILD=<identity folders>"; exit 2; }
+	@test -n "$(CFP)" -a -n "$(WILD)" || { echo "usage: make face-eval CFP=<cfp-dataset folder> WILD=<identity folders> [NAME=<weights name>]"; exit 2; }
 	OMP_NUM_THREADS=1 $(BIN)/python scripts/face_measure.py --cfp $(CFP) --wild $(WILD) --weights $(HEADSHOTS_FACE_WEIGHTS) \
 		--margins 0,14,32 --wild-margins 14,32 --per-identity 6 --out outputs/face-measured.pt
 	OMP_NUM_THREADS=1 $(BIN)/python scripts/face_similarity_eval.py --measured outputs/face-measured.pt --cfp $(CFP) --wild $(WILD) \
