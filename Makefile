@@ -74,7 +74,7 @@ $(TINY_MODEL)/model_index.json:
 
 tiny-model: $(TINY_MODEL)/model_index.json
 
-# The whole pipeline on the tiny profile and the shipped sample selfies (about a minute and a half on 2 CPU cores). Its 3 usable
+# The whole pipeline on the tiny profile and the shipped sample selfies (under a minute on 2 idle CPU cores). Its 3 usable
 # photos are fewer than a real set needs (intake.min_photos, 5): the demo lowers that minimum for itself.
 demo: tiny-model
 	@mkdir -p data/users/demo/selfies
