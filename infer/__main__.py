@@ -53,18 +53,16 @@ def _recover(cfg: Config) -> None:
 
 
 def _more(cfg: Config) -> None:
-    from infer.detail import with_detail
+    from infer.gallery import make_and_review
     from infer.variations import more_like
 
-    with_detail(cfg, more_like)
-    _score(cfg)
+    print(f"gallery: {make_and_review(cfg, more_like)[1]}")
 
 
 def _all(cfg: Config) -> None:
-    from infer.detail import with_detail
+    from infer.gallery import make_and_review
 
-    with_detail(cfg)
-    _score(cfg)
+    print(f"gallery: {make_and_review(cfg)[1]}")
 
 
 COMMANDS = {"generate": _generate, "detail": _detail, "score": _score, "export": _export, "more": _more, "discard": _discard,

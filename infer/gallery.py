@@ -44,6 +44,19 @@ def score_and_show(cfg: Config, analyzer: FaceAnalyzer | None = None) -> tuple[l
     return scores, write_gallery(cfg)
 
 
+def make_and_review(cfg: Config, make: Callable | None = None) -> tuple[list[Score], Path]:
+    """New images (`make`: generate by default, or variations.more_like), their face-detail pass when
+    `infer.detail.enabled`, then every image scored and the gallery: how `infer all`, `infer more`, the web app's
+    jobs and the batch make images."""
+    from infer.detail import with_detail  # the drawing code: loaded only by the commands that draw
+
+    if make is None:
+        with_detail(cfg)
+    else:
+        with_detail(cfg, make)
+    return score_and_show(cfg)
+
+
 def write_gallery(cfg: Config) -> Path:
     workspace = Workspace.from_config(cfg)
     samples_dir = workspace.samples_dir(cfg.run)

@@ -64,11 +64,9 @@ def _fit(cfg: Config, fingerprint: str) -> dict:
 def _infer(cfg: Config, fingerprint: str) -> dict:
     """Generate a round named after the stage's fingerprint (unless infer.round names it): a retry after a
     crash completes that round instead of adding another. Then the face-detail pass, scores and gallery."""
-    from infer.detail import with_detail
-    from infer.gallery import score_and_show
+    from infer.gallery import make_and_review
 
-    with_detail(cfg if cfg.infer.round else replace(cfg, infer=replace(cfg.infer, round=f"chain-{fingerprint[:12]}")))
-    scores, _ = score_and_show(cfg)
+    scores, _ = make_and_review(cfg if cfg.infer.round else replace(cfg, infer=replace(cfg.infer, round=f"chain-{fingerprint[:12]}")))
     kept = [s for s in scores if s.kept]
     return {"images": len(scores), "kept": len(kept),
             "best_likeness": max((s.similarity for s in scores if s.similarity is not None), default=None)}

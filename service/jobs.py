@@ -228,12 +228,10 @@ def run_chain(cfg: Config, last: str) -> None:
 def more_like_and_review(cfg: Config) -> None:
     """More like `infer.more.image` (and their faces re-drawn when `infer.detail.enabled`), then the whole
     review again (scores and gallery) with them in it."""
-    from infer.detail import with_detail
-    from infer.gallery import score_and_show
+    from infer.gallery import make_and_review
     from infer.variations import more_like
 
-    with_detail(cfg, more_like)
-    score_and_show(cfg)
+    make_and_review(cfg, more_like)
 
 
 COMMANDS = {**{kind: (lambda cfg, last=last: run_chain(cfg, last)) for kind, last in LAST_STAGE.items()},
