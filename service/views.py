@@ -23,7 +23,7 @@ from headshots.workspace import ADAPTER_WEIGHTS, SCORES, Workspace
 from infer.gallery import CARD_SIDES, review_card
 from infer.manifest import read_manifest
 from service.jobs import DONE, FAILED, IMAGE_KINDS, QUEUED, RUNNING, STOPPED, Job
-from train.intake import PREVIEW_SIDE, face_boxes_html
+from train.intake_report import PREVIEW_SIDE, face_boxes_html
 
 CSS = """
 .hs-set{padding:10px 14px;border-left:6px solid #2a2;margin:6px 0 12px;background:#f6fff6}

@@ -656,7 +656,7 @@ def test_the_faces_that_make_more_than_one_are_shown(faces_dir, analyzer, make_c
     """"More than one face" asks the person to crop the others out: the report holds their boxes beside the person's,
     and both pages draw them (in another colour), so the person sees whom."""
     from service.views import _photo_card
-    from train.intake import face_boxes_html
+    from train.intake_report import face_boxes_html
 
     group = faces_dir / "azure-samples" / "_unlabelled_or_multiface" / "test-image-person-group.jpg"
     report, _, _ = assess_photo(group, analyzer, make_config("alice"), NOW)

@@ -11,8 +11,6 @@ few photos are usable or it shows two people. The command exits non-zero when th
 
 from __future__ import annotations
 
-import html
-import json
 import os
 import threading
 import time
@@ -31,14 +29,14 @@ from headshots import quality
 from headshots.config import Config, IntakeConfig
 from headshots.errors import HeadshotsError, ImageError
 from headshots.faces import Face, FaceAnalyzer, resolve_device
-from headshots.images import jpeg_data_uri, load_rgb
+from headshots.images import load_rgb
 from headshots.logs import plural
 from headshots.workspace import Workspace, write_json_atomic
+from train.intake_report import print_table, render_html, thumbnail_uri
 
 OK, WARN, REJECT = "ok", "warn", "reject"
 _RANK = {OK: 0, WARN: 1, REJECT: 2}
 MORE_LIGHT = "Move near a window facing you, or turn on more lights."  # the advice for every kind of too little light
-PREVIEW_SIDE = 240  # px, the thumbnails in intake.html and on the app's upload tab
 MAX_WORKERS = 4  # photo-checking threads: more add nothing on top of torch's own threads (docs/benchmarks.md, Intake)
 RELATIVE_MIN_PHOTOS = 4  # faces a set needs before its medians stand for the person (their skin tone, their skin's grain)
 # Checks in causal order: when several rejections fire, the verdict leads with the earliest, the one that explains the
@@ -362,7 +360,7 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
             report.add("decode", Check(REJECT, {}, exc.message.split(": ", 1)[-1], exc.hint))
             return report, None, None
     with _timed(timings, "preview"):
-        preview = _thumbnail_uri(image)
+        preview = thumbnail_uri(image)
     report.add("decode", Check(OK, {"width": image.width, "height": image.height, "scale": _r(scale)}))
     report.add("age", age_check(path, cfg.intake, now))
     with _timed(timings, "detect"):
@@ -651,61 +649,3 @@ def intake(cfg: Config) -> IntakeResult:
         raise HeadshotsError(f"This photo set is not usable yet: {result.set.reason}.",
                              " ".join(result.set.advice) + f" Details: {Workspace.from_config(cfg).intake_page}")
     return result
-
-
-# -- reports -----------------------------------------------------------------------------------
-def print_table(result: IntakeResult) -> None:
-    width = max([len(p.file) for p in result.photos] + [5])
-    print(f"\n{'photo':<{width}}  verdict  reason -> advice")
-    for p in result.photos:
-        detail = f"{p.reason} -> {' '.join(p.advice)}" if p.reason else ""
-        print(f"{p.file:<{width}}  {p.verdict.upper():<7}  {detail}")
-    s = result.set
-    print(f"\nset: {s.verdict.upper()}, {s.usable} of {s.total} photos usable" + (f": {s.reason}" if s.reason else ""))
-    for line in s.advice:
-        print(f"  -> {line}")
-    print()
-
-
-def face_boxes_html(face_box: list[float] | None, other_faces: list[list[float]], css_class: str) -> str:
-    """The face boxes drawn over a photo's preview: the person's, and in another colour (`css_class` + " other") the
-    faces that made it "more than one face". Boxes are fractions of the photo, so they fit a preview of any size."""
-    def box(b: list[float], classes: str) -> str:
-        x1, y1, x2, y2 = (100 * v for v in b)
-        return f"<div class='{classes}' style='left:{x1:.1f}%;top:{y1:.1f}%;width:{x2 - x1:.1f}%;height:{y2 - y1:.1f}%'></div>"
-
-    return (box(face_box, css_class) if face_box else "") + "".join(box(b, f"{css_class} other") for b in other_faces)
-
-
-def _thumbnail_uri(image: Image.Image) -> str:
-    small = image.copy()
-    small.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
-    return jpeg_data_uri(small, quality=80)
-
-
-_STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
-.photo{display:flex;gap:1.5em;margin:1em 0;padding:1em;border-left:6px solid #2a2}
-.warn{border-color:#e90}.reject{border-color:#d22}
-.frame{position:relative;width:240px;flex:none}.frame img{width:240px;display:block}
-.box{position:absolute;border:2px solid #0f0;box-sizing:border-box}.box.other{border-color:#e00}
-.verdict{font-weight:bold;text-transform:uppercase}td{padding:0 .6em;font-size:.85em;color:#555}"""
-
-
-def render_html(result: IntakeResult) -> str:
-    """One self-contained page: photos are embedded as small thumbnails (nothing else is copied)."""
-    s = result.set
-    parts = [f"<!doctype html><meta charset=utf-8><title>Intake: {html.escape(result.user)}</title><style>{_STYLE}</style>",
-             f"<h1>Photo check for {html.escape(result.user)}</h1>",
-             (f"<div class='photo {s.verdict}'><div><span class=verdict>{s.verdict}</span>: {s.usable} of {s.total} photos usable"
-              f"{': ' + html.escape(s.reason) if s.reason else ''}<ul>{''.join(f'<li>{html.escape(a)}' for a in s.advice)}</ul></div></div>")]
-    for p in result.photos:
-        frame = "<div class=frame>(not readable)</div>"
-        if p.file in result.previews:
-            boxes = face_boxes_html(p.face_box, p.other_faces, "box")
-            frame = f"<div class=frame><img src='{result.previews[p.file]}' alt=''>{boxes}</div>"
-        rows = "".join(f"<tr><td>{name}<td>{c.status}<td>{html.escape(json.dumps(c.value))}" for name, c in p.checks.items())
-        advice = "".join(f"<li>{html.escape(a)}" for a in p.advice)
-        parts.append(f"<div class='photo {p.verdict}'>{frame}<div><b>{html.escape(p.file)}</b> "
-                     f"<span class=verdict>{p.verdict}</span><p>{html.escape(p.reason or 'good photo')}</p>"
-                     f"<ul>{advice}</ul><table>{rows}</table></div></div>")
-    return "\n".join(parts) + "\n"

@@ -1,0 +1,74 @@
+"""What intake found, for people: the table the CLI prints, the page intake.html, and the face boxes and thumbnails
+the web app's photo cards use too. Every photo is embedded as a small thumbnail: the page names no file path."""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import TYPE_CHECKING
+
+from PIL import Image
+
+from headshots.images import jpeg_data_uri
+
+if TYPE_CHECKING:
+    from train.intake import IntakeResult
+
+PREVIEW_SIDE = 240  # px, the thumbnails in intake.html and on the app's upload tab
+
+
+def print_table(result: IntakeResult) -> None:
+    width = max([len(p.file) for p in result.photos] + [5])
+    print(f"\n{'photo':<{width}}  verdict  reason -> advice")
+    for p in result.photos:
+        detail = f"{p.reason} -> {' '.join(p.advice)}" if p.reason else ""
+        print(f"{p.file:<{width}}  {p.verdict.upper():<7}  {detail}")
+    s = result.set
+    print(f"\nset: {s.verdict.upper()}, {s.usable} of {s.total} photos usable" + (f": {s.reason}" if s.reason else ""))
+    for line in s.advice:
+        print(f"  -> {line}")
+    print()
+
+
+def face_boxes_html(face_box: list[float] | None, other_faces: list[list[float]], css_class: str) -> str:
+    """The face boxes drawn over a photo's preview: the person's, and in another colour (`css_class` + " other") the
+    faces that made it "more than one face". Boxes are fractions of the photo, so they fit a preview of any size."""
+    def box(b: list[float], classes: str) -> str:
+        x1, y1, x2, y2 = (100 * v for v in b)
+        return f"<div class='{classes}' style='left:{x1:.1f}%;top:{y1:.1f}%;width:{x2 - x1:.1f}%;height:{y2 - y1:.1f}%'></div>"
+
+    return (box(face_box, css_class) if face_box else "") + "".join(box(b, f"{css_class} other") for b in other_faces)
+
+
+def thumbnail_uri(image: Image.Image) -> str:
+    small = image.copy()
+    small.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+    return jpeg_data_uri(small, quality=80)
+
+
+_STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
+.photo{display:flex;gap:1.5em;margin:1em 0;padding:1em;border-left:6px solid #2a2}
+.warn{border-color:#e90}.reject{border-color:#d22}
+.frame{position:relative;width:240px;flex:none}.frame img{width:240px;display:block}
+.box{position:absolute;border:2px solid #0f0;box-sizing:border-box}.box.other{border-color:#e00}
+.verdict{font-weight:bold;text-transform:uppercase}td{padding:0 .6em;font-size:.85em;color:#555}"""
+
+
+def render_html(result: IntakeResult) -> str:
+    """One self-contained page: photos are embedded as small thumbnails (nothing else is copied)."""
+    s = result.set
+    parts = [f"<!doctype html><meta charset=utf-8><title>Intake: {html.escape(result.user)}</title><style>{_STYLE}</style>",
+             f"<h1>Photo check for {html.escape(result.user)}</h1>",
+             (f"<div class='photo {s.verdict}'><div><span class=verdict>{s.verdict}</span>: {s.usable} of {s.total} photos usable"
+              f"{': ' + html.escape(s.reason) if s.reason else ''}<ul>{''.join(f'<li>{html.escape(a)}' for a in s.advice)}</ul></div></div>")]
+    for p in result.photos:
+        frame = "<div class=frame>(not readable)</div>"
+        if p.file in result.previews:
+            boxes = face_boxes_html(p.face_box, p.other_faces, "box")
+            frame = f"<div class=frame><img src='{result.previews[p.file]}' alt=''>{boxes}</div>"
+        rows = "".join(f"<tr><td>{name}<td>{c.status}<td>{html.escape(json.dumps(c.value))}" for name, c in p.checks.items())
+        advice = "".join(f"<li>{html.escape(a)}" for a in p.advice)
+        parts.append(f"<div class='photo {p.verdict}'>{frame}<div><b>{html.escape(p.file)}</b> "
+                     f"<span class=verdict>{p.verdict}</span><p>{html.escape(p.reason or 'good photo')}</p>"
+                     f"<ul>{advice}</ul><table>{rows}</table></div></div>")
+    return "\n".join(parts) + "\n"
