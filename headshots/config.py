@@ -377,7 +377,7 @@ class IntakeConfig:
     max_relative_colour: float = 0.4  # distance of the face's chromaticity from its median over the set; above: coloured light (warn)
     max_clipped: float = 0.03  # share of the face blown out to white (every channel >= 250); above: overexposed
     max_photo_clipped: float = 0.25  # share of the whole photo blown out, judged only when no face was found
-    min_side_light: float = 0.65  # darker / brighter cheek (median luminance)
+    max_side_contrast: float = 0.68  # |log cheek ratio| / spread of log skin luminance (quality.side_contrast)
     max_backlight: float = 2.0  # background / face luminance
     max_colour_cast: float = 0.2  # distance of the face's log-chromaticity from the hue of skin (coloured light, not skin tone)
     max_yaw: float = 0.35  # nose offset from the eye midpoint, in eye distances
@@ -402,10 +402,10 @@ class IntakeConfig:
         for key in ("min_skin_light", "min_photo_light", "dim_skin_light", "min_photo_white"):
             _check(0.0 <= getattr(self, key) <= 255.0, f"intake.{key}", "must be in 0..255")
         _check(self.min_pitch < self.max_pitch, "intake.min_pitch", "must be below intake.max_pitch")
-        for key in ("max_clipped", "max_photo_clipped", "max_crushed", "dim_crushed", "min_relative_light", "min_relative_texture", "min_relative_side_light", "min_side_light",
+        for key in ("max_clipped", "max_photo_clipped", "max_crushed", "dim_crushed", "min_relative_light", "min_relative_texture", "min_relative_side_light",
                     "min_acuity", "max_anisotropy", "duplicate_similarity", "max_sameness", "max_eye_flat", "min_mouth_detail"):
             _check(0.0 <= getattr(self, key) <= 1.0, f"intake.{key}", "must be between 0 and 1")
-        for key in ("min_texture", "max_backlight", "max_colour_cast", "max_relative_colour", "max_yaw", "max_roll",
+        for key in ("min_texture", "max_side_contrast", "max_backlight", "max_colour_cast", "max_relative_colour", "max_yaw", "max_roll",
                     "max_age_years", "smile_ratio"):
             _check(getattr(self, key) >= 0, f"intake.{key}", "must be >= 0")
         _check(-1.0 <= self.identity_threshold <= 1.0, "intake.identity_threshold", "must be between -1 and 1")

@@ -230,14 +230,32 @@ def _white(image: Image.Image) -> float:
 
 
 def side_light(crop: FaceCrop) -> float:
-    """Darker / brighter cheek (median luminance of each cheek's skin patch): low = a harsh shadow across one side.
-    Cheeks, not face halves: halves mix in hair, beard and background at the box's edges, which blunted the
-    contrast of a real shadow to that of many evenly lit faces (calibration medians 0.66 vs 0.55 on cheeks)."""
+    """Darker / brighter cheek (median luminance of each cheek's skin patch): low = a shadow across one side. The set
+    check compares it with the person's other photos; one photo alone is judged on `side_contrast`, which a tone
+    curve cannot fake. Cheeks, not face halves: halves mix in hair, beard and background at the box's edges, which
+    blunted the contrast of a real shadow to that of many evenly lit faces (calibration medians 0.66 vs 0.55 on cheeks)."""
     cheeks = crop.skin("cheeks")
     if len(cheeks) < 2:
         return 1.0
     left, right = (float(np.median(p)) for p in cheeks)
     return min(left, right) / max(left, right, 1.0)
+
+
+def side_contrast(crop: FaceCrop) -> float:
+    """How much of the face's own range of light lies between its cheeks: |log(darker / brighter cheek)| over the
+    spread of log luminance across its bare skin (10th to 90th percentile; cheeks and forehead). High = one side
+    in shadow. A tone curve cannot fake it: a darker exposure and any power-law curve scale every log-luminance
+    difference alike, so a dim photo whose curve deepened a mild asymmetry (its cheek ratio fell under the limit)
+    keeps the contrast of its well-exposed self, while a light falloff across the face moves the cheeks apart
+    more than the face's own shading spreads (held-out side shadows keep a cheek ratio near 0.7, inside the
+    spread of clean photos; docs/intake_quality.md)."""
+    cheeks, skin = crop.skin("cheeks"), crop.skin("all")
+    if len(cheeks) < 2:
+        return 0.0
+    left, right = (float(np.median(p)) for p in cheeks)
+    logs = np.log(np.concatenate([p.ravel() for p in skin]) + 1.0)
+    spread = float(np.percentile(logs, 90) - np.percentile(logs, 10))
+    return abs(math.log((left + 1.0) / (right + 1.0))) / max(spread, 1e-3)
 
 
 def backlight(image: Image.Image, face: Face) -> float:
@@ -345,7 +363,8 @@ class FaceMeasures:
     eye_flat: float  # occlusion()
     mouth_detail: float
     focus: Focus  # the inner face, on `detail_crop`
-    side_light: float
+    side_light: float  # side_light(): the cheeks' ratio, which the set check compares with the person's other photos
+    side_contrast: float  # side_contrast(): what one photo is judged on
     chroma: tuple[float, float]  # chromaticity(): colour_cast() of it, and the set's relative colour
     pose: Pose
 
@@ -354,7 +373,7 @@ class FaceMeasures:
         """The inverse of dataclasses.asdict, for stored measurements."""
         return cls(exposure=Exposure(**d["exposure"]), photo_exposure=Exposure(**d["photo_exposure"]), pose=Pose(**d["pose"]),
                    focus=Focus(**{**d["focus"], "acuity": tuple(d["focus"]["acuity"])}), chroma=tuple(d["chroma"]),
-                   **{k: d[k] for k in ("background_to_face", "eye_flat", "mouth_detail", "side_light")})
+                   **{k: d[k] for k in ("background_to_face", "eye_flat", "mouth_detail", "side_light", "side_contrast")})
 
 
 def measure(image: Image.Image, face: Face) -> FaceMeasures:
@@ -362,7 +381,7 @@ def measure(image: Image.Image, face: Face) -> FaceMeasures:
     crop, detail = face_crop(image, face), detail_crop(image, face)
     eye_flat, mouth_detail = occlusion(crop)
     return FaceMeasures(exposure(crop), photo_exposure(image), backlight(image, face), eye_flat, mouth_detail, focus(detail),
-                        side_light(crop), chromaticity(crop), pose(face))
+                        side_light(crop), side_contrast(crop), chromaticity(crop), pose(face))
 
 
 def thumbnail(image: Image.Image) -> np.ndarray:

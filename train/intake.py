@@ -228,7 +228,7 @@ def judge(m: quality.FaceMeasures, cfg: IntakeConfig) -> dict[str, Check]:
                                  "backlit: bright behind you, face in shadow",
                                  "Turn around so the window or sun is in front of you, not behind.", WARN,
                                  _over(m.background_to_face, cfg.max_backlight))
-    one_sided = m.side_light < cfg.min_side_light  # a shadow across one side darkens face and frame: side light's to say
+    one_sided = m.side_contrast > cfg.max_side_contrast  # a shadow across one side darkens face and frame: side light's to say
     checks["exposure"] = _exposure_check(m.exposure, m.photo_exposure, cfg, one_sided)
     if checks["exposure"].reason == "face too dark" and checks["backlight"].status != OK:
         checks["exposure"].advice = checks["backlight"].advice  # the light behind is what to change
@@ -243,9 +243,11 @@ def judge(m: quality.FaceMeasures, cfg: IntakeConfig) -> dict[str, Check]:
     checks["sharpness"] = _check(soft, {"acuity": _r(m.focus.sharpest)}, "face out of focus",
                                  "Tap your face on the screen to focus, and make sure the lens is clean.")
     clear = bare and not (shaken or soft)  # lit, uncovered, sharp: the finer checks below judge only such a face
-    checks["side_light"] = _check(m.side_light < cfg.min_side_light and bare, {"dark_to_bright": _r(m.side_light)},
+    # read on the skin's spread of light, which blur narrows: judged on a sharp face only
+    checks["side_light"] = _check(m.side_contrast > cfg.max_side_contrast and clear,
+                                  {"dark_to_bright": _r(m.side_light), "side_contrast": _r(m.side_contrast)},
                                   "harsh shadow on one side of the face", "Face the window or light instead of having it beside you.", WARN,
-                                  _under(m.side_light, cfg.min_side_light))
+                                  _over(m.side_contrast, cfg.max_side_contrast))
     cast = quality.colour_cast(m.chroma)
     checks["colour_cast"] = _check(cast > cfg.max_colour_cast and clear, {"cast": _r(cast)}, "strong colour cast",
                                    "Use daylight rather than coloured or warm indoor lamps, and no colour filters.", WARN,
