@@ -542,7 +542,7 @@ def markdown(scores: dict[str, dict], seconds: float | None, command: str) -> st
              "  percentile of saturation along the skin-hue line (0.58), and with best-lit skin below 154, 48 of 57; but clean",
              "  faces reach that saturation too (darker skin, vivid colour: 6 of 119 clean calibration photos, best-lit skin",
              "  111-174), which would then be told \"too dark\"; not used.",
-             "- side_shadow: the cheek limit (0.65) is the edge of clean CelebA photos, many of them side-lit at events; the",
+             "- side_shadow: the cheek-ratio limit used before (0.65) was the edge of clean CelebA photos, many side-lit at events; the",
              "  held-out falloff leaves the shadowed cheek at ~0.7 of the lit one. Patches further out (0.6-0.9 eye distances",
              "  from the nose, where the falloff is deeper) were tried on calibration photos: hair, ears and background there",
              "  spread the clean photos' ratio down to 0.23-0.08 (5th percentile), and a limit at that edge caught 0.09 of",
