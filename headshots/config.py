@@ -26,6 +26,7 @@ from headshots.schedulers import SCHEDULERS
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 RESERVED_USER_NAMES = ("batch",)  # outputs/batch/<id>/ is the batch runner's (service/batch.py)
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+SIMPLE_NAME_RULE = "1-64 letters, digits, '-' or '_', starting with a letter or digit"  # _USER_NAME in words
 PERSON_SETTINGS = "settings.yaml"  # data/users/<u>/settings.yaml: what this person chose (optional)
 # What one person may choose for themselves; everything else belongs to whoever runs the pipeline.
 PERSON_KEYS = ("prepare.class_noun", "infer.styles", "infer.images_per_style", "infer.style_overrides")
@@ -469,12 +470,12 @@ class Config:
 
     def __post_init__(self) -> None:
         validate_user_name(self.user)
-        _check(is_simple_name(self.run), "run", "must be a simple name (letters, digits, - and _)")
+        _check(is_simple_name(self.run), "run", f"must be {SIMPLE_NAME_RULE}")
 
 
 def is_simple_name(name: str | None) -> bool:
-    """Safe as one folder's name (a user, a run, a batch): 1-64 letters, digits, '-' or '_', starting with a letter
-    or digit, so it can never reach outside the folder it is put in."""
+    """Safe as one folder's name (a user, a run, a batch): SIMPLE_NAME_RULE, so it can never reach outside the
+    folder it is put in."""
     return _USER_NAME.fullmatch(name or "") is not None
 
 
@@ -483,7 +484,7 @@ def validate_user_name(user: str) -> str:
     if not is_simple_name(user):
         raise ConfigError(
             f"User name {user!r} is not allowed.",
-            "Use 1-64 letters, digits, '-' or '_', starting with a letter or digit (e.g. USER=alice).",
+            f"Use {SIMPLE_NAME_RULE} (e.g. USER=alice).",
         )
     if user.casefold() in RESERVED_USER_NAMES:  # Batch is outputs/batch/ too on macOS and Windows
         raise ConfigError(f"User name {user!r} is reserved: outputs/{user}/ holds the batch runner's status files.",

@@ -38,7 +38,7 @@ import gradio as gr
 from PIL import Image
 
 from headshots.cli import print_error
-from headshots.config import PROMPT_WORDS, AppConfig, Config, load_config, validate_user_name
+from headshots.config import PROMPT_WORDS, SIMPLE_NAME_RULE, AppConfig, Config, load_config, validate_user_name
 from headshots.errors import ConfigError, HeadshotsError, ImageError
 from headshots.faces import FaceAnalyzer, resolve_device
 from headshots.images import list_photos, load_rgb
@@ -59,7 +59,7 @@ LOOPBACK_NAMES = ("localhost",)
 SETTINGS_USER = "app"  # the config is per user; the app's own settings are read with this placeholder name (no settings.yaml)
 ZIP_NAME = "headshots.zip"  # in a person's download folder (HeadshotsApp.download_folder): every crop of the last export
 # More like this: how much of the picked image is re-drawn (infer.more.strength)
-NAME_RULE = "A name is 1-64 letters, digits, '-' or '_', with no spaces, e.g. alice_smith."  # validate_user_name's
+NAME_RULE = f"A name is {SIMPLE_NAME_RULE}, with no spaces, e.g. alice_smith."
 MORE_STRENGTHS = (("Close: same framing, clothes and light", 0.35), ("Looser: new pose and expression", 0.6))
 
 

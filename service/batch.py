@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from headshots.cli import print_error
-from headshots.config import Config, is_simple_name, load_config, model_source
+from headshots.config import SIMPLE_NAME_RULE, Config, is_simple_name, load_config, model_source
 from headshots.errors import ConfigError, HeadshotsError
 from headshots.logs import setup_logging
 from headshots.workspace import Workspace, write_json_atomic
@@ -150,7 +150,7 @@ def start_ray(address: str | None = None) -> None:
 
 
 def stop_ray(keep_logs: bool = False) -> None:
-    """Shut down Ray, and delete the embedded session's folder (under /tmp/ray) unless `keep_logs`: its worker
+    """Shut down Ray, and delete the embedded session's folder (in Ray's temp folder) unless `keep_logs`: its worker
     logs name the people in the batch and the paths to their files, which `make purge` cannot reach there."""
     import ray
 
@@ -370,7 +370,7 @@ def run_batch(users: Sequence[str], profile: str | None = None, overrides: Seque
     """Run every person's chain on Ray; returns the final status (also in outputs/batch/<id>/status.json)."""
     if batch_id is not None and not is_simple_name(batch_id):
         raise ConfigError(f"Batch id {batch_id!r} is not allowed: it names the folder outputs/batch/<id>/.",
-                          "Use 1-64 letters, digits, '-' or '_', e.g. --id nightly-3.")
+                          f"Use {SIMPLE_NAME_RULE}, e.g. --id nightly-3.")
     batch_id = batch_id or new_batch_id()
     batch = Batch(load_configs(users, profile, config_file, overrides, batch_id), batch_id, address)
     if not batch.configs:  # everyone was refused (no photos, or their settings.yaml): nothing to run
