@@ -19,7 +19,7 @@ from PIL import Image
 from headshots.errors import HeadshotsError, ImageError
 from headshots.images import jpeg_data_uri, list_photos, load_rgb
 from headshots.logs import plural
-from headshots.workspace import ADAPTER_WEIGHTS, SCORES, Workspace
+from headshots.workspace import ADAPTER_WEIGHTS, Workspace
 from infer.gallery import CARD_SIDES, review_card
 from infer.manifest import read_manifest
 from service.jobs import DONE, FAILED, IMAGE_KINDS, QUEUED, RUNNING, STOPPED, Job
@@ -351,7 +351,7 @@ def review(ws: Workspace, run: str, shown: int = REVIEW_PAGE, dropped_open: bool
     images would be a 10 MB page sent again after every job, deletion and page load (docs/app.md, Speed).
     Each card has a Favourite button, pressed for the images in `favourites` (the picker's ticks)."""
     samples = ws.samples_dir(run)
-    scores = _read_json(samples / SCORES)
+    scores = _read_json(ws.scores(run))
     if scores is None:
         return Review("<p class='hs-empty'>Nothing generated yet.</p>", 0, 0)
     kept = [item for item in scores["images"] if item["kept"]]
