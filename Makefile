@@ -80,7 +80,7 @@ demo: tiny-model
 	@mkdir -p data/users/demo/selfies
 	@cp -n data/samples/demo/*.jpg data/users/demo/selfies/ 2>/dev/null || true
 	$(BIN)/python -m train all --user demo --profile tiny intake.min_photos=3 $(ARGS)
-	$(BIN)/python -m infer all --user demo --profile tiny infer.styles=[linkedin,executive,actor] $(ARGS)
+	$(BIN)/python -m infer all --user demo --profile tiny intake.min_photos=3 infer.styles=[linkedin,executive,actor] $(ARGS)
 	@echo "demo done: open outputs/demo/default/samples/gallery.html"
 
 test:

@@ -190,6 +190,24 @@ class Workspace:
         return self.reference_embeddings
 
 
+def read_favourites(workspace: Workspace, run: str) -> list[str]:
+    """The images the person last ticked as favourites (favourites.json, saved by the web app at each tick) that
+    are still there (a deleted image's tick is ignored), or none: an unreadable file counts as no ticks, which
+    loses no work. Only file names in samples/ count, never a path elsewhere."""
+    try:
+        files = json.loads(workspace.favourites(run).read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return []
+    samples_dir = workspace.samples_dir(run)
+    plain = [f for f in files if isinstance(f, str) and f == Path(f).name] if isinstance(files, list) else []  # no paths
+    return [f for f in plain if (samples_dir / f).is_file()]
+
+
+def save_favourites(workspace: Workspace, run: str, files: list[str]) -> None:
+    """The web app, at each tick; read by export and by the export stage's record (headshots/stages.py)."""
+    write_json_atomic(workspace.favourites(run), {"files": list(files)})
+
+
 def file_digest(*paths: Path) -> str:
     """A short sha256 of the files' bytes, in order: what a record keeps to tell whether its inputs changed (the
     face-detail pass, the batch's stage fingerprints)."""

@@ -1,4 +1,8 @@
-"""python -m infer {generate,detail,score,export,more,discard,recover,all} --user NAME [--profile tiny] [infer.styles=[linkedin,actor] ...]"""
+"""python -m infer {generate,detail,score,export,more,discard,recover,all} --user NAME [--profile tiny] [infer.styles=[linkedin,actor] ...]
+
+`all` and `export`, when they end well, record their stage as done (headshots/stages.py), so the web app and
+the batch runner do not do them again.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import sys
 
 from headshots.cli import build_parser, run
 from headshots.config import Config
+from headshots.stages import run_recorded
 
 
 def _generate(cfg: Config) -> None:
@@ -23,7 +28,7 @@ def _score(cfg: Config) -> None:
 def _export(cfg: Config) -> None:
     from infer.export import export
 
-    print(f"export: {export(cfg)}")
+    print(f"export: {run_recorded('export', cfg, lambda: export(cfg))}")
 
 
 def _detail(cfg: Config) -> None:
@@ -62,7 +67,7 @@ def _more(cfg: Config) -> None:
 def _all(cfg: Config) -> None:
     from infer.gallery import make_and_review
 
-    print(f"gallery: {make_and_review(cfg)[1]}")
+    print(f"gallery: {run_recorded('infer', cfg, lambda: make_and_review(cfg))[1]}")
 
 
 COMMANDS = {"generate": _generate, "detail": _detail, "score": _score, "export": _export, "more": _more, "discard": _discard,

@@ -27,7 +27,7 @@ from headshots.errors import HeadshotsError
 from headshots.faces import FaceAnalyzer, resolve_device
 from headshots.images import load_rgb
 from headshots.logs import get_logger
-from headshots.workspace import EXPORT_MANIFEST, SCORES, Workspace, replace_folder, write_json_atomic
+from headshots.workspace import EXPORT_MANIFEST, SCORES, Workspace, read_favourites, replace_folder
 
 log = get_logger(__name__)
 EXPORT = "export"
@@ -65,23 +65,6 @@ class Export:
 
 def export_dir(cfg: Config) -> Path:
     return Workspace.from_config(cfg).run_dir(cfg.run) / EXPORT
-
-
-def read_favourites(workspace: Workspace, run: str) -> list[str]:
-    """The images the person last ticked as favourites (favourites.json, saved by the web app at each tick) that
-    are still there (a deleted image's tick is ignored), or none: an unreadable file counts as no ticks, which
-    loses no work. Only file names in samples/ count, never a path elsewhere."""
-    try:
-        files = json.loads(workspace.favourites(run).read_text()).get("files")
-    except (OSError, ValueError, AttributeError):
-        return []
-    samples_dir = workspace.samples_dir(run)
-    plain = [f for f in files if isinstance(f, str) and f == Path(f).name] if isinstance(files, list) else []  # no paths
-    return [f for f in plain if (samples_dir / f).is_file()]
-
-
-def save_favourites(workspace: Workspace, run: str, files: list[str]) -> None:
-    write_json_atomic(workspace.favourites(run), {"files": list(files)})
 
 
 def chosen_files(cfg: Config) -> list[str]:

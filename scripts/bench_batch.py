@@ -59,9 +59,10 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from headshots.config import load_config
+    from headshots.stages import STAGES
     from headshots.tiny_sdxl import build_tiny_sdxl
     from service.batch import run_batch, start_ray
-    from service.chain import STAGES, run_person
+    from service.chain import run_person
 
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "tiny-sdxl"

@@ -146,8 +146,9 @@ def environment() -> dict:
 def whole_path(args: argparse.Namespace) -> None:
     """prepare -> fit (default steps) -> generate 16 -> score, one person, timed by the chain's own results."""
     from headshots.config import load_config
+    from headshots.stages import stage_named
     from headshots.tiny_sdxl import build_tiny_sdxl, full_size_sdxl
-    from service.chain import run_stage, stage_named
+    from service.chain import run_stage
 
     with tempfile.TemporaryDirectory(prefix="gpu-check-path-") as tmp:
         tmp = Path(tmp)

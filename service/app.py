@@ -43,13 +43,13 @@ from headshots.errors import ConfigError, HeadshotsError, ImageError
 from headshots.faces import FaceAnalyzer, resolve_device
 from headshots.images import list_photos, load_rgb
 from headshots.logs import get_logger, plural, setup_logging
-from headshots.workspace import ADAPTER_WEIGHTS, Workspace
+from headshots.stages import stages_to_run
+from headshots.workspace import ADAPTER_WEIGHTS, Workspace, read_favourites, save_favourites
 from infer.discard import discard
-from infer.export import EXPORT, export, read_favourites, save_favourites
+from infer.export import EXPORT, export
 from infer.generate import new_round_name
 from infer.styles import available_styles, load_style
 from service import views
-from service.chain import stages_to_run
 from service.jobs import IMAGE_KINDS, JobQueue, devices, job_command
 from service.purge import purge
 from train.intake import run_intake

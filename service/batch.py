@@ -32,8 +32,9 @@ from headshots.cli import print_error
 from headshots.config import SIMPLE_NAME_RULE, Config, is_simple_name, load_config, model_source
 from headshots.errors import ConfigError, HeadshotsError
 from headshots.logs import setup_logging
+from headshots.stages import STAGES, stage_named
 from headshots.workspace import Workspace, write_json_atomic
-from service.chain import FAILED, NOT_RUN, STAGES, StageResult, run_stage, stage_named
+from service.chain import FAILED, NOT_RUN, StageResult, run_stage
 
 # Environment a worker needs to behave like this process: face weights, W&B mode, hub settings.
 PASSED_ENV_PREFIXES = ("HEADSHOTS_", "WANDB_", "HF_", "TRANSFORMERS_", "DIFFUSERS_")

@@ -18,10 +18,9 @@ import pytest
 from safetensors.torch import load_file
 
 from headshots.config import load_config
-from headshots.workspace import ADAPTER_WEIGHTS, Workspace
-from infer.export import save_favourites
+from headshots.stages import STAGE_NAMES, stages_to_run
+from headshots.workspace import ADAPTER_WEIGHTS, Workspace, save_favourites
 from service.batch import Batch, load_configs, run_batch, start_ray, stop_ray
-from service.chain import STAGE_NAMES, stages_to_run
 from tests.conftest import copy_photos
 
 STEPS = 12

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from headshots.errors import HeadshotsError
-from headshots.workspace import Workspace
-from infer.export import SIZES, crop_box, export, save_favourites
+from headshots.workspace import Workspace, save_favourites
+from infer.export import SIZES, crop_box, export
 
 
 @pytest.fixture

@@ -198,7 +198,8 @@ def test_a_chain_infer_stage_stopped_part_way_then_retried_draws_only_what_its_r
     """What the batch runner's retry of a killed infer worker does: the stage's round is named after its fingerprint,
     so the retry completes it instead of adding a second round."""
     import infer.generate
-    from service.chain import run_stage, stage_named
+    from headshots.stages import stage_named
+    from service.chain import run_stage
 
     cfg = make_config("alice", "infer.styles=[linkedin]", "infer.images_per_style=3", "infer.steps=2", "infer.batch_size=1")
     real_sample, calls = infer.generate.sample, []

@@ -1,6 +1,9 @@
 """python -m train {intake,prepare,fit,all} --user NAME [--profile tiny] [key=value ...]   (all: intake, prepare, fit)
 
 Also: accelerate launch -m train fit --user NAME   (same job on one or more GPUs)
+
+Each command that ends well records its stage as done (headshots/stages.py), so the web app and the batch
+runner do not do it again.
 """
 
 from __future__ import annotations
@@ -9,24 +12,25 @@ import sys
 
 from headshots.cli import build_parser, run
 from headshots.config import Config
+from headshots.stages import run_recorded
 
 
 def _intake(cfg: Config) -> None:
     from train.intake import intake
 
-    intake(cfg)
+    run_recorded("intake", cfg, lambda: intake(cfg))
 
 
 def _prepare(cfg: Config) -> None:
     from train.prepare import prepare
 
-    prepare(cfg)
+    run_recorded("prepare", cfg, lambda: prepare(cfg))
 
 
 def _fit(cfg: Config) -> None:
     from train.recipe import train
 
-    train(cfg)
+    run_recorded("fit", cfg, lambda: train(cfg))
 
 
 def _all(cfg: Config) -> None:
