@@ -56,8 +56,9 @@ def _remote_api():
             self.started: dict[tuple[str, str], dict] = {}
 
         def start(self, user: str, stage: str, pid: int) -> None:
-            entry = self.started.setdefault((user, stage), {"attempts": 0})
-            entry.update(attempts=entry["attempts"] + 1, pid=pid, since=time.time())
+            now = time.time()
+            entry = self.started.setdefault((user, stage), {"attempts": 0, "first": now})
+            entry.update(attempts=entry["attempts"] + 1, pid=pid, since=now)
 
         def snapshot(self) -> dict[tuple[str, str], dict]:
             return self.started
@@ -285,21 +286,28 @@ class Batch:
         while pending:
             ready, _ = ray.wait(list(pending.values()), num_returns=len(pending), timeout=self.settings.status_every_s)
             ready_ids = set(ready)
+            started = ray.get(self.board.snapshot.remote())
             for key in [k for k, ref in pending.items() if ref in ready_ids]:
-                self._finish(key, pending.pop(key))
-            self._mark_running(ray.get(self.board.snapshot.remote()), pending)
+                self._finish(key, pending.pop(key), started.get(key))
+            self._mark_running(started, pending)
             self.write_status(finished=not pending)
 
-    def _finish(self, key: tuple[str, str], ref) -> None:
+    def _finish(self, key: tuple[str, str], ref, started: dict | None) -> None:
+        """The stage's final row. A stage that ran more than once counts from its first start: the attempts that
+        crashed took the person's time (and the GPU's) too."""
         import ray
         from ray.exceptions import RayError
 
         user, stage = key
         row = self._stage_row(user, stage)
+        retried = started is not None and started["attempts"] > 1
+        if started is not None:
+            row.attempts = started["attempts"]
         try:
             result: StageResult = ray.get(ref)
             row.state, row.seconds, row.reason, row.hint, row.details = (
-                result.state, result.seconds, result.reason, result.hint, result.details)
+                result.state, time.time() - started["first"] if retried else result.seconds, result.reason, result.hint,
+                result.details)
         except RayError as exc:  # raised (or its worker died) after every retry, or an upstream stage did
             earlier_crashed = any(s.state in (CRASHED, NOT_RUN) for s in self.rows[user].stages if s.stage != stage)
             row.state = NOT_RUN if earlier_crashed else CRASHED

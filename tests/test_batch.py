@@ -18,7 +18,7 @@ import pytest
 from safetensors.torch import load_file
 
 from headshots.config import load_config
-from headshots.stages import STAGE_NAMES, stages_to_run
+from headshots.stages import STAGE_NAMES, read_record, stage_named, stages_to_run
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace, save_favourites
 from service.batch import Batch, load_configs, run_batch, start_ray, stop_ray
 from tests.conftest import copy_photos
@@ -84,8 +84,10 @@ def first_batch(people):
     runner.start()
     cfg = load_config("alice", "tiny", overrides=people)
     pid = fit_worker_pid("alice")
+    fit_seen = time.perf_counter()
     wait_for(Workspace.from_config(cfg).checkpoints_dir(cfg.run), "step-*")
     os.kill(pid, signal.SIGKILL)
+    result["fit_seconds_before_kill"] = time.perf_counter() - fit_seen  # the attempt the kill threw away
     runner.join(timeout=900)
     assert not runner.is_alive(), "the batch did not finish"
     return result, pid
@@ -127,6 +129,9 @@ def test_killed_training_is_retried_and_resumes_to_the_uninterrupted_weights(fir
     status, killed_pid = first_batch
     fit = next(s for s in person(status, "alice")["stages"] if s["stage"] == "fit")
     assert fit["state"] == "done" and fit["attempts"] == 2, fit
+    cfg = load_config("alice", "tiny", overrides=people)
+    last_attempt = read_record(stage_named("fit"), cfg)["seconds"]  # the attempt that finished, alone
+    assert fit["seconds"] >= status["fit_seconds_before_kill"] + last_attempt, "the killed attempt's time counts too"
     twin_fit = next(s for s in person(status, "twin")["stages"] if s["stage"] == "fit")
     assert twin_fit["attempts"] == 1
     with pytest.raises(ProcessLookupError):
