@@ -57,6 +57,9 @@ from train.intake import run_intake
 log = get_logger(__name__)
 LOOPBACK_NAMES = ("localhost",)
 SETTINGS_USER = "app"  # the config is per user; the app's own settings are read with this placeholder name (no settings.yaml)
+# What the browser keeps of who signed in (a dict: Gradio's BrowserState does not store an empty value, so a
+# plain None would leave the last name there)
+SIGNED_OUT = {"name": None}
 ZIP_NAME = "headshots.zip"  # in a person's download folder (HeadshotsApp.download_folder): every crop of the last export
 # More like this: how much of the picked image is re-drawn (infer.more.strength)
 NAME_RULE = f"A name is {SIMPLE_NAME_RULE}, with no spaces, e.g. alice_smith."
@@ -455,7 +458,8 @@ class HeadshotsApp:
         ws = self.workspace(user)
         job = self.jobs.latest(user)
         return {self.c["user"]: user, self.c["who"]: f"Signed in as **{user}**.", self.c["main"]: gr.update(visible=True),
-                self.c["name_row"]: gr.update(visible=False),
+                self.c["name_row"]: gr.update(visible=False), self.c["remembered"]: {"name": user},
+                self.c["sign_out"]: gr.update(visible=self.accounts is None),
                 self.c["notes"]: "", **self.photos_view(ws), **self.status_view(user), **self.review_view(ws),
                 **self.styles_view(user), self.c["seen"]: [job.id, job.state] if job else None, self.c["files"]: None, self.c["crops"]: "",
                 self.c["shown"]: views.REVIEW_PAGE, self.c["dropped_open"]: False}
@@ -488,10 +492,24 @@ class HeadshotsApp:
             return {self.c["sign_in_note"]: f"**{said}** {NAME_RULE}"}
         return {**self.page(user), self.c["sign_in_note"]: ""}
 
-    def on_load(self, request: gr.Request) -> dict:
+    def on_load(self, remembered: dict | None, request: gr.Request) -> dict:
+        """The page as it was: the signed-in name (password file), else the name this browser last signed in
+        with, so a reload does not ask again; else the name box."""
         if request is not None and request.username:
             return self.page(validate_user_name(request.username))
-        return {self.c["who"]: gr.skip()}  # no password file: the person types their name
+        name = remembered.get("name") if isinstance(remembered, dict) else None
+        try:
+            return self.page(validate_user_name(name)) if name else {self.c["who"]: gr.skip()}
+        except ConfigError:  # not a name this app would have stored
+            return {self.c["remembered"]: SIGNED_OUT}
+
+    def sign_out(self) -> dict:
+        """Back to the name box, and the name forgotten by this browser (someone else may use it next). A job
+        that is running goes on: signing in again shows it."""
+        return {self.c["user"]: None, self.c["remembered"]: SIGNED_OUT, self.c["seen"]: None, self.c["who"]: "",
+                self.c["main"]: gr.update(visible=False), self.c["name_row"]: gr.update(visible=True),
+                self.c["sign_out"]: gr.update(visible=False), self.c["name"]: "", self.c["sign_in_note"]: "",
+                self.c["timer"]: gr.Timer(active=False)}
 
     @user_errors
     def delete_everything(self, state: str | None, request: gr.Request) -> dict:
@@ -527,13 +545,18 @@ class HeadshotsApp:
             self.c: dict[str, Any] = {}
             c = self.c
             c["user"], c["seen"] = gr.State(None), gr.State(None)
+            # The name this browser signed in with (localStorage, encrypted with a key the app makes when it starts:
+            # after a restart it is forgotten and the name box shows again).
+            c["remembered"] = gr.BrowserState(SIGNED_OUT, storage_key="headshots-name")
             c["shown"], c["dropped_open"] = gr.State(views.REVIEW_PAGE), gr.State(False)  # how much of the review is drawn
             gr.Markdown("# Professional headshots\nFrom a handful of ordinary selfies: upload, train, pick styles, review, download.")
             with gr.Row(visible=self.accounts is None) as c["name_row"]:
                 c["name"] = gr.Textbox(label="Your name", placeholder="e.g. alice", scale=3, elem_id="hs-name")
                 c["go"] = gr.Button("Continue", variant="primary", scale=1, elem_id="hs-go")
             c["sign_in_note"] = gr.Markdown(elem_id="hs-sign-in-note")
-            c["who"] = gr.Markdown()
+            with gr.Row(equal_height=True):
+                c["who"] = gr.Markdown()
+                c["sign_out"] = gr.Button("Sign out", size="sm", scale=0, min_width=90, visible=False, elem_id="hs-sign-out")
             with gr.Column(visible=False) as c["main"]:
                 # The job's status, and Stop, stay in view on every tab and however far down the page (views.CSS).
                 with gr.Row(elem_id="hs-status-row"):
@@ -617,7 +640,7 @@ class HeadshotsApp:
         page = [c[k] for k in ("user", "who", "sign_in_note", "name_row", "main", "notes", "photos", "remove_pick", "status", "train", "generate", "more",
                                "stop", "timer", "review", "favourites", "seen", "files", "more_pick", "styles", "count",
                                "background", "clothing", "styles_note", "discard_pick", "review_more", "dropped_toggle",
-                               "shown", "dropped_open", "yours", "crops")]
+                               "shown", "dropped_open", "yours", "crops", "remembered", "sign_out")]
         status = [c[k] for k in ("status", "train", "generate", "more", "stop", "timer")]
         review = [c[k] for k in ("seen", "review", "review_more", "dropped_toggle", "favourites", "more_pick", "discard_pick",
                                  "yours")]
@@ -625,7 +648,9 @@ class HeadshotsApp:
         photos = [c["photos"], c["remove_pick"], c["notes"]]
         c["go"].click(self.start, [c["name"]], page, api_name="start")
         c["name"].submit(self.start, [c["name"]], page, api_name=False)
-        demo.load(self.on_load, None, page, api_name=False)
+        demo.load(self.on_load, [c["remembered"]], page, api_name=False)
+        c["sign_out"].click(self.sign_out, None, [c[k] for k in ("user", "remembered", "seen", "who", "main", "name_row",
+                                                                 "sign_out", "name", "sign_in_note", "timer")], api_name=False)
         c["upload"].upload(self.upload, [c["upload"], c["user"]], [*photos, *status, c["upload"]], api_name="upload",
                            concurrency_id="photos")
         c["remove"].click(self.remove, [c["remove_pick"], c["user"]], [*photos, *status], api_name="remove",

@@ -57,6 +57,15 @@ def sign_in(context, url: str, name: str, mistyped: str | None = None):
     return page
 
 
+def reopen(context, url: str, name: str):
+    """A new page in a browser that signed in as `name` before: signed in without asking again (a reload too)."""
+    page = context.new_page()
+    page.goto(url)
+    page.get_by_text(f"Signed in as {name}").wait_for()
+    assert not page.locator("#hs-name").is_visible()
+    return page
+
+
 def tab(page, label: str) -> None:
     page.get_by_role("tab", name=label).click()
 
@@ -103,9 +112,9 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         assert not (server.data / "alice" / "selfies" / "group.jpg").exists()
 
         # 2. Train; a second tab, open from before, shows the job when the person comes back to it (no idle
-        # polling: the page asks once on coming back). Close the first tab while it runs; a new tab with the
-        # same name shows the job again.
-        other = sign_in(context, server.url, "alice")
+        # polling: the page asks once on coming back). Close the first tab while it runs; a new tab shows the job
+        # again, signed in as before without asking.
+        other = reopen(context, server.url, "alice")
         tab(page, "2. Train")
         page.locator("#hs-train:not([disabled])").click()
         page.locator("#hs-status").get_by_text("Training").first.wait_for()  # the job is there (the tab's text says Training too)
@@ -115,7 +124,7 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         other.locator("#hs-status").get_by_text("Training").first.wait_for(timeout=10_000)
         other.close()
         page.close()
-        page = sign_in(context, server.url, "alice")
+        page = reopen(context, server.url, "alice")
         assert "Training" in page.locator("#hs-status").inner_text() or "trained" in page.locator("#hs-status").inner_text()
         page.get_by_text("step 4 of 4").or_(page.get_by_text("Your adapter is trained")).first.wait_for(timeout=JOB_TIMEOUT_MS)
         steps.shot(page, "training-progress")
@@ -263,5 +272,14 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         steps.shot(page, "deleted")
         assert not (server.data / "alice").exists() and not (server.outputs / "alice").exists()
         assert not any(folder.exists() for folder in cached) and not server.app.download_folder("alice").exists()
+
+        # 7. Sign out: the name box again, and this browser no longer signs in as alice, even after a reload.
+        page.locator("#hs-sign-out").click()
+        page.locator("#hs-name").wait_for()
+        assert not page.get_by_text("Signed in as alice").is_visible()
+        page.reload()
+        page.locator("#hs-name").wait_for()
+        page.wait_for_timeout(1500)  # the page's load event has answered by now
+        assert page.locator("#hs-name").is_visible() and not page.get_by_text("Signed in as").is_visible()
         context.close()
     print(f"screenshots: {tmp_path}")
