@@ -20,6 +20,7 @@ written to outputs/batch/<id>/status.json.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -31,10 +32,12 @@ from pathlib import Path
 from headshots.cli import print_error
 from headshots.config import SIMPLE_NAME_RULE, Config, is_simple_name, load_config, model_source
 from headshots.errors import ConfigError, HeadshotsError
-from headshots.logs import setup_logging
+from headshots.logs import get_logger, setup_logging
 from headshots.stages import STAGES, stage_named
 from headshots.workspace import Workspace, write_json_atomic
 from service.chain import FAILED, NOT_RUN, StageResult, run_stage
+
+log = get_logger(__name__)
 
 # Environment a worker needs to behave like this process: face weights, W&B mode, hub settings.
 PASSED_ENV_PREFIXES = ("HEADSHOTS_", "WANDB_", "HF_", "TRANSFORMERS_", "DIFFUSERS_")
@@ -159,12 +162,51 @@ def stop_ray(keep_logs: bool = False) -> None:
     global _embedded_session
     ray.shutdown()
     session, _embedded_session = _embedded_session, None
-    if session is None or keep_logs:
-        return
+    if session is not None and not keep_logs:
+        delete_session(session)
+
+
+def delete_session(session: Path) -> None:
     shutil.rmtree(session, ignore_errors=True)
     latest = session.parent / "session_latest"
     if latest.is_symlink() and not latest.exists():  # it pointed at the folder just deleted
         latest.unlink()
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process has that number now
+        return True
+    return True
+
+
+def close_abandoned(batch_root: Path) -> list[str]:
+    """Batches whose driver was killed (kill -9, a lost terminal, a reboot) before they finished: their status
+    still says running. Each is marked interrupted, as Ctrl-C would have, so nothing polling it waits, and its
+    embedded Ray's session folder is deleted (its worker logs name the people; Ray's own processes end by
+    themselves within a minute once the driver is gone). Returns the batches closed."""
+    closed = []
+    for path in sorted(batch_root.glob("*/status.json")):
+        try:
+            status = json.loads(path.read_text())
+            if status.get("finished") or _is_running(int(status["driver_pid"])):
+                continue
+        except (OSError, ValueError, KeyError, TypeError):  # unreadable, or from before driver_pid was written
+            continue
+        if status.get("ray_session"):
+            delete_session(Path(status["ray_session"]))
+        rows = [PersonRow(p["user"], [StageRow(**s) for s in p["stages"]]) for p in status["people"]]
+        for row in rows:
+            for stage in row.stages:
+                if stage.state in ("waiting", "queued", "running"):
+                    stage.state, stage.reason = INTERRUPTED, "the batch stopped without finishing (its process was killed)"
+                    stage.hint = "Run the same batch again: finished stages are skipped and training resumes."
+        write_json_atomic(path, {**status, "finished": True, "interrupted": True, "people": [r.to_json() for r in rows]})
+        closed.append(status["batch"])
+    return closed
 
 
 def worker_logs() -> str:
@@ -340,6 +382,8 @@ class Batch:
     # -- reporting ------------------------------------------------------------------------------------
     def status(self, finished: bool) -> dict:
         return {"batch": self.batch_id, "address": self.address or "embedded",
+                # so that the next batch can tell this one was killed, and delete its Ray logs (close_abandoned)
+                "driver_pid": os.getpid(), "ray_session": str(_embedded_session) if _embedded_session else None,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
                 "seconds": round(time.time() - self.started, 2), "finished": finished, "interrupted": self.interrupted,
                 "status_file": str(self.status_dir / "status.json"),
@@ -382,6 +426,8 @@ def run_batch(users: Sequence[str], profile: str | None = None, overrides: Seque
                           f"Use {SIMPLE_NAME_RULE}, e.g. --id nightly-3.")
     batch_id = batch_id or new_batch_id()
     batch = Batch(load_configs(users, profile, config_file, overrides, batch_id), batch_id, address)
+    for abandoned in close_abandoned(batch.status_dir.parent):
+        log.info("batch %s had stopped without finishing (killed): marked interrupted, its Ray logs deleted", abandoned)
     if not batch.configs:  # everyone was refused (no photos, or their settings.yaml): nothing to run
         batch.write_status(finished=True)
         return batch.status(finished=True)

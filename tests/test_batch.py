@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from headshots.config import load_config
 from headshots.stages import STAGE_NAMES, read_record, stage_named, stages_to_run
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace, save_favourites
-from service.batch import Batch, load_configs, run_batch, start_ray, stop_ray
+from service.batch import Batch, close_abandoned, load_configs, run_batch, start_ray, stop_ray
 from tests.conftest import copy_photos
 
 STEPS = 12
@@ -218,6 +218,29 @@ def test_a_stopped_batch_says_so_in_its_status(people):
     assert status["finished"] and status["interrupted"]
     assert {p["user"]: p["state"] for p in status["people"]} == {"alice": "interrupted", "carol": "interrupted"}
     assert "Run the same batch again" in person(status, "alice")["hint"]
+
+
+def test_a_batch_whose_process_was_killed_is_closed_by_the_next_one(people):
+    """kill -9 of the batch itself: its status said "running" for ever and Ray's logs of it (naming everyone)
+    stayed in Ray's temp folder. The next batch marks it interrupted and deletes those logs."""
+    batch_root = Workspace.from_config(load_config("alice", "tiny", overrides=people)).batch_root
+    status_file = batch_root / "killed" / "status.json"
+    driver = subprocess.Popen([sys.executable, "-m", "service.batch", "--users", "alice", "--profile", "tiny", "--id", "killed",
+                               *people], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(status_file.parent, status_file.name, timeout=120)
+    finally:
+        driver.kill()
+        driver.wait()
+    killed = json.loads(status_file.read_text())
+    session = Path(killed["ray_session"])
+    assert not killed["finished"] and session.is_dir()
+    assert close_abandoned(batch_root) == ["killed"]
+    closed = json.loads(status_file.read_text())
+    assert closed["finished"] and closed["interrupted"] and person(closed, "alice")["state"] == "interrupted"
+    assert "Run the same batch again" in person(closed, "alice")["hint"]
+    assert not session.exists(), "the killed batch's Ray logs are still there"
+    assert close_abandoned(batch_root) == []  # once; the finished batches of this module are left alone
 
 
 @pytest.mark.parametrize("args, message", [
