@@ -12,8 +12,10 @@ export. Records (JSON) sit beside each stage's outputs:
     outputs/<u>/<run>/stages/{fit,infer,export}.json
         {stage, fingerprint, finished (ISO time), seconds}
 
-Every way of running a stage writes its record: the CLI (`python -m train`, `python -m infer`), and the web
-app and the batch runner through service/chain.py, which also skips what is done. So a person trained with
+Every way of running a stage writes its record: the CLI (`python -m train intake|prepare|fit|all`,
+`python -m infer all|export`), and the web app and the batch runner through service/chain.py, which also skips
+what is done (the app's Download records export too). A stage that runs removes its record and those of the
+stages after it first. So a person trained with
 `make train` is not trained again when the app or a batch picks them up. The work itself lives in train/ and
 infer/; this module only knows the stages' inputs and outputs, which is why it sits on the shared floor.
 """
@@ -48,14 +50,17 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 
-def _kept_images(ws: Workspace, run: str) -> int:
-    scores = ws.scores(run)
-    return json.loads(scores.read_text())["kept"] if scores.is_file() else 0
+def something_to_export(ws: Workspace, cfg: Config) -> bool:
+    """Whether export has anything to crop: images picked (`infer.export_files`, else the favourites ticked in the
+    web app) or, with none picked, a kept image."""
+    if cfg.infer.export_files or read_favourites(ws, cfg.run):
+        return True
+    scores = ws.scores(cfg.run)
+    return scores.is_file() and json.loads(scores.read_text())["kept"] > 0
 
 
-def _export_outputs(ws: Workspace, run: str) -> list[Path]:
-    """export.json, when there was anything to export: a kept image or a favourite."""
-    return [ws.export_manifest(run)] if _kept_images(ws, run) or read_favourites(ws, run) else []
+def _export_outputs(ws: Workspace, cfg: Config) -> list[Path]:
+    return [ws.export_manifest(cfg.run)] if something_to_export(ws, cfg) else []
 
 
 # -- what each stage made: a few figures for status tables, read from its outputs --------------------------
@@ -70,7 +75,7 @@ def _prepare_figures(ws: Workspace, cfg: Config) -> dict:
 
 
 def _fit_figures(ws: Workspace, cfg: Config) -> dict:
-    return {"steps": cfg.train.max_steps}
+    return {"steps": cfg.train.max_steps}  # the adapter exists (the stage's output) only once they are all done
 
 
 def _infer_figures(ws: Workspace, cfg: Config) -> dict:
@@ -80,8 +85,8 @@ def _infer_figures(ws: Workspace, cfg: Config) -> dict:
 
 
 def _export_figures(ws: Workspace, cfg: Config) -> dict:
-    if not _export_outputs(ws, cfg.run):
-        return {"exported": 0, "note": "no image was kept, so there is nothing to export"}
+    if not something_to_export(ws, cfg):
+        return {"exported": 0, "note": "no image was kept or picked, so there is nothing to export"}
     return {"exported": len(json.loads(ws.export_manifest(cfg.run).read_text())["images"])}
 
 
@@ -91,7 +96,7 @@ class Stage:
     config_keys: tuple[str, ...]  # config sections whose change makes the stage due again
     reads_selfies: bool  # the photos' bytes are part of the fingerprint
     uses_gpu: bool  # the batch asks its scheduler for a GPU when there is one
-    outputs: Callable[[Workspace, str], list[Path]]  # all must exist for the stage to count as done
+    outputs: Callable[[Workspace, Config], list[Path]]  # all must exist for the stage to count as done
     in_user_data: bool  # its record lives in data/users/<u>/stages/ (else outputs/<u>/<run>/stages/)
     figures: Callable[[Workspace, Config], dict]  # what its outputs hold, read from them
     also_reads: Callable[[Workspace, str], list[Path]] | None = None  # files whose bytes are part of the fingerprint
@@ -99,17 +104,20 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("intake", ("intake", "face"), True, False, lambda ws, run: [ws.intake_report], True, _intake_figures),
-    Stage("prepare", ("prepare", "face", "model.resolution"), True, False,
-          lambda ws, run: [ws.prepared / DATASET_INFO, ws.reference_embeddings], True, _prepare_figures),
-    Stage("fit", ("model", "train"), False, True, lambda ws, run: [ws.adapter_dir(run) / ADAPTER_WEIGHTS], False,
-          _fit_figures),
-    Stage("infer", ("model", "infer", "filter", "face"), False, True, lambda ws, run: [ws.scores(run), ws.gallery(run)], False,
-          _infer_figures,
+    Stage("intake", config_keys=("intake", "face"), reads_selfies=True, uses_gpu=False, in_user_data=True,
+          outputs=lambda ws, cfg: [ws.intake_report], figures=_intake_figures),
+    Stage("prepare", config_keys=("prepare", "face", "model.resolution"), reads_selfies=True, uses_gpu=False,
+          in_user_data=True, outputs=lambda ws, cfg: [ws.prepared / DATASET_INFO, ws.reference_embeddings],
+          figures=_prepare_figures),
+    Stage("fit", config_keys=("model", "train"), reads_selfies=False, uses_gpu=True, in_user_data=False,
+          outputs=lambda ws, cfg: [ws.adapter_dir(cfg.run) / ADAPTER_WEIGHTS], figures=_fit_figures),
+    Stage("infer", config_keys=("model", "infer", "filter", "face"), reads_selfies=False, uses_gpu=True, in_user_data=False,
+          outputs=lambda ws, cfg: [ws.scores(cfg.run), ws.gallery(cfg.run)], figures=_infer_figures,
           # what to export, discard or vary, and how fast: none of it changes the round's images
           ignores=("infer.export_files", "infer.discard_files", "infer.more", "infer.batch_size", "infer.compile")),
-    Stage("export", ("infer.export_files",), False, False, _export_outputs, False, _export_figures,
-          lambda ws, run: [ws.favourites(run)]),  # ticked in the web app: a new tick exports again
+    Stage("export", config_keys=("infer.export_files",), reads_selfies=False, uses_gpu=False, in_user_data=False,
+          outputs=_export_outputs, figures=_export_figures,
+          also_reads=lambda ws, run: [ws.favourites(run)]),  # ticked in the web app: a new tick exports again
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 
@@ -181,13 +189,16 @@ def is_done(stage: Stage, cfg: Config, expected: str) -> bool:
     """Finished before with fingerprint `expected`, and every output still there."""
     record = read_record(stage, cfg)
     ws = Workspace.from_config(cfg)
-    return bool(record and record.get("fingerprint") == expected and all(p.exists() for p in stage.outputs(ws, cfg.run)))
+    return bool(record and record.get("fingerprint") == expected and all(p.exists() for p in stage.outputs(ws, cfg)))
 
 
 def forget(stage: Stage, cfg: Config) -> None:
-    """Before a stage runs: a run stopped part-way must leave no record, not the last run's one (which would call
-    half-rewritten outputs done if the settings went back to the last run's)."""
-    record_path(stage, cfg).unlink(missing_ok=True)
+    """Before a stage runs, its record and those of every stage after it go. A run stopped part-way must leave no
+    record (the last run's would call half-rewritten outputs done if the settings went back to the last run's);
+    and what it makes anew (another round of images, other crops) is not what the stages after it used, though
+    their fingerprints, which hash settings, would still match."""
+    for later in STAGES[STAGES.index(stage):]:
+        record_path(later, cfg).unlink(missing_ok=True)
 
 
 def write_record(stage: Stage, cfg: Config, expected: str, seconds: float) -> None:
@@ -205,24 +216,27 @@ def stages_to_run(cfg: Config) -> list[str]:
 
 
 def run_recorded(name: str, cfg: Config, work: Callable[[], T]) -> T:
-    """Run stage `name`'s `work` as the CLI does (always: the person asked for it) and, when it ends well, write
-    the stage's record, so that the web app and the batch skip it until something it reads changes.
+    """Run stage `name`'s `work` as the CLI and the app's Download do (always: the person asked for it) and, when
+    it ends well, write the stage's record, so that the web app and the batch skip it until something it reads
+    changes.
 
     Recorded only when the stage before it is done with today's inputs, since that stage's outputs are what
     this one read: a `train fit` on photos changed since `train prepare` leaves no record, and the chain
-    prepares and trains again. Under `accelerate launch` only the main process writes."""
+    prepares and trains again. Under `accelerate launch` (several processes, RANK set) only the main process
+    touches records."""
     stage = stage_named(name)
-    index = STAGE_NAMES.index(name)
+    main_process = os.environ.get("RANK", "0") == "0"
     chain = fingerprints(cfg)  # before the work: a photo added meanwhile makes the stage due again
-    before = STAGES[index - 1] if index else None
-    forget(stage, cfg)
+    if main_process:
+        forget(stage, cfg)
     started = time.perf_counter()
     result = work()
-    upstream_done = before is None or is_done(before, cfg, chain[before.name])
-    if upstream_done and os.environ.get("RANK", "0") == "0":
-        write_record(stage, cfg, chain[name], time.perf_counter() - started)
-    elif not upstream_done:
+    index = STAGES.index(stage)
+    before = STAGES[index - 1] if index else None
+    if before is not None and not is_done(before, cfg, chain[before.name]):
         log.info("%s not recorded as done: %s has not run on these photos and settings", name, before.name)
+    elif main_process:
+        write_record(stage, cfg, chain[name], time.perf_counter() - started)
     return result
 
 

@@ -43,7 +43,7 @@ from headshots.errors import ConfigError, HeadshotsError, ImageError
 from headshots.faces import FaceAnalyzer, resolve_device
 from headshots.images import list_photos, load_rgb
 from headshots.logs import get_logger, plural, setup_logging
-from headshots.stages import stages_to_run
+from headshots.stages import run_recorded, stages_to_run
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace, read_favourites, save_favourites
 from infer.discard import discard
 from infer.export import EXPORT, export
@@ -60,6 +60,9 @@ SETTINGS_USER = "app"  # the config is per user; the app's own settings are read
 # What the browser keeps of who signed in (a dict: Gradio's BrowserState does not store an empty value, so a
 # plain None would leave the last name there)
 SIGNED_OUT = {"name": None}
+# What of the person's the page holds, emptied by Sign out: text, and pickers listing their files
+SIGNED_OUT_TEXT = ("photos", "notes", "review", "yours", "crops", "status")
+SIGNED_OUT_PICKERS = ("remove_pick", "favourites", "more_pick", "discard_pick")
 ZIP_NAME = "headshots.zip"  # in a person's download folder (HeadshotsApp.download_folder): every crop of the last export
 # More like this: how much of the picked image is re-drawn (infer.more.strength)
 NAME_RULE = f"A name is {SIMPLE_NAME_RULE}, with no spaces, e.g. alice_smith."
@@ -436,7 +439,7 @@ class HeadshotsApp:
             raise HeadshotsError("Tick your favourites under Review first.", "Only your own generated images can be exported.")
         cfg = self.settings.config(user)
         cfg.infer.export_files = chosen
-        manifest = export(cfg, self.analyzer)
+        manifest = run_recorded("export", cfg, lambda: export(cfg, self.analyzer))  # as `make export IMAGES=...`
         folder = self.download_folder(user)
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
@@ -458,8 +461,9 @@ class HeadshotsApp:
         ws = self.workspace(user)
         job = self.jobs.latest(user)
         return {self.c["user"]: user, self.c["who"]: f"Signed in as **{user}**.", self.c["main"]: gr.update(visible=True),
-                self.c["name_row"]: gr.update(visible=False), self.c["remembered"]: {"name": user},
-                self.c["sign_out"]: gr.update(visible=self.accounts is None),
+                self.c["name_row"]: gr.update(visible=False), self.c["sign_out"]: gr.update(visible=self.accounts is None),
+                # with a password file, the browser's own sign-in is what a reload keeps
+                self.c["remembered"]: {"name": user} if self.accounts is None else SIGNED_OUT,
                 self.c["notes"]: "", **self.photos_view(ws), **self.status_view(user), **self.review_view(ws),
                 **self.styles_view(user), self.c["seen"]: [job.id, job.state] if job else None, self.c["files"]: None, self.c["crops"]: "",
                 self.c["shown"]: views.REVIEW_PAGE, self.c["dropped_open"]: False}
@@ -504,12 +508,14 @@ class HeadshotsApp:
             return {self.c["remembered"]: SIGNED_OUT}
 
     def sign_out(self) -> dict:
-        """Back to the name box, and the name forgotten by this browser (someone else may use it next). A job
-        that is running goes on: signing in again shows it."""
+        """Back to the name box, the name forgotten by this browser and the person's photos, review and crops
+        taken off the page (someone else may use it next). A job that is running goes on: signing in again shows
+        it. Another tab open on the page stays signed in until it is reloaded."""
         return {self.c["user"]: None, self.c["remembered"]: SIGNED_OUT, self.c["seen"]: None, self.c["who"]: "",
                 self.c["main"]: gr.update(visible=False), self.c["name_row"]: gr.update(visible=True),
                 self.c["sign_out"]: gr.update(visible=False), self.c["name"]: "", self.c["sign_in_note"]: "",
-                self.c["timer"]: gr.Timer(active=False)}
+                self.c["timer"]: gr.Timer(active=False), self.c["files"]: None,
+                **{self.c[k]: "" for k in SIGNED_OUT_TEXT}, **{self.c[k]: gr.update(choices=[], value=None) for k in SIGNED_OUT_PICKERS}}
 
     @user_errors
     def delete_everything(self, state: str | None, request: gr.Request) -> dict:
@@ -649,8 +655,10 @@ class HeadshotsApp:
         c["go"].click(self.start, [c["name"]], page, api_name="start")
         c["name"].submit(self.start, [c["name"]], page, api_name=False)
         demo.load(self.on_load, [c["remembered"]], page, api_name=False)
-        c["sign_out"].click(self.sign_out, None, [c[k] for k in ("user", "remembered", "seen", "who", "main", "name_row",
-                                                                 "sign_out", "name", "sign_in_note", "timer")], api_name=False)
+        c["sign_out"].click(self.sign_out, None, [c[k] for k in ("user", "remembered", "seen", "who", "main", "name_row", "sign_out",
+                                                                 "name", "sign_in_note", "timer", "files", *SIGNED_OUT_TEXT,
+                                                                 *SIGNED_OUT_PICKERS)],
+                            api_name=False)
         c["upload"].upload(self.upload, [c["upload"], c["user"]], [*photos, *status, c["upload"]], api_name="upload",
                            concurrency_id="photos")
         c["remove"].click(self.remove, [c["remove_pick"], c["user"]], [*photos, *status], api_name="remove",

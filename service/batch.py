@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -115,6 +116,13 @@ class PersonRow:
             return INTERRUPTED
         return "running"
 
+    def interrupt(self, reason: str) -> None:
+        """Every stage not finished is marked interrupted, with `reason` and what to do."""
+        for stage in self.stages:
+            if stage.state in ("waiting", "queued", "running"):
+                stage.state, stage.reason = INTERRUPTED, reason
+                stage.hint = "Run the same batch again: finished stages are skipped and training resumes."
+
     @property
     def current(self) -> StageRow:
         """The stage that decides the person's state: the first not finished well, else the last."""
@@ -183,29 +191,42 @@ def _is_running(pid: int) -> bool:
     return True
 
 
-def close_abandoned(batch_root: Path) -> list[str]:
-    """Batches whose driver was killed (kill -9, a lost terminal, a reboot) before they finished: their status
+def _abandoned(status: dict, path: Path, quiet_s: float) -> bool:
+    """Started on this machine, not finished, its process gone, and its file not rewritten for `quiet_s` (a
+    running batch rewrites it every `batch.status_every_s`). A batch on another machine sharing the outputs
+    folder is never judged from here."""
+    return (not status.get("finished") and status.get("host") == socket.gethostname()
+            and not _is_running(int(status["driver_pid"])) and time.time() - path.stat().st_mtime > quiet_s)
+
+
+def _is_ray_session(folder: Path) -> bool:
+    """A folder Ray made for a session (the only kind close_abandoned deletes, whatever a status file says)."""
+    return folder.name.startswith("session_") and folder.is_dir() and (folder / "logs").is_dir()
+
+
+def close_abandoned(batch_root: Path, quiet_s: float = 30.0) -> list[str]:
+    """Batches whose process was killed (kill -9, a lost terminal, a reboot) before they finished: their status
     still says running. Each is marked interrupted, as Ctrl-C would have, so nothing polling it waits, and its
     embedded Ray's session folder is deleted (its worker logs name the people; Ray's own processes end by
-    themselves within a minute once the driver is gone). Returns the batches closed."""
+    themselves within a minute once the batch's process is gone), unless a stage crashed, whose hint names those
+    logs. A status file that cannot be read, or was written before these fields, is left as it is. Returns the
+    batches closed."""
     closed = []
     for path in sorted(batch_root.glob("*/status.json")):
         try:
             status = json.loads(path.read_text())
-            if status.get("finished") or _is_running(int(status["driver_pid"])):
+            if not _abandoned(status, path, quiet_s):
                 continue
-        except (OSError, ValueError, KeyError, TypeError):  # unreadable, or from before driver_pid was written
+            rows = [PersonRow(p["user"], [StageRow(**stage) for stage in p["stages"]]) for p in status["people"]]
+            session = Path(status["ray_session"]) if status.get("ray_session") else None
+        except (OSError, ValueError, KeyError, TypeError):
             continue
-        if status.get("ray_session"):
-            delete_session(Path(status["ray_session"]))
-        rows = [PersonRow(p["user"], [StageRow(**s) for s in p["stages"]]) for p in status["people"]]
         for row in rows:
-            for stage in row.stages:
-                if stage.state in ("waiting", "queued", "running"):
-                    stage.state, stage.reason = INTERRUPTED, "the batch stopped without finishing (its process was killed)"
-                    stage.hint = "Run the same batch again: finished stages are skipped and training resumes."
+            row.interrupt("the batch stopped without finishing (its process was killed)")
+        if session is not None and _is_ray_session(session) and not any(stage.state == CRASHED for row in rows for stage in row.stages):
+            delete_session(session)
         write_json_atomic(path, {**status, "finished": True, "interrupted": True, "people": [r.to_json() for r in rows]})
-        closed.append(status["batch"])
+        closed.append(path.parent.name)
     return closed
 
 
@@ -342,14 +363,13 @@ class Batch:
 
         user, stage = key
         row = self._stage_row(user, stage)
-        retried = started is not None and started["attempts"] > 1
+        earlier_attempts = started["since"] - started["first"] if started else 0.0  # on one clock: the board's
         if started is not None:
             row.attempts = started["attempts"]
         try:
             result: StageResult = ray.get(ref)
             row.state, row.seconds, row.reason, row.hint, row.details = (
-                result.state, time.time() - started["first"] if retried else result.seconds, result.reason, result.hint,
-                result.details)
+                result.state, earlier_attempts + result.seconds, result.reason, result.hint, result.details)
         except RayError as exc:  # raised (or its worker died) after every retry, or an upstream stage did
             earlier_crashed = any(s.state in (CRASHED, NOT_RUN) for s in self.rows[user].stages if s.stage != stage)
             row.state = NOT_RUN if earlier_crashed else CRASHED
@@ -363,7 +383,7 @@ class Batch:
             row.attempts = info["attempts"]
             if (user, stage) in pending:
                 row.state = "running"
-                row.seconds = time.time() - info["since"]
+                row.seconds = time.time() - info["first"]  # as when it finishes: every attempt counts
 
     def _stage_row(self, user: str, stage: str) -> StageRow:
         return next(s for s in self.rows[user].stages if s.stage == stage)
@@ -372,10 +392,7 @@ class Batch:
         """Stopped (Ctrl-C): every stage not finished is marked interrupted, and the status says the batch has
         ended, so nothing polling status.json waits for it."""
         for row in self.rows.values():
-            for stage in row.stages:
-                if stage.state in ("waiting", "queued", "running"):
-                    stage.state, stage.reason = INTERRUPTED, "the batch was stopped"
-                    stage.hint = "Run the same batch again: finished stages are skipped and training resumes."
+            row.interrupt("the batch was stopped")
         self.interrupted = True
         self.write_status(finished=True)
 
@@ -383,7 +400,8 @@ class Batch:
     def status(self, finished: bool) -> dict:
         return {"batch": self.batch_id, "address": self.address or "embedded",
                 # so that the next batch can tell this one was killed, and delete its Ray logs (close_abandoned)
-                "driver_pid": os.getpid(), "ray_session": str(_embedded_session) if _embedded_session else None,
+                "host": socket.gethostname(), "driver_pid": os.getpid(),
+                "ray_session": str(_embedded_session) if _embedded_session else None,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
                 "seconds": round(time.time() - self.started, 2), "finished": finished, "interrupted": self.interrupted,
                 "status_file": str(self.status_dir / "status.json"),
@@ -427,7 +445,8 @@ def run_batch(users: Sequence[str], profile: str | None = None, overrides: Seque
     batch_id = batch_id or new_batch_id()
     batch = Batch(load_configs(users, profile, config_file, overrides, batch_id), batch_id, address)
     for abandoned in close_abandoned(batch.status_dir.parent):
-        log.info("batch %s had stopped without finishing (killed): marked interrupted, its Ray logs deleted", abandoned)
+        log.info("batch %s had stopped without finishing (killed): marked interrupted, and its Ray logs deleted unless a "
+                 "stage had crashed", abandoned)
     if not batch.configs:  # everyone was refused (no photos, or their settings.yaml): nothing to run
         batch.write_status(finished=True)
         return batch.status(finished=True)

@@ -18,51 +18,52 @@ from dataclasses import asdict, dataclass, field, replace
 from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.logs import get_logger
-from headshots.stages import STAGE_NAMES, STAGES, Stage, figures, fingerprint, forget, is_done, stage_named, write_record
+from headshots.stages import STAGE_NAMES, STAGES, Stage, figures, fingerprint, forget, is_done, something_to_export, write_record
+from headshots.workspace import Workspace
 
 log = get_logger(__name__)
 
 
 # -- the work of each stage ----------------------------------------------------------------------------
 
-def _intake(cfg: Config, fingerprint: str) -> None:
+def _intake(cfg: Config, expected: str) -> None:
     from train.intake import intake
 
     intake(cfg)
 
 
-def _prepare(cfg: Config, fingerprint: str) -> None:
+def _prepare(cfg: Config, expected: str) -> None:
     from train.prepare import prepare
 
     prepare(cfg)
 
 
-def _fit(cfg: Config, fingerprint: str) -> None:
+def _fit(cfg: Config, expected: str) -> None:
     from train.recipe import train
 
     train(cfg)
 
 
-def _infer(cfg: Config, fingerprint: str) -> None:
-    """Generate a round named after the stage's fingerprint (unless infer.round names it): a retry after a
-    crash completes that round instead of adding another. Then the face-detail pass, scores and gallery."""
+def _infer(cfg: Config, expected: str) -> None:
+    """Generate a round named after the stage's fingerprint, `expected` (unless infer.round names it): a retry
+    after a crash completes that round instead of adding another. Then the face-detail pass, scores and gallery."""
     from infer.gallery import make_and_review
 
-    make_and_review(cfg if cfg.infer.round else replace(cfg, infer=replace(cfg.infer, round=f"chain-{fingerprint[:12]}")))
+    make_and_review(cfg if cfg.infer.round else replace(cfg, infer=replace(cfg.infer, round=f"chain-{expected[:12]}")))
 
 
-def _export(cfg: Config, fingerprint: str) -> None:
+def _export(cfg: Config, expected: str) -> None:
     """Platform crops of what the person picked (infer.export_files, else their favourites), else of the kept
     images. With none of these there is nothing to crop: the person's status then says 0 kept, which is the news
     (the CLI's export refuses instead, asking for files to pick)."""
-    from infer.export import chosen_files, export
+    from infer.export import export
 
-    if chosen_files(cfg) or figures(stage_named("infer"), cfg).get("kept"):
+    if something_to_export(Workspace.from_config(cfg), cfg):
         export(cfg)
 
 
 WORK: dict[str, Callable[[Config, str], None]] = {"intake": _intake, "prepare": _prepare, "fit": _fit, "infer": _infer,
-                                                  "export": _export}  # each given its fingerprint
+                                                  "export": _export}  # each given the fingerprint its record will carry
 
 
 # -- running ----------------------------------------------------------------------------------------

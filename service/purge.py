@@ -22,6 +22,7 @@ from headshots.config import load_config
 from headshots.errors import HeadshotsError
 from headshots.logs import setup_logging
 from headshots.workspace import Workspace, write_json_atomic
+from service.batch import close_abandoned
 
 
 def derived_paths(workspace: Workspace, include_selfies: bool) -> list[Path]:
@@ -50,8 +51,11 @@ def purge(workspace: Workspace, include_selfies: bool = False) -> list[str]:
 def scrub_batch_records(workspace: Workspace) -> list[str]:
     """Take the person out of every batch status file (their name, stage reasons with paths, likeness); a batch
     with no one else in it goes entirely. A file that cannot be read is left as it is and named, so that nothing
-    is lost and the person's row can be removed by hand. Returns what was done, one line each."""
-    done = []
+    is lost and the person's row can be removed by hand. A batch whose process was killed is closed first, as the
+    next batch would (its Ray logs, which name the person, deleted), before its status file can go. Returns what
+    was done, one line each."""
+    done = [f"closed batch {batch}, which had been killed (its Ray logs deleted unless a stage had crashed)"
+            for batch in close_abandoned(workspace.batch_root)]
     for status in sorted(workspace.batch_root.glob("*/status.json")):
         try:
             record = json.loads(status.read_text())

@@ -1,11 +1,24 @@
 """Stage records (headshots/stages.py): what the CLI did, the web app and the batch runner do not do again."""
 
+import json
 from pathlib import Path
+
+import pytest
 
 from headshots.cli import build_parser, run
 from headshots.config import load_config
-from headshots.stages import STAGE_NAMES, read_record, stage_named, stages_to_run
-from headshots.workspace import Workspace
+from headshots.stages import (
+    STAGE_NAMES,
+    STAGES,
+    figures,
+    fingerprints,
+    read_record,
+    run_recorded,
+    stage_named,
+    stages_to_run,
+    write_record,
+)
+from headshots.workspace import ADAPTER_WEIGHTS, DATASET_INFO, Workspace
 from tests.conftest import copy_photos
 
 
@@ -51,3 +64,66 @@ def test_a_failed_command_leaves_no_record(tmp_path, tiny_model, faces_dir, face
     assert cli("train", "intake", overrides) == 2  # one photo: not a usable set
     assert read_record(stage_named("intake"), cfg) is None
     assert Path(Workspace.from_config(cfg).intake_report).is_file()  # the advice is written all the same
+
+
+def everything_done(cfg) -> None:
+    """Every stage's outputs as files (empty where their content is not read) and its record, as a finished chain
+    leaves them."""
+    ws = Workspace.from_config(cfg)
+    ws.selfies.mkdir(parents=True)
+    (ws.selfies / "01.jpg").write_bytes(b"a photo")
+    (ws.prepared).mkdir(parents=True)
+    (ws.adapter_dir(cfg.run)).mkdir(parents=True)
+    ws.samples_dir(cfg.run).mkdir(parents=True)
+    ws.export_manifest(cfg.run).parent.mkdir(parents=True)
+    for path in (ws.intake_report, ws.prepared / DATASET_INFO, ws.reference_embeddings, ws.adapter_dir(cfg.run) / ADAPTER_WEIGHTS,
+                 ws.gallery(cfg.run)):
+        path.write_text("{}")
+    ws.scores(cfg.run).write_text(json.dumps({"kept": 1, "images": [{"file": "linkedin-00.png", "similarity": 0.7}]}))
+    ws.export_manifest(cfg.run).write_text(json.dumps({"images": [{"file": "linkedin-00.png"}]}))
+    for stage, expected in zip(STAGES, fingerprints(cfg).values()):
+        write_record(stage, cfg, expected, 1.0)
+    assert stages_to_run(cfg) == []
+
+
+def test_a_stage_run_again_makes_the_stages_after_it_due(make_config):
+    """Another round of images (a second `make infer`, same settings: same fingerprint) is not what the last export
+    cropped, so export is due again; the stages before are not touched."""
+    cfg = make_config("alice")
+    everything_done(cfg)
+    run_recorded("infer", cfg, lambda: None)
+    assert stages_to_run(cfg) == ["export"]
+    assert read_record(stage_named("fit"), cfg) is not None
+
+
+def test_a_stage_that_fails_leaves_no_record_and_invalidates_what_follows(make_config):
+    cfg = make_config("alice")
+    everything_done(cfg)
+    with pytest.raises(RuntimeError):
+        run_recorded("fit", cfg, lambda: (_ for _ in ()).throw(RuntimeError("killed")))
+    assert [read_record(stage_named(name), cfg) is None for name in STAGE_NAMES] == [False, False, True, True, True]
+    assert stages_to_run(cfg) == ["fit", "infer", "export"]
+
+
+def test_only_the_main_process_of_a_multi_gpu_run_touches_records(make_config, monkeypatch):
+    cfg = make_config("alice")
+    everything_done(cfg)
+    before = read_record(stage_named("fit"), cfg)
+    monkeypatch.setenv("RANK", "1")  # accelerate launch's second process
+    run_recorded("fit", cfg, lambda: None)
+    assert read_record(stage_named("fit"), cfg) == before and stages_to_run(cfg) == []
+
+
+def test_images_picked_for_export_make_it_due_even_with_none_kept(make_config):
+    cfg = make_config("alice", "infer.export_files=[linkedin-00.png]")
+    everything_done(cfg)
+    ws = Workspace.from_config(cfg)
+    ws.scores(cfg.run).write_text(json.dumps({"kept": 0, "images": [{"file": "linkedin-00.png", "similarity": 0.2}]}))
+    assert figures(stage_named("export"), cfg) == {"exported": 1}
+    ws.export_manifest(cfg.run).unlink()
+    assert stages_to_run(cfg) == ["export"]  # picked, so the crops must be there
+    assert stages_to_run(make_config("alice")) == ["export"]  # another pick (none): crops again
+    nothing = make_config("alice")
+    write_record(stage_named("export"), nothing, fingerprints(nothing)["export"], 1.0)
+    assert stages_to_run(nothing) == []  # nothing kept or picked: done without crops
+    assert figures(stage_named("export"), nothing)["exported"] == 0
