@@ -59,7 +59,7 @@ setup: $(BIN)/python
 		|| { sudo -n apt-get update && sudo -n apt-get install -y chromium; } >/dev/null 2>&1 \
 		|| echo "note: could not install chromium; the gallery browser test will be skipped"; \
 	fi
-	@$(BIN)/python -c "import torch, diffusers, peft, accelerate, facenet_pytorch; print('setup ok: torch', torch.__version__, '| cuda' if torch.cuda.is_available() else '| cpu only')"
+	@$(BIN)/python -c "from headshots.logs import setup_logging; setup_logging(); import torch, diffusers, peft, accelerate, facenet_pytorch; print('setup ok: torch', torch.__version__, '| cuda' if torch.cuda.is_available() else '| cpu only')"
 
 # Re-resolve requirements.lock after changing a range in pyproject.toml (keeps every other pin);
 # `make lock ARGS=--upgrade` moves every package to the newest version the ranges allow.

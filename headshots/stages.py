@@ -215,10 +215,10 @@ def stages_to_run(cfg: Config) -> list[str]:
     return []
 
 
-def run_recorded(name: str, cfg: Config, work: Callable[[], T]) -> T:
-    """Run stage `name`'s `work` as the CLI and the app's Download do (always: the person asked for it) and, when
-    it ends well, write the stage's record, so that the web app and the batch skip it until something it reads
-    changes.
+def run_recorded(name: str, cfg: Config, work: Callable[[], T], done: Callable[[T], bool] = lambda result: True) -> T:
+    """Run stage `name`'s `work` as the CLI and the web app do (always: the person asked for it) and, when it ends
+    well (and `done` says its result is what the chain would call done: the app's intake of a refused set is not),
+    write the stage's record, so that the web app and the batch skip it until something it reads changes.
 
     Recorded only when the stage before it is done with today's inputs, since that stage's outputs are what
     this one read: a `train fit` on photos changed since `train prepare` leaves no record, and the chain
@@ -235,7 +235,7 @@ def run_recorded(name: str, cfg: Config, work: Callable[[], T]) -> T:
     before = STAGES[index - 1] if index else None
     if before is not None and not is_done(before, cfg, chain[before.name]):
         log.info("%s not recorded as done: %s has not run on these photos and settings", name, before.name)
-    elif main_process:
+    elif main_process and done(result):
         write_record(stage, cfg, chain[name], time.perf_counter() - started)
     return result
 

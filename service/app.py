@@ -52,7 +52,7 @@ from infer.styles import available_styles, load_style
 from service import views
 from service.jobs import IMAGE_KINDS, JobQueue, devices, job_command
 from service.purge import purge
-from train.intake import run_intake
+from train.intake import REJECT, run_intake
 
 log = get_logger(__name__)
 LOOPBACK_NAMES = ("localhost",)
@@ -213,12 +213,24 @@ class HeadshotsApp:
 
     def check_photos(self, ws: Workspace) -> dict[str, str]:
         """Intake over the photos there now (the set checks need all of them); no photos, no report.
-        Returns intake's previews (file -> data URI), so the page need not decode every photo again."""
+        A usable set is recorded as the intake stage, as the chain would record it, so Train does not judge the
+        photos again; a refused one is not, and a Train job stops at it. Returns intake's previews (file -> data
+        URI), so the page need not decode every photo again."""
         if ws.selfies.is_dir() and list_photos(ws.selfies):
-            return run_intake(self.settings.config(ws.user), self.analyzer).previews
+            cfg = self.settings.config(ws.user)
+            return run_recorded("intake", cfg, lambda: run_intake(cfg, self.analyzer), lambda r: r.set.verdict != REJECT).previews
         ws.intake_report.unlink(missing_ok=True)
         ws.intake_page.unlink(missing_ok=True)
         return {}
+
+    def judged_now(self, ws: Workspace) -> dict[str, str] | None:
+        """Intake again, when the photos' last verdict is not this app's on these photos: judged with other
+        settings (the demo's, a batch's) or not recorded (a refused set). Its previews then, else None."""
+        try:
+            due = ws.selfies.is_dir() and stages_to_run(self.settings.config(ws.user))[:1] == ["intake"]
+        except ConfigError:  # their settings.yaml cannot be used: the Styles tab says so, and nothing is judged
+            return None
+        return self.check_photos(ws) if due else None
 
     @user_errors
     def upload(self, files: list[str] | None, state: str | None, request: gr.Request) -> dict:
@@ -282,8 +294,9 @@ class HeadshotsApp:
                 raise HeadshotsError("There are no photos to train on.", f"Add {ws.photos_wanted} recent photos of yourself first.")
             raise HeadshotsError(f"Your photo set is not usable yet: {report['reason']}.", " ".join(report["advice"]))
         if "fit" not in stages_to_run(self.settings.config(user)):  # the job would skip every stage: say so instead
-            raise HeadshotsError("Already trained on these photos and settings: there is nothing to train.",
-                                 "Pick styles on 3. Styles and press Generate (change your photos to train again).")
+            gr.Info("Already trained on these photos and settings: there is nothing to train. Pick styles on 3. Styles "
+                    "and press Generate (change your photos to train again).", title="Nothing to do")
+            return self.status_view(user)
         self.submit(user, "train", [])
         return self.status_view(user)
 
@@ -457,14 +470,16 @@ class HeadshotsApp:
 
     # -- session -----------------------------------------------------------------------------------
     def page(self, user: str) -> dict:
-        """Everything the page shows for `user`, e.g. when a closed tab is opened again."""
+        """Everything the page shows for `user`, e.g. when a closed tab is opened again: the photos' verdict as
+        this app's settings judge them."""
         ws = self.workspace(user)
         job = self.jobs.latest(user)
+        previews = None if job is not None and job.active else self.judged_now(ws)
         return {self.c["user"]: user, self.c["who"]: f"Signed in as **{user}**.", self.c["main"]: gr.update(visible=True),
                 self.c["name_row"]: gr.update(visible=False), self.c["sign_out"]: gr.update(visible=self.accounts is None),
                 # with a password file, the browser's own sign-in is what a reload keeps
                 self.c["remembered"]: {"name": user} if self.accounts is None else SIGNED_OUT,
-                self.c["notes"]: "", **self.photos_view(ws), **self.status_view(user), **self.review_view(ws),
+                self.c["notes"]: "", **self.photos_view(ws, previews), **self.status_view(user), **self.review_view(ws),
                 **self.styles_view(user), self.c["seen"]: [job.id, job.state] if job else None, self.c["files"]: None, self.c["crops"]: "",
                 self.c["shown"]: views.REVIEW_PAGE, self.c["dropped_open"]: False}
 

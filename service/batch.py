@@ -72,6 +72,7 @@ def _remote_api():
                    upstream: StageResult | None, board) -> StageResult:
         import torch
 
+        setup_logging()  # the CLIs' log lines (and their quiet third parties) in the worker's log too
         torch.set_num_threads(threads)
         board.start.remote(user, stage_name, os.getpid())
         try:
@@ -430,7 +431,8 @@ def format_table(people: list[dict]) -> str:
     for p in people:
         likeness = f"{p['best_likeness']:.2f}" if p["best_likeness"] is not None else "-"
         kept = str(p["kept"]) if p["kept"] is not None else "-"
-        note = p["reason"] or ""
+        skipped = [s["stage"] for s in p["stages"] if s["state"] == "skipped"]
+        note = p["reason"] or (f"skipped, done before with the same inputs: {', '.join(skipped)}" if skipped else "")
         lines.append(f"{p['user']:<16} {p['stage']:<8} {p['stage_state']:<10} {p['seconds']:>7.1f}s {kept:>5} "
                      f"{likeness:>8}  {note[:80]}")
     return "\n".join(lines)

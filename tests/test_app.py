@@ -24,6 +24,7 @@ from headshots.workspace import ADAPTER_WEIGHTS
 from service.app import main, read_password_file, safe_file_name
 from service.jobs import DONE, QUEUED, RUNNING, STOPPED, Job, JobQueue
 from tests.app_server import serve
+from tests.conftest import copy_photos
 
 FAVOURITE_TICKED = "data-tick='hs-favourites' data-file='([^']+)'[^>]*aria-pressed='true'"  # a card's pressed Favourite
 LIMITS = ("app.max_photos=6", "app.max_pixels=20000000", "app.max_upload_bytes=2000000")
@@ -468,3 +469,23 @@ def test_phone_and_browser_formats_are_accepted(server, selfies, tmp_path):
     assert all(f"- added **{name}**" in result["notes"] for name in ("a.png", "b.webp", "c.heic")), result["notes"]
     assert result["photos"].count("<div class='hs-photo ") == 3 and "(no preview)" not in result["photos"]
     assert "data-file='c.heic'" in result["photos"] and "data:image/jpeg;base64," in result["photos"]
+
+
+def test_the_page_shows_the_photos_judged_with_this_apps_settings(server, selfies):
+    """`make demo` or a batch judged the photos with other settings (here: 10 photos needed): the page judges them
+    again with the app's own when it opens, and records the usable set, so Train starts from prepare."""
+    from dataclasses import replace
+
+    from headshots.stages import stages_to_run
+    from train.intake import run_intake
+
+    app = server.app
+    ws = app.workspace("uma")
+    copy_photos(selfies[:5], ws.selfies)
+    cfg = app.settings.config("uma")
+    run_intake(replace(cfg, intake=replace(cfg.intake, min_photos=10)), app.analyzer)
+    assert json.loads(ws.intake_report.read_text())["set"]["verdict"] == "reject"
+    shown = app.page("uma")
+    assert json.loads(ws.intake_report.read_text())["set"]["verdict"] != "reject"
+    assert "need at least 10" not in shown[app.c["photos"]] and shown[app.c["train"]]["interactive"]
+    assert stages_to_run(cfg)[0] == "prepare"  # intake is recorded: the Train job does not judge the photos again
