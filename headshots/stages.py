@@ -14,10 +14,10 @@ export. Records (JSON) sit beside each stage's outputs:
 
 Every way of running a stage writes its record: the CLI (`python -m train intake|prepare|fit|all`,
 `python -m infer all|export`), and the web app and the batch runner through service/chain.py, which also skips
-what is done (the app's Download records export too). A stage that runs removes its record and those of the
-stages after it first. So a person trained with
-`make train` is not trained again when the app or a batch picks them up. The work itself lives in train/ and
-infer/; this module only knows the stages' inputs and outputs, which is why it sits on the shared floor.
+what is done (the app's intake and Download record theirs too). A stage that runs removes its record and those
+of the stages after it first. So a person trained with `make train` is not trained again when the app or a
+batch picks them up. The work itself lives in train/ and infer/; this module only knows the stages' inputs and
+outputs, which is why it sits on the shared floor.
 """
 
 from __future__ import annotations
@@ -143,8 +143,9 @@ def _config_part(plain: dict, key: str) -> object:
     return functools.reduce(lambda node, part: node[part], key.split("."), plain)
 
 
-def fingerprint(stage: Stage, cfg: Config, upstream: str | None) -> str:
-    """What `stage` would read now, hashed; `upstream` is the fingerprint of the stage before it."""
+def fingerprint(stage: Stage, cfg: Config, upstream: str | None, selfies: str | None = None) -> str:
+    """What `stage` would read now, hashed; `upstream` is the fingerprint of the stage before it, `selfies` the
+    photos' digest when the caller has it already (they are read once for the whole chain)."""
     plain = OmegaConf.to_container(OmegaConf.structured(cfg))
     plain["model"]["pretrained"] = model_source(cfg.model.pretrained)  # the CLI's relative path = the batch's absolute one
     for key in stage.ignores:
@@ -154,7 +155,7 @@ def fingerprint(stage: Stage, cfg: Config, upstream: str | None) -> str:
         "stage": stage.name,
         "config": {key: _config_part(plain, key) for key in stage.config_keys},
         "upstream": upstream,
-        "selfies": selfies_digest(Workspace.from_config(cfg)) if stage.reads_selfies else None,
+        "selfies": (selfies or selfies_digest(Workspace.from_config(cfg))) if stage.reads_selfies else None,
     }
     if stage.also_reads:  # only then: every other stage's fingerprint stays what its record holds
         inputs["files"] = {path.name: file_digest(path) if path.is_file() else None for path in stage.also_reads(Workspace.from_config(cfg), cfg.run)}
@@ -165,8 +166,9 @@ def fingerprints(cfg: Config) -> dict[str, str]:
     """Every stage's fingerprint for `cfg` as things are now, in chain order."""
     chain: dict[str, str] = {}
     upstream: str | None = None
+    selfies = selfies_digest(Workspace.from_config(cfg))
     for stage in STAGES:
-        upstream = chain[stage.name] = fingerprint(stage, cfg, upstream)
+        upstream = chain[stage.name] = fingerprint(stage, cfg, upstream, selfies)
     return chain
 
 
