@@ -100,12 +100,14 @@ class Stage:
     in_user_data: bool  # its record lives in data/users/<u>/stages/ (else outputs/<u>/<run>/stages/)
     figures: Callable[[Workspace, Config], dict]  # what its outputs hold, read from them
     also_reads: Callable[[Workspace, str], list[Path]] | None = None  # files whose bytes are part of the fingerprint
+    # The next stage reads what this one makes (prepare does not read intake's report: it judges the photos itself)
+    feeds_next: bool = True
     ignores: tuple[str, ...] = ()  # keys inside config_keys that do not change the stage's outputs
 
 
 STAGES: tuple[Stage, ...] = (
     Stage("intake", config_keys=("intake", "face"), reads_selfies=True, uses_gpu=False, in_user_data=True,
-          outputs=lambda ws, cfg: [ws.intake_report], figures=_intake_figures),
+          outputs=lambda ws, cfg: [ws.intake_report], figures=_intake_figures, feeds_next=False),
     Stage("prepare", config_keys=("prepare", "face", "model.resolution"), reads_selfies=True, uses_gpu=False,
           in_user_data=True, outputs=lambda ws, cfg: [ws.prepared / DATASET_INFO, ws.reference_embeddings],
           figures=_prepare_figures),
@@ -195,11 +197,14 @@ def is_done(stage: Stage, cfg: Config, expected: str) -> bool:
 
 
 def forget(stage: Stage, cfg: Config) -> None:
-    """Before a stage runs, its record and those of every stage after it go. A run stopped part-way must leave no
-    record (the last run's would call half-rewritten outputs done if the settings went back to the last run's);
-    and what it makes anew (another round of images, other crops) is not what the stages after it used, though
-    their fingerprints, which hash settings, would still match."""
-    for later in STAGES[STAGES.index(stage):]:
+    """Before a stage runs, its record goes, and when the next stage reads what it makes, those of every stage
+    after it. A run stopped part-way must leave no record (the last run's would call half-rewritten outputs done
+    if the settings went back to the last run's); and what it makes anew (another round of images, other crops)
+    is not what the stages after it used, though their fingerprints, which hash settings, would still match.
+    Intake judged again (the web app does it when it opens with other settings) leaves prepare and training done
+    for the settings they were made with."""
+    index = STAGES.index(stage)
+    for later in STAGES[index:] if stage.feeds_next else STAGES[index:index + 1]:
         record_path(later, cfg).unlink(missing_ok=True)
 
 

@@ -345,7 +345,7 @@ class HeadshotsApp:
         return {
             self.c["status"]: views.job_markdown(ws, self.run, job, self.jobs.position(job) if job else 0),
             self.c["train"]: gr.update(interactive=views.set_usable(ws) and not busy),
-            self.c["generate"]: gr.update(interactive=trained and not busy),
+            self.c["generate"]: gr.update(interactive=trained and views.set_usable(ws) and not busy),  # a job starts at intake
             self.c["more"]: gr.update(interactive=trained and not busy),
             self.c["stop"]: gr.update(interactive=busy),
             self.c["timer"]: gr.Timer(active=busy),

@@ -432,7 +432,8 @@ def format_table(people: list[dict]) -> str:
         likeness = f"{p['best_likeness']:.2f}" if p["best_likeness"] is not None else "-"
         kept = str(p["kept"]) if p["kept"] is not None else "-"
         skipped = [s["stage"] for s in p["stages"] if s["state"] == "skipped"]
-        note = p["reason"] or (f"skipped, done before with the same inputs: {', '.join(skipped)}" if skipped else "")
+        said = [s["details"]["note"] for s in p["stages"] if s["state"] in ("done", "skipped") and s["details"].get("note")]
+        note = p["reason"] or "; ".join([*([f"skipped (done before): {', '.join(skipped)}"] if skipped else []), *said])
         lines.append(f"{p['user']:<16} {p['stage']:<8} {p['stage_state']:<10} {p['seconds']:>7.1f}s {kept:>5} "
                      f"{likeness:>8}  {note[:80]}")
     return "\n".join(lines)

@@ -322,10 +322,14 @@ def _disk_status(ws: Workspace, run: str) -> str:
     if progress and progress["step"] < progress["max_steps"]:
         return (f"**Training was interrupted** at step {progress['step']} of {progress['max_steps']}: "
                 "press Train to continue from the last checkpoint.")
-    if (ws.adapter_dir(run) / ADAPTER_WEIGHTS).is_file():
-        return f"**Your adapter is trained.** {_results(ws, run) or 'Pick styles and generate.'}"
     report = _read_json(ws.intake_report)
-    if report and report["set"]["verdict"] == "reject":  # why Train cannot be pressed, on the tab it is on
+    refused = bool(report) and report["set"]["verdict"] == "reject"  # why Train cannot be pressed, on the tab it is on
+    if (ws.adapter_dir(run) / ADAPTER_WEIGHTS).is_file():
+        if refused:  # the photos changed since, or the settings: a job starts with intake, and would stop there
+            return (f"**Your adapter is trained**, but your photo set is not usable now ({report['set']['reason']}), so "
+                    "Train and Generate would stop at it. See 1. Photos for what to change.")
+        return f"**Your adapter is trained.** {_results(ws, run) or 'Pick styles and generate.'}"
+    if refused:
         return f"Not trained yet: your photo set is not usable yet ({report['set']['reason']}). See 1. Photos for what to add."
     if report:
         return "Not trained yet: your photos are ready. Press Train (2. Train)."

@@ -127,3 +127,15 @@ def test_images_picked_for_export_make_it_due_even_with_none_kept(make_config):
     write_record(stage_named("export"), nothing, fingerprints(nothing)["export"], 1.0)
     assert stages_to_run(nothing) == []  # nothing kept or picked: done without crops
     assert figures(stage_named("export"), nothing)["exported"] == 0
+
+
+def test_intake_judged_again_with_other_settings_keeps_what_was_trained(make_config):
+    """The web app opened with other intake settings judges the photos again (and may refuse them): that must not
+    throw away the person's prepared photos and adapter, which intake's report never fed."""
+    cfg = make_config("alice")
+    everything_done(cfg)
+    stricter = make_config("alice", "intake.min_photos=10")
+    run_recorded("intake", stricter, lambda: "refused", lambda result: False)
+    assert [read_record(stage_named(name), cfg) is None for name in STAGE_NAMES] == [True, False, False, False, False]
+    run_recorded("intake", cfg, lambda: "usable")  # back with the settings it was trained with
+    assert stages_to_run(cfg) == []
