@@ -489,3 +489,23 @@ def test_the_page_shows_the_photos_judged_with_this_apps_settings(server, selfie
     assert json.loads(ws.intake_report.read_text())["set"]["verdict"] != "reject"
     assert "need at least 10" not in shown[app.c["photos"]] and shown[app.c["train"]]["interactive"]
     assert stages_to_run(cfg)[0] == "prepare"  # intake is recorded: the Train job does not judge the photos again
+
+
+def test_a_trained_person_whose_set_is_refused_now_is_told_before_generating(server):
+    """Photos or settings changed since training and intake refuses the set: a Generate job would stop at intake,
+    so the status line says so and Generate waits, though the adapter is there."""
+    from headshots.workspace import ADAPTER_WEIGHTS
+
+    app = server.app
+    ws = app.workspace("vic")
+    adapter = ws.adapter_dir(app.run)
+    adapter.mkdir(parents=True)
+    (adapter / ADAPTER_WEIGHTS).write_bytes(b"")
+    (ws.selfies).mkdir(parents=True)
+    (ws.selfies / "a.jpg").write_bytes(b"x")
+    ws.intake_report.write_text(json.dumps({"set": {"verdict": "reject", "reason": "only 1 usable photo (need at least 5)"}}))
+    shown = app.status_view("vic")
+    assert "not usable now (only 1 usable photo" in shown[app.c["status"]]
+    assert not shown[app.c["generate"]]["interactive"] and not shown[app.c["train"]]["interactive"]
+    ws.intake_report.write_text(json.dumps({"set": {"verdict": "warn", "reason": "5 usable photos"}}))
+    assert app.status_view("vic")[app.c["generate"]]["interactive"]
