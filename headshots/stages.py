@@ -41,8 +41,8 @@ from headshots.workspace import (
     DATASET_INFO,
     Workspace,
     add_files_to_digest,
+    chosen_files,
     file_digest,
-    read_favourites,
     write_json_atomic,
 )
 
@@ -53,7 +53,7 @@ T = TypeVar("T")
 def something_to_export(ws: Workspace, cfg: Config) -> bool:
     """Whether export has anything to crop: images picked (`infer.export_files`, else the favourites ticked in the
     web app) or, with none picked, a kept image."""
-    if cfg.infer.export_files or read_favourites(ws, cfg.run):
+    if chosen_files(cfg):
         return True
     scores = ws.scores(cfg.run)
     return scores.is_file() and json.loads(scores.read_text())["kept"] > 0

@@ -203,6 +203,12 @@ def read_favourites(workspace: Workspace, run: str) -> list[str]:
     return [f for f in plain if (samples_dir / f).is_file()]
 
 
+def chosen_files(cfg: Config) -> list[str]:
+    """What the person picked to export: `infer.export_files`, else their favourites; [] when they picked nothing,
+    which exports every kept image (infer/export.py, and the export stage's record in headshots/stages.py)."""
+    return list(cfg.infer.export_files) or read_favourites(Workspace.from_config(cfg), cfg.run)
+
+
 def save_favourites(workspace: Workspace, run: str, files: list[str]) -> None:
     """The web app, at each tick; read by export and by the export stage's record (headshots/stages.py)."""
     write_json_atomic(workspace.favourites(run), {"files": list(files)})

@@ -27,7 +27,7 @@ from headshots.errors import HeadshotsError
 from headshots.faces import FaceAnalyzer, resolve_device
 from headshots.images import load_rgb
 from headshots.logs import get_logger
-from headshots.workspace import EXPORT_MANIFEST, SCORES, Workspace, read_favourites, replace_folder
+from headshots.workspace import EXPORT_MANIFEST, SCORES, Workspace, chosen_files, replace_folder
 
 log = get_logger(__name__)
 EXPORT = "export"
@@ -65,12 +65,6 @@ class Export:
 
 def export_dir(cfg: Config) -> Path:
     return Workspace.from_config(cfg).run_dir(cfg.run) / EXPORT
-
-
-def chosen_files(cfg: Config) -> list[str]:
-    """What the person picked to export: `infer.export_files`, else their favourites; [] when they picked nothing,
-    which exports every kept image."""
-    return list(cfg.infer.export_files) or read_favourites(Workspace.from_config(cfg), cfg.run)
 
 
 def export(cfg: Config, analyzer: FaceAnalyzer | None = None) -> Path:

@@ -342,10 +342,11 @@ class HeadshotsApp:
         ws, job = self.workspace(user), self.jobs.latest(user)
         busy = job is not None and job.active
         trained = (ws.adapter_dir(self.run) / ADAPTER_WEIGHTS).is_file()
+        usable = views.set_usable(ws)  # read once: this runs every second while a job does
         return {
             self.c["status"]: views.job_markdown(ws, self.run, job, self.jobs.position(job) if job else 0),
-            self.c["train"]: gr.update(interactive=views.set_usable(ws) and not busy),
-            self.c["generate"]: gr.update(interactive=trained and views.set_usable(ws) and not busy),  # a job starts at intake
+            self.c["train"]: gr.update(interactive=usable and not busy),
+            self.c["generate"]: gr.update(interactive=trained and usable and not busy),  # a job starts at intake
             self.c["more"]: gr.update(interactive=trained and not busy),
             self.c["stop"]: gr.update(interactive=busy),
             self.c["timer"]: gr.Timer(active=busy),
