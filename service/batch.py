@@ -118,11 +118,14 @@ class PersonRow:
         return "running"
 
     def interrupt(self, reason: str) -> None:
-        """Every stage not finished is marked interrupted, with `reason` and what to do."""
-        for stage in self.stages:
-            if stage.state in ("waiting", "queued", "running"):
-                stage.state, stage.reason = INTERRUPTED, reason
-                stage.hint = "Run the same batch again: finished stages are skipped and training resumes."
+        """The first stage not finished (running, or the next to start) is marked interrupted, with `reason` and
+        what to do; the stages after it never started, and say so."""
+        unfinished = [stage for stage in self.stages if stage.state in ("waiting", "queued", "running")]
+        for stage in unfinished[:1]:
+            stage.state, stage.reason = INTERRUPTED, reason
+            stage.hint = "Run the same batch again: finished stages are skipped and training resumes."
+        for stage in unfinished[1:]:
+            stage.state, stage.reason = NOT_RUN, f"{unfinished[0].stage} did not finish"
 
     @property
     def current(self) -> StageRow:

@@ -217,6 +217,8 @@ def test_a_stopped_batch_says_so_in_its_status(people):
     status = json.loads((batch.status_dir / "status.json").read_text())
     assert status["finished"] and status["interrupted"]
     assert {p["user"]: p["state"] for p in status["people"]} == {"alice": "interrupted", "carol": "interrupted"}
+    # none had started: the first stage is the one interrupted, the rest never ran
+    assert [s["state"] for s in person(status, "alice")["stages"]] == ["interrupted"] + ["not run"] * 4
     assert "Run the same batch again" in person(status, "alice")["hint"]
 
 
@@ -281,7 +283,8 @@ def test_closing_killed_batches_leaves_alone_what_may_still_run_or_is_not_rays(t
     assert close_abandoned(tmp_path / "batch", quiet_s=0) == ["crashed", "killed", "not-ray"]
     closed = json.loads(killed.read_text())
     assert closed["finished"] and closed["interrupted"]
-    assert [s["state"] for s in closed["people"][0]["stages"]] == ["done", "done"] + ["interrupted"] * 3
+    assert [s["state"] for s in closed["people"][0]["stages"]] == ["done", "done", "interrupted", "not run", "not run"]
+    assert closed["people"][0]["stages"][3]["reason"] == "fit did not finish"
     assert not (tmp_path / "ray" / "session_killed").exists()
     assert (tmp_path / "ray" / "session_crashed").is_dir() and (tmp_path / "data").is_dir()
     for batch in ("running", "elsewhere", "old", "broken"):
