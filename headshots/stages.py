@@ -2,8 +2,9 @@
 
     intake -> prepare -> fit -> infer (generate [+ face detail] + score + gallery) -> export
 
-A stage is done when its record says it finished with the fingerprint its inputs have now and its outputs are
-all there. The fingerprint hashes what the stage reads: the config sections it uses, the selfies' bytes
+A stage is done when its record says it finished with the fingerprint its inputs have now, its outputs are
+all there and the person has not edited them since (prepare's captions.json: headshots/caption_edits.py). The
+fingerprint hashes what the stage reads: the config sections it uses, the selfies' bytes
 (intake, prepare), the favourites ticked in the web app (export) and the fingerprint of the stage before it,
 so a change upstream makes everything below it due again and a change of, say, `infer.steps` only infer and
 export. Records (JSON) sit beside each stage's outputs:
@@ -34,6 +35,7 @@ from typing import TypeVar
 
 from omegaconf import OmegaConf
 
+from headshots.caption_edits import captions_edited_since_prepare
 from headshots.config import Config, model_source
 from headshots.logs import get_logger
 from headshots.workspace import (
@@ -103,6 +105,8 @@ class Stage:
     # The next stage reads what this one makes (prepare does not read intake's report: it judges the photos itself)
     feeds_next: bool = True
     ignores: tuple[str, ...] = ()  # keys inside config_keys that do not change the stage's outputs
+    # The person edited what it made since it ran (captions.json): done no longer, whatever its fingerprint says
+    edited_since: Callable[[Workspace], bool] | None = None
 
 
 STAGES: tuple[Stage, ...] = (
@@ -110,7 +114,7 @@ STAGES: tuple[Stage, ...] = (
           outputs=lambda ws, cfg: [ws.intake_report], figures=_intake_figures, feeds_next=False),
     Stage("prepare", config_keys=("prepare", "face", "model.resolution"), reads_selfies=True, uses_gpu=False,
           in_user_data=True, outputs=lambda ws, cfg: [ws.prepared / DATASET_INFO, ws.reference_embeddings],
-          figures=_prepare_figures),
+          figures=_prepare_figures, edited_since=captions_edited_since_prepare),
     Stage("fit", config_keys=("model", "train"), reads_selfies=False, uses_gpu=True, in_user_data=False,
           outputs=lambda ws, cfg: [ws.adapter_dir(cfg.run) / ADAPTER_WEIGHTS], figures=_fit_figures),
     Stage("infer", config_keys=("model", "infer", "filter", "face"), reads_selfies=False, uses_gpu=True, in_user_data=False,
@@ -190,10 +194,11 @@ def read_record(stage: Stage, cfg: Config) -> dict | None:
 
 
 def is_done(stage: Stage, cfg: Config, expected: str) -> bool:
-    """Finished before with fingerprint `expected`, and every output still there."""
+    """Finished before with fingerprint `expected`, every output still there, and none edited by hand since."""
     record = read_record(stage, cfg)
     ws = Workspace.from_config(cfg)
-    return bool(record and record.get("fingerprint") == expected and all(p.exists() for p in stage.outputs(ws, cfg)))
+    return bool(record and record.get("fingerprint") == expected and all(p.exists() for p in stage.outputs(ws, cfg))
+                and not (stage.edited_since and stage.edited_since(ws)))
 
 
 def forget(stage: Stage, cfg: Config) -> None:

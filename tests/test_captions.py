@@ -9,6 +9,7 @@ import datasets
 import pytest
 import torch
 
+from headshots.caption_edits import captions_edited_since_prepare, edited_captions
 from headshots.config import PrepareConfig, load_config
 from headshots.errors import ConfigError, HeadshotsError, WeightsError
 from headshots.workspace import Workspace
@@ -20,7 +21,6 @@ from train.captions import (
     clean_caption,
     collapse_repeats,
     compose_caption,
-    edited_captions,
     generate_captions,
     token_count,
     words_of,
@@ -159,10 +159,13 @@ def test_model_captions_through_prepare_and_edits_win(make_config, tiny_blip, fa
     assert dataset["caption"] == dataset["generated_caption"]
     assert json.loads(ws.captions.read_text()) == dict(zip(dataset["file"], dataset["caption"]))
 
+    assert not captions_edited_since_prepare(ws)
+
     edited_file, other = dataset["file"][:2]
     captions = json.loads(ws.captions.read_text())
     captions[edited_file] = f"{PREFIX}, wearing a red scarf, outdoors"
     ws.captions.write_text(json.dumps(captions))
+    assert captions_edited_since_prepare(ws)  # the web app and the batch prepare again
 
     prepare(make_config("alice"), analyzer)  # switch to the template captioner: only unedited captions follow
     dataset = datasets.load_from_disk(str(ws.prepared))
@@ -170,6 +173,15 @@ def test_model_captions_through_prepare_and_edits_win(make_config, tiny_blip, fa
     assert by_file[edited_file] == f"{PREFIX}, wearing a red scarf, outdoors"
     assert by_file[other] == PREFIX
     assert json.loads(ws.captions.read_text()) == by_file
+    assert not captions_edited_since_prepare(ws)
+
+    without_other = {edited_file: by_file[edited_file]}  # a line deleted: captioned afresh, as the template would anyway
+    ws.captions.write_text(json.dumps(without_other))
+    assert not captions_edited_since_prepare(ws)
+    ws.captions.write_text(json.dumps({other: by_file[other]}))  # the edit deleted: its photo captioned afresh
+    assert captions_edited_since_prepare(ws)
+    ws.captions.write_text("{not json")  # broken: prepare says what is wrong
+    assert captions_edited_since_prepare(ws)
 
     purge(ws)
     assert not ws.captions.exists()

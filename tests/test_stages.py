@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import datasets
 import pytest
 
 from headshots.cli import build_parser, run
@@ -18,7 +19,7 @@ from headshots.stages import (
     stages_to_run,
     write_record,
 )
-from headshots.workspace import ADAPTER_WEIGHTS, DATASET_INFO, Workspace
+from headshots.workspace import ADAPTER_WEIGHTS, Workspace
 from tests.conftest import copy_photos
 
 
@@ -49,6 +50,13 @@ def test_a_person_trained_and_generated_on_the_cli_is_not_done_again_by_the_chai
     assert infer.details["images"] == 1 and "best_likeness" in infer.details  # a skipped stage's figures, read from its outputs
     assert stages_to_run(cfg) == []
 
+    # A caption edited by hand (README: edit captions.json, prepare again): the chain must not train on the old one
+    written = ws.captions.read_text()
+    ws.captions.write_text(json.dumps({file: f"{caption}, in a red scarf" for file, caption in json.loads(written).items()}))
+    assert stages_to_run(cfg) == ["prepare", "fit", "infer", "export"]
+    ws.captions.write_text(written)  # edited back: nothing to redo
+    assert stages_to_run(cfg) == []
+
     # A photo added since: `train fit` alone trains on the photos prepared before, so it must not call itself
     # done for the new set; the chain then prepares and trains again.
     copy_photos([sorted((faces_dir / "georgia-tech" / "s01").glob("*.jpg"))[5]], ws.selfies)
@@ -72,12 +80,12 @@ def everything_done(cfg) -> None:
     ws = Workspace.from_config(cfg)
     ws.selfies.mkdir(parents=True)
     (ws.selfies / "01.jpg").write_bytes(b"a photo")
-    (ws.prepared).mkdir(parents=True)
+    caption = {"file": ["01.jpg"], "caption": ["a photo of ohwx person"], "generated_caption": ["a photo of ohwx person"]}
+    datasets.Dataset.from_dict(caption).save_to_disk(str(ws.prepared))  # its captions are read: edited since?
     (ws.adapter_dir(cfg.run)).mkdir(parents=True)
     ws.samples_dir(cfg.run).mkdir(parents=True)
     ws.export_manifest(cfg.run).parent.mkdir(parents=True)
-    for path in (ws.intake_report, ws.prepared / DATASET_INFO, ws.reference_embeddings, ws.adapter_dir(cfg.run) / ADAPTER_WEIGHTS,
-                 ws.gallery(cfg.run)):
+    for path in (ws.intake_report, ws.reference_embeddings, ws.adapter_dir(cfg.run) / ADAPTER_WEIGHTS, ws.gallery(cfg.run)):
         path.write_text("{}")
     ws.scores(cfg.run).write_text(json.dumps({"kept": 1, "images": [{"file": "linkedin-00.png", "similarity": 0.7}]}))
     ws.export_manifest(cfg.run).write_text(json.dumps({"images": [{"file": "linkedin-00.png"}]}))

@@ -18,7 +18,6 @@ dataset keeps in its `generated_caption` column.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -28,11 +27,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from headshots.caption_edits import edited_captions
 from headshots.config import Config, PrepareConfig
-from headshots.errors import HeadshotsError, WeightsError
+from headshots.errors import WeightsError
 from headshots.faces import resolve_device
 from headshots.logs import get_logger
-from headshots.workspace import DATASET_INFO, Workspace, write_json_atomic
+from headshots.workspace import Workspace
 
 log = get_logger(__name__)
 
@@ -372,44 +372,6 @@ def generate_captions(cfg: Config, crops: list[Image.Image]) -> list[str]:
         cfg.prepare.caption_model, resolve_device(cfg.device), cfg.prepare.caption_prompt, cfg.prepare.caption_max_new_tokens
     )
     return [compose_caption(prefix, clean_caption(raw)) for raw in captioner(crops)]
-
-
-def edited_captions(workspace: Workspace) -> dict[str, str]:
-    """Entries of captions.json that differ from what the captioner produced for the dataset they
-    were written with. Without that dataset every entry counts as the person's."""
-    written = read_captions_file(workspace.captions)
-    generated = previous_generated(workspace.prepared)
-    return {file: caption for file, caption in written.items() if caption != generated.get(file)}
-
-
-def previous_generated(prepared: Path) -> dict[str, str]:
-    import datasets
-
-    if not (prepared / DATASET_INFO).is_file():
-        return {}
-    dataset = datasets.load_from_disk(str(prepared))
-    if "generated_caption" not in dataset.column_names:
-        return {}
-    return dict(zip(dataset["file"], dataset["generated_caption"]))
-
-
-def read_captions_file(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        return {}
-    hint = ('It must map photo file names to captions, e.g. {"01.jpg": "a photo of ohwx person, wearing a blue shirt"}. '
-            "Fix it, or delete it to caption every photo afresh.")
-    try:
-        captions = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HeadshotsError(f"{path} is not valid JSON: {exc}", hint) from exc
-    if not isinstance(captions, dict) or not all(isinstance(c, str) and c.strip() for c in captions.values()):
-        raise HeadshotsError(f"{path} must be an object of non-empty caption strings.", hint)
-    return {file: caption.strip() for file, caption in captions.items()}
-
-
-def write_captions_file(path: Path, captions: dict[str, str]) -> None:
-    """Written whole or not at all: a crash never leaves half a file for the person to edit."""
-    write_json_atomic(path, captions)
 
 
 def _warn_if_unusable(file: str, caption: str, trigger: str) -> None:

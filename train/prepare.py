@@ -22,13 +22,14 @@ from PIL import Image
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from headshots.caption_edits import write_captions_file
 from headshots.config import Config
 from headshots.errors import HeadshotsError, ImageError
 from headshots.faces import Detection, Face, FaceAnalyzer, resolve_device
 from headshots.images import load_rgb
 from headshots.logs import get_logger
 from headshots.workspace import Workspace, replace_folder, write_json_atomic
-from train.captions import caption_photos, write_captions_file
+from train.captions import caption_photos
 
 log = get_logger(__name__)
 
