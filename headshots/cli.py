@@ -37,7 +37,8 @@ def run(parser: argparse.ArgumentParser, commands: Mapping[str, Callable[[Config
     except HeadshotsError as exc:
         return print_error(exc, args.verbose)
     except KeyboardInterrupt:
-        print("\ninterrupted: run the same command again to continue from the last checkpoint", file=sys.stderr)
+        print("\ninterrupted: what was finished is kept; run the same command again "
+              "(training goes on from its last checkpoint, if it had saved one)", file=sys.stderr)
         return 130
     return 0
 

@@ -25,6 +25,7 @@ import os
 import shutil
 import socket
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ log = get_logger(__name__)
 PASSED_ENV_PREFIXES = ("HEADSHOTS_", "WANDB_", "HF_", "TRANSFORMERS_", "DIFFUSERS_")
 CRASHED = "crashed"  # raised after every retry (not something the person can fix)
 INTERRUPTED = "interrupted"  # the batch was stopped (Ctrl-C) before the stage finished
+NOTE_WIDTH = 80  # the table's note column; the whole reason and hint are printed under the table
 
 
 # -- what runs on the workers -------------------------------------------------------------------------
@@ -123,7 +125,7 @@ class PersonRow:
         unfinished = [stage for stage in self.stages if stage.state in ("waiting", "queued", "running")]
         for stage in unfinished[:1]:
             stage.state, stage.reason = INTERRUPTED, reason
-            stage.hint = "Run the same batch again: finished stages are skipped and training resumes."
+            stage.hint = "Run the same batch again: finished stages are skipped, and training goes on from its last checkpoint if it saved one."
         for stage in unfinished[1:]:
             stage.state, stage.reason = NOT_RUN, f"{unfinished[0].stage} did not finish"
 
@@ -429,7 +431,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def format_table(people: list[dict]) -> str:
-    header = f"{'person':<16} {'stage':<8} {'state':<10} {'time':>8} {'kept':>5} {'likeness':>8}  note"
+    header = f"{'person':<16} {'stage':<8} {'state':<11} {'time':>8} {'kept':>5} {'likeness':>8}  note"
     lines = [header]
     for p in people:
         likeness = f"{p['best_likeness']:.2f}" if p["best_likeness"] is not None else "-"
@@ -437,8 +439,8 @@ def format_table(people: list[dict]) -> str:
         skipped = [s["stage"] for s in p["stages"] if s["state"] == "skipped"]
         said = [s["details"]["note"] for s in p["stages"] if s["state"] in ("done", "skipped") and s["details"].get("note")]
         note = p["reason"] or "; ".join([*([f"skipped (done before): {', '.join(skipped)}"] if skipped else []), *said])
-        lines.append(f"{p['user']:<16} {p['stage']:<8} {p['stage_state']:<10} {p['seconds']:>7.1f}s {kept:>5} "
-                     f"{likeness:>8}  {note[:80]}")
+        lines.append(f"{p['user']:<16} {p['stage']:<8} {p['stage_state']:<11} {p['seconds']:>7.1f}s {kept:>5} "
+                     f"{likeness:>8}  {textwrap.shorten(note, NOTE_WIDTH, placeholder=' ...')}")
     return "\n".join(lines)
 
 
@@ -491,8 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HeadshotsError as exc:
         return print_error(exc, args.verbose)
     except KeyboardInterrupt:
-        print("\ninterrupted: run the same command again; finished stages are skipped and training resumes",
-              file=sys.stderr)
+        print("\ninterrupted: run the same command again; finished stages are skipped, and training goes on from its last "
+              "checkpoint, if it saved one", file=sys.stderr)
         return 130
     finally:
         stop_ray(keep_logs=status is not None and exit_status(status) == 1)

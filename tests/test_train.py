@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from headshots.errors import WeightsError
 from headshots.workspace import Workspace
 from train.checkpoint import list_checkpoints
 from train.lora import ADAPTER_FILE
@@ -146,11 +147,22 @@ def test_face_weighted_loss_trains(prepared_user, make_config):
 def test_new_training_settings_start_afresh_instead_of_resuming_the_finished_run(prepared_user, make_config, caplog):
     first = make_config("alice", "run=changed", "train.max_steps=2", "train.checkpoint_every=2")
     old = load_file(str(train(first) / ADAPTER_FILE))
-    progress = Workspace.from_config(first).run_dir("changed") / "progress.json"
+    ws = Workspace.from_config(first)
+    progress = ws.run_dir("changed") / "progress.json"
     progress.unlink()  # written only by steps that ran: gone unless the second run trains again
+
+    # A mistyped setting changes the inputs too, but fails before anything of the finished run is deleted
+    checkpoints = sorted(ws.checkpoints_dir("changed").iterdir())
+    settings = (ws.run_dir("changed") / "config.yaml").read_text()
+    with pytest.raises(WeightsError):
+        train(make_config("alice", "run=changed", "train.max_steps=2", "model.pretrained=/no/such/model"))
+    assert sorted(ws.checkpoints_dir("changed").iterdir()) == checkpoints
+    assert (ws.adapter_dir("changed") / ADAPTER_FILE).is_file()
+    assert (ws.run_dir("changed") / "config.yaml").read_text() == settings
+
     changed = make_config("alice", "run=changed", "train.max_steps=2", "train.checkpoint_every=2", "train.learning_rate=0.003")
     new = load_file(str(train(changed) / ADAPTER_FILE))
-    assert "starting run 'changed' afresh" in caplog.text
+    assert "starting run 'changed' afresh (its adapter stays until this run's replaces it)" in caplog.text
     assert json.loads(progress.read_text())["resumed_from"] == 0
     assert any((new[k] - old[k]).abs().max() > 1e-6 for k in old), "the old run's adapter was exported again"
 

@@ -27,7 +27,15 @@ from headshots.config import Config, TrainConfig, model_source, save_config, to_
 from headshots.errors import HeadshotsError
 from headshots.logs import get_logger
 from headshots.sdxl import load_components
-from headshots.workspace import PROGRESS_FILE, VALIDATION_FILE, Workspace, add_files_to_digest, replace_folder, write_json_atomic
+from headshots.workspace import (
+    ADAPTER_WEIGHTS,
+    PROGRESS_FILE,
+    VALIDATION_FILE,
+    Workspace,
+    add_files_to_digest,
+    replace_folder,
+    write_json_atomic,
+)
 from train import checkpoint as ckpt
 from train.cache import BatchSource, EncodedDataset, face_weight_map
 from train.lora import attach_lora, peft_lora_state_dict, save_adapter, set_unet_lora_state_dict, unet_lora_state_dict
@@ -65,10 +73,6 @@ def train(cfg: Config) -> Path:
     set_seed(tc.seed)
     weight_dtype = DTYPES[tc.mixed_precision]
     inputs = training_inputs(cfg, prepared)
-    if accelerator.is_main_process:
-        discard_other_inputs(workspace, cfg.run, inputs)
-        save_config(cfg, run_dir / "config.yaml")
-    accelerator.wait_for_everyone()
 
     # 0. Prior preservation: class images (generated once by the main process, then cached).
     class_paths = None
@@ -118,9 +122,12 @@ def train(cfg: Config) -> Path:
     models = [unet, *text.text_encoders]
     register_lora_checkpoint_hooks(accelerator, unet, text)
 
-    # 3. Resume from the last complete checkpoint, if any.
+    # 3. Resume from the last complete checkpoint of this run's photos and settings, if any. Only now is a
+    #    checkpoint of other ones removed: a setting that cannot load (a mistyped model path) has failed above.
     start_step = 0
     if accelerator.is_main_process:
+        discard_other_inputs(workspace, cfg.run, inputs)
+        save_config(cfg, run_dir / "config.yaml")
         ckpt.remove_partial(checkpoints)
     accelerator.wait_for_everyone()
     latest = ckpt.latest_checkpoint(checkpoints)
@@ -209,16 +216,19 @@ def training_inputs(cfg: Config, prepared: Path) -> str:
 
 
 def discard_other_inputs(workspace: Workspace, run: str, inputs: str) -> None:
-    """A run's checkpoints, adapters and validation history belong to the photos and settings they were
-    trained on. After new photos (or another rank, learning rate...), resuming would continue the old
-    run, or, if it had finished, skip training and export the old adapter again; so they are removed
-    and training starts afresh. A checkpoint saved before checkpoints recorded their inputs is kept."""
+    """A run's checkpoints and validation history (with the best adapter it chose) belong to the photos and
+    settings they were trained on. After new photos (or another rank, learning rate...), resuming would
+    continue the old run, or, if it had finished, skip training and export the old adapter again; so they
+    are removed and training starts afresh. The finished adapter stays until this run's replaces it: an
+    interrupted retraining leaves the person the adapter they had. A checkpoint saved before checkpoints
+    recorded their inputs is kept."""
     latest = ckpt.latest_checkpoint(workspace.checkpoints_dir(run))
     if latest is None or ckpt.recorded_inputs(latest[1]) in (None, inputs):
         return
-    log.warning("the photos or training settings changed since %s was saved: starting run %r afresh", latest[1], run)
+    kept = " (its adapter stays until this run's replaces it)" if (workspace.adapter_dir(run) / ADAPTER_WEIGHTS).is_file() else ""
+    log.warning("the photos or training settings changed since %s was saved: starting run %r afresh%s", latest[1], run, kept)
     run_dir = workspace.run_dir(run)
-    for path in (workspace.checkpoints_dir(run), workspace.adapter_dir(run), workspace.best_adapter_dir(run),
+    for path in (workspace.checkpoints_dir(run), workspace.best_adapter_dir(run),
                  run_dir / VALIDATION_IMAGES, run_dir / VALIDATION_FILE, run_dir / PROGRESS_FILE):
         if path.is_dir():
             shutil.rmtree(path)
