@@ -122,6 +122,9 @@ class PrepareConfig:
     crop_margin: float = 0.9  # context around the face box on each side, as a fraction of the face size
     level_eyes: bool = True  # turn a tilted head's crop so the eyes are level (train/prepare.py: frame_face)
     min_photos: int = 3  # fewer usable photos than this and training is refused
+    # Photos intake rejects are not trained on (someone else, a re-saved copy, a blurred or covered face), except
+    # these: a photo intake got wrong, e.g. you, years apart, taken for someone else.
+    keep_rejected: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _check(re.fullmatch(r"[A-Za-z0-9_]+", self.trigger) is not None, "prepare.trigger", "must be one word (letters, digits, _)")

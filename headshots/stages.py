@@ -4,10 +4,11 @@
 
 A stage is done when its record says it finished with the fingerprint its inputs have now, its outputs are
 all there and the person has not edited them since (prepare's captions.json: headshots/caption_edits.py). The
-fingerprint hashes what the stage reads: the config sections it uses, the selfies' bytes
-(intake, prepare), the favourites ticked in the web app (export) and the fingerprint of the stage before it,
-so a change upstream makes everything below it due again and a change of, say, `infer.steps` only infer and
-export. Records (JSON) sit beside each stage's outputs:
+fingerprint hashes what the stage reads: the config sections it uses (prepare's include intake's per-photo
+limits: it leaves out the photos intake rejects), the selfies' bytes (intake, prepare), the favourites ticked
+in the web app (export) and the fingerprint of the stage before it, so a change upstream makes everything below
+it due again and a change of, say, `infer.steps` only infer and export. Records (JSON) sit beside each stage's
+outputs:
 
     data/users/<u>/stages/{intake,prepare}.json
     outputs/<u>/<run>/stages/{fit,infer,export}.json
@@ -112,9 +113,11 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("intake", config_keys=("intake", "face"), reads_selfies=True, uses_gpu=False, in_user_data=True,
           outputs=lambda ws, cfg: [ws.intake_report], figures=_intake_figures, feeds_next=False),
-    Stage("prepare", config_keys=("prepare", "face", "model.resolution"), reads_selfies=True, uses_gpu=False,
+    Stage("prepare", config_keys=("prepare", "face", "intake", "model.resolution"), reads_selfies=True, uses_gpu=False,
           in_user_data=True, outputs=lambda ws, cfg: [ws.prepared / DATASET_INFO, ws.reference_embeddings],
-          figures=_prepare_figures, edited_since=captions_edited_since_prepare),
+          figures=_prepare_figures, edited_since=captions_edited_since_prepare,
+          # it drops the photos intake rejects; what the set as a whole needs does not change which
+          ignores=("intake.min_photos", "intake.good_photos", "intake.max_sameness", "intake.smile_ratio")),
     Stage("fit", config_keys=("model", "train"), reads_selfies=False, uses_gpu=True, in_user_data=False,
           outputs=lambda ws, cfg: [ws.adapter_dir(cfg.run) / ADAPTER_WEIGHTS], figures=_fit_figures),
     Stage("infer", config_keys=("model", "infer", "filter", "face"), reads_selfies=False, uses_gpu=True, in_user_data=False,

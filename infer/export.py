@@ -26,7 +26,7 @@ from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.faces import FaceAnalyzer, resolve_device
 from headshots.images import load_rgb
-from headshots.logs import get_logger
+from headshots.logs import get_logger, plural
 from headshots.workspace import EXPORT_MANIFEST, SCORES, Workspace, chosen_files, replace_folder
 
 log = get_logger(__name__)
@@ -78,14 +78,19 @@ def export(cfg: Config, analyzer: FaceAnalyzer | None = None) -> Path:
     if elsewhere:  # a path: maybe someone's selfies, or another person's images
         raise HeadshotsError(f"Cannot export {', '.join(elsewhere)}: only your generated images in {samples_dir} can be.",
                              "Name them as the gallery shows them, e.g. linkedin-00.png.")
-    boxes = face_boxes(samples_dir, chosen, workspace)
+    scored = read_scored(samples_dir, chosen, workspace)
+    boxes = face_boxes(scored, chosen)
     missing = [name for name in boxes if not (samples_dir / name).is_file()]
     if missing:
         raise HeadshotsError(f"Cannot export {', '.join(missing)}: not in {samples_dir}.",
                              "Check the names you gave (IMAGES= or infer.export_files).")
     if not boxes:
+        example = next((name for name in scored if (samples_dir / name).is_file()), "linkedin-00.png")  # best first
         raise HeadshotsError("No kept images to export.", "Tick favourites in the web app's Review, or name images yourself: "
-                             f"{workspace.make_command('export', IMAGES='linkedin-00.png')}")
+                             f"{workspace.make_command('export', IMAGES=example)}")
+    for name in boxes:
+        if name in scored and not scored[name]["kept"]:
+            log.warning("%s was dropped by the review (%s): exported as you asked", name, scored[name]["reason"])
     building = out_dir.with_name(f"{EXPORT}.new")
     shutil.rmtree(building, ignore_errors=True)  # a leftover of an interrupted export
     records = []
@@ -98,20 +103,36 @@ def export(cfg: Config, analyzer: FaceAnalyzer | None = None) -> Path:
         exports = [asdict(write_size(image, box, size, building, Path(name).stem)) for size in SIZES]
         records.append({"file": name, "source_size": list(image.size), "face_box": box, "exports": exports})
     (building / EXPORT_MANIFEST).write_text(json.dumps({"sizes": [asdict(s) for s in SIZES], "images": records}, indent=2))
+    replaced = _exported_files(out_dir)
     replace_folder(building, out_dir)
-    log.info("%d images exported at %d sizes -> %s", len(records), len(SIZES), out_dir)
+    log.info("%s exported at %d sizes -> %s", plural(len(records), "image"), len(SIZES), out_dir)
+    gone = [name for name in replaced if name not in boxes]
+    if gone:
+        log.warning("the crops of %s from the last export are gone: export/ holds the last export only, so name every "
+                    "image you want in one export", ", ".join(gone))
     return out_dir / EXPORT_MANIFEST
 
 
-def face_boxes(samples_dir: Path, chosen: list[str], workspace: Workspace) -> dict[str, list[float] | None]:
-    """{file: face box or None (detect it)}: the chosen files, or every kept image in scores.json."""
+def _exported_files(out_dir: Path) -> list[str]:
+    try:
+        return [image["file"] for image in json.loads((out_dir / EXPORT_MANIFEST).read_text())["images"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def read_scored(samples_dir: Path, chosen: list[str], workspace: Workspace) -> dict[str, dict]:
+    """scores.json's images by file, best first; none without it, which only images named by the person can do."""
     scores_path = samples_dir / SCORES
-    scored = {}
     if scores_path.is_file():
-        scored = {i["file"]: i for i in json.loads(scores_path.read_text())["images"]}
-    elif not chosen:
+        return {i["file"]: i for i in json.loads(scores_path.read_text())["images"]}
+    if not chosen:
         raise HeadshotsError(f"No scores in {samples_dir}.",
                              f"Score the images first ({workspace.make_command('infer')}) or name images (IMAGES=...).")
+    return {}
+
+
+def face_boxes(scored: dict[str, dict], chosen: list[str]) -> dict[str, list[float] | None]:
+    """{file: face box or None (detect it)}: the chosen files, or every kept image in scores.json."""
     names = chosen or [name for name, item in scored.items() if item["kept"]]
     return {name: scored.get(name, {}).get("face_box") for name in names}
 

@@ -96,8 +96,8 @@ def main(argv=None) -> int:
     for line in done:
         print(line)
     if not done:
-        print(f"nothing stored for {args.user!r}")
-    elif not args.include_selfies and workspace.selfies.exists():
+        print(f"nothing made from the photos of {args.user!r} is stored" if workspace.selfies.exists() else f"nothing stored for {args.user!r}")
+    if not args.include_selfies and workspace.selfies.exists():
         print(f"kept the original photos in {workspace.selfies} ({DELETE_THEM_TOO.format(workspace.make_command('purge', ALL='1'))})")
     if not args.include_selfies and workspace.person_settings.exists():
         print(f"kept the person's own settings in {workspace.person_settings} "

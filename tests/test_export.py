@@ -55,11 +55,12 @@ def test_kept_images_are_cropped_around_the_face_and_never_upscaled(samples, mak
     assert small["cv-600x800"]["height"] == 480 and "exported at 360x480" in small["cv-600x800"]["note"]
 
 
-def test_chosen_files_are_detected_without_scores_and_a_new_export_replaces_the_last(samples, make_config, analyzer):
+def test_chosen_files_are_detected_without_scores_and_a_new_export_replaces_the_last(samples, make_config, analyzer, caplog):
     _, out = samples
     export(make_config("alice", "infer.export_files=[big.png]"), analyzer)
     cfg = make_config("alice", "infer.export_files=[small.png]")
     manifest = json.loads(export(cfg, analyzer).read_text())
+    assert "the crops of big.png from the last export are gone" in caplog.text  # said, not silent
     assert [r["file"] for r in manifest["images"]] == ["small.png"] and manifest["images"][0]["face_box"] is not None
     crops = sorted(p.relative_to(out.parent / "export").as_posix() for p in (out.parent / "export").rglob("*.jpg"))
     assert crops == sorted(f"{size.folder}/small.jpg" for size in SIZES)  # nothing of the last export's big.png
@@ -81,10 +82,19 @@ def test_the_favourites_ticked_in_the_app_are_exported_unless_files_are_named(sa
         export(cfg)
 
 
-def test_export_errors_say_what_to_do(samples, make_config):
-    cfg, _ = samples
+def test_export_errors_say_what_to_do(samples, make_config, caplog):
+    cfg, out = samples
     with pytest.raises(HeadshotsError, match="No scores"):
         export(cfg)
+    # None kept: the hint names an image that is there (the best first), not a made-up or deleted one
+    (out / "scores.json").write_text(json.dumps({"images": [
+        {"file": "deleted-since.png", "kept": False, "reason": "no face found", "face_box": None},
+        {"file": "small.png", "kept": False, "reason": "does not look like you (0.31)", "face_box": None}]}))
+    with pytest.raises(HeadshotsError, match="No kept images") as err:
+        export(cfg)
+    assert "IMAGES=small.png" in err.value.hint
+    export(make_config("alice", "infer.export_files=[small.png]"))  # the person's pick wins, and is told what the review said
+    assert "small.png was dropped by the review (does not look like you (0.31)): exported as you asked" in caplog.text
     with pytest.raises(HeadshotsError, match="nope.png"):
         export(make_config("alice", "infer.export_files=[nope.png]"))
     for path in ("../../../../data/users/alice/selfies/01.jpg", "/etc/hostname"):  # never a file outside samples/

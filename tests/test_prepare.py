@@ -53,6 +53,27 @@ def test_prepare_keeps_good_photos_and_explains_the_rest(make_config, faces_dir,
     assert embeddings.shape == (6, 512)
 
 
+def test_photos_intake_rejects_are_not_trained_on_unless_the_person_keeps_them(make_config, faces_dir, analyzer):
+    """A usable set (`make train` goes on) can still hold photos intake rejects: someone else's face must not be
+    learnt as the person's. One detected face each, so prepare's own detection keeps them all."""
+    cfg = make_config("carol")
+    ws = Workspace.from_config(cfg)
+    mine = copy_photos(sorted((faces_dir / "georgia-tech" / "s23").glob("*.jpg"))[:5], ws.selfies)
+    copy_photos([faces_dir / "georgia-tech" / "s50" / "04.jpg"], ws.selfies / "x")
+    (ws.selfies / "x" / "04.jpg").rename(ws.selfies / "zz-someone.jpg")
+    (ws.selfies / "x").rmdir()
+
+    prepare(cfg, analyzer)
+    verdicts = {p["file"]: p for p in json.loads(ws.prepare_report.read_text())["photos"]}
+    assert {f for f, p in verdicts.items() if p["kept"]} == {p.name for p in mine}
+    assert verdicts["zz-someone.jpg"]["reason"].startswith("intake: this photo may be someone else")
+    assert "prepare.keep_rejected=[zz-someone.jpg]" in verdicts["zz-someone.jpg"]["advice"]
+    assert "zz-someone.jpg" not in datasets.load_from_disk(str(ws.prepared))["file"]
+
+    prepare(make_config("carol", "prepare.keep_rejected=[zz-someone.jpg]"), analyzer)  # the person says it is them
+    assert "zz-someone.jpg" in datasets.load_from_disk(str(ws.prepared))["file"]
+
+
 def test_too_few_usable_photos_says_how_many_more(make_config, faces_dir, analyzer):
     cfg = make_config("carol", "prepare.min_photos=3")
     ws = Workspace.from_config(cfg)

@@ -41,6 +41,10 @@ def test_purge_takes_the_person_out_of_batch_records_and_keeps_everyone_else(tmp
     assert not (outputs / "dana").exists() and not (data / "dana" / "intake.json").exists()
     assert (data / "dana" / "selfies").is_dir()  # the originals stay without --include-selfies
     assert (data / "dana" / "settings.yaml").is_file() and "kept the person's own settings" in said  # their input too
+    (outputs / "batch" / "broken" / "status.json").unlink()
+    assert main(["--user", "dana", f"paths.data_root={data}", f"paths.outputs_root={outputs}"]) == 0  # again
+    said = capsys.readouterr().out
+    assert "nothing made from the photos of 'dana' is stored" in said and "kept the original photos" in said
     assert main(["--user", "dana", "--include-selfies", f"paths.data_root={data}", f"paths.outputs_root={outputs}"]) == 0
     assert not (data / "dana").exists()
 

@@ -591,7 +591,17 @@ def run_intake(cfg: Config, analyzer: FaceAnalyzer | None = None, timings: Timin
 
     `workers`: photo-checking threads (default one per CPU core, at most MAX_WORKERS)."""
     workspace = Workspace.from_config(cfg)
-    paths = workspace.require_selfies()
+    result = judge_photos(cfg, analyzer, timings, workers)
+    write_json_atomic(workspace.intake_report, result.to_json())  # the web app reads it while a job writes it
+    workspace.intake_page.write_text(render_html(result))
+    print_table(result)
+    return result
+
+
+def judge_photos(cfg: Config, analyzer: FaceAnalyzer | None = None, timings: Timings | None = None,
+                 workers: int | None = None) -> IntakeResult:
+    """Every photo's verdict and the set's, writing nothing (prepare asks which photos intake rejects)."""
+    paths = Workspace.from_config(cfg).require_selfies()
     analyzer = analyzer or FaceAnalyzer(cfg.face, resolve_device(cfg.device))
     now = datetime.now()
     photos, measured, previews = [], {}, {}
@@ -603,11 +613,7 @@ def run_intake(cfg: Config, analyzer: FaceAnalyzer | None = None, timings: Timin
             previews[report.file] = preview
     split = _set_checks(photos, measured, analyzer, cfg.intake, timings)
     shared = share_warnings(photos)
-    result = IntakeResult(cfg.user, photos, set_report(photos, measured, split, cfg.intake, shared), previews)
-    write_json_atomic(workspace.intake_report, result.to_json())  # the web app reads it while a job writes it
-    workspace.intake_page.write_text(render_html(result))
-    print_table(result)
-    return result
+    return IntakeResult(cfg.user, photos, set_report(photos, measured, split, cfg.intake, shared), previews)
 
 
 def _assess_all(paths: list[Path], analyzer: FaceAnalyzer, cfg: Config, now: datetime, timings: Timings | None,

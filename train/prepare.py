@@ -217,6 +217,19 @@ def judge_photo(path: Path, analyzer: FaceAnalyzer) -> tuple[PhotoResult, Image.
     return result, image, detection
 
 
+def rejected_by_intake(cfg: Config, analyzer: FaceAnalyzer) -> dict[str, tuple[str, str]]:
+    """(reason, advice) of each photo intake rejects with these settings: someone else, a re-saved copy, a blurred,
+    dark or covered face must not be learnt as the person, though the set as a whole passed (`make train` stops
+    only on an unusable set) or prepare runs alone. Judged here, not read from intake.json, so that prepare
+    depends on the photos and settings only. Photos in `prepare.keep_rejected` are the person's call."""
+    from train.intake import REJECT, judge_photos
+
+    keep = set(cfg.prepare.keep_rejected)
+    return {photo.file: (f"intake: {photo.reason}",
+                         f"{' '.join(photo.advice)} If intake is wrong about it, keep it with prepare.keep_rejected=[{photo.file}].")
+            for photo in judge_photos(cfg, analyzer).photos if photo.verdict == REJECT and photo.file not in keep}
+
+
 def prepare(cfg: Config, analyzer: FaceAnalyzer | None = None) -> PrepareResult:
     """Run the prepare stage for `cfg.user` and write its three outputs."""
     import datasets
@@ -226,10 +239,13 @@ def prepare(cfg: Config, analyzer: FaceAnalyzer | None = None) -> PrepareResult:
     analyzer = analyzer or FaceAnalyzer(cfg.face, resolve_device(cfg.device))
     resolution = cfg.model.resolution
 
+    rejected = rejected_by_intake(cfg, analyzer)
     results, crops, boxes, sizes, kept_images, kept_faces = [], [], [], [], [], []
     for path in tqdm(photos, desc="prepare", unit="photo"):
         result, image, detection = judge_photo(path, analyzer)
         results.append(result)
+        if result.kept and path.name in rejected:
+            result.kept, result.reason, result.advice = False, *rejected[path.name]
         if not result.kept:
             continue
         face = detection.subject
