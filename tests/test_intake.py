@@ -398,6 +398,22 @@ def test_duplicate_signature_tells_a_resaved_copy_from_the_next_shot(make_config
     assert np.allclose(sims, sims.T)
 
 
+def test_a_black_and_white_photo_is_called_so_not_coloured_light(make_config, faces_dir, analyzer):
+    """Beside the person's colour photos, a grey one sat far from their colour: it was told to avoid warm lamps."""
+    cfg = make_config("carol")
+    ws = Workspace.from_config(cfg)
+    mine = copy_photos(sorted((faces_dir / "georgia-tech" / "s23").glob("*.jpg"))[:6], ws.selfies)
+    grey = np.asarray(Image.open(mine[0]).convert("L"), dtype=np.uint16) * 257
+    Image.fromarray(grey).save(ws.selfies / "grey-16bit.png")  # 16-bit greyscale: an odd mode too
+    mine[0].unlink()
+
+    photos = {p.file: p for p in run_intake(cfg, analyzer).photos}
+    assert photos["grey-16bit.png"].checks["colour_cast"].reason == "black-and-white photo"
+    assert photos["grey-16bit.png"].verdict == "warn" and "in colour" in " ".join(photos["grey-16bit.png"].advice)
+    assert "coloured light" not in (photos["grey-16bit.png"].reason or "")
+    assert all(p.checks["colour_cast"].status == "ok" for name, p in photos.items() if name != "grey-16bit.png")
+
+
 def test_set_checks_duplicate_someone_else_and_how_many_more(make_config, faces_dir, analyzer):
     cfg = make_config("carol")
     ws = Workspace.from_config(cfg)

@@ -340,6 +340,16 @@ def _occlusion_check(eye_flat: float, mouth_detail: float, covered: list[str]) -
                   "Take off sunglasses, masks and hats, and keep hands and hair away from your face.")
 
 
+def colour_check(cast: Check, spread: float, cfg: IntakeConfig) -> Check:
+    """A black-and-white photo: no colour to judge a cast on (it would read as far from the person's other photos,
+    "coloured light"), and none for the adapter to learn skin and hair colour from; else the cast's own check."""
+    if spread >= cfg.min_colour_spread:
+        return Check(cast.status, {**cast.value, "colour_spread": _r(spread)}, cast.reason, cast.advice, cast.excess)
+    return _check(True, {"colour_spread": _r(spread)}, "black-and-white photo",
+                  "Send it in colour: the adapter learns your skin and hair colour from your photos.", WARN,
+                  _under(max(spread, 1.0), cfg.min_colour_spread))
+
+
 def age_check(path: Path, cfg: IntakeConfig, now: datetime) -> Check:
     taken = quality.photo_taken(path)
     if taken is None:
@@ -396,6 +406,7 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
         face_measures = quality.measure(image, face)
     for name, check in judge(face_measures, cfg.intake).items():
         report.add(name, check)
+    report.add("colour_cast", colour_check(report.checks["colour_cast"], quality.colour_spread(image), cfg.intake))
     with _timed(timings, "thumbnail"):
         thumb, signature = quality.thumbnail(image), quality.face_signature(image, face)
     box = tuple(round(v) for v in face.box)
