@@ -488,11 +488,11 @@ def validate_user_name(user: str) -> str:
     if not is_simple_name(user):
         raise ConfigError(
             f"User name {user!r} is not allowed.",
-            f"Use {SIMPLE_NAME_RULE} (e.g. USER=alice).",
+            f"Use {SIMPLE_NAME_RULE} (e.g. alice).",
         )
     if user.casefold() in RESERVED_USER_NAMES:  # Batch is outputs/batch/ too on macOS and Windows
         raise ConfigError(f"User name {user!r} is reserved: outputs/{user}/ holds the batch runner's status files.",
-                          "Pick another name (e.g. USER=alice).")
+                          "Pick another name (e.g. alice).")
     return user
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from headshots.logs import setup_logging
+
 TOKENIZER_DIR = Path(__file__).parent / "assets" / "clip_tokenizer"
 RESOLUTION = 128
 
@@ -157,6 +159,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--refiner", action="store_true", help="build the refiner architecture (for infer.refiner) instead of the base")
     args = parser.parse_args()
+    setup_logging()  # quiet third parties, as every other command
     build, what = (build_tiny_refiner, "refiner") if args.refiner else (build_tiny_sdxl, "pipeline")
     build(args.seed).save_pretrained(args.out_dir)
     print(f"tiny SDXL-architecture {what} saved to {args.out_dir}")

@@ -22,7 +22,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from headshots.caption_edits import write_captions_file
+from headshots.caption_edits import read_captions_file, write_captions_file
 from headshots.config import Config
 from headshots.errors import HeadshotsError, ImageError
 from headshots.faces import Detection, Face, FaceAnalyzer, resolve_device
@@ -236,6 +236,7 @@ def prepare(cfg: Config, analyzer: FaceAnalyzer | None = None) -> PrepareResult:
 
     workspace = Workspace.from_config(cfg)
     photos = workspace.require_selfies()
+    read_captions_file(workspace.captions)  # a broken captions.json fails now, not after every photo is cropped
     analyzer = analyzer or FaceAnalyzer(cfg.face, resolve_device(cfg.device))
     resolution = cfg.model.resolution
 

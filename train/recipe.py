@@ -147,8 +147,9 @@ def train(cfg: Config) -> Path:
                                    "name": f"{cfg.user}-{cfg.run}", "entity": cfg.wandb.entity,
                                    "group": cfg.wandb.group}},
         )
-    log.info("training %d LoRA parameters on %d photos%s for %d steps (mixed precision: %s; processes: %d)", trainable,
-             len(batches), f" + {len(class_batches)} class images" if class_batches else "", tc.max_steps,
+    log.info("training %d LoRA parameters on %d photos%s for %s (mixed precision: %s; processes: %d)", trainable,
+             len(batches), f" + {len(class_batches)} class images" if class_batches else "",
+             f"steps {start_step + 1}-{tc.max_steps}" if start_step else f"{tc.max_steps} steps",
              tc.mixed_precision, accelerator.num_processes)
 
     # 4. The loop.
