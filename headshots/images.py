@@ -53,7 +53,7 @@ def load_rgb(path: Path, draft_side: int | None = None) -> Image.Image:
                 return to_rgb(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(
-            f"{path.name}: the image is too large to process safely ({exc}).",
+            f"{path.name}: the image is too large to process safely (over {MAX_PIXELS // 1_000_000} megapixels).",
             f"Resize it below {MAX_PIXELS // 1_000_000} megapixels.",
         ) from exc
     except UnidentifiedImageError as exc:

@@ -249,7 +249,8 @@ def run_recorded(name: str, cfg: Config, work: Callable[[], T], done: Callable[[
     index = STAGES.index(stage)
     before = STAGES[index - 1] if index else None
     if before is not None and not is_done(before, cfg, chain[before.name]):
-        log.info("%s not recorded as done: %s has not run on these photos and settings", name, before.name)
+        log.info("%s done, but not recorded for the web app and the batch, which will run it again: %s has no record for "
+                 "these photos and settings (it ran with other settings, or not at all)", name, before.name)
     elif main_process and done(result):
         write_record(stage, cfg, chain[name], time.perf_counter() - started)
     return result
