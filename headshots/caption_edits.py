@@ -71,4 +71,4 @@ def captions_edited_since_prepare(workspace: Workspace) -> bool:
         written = read_captions_file(workspace.captions)
     except HeadshotsError:
         return bool(used)
-    return any(written.get(file, generated.get(file, caption)) != caption for file, caption in used.items())
+    return any(written.get(file, generated.get(file, caption)).strip() != caption.strip() for file, caption in used.items())

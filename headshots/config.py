@@ -29,7 +29,7 @@ _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 SIMPLE_NAME_RULE = "1-64 letters, digits, '-' or '_', starting with a letter or digit"  # _USER_NAME in words
 PERSON_SETTINGS = "settings.yaml"  # data/users/<u>/settings.yaml: what this person chose (optional)
 # What one person may choose for themselves; everything else belongs to whoever runs the pipeline.
-PERSON_KEYS = ("prepare.class_noun", "infer.styles", "infer.images_per_style", "infer.style_overrides")
+PERSON_KEYS = ("prepare.class_noun", "prepare.keep_rejected", "infer.styles", "infer.images_per_style", "infer.style_overrides")
 # Text a person gives for their prompts (a class noun, a background, clothing): words and plain punctuation only,
 # so it stays text (no YAML, no `${...}` interpolation) and fits CLIP's 77 tokens beside a style's own words.
 PROMPT_WORDS = re.compile(r"[\w ,.'&/-]{1,100}")
@@ -582,6 +582,9 @@ def person_settings(path: Path) -> Any:
         if allowed == "infer.styles":
             _check(isinstance(value, str) and bool(_STYLE_NAME.fullmatch(value)), f"{key} in {path}",
                    "must name one of the styles in configs/styles/ (a person's settings cannot point at files)")
+        elif allowed == "prepare.keep_rejected":
+            _check(isinstance(value, str) and Path(value).name == value and not value.startswith("."), f"{key} in {path}",
+                   "must be the file name of one of your photos, e.g. 05.jpg")
         elif allowed in ("prepare.class_noun", "infer.style_overrides"):
             _check(isinstance(value, str) and bool(PROMPT_WORDS.fullmatch(value)), f"{key} in {path}",
                    "must be plain words (and , . ' & / -), 100 characters at most")

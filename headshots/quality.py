@@ -367,13 +367,15 @@ class FaceMeasures:
     side_contrast: float  # side_contrast(): what one photo is judged on
     chroma: tuple[float, float]  # chromaticity(): colour_cast() of it, and the set's relative colour
     pose: Pose
+    colour_spread: float = 255.0  # colour_spread() of the whole photo (stored before it was measured: taken as colour)
 
     @classmethod
     def from_dict(cls, d: dict) -> FaceMeasures:
         """The inverse of dataclasses.asdict, for stored measurements."""
         return cls(exposure=Exposure(**d["exposure"]), photo_exposure=Exposure(**d["photo_exposure"]), pose=Pose(**d["pose"]),
                    focus=Focus(**{**d["focus"], "acuity": tuple(d["focus"]["acuity"])}), chroma=tuple(d["chroma"]),
-                   **{k: d[k] for k in ("background_to_face", "eye_flat", "mouth_detail", "side_light", "side_contrast")})
+                   **{k: d[k] for k in ("background_to_face", "eye_flat", "mouth_detail", "side_light", "side_contrast",
+                                        "colour_spread") if k in d})
 
 
 def measure(image: Image.Image, face: Face) -> FaceMeasures:
@@ -381,7 +383,7 @@ def measure(image: Image.Image, face: Face) -> FaceMeasures:
     crop, detail = face_crop(image, face), detail_crop(image, face)
     eye_flat, mouth_detail = occlusion(crop)
     return FaceMeasures(exposure(crop), photo_exposure(image), backlight(image, face), eye_flat, mouth_detail, focus(detail),
-                        side_light(crop), side_contrast(crop), chromaticity(crop), pose(face))
+                        side_light(crop), side_contrast(crop), chromaticity(crop), pose(face), colour_spread(image))
 
 
 def colour_spread(image: Image.Image) -> float:

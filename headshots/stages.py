@@ -4,11 +4,10 @@
 
 A stage is done when its record says it finished with the fingerprint its inputs have now, its outputs are
 all there and the person has not edited them since (prepare's captions.json: headshots/caption_edits.py). The
-fingerprint hashes what the stage reads: the config sections it uses (prepare's include intake's per-photo
-limits: it leaves out the photos intake rejects), the selfies' bytes (intake, prepare), the favourites ticked
-in the web app (export) and the fingerprint of the stage before it, so a change upstream makes everything below
-it due again and a change of, say, `infer.steps` only infer and export. Records (JSON) sit beside each stage's
-outputs:
+fingerprint hashes what the stage reads: the config sections it uses, the selfies' bytes (intake, prepare), the
+favourites ticked in the web app (export) and the fingerprint of the stage before it (so prepare's covers intake's
+settings, which decide the photos it leaves out), so a change upstream makes everything below it due again and a
+change of, say, `infer.steps` only infer and export. Records (JSON) sit beside each stage's outputs:
 
     data/users/<u>/stages/{intake,prepare}.json
     outputs/<u>/<run>/stages/{fit,infer,export}.json
@@ -113,11 +112,9 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("intake", config_keys=("intake", "face"), reads_selfies=True, uses_gpu=False, in_user_data=True,
           outputs=lambda ws, cfg: [ws.intake_report], figures=_intake_figures, feeds_next=False),
-    Stage("prepare", config_keys=("prepare", "face", "intake", "model.resolution"), reads_selfies=True, uses_gpu=False,
+    Stage("prepare", config_keys=("prepare", "face", "model.resolution"), reads_selfies=True, uses_gpu=False,
           in_user_data=True, outputs=lambda ws, cfg: [ws.prepared / DATASET_INFO, ws.reference_embeddings],
-          figures=_prepare_figures, edited_since=captions_edited_since_prepare,
-          # it drops the photos intake rejects; what the set as a whole needs does not change which
-          ignores=("intake.min_photos", "intake.good_photos", "intake.max_sameness", "intake.smile_ratio")),
+          figures=_prepare_figures, edited_since=captions_edited_since_prepare),
     Stage("fit", config_keys=("model", "train"), reads_selfies=False, uses_gpu=True, in_user_data=False,
           outputs=lambda ws, cfg: [ws.adapter_dir(cfg.run) / ADAPTER_WEIGHTS], figures=_fit_figures),
     Stage("infer", config_keys=("model", "infer", "filter", "face"), reads_selfies=False, uses_gpu=True, in_user_data=False,
@@ -221,6 +218,11 @@ def write_record(stage: Stage, cfg: Config, expected: str, seconds: float) -> No
                                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
+def done_now(name: str, cfg: Config) -> bool:
+    """Whether stage `name` is done for `cfg` as things are now (its own outputs only: cheaper than stages_to_run)."""
+    return is_done(stage_named(name), cfg, fingerprints(cfg)[name])
+
+
 def stages_to_run(cfg: Config) -> list[str]:
     """The stages a run of `cfg` would do work in (the rest would be skipped), without running any.
     A stage that must run changes what comes after it, so everything below it is listed too."""
@@ -249,8 +251,10 @@ def run_recorded(name: str, cfg: Config, work: Callable[[], T], done: Callable[[
     index = STAGES.index(stage)
     before = STAGES[index - 1] if index else None
     if before is not None and not is_done(before, cfg, chain[before.name]):
-        log.info("%s done, but not recorded for the web app and the batch, which will run it again: %s has no record for "
-                 "these photos and settings (it ran with other settings, or not at all)", name, before.name)
+        edited = before.edited_since is not None and before.edited_since(Workspace.from_config(cfg))
+        why = "what it made was edited since it ran" if edited else "it has no record for these photos and settings"
+        log.info("%s done, but not recorded for the web app and the batch, which will run it again: %s is not done (%s)",
+                 name, before.name, why)
     elif main_process and done(result):
         write_record(stage, cfg, chain[name], time.perf_counter() - started)
     return result

@@ -43,7 +43,7 @@ from headshots.errors import ConfigError, HeadshotsError, ImageError
 from headshots.faces import FaceAnalyzer, resolve_device
 from headshots.images import list_photos, load_rgb
 from headshots.logs import get_logger, plural, setup_logging
-from headshots.stages import run_recorded, stages_to_run
+from headshots.stages import done_now, run_recorded, stages_to_run
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace, read_favourites, save_favourites
 from infer.discard import discard
 from infer.export import EXPORT, export
@@ -227,7 +227,7 @@ class HeadshotsApp:
         """Intake again, when the photos' last verdict is not this app's on these photos: judged with other
         settings (the demo's, a batch's) or not recorded (a refused set). Its previews then, else None."""
         try:
-            due = ws.selfies.is_dir() and stages_to_run(self.settings.config(ws.user))[:1] == ["intake"]
+            due = ws.selfies.is_dir() and not done_now("intake", self.settings.config(ws.user))
         except ConfigError:  # their settings.yaml cannot be used: the Styles tab says so, and nothing is judged
             return None
         return self.check_photos(ws) if due else None

@@ -395,8 +395,8 @@ class Batch:
         return next(s for s in self.rows[user].stages if s.stage == stage)
 
     def interrupt(self) -> None:
-        """Stopped (Ctrl-C): every stage not finished is marked interrupted, and the status says the batch has
-        ended, so nothing polling status.json waits for it."""
+        """Stopped (Ctrl-C): each person's stage not finished is marked interrupted (those after it not run), and
+        the status says the batch has ended, so nothing polling status.json waits for it."""
         for row in self.rows.values():
             row.interrupt("the batch was stopped")
         self.interrupted = True

@@ -204,3 +204,13 @@ def test_a_missing_caption_model_is_a_weights_error_with_a_hint(make_config, sou
     with pytest.raises(WeightsError, match="caption model") as err:
         generate_captions(cfg, [Image.new("RGB", (64, 64))])
     assert hint in err.value.hint
+
+
+def test_a_caption_prepare_wrote_is_not_an_edit_for_its_spaces(make_config):
+    """captions.json is read stripped; a caption with a trailing space (a class noun quoted with one) must not read
+    as edited right after prepare wrote it, or the web app and the batch would prepare and train again."""
+    ws = Workspace.from_config(make_config("bob"))
+    caption = "a photo of ohwx woman "
+    datasets.Dataset.from_dict({"file": ["01.jpg"], "caption": [caption], "generated_caption": [caption]}).save_to_disk(str(ws.prepared))
+    ws.captions.write_text(json.dumps({"01.jpg": caption}))
+    assert not captions_edited_since_prepare(ws)

@@ -48,6 +48,7 @@ def test_a_persons_own_settings_are_layered_and_kept_to_their_few_keys(tmp_path)
                           ("infer:\n  styles: [../../secrets.yaml]\n", "must name one of the styles"),
                           ("infer:\n  style_overrides: {background: '${oc.env:HOME}'}\n", "must be plain words"),
                           ("prepare:\n  class_noun: 'x: [y]'\n", "must be plain words"),
+                          ("prepare:\n  keep_rejected: [../bob/selfies/01.jpg]\n", "must be the file name of one of your photos"),
                           ("infer:\n  styles: [doctor\n", "Your settings file .* is not valid YAML"),
                           ("infer:\n  styles: doctor\n", "`infer.styles` takes a list, even of one")):
         mine.write_text(text)

@@ -67,10 +67,11 @@ def test_photos_intake_rejects_are_not_trained_on_unless_the_person_keeps_them(m
     verdicts = {p["file"]: p for p in json.loads(ws.prepare_report.read_text())["photos"]}
     assert {f for f, p in verdicts.items() if p["kept"]} == {p.name for p in mine}
     assert verdicts["zz-someone.jpg"]["reason"].startswith("intake: this photo may be someone else")
-    assert "prepare.keep_rejected=[zz-someone.jpg]" in verdicts["zz-someone.jpg"]["advice"]
+    assert "`prepare: {keep_rejected: [zz-someone.jpg]}` to" in verdicts["zz-someone.jpg"]["advice"]
     assert "zz-someone.jpg" not in datasets.load_from_disk(str(ws.prepared))["file"]
 
-    prepare(make_config("carol", "prepare.keep_rejected=[zz-someone.jpg]"), analyzer)  # the person says it is them
+    ws.person_settings.write_text("prepare:\n  keep_rejected: [zz-someone.jpg]\n")  # the person says it is them
+    prepare(make_config("carol"), analyzer)
     assert "zz-someone.jpg" in datasets.load_from_disk(str(ws.prepared))["file"]
 
 

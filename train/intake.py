@@ -248,10 +248,7 @@ def judge(m: quality.FaceMeasures, cfg: IntakeConfig) -> dict[str, Check]:
                                   {"dark_to_bright": _r(m.side_light), "side_contrast": _r(m.side_contrast)},
                                   "harsh shadow on one side of the face", "Face the window or light instead of having it beside you.", WARN,
                                   _over(m.side_contrast, cfg.max_side_contrast))
-    cast = quality.colour_cast(m.chroma)
-    checks["colour_cast"] = _check(cast > cfg.max_colour_cast and clear, {"cast": _r(cast)}, "strong colour cast",
-                                   "Use daylight rather than coloured or warm indoor lamps, and no colour filters.", WARN,
-                                   _over(cast, cfg.max_colour_cast))
+    checks["colour_cast"] = _colour_check(m, cfg, clear)
     # landmarks of covered eyes are the detector's guesses
     checks["pose"] = _pose_check(m.pose, cfg) if "eyes" not in covered else Check(OK, {})
     # fine skin texture gone while the edges stay sharp: smoothed by a filter, not out of focus (nor a mask)
@@ -260,6 +257,19 @@ def judge(m: quality.FaceMeasures, cfg: IntakeConfig) -> dict[str, Check]:
                               "Turn off beauty mode and filters; send the photo as the camera took it.", WARN,
                               _under(m.focus.texture, cfg.min_texture))
     return checks
+
+
+def _colour_check(m: quality.FaceMeasures, cfg: IntakeConfig, clear: bool) -> Check:
+    """Coloured light on a sharp, lit face; or a black-and-white photo, which has no hue to judge (beside the
+    person's colour photos it would read as coloured light) and none for the adapter to learn skin and hair from."""
+    if m.colour_spread < cfg.min_colour_spread:
+        return _check(True, {"colour_spread": _r(m.colour_spread)}, "black-and-white photo",
+                      "Send it in colour: the adapter learns your skin and hair colour from your photos.", WARN,
+                      _under(max(m.colour_spread, 1.0), cfg.min_colour_spread))
+    cast = quality.colour_cast(m.chroma)
+    return _check(cast > cfg.max_colour_cast and clear, {"cast": _r(cast)}, "strong colour cast",
+                  "Use daylight rather than coloured or warm indoor lamps, and no colour filters.", WARN,
+                  _over(cast, cfg.max_colour_cast))
 
 
 def _exposure_check(face: quality.Exposure | None, photo: quality.Exposure, cfg: IntakeConfig, one_sided: bool = False) -> Check:
@@ -340,16 +350,6 @@ def _occlusion_check(eye_flat: float, mouth_detail: float, covered: list[str]) -
                   "Take off sunglasses, masks and hats, and keep hands and hair away from your face.")
 
 
-def colour_check(cast: Check, spread: float, cfg: IntakeConfig) -> Check:
-    """A black-and-white photo: no colour to judge a cast on (it would read as far from the person's other photos,
-    "coloured light"), and none for the adapter to learn skin and hair colour from; else the cast's own check."""
-    if spread >= cfg.min_colour_spread:
-        return Check(cast.status, {**cast.value, "colour_spread": _r(spread)}, cast.reason, cast.advice, cast.excess)
-    return _check(True, {"colour_spread": _r(spread)}, "black-and-white photo",
-                  "Send it in colour: the adapter learns your skin and hair colour from your photos.", WARN,
-                  _under(max(spread, 1.0), cfg.min_colour_spread))
-
-
 def age_check(path: Path, cfg: IntakeConfig, now: datetime) -> Check:
     taken = quality.photo_taken(path)
     if taken is None:
@@ -406,7 +406,6 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
         face_measures = quality.measure(image, face)
     for name, check in judge(face_measures, cfg.intake).items():
         report.add(name, check)
-    report.add("colour_cast", colour_check(report.checks["colour_cast"], quality.colour_spread(image), cfg.intake))
     with _timed(timings, "thumbnail"):
         thumb, signature = quality.thumbnail(image), quality.face_signature(image, face)
     box = tuple(round(v) for v in face.box)

@@ -224,10 +224,18 @@ def rejected_by_intake(cfg: Config, analyzer: FaceAnalyzer) -> dict[str, tuple[s
     depends on the photos and settings only. Photos in `prepare.keep_rejected` are the person's call."""
     from train.intake import REJECT, judge_photos
 
-    keep = set(cfg.prepare.keep_rejected)
-    return {photo.file: (f"intake: {photo.reason}",
-                         f"{' '.join(photo.advice)} If intake is wrong about it, keep it with prepare.keep_rejected=[{photo.file}].")
-            for photo in judge_photos(cfg, analyzer).photos if photo.verdict == REJECT and photo.file not in keep}
+    workspace, keep = Workspace.from_config(cfg), set(cfg.prepare.keep_rejected)
+    photos = judge_photos(cfg, analyzer).photos
+    unknown = keep - {photo.file for photo in photos}
+    if unknown:
+        log.warning("prepare.keep_rejected names %s, not among the photos in %s", ", ".join(sorted(unknown)), workspace.selfies)
+    return {photo.file: (f"intake: {photo.reason}", _keep_rejected_advice(photo.advice, photo.file, workspace))
+            for photo in photos if photo.verdict == REJECT and photo.file not in keep}
+
+
+def _keep_rejected_advice(advice: list[str], file: str, workspace: Workspace) -> str:
+    return (f"{' '.join(advice)} If intake is wrong about it, add `prepare: {{keep_rejected: [{file}]}}` to "
+            f"{workspace.person_settings}.")
 
 
 def prepare(cfg: Config, analyzer: FaceAnalyzer | None = None) -> PrepareResult:
