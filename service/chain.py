@@ -14,12 +14,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.logs import get_logger
 from headshots.stages import STAGE_NAMES, STAGES, Stage, figures, fingerprint, forget, is_done, something_to_export, write_record
-from headshots.workspace import Workspace
+from headshots.workspace import ADAPTER_WEIGHTS, Workspace, file_digest
 
 log = get_logger(__name__)
 
@@ -45,11 +46,20 @@ def _fit(cfg: Config, expected: str) -> None:
 
 
 def _infer(cfg: Config, expected: str) -> None:
-    """Generate a round named after the stage's fingerprint, `expected` (unless infer.round names it): a retry
-    after a crash completes that round instead of adding another. Then the face-detail pass, scores and gallery."""
+    """Generate a round named after the stage's fingerprint, `expected`, and the adapter it draws with (unless
+    infer.round names it): a retry after a crash completes that round instead of adding another, while an adapter
+    trained again on the same settings (edited captions: the fingerprints hash settings, not outputs) draws a round
+    of its own. Then the face-detail pass, scores and gallery."""
     from infer.gallery import make_and_review
 
-    make_and_review(cfg if cfg.infer.round else replace(cfg, infer=replace(cfg.infer, round=f"chain-{expected[:12]}")))
+    if not cfg.infer.round:
+        adapter = Workspace.from_config(cfg).require_adapter(cfg.run, cfg.infer.adapter) / ADAPTER_WEIGHTS
+        cfg = replace(cfg, infer=replace(cfg.infer, round=chain_round(expected, adapter)))
+    make_and_review(cfg)
+
+
+def chain_round(expected: str, adapter: Path) -> str:
+    return f"chain-{expected[:12]}-{file_digest(adapter)[:8]}"
 
 
 def _export(cfg: Config, expected: str) -> None:

@@ -5,10 +5,11 @@ import json
 import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
+from safetensors.torch import load_file, save_file
 
 from headshots.errors import ConfigError
 from headshots.tiny_sdxl import TOKENIZER_DIR
-from headshots.workspace import Workspace
+from headshots.workspace import ADAPTER_WEIGHTS, Workspace
 from infer.styles import FIELDS, available_styles, check_prompt_lengths, load_style
 
 REQUIRED_STYLES = {"linkedin", "corporate", "executive", "actor", "real-estate", "speaker"}
@@ -198,8 +199,8 @@ def test_a_chain_infer_stage_stopped_part_way_then_retried_draws_only_what_its_r
     """What the batch runner's retry of a killed infer worker does: the stage's round is named after its fingerprint,
     so the retry completes it instead of adding a second round."""
     import infer.generate
-    from headshots.stages import stage_named
-    from service.chain import run_stage
+    from headshots.stages import forget, stage_named
+    from service.chain import chain_round, run_stage
 
     cfg = make_config("alice", "infer.styles=[linkedin]", "infer.images_per_style=3", "infer.steps=2", "infer.batch_size=1")
     real_sample, calls = infer.generate.sample, []
@@ -220,5 +221,14 @@ def test_a_chain_infer_stage_stopped_part_way_then_retried_draws_only_what_its_r
     samples = Workspace.from_config(cfg).samples_dir(cfg.run)
     images = json.loads((samples / "manifest.json").read_text())["images"]
     assert [i["file"] for i in images] == ["linkedin-00.png", "linkedin-01.png", "linkedin-02.png"]
-    assert {i["round"] for i in images} == {f"chain-{result.fingerprint[:12]}"}
+    adapter = Workspace.from_config(cfg).adapter_dir(cfg.run) / ADAPTER_WEIGHTS
+    assert {i["round"] for i in images} == {chain_round(result.fingerprint, adapter)}
     assert run_stage(stage_named("infer"), cfg).state == "skipped"  # and once done, the same inputs do nothing
+
+    # Trained again on the same settings (captions edited by hand): same fingerprints, another adapter. Its round
+    # must be drawn, not taken for the old adapter's finished one.
+    weights = load_file(str(adapter))
+    save_file({key: value + 0.01 for key, value in weights.items()}, str(adapter))
+    forget(stage_named("fit"), cfg)  # as fit run again does
+    again = run_stage(stage_named("infer"), cfg)
+    assert again.state == "done" and again.details["images"] == 6 and again.fingerprint == result.fingerprint
