@@ -414,6 +414,19 @@ def test_a_black_and_white_photo_is_called_so_not_coloured_light(make_config, fa
     assert all(p.checks["colour_cast"].status == "ok" for name, p in photos.items() if name != "grey-16bit.png")
 
 
+def test_of_two_copies_the_worse_is_the_one_to_replace(make_config, faces_dir, analyzer):
+    """A black-and-white copy named to sort first used to be kept, and the colour original rejected as its copy."""
+    cfg = make_config("carol")
+    ws = Workspace.from_config(cfg)
+    mine = copy_photos(sorted((faces_dir / "georgia-tech" / "s23").glob("*.jpg"))[:5], ws.selfies)
+    Image.open(mine[2]).convert("L").save(ws.selfies / "00-grey.jpg", quality=95)
+
+    photos = {p.file: p for p in run_intake(cfg, analyzer).photos}
+    assert photos["00-grey.jpg"].checks["duplicate"].status == "reject"
+    assert photos["00-grey.jpg"].checks["duplicate"].reason == f"same shot as {mine[2].name}"
+    assert photos[mine[2].name].checks["duplicate"].status == "ok"
+
+
 def test_set_checks_duplicate_someone_else_and_how_many_more(make_config, faces_dir, analyzer):
     cfg = make_config("carol")
     ws = Workspace.from_config(cfg)

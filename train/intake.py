@@ -415,15 +415,19 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
 
 
 # -- per set -----------------------------------------------------------------------------------
-def duplicate_checks(names: list[str], measured: list[Measured], cfg: IntakeConfig) -> dict[int, Check]:
-    """A later photo that is nearly the same picture as an earlier one adds nothing but weight."""
+def duplicate_checks(names: list[str], measured: list[Measured], cfg: IntakeConfig,
+                     preference: Sequence[tuple] | None = None) -> dict[int, Check]:
+    """A photo that is nearly the same picture as another adds nothing but weight: of each such group the photo
+    first in `preference` (a sort key per photo; default: name order) is kept and the others are rejected, so
+    the copy to replace is the worse one (a black-and-white or smaller copy), whatever its file is called."""
     sims = quality.same_shot([m.signature for m in measured])
+    order = sorted(range(len(measured)), key=lambda i: preference[i] if preference else i)
     checks, copies = {}, set()
-    for i in range(len(measured)):
-        earlier = [j for j in range(i) if sims[i, j] >= cfg.duplicate_similarity and j not in copies]
-        copies.update([i] if earlier else [])
+    for position, i in enumerate(order):
+        kept = [j for j in order[:position] if sims[i, j] >= cfg.duplicate_similarity and j not in copies]
+        copies.update([i] if kept else [])
         value = {"max_similarity": _r(max((sims[i, j] for j in range(len(measured)) if j != i), default=0.0))}
-        checks[i] = _check(bool(earlier), value, f"same shot as {names[earlier[0]]}" if earlier else "",
+        checks[i] = _check(bool(kept), value, f"same shot as {names[kept[0]]}" if kept else "",
                            "Keep one of them and replace this one with a different photo (other place, light or angle).")
     return checks
 
@@ -645,8 +649,12 @@ def _set_checks(photos: list[PhotoReport], measured: dict[int, Measured], analyz
         return []
     index = sorted(measured)
     names = [photos[i].file for i in index]
+    # Of two copies the one without problems is kept, then the one with more pixels of the face, then by name. Not
+    # judged on its age: a copy re-saved by an app has lost the date it was taken, not gained youth.
+    preference = [(max(_RANK[c.status] for name, c in photos[i].checks.items() if name != "age"),
+                   -photos[i].checks["resolution"].value["crop_px"], k) for k, i in enumerate(index)]
     with _timed(timings, "duplicates"):
-        for k, check in duplicate_checks(names, [measured[i] for i in index], cfg).items():
+        for k, check in duplicate_checks(names, [measured[i] for i in index], cfg, preference).items():
             photos[index[k]].add("duplicate", check)
     add_relative_checks([photos[i] for i in index], [measured[i].face_measures for i in index], cfg)
     good = [i for i in index if photos[i].verdict != REJECT]  # a blurred or covered face is no evidence
