@@ -45,6 +45,8 @@ def _fix_hint(source: str, key: str = "model.pretrained") -> str:
 
 def _load(what: str, source: str, loader, key: str = "model.pretrained"):
     """Run `loader`; any failure becomes a WeightsError naming `source` (the config `key` it came from) and the fix."""
+    if source.startswith((".", "/", "~")) and not Path(source).expanduser().exists():  # a path (a hub id never starts so)
+        raise WeightsError(f"Could not load the {what} from {source!r}: there is no such folder.", _fix_hint(source, key))
     try:
         return loader()
     except Exception as exc:  # OSError (missing files, offline hub), ValueError (bad folder), HTTP errors

@@ -73,6 +73,8 @@ def test_photos_intake_rejects_are_not_trained_on_unless_the_person_keeps_them(m
     ws.person_settings.write_text("prepare:\n  keep_rejected: [zz-someone.jpg]\n")  # the person says it is them
     prepare(make_config("carol"), analyzer)
     assert "zz-someone.jpg" in datasets.load_from_disk(str(ws.prepared))["file"]
+    kept = next(p for p in json.loads(ws.prepare_report.read_text())["photos"] if p["file"] == "zz-someone.jpg")
+    assert kept["kept"] and any("kept as prepare.keep_rejected asks" in w for w in kept["warnings"])  # not silently
 
 
 def test_too_few_usable_photos_says_how_many_more(make_config, faces_dir, analyzer):

@@ -221,16 +221,16 @@ def rejected_by_intake(cfg: Config, analyzer: FaceAnalyzer) -> dict[str, tuple[s
     """(reason, advice) of each photo intake rejects with these settings: someone else, a re-saved copy, a blurred,
     dark or covered face must not be learnt as the person, though the set as a whole passed (`make train` stops
     only on an unusable set) or prepare runs alone. Judged here, not read from intake.json, so that prepare
-    depends on the photos and settings only. Photos in `prepare.keep_rejected` are the person's call."""
+    depends on the photos and settings only. Those in `prepare.keep_rejected` the caller keeps: the person's call."""
     from train.intake import REJECT, judge_photos
 
-    workspace, keep = Workspace.from_config(cfg), set(cfg.prepare.keep_rejected)
+    workspace = Workspace.from_config(cfg)
     photos = judge_photos(cfg, analyzer).photos
-    unknown = keep - {photo.file for photo in photos}
+    unknown = set(cfg.prepare.keep_rejected) - {photo.file for photo in photos}
     if unknown:
         log.warning("prepare.keep_rejected names %s, not among the photos in %s", ", ".join(sorted(unknown)), workspace.selfies)
     return {photo.file: (f"intake: {photo.reason}", _keep_rejected_advice(photo.advice, photo.file, workspace))
-            for photo in photos if photo.verdict == REJECT and photo.file not in keep}
+            for photo in photos if photo.verdict == REJECT}
 
 
 def _keep_rejected_advice(advice: list[str], file: str, workspace: Workspace) -> str:
@@ -254,7 +254,11 @@ def prepare(cfg: Config, analyzer: FaceAnalyzer | None = None) -> PrepareResult:
         result, image, detection = judge_photo(path, analyzer)
         results.append(result)
         if result.kept and path.name in rejected:
-            result.kept, result.reason, result.advice = False, *rejected[path.name]
+            reason, advice = rejected[path.name]
+            if path.name in cfg.prepare.keep_rejected:  # the person's call: kept, and the report says so
+                result.warnings.append(f"{reason}; kept as prepare.keep_rejected asks")
+            else:
+                result.kept, result.reason, result.advice = False, reason, advice
         if not result.kept:
             continue
         face = detection.subject

@@ -149,7 +149,7 @@ def train(cfg: Config) -> Path:
         )
     log.info("training %d LoRA parameters on %d photos%s for %s (mixed precision: %s; processes: %d)", trainable,
              len(batches), f" + {len(class_batches)} class images" if class_batches else "",
-             f"steps {start_step + 1}-{tc.max_steps}" if start_step else f"{tc.max_steps} steps",
+             _steps_left(start_step, tc.max_steps),
              tc.mixed_precision, accelerator.num_processes)
 
     # 4. The loop.
@@ -202,6 +202,14 @@ def train(cfg: Config) -> Path:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return adapter_dir
+
+
+def _steps_left(start_step: int, max_steps: int) -> str:
+    if start_step == 0:
+        return f"{max_steps} steps"
+    if start_step < max_steps:
+        return f"steps {start_step + 1}-{max_steps}"
+    return "no more steps (all were done: the adapter is exported again)"
 
 
 def training_inputs(cfg: Config, prepared: Path) -> str:
