@@ -316,6 +316,16 @@ def _results(ws: Workspace, run: str) -> str | None:
     return f"Your review holds {plural(count, 'image')}, {scores['kept']} kept by the likeness filter and the checks: see Review."
 
 
+def _trained_on(ws: Workspace) -> str:
+    """" on 7 of your 9 photos (...)": what the last prepare kept, so that the photos left out are no surprise."""
+    prepared = _read_json(ws.prepare_report)
+    if not prepared:
+        return ""
+    kept, total = prepared["kept"], prepared["kept"] + prepared["rejected"]
+    left_out = " (those rejected in 1. Photos were left out)" if kept < total else ""
+    return f" on {kept} of your {plural(total, 'photo')}{left_out}"
+
+
 def _disk_status(ws: Workspace, run: str) -> str:
     """No job in this app's memory (never started, or the app restarted): what the files say."""
     progress = _read_json(ws.progress(run))
@@ -328,7 +338,7 @@ def _disk_status(ws: Workspace, run: str) -> str:
         if refused:  # the photos changed since, or the settings: a job starts with intake, and would stop there
             return (f"**Your adapter is trained**, but your photo set is not usable now ({report['set']['reason']}), so "
                     "Train and Generate would stop at it. See 1. Photos for what to change.")
-        return f"**Your adapter is trained.** {_results(ws, run) or 'Pick styles and generate.'}"
+        return f"**Your adapter is trained**{_trained_on(ws)}. {_results(ws, run) or 'Pick styles and generate.'}"
     if refused:
         return f"Not trained yet: your photo set is not usable yet ({report['set']['reason']}). See 1. Photos for what to add."
     if report:
@@ -382,10 +392,10 @@ def your_faces(ws: Workspace, count: int = 6) -> str:
     else:
         intake = _read_json(ws.intake_report) or {}
         photos = [p for p in intake.get("photos", []) if p.get("verdict") != "reject" and p.get("face_box")]
-    photos = photos[:count]
-    faces = [(p["file"], face_uri(ws.selfies / p["file"], p["face_box"], CARD_SIDES[1])) for p in photos]
+    shown = f" ({count} of {len(photos)})" if len(photos) > count else ""
+    faces = [(p["file"], face_uri(ws.selfies / p["file"], p["face_box"], CARD_SIDES[1])) for p in photos[:count]]
     circles = "".join(f"<img class='hs-avatar' src='{uri}' alt='{html.escape(file)}'>" for file, uri in faces if uri)
-    return f"<div class='hs-yours' id='hs-yours'><span>You, in your photos:</span>{circles}</div>" if circles else ""
+    return f"<div class='hs-yours' id='hs-yours'><span>You, in your photos{shown}:</span>{circles}</div>" if circles else ""
 
 
 def _cards(items: list[dict], samples: Path, elem_id: str, total: int, favourites: frozenset[str]) -> str:

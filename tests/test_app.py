@@ -509,3 +509,5 @@ def test_a_trained_person_whose_set_is_refused_now_is_told_before_generating(ser
     assert not shown[app.c["generate"]]["interactive"] and not shown[app.c["train"]]["interactive"]
     ws.intake_report.write_text(json.dumps({"set": {"verdict": "warn", "reason": "5 usable photos"}}))
     assert app.status_view("vic")[app.c["generate"]]["interactive"]
+    ws.prepare_report.write_text(json.dumps({"kept": 5, "rejected": 2, "photos": []}))  # what training used, said
+    assert "trained** on 5 of your 7 photos (those rejected in 1. Photos were left out)" in app.status_view("vic")[app.c["status"]]
