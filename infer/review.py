@@ -21,6 +21,7 @@ a strong horizontal edge where skin is smooth. On the 105 faces of ../shared/fac
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -108,10 +109,11 @@ def framing_check(face: Face, size: tuple[int, int], cfg: FilterConfig) -> Check
         return Check("framing", False, "head cut off at the side")
     share = width / size[0]
     low, high = cfg.face_width
+    # rounded away from the limit, so that a share just past it never reads as meeting it ("12%, at least 12%")
     if share < low:
-        return Check("framing", False, f"face too small in the frame ({share:.0%} of the width, at least {low:.0%})")
+        return Check("framing", False, f"face too small in the frame ({math.floor(share * 100)}% of the width, at least {low:.0%})")
     if share > high:
-        return Check("framing", False, f"face too close ({share:.0%} of the width, at most {high:.0%})")
+        return Check("framing", False, f"face too close ({math.ceil(share * 100)}% of the width, at most {high:.0%})")
     return Check("framing", True, f"face fits the crop ({share:.0%} of the width)")
 
 
