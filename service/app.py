@@ -729,8 +729,8 @@ class HeadshotsApp:
 
 def downloads(manifest: Path, folder: Path) -> list[Path]:
     """export.json's crops, put together in `folder` for the browser: one zip (folders by size), and each crop
-    under a name that says its size (hard links where the file system allows: every crop is stored once),
-    since a download keeps only the file name."""
+    under a name that says its size first (hard links where the file system allows: every crop is stored once),
+    since a download keeps only the file name, and a phone's narrow list shows only its start."""
     out_dir = manifest.parent
     crops = [out_dir / e["path"] for item in json.loads(manifest.read_text())["images"] for e in item["exports"]]
     archive = folder / ZIP_NAME
@@ -739,7 +739,7 @@ def downloads(manifest: Path, folder: Path) -> list[Path]:
             bundle.write(crop, crop.relative_to(out_dir))
     named = []
     for crop in crops:
-        named.append(folder / f"{crop.stem}-{crop.parent.name}{crop.suffix}")  # linkedin-00-cv-600x800.jpg
+        named.append(folder / f"{crop.parent.name}-{crop.stem}{crop.suffix}")  # cv-600x800-linkedin-00.jpg
         try:
             os.link(crop, named[-1])
         except OSError:  # a file system without hard links

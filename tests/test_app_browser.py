@@ -242,8 +242,8 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         link = page.locator("#hs-files a[download='headshots.zip']")
         link.wait_for(timeout=60_000)
         names = sorted(a.get_attribute("download") for a in page.locator("#hs-files a[download]").all())
-        assert names == ["headshots.zip", "linkedin-00-cv-600x800.jpg", "linkedin-00-linkedin-400x400.jpg",
-                         "linkedin-00-portrait-1080x1350.jpg"]
+        assert names == ["cv-600x800-linkedin-00.jpg", "headshots.zip", "linkedin-400x400-linkedin-00.jpg",
+                         "portrait-1080x1350-linkedin-00.jpg"]
         crops = page.locator("#hs-crops .hs-crops[data-file='linkedin-00.png'] figure")  # each crop as it will look
         assert crops.count() == 3 and "linkedin-400x400" in crops.first.inner_text()
         assert crops.first.locator("img.hs-round").count() == 1  # LinkedIn shows it in a circle
