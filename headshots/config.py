@@ -384,7 +384,7 @@ class IntakeConfig:
     max_side_contrast: float = 0.68  # |log cheek ratio| / spread of log skin luminance (quality.side_contrast)
     max_backlight: float = 2.0  # background / face luminance
     max_colour_cast: float = 0.2  # distance of the face's log-chromaticity from the hue of skin (coloured light, not skin tone)
-    min_colour_spread: float = 12.0  # the photo's colour (quality.colour_spread, 0..255); below: black-and-white (warn)
+    min_colour_saturation: float = 0.05  # the photo's colour (quality.colour_saturation, 0..1); below: black-and-white (warn)
     max_yaw: float = 0.35  # nose offset from the eye midpoint, in eye distances
     max_roll: float = 15.0  # eye-line angle, degrees
     min_pitch: float = 0.25  # nose height between eye line (0) and mouth line (1)
@@ -404,11 +404,12 @@ class IntakeConfig:
         _check(self.detect_max_side >= 160, "intake.detect_max_side", "must be at least 160")
         _check(0.0 < self.min_crop_fraction <= self.warn_crop_fraction <= 4.0, "intake.min_crop_fraction",
                "must be positive and at most intake.warn_crop_fraction")
-        for key in ("min_skin_light", "min_photo_light", "dim_skin_light", "min_photo_white", "min_colour_spread"):
+        for key in ("min_skin_light", "min_photo_light", "dim_skin_light", "min_photo_white"):
             _check(0.0 <= getattr(self, key) <= 255.0, f"intake.{key}", "must be in 0..255")
         _check(self.min_pitch < self.max_pitch, "intake.min_pitch", "must be below intake.max_pitch")
         for key in ("max_clipped", "max_photo_clipped", "max_crushed", "dim_crushed", "min_relative_light", "min_relative_texture", "min_relative_side_light",
-                    "min_acuity", "max_anisotropy", "duplicate_similarity", "max_sameness", "max_eye_flat", "min_mouth_detail"):
+                    "min_acuity", "max_anisotropy", "duplicate_similarity", "max_sameness", "max_eye_flat", "min_mouth_detail",
+                    "min_colour_saturation"):
             _check(0.0 <= getattr(self, key) <= 1.0, f"intake.{key}", "must be between 0 and 1")
         for key in ("min_texture", "max_side_contrast", "max_backlight", "max_colour_cast", "max_relative_colour", "max_yaw", "max_roll",
                     "max_age_years", "smile_ratio"):

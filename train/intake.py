@@ -262,10 +262,10 @@ def judge(m: quality.FaceMeasures, cfg: IntakeConfig) -> dict[str, Check]:
 def _colour_check(m: quality.FaceMeasures, cfg: IntakeConfig, clear: bool) -> Check:
     """Coloured light on a sharp, lit face; or a black-and-white photo, which has no hue to judge (beside the
     person's colour photos it would read as coloured light) and none for the adapter to learn skin and hair from."""
-    if m.colour_spread < cfg.min_colour_spread:
-        return _check(True, {"colour_spread": _r(m.colour_spread)}, "black-and-white photo",
+    if m.colour_saturation < cfg.min_colour_saturation:
+        return _check(True, {"colour_saturation": _r(m.colour_saturation)}, "black-and-white photo",
                       "Send it in colour: the adapter learns your skin and hair colour from your photos.", WARN,
-                      _under(max(m.colour_spread, 1.0), cfg.min_colour_spread))
+                      _under(max(m.colour_saturation, 0.01), cfg.min_colour_saturation))
     cast = quality.colour_cast(m.chroma)
     return _check(cast > cfg.max_colour_cast and clear, {"cast": _r(cast)}, "strong colour cast",
                   "Use daylight rather than coloured or warm indoor lamps, and no colour filters.", WARN,
