@@ -108,6 +108,9 @@ class Stage:
     # The person edited what it made since it ran (captions.json): done no longer, whatever its fingerprint says
     edited_since: Callable[[Workspace], bool] | None = None
 
+    def edited(self, ws: Workspace) -> bool:
+        return self.edited_since is not None and self.edited_since(ws)
+
 
 STAGES: tuple[Stage, ...] = (
     Stage("intake", config_keys=("intake", "face"), reads_selfies=True, uses_gpu=False, in_user_data=True,
@@ -198,7 +201,7 @@ def is_done(stage: Stage, cfg: Config, expected: str) -> bool:
     record = read_record(stage, cfg)
     ws = Workspace.from_config(cfg)
     return bool(record and record.get("fingerprint") == expected and all(p.exists() for p in stage.outputs(ws, cfg))
-                and not (stage.edited_since and stage.edited_since(ws)))
+                and not stage.edited(ws))
 
 
 def forget(stage: Stage, cfg: Config) -> None:
@@ -251,7 +254,7 @@ def run_recorded(name: str, cfg: Config, work: Callable[[], T], done: Callable[[
     index = STAGES.index(stage)
     before = STAGES[index - 1] if index else None
     if before is not None and not is_done(before, cfg, chain[before.name]):
-        edited = before.edited_since is not None and before.edited_since(Workspace.from_config(cfg))
+        edited = before.edited(Workspace.from_config(cfg))
         why = "what it made was edited since it ran" if edited else "it has no record for these photos and settings"
         log.info("%s done, but not recorded for the web app and the batch, which will run it again: %s is not done (%s)",
                  name, before.name, why)
