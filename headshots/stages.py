@@ -7,7 +7,10 @@ all there and the person has not edited them since (prepare's captions.json: hea
 fingerprint hashes what the stage reads: the config sections it uses, the selfies' bytes (intake, prepare), the
 favourites ticked in the web app (export) and the fingerprint of the stage before it (so prepare's covers intake's
 settings, which decide the photos it leaves out), so a change upstream makes everything below it due again and a
-change of, say, `infer.steps` only infer and export. Records (JSON) sit beside each stage's outputs:
+change of, say, `infer.steps` only infer and export. Intake's record also hashes the two settings of prepare and the
+model that its resolution check reads (`judged_with`): prepare hashes them itself, so they stay out of the chain,
+and a set judged under the tiny profile is judged again under SDXL without prepare and training being due again for
+that alone. Records (JSON) sit beside each stage's outputs:
 
     data/users/<u>/stages/{intake,prepare}.json
     outputs/<u>/<run>/stages/{fit,infer,export}.json
@@ -107,6 +110,9 @@ class Stage:
     ignores: tuple[str, ...] = ()  # keys inside config_keys that do not change the stage's outputs
     # The person edited what it made since it ran (captions.json): done no longer, whatever its fingerprint says
     edited_since: Callable[[Workspace], bool] | None = None
+    # Settings outside config_keys that its own verdict reads and that the stages after it hash themselves: they make
+    # this stage due again and are kept out of the chain, so adding one does not redo the stages after it
+    judged_with: tuple[str, ...] = ()
 
     def edited(self, ws: Workspace) -> bool:
         return self.edited_since is not None and self.edited_since(ws)
@@ -114,7 +120,9 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("intake", config_keys=("intake", "face"), reads_selfies=True, uses_gpu=False, in_user_data=True,
-          outputs=lambda ws, cfg: [ws.intake_report], figures=_intake_figures, feeds_next=False),
+          outputs=lambda ws, cfg: [ws.intake_report], figures=_intake_figures, feeds_next=False,
+          # the resolution check: the training crop (face + crop margin) against the profile's resolution
+          judged_with=("model.resolution", "prepare.crop_margin")),
     Stage("prepare", config_keys=("prepare", "face", "model.resolution"), reads_selfies=True, uses_gpu=False,
           in_user_data=True, outputs=lambda ws, cfg: [ws.prepared / DATASET_INFO, ws.reference_embeddings],
           figures=_prepare_figures, edited_since=captions_edited_since_prepare),
@@ -152,11 +160,16 @@ def _config_part(plain: dict, key: str) -> object:
     return functools.reduce(lambda node, part: node[part], key.split("."), plain)
 
 
+def _plain_config(cfg: Config) -> dict:
+    plain = OmegaConf.to_container(OmegaConf.structured(cfg))
+    plain["model"]["pretrained"] = model_source(cfg.model.pretrained)  # the CLI's relative path = the batch's absolute one
+    return plain
+
+
 def fingerprint(stage: Stage, cfg: Config, upstream: str | None, selfies: str | None = None) -> str:
     """What `stage` would read now, hashed; `upstream` is the fingerprint of the stage before it, `selfies` the
     photos' digest when the caller has it already (they are read once for the whole chain)."""
-    plain = OmegaConf.to_container(OmegaConf.structured(cfg))
-    plain["model"]["pretrained"] = model_source(cfg.model.pretrained)  # the CLI's relative path = the batch's absolute one
+    plain = _plain_config(cfg)
     for key in stage.ignores:
         parent, _, name = key.rpartition(".")
         del _config_part(plain, parent)[name]
@@ -181,6 +194,15 @@ def fingerprints(cfg: Config) -> dict[str, str]:
     return chain
 
 
+def _recorded_as(stage: Stage, cfg: Config, expected: str) -> str:
+    """What `stage`'s record holds for its chain fingerprint `expected`: that, and the settings it is `judged_with`."""
+    if not stage.judged_with:
+        return expected
+    plain = _plain_config(cfg)
+    inputs = {"chain": expected, "judged_with": {key: _config_part(plain, key) for key in stage.judged_with}}
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+
+
 # -- records -----------------------------------------------------------------------------------------
 
 def record_path(stage: Stage, cfg: Config) -> Path:
@@ -200,7 +222,7 @@ def is_done(stage: Stage, cfg: Config, expected: str) -> bool:
     """Finished before with fingerprint `expected`, every output still there, and none edited by hand since."""
     record = read_record(stage, cfg)
     ws = Workspace.from_config(cfg)
-    return bool(record and record.get("fingerprint") == expected and all(p.exists() for p in stage.outputs(ws, cfg))
+    return bool(record and record.get("fingerprint") == _recorded_as(stage, cfg, expected) and all(p.exists() for p in stage.outputs(ws, cfg))
                 and not stage.edited(ws))
 
 
@@ -217,7 +239,8 @@ def forget(stage: Stage, cfg: Config) -> None:
 
 
 def write_record(stage: Stage, cfg: Config, expected: str, seconds: float) -> None:
-    write_json_atomic(record_path(stage, cfg), {"stage": stage.name, "fingerprint": expected, "seconds": round(seconds, 3),
+    write_json_atomic(record_path(stage, cfg), {"stage": stage.name, "fingerprint": _recorded_as(stage, cfg, expected),
+                                                "seconds": round(seconds, 3),
                                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
@@ -228,11 +251,15 @@ def done_now(name: str, cfg: Config) -> bool:
 
 def stages_to_run(cfg: Config) -> list[str]:
     """The stages a run of `cfg` would do work in (the rest would be skipped), without running any.
-    A stage that must run changes what comes after it, so everything below it is listed too."""
+    A stage that must run changes what comes after it, so everything below it is listed too, unless the next stage
+    does not read what it makes (intake)."""
+    due: list[str] = []
     for index, (name, expected) in enumerate(fingerprints(cfg).items()):
         if not is_done(STAGES[index], cfg, expected):
-            return list(STAGE_NAMES[index:])
-    return []
+            if STAGES[index].feeds_next:
+                return due + list(STAGE_NAMES[index:])
+            due.append(name)
+    return due
 
 
 def run_recorded(name: str, cfg: Config, work: Callable[[], T], done: Callable[[T], bool] = lambda result: True) -> T:

@@ -147,3 +147,17 @@ def test_intake_judged_again_with_other_settings_keeps_what_was_trained(make_con
     assert [read_record(stage_named(name), cfg) is None for name in STAGE_NAMES] == [True, False, False, False, False]
     run_recorded("intake", cfg, lambda: "usable")  # back with the settings it was trained with
     assert stages_to_run(cfg) == []
+
+
+def test_intake_judged_under_one_profile_is_due_again_under_another(make_config):
+    """Intake's resolution check measures the training crop against the profile's resolution: a set judged usable at
+    128 px is not judged at 1024 px. Its record covers those settings; prepare's fingerprint, which hashes them
+    itself, does not change for them, so adding them redid no one's training."""
+    cfg = make_config("alice")
+    everything_done(cfg)
+    for other in ("model.resolution=1024", "prepare.crop_margin=0.5"):
+        assert stages_to_run(make_config("alice", other))[0] == "intake", other
+    before = fingerprints(cfg)
+    run_recorded("intake", make_config("alice", "model.resolution=1024"), lambda: "usable")
+    assert fingerprints(cfg) == before and stages_to_run(cfg) == ["intake"]  # prepare and training still done
+    assert [read_record(stage_named(name), cfg) is None for name in STAGE_NAMES] == [False] * 5
