@@ -49,6 +49,12 @@ class Face:
         x1, y1, x2, y2 = self.box
         return (x1 + x2) / 2, (y1 + y2) / 2
 
+    def box_fractions(self, size: tuple[int, int]) -> list[float]:
+        """The box as x1, y1, x2, y2 in 0..1 of an image of `size` (width, height): how the person's files give a
+        face's place in a photo, valid whatever size the photo is decoded at to show it."""
+        width, height = size
+        return [round(float(v) / s, 4) for v, s in zip(self.box, (width, height, width, height))]
+
 
 def subject_score(face: Face, size: tuple[int, int]) -> float:
     """How much a face looks like the photo's subject: its side, discounted by its distance from the photo's

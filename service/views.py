@@ -154,8 +154,8 @@ def _previews(path: str, mtime_ns: int, size: int, sides: tuple[int, ...]) -> di
 
 
 def face_uri(path: Path, face_box: tuple[float, ...], side: int) -> str | None:
-    """A square JPEG of the face in a photo (`face_box`: x1, y1, x2, y2 in 0..1 of the upright photo, as intake
-    gives it) with room around it, `side` px, as a data URI; None for a file that is not a readable image."""
+    """A square JPEG of the face in a photo (`face_box`: x1, y1, x2, y2 in 0..1 of the upright photo, as intake and
+    prepare give it) with room around it, `side` px, as a data URI; None for a file that is not a readable image."""
     version = _version(path)
     return _face_uri(*version, tuple(face_box), side) if version else None
 

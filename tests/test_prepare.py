@@ -42,6 +42,11 @@ def test_prepare_keeps_good_photos_and_explains_the_rest(make_config, faces_dir,
     assert "truncated" in verdicts["cut.jpg"]["reason"]
     assert all(p["advice"] for p in report["photos"] if not p["kept"])
     assert len(result.kept) == 6
+    # The face's place in the photo as intake gives it (0..1 of the photo): the web app crops "You, in your photos" by it
+    for photo in good:
+        face = analyzer.detect(Image.open(photo).convert("RGB")).subject
+        scaled = [v * s for v, s in zip(verdicts[photo.name]["face_box"], Image.open(photo).size * 2)]
+        assert _iou(scaled, list(face.box)) > 0.95, photo.name
 
     dataset = datasets.load_from_disk(str(ws.prepared))
     assert len(dataset) == 6

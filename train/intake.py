@@ -382,12 +382,10 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
         problem = None  # small only in the reduced-scale decode
     face = detection.subject
     value = {"faces": len(detection.faces), "confidence": _r(face.confidence) if face else None}
-    w, h = image.size
     if face is not None:
-        report.face_box = [_r(face.box[0] / w), _r(face.box[1] / h), _r(face.box[2] / w), _r(face.box[3] / h)]
+        report.face_box = face.box_fractions(image.size)
     if problem == "several_faces":  # shown on the photo, so the person sees whom to crop out
-        report.other_faces = [[_r(o.box[0] / w), _r(o.box[1] / h), _r(o.box[2] / w), _r(o.box[3] / h)]
-                              for o in detection.rivals]
+        report.other_faces = [other.box_fractions(image.size) for other in detection.rivals]
     causes: dict[str, Check] = {}
     if problem == "no_face":
         with _timed(timings, "detect"):

@@ -47,7 +47,7 @@ class PhotoResult:
     reason: str | None = None
     advice: str | None = None
     confidence: float | None = None
-    face_box: list[float] | None = None  # in the original (EXIF-rotated) photo
+    face_box: list[float] | None = None  # x1, y1, x2, y2 in 0..1 of the upright (EXIF-rotated) photo, as intake's
     crop_box: list[int] | None = None  # the square before turning, in the photo
     level_degrees: float = 0.0  # the crop is turned this much (counter-clockwise) about its centre: eyes level
     warnings: list[str] = field(default_factory=list)
@@ -206,7 +206,7 @@ def judge_photo(path: Path, analyzer: FaceAnalyzer) -> tuple[PhotoResult, Image.
     result = PhotoResult(path.name, detection.ok)
     if detection.subject is not None:
         result.confidence = round(detection.subject.confidence, 4)
-        result.face_box = [round(v, 1) for v in detection.subject.box]
+        result.face_box = detection.subject.box_fractions(image.size)
     if not detection.ok:
         reason, advice = ADVICE[detection.problem]
         if detection.problem == "several_faces":
