@@ -21,16 +21,29 @@ def build_parser(prog: str, description: str, commands: Mapping[str, str]) -> ar
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("command", choices=list(commands), help="; ".join(f"{k}: {v}" for k, v in commands.items()))
     parser.add_argument("--user", required=True, help="whose data: data/users/<user>/")
-    parser.add_argument("--profile", default=None, help="model profile in configs/model/ (default: sdxl)")
-    parser.add_argument("--config", default=None, help="extra YAML file layered over the defaults")
+    return add_config_args(parser)
+
+
+def add_config_args(parser: argparse.ArgumentParser, *, profile_help: str = "model profile in configs/model/ (default: sdxl)",
+                    config_help: str = "extra YAML file layered over the defaults",
+                    overrides_help: str = "config overrides, e.g. train.max_steps=500") -> argparse.ArgumentParser:
+    """The options every command shares: which settings (--profile, --config, key=value ...) and --verbose."""
+    parser.add_argument("--profile", default=None, help=profile_help)
+    parser.add_argument("--config", default=None, help=config_help)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.max_steps=500")
+    parser.add_argument("overrides", nargs="*", help=overrides_help)
     return parser
 
 
-def run(parser: argparse.ArgumentParser, commands: Mapping[str, Callable[[Config], object]], argv=None) -> int:
+def parse(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Options and key=value overrides in any order (`--users a x=1 --profile tiny y=2`), then logging set up."""
     args = parser.parse_intermixed_args(argv)
     setup_logging(args.verbose)
+    return args
+
+
+def run(parser: argparse.ArgumentParser, commands: Mapping[str, Callable[[Config], object]], argv=None) -> int:
+    args = parse(parser, argv)
     try:
         cfg = load_config(args.user, args.profile, args.config, args.overrides)
         commands[args.command](cfg)

@@ -37,12 +37,12 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from headshots.cli import print_error
+from headshots.cli import add_config_args, parse, print_error
 from headshots.config import PROMPT_WORDS, SIMPLE_NAME_RULE, AppConfig, Config, load_config, validate_user_name
 from headshots.errors import ConfigError, HeadshotsError, ImageError
 from headshots.faces import FaceAnalyzer, resolve_device
 from headshots.images import list_photos, load_rgb
-from headshots.logs import get_logger, plural, setup_logging
+from headshots.logs import get_logger, plural
 from headshots.stages import done_now, run_recorded, stages_to_run
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace, read_favourites, save_favourites
 from infer.discard import discard
@@ -761,14 +761,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service.app", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--profile", default=None, help="model profile in configs/model/ (default: sdxl)")
-    parser.add_argument("--config", default=None, help="extra YAML file layered over the defaults")
     parser.add_argument("--password-file", type=Path, default=None,
                         help="one `name:password` per line; required when --host is not a loopback address")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    parser.add_argument("overrides", nargs="*", help="config overrides for every person, e.g. train.max_steps=500")
-    args = parser.parse_intermixed_args(argv)
-    setup_logging(args.verbose)
+    add_config_args(parser, overrides_help="config overrides for every person, e.g. train.max_steps=500")
+    args = parse(parser, argv)
     try:
         accounts = read_password_file(args.password_file) if args.password_file else None
         if accounts is None and not is_loopback(args.host):

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from headshots.cli import print_error
+from headshots.cli import add_config_args, parse, print_error
 from headshots.config import SIMPLE_NAME_RULE, Config, is_simple_name, load_config, model_source
 from headshots.errors import ConfigError, HeadshotsError
 from headshots.logs import get_logger, setup_logging
@@ -479,13 +479,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--users", required=True, help="comma-separated names: data/users/<name>/selfies/ each")
     parser.add_argument("--address", default=None,
                         help="Ray cluster: auto (a running one) or ray://head:10001; default: start Ray on this machine")
-    parser.add_argument("--profile", default=None, help="model profile in configs/model/ (default: sdxl)")
-    parser.add_argument("--config", default=None, help="extra YAML file layered over the defaults, for everyone")
     parser.add_argument("--id", dest="batch_id", default=None, help="batch name (default: the start time)")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    parser.add_argument("overrides", nargs="*", help="config overrides for everyone, e.g. train.max_steps=500")
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    add_config_args(parser, config_help="extra YAML file layered over the defaults, for everyone",
+                    overrides_help="config overrides for everyone, e.g. train.max_steps=500")
+    args = parse(parser, argv)
     users = [u.strip() for u in args.users.split(",") if u.strip()]
     status = None
     try:

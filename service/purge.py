@@ -17,10 +17,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from headshots.cli import print_error
+from headshots.cli import add_config_args, parse, print_error
 from headshots.config import load_config
 from headshots.errors import HeadshotsError
-from headshots.logs import setup_logging
 from headshots.workspace import Workspace, write_json_atomic
 from service.batch import close_abandoned
 
@@ -81,12 +80,10 @@ def main(argv=None) -> int:
                                      description="Delete everything stored about one person (with --include-selfies, their photos too).")
     parser.add_argument("--user", required=True, help="whose data: data/users/<user>/ and outputs/<user>/")
     parser.add_argument("--include-selfies", action="store_true", help="also delete the original photos")
-    parser.add_argument("--profile", default=None, help="the profile used for training, when it moved paths.*")
-    parser.add_argument("--config", default=None, help="the YAML file used for training, when it moved paths.*")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
-    parser.add_argument("overrides", nargs="*", help="e.g. paths.data_root=... (as used for training)")
-    args = parser.parse_intermixed_args(argv)
-    setup_logging(args.verbose)
+    add_config_args(parser, profile_help="the profile used for training, when it moved paths.*",
+                    config_help="the YAML file used for training, when it moved paths.*",
+                    overrides_help="e.g. paths.data_root=... (as used for training)")
+    args = parse(parser, argv)
     try:
         cfg = load_config(args.user, args.profile, args.config, args.overrides, with_person_settings=False)
         workspace = Workspace.from_config(cfg)
