@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from headshots.config import Config
+from headshots.config import Config, model_source
 from headshots.faces import Detection, FaceAnalyzer, resolve_device
 from headshots.images import load_rgb
 from headshots.logs import get_logger
@@ -91,7 +91,7 @@ def weights_fingerprint(cfg: Config, adapter: Path) -> str:
     """What a re-draw's pixels depend on besides its record: the adapter's weights (and pivotal-token vectors), the
     base model and how the adapter is applied. A retrained adapter changes it, and every face is re-drawn."""
     files = sorted(p for p in adapter.glob("*.safetensors") if p.name != "lora_kohya.safetensors")  # the same weights again
-    settings = {"model": [cfg.model.pretrained, cfg.model.revision, cfg.model.variant, cfg.model.vae],
+    settings = {"model": [model_source(cfg.model.pretrained), cfg.model.revision, cfg.model.variant, cfg.model.vae],
                 "lora_scale": cfg.infer.lora_scale, "scheduler": cfg.infer.scheduler}
     return hashlib.sha256(f"{file_digest(*files)}{json.dumps(settings)}".encode()).hexdigest()[:16]
 

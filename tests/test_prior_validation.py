@@ -37,6 +37,18 @@ def test_prior_preservation_generates_class_images_once_and_changes_training(pre
     assert [p.stat().st_mtime_ns for p in images] == stamps
 
 
+def test_a_model_folder_named_relative_or_absolute_is_one_model(make_config, tiny_model, tmp_path, monkeypatch):
+    """The CLI names the tiny model `models/tiny-sdxl`, the batch's workers by its absolute path: the class images
+    cached and the faces re-drawn for one are the other's too."""
+    from infer.detail import weights_fingerprint
+    from train.prior import generated_dir
+
+    monkeypatch.chdir(tiny_model.parent)
+    relative, absolute = make_config("alice", f"model.pretrained={tiny_model.name}"), make_config("alice")
+    assert generated_dir(relative) == generated_dir(absolute)
+    assert weights_fingerprint(relative, tmp_path) == weights_fingerprint(absolute, tmp_path)
+
+
 def test_prior_preservation_with_a_folder_of_class_photos(prepared_user, make_config, faces_dir, tmp_path):
     folder = faces_dir / "georgia-tech" / "s02"
     cfg = make_config("alice", "run=folder", "train.max_steps=1", "train.prior.enabled=true",

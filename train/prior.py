@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps
 
-from headshots.config import Config
+from headshots.config import Config, model_source
 from headshots.errors import HeadshotsError
 from headshots.images import list_photos, load_rgb
 from headshots.logs import get_logger
@@ -31,7 +31,7 @@ def class_prompt(cfg: Config) -> str:
 def generated_dir(cfg: Config) -> Path:
     """Cache folder named by everything the images depend on."""
     model, prior = cfg.model, cfg.train.prior
-    recipe = [model.pretrained, model.revision, model.variant, model.vae, class_prompt(cfg), model.resolution,
+    recipe = [model_source(model.pretrained), model.revision, model.variant, model.vae, class_prompt(cfg), model.resolution,
               prior.sampling_steps, cfg.train.seed]
     key = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:16]
     return Path(cfg.paths.cache_root) / "class-images" / key
