@@ -190,7 +190,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     max_grad_norm: float = 1.0
     rank: int = 16
-    alpha: float | None = None  # None => alpha = rank (scale 1)
+    alpha: float | None = None  # the UNet LoRA's; None => alpha = rank (scale 1); the text encoders' LoRA always has scale 1
     target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
     mixed_precision: str = "bf16"  # no | fp16 | bf16
     gradient_checkpointing: bool = False

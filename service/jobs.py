@@ -162,16 +162,27 @@ class JobQueue:
                     return
                 job = self._waiting.popleft()
                 job.state, job.started = RUNNING, time.time()
-                job.log_path.parent.mkdir(parents=True, exist_ok=True)
-                with open(job.log_path, "w") as log_file:  # the child holds its own descriptor
-                    job.process = subprocess.Popen(job.argv, cwd=self._cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                                   stdin=subprocess.DEVNULL)
+                try:
+                    job.process = _start(job, self._cwd, env)
+                except OSError as exc:  # disk full, a folder not writable: this job fails, the worker goes on
+                    job.state, job.finished = FAILED, time.time()
+                    job.error = f"The {job.kind} job could not start: {exc.strerror or exc}."
+                    job.hint = f"Free disk space or fix the permissions of {job.log_path.parent}, then press the button again."
+                    self._cond.notify_all()
+                    log.error("job %d (%s for %s) could not start: %s", job.id, job.kind, job.user, exc)
+                    continue
             log.info("job %d (%s for %s) started on %s", job.id, job.kind, job.user, device or "cpu")
             code = job.process.wait()
             with self._cond:
                 _finish(job, code)
                 self._cond.notify_all()
             log.info("job %d (%s for %s) %s", job.id, job.kind, job.user, job.state)
+
+
+def _start(job: Job, cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    job.log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(job.log_path, "w") as log_file:  # the child holds its own descriptor
+        return subprocess.Popen(job.argv, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
 def _finish(job: Job, code: int) -> None:

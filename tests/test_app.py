@@ -448,6 +448,21 @@ def test_failed_job_reports_the_cli_error_lines(tmp_path):
     assert (job.state, job.error, job.hint) == ("failed", "The photo set is gone.", "Upload again.")
 
 
+def test_a_job_that_cannot_start_fails_and_the_next_one_runs(tmp_path):
+    """A log folder that cannot be made (here a file stands in its way; a full disk fails the same way): that job fails
+    with the reason, and the worker goes on to the next job instead of dying with it."""
+    (tmp_path / "blocked").write_text("not a folder")
+    queue = JobQueue([None])
+    try:
+        first = queue.submit("alice", "train", [sys.executable, "-c", "pass"], tmp_path / "blocked" / "a.log")
+        second = queue.submit("bob", "train", [sys.executable, "-c", "pass"], tmp_path / "b.log")
+        wait_until(lambda: not second.active, 20)
+    finally:
+        queue.close()
+    assert (first.state, second.state) == ("failed", DONE)
+    assert first.error.startswith("The train job could not start") and "press the button again" in first.hint
+
+
 def test_jobs_run_where_the_app_runs(tmp_path, monkeypatch):
     """An app started outside the project folder: its config's relative paths (data/users, outputs) must name
     the same folders for its jobs, and the job's module must still be found."""
