@@ -290,8 +290,9 @@ def write_batch(images: list[Image.Image], entries: list[Sample], out_dir: Path,
 
 def draw(pipes: Pipelines, cfg: Config, entries: list[dict], samples_dir: Path) -> list[Image.Image]:
     """The images these manifest entries describe, one per seed. They share their prompts and settings (a
-    batch of one round, or of one `more` call, whose entries start from their `source` image). The entries
-    alone redo the same images for the same weights."""
+    batch of one round, or of one `more` call, whose entries start from their `source` image). The entries give the
+    prompts, seeds, steps and guidance; scheduler, refiner and LoRA scale are `pipes` and `cfg`'s, so the same
+    weights and settings redo the same images."""
     first = entries[0]
     same = replace(cfg, infer=replace(cfg.infer, steps=first["steps"], guidance_scale=first["guidance_scale"]))
     prompts = {"prompt": first["prompt"], "prompt_2": first["prompt_2"],
