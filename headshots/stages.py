@@ -18,8 +18,9 @@ that alone. Records (JSON) sit beside each stage's outputs:
 
 Every way of running a stage writes its record: the CLI (`python -m train intake|prepare|fit|all`,
 `python -m infer all|export`), and the web app and the batch runner through service/chain.py, which also skips
-what is done (the app's intake and Download record theirs too). A stage that runs removes its record and those
-of the stages after it first. So a person trained with `make train` is not trained again when the app or a
+what is done (the app's intake and Download record theirs too; Download only when the images are those of the
+app's settings: after the app's own Generate, whose styles and round are the person's choice, it is not recorded
+and a batch exports again). A stage that runs removes its record and those of the stages after it first. So a person trained with `make train` is not trained again when the app or a
 batch picks them up. The work itself lives in train/ and infer/; this module only knows the stages' inputs and
 outputs, which is why it sits on the shared floor.
 """
