@@ -17,6 +17,26 @@ def test_defaults_compose_base_profile_and_overrides():
     assert load_config("alice").model.pretrained == "stabilityai/stable-diffusion-xl-base-1.0"
 
 
+def test_base_yaml_says_the_schemas_defaults():
+    """configs/base.yaml is what people read for the common settings; headshots/config.py declares every key with its
+    default. Where both give a value they must agree, or the YAML would quietly win over what the code documents."""
+    from omegaconf import OmegaConf
+
+    from headshots.config import CONFIG_DIR, Config
+
+    def differences(yaml: dict, schema: dict, prefix: str = "") -> list[str]:
+        found = []
+        for key, value in yaml.items():
+            if isinstance(value, dict):
+                found += differences(value, schema[key], f"{prefix}{key}.")
+            elif value != schema[key]:
+                found.append(f"{prefix}{key}: base.yaml {value!r}, config.py {schema[key]!r}")
+        return found
+
+    schema = OmegaConf.to_container(OmegaConf.structured(Config))
+    assert differences(OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "base.yaml")), schema) == []
+
+
 def test_mixed_precision_no_survives_yaml_booleans():
     assert load_config("alice", overrides=["train.mixed_precision=no"]).train.mixed_precision == "no"
 
