@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from headshots.config import FaceConfig, FilterConfig
+from headshots.config import Config, FaceConfig, FilterConfig
 from headshots.errors import WeightsError
 
 WEIGHTS_ENV = "HEADSHOTS_FACE_WEIGHTS"
@@ -146,6 +146,11 @@ class FaceAnalyzer:
         # a second, more credulous detector, asked only when the first found no face (see `doubted_faces`)
         self.doubting_detector = MTCNN(keep_all=True, device=self.device, min_face_size=20, thresholds=list(DOUBT_THRESHOLDS))
         self.embedder = load_embedder(cfg.weights, self.device) if with_embedder else None
+
+    @classmethod
+    def for_config(cls, cfg: Config, with_embedder: bool = True) -> FaceAnalyzer:
+        """The analyzer a command's settings ask for: `face` settings, on `device` ("auto": the GPU if there is one)."""
+        return cls(cfg.face, resolve_device(cfg.device), with_embedder)
 
     # -- detection ----------------------------------------------------------------------------
     def detect(self, image: Image.Image, max_side: int | None = None) -> Detection:

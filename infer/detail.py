@@ -36,7 +36,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from headshots.config import Config, model_source
-from headshots.faces import Detection, FaceAnalyzer, resolve_device
+from headshots.faces import Detection, FaceAnalyzer
 from headshots.images import load_rgb
 from headshots.logs import get_logger
 from headshots.workspace import file_digest
@@ -172,7 +172,7 @@ def detail(cfg: Config, pipes: PipelinesOrLoader = None, files: Collection[str] 
 
     entries = [e for e in manifest["images"] if files is None or e["file"] in files]
     images = [load_rgb(samples_dir / entry["file"]) for entry in entries]
-    analyzer = FaceAnalyzer(cfg.face, resolve_device(cfg.device), with_embedder=False)
+    analyzer = FaceAnalyzer.for_config(cfg, with_embedder=False)
     detections = analyzer.detect_many(images)
     prompts: dict[str, dict[str, str]] = {}
     redraws: list[tuple[dict, Image.Image]] = []

@@ -24,7 +24,7 @@ from PIL import Image
 
 from headshots.config import Config
 from headshots.errors import HeadshotsError
-from headshots.faces import FaceAnalyzer, resolve_device
+from headshots.faces import FaceAnalyzer
 from headshots.images import load_rgb
 from headshots.logs import get_logger, plural
 from headshots.workspace import EXPORT_MANIFEST, SCORES, Workspace, chosen_files, replace_folder
@@ -97,7 +97,7 @@ def export(cfg: Config, analyzer: FaceAnalyzer | None = None) -> Path:
     for name, box in boxes.items():
         image = load_rgb(samples_dir / name)
         if box is None:
-            analyzer = analyzer or FaceAnalyzer(cfg.face, resolve_device(cfg.device), with_embedder=False)
+            analyzer = analyzer or FaceAnalyzer.for_config(cfg, with_embedder=False)
             subject = analyzer.detect(image).subject
             box = list(subject.box) if subject else None
         exports = [asdict(write_size(image, box, size, building, Path(name).stem)) for size in SIZES]

@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 from headshots.config import Config
 from headshots.errors import HeadshotsError, ImageError
-from headshots.faces import Detection, FaceAnalyzer, resolve_device, weights_source
+from headshots.faces import Detection, FaceAnalyzer, weights_source
 from headshots.images import load_rgb
 from headshots.logs import get_logger
 from headshots.workspace import SCORES, Workspace, write_json_atomic
@@ -68,7 +68,7 @@ def score(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[Score]:
     samples_dir, manifest = require_manifest(cfg, "to score")
     items = manifest["images"]
     references = load_references(workspace)
-    analyzer = analyzer or FaceAnalyzer(cfg.face, resolve_device(cfg.device))
+    analyzer = analyzer or FaceAnalyzer.for_config(cfg)
     floor = analyzer.similarity_threshold(cfg.filter)
     threshold = review.person_threshold(references, floor, cfg.filter)
     selfie_glasses = selfie_glasses_share(workspace, analyzer, cfg) if cfg.filter.check_glasses else None

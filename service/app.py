@@ -40,7 +40,7 @@ from PIL import Image
 from headshots.cli import add_config_args, parse, print_error
 from headshots.config import PROMPT_WORDS, SIMPLE_NAME_RULE, AppConfig, Config, load_config, validate_user_name
 from headshots.errors import ConfigError, HeadshotsError, ImageError
-from headshots.faces import FaceAnalyzer, resolve_device
+from headshots.faces import FaceAnalyzer
 from headshots.images import list_photos, load_rgb
 from headshots.logs import get_logger, plural
 from headshots.stages import done_now, run_recorded, stages_to_run
@@ -164,7 +164,7 @@ class HeadshotsApp:
         self.defaults = probe.infer
         self.photos_wanted = probe.intake.photos_wanted
         self.accounts = accounts
-        self.analyzer = analyzer or FaceAnalyzer(probe.face, resolve_device(probe.device))
+        self.analyzer = analyzer or FaceAnalyzer.for_config(probe)
         self.jobs = jobs or JobQueue(devices())
         self.downloads_root: Path | None = None  # made at the first download, removed with the app
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from headshots import quality
 from headshots.config import Config, IntakeConfig
 from headshots.errors import HeadshotsError, ImageError
-from headshots.faces import Face, FaceAnalyzer, resolve_device
+from headshots.faces import Face, FaceAnalyzer
 from headshots.images import load_rgb
 from headshots.logs import plural
 from headshots.workspace import Workspace, write_json_atomic
@@ -614,7 +614,7 @@ def judge_photos(cfg: Config, analyzer: FaceAnalyzer | None = None, timings: Tim
                  workers: int | None = None) -> IntakeResult:
     """Every photo's verdict and the set's, writing nothing (prepare asks which photos intake rejects)."""
     paths = Workspace.from_config(cfg).require_selfies()
-    analyzer = analyzer or FaceAnalyzer(cfg.face, resolve_device(cfg.device))
+    analyzer = analyzer or FaceAnalyzer.for_config(cfg)
     now = datetime.now()
     photos, measured, previews = [], {}, {}
     for i, (report, values, preview) in enumerate(_assess_all(paths, analyzer, cfg, now, timings, workers)):

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from headshots.caption_edits import read_captions_file, write_captions_file
 from headshots.config import Config
 from headshots.errors import HeadshotsError, ImageError
-from headshots.faces import Detection, Face, FaceAnalyzer, resolve_device
+from headshots.faces import Detection, Face, FaceAnalyzer
 from headshots.images import load_rgb
 from headshots.logs import get_logger
 from headshots.workspace import Workspace, replace_folder, write_json_atomic
@@ -245,7 +245,7 @@ def prepare(cfg: Config, analyzer: FaceAnalyzer | None = None) -> PrepareResult:
     workspace = Workspace.from_config(cfg)
     photos = workspace.require_selfies()
     read_captions_file(workspace.captions)  # a broken captions.json fails now, not after every photo is cropped
-    analyzer = analyzer or FaceAnalyzer(cfg.face, resolve_device(cfg.device))
+    analyzer = analyzer or FaceAnalyzer.for_config(cfg)
     resolution = cfg.model.resolution
 
     rejected = rejected_by_intake(cfg, analyzer)

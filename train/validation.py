@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from headshots.config import Config
-from headshots.faces import FaceAnalyzer, resolve_device
+from headshots.faces import FaceAnalyzer
 from headshots.logs import get_logger
 from headshots.sdxl import SDXLComponents
 from headshots.workspace import VALIDATION_FILE, Workspace, write_json_atomic
@@ -77,7 +77,7 @@ class Validator:
         self.run_dir = workspace.run_dir(cfg.run)
         self.images_dir = self.run_dir / VALIDATION_IMAGES
         self.references = load_file(str(workspace.require_reference()))["embeddings"]
-        self.analyzer = FaceAnalyzer(cfg.face, resolve_device(cfg.device))
+        self.analyzer = FaceAnalyzer.for_config(cfg)
         self.history: list[ValidationResult] = []
         self.trigger = trigger
 
