@@ -30,6 +30,7 @@ from headshots.images import FORMATS, list_photos
 ADAPTER_WEIGHTS = "pytorch_lora_weights.safetensors"  # diffusers / peft: pipe.load_lora_weights(folder)
 ADAPTER_EMBEDDINGS = "embeddings.safetensors"  # pivotal tuning only: {"clip_l": (k, 768), "clip_g": (k, 1280)}
 ADAPTER_INFO = "adapter.json"  # the adapter's metadata as JSON: trigger, class, rank, base model
+ADAPTER_KOHYA = "lora_kohya.safetensors"  # the same weights in lora_unet_* keys: AUTOMATIC1111, ComfyUI, kohya sd-scripts
 
 # Files one module writes and others (another stage, the web app, the batch) read; formats in docs/ARCHITECTURE.md.
 DATASET_INFO = "dataset_info.json"  # written last by datasets' save_to_disk: the prepared dataset is complete

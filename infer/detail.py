@@ -39,7 +39,7 @@ from headshots.config import Config, model_source
 from headshots.faces import Detection, FaceAnalyzer
 from headshots.images import load_rgb
 from headshots.logs import get_logger
-from headshots.workspace import file_digest
+from headshots.workspace import ADAPTER_EMBEDDINGS, ADAPTER_WEIGHTS, file_digest
 from infer.generate import Pipelines, PipelinesOrLoader, Sample, generate, on_demand, person_context, pipelines_for
 from infer.manifest import require_manifest, save_png, write_manifest
 from infer.styles import Style, check_prompt_lengths, load_style
@@ -90,7 +90,7 @@ def face_prompts(style: Style, trigger: str, class_noun: str) -> dict[str, str]:
 def weights_fingerprint(cfg: Config, adapter: Path) -> str:
     """What a re-draw's pixels depend on besides its record: the adapter's weights (and pivotal-token vectors), the
     base model and how the adapter is applied. A retrained adapter changes it, and every face is re-drawn."""
-    files = sorted(p for p in adapter.glob("*.safetensors") if p.name != "lora_kohya.safetensors")  # the same weights again
+    files = [path for path in (adapter / ADAPTER_EMBEDDINGS, adapter / ADAPTER_WEIGHTS) if path.exists()]  # not the Kohya copy: the same weights
     settings = {"model": [model_source(cfg.model.pretrained), cfg.model.revision, cfg.model.variant, cfg.model.vae],
                 "lora_scale": cfg.infer.lora_scale, "scheduler": cfg.infer.scheduler}
     return hashlib.sha256(f"{file_digest(*files)}{json.dumps(settings)}".encode()).hexdigest()[:16]

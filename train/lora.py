@@ -11,9 +11,8 @@ import torch
 from headshots.config import TrainConfig
 from headshots.workspace import ADAPTER_EMBEDDINGS as EMBEDDINGS_FILE
 from headshots.workspace import ADAPTER_INFO
+from headshots.workspace import ADAPTER_KOHYA as KOHYA_FILE
 from headshots.workspace import ADAPTER_WEIGHTS as ADAPTER_FILE
-
-KOHYA_FILE = "lora_kohya.safetensors"  # lora_unet_* keys: AUTOMATIC1111, ComfyUI, kohya sd-scripts, InvokeAI
 
 
 def lora_config(cfg: TrainConfig):
