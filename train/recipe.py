@@ -158,6 +158,7 @@ def train(cfg: Config) -> Path:
     progress = tqdm(total=tc.max_steps, initial=start_step, desc="train", disable=not accelerator.is_local_main_process)
     loop_started = time.time()
     for step in range(start_step, tc.max_steps):
+        step_loss = torch.zeros((), device=device)  # the mean over the step's micro-batches, as the update saw them
         for micro in range(tc.gradient_accumulation_steps):
             with accelerator.accumulate(*models):
                 generator = step_generator(tc.seed, step, micro, accelerator.process_index)
@@ -170,12 +171,13 @@ def train(cfg: Config) -> Path:
                 if class_batches:  # DreamBooth: the person's loss + weight x the class images' loss
                     loss = loss + tc.prior.loss_weight * per_sample[tc.batch_size :].mean()
                 accelerator.backward(loss)
+                step_loss += loss.detach() / tc.gradient_accumulation_steps
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, tc.max_grad_norm)
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-        loss_value = accelerator.reduce(loss.detach(), reduction="mean").item()
+        loss_value = accelerator.reduce(step_loss, reduction="mean").item()
         if not math.isfinite(loss_value):
             raise HeadshotsError(
                 f"The training loss became {loss_value} at step {step + 1}: the adapter would be ruined.",
