@@ -41,7 +41,7 @@ from headshots.images import load_rgb
 from headshots.logs import get_logger
 from headshots.workspace import ADAPTER_EMBEDDINGS, ADAPTER_WEIGHTS, file_digest
 from infer.generate import Pipelines, PipelinesOrLoader, Sample, generate, on_demand, person_context, pipelines_for
-from infer.manifest import require_manifest, save_png, write_manifest
+from infer.manifest import REDRAW_DELETED, forget_missing, require_manifest, save_png, write_manifest
 from infer.styles import Style, check_prompt_lengths, load_style
 
 log = get_logger(__name__)
@@ -166,11 +166,12 @@ def detail(cfg: Config, pipes: PipelinesOrLoader = None, files: Collection[str] 
     exactly as it is (same inputs, weights and original) keeps its re-drawn file: running the pass again after a
     new round re-draws that round only, and loads no model when nothing is new."""
     samples_dir, manifest = require_manifest(cfg, "to re-draw faces in")
+    forget_missing(samples_dir, manifest)
     person = person_context(cfg)
     pipes = on_demand(cfg) if pipes is None else pipes
     weights = weights_fingerprint(cfg, person.adapter)
 
-    entries = [e for e in manifest["images"] if files is None or e["file"] in files]
+    entries = [e for e in manifest["images"] if (files is None or e["file"] in files) and e.get("detail") != REDRAW_DELETED]
     images = [load_rgb(samples_dir / entry["file"]) for entry in entries]
     analyzer = FaceAnalyzer.for_config(cfg, with_embedder=False)
     detections = analyzer.detect_many(images)

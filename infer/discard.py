@@ -1,16 +1,20 @@
 """Discard: take generated images out of the person's review for good.
 
 Generating again adds rounds and variations, so a review grows; the person prunes it. For each named image
-(as the review names it: the file, or its face-detailed version) the PNG and its face-detailed version are
-deleted and its manifest entry removed, then the filter stage runs again over what is left (ranks, duplicates,
-gallery), so the review reads as if the image had never been made. Variations drawn from a discarded image
-stay; their `source` names a file that is gone. A last export (export/) holding a crop of one goes too: export
-again for a new one. Copies logged to W&B (only with `wandb.log_images`, off by default) stay in those runs:
-`make purge` removes the local ones, the W&B account the synced ones.
+(as the review names it) the PNG and its face-detailed version are deleted and its manifest entry removed, its name
+kept among those never given again (a new round would otherwise draw the very same image under it); naming only the
+face-detailed version (`<name>.detail.png`) deletes that re-draw and keeps the image as generated. Then the filter
+stage runs again over what is left (ranks, duplicates, gallery), so the review reads as if the image had never been
+made. Variations drawn from a discarded image stay; their `source` names a file that is gone. Its crops leave the
+last export (export/), and its favourite tick goes. Copies logged to W&B (only with `wandb.log_images`, off by
+default) stay in those runs: `make purge` removes the local ones, the W&B account the synced ones.
 
-Reads   samples/manifest.json, `infer.discard_files`, export/export.json
+A name discarded before is not an error: a discard interrupted after the images went and before scoring ran is
+finished by running it again.
+
+Reads   samples/manifest.json, `infer.discard_files`, export/export.json, samples/favourites.json
 Writes  samples/manifest.json without the images, samples/scores.json and gallery.html again; deletes the PNGs
-        (and export/ when it holds one of them)
+        and their crops in export/ (export.json rewritten without them)
 """
 
 from __future__ import annotations
@@ -23,10 +27,10 @@ from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.faces import FaceAnalyzer
 from headshots.logs import get_logger, plural
-from headshots.workspace import EXPORT_MANIFEST, GALLERY, SCORES, Workspace
+from headshots.workspace import EXPORT_MANIFEST, GALLERY, SCORES, Workspace, read_favourites, save_favourites, write_json_atomic
 from infer.export import export_dir
 from infer.gallery import score_and_show
-from infer.manifest import require_manifest, write_manifest
+from infer.manifest import DISCARDED, REDRAW_DELETED, forget_images, require_manifest, write_manifest
 from infer.score import FACES
 
 log = get_logger(__name__)
@@ -37,42 +41,61 @@ def names_of(entry: dict) -> list[str]:
     return [entry["file"], *([entry["detail"]["file"]] if "file" in (entry.get("detail") or {}) else [])]
 
 
-def drop_export_holding(export_dir: Path, deleted: set[str]) -> None:
-    """Remove the last export when it holds a crop of a deleted image (an unreadable export.json counts)."""
+def drop_exported(export_dir: Path, deleted: set[str]) -> list[str]:
+    """The crops of deleted images out of the last export, and their records out of export.json; the whole export
+    when none is left or export.json cannot be read. Returns the deleted images it held."""
+    path = export_dir / EXPORT_MANIFEST
     try:
-        held = {record["file"] for record in json.loads((export_dir / EXPORT_MANIFEST).read_text())["images"]}
+        manifest = json.loads(path.read_text())
+        held = {record["file"]: record for record in manifest["images"]}
     except FileNotFoundError:
-        return
+        return []
     except (OSError, ValueError, KeyError, TypeError):
-        held = deleted
-    if held & deleted:
         shutil.rmtree(export_dir, ignore_errors=True)
-        log.info("removed %s: it held a crop of a deleted image", export_dir)
+        return sorted(deleted)
+    dropped = sorted(held.keys() & deleted)
+    if dropped and len(dropped) == len(held):
+        shutil.rmtree(export_dir, ignore_errors=True)
+    elif dropped:
+        for name in dropped:
+            for crop in held[name]["exports"]:
+                (export_dir / crop["path"]).unlink(missing_ok=True)
+        manifest["images"] = [record for name, record in held.items() if name not in deleted]
+        write_json_atomic(path, manifest)
+    return dropped
 
 
 def discard(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[str]:
-    """Delete `infer.discard_files` and their entries, then score what is left; returns the files deleted.
-    Every name is checked before anything is deleted: one unknown name deletes nothing."""
+    """Delete `infer.discard_files` (their entries, or a face-detailed version alone), then score what is left;
+    returns the files deleted. Every name is checked before anything is deleted: one unknown name deletes nothing."""
     samples_dir, manifest = require_manifest(cfg, "to discard")
+    workspace = Workspace.from_config(cfg)
     wanted = set(cfg.infer.discard_files)
     owner = {name: entry["file"] for entry in manifest["images"] for name in names_of(entry)}
     example = next(iter(owner), "linkedin-01.png")
     if not wanted:
-        raise HeadshotsError("No images named to discard.",
-                             f"Name them: {Workspace.from_config(cfg).make_command('discard', IMAGES=example)}")
-    unknown = sorted(wanted - owner.keys())
+        raise HeadshotsError("No images named to discard.", f"Name them: {workspace.make_command('discard', IMAGES=example)}")
+    already = wanted & set(manifest.get(DISCARDED, []))  # a discard run again after it was interrupted
+    unknown = sorted(wanted - owner.keys() - already)
     if unknown:
         raise HeadshotsError(f"Not among the images generated in {samples_dir}: {', '.join(unknown)}.",
                              f"Name files as the gallery shows them, e.g. {example}; nothing was deleted.")
-    gone = {owner[name] for name in wanted}
-    removed = [e for e in manifest["images"] if e["file"] in gone]
-    manifest["images"] = [e for e in manifest["images"] if e["file"] not in gone]
+    whole = {owner[name] for name in wanted - already if owner[name] == name}
+    redraws = {name for name in wanted - already if owner[name] not in whole}  # a face-detailed version alone
+    removed = forget_images(manifest, whole)
+    for entry in manifest["images"]:
+        if entry["file"] in {owner[name] for name in redraws}:
+            entry["detail"] = dict(REDRAW_DELETED)
     write_manifest(samples_dir, manifest)  # first: an interrupted discard leaves files, not dangling entries
-    deleted = [name for entry in removed for name in names_of(entry)]
+    deleted = [name for entry in removed for name in names_of(entry)] + sorted(redraws)
     for name in deleted:
         (samples_dir / name).unlink(missing_ok=True)
-    drop_export_holding(export_dir(cfg), set(deleted))
-    log.info("%s discarded from %s", plural(len(removed), "image"), samples_dir)
+    exported = drop_exported(export_dir(cfg), set(deleted))
+    if exported:
+        log.info("their crops are out of the last export (%s): %s", export_dir(cfg), ", ".join(exported))
+    if workspace.favourites(cfg.run).is_file():  # the ticks of what is left: a deleted image's tick goes
+        save_favourites(workspace, cfg.run, read_favourites(workspace, cfg.run))
+    log.info("%s discarded from %s", plural(len(deleted), "image"), samples_dir)
     if manifest["images"]:
         score_and_show(cfg, analyzer)
     else:  # nothing left to review, nor measurements of what was there

@@ -38,7 +38,7 @@ from headshots.logs import get_logger, plural
 from headshots.schedulers import make_scheduler
 from headshots.sdxl import load_pipeline, load_refiner
 from headshots.workspace import ADAPTER_EMBEDDINGS, ADAPTER_INFO, Workspace
-from infer.manifest import read_manifest, save_png, write_manifest
+from infer.manifest import names_taken, read_manifest, save_png, write_manifest
 from infer.styles import Style, check_prompt_lengths, load_style
 
 log = get_logger(__name__)
@@ -93,11 +93,12 @@ def seeds_for(cfg: Config, style_index: int, numbers: range) -> list[int]:
     return [cfg.infer.seed + 10_000 * style_index + k for k in numbers]
 
 
-def next_numbers(style: str, entries: list[dict], samples_dir: Path, count: int) -> range:
-    """The numbers k of this round's `<style>-<k>.png`: past every one in the manifest or on disk (a file an
-    interrupted round wrote after its last manifest update is not overwritten either)."""
+def next_numbers(style: str, taken: list[str], samples_dir: Path, count: int) -> range:
+    """The numbers k of this round's `<style>-<k>.png`: past every name the manifest gives or gave (`taken`: a
+    deleted image's number is not drawn again) and every one on disk (a file an interrupted round wrote after its
+    last manifest update is not overwritten either)."""
     pattern = re.compile(re.escape(style) + r"-(\d+)\.png")
-    names = [e["file"] for e in entries] + [p.name for p in samples_dir.glob(f"{style}-*.png")]
+    names = taken + [p.name for p in samples_dir.glob(f"{style}-*.png")]
     first = max((int(m.group(1)) for name in names if (m := pattern.fullmatch(name))), default=-1) + 1
     return range(first, first + count)
 
@@ -252,7 +253,7 @@ def generate(cfg: Config, pipes: PipelinesOrLoader = None) -> list[Sample]:
     plan = []  # (prompts, the entries still to draw) per style
     for index, style in enumerate(styles):
         missing = cfg.infer.images_per_style - sum(sample.style == style.name for sample in made)
-        numbers = next_numbers(style.name, earlier, out_dir, max(missing, 0))
+        numbers = next_numbers(style.name, names_taken(manifest), out_dir, max(missing, 0))
         prompts = style.prompts(trigger, class_noun)
         plan.append((prompts, _entries(style, prompts, numbers, seeds_for(cfg, index, numbers), {**settings, "round": round_name})))
 

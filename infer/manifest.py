@@ -1,8 +1,9 @@
 """samples/manifest.json, the record every stage after generate reads: the one place that reads and writes it.
 
-Format (docs/ARCHITECTURE.md): {user, run, base_model, resolution, images: [entry]}, one entry per image, enough
-to redraw it. Every PNG also carries its own entry in a `headshots` text chunk (`save_png`): a lone file is
-reproducible, and a lost or broken manifest is rebuilt from the images themselves (`recover`).
+Format (docs/ARCHITECTURE.md): {user, run, base_model, resolution, images: [entry], discarded: [file]}, one entry
+per image, enough to redraw it, and the names of the images deleted since, which are never given again. Every PNG
+also carries its own entry in a `headshots` text chunk (`save_png`): a lone file is reproducible, and a lost or
+broken manifest is rebuilt from the images themselves (`recover`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from headshots.workspace import Workspace, write_json_atomic
 
 log = get_logger(__name__)
 MANIFEST = "manifest.json"
+DISCARDED = "discarded"  # the manifest's list of deleted images' names (`names_taken`)
+# an entry's "detail" record after the person deleted the re-drawn face only: the face-detail pass leaves it be
+REDRAW_DELETED = {"skipped": "you deleted its re-drawn face"}
 PNG_KEY = "headshots"  # the PNG text chunk holding the image's manifest entry
 
 
@@ -76,6 +80,32 @@ def write_manifest(samples_dir: Path, manifest: dict) -> None:
     write_json_atomic(samples_dir / MANIFEST, manifest)
 
 
+def names_taken(manifest: dict) -> list[str]:
+    """Every image name the manifest gives or gave. A deleted image's name is never given again: generating again
+    would number on into it and draw the very image the person threw away (same name, same seed)."""
+    return [entry["file"] for entry in manifest["images"]] + list(manifest.get(DISCARDED, []))
+
+
+def forget_images(manifest: dict, files: set[str]) -> list[dict]:
+    """Take the entries of `files` out of `manifest`, their names kept among the names taken; returns the entries."""
+    removed = [entry for entry in manifest["images"] if entry["file"] in files]
+    manifest["images"] = [entry for entry in manifest["images"] if entry["file"] not in files]
+    manifest[DISCARDED] = sorted({*manifest.get(DISCARDED, []), *(entry["file"] for entry in removed)})
+    return removed
+
+
+def forget_missing(samples_dir: Path, manifest: dict) -> list[str]:
+    """The entries whose image is gone (deleted by hand) out of the manifest, written back, as a discard would have
+    left it; returns their names. Every command that reads the images calls it first, so a file deleted by hand is
+    not a traceback in the next one."""
+    missing = {entry["file"] for entry in manifest["images"] if not (samples_dir / entry["file"]).is_file()}
+    if missing:
+        forget_images(manifest, missing)
+        write_manifest(samples_dir, manifest)
+        log.warning("%s deleted from %s by hand: taken out of the review", ", ".join(sorted(missing)), samples_dir)
+    return sorted(missing)
+
+
 @dataclass
 class Recovery:
     adopted: list[str] = field(default_factory=list)  # images on disk the manifest did not name, now in it
@@ -105,6 +135,7 @@ def recover(cfg: Config) -> Recovery:
                             "resolution": cfg.model.resolution, "images": []}
     present = [e for e in manifest["images"] if (samples_dir / str(e.get("file"))).is_file()]
     result.missing = [str(e.get("file")) for e in manifest["images"] if e not in present]
+    manifest[DISCARDED] = sorted({*manifest.get(DISCARDED, []), *result.missing})
     named = {e["file"] for e in present}
     for png in sorted(samples_dir.glob("*.png"), key=lambda p: (p.stat().st_mtime_ns, p.name)):
         if png.name in named or png.name.endswith(".detail.png"):

@@ -26,7 +26,7 @@ from headshots.errors import HeadshotsError
 from headshots.logs import get_logger, plural
 from headshots.workspace import Workspace
 from infer.generate import PipelinesOrLoader, Sample, draw, pipelines_for, sample_settings, write_batch
-from infer.manifest import require_manifest
+from infer.manifest import forget_missing, names_taken, require_manifest
 
 log = get_logger(__name__)
 SEED_STRIDE = 100_003  # variation k of an image with seed s gets seed s + (k + 1) x this: apart from generate's
@@ -45,18 +45,19 @@ def find_source(entries: list[dict], name: str | None, samples_dir: Path, worksp
     raise HeadshotsError(f"{name!r} is not one of the images generated in {samples_dir}.", f"Pick one of: {shown}")
 
 
-def variation_numbers(source: dict, entries: list[dict], count: int) -> list[tuple[int, str]]:
+def variation_numbers(source: dict, taken: list[str], count: int) -> list[tuple[int, str]]:
     """(k, `<stem>-more-<k>.png`): the stem without any earlier `-more-<k>` (a variation of a variation is one
-    more variation of the same image), k numbered on past the variations already made."""
+    more variation of the same image), k numbered on past the variations made, deleted ones too (`taken`)."""
     stem = re.sub(r"(-more-\d+)+$", "", Path(source["file"]).stem)
-    taken = [int(m.group(1)) for e in entries if (m := re.fullmatch(re.escape(stem) + r"-more-(\d+)\.png", e["file"]))]
-    first = max(taken, default=-1) + 1
+    numbers = [int(m.group(1)) for name in taken if (m := re.fullmatch(re.escape(stem) + r"-more-(\d+)\.png", name))]
+    first = max(numbers, default=-1) + 1
     return [(k, f"{stem}-more-{k:02d}.png") for k in range(first, first + count)]
 
 
 def more_like(cfg: Config, pipes: PipelinesOrLoader = None) -> list[Sample]:
     """Draw `infer.more.count` variations of `infer.more.image`; returns their manifest entries."""
     samples_dir, manifest = require_manifest(cfg, "to make more like")
+    forget_missing(samples_dir, manifest)
     entries, more = list(manifest["images"]), cfg.infer.more
     source = find_source(entries, more.image, samples_dir, Workspace.from_config(cfg))
     pipes = pipelines_for(cfg, pipes)
@@ -64,7 +65,7 @@ def more_like(cfg: Config, pipes: PipelinesOrLoader = None) -> list[Sample]:
     planned = [Sample(file=name, style=source["style"], seed=source["seed"] + (k + 1) * SEED_STRIDE, prompt=source["prompt"],
                       prompt_2=source["prompt_2"], negative_prompt=source["negative_prompt"],
                       style_file=source.get("style_file"), **settings)
-               for k, name in variation_numbers(source, entries, more.count)]
+               for k, name in variation_numbers(source, names_taken(manifest), more.count)]
     for first in tqdm(range(0, len(planned), cfg.infer.batch_size), desc=f"more like {more.image}", unit="batch"):
         batch = planned[first : first + cfg.infer.batch_size]
         write_batch(draw(pipes, cfg, [asdict(e) for e in batch], samples_dir), batch, samples_dir, manifest)

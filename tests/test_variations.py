@@ -42,9 +42,11 @@ def test_variations_are_named_after_the_image_and_numbered_on():
     entries = [{"file": "linkedin-00.png", "detail": {"file": "linkedin-00.detail.png"}}, {"file": "linkedin-00-more-00.png"},
                {"file": "linkedin-00-more-03.png"}, {"file": "linkedin-01.png", "detail": {"skipped": "no usable face"}}]
     assert find_source(entries, "linkedin-00.detail.png", Path("samples"), Workspace("alice", Path("d"), Path("o"))) is entries[0]  # the face-detailed version shown
-    assert variation_numbers(entries[0], entries, 2) == [(4, "linkedin-00-more-04.png"), (5, "linkedin-00-more-05.png")]
-    assert variation_numbers(entries[2], entries, 1) == [(4, "linkedin-00-more-04.png")]  # more of a variation: same stem
-    assert variation_numbers(entries[3], entries, 1) == [(0, "linkedin-01-more-00.png")]
+    taken = [e["file"] for e in entries]
+    assert variation_numbers(entries[0], taken, 2) == [(4, "linkedin-00-more-04.png"), (5, "linkedin-00-more-05.png")]
+    assert variation_numbers(entries[2], taken, 1) == [(4, "linkedin-00-more-04.png")]  # more of a variation: same stem
+    assert variation_numbers(entries[3], taken, 1) == [(0, "linkedin-01-more-00.png")]
+    assert variation_numbers(entries[3], [*taken, "linkedin-01-more-00.png"], 1) == [(1, "linkedin-01-more-01.png")]  # deleted
 
 
 def test_more_like_one_image_draws_from_it_appends_to_the_manifest_and_is_scored(generated, analyzer):
@@ -190,6 +192,52 @@ def test_discarded_images_leave_the_review_for_good_and_a_wrong_name_deletes_not
     assert discard(replace(cfg, infer=replace(cfg.infer, discard_files=left)), analyzer) == left
     assert not any((samples / name).exists() for name in ("scores.json", "faces.json", "gallery.html"))
     assert json.loads((samples / "manifest.json").read_text())["images"] == []
+
+
+def test_generating_again_after_a_discard_draws_new_images_not_the_deleted_ones(generated, analyzer):
+    """A new round numbers on past the images deleted (same name and seed would draw the very image thrown away, and
+    its favourite tick would come back); a face-detailed version deleted alone keeps the image; the crops of a deleted
+    image leave the export and the others stay; an interrupted discard finishes when run again."""
+    from infer.discard import discard
+    from infer.export import export
+    from infer.gallery import score_and_show
+    from infer.generate import generate
+
+    cfg, samples = generated
+    score_and_show(cfg, analyzer)
+    Workspace.from_config(cfg).favourites(cfg.run).write_text(json.dumps({"files": ["linkedin-01.png", "linkedin-00.png"]}))
+    export(replace(cfg, infer=replace(cfg.infer, export_files=["linkedin-00.png", "linkedin-01.png"])), analyzer)
+    seeds = {e["file"]: e["seed"] for e in json.loads((samples / "manifest.json").read_text())["images"]}
+    assert discard(replace(cfg, infer=replace(cfg.infer, discard_files=["linkedin-01.png"])), analyzer) == ["linkedin-01.png"]
+    held = json.loads((samples.parent / "export" / "export.json").read_text())["images"]
+    assert [r["file"] for r in held] == ["linkedin-00.png"] and all((samples.parent / "export" / c["path"]).is_file() for c in held[0]["exports"])
+    assert not list((samples.parent / "export").rglob("linkedin-01*"))
+    assert json.loads(Workspace.from_config(cfg).favourites(cfg.run).read_text())["files"] == ["linkedin-00.png"]
+
+    made = generate(replace(cfg, infer=replace(cfg.infer, images_per_style=1)))
+    assert [s.file for s in made] == ["linkedin-02.png"] and made[0].seed not in seeds.values()
+    # run again after an interruption (the image is gone, scoring did not run): finished, not refused
+    assert discard(replace(cfg, infer=replace(cfg.infer, discard_files=["linkedin-01.png"])), analyzer) == []
+
+    # the face-detailed version alone (made here by hand; tests/test_detail.py runs the real pass)
+    manifest = json.loads((samples / "manifest.json").read_text())
+    manifest["images"][0]["detail"] = {"file": "linkedin-00.detail.png"}
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    Image.open(samples / "linkedin-00.png").save(samples / "linkedin-00.detail.png")
+    assert discard(replace(cfg, infer=replace(cfg.infer, discard_files=["linkedin-00.detail.png"])), analyzer) == ["linkedin-00.detail.png"]
+    assert (samples / "linkedin-00.png").is_file() and not (samples / "linkedin-00.detail.png").exists()
+    scored = {s["file"]: s for s in json.loads((samples / "scores.json").read_text())["images"]}
+    assert scored["linkedin-00.png"]["detail"] == {"skipped": "you deleted its re-drawn face"}
+
+
+def test_an_image_deleted_by_hand_is_taken_out_not_a_traceback(generated, analyzer):
+    from infer.score import score
+
+    cfg, samples = generated
+    (samples / "linkedin-01.png").unlink()
+    assert [s.file for s in score(cfg, analyzer)] == ["linkedin-00.png"]
+    manifest = json.loads((samples / "manifest.json").read_text())
+    assert [e["file"] for e in manifest["images"]] == ["linkedin-00.png"] and manifest["discarded"] == ["linkedin-01.png"]
 
 
 def test_a_damaged_image_says_how_to_score_the_rest(generated, analyzer):
