@@ -41,7 +41,7 @@ from headshots.images import load_rgb
 from headshots.logs import get_logger
 from headshots.workspace import ADAPTER_EMBEDDINGS, ADAPTER_WEIGHTS, file_digest
 from infer.generate import Pipelines, PipelinesOrLoader, Sample, generate, on_demand, person_context, pipelines_for
-from infer.manifest import REDRAW_DELETED, forget_missing, require_manifest, save_png, write_manifest
+from infer.manifest import REDRAW_DELETED, changes_images, forget_missing, require_manifest, save_png, write_manifest
 from infer.styles import Style, check_prompt_lengths, load_style
 
 log = get_logger(__name__)
@@ -160,6 +160,7 @@ def inpainting_pipeline(pipes: Pipelines):
     return inpaint
 
 
+@changes_images
 def detail(cfg: Config, pipes: PipelinesOrLoader = None, files: Collection[str] | None = None) -> list[dict]:
     """Run the pass over every generated image, or over `files` only (a round just made); returns the
     manifest entries it re-drew, kept or skipped, each with its "detail". A face whose record would come out

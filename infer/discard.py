@@ -30,7 +30,7 @@ from headshots.logs import get_logger, plural
 from headshots.workspace import EXPORT_MANIFEST, GALLERY, SCORES, Workspace, read_favourites, save_favourites, write_json_atomic
 from infer.export import export_dir
 from infer.gallery import score_and_show
-from infer.manifest import DISCARDED, REDRAW_DELETED, forget_images, require_manifest, write_manifest
+from infer.manifest import DISCARDED, REDRAW_DELETED, changes_images, forget_images, require_manifest, write_manifest
 from infer.score import FACES
 
 log = get_logger(__name__)
@@ -65,6 +65,7 @@ def drop_exported(export_dir: Path, deleted: set[str]) -> list[str]:
     return dropped
 
 
+@changes_images
 def discard(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[str]:
     """Delete `infer.discard_files` (their entries, or a face-detailed version alone), then score what is left;
     returns the files deleted. Every name is checked before anything is deleted: one unknown name deletes nothing."""

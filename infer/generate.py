@@ -38,7 +38,7 @@ from headshots.logs import get_logger, plural
 from headshots.schedulers import make_scheduler
 from headshots.sdxl import load_pipeline, load_refiner
 from headshots.workspace import ADAPTER_EMBEDDINGS, ADAPTER_INFO, Workspace
-from infer.manifest import names_taken, read_manifest, save_png, write_manifest
+from infer.manifest import changes_images, names_taken, read_manifest, save_png, write_manifest
 from infer.styles import Style, check_prompt_lengths, load_style
 
 log = get_logger(__name__)
@@ -228,6 +228,7 @@ def person_context(cfg: Config) -> Person:
     return Person(adapter, adapter_trigger(adapter), trained.prepare.class_noun)
 
 
+@changes_images
 def generate(cfg: Config, pipes: PipelinesOrLoader = None) -> list[Sample]:
     """Sample a round of every style, added to the images already there, or complete the round `infer.round`
     names; returns the round's manifest entries. `pipes` (load_pipelines, or its `on_demand` loader) when the

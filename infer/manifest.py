@@ -8,11 +8,15 @@ broken manifest is rebuilt from the images themselves (`recover`).
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
+from filelock import FileLock, Timeout
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -23,6 +27,8 @@ from headshots.workspace import Workspace, write_json_atomic
 
 log = get_logger(__name__)
 MANIFEST = "manifest.json"
+IMAGES_LOCK = ".images.lock"  # in the run's folder, held by a command that changes its images (`changes_images`)
+T = TypeVar("T")
 DISCARDED = "discarded"  # the manifest's list of deleted images' names (`names_taken`)
 # an entry's "detail" record after the person deleted the re-drawn face only: the face-detail pass leaves it be
 REDRAW_DELETED = {"skipped": "you deleted its re-drawn face"}
@@ -75,6 +81,32 @@ def require_manifest(cfg: Config, doing: str) -> tuple[Path, dict]:
     return samples_dir, manifest
 
 
+def changes_images(work: Callable[..., T]) -> Callable[..., T]:
+    """For a command of (cfg, ...) that reads the manifest and writes it back: one at a time per person and run,
+    across processes (the CLI, the web app and its jobs, a batch). Two at once would each write back the manifest
+    as they read it: a `more` drawing while a `discard` ran put back the entry of the image discarded meanwhile.
+    The second command is refused, saying why; one command calling another (infer all: generate, then score) holds
+    the lock once."""
+
+    @functools.wraps(work)
+    def locked(cfg: Config, *args, **kwargs) -> T:
+        run_dir = Workspace.from_config(cfg).run_dir(cfg.run)
+        if not run_dir.is_dir():  # nothing trained or generated: the command itself says what is missing
+            return work(cfg, *args, **kwargs)
+        lock = FileLock(run_dir / IMAGES_LOCK, timeout=0, is_singleton=True)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise HeadshotsError(f"Another command is working on the images in {run_dir} (generating, scoring or deleting: "
+                                 "in a terminal, the web app or a batch).", "Wait for it to finish, then run this again.") from None
+        try:
+            return work(cfg, *args, **kwargs)
+        finally:
+            lock.release()
+
+    return locked
+
+
 def write_manifest(samples_dir: Path, manifest: dict) -> None:
     """Atomically: a reader (the app, the next stage) never sees half a manifest."""
     write_json_atomic(samples_dir / MANIFEST, manifest)
@@ -115,6 +147,7 @@ class Recovery:
     images: int = 0  # in the manifest now
 
 
+@changes_images
 def recover(cfg: Config) -> Recovery:
     """Make the manifest name exactly the images on disk: an unreadable one is set aside and rebuilt, images it
     does not name (an interrupted write, an older version's round) are added from their own entries, oldest

@@ -32,7 +32,7 @@ from headshots.images import load_rgb
 from headshots.logs import get_logger
 from headshots.workspace import SCORES, Workspace, write_json_atomic
 from infer import review
-from infer.manifest import forget_missing, require_manifest
+from infer.manifest import changes_images, forget_missing, require_manifest
 from infer.tracking import log_scores_table
 
 log = get_logger(__name__)
@@ -63,6 +63,7 @@ def load_references(workspace: Workspace) -> torch.Tensor:
     return load_file(str(workspace.require_reference()))["embeddings"]
 
 
+@changes_images
 def score(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[Score]:
     workspace = Workspace.from_config(cfg)
     samples_dir, manifest = require_manifest(cfg, "to score")

@@ -26,7 +26,7 @@ from headshots.errors import HeadshotsError
 from headshots.logs import get_logger, plural
 from headshots.workspace import Workspace
 from infer.generate import PipelinesOrLoader, Sample, draw, pipelines_for, sample_settings, write_batch
-from infer.manifest import forget_missing, names_taken, require_manifest
+from infer.manifest import changes_images, forget_missing, names_taken, require_manifest
 
 log = get_logger(__name__)
 SEED_STRIDE = 100_003  # variation k of an image with seed s gets seed s + (k + 1) x this: apart from generate's
@@ -54,6 +54,7 @@ def variation_numbers(source: dict, taken: list[str], count: int) -> list[tuple[
     return [(k, f"{stem}-more-{k:02d}.png") for k in range(first, first + count)]
 
 
+@changes_images
 def more_like(cfg: Config, pipes: PipelinesOrLoader = None) -> list[Sample]:
     """Draw `infer.more.count` variations of `infer.more.image`; returns their manifest entries."""
     samples_dir, manifest = require_manifest(cfg, "to make more like")
