@@ -24,6 +24,9 @@ WEIGHTS_ENV = "HEADSHOTS_FACE_WEIGHTS"
 NAMED_WEIGHTS = ("casia-webface", "vggface2")
 EMBED_SIZE = 160  # FaceNet input side
 DETECT_BATCH = 8  # images per MTCNN batch
+# The smallest face MTCNN looks for, px. An image narrower than this holds none, and MTCNN fails on it (its image
+# pyramid comes out empty: "torch.cat(): expected a non-empty list"), so it is not asked.
+MTCNN_MIN_FACE = 20
 DOUBT_THRESHOLDS = (0.5, 0.5, 0.5)  # MTCNN's three stage thresholds for `doubted_faces` (its defaults: 0.6, 0.7, 0.7)
 # Subject score: how much distance from the photo's centre discounts a face's size (`subject_score`);
 # 0.5-0.7 made no error on the labelled in-the-wild photos of docs/face_similarity.md, 0.6 is their middle.
@@ -142,9 +145,10 @@ class FaceAnalyzer:
 
         self.cfg = cfg
         self.device = torch.device(device) if isinstance(device, str) else device
-        self.detector = MTCNN(keep_all=True, device=self.device, min_face_size=20, post_process=True)
+        self.detector = MTCNN(keep_all=True, device=self.device, min_face_size=MTCNN_MIN_FACE, post_process=True)
         # a second, more credulous detector, asked only when the first found no face (see `doubted_faces`)
-        self.doubting_detector = MTCNN(keep_all=True, device=self.device, min_face_size=20, thresholds=list(DOUBT_THRESHOLDS))
+        self.doubting_detector = MTCNN(keep_all=True, device=self.device, min_face_size=MTCNN_MIN_FACE,
+                                       thresholds=list(DOUBT_THRESHOLDS))
         self.embedder = load_embedder(cfg.weights, self.device) if with_embedder else None
 
     @classmethod
@@ -180,6 +184,10 @@ class FaceAnalyzer:
         for (width, height), indices in by_size.items():
             scale = min(1.0, (max_side or self.cfg.detect_max_side) / max(width, height))
             size = (round(width * scale), round(height * scale))
+            if min(size) < MTCNN_MIN_FACE:
+                for i in indices:
+                    detections[i] = self._judge(images[i], [])
+                continue
             small = [images[i] if scale == 1.0 else images[i].resize(size, Image.BILINEAR) for i in indices]
             boxes, probs, points = self.detector.detect(small, landmarks=True)
             for i, b, p, lm in zip(indices, boxes, probs, points):
@@ -191,6 +199,8 @@ class FaceAnalyzer:
         `face.detect_max_side`) px long."""
         scale = min(1.0, (max_side or self.cfg.detect_max_side) / max(image.size))
         small = image if scale == 1.0 else image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+        if min(small.size) < MTCNN_MIN_FACE:
+            return []
         boxes, probs, points = detector.detect(small, landmarks=True)
         return self._faces(boxes, probs, points, scale)
 

@@ -173,3 +173,11 @@ def test_weights_or_margin_without_calibration_is_a_clear_error(face_weights, tm
         with pytest.raises(WeightsError, match="No calibrated similarity threshold") as err:
             calibration_for(source, margin)
         assert "scripts/face_similarity_eval.py" in err.value.hint and "filter.threshold" in err.value.hint
+
+
+def test_an_image_too_small_to_hold_a_face_has_none_instead_of_failing_mtcnn(analyzer):
+    """MTCNN's image pyramid comes out empty for an image narrower than its smallest face (and fails): a 1 px icon, a
+    12 px strip, a banner that the detection size shrinks to a few px."""
+    images = [Image.new("RGB", size, "white") for size in ((1, 1), (12, 400), (8000, 30))]
+    assert [analyzer.detect(image).problem for image in images] == ["no_face"] * 3
+    assert [d.problem for d in analyzer.detect_batch(images)] == ["no_face"] * 3

@@ -345,6 +345,8 @@ def _bad_inputs(folder: Path, photo: Path) -> None:
     exif[0x0112] = 8  # "rotate 90 CCW to display": stored sideways, as phones do
     face.rotate(-90, expand=True).save(folder / "exif_rotated.jpg", exif=exif)
     Image.new("L", (9000, 9000)).save(folder / "bomb.png")  # 81 MP, above images.MAX_PIXELS
+    Image.new("RGB", (1, 1)).save(folder / "dot.png")  # an icon or a cut-out: MTCNN fails on an image this small
+    face.resize((12, 400)).save(folder / "strip.png")
     locked = folder / "locked.jpg"
     locked.write_bytes(data)
     locked.chmod(0)
@@ -365,6 +367,8 @@ def test_bad_input_corpus_every_file_gets_a_verdict(make_config, faces_dir, anal
     assert all(p.advice for p in verdicts.values() if p.verdict == "reject")
     for name in ("corrupt.jpg", "truncated.jpg", "notes.txt", "empty.jpg", "loop.jpg", "bomb.png"):
         assert verdicts[name].verdict == "reject" and "decode" in verdicts[name].checks, name
+    for name in ("dot.png", "strip.png"):
+        assert verdicts[name].verdict == "reject" and verdicts[name].reason.startswith("image too small"), name
     for name in ("really_a_png.jpg", "cmyk.jpg", "sixteen.png", "alpha.png", "exif_rotated.jpg"):
         assert verdicts[name].checks["decode"].status == "ok", name
         assert verdicts[name].checks["face"].status == "ok", name  # upright after EXIF, any mode

@@ -373,6 +373,11 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
             return report, None, None
     with _timed(timings, "preview"):
         preview = thumbnail_uri(image)
+    width, height = (round(side * scale) for side in image.size)
+    if min(width, height) < cfg.face.min_face_px:  # not even a usable face would fit: a thumbnail, an icon, a strip
+        report.add("decode", Check(REJECT, {"width": width, "height": height}, f"image too small ({width} x {height} px)",
+                                   "Send the photo itself as your phone or camera saved it, not a thumbnail or a cut-out."))
+        return report, None, preview
     report.add("decode", Check(OK, {"width": image.width, "height": image.height, "scale": _r(scale)}))
     report.add("age", age_check(path, cfg.intake, now))
     with _timed(timings, "detect"):
