@@ -19,8 +19,12 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from headshots.config import PERSON_SETTINGS, Config, validate_user_name
 from headshots.errors import HeadshotsError
@@ -251,3 +255,20 @@ def write_json_atomic(path: Path, data: object, indent: int | None = 2) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=indent, ensure_ascii=False) + "\n", encoding="utf-8")  # people read some
     os.replace(tmp, path)
+
+
+@contextmanager
+def held_alone(lock_path: Path, busy: HeadshotsError) -> Iterator[None]:
+    """Hold `lock_path` while the block runs, across processes (the CLI, the web app and its jobs, a batch's workers):
+    two commands writing one person's files at once each write back what they read, or train over each other.
+    A second one gets `busy` (what is running, what to do) instead of waiting. Reentrant in one thread: a command
+    calling another holds it once. The operating system lets go of a killed holder's lock."""
+    lock = FileLock(lock_path, timeout=0, is_singleton=True)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise busy from None
+    try:
+        yield
+    finally:
+        lock.release()

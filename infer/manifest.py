@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from filelock import FileLock, Timeout
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.logs import get_logger
-from headshots.workspace import Workspace, write_json_atomic
+from headshots.workspace import Workspace, held_alone, write_json_atomic
 
 log = get_logger(__name__)
 MANIFEST = "manifest.json"
@@ -93,16 +92,10 @@ def changes_images(work: Callable[..., T]) -> Callable[..., T]:
         run_dir = Workspace.from_config(cfg).run_dir(cfg.run)
         if not run_dir.is_dir():  # nothing trained or generated: the command itself says what is missing
             return work(cfg, *args, **kwargs)
-        lock = FileLock(run_dir / IMAGES_LOCK, timeout=0, is_singleton=True)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise HeadshotsError(f"Another command is working on the images in {run_dir} (generating, scoring or deleting: "
-                                 "in a terminal, the web app or a batch).", "Wait for it to finish, then run this again.") from None
-        try:
+        busy = HeadshotsError(f"Another command is working on the images in {run_dir} (generating, scoring or deleting: "
+                              "in a terminal, the web app or a batch).", "Wait for it to finish, then run this again.")
+        with held_alone(run_dir / IMAGES_LOCK, busy):
             return work(cfg, *args, **kwargs)
-        finally:
-            lock.release()
 
     return locked
 

@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import zipfile
@@ -63,6 +64,7 @@ SIGNED_OUT = {"name": None}
 # What of the person's the page holds, emptied by Sign out: text, and pickers listing their files
 SIGNED_OUT_TEXT = ("photos", "notes", "review", "yours", "crops", "status")
 SIGNED_OUT_PICKERS = ("remove_pick", "favourites", "more_pick", "discard_pick")
+DOWNLOADS_PREFIX = "headshots-downloads-"  # + the app's pid: an app's download folder, in the system's temporary folder
 ZIP_NAME = "headshots.zip"  # in a person's download folder (HeadshotsApp.download_folder): every crop of the last export
 # More like this: how much of the picked image is re-drawn (infer.more.strength)
 NAME_RULE = f"A name is {SIMPLE_NAME_RULE}, with no spaces, e.g. alice_smith."
@@ -167,6 +169,8 @@ class HeadshotsApp:
         self.analyzer = analyzer or FaceAnalyzer.for_config(probe)
         self.jobs = jobs or JobQueue(devices())
         self.downloads_root: Path | None = None  # made at the first download, removed with the app
+        for root in forget_abandoned_downloads():
+            log.info("removed %s, the downloads of an app that stopped without closing", root)
 
     # -- who ---------------------------------------------------------------------------------------
     def user(self, state: str | None, request: gr.Request | None) -> str:
@@ -465,8 +469,8 @@ class HeadshotsApp:
         `paths.outputs_root` on another disk. Gradio copies each file into its own cache (by content hash),
         which serves it to whoever was given its link only; adding the outputs to `allowed_paths` instead would
         serve everyone's files to anyone who asks for a path."""
-        if self.downloads_root is None:
-            self.downloads_root = Path(tempfile.mkdtemp(prefix="headshots-downloads-"))  # private (0700)
+        if self.downloads_root is None:  # private (0700); the pid tells the next app whether its owner still runs
+            self.downloads_root = Path(tempfile.mkdtemp(prefix=f"{DOWNLOADS_PREFIX}{os.getpid()}-"))
         return self.downloads_root / user
 
     # -- session -----------------------------------------------------------------------------------
@@ -549,15 +553,8 @@ class HeadshotsApp:
         """Gradio serves a download from a copy in its cache, in a folder named by the file's content hash
         (its own `hash_file`); delete-my-data removes those copies of the person's exports and downloads too,
         instead of leaving them to the cache's hourly clean-up, and the download folder itself."""
-        from gradio.processing_utils import hash_file
-
         folder = self.download_folder(ws.user) if self.downloads_root is not None else None
-        cache = Path(self.demo.GRADIO_CACHE) if getattr(self, "demo", None) is not None else None
-        if cache is not None:
-            files = [*ws.user_outputs.glob(f"*/{EXPORT}/**/*"), *(folder.rglob("*") if folder else [])]
-            for path in files:
-                if path.is_file():
-                    shutil.rmtree(cache / hash_file(path), ignore_errors=True)
+        forget_served([*ws.user_outputs.glob(f"*/{EXPORT}/**/*"), *(folder.rglob("*") if folder else [])])
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -717,14 +714,55 @@ class HeadshotsApp:
 
     def close(self) -> None:
         """Jobs end with the app (training continues from its checkpoint next time); then the server, and the
-        download folders."""
+        download folders with Gradio's cached copies of what they served."""
         self.jobs.close()
         if getattr(self, "demo", None) is not None:
             self.demo.close()
             self.demo = None
         if self.downloads_root is not None:
-            shutil.rmtree(self.downloads_root, ignore_errors=True)
+            forget_downloads(self.downloads_root)
             self.downloads_root = None
+
+
+def forget_served(files: list[Path]) -> None:
+    """Gradio serves a download from a copy in its cache, in a folder named by the file's content hash (its own
+    `hash_file`), to whoever has the link: remove those copies of `files` (the originals stay)."""
+    from gradio.processing_utils import hash_file
+    from gradio.utils import get_upload_folder
+
+    cache = Path(get_upload_folder())
+    for path in files:
+        if path.is_file():
+            shutil.rmtree(cache / hash_file(path), ignore_errors=True)
+
+
+def forget_downloads(root: Path) -> None:
+    """An app's download folder and Gradio's cached copies of everything in it."""
+    forget_served(list(root.rglob("*")))
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def forget_abandoned_downloads() -> list[Path]:
+    """The download folders of apps that stopped without closing (killed, or the machine went down), with Gradio's
+    copies of them: otherwise a person's headshots outlive "Delete my data" there, served to anyone with the link.
+    Run when an app starts; a folder whose app still runs is left alone. Returns the folders removed."""
+    removed = []
+    for root in Path(tempfile.gettempdir()).glob(f"{DOWNLOADS_PREFIX}*"):
+        pid = root.name[len(DOWNLOADS_PREFIX):].split("-", 1)[0]
+        if root.is_dir() and pid.isdigit() and not process_alive(int(pid)):
+            forget_downloads(root)
+            removed.append(root)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive, and its folder is not ours to read anyway
+        return True
+    return True
 
 
 def downloads(manifest: Path, folder: Path) -> list[Path]:
@@ -773,12 +811,13 @@ def main(argv: list[str] | None = None) -> int:
         app = HeadshotsApp(Settings(args.profile, args.config, args.overrides), accounts=accounts)
     except HeadshotsError as exc:
         return print_error(exc, args.verbose)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))  # `kill`, a service manager: close as on Ctrl-C
     try:
         app.launch(args.host, args.port)
     except KeyboardInterrupt:
         pass
     finally:
-        app.close()
+        app.close()  # its jobs end too: a training left running would meet the next app's Train
     return 0
 
 

@@ -5,7 +5,10 @@ a free loopback port over a temporary workspace."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -461,6 +464,35 @@ def test_a_job_that_cannot_start_fails_and_the_next_one_runs(tmp_path):
         queue.close()
     assert (first.state, second.state) == ("failed", DONE)
     assert first.error.startswith("The train job could not start") and "press the button again" in first.hint
+
+
+def test_the_downloads_of_an_app_that_was_killed_are_removed_by_the_next(tmp_path):
+    """A killed app leaves its download folder and Gradio's cached copies (served to anyone with the link) behind,
+    past the person's "Delete my data" in the next app. The next app removes them; a running app's stay."""
+    import tempfile
+
+    from gradio.processing_utils import hash_file
+    from gradio.utils import get_upload_folder
+
+    from service.app import DOWNLOADS_PREFIX, forget_abandoned_downloads
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    dead, alive = (Path(tempfile.mkdtemp(prefix=f"{DOWNLOADS_PREFIX}{pid}-")) for pid in (ended.stdout.strip(), os.getpid()))
+    copies = []
+    for root in (dead, alive):
+        (root / "alice").mkdir()
+        crop = root / "alice" / "linkedin-400x400-linkedin-00.jpg"
+        Image.frombytes("RGB", (8, 8), os.urandom(192)).save(crop)  # its own content, so its own cache folder
+        copies.append(Path(get_upload_folder()) / hash_file(crop))
+        copies[-1].mkdir(parents=True)
+        shutil.copy(crop, copies[-1] / crop.name)
+    try:
+        assert dead in forget_abandoned_downloads()
+        assert not dead.exists() and not copies[0].exists()
+        assert alive.is_dir() and copies[1].is_dir()
+    finally:
+        for path in (alive, *copies):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def test_jobs_run_where_the_app_runs(tmp_path, monkeypatch):

@@ -33,6 +33,7 @@ from headshots.workspace import (
     VALIDATION_FILE,
     Workspace,
     add_files_to_digest,
+    held_alone,
     replace_folder,
     write_json_atomic,
 )
@@ -46,11 +47,29 @@ from train.validation import VALIDATION_IMAGES, Validator, wandb_images
 log = get_logger(__name__)
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LORA_STATE_FILE = "lora.safetensors"
+TRAIN_LOCK = ".train.lock"  # in the run's folder, held while it trains (`train`)
 RESUMABLE_KEYS = ("max_steps", "checkpoint_every", "keep_checkpoints", "validation")  # train.* a resumed run may change
 
 
 def train(cfg: Config) -> Path:
-    """Train the user's adapter; returns the adapter folder. Resumes if a checkpoint exists."""
+    """Train the user's adapter; returns the adapter folder. Resumes if a checkpoint exists.
+
+    One training of a person's run at a time, whoever starts it (a terminal, the web app, a batch, or a web app
+    restarted while its last job still ran): a second is refused, since both would write the same checkpoints and
+    adapter. Under `accelerate launch` the main process holds the lock for all of them."""
+    workspace = Workspace.from_config(cfg)
+    workspace.require_prepared()  # first: a person not prepared is told so, and no run folder is made
+    if os.environ.get("RANK", "0") != "0":
+        return _train(cfg)
+    run_dir = workspace.run_dir(cfg.run)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    busy = HeadshotsError(f"{cfg.user} is being trained already (run {cfg.run!r}: in a terminal, the web app or a batch).",
+                          "Wait for that training to finish: two would write the same checkpoints and adapter.")
+    with held_alone(run_dir / TRAIN_LOCK, busy):
+        return _train(cfg)
+
+
+def _train(cfg: Config) -> Path:
     import datasets
     from accelerate import Accelerator
     from accelerate.utils import set_seed
