@@ -430,6 +430,13 @@ def test_of_two_copies_the_worse_is_the_one_to_replace(make_config, faces_dir, a
     assert photos["00-grey.jpg"].checks["duplicate"].reason == f"same shot as {mine[2].name}"
     assert photos[mine[2].name].checks["duplicate"].status == "ok"
 
+    # a copy re-saved at a low JPEG quality (same pixels, no other problem) named to sort first: the original is kept
+    (ws.selfies / "00-grey.jpg").unlink()
+    Image.open(mine[3]).save(ws.selfies / f"{mine[3].stem}-resaved.jpg", quality=40)
+    photos = {p.file: p for p in run_intake(cfg, analyzer).photos}
+    assert photos[f"{mine[3].stem}-resaved.jpg"].checks["duplicate"].reason == f"same shot as {mine[3].name}"
+    assert photos[mine[3].name].checks["duplicate"].status == "ok"
+
 
 def test_set_checks_duplicate_someone_else_and_how_many_more(make_config, faces_dir, analyzer):
     cfg = make_config("carol")

@@ -378,7 +378,8 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
         report.add("decode", Check(REJECT, {"width": width, "height": height}, f"image too small ({width} x {height} px)",
                                    "Send the photo itself as your phone or camera saved it, not a thumbnail or a cut-out."))
         return report, None, preview
-    report.add("decode", Check(OK, {"width": image.width, "height": image.height, "scale": _r(scale)}))
+    report.add("decode", Check(OK, {"width": image.width, "height": image.height, "scale": _r(scale),
+                                    "bytes": path.stat().st_size}))  # of two copies, the less compressed one is kept
     report.add("age", age_check(path, cfg.intake, now))
     with _timed(timings, "detect"):
         detection = analyzer.detect(image, max_side=cfg.intake.detect_max_side)
@@ -644,6 +645,22 @@ def _assess_all(paths: list[Path], analyzer: FaceAnalyzer, cfg: Config, now: dat
                         desc="intake", unit="photo", total=len(paths), disable=len(paths) < 10)
 
 
+# What a copy of a photo can change (an app's filter, black-and-white, a brightened or softened re-save). The rest,
+# pose or a cover, is the shot's own: two copies differ there only by the detector's jitter (a 14.8 and a 15.2 degree
+# tilt), which must not decide which copy is kept.
+COPY_CHECKS = ("exposure", "colour_cast", "filter", "sharpness", "motion_blur")
+
+
+def _copy_preference(photo: PhotoReport, name_order: int) -> tuple:
+    """Sort key among copies of one shot, best first: no problem a copy can add, then more pixels (a downscaled or
+    cropped copy has fewer), then the larger file (at the same pixels the less compressed: a re-save at a lower JPEG
+    quality shrinks), then name order. Not its age: a copy re-saved by an app has lost its date, not gained youth."""
+    decoded = photo.checks["decode"].value
+    pixels = round(decoded["width"] * decoded["scale"]) * round(decoded["height"] * decoded["scale"])
+    worst = max((_RANK[photo.checks[name].status] for name in COPY_CHECKS if name in photo.checks), default=0)
+    return worst, -pixels, -decoded.get("bytes", 0), name_order
+
+
 def _set_checks(photos: list[PhotoReport], measured: dict[int, Measured], analyzer: FaceAnalyzer,
                 cfg: IntakeConfig, timings: Timings | None) -> list[int]:
     """Duplicates, the RELATIVE checks (each photo against the person's other photos), and identity across the photos
@@ -652,10 +669,7 @@ def _set_checks(photos: list[PhotoReport], measured: dict[int, Measured], analyz
         return []
     index = sorted(measured)
     names = [photos[i].file for i in index]
-    # Of two copies the one without problems is kept, then the one with more pixels of the face, then by name. Not
-    # judged on its age: a copy re-saved by an app has lost the date it was taken, not gained youth.
-    preference = [(max(_RANK[c.status] for name, c in photos[i].checks.items() if name != "age"),
-                   -photos[i].checks["resolution"].value["crop_px"], k) for k, i in enumerate(index)]
+    preference = [_copy_preference(photos[i], k) for k, i in enumerate(index)]
     with _timed(timings, "duplicates"):
         for k, check in duplicate_checks(names, [measured[i] for i in index], cfg, preference).items():
             photos[index[k]].add("duplicate", check)
