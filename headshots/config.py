@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -319,6 +320,9 @@ class InferConfig:
 
     def __post_init__(self) -> None:
         _check(len(self.styles) > 0, "infer.styles", "must name at least one style")
+        for key in ("styles", "export_files", "discard_files"):  # a YAML flow list holds lists and maps too
+            _check(all(isinstance(name, str) for name in getattr(self, key)), f"infer.{key}",
+                   "must be names separated by commas, e.g. linkedin-00.png,linkedin-01.png")
         for key in ("images_per_style", "steps", "batch_size"):
             _check(getattr(self, key) >= 1, f"infer.{key}", "must be at least 1")
         _one_of(self.adapter, "infer.adapter", ("last", "best"))
@@ -528,8 +532,10 @@ def load_config(
     validate_user_name(user)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"Override {item!r} is not of the form key=value.", "Example: train.max_steps=500")
-    cli = OmegaConf.from_dotlist(list(overrides))
+            raise ConfigError(f"Override {item!r} is not of the form key=value.",
+                              "Example: train.max_steps=500. A value with spaces is one word to the shell only in quotes, "
+                              "inside ARGS too: ARGS='infer.style_overrides.background=\"plain grey wall\"'.")
+    cli = _parse_overrides(overrides)
     profile = profile or OmegaConf.select(cli, "profile") or "sdxl"
     profile_file = CONFIG_DIR / "model" / f"{profile}.yaml"
     if not profile_file.is_file():
@@ -550,6 +556,20 @@ def load_config(
         if with_person_settings and person_file and person_file.is_file() and _merges([*layers, cli, identity]):
             message = f"{person_file}: {message}"  # it merges without the person's file: the file is what is wrong
         raise ConfigError(message, "Check the key's spelling and type: headshots/config.py declares every key (configs/base.yaml the common ones).") from exc
+
+
+def _parse_overrides(overrides: Sequence[str]) -> Any:
+    """`key=value` strings as typed on a command line; a value that is not YAML (an unclosed `[`, a `*`, which
+    YAML reads as an alias) is named, not a parser's traceback."""
+    for item in overrides:
+        try:
+            OmegaConf.from_dotlist([item])
+        except (yaml.YAMLError, OmegaConfBaseException) as exc:
+            key, _, value = item.partition("=")
+            raise ConfigError(f"The value of {key} cannot be read: {value!r} ({str(exc).splitlines()[0]}).",
+                              "Give names separated by commas (IMAGES=a.png,b.png), no brackets or wildcards; "
+                              "quote a value with spaces: ARGS='key=\"two words\"'.") from exc
+    return OmegaConf.from_dotlist(list(overrides))
 
 
 def _merges(layers: list[Any]) -> bool:

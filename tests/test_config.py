@@ -89,6 +89,10 @@ def test_a_persons_own_settings_are_layered_and_kept_to_their_few_keys(tmp_path)
         ("filter.threshold=3", "filter.threshold"),
         ("prepare.trigger=two words", "prepare.trigger"),
         ("infer.styles=linkedin", "`infer.styles` takes a list, even of one: infer.styles=[a,b]"),
+        ("infer.discard_files=[*]", "The value of infer.discard_files cannot be read: '[*]'"),  # make discard IMAGES='*'
+        ("infer.styles=[linkedin", "The value of infer.styles cannot be read"),
+        ("infer.discard_files=[[linkedin-00.png]]", "`infer.discard_files` must be names separated by commas"),
+        ("infer.export_files=[{a}]", "`infer.export_files` must be names separated by commas"),
     ],
 )
 def test_bad_config_fails_at_load_naming_the_key(override, names):
