@@ -139,6 +139,8 @@ export: check-user
 # ALL=0 keeps them, as leaving it out does; any other value is refused rather than guessed.
 PURGE_ALL := $(if $(filter command line,$(origin ALL)),$(ALL))
 purge: check-user
+	@test "$(origin RUN)" != "command line" || { echo "error: make purge deletes every run of $(PERSON), not one (RUN=$(RUN) is not used, nothing was deleted)"; \
+		echo "  -> all of $(PERSON)'s runs: make purge USER=$(PERSON) (ALL=1: the photos too); only this run: rm -r outputs/$(PERSON)/$(RUN)"; exit 2; }
 	@case $(call shell_quote,$(PURGE_ALL)) in ''|0|1) ;; *) echo "error: ALL=1 deletes the photos too, ALL=0 (or no ALL) keeps them; not ALL=$(PURGE_ALL)"; exit 2;; esac
 	$(BIN)/python -m service.purge --user=$(call shell_quote,$(PERSON)) $(if $(filter 1,$(PURGE_ALL)),--include-selfies) $(ARGS)
 
