@@ -42,7 +42,13 @@ def parse(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
     return args
 
 
-def run(parser: argparse.ArgumentParser, commands: Mapping[str, Callable[[Config], object]], argv=None) -> int:
+TRAINING_RESUMES = ("what was finished is kept; run the same command again (training goes on from its last checkpoint, "
+                    "if it had saved one)")
+
+
+def run(parser: argparse.ArgumentParser, commands: Mapping[str, Callable[[Config], object]], argv=None,
+        interrupted: str = TRAINING_RESUMES) -> int:
+    """Parse, load the config, run the command; a person's error is two lines, Ctrl-C says `interrupted`."""
     args = parse(parser, argv)
     try:
         cfg = load_config(args.user, args.profile, args.config, args.overrides)
@@ -50,8 +56,7 @@ def run(parser: argparse.ArgumentParser, commands: Mapping[str, Callable[[Config
     except HeadshotsError as exc:
         return print_error(exc, args.verbose)
     except KeyboardInterrupt:
-        print("\ninterrupted: what was finished is kept; run the same command again "
-              "(training goes on from its last checkpoint, if it had saved one)", file=sys.stderr)
+        print(f"\ninterrupted: {interrupted}", file=sys.stderr)
         return 130
     return 0
 

@@ -262,15 +262,20 @@ def generate(cfg: Config, pipes: PipelinesOrLoader = None) -> list[Sample]:
     writes: list[Future] = []
     # PNG encoding is CPU work (about 0.1-0.3 s for 1024x1024) that releases the GIL: one writer
     # thread does it (and the manifest update after it) while the next batch samples.
-    with tqdm(total=sum(len(entries) for _, entries in plan), desc="generate", unit="image") as progress, \
-            ThreadPoolExecutor(max_workers=1) as writer:
-        for prompts, entries in plan:
-            for start in range(0, len(entries), cfg.infer.batch_size):
-                batch = entries[start : start + cfg.infer.batch_size]
-                images = sample(pipes, cfg, prompts, [entry.seed for entry in batch])
-                writes.append(writer.submit(write_batch, images, batch, out_dir, manifest))
-                samples += batch
-                progress.update(len(batch))
+    total = sum(len(entries) for _, entries in plan)
+    try:
+        with tqdm(total=total, desc="generate", unit="image") as progress, ThreadPoolExecutor(max_workers=1) as writer:
+            for prompts, entries in plan:
+                for start in range(0, len(entries), cfg.infer.batch_size):
+                    batch = entries[start : start + cfg.infer.batch_size]
+                    images = sample(pipes, cfg, prompts, [entry.seed for entry in batch])
+                    writes.append(writer.submit(write_batch, images, batch, out_dir, manifest))
+                    samples += batch
+                    progress.update(len(batch))
+    except KeyboardInterrupt:  # the same command again would start a round of its own, on top of this one's images
+        log.warning("round %s stopped after %d of %d images, which are kept. To finish it rather than start another: %s",
+                    round_name, len(samples), total, workspace.make_command("infer", ARGS=f"infer.round={round_name}"))
+        raise
     for write in writes:
         write.result()  # a failed write (disk full...) raises here
     log.info("%s written to %s (%d in all)", plural(len(samples), "new image"), out_dir, len(manifest["images"]))
