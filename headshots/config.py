@@ -601,8 +601,9 @@ def person_settings(path: Path) -> Any:
             raise ConfigError(f"{path}: `{key}` is not something one person's settings may set.",
                               f"A person's settings.yaml may set {', '.join(PERSON_KEYS)}; the rest is the run's config.")
         if allowed == "infer.styles":
-            _check(isinstance(value, str) and bool(_STYLE_NAME.fullmatch(value)), f"{key} in {path}",
-                   "must name one of the styles in configs/styles/ (a person's settings cannot point at files)")
+            _check(isinstance(value, str) and bool(_STYLE_NAME.fullmatch(value)) and (CONFIG_DIR / "styles" / f"{value}.yaml").is_file(),
+                   f"{key} in {path}", f"is {value!r}: it must name one of the styles in configs/styles/ "
+                   f"({', '.join(sorted(p.stem for p in (CONFIG_DIR / 'styles').glob('*.yaml')))}; a person's settings cannot point at files)")
         elif allowed == "prepare.keep_rejected":
             _check(isinstance(value, str) and Path(value).name == value and not value.startswith("."), f"{key} in {path}",
                    "must be the file name of one of your photos, e.g. 05.jpg")

@@ -7,6 +7,7 @@ treatment (background, light, tone). Each must fit the 77-token window, checked 
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -57,7 +58,9 @@ def load_style(name_or_path: str, overrides: dict[str, str] | None = None) -> St
     if not own:
         path = STYLE_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
-        raise ConfigError(f"Unknown style {name_or_path!r}.", f"Available styles: {', '.join(available_styles())}, or a path to your own .yaml.")
+        close = difflib.get_close_matches(name_or_path.lower(), available_styles(), n=1, cutoff=0.6)
+        raise ConfigError(f"Unknown style {name_or_path!r}" + (f": did you mean {close[0]!r}?" if close else "."),
+                          f"Available styles: {', '.join(available_styles())}, or a path to your own .yaml.")
     data = OmegaConf.to_container(load_yaml(path, "Style file"))
     if not isinstance(data, dict):
         raise ConfigError(f"Style file {path} must be a mapping of fields.", f"Fields: {', '.join(FIELDS)}.")

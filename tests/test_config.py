@@ -66,6 +66,7 @@ def test_a_persons_own_settings_are_layered_and_kept_to_their_few_keys(tmp_path)
     for text, message in (("paths:\n  data_root: /etc\n", "`paths.data_root` is not something one person's settings may set"),
                           ("model:\n  pretrained: someone/else\n", "`model.pretrained` is not something"),
                           ("infer:\n  styles: [../../secrets.yaml]\n", "must name one of the styles"),
+                          ("infer:\n  styles: [actr]\n", "is 'actr': it must name one of the styles in configs/styles/ \\(actor,"),
                           ("infer:\n  style_overrides: {background: '${oc.env:HOME}'}\n", "must be plain words"),
                           ("prepare:\n  class_noun: 'x: [y]'\n", "must be plain words"),
                           ("prepare:\n  keep_rejected: [../bob/selfies/01.jpg]\n", "must be the file name of one of your photos"),

@@ -41,7 +41,8 @@ def test_user_style_file_and_field_override(tmp_path):
 
 @pytest.mark.parametrize(
     "name, overrides, message",
-    [("nope", {}, "Unknown style"), ("linkedin", {"hat": "red"}, "unknown field"), ],
+    [("nope", {}, r"Unknown style 'nope'\.\n"), ("LinkedIn", {}, "did you mean 'linkedin'"), ("actr", {}, "did you mean 'actor'"),
+     ("linkedin", {"hat": "red"}, "unknown field")],
 )
 def test_style_errors(name, overrides, message):
     with pytest.raises(ConfigError, match=message):
