@@ -74,6 +74,8 @@ def export(cfg: Config, analyzer: FaceAnalyzer | None = None) -> Path:
     chosen = chosen_files(cfg)
     if chosen and not cfg.infer.export_files:
         log.info("exporting your %d favourites (%s)", len(chosen), workspace.favourites(cfg.run))
+    elif not chosen and workspace.favourites(cfg.run).is_file():
+        log.info("none of your favourites (%s) is there any more: exporting every kept image", workspace.favourites(cfg.run))
     elsewhere = [name for name in chosen if name != Path(name).name]
     if elsewhere:  # a path: maybe someone's selfies, or another person's images
         raise HeadshotsError(f"Cannot export {', '.join(elsewhere)}: only your generated images in {samples_dir} can be.",
@@ -81,9 +83,12 @@ def export(cfg: Config, analyzer: FaceAnalyzer | None = None) -> Path:
     scored = read_scored(samples_dir, chosen, workspace)
     boxes = face_boxes(scored, chosen)
     missing = [name for name in boxes if not (samples_dir / name).is_file()]
-    if missing:
+    if missing and chosen:
         raise HeadshotsError(f"Cannot export {', '.join(missing)}: not in {samples_dir}.",
                              "Check the names you gave (IMAGES= or infer.export_files).")
+    if missing:  # kept in scores.json, since deleted by hand: the next scoring takes them out
+        log.warning("%s: kept by the review but no longer in %s, left out", ", ".join(missing), samples_dir)
+        boxes = {name: box for name, box in boxes.items() if name not in missing}
     if not boxes:
         example = next((name for name in scored if (samples_dir / name).is_file()), "linkedin-00.png")  # best first
         raise HeadshotsError("No kept images to export.", "Tick favourites in the web app's Review, or name images yourself: "

@@ -236,6 +236,9 @@ def generate(cfg: Config, pipes: PipelinesOrLoader = None) -> list[Sample]:
     workspace = Workspace.from_config(cfg)
     person = person_context(cfg)
     trigger, class_noun = person.trigger, person.class_noun
+    if cfg.prepare.class_noun != class_noun:  # the prompts must say what training said: the adapter learnt that pairing
+        log.warning("prepare.class_noun is %r, but this adapter was trained as %r, which the prompts keep saying: "
+                    "train again for %r", cfg.prepare.class_noun, class_noun, cfg.prepare.class_noun)
     styles = [load_style(name, dict(cfg.infer.style_overrides)) for name in cfg.infer.styles]
 
     pipes = pipelines_for(cfg, pipes)

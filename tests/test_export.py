@@ -105,3 +105,12 @@ def test_export_errors_say_what_to_do(samples, make_config, caplog):
 def test_crop_without_a_face_is_centred():
     box, too_small = crop_box((1000, 500), None, SIZES[0])
     assert box == [250, 0, 750, 500] and not too_small
+
+
+def test_a_kept_image_deleted_by_hand_is_left_out_not_blamed_on_names_never_given(samples, analyzer, caplog):
+    """`make export` (no IMAGES) after a kept image was deleted by hand said "Check the names you gave (IMAGES=...)"."""
+    cfg, out = samples
+    scores = {"images": [{"file": name, "kept": True, "face_box": None} for name in ("big.png", "gone.png")]}
+    (out / "scores.json").write_text(json.dumps(scores))
+    manifest = json.loads(export(cfg, analyzer).read_text())
+    assert [r["file"] for r in manifest["images"]] == ["big.png"] and "gone.png: kept by the review but no longer" in caplog.text
