@@ -450,7 +450,7 @@ class AppConfig:
     server for every file, whatever the page allowed, with the limit named in the refusal."""
 
     max_photos: int = 30  # photos one person may keep in data/users/<u>/selfies/
-    max_upload_bytes: int = 30_000_000  # per file (a 48 MP phone JPEG or HEIC is 5-15 MB)
+    max_upload_bytes: int = 31_457_280  # per file, 30 MiB (what the page says: "30.0 Mb"); a 48 MP phone JPEG or HEIC is 5-15 MB
     max_pixels: int = 50_000_000  # per photo, width x height (48 MP phones: 8064x6048)
     max_images_per_style: int = 16  # the most images per style one generate request may queue
 

@@ -178,7 +178,8 @@ class HeadshotsApp:
         if request is not None and request.username:
             return validate_user_name(request.username)
         if not state:
-            raise HeadshotsError("Tell us your name first.", "Type it at the top of the page and press Continue.")
+            raise HeadshotsError("Tell us your name first.", "Type it at the top of the page and press Continue "
+                                 "(no name box there? The app was restarted: reload the page).")
         return state
 
     def workspace(self, user: str) -> Workspace:
@@ -259,14 +260,16 @@ class HeadshotsApp:
         ws = self.workspace(self.user(state, request))
         self.refuse_while_training(ws.user)
         mine = {p.name: p for p in list_photos(ws.selfies)} if ws.selfies.is_dir() else {}
-        unknown = [name for name in chosen or [] if name not in mine]
+        if not chosen:
+            raise HeadshotsError("Tick the photos to remove first.", "Or press Remove on a photo's own card.")
+        unknown = [name for name in chosen if name not in mine]
         if unknown:
             raise HeadshotsError(f"Not one of your photos: {', '.join(unknown)}.", "Tick photos from your own list.")
-        for name in chosen or []:
+        for name in chosen:
             mine[name].unlink()
         previews = self.check_photos(ws)
         return {**self.photos_view(ws, previews), **self.status_view(ws.user),
-                self.c["notes"]: f"- removed {len(chosen or [])} photo(s)"}
+                self.c["notes"]: f"- removed {plural(len(chosen), 'photo')}"}
 
     def refuse_while_training(self, user: str, uploads: list[str] | None = None) -> None:
         """Photos stay as they are while training runs on them: a change would not reach this training, and the next

@@ -147,6 +147,8 @@ def test_one_session_cannot_reach_another_persons_photos(server, selfies):
         bob.predict(["01.jpg"], api_name="/export")
     with pytest.raises(AppError, match="Nothing generated yet"):
         bob.predict([], api_name="/export")
+    with pytest.raises(AppError, match="Tick the photos to remove first"):  # it answered "removed 0 photo(s)"
+        bob.predict([], api_name="/remove")
     assert httpx.get(f"{server.url}gradio_api/file={own}").status_code == 403  # no file is served by its path
     assert own.is_file()
 
