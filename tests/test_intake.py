@@ -347,6 +347,7 @@ def _bad_inputs(folder: Path, photo: Path) -> None:
     Image.new("L", (9000, 9000)).save(folder / "bomb.png")  # 81 MP, above images.MAX_PIXELS
     Image.new("RGB", (1, 1)).save(folder / "dot.png")  # an icon or a cut-out: MTCNN fails on an image this small
     face.resize((12, 400)).save(folder / "strip.png")
+    face.rotate(90, expand=True).save(folder / "sideways.jpg")  # turned, without the EXIF note that turns it back
     locked = folder / "locked.jpg"
     locked.write_bytes(data)
     locked.chmod(0)
@@ -369,6 +370,7 @@ def test_bad_input_corpus_every_file_gets_a_verdict(make_config, faces_dir, anal
         assert verdicts[name].verdict == "reject" and "decode" in verdicts[name].checks, name
     for name in ("dot.png", "strip.png"):
         assert verdicts[name].verdict == "reject" and verdicts[name].reason.startswith("image too small"), name
+    assert verdicts["sideways.jpg"].reason.startswith("photo on its side") and "Rotate" in verdicts["sideways.jpg"].advice[0]
     for name in ("really_a_png.jpg", "cmyk.jpg", "sixteen.png", "alpha.png", "exif_rotated.jpg"):
         assert verdicts[name].checks["decode"].status == "ok", name
         assert verdicts[name].checks["face"].status == "ok", name  # upright after EXIF, any mode

@@ -49,6 +49,8 @@ CAUSES = ("decode", "exposure", "occlusion", "face", "resolution", "backlight", 
 # a limit sits at the edge of clean photos, so a photo's real, mild tilt or low resolution just past it does not hide
 # the strong smoothing or colour cast it also has, nor the other way round. Ties keep the causal order. A warning the
 # whole set shares comes after those particular to the photo (`share_warnings`).
+SIDEWAYS = ("photo on its side (the face is upright only when it is turned)",
+            "Turn it upright in your phone's photo editor (Rotate), then add it again.")
 FACE_PROBLEMS = {
     "no_face": ("no face found", "Make sure your whole face is in the picture, well lit and facing the camera."),
     "several_faces": ("more than one face", "Take a photo of you alone, or crop the other people out."),
@@ -341,6 +343,13 @@ def why_no_face(image: Image.Image, doubted: list[Face], cfg: IntakeConfig) -> d
     return {"occlusion": _occlusion_check(eye_flat, mouth_detail, _covered(eye_flat, mouth_detail, cfg))}
 
 
+def _on_its_side(image: Image.Image, analyzer: FaceAnalyzer, cfg: Config) -> bool:
+    """A photo stored sideways without the EXIF note that turns it (a screenshot, an app's export): MTCNN finds no
+    upright face, and "make sure your whole face is in the picture" would be the wrong advice. Asked only of photos
+    with no face and no other cause, so it costs the others nothing."""
+    return any(analyzer.detect(image.rotate(angle, expand=True), max_side=cfg.intake.detect_max_side).ok for angle in (90, 270))
+
+
 def _covered(eye_flat: float, mouth_detail: float, cfg: IntakeConfig) -> list[str]:
     return [part for part, bad in (("eyes", eye_flat > cfg.max_eye_flat), ("mouth", mouth_detail < cfg.min_mouth_detail)) if bad]
 
@@ -402,6 +411,8 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
     if problem:
         reason, advice = FACE_PROBLEMS[problem]
         named = any(c.status != OK for c in causes.values())  # then the cause carries the advice
+        if problem == "no_face" and not named and _on_its_side(image, analyzer, cfg):
+            reason, advice = SIDEWAYS
         report.add("face", Check(REJECT, value, reason, None if named else advice))
         return report, None, preview
     report.add("face", Check(OK, value))
