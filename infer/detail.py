@@ -41,16 +41,11 @@ from headshots.images import load_rgb
 from headshots.logs import get_logger
 from headshots.workspace import ADAPTER_EMBEDDINGS, ADAPTER_WEIGHTS, file_digest
 from infer.generate import Pipelines, PipelinesOrLoader, Sample, generate, on_demand, person_context, pipelines_for
-from infer.manifest import REDRAW_DELETED, changes_images, forget_missing, require_manifest, save_png, write_manifest
+from infer.manifest import changes_images, detail_file, forget_missing, require_manifest, save_png, write_manifest
 from infer.styles import Style, check_prompt_lengths, load_style
 
 log = get_logger(__name__)
 Box = tuple[int, int, int, int]
-
-
-def detail_file(name: str) -> str:
-    """samples/<stem>.detail.png beside samples/<stem>.png."""
-    return f"{Path(name).stem}.detail.png"
 
 
 def crop_box(face_box: tuple[float, ...], image_size: tuple[int, int], crop_scale: float) -> Box:
@@ -172,7 +167,7 @@ def detail(cfg: Config, pipes: PipelinesOrLoader = None, files: Collection[str] 
     pipes = on_demand(cfg) if pipes is None else pipes
     weights = weights_fingerprint(cfg, person.adapter)
 
-    entries = [e for e in manifest["images"] if (files is None or e["file"] in files) and e.get("detail") != REDRAW_DELETED]
+    entries = [e for e in manifest["images"] if files is None or e["file"] in files]
     images = [load_rgb(samples_dir / entry["file"]) for entry in entries]
     analyzer = FaceAnalyzer.for_config(cfg, with_embedder=False)
     detections = analyzer.detect_many(images)

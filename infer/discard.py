@@ -1,16 +1,16 @@
 """Discard: take generated images out of the person's review for good.
 
-Generating again adds rounds and variations, so a review grows; the person prunes it. For each named image
-(as the review names it) the PNG and its face-detailed version are deleted and its manifest entry removed, its name
-kept among those never given again (a new round would otherwise draw the very same image under it); naming only the
-face-detailed version (`<name>.detail.png`) deletes that re-draw and keeps the image as generated. Then the filter
-stage runs again over what is left (ranks, duplicates, gallery), so the review reads as if the image had never been
-made. Variations drawn from a discarded image stay; their `source` names a file that is gone. Its crops leave the
-last export (export/), and its favourite tick goes. Copies logged to W&B (only with `wandb.log_images`, off by
-default) stay in those runs: `make purge` removes the local ones, the W&B account the synced ones.
+Generating again adds rounds and variations, so a review grows; the person prunes it. For each named image (by either
+name the review may show: the file, or its face-detailed version `<stem>.detail.png`, which the review shows where
+it won) both files are deleted and the manifest entry removed, its name kept among those never given again (a new
+round would otherwise draw the very same image under it). Then the filter stage runs again over what is left (ranks,
+duplicates, gallery), so the review reads as if the image had never been made. Variations drawn from a discarded image
+stay; their `source` names a file that is gone. Its crops leave the last export (export/), which is then due to be
+made again, and its favourite tick goes. Copies logged to W&B (only with `wandb.log_images`, off by default) stay in
+those runs: `make purge` removes the local ones, the W&B account the synced ones.
 
-A name discarded before is not an error: a discard interrupted after the images went and before scoring ran is
-finished by running it again.
+The manifest is written first, so an interrupted discard leaves files, never entries naming deleted ones; the same
+command again (the names are among those discarded by then) deletes what is left and scores.
 
 Reads   samples/manifest.json, `infer.discard_files`, export/export.json, samples/favourites.json
 Writes  samples/manifest.json without the images, samples/scores.json and gallery.html again; deletes the PNGs
@@ -27,10 +27,11 @@ from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.faces import FaceAnalyzer
 from headshots.logs import get_logger, plural
+from headshots.stages import forget, stage_named
 from headshots.workspace import EXPORT_MANIFEST, GALLERY, SCORES, Workspace, read_favourites, save_favourites, write_json_atomic
 from infer.export import export_dir
 from infer.gallery import score_and_show
-from infer.manifest import DISCARDED, REDRAW_DELETED, changes_images, forget_images, require_manifest, write_manifest
+from infer.manifest import DISCARDED, changes_images, detail_file, forget_images, require_manifest, write_manifest
 from infer.score import FACES
 
 log = get_logger(__name__)
@@ -67,36 +68,34 @@ def drop_exported(export_dir: Path, deleted: set[str]) -> list[str]:
 
 @changes_images
 def discard(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[str]:
-    """Delete `infer.discard_files` (their entries, or a face-detailed version alone), then score what is left;
-    returns the files deleted. Every name is checked before anything is deleted: one unknown name deletes nothing."""
+    """Delete `infer.discard_files` and their entries, then score what is left; returns the files deleted. Every
+    name is checked before anything is deleted: one unknown name deletes nothing."""
     samples_dir, manifest = require_manifest(cfg, "to discard")
     workspace = Workspace.from_config(cfg)
     wanted = set(cfg.infer.discard_files)
     owner = {name: entry["file"] for entry in manifest["images"] for name in names_of(entry)}
+    owner |= {name: file for file in manifest.get(DISCARDED, []) for name in (file, detail_file(file))}  # run again
     example = next(iter(owner), "linkedin-01.png")
     if not wanted:
         raise HeadshotsError("No images named to discard.", f"Name them: {workspace.make_command('discard', IMAGES=example)}")
-    already = wanted & set(manifest.get(DISCARDED, []))  # a discard run again after it was interrupted
-    unknown = sorted(wanted - owner.keys() - already)
+    unknown = sorted(wanted - owner.keys())
     if unknown:
         raise HeadshotsError(f"Not among the images generated in {samples_dir}: {', '.join(unknown)}.",
                              f"Name files as the gallery shows them, e.g. {example}; nothing was deleted.")
-    whole = {owner[name] for name in wanted - already if owner[name] == name}
-    redraws = {name for name in wanted - already if owner[name] not in whole}  # a face-detailed version alone
-    removed = forget_images(manifest, whole)
-    for entry in manifest["images"]:
-        if entry["file"] in {owner[name] for name in redraws}:
-            entry["detail"] = dict(REDRAW_DELETED)
+    gone = {owner[name] for name in wanted}
+    removed = [entry["file"] for entry in forget_images(manifest, gone)]
     write_manifest(samples_dir, manifest)  # first: an interrupted discard leaves files, not dangling entries
-    deleted = [name for entry in removed for name in names_of(entry)] + sorted(redraws)
+    in_order = removed + sorted(gone - set(removed))  # as generated; then those of an interrupted discard
+    deleted = [name for file in in_order for name in (file, detail_file(file)) if (samples_dir / name).is_file()]
     for name in deleted:
-        (samples_dir / name).unlink(missing_ok=True)
-    exported = drop_exported(export_dir(cfg), set(deleted))
+        (samples_dir / name).unlink()
+    exported = drop_exported(export_dir(cfg), gone)
     if exported:
+        forget(stage_named("export"), cfg)  # what is kept may change with the scores: the chain exports again
         log.info("their crops are out of the last export (%s): %s", export_dir(cfg), ", ".join(exported))
     if workspace.favourites(cfg.run).is_file():  # the ticks of what is left: a deleted image's tick goes
         save_favourites(workspace, cfg.run, read_favourites(workspace, cfg.run))
-    log.info("%s discarded from %s", plural(len(deleted), "image"), samples_dir)
+    log.info("%s discarded from %s", plural(len(gone), "image"), samples_dir)
     if manifest["images"]:
         score_and_show(cfg, analyzer)
     else:  # nothing left to review, nor measurements of what was there

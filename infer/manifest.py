@@ -29,8 +29,6 @@ MANIFEST = "manifest.json"
 IMAGES_LOCK = ".images.lock"  # in the run's folder, held by a command that changes its images (`changes_images`)
 T = TypeVar("T")
 DISCARDED = "discarded"  # the manifest's list of deleted images' names (`names_taken`)
-# an entry's "detail" record after the person deleted the re-drawn face only: the face-detail pass leaves it be
-REDRAW_DELETED = {"skipped": "you deleted its re-drawn face"}
 PNG_KEY = "headshots"  # the PNG text chunk holding the image's manifest entry
 
 
@@ -105,6 +103,11 @@ def write_manifest(samples_dir: Path, manifest: dict) -> None:
     write_json_atomic(samples_dir / MANIFEST, manifest)
 
 
+def detail_file(name: str) -> str:
+    """samples/<stem>.detail.png beside samples/<stem>.png: the face-detail pass's version of an image."""
+    return f"{Path(name).stem}.detail.png"
+
+
 def names_taken(manifest: dict) -> list[str]:
     """Every image name the manifest gives or gave. A deleted image's name is never given again: generating again
     would number on into it and draw the very image the person threw away (same name, same seed)."""
@@ -174,6 +177,7 @@ def recover(cfg: Config) -> Recovery:
         present.append(entry)
         result.adopted.append(png.name)
     manifest["images"], result.images = present, len(present)
+    manifest[DISCARDED] = sorted(set(manifest[DISCARDED]) - set(result.adopted))  # on disk again: deletable again
     write_manifest(samples_dir, manifest)
     log.info("manifest of %s: %d images (%d added from their own entries, %d gone)", samples_dir, len(present),
              len(result.adopted), len(result.missing))

@@ -196,8 +196,10 @@ def test_discarded_images_leave_the_review_for_good_and_a_wrong_name_deletes_not
 
 def test_generating_again_after_a_discard_draws_new_images_not_the_deleted_ones(generated, analyzer):
     """A new round numbers on past the images deleted (same name and seed would draw the very image thrown away, and
-    its favourite tick would come back); a face-detailed version deleted alone keeps the image; the crops of a deleted
-    image leave the export and the others stay; an interrupted discard finishes when run again."""
+    its favourite tick would come back); the crops of a deleted image leave the export, the others stay, and export
+    is due again; a discard interrupted before its files went finishes when run again; the name the review shows for
+    a face-detailed winner deletes the image."""
+    from headshots.stages import read_record, stage_named, write_record
     from infer.discard import discard
     from infer.export import export
     from infer.gallery import score_and_show
@@ -207,27 +209,34 @@ def test_generating_again_after_a_discard_draws_new_images_not_the_deleted_ones(
     score_and_show(cfg, analyzer)
     Workspace.from_config(cfg).favourites(cfg.run).write_text(json.dumps({"files": ["linkedin-01.png", "linkedin-00.png"]}))
     export(replace(cfg, infer=replace(cfg.infer, export_files=["linkedin-00.png", "linkedin-01.png"])), analyzer)
+    write_record(stage_named("export"), cfg, "as the chain wrote it", 1.0)
     seeds = {e["file"]: e["seed"] for e in json.loads((samples / "manifest.json").read_text())["images"]}
     assert discard(replace(cfg, infer=replace(cfg.infer, discard_files=["linkedin-01.png"])), analyzer) == ["linkedin-01.png"]
     held = json.loads((samples.parent / "export" / "export.json").read_text())["images"]
     assert [r["file"] for r in held] == ["linkedin-00.png"] and all((samples.parent / "export" / c["path"]).is_file() for c in held[0]["exports"])
     assert not list((samples.parent / "export").rglob("linkedin-01*"))
+    assert read_record(stage_named("export"), cfg) is None  # the kept images may differ now: exported again
     assert json.loads(Workspace.from_config(cfg).favourites(cfg.run).read_text())["files"] == ["linkedin-00.png"]
 
     made = generate(replace(cfg, infer=replace(cfg.infer, images_per_style=1)))
     assert [s.file for s in made] == ["linkedin-02.png"] and made[0].seed not in seeds.values()
-    # run again after an interruption (the image is gone, scoring did not run): finished, not refused
-    assert discard(replace(cfg, infer=replace(cfg.infer, discard_files=["linkedin-01.png"])), analyzer) == []
 
-    # the face-detailed version alone (made here by hand; tests/test_detail.py runs the real pass)
+    # interrupted after the manifest was written, before the files went: the same command again finishes it
+    manifest = json.loads((samples / "manifest.json").read_text())
+    manifest["images"] = [e for e in manifest["images"] if e["file"] != "linkedin-02.png"]
+    manifest["discarded"].append("linkedin-02.png")
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    assert discard(replace(cfg, infer=replace(cfg.infer, discard_files=["linkedin-02.png"])), analyzer) == ["linkedin-02.png"]
+    assert not (samples / "linkedin-02.png").exists()
+    assert "linkedin-02.png" not in {s["file"] for s in json.loads((samples / "scores.json").read_text())["images"]}
+
+    # a face-detailed winner, shown by its .detail.png name (made here by hand; tests/test_detail.py runs the pass)
     manifest = json.loads((samples / "manifest.json").read_text())
     manifest["images"][0]["detail"] = {"file": "linkedin-00.detail.png"}
     (samples / "manifest.json").write_text(json.dumps(manifest))
     Image.open(samples / "linkedin-00.png").save(samples / "linkedin-00.detail.png")
-    assert discard(replace(cfg, infer=replace(cfg.infer, discard_files=["linkedin-00.detail.png"])), analyzer) == ["linkedin-00.detail.png"]
-    assert (samples / "linkedin-00.png").is_file() and not (samples / "linkedin-00.detail.png").exists()
-    scored = {s["file"]: s for s in json.loads((samples / "scores.json").read_text())["images"]}
-    assert scored["linkedin-00.png"]["detail"] == {"skipped": "you deleted its re-drawn face"}
+    assert discard(replace(cfg, infer=replace(cfg.infer, discard_files=["linkedin-00.detail.png"])), analyzer) == [
+        "linkedin-00.png", "linkedin-00.detail.png"]
 
 
 def test_an_image_deleted_by_hand_is_taken_out_not_a_traceback(generated, analyzer):
