@@ -270,8 +270,8 @@ def run_recorded(name: str, cfg: Config, work: Callable[[], T], done: Callable[[
 
     Recorded only when the stage before it is done with today's inputs, since that stage's outputs are what
     this one read: a `train fit` on photos changed since `train prepare` leaves no record, and the chain
-    prepares and trains again. Under `accelerate launch` (several processes, RANK set) only the main process
-    touches records."""
+    prepares and trains again (prepare reads nothing intake makes, so intake is not asked). Under `accelerate
+    launch` (several processes, RANK set) only the main process touches records."""
     stage = stage_named(name)
     main_process = os.environ.get("RANK", "0") == "0"
     chain = fingerprints(cfg)  # before the work: a photo added meanwhile makes the stage due again
@@ -280,11 +280,11 @@ def run_recorded(name: str, cfg: Config, work: Callable[[], T], done: Callable[[
     started = time.perf_counter()
     result = work()
     index = STAGES.index(stage)
-    before = STAGES[index - 1] if index else None
+    before = STAGES[index - 1] if index and STAGES[index - 1].feeds_next else None
     if before is not None and not is_done(before, cfg, chain[before.name]):
         edited = before.edited(Workspace.from_config(cfg))
-        why = ("what it made was edited since it ran" if edited
-               else "it ran with other settings or photos than these, e.g. other STYLES, N or ARGS")
+        why = ("what it made was edited since it ran" if edited else "it has not run with these photos and settings: "
+               "it ran with others (other styles, count or key=value settings), or not at all")
         log.info("%s done, but not recorded for the web app and the batch, which will run it again: %s is not done (%s)",
                  name, before.name, why)
     elif main_process and done(result):

@@ -161,3 +161,5 @@ def test_intake_judged_under_one_profile_is_due_again_under_another(make_config)
     run_recorded("intake", make_config("alice", "model.resolution=1024"), lambda: "usable")
     assert fingerprints(cfg) == before and stages_to_run(cfg) == ["intake"]  # prepare and training still done
     assert [read_record(stage_named(name), cfg) is None for name in STAGE_NAMES] == [False] * 5
+    run_recorded("prepare", cfg, lambda: None)  # `make prepare` meanwhile: recorded, though intake is due (it does
+    assert read_record(stage_named("prepare"), cfg) is not None  # not feed prepare), so the chain does not redo it
