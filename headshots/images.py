@@ -62,6 +62,13 @@ def load_rgb(path: Path, draft_side: int | None = None) -> Image.Image:
         raise ImageError(f"{path.name}: the file is damaged or truncated ({exc}).", "Export or upload the photo again.") from exc
 
 
+def original_size(path: Path) -> tuple[int, int]:
+    """The upright photo's size before any reduced-scale decoding, from its header (EXIF orientations 5-8 swap sides)."""
+    with Image.open(path) as image:
+        width, height = image.size
+        return (height, width) if image.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (width, height)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB; transparency is flattened onto white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):

@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from headshots.errors import HeadshotsError, ImageError
-from headshots.images import jpeg_data_uri, list_photos, load_rgb
+from headshots.images import jpeg_data_uri, list_photos, load_rgb, original_size
 from headshots.logs import plural
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace
 from infer.gallery import CARD_SIDES, review_card
@@ -389,14 +389,27 @@ def your_faces(ws: Workspace, count: int = 6) -> str:
     with the review, so a photo added or removed after training shows only once it is trained on and scored with."""
     prepared = _read_json(ws.prepare_report)
     if prepared is not None:
-        photos = [p for p in prepared.get("photos", []) if p.get("kept") and p.get("face_box")]
+        photos = [{**p, "face_box": _fractions(ws.selfies / p["file"], p["face_box"])} for p in prepared.get("photos", [])
+                  if p.get("kept") and p.get("face_box")]
     else:
         intake = _read_json(ws.intake_report) or {}
         photos = [p for p in intake.get("photos", []) if p.get("verdict") != "reject" and p.get("face_box")]
     shown = f" ({count} of {len(photos)})" if len(photos) > count else ""
-    faces = [(p["file"], face_uri(ws.selfies / p["file"], p["face_box"], CARD_SIDES[1])) for p in photos[:count]]
+    faces = [(p["file"], face_uri(ws.selfies / p["file"], p["face_box"], CARD_SIDES[1])) for p in photos[:count] if p["face_box"]]
     circles = "".join(f"<img class='hs-avatar' src='{uri}' alt='{html.escape(file)}'>" for file, uri in faces if uri)
     return f"<div class='hs-yours' id='hs-yours'><span>You, in your photos{shown}:</span>{circles}</div>" if circles else ""
+
+
+def _fractions(photo: Path, face_box: list[float]) -> list[float] | None:
+    """A face box in 0..1 of the photo; prepare_report.json before 2026-12-05 gave it in the photo's pixels (a person
+    prepared then is not prepared again for it). None when the photo cannot be read."""
+    if max(face_box) <= 1:
+        return face_box
+    try:
+        width, height = original_size(photo)
+    except (OSError, ValueError):
+        return None
+    return [v / s for v, s in zip(face_box, (width, height, width, height))]
 
 
 def _cards(items: list[dict], samples: Path, elem_id: str, total: int, favourites: frozenset[str]) -> str:

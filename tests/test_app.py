@@ -396,6 +396,12 @@ def test_the_review_shows_the_persons_own_faces_beside_the_images(server, selfie
     ws.prepare_report.write_text(json.dumps({"photos": [{"file": selfies[0].name, "kept": False, "face_box": box},
                                                         {"file": selfies[1].name, "kept": True, "face_box": box}]}))
     assert f"alt='{selfies[1].name}'" in views.your_faces(ws) and selfies[0].name not in views.your_faces(ws)
+    # a report from before prepare gave fractions held the box in pixels: the same face is shown
+    in_fractions = views.your_faces(ws)
+    width, height = Image.open(selfies[1]).size
+    pixels = [v * s for v, s in zip(box, (width, height, width, height))]
+    ws.prepare_report.write_text(json.dumps({"photos": [{"file": selfies[1].name, "kept": True, "face_box": pixels}]}))
+    assert views.your_faces(ws) == in_fractions
     (ws.selfies / selfies[1].name).unlink()  # removed since: nothing to show
     assert views.your_faces(ws) == ""
 

@@ -29,7 +29,7 @@ from headshots import quality
 from headshots.config import Config, IntakeConfig
 from headshots.errors import HeadshotsError, ImageError
 from headshots.faces import Face, FaceAnalyzer
-from headshots.images import load_rgb
+from headshots.images import load_rgb, original_size
 from headshots.logs import plural
 from headshots.workspace import Workspace, write_json_atomic
 from train.intake_report import print_table, render_html, thumbnail_uri
@@ -196,13 +196,6 @@ def _r(value: float) -> float:
 
 
 # -- per photo ---------------------------------------------------------------------------------
-def original_size(path: Path) -> tuple[int, int]:
-    """The upright photo's size before any reduced-scale decoding (EXIF orientations 5-8 swap sides)."""
-    with Image.open(path) as image:
-        width, height = image.size
-        return (height, width) if image.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (width, height)
-
-
 def resolution_check(face: Face, scale: float, cfg: Config) -> Check:
     """The training crop (face plus prepare.crop_margin on each side) in original pixels vs model.resolution."""
     crop = face.side * scale * (1 + 2 * cfg.prepare.crop_margin)
