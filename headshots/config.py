@@ -320,9 +320,10 @@ class InferConfig:
 
     def __post_init__(self) -> None:
         _check(len(self.styles) > 0, "infer.styles", "must name at least one style")
-        for key in ("styles", "export_files", "discard_files"):  # a YAML flow list holds lists and maps too
+        for key, example in (("styles", "linkedin,actor"), ("export_files", "linkedin-00.png,linkedin-01.png"),
+                             ("discard_files", "linkedin-00.png,linkedin-01.png")):  # a YAML flow list holds lists and maps too
             _check(all(isinstance(name, str) for name in getattr(self, key)), f"infer.{key}",
-                   "must be names separated by commas, e.g. linkedin-00.png,linkedin-01.png")
+                   f"must be names separated by commas, e.g. infer.{key}=[{example}]")
         for key in ("images_per_style", "steps", "batch_size"):
             _check(getattr(self, key) >= 1, f"infer.{key}", "must be at least 1")
         _one_of(self.adapter, "infer.adapter", ("last", "best"))
@@ -567,8 +568,8 @@ def _parse_overrides(overrides: Sequence[str]) -> Any:
         except (yaml.YAMLError, OmegaConfBaseException) as exc:
             key, _, value = item.partition("=")
             raise ConfigError(f"The value of {key} cannot be read: {value!r} ({str(exc).splitlines()[0]}).",
-                              "Give names separated by commas (IMAGES=a.png,b.png), no brackets or wildcards; "
-                              "quote a value with spaces: ARGS='key=\"two words\"'.") from exc
+                              "A list is [a,b] (make's IMAGES= and STYLES= add the brackets: IMAGES=a.png,b.png); no "
+                              "wildcards; a value with spaces in quotes: ARGS='key=\"two words\"'.") from exc
     return OmegaConf.from_dotlist(list(overrides))
 
 

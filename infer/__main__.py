@@ -85,4 +85,4 @@ HELP = {
 
 if __name__ == "__main__":
     sys.exit(run(build_parser("python -m infer", "Generate, filter and review a user's headshots.", HELP), COMMANDS,
-                 interrupted="the images drawn so far are kept (the next command scores them with the rest)"))
+                 interrupted="what was finished is kept (images drawn so far are scored by the next command)"))

@@ -74,7 +74,7 @@ def export(cfg: Config, analyzer: FaceAnalyzer | None = None) -> Path:
     chosen = chosen_files(cfg)
     if chosen and not cfg.infer.export_files:
         log.info("exporting your %d favourites (%s)", len(chosen), workspace.favourites(cfg.run))
-    elif not chosen and workspace.favourites(cfg.run).is_file():
+    elif not chosen and _ticked(workspace.favourites(cfg.run)):
         log.info("none of your favourites (%s) is there any more: exporting every kept image", workspace.favourites(cfg.run))
     elsewhere = [name for name in chosen if name != Path(name).name]
     if elsewhere:  # a path: maybe someone's selfies, or another person's images
@@ -116,6 +116,14 @@ def export(cfg: Config, analyzer: FaceAnalyzer | None = None) -> Path:
         log.warning("the crops of %s from the last export are gone: export/ holds the last export only, so name every "
                     "image you want in one export", ", ".join(gone))
     return out_dir / EXPORT_MANIFEST
+
+
+def _ticked(favourites: Path) -> bool:
+    """Whether favourites.json names any image (deleted since or not)."""
+    try:
+        return bool(json.loads(favourites.read_text()).get("files"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _exported_files(out_dir: Path) -> list[str]:

@@ -16,6 +16,7 @@ from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.faces import FaceAnalyzer
 from headshots.workspace import GALLERY, SCORES, Workspace
+from infer.manifest import changes_images
 from infer.score import Score, score
 
 STYLE = """
@@ -44,6 +45,7 @@ def score_and_show(cfg: Config, analyzer: FaceAnalyzer | None = None) -> tuple[l
     return scores, write_gallery(cfg)
 
 
+@changes_images  # held from the first image drawn to the gallery: no discard slips in between
 def make_and_review(cfg: Config, make: Callable | None = None) -> tuple[list[Score], Path]:
     """New images (`make`: generate by default, or variations.more_like), their face-detail pass when
     `infer.detail.enabled`, then every image scored and the gallery: how `infer all`, `infer more`, the web app's

@@ -277,7 +277,8 @@ def generate(cfg: Config, pipes: PipelinesOrLoader = None) -> list[Sample]:
                     progress.update(len(batch))
     except KeyboardInterrupt:  # the same command again would start a round of its own, on top of this one's images
         log.warning("round %s stopped after %d of %d images, which are kept. To finish it rather than start another: %s",
-                    round_name, len(samples), total, workspace.make_command("infer", ARGS=f"infer.round={round_name}"))
+                    round_name, len(samples), total, workspace.make_command(
+                        "infer", STYLES=",".join(cfg.infer.styles), N=str(cfg.infer.images_per_style), ARGS=f"infer.round={round_name}"))
         raise
     for write in writes:
         write.result()  # a failed write (disk full...) raises here

@@ -82,8 +82,8 @@ def changes_images(work: Callable[..., T]) -> Callable[..., T]:
     """For a command of (cfg, ...) that reads the manifest and writes it back: one at a time per person and run,
     across processes (the CLI, the web app and its jobs, a batch). Two at once would each write back the manifest
     as they read it: a `more` drawing while a `discard` ran put back the entry of the image discarded meanwhile.
-    The second command is refused, saying why; one command calling another (infer all: generate, then score) holds
-    the lock once."""
+    The second command is refused, saying why; one command calling another (infer all: generate, detail, then score,
+    all under `make_and_review`'s hold; discard, then score) holds the lock once."""
 
     @functools.wraps(work)
     def locked(cfg: Config, *args, **kwargs) -> T:

@@ -430,7 +430,7 @@ class HeadshotsApp:
             raise HeadshotsError("Tick the images to delete first.", "Only your own generated images can be deleted.")
         cfg = self.settings.config(user)
         cfg.infer.discard_files = list(chosen)
-        self.forget_cached_downloads(ws)  # the last export may hold one of them: it goes, and its downloads with it
+        self.forget_cached_downloads(ws)  # the last export may hold one of them: its crops and the downloads go
         discard(cfg, self.analyzer)
         return {**self.review_view(ws, shown, dropped_open, favourites), self.c["files"]: None, self.c["crops"]: ""}
 

@@ -273,8 +273,8 @@ def job_markdown(ws: Workspace, run: str, job: Job | None, position: int) -> str
         return _disk_status(ws, run)
     what = "Training" if job.kind == "train" else "Generating"
     if job.state == QUEUED:
-        waiting = position - 1  # behind the job running now (one per GPU), which "0 jobs ahead" left out
-        after = "the job running now" + (f" and {plural(waiting, 'job')} waiting before yours" if waiting else "")
+        waiting = position - 1  # behind what runs now (a job per GPU), which "0 jobs ahead" left out
+        after = "what is running now" + (f" and {plural(waiting, 'job')} waiting before yours" if waiting else "")
         return f"**{what}: waiting in line**, after {after}. You can close this page."
     if job.state == RUNNING:
         elapsed = _clock(time.time() - (job.started or time.time()))

@@ -241,8 +241,8 @@ def test_a_waiting_job_says_what_it_waits_for(tmp_path):
     from service.views import job_markdown
 
     ws, job = Workspace("bob", tmp_path / "data", tmp_path / "out"), Job(2, "bob", "train", [], tmp_path / "b.log")
-    assert "waiting in line**, after the job running now." in job_markdown(ws, "default", job, 1)
-    assert "after the job running now and 2 jobs waiting before yours" in job_markdown(ws, "default", job, 3)
+    assert "waiting in line**, after what is running now." in job_markdown(ws, "default", job, 1)
+    assert "after what is running now and 2 jobs waiting before yours" in job_markdown(ws, "default", job, 3)
 
 
 def test_the_tick_that_says_done_brings_the_review(server, tmp_path):
