@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from filelock import FileLock, Timeout
 from PIL import Image
 
 from headshots.cli import add_config_args, parse, print_error
@@ -64,7 +65,8 @@ SIGNED_OUT = {"name": None}
 # What of the person's the page holds, emptied by Sign out: text, and pickers listing their files
 SIGNED_OUT_TEXT = ("photos", "notes", "review", "yours", "crops", "status")
 SIGNED_OUT_PICKERS = ("remove_pick", "favourites", "more_pick", "discard_pick")
-DOWNLOADS_PREFIX = "headshots-downloads-"  # + the app's pid: an app's download folder, in the system's temporary folder
+DOWNLOADS_PREFIX = "headshots-downloads-"  # an app's download folder, in the system's temporary folder
+IN_USE = ".in-use"  # a lock in it, held while its app runs
 ZIP_NAME = "headshots.zip"  # in a person's download folder (HeadshotsApp.download_folder): every crop of the last export
 # More like this: how much of the picked image is re-drawn (infer.more.strength)
 NAME_RULE = f"A name is {SIMPLE_NAME_RULE}, with no spaces, e.g. alice_smith."
@@ -169,6 +171,7 @@ class HeadshotsApp:
         self.analyzer = analyzer or FaceAnalyzer.for_config(probe)
         self.jobs = jobs or JobQueue(devices())
         self.downloads_root: Path | None = None  # made at the first download, removed with the app
+        self.downloads_lock: FileLock | None = None
         for root in forget_abandoned_downloads():
             log.info("removed %s, the downloads of an app that stopped without closing", root)
 
@@ -472,8 +475,10 @@ class HeadshotsApp:
         `paths.outputs_root` on another disk. Gradio copies each file into its own cache (by content hash),
         which serves it to whoever was given its link only; adding the outputs to `allowed_paths` instead would
         serve everyone's files to anyone who asks for a path."""
-        if self.downloads_root is None:  # private (0700); the pid tells the next app whether its owner still runs
-            self.downloads_root = Path(tempfile.mkdtemp(prefix=f"{DOWNLOADS_PREFIX}{os.getpid()}-"))
+        if self.downloads_root is None:  # private (0700); held while this app runs (forget_abandoned_downloads)
+            self.downloads_root = Path(tempfile.mkdtemp(prefix=DOWNLOADS_PREFIX))
+            self.downloads_lock = FileLock(self.downloads_root / IN_USE, timeout=0)
+            self.downloads_lock.acquire()
         return self.downloads_root / user
 
     # -- session -----------------------------------------------------------------------------------
@@ -724,6 +729,7 @@ class HeadshotsApp:
             self.demo = None
         if self.downloads_root is not None:
             forget_downloads(self.downloads_root)
+            self.downloads_lock.release()
             self.downloads_root = None
 
 
@@ -748,24 +754,20 @@ def forget_downloads(root: Path) -> None:
 def forget_abandoned_downloads() -> list[Path]:
     """The download folders of apps that stopped without closing (killed, or the machine went down), with Gradio's
     copies of them: otherwise a person's headshots outlive "Delete my data" there, served to anyone with the link.
-    Run when an app starts; a folder whose app still runs is left alone. Returns the folders removed."""
+    Run when an app starts. A running app holds a lock in its folder, which the operating system lets go of when it
+    dies: a folder whose lock can be taken is abandoned (a pid would not tell, from another container sharing /tmp).
+    Returns the folders removed."""
     removed = []
     for root in Path(tempfile.gettempdir()).glob(f"{DOWNLOADS_PREFIX}*"):
-        pid = root.name[len(DOWNLOADS_PREFIX):].split("-", 1)[0]
-        if root.is_dir() and pid.isdigit() and not process_alive(int(pid)):
-            forget_downloads(root)
-            removed.append(root)
+        lock = FileLock(root / IN_USE, timeout=0)
+        try:
+            lock.acquire()
+        except (Timeout, OSError):  # held: its app runs (or not ours to touch)
+            continue
+        lock.release()
+        forget_downloads(root)
+        removed.append(root)
     return removed
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive, and its folder is not ours to read anyway
-        return True
-    return True
 
 
 def downloads(manifest: Path, folder: Path) -> list[Path]:

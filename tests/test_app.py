@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -486,16 +485,19 @@ def test_a_job_that_cannot_start_fails_and_the_next_one_runs(tmp_path):
 
 def test_the_downloads_of_an_app_that_was_killed_are_removed_by_the_next(tmp_path):
     """A killed app leaves its download folder and Gradio's cached copies (served to anyone with the link) behind,
-    past the person's "Delete my data" in the next app. The next app removes them; a running app's stay."""
+    past the person's "Delete my data" in the next app. The next app removes them; a running app's stay (it holds
+    the lock in its folder, as here)."""
     import tempfile
 
+    from filelock import FileLock
     from gradio.processing_utils import hash_file
     from gradio.utils import get_upload_folder
 
-    from service.app import DOWNLOADS_PREFIX, forget_abandoned_downloads
+    from service.app import DOWNLOADS_PREFIX, IN_USE, forget_abandoned_downloads
 
-    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
-    dead, alive = (Path(tempfile.mkdtemp(prefix=f"{DOWNLOADS_PREFIX}{pid}-")) for pid in (ended.stdout.strip(), os.getpid()))
+    dead, alive = (Path(tempfile.mkdtemp(prefix=DOWNLOADS_PREFIX)) for _ in range(2))
+    running = FileLock(alive / IN_USE, timeout=0)
+    running.acquire()
     copies = []
     for root in (dead, alive):
         (root / "alice").mkdir()
@@ -509,6 +511,7 @@ def test_the_downloads_of_an_app_that_was_killed_are_removed_by_the_next(tmp_pat
         assert not dead.exists() and not copies[0].exists()
         assert alive.is_dir() and copies[1].is_dir()
     finally:
+        running.release()
         for path in (alive, *copies):
             shutil.rmtree(path, ignore_errors=True)
 
