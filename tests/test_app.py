@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from headshots.workspace import ADAPTER_WEIGHTS
 from service.app import main, read_password_file, safe_file_name
 from service.jobs import DONE, QUEUED, RUNNING, STOPPED, Job, JobQueue
 from tests.app_server import serve
-from tests.conftest import copy_photos
+from tests.conftest import REPO, copy_photos
 
 FAVOURITE_TICKED = "data-tick='hs-favourites' data-file='([^']+)'[^>]*aria-pressed='true'"  # a card's pressed Favourite
 LIMITS = ("app.max_photos=6", "app.max_pixels=20000000", "app.max_upload_bytes=2000000")
@@ -514,6 +515,28 @@ def test_the_downloads_of_an_app_that_was_killed_are_removed_by_the_next(tmp_pat
         running.release()
         for path in (alive, *copies):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def test_sigterm_closes_the_app_as_ctrl_c_does(tmp_path, face_weights):
+    """`kill` or a service manager stops the app with SIGTERM: it must close as on Ctrl-C (its jobs ended, its
+    downloads removed), not die where it stands and leave a training running for the next app to meet."""
+    import signal
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = subprocess.Popen([sys.executable, "-m", "service.app", "--profile", "tiny", "--port", str(port),
+                            f"paths.data_root={tmp_path / 'data'}", f"paths.outputs_root={tmp_path / 'outputs'}"],
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = iter(app.stdout.readline, "")
+        assert any(line.startswith("headshots app: http://127.0.0.1") for line in lines), "the app did not start"
+        app.send_signal(signal.SIGTERM)
+        assert app.wait(timeout=60) == 0  # closed by its own `finally`, not killed by the signal (-15)
+    finally:
+        app.kill()
+        app.wait()
 
 
 def test_jobs_run_where_the_app_runs(tmp_path, monkeypatch):

@@ -73,6 +73,9 @@ def test_make_takes_whose_data_from_its_command_line_only():
     assert "-m service.purge --user='erin'" in in_shell.stdout and "--include-selfies" not in in_shell.stdout
     unclear = make("purge", "USER=erin-nobody", "ALL=no")
     assert unclear.returncode == 2 and "not ALL=no" in unclear.stdout and "service.purge" not in unclear.stdout
+    one_run = make("purge", "USER=erin-nobody", "RUN=second")  # purge deletes every run: RUN= would be a surprise
+    assert one_run.returncode == 2 and "RUN=second is not used, nothing was deleted" in one_run.stdout
+    assert "rm -r outputs/erin-nobody/second" in one_run.stdout and "service.purge" not in one_run.stdout
     assert "-m train intake --user='a b' " in make("-n", "intake", "USER=a b").stdout
     assert "--users='x;echo hi'" in make("-n", "batch", "USERS=x;echo hi").stdout  # a name, not a second command
     like_an_option = make("intake", "USER=-x").stderr  # reaches the name rule, not argparse's "expected one argument"

@@ -153,7 +153,8 @@ def test_an_image_that_was_not_generated_is_refused_with_the_choices(generated, 
     (samples / "linkedin-01.png").unlink()  # an image gone: its entry goes on the next recovery
     assert run(build_parser("python -m infer", "", HELP), COMMANDS, ["recover", *argv[1:-1]]) == 0
     assert "gone, taken out: linkedin-01.png" in capsys.readouterr().out
-    assert [e["file"] for e in json.loads((samples / "manifest.json").read_text())["images"]] == ["linkedin-00.png"]
+    recovered = json.loads((samples / "manifest.json").read_text())
+    assert [e["file"] for e in recovered["images"]] == ["linkedin-00.png"] and recovered["discarded"] == ["linkedin-01.png"]
 
 
 def test_discarded_images_leave_the_review_for_good_and_a_wrong_name_deletes_nothing(generated, analyzer, capsys):
@@ -194,7 +195,7 @@ def test_discarded_images_leave_the_review_for_good_and_a_wrong_name_deletes_not
     assert json.loads((samples / "manifest.json").read_text())["images"] == []
 
 
-def test_generating_again_after_a_discard_draws_new_images_not_the_deleted_ones(generated, analyzer):
+def test_generating_again_after_a_discard_draws_new_images_not_the_deleted_ones(generated, analyzer, caplog):
     """A new round numbers on past the images deleted (same name and seed would draw the very image thrown away, and
     its favourite tick would come back); the crops of a deleted image leave the export, the others stay, and export
     is due again; a discard interrupted before its files went finishes when run again; the name the review shows for
@@ -218,8 +219,10 @@ def test_generating_again_after_a_discard_draws_new_images_not_the_deleted_ones(
     assert read_record(stage_named("export"), cfg) is None  # the kept images may differ now: exported again
     assert json.loads(Workspace.from_config(cfg).favourites(cfg.run).read_text())["files"] == ["linkedin-00.png"]
 
-    made = generate(replace(cfg, infer=replace(cfg.infer, images_per_style=1)))
+    made = generate(replace(cfg, infer=replace(cfg.infer, images_per_style=1), prepare=replace(cfg.prepare, class_noun="woman")))
     assert [s.file for s in made] == ["linkedin-02.png"] and made[0].seed not in seeds.values()
+    assert "prepare.class_noun is 'woman', but this adapter was trained as 'person'" in caplog.text  # prompts say person
+    assert "photo of ohwx person" in made[0].prompt
 
     # interrupted after the manifest was written, before the files went: the same command again finishes it
     manifest = json.loads((samples / "manifest.json").read_text())
