@@ -32,9 +32,12 @@ def _export(cfg: Config) -> None:
 
 
 def _detail(cfg: Config) -> None:
+    """The pass, then scoring: which version of each image wins is the review's to say, so the gallery is not left
+    showing the pass as not run."""
     from infer.detail import detail
 
     detail(cfg)
+    _score(cfg)
 
 
 def _discard(cfg: Config) -> None:
@@ -74,7 +77,7 @@ COMMANDS = {"generate": _generate, "detail": _detail, "score": _score, "export":
             "recover": _recover, "all": _all}
 HELP = {
     "generate": "sample N new images per style from base model + adapter (added to the earlier ones)",
-    "detail": "face-detail pass: re-draw each face at full resolution with the adapter (keeps both versions)",
+    "detail": "face-detail pass: re-draw each face at full resolution with the adapter (keeps both versions), then score",
     "score": "face-similarity filter, ranking, scores.json and gallery.html",
     "more": "more like this: infer.more.count variations of infer.more.image (img2img from it; + face detail when enabled), then score",
     "export": "crop infer.export_files, else your favourites, else the kept images, for LinkedIn, 4:5 portrait and CV",

@@ -58,25 +58,23 @@ def train(cfg: Config) -> Path:
     restarted while its last job still ran): a second is refused, since both would write the same checkpoints and
     adapter. Under `accelerate launch` the main process holds the lock for all of them."""
     workspace = Workspace.from_config(cfg)
-    workspace.require_prepared()  # first: a person not prepared is told so, and no run folder is made
+    prepared = workspace.require_prepared()  # first: a person not prepared is told so, and no run folder is made
     if os.environ.get("RANK", "0") != "0":
-        return _train(cfg)
+        return _train(cfg, workspace, prepared)
     run_dir = workspace.run_dir(cfg.run)
     run_dir.mkdir(parents=True, exist_ok=True)
     busy = HeadshotsError(f"{cfg.user} is being trained already (run {cfg.run!r}: in a terminal, the web app or a batch).",
                           "Wait for that training to finish: two would write the same checkpoints and adapter.")
     with held_alone(run_dir / TRAIN_LOCK, busy):
-        return _train(cfg)
+        return _train(cfg, workspace, prepared)
 
 
-def _train(cfg: Config) -> Path:
+def _train(cfg: Config, workspace: Workspace, prepared: Path) -> Path:
     import datasets
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     tc = cfg.train
-    workspace = Workspace.from_config(cfg)
-    prepared = workspace.require_prepared()
     if tc.validation.every:
         workspace.require_reference()  # fail now, not after class images and encoding
     run_dir = workspace.run_dir(cfg.run)
