@@ -616,7 +616,6 @@ def run_intake(cfg: Config, analyzer: FaceAnalyzer | None = None, timings: Timin
     result = judge_photos(cfg, analyzer, timings, workers)
     write_json_atomic(workspace.intake_report, result.to_json())  # the web app reads it while a job writes it
     workspace.intake_page.write_text(render_html(result))
-    print_table(result)
     return result
 
 
@@ -690,8 +689,10 @@ def _set_checks(photos: list[PhotoReport], measured: dict[int, Measured], analyz
 
 
 def intake(cfg: Config) -> IntakeResult:
-    """The CLI command: run, then fail (exit status 2) when the set cannot be used."""
+    """The CLI command: run, print the table, then fail (exit status 2) when the set cannot be used. (The web app
+    calls run_intake, which prints nothing: its log would list everyone's photos.)"""
     result = run_intake(cfg)
+    print_table(result)
     if result.set.verdict == REJECT:
         raise HeadshotsError(f"This photo set is not usable yet: {result.set.reason}.",
                              " ".join(result.set.advice) + f" Details: {Workspace.from_config(cfg).intake_page}")
