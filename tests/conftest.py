@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -91,3 +95,17 @@ def prepared_user(make_config, faces_dir, face_weights, analyzer):
     copy_photos(sorted((faces_dir / "georgia-tech" / "s01").glob("*.jpg"))[:5], Path(cfg.paths.data_root) / "alice" / "selfies")
     prepare(cfg, analyzer)
     return cfg
+
+
+@contextmanager
+def held_elsewhere(lock_path: Path) -> Iterator[None]:
+    """`lock_path` held by another process (a command already running) while the block runs."""
+    script = (f"import time; from filelock import FileLock; lock = FileLock({str(lock_path)!r}); "
+              "lock.acquire(); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 from headshots.errors import HeadshotsError, WeightsError
 from headshots.workspace import Workspace
+from tests.conftest import held_elsewhere
 from train.checkpoint import list_checkpoints
 from train.lora import ADAPTER_FILE
 from train.recipe import train
@@ -65,26 +66,15 @@ def test_resume_continues_from_checkpoint_to_the_same_weights(prepared_user, mak
 def test_a_second_training_of_the_same_run_is_refused_while_one_runs(prepared_user, make_config):
     """A web app restarted while its training job still ran offered Train again, and both trained the same folder
     (the step count went backwards). Whoever starts the second one is told instead."""
-    import subprocess
-    import sys
-
     from train.recipe import TRAIN_LOCK
 
     cfg = make_config("alice", "train.max_steps=1")
     run_dir = Workspace.from_config(cfg).run_dir(cfg.run)
     run_dir.mkdir(parents=True)
-    script = (f"import time; from filelock import FileLock; lock = FileLock({str(run_dir / TRAIN_LOCK)!r}); "
-              "lock.acquire(); print('held', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(HeadshotsError, match="alice is being trained already") as refused:
-            train(cfg)
-        assert "Wait for that training to finish" in refused.value.hint
-        assert not Workspace.from_config(cfg).checkpoints_dir(cfg.run).exists()
-    finally:
-        holder.kill()
-        holder.wait()
+    with held_elsewhere(run_dir / TRAIN_LOCK), pytest.raises(HeadshotsError, match="alice is being trained already") as refused:
+        train(cfg)
+    assert "Wait for that training to finish" in refused.value.hint
+    assert not Workspace.from_config(cfg).checkpoints_dir(cfg.run).exists()
     assert (train(cfg) / ADAPTER_FILE).is_file()  # the holder gone, training goes ahead
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 from headshots.errors import ConfigError, HeadshotsError
 from headshots.workspace import Workspace
+from tests.conftest import held_elsewhere
 
 
 @pytest.fixture
@@ -243,26 +244,15 @@ def test_generating_again_after_a_discard_draws_new_images_not_the_deleted_ones(
 
 
 def test_an_image_deleted_by_hand_is_taken_out_not_a_traceback(generated, analyzer):
-    import subprocess
-    import sys
-
     from infer.discard import discard
     from infer.manifest import IMAGES_LOCK
     from infer.score import score
 
     cfg, samples = generated
     # another process changing the images (a `more` drawing): a discard meanwhile is refused, not interleaved
-    script = (f"import time; from filelock import FileLock; lock = FileLock({str(samples.parent / IMAGES_LOCK)!r}); "
-              "lock.acquire(); print('held', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(HeadshotsError, match="Another command is working on the images") as refused:
-            discard(replace(cfg, infer=replace(cfg.infer, discard_files=["linkedin-00.png"])), analyzer)
-        assert "Wait for it to finish" in refused.value.hint and (samples / "linkedin-00.png").is_file()
-    finally:
-        holder.kill()
-        holder.wait()
+    with held_elsewhere(samples.parent / IMAGES_LOCK), pytest.raises(HeadshotsError, match="Another command is working on") as refused:
+        discard(replace(cfg, infer=replace(cfg.infer, discard_files=["linkedin-00.png"])), analyzer)
+    assert "Wait for it to finish" in refused.value.hint and (samples / "linkedin-00.png").is_file()
     (samples / "linkedin-01.png").unlink()
     assert [s.file for s in score(cfg, analyzer)] == ["linkedin-00.png"]
     manifest = json.loads((samples / "manifest.json").read_text())
