@@ -78,6 +78,15 @@ def test_a_second_training_of_the_same_run_is_refused_while_one_runs(prepared_us
     assert (train(cfg) / ADAPTER_FILE).is_file()  # the holder gone, training goes ahead
 
 
+def test_fewer_steps_than_a_run_has_trained_are_refused_not_mislabelled(prepared_user, make_config):
+    """A batch run without the ARGS that trained to 300 steps asked for the profile's 30: the run resumed from step 300,
+    did "no more steps" and exported the 300-step weights labelled 30."""
+    train(make_config("alice", "train.max_steps=2", "train.checkpoint_every=1"))
+    with pytest.raises(HeadshotsError, match="has trained 2 steps already: train.max_steps=1 cannot take them back") as refused:
+        train(make_config("alice", "train.max_steps=1"))
+    assert "RUN=default-1" in refused.value.hint
+
+
 def test_nan_loss_stops_with_a_clear_message(prepared_user, make_config):
     from headshots.errors import HeadshotsError
 

@@ -148,6 +148,10 @@ def _train(cfg: Config, workspace: Workspace, prepared: Path) -> Path:
         ckpt.remove_partial(checkpoints)
     accelerator.wait_for_everyone()
     latest = ckpt.latest_checkpoint(checkpoints)
+    if latest and latest[0] > tc.max_steps:  # resuming would export the longer-trained weights labelled as shorter
+        raise HeadshotsError(f"Run {cfg.run!r} of {cfg.user} has trained {latest[0]} steps already: train.max_steps={tc.max_steps} "
+                             "cannot take them back.", f"Keep train.max_steps at {latest[0]} or more, or train the shorter "
+                             f"adapter as a run of its own (make's RUN=, e.g. RUN={cfg.run}-{tc.max_steps}), which keeps its own checkpoints.")
     if latest:
         start_step, path = latest
         accelerator.load_state(str(path))
