@@ -121,8 +121,14 @@ class PersonRow:
 
     def interrupt(self, reason: str) -> None:
         """The first stage not finished (running, or the next to start) is marked interrupted, with `reason` and
-        what to do; the stages after it never started, and say so."""
+        what to do; the stages after it never started, and say so. A person whose chain had stopped already (a
+        stage failed: their photos or settings) keeps that as the news: the rest would not have run anyway."""
         unfinished = [stage for stage in self.stages if stage.state in ("waiting", "queued", "running")]
+        stopped = next((stage for stage in self.stages if stage.state in (FAILED, CRASHED)), None)
+        if stopped is not None:
+            for stage in unfinished:
+                stage.state, stage.reason = NOT_RUN, f"{stopped.stage} did not finish"
+            return
         for stage in unfinished[:1]:
             stage.state, stage.reason = INTERRUPTED, reason
             stage.hint = "Run the same batch again: finished stages are skipped, and training goes on from its last checkpoint if it saved one."

@@ -213,10 +213,14 @@ def test_a_batch_of_refused_people_alone_runs_nothing_and_says_why(people):
 def test_a_stopped_batch_says_so_in_its_status(people):
     """Ctrl-C: the stages not finished are marked interrupted and the status ends, so nothing polling it waits."""
     batch = Batch(load_configs(["alice", "carol"], "tiny", None, people, "stopped"), "stopped")
+    stopped = batch.rows["carol"].stages[0]  # carol's intake had refused her photos before the Ctrl-C
+    stopped.state, stopped.reason = "failed", "only 3 usable photos"
     batch.interrupt()
     status = json.loads((batch.status_dir / "status.json").read_text())
     assert status["finished"] and status["interrupted"]
-    assert {p["user"]: p["state"] for p in status["people"]} == {"alice": "interrupted", "carol": "interrupted"}
+    assert {p["user"]: p["state"] for p in status["people"]} == {"alice": "interrupted", "carol": "stopped"}
+    assert [s["state"] for s in person(status, "carol")["stages"]] == ["failed"] + ["not run"] * 4  # her news stays
+    assert person(status, "carol")["reason"] == "only 3 usable photos"
     # none had started: the first stage is the one interrupted, the rest never ran
     assert [s["state"] for s in person(status, "alice")["stages"]] == ["interrupted"] + ["not run"] * 4
     assert "Run the same batch again" in person(status, "alice")["hint"]
