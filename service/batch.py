@@ -37,6 +37,7 @@ from headshots.errors import ConfigError, HeadshotsError
 from headshots.logs import get_logger, setup_logging
 from headshots.stages import STAGES, stage_named
 from headshots.workspace import Workspace, write_json_atomic
+from infer.styles import load_style
 from service.chain import FAILED, NOT_RUN, StageResult, run_stage
 
 log = get_logger(__name__)
@@ -283,6 +284,8 @@ def load_configs(users: Sequence[str], profile: str | None, config_file: str | N
     first = load_config(users[0], profile, config_file, [*overrides, *group], with_person_settings=False)
     final = [*overrides, *group, *absolute_path_overrides(first)]
     shared = load_config(users[0], profile, config_file, final, with_person_settings=False)
+    for style in shared.infer.styles:  # a misspelt style would otherwise stop each person at infer, after training
+        load_style(style, dict(shared.infer.style_overrides))
     configs, refused = {}, {}
     for user in users:
         try:

@@ -299,6 +299,7 @@ def test_closing_killed_batches_leaves_alone_what_may_still_run_or_is_not_rays(t
 @pytest.mark.parametrize("args, message", [
     (["--users", "alice", "train.max_stepz=3"], "Unknown config key `train.max_stepz`"),
     (["train.max_stepz=3", "--users", "alice"], "Unknown config key `train.max_stepz`"),  # key=value between options
+    (["--users", "alice", "infer.styles=[nosuchstyle]"], "Unknown style 'nosuchstyle'"),  # before anyone trains
     (["--users", "../etc"], "User name '../etc' is not allowed"),
     (["--users", "batch"], "User name 'batch' is reserved"),
     (["--users", "alice,alice"], "named twice"),
