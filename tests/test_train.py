@@ -63,17 +63,21 @@ def test_resume_continues_from_checkpoint_to_the_same_weights(prepared_user, mak
         torch.testing.assert_close(result[key], value, rtol=0, atol=1e-6)
 
 
-def test_a_second_training_of_the_same_run_is_refused_while_one_runs(prepared_user, make_config):
+def test_a_second_training_of_the_same_run_is_refused_while_one_runs(prepared_user, make_config, analyzer):
     """A web app restarted while its training job still ran offered Train again, and both trained the same folder
-    (the step count went backwards). Whoever starts the second one is told instead."""
-    from train.recipe import TRAIN_LOCK
+    (the step count went backwards). Whoever starts the second one is told instead; and a `make train` beside a
+    batch's training must not prepare the photos again under it."""
+    from train.checkpoint import TRAIN_LOCK
+    from train.prepare import prepare
 
     cfg = make_config("alice", "train.max_steps=1")
     run_dir = Workspace.from_config(cfg).run_dir(cfg.run)
-    run_dir.mkdir(parents=True)
-    with held_elsewhere(run_dir / TRAIN_LOCK), pytest.raises(HeadshotsError, match="alice is being trained already") as refused:
-        train(cfg)
-    assert "Wait for that training to finish" in refused.value.hint
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with held_elsewhere(run_dir / TRAIN_LOCK):
+        for work in (train, lambda cfg: prepare(cfg, analyzer)):
+            with pytest.raises(HeadshotsError, match="alice is being trained already") as refused:
+                work(cfg)
+            assert "Wait for that training to finish" in refused.value.hint
     assert not Workspace.from_config(cfg).checkpoints_dir(cfg.run).exists()
     assert (train(cfg) / ADAPTER_FILE).is_file()  # the holder gone, training goes ahead
 

@@ -13,9 +13,25 @@ import json
 import os
 import re
 import shutil
+from contextlib import AbstractContextManager
 from pathlib import Path
 
+from headshots.errors import HeadshotsError
+from headshots.workspace import Workspace, held_alone
+
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+TRAIN_LOCK = ".train.lock"  # in the run's folder, held while it trains or its photos are prepared (`training_alone`)
+
+
+def training_alone(workspace: Workspace, run: str) -> AbstractContextManager[None]:
+    """Held while a person's run trains, and while prepare rewrites the photos it trains on, whoever starts either
+    (a terminal, the web app, a batch, or a web app restarted while its last job still ran): a second training would
+    write the same checkpoints and adapter, a prepare would change the dataset under it. The second is refused."""
+    run_dir = workspace.run_dir(run)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    busy = HeadshotsError(f"{workspace.user} is being trained already (run {run!r}: in a terminal, the web app or a batch).",
+                          "Wait for that training to finish, then run this again.")
+    return held_alone(run_dir / TRAIN_LOCK, busy)
 
 
 def checkpoint_path(root: Path, step: int) -> Path:

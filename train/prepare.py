@@ -30,6 +30,7 @@ from headshots.images import load_rgb
 from headshots.logs import get_logger
 from headshots.workspace import Workspace, replace_folder, write_json_atomic
 from train.captions import caption_photos
+from train.checkpoint import training_alone
 
 log = get_logger(__name__)
 
@@ -239,11 +240,16 @@ def _keep_rejected_advice(advice: list[str], file: str, workspace: Workspace) ->
 
 
 def prepare(cfg: Config, analyzer: FaceAnalyzer | None = None) -> PrepareResult:
-    """Run the prepare stage for `cfg.user` and write its three outputs."""
+    """Run the prepare stage for `cfg.user` and write its three outputs; refused while the run trains on them."""
+    workspace = Workspace.from_config(cfg)
+    photos = workspace.require_selfies()  # first: a person without photos is told so, and no run folder is made
+    with training_alone(workspace, cfg.run):
+        return _prepare(cfg, workspace, photos, analyzer)
+
+
+def _prepare(cfg: Config, workspace: Workspace, photos: list[Path], analyzer: FaceAnalyzer | None) -> PrepareResult:
     import datasets
 
-    workspace = Workspace.from_config(cfg)
-    photos = workspace.require_selfies()
     read_captions_file(workspace.captions)  # a broken captions.json fails now, not after every photo is cropped
     analyzer = analyzer or FaceAnalyzer.for_config(cfg)
     resolution = cfg.model.resolution

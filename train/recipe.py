@@ -33,7 +33,6 @@ from headshots.workspace import (
     VALIDATION_FILE,
     Workspace,
     add_files_to_digest,
-    held_alone,
     replace_folder,
     write_json_atomic,
 )
@@ -47,7 +46,6 @@ from train.validation import VALIDATION_IMAGES, Validator, wandb_images
 log = get_logger(__name__)
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LORA_STATE_FILE = "lora.safetensors"
-TRAIN_LOCK = ".train.lock"  # in the run's folder, held while it trains (`train`)
 RESUMABLE_KEYS = ("max_steps", "checkpoint_every", "keep_checkpoints", "validation")  # train.* a resumed run may change
 
 
@@ -61,11 +59,7 @@ def train(cfg: Config) -> Path:
     prepared = workspace.require_prepared()  # first: a person not prepared is told so, and no run folder is made
     if os.environ.get("RANK", "0") != "0":
         return _train(cfg, workspace, prepared)
-    run_dir = workspace.run_dir(cfg.run)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    busy = HeadshotsError(f"{cfg.user} is being trained already (run {cfg.run!r}: in a terminal, the web app or a batch).",
-                          "Wait for that training to finish: two would write the same checkpoints and adapter.")
-    with held_alone(run_dir / TRAIN_LOCK, busy):
+    with ckpt.training_alone(workspace, cfg.run):
         return _train(cfg, workspace, prepared)
 
 
