@@ -91,6 +91,17 @@ def test_fewer_steps_than_a_run_has_trained_are_refused_not_mislabelled(prepared
     assert "RUN=default-1" in refused.value.hint
 
 
+def test_the_same_training_exported_again_writes_the_same_metadata(make_config, tmp_path):
+    """`make train` after a batch trained the person exports the adapter again: with the batch's W&B group and
+    absolute paths in its metadata, the file's digest changed, and the batch drew a whole round of images again."""
+    from train.recipe import adapter_metadata
+
+    cli = make_config("alice", "infer.styles=[actor]")
+    batch = make_config("alice", "wandb.group=batch-20261205", f"paths.cache_root={tmp_path / 'elsewhere'}")
+    assert adapter_metadata(cli) == adapter_metadata(batch)
+    assert adapter_metadata(cli) != adapter_metadata(make_config("alice", "train.rank=8"))
+
+
 def test_nan_loss_stops_with_a_clear_message(prepared_user, make_config):
     from headshots.errors import HeadshotsError
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from headshots.config import Config, TrainConfig, model_source, save_config, to_yaml
+from headshots.config import Config, TrainConfig, model_source, save_config
 from headshots.errors import HeadshotsError
 from headshots.logs import get_logger
 from headshots.sdxl import load_components
@@ -463,17 +463,23 @@ def resolve_wandb_mode(mode: str) -> str | None:
 
 def adapter_metadata(cfg: Config, tokens: list[str] = ()) -> dict[str, str]:
     """What a person (or another tool) needs to use the adapter; stored in every adapter file.
-    With pivotal tuning the trigger is the new tokens (`<s0><s1>`), loaded from embeddings.safetensors."""
+    With pivotal tuning the trigger is the new tokens (`<s0><s1>`), loaded from embeddings.safetensors.
+
+    Only what shapes the adapter goes in: the same training exported again (`make train` after a batch trained
+    the person) writes the same bytes, so the chain, which names its rounds of images by the adapter file's digest,
+    does not draw a round again. Paths, W&B's group and the infer settings differ between the CLI and a batch."""
+    shaping = {key: OmegaConf.to_container(OmegaConf.structured(getattr(cfg, key))) for key in ("model", "prepare", "train")}
+    shaping["model"]["pretrained"] = model_source(cfg.model.pretrained)
     return {
         "headshots.trigger": "".join(tokens) or cfg.prepare.trigger,
         "headshots.pivotal_tokens": json.dumps(list(tokens)),
         "headshots.class_noun": cfg.prepare.class_noun,
-        "headshots.base_model": cfg.model.pretrained,
+        "headshots.base_model": model_source(cfg.model.pretrained),
         "headshots.resolution": str(cfg.model.resolution),
         "headshots.rank": str(cfg.train.rank),
         "headshots.alpha": str(cfg.train.alpha if cfg.train.alpha is not None else cfg.train.rank),
         "headshots.steps": str(cfg.train.max_steps),
-        "headshots.config_sha256": hashlib.sha256(to_yaml(cfg).encode()).hexdigest(),
+        "headshots.config_sha256": hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest(),
     }
 
 
