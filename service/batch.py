@@ -473,8 +473,23 @@ def run_batch(users: Sequence[str], profile: str | None = None, overrides: Seque
         batch.follow(batch.submit())
     except KeyboardInterrupt:
         batch.interrupt()
-        raise
+        raise BatchInterrupted(batch.status(finished=True)) from None
     return batch.status(finished=True)
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a batch, with the status it left: a person already stopped keeps their advice."""
+
+    def __init__(self, status: dict) -> None:
+        super().__init__()
+        self.status = status
+
+
+def print_what_to_do(status: dict, states: Sequence[str]) -> None:
+    """Each person in one of `states`: the reason and what to do, in full (the table cuts the reason short)."""
+    for person in status["people"]:
+        if person["state"] in states:
+            print(f"{person['user']}: {person['reason']}" + (f"\n  -> {person['hint']}" if person["hint"] else ""))
 
 
 def exit_status(status: dict) -> int:
@@ -498,15 +513,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = run_batch(users, args.profile, args.overrides, args.address, args.batch_id, args.config)
     except HeadshotsError as exc:
         return print_error(exc, args.verbose)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, BatchInterrupted):  # those already stopped: their news is theirs to act on
+            print_what_to_do(exc.status, ("stopped", CRASHED))
         print("\ninterrupted: run the same command again; finished stages are skipped, and training goes on from its last "
               "checkpoint, if it saved one", file=sys.stderr)
         return 130
     finally:
         stop_ray(keep_logs=status is not None and exit_status(status) == 1)
-    for person in status["people"]:
-        if person["state"] != "complete":  # what to do, in full (the table cuts the reason short)
-            print(f"{person['user']}: {person['reason']}" + (f"\n  -> {person['hint']}" if person["hint"] else ""))
+    print_what_to_do(status, ("stopped", CRASHED, INTERRUPTED, "running"))
     print(f"status: {status['status_file']}")
     return exit_status(status)
 

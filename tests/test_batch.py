@@ -226,6 +226,23 @@ def test_a_stopped_batch_says_so_in_its_status(people):
     assert "Run the same batch again" in person(status, "alice")["hint"]
 
 
+def test_after_ctrl_c_a_person_already_stopped_is_still_told_what_to_do(monkeypatch, capsys):
+    """The closing lines after Ctrl-C said only "interrupted: run the same command again", though one person's
+    photos had been refused before: running it again would not help them."""
+    from service import batch as batch_module
+
+    def stopped_midway(*args, **kwargs):
+        raise batch_module.BatchInterrupted({"people": [
+            {"user": "dan", "state": "stopped", "reason": "only 3 usable photos", "hint": "Add 2 more photos."},
+            {"user": "ann", "state": "interrupted", "reason": "the batch was stopped", "hint": "Run the same batch again."}]})
+
+    monkeypatch.setattr(batch_module, "run_batch", stopped_midway)
+    assert batch_module.main(["--users", "ann,dan"]) == 130
+    out, err = capsys.readouterr()
+    assert "dan: only 3 usable photos\n  -> Add 2 more photos." in out and "ann:" not in out
+    assert "interrupted: run the same command again" in err
+
+
 def test_a_batch_whose_process_was_killed_is_closed_by_the_next_one(people):
     """kill -9 of the batch itself: its status said "running" for ever and Ray's logs of it (naming everyone)
     stayed in Ray's temp folder. The next batch marks it interrupted and deletes those logs."""
