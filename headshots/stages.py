@@ -283,8 +283,7 @@ def run_recorded(name: str, cfg: Config, work: Callable[[], T], done: Callable[[
     before = STAGES[index - 1] if index and STAGES[index - 1].feeds_next else None
     if before is not None and not is_done(before, cfg, chain[before.name]):
         edited = before.edited(Workspace.from_config(cfg))
-        why = ("what it made was edited since it ran" if edited else "it has not run with these photos and settings: "
-               "it ran with others (other styles, count or key=value settings), or not at all")
+        why = "what it made was edited since it ran" if edited else "it ran with other settings or photos, or not at all"
         log.info("%s done, but not recorded for the web app and the batch, which will run it again: %s is not done (%s)",
                  name, before.name, why)
     elif main_process and done(result):
