@@ -26,6 +26,8 @@ from headshots.schedulers import SCHEDULERS
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 RESERVED_USER_NAMES = ("batch",)  # outputs/batch/<id>/ is the batch runner's (service/batch.py)
+# Names Windows will not give a file or folder, whatever the extension: the person's data could not be copied there
+WINDOWS_DEVICE_NAMES = frozenset({"con", "prn", "aux", "nul", *(f"{port}{n}" for port in ("com", "lpt") for n in range(1, 10))})
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 SIMPLE_NAME_RULE = "1-64 letters, digits, '-' or '_', starting with a letter or digit"  # _USER_NAME in words
 PERSON_SETTINGS = "settings.yaml"  # data/users/<u>/settings.yaml: what this person chose (optional)
@@ -499,6 +501,9 @@ def validate_user_name(user: str) -> str:
     if user.casefold() in RESERVED_USER_NAMES:  # Batch is outputs/batch/ too on macOS and Windows
         raise ConfigError(f"User name {user!r} is reserved: outputs/{user}/ holds the batch runner's status files.",
                           "Pick another name (e.g. alice).")
+    if user.casefold() in WINDOWS_DEVICE_NAMES:
+        raise ConfigError(f"User name {user!r} is not allowed: Windows keeps it for a device, so the person's folder "
+                          "could not be copied there.", "Pick another name (e.g. alice).")
     return user
 
 

@@ -129,7 +129,7 @@ def test_unknown_profile_lists_available():
         load_config("alice", "huge")
 
 
-@pytest.mark.parametrize("user", ["../x", "a/b", "", ".hidden", "x" * 65, "al ice", "~root"])
+@pytest.mark.parametrize("user", ["../x", "a/b", "", ".hidden", "x" * 65, "al ice", "~root", "CON", "Nul", "com1"])
 def test_unsafe_user_names_are_refused(user):
     with pytest.raises(ConfigError, match="not allowed"):
         load_config(user)
