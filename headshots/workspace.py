@@ -195,17 +195,21 @@ class Workspace:
         return self.reference_embeddings
 
 
-def read_favourites(workspace: Workspace, run: str) -> list[str]:
-    """The images the person last ticked as favourites (favourites.json, saved by the web app at each tick) that
-    are still there (a deleted image's tick is ignored), or none: an unreadable file counts as no ticks, which
-    loses no work. Only file names in samples/ count, never a path elsewhere."""
+def ticked_files(workspace: Workspace, run: str) -> list[str]:
+    """The images the person last ticked as favourites (favourites.json, saved by the web app at each tick), there
+    or deleted since, or none: an unreadable file counts as no ticks, which loses no work. Only file names in
+    samples/ count, never a path elsewhere."""
     try:
         files = json.loads(workspace.favourites(run).read_text()).get("files")
     except (OSError, ValueError, AttributeError):
         return []
+    return [f for f in files if isinstance(f, str) and f == Path(f).name] if isinstance(files, list) else []  # no paths
+
+
+def read_favourites(workspace: Workspace, run: str) -> list[str]:
+    """The ticked images that are still there (a deleted image's tick is ignored)."""
     samples_dir = workspace.samples_dir(run)
-    plain = [f for f in files if isinstance(f, str) and f == Path(f).name] if isinstance(files, list) else []  # no paths
-    return [f for f in plain if (samples_dir / f).is_file()]
+    return [f for f in ticked_files(workspace, run) if (samples_dir / f).is_file()]
 
 
 def chosen_files(cfg: Config) -> list[str]:

@@ -27,7 +27,7 @@ from headshots.errors import HeadshotsError
 from headshots.faces import FaceAnalyzer
 from headshots.images import load_rgb
 from headshots.logs import get_logger, plural
-from headshots.workspace import EXPORT_MANIFEST, SCORES, Workspace, chosen_files, replace_folder
+from headshots.workspace import EXPORT_MANIFEST, SCORES, Workspace, chosen_files, replace_folder, ticked_files
 
 log = get_logger(__name__)
 EXPORT = "export"
@@ -74,7 +74,7 @@ def export(cfg: Config, analyzer: FaceAnalyzer | None = None) -> Path:
     chosen = chosen_files(cfg)
     if chosen and not cfg.infer.export_files:
         log.info("exporting your %d favourites (%s)", len(chosen), workspace.favourites(cfg.run))
-    elif not chosen and _ticked(workspace.favourites(cfg.run)):
+    elif not chosen and ticked_files(workspace, cfg.run):
         log.info("none of your favourites (%s) is there any more: exporting every kept image", workspace.favourites(cfg.run))
     elsewhere = [name for name in chosen if name != Path(name).name]
     if elsewhere:  # a path: maybe someone's selfies, or another person's images
@@ -116,14 +116,6 @@ def export(cfg: Config, analyzer: FaceAnalyzer | None = None) -> Path:
         log.warning("the crops of %s from the last export are gone: export/ holds the last export only, so name every "
                     "image you want in one export", ", ".join(gone))
     return out_dir / EXPORT_MANIFEST
-
-
-def _ticked(favourites: Path) -> bool:
-    """Whether favourites.json names any image (deleted since or not)."""
-    try:
-        return bool(json.loads(favourites.read_text()).get("files"))
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def _exported_files(out_dir: Path) -> list[str]:
