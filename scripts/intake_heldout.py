@@ -123,10 +123,27 @@ def shake(image: Image.Image, face: Face, rng: random.Random) -> Image.Image:
     return _convolve(image, np.asarray(big.resize((2 * n + 1,) * 2, Image.BOX), dtype=np.float32) + 1e-6)
 
 
+def _face_region(image: Image.Image, face: Face) -> tuple[slice, slice]:
+    x1, y1, x2, y2 = face.box
+    return (slice(max(round(y1), 0), max(round(y2), 1)), slice(max(round(x1), 0), max(round(x2), 1)))
+
+
 def underexposed(image: Image.Image, face: Face, rng: random.Random) -> Image.Image:
-    """A dim room: gamma pushes the mid-tones down (face mean ~60-90), the sensor's noise shows."""
+    """A dim room: a gamma curve pushes the mid-tones down until the face's mean luminance (in its box) is 60-90,
+    the sensor's noise shows. The curve is solved for on each photo: one fixed curve leaves an already bright photo
+    (a high-key portrait on white) at the light of a well-exposed one, which is no defect."""
     x = np.asarray(image, dtype=np.float32) / 255.0
-    x = x ** rng.uniform(1.8, 2.6) * rng.uniform(0.8, 0.95)
+    target, gain = rng.uniform(60, 90), rng.uniform(0.8, 0.95)
+    face_luma = x[_face_region(image, face)] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+    def face_mean(gamma: float) -> float:
+        return float((face_luma ** gamma).mean()) * gain * 255
+
+    low, high = 1.0, 8.0  # the face's mean falls as the exponent grows
+    for _ in range(40):
+        mid = (low + high) / 2
+        low, high = (mid, high) if face_mean(mid) > target else (low, mid)
+    x = x ** low * gain
     noise = np.random.default_rng(rng.randrange(1 << 30)).normal(0, rng.uniform(1.5, 4.0) / 255, x.shape[:2])[..., None]
     return Image.fromarray((np.clip(x + noise, 0, 1) * 255 + 0.5).astype(np.uint8))
 
@@ -136,16 +153,48 @@ def overexposure(image: Image.Image, face: Face, rng: random.Random) -> Image.Im
     return _srgb(_linear(image) * rng.uniform(3.0, 6.0))
 
 
+def _cheek_pixels(face: Face, image: Image.Image) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(ys, xs) of a disk on each cheek, halfway between the eye and the mouth corner of its side."""
+    (lx, ly), (rx, ry), _, (mlx, mly), (mrx, mry) = face.landmarks
+    radius = 0.2 * math.hypot(rx - lx, ry - ly)
+    disks = []
+    for cx, cy in (((lx + mlx) / 2, (ly + mly) / 2), ((rx + mrx) / 2, (ry + mry) / 2)):
+        ys, xs = np.mgrid[max(int(cy - radius), 0) : min(int(cy + radius) + 1, image.height),
+                          max(int(cx - radius), 0) : min(int(cx + radius) + 1, image.width)]
+        inside = (xs - cx) ** 2 + (ys - cy) ** 2 <= radius ** 2
+        disks.append((ys[inside], xs[inside]))
+    return disks
+
+
 def raking_light(image: Image.Image, face: Face, rng: random.Random) -> Image.Image:
-    """Light from one side at any angle within 30 degrees of horizontal: a soft falloff across the face,
-    the shadow side at 12-30% of the lit side's light."""
+    """Light from one side at any angle within 30 degrees of horizontal: a soft falloff across the face that leaves
+    the shadowed cheek with 12-30% of the lit cheek's light (in linear light, as measured on the result). The
+    falloff is solved for on each photo: a fixed one, laid against the photo's own side light, evens the face out
+    instead of shadowing it."""
     angle = math.radians(rng.uniform(-30, 30) + rng.choice([0, 180]))
     cx, cy = face.center
     ys, xs = np.mgrid[0 : image.height, 0 : image.width].astype(np.float32)
-    t = ((xs - cx) * math.cos(angle) + (ys - cy) * math.sin(angle)) / (face.side * rng.uniform(0.15, 0.25))
-    low = rng.uniform(0.12, 0.3)
-    light = low + (1 - low) / (1 + np.exp(-t))
-    return _srgb(_linear(image) * light[..., None] * 1.3)
+    along = (xs - cx) * math.cos(angle) + (ys - cy) * math.sin(angle)
+    width, target = face.side * rng.uniform(0.15, 0.25), rng.uniform(0.12, 0.3)
+    linear = _linear(image)
+    luma = linear @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+    shadow, lit = sorted(_cheek_pixels(face, image), key=lambda cheek: float(along[cheek].mean()))
+
+    def light(low: float, w: float, at: np.ndarray) -> np.ndarray:
+        return low + (1 - low) / (1 + np.exp(-at / w))
+
+    def shadow_to_lit(low: float, w: float) -> float:
+        def received(cheek: tuple[np.ndarray, np.ndarray]) -> float:
+            return float((luma[cheek] * light(low, w, along[cheek])).mean())
+        return received(shadow) / max(received(lit), 1e-6)
+
+    while shadow_to_lit(0.0, width) > target and width > 1.0:  # too soft to reach the target at the cheeks
+        width *= 0.8
+    low, high = 0.0, 1.0  # the ratio rises with the floor of the falloff
+    for _ in range(40):
+        mid = (low + high) / 2
+        low, high = (low, mid) if shadow_to_lit(mid, width) > target else (mid, high)
+    return _srgb(linear * light(low, width, along)[..., None] * 1.3)
 
 
 def beauty_filter(image: Image.Image, face: Face, rng: random.Random) -> Image.Image:
@@ -495,14 +544,29 @@ def markdown(scores: dict[str, dict], seconds: float | None, command: str) -> st
              "Photos: calibration, the first 120 usable CelebA in-the-wild originals over 150 KB in github.com/matush97/",
              "faceRecognition (Celeb/); held-out, the 61 img*.jpg of deepface's tests/unit/dataset (github.com/serengil/deepface),",
              "57 usable, reserved for independent checks. Both are git-ignored downloads, not shipped.", "",
+             "The held-out dark and side shadow were corrected on 2026-12-05 to make the defect their docstrings name, measured",
+             "on the face. Dark applied one gamma curve (1.8-2.6) to every photo: it left the face's mean (the intake's",
+             "reading) anywhere from 33 to 131, 7 of the 57 copies above 115, the clean calibration photos' 5th percentile (by",
+             "eye, img13 and img23 look well exposed). Its curve is now solved on each photo for a face mean, in the face box, of",
+             "60-90 as drawn (the intake reads 58-104, median 86). Side shadow laid a falloff in a random direction: on 27 of 57",
+             "photos it fell against the photo's own side light, and 5 ended more evenly lit than their clean version (img17:",
+             "|log| of the cheeks' ratio 0.39 clean, 0.09 \"shadowed\"). Its floor, and where needed its steepness, are now",
+             "solved on each photo so that the shadowed cheek gets 12-30% of the lit cheek's light (linear), as drawn. Both",
+             "use the same random draws as before, so every other photo is the same file, byte for byte. No limit of the",
+             "intake changed. Held out, before -> after: dark right reason 0.56 -> 0.56 (named at all 0.60 -> 0.72; its skin",
+             "past the clean edge 39 -> 54 of 57), side_shadow 0.49 -> 0.82 (named 0.61 -> 0.95; past the edge 36 -> 54 of",
+             "57), in a set 0.58 -> 0.87 (named 0.71 -> 1.00). Not blind: I changed the generator after reading these rows'",
+             "figures and photos; what changed is what the copies are, not how the intake judges them. Figures in the bullets",
+             "below that trace a change (x -> y) were measured before this correction; the tables are today's.", "",
              "Where it falls short, and why:",
              "- how far any limit can go: the table \"What one photo's measure can reach\" (after the two groups) counts the",
              "  held-out defect photos whose own measure lies past the clean calibration photos' 5% edge, the farthest a limit",
-             "  can sit while warning no more than 1 clean photo in 20. Dark 39 of 57 (0.68), side shadow 36 of 57 (0.63; the",
-             "  cheek ratio it replaced: 17 of 57, 0.30), smoothed 46 of 57 (0.81): the 0.9 goal is out of reach of one",
-             "  photo's light, side-light and grain measures at any limit; the rest of these defects lie inside the spread of",
-             "  clean photos, and only another cue (the person's own photos: last table) or another measure can tell them.",
-             "  Motion blur, for contrast: 56 of 57. A logistic regression over eleven exposure measures (skin, face and",
+             "  can sit while warning no more than 1 clean photo in 20. Today dark and side shadow reach 54 of 57 (0.95) there:",
+             "  what holds them under 0.9 is which reason leads (a real low resolution or smoothed skin of the clean photo, or a",
+             "  dim warning barely past its limit, leads), not what is measured; smoothed 46 of 57 (0.81) is out of reach of",
+             "  one photo's grain at any limit, and only another cue (the person's own photos: last table) or another measure",
+             "  can tell the rest. Before the correction above: dark 39 of 57, side shadow 36 of 57 (the cheek ratio it",
+             "  replaced: 17 of 57). Motion blur, for contrast: 56 of 57. A logistic regression over eleven exposure measures (skin, face and",
              "  photo light, highlights, whites, crushed shares, saturation, cheeks), fitted on calibration dark vs clean photos",
              "  and cut at their clean 5% edge, reaches held-out dark 0.88 but flags 11% of held-out clean photos (at the 2.5%",
              "  edge: 0.70 and 4%; best-lit skin alone: 0.68 and 0%): combining these measures moves along the same trade-off",

@@ -221,6 +221,28 @@ def _heldout_script():
     return module
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_heldout_generator_makes_the_dark_and_side_shadow_it_names(faces_dir, analyzer, seed):
+    """The held-out generator is solved on each photo for its defect, measured on the face: a face mean of 60-90
+    (a fixed tone curve left bright press portraits at a well-exposed face mean of up to 131), and a shadowed cheek at
+    12-30% of the lit cheek's light whichever side the photo's own light comes from (a falloff laid against it
+    evened the face out). The same draws, on a bright face lit from its left and from its right: one of the two
+    falloffs goes against the photo's light."""
+    import random
+
+    heldout = _heldout_script()
+    image = load_rgb(faces_dir / "face-recognition-examples/rose_leslie/img2.jpg")
+    face = analyzer.detect(image).subject
+    for ramp in (np.linspace(1.6, 0.6, image.width), np.linspace(0.6, 1.6, image.width)):
+        lit = heldout._srgb(np.clip(heldout._linear(image) * ramp.astype(np.float32)[None, :, None], 0, 1))
+        rng = random.Random(seed)
+        dark = np.asarray(heldout.underexposed(lit, face, rng), dtype=np.float32)
+        assert 58 <= float((dark[heldout._face_region(lit, face)] @ [0.299, 0.587, 0.114]).mean()) <= 92
+        shadowed = heldout._linear(heldout.raking_light(lit, face, rng)) @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+        cheeks = sorted(float(shadowed[c].mean()) for c in heldout._cheek_pixels(face, lit))
+        assert 0.1 <= cheeks[0] / cheeks[1] <= 0.33, cheeks
+
+
 def _stops(image: Image.Image, stops: float) -> Image.Image:
     """Exposure changed in linear light, as a camera given less (or more) light records it."""
     heldout = _heldout_script()
