@@ -15,13 +15,20 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from headshots.cli import add_config_args, parse, print_error
 from headshots.config import load_config
 from headshots.errors import HeadshotsError
-from headshots.workspace import Workspace, write_json_atomic
+from headshots.workspace import Workspace, held_alone, write_json_atomic
+from infer.manifest import IMAGES_LOCK
 from service.batch import close_abandoned
+from train.checkpoint import TRAIN_LOCK
+
+# the locks a running command of the person's holds in each run's folder, and what it is doing then
+RUNNING = {TRAIN_LOCK: "training, or preparing its photos", IMAGES_LOCK: "generating, scoring or deleting images"}
 
 
 def derived_paths(workspace: Workspace, include_selfies: bool) -> list[Path]:
@@ -34,16 +41,35 @@ def derived_paths(workspace: Workspace, include_selfies: bool) -> list[Path]:
     return targets
 
 
+@contextmanager
+def nothing_running(workspace: Workspace) -> Iterator[None]:
+    """Hold, while the person's files are deleted, every lock their commands take in each run's folder: a training
+    or a generation still running (in a terminal, a web app that was killed, a batch) would otherwise write its
+    adapter, checkpoints or images back after the deletion said it was done. One that is running: refused, with
+    nothing deleted."""
+    runs = sorted(p for p in workspace.user_outputs.iterdir() if p.is_dir()) if workspace.user_outputs.is_dir() else []
+    with ExitStack() as held:
+        for run_dir in runs:
+            for lock, doing in RUNNING.items():
+                if (run_dir / lock).exists():  # a command that ran made it: one that runs holds it
+                    held.enter_context(held_alone(run_dir / lock, HeadshotsError(
+                        f"{workspace.user}'s run {run_dir.name!r} is busy ({doing}) in a terminal, the web app or a "
+                        "batch: nothing was deleted.", "Stop it, or let it finish, then delete again.")))
+        yield
+
+
 def purge(workspace: Workspace, include_selfies: bool = False) -> list[str]:
     """Everything derived from the person (and their photos with `include_selfies`), then their rows in batch
-    records. Returns what was done, one line each ("removed <path>", ...)."""
+    records; refused while one of their commands runs (`nothing_running`). Returns what was done, one line each
+    ("removed <path>", ...)."""
     done = []
-    for path in derived_paths(workspace, include_selfies):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-        done.append(f"removed {path}")
+    with nothing_running(workspace):
+        for path in derived_paths(workspace, include_selfies):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            done.append(f"removed {path}")
     return done + scrub_batch_records(workspace)
 
 
@@ -89,7 +115,10 @@ def main(argv=None) -> int:
         workspace = Workspace.from_config(cfg)
     except HeadshotsError as exc:
         return print_error(exc, args.verbose)
-    done = purge(workspace, args.include_selfies)
+    try:
+        done = purge(workspace, args.include_selfies)
+    except HeadshotsError as exc:
+        return print_error(exc, args.verbose)
     for line in done:
         print(line)
     if not done:

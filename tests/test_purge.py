@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from infer.manifest import IMAGES_LOCK
 from service.purge import main
+from tests.conftest import held_elsewhere
+from train.checkpoint import TRAIN_LOCK
 
 
 def _batch(outputs, batch_id: str, *users: str) -> None:
@@ -47,6 +52,25 @@ def test_purge_takes_the_person_out_of_batch_records_and_keeps_everyone_else(tmp
     assert "nothing made from the photos of 'dana' is stored" in said and "kept the original photos" in said
     assert main(["--user", "dana", "--include-selfies", f"paths.data_root={data}", f"paths.outputs_root={outputs}"]) == 0
     assert not (data / "dana").exists()
+
+
+@pytest.mark.parametrize("lock, doing", [(TRAIN_LOCK, "training"), (IMAGES_LOCK, "generating")])
+def test_purge_is_refused_while_a_command_of_the_person_runs(tmp_path, capsys, lock, doing):
+    """A training (or generation) still running would write its adapter and checkpoints (or images) back after the
+    purge said it removed everything (found by running `make purge` during `make train`). Refused, nothing deleted;
+    once it has ended, purged."""
+    data, outputs = tmp_path / "data", tmp_path / "outputs"
+    (data / "dana" / "selfies").mkdir(parents=True)
+    run_dir = outputs / "dana" / "default"
+    (run_dir / "adapter").mkdir(parents=True)
+    (outputs / "dana" / "older-run").mkdir()
+    args = ["--user", "dana", "--include-selfies", f"paths.data_root={data}", f"paths.outputs_root={outputs}"]
+    with held_elsewhere(run_dir / lock):
+        assert main(args) == 2
+    said = capsys.readouterr().err
+    assert f"run 'default' is busy ({doing}" in said and "nothing was deleted" in said, said
+    assert (run_dir / "adapter").is_dir() and (data / "dana" / "selfies").is_dir()
+    assert main(args) == 0 and not (outputs / "dana").exists() and not (data / "dana").exists()
 
 
 def test_make_takes_whose_data_from_its_command_line_only():
