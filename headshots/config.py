@@ -11,6 +11,7 @@ model is loaded. The resolved config is saved next to every artifact it produced
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -252,6 +253,23 @@ class WandbConfig:
 
     def __post_init__(self) -> None:
         _one_of(self.mode, "wandb.mode", ("auto", "online", "offline", "disabled"))
+
+
+def wandb_allowed(mode: str | None) -> str | None:
+    """`mode` ("online", "offline"; None: no W&B) as W&B's own switches in the environment leave it: WANDB_DISABLED
+    or WANDB_MODE=disabled turn it off and WANDB_MODE=offline keeps it local, whatever the config says. A person
+    who set them for their machine meant them for this project too (a W&B key kept for other work turned `auto`
+    online over WANDB_MODE=offline), and the stricter of the two wins."""
+    switch = os.environ.get("WANDB_MODE", "").strip().lower()
+    if mode is None or switch == "disabled" or os.environ.get("WANDB_DISABLED", "").strip().lower() in ("1", "true", "yes"):
+        return None
+    return "offline" if switch in ("offline", "dryrun") else mode
+
+
+def no_wandb_reports() -> None:
+    """Call before W&B starts: its own crash and usage reports (WANDB_ERROR_REPORTING, on by default, even offline)
+    stay off unless the person turned them on; nothing leaves the machine but what they chose to send."""
+    os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
 
 
 @dataclass

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from headshots.config import Config
+from headshots.config import Config, no_wandb_reports, wandb_allowed
 from headshots.logs import get_logger
 from headshots.workspace import Workspace
 
@@ -27,10 +27,10 @@ COLUMNS = ["image", "style", "seed", "similarity", "verdict"]
 
 
 def image_logging_mode(cfg: Config) -> str | None:
-    """None (no logging), "offline" or "online"."""
+    """None (no logging), "offline" or "online" (W&B's switches in the environment limit it: `wandb_allowed`)."""
     if cfg.wandb.mode == "disabled" or not cfg.wandb.log_images:
         return None
-    return "online" if cfg.wandb.mode == "online" else "offline"
+    return wandb_allowed("online" if cfg.wandb.mode == "online" else "offline")
 
 
 def verdict(score: Score) -> str:
@@ -60,6 +60,7 @@ def log_scores_table(cfg: Config, samples_dir: Path, scores: Sequence[Score]) ->
 
     out = Workspace.from_config(cfg).wandb_dir(cfg.run)
     out.mkdir(parents=True, exist_ok=True)
+    no_wandb_reports()
     with staging_in(out):
         run = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, dir=str(out), mode=mode,
                          name=f"{cfg.user}-{cfg.run}-scores", job_type="score", group=cfg.wandb.group)

@@ -96,7 +96,8 @@ def test_best_validation_is_the_highest_likeness_earliest_on_ties():
     assert best_of(history).step == 20 and best_of([]) is None
 
 
-def test_validation_during_training_logs_scores_and_keeps_the_best_adapter(prepared_user, make_config):
+def test_validation_during_training_logs_scores_and_keeps_the_best_adapter(prepared_user, make_config, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")  # the suite's default, disabled, would win over the config
     cfg = make_config("alice", "run=val", "train.max_steps=4", "train.validation.every=2", "train.validation.seeds=[0]",
                       "wandb.mode=offline")
     train(cfg)

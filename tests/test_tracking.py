@@ -36,7 +36,10 @@ def test_scores_table_is_logged_offline(make_config, faces_dir, tmp_path, monkey
     assert sum(f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in staged) == 2
 
 
-def test_no_logging_unless_images_are_allowed(make_config):
+def test_no_logging_unless_images_are_allowed(make_config, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # the suite's default, disabled, would win over the config
     assert image_logging_mode(make_config("alice", "wandb.mode=offline")) is None  # log_images defaults to false
     assert image_logging_mode(make_config("alice", "wandb.mode=disabled", "wandb.log_images=true")) is None
     assert image_logging_mode(make_config("alice", "wandb.mode=online", "wandb.log_images=true")) == "online"
+    monkeypatch.setenv("WANDB_MODE", "offline")  # W&B's own switch: the stricter wins
+    assert image_logging_mode(make_config("alice", "wandb.mode=online", "wandb.log_images=true")) == "offline"

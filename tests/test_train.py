@@ -12,7 +12,7 @@ from headshots.workspace import Workspace
 from tests.conftest import held_elsewhere
 from train.checkpoint import list_checkpoints
 from train.lora import ADAPTER_FILE
-from train.recipe import train
+from train.recipe import resolve_wandb_mode, train
 
 
 def _sample(pipeline_dir, adapter_dir=None):
@@ -119,7 +119,8 @@ def test_other_optimizers_train(prepared_user, make_config, optimizer):
     assert (train(cfg) / ADAPTER_FILE).is_file()
 
 
-def test_wandb_offline_writes_local_run_files(prepared_user, make_config):
+def test_wandb_offline_writes_local_run_files(prepared_user, make_config, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")  # the suite's default, disabled, would win over the config
     cfg = make_config("alice", "run=logged", "train.max_steps=2", "wandb.mode=offline")
     train(cfg)
     runs = list(Workspace.from_config(cfg).wandb_dir("logged").rglob("offline-run-*"))
@@ -216,3 +217,16 @@ def test_compiled_training_reaches_the_eager_weights_and_saves_plain_keys(prepar
     for key, value in eager.items():
         torch.testing.assert_close(compiled[key], value, rtol=0, atol=1e-4)
     assert (adapter / "lora_kohya.safetensors").is_file()
+
+
+def test_wandb_follows_its_own_switches_in_the_environment(monkeypatch):
+    """A W&B key kept for other work turned `auto` online over WANDB_MODE=offline, and any mode ignored
+    WANDB_DISABLED (privacy walk: a run posted to W&B's server with WANDB_MODE=offline set). The stricter wins."""
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    for env, auto, online in ((("WANDB_MODE", "offline"), "offline", "offline"), (("WANDB_MODE", "disabled"), None, None),
+                              (("WANDB_DISABLED", "true"), None, None), (("WANDB_MODE", "online"), "online", "online")):
+        for switch in ("WANDB_MODE", "WANDB_DISABLED"):
+            monkeypatch.delenv(switch, raising=False)
+        monkeypatch.setenv(*env)
+        assert (resolve_wandb_mode("auto"), resolve_wandb_mode("online")) == (auto, online), env
+        assert resolve_wandb_mode("disabled") is None

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from headshots.config import Config, TrainConfig, model_source, save_config
+from headshots.config import Config, TrainConfig, model_source, no_wandb_reports, save_config, wandb_allowed
 from headshots.errors import HeadshotsError
 from headshots.logs import get_logger
 from headshots.sdxl import load_components
@@ -154,6 +154,7 @@ def _train(cfg: Config, workspace: Workspace, prepared: Path) -> Path:
         validator.resume(start_step)
 
     if wandb_mode:
+        no_wandb_reports()
         workspace.wandb_dir(cfg.run).mkdir(parents=True, exist_ok=True)
         accelerator.init_trackers(
             cfg.wandb.project,
@@ -451,14 +452,15 @@ def register_lora_checkpoint_hooks(accelerator, unet, text: TextSide) -> None:
 
 
 def resolve_wandb_mode(mode: str) -> str | None:
-    """None (no tracker), "online" or "offline". auto = online only when a W&B key is configured."""
+    """None (no tracker), "online" or "offline". auto = online only when a W&B key is configured; W&B's own
+    switches in the environment (WANDB_MODE, WANDB_DISABLED) limit either (`wandb_allowed`)."""
     if mode == "disabled":
         return None
     if mode != "auto":
-        return mode
+        return wandb_allowed(mode)
     netrc = Path.home() / ".netrc"
     has_key = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
-    return "online" if has_key else "offline"
+    return wandb_allowed("online" if has_key else "offline")
 
 
 def adapter_metadata(cfg: Config, tokens: list[str] = ()) -> dict[str, str]:
