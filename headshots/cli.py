@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Mapping
 
 from headshots.config import Config, load_config
-from headshots.errors import HeadshotsError
+from headshots.errors import HeadshotsError, storage_error
 from headshots.logs import setup_logging
 
 
@@ -58,6 +58,10 @@ def run(parser: argparse.ArgumentParser, commands: Mapping[str, Callable[[Config
     except KeyboardInterrupt:
         print(f"\ninterrupted: {interrupted}", file=sys.stderr)
         return 130
+    except Exception as exc:  # a full disk or a read-only folder is the person's to fix; anything else is a bug
+        if (refused := storage_error(exc)) is None or args.verbose:
+            raise
+        return print_error(refused)
     return 0
 
 

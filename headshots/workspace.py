@@ -252,13 +252,23 @@ def replace_folder(new: Path, old: Path) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
-def write_json_atomic(path: Path, data: object, indent: int | None = 2) -> None:
-    """Write `data` as JSON through a temporary file renamed over `path`: a reader in another process (the
-    web app, a status poller, the next run) sees the old file or the new one, never half of one."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` through a temporary file renamed over `path`: a reader in another process (the web app, a
+    status poller, the next run) sees the old file or the new one, never half of one; a write the disk refuses
+    (full, read-only) leaves the old file and no temporary one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=indent, ensure_ascii=False) + "\n", encoding="utf-8")  # people read some
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, data: object, indent: int | None = 2) -> None:
+    """`data` as JSON (UTF-8: people read some of these files), by `write_text_atomic`."""
+    write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from pathlib import Path
 from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.faces import FaceAnalyzer
-from headshots.workspace import GALLERY, SCORES, Workspace
+from headshots.workspace import GALLERY, SCORES, Workspace, write_text_atomic
 from infer.manifest import changes_images
 from infer.score import Score, score
 
@@ -80,7 +80,7 @@ Each photo is also shown at profile-photo sizes: judge it small too.</div>
 </div></body></html>
 """
     out = samples_dir / GALLERY
-    out.write_text(page)
+    write_text_atomic(out, page)
     return out
 
 

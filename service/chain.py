@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from headshots.config import Config
-from headshots.errors import HeadshotsError
+from headshots.errors import HeadshotsError, storage_error
 from headshots.logs import get_logger
 from headshots.stages import STAGE_NAMES, STAGES, Stage, figures, fingerprint, forget, is_done, something_to_export, write_record
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace, file_digest
@@ -116,8 +116,11 @@ def run_stage(stage: Stage, cfg: Config, upstream: StageResult | None = None) ->
     started = time.perf_counter()
     try:
         WORK[stage.name](cfg, expected)
-    except HeadshotsError as exc:
-        return StageResult(cfg.user, stage.name, FAILED, expected, time.perf_counter() - started, exc.message, exc.hint)
+    except Exception as exc:  # the person's to fix: their error, or a write the disk or folder refused
+        refused = exc if isinstance(exc, HeadshotsError) else storage_error(exc)
+        if refused is None:
+            raise
+        return StageResult(cfg.user, stage.name, FAILED, expected, time.perf_counter() - started, refused.message, refused.hint)
     seconds = time.perf_counter() - started
     write_record(stage, cfg, expected, seconds)
     return StageResult(cfg.user, stage.name, DONE, expected, seconds, details=figures(stage, cfg))

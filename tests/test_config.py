@@ -194,3 +194,19 @@ def test_intake_keys_retired_by_the_new_measures_load_from_old_adapters(tmp_path
     old = "intake:\n  min_sharpness: 0.19\n  min_fine_detail: 0.08\n  max_motion_blur: 0.74\n  min_brightness: 50.0\n  max_brightness: 190.0\n"
     saved.write_text(saved.read_text().replace("intake:\n", old, 1))
     assert config_from_yaml(saved).intake.min_acuity == load_config("alice").intake.min_acuity
+
+
+def test_only_a_write_the_disk_or_folder_refused_becomes_the_persons_error():
+    """safetensors reports the OS error inside its message; a missing file (a bug or a race) stays a traceback."""
+    import errno
+
+    from safetensors import SafetensorError
+
+    from headshots.errors import storage_error
+
+    full = storage_error(SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left" })'))
+    assert full is not None and "ENOSPC" in full.message and "Free some disk space" in full.hint
+    read_only = storage_error(OSError(errno.EROFS, "Read-only file system", "/data/users/alice/intake.json"))
+    assert read_only is not None and "/data/users/alice/intake.json" in read_only.message and "writable" in read_only.hint
+    assert storage_error(FileNotFoundError(errno.ENOENT, "No such file")) is None
+    assert storage_error(SafetensorError("Error while deserializing header: HeaderTooLarge")) is None

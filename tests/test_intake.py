@@ -734,3 +734,28 @@ def test_the_faces_that_make_more_than_one_are_shown(faces_dir, analyzer, make_c
     assert face_boxes_html(None, [], "box") == ""
     alone, _, _ = assess_photo(faces_dir / "georgia-tech" / "s01" / "01.jpg", analyzer, make_config("alice"), NOW)
     assert alone.other_faces == []
+
+
+def test_a_disk_that_refuses_the_write_is_the_persons_error_and_leaves_no_half_file(tmp_path, faces_dir, face_weights):
+    """A full disk (here a 40 KB file size limit, which Python reports as EFBIG) ended `train intake` in a bare
+    traceback, with intake.html cut off at the limit and a temporary intake.json.tmp beside it (bad-input walk).
+    Now: what could not be written and what to do, exit 2, no half-written page and no temporary file."""
+    import resource
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    copy_photos(sorted((faces_dir / "georgia-tech" / "s01").glob("*.jpg"))[:5], data / "dana" / "selfies")
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
+
+    done = subprocess.run([sys.executable, "-m", "train", "intake", "--user", "dana", f"paths.data_root={data}",
+                           f"paths.outputs_root={tmp_path / 'outputs'}", f"paths.cache_root={tmp_path / 'cache'}"],
+                          check=False, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
+                          preexec_fn=limit,
+                          env={**os.environ, "HEADSHOTS_FACE_WEIGHTS": str(face_weights)})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "Could not write" in done.stderr and "EFBIG" in done.stderr and "run the same command again" in done.stderr
+    person = data / "dana"
+    assert not (person / "intake.html").exists() and not list(person.glob("*.tmp")), sorted(p.name for p in person.iterdir())

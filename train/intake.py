@@ -31,7 +31,7 @@ from headshots.errors import HeadshotsError, ImageError
 from headshots.faces import Face, FaceAnalyzer
 from headshots.images import load_rgb, original_size
 from headshots.logs import plural
-from headshots.workspace import Workspace, write_json_atomic
+from headshots.workspace import Workspace, write_json_atomic, write_text_atomic
 from train.intake_report import print_table, render_html, thumbnail_uri
 
 OK, WARN, REJECT = "ok", "warn", "reject"
@@ -615,7 +615,7 @@ def run_intake(cfg: Config, analyzer: FaceAnalyzer | None = None, timings: Timin
     workspace = Workspace.from_config(cfg)
     result = judge_photos(cfg, analyzer, timings, workers)
     write_json_atomic(workspace.intake_report, result.to_json())  # the web app reads it while a job writes it
-    workspace.intake_page.write_text(render_html(result))
+    write_text_atomic(workspace.intake_page, render_html(result))
     return result
 
 
