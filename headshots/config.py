@@ -419,7 +419,7 @@ class IntakeConfig:
     max_age_years: float = 3.0  # photos older than this (EXIF date) may no longer look like you
     duplicate_similarity: float = 0.975  # face-region correlation (band-passed, best scale/shift): same shot above
     max_sameness: float = 0.5  # mean thumbnail cosine over the set above which it lacks variety (docs/intake_quality.md)
-    identity_threshold: float = 0.5  # FaceNet cosine: below this to most of the set = someone else
+    identity_threshold: float = 0.5  # FaceNet cosine: faces alike at least this on average are one person; the largest group is the person
     smile_ratio: float = 0.92  # mouth width / eye distance above which a face is smiling (docs/intake_quality.md)
     min_photos: int = 5  # fewer usable photos and the set is rejected
     good_photos: int = 10  # fewer and the set gets a warning with what to add

@@ -605,6 +605,30 @@ def test_too_few_or_two_people_is_not_usable(make_config, faces_dir, analyzer):
     assert result.set.verdict == "reject" and "two different people" in result.set.reason
 
 
+def test_two_people_in_equal_numbers_are_not_guessed_between(make_config, faces_dir, analyzer):
+    """Four photos of one man and four of another: a median over the other photos has no majority to lean on, and
+    refused two of one man's photos as "someone else" while passing two of the other's (bad-input walk, 6 + 6).
+    Both are refused, and the set says why; with one of the second man's photos gone, the first man is the person."""
+    cfg = make_config("erin")
+    selfies = Workspace.from_config(cfg).selfies
+    for person in ("s01", "s02"):
+        for path in sorted((faces_dir / "georgia-tech" / person).glob("*.jpg"))[:4]:
+            copy_photos([path], selfies / person)
+            (selfies / person / path.name).rename(selfies / f"{person}-{path.name}")
+        (selfies / person).rmdir()
+    result = run_intake(cfg, analyzer)
+    identity = {p.file: p.checks["identity"] for p in result.photos}
+    assert all(c.status == "reject" and "which one is you" in c.reason for c in identity.values()), identity
+    assert result.set.verdict == "reject" and "as many photos of each" in result.set.reason
+
+    (selfies / "s02-04.jpg").unlink()
+    result = run_intake(cfg, analyzer)
+    identity = {p.file: p.checks["identity"] for p in result.photos}
+    assert [f for f, c in identity.items() if c.status == "ok"] == [f"s01-0{i}.jpg" for i in range(1, 5)], identity
+    assert all("someone else" in identity[f"s02-0{i}.jpg"].reason for i in range(1, 4))
+    assert "s02-01.jpg, s02-02.jpg, s02-03.jpg look like someone else" in result.set.reason
+
+
 def test_intake_command_fails_when_the_set_is_not_usable(make_config, faces_dir, face_weights):
     from headshots.cli import build_parser, run
     from train.__main__ import COMMANDS, HELP

@@ -506,21 +506,51 @@ def add_relative_checks(reports: list[PhotoReport], measures: list[quality.FaceM
                 own.value.update(check.value)
 
 
-def identity_checks(embeddings: np.ndarray, cfg: IntakeConfig) -> tuple[dict[int, Check], list[int]]:
-    """Who is this? Each good photo's face vs the others' (median cosine, robust to a few strangers).
+@dataclass
+class Identity:
+    """Who the photos show: a check per photo, and what the set says about it."""
 
-    Returns per-photo checks and the outliers that look like one other person (a split set)."""
+    checks: dict[int, Check]
+    others: list[int]  # photos of one other person (two or more look alike): the set shows two people
+    tied: bool = False  # two people in as many photos each: which of them is the person cannot be told
+
+
+def _same_person_groups(sims: np.ndarray, threshold: float) -> list[list[int]]:
+    """Faces grouped by who they are: average-linkage clustering, joining the two groups whose faces are most alike
+    on average while that average is at least `threshold`. The average, not the best pair: one look-alike photo
+    does not join two people. Largest group first (then by first photo)."""
+    groups = [[i] for i in range(len(sims))]
+    while len(groups) > 1:
+        score, a, b = max((float(sims[np.ix_(groups[a], groups[b])].mean()), a, b)
+                          for a in range(len(groups)) for b in range(a + 1, len(groups)))
+        if score < threshold:
+            break
+        groups[a] += groups.pop(b)
+    return sorted((sorted(g) for g in groups), key=lambda g: (-len(g), g[0]))
+
+
+def identity_checks(embeddings: np.ndarray, cfg: IntakeConfig) -> Identity:
+    """Who is this? The largest group of faces alike (`_same_person_groups`) is the person; a photo outside it may
+    be someone else. Two groups of the same size (six photos of you and six of a friend) leave no way to tell who
+    the person is: every photo of either is refused, and the set says so, rather than pick one at random (a median
+    over the others did, and refused some of the person's own photos while passing some of the friend's)."""
     sims = embeddings @ embeddings.T
-    checks, outliers = {}, []
+    groups = _same_person_groups(sims, cfg.identity_threshold)
+    tied = len(groups) > 1 and len(groups[1]) == len(groups[0]) > 1
+    alone = len(groups) > 1 and len(groups[0]) == 1  # no two faces alike: none of them can be called the person
+    person = set() if tied or alone else set(groups[0])
+    checks = {}
     for i in range(len(embeddings)):
-        others = [j for j in range(len(embeddings)) if j != i]
-        median = float(np.median(sims[i, others])) if others else 1.0
-        bad = median < cfg.identity_threshold
-        outliers += [i] if bad else []
-        checks[i] = _check(bad, {"median_similarity": _r(median)}, "this photo may be someone else",
-                           "Use only photos of yourself; remove this one if it is not you.")
-    second = [i for i in outliers if sum(sims[i, j] >= cfg.identity_threshold for j in outliers if j != i) >= 1]
-    return checks, second
+        alike = float(np.mean([sims[i, j] for j in groups[0] if j != i])) if len(groups[0]) > 1 else 1.0
+        value = {"similarity_to_the_set": _r(alike)}
+        if tied and any(i in g for g in groups[:2]):
+            checks[i] = Check(REJECT, value, "the photos show two people in equal numbers: which one is you?",
+                              "Keep only the photos of yourself, then check them again.")
+        else:
+            checks[i] = _check(i not in person, value, "this photo may be someone else",
+                               "Use only photos of yourself; remove this one if it is not you.")
+    others = [i for g in groups[1:] if len(g) > 1 for i in g] if not tied else [i for g in groups[:2] for i in g]
+    return Identity(checks, sorted(others), tied)
 
 
 def _missing_kinds(measured: list[Measured], cfg: IntakeConfig) -> list[str]:
@@ -567,13 +597,15 @@ def share_warnings(photos: list[PhotoReport]) -> list[str]:
 
 
 def set_report(photos: list[PhotoReport], measured: dict[int, Measured], split: list[int], cfg: IntakeConfig,
-               shared: Sequence[str] = ()) -> SetReport:
+               shared: Sequence[str] = (), tied: bool = False) -> SetReport:
+    """`split`: the photos of another person (`Identity.others`, by photo index); `tied`: as many of each."""
     usable_idx = [i for i, p in enumerate(photos) if p.verdict != REJECT]
     usable = [measured[i] for i in usable_idx if i in measured]
     report = SetReport(OK, len(usable_idx), len(photos))
     if split:
         who = ", ".join(photos[i].file for i in split)
-        report.verdict, report.reason = REJECT, f"the photos show two different people ({who} look like someone else)"
+        report.verdict, report.reason = REJECT, (f"the photos show two different people, as many photos of each ({who})" if tied
+                                                 else f"the photos show two different people ({who} look like someone else)")
         report.advice.append("Use photos of one person only: remove the photos of anyone else.")
     n = len(usable_idx)
     if n < cfg.good_photos:
@@ -632,9 +664,9 @@ def judge_photos(cfg: Config, analyzer: FaceAnalyzer | None = None, timings: Tim
             measured[i] = values
         if preview is not None:
             previews[report.file] = preview
-    split = _set_checks(photos, measured, analyzer, cfg.intake, timings)
+    split, tied = _set_checks(photos, measured, analyzer, cfg.intake, timings)
     shared = share_warnings(photos)
-    return IntakeResult(cfg.user, photos, set_report(photos, measured, split, cfg.intake, shared), previews)
+    return IntakeResult(cfg.user, photos, set_report(photos, measured, split, cfg.intake, shared, tied), previews)
 
 
 def _assess_all(paths: list[Path], analyzer: FaceAnalyzer, cfg: Config, now: datetime, timings: Timings | None,
@@ -665,11 +697,11 @@ def _copy_preference(photo: PhotoReport, name_order: int) -> tuple:
 
 
 def _set_checks(photos: list[PhotoReport], measured: dict[int, Measured], analyzer: FaceAnalyzer,
-                cfg: IntakeConfig, timings: Timings | None) -> list[int]:
+                cfg: IntakeConfig, timings: Timings | None) -> tuple[list[int], bool]:
     """Duplicates, the RELATIVE checks (each photo against the person's other photos), and identity across the photos
-    with a usable face; returns a split set's outliers."""
+    with a usable face; returns the photos of another person (by index) and whether there are as many of each."""
     if not measured:
-        return []
+        return [], False
     index = sorted(measured)
     names = [photos[i].file for i in index]
     preference = [_copy_preference(photos[i], k) for k, i in enumerate(index)]
@@ -679,13 +711,13 @@ def _set_checks(photos: list[PhotoReport], measured: dict[int, Measured], analyz
     add_relative_checks([photos[i] for i in index], [measured[i].face_measures for i in index], cfg)
     good = [i for i in index if photos[i].verdict != REJECT]  # a blurred or covered face is no evidence
     if not good:
-        return []
+        return [], False
     with _timed(timings, "identity"):
         embeddings = analyzer.embed([measured[i].face_image for i in good], [measured[i].face for i in good]).numpy()
-        checks, split = identity_checks(embeddings, cfg)
-    for k, check in checks.items():
+        identity = identity_checks(embeddings, cfg)
+    for k, check in identity.checks.items():
         photos[good[k]].add("identity", check)
-    return [good[k] for k in split]
+    return [good[k] for k in identity.others], identity.tied
 
 
 def intake(cfg: Config) -> IntakeResult:
