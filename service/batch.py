@@ -157,7 +157,8 @@ _embedded_session: Path | None = None  # the session folder of the Ray this proc
 def start_ray(address: str | None = None) -> None:
     """Connect to the cluster at `address`, or start Ray embedded on this machine (address None: always a new
     one, never a cluster that RAY_ADDRESS or an earlier `ray start` names). Workers get this process's
-    HEADSHOTS_/WANDB_/HF_ settings; the dashboard listens on loopback."""
+    HEADSHOTS_/WANDB_/HF_ settings; the dashboard listens on loopback, and an embedded Ray collects no metrics (its
+    agent serves them on every interface); tasks are named by stage and place in the batch, not by person."""
     import ray
 
     global _embedded_session
@@ -166,7 +167,9 @@ def start_ray(address: str | None = None) -> None:
     env = {k: v for k, v in os.environ.items() if k.startswith(PASSED_ENV_PREFIXES)}
     try:
         ray.init(address=address or "local", runtime_env={"env_vars": env}, log_to_driver=False,
-                 dashboard_host="127.0.0.1", configure_logging=False)
+                 dashboard_host="127.0.0.1", configure_logging=False,
+                 # an embedded Ray's metrics agent listens on every interface, without a login
+                 _system_config=None if address else {"enable_metrics_collection": False})
     except ConnectionError as exc:
         raise HeadshotsError(f"Could not reach a Ray cluster at {address}: {_first_line(exc)}",
                              "Start it first (`ray start --head` on its head node), check the address, or leave "
@@ -344,11 +347,11 @@ class Batch:
         gpus = self.use_gpus()
         threads = max(1, int(self.settings.cpus_per_stage))
         refs = {}
-        for user, cfg in self.configs.items():
+        for number, (user, cfg) in enumerate(self.configs.items(), start=1):
             upstream = None
             for stage in STAGES:
                 upstream = stage_task.options(
-                    name=f"{stage.name}:{user}",
+                    name=f"{stage.name}:person-{number}",  # Ray publishes task names (dashboard, metrics): not the person's
                     num_cpus=self.settings.cpus_per_stage,
                     num_gpus=1 if (gpus and stage.uses_gpu) else 0,
                     max_retries=self.settings.max_retries,

@@ -55,17 +55,18 @@ def people(tmp_path_factory, faces_dir, face_weights):
     assert not session.exists(), "Ray's session logs (they name everyone in the batch) were left behind"
 
 
-def fit_worker_pid(user: str, timeout: float = 300) -> int:
-    """The PID of the Ray worker running `user`'s training, from Ray's state API."""
+def fit_worker_pid(number: int, timeout: float = 300) -> int:
+    """The PID of the Ray worker running the training of the batch's `number`th person, from Ray's state API (tasks
+    are named by place in the batch: Ray publishes their names)."""
     from ray.util.state import list_tasks
 
     deadline = time.time() + timeout
     while time.time() < deadline:
-        running = list_tasks(filters=[("name", "=", f"fit:{user}"), ("state", "=", "RUNNING")], detail=True)
+        running = list_tasks(filters=[("name", "=", f"fit:person-{number}"), ("state", "=", "RUNNING")], detail=True)
         if running and running[0].worker_pid:
             return running[0].worker_pid
         time.sleep(0.5)
-    raise AssertionError(f"fit:{user} never ran")
+    raise AssertionError(f"fit:person-{number} never ran")
 
 
 def wait_for(path_glob: Path, pattern: str, timeout: float = 300) -> None:
@@ -83,7 +84,10 @@ def first_batch(people):
                                                                     people, batch_id="first")))
     runner.start()
     cfg = load_config("alice", "tiny", overrides=people)
-    pid = fit_worker_pid("alice")
+    pid = fit_worker_pid(1)  # alice, the first person named
+    from ray.util.state import list_tasks
+
+    assert not [t.name for t in list_tasks(limit=1000) if "alice" in t.name or "twin" in t.name], "task names name people"
     fit_seen = time.perf_counter()
     wait_for(Workspace.from_config(cfg).checkpoints_dir(cfg.run), "step-*")
     os.kill(pid, signal.SIGKILL)
@@ -91,6 +95,20 @@ def first_batch(people):
     runner.join(timeout=900)
     assert not runner.is_alive(), "the batch did not finish"
     return result, pid
+
+
+def test_an_embedded_ray_publishes_no_metrics():
+    """Its metrics agent served every task's name (then the person's) on every interface, without a login (privacy
+    walk: curl of the agent's /metrics during a batch)."""
+    import ray
+
+    ours = not ray.is_initialized()  # else the module's batch Ray, started the same way
+    start_ray()
+    try:
+        assert ray._private.worker._global_node.metrics_export_port in (None, -1)
+    finally:
+        if ours:
+            stop_ray()
 
 
 def person(status: dict, user: str) -> dict:
