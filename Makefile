@@ -23,6 +23,10 @@ TINY_MODEL := models/tiny-sdxl
 # name), so a forgotten USER= cannot train on, or purge, someone's data by accident. Quoted for the shell as given:
 # a name with a space or a quote reaches the CLI whole, which refuses it saying why.
 PERSON := $(if $(filter command line,$(origin USER)),$(USER))
+# The commands themselves see your login as USER, as your shell does: make would export USER=alice to them, and
+# libraries name files after it (torch's compile cache: /tmp/torchinductor_alice), which make purge cannot find.
+override USER := $(shell id -un)
+export USER
 shell_quote = '$(subst ','\'',$(1))'
 COMMON = --user=$(call shell_quote,$(PERSON)) --profile $(call shell_quote,$(PROFILE)) $(call shell_quote,run=$(RUN))
 
