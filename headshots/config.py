@@ -11,6 +11,7 @@ model is loaded. The resolved config is saved next to every artifact it produced
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -532,12 +533,18 @@ def available_profiles() -> list[str]:
 def load_yaml(path: Path, what: str = "Config file") -> Any:
     """A YAML file of ours or the person's (a config layer, settings.yaml, a style): missing or broken, a
     ConfigError that names the file and the place, never a parser traceback."""
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{what} {path} does not exist.", "Check the path.")
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} is not a file (a folder or a device).", "Give the path of a YAML file.")
     try:
-        return OmegaConf.load(path)
+        loaded = OmegaConf.load(path)
     except Exception as exc:  # yaml.YAMLError and friends
         raise ConfigError(f"{what} {path} is not valid YAML: {exc}", "Fix the YAML syntax.") from exc
+    if not OmegaConf.is_dict(loaded):
+        raise ConfigError(f"{what} {path} holds a list, not settings.",
+                          "Write sections of `key: value` lines, as configs/base.yaml does (e.g. `train:` then `  max_steps: 500`).")
+    return loaded
 
 
 def load_config(
@@ -574,6 +581,7 @@ def load_config(
         person_file = Path(_data_root(layers, cli)) / user / PERSON_SETTINGS
         person = person_settings(person_file) if with_person_settings else OmegaConf.create({})
         merged = OmegaConf.merge(OmegaConf.structured(Config), *layers, person, cli, identity)
+        _refuse_non_finite(OmegaConf.to_container(merged, resolve=True, throw_on_missing=False))
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
         message = _describe(exc)
@@ -593,7 +601,25 @@ def _parse_overrides(overrides: Sequence[str]) -> Any:
             raise ConfigError(f"The value of {key} cannot be read: {value!r} ({str(exc).splitlines()[0]}).",
                               "A list is [a,b] (make's IMAGES= and STYLES= add the brackets: IMAGES=a.png,b.png); no "
                               "wildcards; a value with spaces in quotes: ARGS='key=\"two words\"'.") from exc
-    return OmegaConf.from_dotlist(list(overrides))
+    parsed = OmegaConf.from_dotlist(list(overrides))
+    schema = OmegaConf.structured(Config)
+    for item in overrides:
+        key = item.partition("=")[0]
+        if OmegaConf.is_dict(OmegaConf.select(schema, key, default=None)) and not OmegaConf.is_dict(OmegaConf.select(parsed, key)):
+            raise ConfigError(f"`{key}` is a section of settings, not one value ({item!r}).",
+                              f"Set one of its keys, e.g. {key}.<key>=<value> (configs/base.yaml lists them).")
+    return parsed
+
+
+def _refuse_non_finite(config: Any, prefix: str = "") -> None:
+    """An infinite number is no setting (a learning rate of inf trains to nan, which then blames the precision):
+    refused, naming the key, as is nan (which compares false with every limit)."""
+    for key, value in config.items():
+        if isinstance(value, dict):
+            _refuse_non_finite(value, f"{prefix}{key}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"Config key `{prefix}{key}` is {value}: a setting must be a finite number.",
+                              f"Give an ordinary number, e.g. {prefix}{key}=<value> as in configs/base.yaml.")
 
 
 def _merges(layers: list[Any]) -> bool:

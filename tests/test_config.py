@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -94,6 +95,11 @@ def test_a_persons_own_settings_are_layered_and_kept_to_their_few_keys(tmp_path)
         ("infer.styles=[linkedin", "The value of infer.styles cannot be read"),
         ("infer.discard_files=[[linkedin-00.png]]", "`infer.discard_files` must be names separated by commas"),
         ("infer.export_files=[{a}]", "`infer.export_files` must be names separated by commas"),
+        # bad-input walk: a traceback (a merge of a list into a section), a key named `None`, an inf that trained to nan
+        ("train=[1]", "`train` is a section of settings, not one value"),
+        ("intake=3", "`intake` is a section of settings, not one value"),
+        ("train.learning_rate=inf", "Config key `train.learning_rate` is inf: a setting must be a finite number"),
+        ("intake.max_roll=-inf", "Config key `intake.max_roll` is -inf"),
     ],
 )
 def test_bad_config_fails_at_load_naming_the_key(override, names):
@@ -117,6 +123,15 @@ def test_photos_outputs_and_cache_each_need_their_own_folder(tmp_path, capsys):
         with pytest.raises(ConfigError, match=message):
             load_config("alice", "tiny", overrides=overrides)
     load_config("alice", "tiny", overrides=[f"paths.data_root={tmp_path}/o-data", f"paths.outputs_root={tmp_path}/o"])  # siblings
+
+
+def test_a_config_file_that_is_not_settings_is_named(tmp_path):
+    """A file whose top level is a list ended in a TypeError traceback; a folder or /dev/null was said not to exist."""
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- a\n- b\n")
+    for path, message in ((listed, "holds a list, not settings"), (tmp_path, "is not a file"), (Path("/dev/null"), "is not a file")):
+        with pytest.raises(ConfigError, match=message):
+            load_config("alice", "tiny", config_file=str(path))
 
 
 def test_override_without_equals_sign():
