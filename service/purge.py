@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -65,12 +66,25 @@ def purge(workspace: Workspace, include_selfies: bool = False) -> list[str]:
     done = []
     with nothing_running(workspace):
         for path in derived_paths(workspace, include_selfies):
+            linked = links_in(path)
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             else:
                 path.unlink()
             done.append(f"removed {path}")
+            done += [f"kept {target}: only the link {link} to it was removed (it is stored elsewhere; delete it there "
+                     "if it is theirs)" for link, target in linked]
     return done + scrub_batch_records(workspace)
+
+
+def links_in(path: Path) -> list[tuple[Path, Path]]:
+    """(link, what it points to) for `path` and every symbolic link inside it: deleting removes the link, never what
+    it points to, and the person is told where that is (a photo folder linked in from elsewhere keeps its photos)."""
+    found = [path] if path.is_symlink() else []
+    if path.is_dir() and not path.is_symlink():
+        for folder, dirs, files in os.walk(path):  # does not follow links
+            found += [Path(folder) / name for name in dirs + files if (Path(folder) / name).is_symlink()]
+    return [(link, link.resolve()) for link in found]
 
 
 def scrub_batch_records(workspace: Workspace) -> list[str]:

@@ -108,3 +108,20 @@ def test_make_takes_whose_data_from_its_command_line_only():
     # which purge could not find (privacy walk).
     seen = make("--eval", "show-user: ; @echo $$USER", "show-user", "USER=erin").stdout.strip()
     assert seen == subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip() != "erin"
+
+
+def test_photos_linked_in_from_elsewhere_are_named_as_kept(tmp_path, capsys):
+    """A person's folder, or their photo folder, that is a link to photos stored elsewhere: purge removes the link
+    and said "removed", while the photos stayed (bad-input walk). It now says which were kept, and where."""
+    data, outputs, elsewhere = tmp_path / "data", tmp_path / "outputs", tmp_path / "elsewhere"
+    (elsewhere / "selfies").mkdir(parents=True)
+    (elsewhere / "selfies" / "01.jpg").write_bytes(b"a selfie")
+    data.mkdir()
+    (data / "dana").symlink_to(elsewhere)
+    (data / "erin").mkdir()
+    (data / "erin" / "selfies").symlink_to(elsewhere / "selfies")
+    for user in ("dana", "erin"):
+        assert main(["--user", user, "--include-selfies", f"paths.data_root={data}", f"paths.outputs_root={outputs}"]) == 0
+        said = capsys.readouterr().out
+        assert f"kept {(elsewhere if user == 'dana' else elsewhere / 'selfies').resolve()}: only the link" in said, said
+        assert not (data / user).exists() and (elsewhere / "selfies" / "01.jpg").read_bytes() == b"a selfie"
