@@ -69,6 +69,20 @@ def original_size(path: Path) -> tuple[int, int]:
         return (height, width) if image.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (width, height)
 
 
+def transparent_share(path: Path) -> float:
+    """The share of the image that is transparent (alpha below half): a cut-out whose background was removed, which
+    `to_rgb` fills with white. 0.0 for an image without an alpha channel (read from the header: no decoding) or one
+    that cannot be read (`load_rgb` says why)."""
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("RGBA", "LA", "PA") and not (image.mode == "P" and "transparency" in image.info):
+                return 0.0
+            alpha = image.convert("RGBA").getchannel("A")
+            return float((np.asarray(alpha.reduce(max(1, max(alpha.size) // 256))) < 128).mean())
+    except Exception:  # noqa: BLE001 - any failure to read is load_rgb's to report
+        return 0.0
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB; transparency is flattened onto white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):

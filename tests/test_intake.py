@@ -783,3 +783,24 @@ def test_a_disk_that_refuses_the_write_is_the_persons_error_and_leaves_no_half_f
     assert "Could not write" in done.stderr and "EFBIG" in done.stderr and "run the same command again" in done.stderr
     person = data / "dana"
     assert not (person / "intake.html").exists() and not list(person.glob("*.tmp")), sorted(p.name for p in person.iterdir())
+
+
+def test_a_cut_out_is_named_as_one_not_as_light_behind_the_person(faces_dir, analyzer, make_config, tmp_path):
+    """A PNG whose background was removed is flattened onto white, which read as "backlit: turn around so the window
+    is in front of you", and an image with nothing left but transparency as "overexposed, no face found: step out
+    of the sun" (bad-input walk). They are named for what they are."""
+    image = load_rgb(faces_dir / "face-recognition-examples/obama/obama3.jpg")
+    face = analyzer.detect(image).subject
+    x1, y1, x2, y2 = face.box
+    alpha = Image.new("L", image.size, 0)
+    ImageDraw.Draw(alpha).ellipse((x1 - 0.4 * (x2 - x1), y1 - 0.6 * (y2 - y1), x2 + 0.4 * (x2 - x1), image.height), fill=255)
+    cut_out = image.convert("RGBA")
+    cut_out.putalpha(alpha)
+    cut_out.save(tmp_path / "cut-out.png")
+    report, _, _ = assess_photo(tmp_path / "cut-out.png", analyzer, make_config("alice"), NOW)
+    assert report.checks["backlight"].reason == "a cut-out: its background was removed", report.checks["backlight"]
+    assert "backlit" not in report.reason and "background and all" in " ".join(report.advice), report.reason
+    cut_out.putalpha(0)
+    cut_out.save(tmp_path / "nothing.png")
+    report, _, _ = assess_photo(tmp_path / "nothing.png", analyzer, make_config("alice"), NOW)
+    assert (report.verdict, report.reason) == ("reject", "the image is (almost) all transparent"), report.reason

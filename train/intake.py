@@ -29,7 +29,7 @@ from headshots import quality
 from headshots.config import Config, IntakeConfig
 from headshots.errors import HeadshotsError, ImageError
 from headshots.faces import Face, FaceAnalyzer
-from headshots.images import load_rgb, original_size
+from headshots.images import load_rgb, original_size, transparent_share
 from headshots.logs import plural
 from headshots.workspace import Workspace, write_json_atomic, write_text_atomic
 from train.intake_report import print_table, render_html, thumbnail_uri
@@ -38,6 +38,7 @@ OK, WARN, REJECT = "ok", "warn", "reject"
 _RANK = {OK: 0, WARN: 1, REJECT: 2}
 MORE_LIGHT = "Move near a window facing you, or turn on more lights."  # the advice for every kind of too little light
 MAX_WORKERS = 4  # photo-checking threads: more add nothing on top of torch's own threads (docs/benchmarks.md, Intake)
+CUT_OUT, ALL_TRANSPARENT = 0.05, 0.95  # transparent share of an image (headshots.images.transparent_share): a cut-out; nothing
 RELATIVE_MIN_PHOTOS = 4  # faces a set needs before its medians stand for the person (their skin tone, their skin's grain)
 # Checks in causal order: when several rejections fire, the verdict leads with the earliest, the one that explains the
 # others (light or a cover that hid the face explains "no face found"; a tiny face explains lost detail; a cover or a
@@ -380,6 +381,11 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
         report.add("decode", Check(REJECT, {"width": width, "height": height}, f"image too small ({width} x {height} px)",
                                    "Send the photo itself as your phone or camera saved it, not a thumbnail or a cut-out."))
         return report, None, preview
+    cut_out = transparent_share(path)
+    if cut_out >= ALL_TRANSPARENT:  # flattened onto white: "overexposed, no face found" would send them into the shade
+        report.add("decode", Check(REJECT, {"transparent": _r(cut_out)}, "the image is (almost) all transparent",
+                                   "Send the photo itself, not a cut-out, a sticker or a logo."))
+        return report, None, preview
     report.add("decode", Check(OK, {"width": image.width, "height": image.height, "scale": _r(scale),
                                     "bytes": path.stat().st_size}))  # of two copies, the less compressed one is kept
     report.add("age", age_check(path, cfg.intake, now))
@@ -414,6 +420,10 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
         face_measures = quality.measure(image, face)
     for name, check in judge(face_measures, cfg.intake).items():
         report.add(name, check)
+    if cut_out >= CUT_OUT:  # the white fill behind the face is no light: "backlit, turn around" would be wrong advice
+        report.add("backlight", Check(WARN, {"transparent": _r(cut_out)}, "a cut-out: its background was removed",
+                                      "Send the photo as it was taken, background and all: the adapter learns your face "
+                                      "from real light around it."))
     with _timed(timings, "thumbnail"):
         thumb, signature = quality.thumbnail(image), quality.face_signature(image, face)
     box = tuple(round(v) for v in face.box)
