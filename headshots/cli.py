@@ -47,8 +47,9 @@ TRAINING_RESUMES = ("what was finished is kept; run the same command again (trai
 
 
 def run(parser: argparse.ArgumentParser, commands: Mapping[str, Callable[[Config], object]], argv=None,
-        interrupted: str = TRAINING_RESUMES) -> int:
-    """Parse, load the config, run the command; a person's error is two lines, Ctrl-C says `interrupted`."""
+        interrupted: str | Mapping[str, str] = TRAINING_RESUMES) -> int:
+    """Parse, load the config, run the command; a person's error is two lines, Ctrl-C says `interrupted` (one text,
+    or one per command: what a stopped intake keeps is not what a stopped training keeps)."""
     args = parse(parser, argv)
     try:
         cfg = load_config(args.user, args.profile, args.config, args.overrides)
@@ -56,7 +57,8 @@ def run(parser: argparse.ArgumentParser, commands: Mapping[str, Callable[[Config
     except HeadshotsError as exc:
         return print_error(exc, args.verbose)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: {interrupted}", file=sys.stderr)
+        said = interrupted if isinstance(interrupted, str) else interrupted.get(args.command, TRAINING_RESUMES)
+        print(f"\ninterrupted: {said}", file=sys.stderr)
         return 130
     except Exception as exc:  # a full disk or a read-only folder is the person's to fix; anything else is a bug
         if (refused := storage_error(exc)) is None or args.verbose:

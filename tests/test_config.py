@@ -225,3 +225,18 @@ def test_only_a_write_the_disk_or_folder_refused_becomes_the_persons_error():
     assert read_only is not None and "/data/users/alice/intake.json" in read_only.message and "writable" in read_only.hint
     assert storage_error(FileNotFoundError(errno.ENOENT, "No such file")) is None
     assert storage_error(SafetensorError("Error while deserializing header: HeaderTooLarge")) is None
+
+
+def test_ctrl_c_says_what_the_stopped_command_kept(capsys):
+    """A stopped intake or prepare was told that "training goes on from its last checkpoint" (bad-input walk)."""
+    from headshots.cli import TRAINING_RESUMES, build_parser, run
+    from train.__main__ import HELP, INTERRUPTED
+
+    def stopped(cfg) -> None:
+        raise KeyboardInterrupt
+
+    parser = build_parser("python -m train", "test", HELP)
+    for command, said in (("prepare", INTERRUPTED["prepare"]), ("fit", TRAINING_RESUMES)):
+        assert run(parser, {command: stopped}, [command, "--user", "alice"], interrupted=INTERRUPTED) == 130
+        assert f"interrupted: {said}" in capsys.readouterr().err
+    assert "checkpoint" not in INTERRUPTED["prepare"] + INTERRUPTED["intake"]

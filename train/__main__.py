@@ -49,5 +49,9 @@ HELP = {
     "all": "intake (stops if the set is not usable), prepare, then fit",
 }
 
+INTERRUPTED = {"intake": "nothing was written; run the same command again",
+               "prepare": "the photos prepared before, if any, are kept as they were; run the same command again"}
+
 if __name__ == "__main__":
-    sys.exit(run(build_parser("python -m train", "Prepare a user's photos and train their LoRA adapter.", HELP), COMMANDS))
+    sys.exit(run(build_parser("python -m train", "Prepare a user's photos and train their LoRA adapter.", HELP), COMMANDS,
+                 interrupted=INTERRUPTED))
