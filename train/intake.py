@@ -528,15 +528,21 @@ class Identity:
 def _same_person_groups(sims: np.ndarray, threshold: float) -> list[list[int]]:
     """Faces grouped by who they are: average-linkage clustering, joining the two groups whose faces are most alike
     on average while that average is at least `threshold`. The average, not the best pair: one look-alike photo
-    does not join two people. Largest group first (then by first photo)."""
+    does not join two people. Largest group first (then by first photo). Groups' averages are updated on each join
+    (Lance-Williams), so 200 photos take milliseconds, not the seconds of recomputing every pair."""
     groups = [[i] for i in range(len(sims))]
-    while len(groups) > 1:
-        score, a, b = max((float(sims[np.ix_(groups[a], groups[b])].mean()), a, b)
-                          for a in range(len(groups)) for b in range(a + 1, len(groups)))
-        if score < threshold:
+    between = sims.astype(np.float64)  # a copy: the average similarity of each two groups' faces
+    np.fill_diagonal(between, -np.inf)
+    for _ in range(len(sims) - 1):
+        a, b = sorted(np.unravel_index(int(np.argmax(between)), between.shape))
+        if between[a, b] < threshold:
             break
-        groups[a] += groups.pop(b)
-    return sorted((sorted(g) for g in groups), key=lambda g: (-len(g), g[0]))
+        joined = (len(groups[a]) * between[a] + len(groups[b]) * between[b]) / (len(groups[a]) + len(groups[b]))
+        between[a], between[:, a] = joined, joined
+        between[b], between[:, b] = -np.inf, -np.inf
+        between[a, a] = -np.inf
+        groups[a], groups[b] = groups[a] + groups[b], []
+    return sorted((sorted(g) for g in groups if g), key=lambda g: (-len(g), g[0]))
 
 
 def identity_checks(embeddings: np.ndarray, cfg: IntakeConfig) -> Identity:
