@@ -25,8 +25,10 @@ TINY_MODEL := models/tiny-sdxl
 PERSON := $(if $(filter command line,$(origin USER)),$(USER))
 # The commands themselves see your login as USER, as your shell does: make would export USER=alice to them, and
 # libraries name files after it (torch's compile cache: /tmp/torchinductor_alice), which make purge cannot find.
-override USER := $(shell id -un)
+ifeq ($(origin USER),command line)
+override USER := $(or $(shell id -un 2>/dev/null),$(LOGNAME))
 export USER
+endif
 shell_quote = '$(subst ','\'',$(1))'
 COMMON = --user=$(call shell_quote,$(PERSON)) --profile $(call shell_quote,$(PROFILE)) $(call shell_quote,run=$(RUN))
 

@@ -223,7 +223,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "rank", "checkpoint_every", "keep_checkpoints"):
             _check(getattr(self, key) >= 1, f"train.{key}", "must be at least 1")
-        _check(self.learning_rate > 0, "train.learning_rate", "must be positive")
+        _check(0 < self.learning_rate < math.inf, "train.learning_rate", "must be a positive number (inf trains to nan)")
         _check(self.lr_warmup_steps >= 0, "train.lr_warmup_steps", "must be >= 0")
         _one_of(self.optimizer, "train.optimizer", ("adamw", "adamw8bit", "prodigy"))
         if self.mixed_precision in ("False", "fp32"):  # YAML reads a bare `no` as false
@@ -238,14 +238,15 @@ class TrainConfig:
         _check(self.noise_offset >= 0, "train.noise_offset", "must be >= 0")
         _check(self.face_loss_weight >= 1.0, "train.face_loss_weight", "must be >= 1 (1 disables it)")
         _check(self.text_encoder_rank is None or self.text_encoder_rank >= 1, "train.text_encoder_rank", "must be at least 1")
-        _check(self.text_encoder_lr is None or self.text_encoder_lr > 0, "train.text_encoder_lr", "must be positive")
+        _check(self.text_encoder_lr is None or 0 < self.text_encoder_lr < math.inf, "train.text_encoder_lr", "must be a positive number")
         _check(1 <= self.pivotal_tokens <= 8, "train.pivotal_tokens", "must be between 1 and 8")
         _check(self.embedding_lr > 0, "train.embedding_lr", "must be positive")
 
 
 @dataclass
 class WandbConfig:
-    # auto: online when a W&B key is configured (WANDB_API_KEY or `wandb login`), offline files otherwise.
+    # auto: online when a W&B key is configured (WANDB_API_KEY or `wandb login`), offline files otherwise;
+    # WANDB_MODE=offline/disabled or WANDB_DISABLED in the environment limit any mode (`wandb_allowed`).
     mode: str = "auto"  # auto | online | offline | disabled
     project: str = "headshots"
     entity: str | None = None
@@ -581,7 +582,7 @@ def load_config(
         person_file = Path(_data_root(layers, cli)) / user / PERSON_SETTINGS
         person = person_settings(person_file) if with_person_settings else OmegaConf.create({})
         merged = OmegaConf.merge(OmegaConf.structured(Config), *layers, person, cli, identity)
-        _refuse_non_finite(OmegaConf.to_container(merged, resolve=True, throw_on_missing=False))
+        _refuse_nan(OmegaConf.to_container(merged, resolve=True, throw_on_missing=False))
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
         message = _describe(exc)
@@ -605,20 +606,22 @@ def _parse_overrides(overrides: Sequence[str]) -> Any:
     schema = OmegaConf.structured(Config)
     for item in overrides:
         key = item.partition("=")[0]
-        if OmegaConf.is_dict(OmegaConf.select(schema, key, default=None)) and not OmegaConf.is_dict(OmegaConf.select(parsed, key)):
+        value = OmegaConf.select(parsed, key, throw_on_resolution_failure=False)  # ${...} is resolved at load, not here
+        if OmegaConf.is_dict(OmegaConf.select(schema, key, default=None)) and not OmegaConf.is_dict(value) and value is not None:
             raise ConfigError(f"`{key}` is a section of settings, not one value ({item!r}).",
                               f"Set one of its keys, e.g. {key}.<key>=<value> (configs/base.yaml lists them).")
     return parsed
 
 
-def _refuse_non_finite(config: Any, prefix: str = "") -> None:
-    """An infinite number is no setting (a learning rate of inf trains to nan, which then blames the precision):
-    refused, naming the key, as is nan (which compares false with every limit)."""
+def _refuse_nan(config: Any, prefix: str = "") -> None:
+    """nan is no setting (it compares false with every limit, so a section's own checks may let it through):
+    refused, naming the key. inf may mean "no limit" (train.max_grad_norm, intake.max_*): each section says where
+    it is nonsense (a learning rate)."""
     for key, value in config.items():
         if isinstance(value, dict):
-            _refuse_non_finite(value, f"{prefix}{key}.")
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"Config key `{prefix}{key}` is {value}: a setting must be a finite number.",
+            _refuse_nan(value, f"{prefix}{key}.")
+        elif isinstance(value, float) and math.isnan(value):
+            raise ConfigError(f"Config key `{prefix}{key}` is nan: a setting must be a number.",
                               f"Give an ordinary number, e.g. {prefix}{key}=<value> as in configs/base.yaml.")
 
 

@@ -15,10 +15,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -257,12 +259,16 @@ def write_text_atomic(path: Path, text: str) -> None:
     status poller, the next run) sees the old file or the new one, never half of one; a write the disk refuses
     (full, read-only) leaves the old file and no temporary one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    # one temporary file per writer (two writers of one name would publish each other's half), readable by the
+    # person's login only, as the biometric data in these folders should be
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(name, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the write's own error is the one to report
+            os.unlink(name)
         raise
 
 

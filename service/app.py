@@ -53,7 +53,7 @@ from infer.generate import new_round_name
 from infer.styles import available_styles, load_style
 from service import views
 from service.jobs import IMAGE_KINDS, JobQueue, devices, job_command
-from service.purge import purge
+from service.purge import nothing_running, purge
 from train.intake import REJECT, run_intake
 
 log = get_logger(__name__)
@@ -550,12 +550,14 @@ class HeadshotsApp:
         user = self.user(state, request)
         self.jobs.forget(user)
         ws = self.workspace(user)
-        self.forget_cached_downloads(ws)
-        views.forget_previews()
-        done = purge(ws, include_selfies=True)
+        with nothing_running(ws):  # a command of theirs still running elsewhere: refused before anything goes
+            self.forget_cached_downloads(ws)
+            views.forget_previews()
+            done = purge(ws, include_selfies=True)
         log.info("purged %s: %s", user, "; ".join(done) or "nothing stored")
+        kept = [line for line in done if line.startswith("kept ")]  # photos linked in from elsewhere stay there
         return {**self.page(user), self.c["confirm"]: gr.update(visible=False),
-                self.c["deleted"]: "All your photos, adapters and images were deleted."}
+                self.c["deleted"]: "All your photos, adapters and images were deleted." + "".join(f" {line}." for line in kept)}
 
     def forget_cached_downloads(self, ws: Workspace) -> None:
         """Gradio serves a download from a copy in its cache, in a folder named by the file's content hash

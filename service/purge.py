@@ -52,10 +52,16 @@ def nothing_running(workspace: Workspace) -> Iterator[None]:
     with ExitStack() as held:
         for run_dir in runs:
             for lock, doing in RUNNING.items():
-                if (run_dir / lock).exists():  # a command that ran made it: one that runs holds it
+                if not (run_dir / lock).exists():  # a command that ran made it: one that runs holds it
+                    continue
+                try:
                     held.enter_context(held_alone(run_dir / lock, HeadshotsError(
                         f"{workspace.user}'s run {run_dir.name!r} is busy ({doing}) in a terminal, the web app or a "
                         "batch: nothing was deleted.", "Stop it, or let it finish, then delete again.")))
+                except OSError as exc:  # not a file we can lock (a folder, someone else's file)
+                    raise HeadshotsError(f"Could not check whether {run_dir.name!r} is busy: {run_dir / lock} cannot be "
+                                         f"locked ({exc.strerror}); nothing was deleted.",
+                                         "Remove that file (no command of the person's may be running), then delete again.") from exc
         yield
 
 
@@ -78,13 +84,24 @@ def purge(workspace: Workspace, include_selfies: bool = False) -> list[str]:
 
 
 def links_in(path: Path) -> list[tuple[Path, Path]]:
-    """(link, what it points to) for `path` and every symbolic link inside it: deleting removes the link, never what
-    it points to, and the person is told where that is (a photo folder linked in from elsewhere keeps its photos)."""
+    """(link, what it points to) for `path` and every symbolic link inside it that points outside it to something
+    there: deleting removes the link, never what it points to, and the person is told where that is (a photo folder
+    linked in from elsewhere keeps its photos). Links within the folder (W&B's latest-run) go with it; a broken or
+    looping link keeps nothing."""
     found = [path] if path.is_symlink() else []
     if path.is_dir() and not path.is_symlink():
         for folder, dirs, files in os.walk(path):  # does not follow links
             found += [Path(folder) / name for name in dirs + files if (Path(folder) / name).is_symlink()]
-    return [(link, link.resolve()) for link in found]
+    inside = path.resolve() if not path.is_symlink() else None
+    kept = []
+    for link in found:
+        try:
+            target = link.resolve(strict=True)
+        except (OSError, RuntimeError):  # broken, or a loop
+            continue
+        if inside is None or not target.is_relative_to(inside):
+            kept.append((link, target))
+    return kept
 
 
 def scrub_batch_records(workspace: Workspace) -> list[str]:

@@ -602,7 +602,7 @@ def test_too_few_or_two_people_is_not_usable(make_config, faces_dir, analyzer):
             (selfies / person / path.name).rename(selfies / f"{person}-{path.name}")
         (selfies / person).rmdir()
     result = run_intake(two, analyzer)
-    assert result.set.verdict == "reject" and "two different people" in result.set.reason
+    assert result.set.verdict == "reject" and "the photos show different people" in result.set.reason
 
 
 def test_two_people_in_equal_numbers_are_not_guessed_between(make_config, faces_dir, analyzer):
@@ -627,6 +627,19 @@ def test_two_people_in_equal_numbers_are_not_guessed_between(make_config, faces_
     assert [f for f, c in identity.items() if c.status == "ok"] == [f"s01-0{i}.jpg" for i in range(1, 5)], identity
     assert all("someone else" in identity[f"s02-0{i}.jpg"].reason for i in range(1, 4))
     assert "s02-01.jpg, s02-02.jpg, s02-03.jpg look like someone else" in result.set.reason
+
+
+def test_a_three_way_tie_refuses_all_three_groups():
+    """2 + 2 + 2 photos of three people: the third group is as likely to be the person as the first two (review)."""
+    from headshots.config import IntakeConfig
+    from train.intake import identity_checks
+
+    people = np.eye(3)[[0, 0, 1, 1, 2, 2]]
+    tie = identity_checks(people, IntakeConfig())
+    assert tie.tied and tie.others == list(range(6)) and all("which one is you" in c.reason for c in tie.checks.values())
+    one_more = identity_checks(np.eye(3)[[0, 0, 0, 1, 1, 2]], IntakeConfig())
+    assert not one_more.tied and [c.status for c in one_more.checks.values()] == ["ok"] * 3 + ["reject"] * 3
+    assert one_more.others == [3, 4]  # two alike: another person; the single one is "someone else" only
 
 
 def test_intake_command_fails_when_the_set_is_not_usable(make_config, faces_dir, face_weights):
@@ -798,7 +811,7 @@ def test_a_cut_out_is_named_as_one_not_as_light_behind_the_person(faces_dir, ana
     cut_out.putalpha(alpha)
     cut_out.save(tmp_path / "cut-out.png")
     report, _, _ = assess_photo(tmp_path / "cut-out.png", analyzer, make_config("alice"), NOW)
-    assert report.checks["backlight"].reason == "a cut-out: its background was removed", report.checks["backlight"]
+    assert report.checks["backlight"].reason == "a cut-out: part of the photo is transparent", report.checks["backlight"]
     assert "backlit" not in report.reason and "background and all" in " ".join(report.advice), report.reason
     cut_out.putalpha(0)
     cut_out.save(tmp_path / "nothing.png")

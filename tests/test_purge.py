@@ -125,3 +125,23 @@ def test_photos_linked_in_from_elsewhere_are_named_as_kept(tmp_path, capsys):
         said = capsys.readouterr().out
         assert f"kept {(elsewhere if user == 'dana' else elsewhere / 'selfies').resolve()}: only the link" in said, said
         assert not (data / user).exists() and (elsewhere / "selfies" / "01.jpg").read_bytes() == b"a selfie"
+    # Links within the person's folders go with them, and a broken or looping link keeps nothing (review: W&B's
+    # latest-run link was reported "kept", and a link to itself stopped purge with a traceback).
+    run = outputs / "fay" / "default" / "wandb"
+    (run / "offline-run-1").mkdir(parents=True)
+    (run / "latest-run").symlink_to(run / "offline-run-1")
+    (run / "gone").symlink_to(tmp_path / "nowhere")
+    (run / "loop").symlink_to(run / "loop")
+    assert main(["--user", "fay", f"paths.data_root={data}", f"paths.outputs_root={outputs}"]) == 0
+    said = capsys.readouterr().out
+    assert "kept" not in said.replace("kept the", "") and not (outputs / "fay").exists(), said
+
+
+def test_a_lock_that_cannot_be_taken_is_named_not_a_traceback(tmp_path, capsys):
+    """A run's .train.lock that is a folder (or someone else's file) cannot be locked: purge says which, deletes
+    nothing (review)."""
+    outputs = tmp_path / "outputs"
+    (outputs / "gus" / "default" / TRAIN_LOCK).mkdir(parents=True)
+    assert main(["--user", "gus", f"paths.data_root={tmp_path / 'data'}", f"paths.outputs_root={outputs}"]) == 2
+    said = capsys.readouterr().err
+    assert "cannot be locked" in said and "nothing was deleted" in said and (outputs / "gus").is_dir(), said

@@ -211,22 +211,29 @@ def resolution_check(face: Face, scale: float, cfg: Config) -> Check:
     return Check(OK, value)
 
 
-def judge(m: quality.FaceMeasures, cfg: IntakeConfig) -> dict[str, Check]:
+def judge(m: quality.FaceMeasures, cfg: IntakeConfig, cut_out: float = 0.0) -> dict[str, Check]:
     """The verdicts on one face's measurements, in causal order.
 
     A check is judged only when no cause listed before it fired that would fake it: crushed or blown-out light
     flattens detail, texture and colour and hides the eyes; a cover (rejected already: the photo is retaken anyway)
     brings straight edges that read as a smear and hides the cheeks that light and texture are read on; a smear
     or defocus lowers texture and mixes colours. So the advice names the cause, not its symptoms, and the verdict
-    leads with it. Pure: scripts/intake_tune.py re-judges stored measurements with other thresholds."""
+    leads with it. `cut_out`: the photo's transparent share (`transparent_share`): white fill, not light, surrounds
+    a cut-out's face, so it is named instead of light from behind. Pure: scripts/intake_tune.py re-judges stored
+    measurements with other thresholds."""
     checks: dict[str, Check] = {}
-    checks["backlight"] = _check(m.background_to_face > cfg.max_backlight, {"background_to_face": _r(m.background_to_face)},
-                                 "backlit: bright behind you, face in shadow",
-                                 "Turn around so the window or sun is in front of you, not behind.", WARN,
-                                 _over(m.background_to_face, cfg.max_backlight))
+    if cut_out >= CUT_OUT:
+        checks["backlight"] = Check(WARN, {"transparent": _r(cut_out)}, "a cut-out: part of the photo is transparent",
+                                    "Send the photo as it was taken, background and all: the adapter learns your face "
+                                    "from the real light around it.")
+    else:
+        checks["backlight"] = _check(m.background_to_face > cfg.max_backlight, {"background_to_face": _r(m.background_to_face)},
+                                     "backlit: bright behind you, face in shadow",
+                                     "Turn around so the window or sun is in front of you, not behind.", WARN,
+                                     _over(m.background_to_face, cfg.max_backlight))
     one_sided = m.side_contrast > cfg.max_side_contrast  # a shadow across one side darkens face and frame: side light's to say
     checks["exposure"] = _exposure_check(m.exposure, m.photo_exposure, cfg, one_sided)
-    if checks["exposure"].reason == "face too dark" and checks["backlight"].status != OK:
+    if checks["exposure"].reason == "face too dark" and checks["backlight"].status != OK and cut_out < CUT_OUT:
         checks["exposure"].advice = checks["backlight"].advice  # the light behind is what to change
     lit = checks["exposure"].status != REJECT  # dim but not crushed: detail, colour and texture still read true
     covered = _covered(m.eye_flat, m.mouth_detail, cfg) if lit else []
@@ -418,12 +425,8 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
     report.add("resolution", resolution_check(face, scale, cfg))
     with _timed(timings, "measure"):
         face_measures = quality.measure(image, face)
-    for name, check in judge(face_measures, cfg.intake).items():
+    for name, check in judge(face_measures, cfg.intake, cut_out).items():
         report.add(name, check)
-    if cut_out >= CUT_OUT:  # the white fill behind the face is no light: "backlit, turn around" would be wrong advice
-        report.add("backlight", Check(WARN, {"transparent": _r(cut_out)}, "a cut-out: its background was removed",
-                                      "Send the photo as it was taken, background and all: the adapter learns your face "
-                                      "from real light around it."))
     with _timed(timings, "thumbnail"):
         thumb, signature = quality.thumbnail(image), quality.face_signature(image, face)
     box = tuple(round(v) for v in face.box)
@@ -521,8 +524,8 @@ class Identity:
     """Who the photos show: a check per photo, and what the set says about it."""
 
     checks: dict[int, Check]
-    others: list[int]  # photos of one other person (two or more look alike): the set shows two people
-    tied: bool = False  # two people in as many photos each: which of them is the person cannot be told
+    others: list[int]  # photos of other people, two or more alike (or every photo of a tie): the set shows several
+    tied: bool = False  # the largest groups are as large as each other: which of them is the person cannot be told
 
 
 def _same_person_groups(sims: np.ndarray, threshold: float) -> list[list[int]]:
@@ -547,25 +550,27 @@ def _same_person_groups(sims: np.ndarray, threshold: float) -> list[list[int]]:
 
 def identity_checks(embeddings: np.ndarray, cfg: IntakeConfig) -> Identity:
     """Who is this? The largest group of faces alike (`_same_person_groups`) is the person; a photo outside it may
-    be someone else. Two groups of the same size (six photos of you and six of a friend) leave no way to tell who
-    the person is: every photo of either is refused, and the set says so, rather than pick one at random (a median
+    be someone else. Largest groups of the same size (six photos of you and six of a friend) leave no way to tell who
+    the person is: every photo of them is refused, and the set says so, rather than pick one at random (a median
     over the others did, and refused some of the person's own photos while passing some of the friend's)."""
     sims = embeddings @ embeddings.T
     groups = _same_person_groups(sims, cfg.identity_threshold)
-    tied = len(groups) > 1 and len(groups[1]) == len(groups[0]) > 1
+    largest = [g for g in groups if len(g) == len(groups[0])]
+    tied = len(largest) > 1 and len(groups[0]) > 1
     alone = len(groups) > 1 and len(groups[0]) == 1  # no two faces alike: none of them can be called the person
     person = set() if tied or alone else set(groups[0])
+    in_tie = {i for g in largest for i in g} if tied else set()
     checks = {}
     for i in range(len(embeddings)):
         alike = float(np.mean([sims[i, j] for j in groups[0] if j != i])) if len(groups[0]) > 1 else 1.0
         value = {"similarity_to_the_set": _r(alike)}
-        if tied and any(i in g for g in groups[:2]):
-            checks[i] = Check(REJECT, value, "the photos show two people in equal numbers: which one is you?",
+        if i in in_tie:
+            checks[i] = Check(REJECT, value, "the photos show several people in equal numbers: which one is you?",
                               "Keep only the photos of yourself, then check them again.")
         else:
             checks[i] = _check(i not in person, value, "this photo may be someone else",
                                "Use only photos of yourself; remove this one if it is not you.")
-    others = [i for g in groups[1:] if len(g) > 1 for i in g] if not tied else [i for g in groups[:2] for i in g]
+    others = sorted(in_tie) if tied else [i for g in groups[1:] if len(g) > 1 for i in g]
     return Identity(checks, sorted(others), tied)
 
 
@@ -620,8 +625,8 @@ def set_report(photos: list[PhotoReport], measured: dict[int, Measured], split: 
     report = SetReport(OK, len(usable_idx), len(photos))
     if split:
         who = ", ".join(photos[i].file for i in split)
-        report.verdict, report.reason = REJECT, (f"the photos show two different people, as many photos of each ({who})" if tied
-                                                 else f"the photos show two different people ({who} look like someone else)")
+        report.verdict, report.reason = REJECT, (f"the photos show different people, as many photos of each ({who})" if tied
+                                                 else f"the photos show different people ({who} look like someone else)")
         report.advice.append("Use photos of one person only: remove the photos of anyone else.")
     n = len(usable_idx)
     if n < cfg.good_photos:
