@@ -314,6 +314,24 @@ def test_styles_tab_opens_with_the_persons_own_settings_and_a_bad_file_locks_no_
     assert not sam.exists()
 
 
+def test_delete_my_data_is_refused_while_a_training_of_theirs_runs_elsewhere(server):
+    """A training started in a terminal (or by a killed app) would write the adapter back after the deletion: Delete
+    my data is refused before anything goes (privacy walk; review: the downloads went before the refusal)."""
+    from tests.conftest import held_elsewhere
+    from train.checkpoint import TRAIN_LOCK
+
+    tia = server.data / "tia"
+    (tia / "selfies").mkdir(parents=True)
+    (tia / "selfies" / "a.jpg").write_bytes(b"a selfie")
+    run = server.outputs / "tia" / "default"
+    run.mkdir(parents=True)
+    with held_elsewhere(run / TRAIN_LOCK), pytest.raises(gr.Error, match="busy .training"):
+        server.app.delete_everything("tia", None)
+    assert (tia / "selfies" / "a.jpg").is_file() and run.is_dir()
+    server.app.delete_everything("tia", None)
+    assert not tia.exists() and not run.exists()
+
+
 def test_deleting_images_takes_only_the_persons_own_and_never_under_a_running_job(server, tmp_path):
     app = server.app
     with pytest.raises(gr.Error, match="Tick the images to delete first"):
