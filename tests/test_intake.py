@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
@@ -588,6 +589,14 @@ def test_a_shared_warning_is_told_for_the_set_in_each_of_its_kinds(make_config):
     assert f"Every photo: head turned to the side or head or camera tilted. {turned[1]} {tilted[1]}" in report.advice
 
 
+def _two_men(faces_dir: Path, selfies: Path, each: int) -> None:
+    """The first `each` Georgia Tech photos of s01 and of s02 in `selfies`, named s01-01.jpg, s02-01.jpg, ..."""
+    selfies.mkdir(parents=True, exist_ok=True)
+    for person in ("s01", "s02"):
+        for path in sorted((faces_dir / "georgia-tech" / person).glob("*.jpg"))[:each]:
+            shutil.copy(path, selfies / f"{person}-{path.name}")
+
+
 def test_too_few_or_two_people_is_not_usable(make_config, faces_dir, analyzer):
     few = make_config("dave")
     copy_photos(sorted((faces_dir / "georgia-tech" / "s29").glob("*.jpg"))[:2], Workspace.from_config(few).selfies)
@@ -595,12 +604,7 @@ def test_too_few_or_two_people_is_not_usable(make_config, faces_dir, analyzer):
     assert result.set.verdict == "reject" and "Add 3 more" in result.set.advice[0]
 
     two = make_config("erin")
-    selfies = Workspace.from_config(two).selfies
-    for person in ("s01", "s02"):
-        for path in sorted((faces_dir / "georgia-tech" / person).glob("*.jpg"))[:3]:
-            copy_photos([path], selfies / person)
-            (selfies / person / path.name).rename(selfies / f"{person}-{path.name}")
-        (selfies / person).rmdir()
+    _two_men(faces_dir, Workspace.from_config(two).selfies, 3)
     result = run_intake(two, analyzer)
     assert result.set.verdict == "reject" and "the photos show different people" in result.set.reason
 
@@ -611,11 +615,7 @@ def test_two_people_in_equal_numbers_are_not_guessed_between(make_config, faces_
     Both are refused, and the set says why; with one of the second man's photos gone, the first man is the person."""
     cfg = make_config("erin")
     selfies = Workspace.from_config(cfg).selfies
-    for person in ("s01", "s02"):
-        for path in sorted((faces_dir / "georgia-tech" / person).glob("*.jpg"))[:4]:
-            copy_photos([path], selfies / person)
-            (selfies / person / path.name).rename(selfies / f"{person}-{path.name}")
-        (selfies / person).rmdir()
+    _two_men(faces_dir, selfies, 4)
     result = run_intake(cfg, analyzer)
     identity = {p.file: p.checks["identity"] for p in result.photos}
     assert all(c.status == "reject" and "which one is you" in c.reason for c in identity.values()), identity
