@@ -125,13 +125,15 @@ def test_photos_linked_in_from_elsewhere_are_named_as_kept(tmp_path, capsys):
         said = capsys.readouterr().out
         assert f"kept {(elsewhere if user == 'dana' else elsewhere / 'selfies').resolve()}: only the link" in said, said
         assert not (data / user).exists() and (elsewhere / "selfies" / "01.jpg").read_bytes() == b"a selfie"
-    # Links within the person's folders go with them, and a broken or looping link keeps nothing (review: W&B's
-    # latest-run link was reported "kept", and a link to itself stopped purge with a traceback).
+    # Links in outputs are the tools' own (W&B links latest-run within the run, its core log into its cache: both were
+    # reported "kept"), and a broken or looping link keeps nothing (a link to itself stopped purge with a traceback).
     run = outputs / "fay" / "default" / "wandb"
     (run / "offline-run-1").mkdir(parents=True)
     (run / "latest-run").symlink_to(run / "offline-run-1")
     (run / "gone").symlink_to(tmp_path / "nowhere")
     (run / "loop").symlink_to(run / "loop")
+    (tmp_path / "core-debug.log").write_text("W&B's own log, in its cache")
+    (run / "debug-core.log").symlink_to(tmp_path / "core-debug.log")  # as W&B links its core log into each run
     assert main(["--user", "fay", f"paths.data_root={data}", f"paths.outputs_root={outputs}"]) == 0
     said = capsys.readouterr().out
     assert "kept" not in said.replace("kept the", "") and not (outputs / "fay").exists(), said
