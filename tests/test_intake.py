@@ -620,6 +620,7 @@ def test_two_people_in_equal_numbers_are_not_guessed_between(make_config, faces_
     identity = {p.file: p.checks["identity"] for p in result.photos}
     assert all(c.status == "reject" and "which one is you" in c.reason for c in identity.values()), identity
     assert result.set.verdict == "reject" and "as many photos of each" in result.set.reason
+    assert not any(a.startswith("Add ") for a in result.set.advice), result.set.advice  # 0 usable: not "add 5 more"
 
     (selfies / "s02-04.jpg").unlink()
     result = run_intake(cfg, analyzer)

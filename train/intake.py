@@ -629,7 +629,7 @@ def set_report(photos: list[PhotoReport], measured: dict[int, Measured], split: 
                                                  else f"the photos show different people ({who} look like someone else)")
         report.advice.append("Use photos of one person only: remove the photos of anyone else.")
     n = len(usable_idx)
-    if n < cfg.good_photos:
+    if n < cfg.good_photos and not tied:  # a tie refused every photo of its people: how many are the person's is not known
         short = n < cfg.min_photos
         need = (cfg.min_photos if short else cfg.good_photos) - n
         report.verdict = max(report.verdict, REJECT if short else WARN, key=_RANK.get)
