@@ -24,7 +24,7 @@ TINY_MODEL := models/tiny-sdxl
 # a name with a space or a quote reaches the CLI whole, which refuses it saying why.
 PERSON := $(if $(filter command line,$(origin USER)),$(USER))
 # The commands themselves see your login as USER, as your shell does: make would export USER=alice to them, and
-# libraries name files after it (torch's compile cache: /tmp/torchinductor_alice), which make purge cannot find.
+# libraries name files after it (torch names its compile cache torchinductor_alice, in the temp folder), which make purge cannot find.
 ifeq ($(origin USER),command line)
 override USER := $(or $(shell id -un 2>/dev/null),$(LOGNAME))
 export USER

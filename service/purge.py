@@ -74,7 +74,7 @@ def purge(workspace: Workspace, include_selfies: bool = False) -> list[str]:
         for path in derived_paths(workspace, include_selfies):
             # the person's photos may be linked in from elsewhere; links in outputs are the tools' own (W&B's
             # debug-core.log points into its cache in the home folder, and names no one)
-            linked = links_in(path) if path == workspace.user_dir or workspace.user_dir in path.parents else []
+            linked = links_in(path) if path != workspace.user_outputs else []
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             else:

@@ -104,7 +104,7 @@ def test_make_takes_whose_data_from_its_command_line_only():
     assert "--users='x;echo hi'" in make("-n", "batch", "USERS=x;echo hi").stdout  # a name, not a second command
     like_an_option = make("intake", "USER=-x").stderr  # reaches the name rule, not argparse's "expected one argument"
     assert "Use 1-64 letters, digits" in like_an_option and "expected one argument" not in like_an_option
-    # The commands see the login as USER, not the person: torch named /tmp/torchinductor_<USER> after the person,
+    # The commands see the login as USER, not the person: torch named its compile cache in the temp folder after the person,
     # which purge could not find (privacy walk).
     seen = make("--eval", "show-user: ; @echo $$USER", "show-user", "USER=erin").stdout.strip()
     assert seen == subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip() != "erin"
