@@ -20,7 +20,8 @@ Every way of running a stage writes its record: the CLI (`python -m train intake
 `python -m infer all|export`), and the web app and the batch runner through service/chain.py, which also skips
 what is done (the app's intake and Download record theirs too; Download only when the images are those of the
 app's settings: after the app's own Generate, whose styles and round are the person's choice, it is not recorded
-and a batch exports again). A stage that runs removes its record and those of the stages after it first. So a person trained with `make train` is not trained again when the app or a
+and a batch exports again). A stage that runs removes its record and those of the stages after it first, and puts them back if it stops
+before it replaced any of its outputs. So a person trained with `make train` is not trained again when the app or a
 batch picks them up. The work itself lives in train/ and infer/; this module only knows the stages' inputs and
 outputs, which is why it sits on the shared floor.
 """
@@ -32,7 +33,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -50,6 +52,7 @@ from headshots.workspace import (
     chosen_files,
     file_digest,
     write_json_atomic,
+    write_text_atomic,
 )
 
 log = get_logger(__name__)
@@ -227,16 +230,52 @@ def is_done(stage: Stage, cfg: Config, expected: str) -> bool:
                 and not stage.edited(ws))
 
 
-def forget(stage: Stage, cfg: Config) -> None:
-    """Before a stage runs, its record goes, and when the next stage reads what it makes, those of every stage
-    after it. A run stopped part-way must leave no record (the last run's would call half-rewritten outputs done
-    if the settings went back to the last run's); and what it makes anew (another round of images, other crops)
-    is not what the stages after it used, though their fingerprints, which hash settings, would still match.
-    Intake judged again (the web app does it when it opens with other settings) leaves prepare and training done
-    for the settings they were made with."""
+def _records_to_forget(stage: Stage, cfg: Config) -> list[Path]:
+    """The stage's record and, when the next stage reads what it makes, those of every stage after it. A run stopped
+    part-way must leave no record (the last run's would call half-rewritten outputs done if the settings went back
+    to the last run's); and what it makes anew (another round of images, other crops) is not what the stages after
+    it used, though their fingerprints, which hash settings, would still match. Intake judged again (the web app
+    does it when it opens with other settings) leaves prepare and training done for the settings they were made with."""
     index = STAGES.index(stage)
-    for later in STAGES[index:] if stage.feeds_next else STAGES[index:index + 1]:
-        record_path(later, cfg).unlink(missing_ok=True)
+    return [record_path(later, cfg) for later in (STAGES[index:] if stage.feeds_next else STAGES[index:index + 1])]
+
+
+def forget(stage: Stage, cfg: Config) -> None:
+    """Remove the records that `stage` run again makes untrue (`_records_to_forget`)."""
+    for path in _records_to_forget(stage, cfg):
+        path.unlink(missing_ok=True)
+
+
+def _outputs_as_they_are(stage: Stage, cfg: Config) -> dict[Path, tuple[int, int, int] | None]:
+    """Each output's file identity and last change (None: missing). Outputs are replaced whole (a new file renamed
+    over the old, a dataset folder swapped in), so a stage that has replaced any of them changed this."""
+    state: dict[Path, tuple[int, int, int] | None] = {}
+    for path in stage.outputs(Workspace.from_config(cfg), cfg):
+        try:
+            found = path.stat()
+            state[path] = (found.st_ino, found.st_mtime_ns, found.st_size)
+        except OSError:
+            state[path] = None
+    return state
+
+
+@contextmanager
+def forgotten_while_running(stage: Stage, cfg: Config) -> Iterator[None]:
+    """The records `stage` makes untrue (`_records_to_forget`) removed while it runs, and put back as they were if
+    it stops (Ctrl-C, the web app's Stop, an error) before it replaced any of its outputs: what was done then is
+    still done. So a `prepare` interrupted while it crops, its dataset not yet swapped in, does not make the chain
+    train and generate again; one stopped after the swap does."""
+    records = {path: path.read_text() for path in _records_to_forget(stage, cfg) if path.is_file()}
+    outputs = _outputs_as_they_are(stage, cfg)
+    forget(stage, cfg)
+    try:
+        yield
+    except BaseException:
+        if records and _outputs_as_they_are(stage, cfg) == outputs:
+            for path, record in records.items():
+                write_text_atomic(path, record)
+            log.info("%s stopped before it changed what it makes: the records of what was done before stand", stage.name)
+        raise
 
 
 def write_record(stage: Stage, cfg: Config, expected: str, seconds: float) -> None:
@@ -275,10 +314,9 @@ def run_recorded(name: str, cfg: Config, work: Callable[[], T], done: Callable[[
     stage = stage_named(name)
     main_process = os.environ.get("RANK", "0") == "0"
     chain = fingerprints(cfg)  # before the work: a photo added meanwhile makes the stage due again
-    if main_process:
-        forget(stage, cfg)
     started = time.perf_counter()
-    result = work()
+    with forgotten_while_running(stage, cfg) if main_process else nullcontext():
+        result = work()
     index = STAGES.index(stage)
     before = STAGES[index - 1] if index and STAGES[index - 1].feeds_next else None
     if before is not None and not is_done(before, cfg, chain[before.name]):

@@ -90,6 +90,11 @@ class Workspace:
         return self.user_dir / "intake.html"
 
     @property
+    def intake_lock(self) -> Path:
+        """Held while intake runs (train.intake.intake_alone) and while the person's data is deleted (service.purge)."""
+        return self.user_dir / ".intake.lock"
+
+    @property
     def prepared(self) -> Path:
         return self.user_dir / "prepared"
 

@@ -4,7 +4,8 @@
 
 The stages, their fingerprints and their records are headshots/stages.py's; the work is the public functions
 of train/ and infer/. This module runs a stage unless its record says it is done, and writes the record when
-it ends well. A stage interrupted part-way leaves no record, so it runs again; training then resumes from its
+it ends well. A stage interrupted part-way leaves no record, so it runs again (one stopped before it replaced any
+of its outputs puts back the records it removed: stages.forgotten_while_running); training then resumes from its
 last checkpoint if that checkpoint was trained on the same photos and settings, and starts afresh otherwise
 (train.recipe decides, for every caller). The web app and the batch runner both run people through this module.
 """
@@ -19,7 +20,17 @@ from pathlib import Path
 from headshots.config import Config
 from headshots.errors import HeadshotsError, storage_error
 from headshots.logs import get_logger
-from headshots.stages import STAGE_NAMES, STAGES, Stage, figures, fingerprint, forget, is_done, something_to_export, write_record
+from headshots.stages import (
+    STAGE_NAMES,
+    STAGES,
+    Stage,
+    figures,
+    fingerprint,
+    forgotten_while_running,
+    is_done,
+    something_to_export,
+    write_record,
+)
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace, file_digest
 
 log = get_logger(__name__)
@@ -112,10 +123,10 @@ def run_stage(stage: Stage, cfg: Config, upstream: StageResult | None = None) ->
     if is_done(stage, cfg, expected):
         log.info("%s: %s skipped (done before, nothing it reads has changed)", cfg.user, stage.name)
         return StageResult(cfg.user, stage.name, SKIPPED, expected, details=figures(stage, cfg))
-    forget(stage, cfg)
     started = time.perf_counter()
     try:
-        WORK[stage.name](cfg, expected)
+        with forgotten_while_running(stage, cfg):
+            WORK[stage.name](cfg, expected)
     except Exception as exc:  # the person's to fix: their error, or a write the disk or folder refused
         refused = exc if isinstance(exc, HeadshotsError) else storage_error(exc)
         if refused is None:

@@ -44,24 +44,25 @@ def derived_paths(workspace: Workspace, include_selfies: bool) -> list[Path]:
 
 @contextmanager
 def nothing_running(workspace: Workspace) -> Iterator[None]:
-    """Hold, while the person's files are deleted, every lock their commands take in each run's folder: a training
-    or a generation still running (in a terminal, a web app that was killed, a batch) would otherwise write its
-    adapter, checkpoints or images back after the deletion said it was done. One that is running: refused, with
-    nothing deleted."""
+    """Hold, while the person's files are deleted, every lock their commands take (intake's in their data folder,
+    training's and generation's in each run's folder): one still running (in a terminal, a web app that was killed,
+    a batch) would otherwise write its reports, adapter, checkpoints or images back after the deletion said it was
+    done. One that is running: refused, with nothing deleted."""
     runs = sorted(p for p in workspace.user_outputs.iterdir() if p.is_dir()) if workspace.user_outputs.is_dir() else []
+    locks = [(workspace.intake_lock, "checking their photos")]
+    locks += [(run_dir / lock, f"run {run_dir.name!r}: {doing}") for run_dir in runs for lock, doing in RUNNING.items()]
     with ExitStack() as held:
-        for run_dir in runs:
-            for lock, doing in RUNNING.items():
-                if not (run_dir / lock).exists():  # a command that ran made it: one that runs holds it
-                    continue
-                try:
-                    held.enter_context(held_alone(run_dir / lock, HeadshotsError(
-                        f"{workspace.user}'s run {run_dir.name!r} is busy ({doing}) in a terminal, the web app or a "
-                        "batch: nothing was deleted.", "Stop it, or let it finish, then delete again.")))
-                except OSError as exc:  # not a file we can lock (a folder, someone else's file)
-                    raise HeadshotsError(f"Could not check whether {run_dir.name!r} is busy: {run_dir / lock} cannot be "
-                                         f"locked ({exc.strerror}); nothing was deleted.",
-                                         "Remove that file (no command of the person's may be running), then delete again.") from exc
+        for lock, doing in locks:
+            if not lock.exists():  # a command that ran made it: one that runs holds it
+                continue
+            try:
+                held.enter_context(held_alone(lock, HeadshotsError(
+                    f"{workspace.user}'s data is in use ({doing}) in a terminal, the web app or a batch: nothing was "
+                    "deleted.", "Stop it, or let it finish, then delete again.")))
+            except OSError as exc:  # not a file we can lock (a folder, someone else's file)
+                raise HeadshotsError(f"Could not check whether {workspace.user}'s data is in use: {lock} cannot be "
+                                     f"locked ({exc.strerror}); nothing was deleted.",
+                                     "Remove that file (no command of the person's may be running), then delete again.") from exc
         yield
 
 

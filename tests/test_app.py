@@ -325,7 +325,7 @@ def test_delete_my_data_is_refused_while_a_training_of_theirs_runs_elsewhere(ser
     (tia / "selfies" / "a.jpg").write_bytes(b"a selfie")
     run = server.outputs / "tia" / "default"
     run.mkdir(parents=True)
-    with held_elsewhere(run / TRAIN_LOCK), pytest.raises(gr.Error, match="busy .training"):
+    with held_elsewhere(run / TRAIN_LOCK), pytest.raises(gr.Error, match="in use .run .default.: training"):
         server.app.delete_everything("tia", None)
     assert (tia / "selfies" / "a.jpg").is_file() and run.is_dir()
     server.app.delete_everything("tia", None)

@@ -18,10 +18,11 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
 from headshots import quality
+from headshots.errors import HeadshotsError
 from headshots.faces import Detection, Face
 from headshots.images import load_rgb
 from headshots.workspace import Workspace
-from tests.conftest import copy_photos
+from tests.conftest import copy_photos, held_elsewhere
 from train.intake import (
     RELATIVE,
     Check,
@@ -374,6 +375,17 @@ def _bad_inputs(folder: Path, photo: Path) -> None:
     locked = folder / "locked.jpg"
     locked.write_bytes(data)
     locked.chmod(0)
+
+
+def test_intake_is_refused_while_the_persons_data_is_being_deleted(make_config, faces_dir):
+    """An intake that read the photos before a deletion would write its reports, naming them, back after it: intake
+    and `service.purge` hold one lock, and the second to come is refused, writing nothing."""
+    cfg = make_config("bob")
+    ws = Workspace.from_config(cfg)
+    copy_photos([faces_dir / "georgia-tech" / "s01" / "02.jpg"], ws.selfies)
+    with held_elsewhere(ws.intake_lock), pytest.raises(HeadshotsError, match="being checked already, or their data deleted"):
+        run_intake(cfg)
+    assert not ws.intake_report.exists()
 
 
 def test_bad_input_corpus_every_file_gets_a_verdict(make_config, faces_dir, analyzer):

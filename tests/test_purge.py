@@ -54,21 +54,23 @@ def test_purge_takes_the_person_out_of_batch_records_and_keeps_everyone_else(tmp
     assert not (data / "dana").exists()
 
 
-@pytest.mark.parametrize("lock, doing", [(TRAIN_LOCK, "training"), (IMAGES_LOCK, "generating")])
+@pytest.mark.parametrize("lock, doing", [("outputs/dana/default/" + TRAIN_LOCK, "run 'default': training"),
+                                         ("outputs/dana/default/" + IMAGES_LOCK, "run 'default': generating"),
+                                         ("data/dana/.intake.lock", "checking their photos")])
 def test_purge_is_refused_while_a_command_of_the_person_runs(tmp_path, capsys, lock, doing):
-    """A training (or generation) still running would write its adapter and checkpoints (or images) back after the
-    purge said it removed everything (found by running `make purge` during `make train`). Refused, nothing deleted;
-    once it has ended, purged."""
+    """A training (or generation, or intake) still running would write its adapter and checkpoints (or images, or its
+    reports naming the photos) back after the purge said it removed everything (found by running `make purge` during
+    `make train`). Refused, nothing deleted; once it has ended, purged."""
     data, outputs = tmp_path / "data", tmp_path / "outputs"
     (data / "dana" / "selfies").mkdir(parents=True)
     run_dir = outputs / "dana" / "default"
     (run_dir / "adapter").mkdir(parents=True)
     (outputs / "dana" / "older-run").mkdir()
     args = ["--user", "dana", "--include-selfies", f"paths.data_root={data}", f"paths.outputs_root={outputs}"]
-    with held_elsewhere(run_dir / lock):
+    with held_elsewhere(tmp_path / lock):
         assert main(args) == 2
     said = capsys.readouterr().err
-    assert f"run 'default' is busy ({doing}" in said and "nothing was deleted" in said, said
+    assert f"dana's data is in use ({doing}" in said and "nothing was deleted" in said, said
     assert (run_dir / "adapter").is_dir() and (data / "dana" / "selfies").is_dir()
     assert main(args) == 0 and not (outputs / "dana").exists() and not (data / "dana").exists()
 

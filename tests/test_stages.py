@@ -56,6 +56,9 @@ def test_a_person_trained_and_generated_on_the_cli_is_not_done_again_by_the_chai
     assert stages_to_run(cfg) == ["prepare", "fit", "infer", "export"]
     ws.captions.write_text(written)  # edited back: nothing to redo
     assert stages_to_run(cfg) == []
+    # `make prepare` refused before it touched the prepared photos (a setting asks for more than there are)
+    assert cli("train", "prepare", [*overrides, "prepare.min_photos=9"]) == 2
+    assert stages_to_run(cfg) == []  # what was prepared, trained and generated before still is
 
     # A photo added since: `train fit` alone trains on the photos prepared before, so it must not call itself
     # done for the new set; the chain then prepares and trains again.
@@ -104,13 +107,33 @@ def test_a_stage_run_again_makes_the_stages_after_it_due(make_config):
     assert read_record(stage_named("fit"), cfg) is not None
 
 
-def test_a_stage_that_fails_leaves_no_record_and_invalidates_what_follows(make_config):
+def test_a_stage_that_fails_after_replacing_an_output_leaves_no_record_and_invalidates_what_follows(make_config):
     cfg = make_config("alice")
     everything_done(cfg)
+    adapter = Workspace.from_config(cfg).adapter_dir(cfg.run) / ADAPTER_WEIGHTS
+
+    def train_then_crash():
+        adapter.with_suffix(".new").write_text("{}")
+        adapter.with_suffix(".new").replace(adapter)  # as the trainer saves it: a new file renamed over the old
+        raise RuntimeError("killed")
+
     with pytest.raises(RuntimeError):
-        run_recorded("fit", cfg, lambda: (_ for _ in ()).throw(RuntimeError("killed")))
+        run_recorded("fit", cfg, train_then_crash)
     assert [read_record(stage_named(name), cfg) is None for name in STAGE_NAMES] == [False, False, True, True, True]
     assert stages_to_run(cfg) == ["fit", "infer", "export"]
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError])
+def test_a_stage_stopped_before_it_replaced_an_output_leaves_what_was_done_done(make_config, stop):
+    """`make prepare` stopped while it crops (Ctrl-C, the app's Stop, an error), its dataset not swapped in yet: the
+    photos prepared before and the adapter trained on them are what they were, so the chain must not train again."""
+    cfg = make_config("alice")
+    everything_done(cfg)
+    before = [read_record(stage_named(name), cfg) for name in STAGE_NAMES]
+    with pytest.raises(stop):
+        run_recorded("prepare", cfg, lambda: (_ for _ in ()).throw(stop()))
+    assert [read_record(stage_named(name), cfg) for name in STAGE_NAMES] == before
+    assert stages_to_run(cfg) == []
 
 
 def test_only_the_main_process_of_a_multi_gpu_run_touches_records(make_config, monkeypatch):

@@ -17,10 +17,13 @@ from train.lora import ADAPTER_FILE
 from train.recipe import train
 
 
+def _settings(cfg, *extra: str) -> list[str]:
+    return ["--profile", "tiny", f"paths.data_root={cfg.paths.data_root}", f"paths.outputs_root={cfg.paths.outputs_root}",
+            f"model.pretrained={cfg.model.pretrained}", "wandb.mode=disabled", *extra]
+
+
 def _cli(cfg, *extra: str) -> list[str]:
-    return ["--user", cfg.user, "--profile", "tiny", f"paths.data_root={cfg.paths.data_root}",
-            f"paths.outputs_root={cfg.paths.outputs_root}", f"model.pretrained={cfg.model.pretrained}",
-            "wandb.mode=disabled", *extra]
+    return ["--user", cfg.user, *_settings(cfg, *extra)]
 
 
 def test_kill_9_then_same_command_finishes_with_identical_weights(prepared_user, make_config):
@@ -61,3 +64,26 @@ def test_two_process_ddp_ranks_end_identical(prepared_user, make_config):
     assert "adapter weights identical on all 2 processes" in result.stderr
     assert (Workspace.from_config(cfg).adapter_dir("ddp") / ADAPTER_FILE).is_file()
     assert [s for s, _ in list_checkpoints(Workspace.from_config(cfg).checkpoints_dir("ddp"))] == [2, 4]
+
+
+def test_the_web_apps_stop_ends_a_training_job_as_ctrl_c_does(prepared_user, make_config, tmp_path):
+    """Stop sends the job's process SIGTERM: it ends the way Ctrl-C ends a command (the checkpoint kept, the records
+    of what was done left true, "interrupted" in the job's log), not killed on the spot."""
+    from service.jobs import STOPPED, JobQueue, job_command
+
+    cfg = make_config("alice", "run=stopped")
+    argv = job_command("train", "alice", _settings(cfg, "run=stopped", "train.max_steps=400", "train.checkpoint_every=2"))
+    checkpoints = Workspace.from_config(cfg).checkpoints_dir("stopped")
+    queue = JobQueue([None])
+    try:
+        job = queue.submit("alice", "train", argv, tmp_path / "train.log")
+        deadline = time.time() + 300
+        while not list_checkpoints(checkpoints) and time.time() < deadline and job.active:
+            time.sleep(0.05)
+        assert job.active, "training finished before it could be stopped"
+        queue.stop("alice")
+    finally:
+        queue.close()
+    log = (tmp_path / "train.log").read_text()
+    assert job.state == STOPPED and "\ninterrupted: what was finished is kept" in log, log[-2000:]
+    assert list_checkpoints(checkpoints) and not Workspace.from_config(cfg).adapter_dir("stopped").exists()

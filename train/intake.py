@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +31,7 @@ from headshots.errors import HeadshotsError, ImageError
 from headshots.faces import Face, FaceAnalyzer
 from headshots.images import load_rgb, original_size, transparent_share
 from headshots.logs import plural
-from headshots.workspace import Workspace, write_json_atomic, write_text_atomic
+from headshots.workspace import Workspace, held_alone, write_json_atomic, write_text_atomic
 from train.intake_report import print_table, render_html, thumbnail_uri
 
 OK, WARN, REJECT = "ok", "warn", "reject"
@@ -666,10 +666,21 @@ def run_intake(cfg: Config, analyzer: FaceAnalyzer | None = None, timings: Timin
 
     `workers`: photo-checking threads (default one per CPU core, at most MAX_WORKERS)."""
     workspace = Workspace.from_config(cfg)
-    result = judge_photos(cfg, analyzer, timings, workers)
-    write_json_atomic(workspace.intake_report, result.to_json())  # the web app reads it while a job writes it
-    write_text_atomic(workspace.intake_page, render_html(result))
+    workspace.require_selfies()  # first: a person without photos is told so, and no lock file is made for them
+    with intake_alone(workspace):
+        result = judge_photos(cfg, analyzer, timings, workers)
+        write_json_atomic(workspace.intake_report, result.to_json())  # the web app reads it while a job writes it
+        write_text_atomic(workspace.intake_page, render_html(result))
     return result
+
+
+def intake_alone(workspace: Workspace) -> AbstractContextManager[None]:
+    """Held while the person's photos are judged and the reports written, and by a deletion of their data
+    (service.purge): an intake that had read the photos before a deletion would otherwise write its reports back
+    after it, naming the photos just deleted."""
+    busy = HeadshotsError(f"{workspace.user}'s photos are being checked already, or their data deleted (in a terminal, "
+                          "the web app or a batch).", "Wait for that to finish, then run this again.")
+    return held_alone(workspace.intake_lock, busy)
 
 
 def judge_photos(cfg: Config, analyzer: FaceAnalyzer | None = None, timings: Timings | None = None,
