@@ -37,6 +37,8 @@ def load_rgb(path: Path, draft_side: int | None = None) -> Image.Image:
     still >= draft_side): several times faster for phone photos when only a preview-size image is used.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ImageError(f"{path.name}: a folder, not a photo.", "Photos inside a folder are not read: move them out of it, beside the others.")
     if not path.is_file():
         raise ImageError(f"{path.name}: not a regular file.", "Upload the photo itself.")
     if path.stat().st_size == 0:

@@ -20,6 +20,10 @@ def setup_logging(verbose: bool = False) -> None:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
         warnings.filterwarnings("ignore", category=FutureWarning)
+        # A phone or an editing app that wrote a broken EXIF block: Pillow says so while reading it, among the progress
+        # bars, and reads the photo all the same (its orientation and date, if lost, are the checks' to report)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")  # EXIF is read as TIFF tags
+        warnings.filterwarnings("ignore", message="Possibly corrupt EXIF MakerNote", category=UserWarning)
         # On CPUs with AVX512-BF16, importing bitsandbytes (peft does, to attach LoRA) tries an optional 4-bit
         # CPU kernel from the Hub and warns that it failed. This project never runs 4-bit matmuls on a CPU
         # (its one bitsandbytes use, 8-bit AdamW, is a GPU optimiser), so on every command that is noise.
@@ -37,3 +41,9 @@ def plural(count: int, noun: str) -> str:
 
 def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name)
+
+
+def printable(name: str) -> str:
+    """A file name as one safe line of a console table: a newline, tab or terminal escape in it (a name is the
+    person's to choose) is shown escaped instead of breaking the table or driving the terminal."""
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode() for char in name)

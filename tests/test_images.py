@@ -23,6 +23,29 @@ def test_exif_rotation_is_applied(tmp_path):
     assert images.load_rgb(path).size == (20, 40)
 
 
+def test_a_broken_exif_block_is_read_without_a_warning_among_the_progress_bars(tmp_path, monkeypatch):
+    """A phone or an app that wrote a broken EXIF block: the photo opens, and a command says nothing about the
+    block (Pillow's "Truncated File Read" / "Possibly corrupt EXIF data" are noise to the person)."""
+    import warnings
+
+    from headshots.logs import setup_logging
+
+    exif = Image.Exif()
+    exif[0x010E] = "a caption that is cut short" * 8
+    path = tmp_path / "broken_exif.jpg"
+    _gradient().save(path, exif=exif.tobytes()[:-150])
+    for variable in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):  # set by setup_logging: undone after the test
+        monkeypatch.setenv(variable, "error")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        assert images.load_rgb(path).size == (40, 20)
+        assert said, "the photo no longer has a broken EXIF block: this test checks nothing"
+        said.clear()
+        setup_logging()  # as every command starts
+        assert images.load_rgb(path).size == (40, 20)
+    assert [str(w.message) for w in said] == []
+
+
 def test_heic_opens_upright(tmp_path):
     """iPhone photos (HEIC) open when the optional pillow-heif is installed (`pip install .[heic]`)."""
     pytest.importorskip("pillow_heif", reason="pillow-heif not installed: HEIC support is the optional `heic` extra")

@@ -35,6 +35,7 @@ from train.intake import (
     share_warnings,
     why_no_face,
 )
+from train.intake_report import print_table
 
 NOW = datetime(2026, 11, 24)
 
@@ -372,6 +373,9 @@ def _bad_inputs(folder: Path, photo: Path) -> None:
     Image.new("RGB", (1, 1)).save(folder / "dot.png")  # an icon or a cut-out: MTCNN fails on an image this small
     face.resize((12, 400)).save(folder / "strip.png")
     face.rotate(90, expand=True).save(folder / "sideways.jpg")  # turned, without the EXIF note that turns it back
+    (folder / "holiday").mkdir()  # a folder of photos dropped in whole
+    (folder / "holiday" / "beach.jpg").write_bytes(data)
+    (folder / "two\nlines.jpg").write_bytes(data)  # a name no console table expects
     locked = folder / "locked.jpg"
     locked.write_bytes(data)
     locked.chmod(0)
@@ -388,7 +392,7 @@ def test_intake_is_refused_while_the_persons_data_is_being_deleted(make_config, 
     assert not ws.intake_report.exists()
 
 
-def test_bad_input_corpus_every_file_gets_a_verdict(make_config, faces_dir, analyzer):
+def test_bad_input_corpus_every_file_gets_a_verdict(make_config, faces_dir, analyzer, capsys):
     cfg = make_config("bob")
     ws = Workspace.from_config(cfg)
     _bad_inputs(ws.selfies, faces_dir / "georgia-tech" / "s01" / "02.jpg")
@@ -411,6 +415,10 @@ def test_bad_input_corpus_every_file_gets_a_verdict(make_config, faces_dir, anal
         assert verdicts[name].checks["face"].status == "ok", name  # upright after EXIF, any mode
     if os.geteuid() != 0:  # root reads anything: then the locked file is simply a good photo
         assert verdicts["locked.jpg"].verdict == "reject"
+    assert verdicts["holiday"].reason.startswith("a folder, not a photo") and "move them out of it" in verdicts["holiday"].advice[0]
+    print_table(result)
+    table = capsys.readouterr().out
+    assert "\ntwo\\nlines.jpg  " in table and "\nlines.jpg" not in table  # one line, its name escaped
     report = json.loads(ws.intake_report.read_text())
     assert len(report["photos"]) == len(before) and report["set"]["verdict"] in ("ok", "warn", "reject")
     assert ws.intake_page.read_text().count("class='photo") == len(before) + 1

@@ -28,6 +28,7 @@ def test_prepare_keeps_good_photos_and_explains_the_rest(make_config, faces_dir,
     copy_photos([faces_dir / "azure-samples" / "_unlabelled_or_multiface" / "test-image-person-group.jpg"], ws.selfies)
     (ws.selfies / "notes.txt").write_text("my selfies are below")
     (ws.selfies / "cut.jpg").write_bytes(good[0].read_bytes()[:2000])
+    Image.new("RGB", (1, 1)).save(ws.selfies / "dot.png")  # an icon: said as intake says it, not "no face found"
     before = _digest(ws.selfies)
 
     result = prepare(cfg, analyzer)
@@ -37,9 +38,10 @@ def test_prepare_keeps_good_photos_and_explains_the_rest(make_config, faces_dir,
     verdicts = {p["file"]: p for p in report["photos"]}
     assert set(verdicts) == set(before)  # every file has a verdict
     assert {f for f, p in verdicts.items() if p["kept"]} == {p.name for p in good}
-    assert verdicts["test-image-person-group.jpg"]["reason"].endswith("faces")
+    assert verdicts["test-image-person-group.jpg"]["reason"].startswith("intake: more than one face")
     assert "not an image" in verdicts["notes.txt"]["reason"]
     assert "truncated" in verdicts["cut.jpg"]["reason"]
+    assert verdicts["dot.png"]["reason"] == "intake: image too small (1 x 1 px)" and "thumbnail" in verdicts["dot.png"]["advice"]
     assert all(p["advice"] for p in report["photos"] if not p["kept"])
     assert len(result.kept) == 6
     # The face's place in the photo as intake gives it (0..1 of the photo): the web app crops "You, in your photos" by it

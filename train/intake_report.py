@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from headshots.images import jpeg_data_uri
+from headshots.logs import printable
 
 if TYPE_CHECKING:
     from train.intake import IntakeResult
@@ -18,11 +19,12 @@ PREVIEW_SIDE = 240  # px, the thumbnails in intake.html and on the app's upload 
 
 
 def print_table(result: IntakeResult) -> None:
-    width = max([len(p.file) for p in result.photos] + [5])
+    names = [printable(p.file) for p in result.photos]
+    width = max([len(name) for name in names] + [5])
     print(f"\n{'photo':<{width}}  verdict  reason -> advice")
-    for p in result.photos:
+    for p, name in zip(result.photos, names):
         detail = f"{p.reason} -> {' '.join(p.advice)}" if p.reason else ""
-        print(f"{p.file:<{width}}  {p.verdict.upper():<7}  {detail}")
+        print(f"{name:<{width}}  {p.verdict.upper():<7}  {printable(detail)}")
     s = result.set
     print(f"\nset: {s.verdict.upper()}, {s.usable} of {s.total} photos usable" + (f": {s.reason}" if s.reason else ""))
     for line in s.advice:

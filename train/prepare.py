@@ -27,7 +27,7 @@ from headshots.config import Config
 from headshots.errors import HeadshotsError, ImageError
 from headshots.faces import Detection, Face, FaceAnalyzer
 from headshots.images import load_rgb
-from headshots.logs import get_logger
+from headshots.logs import get_logger, printable
 from headshots.workspace import Workspace, replace_folder, write_json_atomic
 from train.captions import caption_photos
 from train.checkpoint import training_alone
@@ -230,13 +230,11 @@ def rejected_by_intake(cfg: Config, analyzer: FaceAnalyzer) -> dict[str, tuple[s
     unknown = set(cfg.prepare.keep_rejected) - {photo.file for photo in photos}
     if unknown:
         log.warning("prepare.keep_rejected names %s, not among the photos in %s", ", ".join(sorted(unknown)), workspace.selfies)
-    return {photo.file: (f"intake: {photo.reason}", _keep_rejected_advice(photo.advice, photo.file, workspace))
-            for photo in photos if photo.verdict == REJECT}
+    return {photo.file: (f"intake: {photo.reason}", " ".join(photo.advice)) for photo in photos if photo.verdict == REJECT}
 
 
-def _keep_rejected_advice(advice: list[str], file: str, workspace: Workspace) -> str:
-    return (f"{' '.join(advice)} If intake is wrong about it, add `prepare: {{keep_rejected: [{file}]}}` to "
-            f"{workspace.person_settings}.")
+def _keep_rejected_advice(advice: str, file: str, workspace: Workspace) -> str:
+    return f"{advice} If intake is wrong about it, add `prepare: {{keep_rejected: [{file}]}}` to {workspace.person_settings}."
 
 
 def prepare(cfg: Config, analyzer: FaceAnalyzer | None = None) -> PrepareResult:
@@ -259,12 +257,14 @@ def _prepare(cfg: Config, workspace: Workspace, photos: list[Path], analyzer: Fa
     for path in tqdm(photos, desc="prepare", unit="photo"):
         result, image, detection = judge_photo(path, analyzer)
         results.append(result)
-        if result.kept and path.name in rejected:
+        if path.name in rejected:
             reason, advice = rejected[path.name]
-            if path.name in cfg.prepare.keep_rejected:  # the person's call: kept, and the report says so
+            if not result.kept:  # unusable here too: intake's reason is the more precise ("image too small", not "no face")
+                result.reason, result.advice = reason, advice
+            elif path.name in cfg.prepare.keep_rejected:  # the person's call: kept, and the report says so
                 result.warnings.append(f"{reason}; kept as prepare.keep_rejected asks")
             else:
-                result.kept, result.reason, result.advice = False, reason, advice
+                result.kept, result.reason, result.advice = False, reason, _keep_rejected_advice(advice, path.name, workspace)
         if not result.kept:
             continue
         face = detection.subject
@@ -325,10 +325,11 @@ def _prepare(cfg: Config, workspace: Workspace, photos: list[Path], analyzer: Fa
 
 
 def _print_table(result: PrepareResult) -> None:
-    width = max([len(p.file) for p in result.photos] + [4])
+    names = [printable(p.file) for p in result.photos]
+    width = max([len(name) for name in names] + [4])
     print(f"\n{'photo':<{width}}  verdict   reason / advice")
-    for p in result.photos:
+    for p, name in zip(result.photos, names):
         verdict = "kept" if p.kept else "REJECTED"
         detail = "; ".join(p.warnings) if p.kept else f"{p.reason} -> {p.advice}"
-        print(f"{p.file:<{width}}  {verdict:<8}  {detail}")
+        print(f"{name:<{width}}  {verdict:<8}  {printable(detail)}")
     print(f"{len(result.kept)} kept, {len(result.photos) - len(result.kept)} rejected\n")
