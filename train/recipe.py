@@ -133,36 +133,12 @@ def _train(cfg: Config, workspace: Workspace, prepared: Path) -> Path:
     models = [unet, *text.text_encoders]
     register_lora_checkpoint_hooks(accelerator, unet, text)
 
-    # 3. Resume from the last complete checkpoint of this run's photos and settings, if any. Only now is a
-    #    checkpoint of other ones removed: a setting that cannot load (a mistyped model path) has failed above.
-    start_step = 0
-    if accelerator.is_main_process:
-        discard_other_inputs(workspace, cfg.run, inputs)
-        save_config(cfg, run_dir / "config.yaml")
-        ckpt.remove_partial(checkpoints)
-    accelerator.wait_for_everyone()
-    latest = ckpt.latest_checkpoint(checkpoints)
-    if latest and latest[0] > tc.max_steps:  # resuming would export the longer-trained weights labelled as shorter
-        raise HeadshotsError(f"Run {cfg.run!r} of {cfg.user} has trained {latest[0]} steps already: train.max_steps={tc.max_steps} "
-                             "cannot take them back.", f"Keep train.max_steps at {latest[0]} or more, or train the shorter "
-                             f"adapter as a run of its own (make's RUN=, e.g. RUN={cfg.run}-{tc.max_steps}), which keeps its own checkpoints.")
-    if latest:
-        start_step, path = latest
-        accelerator.load_state(str(path))
-        log.info("resuming from %s (step %d of %d)", path, start_step, tc.max_steps)
+    # 3. Resume from the last complete checkpoint of this run's photos and settings, if any; then W&B.
+    start_step = resume(accelerator, cfg, workspace, inputs)
     if validator:
         validator.resume(start_step)
-
     if wandb_mode:
-        no_wandb_reports()
-        workspace.wandb_dir(cfg.run).mkdir(parents=True, exist_ok=True)
-        accelerator.init_trackers(
-            cfg.wandb.project,
-            config=_loggable_config(cfg),
-            init_kwargs={"wandb": {"dir": str(workspace.wandb_dir(cfg.run)), "mode": wandb_mode,
-                                   "name": f"{cfg.user}-{cfg.run}", "entity": cfg.wandb.entity,
-                                   "group": cfg.wandb.group}},
-        )
+        start_tracking(accelerator, cfg, workspace, wandb_mode)
     log.info("training %d LoRA parameters on %d photos%s for %s (mixed precision: %s; processes: %d)", trainable,
              len(batches), f" + {len(class_batches)} class images" if class_batches else "",
              _steps_left(start_step, tc.max_steps),
@@ -220,6 +196,41 @@ def _train(cfg: Config, workspace: Workspace, prepared: Path) -> Path:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return adapter_dir
+
+
+def resume(accelerator, cfg: Config, workspace: Workspace, inputs: str) -> int:
+    """Load the run's last complete checkpoint, if it was trained on these photos and settings (`inputs`); the step
+    to go on from (0: from the start). Only now is a checkpoint of other ones removed: a setting that cannot load (a
+    mistyped model path) has failed before, leaving it. The config is saved in the run's folder."""
+    checkpoints, max_steps = workspace.checkpoints_dir(cfg.run), cfg.train.max_steps
+    if accelerator.is_main_process:
+        discard_other_inputs(workspace, cfg.run, inputs)
+        save_config(cfg, workspace.run_dir(cfg.run) / "config.yaml")
+        ckpt.remove_partial(checkpoints)
+    accelerator.wait_for_everyone()
+    latest = ckpt.latest_checkpoint(checkpoints)
+    if latest is None:
+        return 0
+    step, path = latest
+    if step > max_steps:  # resuming would export the longer-trained weights labelled as shorter
+        raise HeadshotsError(f"Run {cfg.run!r} of {cfg.user} has trained {step} steps already: train.max_steps={max_steps} "
+                             "cannot take them back.", f"Keep train.max_steps at {step} or more, or train the shorter "
+                             f"adapter as a run of its own (make's RUN=, e.g. RUN={cfg.run}-{max_steps}), which keeps its own checkpoints.")
+    accelerator.load_state(str(path))
+    log.info("resuming from %s (step %d of %d)", path, step, max_steps)
+    return step
+
+
+def start_tracking(accelerator, cfg: Config, workspace: Workspace, wandb_mode: str) -> None:
+    """W&B through Accelerate, its files in the run's folder, with W&B's own error reports off."""
+    no_wandb_reports()
+    workspace.wandb_dir(cfg.run).mkdir(parents=True, exist_ok=True)
+    accelerator.init_trackers(
+        cfg.wandb.project,
+        config=_loggable_config(cfg),
+        init_kwargs={"wandb": {"dir": str(workspace.wandb_dir(cfg.run)), "mode": wandb_mode, "name": f"{cfg.user}-{cfg.run}",
+                               "entity": cfg.wandb.entity, "group": cfg.wandb.group}},
+    )
 
 
 def _steps_left(start_step: int, max_steps: int) -> str:
