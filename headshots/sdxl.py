@@ -4,15 +4,21 @@ random-weight profile go through the same `from_pretrained` calls; only the conf
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from headshots.config import ModelConfig
 from headshots.errors import WeightsError
+from headshots.logs import get_logger
 from headshots.versions import check_runtime_versions
+
+log = get_logger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -43,14 +49,56 @@ def _fix_hint(source: str, key: str = "model.pretrained") -> str:
     )
 
 
-def _load(what: str, source: str, loader, key: str = "model.pretrained"):
-    """Run `loader`; any failure becomes a WeightsError naming `source` (the config `key` it came from) and the fix."""
+def _load(what: str, source: str, loader, key: str = "model.pretrained", revision: str | None = None):
+    """Run `loader` (`cached_first`); any failure becomes a WeightsError naming `source` (the config `key` it came
+    from) and the fix."""
     if source.startswith((".", "/", "~")) and not Path(source).expanduser().exists():  # a path (a hub id never starts so)
         raise WeightsError(f"Could not load the {what} from {source!r}: there is no such folder.", _fix_hint(source, key))
     try:
-        return loader()
+        return cached_first(source, loader, revision)
     except Exception as exc:  # OSError (missing files, offline hub), ValueError (bad folder), HTTP errors
         raise WeightsError(f"Could not load the {what} from {source!r}: {exc}", _fix_hint(source, key)) from exc
+
+
+def cached_first(source: str, loader: Callable[..., T], revision: str | None = None) -> T:
+    """`loader(**options)` for a `from_pretrained` call: a hub id already downloaded is loaded from the local cache
+    alone (local_files_only), since otherwise every load asks the Hub about each of its files, telling it the model
+    id and this machine's address, and waits on the network; the Hub is asked only for what the cache lacks (the
+    first download, or one that stopped part-way). A local folder is loaded as it is."""
+    _no_hub_telemetry()
+    if not _in_hub_cache(source, revision):
+        return loader()
+    try:
+        return loader(local_files_only=True)
+    except OSError as exc:  # a file the cache lacks
+        log.info("%s is not all in the local cache (%s): fetching the rest from the Hub", source, str(exc).splitlines()[0])
+        return loader()
+
+
+def _no_hub_telemetry() -> None:
+    """The Hugging Face libraries add usage details to their requests and, to name the AI agent running them, fetch a
+    list of agents from the Hub, even for a model read from the cache alone: off (HF_HUB_DISABLE_TELEMETRY) unless the
+    person set it otherwise. Set in the environment for the processes this one starts, and in huggingface_hub's own
+    settings, which it read when it was imported (the web app imports it with Gradio, before any of this)."""
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from huggingface_hub import constants
+
+    if os.environ["HF_HUB_DISABLE_TELEMETRY"].strip().lower() in ("1", "true", "yes", "on"):
+        constants.HF_HUB_DISABLE_TELEMETRY = True
+
+
+def _in_hub_cache(source: str, revision: str | None) -> bool:
+    """Whether `source` is a hub id with a download in the local Hugging Face cache (a pipeline's model_index.json,
+    or a single model's config.json) for `revision`."""
+    if Path(source).expanduser().exists():
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return any(isinstance(try_to_load_from_cache(source, name, revision=revision), str)
+                   for name in ("model_index.json", "config.json"))
+    except ValueError:  # not a valid hub id (HFValidationError): loading will say what is wrong
+        return False
 
 
 def load_components(model: ModelConfig, weight_dtype: torch.dtype = torch.float32) -> SDXLComponents:
@@ -66,18 +114,20 @@ def load_components(model: ModelConfig, weight_dtype: torch.dtype = torch.float3
     # The SDXL VAE overflows in fp16 (NaN latents) unless it is the fp16-fix VAE: keep it fp32 then.
     vae_dtype = torch.float32 if weight_dtype == torch.float16 and not model.vae else weight_dtype
     weights = {**common, "variant": model.variant, "dtype": weight_dtype}
-    tokenizer = _load("tokenizer", src, lambda: CLIPTokenizer.from_pretrained(src, subfolder="tokenizer", **common))
-    tokenizer_2 = _load("tokenizer_2", src, lambda: CLIPTokenizer.from_pretrained(src, subfolder="tokenizer_2", **common))
-    text_encoder = _load("text encoder", src, lambda: CLIPTextModel.from_pretrained(
-        src, subfolder="text_encoder", **common, variant=model.variant, dtype=weight_dtype))
-    text_encoder_2 = _load("second text encoder", src, lambda: CLIPTextModelWithProjection.from_pretrained(
-        src, subfolder="text_encoder_2", **common, variant=model.variant, dtype=weight_dtype))
+    tokenizer = _load("tokenizer", src, lambda **o: CLIPTokenizer.from_pretrained(src, subfolder="tokenizer", **common, **o), revision=model.revision)
+    tokenizer_2 = _load("tokenizer_2", src, lambda **o: CLIPTokenizer.from_pretrained(src, subfolder="tokenizer_2", **common, **o), revision=model.revision)
+    text_encoder = _load("text encoder", src, lambda **o: CLIPTextModel.from_pretrained(
+        src, subfolder="text_encoder", **common, variant=model.variant, dtype=weight_dtype, **o), revision=model.revision)
+    text_encoder_2 = _load("second text encoder", src, lambda **o: CLIPTextModelWithProjection.from_pretrained(
+        src, subfolder="text_encoder_2", **common, variant=model.variant, dtype=weight_dtype, **o), revision=model.revision)
     if model.vae:
-        vae = _load("VAE", model.vae, lambda: AutoencoderKL.from_pretrained(model.vae, dtype=vae_dtype), "model.vae")
+        vae = _load("VAE", model.vae, lambda **o: AutoencoderKL.from_pretrained(model.vae, dtype=vae_dtype, **o), "model.vae")
     else:
-        vae = _load("VAE", src, lambda: AutoencoderKL.from_pretrained(src, subfolder="vae", **{**weights, "dtype": vae_dtype}))
-    unet = _load("UNet", src, lambda: UNet2DConditionModel.from_pretrained(src, subfolder="unet", **weights))
-    scheduler = _load("noise scheduler", src, lambda: DDPMScheduler.from_pretrained(src, subfolder="scheduler", **common))
+        vae = _load("VAE", src, lambda **o: AutoencoderKL.from_pretrained(src, subfolder="vae", **{**weights, "dtype": vae_dtype}, **o),
+                    revision=model.revision)
+    unet = _load("UNet", src, lambda **o: UNet2DConditionModel.from_pretrained(src, subfolder="unet", **weights, **o), revision=model.revision)
+    scheduler = _load("noise scheduler", src, lambda **o: DDPMScheduler.from_pretrained(src, subfolder="scheduler", **common, **o),
+                      revision=model.revision)
     for frozen in (text_encoder, text_encoder_2, vae, unet):
         frozen.requires_grad_(False)
     return SDXLComponents(tokenizer, tokenizer_2, text_encoder, text_encoder_2, vae, unet, scheduler)
@@ -98,13 +148,14 @@ def load_pipeline(model: ModelConfig, device: torch.device, dtype: torch.dtype |
 
     extra: dict[str, Any] = {}
     if model.vae:
-        extra["vae"] = _load("VAE", model.vae, lambda: AutoencoderKL.from_pretrained(model.vae, dtype=dtype), "model.vae")
+        extra["vae"] = _load("VAE", model.vae, lambda **o: AutoencoderKL.from_pretrained(model.vae, dtype=dtype, **o), "model.vae")
     pipe = _load(
         "SDXL pipeline",
         model.pretrained,
-        lambda: StableDiffusionXLPipeline.from_pretrained(
-            model.pretrained, revision=model.revision, variant=model.variant, dtype=dtype, **extra
+        lambda **o: StableDiffusionXLPipeline.from_pretrained(
+            model.pretrained, revision=model.revision, variant=model.variant, dtype=dtype, **extra, **o
         ),
+        revision=model.revision,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
@@ -123,8 +174,8 @@ def load_refiner(source: str, base, model: ModelConfig, device: torch.device):
     refiner = _load(
         "SDXL refiner",
         source,
-        lambda: StableDiffusionXLImg2ImgPipeline.from_pretrained(
-            source, text_encoder_2=base.text_encoder_2, vae=base.vae, variant=model.variant, dtype=base.unet.dtype
+        lambda **o: StableDiffusionXLImg2ImgPipeline.from_pretrained(
+            source, text_encoder_2=base.text_encoder_2, vae=base.vae, variant=model.variant, dtype=base.unet.dtype, **o
         ),
         "infer.refiner",
     )

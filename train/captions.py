@@ -32,6 +32,7 @@ from headshots.config import Config, PrepareConfig
 from headshots.errors import WeightsError
 from headshots.faces import resolve_device
 from headshots.logs import get_logger
+from headshots.sdxl import cached_first
 from headshots.workspace import Workspace
 
 log = get_logger(__name__)
@@ -307,8 +308,8 @@ class ModelCaptioner:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         try:
-            self.processor = AutoProcessor.from_pretrained(source)
-            self.model = AutoModelForImageTextToText.from_pretrained(source).to(device).eval()
+            self.processor = cached_first(source, lambda **o: AutoProcessor.from_pretrained(source, **o))
+            self.model = cached_first(source, lambda **o: AutoModelForImageTextToText.from_pretrained(source, **o)).to(device).eval()
         except Exception as exc:  # OSError (missing files, offline hub), ValueError (not a captioning model)
             raise WeightsError(f"Could not load the caption model {source!r}: {exc}", _load_hint(source)) from exc
         self.device = device

@@ -1,0 +1,80 @@
+"""Loading the model as a person names it: a hub id downloaded once is read from the local cache, and the Hub is
+not asked about it again (headshots.sdxl.cached_first); one not downloaded is fetched from the Hub."""
+
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import ClassVar
+
+from tests.conftest import REPO
+
+LOADS = """
+import os
+import urllib.request
+
+import torch
+from headshots.config import load_config
+from headshots.errors import WeightsError
+from headshots.sdxl import load_components, load_pipeline
+
+model = load_config("x", "tiny", overrides=["model.pretrained=test/tiny-sdxl"]).model
+load_pipeline(model, torch.device("cpu"))  # what generation loads
+load_components(model)  # what training loads
+try:  # the stand-in writes down where the loads of the downloaded model end
+    urllib.request.urlopen(os.environ["HF_ENDPOINT"] + "/end-of-the-downloaded-model")
+except OSError:
+    pass
+try:
+    load_pipeline(load_config("x", "tiny", overrides=["model.pretrained=test/not-downloaded"]).model, torch.device("cpu"))
+except WeightsError as exc:
+    print("refused:", exc.message)
+"""
+
+
+def _hub_cache(root: Path, model: Path, repo_id: str) -> Path:
+    """`model` laid out as huggingface_hub's cache holds a download of `repo_id`."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(model, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return root
+
+
+class _Hub(http.server.BaseHTTPRequestHandler):
+    """A stand-in for huggingface.co that knows no model and writes down every question."""
+
+    asked: ClassVar[list[str]] = []
+
+    def _not_found(self) -> None:
+        type(self).asked.append(f"{self.command} {self.path}")
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_HEAD = do_POST = _not_found
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_downloaded_hub_model_loads_without_asking_the_hub(tmp_path, tiny_model):
+    cache = _hub_cache(tmp_path / "hub", tiny_model, "test/tiny-sdxl")
+    hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
+    threading.Thread(target=hub.serve_forever, daemon=True).start()
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_ENDPOINT": f"http://127.0.0.1:{hub.server_port}", "HF_HUB_OFFLINE": "0",
+           "PYTHONPATH": str(REPO)}
+    try:
+        result = subprocess.run([sys.executable, "-c", LOADS], check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        hub.shutdown()
+    assert result.returncode == 0, result.stderr[-3000:]
+    end = _Hub.asked.index("GET /end-of-the-downloaded-model")
+    assert _Hub.asked[:end] == []  # not even the usage details' list of AI agents (telemetry, on by default)
+    # the stand-in is the Hub these loads would ask: a model not downloaded is asked for there, and refused
+    assert any("not-downloaded" in question for question in _Hub.asked[end:]), _Hub.asked
+    assert "refused: Could not load the SDXL pipeline from 'test/not-downloaded'" in result.stdout, result.stdout
