@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -83,6 +84,8 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
     steps = Steps(tmp_path)
     with serve(tmp_path / "app", tiny_model, analyzer) as server:
         context = browser.new_context(viewport={"width": 1300, "height": 1000}, accept_downloads=True)
+        fetched: list[str] = []  # everything the page asks for, from anywhere
+        context.on("request", lambda request: fetched.append(request.url))
         page = sign_in(context, server.url, "alice", mistyped="Alice Smith")
         assert not page.locator("#hs-sign-in-note").inner_text().strip()  # the refusal is gone once signed in
         steps.shot(page, "signed-in")
@@ -282,4 +285,8 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         page.wait_for_timeout(1500)  # the page's load event has answered by now
         assert page.locator("#hs-name").is_visible() and not page.get_by_text("Signed in as").is_visible()
         context.close()
+    # nothing the person did made their browser fetch anything from another machine (fonts, scripts, analytics)
+    elsewhere = [url for url in fetched if urlsplit(url).scheme not in ("data", "blob")
+                 and urlsplit(url).hostname not in ("127.0.0.1", "localhost")]
+    assert fetched and not elsewhere, elsewhere
     print(f"screenshots: {tmp_path}")
