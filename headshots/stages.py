@@ -274,7 +274,7 @@ def forgotten_while_running(stage: Stage, cfg: Config) -> Iterator[None]:
         if records and _outputs_as_they_are(stage, cfg) == outputs:
             for path, record in records.items():
                 write_text_atomic(path, record)
-            log.info("%s stopped before it changed what it makes: the records of what was done before stand", stage.name)
+            log.debug("%s stopped before it changed what it makes: the records of what was done before stand", stage.name)
         raise
 
 
@@ -321,7 +321,8 @@ def run_recorded(name: str, cfg: Config, work: Callable[[], T], done: Callable[[
     before = STAGES[index - 1] if index and STAGES[index - 1].feeds_next else None
     if before is not None and not is_done(before, cfg, chain[before.name]):
         edited = before.edited(Workspace.from_config(cfg))
-        why = "what it made was edited since it ran" if edited else "it ran with other settings or photos, or not at all"
+        why = ("what it made was edited since it ran" if edited else "it ran with other settings or photos, or not at all "
+               "(the web app's Generate is not recorded: its styles and round are the person's choice)")
         log.info("%s done, but not recorded for the web app and the batch, which will run it again: %s is not done (%s)",
                  name, before.name, why)
     elif main_process and done(result):

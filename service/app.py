@@ -242,8 +242,13 @@ class HeadshotsApp:
 
     @user_errors
     def upload(self, files: list[str] | None, state: str | None, request: gr.Request) -> dict:
+        """Each photo added, or why not, in the notes under the box, which is emptied for the next photos (a refusal
+        raised instead would leave the refused files in it, to be offered again with the next ones)."""
         ws = self.workspace(self.user(state, request))
-        self.refuse_while_training(ws.user, files)
+        try:
+            self.refuse_while_training(ws.user, files)
+        except HeadshotsError as exc:
+            return {self.c["upload"]: None, self.c["notes"]: f"- **not added**: {exc.message} → {exc.hint}"}
         notes = []
         count = len(list_photos(ws.selfies)) if ws.selfies.is_dir() else 0
         for path in map(Path, files or []):
@@ -303,7 +308,7 @@ class HeadshotsApp:
             if report is None:
                 raise HeadshotsError("There are no photos to train on.", f"Add {ws.photos_wanted} recent photos of yourself first.")
             raise HeadshotsError(f"Your photo set is not usable yet: {report['reason']}.", " ".join(report["advice"]))
-        if "fit" not in stages_to_run(self.settings.config(user)):  # the job would skip every stage: say so instead
+        if not self.training_due(user):  # the job would skip every stage: say so instead
             gr.Info("Already trained on these photos and settings: there is nothing to train. Pick styles on 3. Styles "
                     "and press Generate (change your photos to train again).", title="Nothing to do")
             return self.status_view(user)
@@ -353,14 +358,24 @@ class HeadshotsApp:
         busy = job is not None and job.active
         trained = (ws.adapter_dir(self.run) / ADAPTER_WEIGHTS).is_file()
         usable = views.set_usable(ws)  # read once: this runs every second while a job does
+        # trained on other photos or settings than today's, Generate would train first: said before it is pressed
+        outdated = trained and not busy and self.training_due(user)
         return {
-            self.c["status"]: views.job_markdown(ws, self.run, job, self.jobs.position(job) if job else 0),
+            self.c["status"]: views.job_markdown(ws, self.run, job, self.jobs.position(job) if job else 0, outdated),
             self.c["train"]: gr.update(interactive=usable and not busy),
             self.c["generate"]: gr.update(interactive=trained and usable and not busy),  # a job starts at intake
             self.c["more"]: gr.update(interactive=trained and not busy),
             self.c["stop"]: gr.update(interactive=busy),
             self.c["timer"]: gr.Timer(active=busy),
         }
+
+    def training_due(self, user: str) -> bool:
+        """Whether a job would train: the photos or settings changed since the adapter was trained (False when the
+        person's own settings file cannot be read: the job would say so)."""
+        try:
+            return "fit" in stages_to_run(self.settings.config(user))
+        except HeadshotsError:
+            return False
 
     def tick(self, state: str | None, seen: list | None, shown: int, dropped_open: bool, favourites: list[str] | None,
              request: gr.Request) -> dict:

@@ -267,10 +267,11 @@ RESTART = {"train": "Press Train to continue from the last checkpoint (with othe
            "more": "Press More like this to start again."}  # what a stopped job of each kind asks of the person
 
 
-def job_markdown(ws: Workspace, run: str, job: Job | None, position: int) -> str:
-    """The status line shown above every tab: the person's latest job, or what is on disk."""
+def job_markdown(ws: Workspace, run: str, job: Job | None, position: int, outdated: bool = False) -> str:
+    """The status line shown above every tab: the person's latest job, or what is on disk (`outdated`: the adapter was
+    trained on other photos or settings than the person's now)."""
     if job is None:
-        return _disk_status(ws, run)
+        return _disk_status(ws, run, outdated)
     what = "Training" if job.kind == "train" else "Generating"
     if job.state == QUEUED:
         waiting = position - 1  # behind what runs now (a job per GPU), which "0 jobs ahead" left out
@@ -282,6 +283,8 @@ def job_markdown(ws: Workspace, run: str, job: Job | None, position: int) -> str
         if job.kind == "train":
             line = training_line(ws, run, since=job.started)
             body, bar = (line, _progress_bar(ws, run)) if line else ("checking and preparing your photos, loading the model", "")
+        elif (line := training_line(ws, run, since=job.started)) and not _trained(ws, run):  # the chain trains first
+            body, bar = f"training your adapter again first (your photos or settings changed): {line}", _progress_bar(ws, run)
         else:
             body = images_line(ws, run, job)
         return f"**{what}** ({elapsed}): {body}. You can close this page: it runs on.{bar}"
@@ -292,7 +295,13 @@ def job_markdown(ws: Workspace, run: str, job: Job | None, position: int) -> str
     if job.state == DONE and job.kind in IMAGE_KINDS:
         made = images_made(ws, run, job)
         return f"**Done:** {plural(made, 'new image')}. {_results(ws, run) or ''}"
-    return _disk_status(ws, run)
+    return _disk_status(ws, run, outdated)
+
+
+def _trained(ws: Workspace, run: str) -> bool:
+    """Whether the training progress.json describes has done all its steps."""
+    progress = _read_json(ws.progress(run))
+    return bool(progress) and progress["step"] >= progress["max_steps"]
 
 
 def images_line(ws: Workspace, run: str, job: Job) -> str:
@@ -327,8 +336,8 @@ def _trained_on(ws: Workspace) -> str:
     return f" on {kept} of your {plural(total, 'photo')}{left_out}"
 
 
-def _disk_status(ws: Workspace, run: str) -> str:
-    """No job in this app's memory (never started, or the app restarted): what the files say."""
+def _disk_status(ws: Workspace, run: str, outdated: bool = False) -> str:
+    """No job in this app's memory (never started, or the app restarted), or the last one done: what the files say."""
     progress = _read_json(ws.progress(run))
     if progress and progress["step"] < progress["max_steps"]:
         return (f"**Training was interrupted** at step {progress['step']} of {progress['max_steps']}: "
@@ -337,11 +346,14 @@ def _disk_status(ws: Workspace, run: str) -> str:
     refused = bool(report) and report["set"]["verdict"] == "reject"  # why Train cannot be pressed, on the tab it is on
     if (ws.adapter_dir(run) / ADAPTER_WEIGHTS).is_file():
         if refused:  # the photos changed since, or the settings: a job starts with intake, and would stop there
-            return (f"**Your adapter is trained**, but your photo set is not usable now ({report['set']['reason']}), so "
+            return (f"**Your adapter is trained**, but your photo set is not usable now: {report['set']['reason']}. "
                     "Train and Generate would stop at it. See 1. Photos for what to change.")
+        if outdated:
+            return ("**Your adapter was trained on other photos or settings** than you have now: Generate trains it again "
+                    "first, or press Train to do only that.")
         return f"**Your adapter is trained**{_trained_on(ws)}. {_results(ws, run) or 'Pick styles and generate.'}"
     if refused:
-        return f"Not trained yet: your photo set is not usable yet ({report['set']['reason']}). See 1. Photos for what to add."
+        return f"Not trained yet: your photo set is not usable yet: {report['set']['reason']}. See 1. Photos for what to add."
     if report:
         return "Not trained yet: your photos are ready. Press Train (2. Train)."
     return "Not trained yet: add your photos, then press Train."

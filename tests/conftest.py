@@ -109,3 +109,30 @@ def held_elsewhere(lock_path: Path) -> Iterator[None]:
     finally:
         holder.kill()
         holder.wait()
+
+
+def everything_done(cfg) -> None:
+    """Every stage's outputs as files (empty where their content is not read) and its record, as a finished chain
+    leaves them."""
+    import json
+
+    import datasets
+
+    from headshots.stages import STAGES, fingerprints, stages_to_run, write_record
+    from headshots.workspace import ADAPTER_WEIGHTS, Workspace
+
+    ws = Workspace.from_config(cfg)
+    ws.selfies.mkdir(parents=True)
+    (ws.selfies / "01.jpg").write_bytes(b"a photo")
+    caption = {"file": ["01.jpg"], "caption": ["a photo of ohwx person"], "generated_caption": ["a photo of ohwx person"]}
+    datasets.Dataset.from_dict(caption).save_to_disk(str(ws.prepared))  # its captions are read: edited since?
+    (ws.adapter_dir(cfg.run)).mkdir(parents=True)
+    ws.samples_dir(cfg.run).mkdir(parents=True)
+    ws.export_manifest(cfg.run).parent.mkdir(parents=True)
+    for path in (ws.intake_report, ws.reference_embeddings, ws.adapter_dir(cfg.run) / ADAPTER_WEIGHTS, ws.gallery(cfg.run)):
+        path.write_text("{}")
+    ws.scores(cfg.run).write_text(json.dumps({"kept": 1, "images": [{"file": "linkedin-00.png", "similarity": 0.7}]}))
+    ws.export_manifest(cfg.run).write_text(json.dumps({"images": [{"file": "linkedin-00.png"}]}))
+    for stage, expected in zip(STAGES, fingerprints(cfg).values()):
+        write_record(stage, cfg, expected, 1.0)
+    assert stages_to_run(cfg) == []

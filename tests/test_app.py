@@ -27,7 +27,7 @@ from headshots.workspace import ADAPTER_WEIGHTS
 from service.app import main, read_password_file, safe_file_name
 from service.jobs import DONE, QUEUED, RUNNING, STOPPED, Job, JobQueue
 from tests.app_server import serve
-from tests.conftest import REPO, copy_photos
+from tests.conftest import REPO, copy_photos, everything_done
 
 FAVOURITE_TICKED = "data-tick='hs-favourites' data-file='([^']+)'[^>]*aria-pressed='true'"  # a card's pressed Favourite
 LIMITS = ("app.max_photos=6", "app.max_pixels=20000000", "app.max_upload_bytes=2000000")
@@ -56,8 +56,8 @@ def page(values: tuple) -> dict:
 
 
 def upload(client: Client, paths: list[Path]) -> dict:
-    photos, remove_pick, notes, status, _timer, _upload = client.predict([handle_file(str(p)) for p in paths], api_name="/upload")
-    return {"photos": photos, "remove_pick": remove_pick, "notes": notes, "status": status}
+    photos, remove_pick, notes, status, _timer, box = client.predict([handle_file(str(p)) for p in paths], api_name="/upload")
+    return {"photos": photos, "remove_pick": remove_pick, "notes": notes, "status": status, "upload": box}
 
 
 def test_bad_files_get_their_reason_not_a_traceback(server, selfies, tmp_path):
@@ -108,7 +108,7 @@ def test_unusable_set_is_refused_for_training(server, selfies):
     with pytest.raises(AppError, match=r"not usable yet: only 2 usable photos .* Add 3 more photos"):
         client.predict(api_name="/train")
     assert server.app.jobs.latest("erin") is None
-    assert "not usable yet (only 2 usable photos" in result["status"]  # said on the Train tab too, with where to look
+    assert "not usable yet: only 2 usable photos (need at least 5). See 1. Photos" in result["status"]  # said on the Train tab too, with where to look
     again = upload(client, selfies[:1])  # the same file again is not kept twice
     assert "**not added**: 01.jpg: already here, as 01.jpg" in again["notes"]
     assert sorted(p.name for p in (server.data / "erin" / "selfies").iterdir()) == ["01.jpg", "02.jpg"]
@@ -121,9 +121,11 @@ def test_photos_stay_as_they_are_while_training_runs_on_them(server, selfies, tm
     job = server.app.jobs.submit("ines", "train", [sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "t.log")
     try:
         wait_until(lambda: job.active, 10)
-        for call in (lambda: upload(client, selfies[1:2]), lambda: client.predict(["01.jpg"], api_name="/remove")):
-            with pytest.raises(AppError, match="cannot change while training runs on them"):
-                call()
+        refused = upload(client, selfies[1:2])  # said under the box, which is emptied (kept, it offered them again)
+        assert "**not added**: Your photos cannot change while training runs on them" in refused["notes"], refused
+        assert refused["upload"] is None
+        with pytest.raises(AppError, match="cannot change while training runs on them"):
+            client.predict(["01.jpg"], api_name="/remove")
         assert sorted(p.name for p in (server.data / "ines" / "selfies").iterdir()) == ["01.jpg"]
     finally:
         server.app.jobs.stop("ines")
@@ -449,9 +451,10 @@ def test_an_image_scoring_never_reached_can_still_be_deleted(server):
     assert [e["file"] for e in json.loads((samples / "manifest.json").read_text())["images"]] == ["linkedin-00.png"]
 
 
-def test_a_running_generation_says_how_many_of_its_images_are_made(server):
+def test_a_running_generation_says_how_many_of_its_images_are_made_or_that_it_trains_first(server):
     from service import views
     from service.jobs import Job
+    from train.recipe import write_progress
 
     ws = server.app.workspace("uma")
     samples = ws.samples_dir(server.app.run)
@@ -462,6 +465,12 @@ def test_a_running_generation_says_how_many_of_its_images_are_made(server):
     job.started = time.time() - 5
     Image.new("RGB", (8, 8)).save(samples / "linkedin-00.detail.png")  # the face-detail pass's: not a new image
     assert "1 of 4 images made so far" in views.job_markdown(ws, server.app.run, job, 0)
+    # photos added since training: the job trains again before it draws, and says so while it does
+    write_progress(ws.progress(server.app.run), 3, 10, 0, 0.25, time.time() - 1)
+    said = views.job_markdown(ws, server.app.run, job, 0)
+    assert "training your adapter again first (your photos or settings changed): step **3 of 10**" in said, said
+    write_progress(ws.progress(server.app.run), 10, 10, 0, 0.2, time.time() - 1)
+    assert "1 of 4 images made so far" in views.job_markdown(ws, server.app.run, job, 0)  # trained: drawing now
 
 
 def test_a_preview_is_made_once_per_version_of_a_file_and_forgotten_with_the_data(tmp_path):
@@ -600,23 +609,22 @@ def test_the_page_shows_the_photos_judged_with_this_apps_settings(server, selfie
     assert stages_to_run(cfg)[0] == "prepare"  # intake is recorded: the Train job does not judge the photos again
 
 
-def test_a_trained_person_whose_set_is_refused_now_is_told_before_generating(server):
+def test_a_trained_person_whose_photos_changed_is_told_before_generating(server):
     """Photos or settings changed since training and intake refuses the set: a Generate job would stop at intake,
-    so the status line says so and Generate waits, though the adapter is there."""
-    from headshots.workspace import ADAPTER_WEIGHTS
-
+    so the status line says so and Generate waits, though the adapter is there. With a usable set, a Generate job
+    would train again first: the status line says that (a person saw only "Generating" while it trained)."""
     app = server.app
     ws = app.workspace("vic")
-    adapter = ws.adapter_dir(app.run)
-    adapter.mkdir(parents=True)
-    (adapter / ADAPTER_WEIGHTS).write_bytes(b"")
-    (ws.selfies).mkdir(parents=True)
-    (ws.selfies / "a.jpg").write_bytes(b"x")
+    everything_done(app.settings.config("vic"))  # trained (and generated) on today's photos and settings
     ws.intake_report.write_text(json.dumps({"set": {"verdict": "reject", "reason": "only 1 usable photo (need at least 5)"}}))
     shown = app.status_view("vic")
-    assert "not usable now (only 1 usable photo" in shown[app.c["status"]]
+    assert "not usable now: only 1 usable photo (need at least 5). Train and" in shown[app.c["status"]]
     assert not shown[app.c["generate"]]["interactive"] and not shown[app.c["train"]]["interactive"]
     ws.intake_report.write_text(json.dumps({"set": {"verdict": "warn", "reason": "5 usable photos"}}))
     assert app.status_view("vic")[app.c["generate"]]["interactive"]
     ws.prepare_report.write_text(json.dumps({"kept": 5, "rejected": 2, "photos": []}))  # what training used, said
     assert "trained** on 5 of your 7 photos (those rejected in 1. Photos were left out)" in app.status_view("vic")[app.c["status"]]
+    (ws.selfies / "02.jpg").write_bytes(b"another photo")  # added since: Generate would train again first, said before
+    shown = app.status_view("vic")
+    assert "trained on other photos or settings** than you have now: Generate trains it again first" in shown[app.c["status"]]
+    assert shown[app.c["generate"]]["interactive"] and shown[app.c["train"]]["interactive"]

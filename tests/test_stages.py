@@ -3,14 +3,12 @@
 import json
 from pathlib import Path
 
-import datasets
 import pytest
 
 from headshots.cli import build_parser, run
 from headshots.config import load_config
 from headshots.stages import (
     STAGE_NAMES,
-    STAGES,
     figures,
     fingerprints,
     read_record,
@@ -20,7 +18,7 @@ from headshots.stages import (
     write_record,
 )
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace
-from tests.conftest import copy_photos
+from tests.conftest import copy_photos, everything_done
 
 
 def cli(package: str, command: str, overrides: list[str]) -> int:
@@ -75,26 +73,6 @@ def test_a_failed_command_leaves_no_record(tmp_path, tiny_model, faces_dir, face
     assert cli("train", "intake", overrides) == 2  # one photo: not a usable set
     assert read_record(stage_named("intake"), cfg) is None
     assert Path(Workspace.from_config(cfg).intake_report).is_file()  # the advice is written all the same
-
-
-def everything_done(cfg) -> None:
-    """Every stage's outputs as files (empty where their content is not read) and its record, as a finished chain
-    leaves them."""
-    ws = Workspace.from_config(cfg)
-    ws.selfies.mkdir(parents=True)
-    (ws.selfies / "01.jpg").write_bytes(b"a photo")
-    caption = {"file": ["01.jpg"], "caption": ["a photo of ohwx person"], "generated_caption": ["a photo of ohwx person"]}
-    datasets.Dataset.from_dict(caption).save_to_disk(str(ws.prepared))  # its captions are read: edited since?
-    (ws.adapter_dir(cfg.run)).mkdir(parents=True)
-    ws.samples_dir(cfg.run).mkdir(parents=True)
-    ws.export_manifest(cfg.run).parent.mkdir(parents=True)
-    for path in (ws.intake_report, ws.reference_embeddings, ws.adapter_dir(cfg.run) / ADAPTER_WEIGHTS, ws.gallery(cfg.run)):
-        path.write_text("{}")
-    ws.scores(cfg.run).write_text(json.dumps({"kept": 1, "images": [{"file": "linkedin-00.png", "similarity": 0.7}]}))
-    ws.export_manifest(cfg.run).write_text(json.dumps({"images": [{"file": "linkedin-00.png"}]}))
-    for stage, expected in zip(STAGES, fingerprints(cfg).values()):
-        write_record(stage, cfg, expected, 1.0)
-    assert stages_to_run(cfg) == []
 
 
 def test_a_stage_run_again_makes_the_stages_after_it_due(make_config):
