@@ -701,12 +701,15 @@ class HeadshotsApp:
                            concurrency_id="photos")
         c["remove"].click(self.remove, [c["remove_pick"], c["user"]], [*photos, *status], api_name="remove",
                           concurrency_id="photos")
-        c["train"].click(self.train, [c["user"]], status, api_name="train")
-        c["stop"].click(self.stop, [c["user"]], status, api_name="stop")
+        # These only start or stop a job, at once, and the status line then says where it is: no spinner is needed, and
+        # a refusal is its message box alone (with a spinner, Gradio also marks the status line "Error" until it changes)
+        instant = {"show_progress": "hidden"}
+        c["train"].click(self.train, [c["user"]], status, api_name="train", **instant)
+        c["stop"].click(self.stop, [c["user"]], status, api_name="stop", **instant)
         c["generate"].click(self.generate, [c["styles"], c["count"], c["background"], c["clothing"], c["user"]], status,
-                            api_name="generate")
-        c["more"].click(self.more, [c["more_pick"], c["more_strength"], c["user"]], status, api_name="more")
-        c["card_more"].click(self.more, [c["card_file"], c["more_strength"], c["user"]], status, api_name=False)
+                            api_name="generate", **instant)
+        c["more"].click(self.more, [c["more_pick"], c["more_strength"], c["user"]], status, api_name="more", **instant)
+        c["card_more"].click(self.more, [c["card_file"], c["more_strength"], c["user"]], status, api_name=False, **instant)
         drawing = [c["shown"], c["dropped_open"], c["favourites"], c["user"]]
         c["discard"].click(self.discard, [c["discard_pick"], *drawing], [*review[1:], c["files"], c["crops"]], api_name="discard")
         c["card_delete"].click(self.discard_one, [c["card_file"], *drawing], [*review[1:], c["files"], c["crops"]],

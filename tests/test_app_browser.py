@@ -19,6 +19,12 @@ from tests.app_server import serve
 from tests.browser import FLAGS, need_chromium
 
 JOB_TIMEOUT_MS = 240_000  # a tiny training or generation job on 2 busy cores
+# Whether Gradio's "Error" badge shows on an element (Gradio keeps it in the page, hidden by opacity or display)
+SHOWS_AN_ERROR_BADGE = """element => [...element.querySelectorAll('*')]
+    .filter(e => e.childElementCount === 0 && e.textContent.trim() === 'Error')
+    .some(e => { for (let n = e; n; n = n.parentElement) { const style = getComputedStyle(n);
+                 if (style.opacity === '0' || style.visibility === 'hidden' || style.display === 'none') return false; }
+                 return true; })"""
 
 
 @pytest.fixture
@@ -146,7 +152,13 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
             styles.get_by_label(label, exact=False).uncheck()
         styles.get_by_label("actor", exact=False).check()
         page.get_by_text("Your own background and clothing").click()
-        page.locator("#hs-background textarea, #hs-background input").first.fill("plain light grey studio wall")
+        background = page.locator("#hs-background textarea, #hs-background input").first
+        background.fill("${oc.env:HOME}")  # refused with a message box alone: the status line is not marked "Error"
+        page.locator("#hs-generate:not([disabled])").click()
+        page.get_by_text("can hold words and , . ' & / - only").first.wait_for()
+        steps.shot(page, "refused-background")
+        assert not page.locator("#hs-status").evaluate(SHOWS_AN_ERROR_BADGE)
+        background.fill("plain light grey studio wall")
         steps.shot(page, "styles")
         page.locator("#hs-generate:not([disabled])").click()
         page.get_by_text("Your review holds 2 images").wait_for(timeout=JOB_TIMEOUT_MS)
