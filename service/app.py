@@ -651,7 +651,8 @@ class HeadshotsApp:
                             c["discard"] = gr.Button("Delete ticked images", variant="stop", elem_id="hs-discard")
                     with gr.Tab("5. Download", elem_id="hs-tab-download"):
                         gr.Markdown("Your favourites cropped for LinkedIn (400x400), a 4:5 portrait (1080x1350) and a CV "
-                                    "(600x800), centred on your face, never upscaled; all of them in one zip.")
+                                    "(600x800), centred on your face, never upscaled (from a smaller image, smaller: each "
+                                    "file's name says its size); all of them in one zip.")
                         c["export"] = gr.Button("Export my favourites", variant="primary", elem_id="hs-export")
                         c["files"] = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="hs-files")
                         c["crops"] = gr.HTML(elem_id="hs-crops")
@@ -791,18 +792,21 @@ def forget_abandoned_downloads() -> list[Path]:
 
 
 def downloads(manifest: Path, folder: Path) -> list[Path]:
-    """export.json's crops, put together in `folder` for the browser: one zip (folders by size), and each crop
+    """export.json's crops, put together in `folder` for the browser: one zip (a folder per size), and each crop
     under a name that says its size first (hard links where the file system allows: every crop is stored once),
-    since a download keeps only the file name, and a phone's narrow list shows only its start."""
+    since a download keeps only the file name, and a phone's narrow list shows only its start. The size named is
+    the crop's own: a source too small for a size is cropped smaller, not upscaled (SDXL's 1024 px square gives
+    the 1080x1350 portrait at 819x1024), and a name saying 1080x1350 would promise what the file is not."""
     out_dir = manifest.parent
-    crops = [out_dir / e["path"] for item in json.loads(manifest.read_text())["images"] for e in item["exports"]]
+    crops = {out_dir / e["path"]: f"{e['size'].rsplit('-', 1)[0]}-{e['width']}x{e['height']}"  # cv-600x800
+             for item in json.loads(manifest.read_text())["images"] for e in item["exports"]}
     archive = folder / ZIP_NAME
     with zipfile.ZipFile(archive, "w") as bundle:
-        for crop in crops:
-            bundle.write(crop, crop.relative_to(out_dir))
+        for crop, size in crops.items():
+            bundle.write(crop, f"{size}/{crop.name}")
     named = []
-    for crop in crops:
-        named.append(folder / f"{crop.parent.name}-{crop.stem}{crop.suffix}")  # cv-600x800-linkedin-00.jpg
+    for crop, size in crops.items():
+        named.append(folder / f"{size}-{crop.name}")  # cv-600x800-linkedin-00.jpg
         try:
             os.link(crop, named[-1])
         except OSError:  # a file system without hard links
