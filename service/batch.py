@@ -388,6 +388,8 @@ class Batch:
             result: StageResult = ray.get(ref)
             row.state, row.seconds, row.reason, row.hint, row.details = (
                 result.state, earlier_attempts + result.seconds, result.reason, result.hint, result.details)
+            if result.state == NOT_RUN:  # its task only found the stage before it failed
+                row.attempts = 0
         except RayError as exc:  # raised (or its worker died) after every retry, or an upstream stage did
             earlier_crashed = any(s.state in (CRASHED, NOT_RUN) for s in self.rows[user].stages if s.stage != stage)
             row.state = NOT_RUN if earlier_crashed else CRASHED
@@ -397,9 +399,9 @@ class Batch:
 
     def _mark_running(self, started: dict, pending: dict) -> None:
         for (user, stage), info in started.items():
-            row = self._stage_row(user, stage)
-            row.attempts = info["attempts"]
-            if (user, stage) in pending:
+            if (user, stage) in pending:  # a finished stage's row is _finish's
+                row = self._stage_row(user, stage)
+                row.attempts = info["attempts"]
                 row.state = "running"
                 row.seconds = time.time() - info["first"]  # as when it finishes: every attempt counts
 

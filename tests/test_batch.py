@@ -31,7 +31,7 @@ OVERRIDES = [f"train.max_steps={STEPS}", "train.checkpoint_every=3", "infer.styl
 @pytest.fixture(scope="module")
 def people(tmp_path_factory, faces_dir, face_weights):
     """alice and twin: the same six photos of one person (Georgia Tech s23), twin with a background of their own
-    (their settings.yaml); carol: two photos, too few; dora: a settings.yaml asking for "many" images."""
+    (their settings.yaml); carol: two photos and a text file, too few; dora: a settings.yaml asking for "many" images."""
     from headshots.tiny_sdxl import build_tiny_sdxl
 
     root = tmp_path_factory.mktemp("batch")
@@ -42,6 +42,7 @@ def people(tmp_path_factory, faces_dir, face_weights):
     copy_photos(six, data / "twin" / "selfies")
     (data / "twin" / "settings.yaml").write_text("infer:\n  style_overrides:\n    background: plain light grey studio wall\n")
     copy_photos(sorted((faces_dir / "georgia-tech" / "s01").glob("*.jpg"))[:2], data / "carol" / "selfies")
+    (data / "carol" / "selfies" / "notes.txt").write_text("my photos")  # named with its reason in the batch's hint
     copy_photos(six, data / "dora" / "selfies")
     (data / "dora" / "settings.yaml").write_text("infer:\n  images_per_style: many\n")
     overrides = [f"paths.data_root={data}", f"paths.outputs_root={root / 'outputs'}", f"paths.cache_root={root / 'cache'}",
@@ -133,8 +134,9 @@ def test_usable_sets_complete_and_the_unusable_one_stops_at_intake(first_batch, 
         assert manifest["images"][0]["round"].startswith("chain-")  # named by the stage: a retry completes it
     carol = person(on_disk, "carol")
     assert (carol["state"], carol["stage"], carol["stage_state"]) == ("stopped", "intake", "failed")
-    assert "only 2 usable photos" in carol["reason"] and carol["hint"]
-    assert [s["state"] for s in carol["stages"]] == ["failed", "not run", "not run", "not run", "not run"]
+    assert "only 2 usable photos" in carol["reason"]
+    assert "Rejected: notes.txt: not an image file (or an unsupported format). Details: " in carol["hint"], carol["hint"]
+    assert [(s["state"], s["attempts"]) for s in carol["stages"]] == [("failed", 1)] + [("not run", 0)] * 4
     dora = person(on_disk, "dora")  # her own settings.yaml is refused; the batch went on without her
     assert (dora["state"], dora["stage"], dora["stage_state"]) == ("stopped", "intake", "failed")
     assert dora["reason"].startswith(str(Path(people[0].split("=", 1)[1]) / "dora" / "settings.yaml"))

@@ -30,7 +30,7 @@ from headshots.config import Config, IntakeConfig
 from headshots.errors import HeadshotsError, ImageError
 from headshots.faces import Face, FaceAnalyzer
 from headshots.images import load_rgb, original_size, transparent_share
-from headshots.logs import plural
+from headshots.logs import plural, printable
 from headshots.workspace import Workspace, held_alone, write_json_atomic, write_text_atomic
 from train.intake_report import print_table, render_html, thumbnail_uri
 
@@ -769,5 +769,16 @@ def intake(cfg: Config) -> IntakeResult:
     print_table(result)
     if result.set.verdict == REJECT:
         raise HeadshotsError(f"This photo set is not usable yet: {result.set.reason}.",
-                             " ".join(result.set.advice) + f" Details: {Workspace.from_config(cfg).intake_page}")
+                             " ".join([*result.set.advice, *_rejected_photos(result.photos)])
+                             + f" Details: {Workspace.from_config(cfg).intake_page}")
     return result
+
+
+def _rejected_photos(photos: list[PhotoReport], most: int = 5) -> list[str]:
+    """The photos rejected and why, for the error a batch's status table shows (it prints no photo table):
+    "Rejected: notes.txt: not an image file; group.jpg: more than one face." (the first `most`)."""
+    rejected = [f"{printable(p.file)}: {p.reason.rstrip('.')}" for p in photos if p.verdict == REJECT]
+    if not rejected:
+        return []
+    more = f"; and {len(rejected) - most} more" if len(rejected) > most else ""
+    return [f"Rejected: {'; '.join(rejected[:most])}{more}."]
