@@ -4,21 +4,16 @@ random-weight profile go through the same `from_pretrained` calls; only the conf
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
 from headshots.config import ModelConfig
 from headshots.errors import WeightsError
-from headshots.logs import get_logger
+from headshots.hub import cached_first
 from headshots.versions import check_runtime_versions
-
-log = get_logger(__name__)
-T = TypeVar("T")
 
 
 @dataclass
@@ -58,47 +53,6 @@ def _load(what: str, source: str, loader, key: str = "model.pretrained", revisio
         return cached_first(source, loader, revision)
     except Exception as exc:  # OSError (missing files, offline hub), ValueError (bad folder), HTTP errors
         raise WeightsError(f"Could not load the {what} from {source!r}: {exc}", _fix_hint(source, key)) from exc
-
-
-def cached_first(source: str, loader: Callable[..., T], revision: str | None = None) -> T:
-    """`loader(**options)` for a `from_pretrained` call: a hub id already downloaded is loaded from the local cache
-    alone (local_files_only), since otherwise every load asks the Hub about each of its files, telling it the model
-    id and this machine's address, and waits on the network; the Hub is asked only for what the cache lacks (the
-    first download, or one that stopped part-way). A local folder is loaded as it is."""
-    _no_hub_telemetry()
-    if not _in_hub_cache(source, revision):
-        return loader()
-    try:
-        return loader(local_files_only=True)
-    except OSError as exc:  # a file the cache lacks
-        log.info("%s is not all in the local cache (%s): fetching the rest from the Hub", source, str(exc).splitlines()[0])
-        return loader()
-
-
-def _no_hub_telemetry() -> None:
-    """The Hugging Face libraries add usage details to their requests and, to name the AI agent running them, fetch a
-    list of agents from the Hub, even for a model read from the cache alone: off (HF_HUB_DISABLE_TELEMETRY) unless the
-    person set it otherwise. Set in the environment for the processes this one starts, and in huggingface_hub's own
-    settings, which it read when it was imported (the web app imports it with Gradio, before any of this)."""
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    from huggingface_hub import constants
-
-    if os.environ["HF_HUB_DISABLE_TELEMETRY"].strip().lower() in ("1", "true", "yes", "on"):
-        constants.HF_HUB_DISABLE_TELEMETRY = True
-
-
-def _in_hub_cache(source: str, revision: str | None) -> bool:
-    """Whether `source` is a hub id with a download in the local Hugging Face cache (a pipeline's model_index.json,
-    or a single model's config.json) for `revision`."""
-    if Path(source).expanduser().exists():
-        return False
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        return any(isinstance(try_to_load_from_cache(source, name, revision=revision), str)
-                   for name in ("model_index.json", "config.json"))
-    except ValueError:  # not a valid hub id (HFValidationError): loading will say what is wrong
-        return False
 
 
 def load_components(model: ModelConfig, weight_dtype: torch.dtype = torch.float32) -> SDXLComponents:

@@ -117,6 +117,10 @@ class Stage:
     # Settings outside config_keys that its own verdict reads and that the stages after it hash themselves: they make
     # this stage due again and are kept out of the chain, so adding one does not redo the stages after it
     judged_with: tuple[str, ...] = ()
+    # What else it changes on its way to its outputs that its records vouch for: infer's images, drawn before they are
+    # scored (stopped after drawing some, its scores no longer cover the round: forgotten_while_running). Not prepare's
+    # report, written before the dataset is swapped in: it describes the same photos as the dataset left in place
+    also_changes: Callable[[Workspace, Config], list[Path]] | None = None
 
     def edited(self, ws: Workspace) -> bool:
         return self.edited_since is not None and self.edited_since(ws)
@@ -134,6 +138,8 @@ STAGES: tuple[Stage, ...] = (
           outputs=lambda ws, cfg: [ws.adapter_dir(cfg.run) / ADAPTER_WEIGHTS], figures=_fit_figures),
     Stage("infer", config_keys=("model", "infer", "filter", "face"), reads_selfies=False, uses_gpu=True, in_user_data=False,
           outputs=lambda ws, cfg: [ws.scores(cfg.run), ws.gallery(cfg.run)], figures=_infer_figures,
+          # every image drawn, and the manifest replaced, changes the folder
+          also_changes=lambda ws, cfg: [ws.samples_dir(cfg.run)],
           # what to export, discard or vary, and how fast: none of it changes the round's images
           ignores=("infer.export_files", "infer.discard_files", "infer.more", "infer.batch_size", "infer.compile")),
     Stage("export", config_keys=("infer.export_files",), reads_selfies=False, uses_gpu=False, in_user_data=False,
@@ -247,10 +253,12 @@ def forget(stage: Stage, cfg: Config) -> None:
 
 
 def _outputs_as_they_are(stage: Stage, cfg: Config) -> dict[Path, tuple[int, int, int] | None]:
-    """Each output's file identity and last change (None: missing). Outputs are replaced whole (a new file renamed
-    over the old, a dataset folder swapped in), so a stage that has replaced any of them changed this."""
+    """Each output's (and `also_changes` path's) file identity and last change (None: missing). Outputs are replaced
+    whole (a new file renamed over the old, a dataset folder swapped in), and a folder's last change moves with every
+    file added to it or renamed into it, so a stage that has changed any of them changed this."""
+    ws = Workspace.from_config(cfg)
     state: dict[Path, tuple[int, int, int] | None] = {}
-    for path in stage.outputs(Workspace.from_config(cfg), cfg):
+    for path in [*stage.outputs(ws, cfg), *(stage.also_changes(ws, cfg) if stage.also_changes else [])]:
         try:
             found = path.stat()
             state[path] = (found.st_ino, found.st_mtime_ns, found.st_size)
@@ -273,7 +281,8 @@ def forgotten_while_running(stage: Stage, cfg: Config) -> Iterator[None]:
     except BaseException:
         if records and _outputs_as_they_are(stage, cfg) == outputs:
             for path, record in records.items():
-                write_text_atomic(path, record)
+                if path.parent.is_dir() and not path.exists():  # not into a folder a deletion took meanwhile
+                    write_text_atomic(path, record)
             log.debug("%s stopped before it changed what it makes: the records of what was done before stand", stage.name)
         raise
 

@@ -48,7 +48,7 @@ from headshots.logs import get_logger, plural
 from headshots.stages import done_now, run_recorded, stages_to_run
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace, read_favourites, save_favourites
 from infer.discard import discard
-from infer.export import EXPORT, export
+from infer.export import EXPORT, SIZES, export
 from infer.generate import new_round_name
 from infer.styles import available_styles, load_style
 from service import views
@@ -242,24 +242,25 @@ class HeadshotsApp:
 
     @user_errors
     def upload(self, files: list[str] | None, state: str | None, request: gr.Request) -> dict:
-        """Each photo added, or why not, in the notes under the box, which is emptied for the next photos (a refusal
-        raised instead would leave the refused files in it, to be offered again with the next ones)."""
+        """Each photo added, or why not, in the notes under the box, which is emptied for the next photos (an error
+        raised instead would leave the uploaded files in it, to be offered again with the next ones)."""
         ws = self.workspace(self.user(state, request))
+        notes, previews = [], None
         try:
             self.refuse_while_training(ws.user, files)
-        except HeadshotsError as exc:
-            return {self.c["upload"]: None, self.c["notes"]: f"- **not added**: {exc.message} → {exc.hint}"}
-        notes = []
-        count = len(list_photos(ws.selfies)) if ws.selfies.is_dir() else 0
-        for path in map(Path, files or []):
-            try:
-                notes.append(f"added **{self.admit(path, ws, count)}**")
-                count += 1
-            except ImageError as exc:
-                notes.append(f"**not added**: {exc.message} → {exc.hint}")
-            finally:
+            count = len(list_photos(ws.selfies)) if ws.selfies.is_dir() else 0
+            for path in map(Path, files or []):
+                try:
+                    notes.append(f"added **{self.admit(path, ws, count)}**")
+                    count += 1
+                except ImageError as exc:
+                    notes.append(f"**not added**: {exc.message} → {exc.hint}")
+            previews = self.check_photos(ws)
+        except HeadshotsError as exc:  # refused, or the photos could not be judged (their settings.yaml, a busy intake)
+            notes.append(f"**{'not judged' if notes else 'not added'}**: {exc.message} → {exc.hint}")
+        finally:
+            for path in map(Path, files or []):
                 path.unlink(missing_ok=True)  # the selfies folder holds the one copy (Delete my data removes it)
-        previews = self.check_photos(ws)
         return {**self.photos_view(ws, previews), **self.status_view(ws.user), self.c["upload"]: None,
                 self.c["notes"]: "\n".join(f"- {n}" for n in notes)}
 
@@ -280,13 +281,14 @@ class HeadshotsApp:
                 self.c["notes"]: f"- removed {plural(len(chosen), 'photo')}"}
 
     def refuse_while_training(self, user: str, uploads: list[str] | None = None) -> None:
-        """Photos stay as they are while training runs on them: a change would not reach this training, and the next
-        one would start over instead of continuing from its checkpoint."""
+        """Photos stay as they are while a job that may train on them runs (Train, and Generate, which trains first when
+        the photos changed since): a change would not reach this training, and the next one would start over instead
+        of continuing from its checkpoint."""
         job = self.jobs.latest(user)
-        if job is not None and job.kind == "train" and job.active:
+        if job is not None and job.kind in ("train", "generate") and job.active:
             for path in map(Path, uploads or []):
                 path.unlink(missing_ok=True)
-            raise HeadshotsError("Your photos cannot change while training runs on them.",
+            raise HeadshotsError("Your photos cannot change while your job runs on them.",
                                  "Add or remove photos when it is done, or stop it first (training then starts over).")
 
     def photos_view(self, ws: Workspace, previews: dict[str, str] | None = None) -> dict:
@@ -359,7 +361,7 @@ class HeadshotsApp:
         trained = (ws.adapter_dir(self.run) / ADAPTER_WEIGHTS).is_file()
         usable = views.set_usable(ws)  # read once: this runs every second while a job does
         # trained on other photos or settings than today's, Generate would train first: said before it is pressed
-        outdated = trained and not busy and self.training_due(user)
+        outdated = trained and not busy and self.training_due(user, unreadable=False)
         return {
             self.c["status"]: views.job_markdown(ws, self.run, job, self.jobs.position(job) if job else 0, outdated),
             self.c["train"]: gr.update(interactive=usable and not busy),
@@ -369,13 +371,15 @@ class HeadshotsApp:
             self.c["timer"]: gr.Timer(active=busy),
         }
 
-    def training_due(self, user: str) -> bool:
-        """Whether a job would train: the photos or settings changed since the adapter was trained (False when the
-        person's own settings file cannot be read: the job would say so)."""
+    def training_due(self, user: str, unreadable: bool | None = None) -> bool:
+        """Whether a job would train: the photos or settings changed since the adapter was trained. When the person's
+        own settings file cannot be read: `unreadable`, or the ConfigError saying why (None)."""
         try:
             return "fit" in stages_to_run(self.settings.config(user))
-        except HeadshotsError:
-            return False
+        except ConfigError:
+            if unreadable is None:
+                raise
+            return unreadable
 
     def tick(self, state: str | None, seen: list | None, shown: int, dropped_open: bool, favourites: list[str] | None,
              request: gr.Request) -> dict:
@@ -702,11 +706,11 @@ class HeadshotsApp:
                            concurrency_id="photos")
         c["remove"].click(self.remove, [c["remove_pick"], c["user"]], [*photos, *status], api_name="remove",
                           concurrency_id="photos")
-        # These only start or stop a job, at once, and the status line then says where it is: no spinner is needed, and
+        # These only start a job, at once, and the status line then says where it is: no spinner is needed, and
         # a refusal is its message box alone (with a spinner, Gradio also marks the status line "Error" until it changes)
         instant = {"show_progress": "hidden"}
         c["train"].click(self.train, [c["user"]], status, api_name="train", **instant)
-        c["stop"].click(self.stop, [c["user"]], status, api_name="stop", **instant)
+        c["stop"].click(self.stop, [c["user"]], status, api_name="stop")  # waits for the job to end (seconds)
         c["generate"].click(self.generate, [c["styles"], c["count"], c["background"], c["clothing"], c["user"]], status,
                             api_name="generate", **instant)
         c["more"].click(self.more, [c["more_pick"], c["more_strength"], c["user"]], status, api_name="more", **instant)
@@ -798,7 +802,8 @@ def downloads(manifest: Path, folder: Path) -> list[Path]:
     the crop's own: a source too small for a size is cropped smaller, not upscaled (SDXL's 1024 px square gives
     the 1080x1350 portrait at 819x1024), and a name saying 1080x1350 would promise what the file is not."""
     out_dir = manifest.parent
-    crops = {out_dir / e["path"]: f"{e['size'].rsplit('-', 1)[0]}-{e['width']}x{e['height']}"  # cv-600x800
+    names = {size.folder: size.name for size in SIZES}  # export.json names each crop's size by its folder
+    crops = {out_dir / e["path"]: f"{names.get(e['size'], e['size'])}-{e['width']}x{e['height']}"  # cv-600x800
              for item in json.loads(manifest.read_text())["images"] for e in item["exports"]}
     archive = folder / ZIP_NAME
     with zipfile.ZipFile(archive, "w") as bundle:

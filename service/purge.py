@@ -33,8 +33,11 @@ RUNNING = {TRAIN_LOCK: "training, or preparing its photos", IMAGES_LOCK: "genera
 
 
 def derived_paths(workspace: Workspace, include_selfies: bool) -> list[Path]:
+    """What purge deletes. Intake's lock stays with the photos it guards (it names no one): deleted while held, it
+    would let an intake starting meanwhile lock a new file of that name."""
     user_dir = [p for p in workspace.user_dir.iterdir()] if workspace.user_dir.is_dir() else []
-    targets = [p for p in user_dir if include_selfies or p not in (workspace.selfies, workspace.person_settings)]
+    kept = (workspace.selfies, workspace.person_settings, workspace.intake_lock)
+    targets = [p for p in user_dir if include_selfies or p not in kept]
     if include_selfies and workspace.user_dir.is_dir():
         targets = [workspace.user_dir]
     if workspace.user_outputs.exists():
@@ -49,12 +52,13 @@ def nothing_running(workspace: Workspace) -> Iterator[None]:
     a batch) would otherwise write its reports, adapter, checkpoints or images back after the deletion said it was
     done. One that is running: refused, with nothing deleted."""
     runs = sorted(p for p in workspace.user_outputs.iterdir() if p.is_dir()) if workspace.user_outputs.is_dir() else []
-    locks = [(workspace.intake_lock, "checking their photos")]
-    locks += [(run_dir / lock, f"run {run_dir.name!r}: {doing}") for run_dir in runs for lock, doing in RUNNING.items()]
+    # intake's lock is taken even before any intake made it (one starting now would make it, and write its reports
+    # after the deletion); a run's are there once a command of the run ran, and held while one runs
+    locks = [(workspace.intake_lock, "checking their photos")] if workspace.user_dir.is_dir() else []
+    locks += [(run_dir / lock, f"run {run_dir.name!r}: {doing}") for run_dir in runs for lock, doing in RUNNING.items()
+              if (run_dir / lock).exists()]
     with ExitStack() as held:
         for lock, doing in locks:
-            if not lock.exists():  # a command that ran made it: one that runs holds it
-                continue
             try:
                 held.enter_context(held_alone(lock, HeadshotsError(
                     f"{workspace.user}'s data is in use ({doing}) in a terminal, the web app or a batch: nothing was "

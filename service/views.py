@@ -59,6 +59,8 @@ CSS = """
 .hs-crop{display:block;margin:0 auto 4px;box-shadow:0 1px 3px #0003}
 .hs-crop.hs-round{border-radius:50%}
 .hs-yours{display:flex;flex-wrap:wrap;align-items:center;gap:10px;margin:4px 0 14px}.hs-photo .hs-tick{float:right}
+/* Phones: the person's own faces in one row that scrolls sideways, so the review starts on the first screen */
+@media (max-width:600px){.hs-yours{flex-wrap:nowrap;overflow-x:auto}.hs-yours>*{flex:none}.hs-yours span{max-width:110px}}
 """
 # Run once when the page loads.
 PAGE_JS = """() => {
@@ -283,7 +285,8 @@ def job_markdown(ws: Workspace, run: str, job: Job | None, position: int, outdat
         if job.kind == "train":
             line = training_line(ws, run, since=job.started)
             body, bar = (line, _progress_bar(ws, run)) if line else ("checking and preparing your photos, loading the model", "")
-        elif (line := training_line(ws, run, since=job.started)) and not _trained(ws, run):  # the chain trains first
+        elif job.kind == "generate" and (line := training_line(ws, run, since=job.started)) and not _trained(ws, run):
+            # its chain trains first (photos or settings changed since the adapter was trained)
             body, bar = f"training your adapter again first (your photos or settings changed): {line}", _progress_bar(ws, run)
         else:
             body = images_line(ws, run, job)

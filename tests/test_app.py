@@ -122,9 +122,9 @@ def test_photos_stay_as_they_are_while_training_runs_on_them(server, selfies, tm
     try:
         wait_until(lambda: job.active, 10)
         refused = upload(client, selfies[1:2])  # said under the box, which is emptied (kept, it offered them again)
-        assert "**not added**: Your photos cannot change while training runs on them" in refused["notes"], refused
+        assert "**not added**: Your photos cannot change while your job runs on them" in refused["notes"], refused
         assert refused["upload"] is None
-        with pytest.raises(AppError, match="cannot change while training runs on them"):
+        with pytest.raises(AppError, match="cannot change while your job runs on them"):
             client.predict(["01.jpg"], api_name="/remove")
         assert sorted(p.name for p in (server.data / "ines" / "selfies").iterdir()) == ["01.jpg"]
     finally:

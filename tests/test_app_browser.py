@@ -186,6 +186,10 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         big = cards.first.locator(".hs-full").bounding_box()
         assert big["width"] < 340 and big["height"] == pytest.approx(big["width"], abs=1)
         assert cards.first.locator(".hs-avatar").bounding_box()["width"] == pytest.approx(100, abs=1)
+        # the person's own faces in one row (it scrolls sideways), not two screenfuls of circles before the review
+        yours = page.locator("#hs-yours .hs-avatar")
+        assert yours.count() == 6 and len({round(yours.nth(i).bounding_box()["y"]) for i in range(6)}) == 1
+        assert yours.first.bounding_box()["width"] == pytest.approx(100, abs=1)
         steps.shot(page, "review-on-a-phone")
         # However far down, the status line and Stop stay in view (here under a card's More like this).
         page.evaluate("window.scrollTo(0, document.body.scrollHeight)")

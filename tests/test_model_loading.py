@@ -1,5 +1,5 @@
 """Loading the model as a person names it: a hub id downloaded once is read from the local cache, and the Hub is
-not asked about it again (headshots.sdxl.cached_first); one not downloaded is fetched from the Hub."""
+not asked about it again (headshots.hub.cached_first); one not downloaded is fetched from the Hub."""
 
 import http.server
 import os
@@ -21,15 +21,18 @@ from headshots.config import load_config
 from headshots.errors import WeightsError
 from headshots.sdxl import load_components, load_pipeline
 
-model = load_config("x", "tiny", overrides=["model.pretrained=test/tiny-sdxl"]).model
-load_pipeline(model, torch.device("cpu"))  # what generation loads
-load_components(model)  # what training loads
+def model(hub_id):
+    return load_config("x", "tiny", overrides=[f"model.pretrained={hub_id}"]).model
+
+
+load_components(model("test/tiny-parts"))  # what training loads: the parts one by one, never the pipeline's index
+load_pipeline(model("test/tiny-sdxl"), torch.device("cpu"))  # what generation loads
 try:  # the stand-in writes down where the loads of the downloaded model end
     urllib.request.urlopen(os.environ["HF_ENDPOINT"] + "/end-of-the-downloaded-model")
 except OSError:
     pass
 try:
-    load_pipeline(load_config("x", "tiny", overrides=["model.pretrained=test/not-downloaded"]).model, torch.device("cpu"))
+    load_pipeline(model("test/not-downloaded"), torch.device("cpu"))
 except WeightsError as exc:
     print("refused:", exc.message)
 """
@@ -64,6 +67,8 @@ class _Hub(http.server.BaseHTTPRequestHandler):
 
 def test_a_downloaded_hub_model_loads_without_asking_the_hub(tmp_path, tiny_model):
     cache = _hub_cache(tmp_path / "hub", tiny_model, "test/tiny-sdxl")
+    parts = _hub_cache(cache, tiny_model, "test/tiny-parts")  # as training downloads it: no model_index.json
+    next((parts / "models--test--tiny-parts" / "snapshots").iterdir()).joinpath("model_index.json").unlink()
     hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
     threading.Thread(target=hub.serve_forever, daemon=True).start()
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_ENDPOINT": f"http://127.0.0.1:{hub.server_port}", "HF_HUB_OFFLINE": "0",

@@ -1,6 +1,7 @@
 """Stage records (headshots/stages.py): what the CLI did, the web app and the batch runner do not do again."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from headshots.stages import (
     figures,
     fingerprints,
     read_record,
+    record_path,
     run_recorded,
     stage_named,
     stages_to_run,
@@ -112,6 +114,38 @@ def test_a_stage_stopped_before_it_replaced_an_output_leaves_what_was_done_done(
         run_recorded("prepare", cfg, lambda: (_ for _ in ()).throw(stop()))
     assert [read_record(stage_named(name), cfg) for name in STAGE_NAMES] == before
     assert stages_to_run(cfg) == []
+
+
+def test_a_generation_stopped_after_drawing_images_leaves_its_round_to_be_scored(make_config):
+    """Infer draws its images before it scores them: stopped in between, its scores no longer cover the round, so its
+    record (and export's) stays gone and the chain scores again."""
+    cfg = make_config("alice")
+    everything_done(cfg)
+    samples = Workspace.from_config(cfg).samples_dir(cfg.run)
+
+    def draw_then_stop():
+        (samples / "linkedin-01.png").write_bytes(b"an image")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_recorded("infer", cfg, draw_then_stop)
+    assert stages_to_run(cfg) == ["infer", "export"]
+
+
+def test_records_are_not_put_back_into_a_folder_deleted_meanwhile(make_config):
+    """A deletion of the person's data (make purge) while their stage ran: the stage, stopped unchanged, must not
+    bring its records, or their folders, back."""
+    cfg = make_config("alice")
+    everything_done(cfg)
+    folder = record_path(stage_named("fit"), cfg).parent
+
+    def purged_meanwhile():
+        shutil.rmtree(folder)
+        raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError):
+        run_recorded("fit", cfg, purged_meanwhile)
+    assert not folder.exists()
 
 
 def test_only_the_main_process_of_a_multi_gpu_run_touches_records(make_config, monkeypatch):

@@ -10,6 +10,7 @@ import time
 import torch
 from safetensors.torch import load_file
 
+from headshots.stages import read_record, stage_named
 from headshots.workspace import Workspace
 from tests.conftest import REPO
 from train.checkpoint import list_checkpoints
@@ -87,3 +88,4 @@ def test_the_web_apps_stop_ends_a_training_job_as_ctrl_c_does(prepared_user, mak
     log = (tmp_path / "train.log").read_text()
     assert job.state == STOPPED and "\ninterrupted: what was finished is kept" in log, log[-2000:]
     assert list_checkpoints(checkpoints) and not Workspace.from_config(cfg).adapter_dir("stopped").exists()
+    assert read_record(stage_named("prepare"), cfg) is not None and read_record(stage_named("fit"), cfg) is None

@@ -31,8 +31,8 @@ from headshots.caption_edits import edited_captions
 from headshots.config import Config, PrepareConfig
 from headshots.errors import WeightsError
 from headshots.faces import resolve_device
+from headshots.hub import cached_first
 from headshots.logs import get_logger
-from headshots.sdxl import cached_first
 from headshots.workspace import Workspace
 
 log = get_logger(__name__)
