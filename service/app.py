@@ -361,7 +361,10 @@ class HeadshotsApp:
         trained = (ws.adapter_dir(self.run) / ADAPTER_WEIGHTS).is_file()
         usable = views.set_usable(ws)  # read once: this runs every second while a job does
         # trained on other photos or settings than today's, Generate would train first: said before it is pressed
-        outdated = trained and not busy and self.training_due(user, unreadable=False)
+        try:
+            outdated = trained and not busy and self.training_due(user)
+        except ConfigError:  # their settings.yaml cannot be used: the Styles tab says so
+            outdated = False
         return {
             self.c["status"]: views.job_markdown(ws, self.run, job, self.jobs.position(job) if job else 0, outdated),
             self.c["train"]: gr.update(interactive=usable and not busy),
@@ -371,15 +374,10 @@ class HeadshotsApp:
             self.c["timer"]: gr.Timer(active=busy),
         }
 
-    def training_due(self, user: str, unreadable: bool | None = None) -> bool:
-        """Whether a job would train: the photos or settings changed since the adapter was trained. When the person's
-        own settings file cannot be read: `unreadable`, or the ConfigError saying why (None)."""
-        try:
-            return "fit" in stages_to_run(self.settings.config(user))
-        except ConfigError:
-            if unreadable is None:
-                raise
-            return unreadable
+    def training_due(self, user: str) -> bool:
+        """Whether a job would train: the photos or settings changed since the adapter was trained (a ConfigError when
+        the person's own settings file cannot be used)."""
+        return "fit" in stages_to_run(self.settings.config(user))
 
     def tick(self, state: str | None, seen: list | None, shown: int, dropped_open: bool, favourites: list[str] | None,
              request: gr.Request) -> dict:

@@ -312,6 +312,9 @@ def test_styles_tab_opens_with_the_persons_own_settings_and_a_bad_file_locks_no_
     shown = app.page("sam")
     assert shown[c["styles"]] == list(app.defaults.styles) and "settings.yaml was left out" in shown[c["styles_note"]]
     assert "train.max_steps" in shown[c["styles_note"]]
+    assert c["status"] in app.status_view("sam")  # the status line still shows
+    with pytest.raises(ConfigError, match="train.max_steps"):  # Train says why, not "nothing to train"
+        app.training_due("sam")
     app.delete_everything("sam", None)  # their data can still be deleted, the file included
     assert not sam.exists()
 
