@@ -76,10 +76,12 @@ PAGE_JS = """() => {
     if (tick) listed(tick.dataset.tick, tick.dataset.file)?.click();
     // A card's action (card_action: More like this, Delete) names its image in the hidden #hs-card-file box and
     // presses the hidden button it names, once the person confirms when it asks: the same handler and checks as
-    // the picker and button under the review.
+    // the picker and button under the review. While a job runs (Stop can be pressed) it is not asked: the server
+    // refuses, and a confirmation first would be answered for nothing.
     const action = event.target.closest("[data-press]");
     const box = document.querySelector("#hs-card-file textarea, #hs-card-file input");
-    if (action && box && (!action.dataset.confirm || window.confirm(action.dataset.confirm))) {
+    const busy = document.querySelector("#hs-stop:not([disabled])") !== null;
+    if (action && box && (!action.dataset.confirm || busy || window.confirm(action.dataset.confirm))) {
       box.value = action.dataset.file;
       box.dispatchEvent(new Event("input", { bubbles: true }));
       document.getElementById(action.dataset.press)?.click();

@@ -202,6 +202,19 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         # 4b. More like one of them, from its card: two variations drawn from it join the review.
         page.locator("#hs-more-strength").get_by_label("Looser", exact=False).check()
         page.locator("#hs-dropped .hs-card[data-file='linkedin-00.png'] [data-press=hs-card-more]").click()
+        # while it runs, a card's Delete is refused at once, without first asking to confirm a deletion it will not do
+        page.locator("#hs-stop:not([disabled])").wait_for()
+        asked: list[str] = []
+
+        def dismissed(dialog) -> None:
+            asked.append(dialog.message)
+            dialog.dismiss()
+
+        page.on("dialog", dismissed)
+        page.locator("#hs-dropped .hs-card[data-file='actor-00.png'] [data-press=hs-card-delete]").click()
+        page.get_by_text("Wait for your job to finish first").first.wait_for()
+        page.remove_listener("dialog", dismissed)
+        assert asked == [] and (server.outputs / "alice" / "default" / "samples" / "actor-00.png").is_file()
         page.get_by_text("Your review holds 4 images").wait_for(timeout=JOB_TIMEOUT_MS)
         assert "0 of 4 kept" in page.locator("#hs-review-head").inner_text()
         # the new review keeps the dropped images open, as the person left them
