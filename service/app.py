@@ -247,7 +247,7 @@ class HeadshotsApp:
         ws = self.workspace(self.user(state, request))
         notes, previews = [], None
         try:
-            self.refuse_while_training(ws.user, files)
+            self.refuse_while_training(ws.user)
             count = len(list_photos(ws.selfies)) if ws.selfies.is_dir() else 0
             for path in map(Path, files or []):
                 try:
@@ -280,14 +280,12 @@ class HeadshotsApp:
         return {**self.photos_view(ws, previews), **self.status_view(ws.user),
                 self.c["notes"]: f"- removed {plural(len(chosen), 'photo')}"}
 
-    def refuse_while_training(self, user: str, uploads: list[str] | None = None) -> None:
+    def refuse_while_training(self, user: str) -> None:
         """Photos stay as they are while a job that may train on them runs (Train, and Generate, which trains first when
         the photos changed since): a change would not reach this training, and the next one would start over instead
         of continuing from its checkpoint."""
         job = self.jobs.latest(user)
         if job is not None and job.kind in ("train", "generate") and job.active:
-            for path in map(Path, uploads or []):
-                path.unlink(missing_ok=True)
             raise HeadshotsError("Your photos cannot change while your job runs on them.",
                                  "Add or remove photos when it is done, or stop it first (training then starts over).")
 
