@@ -63,25 +63,26 @@ def load_components(model: ModelConfig, weight_dtype: torch.dtype = torch.float3
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    common = {"revision": model.revision}
     src = model.pretrained
+
+    def part(what: str, cls, subfolder: str, **options):
+        """One part of the base model: its subfolder of `src`, at `model.revision`, from the cache first."""
+        return _load(what, src, lambda **o: cls.from_pretrained(src, subfolder=subfolder, revision=model.revision, **options, **o),
+                     revision=model.revision)
+
     # The SDXL VAE overflows in fp16 (NaN latents) unless it is the fp16-fix VAE: keep it fp32 then.
     vae_dtype = torch.float32 if weight_dtype == torch.float16 and not model.vae else weight_dtype
-    weights = {**common, "variant": model.variant, "dtype": weight_dtype}
-    tokenizer = _load("tokenizer", src, lambda **o: CLIPTokenizer.from_pretrained(src, subfolder="tokenizer", **common, **o), revision=model.revision)
-    tokenizer_2 = _load("tokenizer_2", src, lambda **o: CLIPTokenizer.from_pretrained(src, subfolder="tokenizer_2", **common, **o), revision=model.revision)
-    text_encoder = _load("text encoder", src, lambda **o: CLIPTextModel.from_pretrained(
-        src, subfolder="text_encoder", **common, variant=model.variant, dtype=weight_dtype, **o), revision=model.revision)
-    text_encoder_2 = _load("second text encoder", src, lambda **o: CLIPTextModelWithProjection.from_pretrained(
-        src, subfolder="text_encoder_2", **common, variant=model.variant, dtype=weight_dtype, **o), revision=model.revision)
+    weights = {"variant": model.variant, "dtype": weight_dtype}
+    tokenizer = part("tokenizer", CLIPTokenizer, "tokenizer")
+    tokenizer_2 = part("tokenizer_2", CLIPTokenizer, "tokenizer_2")
+    text_encoder = part("text encoder", CLIPTextModel, "text_encoder", **weights)
+    text_encoder_2 = part("second text encoder", CLIPTextModelWithProjection, "text_encoder_2", **weights)
     if model.vae:
         vae = _load("VAE", model.vae, lambda **o: AutoencoderKL.from_pretrained(model.vae, dtype=vae_dtype, **o), "model.vae")
     else:
-        vae = _load("VAE", src, lambda **o: AutoencoderKL.from_pretrained(src, subfolder="vae", **{**weights, "dtype": vae_dtype}, **o),
-                    revision=model.revision)
-    unet = _load("UNet", src, lambda **o: UNet2DConditionModel.from_pretrained(src, subfolder="unet", **weights, **o), revision=model.revision)
-    scheduler = _load("noise scheduler", src, lambda **o: DDPMScheduler.from_pretrained(src, subfolder="scheduler", **common, **o),
-                      revision=model.revision)
+        vae = part("VAE", AutoencoderKL, "vae", **{**weights, "dtype": vae_dtype})
+    unet = part("UNet", UNet2DConditionModel, "unet", **weights)
+    scheduler = part("noise scheduler", DDPMScheduler, "scheduler")
     for frozen in (text_encoder, text_encoder_2, vae, unet):
         frozen.requires_grad_(False)
     return SDXLComponents(tokenizer, tokenizer_2, text_encoder, text_encoder_2, vae, unet, scheduler)

@@ -243,11 +243,15 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def training_line(ws: Workspace, run: str, since: float | None = None) -> str | None:
-    """Step, loss, ETA and the validation likeness, from progress.json and validation.json."""
+def training_progress(ws: Workspace, run: str, since: float | None = None) -> dict | None:
+    """progress.json, read once per status line: None when there is none, or it is older than `since` (an earlier
+    training's)."""
     progress = _read_json(ws.progress(run))
-    if progress is None or (since is not None and progress["updated"] < since):
-        return None
+    return None if progress is None or (since is not None and progress["updated"] < since) else progress
+
+
+def training_line(ws: Workspace, run: str, progress: dict) -> str:
+    """Step, loss, ETA and the validation likeness, from progress.json (`training_progress`) and validation.json."""
     line = f"step **{progress['step']} of {progress['max_steps']}** · loss {progress['loss']:.4f}"
     if progress.get("eta_s") is not None and progress["step"] < progress["max_steps"]:
         line += f" · about {_clock(progress['eta_s'])} left"
@@ -259,10 +263,7 @@ def training_line(ws: Workspace, run: str, since: float | None = None) -> str | 
     return line
 
 
-def _progress_bar(ws: Workspace, run: str) -> str:
-    progress = _read_json(ws.progress(run))
-    if not progress:
-        return ""
+def _progress_bar(progress: dict) -> str:
     return f"\n\n<progress value='{progress['step']}' max='{progress['max_steps']}' style='width:100%'></progress>"
 
 
@@ -284,12 +285,13 @@ def job_markdown(ws: Workspace, run: str, job: Job | None, position: int, outdat
     if job.state == RUNNING:
         elapsed = _clock(time.time() - (job.started or time.time()))
         bar = ""
+        progress = training_progress(ws, run, since=job.started) if job.kind in ("train", "generate") else None
         if job.kind == "train":
-            line = training_line(ws, run, since=job.started)
-            body, bar = (line, _progress_bar(ws, run)) if line else ("checking and preparing your photos, loading the model", "")
-        elif job.kind == "generate" and (line := training_line(ws, run, since=job.started)) and not _trained(ws, run):
-            # its chain trains first (photos or settings changed since the adapter was trained)
-            body, bar = f"training your adapter again first (your photos or settings changed): {line}", _progress_bar(ws, run)
+            body, bar = ((training_line(ws, run, progress), _progress_bar(progress)) if progress
+                         else ("checking and preparing your photos, loading the model", ""))
+        elif progress and progress["step"] < progress["max_steps"]:  # a Generate whose chain trains first
+            body = f"training your adapter again first (your photos or settings changed): {training_line(ws, run, progress)}"
+            bar = _progress_bar(progress)
         else:
             body = images_line(ws, run, job)
         return f"**{what}** ({elapsed}): {body}. You can close this page: it runs on.{bar}"
@@ -301,12 +303,6 @@ def job_markdown(ws: Workspace, run: str, job: Job | None, position: int, outdat
         made = images_made(ws, run, job)
         return f"**Done:** {plural(made, 'new image')}. {_results(ws, run) or ''}"
     return _disk_status(ws, run, outdated)
-
-
-def _trained(ws: Workspace, run: str) -> bool:
-    """Whether the training progress.json describes has done all its steps."""
-    progress = _read_json(ws.progress(run))
-    return bool(progress) and progress["step"] >= progress["max_steps"]
 
 
 def images_line(ws: Workspace, run: str, job: Job) -> str:

@@ -676,9 +676,9 @@ def run_intake(cfg: Config, analyzer: FaceAnalyzer | None = None, timings: Timin
 
     `workers`: photo-checking threads (default one per CPU core, at most MAX_WORKERS)."""
     workspace = Workspace.from_config(cfg)
-    workspace.require_selfies()  # first: a person without photos is told so, and no lock file is made for them
+    paths = workspace.require_selfies()  # first: a person without photos is told so, and no lock file is made for them
     with intake_alone(workspace):
-        result = judge_photos(cfg, analyzer, timings, workers)
+        result = judge_photos(cfg, analyzer, timings, workers, paths)
         write_json_atomic(workspace.intake_report, result.to_json())  # the web app reads it while a job writes it
         write_text_atomic(workspace.intake_page, render_html(result))
     return result
@@ -694,9 +694,10 @@ def intake_alone(workspace: Workspace) -> AbstractContextManager[None]:
 
 
 def judge_photos(cfg: Config, analyzer: FaceAnalyzer | None = None, timings: Timings | None = None,
-                 workers: int | None = None) -> IntakeResult:
-    """Every photo's verdict and the set's, writing nothing (prepare asks which photos intake rejects)."""
-    paths = Workspace.from_config(cfg).require_selfies()
+                 workers: int | None = None, paths: list[Path] | None = None) -> IntakeResult:
+    """Every photo's verdict and the set's, writing nothing (prepare asks which photos intake rejects). `paths`: the
+    person's photos, when the caller listed them already."""
+    paths = paths or Workspace.from_config(cfg).require_selfies()
     analyzer = analyzer or FaceAnalyzer.for_config(cfg)
     now = datetime.now()
     photos, measured, previews = [], {}, {}
