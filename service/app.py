@@ -38,6 +38,9 @@ from typing import Any
 import gradio as gr
 from filelock import FileLock, Timeout
 from PIL import Image
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
 
 from headshots.cli import add_config_args, parse, print_error
 from headshots.config import PROMPT_WORDS, SIMPLE_NAME_RULE, AppConfig, Config, load_config, validate_user_name
@@ -171,6 +174,7 @@ class HeadshotsApp:
         self.analyzer = analyzer or FaceAnalyzer.for_config(probe)
         self.jobs = jobs or JobQueue(devices())
         self.downloads_root: Path | None = None  # made at the first download, removed with the app
+        self.download_owners: dict[str, str] = {}  # Gradio's cache folder of each download served -> whose it is
         self.downloads_lock: FileLock | None = None
         for root in forget_abandoned_downloads():
             log.info("removed %s, the downloads of an app that stopped without closing", root)
@@ -482,14 +486,17 @@ class HeadshotsApp:
         folder = self.download_folder(user)
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        return {self.c["files"]: [str(p) for p in downloads(manifest, folder)], self.c["crops"]: views.crops_html(manifest)}
+        files = downloads(manifest, folder)
+        self.download_owners.update({cache_folder(p): user for p in files})
+        return {self.c["files"]: [str(p) for p in files], self.c["crops"]: views.crops_html(manifest)}
 
     def download_folder(self, user: str) -> Path:
         """Where the person's last download is put together for the browser: in the system's temporary folder,
         the one place outside the working directory Gradio hands files from, so a download also works with
         `paths.outputs_root` on another disk. Gradio copies each file into its own cache (by content hash),
         which serves it to whoever was given its link only; adding the outputs to `allowed_paths` instead would
-        serve everyone's files to anyone who asks for a path."""
+        serve everyone's files to anyone who asks for a path. With a password file, a link is served only to the
+        account it was made for (`OwnDownloadsOnly`)."""
         if self.downloads_root is None:  # private (0700); held while this app runs (forget_abandoned_downloads)
             self.downloads_root = Path(tempfile.mkdtemp(prefix=DOWNLOADS_PREFIX))
             self.downloads_lock = FileLock(self.downloads_root / IN_USE, timeout=0)
@@ -580,6 +587,8 @@ class HeadshotsApp:
         instead of leaving them to the cache's hourly clean-up, and the download folder itself."""
         folder = self.download_folder(ws.user) if self.downloads_root is not None else None
         forget_served([*ws.user_outputs.glob(f"*/{EXPORT}/**/*"), *(folder.rglob("*") if folder else [])])
+        for key in [key for key, owner in self.download_owners.items() if owner == ws.user]:
+            del self.download_owners[key]  # in place: the middleware holds this dict
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -731,8 +740,10 @@ class HeadshotsApp:
         """Serve the page; returns its URL. Loopback unless a password file was given (checked by main)."""
         demo = self.build()
         demo.queue()
+        guard = [Middleware(OwnDownloadsOnly, owners=self.download_owners)] if self.accounts else []
         demo.launch(server_name=host, server_port=port, share=False, auth=self.check_password if self.accounts else None,
                     auth_message="Sign in with your name and password.", max_file_size=self.limits.max_upload_bytes,
+                    app_kwargs={"middleware": guard},
                     prevent_thread_lock=True, css=views.CSS, js=views.PAGE_JS, run_history=False, footer_links=["api"], quiet=True)
         self.demo = demo
         atexit.register(self.close)
@@ -754,16 +765,50 @@ class HeadshotsApp:
             self.downloads_root = None
 
 
-def forget_served(files: list[Path]) -> None:
-    """Gradio serves a download from a copy in its cache, in a folder named by the file's content hash (its own
-    `hash_file`), to whoever has the link: remove those copies of `files` (the originals stay)."""
+def cache_folder(path: Path) -> str:
+    """The folder of Gradio's cache that serves a copy of `path`: named by the file's content hash (its own
+    `hash_file`), so the same bytes are served from the same folder whoever sent them."""
     from gradio.processing_utils import hash_file
+
+    return hash_file(path)
+
+
+def forget_served(files: list[Path]) -> None:
+    """Gradio serves a download from a copy in its cache (`cache_folder`) to whoever has the link: remove those
+    copies of `files` (the originals stay)."""
     from gradio.utils import get_upload_folder
 
     cache = Path(get_upload_folder())
     for path in files:
         if path.is_file():
-            shutil.rmtree(cache / hash_file(path), ignore_errors=True)
+            shutil.rmtree(cache / cache_folder(path), ignore_errors=True)
+
+
+class OwnDownloadsOnly:
+    """Gradio's file route serves anything in its cache to any signed-in account that has the link (a download's
+    link holds a hash of its bytes: not guessable, but it can be shared, left in a browser's history or a proxy's
+    log). This ASGI middleware, in front of the app when it has a password file, answers 404 to a request for a
+    download (by its cache folder, `owners`) from any account but the one it was made for, as if it were gone.
+    Who asks is read as Gradio's own `/user` route reads it: the session cookie, looked up in the app's tokens."""
+
+    def __init__(self, app: Callable, owners: dict[str, str]) -> None:
+        self.app, self.owners = app, owners
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and not self.allowed(scope):
+            await PlainTextResponse("Not found", status_code=404)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def allowed(self, scope: dict) -> bool:
+        path = scope["path"]
+        served = path.partition("/file=")[2] or path.partition("/file/")[2]
+        owner = next((self.owners[part] for part in Path(served).parts if part in self.owners), None)
+        if owner is None:
+            return True
+        server, cookies = scope["app"], Request(scope).cookies
+        token = cookies.get(f"access-token-{server.cookie_id}") or cookies.get(f"access-token-unsecure-{server.cookie_id}")
+        return server.tokens.get(token) == owner
 
 
 def forget_downloads(root: Path) -> None:

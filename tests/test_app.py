@@ -30,6 +30,7 @@ from tests.app_server import serve
 from tests.conftest import REPO, copy_photos, everything_done
 
 FAVOURITE_TICKED = "data-tick='hs-favourites' data-file='([^']+)'[^>]*aria-pressed='true'"  # a card's pressed Favourite
+PAGE = ("who", "sign_in_note", "notes", "photos", "remove_pick", "status", "timer", "review", "favourites", "files", "more_pick")
 LIMITS = ("app.max_photos=6", "app.max_pixels=20000000", "app.max_upload_bytes=2000000")
 
 
@@ -50,9 +51,23 @@ def session(server, name: str) -> tuple[Client, dict]:
     return client, page(client.predict(name, api_name="/start"))
 
 
-def page(values: tuple) -> dict:
-    names = ("who", "sign_in_note", "notes", "photos", "remove_pick", "status", "timer", "review", "favourites", "files", "more_pick")
+def page(values: tuple, names: tuple[str, ...] = PAGE) -> dict:
     return dict(zip(names, values))
+
+
+def signed_in(url: str, name: str, password: str) -> httpx.Client:
+    """An HTTP client holding `name`'s session cookie, as a browser holds it after the sign-in form."""
+    client = httpx.Client(base_url=url)
+    assert client.post("login", data={"username": name, "password": password}).status_code == 200
+    return client
+
+
+def cached_copy(path: Path) -> Path:
+    """Where Gradio's cache serves a copy of `path` from: a folder named by the hash of its bytes."""
+    from gradio.processing_utils import hash_file
+    from gradio.utils import get_upload_folder
+
+    return Path(get_upload_folder()) / hash_file(path) / path.name
 
 
 def upload(client: Client, paths: list[Path]) -> dict:
@@ -178,6 +193,22 @@ def test_signed_in_name_is_the_only_identity(tmp_path, tiny_model, analyzer, sel
         seen = page(bob.predict("alice", api_name="/start"))  # typing another name changes nothing
         assert seen["who"] == "Signed in as **bob**." and "01.jpg" not in seen["photos"]
         assert sorted(p.name for p in running.data.iterdir()) == ["alice"]
+
+        # Alice's download is served to her alone: Gradio's file route would hand it to any account with the link.
+        samples = running.app.workspace("alice").samples_dir(running.app.run)
+        samples.mkdir(parents=True)
+        Image.open(selfies[0]).convert("RGB").save(samples / "linkedin-00.png")  # stands in for a generated image
+        (samples / "scores.json").write_text(json.dumps({"images": [
+            {"file": "linkedin-00.png", "style": "linkedin", "seed": 0, "kept": True, "rank": 1, "similarity": 0.7,
+             "similarity_max": 0.8, "reason": "looks like you", "reasons": []}], "kept": 1, "references": 5, "threshold": 0.6}))
+        alice.predict("alice", api_name="/start")  # her page again, now offering it to tick
+        files = page(alice.predict(["linkedin-00.png"], api_name="/export"), ("files", "crops"))["files"]
+        assert sorted(Path(f).name for f in files) == ["cv-360x480-linkedin-00.jpg", "headshots.zip",
+                                                        "linkedin-400x400-linkedin-00.jpg", "portrait-384x480-linkedin-00.jpg"]
+        link = f"{running.url}gradio_api/file={cached_copy(running.app.download_folder('alice') / 'headshots.zip')}"
+        as_alice, as_bob = signed_in(running.url, "alice", "alice-secret"), signed_in(running.url, "bob", "bob-secret")
+        assert as_alice.get(link).status_code == 200 and as_bob.get(link).status_code == 404
+        assert httpx.get(link).status_code == 404  # nor to no one signed in
 
 
 def test_refuses_to_listen_beyond_loopback_without_a_password(capsys, tmp_path):
