@@ -31,10 +31,11 @@ try:  # the stand-in writes down where the loads of the downloaded model end
     urllib.request.urlopen(os.environ["HF_ENDPOINT"] + "/end-of-the-downloaded-model")
 except OSError:
     pass
-try:
-    load_pipeline(model("test/not-downloaded"), torch.device("cpu"))
-except WeightsError as exc:
-    print("refused:", exc.message)
+for hub_id in ("test/not-downloaded", "test/part-downloaded"):
+    try:
+        load_pipeline(model(hub_id), torch.device("cpu"))
+    except WeightsError as exc:
+        print("refused:", exc.message)
 """
 
 
@@ -69,6 +70,9 @@ def test_a_downloaded_hub_model_loads_without_asking_the_hub(tmp_path, tiny_mode
     cache = _hub_cache(tmp_path / "hub", tiny_model, "test/tiny-sdxl")
     parts = _hub_cache(cache, tiny_model, "test/tiny-parts")  # as training downloads it: no model_index.json
     next((parts / "models--test--tiny-parts" / "snapshots").iterdir()).joinpath("model_index.json").unlink()
+    broken = _hub_cache(cache, tiny_model, "test/part-downloaded")  # a download that stopped before the VAE's weights
+    for weights in next((broken / "models--test--part-downloaded" / "snapshots").iterdir()).glob("vae/*.safetensors"):
+        weights.unlink()
     hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
     threading.Thread(target=hub.serve_forever, daemon=True).start()
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_ENDPOINT": f"http://127.0.0.1:{hub.server_port}", "HF_HUB_OFFLINE": "0",
@@ -80,6 +84,8 @@ def test_a_downloaded_hub_model_loads_without_asking_the_hub(tmp_path, tiny_mode
     assert result.returncode == 0, result.stderr[-3000:]
     end = _Hub.asked.index("GET /end-of-the-downloaded-model")
     assert _Hub.asked[:end] == []  # not even the usage details' list of AI agents (telemetry, on by default)
-    # the stand-in is the Hub these loads would ask: a model not downloaded is asked for there, and refused
-    assert any("not-downloaded" in question for question in _Hub.asked[end:]), _Hub.asked
-    assert "refused: Could not load the SDXL pipeline from 'test/not-downloaded'" in result.stdout, result.stdout
+    # the stand-in is the Hub these loads would ask: a model not downloaded, or not all of it, is asked for there
+    # (and refused: the stand-in knows no model)
+    for hub_id in ("test/not-downloaded", "test/part-downloaded"):
+        assert any(hub_id in question for question in _Hub.asked[end:]), _Hub.asked
+        assert f"refused: Could not load the SDXL pipeline from '{hub_id}'" in result.stdout, result.stdout
