@@ -129,11 +129,13 @@ def test_unusable_set_is_refused_for_training(server, selfies):
     assert sorted(p.name for p in (server.data / "erin" / "selfies").iterdir()) == ["01.jpg", "02.jpg"]
 
 
-def test_photos_stay_as_they_are_while_training_runs_on_them(server, selfies, tmp_path):
+@pytest.mark.parametrize("kind", ["train", "generate"])  # Generate trains first when the photos changed since
+def test_photos_stay_as_they_are_while_training_runs_on_them(server, selfies, tmp_path, kind):
     """A change would not reach the running training, and would make the next one start over: refused, saying so."""
-    client, _ = session(server, "ines")
+    person = f"ines-{kind}"
+    client, _ = session(server, person)
     upload(client, selfies[:1])
-    job = server.app.jobs.submit("ines", "train", [sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "t.log")
+    job = server.app.jobs.submit(person, kind, [sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "t.log")
     try:
         wait_until(lambda: job.active, 10)
         refused = upload(client, selfies[1:2])  # said under the box, which is emptied (kept, it offered them again)
@@ -141,9 +143,9 @@ def test_photos_stay_as_they_are_while_training_runs_on_them(server, selfies, tm
         assert refused["upload"] is None
         with pytest.raises(AppError, match="cannot change while your job runs on them"):
             client.predict(["01.jpg"], api_name="/remove")
-        assert sorted(p.name for p in (server.data / "ines" / "selfies").iterdir()) == ["01.jpg"]
+        assert sorted(p.name for p in (server.data / person / "selfies").iterdir()) == ["01.jpg"]
     finally:
-        server.app.jobs.stop("ines")
+        server.app.jobs.stop(person)
     assert "02.jpg" in upload(client, selfies[1:2])["notes"]  # stopped: photos may change again
 
 
