@@ -22,13 +22,38 @@ def cached_first(source: str, loader: Callable[..., T], revision: str | None = N
     id and this machine's address, and waits on the network; the Hub is asked only for what the cache lacks (the
     first download, a part not downloaded yet, or a download that stopped part-way). A local folder is loaded as it is."""
     if not _in_hub_cache(source, revision):
+        _reach_hub(source, revision)
         return loader()
     try:
         return loader(local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - a file the cache lacks: OSError, or a tokenizer's own error without it
         said = (str(exc) or type(exc).__name__).splitlines()[0]
         log.info("%s is not all in the local cache (%s): fetching the rest from the Hub", source, said)
+        _reach_hub(source, revision)
         return loader()
+
+
+HUB_TIMEOUT_S = 20  # one question to the Hub before a download
+
+
+def _reach_hub(source: str, revision: str | None) -> None:
+    """Ask the Hub about `source` once before downloading it, and raise ConnectionError at once when the Hub cannot
+    be reached: a download would ask about each file with five retries and growing waits (SDXL holds about twenty
+    files: ten minutes of retry warnings on a machine without network) before failing with the same cause. An
+    answer of any kind (a model that does not exist, a gated one) is left for the download to report in its own words;
+    offline mode (HF_HUB_OFFLINE) makes the download fail at once anyway."""
+    import httpx2  # what huggingface_hub's requests raise (it catches the same two when it falls back to the cache)
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    try:
+        HfApi().model_info(source, revision=revision, timeout=HUB_TIMEOUT_S)
+    except (httpx2.ConnectError, httpx2.TimeoutException) as exc:
+        raise ConnectionError(f"the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached ({exc}), and the model "
+                              "is not in the local cache") from exc
+    except Exception:  # noqa: BLE001 - the Hub answered: not found, gated, private... the download says which
+        return
 
 
 # What a download of each kind of model holds first: a pipeline's index, a single model's config (a VAE, a caption

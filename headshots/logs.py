@@ -14,6 +14,11 @@ def setup_logging(verbose: bool = False) -> None:
     if os.environ.get("RANK", "0") != "0" and not verbose:
         level = logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # huggingface_hub gives its logger a handler of its own and also passes each record on to ours: every line of it
+    # (a download's retry warnings) printed twice, once bare. Its records go through ours alone.
+    import huggingface_hub.utils.logging  # noqa: F401 - its import adds that handler
+
+    logging.getLogger("huggingface_hub").handlers.clear()
     if not verbose:
         for noisy in ("diffusers", "transformers", "accelerate", "datasets", "urllib3", "PIL", "httpx", "filelock"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

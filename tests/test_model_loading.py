@@ -4,6 +4,7 @@ not asked about it again (headshots.hub.cached_first); one not downloaded is fet
 import http.server
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -89,3 +90,42 @@ def test_a_downloaded_hub_model_loads_without_asking_the_hub(tmp_path, tiny_mode
     for hub_id in ("test/not-downloaded", "test/part-downloaded"):
         assert any(hub_id in question for question in _Hub.asked[end:]), _Hub.asked
         assert f"refused: Could not load the SDXL pipeline from '{hub_id}'" in result.stdout, result.stdout
+
+
+UNREACHABLE = """
+import torch
+from headshots.config import load_config
+from headshots.errors import WeightsError
+from headshots.sdxl import load_components, load_pipeline
+
+model = load_config("x", "tiny", overrides=["model.pretrained=test/not-downloaded"]).model
+for load in (lambda: load_components(model), lambda: load_pipeline(model, torch.device("cpu"))):  # training, generation
+    try:
+        load()
+    except WeightsError as exc:
+        print("refused:", exc.message)
+"""
+
+
+def test_a_hub_that_cannot_be_reached_is_said_at_once(tmp_path):
+    """Without a network, training's download asked about each file five times with growing waits (ten minutes of
+    retry warnings for SDXL) before failing, and generation's said "outgoing traffic has been disabled": the Hub is
+    asked once, and the person told at once that it cannot be reached."""
+    with socket.socket() as closed:  # a port nothing listens on: the connection is refused, as with no network
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path), "HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", UNREACHABLE], check=False, cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=120)
+    said = f"the Hugging Face Hub ({endpoint}) cannot be reached"
+    assert result.stdout.count(said) == 2 and result.stdout.count("not in the local cache") == 2, result.stdout + result.stderr[-3000:]
+    assert "Retry" not in result.stderr  # no file was asked for
+
+
+def test_a_hub_warning_is_printed_once():
+    """huggingface_hub's logger has a handler of its own and passes records on to the root logger too: each of its
+    warnings (a download's retries) was printed twice, once bare. A command's logging prints it once, in its format."""
+    warn = ("import logging; from headshots.logs import setup_logging; setup_logging(); import huggingface_hub.file_download; "
+            "logging.getLogger('huggingface_hub.utils._http').warning('Retrying in 1s [Retry 1/5].')")
+    said = subprocess.run([sys.executable, "-c", warn], check=True, cwd=REPO, capture_output=True, text=True, timeout=60).stderr
+    assert said.count("Retrying in 1s") == 1 and "WARNING huggingface_hub.utils._http: Retrying in 1s" in said, said
