@@ -1,6 +1,7 @@
 """Stage records (headshots/stages.py): what the CLI did, the web app and the batch runner do not do again."""
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from headshots.stages import (
     stages_to_run,
     write_record,
 )
-from headshots.workspace import ADAPTER_WEIGHTS, Workspace
+from headshots.workspace import ADAPTER_WEIGHTS, DATASET_INFO, Workspace
 from tests.conftest import copy_photos, everything_done
 
 
@@ -31,7 +32,8 @@ def cli(package: str, command: str, overrides: list[str]) -> int:
     return run(build_parser(f"python -m {package}", "", HELP), COMMANDS, [command, "--user", "alice", "--profile", "tiny", *overrides])
 
 
-def test_a_person_trained_and_generated_on_the_cli_is_not_done_again_by_the_chain(tmp_path, tiny_model, faces_dir, face_weights):
+def test_a_person_trained_and_generated_on_the_cli_is_not_done_again_by_the_chain(tmp_path, tiny_model, faces_dir, face_weights,
+                                                                                   caplog):
     from service.chain import run_person
 
     overrides = [f"paths.data_root={tmp_path / 'data'}", f"paths.outputs_root={tmp_path / 'outputs'}",
@@ -42,6 +44,13 @@ def test_a_person_trained_and_generated_on_the_cli_is_not_done_again_by_the_chai
     copy_photos(sorted((faces_dir / "georgia-tech" / "s01").glob("*.jpg"))[:5], ws.selfies)
 
     assert cli("train", "all", overrides) == 0  # make train
+    adapter = ws.adapter_dir(cfg.run) / ADAPTER_WEIGHTS
+    made = {path: path.stat().st_mtime_ns for path in (ws.intake_report, ws.prepared / DATASET_INFO, adapter)}
+    with caplog.at_level(logging.INFO, logger="train"):
+        assert cli("train", "all", overrides) == 0  # make train again, nothing changed: nothing done again
+    assert [r.getMessage().split(":")[0] for r in caplog.records if r.name == "train"] == [
+        "intake skipped", "prepare skipped", "fit skipped"]
+    assert {path: path.stat().st_mtime_ns for path in made} == made
     assert cli("infer", "all", overrides) == 0  # make infer
     assert stages_to_run(cfg) == ["export"]  # nothing picked for export yet
     results = run_person(cfg)  # what the web app's jobs and the batch's workers run

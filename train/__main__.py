@@ -12,7 +12,10 @@ import sys
 
 from headshots.cli import build_parser, run
 from headshots.config import Config
-from headshots.stages import run_recorded
+from headshots.logs import get_logger
+from headshots.stages import run_recorded, stages_to_run
+
+log = get_logger("train")
 
 
 def _intake(cfg: Config) -> None:
@@ -35,10 +38,25 @@ def _fit(cfg: Config) -> None:
 
 def _all(cfg: Config) -> None:
     """The photos checked first, as the web app and the batch do: a set intake refuses stops here, before any
-    GPU time is spent on it (prepare and fit still run alone, for a set you mean to train on anyway)."""
-    _intake(cfg)
-    _prepare(cfg)
-    _fit(cfg)
+    GPU time is spent on it (prepare and fit still run alone, for a set you mean to train on anyway). A stage done
+    before with today's photos and settings (its record, headshots/stages.py) is skipped, as the web app and the
+    batch skip it: `make train` run again would otherwise judge and crop every photo again and load SDXL, only to
+    find every step trained."""
+    due = stages_to_run(cfg)
+    for name, work in (("intake", _intake), ("prepare", _prepare), ("fit", _fit)):
+        if name in due:
+            work(cfg)
+        else:
+            log.info("%s skipped: %s", name, ALREADY_DONE[name])
+
+
+ALREADY_DONE = {
+    "intake": "these photos were judged before with these settings, and the set was usable (`make intake` shows the "
+              "verdicts again)",
+    "prepare": "these photos were prepared before with these settings (`make prepare` prepares them again)",
+    "fit": "the adapter was trained on these photos with these settings (to train longer, raise train.max_steps: "
+           "it goes on from its last checkpoint)",
+}
 
 
 COMMANDS = {"intake": _intake, "prepare": _prepare, "fit": _fit, "all": _all}
@@ -46,7 +64,7 @@ HELP = {
     "intake": "check the selfies (quality gate): intake.json, intake.html; fails if the set is not usable",
     "prepare": "selfies -> face crops, captions, reference embeddings",
     "fit": "train the LoRA adapter (resumes from the last checkpoint)",
-    "all": "intake (stops if the set is not usable), prepare, then fit",
+    "all": "intake (stops if the set is not usable), prepare, then fit; each skipped when done before with the same photos and settings",
 }
 
 INTERRUPTED = {"intake": "nothing was written; run the same command again",
