@@ -80,7 +80,7 @@ DEFECTS = {  # name -> (degrade(image, face), checks that may catch it, a word t
     "sunglasses": (_eye_bar, {"occlusion"}, "sunglasses"),
     "side_shadow": (_side_shadow, {"side_light"}, "light"),
     "rotated": (lambda im, f: im.rotate(35, Image.BILINEAR, center=f.center), {"pose", "face"}, "straight"),
-    "downscaled": (lambda im, f: im.resize((im.width // 5, im.height // 5)), {"face", "resolution"}, "closer"),
+    "downscaled": (lambda im, f: im.resize((im.width // 5, im.height // 5)), {"face", "resolution"}, "original"),
 }
 
 
@@ -372,6 +372,10 @@ def _bad_inputs(folder: Path, photo: Path) -> None:
     Image.new("L", (9000, 9000)).save(folder / "bomb.png")  # 81 MP, above images.MAX_PIXELS
     Image.new("RGB", (1, 1)).save(folder / "dot.png")  # an icon or a cut-out: MTCNN fails on an image this small
     face.resize((12, 400)).save(folder / "strip.png")
+    face.resize((80, 60)).save(folder / "thumbnail.jpg")  # the whole photo made small: a face of about 30 px
+    distant = Image.new("RGB", (640, 480), (128, 128, 128))  # the same face in a photo taken from across the room
+    distant.paste(face.resize((120, 90)), (260, 200))
+    distant.save(folder / "distant.jpg")
     face.rotate(90, expand=True).save(folder / "sideways.jpg")  # turned, without the EXIF note that turns it back
     (folder / "holiday").mkdir()  # a folder of photos dropped in whole
     (folder / "holiday" / "beach.jpg").write_bytes(data)
@@ -409,6 +413,8 @@ def test_bad_input_corpus_every_file_gets_a_verdict(make_config, faces_dir, anal
         assert verdicts[name].verdict == "reject" and "decode" in verdicts[name].checks, name
     for name in ("dot.png", "strip.png"):
         assert verdicts[name].verdict == "reject" and verdicts[name].reason.startswith("image too small"), name
+    assert verdicts["thumbnail.jpg"].reason.startswith("photo too small: the face is") and "thumbnail" in verdicts["thumbnail.jpg"].advice[0]
+    assert verdicts["distant.jpg"].reason == "face too small" and "Step closer" in verdicts["distant.jpg"].advice[0]
     assert verdicts["sideways.jpg"].reason.startswith("photo on its side") and "Rotate" in verdicts["sideways.jpg"].advice[0]
     for name in ("really_a_png.jpg", "cmyk.jpg", "sixteen.png", "alpha.png", "exif_rotated.jpg"):
         assert verdicts[name].checks["decode"].status == "ok", name

@@ -60,6 +60,11 @@ FACE_PROBLEMS = {
     "several_faces": ("more than one face", "Take a photo of you alone, or crop the other people out."),
     "face_too_small": ("face too small", "Step closer or zoom in: your face should fill about a third of the frame."),
 }
+# A face this much of the photo's shorter side is framed as a selfie is: too few pixels then means the photo was made
+# small (a thumbnail, a copy from a chat), not taken from afar, and stepping closer would not help
+FRAMED_CLOSE = 0.2
+THUMBNAIL = ("Send the original photo, as your phone or camera saved it, not a thumbnail or a copy made smaller "
+             "(chat apps and screenshots shrink photos).")
 
 
 @dataclass
@@ -395,8 +400,7 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
         preview = thumbnail_uri(image)
     width, height = (round(side * scale) for side in image.size)
     if min(width, height) < cfg.face.min_face_px:  # not even a usable face would fit: a thumbnail, an icon, a strip
-        report.add("decode", Check(REJECT, {"width": width, "height": height}, f"image too small ({width} x {height} px)",
-                                   "Send the photo itself as your phone or camera saved it, not a thumbnail or a cut-out."))
+        report.add("decode", Check(REJECT, {"width": width, "height": height}, f"image too small ({width} x {height} px)", THUMBNAIL))
         return report, None, preview
     cut_out = transparent_share(path)
     if cut_out >= ALL_TRANSPARENT:  # flattened onto white: "overexposed, no face found" would send them into the shade
@@ -426,6 +430,8 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
             report.add(name, check)
     if problem:
         reason, advice = FACE_PROBLEMS[problem]
+        if problem == "face_too_small" and face.side * scale >= FRAMED_CLOSE * min(width, height):
+            reason, advice = f"photo too small: the face is {face.side * scale:.0f} px across (at least {cfg.face.min_face_px} needed)", THUMBNAIL
         named = any(c.status != OK for c in causes.values())  # then the cause carries the advice
         if problem == "no_face" and not named and _on_its_side(image, analyzer, cfg):
             reason, advice = SIDEWAYS
