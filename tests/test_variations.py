@@ -4,6 +4,7 @@ adapter (the tiny SDXL pipeline, a real trained LoRA), then judged by the same s
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -233,6 +234,10 @@ def test_generating_again_after_a_discard_draws_new_images_not_the_deleted_ones(
     assert discard(replace(cfg, infer=replace(cfg.infer, discard_files=["linkedin-02.png"])), analyzer) == ["linkedin-02.png"]
     assert not (samples / "linkedin-02.png").exists()
     assert "linkedin-02.png" not in {s["file"] for s in json.loads((samples / "scores.json").read_text())["images"]}
+    caplog.clear()  # and once more: nothing left to delete, and said so, not counted as discarded now
+    with caplog.at_level(logging.INFO, logger="infer.discard"):
+        assert discard(replace(cfg, infer=replace(cfg.infer, discard_files=["linkedin-02.png"])), analyzer) == []
+    assert "0 images discarded" in caplog.text and "discarded before: linkedin-02.png" in caplog.text
 
     # a face-detailed winner, shown by its .detail.png name (made here by hand; tests/test_detail.py runs the pass)
     manifest = json.loads((samples / "manifest.json").read_text())
