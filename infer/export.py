@@ -130,6 +130,8 @@ def read_scored(samples_dir: Path, chosen: list[str], workspace: Workspace) -> d
     scores_path = samples_dir / SCORES
     if scores_path.is_file():
         return {i["file"]: i for i in json.loads(scores_path.read_text())["images"]}
+    if not chosen and not any(samples_dir.glob("*.png")):  # none generated, or every one deleted since
+        raise HeadshotsError(f"No generated images in {samples_dir} to export.", f"Generate some first: {workspace.make_command('infer')}")
     if not chosen:
         raise HeadshotsError(f"No scores in {samples_dir}.",
                              f"Score the images first ({workspace.make_command('infer')}) or name images (IMAGES=...).")

@@ -41,6 +41,9 @@ def find_source(entries: list[dict], name: str | None, samples_dir: Path, worksp
     for entry in entries:
         if name in (entry["file"], (entry.get("detail") or {}).get("file")):
             return entry
+    if not entries:
+        raise HeadshotsError(f"No images left in {samples_dir} to make more like: every one was deleted.",
+                             f"Generate some first: {workspace.make_command('infer')}")
     shown = ", ".join(e["file"] for e in entries[:6]) + (", ..." if len(entries) > 6 else "")
     raise HeadshotsError(f"{name!r} is not one of the images generated in {samples_dir}.", f"Pick one of: {shown}")
 

@@ -114,3 +114,10 @@ def test_a_kept_image_deleted_by_hand_is_left_out_not_blamed_on_names_never_give
     (out / "scores.json").write_text(json.dumps(scores))
     manifest = json.loads(export(cfg, analyzer).read_text())
     assert [r["file"] for r in manifest["images"]] == ["big.png"] and "gone.png: kept by the review but no longer" in caplog.text
+
+
+def test_export_with_no_images_says_to_generate_first(make_config, analyzer):
+    """Nothing generated, or every image deleted since: not "score the images first", which would score nothing."""
+    with pytest.raises(HeadshotsError, match="No generated images in .* to export") as refused:
+        export(make_config("alice"), analyzer)
+    assert refused.value.hint.startswith("Generate some first: make infer USER=alice")

@@ -43,7 +43,11 @@ def test_variations_are_named_after_the_image_and_numbered_on():
 
     entries = [{"file": "linkedin-00.png", "detail": {"file": "linkedin-00.detail.png"}}, {"file": "linkedin-00-more-00.png"},
                {"file": "linkedin-00-more-03.png"}, {"file": "linkedin-01.png", "detail": {"skipped": "no usable face"}}]
-    assert find_source(entries, "linkedin-00.detail.png", Path("samples"), Workspace("alice", Path("d"), Path("o"))) is entries[0]  # the face-detailed version shown
+    alice = Workspace("alice", Path("d"), Path("o"))
+    assert find_source(entries, "linkedin-00.detail.png", Path("samples"), alice) is entries[0]  # the face-detailed version shown
+    with pytest.raises(HeadshotsError, match="No images left") as refused:  # every image deleted: not "pick one of: "
+        find_source([], "linkedin-00.png", Path("samples"), alice)
+    assert refused.value.hint == "Generate some first: make infer USER=alice"
     taken = [e["file"] for e in entries]
     assert variation_numbers(entries[0], taken, 2) == [(4, "linkedin-00-more-04.png"), (5, "linkedin-00-more-05.png")]
     assert variation_numbers(entries[2], taken, 1) == [(4, "linkedin-00-more-04.png")]  # more of a variation: same stem
