@@ -657,7 +657,11 @@ def test_two_people_in_equal_numbers_are_not_guessed_between(make_config, faces_
     result = run_intake(cfg, analyzer)
     identity = {p.file: p.checks["identity"] for p in result.photos}
     assert all(c.status == "reject" and "which one is you" in c.reason for c in identity.values()), identity
+    # each says which photos show the same person, so that the person can keep theirs
+    assert "(the same person as s01-02.jpg, s01-03.jpg, s01-04.jpg)" in identity["s01-01.jpg"].reason, identity
+    assert "(the same person as s02-01.jpg, s02-02.jpg, s02-04.jpg)" in identity["s02-03.jpg"].reason, identity
     assert result.set.verdict == "reject" and "as many photos of each" in result.set.reason
+    assert "(one: s01-01.jpg, s01-02.jpg, s01-03.jpg, s01-04.jpg; another: s02-01.jpg" in result.set.reason, result.set.reason
     assert not any(a.startswith("Add ") for a in result.set.advice), result.set.advice  # 0 usable: not "add 5 more"
 
     (selfies / "s02-04.jpg").unlink()

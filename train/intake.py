@@ -541,7 +541,12 @@ class Identity:
 
     checks: dict[int, Check]
     others: list[int]  # photos of other people, two or more alike (or every photo of a tie): the set shows several
-    tied: bool = False  # the largest groups are as large as each other: which of them is the person cannot be told
+    # The largest groups when they are as large as each other (which of them is the person cannot be told), else none
+    ties: list[list[int]] = field(default_factory=list)
+
+    @property
+    def tied(self) -> bool:
+        return bool(self.ties)
 
 
 def _same_person_groups(sims: np.ndarray, threshold: float) -> list[list[int]]:
@@ -564,11 +569,12 @@ def _same_person_groups(sims: np.ndarray, threshold: float) -> list[list[int]]:
     return sorted((sorted(g) for g in groups if g), key=lambda g: (-len(g), g[0]))
 
 
-def identity_checks(embeddings: np.ndarray, cfg: IntakeConfig) -> Identity:
+def identity_checks(embeddings: np.ndarray, cfg: IntakeConfig, names: Sequence[str] | None = None) -> Identity:
     """Who is this? The largest group of faces alike (`_same_person_groups`) is the person; a photo outside it may
     be someone else. Largest groups of the same size (six photos of you and six of a friend) leave no way to tell who
     the person is: every photo of them is refused, and the set says so, rather than pick one at random (a median
-    over the others did, and refused some of the person's own photos while passing some of the friend's)."""
+    over the others did, and refused some of the person's own photos while passing some of the friend's); each of
+    those photos names the others of its group (`names`: the photos' files), so the person sees which are theirs."""
     sims = embeddings @ embeddings.T
     groups = _same_person_groups(sims, cfg.identity_threshold)
     largest = [g for g in groups if len(g) == len(groups[0])]
@@ -581,13 +587,15 @@ def identity_checks(embeddings: np.ndarray, cfg: IntakeConfig) -> Identity:
         alike = float(np.mean([sims[i, j] for j in groups[0] if j != i])) if len(groups[0]) > 1 else 1.0
         value = {"similarity_to_the_set": _r(alike)}
         if i in in_tie:
-            checks[i] = Check(REJECT, value, "the photos show several people in equal numbers: which one is you?",
+            alike = next(g for g in largest if i in g)
+            same = f" (the same person as {', '.join(names[j] for j in alike if j != i)})" if names else ""
+            checks[i] = Check(REJECT, value, f"the photos show several people in equal numbers{same}: which one is you?",
                               "Keep only the photos of yourself, then check them again.")
         else:
             checks[i] = _check(i not in person, value, "this photo may be someone else",
                                "Use only photos of yourself; remove this one if it is not you.")
     others = sorted(in_tie) if tied else [i for g in groups[1:] if len(g) > 1 for i in g]
-    return Identity(checks, sorted(others), tied)
+    return Identity(checks, sorted(others), largest if tied else [])
 
 
 def _missing_kinds(measured: list[Measured], cfg: IntakeConfig) -> list[str]:
@@ -634,14 +642,17 @@ def share_warnings(photos: list[PhotoReport]) -> list[str]:
 
 
 def set_report(photos: list[PhotoReport], measured: dict[int, Measured], split: list[int], cfg: IntakeConfig,
-               shared: Sequence[str] = (), tied: bool = False) -> SetReport:
-    """`split`: the photos of another person (`Identity.others`, by photo index); `tied`: as many of each."""
+               shared: Sequence[str] = (), ties: Sequence[Sequence[int]] = ()) -> SetReport:
+    """`split`: the photos of another person (`Identity.others`, by photo index); `ties`: the groups of a tie, as
+    many photos of each person (by photo index)."""
     usable_idx = [i for i, p in enumerate(photos) if p.verdict != REJECT]
     usable = [measured[i] for i in usable_idx if i in measured]
     report = SetReport(OK, len(usable_idx), len(photos))
+    tied = bool(ties)
     if split:
         who = ", ".join(photos[i].file for i in split)
-        report.verdict, report.reason = REJECT, (f"the photos show different people, as many photos of each ({who})" if tied
+        each = "; ".join(f"{'one' if k == 0 else 'another'}: {', '.join(photos[i].file for i in group)}" for k, group in enumerate(ties))
+        report.verdict, report.reason = REJECT, (f"the photos show different people, as many photos of each ({each})" if tied
                                                  else f"the photos show different people ({who} look like someone else)")
         report.advice.append("Use photos of one person only: remove the photos of anyone else.")
     n = len(usable_idx)
@@ -713,9 +724,9 @@ def judge_photos(cfg: Config, analyzer: FaceAnalyzer | None = None, timings: Tim
             measured[i] = values
         if preview is not None:
             previews[report.file] = preview
-    split, tied = _set_checks(photos, measured, analyzer, cfg.intake, timings)
+    split, ties = _set_checks(photos, measured, analyzer, cfg.intake, timings)
     shared = share_warnings(photos)
-    return IntakeResult(cfg.user, photos, set_report(photos, measured, split, cfg.intake, shared, tied), previews)
+    return IntakeResult(cfg.user, photos, set_report(photos, measured, split, cfg.intake, shared, ties), previews)
 
 
 def _assess_all(paths: list[Path], analyzer: FaceAnalyzer, cfg: Config, now: datetime, timings: Timings | None,
@@ -746,11 +757,12 @@ def _copy_preference(photo: PhotoReport, name_order: int) -> tuple:
 
 
 def _set_checks(photos: list[PhotoReport], measured: dict[int, Measured], analyzer: FaceAnalyzer,
-                cfg: IntakeConfig, timings: Timings | None) -> tuple[list[int], bool]:
+                cfg: IntakeConfig, timings: Timings | None) -> tuple[list[int], list[list[int]]]:
     """Duplicates, the RELATIVE checks (each photo against the person's other photos), and identity across the photos
-    with a usable face; returns the photos of another person (by index) and whether there are as many of each."""
+    with a usable face; returns the photos of another person and, when there are as many of each, the groups of the
+    tie (by photo index)."""
     if not measured:
-        return [], False
+        return [], []
     index = sorted(measured)
     names = [photos[i].file for i in index]
     preference = [_copy_preference(photos[i], k) for k, i in enumerate(index)]
@@ -760,13 +772,13 @@ def _set_checks(photos: list[PhotoReport], measured: dict[int, Measured], analyz
     add_relative_checks([photos[i] for i in index], [measured[i].face_measures for i in index], cfg)
     good = [i for i in index if photos[i].verdict != REJECT]  # a blurred or covered face is no evidence
     if not good:
-        return [], False
+        return [], []
     with _timed(timings, "identity"):
         embeddings = analyzer.embed([measured[i].face_image for i in good], [measured[i].face for i in good]).numpy()
-        identity = identity_checks(embeddings, cfg)
+        identity = identity_checks(embeddings, cfg, [photos[i].file for i in good])
     for k, check in identity.checks.items():
         photos[good[k]].add("identity", check)
-    return [good[k] for k in identity.others], identity.tied
+    return [good[k] for k in identity.others], [[good[k] for k in group] for group in identity.ties]
 
 
 def intake(cfg: Config) -> IntakeResult:
