@@ -11,6 +11,7 @@ model is loaded. The resolved config is saved next to every artifact it produced
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -691,15 +692,30 @@ RETIRED_KEYS = {
 }
 
 
+def _known_keys() -> list[str]:
+    """Every dotted key the schema has, sections included: what an unknown key is compared with."""
+    def walk(node: Any, prefix: str) -> list[str]:
+        if not isinstance(node, dict):
+            return []
+        return [k for key, sub in node.items() for k in (f"{prefix}{key}", *walk(sub, f"{prefix}{key}."))]
+
+    return walk(OmegaConf.to_container(OmegaConf.structured(Config)), "")
+
+
 def _describe(exc: OmegaConfBaseException) -> str:
     key = getattr(exc, "full_key", None)
     text = str(exc).splitlines()[0]
     if key in RETIRED_KEYS:
         return f"Config key `{key}` was replaced by {RETIRED_KEYS[key]}."
     if "not in struct" in text or "Key '" in text and "not" in text:
-        return f"Unknown config key `{key}`."
+        close = difflib.get_close_matches(str(key), _known_keys(), n=1, cutoff=0.8)
+        return f"Unknown config key `{key}`" + (f": did you mean `{close[0]}`?" if close else ".")
     if "MissingMandatoryValue" in type(exc).__name__:
         return f"Config key `{key}` must be set."
+    wrong_type = re.match(r"Value '(.*)' of type '\w+' could not be converted to (\w+)", text)
+    if wrong_type:  # e.g. train.max_steps=five
+        wanted = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false"}.get(wrong_type[2], wrong_type[2])
+        return f"Config key `{key}` takes {wanted}, not {wrong_type[1]!r}."
     if "is not a ListConfig" in text:  # e.g. infer.styles=linkedin
         return f"Config key `{key}` takes a list, even of one: {key}=[a,b] (in a YAML file: [a, b])."
     return f"Bad value for config key `{key}`: {text}"
