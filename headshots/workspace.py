@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import json
 import os
@@ -164,13 +165,18 @@ class Workspace:
         return self.outputs_root / "batch"
 
     # -- checks with advice ------------------------------------------------------------------
+    def _alike(self) -> str | None:
+        """For a name mistyped: a person with photos here whose name is spelt alike."""
+        people = [p.name for p in self.data_root.iterdir() if (p / "selfies").is_dir()] if self.data_root.is_dir() else []
+        return next(iter(difflib.get_close_matches(self.user, people, n=1, cutoff=0.75)), None)
+
     def require_selfies(self) -> list[Path]:
         """Every file in the selfie folder (each stage judges what it can read), refusing a missing or empty one."""
         if not self.selfies.is_dir():
-            raise HeadshotsError(
-                f"No selfie folder for user {self.user!r}: {self.selfies} does not exist.",
-                f"Create it and put {self.photos_wanted} photos of {self.user} in it ({FORMATS}).",
-            )
+            create = f"Create it and put {self.photos_wanted} photos of {self.user} in it ({FORMATS})."
+            alike = self._alike()
+            raise HeadshotsError(f"No selfie folder for user {self.user!r}: {self.selfies} does not exist.",
+                                 f"Did you mean {alike} (USER={alike})? If not: {create}" if alike else create)
         photos = list_photos(self.selfies)
         if not photos:
             raise HeadshotsError(f"{self.selfies} is empty.", f"Add {self.photos_wanted} recent photos of yourself, alone, face visible.")
