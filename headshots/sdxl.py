@@ -13,7 +13,10 @@ import torch
 from headshots.config import ModelConfig
 from headshots.errors import WeightsError
 from headshots.hub import cached_first
+from headshots.logs import get_logger
 from headshots.versions import check_runtime_versions
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -27,6 +30,18 @@ class SDXLComponents:
     vae: torch.nn.Module
     unet: torch.nn.Module
     noise_scheduler: Any
+
+
+# A model this size (SDXL's own 1024 px) on a CPU: minutes per image drawn, days for a training
+FULL_SIZE = 512
+
+
+def warn_without_gpu(device: torch.device, model: ModelConfig) -> None:
+    """Said before the model loads (or downloads, ~7 GB): full-size SDXL on a CPU works, too slowly to be what the
+    person meant; the tiny profile runs every stage here in seconds."""
+    if device.type == "cpu" and model.resolution >= FULL_SIZE:
+        log.warning("No GPU here: full-size SDXL on a CPU takes days to train and minutes per image. To try the whole "
+                    "pipeline on this machine, use the tiny profile (PROFILE=tiny, or --profile tiny).")
 
 
 _TINY_HINTS = {

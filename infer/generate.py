@@ -36,7 +36,7 @@ from headshots.faces import resolve_device
 from headshots.images import load_rgb
 from headshots.logs import get_logger, plural
 from headshots.schedulers import make_scheduler
-from headshots.sdxl import load_pipeline, load_refiner
+from headshots.sdxl import load_pipeline, load_refiner, warn_without_gpu
 from headshots.workspace import ADAPTER_EMBEDDINGS, ADAPTER_INFO, Workspace
 from infer.manifest import changes_images, names_taken, read_manifest, save_png, write_manifest
 from infer.styles import Style, check_prompt_lengths, load_style
@@ -122,6 +122,7 @@ def pipelines_for(cfg: Config, pipes: PipelinesOrLoader) -> Pipelines:
 def load_pipelines(cfg: Config, adapter: Path) -> Pipelines:
     """Base + adapter (+ refiner), with the configured scheduler: everything sampling needs, loaded once."""
     device = resolve_device(cfg.device)
+    warn_without_gpu(device, cfg.model)
     base = load_pipeline(cfg.model, device)
     apply_adapter(base, adapter, cfg.infer)
     if cfg.infer.compile:

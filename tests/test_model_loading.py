@@ -129,3 +129,17 @@ def test_a_hub_warning_is_printed_once():
             "logging.getLogger('huggingface_hub.utils._http').warning('Retrying in 1s [Retry 1/5].')")
     said = subprocess.run([sys.executable, "-c", warn], check=True, cwd=REPO, capture_output=True, text=True, timeout=60).stderr
     assert said.count("Retrying in 1s") == 1 and "WARNING huggingface_hub.utils._http: Retrying in 1s" in said, said
+
+
+def test_full_size_sdxl_on_a_cpu_says_to_try_the_tiny_profile(caplog):
+    """`make train` without PROFILE=tiny on a machine with no GPU: said before the ~7 GB download, not left to find out
+    after it (the tiny profile is what the person meant, or they are on the wrong machine)."""
+    import torch
+
+    from headshots.config import load_config
+    from headshots.sdxl import warn_without_gpu
+
+    warn_without_gpu(torch.device("cpu"), load_config("x", "tiny").model)
+    assert not caplog.records
+    warn_without_gpu(torch.device("cpu"), load_config("x", "sdxl").model)
+    assert "No GPU here" in caplog.text and "PROFILE=tiny" in caplog.text

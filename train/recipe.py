@@ -26,7 +26,7 @@ from tqdm import tqdm
 from headshots.config import Config, TrainConfig, model_source, no_wandb_reports, save_config, wandb_allowed
 from headshots.errors import HeadshotsError
 from headshots.logs import get_logger
-from headshots.sdxl import load_components
+from headshots.sdxl import load_components, warn_without_gpu
 from headshots.workspace import (
     ADAPTER_WEIGHTS,
     PROGRESS_FILE,
@@ -82,6 +82,7 @@ def _train(cfg: Config, workspace: Workspace, prepared: Path) -> Path:
         dynamo_backend="inductor" if tc.compile else "no",  # prepare() then compiles the trained models
     )
     set_seed(tc.seed)
+    warn_without_gpu(accelerator.device, cfg.model)
     weight_dtype = DTYPES[tc.mixed_precision]
     inputs = training_inputs(cfg, prepared)
 
