@@ -98,6 +98,9 @@ from headshots.config import load_config
 from headshots.errors import WeightsError
 from headshots.sdxl import load_components, load_pipeline
 
+local = load_config("x", "tiny", overrides=["model.pretrained=models0/tiny-sdxl"]).model  # a folder, named relatively
+load_components(local)
+print("loaded the local folder")
 model = load_config("x", "tiny", overrides=["model.pretrained=test/not-downloaded"]).model
 for load in (lambda: load_components(model), lambda: load_pipeline(model, torch.device("cpu"))):  # training, generation
     try:
@@ -107,7 +110,7 @@ for load in (lambda: load_components(model), lambda: load_pipeline(model, torch.
 """
 
 
-def test_a_hub_that_cannot_be_reached_is_said_at_once(tmp_path):
+def test_a_hub_that_cannot_be_reached_is_said_at_once(tmp_path, tiny_model):
     """Without a network, training's download asked about each file five times with growing waits (ten minutes of
     retry warnings for SDXL) before failing, and generation's said "outgoing traffic has been disabled": the Hub is
     asked once, and the person told at once that it cannot be reached."""
@@ -115,8 +118,10 @@ def test_a_hub_that_cannot_be_reached_is_said_at_once(tmp_path):
         closed.bind(("127.0.0.1", 0))
         endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path), "HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-c", UNREACHABLE], check=False, cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=120)
+    assert tiny_model.parent.name == "models0"  # run beside it: a relative folder name looks like a hub id (owner/name)
+    result = subprocess.run([sys.executable, "-c", UNREACHABLE], check=False, cwd=tiny_model.parent.parent, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert "loaded the local folder" in result.stdout, result.stderr[-3000:]  # a folder is never asked about
     said = f"the Hugging Face Hub ({endpoint}) cannot be reached"
     assert result.stdout.count(said) == 2 and result.stdout.count("not in the local cache") == 2, result.stdout + result.stderr[-3000:]
     assert "Retry" not in result.stderr  # no file was asked for
