@@ -86,6 +86,13 @@ def test_a_failed_command_leaves_no_record(tmp_path, tiny_model, faces_dir, face
     assert Path(Workspace.from_config(cfg).intake_report).is_file()  # the advice is written all the same
 
 
+def test_an_intake_setting_makes_prepare_due(make_config):
+    """prepare leaves out what intake rejects, judged with the intake settings: a stricter limit changes what it trains
+    on, so `make train` (which skips what is done) must prepare again (intake's fingerprint is prepare's upstream)."""
+    everything_done(make_config("alice"))
+    assert stages_to_run(make_config("alice", "intake.max_roll=10")) == ["intake", "prepare", "fit", "infer", "export"]
+
+
 def test_a_stage_run_again_makes_the_stages_after_it_due(make_config):
     """Another round of images (a second `make infer`, same settings: same fingerprint) is not what the last export
     cropped, so export is due again; the stages before are not touched."""
