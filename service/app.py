@@ -37,6 +37,7 @@ from typing import Any
 
 import gradio as gr
 from filelock import FileLock, Timeout
+from gradio.utils import get_upload_folder
 from PIL import Image
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -584,10 +585,13 @@ class HeadshotsApp:
     def forget_cached_downloads(self, ws: Workspace) -> None:
         """Gradio serves a download from a copy in its cache, in a folder named by the file's content hash
         (its own `hash_file`); delete-my-data removes those copies of the person's exports and downloads too,
-        instead of leaving them to the cache's hourly clean-up, and the download folder itself."""
+        earlier downloads included (`download_owners` names them), instead of leaving them to the cache's hourly
+        clean-up, and the download folder itself."""
         folder = self.download_folder(ws.user) if self.downloads_root is not None else None
         forget_served([*ws.user_outputs.glob(f"*/{EXPORT}/**/*"), *(folder.rglob("*") if folder else [])])
+        cache = Path(get_upload_folder())
         for key in [key for key, owner in self.download_owners.items() if owner == ws.user]:
+            shutil.rmtree(cache / key, ignore_errors=True)
             del self.download_owners[key]  # in place: the middleware holds this dict
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
@@ -776,8 +780,6 @@ def cache_folder(path: Path) -> str:
 def forget_served(files: list[Path]) -> None:
     """Gradio serves a download from a copy in its cache (`cache_folder`) to whoever has the link: remove those
     copies of `files` (the originals stay)."""
-    from gradio.utils import get_upload_folder
-
     cache = Path(get_upload_folder())
     for path in files:
         if path.is_file():

@@ -211,6 +211,17 @@ def test_signed_in_name_is_the_only_identity(tmp_path, tiny_model, analyzer, sel
         as_alice, as_bob = signed_in(running.url, "alice", "alice-secret"), signed_in(running.url, "bob", "bob-secret")
         assert as_alice.get(link).status_code == 200 and as_bob.get(link).status_code == 404
         assert httpx.get(link).status_code == 404  # nor to no one signed in
+        # an earlier download stays hers while Gradio keeps it, and goes with her data
+        Image.open(selfies[1]).convert("RGB").save(samples / "linkedin-01.png")
+        scores = json.loads((samples / "scores.json").read_text())
+        scores["images"].append({**scores["images"][0], "file": "linkedin-01.png", "seed": 1, "rank": 2})
+        (samples / "scores.json").write_text(json.dumps(scores))
+        alice.predict("alice", api_name="/start")
+        alice.predict(["linkedin-01.png"], api_name="/export")
+        assert as_alice.get(link).status_code == 200 and as_bob.get(link).status_code == 404
+        alice.predict(api_name="/delete_my_data")
+        assert not Path(link.partition("file=")[2]).exists()  # Gradio's copy is gone too, not left to its hourly clean-up
+        assert as_alice.get(link).status_code != 200 and as_bob.get(link).status_code != 200
 
 
 def test_refuses_to_listen_beyond_loopback_without_a_password(capsys, tmp_path):
