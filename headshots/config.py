@@ -694,12 +694,8 @@ RETIRED_KEYS = {
 
 def _known_keys() -> list[str]:
     """Every dotted key the schema has, sections included: what an unknown key is compared with."""
-    def walk(node: Any, prefix: str) -> list[str]:
-        if not isinstance(node, dict):
-            return []
-        return [k for key, sub in node.items() for k in (f"{prefix}{key}", *walk(sub, f"{prefix}{key}."))]
-
-    return walk(OmegaConf.to_container(OmegaConf.structured(Config)), "")
+    leaves = {re.sub(r"\[\d+\]", "", key) for key in _leaves(OmegaConf.to_container(OmegaConf.structured(Config)))}
+    return sorted({".".join(key.split(".")[:n]) for key in leaves for n in range(1, key.count(".") + 2)})
 
 
 def _describe(exc: OmegaConfBaseException) -> str:
@@ -712,9 +708,10 @@ def _describe(exc: OmegaConfBaseException) -> str:
         return f"Unknown config key `{key}`" + (f": did you mean `{close[0]}`?" if close else ".")
     if "MissingMandatoryValue" in type(exc).__name__:
         return f"Config key `{key}` must be set."
-    wrong_type = re.match(r"Value '(.*)' of type '\w+' could not be converted to (\w+)", text)
-    if wrong_type:  # e.g. train.max_steps=five
-        wanted = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false"}.get(wrong_type[2], wrong_type[2])
+    wrong_type = (re.match(r"Value '(.*)' of type '\w+' could not be converted to (\w+)", text)
+                  or re.match(r"Value '(.*)' is not a valid (bool)", text))
+    if wrong_type:  # e.g. train.max_steps=five, wandb.log_images=maybe
+        wanted = {"Integer": "a whole number", "Float": "a number", "bool": "true or false"}.get(wrong_type[2], wrong_type[2])
         return f"Config key `{key}` takes {wanted}, not {wrong_type[1]!r}."
     if "is not a ListConfig" in text:  # e.g. infer.styles=linkedin
         return f"Config key `{key}` takes a list, even of one: {key}=[a,b] (in a YAML file: [a, b])."
