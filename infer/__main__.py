@@ -43,7 +43,7 @@ def _detail(cfg: Config) -> None:
 def _discard(cfg: Config) -> None:
     from infer.discard import discard
 
-    print(f"deleted: {', '.join(discard(cfg)) or 'nothing (those images were deleted before)'}")
+    print(f"deleted: {', '.join(discard(cfg)) or 'no files (they were deleted before)'}")
 
 
 def _recover(cfg: Config) -> None:

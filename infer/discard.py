@@ -95,10 +95,11 @@ def discard(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[str]:
         log.info("their crops are out of the last export (%s): %s", export_dir(cfg), ", ".join(exported))
     if workspace.favourites(cfg.run).is_file():  # the ticks of what is left: a deleted image's tick goes
         save_favourites(workspace, cfg.run, read_favourites(workspace, cfg.run))
-    log.info("%s discarded from %s", plural(len(removed), "image"), samples_dir)
-    before = sorted(gone - set(removed))
-    if before:  # named again: a discard that was interrupted leaves files to delete now, one that ended none
-        log.info("discarded before: %s", ", ".join(before))
+    # what lost its entry or a file now; named again after a discard that ended, an image has neither left
+    now = [file for file in in_order if file in removed or {file, detail_file(file)} & set(deleted)]
+    log.info("%s discarded from %s", plural(len(now), "image"), samples_dir)
+    if len(now) < len(in_order):
+        log.info("discarded before: %s", ", ".join(file for file in in_order if file not in now))
     if manifest["images"]:
         score_and_show(cfg, analyzer)
     else:  # nothing left to review, nor measurements of what was there

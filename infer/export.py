@@ -28,6 +28,7 @@ from headshots.faces import FaceAnalyzer
 from headshots.images import load_rgb
 from headshots.logs import get_logger, plural
 from headshots.workspace import EXPORT_MANIFEST, SCORES, Workspace, chosen_files, replace_folder, ticked_files
+from infer.manifest import no_images
 
 log = get_logger(__name__)
 EXPORT = "export"
@@ -131,7 +132,7 @@ def read_scored(samples_dir: Path, chosen: list[str], workspace: Workspace) -> d
     if scores_path.is_file():
         return {i["file"]: i for i in json.loads(scores_path.read_text())["images"]}
     if not chosen and not any(samples_dir.glob("*.png")):  # none generated, or every one deleted since
-        raise HeadshotsError(f"No generated images in {samples_dir} to export.", f"Generate some first: {workspace.make_command('infer')}")
+        raise no_images(workspace, samples_dir, "to export")
     if not chosen:
         raise HeadshotsError(f"No scores in {samples_dir}.",
                              f"Score the images first ({workspace.make_command('infer')}) or name images (IMAGES=...).")

@@ -68,13 +68,18 @@ def read_manifest(samples_dir: Path) -> dict | None:
     return manifest
 
 
+def no_images(workspace: Workspace, samples_dir: Path, doing: str) -> HeadshotsError:
+    """The error of a command that needs generated images and finds none (none made, or every one deleted)."""
+    return HeadshotsError(f"No generated images in {samples_dir} {doing}.", f"Generate some first: {workspace.make_command('infer')}")
+
+
 def require_manifest(cfg: Config, doing: str) -> tuple[Path, dict]:
     """(samples folder, manifest) for a stage that works on generated images; `doing` says what, for the error."""
     workspace = Workspace.from_config(cfg)
     samples_dir = workspace.samples_dir(cfg.run)
     manifest = read_manifest(samples_dir)
     if manifest is None:
-        raise HeadshotsError(f"No generated images in {samples_dir} {doing}.", f"Generate some first: {workspace.make_command('infer')}")
+        raise no_images(workspace, samples_dir, doing)
     return samples_dir, manifest
 
 
@@ -152,7 +157,7 @@ def recover(cfg: Config) -> Recovery:
     workspace = Workspace.from_config(cfg)
     samples_dir = workspace.samples_dir(cfg.run)
     if not samples_dir.is_dir():
-        raise HeadshotsError(f"No generated images in {samples_dir} to recover.", f"Generate some first: {workspace.make_command('infer')}")
+        raise no_images(workspace, samples_dir, "to recover")
     result = Recovery()
     try:
         manifest = read_manifest(samples_dir)

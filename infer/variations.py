@@ -26,7 +26,7 @@ from headshots.errors import HeadshotsError
 from headshots.logs import get_logger, plural
 from headshots.workspace import Workspace
 from infer.generate import PipelinesOrLoader, Sample, draw, pipelines_for, sample_settings, write_batch
-from infer.manifest import changes_images, forget_missing, names_taken, require_manifest
+from infer.manifest import changes_images, forget_missing, names_taken, no_images, require_manifest
 
 log = get_logger(__name__)
 SEED_STRIDE = 100_003  # variation k of an image with seed s gets seed s + (k + 1) x this: apart from generate's
@@ -34,16 +34,14 @@ SEED_STRIDE = 100_003  # variation k of an image with seed s gets seed s + (k + 
 
 def find_source(entries: list[dict], name: str | None, samples_dir: Path, workspace: Workspace) -> dict:
     """The manifest entry of the image the person named: by its file, or by its face-detailed version's."""
+    if not entries:  # every image deleted
+        raise no_images(workspace, samples_dir, "to make more like")
     if not name:
-        example = entries[0]["file"] if entries else "linkedin-00.png"
-        raise HeadshotsError("No image named to make more like.",
-                             f"Pick one from {samples_dir / 'gallery.html'}: {workspace.make_command('more', IMAGE=example)}")
+        raise HeadshotsError("No image named to make more like.", f"Pick one from {samples_dir / 'gallery.html'}: "
+                             f"{workspace.make_command('more', IMAGE=entries[0]['file'])}")
     for entry in entries:
         if name in (entry["file"], (entry.get("detail") or {}).get("file")):
             return entry
-    if not entries:
-        raise HeadshotsError(f"No images left in {samples_dir} to make more like: every one was deleted.",
-                             f"Generate some first: {workspace.make_command('infer')}")
     shown = ", ".join(e["file"] for e in entries[:6]) + (", ..." if len(entries) > 6 else "")
     raise HeadshotsError(f"{name!r} is not one of the images generated in {samples_dir}.", f"Pick one of: {shown}")
 

@@ -45,7 +45,7 @@ def test_variations_are_named_after_the_image_and_numbered_on():
                {"file": "linkedin-00-more-03.png"}, {"file": "linkedin-01.png", "detail": {"skipped": "no usable face"}}]
     alice = Workspace("alice", Path("d"), Path("o"))
     assert find_source(entries, "linkedin-00.detail.png", Path("samples"), alice) is entries[0]  # the face-detailed version shown
-    with pytest.raises(HeadshotsError, match="No images left") as refused:  # every image deleted: not "pick one of: "
+    with pytest.raises(HeadshotsError, match="No generated images in samples") as refused:  # all deleted: not "pick one of: "
         find_source([], "linkedin-00.png", Path("samples"), alice)
     assert refused.value.hint == "Generate some first: make infer USER=alice"
     taken = [e["file"] for e in entries]
