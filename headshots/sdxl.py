@@ -32,7 +32,8 @@ class SDXLComponents:
     noise_scheduler: Any
 
 
-# A model this size (SDXL's own 1024 px) on a CPU: minutes per image drawn, days for a training
+# A model trained or drawn at this size or more (SDXL's own is 1024 px; the tiny profile's 128) on a CPU: minutes
+# per image drawn, days for a training
 FULL_SIZE = 512
 
 

@@ -330,8 +330,9 @@ def run_recorded(name: str, cfg: Config, work: Callable[[], T], done: Callable[[
     before = STAGES[index - 1] if index and STAGES[index - 1].feeds_next else None
     if before is not None and not is_done(before, cfg, chain[before.name]):
         edited = before.edited(Workspace.from_config(cfg))
+        elsewhere = " (other styles), or in the web app (its Generate is not recorded)," if before.name == "infer" else ""
         why = (f"what {before.name} made was edited since" if edited else
-               f"{before.name} was last run with other settings or photos (e.g. other styles), in the web app, or not at all")
+               f"{before.name} was last run with other settings or photos{elsewhere} or not at all")
         log.info("%s done. The web app and the batch will do it again, as they cannot count it done: %s.", name, why)
     elif main_process and done(result):
         write_record(stage, cfg, chain[name], time.perf_counter() - started)

@@ -166,7 +166,7 @@ class Workspace:
 
     # -- checks with advice ------------------------------------------------------------------
     def _alike(self) -> str | None:
-        """For a name mistyped: a person with photos here whose name is spelt alike."""
+        """For a name mistyped: a person with a photos folder here whose name is spelt alike."""
         people = [p.name for p in self.data_root.iterdir() if (p / "selfies").is_dir()] if self.data_root.is_dir() else []
         return next(iter(difflib.get_close_matches(self.user, people, n=1, cutoff=0.75)), None)
 

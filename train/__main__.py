@@ -14,6 +14,7 @@ from headshots.cli import build_parser, run
 from headshots.config import Config
 from headshots.logs import get_logger
 from headshots.stages import run_recorded, stages_to_run
+from headshots.workspace import Workspace
 
 log = get_logger("train")
 
@@ -47,16 +48,18 @@ def _all(cfg: Config) -> None:
         if name in due:
             work(cfg)
         else:
-            log.info("%s skipped: %s", name, ALREADY_DONE[name])
+            log.info("%s skipped: %s", name, _already_done(name, Workspace.from_config(cfg)))
 
 
-ALREADY_DONE = {
-    "intake": "these photos were judged before with these settings, and the set was usable (`make intake` shows the "
-              "verdicts again)",
-    "prepare": "these photos were prepared before with these settings (`make prepare` prepares them again)",
-    "fit": "the adapter was trained on these photos with these settings (to train longer, raise train.max_steps: "
-           "it goes on from its last checkpoint)",
-}
+def _already_done(stage: str, ws: Workspace) -> str:
+    """Why `train all` skips a stage, and how to have it done anyway."""
+    return {
+        "intake": "these photos were judged before with these settings, and the set was usable "
+                  f"(`{ws.make_command('intake')}` shows the verdicts again)",
+        "prepare": f"these photos were prepared before with these settings (`{ws.make_command('prepare')}` prepares them again)",
+        "fit": "the adapter was trained on these photos with these settings (to train longer, raise train.max_steps: "
+               "it goes on from its last checkpoint)",
+    }[stage]
 
 
 COMMANDS = {"intake": _intake, "prepare": _prepare, "fit": _fit, "all": _all}

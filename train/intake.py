@@ -587,8 +587,8 @@ def identity_checks(embeddings: np.ndarray, cfg: IntakeConfig, names: Sequence[s
         alike = float(np.mean([sims[i, j] for j in groups[0] if j != i])) if len(groups[0]) > 1 else 1.0
         value = {"similarity_to_the_set": _r(alike)}
         if i in in_tie:
-            alike = next(g for g in largest if i in g)
-            same = f" (the same person as {', '.join(names[j] for j in alike if j != i)})" if names else ""
+            group = next(g for g in largest if i in g)
+            same = f" (the same person as {', '.join(names[j] for j in group if j != i)})" if names else ""
             checks[i] = Check(REJECT, value, f"the photos show several people in equal numbers{same}: which one is you?",
                               "Keep only the photos of yourself, then check them again.")
         else:
@@ -649,11 +649,12 @@ def set_report(photos: list[PhotoReport], measured: dict[int, Measured], split: 
     usable = [measured[i] for i in usable_idx if i in measured]
     report = SetReport(OK, len(usable_idx), len(photos))
     tied = bool(ties)
-    if split:
-        who = ", ".join(photos[i].file for i in split)
+    if tied:
         each = "; ".join(f"{'one' if k == 0 else 'another'}: {', '.join(photos[i].file for i in group)}" for k, group in enumerate(ties))
-        report.verdict, report.reason = REJECT, (f"the photos show different people, as many photos of each ({each})" if tied
-                                                 else f"the photos show different people ({who} look like someone else)")
+        report.verdict, report.reason = REJECT, f"the photos show different people, as many photos of each ({each})"
+    elif split:
+        report.verdict, report.reason = REJECT, f"the photos show different people ({', '.join(photos[i].file for i in split)} look like someone else)"
+    if split:
         report.advice.append("Use photos of one person only: remove the photos of anyone else.")
     n = len(usable_idx)
     if n < cfg.good_photos and not tied:  # a tie refused every photo of its people: how many are the person's is not known

@@ -82,7 +82,8 @@ def _train(cfg: Config, workspace: Workspace, prepared: Path) -> Path:
         dynamo_backend="inductor" if tc.compile else "no",  # prepare() then compiles the trained models
     )
     set_seed(tc.seed)
-    warn_without_gpu(accelerator.device, cfg.model)
+    if accelerator.is_main_process:
+        warn_without_gpu(accelerator.device, cfg.model)
     weight_dtype = DTYPES[tc.mixed_precision]
     inputs = training_inputs(cfg, prepared)
 
