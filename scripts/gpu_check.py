@@ -171,9 +171,11 @@ def whole_path(args: argparse.Namespace) -> None:
         cfg = load_config("person", profile, overrides=[
             f"model.pretrained={model}", f"paths.data_root={tmp / 'data'}", f"paths.outputs_root={tmp / 'out'}",
             f"paths.cache_root={tmp / 'cache'}", "wandb.mode=disabled", "infer.styles=[linkedin,executive]",
-            "infer.images_per_style=8", "infer.batch_size=4", *extra, *(["infer.steps=2"] if args.tiny else []),
+            # at tiny size the figures mean nothing (it runs so that the script cannot rot): a few images do
+            f"infer.images_per_style={2 if args.tiny else 8}", "infer.batch_size=4", *extra, *(["infer.steps=2"] if args.tiny else []),
             f"train.max_steps={4 if args.tiny else min(PATH_STEPS, default_steps)}", *uncalibrated_threshold()])
-        what = (f"{len(photos)} photos, {cfg.train.max_steps} training steps, 16 images at {cfg.model.resolution} px "
+        images = len(cfg.infer.styles) * cfg.infer.images_per_style
+        what = (f"{len(photos)} photos, {cfg.train.max_steps} training steps, {images} images at {cfg.model.resolution} px "
                 f"({cfg.infer.steps} steps, batches of 4), scoring"
                 + ("" if args.tiny else f"; random full-size weights (built in {build_s:.0f} s, not counted)"))
         rows, upstream, per_step = [], None, None
@@ -251,8 +253,9 @@ def more_like_this(cfg: Config) -> str:
     with_detail(cfg, more_like)
     drawn = time.perf_counter() - started
     score_and_show(cfg)
+    images = len(require_manifest(cfg, "to score")[1]["images"])
     return (f"More like this, after the path (not in it): 4 variations of {first} at strength {cfg.infer.more.strength} "
-            f"in {drawn:.1f} s (pipeline load included), then the 20 images scored again: {time.perf_counter() - started:.1f} s.")
+            f"in {drawn:.1f} s (pipeline load included), then the {images} images scored again: {time.perf_counter() - started:.1f} s.")
 
 
 def write_path_table(args: argparse.Namespace, rows: list[tuple[str, float, str]], what: str, *notes: str) -> None:
