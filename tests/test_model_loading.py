@@ -26,17 +26,28 @@ def model(hub_id):
     return load_config("x", "tiny", overrides=[f"model.pretrained={hub_id}"]).model
 
 
+def refused(load):
+    try:
+        load()
+    except WeightsError as exc:
+        print("refused:", exc.message)
+
+
 load_components(model("test/tiny-parts"))  # what training loads: the parts one by one, never the pipeline's index
 load_pipeline(model("test/tiny-sdxl"), torch.device("cpu"))  # what generation loads
+load_components(model("models0/tiny-sdxl"))  # a folder, named relatively (it looks like a hub id: owner/name)
 try:  # the stand-in writes down where the loads of the downloaded model end
     urllib.request.urlopen(os.environ["HF_ENDPOINT"] + "/end-of-the-downloaded-model")
 except OSError:
     pass
 for hub_id in ("test/not-downloaded", "test/part-downloaded"):
-    try:
-        load_pipeline(model(hub_id), torch.device("cpu"))
-    except WeightsError as exc:
-        print("refused:", exc.message)
+    refused(lambda: load_pipeline(model(hub_id), torch.device("cpu")))
+
+# No network: a port nothing listens on, where the Hub was (the connection is refused, as with no network)
+from huggingface_hub import constants
+constants.ENDPOINT = os.environ["CLOSED_ENDPOINT"]
+refused(lambda: load_components(model("test/unreachable")))
+refused(lambda: load_pipeline(model("test/unreachable"), torch.device("cpu")))
 """
 
 
@@ -68,6 +79,9 @@ class _Hub(http.server.BaseHTTPRequestHandler):
 
 
 def test_a_downloaded_hub_model_loads_without_asking_the_hub(tmp_path, tiny_model):
+    """Also: a model not downloaded with no network is said at once. Training's download asked about each file five
+    times with growing waits (ten minutes of retry warnings for SDXL) before failing, and generation's said "outgoing
+    traffic has been disabled": the Hub is asked once, and the person told that it cannot be reached."""
     cache = _hub_cache(tmp_path / "hub", tiny_model, "test/tiny-sdxl")
     parts = _hub_cache(cache, tiny_model, "test/tiny-parts")  # as training downloads it: no model_index.json
     next((parts / "models--test--tiny-parts" / "snapshots").iterdir()).joinpath("model_index.json").unlink()
@@ -76,54 +90,27 @@ def test_a_downloaded_hub_model_loads_without_asking_the_hub(tmp_path, tiny_mode
         weights.unlink()
     hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
     threading.Thread(target=hub.serve_forever, daemon=True).start()
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{closed.getsockname()[1]}"
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_ENDPOINT": f"http://127.0.0.1:{hub.server_port}", "HF_HUB_OFFLINE": "0",
-           "PYTHONPATH": str(REPO)}
+           "PYTHONPATH": str(REPO), "CLOSED_ENDPOINT": nowhere}
+    assert tiny_model.parent.name == "models0"  # run beside it, so that its folder is named relatively
     try:
-        result = subprocess.run([sys.executable, "-c", LOADS], check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        result = subprocess.run([sys.executable, "-c", LOADS], check=False, cwd=tiny_model.parent.parent, env=env,
+                                capture_output=True, text=True, timeout=300)
     finally:
         hub.shutdown()
     assert result.returncode == 0, result.stderr[-3000:]
     end = _Hub.asked.index("GET /end-of-the-downloaded-model")
-    assert _Hub.asked[:end] == []  # not even the usage details' list of AI agents (telemetry, on by default)
+    assert _Hub.asked[:end] == []  # not even the usage details' list of AI agents (telemetry, on by default), nor the folder
     # the stand-in is the Hub these loads would ask: a model not downloaded, or not all of it, is asked for there
     # (and refused: the stand-in knows no model)
     for hub_id in ("test/not-downloaded", "test/part-downloaded"):
         assert any(hub_id in question for question in _Hub.asked[end:]), _Hub.asked
         assert f"refused: Could not load the SDXL pipeline from '{hub_id}'" in result.stdout, result.stdout
-
-
-UNREACHABLE = """
-import torch
-from headshots.config import load_config
-from headshots.errors import WeightsError
-from headshots.sdxl import load_components, load_pipeline
-
-local = load_config("x", "tiny", overrides=["model.pretrained=models0/tiny-sdxl"]).model  # a folder, named relatively
-load_components(local)
-print("loaded the local folder")
-model = load_config("x", "tiny", overrides=["model.pretrained=test/not-downloaded"]).model
-for load in (lambda: load_components(model), lambda: load_pipeline(model, torch.device("cpu"))):  # training, generation
-    try:
-        load()
-    except WeightsError as exc:
-        print("refused:", exc.message)
-"""
-
-
-def test_a_hub_that_cannot_be_reached_is_said_at_once(tmp_path, tiny_model):
-    """Without a network, training's download asked about each file five times with growing waits (ten minutes of
-    retry warnings for SDXL) before failing, and generation's said "outgoing traffic has been disabled": the Hub is
-    asked once, and the person told at once that it cannot be reached."""
-    with socket.socket() as closed:  # a port nothing listens on: the connection is refused, as with no network
-        closed.bind(("127.0.0.1", 0))
-        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
-    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path), "HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "PYTHONPATH": str(REPO)}
-    assert tiny_model.parent.name == "models0"  # run beside it: a relative folder name looks like a hub id (owner/name)
-    result = subprocess.run([sys.executable, "-c", UNREACHABLE], check=False, cwd=tiny_model.parent.parent, env=env,
-                            capture_output=True, text=True, timeout=120)
-    assert "loaded the local folder" in result.stdout, result.stderr[-3000:]  # a folder is never asked about
-    said = f"the Hugging Face Hub ({endpoint}) cannot be reached"
-    assert result.stdout.count(said) == 2 and result.stdout.count("not in the local cache") == 2, result.stdout + result.stderr[-3000:]
+    said = f"the Hugging Face Hub ({nowhere}) cannot be reached"
+    assert result.stdout.count(said) == 2 and result.stdout.count("not in the local cache") == 2, result.stdout
     assert "Retry" not in result.stderr  # no file was asked for
 
 
