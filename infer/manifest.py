@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -66,6 +66,13 @@ def read_manifest(samples_dir: Path) -> dict | None:
                              "Rebuild it from the images themselves (each carries its own entry): "
                              f"python -m infer recover --user {user} run={run}") from exc
     return manifest
+
+
+def closest_image(given: str, files: Iterable[str]) -> str | None:
+    """The generated image a name that is not one most likely means: a path to it (typed or tab-completed), or its
+    name without `.png`. Not a name a letter or a number off: linkedin-07 is not linkedin-00."""
+    name = Path(given).name
+    return next((file for file in files if file in (name, f"{name}.png")), None)
 
 
 def no_images(workspace: Workspace, samples_dir: Path, doing: str) -> HeadshotsError:

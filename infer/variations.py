@@ -26,7 +26,7 @@ from headshots.errors import HeadshotsError
 from headshots.logs import get_logger, plural
 from headshots.workspace import Workspace
 from infer.generate import PipelinesOrLoader, Sample, draw, pipelines_for, sample_settings, write_batch
-from infer.manifest import changes_images, forget_missing, names_taken, no_images, require_manifest
+from infer.manifest import changes_images, closest_image, forget_missing, names_taken, no_images, require_manifest
 
 log = get_logger(__name__)
 SEED_STRIDE = 100_003  # variation k of an image with seed s gets seed s + (k + 1) x this: apart from generate's
@@ -42,8 +42,10 @@ def find_source(entries: list[dict], name: str | None, samples_dir: Path, worksp
     for entry in entries:
         if name in (entry["file"], (entry.get("detail") or {}).get("file")):
             return entry
+    close = closest_image(name, (e["file"] for e in entries))
     shown = ", ".join(e["file"] for e in entries[:6]) + (", ..." if len(entries) > 6 else "")
-    raise HeadshotsError(f"{name!r} is not one of the images generated in {samples_dir}.", f"Pick one of: {shown}")
+    raise HeadshotsError(f"{name!r} is not one of the images generated in {samples_dir}.",
+                         f"Did you mean {close}? ({workspace.make_command('more', IMAGE=close)})" if close else f"Pick one of: {shown}")
 
 
 def variation_numbers(source: dict, taken: list[str], count: int) -> list[tuple[int, str]]:

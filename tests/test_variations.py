@@ -123,6 +123,10 @@ def test_an_image_that_was_not_generated_is_refused_with_the_choices(generated, 
         assert "linkedin-00.png" in refused.value.hint
         if name is None:
             assert "make more USER=alice PROFILE=tiny IMAGE=linkedin-00.png" in refused.value.hint
+    for name in ("outputs/alice/default/samples/linkedin-01.png", "linkedin-01"):  # tab-completed, or without .png
+        with pytest.raises(HeadshotsError, match="not one of the images") as refused:
+            more_like(liking(cfg, name), pipes=object())
+        assert refused.value.hint == "Did you mean linkedin-01.png? (make more USER=alice PROFILE=tiny IMAGE=linkedin-01.png)"
     assert (samples / "manifest.json").read_text() == before
 
     nothing = make_config("nobody")
@@ -320,3 +324,16 @@ def test_scoring_measures_only_new_images_and_judges_exactly_as_from_scratch(gen
     (samples / "faces.json").write_text(json.dumps(stored))
     score(other, analyzer)
     assert measured[-1] == 2
+
+
+def test_a_discard_of_names_not_generated_says_which_were_meant_and_deletes_nothing(generated, analyzer):
+    from infer.discard import discard
+
+    cfg, samples = generated
+    tab_completed = "outputs/alice/default/samples/linkedin-01.png"
+    for names, hint in (([tab_completed], f"Did you mean: {tab_completed} -> linkedin-01.png? "),
+                        (["linkedin-00.png linkedin-01.png"], "comma-separated")):
+        with pytest.raises(HeadshotsError, match="Not among the images generated") as refused:  # IMAGES="a b" reaches it as one name
+            discard(replace(cfg, infer=replace(cfg.infer, discard_files=names)), analyzer)
+        assert hint in refused.value.hint and "nothing was deleted" in refused.value.hint
+    assert (samples / "linkedin-00.png").is_file() and (samples / "linkedin-01.png").is_file()
