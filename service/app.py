@@ -713,8 +713,10 @@ class HeadshotsApp:
                             api_name=False)
         c["upload"].upload(self.upload, [c["upload"], c["user"]], [*photos, *status, c["upload"]], api_name="upload",
                            concurrency_id="photos")
+        # Work of seconds: a spinner, on what the person acts on alone, so that a refusal marks that with Gradio's
+        # "Error" badge, not the status line of their job (or every output), where it stays until that changes
         c["remove"].click(self.remove, [c["remove_pick"], c["user"]], [*photos, *status], api_name="remove",
-                          concurrency_id="photos")
+                          concurrency_id="photos", show_progress_on=[c["photos"]])
         # These only start a job, at once, and the status line then says where it is: no spinner is needed, and
         # a refusal is its message box alone (with a spinner, Gradio also marks the status line "Error" until it changes)
         instant = {"show_progress": "hidden"}
@@ -725,14 +727,16 @@ class HeadshotsApp:
         c["more"].click(self.more, [c["more_pick"], c["more_strength"], c["user"]], status, api_name="more", **instant)
         c["card_more"].click(self.more, [c["card_file"], c["more_strength"], c["user"]], status, api_name=False, **instant)
         drawing = [c["shown"], c["dropped_open"], c["favourites"], c["user"]]
-        c["discard"].click(self.discard, [c["discard_pick"], *drawing], [*review[1:], c["files"], c["crops"]], api_name="discard")
+        c["discard"].click(self.discard, [c["discard_pick"], *drawing], [*review[1:], c["files"], c["crops"]], api_name="discard",
+                           show_progress_on=[c["review"]])
         c["card_delete"].click(self.discard_one, [c["card_file"], *drawing], [*review[1:], c["files"], c["crops"]],
-                               api_name=False)
+                               api_name=False, show_progress_on=[c["review"]])
         c["review_more"].click(self.show_more, drawing, [c["shown"], *drawn], api_name=False)
         c["dropped_toggle"].click(self.toggle_dropped, drawing, [c["dropped_open"], *drawn], api_name=False)
         c["favourites"].input(self.keep_favourites, [c["favourites"], c["user"]], None, api_name=False,
                               show_progress="hidden")
-        c["export"].click(self.download, [c["favourites"], c["user"]], [c["files"], c["crops"]], api_name="export")
+        c["export"].click(self.download, [c["favourites"], c["user"]], [c["files"], c["crops"]], api_name="export",
+                          show_progress_on=[c["files"]])
         c["ask"].click(lambda: gr.update(visible=True), None, [c["confirm"]], api_name=False)
         c["no"].click(lambda: gr.update(visible=False), None, [c["confirm"]], api_name=False)
         c["yes"].click(self.delete_everything, [c["user"]], [*page, c["confirm"], c["deleted"]], api_name="delete_my_data")

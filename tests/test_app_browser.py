@@ -113,6 +113,9 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         # The rejected one goes from its card: Remove ticks it in the list, and the list's button removes it.
         from playwright.sync_api import expect
 
+        page.locator("#hs-remove").click()  # nothing ticked yet: refused, and the status line is not marked "Error"
+        page.get_by_text("Tick the photos to remove first.").first.wait_for()
+        assert not page.locator("#hs-status").evaluate(SHOWS_AN_ERROR_BADGE)
         group_card.locator("[data-tick=hs-remove-pick]").click()
         expect(page.locator("#hs-remove-pick input[name='group.jpg']")).to_be_checked()
         expect(group_card.locator("[data-tick=hs-remove-pick]")).to_have_text("✓ To remove")
