@@ -47,10 +47,12 @@ TRAINING_RESUMES = ("what was finished is kept; run the same command again (trai
 
 
 def run(parser: argparse.ArgumentParser, commands: Mapping[str, Callable[[Config], object]], argv=None,
-        interrupted: str | Mapping[str, str] = TRAINING_RESUMES) -> int:
+        interrupted: str | Mapping[str, str | Callable[[Config], str]] = TRAINING_RESUMES) -> int:
     """Parse, load the config, run the command; a person's error is two lines, Ctrl-C says `interrupted` (one text,
-    or one per command: what a stopped intake keeps is not what a stopped training keeps)."""
+    or one per command: what a stopped intake keeps is not what a stopped training keeps; a callable reads it from the
+    person's files, e.g. the step a training goes on from)."""
     args = parse(parser, argv)
+    cfg = None
     try:
         cfg = load_config(args.user, args.profile, args.config, args.overrides)
         commands[args.command](cfg)
@@ -58,6 +60,8 @@ def run(parser: argparse.ArgumentParser, commands: Mapping[str, Callable[[Config
         return print_error(exc, args.verbose)
     except KeyboardInterrupt:
         said = interrupted if isinstance(interrupted, str) else interrupted.get(args.command, TRAINING_RESUMES)
+        if callable(said):
+            said = said(cfg) if cfg is not None else TRAINING_RESUMES
         print(f"\ninterrupted: {said}", file=sys.stderr)
         return 130
     except Exception as exc:  # a full disk or a read-only folder is the person's to fix; anything else is a bug

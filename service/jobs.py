@@ -31,6 +31,7 @@ from headshots.cli import build_parser, run
 from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.logs import get_logger
+from train.checkpoint import training_stopped
 
 log = get_logger(__name__)
 REPO = Path(__file__).resolve().parents[1]
@@ -256,4 +257,5 @@ if __name__ == "__main__":
     # The app's Stop ends a job with SIGTERM: taken as Ctrl-C, so the stage stops as a person's Ctrl-C stops it (the
     # records of what was done put back if it had not changed its outputs yet, "interrupted" in the job's log)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    sys.exit(run(build_parser("python -m service.jobs", "One web-app job in its own process.", HELP), COMMANDS))
+    sys.exit(run(build_parser("python -m service.jobs", "One web-app job in its own process.", HELP), COMMANDS,
+                 interrupted={"train": training_stopped}))

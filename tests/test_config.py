@@ -243,16 +243,18 @@ def test_only_a_write_the_disk_or_folder_refused_becomes_the_persons_error():
     assert storage_error(SafetensorError("Error while deserializing header: HeaderTooLarge")) is None
 
 
-def test_ctrl_c_says_what_the_stopped_command_kept(capsys):
-    """A stopped intake or prepare was told that "training goes on from its last checkpoint" (bad-input walk)."""
-    from headshots.cli import TRAINING_RESUMES, build_parser, run
+def test_ctrl_c_says_what_the_stopped_command_kept(capsys, tmp_path):
+    """A stopped intake or prepare was told that "training goes on from its last checkpoint" (bad-input walk); a
+    stopped training says the step it goes on from (tests/test_train_processes.py stops a real one)."""
+    from headshots.cli import build_parser, run
     from train.__main__ import HELP, INTERRUPTED
 
     def stopped(cfg) -> None:
         raise KeyboardInterrupt
 
     parser = build_parser("python -m train", "test", HELP)
-    for command, said in (("prepare", INTERRUPTED["prepare"]), ("fit", TRAINING_RESUMES)):
-        assert run(parser, {command: stopped}, [command, "--user", "alice"], interrupted=INTERRUPTED) == 130
-        assert f"interrupted: {said}" in capsys.readouterr().err
+    where = [f"paths.outputs_root={tmp_path}"]
+    for command, said in (("prepare", INTERRUPTED["prepare"]), ("fit", "training goes on from the start: no checkpoint was saved yet")):
+        assert run(parser, {command: stopped}, [command, "--user", "alice", *where], interrupted=INTERRUPTED) == 130
+        assert said in capsys.readouterr().err
     assert "checkpoint" not in INTERRUPTED["prepare"] + INTERRUPTED["intake"]

@@ -88,4 +88,5 @@ def test_the_web_apps_stop_ends_a_training_job_as_ctrl_c_does(prepared_user, mak
     log = (tmp_path / "train.log").read_text()
     assert job.state == STOPPED and "\ninterrupted: what was finished is kept" in log, log[-2000:]
     assert list_checkpoints(checkpoints) and not Workspace.from_config(cfg).adapter_dir("stopped").exists()
+    assert f"(training goes on from step {list_checkpoints(checkpoints)[-1][0]}, its last checkpoint)" in log, log[-2000:]
     assert read_record(stage_named("prepare"), cfg) is not None and read_record(stage_named("fit"), cfg) is None

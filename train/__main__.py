@@ -15,6 +15,7 @@ from headshots.config import Config
 from headshots.logs import get_logger
 from headshots.stages import run_recorded, stages_to_run
 from headshots.workspace import Workspace
+from train.checkpoint import training_stopped
 
 log = get_logger("train")
 
@@ -71,7 +72,8 @@ HELP = {
 }
 
 INTERRUPTED = {"intake": "nothing was written; run the same command again",
-               "prepare": "the photos prepared before, if any, are kept as they were; run the same command again"}
+               "prepare": "the photos prepared before, if any, are kept as they were; run the same command again",
+               "fit": training_stopped, "all": training_stopped}
 
 if __name__ == "__main__":
     sys.exit(run(build_parser("python -m train", "Prepare a user's photos and train their LoRA adapter.", HELP), COMMANDS,

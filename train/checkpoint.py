@@ -16,6 +16,7 @@ import shutil
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.workspace import Workspace, held_alone
 
@@ -53,6 +54,14 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
 def latest_checkpoint(root: Path) -> tuple[int, Path] | None:
     checkpoints = list_checkpoints(root)
     return checkpoints[-1] if checkpoints else None
+
+
+def training_stopped(cfg: Config) -> str:
+    """What Ctrl-C (or the web app's Stop) during a training kept: the step the same command goes on from (a person
+    on a rented GPU wants to know the hour spent is not lost)."""
+    latest = latest_checkpoint(Workspace.from_config(cfg).checkpoints_dir(cfg.run))
+    where = f"from step {latest[0]}, its last checkpoint" if latest else "from the start: no checkpoint was saved yet"
+    return f"what was finished is kept; run the same command again (training goes on {where})"
 
 
 def recorded_inputs(checkpoint: Path) -> str | None:
