@@ -98,7 +98,8 @@ def discard(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[str]:
     if workspace.favourites(cfg.run).is_file():  # the ticks of what is left: a deleted image's tick goes
         save_favourites(workspace, cfg.run, read_favourites(workspace, cfg.run))
     # what lost its entry or a file now; named again after a discard that ended, an image has neither left
-    now = [file for file in in_order if file in removed or {file, detail_file(file)} & set(deleted)]
+    deleted_now = set(deleted)
+    now = [file for file in in_order if file in removed or {file, detail_file(file)} & deleted_now]
     log.info("%s discarded from %s", plural(len(now), "image"), samples_dir)
     if len(now) < len(in_order):
         log.info("discarded before: %s", ", ".join(file for file in in_order if file not in now))

@@ -44,12 +44,12 @@ def _all(cfg: Config) -> None:
     before with today's photos and settings (its record, headshots/stages.py) is skipped, as the web app and the
     batch skip it: `make train` run again would otherwise judge and crop every photo again and load SDXL, only to
     find every step trained."""
-    due = stages_to_run(cfg)
+    due, ws = stages_to_run(cfg), Workspace.from_config(cfg)
     for name, work in (("intake", _intake), ("prepare", _prepare), ("fit", _fit)):
         if name in due:
             work(cfg)
         else:
-            log.info("%s skipped: %s", name, _already_done(name, Workspace.from_config(cfg)))
+            log.info("%s skipped: %s", name, _already_done(name, ws))
 
 
 def _already_done(stage: str, ws: Workspace) -> str:
