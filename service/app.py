@@ -56,7 +56,7 @@ from infer.export import EXPORT, SIZES, export
 from infer.generate import new_round_name
 from infer.styles import available_styles, load_style
 from service import views
-from service.jobs import IMAGE_KINDS, JobQueue, devices, job_command
+from service.jobs import IMAGE_KINDS, JOBS_FOLDER, JobQueue, devices, job_command
 from service.purge import nothing_running, purge
 from train.intake import REJECT, run_intake
 
@@ -302,7 +302,7 @@ class HeadshotsApp:
     def submit(self, user: str, kind: str, extra: list[str], expected_images: int | None = None) -> None:
         ws = self.workspace(user)
         argv = job_command(kind, user, [*self.settings.cli_args(), *extra])
-        self.jobs.submit(user, kind, argv, ws.run_dir(self.run) / "jobs" / f"{kind}.log", expected_images)
+        self.jobs.submit(user, kind, argv, ws.run_dir(self.run) / JOBS_FOLDER / f"{kind}.log", expected_images)
 
     @user_errors
     def train(self, state: str | None, request: gr.Request) -> dict:

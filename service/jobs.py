@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections import deque
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from headshots.cli import build_parser, run
 from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.logs import get_logger
+from headshots.workspace import held_alone
 from train.checkpoint import training_stopped
 
 log = get_logger(__name__)
@@ -40,6 +42,10 @@ LAST_STAGE = {"train": "fit", "generate": "infer"}  # each kind runs the chain u
 KINDS = (*LAST_STAGE, "more")
 IMAGE_KINDS = ("generate", "more")  # the kinds that make images: their end brings a new review
 STOP_GRACE_S = 10.0  # after SIGTERM, how long a job may take to end before it is killed
+JOBS_FOLDER = "jobs"  # in the run's folder: each kind's log (`{kind}.log`), and JOB_LOCK
+# Held by the app from just before a job's process starts until it has ended, beside the job's log: a purge is
+# refused meanwhile. The child's own locks come later (once its imports are done) and go between its stages.
+JOB_LOCK = ".job.lock"
 
 
 @dataclass
@@ -164,25 +170,43 @@ class JobQueue:
                     return
                 job = self._waiting.popleft()
                 job.state, job.started = RUNNING, time.time()
+                running = ExitStack()
                 try:
+                    running.enter_context(_in_use(job))
                     job.process = _start(job, self._cwd, env)
-                except OSError as exc:  # disk full, a folder not writable: this job fails, the worker goes on
-                    job.state, job.finished = FAILED, time.time()
-                    job.error = f"The {job.kind} job could not start: {exc.strerror or exc}."
-                    job.hint = f"Free disk space or fix the permissions of {job.log_path.parent}, then press the button again."
+                except (OSError, HeadshotsError) as exc:  # disk full, a folder not writable, data being deleted
+                    running.close()
+                    _not_started(job, exc)
                     self._cond.notify_all()
                     log.error("job %d (%s for %s) could not start: %s", job.id, job.kind, job.user, exc)
                     continue
             log.info("job %d (%s for %s) started on %s", job.id, job.kind, job.user, device or "cpu")
             code = job.process.wait()
+            running.close()
             with self._cond:
                 _finish(job, code)
                 self._cond.notify_all()
             log.info("job %d (%s for %s) %s", job.id, job.kind, job.user, job.state)
 
 
-def _start(job: Job, cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+def _in_use(job: Job):
+    """JOB_LOCK, held while the job's process runs; taken only if no purge of the person's data holds it now."""
     job.log_path.parent.mkdir(parents=True, exist_ok=True)
+    return held_alone(job.log_path.parent / JOB_LOCK, HeadshotsError(
+        "Your data is being deleted, or used by another copy of the web app: this job did not start.",
+        "Wait a moment, then press the button again."))
+
+
+def _not_started(job: Job, exc: OSError | HeadshotsError) -> None:
+    job.state, job.finished = FAILED, time.time()
+    if isinstance(exc, HeadshotsError):
+        job.error, job.hint = exc.message, exc.hint
+    else:
+        job.error = f"The {job.kind} job could not start: {exc.strerror or exc}."
+        job.hint = f"Free disk space or fix the permissions of {job.log_path.parent}, then press the button again."
+
+
+def _start(job: Job, cwd: Path, env: dict[str, str]) -> subprocess.Popen:
     with open(job.log_path, "w") as log_file:  # the child holds its own descriptor
         return subprocess.Popen(job.argv, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 

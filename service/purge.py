@@ -26,10 +26,12 @@ from headshots.errors import HeadshotsError
 from headshots.workspace import Workspace, held_alone, write_json_atomic
 from infer.manifest import IMAGES_LOCK
 from service.batch import close_abandoned
+from service.jobs import JOB_LOCK, JOBS_FOLDER
 from train.checkpoint import TRAIN_LOCK
 
 # the locks a running command of the person's holds in each run's folder, and what it is doing then
-RUNNING = {TRAIN_LOCK: "training, or preparing its photos", IMAGES_LOCK: "generating, scoring or deleting images"}
+RUNNING = {TRAIN_LOCK: "training, or preparing its photos", IMAGES_LOCK: "generating, scoring or deleting images",
+           f"{JOBS_FOLDER}/{JOB_LOCK}": "a job of the web app"}
 
 
 def derived_paths(workspace: Workspace, include_selfies: bool) -> list[Path]:

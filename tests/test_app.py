@@ -281,6 +281,35 @@ def test_job_queue_order_position_and_stop(tmp_path):
     assert second.state == STOPPED
 
 
+def test_purge_is_refused_from_the_moment_a_job_starts(tmp_path, capsys):
+    """A purge 2 s into a web app's Generate went through: the job's process was still importing, before it took any
+    lock of its own. It then failed, pointing at a log the purge had deleted. The app holds the job's lock from before
+    the process starts until it has ended: a purge is refused all that time, and goes through after it; a job whose
+    data is being deleted does not start."""
+    from service.jobs import JOB_LOCK, JOBS_FOLDER
+    from service.purge import main as purge
+    from tests.conftest import held_elsewhere
+
+    (tmp_path / "data" / "dana" / "selfies").mkdir(parents=True)
+    jobs_dir = tmp_path / "outputs" / "dana" / "default" / JOBS_FOLDER
+    args = ["--user", "dana", f"paths.data_root={tmp_path / 'data'}", f"paths.outputs_root={tmp_path / 'outputs'}"]
+    queue = JobQueue([None])
+    try:
+        job = queue.submit("dana", "generate", [sys.executable, "-c", "import time; time.sleep(60)"], jobs_dir / "generate.log")
+        wait_until(lambda: job.process is not None, 10)
+        assert purge(args) == 2 and (jobs_dir / "generate.log").is_file()
+        assert "dana's data is in use (run 'default': a job of the web app)" in capsys.readouterr().err
+        queue.stop("dana")
+        assert purge(args) == 0 and not (tmp_path / "outputs" / "dana").exists()
+        jobs_dir.mkdir(parents=True)
+        with held_elsewhere(jobs_dir / JOB_LOCK):  # a purge under way
+            refused = queue.submit("dana", "generate", [sys.executable, "-c", "pass"], jobs_dir / "generate.log")
+            wait_until(lambda: not refused.active, 10)
+    finally:
+        queue.close()
+    assert refused.state == "failed" and refused.process is None and "being deleted" in refused.error
+
+
 def test_a_waiting_job_says_what_it_waits_for(tmp_path):
     """Next in line read "0 jobs ahead of yours" while another person's training ran for minutes."""
     from headshots.workspace import Workspace

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from infer.manifest import IMAGES_LOCK
+from service.jobs import JOB_LOCK
 from service.purge import main
 from tests.conftest import held_elsewhere
 from train.checkpoint import TRAIN_LOCK
@@ -56,6 +57,7 @@ def test_purge_takes_the_person_out_of_batch_records_and_keeps_everyone_else(tmp
 
 @pytest.mark.parametrize("lock, doing", [("outputs/dana/default/" + TRAIN_LOCK, "run 'default': training"),
                                          ("outputs/dana/default/" + IMAGES_LOCK, "run 'default': generating"),
+                                         ("outputs/dana/default/jobs/" + JOB_LOCK, "run 'default': a job of the web app"),
                                          ("data/dana/.intake.lock", "checking their photos")])
 def test_purge_is_refused_while_a_command_of_the_person_runs(tmp_path, capsys, lock, doing):
     """A training (or generation, or intake) still running would write its adapter and checkpoints (or images, or its
