@@ -100,7 +100,7 @@ lint:
 	$(BIN)/ruff check .
 
 check-user:
-	@test -n $(call shell_quote,$(PERSON)) || { echo "error: say whose photos on the command line, e.g. make train USER=alice"; exit 2; }
+	@test -n $(call shell_quote,$(PERSON)) || { echo "error: say whose photos on the command line, e.g. make $(firstword $(MAKECMDGOALS)) USER=alice"; exit 2; }
 
 intake: check-user
 	$(BIN)/python -m train intake $(COMMON) $(ARGS)

@@ -176,7 +176,7 @@ class Workspace:
             create = f"Create it and put {self.photos_wanted} photos of {self.user} in it ({FORMATS})."
             alike = self._alike()
             raise HeadshotsError(f"No selfie folder for user {self.user!r}: {self.selfies} does not exist.",
-                                 f"Did you mean {alike} (USER={alike})? If not: {create}" if alike else create)
+                                 f"Did you mean {alike}? If not: {create}" if alike else create)
         photos = list_photos(self.selfies)
         if not photos:
             raise HeadshotsError(f"{self.selfies} is empty.", f"Add {self.photos_wanted} recent photos of yourself, alone, face visible.")

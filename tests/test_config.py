@@ -169,7 +169,7 @@ def test_a_missing_or_empty_selfie_folder_says_what_to_add(make_config):
     assert "Add 4-16 recent photos" in err.value.hint  # the advice follows the limits intake judges by
     with pytest.raises(HeadshotsError, match="No selfie folder for user 'bobb'") as err:  # a name mistyped
         Workspace.from_config(make_config("bobb")).require_selfies()
-    assert err.value.hint.startswith("Did you mean bob (USER=bob)? If not: Create it and put")
+    assert err.value.hint.startswith("Did you mean bob? If not: Create it and put")
 
 
 def test_hints_name_the_run_and_profile_the_person_used():

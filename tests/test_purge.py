@@ -90,6 +90,7 @@ def test_make_takes_whose_data_from_its_command_line_only():
 
     refused = make("check-user")  # what purge, train and the rest run first
     assert refused.returncode == 2 and "say whose photos on the command line" in refused.stdout, refused
+    assert "e.g. make intake USER=alice" in make("intake").stdout  # the command the person typed, not another
     assert make("check-user", "USER=erin").returncode == 0
     assert "-m service.purge --user='erin' " in make("-n", "purge", "USER=erin").stdout
     # The photos go only with ALL=1 on make's command line: ALL=0 keeps them, an ALL left in the shell is not read,
