@@ -23,7 +23,7 @@ from headshots.workspace import ADAPTER_WEIGHTS, Workspace
 from infer.gallery import CARD_SIDES, review_card
 from infer.manifest import read_manifest
 from service.jobs import DONE, FAILED, IMAGE_KINDS, QUEUED, RUNNING, STOPPED, Job
-from train.intake_report import PREVIEW_SIDE, face_boxes_html
+from train.intake_report import PREVIEW_SIDE, face_boxes_html, set_summary
 
 CSS = """
 .hs-set{padding:10px 14px;border-left:6px solid #2a2;margin:6px 0 12px;background:#f6fff6}
@@ -207,8 +207,7 @@ def photos_html(ws: Workspace, previews: dict[str, str] | None = None) -> str:
         return f"<p class='hs-empty'>No photos yet: add {ws.photos_wanted} recent photos of yourself, alone, face visible.</p>"
     s = report["set"]
     head = (f"<div class='hs-set {s['verdict']}' id='hs-set'><span class='hs-verdict'>{html.escape(s['verdict'])}</span>: "
-            f"{s['usable']} of {s['total']} photos usable{': ' + html.escape(s['reason']) if s.get('reason') else ''}"
-            f"<ul>{_items(s['advice'])}</ul></div>")
+            f"{html.escape(set_summary(s['usable'], s['total'], s.get('reason')))}<ul>{_items(s['advice'])}</ul></div>")
     previews = previews or {}
     cards = "".join(_photo_card(p, previews.get(p["file"]) or data_uri(ws.selfies / p["file"], PREVIEW_SIDE))
                     for p in report["photos"])

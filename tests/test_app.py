@@ -119,7 +119,8 @@ def test_unusable_set_is_refused_for_training(server, selfies):
     with pytest.raises(AppError, match="no photos to train on"):
         client.predict(api_name="/train")
     result = upload(client, selfies[:2])
-    assert "hs-set reject" in result["photos"] and "need at least 5" in result["photos"]
+    assert "hs-set reject" in result["photos"]  # why, before how many: "2 of 2 usable" had read as a contradiction
+    assert "</span>: only 2 usable photos (need at least 5). Usable: 2 of 2 photos.<ul>" in result["photos"]
     with pytest.raises(AppError, match=r"not usable yet: only 2 usable photos .* Add 3 more photos"):
         client.predict(api_name="/train")
     assert server.app.jobs.latest("erin") is None

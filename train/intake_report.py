@@ -18,6 +18,13 @@ if TYPE_CHECKING:
 PREVIEW_SIDE = 240  # px, the thumbnails in intake.html and on the app's upload tab
 
 
+def set_summary(usable: int, total: int, reason: str | None) -> str:
+    """What follows the set's verdict: why, then the count. The count right after the verdict read as a
+    contradiction of it ("REJECT: 2 of 2 photos usable: only 2 usable photos (need at least 5)")."""
+    count = f"Usable: {usable} of {total} photos."
+    return f"{reason}. {count}" if reason else count
+
+
 def print_table(result: IntakeResult) -> None:
     names = [printable(p.file) for p in result.photos]
     width = max([len(name) for name in names] + [5])
@@ -26,7 +33,7 @@ def print_table(result: IntakeResult) -> None:
         detail = f"{p.reason} -> {' '.join(p.advice)}" if p.reason else ""
         print(f"{name:<{width}}  {p.verdict.upper():<7}  {printable(detail)}")
     s = result.set
-    print(f"\nset: {s.verdict.upper()}, {s.usable} of {s.total} photos usable" + (f": {s.reason}" if s.reason else ""))
+    print(f"\nset: {s.verdict.upper()}: {set_summary(s.usable, s.total, s.reason)}")
     for line in s.advice:
         print(f"  -> {line}")
     print()
@@ -61,8 +68,7 @@ def render_html(result: IntakeResult) -> str:
     s = result.set
     parts = [f"<!doctype html><meta charset=utf-8><title>Intake: {html.escape(result.user)}</title><style>{_STYLE}</style>",
              f"<h1>Photo check for {html.escape(result.user)}</h1>",
-             (f"<div class='photo {s.verdict}'><div><span class=verdict>{s.verdict}</span>: {s.usable} of {s.total} photos usable"
-              f"{': ' + html.escape(s.reason) if s.reason else ''}<ul>{''.join(f'<li>{html.escape(a)}' for a in s.advice)}</ul></div></div>")]
+             (f"<div class='photo {s.verdict}'><div><span class=verdict>{s.verdict}</span>: {html.escape(set_summary(s.usable, s.total, s.reason))}<ul>{''.join(f'<li>{html.escape(a)}' for a in s.advice)}</ul></div></div>")]
     for p in result.photos:
         frame = "<div class=frame>(not readable)</div>"
         if p.file in result.previews:
