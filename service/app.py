@@ -160,6 +160,13 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def _only_listed(chosen: list[str], listed: set[str]) -> None:
+    """Refuses names the page does not list now (an image deleted in another tab, or a forged request), naming them."""
+    unknown = [file for file in chosen if file not in listed]
+    if unknown:
+        raise HeadshotsError(f"Not among your images now: {', '.join(unknown)}.", "Reload the page to see your review as it is.")
+
+
 class HeadshotsApp:
     """The handlers, and the page wired to them."""
 
@@ -449,8 +456,10 @@ class HeadshotsApp:
         job = self.jobs.latest(user)
         if job is not None and job.active:  # a generate or more job writes the same manifest
             raise HeadshotsError("Wait for your job to finish first.", "Images can be removed once it is done (or stopped).")
-        if not chosen or any(f not in {file for _, file in views.discard_choices(ws, self.run)} for f in chosen):
-            raise HeadshotsError("Tick the images to delete first.", "Only your own generated images can be deleted.")
+        if not chosen:
+            raise HeadshotsError("Tick the images to delete first.", "Tick them in the list above the button, or press "
+                                 "Delete on an image's card.")
+        _only_listed(chosen, {file for _, file in views.discard_choices(ws, self.run)})
         cfg = self.settings.config(user)
         cfg.infer.discard_files = list(chosen)
         self.forget_cached_downloads(ws)  # the last export may hold one of them: its crops and the downloads go
@@ -479,8 +488,10 @@ class HeadshotsApp:
         if not files:
             raise HeadshotsError("Nothing generated yet.", "Pick styles and press Generate first.")
         chosen = list(favourites or [])
-        if not chosen or any(f not in files for f in chosen):
-            raise HeadshotsError("Tick your favourites under Review first.", "Only your own generated images can be exported.")
+        if not chosen:
+            raise HeadshotsError("Tick your favourites under Review first.", "Press Favourite on an image's card, or tick "
+                                 "it in the list under the review.")
+        _only_listed(chosen, files)
         cfg = self.settings.config(user)
         cfg.infer.export_files = chosen
         manifest = run_recorded("export", cfg, lambda: export(cfg, self.analyzer))  # as `make export IMAGES=...`

@@ -87,6 +87,17 @@ PAGE_JS = """() => {
       document.getElementById(action.dataset.press)?.click();
     }
   });
+  // Delete ticked images asks first, as a card's Delete does (not while a job runs: the server refuses then).
+  // Listening in the capture phase, a "no" stops the click before it reaches the button.
+  document.addEventListener("click", (event) => {
+    if (!event.target.closest("#hs-discard") || document.querySelector("#hs-stop:not([disabled])")) return;
+    const ticked = [...document.querySelectorAll("#hs-discard-pick input:checked")].map((input) => input.name);
+    const what = ticked.length === 1 ? ticked[0] : `${ticked.length} images (${ticked.join(", ")})`;
+    if (ticked.length && !window.confirm(`Delete ${what} for good?`)) {
+      event.preventDefault();
+      event.stopPropagation();
+    }
+  }, true);
   document.addEventListener("change", (event) => {
     const input = event.target.closest("input[type=checkbox]");
     const list = input?.closest("[id^=hs-]")?.id;

@@ -272,6 +272,17 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         assert not (samples / "actor-01.png").exists()
         assert "actor-01.png" not in [e["file"] for e in json.loads((samples / "manifest.json").read_text())["images"]]
         assert page.locator("#hs-dropped .hs-card[data-file='actor-01.png']").count() == 0
+        # Delete ticked images asks too, naming what it deletes (it deleted at once)
+        page.get_by_text("Remove images from your review").click()
+        page.locator("#hs-discard-pick").get_by_label("actor-00.png").check()
+        page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+        page.locator("#hs-discard").click()
+        page.wait_for_timeout(1000)
+        assert asked[1:] == ["Delete actor-00.png for good?"] and (samples / "actor-00.png").exists()
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.locator("#hs-discard").click()
+        page.get_by_text("0 of 4 kept").wait_for(timeout=60_000)
+        assert not (samples / "actor-00.png").exists()
         # The favourite stays ticked through the new round and the deletion, on its card too.
         expect(page.locator("#hs-favourites input[name='linkedin-00.png']")).to_be_checked()
         expect(page.locator("#hs-dropped .hs-card[data-file='linkedin-00.png'] [data-tick=hs-favourites]")).to_have_attribute("aria-pressed", "true")
