@@ -61,7 +61,8 @@ def load_rgb(path: Path, draft_side: int | None = None) -> Image.Image:
     except UnidentifiedImageError as exc:
         raise ImageError(f"{path.name}: not an image file (or an unsupported format).", f"Upload a {FORMATS} photo.") from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path.name}: the file is damaged or truncated ({exc}).", "Export or upload the photo again.") from exc
+        # the decoder's own words ("image file is truncated (8 bytes not processed)") stay in the chained exception (-v)
+        raise ImageError(f"{path.name}: the file is damaged or truncated.", "Export or upload the photo again.") from exc
 
 
 def original_size(path: Path) -> tuple[int, int]:

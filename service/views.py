@@ -230,13 +230,23 @@ def _photo_card(p: dict, uri: str | None) -> str:
     if uri:
         boxes = face_boxes_html(p.get("face_box"), p.get("other_faces", []), "hs-box")
         frame = f"<div class='hs-frame'><img src='{uri}' alt='{html.escape(p['file'])}'>{boxes}</div>"
-    measured = "; ".join(f"{name}: {', '.join(f'{k} {v}' for k, v in c['value'].items())}"
-                         for name, c in p["checks"].items() if c["status"] != "ok" and c["value"])
+    measured = _measured(p["checks"])
     return (f"<div class='hs-photo {p['verdict']}' data-file='{html.escape(p['file'])}'>{frame}"
             f"<b>{html.escape(p['file'])}</b> <span class='hs-verdict'>{html.escape(p['verdict'])}</span> "
             f"{tick_button('hs-remove-pick', p['file'], False, TO_REMOVE)}"
             f"<p>{html.escape(p.get('reason') or 'good photo')}</p><ul>{_items(p['advice'])}</ul>"
             f"{f'<small>measured: {html.escape(measured)}</small>' if measured else ''}</div>")
+
+
+def _measured(checks: dict) -> str:
+    """The figures of each check that fired, for whoever wants them; a measure not taken (None: the confidence of
+    a face not found) is left out."""
+    parts = []
+    for name, check in checks.items():
+        figures = ", ".join(f"{key} {value}" for key, value in check["value"].items() if value is not None)
+        if check["status"] != "ok" and figures:
+            parts.append(f"{name}: {figures}")
+    return "; ".join(parts)
 
 
 def set_usable(ws: Workspace) -> bool:

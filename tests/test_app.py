@@ -83,8 +83,9 @@ def test_bad_files_get_their_reason_not_a_traceback(server, selfies, tmp_path):
     photo = selfies[0].read_bytes()
     (bad / "cut.jpg").write_bytes(photo[:4000])  # ends inside the header: refused at upload
     (bad / "half.jpg").write_bytes(photo[: len(photo) // 2])  # a whole header, half the picture: intake says so
+    Image.new("RGB", (400, 300), (120, 140, 160)).save(bad / "wall.jpg")  # no face in it
     client, _ = session(server, "carol")
-    result = upload(client, [bad / "notes.txt", bad / "fake.jpg", bad / "cut.jpg", bad / "half.jpg", selfies[0]])
+    result = upload(client, [bad / "notes.txt", bad / "fake.jpg", bad / "cut.jpg", bad / "half.jpg", bad / "wall.jpg", selfies[0]])
 
     assert "**not added**: notes.txt: not an image file" in result["notes"]
     assert "**not added**: fake.jpg: not an image file" in result["notes"]
@@ -92,9 +93,11 @@ def test_bad_files_get_their_reason_not_a_traceback(server, selfies, tmp_path):
     assert "added **half.jpg**" in result["notes"] and "added **01.jpg**" in result["notes"]
     card = result["photos"].split("data-file='half.jpg'>")[1].split("</div></div>")[0]
     assert "reject" in card and "damaged or truncated" in card and "Export or upload the photo again" in card
-    assert [name for name, _ in result["remove_pick"]["choices"]] == ["01.jpg", "half.jpg"]
+    card = result["photos"].split("data-file='wall.jpg'>")[1].split("</div></div>")[0]
+    assert "no face found" in card and "measured: face: faces 0</small>" in card  # not "confidence None"
+    assert [name for name, _ in result["remove_pick"]["choices"]] == ["01.jpg", "half.jpg", "wall.jpg"]
     assert not any("Traceback" in str(value) for value in result.values())
-    assert sorted(p.name for p in (server.data / "carol" / "selfies").iterdir()) == ["01.jpg", "half.jpg"]
+    assert sorted(p.name for p in (server.data / "carol" / "selfies").iterdir()) == ["01.jpg", "half.jpg", "wall.jpg"]
 
 
 def test_upload_limits_are_enforced_with_the_limit_named(server, selfies, tmp_path):
