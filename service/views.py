@@ -54,6 +54,8 @@ CSS = """
 .hs-card-action.hs-danger{color:#8a1c1c}
 .hs-tick[aria-pressed=true]{background:#fff4c2;border-color:#e0b000}
 .hs-actions{float:right;display:flex;flex-wrap:wrap;justify-content:flex-end;gap:6px}
+/* Download names wrap instead of ending in "…": every crop of an image starts alike ("linkedin-12… .jpg" on a phone) */
+#hs-files .stem{white-space:normal;overflow-wrap:anywhere}
 .hs-crops{margin:0 0 16px}.hs-crop-row{display:flex;flex-wrap:wrap;align-items:flex-end;gap:16px}
 .hs-crop-row figure{margin:6px 0;max-width:220px;font-size:13px;text-align:center}
 .hs-crop{display:block;margin:0 auto 4px;box-shadow:0 1px 3px #0003}

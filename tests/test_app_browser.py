@@ -308,6 +308,9 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         with zipfile.ZipFile(archive) as bundle:
             assert sorted(bundle.namelist()) == sorted(f"{name}-{size}/linkedin-00.jpg" for name, size in sizes.items())
         steps.shot(page, "download")
+        page.set_viewport_size({"width": 390, "height": 844})  # a phone: each download's whole name, wrapped
+        assert page.locator("#hs-files .stem").evaluate_all("stems => stems.filter(s => s.scrollWidth > s.clientWidth).length") == 0
+        page.set_viewport_size({"width": 1300, "height": 1000})
 
         # 6. Delete my data, after a confirmation: also Gradio's cached copies of the downloads.
         from gradio.processing_utils import hash_file
