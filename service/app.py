@@ -464,7 +464,9 @@ class HeadshotsApp:
         cfg.infer.discard_files = list(chosen)
         self.forget_cached_downloads(ws)  # the last export may hold one of them: its crops and the downloads go
         discard(cfg, self.analyzer)
-        return {**self.review_view(ws, shown, dropped_open, favourites), self.c["files"]: None, self.c["crops"]: ""}
+        # the status line counts the review's images too ("Your review holds 6 images"): said again, not left stale
+        return {**self.review_view(ws, shown, dropped_open, favourites), self.c["files"]: None, self.c["crops"]: "",
+                **self.status_view(user)}
 
     def discard_one(self, file: str | None, shown: int, dropped_open: bool, favourites: list[str] | None,
                     state: str | None, request: gr.Request) -> dict:
@@ -738,10 +740,11 @@ class HeadshotsApp:
         c["more"].click(self.more, [c["more_pick"], c["more_strength"], c["user"]], status, api_name="more", **instant)
         c["card_more"].click(self.more, [c["card_file"], c["more_strength"], c["user"]], status, api_name=False, **instant)
         drawing = [c["shown"], c["dropped_open"], c["favourites"], c["user"]]
-        c["discard"].click(self.discard, [c["discard_pick"], *drawing], [*review[1:], c["files"], c["crops"]], api_name="discard",
+        discarded = [*review[1:], c["files"], c["crops"], *status]
+        c["discard"].click(self.discard, [c["discard_pick"], *drawing], discarded, api_name="discard",
                            show_progress_on=[c["review"]])
-        c["card_delete"].click(self.discard_one, [c["card_file"], *drawing], [*review[1:], c["files"], c["crops"]],
-                               api_name=False, show_progress_on=[c["review"]])
+        c["card_delete"].click(self.discard_one, [c["card_file"], *drawing], discarded, api_name=False,
+                               show_progress_on=[c["review"]])
         c["review_more"].click(self.show_more, drawing, [c["shown"], *drawn], api_name=False)
         c["dropped_toggle"].click(self.toggle_dropped, drawing, [c["dropped_open"], *drawn], api_name=False)
         c["favourites"].input(self.keep_favourites, [c["favourites"], c["user"]], None, api_name=False,

@@ -283,6 +283,7 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         page.locator("#hs-discard").click()
         page.get_by_text("0 of 4 kept").wait_for(timeout=60_000)
         assert not (samples / "actor-00.png").exists()
+        assert "Your review holds 4 images" in page.locator("#hs-status").inner_text()  # not the 6 the job left
         # The favourite stays ticked through the new round and the deletion, on its card too.
         expect(page.locator("#hs-favourites input[name='linkedin-00.png']")).to_be_checked()
         expect(page.locator("#hs-dropped .hs-card[data-file='linkedin-00.png'] [data-tick=hs-favourites]")).to_have_attribute("aria-pressed", "true")
