@@ -336,7 +336,7 @@ class InferConfig:
     # the base runs the first `refiner_start` of the denoising, the refiner the rest. None: base only.
     refiner: str | None = None
     refiner_start: float = 0.8
-    export_files: list[str] = field(default_factory=list)  # files in samples/ to export; empty: every kept image
+    export_files: list[str] = field(default_factory=list)  # files in samples/ to export; empty: the favourites, else every kept image
     discard_files: list[str] = field(default_factory=list)  # python -m infer discard: files in samples/ to delete for good
     detail: DetailConfig = field(default_factory=DetailConfig)
     more: MoreConfig = field(default_factory=MoreConfig)
