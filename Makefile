@@ -99,8 +99,10 @@ test-all:
 lint:
 	$(BIN)/ruff check .
 
+# The commands that take USER= (check-user first): its error names the one typed
+PERSON_COMMANDS := intake prepare train infer more discard export purge
 check-user:
-	@test -n $(call shell_quote,$(PERSON)) || { echo "error: say whose photos on the command line, e.g. make $(firstword $(MAKECMDGOALS)) USER=alice"; exit 2; }
+	@test -n $(call shell_quote,$(PERSON)) || { echo "error: say whose photos on the command line, e.g. make $(firstword $(filter $(PERSON_COMMANDS),$(MAKECMDGOALS)) train) USER=alice"; exit 2; }
 
 intake: check-user
 	$(BIN)/python -m train intake $(COMMON) $(ARGS)

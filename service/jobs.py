@@ -163,26 +163,25 @@ class JobQueue:
         if device is not None:
             env["CUDA_VISIBLE_DEVICES"] = device
         while True:
-            with self._cond:
-                while not self._waiting and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    return
-                job = self._waiting.popleft()
-                job.state, job.started = RUNNING, time.time()
-                running = ExitStack()
-                try:
-                    running.enter_context(_in_use(job))
-                    job.process = _start(job, self._cwd, env)
-                except (OSError, HeadshotsError) as exc:  # disk full, a folder not writable, data being deleted
-                    running.close()
-                    _not_started(job, exc)
-                    self._cond.notify_all()
-                    log.error("job %d (%s for %s) could not start: %s", job.id, job.kind, job.user, exc)
-                    continue
-            log.info("job %d (%s for %s) started on %s", job.id, job.kind, job.user, device or "cpu")
-            code = job.process.wait()
-            running.close()
+            with ExitStack() as running:  # JOB_LOCK, let go on every way out of here, before the job is marked ended
+                with self._cond:
+                    while not self._waiting and not self._closed:
+                        self._cond.wait()
+                    if self._closed:
+                        return
+                    job = self._waiting.popleft()
+                    job.state, job.started = RUNNING, time.time()
+                    try:
+                        running.enter_context(_in_use(job))
+                        job.process = _start(job, self._cwd, env)
+                    except (OSError, HeadshotsError) as exc:  # disk full, a folder not writable, data being deleted
+                        running.close()
+                        _not_started(job, exc)
+                        self._cond.notify_all()
+                        log.error("job %d (%s for %s) could not start: %s", job.id, job.kind, job.user, exc)
+                        continue
+                log.info("job %d (%s for %s) started on %s", job.id, job.kind, job.user, device or "cpu")
+                code = job.process.wait()
             with self._cond:
                 _finish(job, code)
                 self._cond.notify_all()
@@ -190,7 +189,9 @@ class JobQueue:
 
 
 def _in_use(job: Job):
-    """JOB_LOCK, held while the job's process runs; taken only if no purge of the person's data holds it now."""
+    """JOB_LOCK, held while the job's process runs; refused while a purge of the person's data holds it. (A job
+    starting in the instant the purge deletes the folder makes a new lock file there: the deletion itself is the
+    window left.)"""
     job.log_path.parent.mkdir(parents=True, exist_ok=True)
     return held_alone(job.log_path.parent / JOB_LOCK, HeadshotsError(
         "Your data is being deleted, or used by another copy of the web app: this job did not start.",

@@ -94,7 +94,8 @@ PAGE_JS = """() => {
   document.addEventListener("click", (event) => {
     if (!event.target.closest("#hs-discard") || document.querySelector("#hs-stop:not([disabled])")) return;
     const ticked = [...document.querySelectorAll("#hs-discard-pick input:checked")].map((input) => input.name);
-    const what = ticked.length === 1 ? ticked[0] : `${ticked.length} images (${ticked.join(", ")})`;
+    const named = ticked.length > 4 ? `${ticked.slice(0, 3).join(", ")} and ${ticked.length - 3} more` : ticked.join(", ");
+    const what = ticked.length === 1 ? ticked[0] : `${ticked.length} images (${named})`;
     if (ticked.length && !window.confirm(`Delete ${what} for good?`)) {
       event.preventDefault();
       event.stopPropagation();

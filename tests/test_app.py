@@ -123,7 +123,7 @@ def test_unusable_set_is_refused_for_training(server, selfies):
         client.predict(api_name="/train")
     result = upload(client, selfies[:2])
     assert "hs-set reject" in result["photos"]  # why, before how many: "2 of 2 usable" had read as a contradiction
-    assert "</span>: only 2 usable photos (need at least 5). Usable: 2 of 2 photos.<ul>" in result["photos"]
+    assert "</span>: only 2 usable photos (need at least 5). 2 of 2 photos usable.<ul>" in result["photos"]
     with pytest.raises(AppError, match=r"not usable yet: only 2 usable photos .* Add 3 more photos"):
         client.predict(api_name="/train")
     assert server.app.jobs.latest("erin") is None
@@ -288,8 +288,8 @@ def test_job_queue_order_position_and_stop(tmp_path):
 def test_purge_is_refused_from_the_moment_a_job_starts(tmp_path, capsys):
     """A purge 2 s into a web app's Generate went through: the job's process was still importing, before it took any
     lock of its own. It then failed, pointing at a log the purge had deleted. The app holds the job's lock from before
-    the process starts until it has ended: a purge is refused all that time, and goes through after it; a job whose
-    data is being deleted does not start."""
+    the process starts until it has ended: a purge is refused while the process runs, and goes through after it; a
+    job does not start while a purge holds the lock."""
     from service.jobs import JOB_LOCK, JOBS_FOLDER
     from service.purge import main as purge
     from tests.conftest import held_elsewhere

@@ -21,7 +21,7 @@ PREVIEW_SIDE = 240  # px, the thumbnails in intake.html and on the app's upload 
 def set_summary(usable: int, total: int, reason: str | None) -> str:
     """What follows the set's verdict: why, then the count. The count right after the verdict read as a
     contradiction of it ("REJECT: 2 of 2 photos usable: only 2 usable photos (need at least 5)")."""
-    count = f"Usable: {usable} of {total} photos."
+    count = f"{usable} of {total} photos usable."
     return f"{reason}. {count}" if reason else count
 
 
