@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections import deque
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -188,7 +188,7 @@ class JobQueue:
             log.info("job %d (%s for %s) %s", job.id, job.kind, job.user, job.state)
 
 
-def _in_use(job: Job):
+def _in_use(job: Job) -> AbstractContextManager[None]:
     """JOB_LOCK, held while the job's process runs; refused while a purge of the person's data holds it. (A job
     starting in the instant the purge deletes the folder makes a new lock file there: the deletion itself is the
     window left.)"""
