@@ -860,3 +860,28 @@ def test_a_cut_out_is_named_as_one_not_as_light_behind_the_person(faces_dir, ana
     cut_out.save(tmp_path / "nothing.png")
     report, _, _ = assess_photo(tmp_path / "nothing.png", analyzer, make_config("alice"), NOW)
     assert (report.verdict, report.reason) == ("reject", "the image is (almost) all transparent"), report.reason
+
+
+def test_face_boxes_sit_on_the_faces_in_intake_html(make_config, faces_dir, analyzer):
+    """intake.html draws each face box in percent of its thumbnail. The thumbnail's frame stretched to the height of
+    its row, set by the table of figures beside it, so on a landscape photo the box fell on the neck and ran below
+    the photo (seen in a walk). Checked in a real browser: each box lies on its photo."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import FLAGS, need_chromium
+
+    chromium = need_chromium("check intake.html's face boxes in a browser")
+    cfg = make_config("alice")
+    ws = Workspace.from_config(cfg)
+    copy_photos(sorted((faces_dir / "georgia-tech" / "s01").glob("*.jpg"))[:2], ws.selfies)  # 640x480
+    run_intake(cfg, analyzer)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.goto(ws.intake_page.as_uri())
+        frames = page.locator(".frame:has(.box)")
+        assert frames.count() == 2
+        for frame in frames.all():
+            photo, box = frame.locator("img").bounding_box(), frame.locator(".box").first.bounding_box()
+            assert photo["y"] <= box["y"] and box["y"] + box["height"] <= photo["y"] + photo["height"] + 1, (photo, box)
+        browser.close()

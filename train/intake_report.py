@@ -55,10 +55,11 @@ def thumbnail_uri(image: Image.Image) -> str:
     return jpeg_data_uri(small, quality=80)
 
 
+# .frame keeps its photo's height (not the row's, which the table of figures sets): the face boxes are in percent of it
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
 .photo{display:flex;gap:1.5em;margin:1em 0;padding:1em;border-left:6px solid #2a2}
 .warn{border-color:#e90}.reject{border-color:#d22}
-.frame{position:relative;width:240px;flex:none}.frame img{width:240px;display:block}
+.frame{position:relative;width:240px;flex:none;align-self:flex-start}.frame img{width:240px;display:block}
 .box{position:absolute;border:2px solid #0f0;box-sizing:border-box}.box.other{border-color:#e00}
 .verdict{font-weight:bold;text-transform:uppercase}td{padding:0 .6em;font-size:.85em;color:#555}"""
 
