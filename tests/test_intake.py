@@ -488,6 +488,13 @@ def test_of_two_copies_the_worse_is_the_one_to_replace(make_config, faces_dir, a
     assert photos[f"{mine[3].stem}-resaved.jpg"].checks["duplicate"].reason == f"same shot as {mine[3].name}"
     assert photos[mine[3].name].checks["duplicate"].status == "ok"
 
+    # a PNG re-save (same pixels, a larger file, the camera's date lost) named to sort first: the dated original is
+    # kept (it had been rejected as the copy's copy, and the copy then read as a recent photo)
+    Image.open(mine[4]).save(ws.selfies / "00-copy.png")
+    photos = {p.file: p for p in run_intake(cfg, analyzer).photos}
+    assert photos["00-copy.png"].checks["duplicate"].reason == f"same shot as {mine[4].name}"
+    assert photos[mine[4].name].checks["duplicate"].status == "ok"
+
 
 def test_set_checks_duplicate_someone_else_and_how_many_more(make_config, faces_dir, analyzer):
     cfg = make_config("carol")
