@@ -14,7 +14,7 @@ from headshots.errors import HeadshotsError
 from headshots.faces import Face
 from headshots.workspace import Workspace
 from tests.conftest import copy_photos
-from train.prepare import eye_line_degrees, frame_face, prepare
+from train.prepare import eye_line_degrees, frame_face, keep_rejected_setting, prepare
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -74,7 +74,7 @@ def test_photos_intake_rejects_are_not_trained_on_unless_the_person_keeps_them(m
     verdicts = {p["file"]: p for p in json.loads(ws.prepare_report.read_text())["photos"]}
     assert {f for f, p in verdicts.items() if p["kept"]} == {p.name for p in mine}
     assert verdicts["zz-someone.jpg"]["reason"].startswith("intake: this photo may be someone else")
-    assert "`prepare: {keep_rejected: [zz-someone.jpg]}` to" in verdicts["zz-someone.jpg"]["advice"]
+    assert "`prepare: {keep_rejected: [\"zz-someone.jpg\"]}` to" in verdicts["zz-someone.jpg"]["advice"]
     assert "zz-someone.jpg" not in datasets.load_from_disk(str(ws.prepared))["file"]
 
     ws.person_settings.write_text("prepare:\n  keep_rejected: [zz-someone.jpg]\n")  # the person says it is them
@@ -139,3 +139,12 @@ def test_a_turned_crop_uses_only_pixels_of_the_photo(centre):
         assert framing.degrees == pytest.approx(20) and framing.side >= 0.8 * 280 - 1
     else:
         assert centre == (300, 130)  # 20 degrees at 70 px from the top edge: no room to turn
+
+
+@pytest.mark.parametrize("name", ["05.jpg", "me, at home [2].jpg", "#1 selfie: best.jpg", 'say "cheese" \\ 😀.jpg'])
+def test_the_keep_rejected_line_prepare_suggests_reads_back_as_the_name(name, make_config):
+    """Pasted as prepare printed it, "me, at home [2].jpg" was a YAML syntax error and "#1 selfie: best.jpg" a comment."""
+    ws = Workspace.from_config(make_config("alice"))
+    ws.person_settings.parent.mkdir(parents=True, exist_ok=True)
+    ws.person_settings.write_text(keep_rejected_setting(name) + "\n", encoding="utf-8")
+    assert list(make_config("alice").prepare.keep_rejected) == [name]

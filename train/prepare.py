@@ -233,8 +233,14 @@ def rejected_by_intake(cfg: Config, analyzer: FaceAnalyzer) -> dict[str, tuple[s
     return {photo.file: (f"intake: {photo.reason}", " ".join(photo.advice)) for photo in photos if photo.verdict == REJECT}
 
 
+def keep_rejected_setting(file: str) -> str:
+    """The settings.yaml line that trains on `file` although intake rejects it. The name is quoted (a JSON string is
+    a YAML one): "me, at home [2].jpg" or "#1 selfie.jpg" pasted bare is a syntax error or a comment."""
+    return f"prepare: {{keep_rejected: [{json.dumps(file, ensure_ascii=False)}]}}"
+
+
 def _keep_rejected_advice(advice: str, file: str, workspace: Workspace) -> str:
-    return f"{advice} If intake is wrong about it, add `prepare: {{keep_rejected: [{file}]}}` to {workspace.person_settings}."
+    return f"{advice} If intake is wrong about it, add `{keep_rejected_setting(file)}` to {workspace.person_settings}."
 
 
 def prepare(cfg: Config, analyzer: FaceAnalyzer | None = None) -> PrepareResult:
