@@ -17,7 +17,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from headshots.errors import ImageError
 
-MAX_PIXELS = 80_000_000  # ~ a 10000x8000 photo; beyond that we refuse instead of exhausting memory
+# A 108-megapixel phone photo (12000x9000) is read (intake decodes a JPEG that size at a reduced scale); beyond this
+# we refuse instead of exhausting memory
+MAX_PIXELS = 120_000_000
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 

@@ -100,6 +100,13 @@ def test_broken_files_get_a_reason(tmp_path, name, content, message):
     assert err.value.hint
 
 
+def test_a_108_megapixel_phone_photo_is_read(tmp_path):
+    """Phones save 12000x9000 photos in their high-resolution mode: refused as "too large" at an 80 MP limit."""
+    path = tmp_path / "IMG_108MP.jpg"
+    Image.new("RGB", (12000, 9000), (180, 150, 130)).save(path, quality=80)
+    assert images.load_rgb(path, draft_side=800).size == (1500, 1125)  # decoded at 1/8 scale, as intake does
+
+
 def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
     path = tmp_path / "huge.png"
     Image.new("L", (300, 300)).save(path)
