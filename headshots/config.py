@@ -443,7 +443,8 @@ class IntakeConfig:
                     "max_age_years", "smile_ratio"):
             _check(getattr(self, key) >= 0, f"intake.{key}", "must be >= 0")
         _check(-1.0 <= self.identity_threshold <= 1.0, "intake.identity_threshold", "must be between -1 and 1")
-        _check(1 <= self.min_photos <= self.good_photos, "intake.min_photos", "must be at least 1 and at most intake.good_photos")
+        _check(1 <= self.min_photos <= self.good_photos, "intake.min_photos",
+               f"is {self.min_photos}: it must be at least 1 and at most intake.good_photos ({self.good_photos})")
 
     @property
     def photos_wanted(self) -> str:

@@ -101,6 +101,7 @@ def test_a_persons_own_settings_are_layered_and_kept_to_their_few_keys(tmp_path)
         ("train.learning_rate=inf", "`train.learning_rate` must be a positive number (inf trains to nan)"),
         ("intake.max_roll=nan", "Config key `intake.max_roll` is nan"),
         ("model=${train}", "Invalid type assigned"),  # an interpolation is resolved at load: an error, not a traceback
+        ("intake.min_photos=-2", "is -2: it must be at least 1 and at most intake.good_photos (10)"),  # the values said
     ],
 )
 def test_bad_config_fails_at_load_naming_the_key(override, names):

@@ -633,6 +633,11 @@ def test_a_shared_warning_is_told_for_the_set_in_each_of_its_kinds(make_config):
     assert report.verdict == "warn" and "every photo: head turned to the side or head or camera tilted" in report.reason
     assert f"Every photo: head turned to the side or head or camera tilted. {turned[1]} {tilted[1]}" in report.advice
 
+    blank = PhotoReport("blank.jpg")  # rejected, and without the warning the others share: not "every photo"
+    blank.add("face", Check("reject", {}, "no face found", "Use a photo of you."))
+    report = set_report([*photos, blank], {}, [], make_config("erin").intake, share_warnings([*photos, blank]))
+    assert "every usable photo: head turned" in report.reason and "Every usable photo: head turned" in report.advice[-1]
+
 
 def _two_men(faces_dir: Path, selfies: Path, each: int) -> None:
     """The first `each` Georgia Tech photos of s01 and of s02 in `selfies`, named s01-01.jpg, s02-01.jpg, ..."""

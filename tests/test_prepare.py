@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import datasets
@@ -60,7 +61,7 @@ def test_prepare_keeps_good_photos_and_explains_the_rest(make_config, faces_dir,
     assert embeddings.shape == (6, 512)
 
 
-def test_photos_intake_rejects_are_not_trained_on_unless_the_person_keeps_them(make_config, faces_dir, analyzer):
+def test_photos_intake_rejects_are_not_trained_on_unless_the_person_keeps_them(make_config, faces_dir, analyzer, caplog):
     """A usable set (`make train` goes on) can still hold photos intake rejects: someone else's face must not be
     learnt as the person's. One detected face each, so prepare's own detection keeps them all."""
     cfg = make_config("carol")
@@ -77,8 +78,10 @@ def test_photos_intake_rejects_are_not_trained_on_unless_the_person_keeps_them(m
     assert "`prepare: {keep_rejected: [\"zz-someone.jpg\"]}` to" in verdicts["zz-someone.jpg"]["advice"]
     assert "zz-someone.jpg" not in datasets.load_from_disk(str(ws.prepared))["file"]
 
-    ws.person_settings.write_text("prepare:\n  keep_rejected: [zz-someone.jpg]\n")  # the person says it is them
-    prepare(make_config("carol"), analyzer)
+    ws.person_settings.write_text("prepare:\n  keep_rejected: [zz-someone.jpg, ZZ-Someone.JPG]\n")  # it is them
+    with caplog.at_level(logging.WARNING, logger="train"):
+        prepare(make_config("carol"), analyzer)
+    assert "names ZZ-Someone.JPG, not among the photos in" in caplog.text and "(did you mean zz-someone.jpg?)" in caplog.text
     assert "zz-someone.jpg" in datasets.load_from_disk(str(ws.prepared))["file"]
     kept = next(p for p in json.loads(ws.prepare_report.read_text())["photos"] if p["file"] == "zz-someone.jpg")
     assert kept["kept"] and any("kept as prepare.keep_rejected asks" in w for w in kept["warnings"])  # not silently

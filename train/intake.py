@@ -671,11 +671,13 @@ def set_report(photos: list[PhotoReport], measured: dict[int, Measured], split: 
         report.reason = report.reason or "; ".join(variety)
         report.advice.append("Mix it up: different rooms or outdoors, different light, a few head angles and expressions.")
     if shared:
-        said = [_said_of_all([p for p in photos if p.verdict != REJECT], name) for name in shared]
+        kept = [p for p in photos if p.verdict != REJECT]
+        said = [_said_of_all(kept, name) for name in shared]
         report.verdict = max(report.verdict, WARN, key=_RANK.get)
-        common = "every photo: " + " and ".join(reason for reason, _ in said)
+        every = "every photo" if len(kept) == len(photos) else "every usable photo"  # a rejected one may differ
+        common = f"{every}: " + " and ".join(reason for reason, _ in said)
         report.reason = f"{report.reason}; {common}" if report.reason else common
-        report.advice += [f"Every photo: {reason}. {advice}" for reason, advice in said]
+        report.advice += [f"{every.capitalize()}: {reason}. {advice}" for reason, advice in said]
     return report
 
 

@@ -10,6 +10,7 @@ Writes  data/users/<user>/prepared/             datasets.Dataset: image, caption
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import shutil
@@ -227,9 +228,12 @@ def rejected_by_intake(cfg: Config, analyzer: FaceAnalyzer) -> dict[str, tuple[s
 
     workspace = Workspace.from_config(cfg)
     photos = judge_photos(cfg, analyzer).photos
-    unknown = set(cfg.prepare.keep_rejected) - {photo.file for photo in photos}
-    if unknown:
-        log.warning("prepare.keep_rejected names %s, not among the photos in %s", ", ".join(sorted(unknown)), workspace.selfies)
+    files = [photo.file for photo in photos]
+    for name in sorted(set(cfg.prepare.keep_rejected) - set(files)):
+        alike = difflib.get_close_matches(name.lower(), [f.lower() for f in files], n=1, cutoff=0.75)
+        meant = next((f for f in files if alike and f.lower() == alike[0]), None)
+        log.warning("prepare.keep_rejected names %s, not among the photos in %s%s", name, workspace.selfies,
+                    f" (did you mean {meant}?)" if meant else "")
     return {photo.file: (f"intake: {photo.reason}", " ".join(photo.advice)) for photo in photos if photo.verdict == REJECT}
 
 
