@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from safetensors.torch import save_file
 from tqdm import tqdm
@@ -263,7 +264,7 @@ def _prepare(cfg: Config, workspace: Workspace, photos: list[Path], analyzer: Fa
     resolution = cfg.model.resolution
 
     rejected = rejected_by_intake(cfg, analyzer)
-    results, crops, boxes, sizes, kept_images, kept_faces = [], [], [], [], [], []
+    results, crops, boxes, sizes, embeddings = [], [], [], [], []
     for path in tqdm(photos, desc="prepare", unit="photo"):
         result, image, detection = judge_photo(path, analyzer)
         results.append(result)
@@ -286,8 +287,7 @@ def _prepare(cfg: Config, workspace: Workspace, photos: list[Path], analyzer: Fa
         boxes.append(framing.face_box(face))
         crops.append(framing.cut(image, resolution))
         sizes.append([side, side])
-        kept_images.append(image)
-        kept_faces.append(face)
+        embeddings.append(analyzer.embed([image], [face]))  # now, not the whole photo kept (a phone's is 100+ MB)
 
     prepared = PrepareResult(cfg.user, results)
     write_json_atomic(workspace.prepare_report, prepared.to_json())
@@ -327,8 +327,7 @@ def _prepare(cfg: Config, workspace: Workspace, photos: list[Path], analyzer: Fa
     dataset.save_to_disk(str(building))
     replace_folder(building, workspace.prepared)
     write_captions_file(workspace.captions, dict(zip(files, captions.captions)))
-    embeddings = analyzer.embed(kept_images, kept_faces)
-    save_file({"embeddings": embeddings.contiguous()}, str(workspace.reference_embeddings),
+    save_file({"embeddings": torch.cat(embeddings).contiguous()}, str(workspace.reference_embeddings),
               metadata={"files": json.dumps([r.file for r in prepared.kept]), "model": "facenet-InceptionResnetV1"})
     log.info("prepared %d photos for %s -> %s", len(crops), cfg.user, workspace.prepared)
     return prepared
