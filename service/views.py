@@ -23,7 +23,7 @@ from headshots.workspace import ADAPTER_WEIGHTS, Workspace
 from infer.gallery import CARD_SIDES, review_card
 from infer.manifest import read_manifest
 from service.jobs import DONE, FAILED, IMAGE_KINDS, QUEUED, RUNNING, STOPPED, Job
-from train.intake_report import PREVIEW_SIDE, face_boxes_html, set_summary
+from train.intake_report import PREVIEW_SIDE, face_boxes_html, figures, set_summary
 
 CSS = """
 .hs-set{padding:10px 14px;border-left:6px solid #2a2;margin:6px 0 12px;background:#f6fff6}
@@ -242,14 +242,9 @@ def _photo_card(p: dict, uri: str | None) -> str:
 
 
 def _measured(checks: dict) -> str:
-    """The figures of each check that fired, for whoever wants them; a measure not taken (None: the confidence of
-    a face not found) is left out."""
-    parts = []
-    for name, check in checks.items():
-        figures = ", ".join(f"{key} {value}" for key, value in check["value"].items() if value is not None)
-        if check["status"] != "ok" and figures:
-            parts.append(f"{name}: {figures}")
-    return "; ".join(parts)
+    """The figures of each check that fired, for whoever wants them."""
+    fired = ((name, figures(check["value"])) for name, check in checks.items() if check["status"] != "ok")
+    return "; ".join(f"{name}: {shown}" for name, shown in fired if shown)
 
 
 def set_usable(ws: Workspace) -> bool:

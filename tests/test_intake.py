@@ -521,6 +521,7 @@ def test_set_checks_duplicate_someone_else_and_how_many_more(make_config, faces_
     assert any(a.startswith("Add 4 more") for a in result.set.advice)
     page = ws.intake_page.read_text()
     assert "class='box'" in page and "someone else" in page
+    assert "<td>duplicate<td>reject<td>max_similarity 0." in page and "{&quot;" not in page  # figures read, not JSON
     assert json.loads(ws.intake_report.read_text())["set"]["usable"] == 6
 
 

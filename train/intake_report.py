@@ -4,7 +4,6 @@ the web app's photo cards use too. Every photo is embedded as a small thumbnail:
 from __future__ import annotations
 
 import html
-import json
 from typing import TYPE_CHECKING
 
 from PIL import Image
@@ -16,6 +15,12 @@ if TYPE_CHECKING:
     from train.intake import IntakeResult
 
 PREVIEW_SIDE = 240  # px, the thumbnails in intake.html and on the app's upload tab
+
+
+def figures(measured: dict) -> str:
+    """A check's measured values as a person reads them ("anisotropy 0.644, side 212"), not as JSON; a measure not
+    taken (None: the confidence of a face not found, the date of a photo without one) is left out."""
+    return ", ".join(f"{key} {value}" for key, value in measured.items() if value is not None)
 
 
 def set_summary(usable: int, total: int, reason: str | None) -> str:
@@ -75,7 +80,7 @@ def render_html(result: IntakeResult) -> str:
         if p.file in result.previews:
             boxes = face_boxes_html(p.face_box, p.other_faces, "box")
             frame = f"<div class=frame><img src='{result.previews[p.file]}' alt=''>{boxes}</div>"
-        rows = "".join(f"<tr><td>{name}<td>{c.status}<td>{html.escape(json.dumps(c.value))}" for name, c in p.checks.items())
+        rows = "".join(f"<tr><td>{name}<td>{c.status}<td>{html.escape(figures(c.value))}" for name, c in p.checks.items())
         advice = "".join(f"<li>{html.escape(a)}" for a in p.advice)
         parts.append(f"<div class='photo {p.verdict}'>{frame}<div><b>{html.escape(p.file)}</b> "
                      f"<span class=verdict>{p.verdict}</span><p>{html.escape(p.reason or 'good photo')}</p>"
