@@ -30,7 +30,7 @@ import signal
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,11 +160,16 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def _only_listed(chosen: list[str], listed: set[str]) -> None:
-    """Refuses names the page does not list now (an image deleted in another tab, or a forged request), naming them."""
+IMAGES_LISTED = ("Not among your images now", "Reload the page to see your review as it is.")
+PHOTOS_LISTED = ("Not one of your photos", "Tick photos from your own list.")
+
+
+def _only_listed(chosen: list[str], listed: Collection[str], refusal: tuple[str, str] = IMAGES_LISTED) -> None:
+    """Refuses names the page does not list now (a file deleted in another tab, or a forged request), naming them:
+    `refusal` is (what they are not, what to do)."""
     unknown = [file for file in chosen if file not in listed]
     if unknown:
-        raise HeadshotsError(f"Not among your images now: {', '.join(unknown)}.", "Reload the page to see your review as it is.")
+        raise HeadshotsError(f"{refusal[0]}: {', '.join(unknown)}.", refusal[1])
 
 
 class HeadshotsApp:
@@ -283,9 +288,7 @@ class HeadshotsApp:
         mine = {p.name: p for p in list_photos(ws.selfies)} if ws.selfies.is_dir() else {}
         if not chosen:
             raise HeadshotsError("Tick the photos to remove first.", "Or press Remove on a photo's own card.")
-        unknown = [name for name in chosen if name not in mine]
-        if unknown:
-            raise HeadshotsError(f"Not one of your photos: {', '.join(unknown)}.", "Tick photos from your own list.")
+        _only_listed(chosen, mine, PHOTOS_LISTED)
         for name in chosen:
             mine[name].unlink()
         previews = self.check_photos(ws)
