@@ -126,7 +126,7 @@ class PrepareConfig:
     caption_prompt: str = ""  # text given with each photo; Florence-2 needs a task, e.g. "<DETAILED_CAPTION>"
     caption_max_new_tokens: int = 40
     crop_margin: float = 0.9  # context around the face box on each side, as a fraction of the face size
-    level_eyes: bool = True  # turn a tilted head's crop so the eyes are level (train/prepare.py: frame_face)
+    level_eyes: bool = True  # turn a tilted head's crop so the eyes are level (train/framing.py: frame_face)
     min_photos: int = 3  # fewer usable photos than this and training is refused
     # Photos intake rejects are not trained on (someone else, a re-saved copy, a blurred or covered face), except
     # these: a photo intake got wrong, e.g. you, years apart, taken for someone else.
@@ -414,7 +414,8 @@ class IntakeConfig:
     max_colour_cast: float = 0.2  # distance of the face's log-chromaticity from the hue of skin (coloured light, not skin tone)
     min_colour_saturation: float = 0.05  # the photo's colour (quality.colour_saturation, 0..1); below: black-and-white (warn)
     max_yaw: float = 0.35  # nose offset from the eye midpoint, in eye distances
-    max_roll: float = 15.0  # eye-line angle, degrees
+    max_roll: float = 15.0  # eye-line angle, degrees, of a face whose crop prepare cannot level (near the photo's edge)
+    max_levelled_roll: float = 25.0  # ... of one it levels: further, the levelled crop's neck and shoulders slant
     min_pitch: float = 0.25  # nose height between eye line (0) and mouth line (1)
     max_pitch: float = 0.85
     max_eye_flat: float = 0.3  # share of featureless pixels around the eyes (sunglasses, hands)
@@ -435,12 +436,13 @@ class IntakeConfig:
         for key in ("min_skin_light", "min_photo_light", "dim_skin_light", "min_photo_white"):
             _check(0.0 <= getattr(self, key) <= 255.0, f"intake.{key}", "must be in 0..255")
         _check(self.min_pitch < self.max_pitch, "intake.min_pitch", "must be below intake.max_pitch")
+        _check(self.max_levelled_roll >= self.max_roll, "intake.max_levelled_roll", "must be at least intake.max_roll")
         for key in ("max_clipped", "max_photo_clipped", "max_crushed", "dim_crushed", "min_relative_light", "min_relative_texture", "min_relative_side_light",
                     "min_acuity", "max_anisotropy", "duplicate_similarity", "max_sameness", "max_eye_flat", "min_mouth_detail",
                     "min_colour_saturation"):
             _check(0.0 <= getattr(self, key) <= 1.0, f"intake.{key}", "must be between 0 and 1")
         for key in ("min_texture", "max_side_contrast", "max_backlight", "max_colour_cast", "max_relative_colour", "max_yaw", "max_roll",
-                    "max_age_years", "smile_ratio"):
+                    "max_levelled_roll", "max_age_years", "smile_ratio"):
             _check(getattr(self, key) >= 0, f"intake.{key}", "must be >= 0")
         _check(-1.0 <= self.identity_threshold <= 1.0, "intake.identity_threshold", "must be between -1 and 1")
         _check(1 <= self.min_photos <= self.good_photos, "intake.min_photos",

@@ -368,6 +368,9 @@ class FaceMeasures:
     chroma: tuple[float, float]  # chromaticity(): colour_cast() of it, and the set's relative colour
     pose: Pose
     colour_saturation: float = 1.0  # colour_saturation() of the whole photo (stored before it was measured: colour)
+    # prepare turns this face's training crop so the eyes are level (train/framing.py: frame_face, under the
+    # config's crop margin): a tilt there is fixed, not a reason to retake. Set by train.intake, which has the config.
+    levelled: bool = False
 
     @classmethod
     def from_dict(cls, d: dict) -> FaceMeasures:
@@ -375,7 +378,7 @@ class FaceMeasures:
         return cls(exposure=Exposure(**d["exposure"]), photo_exposure=Exposure(**d["photo_exposure"]), pose=Pose(**d["pose"]),
                    focus=Focus(**{**d["focus"], "acuity": tuple(d["focus"]["acuity"])}), chroma=tuple(d["chroma"]),
                    **{k: d[k] for k in ("background_to_face", "eye_flat", "mouth_detail", "side_light", "side_contrast",
-                                        "colour_saturation") if k in d})
+                                        "colour_saturation", "levelled") if k in d})
 
 
 def measure(image: Image.Image, face: Face) -> FaceMeasures:

@@ -23,7 +23,7 @@ from headshots.config import load_config
 from headshots.faces import FaceAnalyzer
 from headshots.images import load_rgb
 from headshots.logs import setup_logging
-from train.prepare import eye_line_degrees, frame_face
+from train.framing import eye_line_degrees, frame_face
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Prepare: level eyes"

@@ -190,6 +190,24 @@ def test_warnings_lead_by_how_far_past_their_limit(source, analyzer, make_config
         assert report.lead[0] == check and report.checks[check].excess > report.checks["resolution"].excess > 1, report.checks
 
 
+def test_a_tilt_that_prepare_levels_is_not_a_reason_to_retake(faces_dir, analyzer, make_config, tmp_path):
+    """Prepare turns a tilted head's crop level when the photo has room (train/framing.py), so a tilt of 15-25
+    degrees is fixed there and intake asks for no retake: Georgia Tech s01/09 is a real head tilt of 20.7 degrees.
+    It does ask when the crop is not levelled: with levelling turned off, with the face at the photo's edge (no
+    room to turn the square), and past max_levelled_roll."""
+    tilted = faces_dir / "georgia-tech" / "s01" / "09.jpg"
+    image = load_rgb(tilted)
+    at_edge = tmp_path / "at_edge.jpg"
+    image.crop((round(analyzer.detect(image).subject.box[0]) - 4, 0, image.width, image.height)).save(at_edge, quality=92)
+    cfg = make_config("alice", "model.resolution=512")
+    pose = assess_photo(tilted, analyzer, cfg, NOW)[0].checks["pose"]
+    assert pose.status == "ok" and abs(pose.value["roll"]) > 20, pose
+    for path, config in ((tilted, make_config("alice", "model.resolution=512", "prepare.level_eyes=false")), (at_edge, cfg),
+                         (tilted, make_config("alice", "model.resolution=512", "intake.max_levelled_roll=18"))):
+        pose = assess_photo(path, analyzer, config, NOW)[0].checks["pose"]
+        assert (pose.status, pose.reason) == ("warn", "head or camera tilted"), (path.name, pose)
+
+
 def test_a_bright_fair_face_with_nothing_clipped_is_not_overexposed(source, analyzer, make_config, tmp_path):
     """Brightness is not exposure: lifted so its mean is near 200 but nothing blown out, the face keeps every
     detail; the old limit (mean above 190) rejected such a face as overexposed."""

@@ -15,7 +15,8 @@ from headshots.errors import HeadshotsError
 from headshots.faces import Face
 from headshots.workspace import Workspace
 from tests.conftest import copy_photos
-from train.prepare import eye_line_degrees, frame_face, keep_rejected_setting, prepare
+from train.framing import eye_line_degrees, frame_face
+from train.prepare import keep_rejected_setting, prepare
 
 
 def _digest(folder: Path) -> dict[str, str]:

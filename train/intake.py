@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from headshots.faces import Face, FaceAnalyzer
 from headshots.images import load_rgb, original_size, transparent_share
 from headshots.logs import plural, printable
 from headshots.workspace import Workspace, held_alone, write_json_atomic, write_text_atomic
+from train.framing import frame_face
 from train.intake_report import print_table, render_html, thumbnail_uri
 
 OK, WARN, REJECT = "ok", "warn", "reject"
@@ -261,7 +262,7 @@ def judge(m: quality.FaceMeasures, cfg: IntakeConfig, cut_out: float = 0.0) -> d
                                   _over(m.side_contrast, cfg.max_side_contrast))
     checks["colour_cast"] = _colour_check(m, cfg, clear)
     # landmarks of covered eyes are the detector's guesses
-    checks["pose"] = _pose_check(m.pose, cfg) if "eyes" not in covered else Check(OK, {})
+    checks["pose"] = _pose_check(m.pose, m.levelled, cfg) if "eyes" not in covered else Check(OK, {})
     # fine skin texture gone while the edges stay sharp: smoothed by a filter, not out of focus (nor a mask)
     checks["filter"] = _check(clear and m.focus.texture < cfg.min_texture, {"texture": _r(m.focus.texture)},
                               "skin looks smoothed (beauty filter or heavy processing)",
@@ -325,19 +326,22 @@ def _exposure_check(face: quality.Exposure | None, photo: quality.Exposure, cfg:
     return Check(OK, value)
 
 
-def _pose_check(p: quality.Pose, cfg: IntakeConfig) -> Check:
+def _pose_check(p: quality.Pose, levelled: bool, cfg: IntakeConfig) -> Check:
+    """A turned or up/down-tilted head, or a tilt prepare does not fix: one it levels in the training crop
+    (`levelled`) is named only past `max_levelled_roll`, where the levelled crop's neck and shoulders slant."""
     value = {"yaw": _r(p.yaw), "pitch": _r(p.pitch), "roll": _r(p.roll)}
+    max_roll = cfg.max_levelled_roll if levelled else cfg.max_roll
     problems = []
     if abs(p.yaw) > cfg.max_yaw:
         problems.append(("head turned to the side", "Face the camera: turn your head towards the lens."))
     if not cfg.min_pitch <= p.pitch <= cfg.max_pitch:
         problems.append(("head tilted up or down", "Hold the camera at eye level and look straight into it."))
-    if abs(p.roll) > cfg.max_roll:
+    if abs(p.roll) > max_roll:
         problems.append(("head or camera tilted", "Keep your head upright and hold the phone straight."))
     if not problems:
         return Check(OK, value)
     centre, half = (cfg.max_pitch + cfg.min_pitch) / 2, (cfg.max_pitch - cfg.min_pitch) / 2
-    excess = max(_over(abs(p.yaw), cfg.max_yaw), _over(abs(p.pitch - centre), half), _over(abs(p.roll), cfg.max_roll))
+    excess = max(_over(abs(p.yaw), cfg.max_yaw), _over(abs(p.pitch - centre), half), _over(abs(p.roll), max_roll))
     return Check(WARN, value, ", ".join(r for r, _ in problems), " ".join(a for _, a in problems), _r(excess))
 
 
@@ -441,6 +445,8 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
     report.add("resolution", resolution_check(face, scale, cfg))
     with _timed(timings, "measure"):
         face_measures = quality.measure(image, face)
+        levelled = frame_face(face, image.size, cfg.prepare.crop_margin, cfg.prepare.level_eyes).degrees != 0.0
+        face_measures = replace(face_measures, levelled=levelled)
     for name, check in judge(face_measures, cfg.intake, cut_out).items():
         report.add(name, check)
     with _timed(timings, "thumbnail"):
