@@ -436,7 +436,8 @@ class IntakeConfig:
         for key in ("min_skin_light", "min_photo_light", "dim_skin_light", "min_photo_white"):
             _check(0.0 <= getattr(self, key) <= 255.0, f"intake.{key}", "must be in 0..255")
         _check(self.min_pitch < self.max_pitch, "intake.min_pitch", "must be below intake.max_pitch")
-        _check(self.max_levelled_roll >= self.max_roll, "intake.max_levelled_roll", "must be at least intake.max_roll")
+        _check(self.max_levelled_roll >= self.max_roll, "intake.max_levelled_roll",
+               f"is {self.max_levelled_roll}: it must be at least intake.max_roll ({self.max_roll})")
         for key in ("max_clipped", "max_photo_clipped", "max_crushed", "dim_crushed", "min_relative_light", "min_relative_texture", "min_relative_side_light",
                     "min_acuity", "max_anisotropy", "duplicate_similarity", "max_sameness", "max_eye_flat", "min_mouth_detail",
                     "min_colour_saturation"):
@@ -708,7 +709,9 @@ def _describe(exc: OmegaConfBaseException) -> str:
         return f"Config key `{key}` was replaced by {RETIRED_KEYS[key]}."
     if "not in struct" in text or "Key '" in text and "not" in text:
         close = difflib.get_close_matches(str(key), _known_keys(), n=1, cutoff=0.8)
-        return f"Unknown config key `{key}`" + (f": did you mean `{close[0]}`?" if close else ".")
+        if not close:  # a section left out (max_roll=20 for intake.max_roll=20): every key of that name
+            close = [known for known in _known_keys() if known.rsplit(".", 1)[-1] == str(key)]
+        return f"Unknown config key `{key}`" + (": did you mean " + " or ".join(f"`{c}`" for c in close) + "?" if close else ".")
     if "MissingMandatoryValue" in type(exc).__name__:
         return f"Config key `{key}` must be set."
     wrong_type = (re.match(r"Value '(.*)' of type '\w+' could not be converted to (\w+)", text)

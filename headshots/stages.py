@@ -333,7 +333,9 @@ def run_recorded(name: str, cfg: Config, work: Callable[[], T], done: Callable[[
         elsewhere = " (other styles), or in the web app (its Generate is not recorded)," if before.name == "infer" else ""
         why = (f"what {before.name} made was edited since" if edited else
                f"{before.name} was last run with other settings or photos{elsewhere} or not at all")
-        log.info("%s done. The web app and the batch will do it again, as they cannot count it done: %s.", name, why)
+        # debug, not info: a person who asked for this stage by hand (export after an infer of chosen styles) did
+        # nothing wrong, and "will do it again" after every such export read as a failure (a new user's walk)
+        log.debug("%s done, not recorded: the web app and the batch will do it again, as they cannot count it done: %s.", name, why)
     elif main_process and done(result):
         write_record(stage, cfg, chain[name], time.perf_counter() - started)
     return result

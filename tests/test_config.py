@@ -102,6 +102,8 @@ def test_a_persons_own_settings_are_layered_and_kept_to_their_few_keys(tmp_path)
         ("intake.max_roll=nan", "Config key `intake.max_roll` is nan"),
         ("model=${train}", "Invalid type assigned"),  # an interpolation is resolved at load: an error, not a traceback
         ("intake.min_photos=-2", "is -2: it must be at least 1 and at most intake.good_photos (10)"),  # the values said
+        ("intake.max_roll=30", "`intake.max_levelled_roll` is 25.0: it must be at least intake.max_roll (30.0)"),
+        ("max_roll=20", "Unknown config key `max_roll`: did you mean `intake.max_roll`?"),  # the section left out
     ],
 )
 def test_bad_config_fails_at_load_naming_the_key(override, names):
@@ -255,7 +257,7 @@ def test_ctrl_c_says_what_the_stopped_command_kept(capsys, tmp_path):
 
     parser = build_parser("python -m train", "test", HELP)
     where = [f"paths.outputs_root={tmp_path}"]
-    for command, said in (("prepare", INTERRUPTED["prepare"]), ("fit", "training goes on from the start: no checkpoint was saved yet")):
+    for command, said in (("prepare", INTERRUPTED["prepare"]), ("fit", "training had saved no checkpoint yet: it starts from the beginning")):
         assert run(parser, {command: stopped}, [command, "--user", "alice", *where], interrupted=INTERRUPTED) == 130
         assert said in capsys.readouterr().err
     assert "checkpoint" not in INTERRUPTED["prepare"] + INTERRUPTED["intake"]

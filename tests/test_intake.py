@@ -206,6 +206,7 @@ def test_a_tilt_that_prepare_levels_is_not_a_reason_to_retake(faces_dir, analyze
                          (tilted, make_config("alice", "model.resolution=512", "intake.max_levelled_roll=18"))):
         pose = assess_photo(path, analyzer, config, NOW)[0].checks["pose"]
         assert (pose.status, pose.reason) == ("warn", "head or camera tilted"), (path.name, pose)
+        assert ("leave room around your head" in pose.advice) == (path == at_edge), pose.advice  # what would fix it
 
 
 def test_a_bright_fair_face_with_nothing_clipped_is_not_overexposed(source, analyzer, make_config, tmp_path):
@@ -395,6 +396,7 @@ def _bad_inputs(folder: Path, photo: Path) -> None:
     distant.paste(face.resize((120, 90)), (260, 200))
     distant.save(folder / "distant.jpg")
     face.rotate(90, expand=True).save(folder / "sideways.jpg")  # turned, without the EXIF note that turns it back
+    face.resize((3200, 2400)).save(folder / "large.jpg")  # read at 1/4 of its size: a phone's 12 MP photo is read so too
     (folder / "holiday").mkdir()  # a folder of photos dropped in whole
     (folder / "holiday" / "beach.jpg").write_bytes(data)
     (folder / "two\nlines.jpg").write_bytes(data)  # a name no console table expects
@@ -434,7 +436,9 @@ def test_bad_input_corpus_every_file_gets_a_verdict(make_config, faces_dir, anal
     assert verdicts["thumbnail.jpg"].reason.startswith("photo too small: the face is") and "thumbnail" in verdicts["thumbnail.jpg"].advice[0]
     assert verdicts["distant.jpg"].reason == "face too small" and "Step closer" in verdicts["distant.jpg"].advice[0]
     assert verdicts["sideways.jpg"].reason.startswith("photo on its side") and "Rotate" in verdicts["sideways.jpg"].advice[0]
-    for name in ("really_a_png.jpg", "cmyk.jpg", "sixteen.png", "alpha.png", "exif_rotated.jpg"):
+    assert {k: verdicts["large.jpg"].checks["decode"].value[k] for k in ("width", "height", "scale")} == {
+        "width": 3200, "height": 2400, "scale": 4.0}  # the photo's own size, not the size it was read at
+    for name in ("really_a_png.jpg", "cmyk.jpg", "sixteen.png", "alpha.png", "exif_rotated.jpg", "large.jpg"):
         assert verdicts[name].checks["decode"].status == "ok", name
         assert verdicts[name].checks["face"].status == "ok", name  # upright after EXIF, any mode
     if os.geteuid() != 0:  # root reads anything: then the locked file is simply a good photo

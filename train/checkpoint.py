@@ -60,8 +60,9 @@ def training_stopped(cfg: Config) -> str:
     """What Ctrl-C (or the web app's Stop) during a training kept: the step the same command goes on from (a person
     on a rented GPU wants to know the hour spent is not lost)."""
     latest = latest_checkpoint(Workspace.from_config(cfg).checkpoints_dir(cfg.run))
-    where = f"from step {latest[0]}, its last checkpoint" if latest else "from the start: no checkpoint was saved yet"
-    return f"what was finished is kept; run the same command again (training goes on {where})"
+    where = (f"training goes on from step {latest[0]}, its last checkpoint" if latest else
+             "training had saved no checkpoint yet: it starts from the beginning")  # also said when stopped before fit
+    return f"what was finished is kept; run the same command again ({where})"
 
 
 def recorded_inputs(checkpoint: Path) -> str | None:

@@ -326,9 +326,10 @@ def _exposure_check(face: quality.Exposure | None, photo: quality.Exposure, cfg:
     return Check(OK, value)
 
 
-def _pose_check(p: quality.Pose, levelled: bool, cfg: IntakeConfig) -> Check:
+def _pose_check(p: quality.Pose, levelled: bool | None, cfg: IntakeConfig) -> Check:
     """A turned or up/down-tilted head, or a tilt prepare does not fix: one it levels in the training crop
-    (`levelled`) is named only past `max_levelled_roll`, where the levelled crop's neck and shoulders slant."""
+    (`levelled`) is named only past `max_levelled_roll`, where the levelled crop's neck and shoulders slant. Where
+    only the photo's edge kept it from levelling (False, not None: levelling off), room around the head is the fix."""
     value = {"yaw": _r(p.yaw), "pitch": _r(p.pitch), "roll": _r(p.roll)}
     max_roll = cfg.max_levelled_roll if levelled else cfg.max_roll
     problems = []
@@ -337,7 +338,9 @@ def _pose_check(p: quality.Pose, levelled: bool, cfg: IntakeConfig) -> Check:
     if not cfg.min_pitch <= p.pitch <= cfg.max_pitch:
         problems.append(("head tilted up or down", "Hold the camera at eye level and look straight into it."))
     if abs(p.roll) > max_roll:
-        problems.append(("head or camera tilted", "Keep your head upright and hold the phone straight."))
+        room = levelled is False and abs(p.roll) <= cfg.max_levelled_roll
+        problems.append(("head or camera tilted", "Keep your head upright and hold the phone straight" + (
+            ", or leave room around your head (a tilt is straightened in the crop when the photo has room for it)." if room else ".")))
     if not problems:
         return Check(OK, value)
     centre, half = (cfg.max_pitch + cfg.min_pitch) / 2, (cfg.max_pitch - cfg.min_pitch) / 2
@@ -411,8 +414,9 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
         report.add("decode", Check(REJECT, {"transparent": _r(cut_out)}, "the image is (almost) all transparent",
                                    "Send the photo itself, not a cut-out, a sticker or a logo."))
         return report, None, preview
-    report.add("decode", Check(OK, {"width": image.width, "height": image.height, "scale": _r(scale),
-                                    "bytes": path.stat().st_size}))  # of two copies, the less compressed one is kept
+    # the photo's own size (a 12000 x 9000 photo read as 1500 x 1125 is not a 1500 x 1125 photo), how much smaller
+    # it was read, and its bytes: of two copies, the one with more pixels, then the less compressed, is kept
+    report.add("decode", Check(OK, {"width": width, "height": height, "scale": _r(scale), "bytes": path.stat().st_size}))
     report.add("age", age_check(path, cfg.intake, now))
     with _timed(timings, "detect"):
         detection = analyzer.detect(image, max_side=cfg.intake.detect_max_side)
@@ -445,7 +449,7 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
     report.add("resolution", resolution_check(face, scale, cfg))
     with _timed(timings, "measure"):
         face_measures = quality.measure(image, face)
-        levelled = frame_face(face, image.size, cfg.prepare.crop_margin, cfg.prepare.level_eyes).degrees != 0.0
+        levelled = frame_face(face, image.size, cfg.prepare.crop_margin).degrees != 0.0 if cfg.prepare.level_eyes else None
         face_measures = replace(face_measures, levelled=levelled)
     for name, check in judge(face_measures, cfg.intake, cut_out).items():
         report.add(name, check)
@@ -720,14 +724,15 @@ def intake_alone(workspace: Workspace) -> AbstractContextManager[None]:
 
 
 def judge_photos(cfg: Config, analyzer: FaceAnalyzer | None = None, timings: Timings | None = None,
-                 workers: int | None = None, paths: list[Path] | None = None) -> IntakeResult:
+                 workers: int | None = None, paths: list[Path] | None = None, progress: str = "intake") -> IntakeResult:
     """Every photo's verdict and the set's, writing nothing (prepare asks which photos intake rejects). `paths`: the
-    person's photos, when the caller listed them already."""
+    person's photos, when the caller listed them already; `progress`: the progress bar's label (prepare's own, so
+    that an "intake: 12/12" bar does not follow "intake skipped")."""
     paths = paths or Workspace.from_config(cfg).require_selfies()
     analyzer = analyzer or FaceAnalyzer.for_config(cfg)
     now = datetime.now()
     photos, measured, previews = [], {}, {}
-    for i, (report, values, preview) in enumerate(_assess_all(paths, analyzer, cfg, now, timings, workers)):
+    for i, (report, values, preview) in enumerate(_assess_all(paths, analyzer, cfg, now, timings, workers, progress)):
         photos.append(report)
         if values is not None:
             measured[i] = values
@@ -739,14 +744,14 @@ def judge_photos(cfg: Config, analyzer: FaceAnalyzer | None = None, timings: Tim
 
 
 def _assess_all(paths: list[Path], analyzer: FaceAnalyzer, cfg: Config, now: datetime, timings: Timings | None,
-                workers: int | None) -> Iterator[tuple[PhotoReport, Measured | None, str | None]]:
+                workers: int | None, progress: str) -> Iterator[tuple[PhotoReport, Measured | None, str | None]]:
     """`assess_photo` for every path, in order, on a few threads. JPEG decoding, MTCNN and the numpy checks
     spend most of their time outside the GIL, so on two cores a 20-photo intake takes 1.27x as long on one
     thread as on two (docs/benchmarks.md, Intake). With `timings`, step times are summed across threads."""
     workers = workers or min(MAX_WORKERS, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers, thread_name_prefix="intake") as pool:
         yield from tqdm(pool.map(lambda p: assess_photo(p, analyzer, cfg, now, timings), paths),
-                        desc="intake", unit="photo", total=len(paths), disable=len(paths) < 10)
+                        desc=progress, unit="photo", total=len(paths), disable=len(paths) < 10)
 
 
 # What a copy of a photo can change (an app's filter, black-and-white, a brightened or softened re-save). The rest,
@@ -762,7 +767,7 @@ def _copy_preference(photo: PhotoReport, name_order: int) -> tuple:
     compressed: a re-save at a lower JPEG quality shrinks); then name order. Not how old the date is: a copy
     re-saved by an app has lost its date, not gained youth."""
     decoded = photo.checks["decode"].value
-    pixels = round(decoded["width"] * decoded["scale"]) * round(decoded["height"] * decoded["scale"])
+    pixels = decoded["width"] * decoded["height"]
     worst = max((_RANK[photo.checks[name].status] for name in COPY_CHECKS if name in photo.checks), default=0)
     undated = "age" not in photo.checks or photo.checks["age"].value.get("taken") is None
     return worst, -pixels, undated, -decoded.get("bytes", 0), name_order

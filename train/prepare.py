@@ -103,7 +103,7 @@ def rejected_by_intake(cfg: Config, analyzer: FaceAnalyzer) -> dict[str, tuple[s
     from train.intake import REJECT, judge_photos
 
     workspace = Workspace.from_config(cfg)
-    photos = judge_photos(cfg, analyzer).photos
+    photos = judge_photos(cfg, analyzer, progress="prepare: intake's checks").photos
     files = [photo.file for photo in photos]
     for name in sorted(set(cfg.prepare.keep_rejected) - set(files)):
         alike = difflib.get_close_matches(name.lower(), [f.lower() for f in files], n=1, cutoff=0.75)
