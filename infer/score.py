@@ -150,7 +150,7 @@ def measure(names: list[str], samples_dir: Path, analyzer: FaceAnalyzer, referen
             records[name] = Measured.of(image, detection, row).to_json(stamps[name])
             measured[name] = Measured.from_json(records[name])  # read back as a kept one is: the same verdicts either way
     write_json_atomic(path, {"key": key, "images": {name: records[name] for name in names}}, indent=None)
-    log.info("faces measured in %d of %d images (the rest from %s)", len(todo), len(names), path.name)
+    log.info("faces measured in %d images; %d kept from the last scoring (unchanged since)", len(todo), len(names) - len(todo))
     return measured
 
 
