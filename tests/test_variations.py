@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,19 +15,34 @@ from PIL import Image
 
 from headshots.errors import ConfigError, HeadshotsError
 from headshots.workspace import Workspace
-from tests.conftest import held_elsewhere
+from tests.conftest import held_elsewhere, tiny_config
+
+SETTINGS = ("train.max_steps=2", "infer.styles=[linkedin]", "infer.images_per_style=2", "infer.steps=2", "infer.more.count=2",
+            "infer.more.strength=0.5")
 
 
-@pytest.fixture
-def generated(prepared_user, make_config):
-    """alice's adapter (2 steps) and two linkedin images."""
+@pytest.fixture(scope="module")
+def generated_once(tmp_path_factory, tiny_model, prepared_once) -> Path:
+    """alice's adapter (2 steps) and two linkedin images, made once for this module's tests (3 s each time). Only
+    its config.yaml records name this folder: the settings a run had, never read back for a path."""
     from infer.generate import generate
     from train.recipe import train
 
-    cfg = make_config("alice", "train.max_steps=2", "infer.styles=[linkedin]", "infer.images_per_style=2", "infer.steps=2",
-                      "infer.more.count=2", "infer.more.strength=0.5")
+    root = tmp_path_factory.mktemp("generated")
+    shutil.copytree(prepared_once, root / "data")
+    cfg = tiny_config(root, tiny_model, "alice", *SETTINGS)
     train(cfg)
     generate(cfg)
+    return root
+
+
+@pytest.fixture
+def generated(generated_once, make_config, tmp_path):
+    """A copy of `generated_once` of the test's own (tests delete, add and damage images)."""
+    for folder in ("data", "outputs", "cache"):
+        if (generated_once / folder).exists():
+            shutil.copytree(generated_once / folder, tmp_path / folder)
+    cfg = make_config("alice", *SETTINGS)
     return cfg, Workspace.from_config(cfg).samples_dir(cfg.run)
 
 
