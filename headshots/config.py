@@ -414,8 +414,8 @@ class IntakeConfig:
     max_colour_cast: float = 0.2  # distance of the face's log-chromaticity from the hue of skin (coloured light, not skin tone)
     min_colour_saturation: float = 0.05  # the photo's colour (quality.colour_saturation, 0..1); below: black-and-white (warn)
     max_yaw: float = 0.35  # nose offset from the eye midpoint, in eye distances
-    max_roll: float = 15.0  # eye-line angle, degrees, of a face whose crop prepare cannot level (near the photo's edge)
-    max_levelled_roll: float = 25.0  # ... of one it levels: further, the levelled crop's neck and shoulders slant
+    max_roll: float = 15.0  # eye-line angle, degrees, of a face whose crop prepare does not level (near the photo's edge, or level_eyes off)
+    max_levelled_roll: float = 25.0  # ... of one it levels (never below max_roll): further, the levelled crop's neck and shoulders slant
     min_pitch: float = 0.25  # nose height between eye line (0) and mouth line (1)
     max_pitch: float = 0.85
     max_eye_flat: float = 0.3  # share of featureless pixels around the eyes (sunglasses, hands)
@@ -436,8 +436,6 @@ class IntakeConfig:
         for key in ("min_skin_light", "min_photo_light", "dim_skin_light", "min_photo_white"):
             _check(0.0 <= getattr(self, key) <= 255.0, f"intake.{key}", "must be in 0..255")
         _check(self.min_pitch < self.max_pitch, "intake.min_pitch", "must be below intake.max_pitch")
-        _check(self.max_levelled_roll >= self.max_roll, "intake.max_levelled_roll",
-               f"is {self.max_levelled_roll}: it must be at least intake.max_roll ({self.max_roll})")
         for key in ("max_clipped", "max_photo_clipped", "max_crushed", "dim_crushed", "min_relative_light", "min_relative_texture", "min_relative_side_light",
                     "min_acuity", "max_anisotropy", "duplicate_similarity", "max_sameness", "max_eye_flat", "min_mouth_detail",
                     "min_colour_saturation"):

@@ -369,8 +369,9 @@ class FaceMeasures:
     pose: Pose
     colour_saturation: float = 1.0  # colour_saturation() of the whole photo (stored before it was measured: colour)
     # prepare turns this face's training crop so the eyes are level (train/framing.py: frame_face, under the
-    # config's crop margin): a tilt there is fixed, not a reason to retake. False: the photo's edge leaves no room;
-    # None: levelling is off (prepare.level_eyes), or not known (stored before). Set by train.intake (it has the config).
+    # config's crop margin): a tilt there is fixed, not a reason to retake. False: not turned (under 3 degrees, or
+    # the photo's edge leaves no room); None: levelling is off (prepare.level_eyes), or not known (stored before).
+    # Not a measure of the photo but of prepare's crop of it, set by train.intake (it has the config).
     levelled: bool | None = None
 
     @classmethod

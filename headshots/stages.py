@@ -7,8 +7,8 @@ all there and the person has not edited them since (prepare's captions.json: hea
 fingerprint hashes what the stage reads: the config sections it uses, the selfies' bytes (intake, prepare), the
 favourites ticked in the web app (export) and the fingerprint of the stage before it (so prepare's covers intake's
 settings, which decide the photos it leaves out), so a change upstream makes everything below it due again and a
-change of, say, `infer.steps` only infer and export. Intake's record also hashes the two settings of prepare and the
-model that its resolution check reads (`judged_with`): prepare hashes them itself, so they stay out of the chain,
+change of, say, `infer.steps` only infer and export. Intake's record also hashes the settings of prepare and the
+model that its resolution and pose checks read (`judged_with`): prepare hashes them itself, so they stay out of the chain,
 and a set judged under the tiny profile is judged again under SDXL without prepare and training being due again for
 that alone. Records (JSON) sit beside each stage's outputs:
 
@@ -129,8 +129,9 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("intake", config_keys=("intake", "face"), reads_selfies=True, uses_gpu=False, in_user_data=True,
           outputs=lambda ws, cfg: [ws.intake_report], figures=_intake_figures, feeds_next=False,
-          # the resolution check: the training crop (face + crop margin) against the profile's resolution
-          judged_with=("model.resolution", "prepare.crop_margin")),
+          # the resolution check (the training crop, face + margin, against the profile's resolution) and the
+          # pose check (a tilt prepare levels in that crop is not named)
+          judged_with=("model.resolution", "prepare.crop_margin", "prepare.level_eyes")),
     Stage("prepare", config_keys=("prepare", "face", "model.resolution"), reads_selfies=True, uses_gpu=False,
           in_user_data=True, outputs=lambda ws, cfg: [ws.prepared / DATASET_INFO, ws.reference_embeddings],
           figures=_prepare_figures, edited_since=captions_edited_since_prepare),

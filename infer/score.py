@@ -29,7 +29,7 @@ from headshots.config import Config
 from headshots.errors import HeadshotsError, ImageError
 from headshots.faces import Detection, FaceAnalyzer, weights_source
 from headshots.images import load_rgb
-from headshots.logs import get_logger
+from headshots.logs import get_logger, plural
 from headshots.workspace import SCORES, Workspace, write_json_atomic
 from infer import review
 from infer.manifest import changes_images, forget_missing, require_manifest
@@ -150,7 +150,7 @@ def measure(names: list[str], samples_dir: Path, analyzer: FaceAnalyzer, referen
             records[name] = Measured.of(image, detection, row).to_json(stamps[name])
             measured[name] = Measured.from_json(records[name])  # read back as a kept one is: the same verdicts either way
     write_json_atomic(path, {"key": key, "images": {name: records[name] for name in names}}, indent=None)
-    log.info("faces measured in %d images; %d kept from the last scoring (unchanged since)", len(todo), len(names) - len(todo))
+    log.info("faces measured in %s; %d kept from the last scoring (unchanged since)", plural(len(todo), "image"), len(names) - len(todo))
     return measured
 
 

@@ -59,7 +59,7 @@ def _flat(measures: dict, prefix: str = "") -> dict[str, float]:
             out.update({f"{prefix}{key}.{i}": float(v) for i, v in enumerate(value)})
         elif isinstance(value, (list, tuple)):  # a spread (acuity over 12 directions)
             out[f"{prefix}{key}.min"], out[f"{prefix}{key}.max"] = min(value), max(value)
-        else:
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):  # not `levelled`: prepare's crop, a yes/no
             out[prefix + key] = float(value)
     return out
 

@@ -1,6 +1,6 @@
 """How level the eyes are in prepare's training crops, with and without `prepare.level_eyes`, on real photos.
 
-Every photo in ../shared/faces that prepare keeps (one face) is framed both ways (train/prepare.py:
+Every photo in ../shared/faces that prepare keeps (one face) is framed both ways (train/framing.py:
 `frame_face`), cut at model resolution, and MTCNN is run again on each crop: the eye line's tilt there is
 what the adapter learns from. Also: how many crops were turned, how many stayed upright for lack of room
 at the photo's edge, how much of the upright crop's side a turned crop keeps, and the time of a cut.

@@ -102,7 +102,9 @@ def prepared_user(make_config, prepared_once):
 @pytest.fixture(scope="session")
 def prepared_once(tmp_path_factory, tiny_model, faces_dir, face_weights, analyzer) -> Path:
     """The data folder of `prepared_user`, prepared once a session: ~40 tests start from it, and prepare (intake's
-    checks, detection, FaceNet, a dataset) costs 1.2 s each time. Its files name nothing outside the folder."""
+    checks, detection, FaceNet, a dataset) costs 1.2 s each time. Its files name nothing outside the folder (none of the
+    five photos is rejected: a rejection's advice would name settings.yaml's path); prepare's run folder in outputs/,
+    a lock only, is not copied."""
     from train.prepare import prepare
 
     root = tmp_path_factory.mktemp("prepared")

@@ -102,7 +102,6 @@ def test_a_persons_own_settings_are_layered_and_kept_to_their_few_keys(tmp_path)
         ("intake.max_roll=nan", "Config key `intake.max_roll` is nan"),
         ("model=${train}", "Invalid type assigned"),  # an interpolation is resolved at load: an error, not a traceback
         ("intake.min_photos=-2", "is -2: it must be at least 1 and at most intake.good_photos (10)"),  # the values said
-        ("intake.max_roll=30", "`intake.max_levelled_roll` is 25.0: it must be at least intake.max_roll (30.0)"),
         ("max_roll=20", "Unknown config key `max_roll`: did you mean `intake.max_roll`?"),  # the section left out
     ],
 )

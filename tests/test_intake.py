@@ -23,6 +23,7 @@ from headshots.faces import Detection, Face
 from headshots.images import load_rgb
 from headshots.workspace import Workspace
 from tests.conftest import copy_photos, held_elsewhere
+from train.framing import frame_face
 from train.intake import (
     RELATIVE,
     Check,
@@ -201,7 +202,10 @@ def test_a_tilt_that_prepare_levels_is_not_a_reason_to_retake(faces_dir, analyze
     image.crop((round(analyzer.detect(image).subject.box[0]) - 4, 0, image.width, image.height)).save(at_edge, quality=92)
     cfg = make_config("alice", "model.resolution=512")
     pose = assess_photo(tilted, analyzer, cfg, NOW)[0].checks["pose"]
-    assert pose.status == "ok" and abs(pose.value["roll"]) > 20, pose
+    assert pose.status == "ok" and abs(pose.value["roll"]) > 20 and pose.value["levelled"], pose
+    assert frame_face(analyzer.detect(image).subject, image.size, cfg.prepare.crop_margin).degrees < -15  # as prepare frames it
+    lenient = make_config("alice", "model.resolution=512", "intake.max_roll=22", "intake.max_levelled_roll=18")
+    assert assess_photo(tilted, analyzer, lenient, NOW)[0].checks["pose"].status == "ok"  # a levelled crop: never stricter
     for path, config in ((tilted, make_config("alice", "model.resolution=512", "prepare.level_eyes=false")), (at_edge, cfg),
                          (tilted, make_config("alice", "model.resolution=512", "intake.max_levelled_roll=18"))):
         pose = assess_photo(path, analyzer, config, NOW)[0].checks["pose"]

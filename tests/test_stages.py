@@ -206,7 +206,7 @@ def test_intake_judged_under_one_profile_is_due_again_under_another(make_config)
     itself, does not change for them, so adding them redid no one's training."""
     cfg = make_config("alice")
     everything_done(cfg)
-    for other in ("model.resolution=1024", "prepare.crop_margin=0.5"):
+    for other in ("model.resolution=1024", "prepare.crop_margin=0.5", "prepare.level_eyes=false"):
         assert stages_to_run(make_config("alice", other))[0] == "intake", other
     before = fingerprints(cfg)
     run_recorded("intake", make_config("alice", "model.resolution=1024"), lambda: "usable")

@@ -330,21 +330,22 @@ def _pose_check(p: quality.Pose, levelled: bool | None, cfg: IntakeConfig) -> Ch
     """A turned or up/down-tilted head, or a tilt prepare does not fix: one it levels in the training crop
     (`levelled`) is named only past `max_levelled_roll`, where the levelled crop's neck and shoulders slant. Where
     only the photo's edge kept it from levelling (False, not None: levelling off), room around the head is the fix."""
-    value = {"yaw": _r(p.yaw), "pitch": _r(p.pitch), "roll": _r(p.roll)}
-    max_roll = cfg.max_levelled_roll if levelled else cfg.max_roll
+    value = {"yaw": _r(p.yaw), "pitch": _r(p.pitch), "roll": _r(p.roll), "levelled": levelled}
+    roll_limit = max(cfg.max_levelled_roll, cfg.max_roll) if levelled else cfg.max_roll
     problems = []
     if abs(p.yaw) > cfg.max_yaw:
         problems.append(("head turned to the side", "Face the camera: turn your head towards the lens."))
     if not cfg.min_pitch <= p.pitch <= cfg.max_pitch:
         problems.append(("head tilted up or down", "Hold the camera at eye level and look straight into it."))
-    if abs(p.roll) > max_roll:
-        room = levelled is False and abs(p.roll) <= cfg.max_levelled_roll
+    if abs(p.roll) > roll_limit:
+        room_would_fix = levelled is False and abs(p.roll) <= cfg.max_levelled_roll
         problems.append(("head or camera tilted", "Keep your head upright and hold the phone straight" + (
-            ", or leave room around your head (a tilt is straightened in the crop when the photo has room for it)." if room else ".")))
+            ", or leave room around your head (a tilt is straightened in the crop when the photo has room for it)."
+            if room_would_fix else ".")))
     if not problems:
         return Check(OK, value)
     centre, half = (cfg.max_pitch + cfg.min_pitch) / 2, (cfg.max_pitch - cfg.min_pitch) / 2
-    excess = max(_over(abs(p.yaw), cfg.max_yaw), _over(abs(p.pitch - centre), half), _over(abs(p.roll), max_roll))
+    excess = max(_over(abs(p.yaw), cfg.max_yaw), _over(abs(p.pitch - centre), half), _over(abs(p.roll), roll_limit))
     return Check(WARN, value, ", ".join(r for r, _ in problems), " ".join(a for _, a in problems), _r(excess))
 
 
@@ -399,13 +400,13 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
     with _timed(timings, "decode"):
         try:
             image = load_rgb(path, draft_side=cfg.intake.decode_side)
-            scale = max(original_size(path)) / max(image.size)
+            width, height = original_size(path)
+            scale = max(width, height) / max(image.size)
         except ImageError as exc:
             report.add("decode", Check(REJECT, {}, exc.message.split(": ", 1)[-1], exc.hint))
             return report, None, None
     with _timed(timings, "preview"):
         preview = thumbnail_uri(image)
-    width, height = (round(side * scale) for side in image.size)
     if min(width, height) < cfg.face.min_face_px:  # not even a usable face would fit: a thumbnail, an icon, a strip
         report.add("decode", Check(REJECT, {"width": width, "height": height}, f"image too small ({width} x {height} px)", THUMBNAIL))
         return report, None, preview
