@@ -851,6 +851,8 @@ def test_the_faces_that_make_more_than_one_are_shown(faces_dir, analyzer, make_c
     card = _photo_card(asdict(report), "data:image/jpeg;base64,AA==")
     assert card.count("class='hs-box other'") == len(report.other_faces) and card.count("class='hs-box'") == 1
     assert face_boxes_html(None, [], "box") == ""
+    cut = face_boxes_html([-0.081, -0.07, 0.3, 0.4], [], "box")  # a face cut by the photo's edge: drawn up to the edge
+    assert "left:0.0%;top:0.0%;width:30.0%;height:40.0%" in cut, cut
     alone, _, _ = assess_photo(faces_dir / "georgia-tech" / "s01" / "01.jpg", analyzer, make_config("alice"), NOW)
     assert alone.other_faces == []
 

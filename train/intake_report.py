@@ -46,9 +46,11 @@ def print_table(result: IntakeResult) -> None:
 
 def face_boxes_html(face_box: list[float] | None, other_faces: list[list[float]], css_class: str) -> str:
     """The face boxes drawn over a photo's preview: the person's, and in another colour (`css_class` + " other") the
-    faces that made it "more than one face". Boxes are fractions of the photo, so they fit a preview of any size."""
+    faces that made it "more than one face". Boxes are fractions of the photo, so they fit a preview of any size;
+    the part of a box past the photo's edge (a face cut by it: MTCNN's box reaches out) is left off, not drawn
+    over the card beside it."""
     def box(b: list[float], classes: str) -> str:
-        x1, y1, x2, y2 = (100 * v for v in b)
+        x1, y1, x2, y2 = (100 * min(max(v, 0.0), 1.0) for v in b)
         return f"<div class='{classes}' style='left:{x1:.1f}%;top:{y1:.1f}%;width:{x2 - x1:.1f}%;height:{y2 - y1:.1f}%'></div>"
 
     return (box(face_box, css_class) if face_box else "") + "".join(box(b, f"{css_class} other") for b in other_faces)
