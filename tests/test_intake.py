@@ -438,6 +438,7 @@ def test_bad_input_corpus_every_file_gets_a_verdict(make_config, faces_dir, anal
     for name in ("dot.png", "strip.png"):
         assert verdicts[name].verdict == "reject" and verdicts[name].reason.startswith("image too small"), name
     assert verdicts["thumbnail.jpg"].reason.startswith("photo too small: the face is") and "thumbnail" in verdicts["thumbnail.jpg"].advice[0]
+    assert f"the face is {verdicts['thumbnail.jpg'].checks['face'].value['face_px']} px across" in verdicts["thumbnail.jpg"].reason
     assert verdicts["distant.jpg"].reason == "face too small" and "Step closer" in verdicts["distant.jpg"].advice[0]
     assert verdicts["sideways.jpg"].reason.startswith("photo on its side") and "Rotate" in verdicts["sideways.jpg"].advice[0]
     assert {k: verdicts["large.jpg"].checks["decode"].value[k] for k in ("width", "height", "scale")} == {

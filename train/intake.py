@@ -425,7 +425,8 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
     if problem == "face_too_small" and detection.subject.side * scale >= cfg.face.min_face_px:
         problem = None  # small only in the reduced-scale decode
     face = detection.subject
-    value = {"faces": len(detection.faces), "confidence": _r(face.confidence) if face else None}
+    value = {"faces": len(detection.faces), "confidence": _r(face.confidence) if face else None,
+             "face_px": round(face.side * scale) if face else None}  # what "face too small" is about, in the photo's pixels
     if face is not None:
         report.face_box = face.box_fractions(image.size)
     if problem == "several_faces":  # shown on the photo, so the person sees whom to crop out
