@@ -48,6 +48,16 @@ GALLERY = "gallery.html"  # infer/gallery.py: the review page, in samples/
 EXPORT_MANIFEST = "export.json"  # infer/export.py: the crops made, in export/
 
 
+def case_twin(root: Path, user: str) -> str | None:
+    """The name of a folder in `root` that differs from `user` only in case ("alice" for "Alice"), if there is one.
+    On Linux the two would be two people's folders, on macOS and Windows one: either way one person could reach
+    the other's photos, or have two accounts without knowing."""
+    try:
+        return next((p.name for p in root.iterdir() if p.name != user and p.name.casefold() == user.casefold()), None)
+    except OSError:  # no folder yet: nobody to be confused with
+        return None
+
+
 @dataclass(frozen=True)
 class Workspace:
     user: str
@@ -60,8 +70,14 @@ class Workspace:
     def from_config(cls, cfg: Config) -> Workspace:
         flags = "".join(f" {name}={value}" for name, value, default in (("RUN", cfg.run, "default"), ("PROFILE", cfg.profile, "sdxl"))
                         if value != default)
-        return cls(validate_user_name(cfg.user), Path(cfg.paths.data_root), Path(cfg.paths.outputs_root), flags,
-                   cfg.intake.photos_wanted)
+        user, roots = validate_user_name(cfg.user), (Path(cfg.paths.data_root), Path(cfg.paths.outputs_root))
+        for root in roots:
+            twin = case_twin(root, user)
+            if twin is not None:
+                raise HeadshotsError(f"User name {user!r} differs from {twin!r} only in case, and {root / twin} is that "
+                                     "person's folder: user names ignore case (macOS and Windows keep one folder for both).",
+                                     f"Use USER={twin} if that is you; otherwise pick another name.")
+        return cls(user, *roots, flags, cfg.intake.photos_wanted)
 
     def make_command(self, target: str, **variables: str) -> str:
         """The `make` command a hint tells the person to run, for this person, run and profile:

@@ -50,7 +50,7 @@ from headshots.faces import FaceAnalyzer
 from headshots.images import list_photos, load_rgb
 from headshots.logs import get_logger, plural
 from headshots.stages import done_now, run_recorded, stages_to_run
-from headshots.workspace import ADAPTER_WEIGHTS, Workspace, read_favourites, save_favourites
+from headshots.workspace import ADAPTER_WEIGHTS, Workspace, case_twin, read_favourites, save_favourites
 from infer.discard import discard
 from infer.export import EXPORT, SIZES, export
 from infer.generate import new_round_name
@@ -183,6 +183,7 @@ class HeadshotsApp:
         self.run = probe.run
         self.defaults = probe.infer
         self.photos_wanted = probe.intake.photos_wanted
+        self.data_root = Path(probe.paths.data_root)
         self.accounts = accounts
         self.analyzer = analyzer or FaceAnalyzer.for_config(probe)
         self.jobs = jobs or JobQueue(devices())
@@ -561,6 +562,7 @@ class HeadshotsApp:
         except ConfigError as exc:
             said = "Type your name first." if not name else exc.message
             return {self.c["sign_in_note"]: f"**{said}** {NAME_RULE}"}
+        user = case_twin(self.data_root, user) or user  # "Alice" signs in to alice's folder: names ignore case
         return {**self.page(user), self.c["sign_in_note"]: ""}
 
     def on_load(self, remembered: dict | None, request: gr.Request) -> dict:

@@ -174,6 +174,16 @@ def test_a_missing_or_empty_selfie_folder_says_what_to_add(make_config):
     assert err.value.hint.startswith("Did you mean bob? If not: Create it and put")
 
 
+def test_a_name_that_differs_from_a_persons_folder_only_in_case_is_refused(make_config):
+    """"Alice" and "alice" were two people's folders on Linux and one on macOS and Windows: either one person with two
+    accounts unawares, or two people sharing photos. A name is refused where a folder differs from it only in case."""
+    Workspace.from_config(make_config("alice")).selfies.mkdir(parents=True)
+    with pytest.raises(HeadshotsError, match="'Alice' differs from 'alice' only in case") as err:
+        Workspace.from_config(make_config("Alice"))
+    assert err.value.hint.startswith("Use USER=alice if that is you")
+    assert Workspace.from_config(make_config("alice")).user == "alice"
+
+
 def test_hints_name_the_run_and_profile_the_person_used():
     """A hint's `make` command must reach the same files: `make train USER=alice` alone would train the default run."""
     other = Workspace.from_config(load_config("alice", "tiny", overrides=["run=second"]))
