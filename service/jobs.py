@@ -65,6 +65,7 @@ class Job:
     hint: str = ""  # failed: what to do (the CLI's `->` line)
     stop_requested: bool = False
     expected_images: int | None = None  # a generate or more job: how many it makes (its progress line says "k of n")
+    images_made: int | None = None  # a generate or more job once done: what it made, counted when first shown done
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property

@@ -238,11 +238,12 @@ def _photo_card(p: dict, uri: str | None) -> str:
             f"<b>{html.escape(p['file'])}</b> <span class='hs-verdict'>{html.escape(p['verdict'])}</span> "
             f"{tick_button('hs-remove-pick', p['file'], False, TO_REMOVE)}"
             f"<p>{html.escape(p.get('reason') or 'good photo')}</p><ul>{_items(p['advice'])}</ul>"
-            f"{f'<small>measured: {html.escape(measured)}</small>' if measured else ''}</div>")
+            f"{f'<details><summary>figures</summary><small>{html.escape(measured)}</small></details>' if measured else ''}</div>")
 
 
 def _measured(checks: dict) -> str:
-    """The figures of each check that fired, for whoever wants them."""
+    """The figures of each check that fired, for whoever wants them: folded away on the card, as they are the
+    measures' own names ("skin_light 121.0"), while the reason and advice above say what they mean."""
     fired = ((name, figures(check["value"])) for name, check in checks.items() if check["status"] != "ok")
     return "; ".join(f"{name}: {shown}" for name, shown in fired if shown)
 
@@ -318,8 +319,9 @@ def job_markdown(ws: Workspace, run: str, job: Job | None, position: int, outdat
     if job.state == STOPPED:
         return f"**{what} stopped.** " + RESTART[job.kind]
     if job.state == DONE and job.kind in IMAGE_KINDS:
-        made = images_made(ws, run, job)
-        return f"**Done:** {plural(made, 'new image')}. {_results(ws, run) or ''}"
+        if job.images_made is None:  # counted once: an image deleted in the review since was still made
+            job.images_made = images_made(ws, run, job)
+        return f"**Done:** {plural(job.images_made, 'new image')}. {_results(ws, run) or ''}"
     return _disk_status(ws, run, outdated)
 
 

@@ -94,7 +94,7 @@ def test_bad_files_get_their_reason_not_a_traceback(server, selfies, tmp_path):
     card = result["photos"].split("data-file='half.jpg'>")[1].split("</div></div>")[0]
     assert "reject" in card and "damaged or truncated" in card and "Export or upload the photo again" in card
     card = result["photos"].split("data-file='wall.jpg'>")[1].split("</div></div>")[0]
-    assert "no face found" in card and "measured: face: faces 0</small>" in card  # not "confidence None"
+    assert "no face found" in card and "<summary>figures</summary><small>face: faces 0</small>" in card  # not "confidence None"
     assert [name for name, _ in result["remove_pick"]["choices"]] == ["01.jpg", "half.jpg", "wall.jpg"]
     assert not any("Traceback" in str(value) for value in result.values())
     assert sorted(p.name for p in (server.data / "carol" / "selfies").iterdir()) == ["01.jpg", "half.jpg", "wall.jpg"]
@@ -186,6 +186,8 @@ def test_one_session_cannot_reach_another_persons_photos(server, selfies):
     for name, said in (("../alice", "not allowed"), ("Alice Smith", "not allowed"), ("  ", "Type your name first")):
         refused = page(nameless.predict(name, api_name="/start"))  # said under the box, which stays usable
         assert said in refused["sign_in_note"] and "no spaces" in refused["sign_in_note"] and "Signed in" not in str(refused["who"])
+    _, seen = session(server, "ALICE")  # names ignore case, as folders do on macOS and Windows: hers, not a second
+    assert seen["who"] == "Signed in as **alice**." and "01.jpg" in seen["photos"] and not (server.data / "ALICE").exists()
 
 
 def test_signed_in_name_is_the_only_identity(tmp_path, tiny_model, analyzer, selfies):
@@ -531,7 +533,9 @@ def test_an_image_scoring_never_reached_can_still_be_deleted(server):
     assert [e["file"] for e in json.loads((samples / "manifest.json").read_text())["images"]] == ["linkedin-00.png"]
 
 
-def test_a_running_generation_says_how_many_of_its_images_are_made_or_that_it_trains_first(server):
+def test_a_generation_says_how_many_of_its_images_are_made_or_that_it_trains_first(server):
+    """Running: k of n so far. Done: what it made, also after one of them is deleted in the review (a walk saw
+    'Done: 3 new images' for a round of 4)."""
     from service import views
     from service.jobs import Job
     from train.recipe import write_progress
@@ -551,6 +555,11 @@ def test_a_running_generation_says_how_many_of_its_images_are_made_or_that_it_tr
     assert "training your adapter again first (your photos or settings changed): step **3 of 10**" in said, said
     write_progress(ws.progress(server.app.run), 10, 10, 0, 0.2, time.time() - 1)
     assert "1 of 4 images made so far" in views.job_markdown(ws, server.app.run, job, 0)  # trained: drawing now
+    Image.new("RGB", (8, 8)).save(samples / "linkedin-01.png")
+    job.state = DONE
+    assert "**Done:** 2 new images" in views.job_markdown(ws, server.app.run, job, 0)
+    (samples / "linkedin-01.png").unlink()  # deleted in the review: the round made it all the same
+    assert "**Done:** 2 new images" in views.job_markdown(ws, server.app.run, job, 0)
 
 
 def test_a_preview_is_made_once_per_version_of_a_file_and_forgotten_with_the_data(tmp_path):
