@@ -637,7 +637,7 @@ class HeadshotsApp:
                 with gr.Row(elem_id="hs-status-row"):
                     c["status"] = gr.Markdown(elem_id="hs-status")
                     c["stop"] = gr.Button("Stop", interactive=False, size="sm", scale=0, min_width=80, elem_id="hs-stop")
-                with gr.Tabs():
+                with gr.Tabs() as c["tabs"]:
                     with gr.Tab("1. Photos", elem_id="hs-tab-photos"):
                         c["upload"] = gr.File(label=f"Drop {self.photos_wanted} photos of yourself here (JPEG, PNG, WebP, HEIC)",
                                               file_count="multiple", elem_id="hs-upload")
@@ -663,7 +663,7 @@ class HeadshotsApp:
                                                        max_length=100, elem_id="hs-clothing")
                         gr.Markdown("Each press makes new images with new seeds; your earlier ones stay in your review.")
                         c["generate"] = gr.Button("Generate", variant="primary", interactive=False, elem_id="hs-generate")
-                    with gr.Tab("4. Review", elem_id="hs-tab-review"):
+                    with gr.Tab("4. Review", id="review", elem_id="hs-tab-review"):
                         c["yours"] = gr.HTML(elem_id="hs-yours-box")
                         c["review"] = gr.HTML(elem_id="hs-review")
                         with gr.Row():
@@ -708,6 +708,7 @@ class HeadshotsApp:
             c["card_file"] = gr.Textbox(elem_id="hs-card-file", elem_classes="hs-hidden", show_label=False)
             c["card_more"] = gr.Button("More like this image", elem_id="hs-card-more", elem_classes="hs-hidden")
             c["card_delete"] = gr.Button("Delete this image", elem_id="hs-card-delete", elem_classes="hs-hidden")
+            c["open_review"] = gr.Button("Open the review", elem_id="hs-open-review", elem_classes="hs-hidden")  # views.OPEN_REVIEW
             self._wire(demo)
         return demo
 
@@ -750,6 +751,7 @@ class HeadshotsApp:
                            show_progress_on=[c["review"]])
         c["card_delete"].click(self.discard_one, [c["card_file"], *drawing], discarded, api_name=False,
                                show_progress_on=[c["review"]])
+        c["open_review"].click(lambda: gr.Tabs(selected="review"), None, [c["tabs"]], api_name=False, show_progress="hidden")
         c["review_more"].click(self.show_more, drawing, [c["shown"], *drawn], api_name=False)
         c["dropped_toggle"].click(self.toggle_dropped, drawing, [c["dropped_open"], *drawn], api_name=False)
         c["favourites"].input(self.keep_favourites, [c["favourites"], c["user"]], None, api_name=False,

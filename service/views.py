@@ -88,6 +88,10 @@ PAGE_JS = """() => {
       box.dispatchEvent(new Event("input", { bubbles: true }));
       document.getElementById(action.dataset.press)?.click();
     }
+    if (event.target.closest("a[href$='#open-review']")) {  // OPEN_REVIEW
+      event.preventDefault();
+      document.getElementById("hs-open-review")?.click();
+    }
   });
   // Delete ticked images asks first, as a card's Delete does (not while a job runs: the server refuses then).
   // Listening in the capture phase, a "no" stops the click before it reaches the button.
@@ -120,6 +124,12 @@ def tick_button(list_id: str, file: str, ticked: bool, labels: tuple[str, str]) 
     off, on = (html.escape(label) for label in labels)
     return (f"<button type='button' class='hs-tick' data-tick='{list_id}' data-file='{html.escape(file)}' "
             f"data-off='{off}' data-on='{on}' aria-pressed='{str(ticked).lower()}'>{on if ticked else off}</button>")
+
+
+# The status line's way to the review: on a phone Gradio folds the later tabs into a "..." menu, so "see Review"
+# alone sent the person looking for it. A Markdown link (the status is sanitised Markdown), which PAGE_JS turns into
+# a press of the hidden #hs-open-review, which selects the tab.
+OPEN_REVIEW = "[Review](#open-review)"
 
 
 def card_action(button_id: str, file: str, label: str, title: str, confirm: str = "") -> str:
@@ -344,7 +354,8 @@ def _results(ws: Workspace, run: str) -> str | None:
     if not scores:
         return None
     count = len(scores["images"])
-    return f"Your review holds {plural(count, 'image')}, {scores['kept']} kept by the likeness filter and the checks: see Review."
+    return (f"Your review holds {plural(count, 'image')}, {scores['kept']} kept by the likeness filter and the checks: "
+            f"see {OPEN_REVIEW}.")
 
 
 def _trained_on(ws: Workspace) -> str:

@@ -170,8 +170,12 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         manifest = json.loads((server.outputs / "alice" / "default" / "samples" / "manifest.json").read_text())
         assert all(e["prompt_2"].startswith("plain light grey studio wall, ") for e in manifest["images"])
 
-        # 4. Review: random weights draw noise, so both are dropped, with their reasons a click away.
-        tab(page, "4. Review")
+        # 4. Review, from the status line's link: on a phone the tab itself is folded into Gradio's "..." menu.
+        # Random weights draw noise, so both are dropped, with their reasons a click away.
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.locator("#hs-status a[href$='#open-review']").click()
+        page.locator("#hs-review-head").wait_for()
+        page.set_viewport_size({"width": 1300, "height": 1000})
         assert "0 of 2 kept" in page.locator("#hs-review-head").inner_text()
         assert "generate again" in page.locator("#hs-nothing-kept").inner_text()  # what to try, when nothing is kept
         assert page.locator("#hs-yours img").count() == 6  # the person's own faces, to judge likeness against
