@@ -51,9 +51,12 @@ CAUSES = ("decode", "exposure", "occlusion", "face", "resolution", "backlight", 
           "colour_cast", "filter", "pose", "duplicate", "identity", "age")
 # Warnings are independent findings (a tilt, a shadow, a colour, smoothed skin, a date, a pixel count: `judge` already
 # withholds one that an earlier cause would fake), so they lead by how far each is past its limit (`Check.excess`):
-# a limit sits at the edge of clean photos, so a photo's real, mild tilt or low resolution just past it does not hide
-# the strong smoothing or colour cast it also has, nor the other way round. Ties keep the causal order. A warning the
-# whole set shares comes after those particular to the photo (`share_warnings`).
+# a limit sits at the edge of clean photos, so a photo's real, mild tilt just past it does not hide the strong
+# smoothing or colour cast it also has, nor the other way round. Ties keep the causal order. Low resolution comes
+# after the rest (`_after_a_retake`): they ask for a new photo, and a new photo from the phone has its full pixels
+# too, while sending the original fixes only the pixels. Except smoothed skin, which few pixels can fake (a
+# downscaled face loses its grain): between those two, the one further past its limit leads. A warning the whole set
+# shares comes after those particular to the photo (`share_warnings`).
 SIDEWAYS = ("photo on its side (the face is upright only when it is turned)",
             "Turn it upright in your phone's photo editor (Rotate), then add it again.")
 FACE_PROBLEMS = {
@@ -92,11 +95,20 @@ class PhotoReport:
 
     def problems(self) -> list[tuple[str, Check]]:
         """Checks that fired, the verdict's severity first: rejections in causal order (CAUSES), then warnings, those
-        particular to this photo before those the whole set shares, each group the furthest past its limit first."""
+        particular to this photo before those the whole set shares, a retake's before low resolution
+        (`_after_a_retake`), each group the furthest past its limit first."""
         fired = [(name, c) for name, c in self.checks.items() if c.status != OK]
-        return sorted(fired, key=lambda nc: (-_RANK[nc[1].status], nc[0] in self.shared,
+        return sorted(fired, key=lambda nc: (-_RANK[nc[1].status], nc[0] in self.shared, self._after_a_retake(*nc),
                                              -nc[1].excess if nc[1].status == WARN else 0.0,
                                              _causal(nc[0])))
+
+    def _after_a_retake(self, name: str, check: Check) -> bool:
+        """Low resolution's warning, and smoothed skin's when low resolution is further past its limit (then it may
+        be what lost the grain): said after the warnings a new photo fixes, pixels included."""
+        low = self.checks.get("resolution")
+        if check.status != WARN or low is None or low.status != WARN:
+            return False
+        return name == "resolution" or (name == "filter" and low.excess >= check.excess)
 
     @property
     def lead(self) -> tuple[str, str] | None:
@@ -206,9 +218,9 @@ def _r(value: float) -> float:
 
 
 # -- per photo ---------------------------------------------------------------------------------
-def resolution_check(face: Face, scale: float, cfg: Config) -> Check:
-    """The training crop (face plus prepare.crop_margin on each side) in original pixels vs model.resolution."""
-    crop = face.side * scale * (1 + 2 * cfg.prepare.crop_margin)
+def resolution_check(crop: float, cfg: Config) -> Check:
+    """The training crop's side in the photo's own pixels (`frame_face`'s square: face plus prepare.crop_margin on
+    each side, shrunk where the photo's edge is near) vs model.resolution: how far prepare will enlarge it."""
     value = {"crop_px": round(crop), "needed_px": cfg.model.resolution}
     if crop < cfg.intake.min_crop_fraction * cfg.model.resolution:
         return Check(REJECT, value, f"too low resolution (face area {crop:.0f} px, training uses {cfg.model.resolution})",
@@ -448,11 +460,11 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
         report.add("face", Check(REJECT, value, reason, None if named else advice))
         return report, None, preview
     report.add("face", Check(OK, value))
-    report.add("resolution", resolution_check(face, scale, cfg))
+    framing = frame_face(face, image.size, cfg.prepare.crop_margin, cfg.prepare.level_eyes)  # prepare's crop
+    report.add("resolution", resolution_check(framing.side * scale, cfg))
     with _timed(timings, "measure"):
         face_measures = quality.measure(image, face)
-        levelled = frame_face(face, image.size, cfg.prepare.crop_margin).degrees != 0.0 if cfg.prepare.level_eyes else None
-        face_measures = replace(face_measures, levelled=levelled)
+        face_measures = replace(face_measures, levelled=framing.degrees != 0.0 if cfg.prepare.level_eyes else None)
     for name, check in judge(face_measures, cfg.intake, cut_out).items():
         report.add(name, check)
     with _timed(timings, "thumbnail"):
