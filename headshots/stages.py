@@ -218,7 +218,7 @@ def _recorded_as(stage: Stage, cfg: Config, expected: str) -> str:
 
 def record_path(stage: Stage, cfg: Config) -> Path:
     ws = Workspace.from_config(cfg)
-    folder = ws.user_dir / "stages" if stage.in_user_data else ws.run_dir(cfg.run) / "stages"
+    folder = ws.user_stage_records if stage.in_user_data else ws.run_dir(cfg.run) / "stages"
     return folder / f"{stage.name}.json"
 
 

@@ -32,6 +32,7 @@ from filelock import FileLock, Timeout
 from headshots.config import PERSON_SETTINGS, Config, validate_user_name
 from headshots.errors import HeadshotsError
 from headshots.images import FORMATS, list_photos
+from headshots.logs import plural
 
 # What an adapter folder holds (written by train/lora.py, read by infer/generate.py).
 ADAPTER_WEIGHTS = "pytorch_lora_weights.safetensors"  # diffusers / peft: pipe.load_lora_weights(folder)
@@ -131,6 +132,21 @@ class Workspace:
     def reference_embeddings(self) -> Path:
         return self.user_dir / "reference.safetensors"
 
+    @property
+    def user_stage_records(self) -> Path:
+        """The intake and prepare stages' records (headshots/stages.py)."""
+        return self.user_dir / "stages"
+
+    def made_from_photos(self, path: Path) -> bool:
+        """Whether `path`, in the person's data folder, is one of the files the stages make there from the photos,
+        or a stage's unfinished copy of one (`prepared.tmp`, `prepared.old`, `.intake.json.<random>.tmp`): what
+        `make purge` deletes without ALL=1. Anything else there (a photo put beside selfies/) is the person's own."""
+        made = (self.intake_report, self.intake_page, self.prepared, self.captions, self.prepare_report,
+                self.reference_embeddings, self.user_stage_records)
+        return any(path.parent == ours.parent and (path.name in (ours.name, f"{ours.name}.tmp", f"{ours.name}.old")
+                                                   or (path.name.startswith(f".{ours.name}.") and path.name.endswith(".tmp")))
+                   for ours in made)
+
     # -- per-run outputs ----------------------------------------------------------------------
     @property
     def user_outputs(self) -> Path:
@@ -190,6 +206,10 @@ class Workspace:
         """Every file in the selfie folder (each stage judges what it can read), refusing a missing or empty one."""
         if not self.selfies.is_dir():
             create = f"Create it and put {self.photos_wanted} photos of {self.user} in it ({FORMATS})."
+            beside = [p.name for p in list_photos(self.user_dir) if p.is_file() and not self.made_from_photos(p)] \
+                if self.user_dir.is_dir() else []
+            if beside:  # put in the person's folder itself, one level up
+                create = f"Create it and move the {plural(len(beside), 'file')} in {self.user_dir} into it ({', '.join(beside[:3])}{' ...' if len(beside) > 3 else ''})."
             alike = self._alike()
             raise HeadshotsError(f"No selfie folder for user {self.user!r}: {self.selfies} does not exist.",
                                  f"Did you mean {alike}? If not: {create}" if alike else create)

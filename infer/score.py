@@ -150,7 +150,7 @@ def measure(names: list[str], samples_dir: Path, analyzer: FaceAnalyzer, referen
             records[name] = Measured.of(image, detection, row).to_json(stamps[name])
             measured[name] = Measured.from_json(records[name])  # read back as a kept one is: the same verdicts either way
     write_json_atomic(path, {"key": key, "images": {name: records[name] for name in names}}, indent=None)
-    log.info("faces measured in %s; %d kept from the last scoring (unchanged since)", plural(len(todo), "image"), len(names) - len(todo))
+    log.info("faces measured in %s; %d reused from the last scoring (unchanged since)", plural(len(todo), "image"), len(names) - len(todo))
     return measured
 
 

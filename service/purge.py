@@ -35,11 +35,12 @@ RUNNING = {TRAIN_LOCK: "training, or preparing its photos", IMAGES_LOCK: "genera
 
 
 def derived_paths(workspace: Workspace, include_selfies: bool) -> list[Path]:
-    """What purge deletes. Intake's lock stays with the photos it guards (it names no one): deleted while held, it
-    would let an intake starting meanwhile lock a new file of that name."""
+    """What purge deletes: without `include_selfies`, what the stages made in the person's data folder
+    (`Workspace.made_from_photos`), never a file of their own beside selfies/ (`own_files`); with it, the whole
+    folder. Intake's lock stays with the photos it guards (it names no one): deleted while held, it would let an
+    intake starting meanwhile lock a new file of that name."""
     user_dir = [p for p in workspace.user_dir.iterdir()] if workspace.user_dir.is_dir() else []
-    kept = (workspace.selfies, workspace.person_settings, workspace.intake_lock)
-    targets = [p for p in user_dir if include_selfies or p not in kept]
+    targets = [p for p in user_dir if workspace.made_from_photos(p)]
     if include_selfies and workspace.user_dir.is_dir():
         targets = [workspace.user_dir]
     if workspace.user_outputs.exists():
@@ -90,6 +91,15 @@ def purge(workspace: Workspace, include_selfies: bool = False) -> list[str]:
             done += [f"kept {target}: only the link {link} to it was removed (it is stored elsewhere; delete it there "
                      "if it is theirs)" for link, target in linked]
     return done + scrub_batch_records(workspace)
+
+
+def own_files(workspace: Workspace) -> list[Path]:
+    """What is in the person's data folder that no stage made, besides their photos and settings: files of their
+    own (a photo put beside selfies/), which purge keeps without ALL=1 and names."""
+    if not workspace.user_dir.is_dir():
+        return []
+    kept = (workspace.selfies, workspace.person_settings, workspace.intake_lock)
+    return sorted(p for p in workspace.user_dir.iterdir() if p not in kept and not workspace.made_from_photos(p))
 
 
 def links_in(path: Path) -> list[tuple[Path, Path]]:
@@ -167,6 +177,9 @@ def main(argv=None) -> int:
         print(f"kept the original photos in {workspace.selfies} ({DELETE_THEM_TOO.format(workspace.make_command('purge', ALL='1'))})")
     if not args.include_selfies and workspace.person_settings.exists():
         print(f"kept the person's own settings in {workspace.person_settings} "
+              f"({DELETE_THEM_TOO.format(workspace.make_command('purge', ALL='1'))})")
+    for path in [] if args.include_selfies else own_files(workspace):
+        print(f"kept {path}: not made by this project, so perhaps the person's own "
               f"({DELETE_THEM_TOO.format(workspace.make_command('purge', ALL='1'))})")
     return 0
 

@@ -172,6 +172,11 @@ def test_a_missing_or_empty_selfie_folder_says_what_to_add(make_config):
     with pytest.raises(HeadshotsError, match="No selfie folder for user 'bobb'") as err:  # a name mistyped
         Workspace.from_config(make_config("bobb")).require_selfies()
     assert err.value.hint.startswith("Did you mean bob? If not: Create it and put")
+    (ws.user_dir / "04.jpg").write_bytes(b"a photo put beside the folder it belongs in")
+    ws.selfies.rmdir()
+    with pytest.raises(HeadshotsError, match="No selfie folder") as err:
+        ws.require_selfies()
+    assert err.value.hint == f"Create it and move the 1 file in {ws.user_dir} into it (04.jpg)."
 
 
 def test_a_name_that_differs_from_a_persons_folder_only_in_case_is_refused(make_config):

@@ -190,11 +190,19 @@ def test_resolution_counts_the_pixels_the_crop_really_has(source, analyzer, make
 
 def test_warnings_lead_by_how_far_past_their_limit():
     """Issue 17: a photo's real, mild side light led before a 40-degree tilt (a fixed order put pose last).
-    Neither explains the other: the one further past its limit leads, and the other is still said."""
+    Neither explains the other: the one further past its limit leads, and the other is still said. Rejections lead
+    in causal order."""
     photo = PhotoReport("a.jpg")
     photo.add("side_light", Check("warn", {}, "harsh shadow on one side of the face", "Face the window.", excess=1.1))
     photo.add("pose", Check("warn", {}, "head or camera tilted", "Keep your head upright.", excess=1.6))
     assert [name for name, _ in photo.problems()] == ["pose", "side_light"]
+    # Rejections keep the causal order, even of a check whose warning the rest of the set shares (a new user's walk:
+    # a blurred thumbnail led with "face out of focus" in a set of small photos, elsewhere with its resolution).
+    rejected = PhotoReport("b.jpg")
+    rejected.add("sharpness", Check("reject", {}, "face out of focus", "Tap your face on the screen to focus."))
+    rejected.add("resolution", Check("reject", {}, "too low resolution", "Use the original photo."))
+    rejected.share(["resolution"])
+    assert rejected.lead[0] == "resolution", rejected.reason
 
 
 def test_low_resolution_is_said_after_what_a_new_photo_would_fix(source, analyzer, make_config, tmp_path):
@@ -471,6 +479,10 @@ def test_bad_input_corpus_every_file_gets_a_verdict(make_config, faces_dir, anal
         assert verdicts[name].verdict == "reject" and verdicts[name].reason.startswith("image too small"), name
     assert verdicts["thumbnail.jpg"].reason.startswith("photo too small: the face is") and "thumbnail" in verdicts["thumbnail.jpg"].advice[0]
     assert f"the face is {verdicts['thumbnail.jpg'].checks['face'].value['face_px']} px across" in verdicts["thumbnail.jpg"].reason
+    assert verdicts["thumbnail.jpg"].reason.endswith("(at least 48 needed)")  # detection's least, at 128 px training
+    # at 1024 px a 48 px face would still be rejected for its resolution: the least is the face whose crop passes
+    at_1024 = assess_photo(ws.selfies / "thumbnail.jpg", analyzer, make_config("bob", "model.resolution=1024"), NOW)[0]
+    assert at_1024.reason.endswith("(at least 74 needed)"), at_1024.reason  # 0.2 x 1024 / (1 + 2 x 0.9), rounded up
     assert verdicts["distant.jpg"].reason == "face too small" and "Step closer" in verdicts["distant.jpg"].advice[0]
     assert verdicts["sideways.jpg"].reason.startswith("photo on its side") and "Rotate" in verdicts["sideways.jpg"].advice[0]
     assert {k: verdicts["large.jpg"].checks["decode"].value[k] for k in ("width", "height", "scale")} == {

@@ -152,3 +152,27 @@ def test_a_lock_that_cannot_be_taken_is_named_not_a_traceback(tmp_path, capsys):
     assert main(["--user", "gus", f"paths.data_root={tmp_path / 'data'}", f"paths.outputs_root={outputs}"]) == 2
     said = capsys.readouterr().err
     assert "cannot be locked" in said and "nothing was deleted" in said and (outputs / "gus").is_dir(), said
+
+
+def test_a_file_of_the_persons_own_beside_selfies_is_kept_and_named(tmp_path, capsys):
+    """Purge without ALL=1 deleted everything in the person's folder but selfies/ and settings.yaml: a photo put
+    beside selfies/, or a folder of more photos, went with the reports (a new user's walk). It deletes what the
+    stages make there, their unfinished copies too, and names what it keeps."""
+    data, outputs = tmp_path / "data", tmp_path / "outputs"
+    person = data / "hank"
+    (person / "selfies").mkdir(parents=True)
+    (person / "more-photos").mkdir()
+    for own in (person / "06.jpg", person / "more-photos" / "07.jpg", person / "selfies" / "01.jpg"):
+        own.write_bytes(b"a photo of hank")
+    made = ["intake.json", "intake.html", "captions.json", "prepare_report.json", "reference.safetensors",
+            ".intake.json.k2j3.tmp", "prepared.tmp"]
+    for name in made:
+        (person / name).write_text("made from the photos")
+    (person / "prepared").mkdir()
+    (person / "stages").mkdir()
+    assert main(["--user", "hank", f"paths.data_root={data}", f"paths.outputs_root={outputs}"]) == 0
+    said = capsys.readouterr().out
+    assert sorted(p.name for p in person.iterdir()) == [".intake.lock", "06.jpg", "more-photos", "selfies"]
+    assert (person / "more-photos" / "07.jpg").is_file() and (person / "selfies" / "01.jpg").is_file()
+    assert f"kept {person / '06.jpg'}: not made by this project" in said and f"kept {person / 'more-photos'}:" in said, said
+    assert "make purge USER=hank ALL=1" in said

@@ -11,6 +11,7 @@ few photos are usable or it shows two people. The command exits non-zero when th
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -98,7 +99,8 @@ class PhotoReport:
         particular to this photo before those the whole set shares, a retake's before low resolution
         (`_after_a_retake`), each group the furthest past its limit first."""
         fired = [(name, c) for name, c in self.checks.items() if c.status != OK]
-        return sorted(fired, key=lambda nc: (-_RANK[nc[1].status], nc[0] in self.shared, self._after_a_retake(*nc),
+        return sorted(fired, key=lambda nc: (-_RANK[nc[1].status], nc[1].status == WARN and nc[0] in self.shared,
+                                             self._after_a_retake(*nc),
                                              -nc[1].excess if nc[1].status == WARN else 0.0,
                                              _causal(nc[0])))
 
@@ -218,6 +220,13 @@ def _r(value: float) -> float:
 
 
 # -- per photo ---------------------------------------------------------------------------------
+def _face_px_needed(cfg: Config) -> int:
+    """The smallest face, in the photo's pixels, that passes both detection and the resolution check's rejection
+    (its crop with prepare.crop_margin on each side at least intake.min_crop_fraction x model.resolution)."""
+    crop = cfg.intake.min_crop_fraction * cfg.model.resolution
+    return max(cfg.face.min_face_px, math.ceil(crop / (1 + 2 * cfg.prepare.crop_margin)))
+
+
 def resolution_check(crop: float, cfg: Config) -> Check:
     """The training crop's side in the photo's own pixels (`frame_face`'s square: face plus prepare.crop_margin on
     each side, shrunk where the photo's edge is near) vs model.resolution: how far prepare will enlarge it."""
@@ -453,7 +462,7 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
     if problem:
         reason, advice = FACE_PROBLEMS[problem]
         if problem == "face_too_small" and face.side * scale >= FRAMED_CLOSE * min(width, height):
-            reason, advice = f"photo too small: the face is {face.side * scale:.0f} px across (at least {cfg.face.min_face_px} needed)", THUMBNAIL
+            reason, advice = f"photo too small: the face is {face.side * scale:.0f} px across (at least {_face_px_needed(cfg)} needed)", THUMBNAIL
         named = any(c.status != OK for c in causes.values())  # then the cause carries the advice
         if problem == "no_face" and not named and _on_its_side(image, analyzer, cfg):
             reason, advice = SIDEWAYS
