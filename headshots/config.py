@@ -717,6 +717,8 @@ def _describe(exc: OmegaConfBaseException) -> str:
     if wrong_type:  # e.g. train.max_steps=five, wandb.log_images=maybe
         wanted = {"Integer": "a whole number", "Float": "a number", "bool": "true or false"}.get(wrong_type[2], wrong_type[2])
         return f"Config key `{key}` takes {wanted}, not {wrong_type[1]!r}."
+    if text.startswith("Incompatible value 'None'"):  # key= with nothing after it, for a key that must hold something
+        return f"Config key `{key}` was given no value: write one after the = sign."
     if "is not a ListConfig" in text:  # e.g. infer.styles=linkedin
         return f"Config key `{key}` takes a list, even of one: {key}=[a,b] (in a YAML file: [a, b])."
     return f"Bad value for config key `{key}`: {text}"

@@ -232,7 +232,11 @@ class Workspace:
         if not (adapter / ADAPTER_WEIGHTS).is_file():
             hint = ("Train with validation on (train.validation.every=100) to get one, or use infer.adapter=last"
                     if which == "best" else f"Train one first: {self.make_command('train')}")
-            raise HeadshotsError(f"No {which} adapter for user {self.user!r}, run {run!r} at {adapter}.", hint)
+            trained = sorted(weights.parent.parent.name for weights in self.user_outputs.glob(f"*/adapter/{ADAPTER_WEIGHTS}"))
+            if trained and run not in trained:  # a mistyped or forgotten RUN=
+                hint += f" (runs of {self.user} with an adapter: {', '.join(trained)}; choose one with RUN=)"
+            what = "trained adapter" if which == "last" else "best adapter"
+            raise HeadshotsError(f"No {what} for user {self.user!r}, run {run!r} at {adapter}.", hint)
         return adapter
 
     def require_reference(self) -> Path:

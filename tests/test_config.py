@@ -6,7 +6,7 @@ import pytest
 
 from headshots.config import load_config
 from headshots.errors import ConfigError, HeadshotsError
-from headshots.workspace import Workspace
+from headshots.workspace import ADAPTER_WEIGHTS, Workspace
 from tests.conftest import REPO
 
 
@@ -189,6 +189,17 @@ def test_a_name_that_differs_from_a_persons_folder_only_in_case_is_refused(make_
     assert Workspace.from_config(make_config("alice")).user == "alice"
 
 
+def test_a_run_without_an_adapter_names_the_runs_that_have_one(make_config):
+    """`make infer RUN=secnod` said only "Train one first", where the person has trained another run (a new user's walk)."""
+    ws = Workspace.from_config(make_config("alice"))
+    for run in ("default", "second"):
+        (ws.adapter_dir(run)).mkdir(parents=True)
+        (ws.adapter_dir(run) / ADAPTER_WEIGHTS).write_bytes(b"weights")
+    with pytest.raises(HeadshotsError, match="No trained adapter for user 'alice', run 'secnod'") as err:
+        ws.require_adapter("secnod")
+    assert err.value.hint.endswith("(runs of alice with an adapter: default, second; choose one with RUN=)"), err.value.hint
+
+
 def test_hints_name_the_run_and_profile_the_person_used():
     """A hint's `make` command must reach the same files: `make train USER=alice` alone would train the default run."""
     other = Workspace.from_config(load_config("alice", "tiny", overrides=["run=second"]))
@@ -205,6 +216,7 @@ def test_hints_name_the_run_and_profile_the_person_used():
         (["fit", "--user", "alice", "train.nope=1"], "Unknown config key `train.nope`."),
         (["fit", "--user", "alice", "train.max_step=5"], "Unknown config key `train.max_step`: did you mean `train.max_steps`?"),
         (["fit", "--user", "alice", "train.max_steps=five"], "Config key `train.max_steps` takes a whole number, not 'five'."),
+        (["fit", "--user", "alice", "prepare.class_noun="], "Config key `prepare.class_noun` was given no value: write one after the = sign."),
         (["fit", "--user", "alice", "wandb.log_images=maybe"], "Config key `wandb.log_images` takes true or false, not 'maybe'."),
         (["fit", "--user", "ghost", "--profile", "tiny", "paths.data_root=/nonexistent"], "no prepared dataset"),
     ],
