@@ -971,3 +971,12 @@ def test_face_boxes_sit_on_the_faces_in_intake_html(make_config, faces_dir, anal
             photo, box = frame.locator("img").bounding_box(), frame.locator(".box").first.bounding_box()
             assert photo["y"] <= box["y"] and box["y"] + box["height"] <= photo["y"] + photo["height"] + 1, (photo, box)
         browser.close()
+
+
+def test_the_photos_to_add_are_counted_with_the_kinds_they_can_cover(make_config, faces_dir, analyzer):
+    """"Add 1 more photo" followed by two kinds of photo read as a miscount (a new user's walk): one photo can be
+    both, and the advice says so."""
+    cfg = make_config("gwen", "intake.min_photos=3")
+    copy_photos(sorted((faces_dir / "georgia-tech" / "s01").glob("*.jpg"))[:2], Workspace.from_config(cfg).selfies)
+    add = next(a for a in run_intake(cfg, analyzer).set.advice if a.startswith("Add 1 more photo of you alone: "))
+    assert add.count("; ") >= 1 and add.endswith(" (one photo can be more than one of these)."), add

@@ -697,7 +697,9 @@ def set_report(photos: list[PhotoReport], measured: dict[int, Measured], split: 
         count = f"only {plural(n, 'usable photo')}" if n else "no usable photos"
         report.reason = report.reason or (f"{count} (need at least {cfg.min_photos})" if short
                                           else f"{n} usable photos; {cfg.good_photos} give better results")
-        report.advice.append(f"Add {plural(need, 'more photo')} of you alone: " + "; ".join(_missing_kinds(usable, cfg)) + ".")
+        kinds = _missing_kinds(usable, cfg)
+        overlap = " (one photo can be more than one of these)" if len(kinds) > need else ""  # 3 photos, 4 kinds
+        report.advice.append(f"Add {plural(need, 'more photo')} of you alone: " + "; ".join(kinds) + f"{overlap}.")
     variety = _variety_problems(usable, cfg)
     if variety:
         report.verdict = max(report.verdict, WARN, key=_RANK.get)
