@@ -74,6 +74,20 @@ def original_size(path: Path) -> tuple[int, int]:
         return (height, width) if image.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (width, height)
 
 
+def as_the_camera_saved_it(path: Path) -> bool:
+    """Whether the file is the camera's own: it names the camera (EXIF Make) and has the pixels the camera recorded
+    (EXIF PixelXDimension x PixelYDimension). Chat apps, screenshots and editors that shrink a photo drop its EXIF
+    or keep the old size in it, so "send the original" is advice only for a file that is not one."""
+    try:
+        with Image.open(path) as image:
+            exif = image.getexif()
+            recorded = exif.get_ifd(0x8769)  # the Exif IFD
+            size = (recorded.get(0xA002), recorded.get(0xA003))
+            return bool(str(exif.get(0x010F, "")).strip("\x00 ")) and size == image.size
+    except (OSError, SyntaxError, ValueError):
+        return False
+
+
 def transparent_share(path: Path) -> float:
     """The share of the image that is transparent (alpha below half): a cut-out whose background was removed, which
     `to_rgb` fills with white. 0.0 for an image without an alpha channel (read from the header: no decoding) or one

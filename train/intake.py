@@ -30,7 +30,7 @@ from headshots import quality
 from headshots.config import Config, IntakeConfig
 from headshots.errors import HeadshotsError, ImageError
 from headshots.faces import Face, FaceAnalyzer
-from headshots.images import load_rgb, original_size, transparent_share
+from headshots.images import as_the_camera_saved_it, load_rgb, original_size, transparent_share
 from headshots.logs import plural, printable
 from headshots.workspace import Workspace, held_alone, write_json_atomic, write_text_atomic
 from train.framing import frame_face
@@ -68,6 +68,8 @@ FACE_PROBLEMS = {
 # A face this much of the photo's shorter side is framed as a selfie is: too few pixels then means the photo was made
 # small (a thumbnail, a copy from a chat), not taken from afar, and stepping closer would not help
 FRAMED_CLOSE = 0.2
+# low resolution in the camera's own file (as_the_camera_saved_it): there is no larger original to send
+OLD_CAMERA = "This is already the camera's own file: take one closer, or with more pixels (a recent phone's main camera)."
 THUMBNAIL = ("Send the original photo, as your phone or camera saved it, not a thumbnail or a copy made smaller "
              "(chat apps and screenshots shrink photos).")
 
@@ -227,16 +229,18 @@ def _face_px_needed(cfg: Config) -> int:
     return max(cfg.face.min_face_px, math.ceil(crop / (1 + 2 * cfg.prepare.crop_margin)))
 
 
-def resolution_check(crop: float, cfg: Config) -> Check:
+def resolution_check(crop: float, cfg: Config, camera_file: bool = False) -> Check:
     """The training crop's side in the photo's own pixels (`frame_face`'s square: face plus prepare.crop_margin on
-    each side, shrunk where the photo's edge is near) vs model.resolution: how far prepare will enlarge it."""
+    each side, shrunk where the photo's edge is near) vs model.resolution: how far prepare will enlarge it.
+    `camera_file` (`as_the_camera_saved_it`): the file is already the original, so only a closer or a larger photo helps."""
     value = {"crop_px": round(crop), "needed_px": cfg.model.resolution}
     if crop < cfg.intake.min_crop_fraction * cfg.model.resolution:
         return Check(REJECT, value, f"too low resolution (face area {crop:.0f} px, training uses {cfg.model.resolution})",
+                     OLD_CAMERA if camera_file else
                      "Use the original photo from your phone, not a screenshot or a messaging-app copy, and step closer.")
     if crop < cfg.intake.warn_crop_fraction * cfg.model.resolution:
         return Check(WARN, value, f"low resolution (face area {crop:.0f} px, will be upscaled to {cfg.model.resolution})",
-                     "Send the original full-size photo, or take one a little closer.",
+                     OLD_CAMERA if camera_file else "Send the original full-size photo, or take one a little closer.",
                      _r(_under(crop, cfg.intake.warn_crop_fraction * cfg.model.resolution)))
     return Check(OK, value)
 
@@ -470,7 +474,7 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
         return report, None, preview
     report.add("face", Check(OK, value))
     framing = frame_face(face, image.size, cfg.prepare.crop_margin, cfg.prepare.level_eyes)  # prepare's crop
-    report.add("resolution", resolution_check(framing.side * scale, cfg))
+    report.add("resolution", resolution_check(framing.side * scale, cfg, as_the_camera_saved_it(path)))
     with _timed(timings, "measure"):
         face_measures = quality.measure(image, face)
         face_measures = replace(face_measures, levelled=framing.degrees != 0.0 if cfg.prepare.level_eyes else None)
