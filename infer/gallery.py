@@ -97,6 +97,8 @@ def review_card(item: dict, image_at: Callable[[int], str | None], prefix: str =
     status = "kept" if item["kept"] else "dropped"
     badge = f"#{item['rank']}" if item["kept"] else "dropped"
     sim = "n/a" if item["similarity"] is None else f"{item['similarity']:.2f} (max {item['similarity_max']:.2f})"
+    failed = {c["detail"] for c in item.get("reasons", []) if not c["passed"]}
+    reason = "" if item["reason"] in failed else f"<br>{html.escape(item['reason'])}"  # said once: in the checks below
     checks = "".join(f"<li class='{'ok' if c['passed'] else 'no'}'>{'&#10003;' if c['passed'] else '&#10007;'} "
                      f"{html.escape(c['detail'])}</li>" for c in item.get("reasons", []))
     full = image_at(CARD_SIDES[0])
@@ -106,7 +108,7 @@ def review_card(item: dict, image_at: Callable[[int], str | None], prefix: str =
               ) if full else f"<div class='{cls('small')}'>"
     return (f"<div class='{cls('card')} {status}' data-file='{name}'><span class='{cls('badge')}'>{badge}</span> "
             f"<b>{html.escape(item['style'])}</b> &middot; {name} &middot; seed {item['seed']}{_source_note(item.get('source'))}"
-            f"{actions}{images}<div class='{cls('meta')}'>likeness {sim}<br>{html.escape(item['reason'])}{_detail_note(item.get('detail'))}"
+            f"{actions}{images}<div class='{cls('meta')}'>likeness {sim}{reason}{_detail_note(item.get('detail'))}"
             f"</div></div><ul class='{cls('checks')}'>{checks}</ul></div>")
 
 

@@ -302,8 +302,10 @@ class HeadshotsApp:
         of continuing from its checkpoint."""
         job = self.jobs.latest(user)
         if job is not None and job.kind in ("train", "generate") and job.active:
+            then = ("training then starts over" if job.kind == "train" else
+                    "the adapter is then trained again on the new photos before the next images")
             raise HeadshotsError("Your photos cannot change while your job runs on them.",
-                                 "Add or remove photos when it is done, or stop it first (training then starts over).")
+                                 f"Add or remove photos when it is done, or stop it first ({then}).")
 
     def photos_view(self, ws: Workspace, previews: dict[str, str] | None = None) -> dict:
         names = [p.name for p in list_photos(ws.selfies)] if ws.selfies.is_dir() else []
@@ -487,8 +489,16 @@ class HeadshotsApp:
 
     @user_errors
     def download(self, favourites: list[str] | None, state: str | None, request: gr.Request) -> dict:
-        """Export the favourites (infer/export.py): the files to download, and each crop as it will look."""
+        """Export the favourites (infer/export.py): the files to download, and each crop as it will look. A refusal
+        is said where the crops go, and stays there: as a message box it faded, leaving Gradio's bare "Error" on the
+        downloads box."""
         user = self.user(state, request)
+        try:
+            return self._export(user, favourites)
+        except HeadshotsError as exc:
+            return {self.c["files"]: None, self.c["crops"]: views.refusal_html(exc)}
+
+    def _export(self, user: str, favourites: list[str] | None) -> dict:
         ws = self.workspace(user)
         files = {file for _, file in views.review_choices(ws, self.run)}
         if not files:

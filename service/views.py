@@ -56,7 +56,7 @@ CSS = """
 .hs-actions{float:right;display:flex;flex-wrap:wrap;justify-content:flex-end;gap:6px}
 /* Download names wrap instead of ending in "…": every crop of an image starts alike ("linkedin-12… .jpg" on a phone) */
 #hs-files .stem{white-space:normal;overflow-wrap:anywhere}
-.hs-crops{margin:0 0 16px}.hs-crop-row{display:flex;flex-wrap:wrap;align-items:flex-end;gap:16px}
+.hs-refused{color:#8a1c1c}.hs-crops{margin:0 0 16px}.hs-crop-row{display:flex;flex-wrap:wrap;align-items:flex-end;gap:16px}
 .hs-crop-row figure{margin:6px 0;max-width:220px;font-size:13px;text-align:center}
 .hs-crop{display:block;margin:0 auto 4px;box-shadow:0 1px 3px #0003}
 .hs-crop.hs-round{border-radius:50%}
@@ -485,6 +485,12 @@ def review_choices(ws: Workspace, run: str) -> list[tuple[str, str]]:
     if scores is None:
         return []
     return [(f"#{i['rank']} {i['file']}" if i["kept"] else f"{i['file']} (dropped)", i["file"]) for i in scores["images"]]
+
+
+def refusal_html(exc: HeadshotsError) -> str:
+    """Why an action was not done, and what to do, in the place its result would have gone."""
+    hint = f" {html.escape(exc.hint)}" if exc.hint else ""
+    return f"<p class='hs-refused'><b>Not done:</b> {html.escape(exc.message)}{hint}</p>"
 
 
 def crops_html(manifest: Path) -> str:

@@ -144,6 +144,8 @@ def test_photos_stay_as_they_are_while_training_runs_on_them(server, selfies, tm
         wait_until(lambda: job.active, 10)
         refused = upload(client, selfies[1:2])  # said under the box, which is emptied (kept, it offered them again)
         assert "**not added**: Your photos cannot change while your job runs on them" in refused["notes"], refused
+        then = "training then starts over" if kind == "train" else "trained again on the new photos before the next images"
+        assert then in refused["notes"], refused  # a Generate's person heard of training starting over (web-app walk)
         assert refused["upload"] is None
         with pytest.raises(AppError, match="cannot change while your job runs on them"):
             client.predict(["01.jpg"], api_name="/remove")
@@ -168,8 +170,8 @@ def test_one_session_cannot_reach_another_persons_photos(server, selfies):
         bob.predict(["../alice/selfies/01.jpg"], api_name="/remove")
     with pytest.raises(AppError, match=refused):
         bob.predict(["01.jpg"], api_name="/export")
-    with pytest.raises(AppError, match="Nothing generated yet"):
-        bob.predict([], api_name="/export")
+    said = page(bob.predict([], api_name="/export"), ("files", "crops"))  # said where the crops go, and stays there
+    assert said["files"] is None and "<b>Not done:</b> Nothing generated yet. Pick styles" in said["crops"], said
     with pytest.raises(AppError, match="Tick the photos to remove first"):  # it answered "removed 0 photo(s)"
         bob.predict([], api_name="/remove")
     assert httpx.get(f"{server.url}gradio_api/file={own}").status_code == 403  # no file is served by its path

@@ -193,6 +193,8 @@ def test_filter_keeps_the_person_drops_others_and_ranks(prepared_user, make_conf
     assert [i["file"] for i in saved["images"][:2]] == sorted([best, "alice-b.png"], key=lambda f: scores[f].rank)
     page = write_gallery(cfg).read_text()
     assert all(n in page for n in names) and "does not look like you" in page
+    blank = page.split("data-file='blank.png'>")[1].split("</ul>")[0]
+    assert blank.count("no face found") == 1, blank  # said once, in its checks (a walk saw it twice on the card)
 
 
 def test_a_chain_infer_stage_stopped_part_way_then_retried_draws_only_what_its_round_misses(trained_user, make_config,
