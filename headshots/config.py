@@ -718,7 +718,7 @@ def _describe(exc: OmegaConfBaseException) -> str:
         wanted = {"Integer": "a whole number", "Float": "a number", "bool": "true or false"}.get(wrong_type[2], wrong_type[2])
         return f"Config key `{key}` takes {wanted}, not {wrong_type[1]!r}."
     if text.startswith("Incompatible value 'None'"):  # key= with nothing after it, for a key that must hold something
-        return f"Config key `{key}` was given no value: write one after the = sign."
+        return f"Config key `{key}` was given no value: write one after the = sign (in a YAML file, after the colon)."
     if "is not a ListConfig" in text:  # e.g. infer.styles=linkedin
         return f"Config key `{key}` takes a list, even of one: {key}=[a,b] (in a YAML file: [a, b])."
     return f"Bad value for config key `{key}`: {text}"

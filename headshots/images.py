@@ -74,6 +74,11 @@ def original_size(path: Path) -> tuple[int, int]:
         return (height, width) if image.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (width, height)
 
 
+def named_as_image(path: Path) -> bool:
+    """Whether the file's name ends as an image's does (a format Pillow reads), judged before reading it."""
+    return path.suffix.lower() in Image.registered_extensions()
+
+
 def as_the_camera_saved_it(path: Path) -> bool:
     """Whether the file is the camera's own: it names the camera (EXIF Make) and has the pixels the camera recorded
     (EXIF PixelXDimension x PixelYDimension). Chat apps, screenshots and editors that shrink a photo drop its EXIF
@@ -83,7 +88,8 @@ def as_the_camera_saved_it(path: Path) -> bool:
             exif = image.getexif()
             recorded = exif.get_ifd(0x8769)  # the Exif IFD
             size = (recorded.get(0xA002), recorded.get(0xA003))
-            return bool(str(exif.get(0x010F, "")).strip("\x00 ")) and size == image.size
+            # either way round: some cameras record the size as shown, some as stored (an orientation tag turns it)
+            return bool(str(exif.get(0x010F, "")).strip("\x00 ")) and size in (image.size, image.size[::-1])
     except (OSError, SyntaxError, ValueError):
         return False
 

@@ -129,8 +129,8 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("intake", config_keys=("intake", "face"), reads_selfies=True, uses_gpu=False, in_user_data=True,
           outputs=lambda ws, cfg: [ws.intake_report], figures=_intake_figures, feeds_next=False,
-          # the resolution check (the training crop, face + margin, against the profile's resolution) and the
-          # pose check (a tilt prepare levels in that crop is not named)
+          # the resolution check (prepare's training crop, train/framing.py, against the profile's resolution)
+          # and the pose check (a tilt prepare levels in that crop is not named)
           judged_with=("model.resolution", "prepare.crop_margin", "prepare.level_eyes")),
     Stage("prepare", config_keys=("prepare", "face", "model.resolution"), reads_selfies=True, uses_gpu=False,
           in_user_data=True, outputs=lambda ws, cfg: [ws.prepared / DATASET_INFO, ws.reference_embeddings],

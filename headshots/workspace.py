@@ -31,7 +31,7 @@ from filelock import FileLock, Timeout
 
 from headshots.config import PERSON_SETTINGS, Config, validate_user_name
 from headshots.errors import HeadshotsError
-from headshots.images import FORMATS, list_photos
+from headshots.images import FORMATS, list_photos, named_as_image
 from headshots.logs import plural
 
 # What an adapter folder holds (written by train/lora.py, read by infer/generate.py).
@@ -50,13 +50,23 @@ EXPORT_MANIFEST = "export.json"  # infer/export.py: the crops made, in export/
 
 
 def case_twin(root: Path, user: str) -> str | None:
-    """The name of a folder in `root` that differs from `user` only in case ("alice" for "Alice"), if there is one.
-    On Linux the two would be two people's folders, on macOS and Windows one: either way one person could reach
-    the other's photos, or have two accounts without knowing."""
+    """The name of a folder in `root` that differs from `user` only in case ("alice" for "Alice"), when `user` has
+    none of its own there. On Linux the two would be two people's folders, on macOS and Windows one: either way one
+    person could reach the other's photos, or have two accounts without knowing. A folder of the exact name is the
+    person's own (two made on Linux before this check each stay reachable, and deletable)."""
     try:
-        return next((p.name for p in root.iterdir() if p.name != user and p.name.casefold() == user.casefold()), None)
+        names = [p.name for p in root.iterdir()]  # listed: on macOS `(root / "Alice").exists()` finds alice
     except OSError:  # no folder yet: nobody to be confused with
         return None
+    if user in names:
+        return None
+    return next((name for name in names if name.casefold() == user.casefold()), None)
+
+
+def batch_root(outputs_root: Path) -> Path:
+    """<id>/status.json per batch run (service/batch.py): every person in it, their stages, reasons and likeness.
+    No one's: the batch finds it without a person's name, whose folder might refuse it (`case_twin`)."""
+    return outputs_root / "batch"
 
 
 @dataclass(frozen=True)
@@ -193,8 +203,7 @@ class Workspace:
     # -- records that name several people ----------------------------------------------------
     @property
     def batch_root(self) -> Path:
-        """<id>/status.json per batch run (service/batch.py): every person in it, their stages, reasons and likeness."""
-        return self.outputs_root / "batch"
+        return batch_root(self.outputs_root)
 
     # -- checks with advice ------------------------------------------------------------------
     def _alike(self) -> str | None:
@@ -206,7 +215,7 @@ class Workspace:
         """Every file in the selfie folder (each stage judges what it can read), refusing a missing or empty one."""
         if not self.selfies.is_dir():
             create = f"Create it and put {self.photos_wanted} photos of {self.user} in it ({FORMATS})."
-            beside = [p.name for p in list_photos(self.user_dir) if p.is_file() and not self.made_from_photos(p)] \
+            beside = [p.name for p in list_photos(self.user_dir) if p.is_file() and named_as_image(p)] \
                 if self.user_dir.is_dir() else []
             if beside:  # put in the person's folder itself, one level up
                 create = f"Create it and move the {plural(len(beside), 'file')} in {self.user_dir} into it ({', '.join(beside[:3])}{' ...' if len(beside) > 3 else ''})."

@@ -568,13 +568,19 @@ class HeadshotsApp:
             return self.page(validate_user_name(request.username))
         name = (name or "").strip()
         try:
-            user = validate_user_name(name)
+            user = self.typed_name(name)
         except ConfigError as exc:
             said = "Type your name first." if not name else exc.message
             return {self.c["sign_in_note"]: f"**{said}** {NAME_RULE}"}
-        user = case_twin(self.data_root, user) or user  # "Alice" signs in to alice's folder: names ignore case
         return {**self.page(user), self.c["sign_in_note"]: ""}
 
+    def typed_name(self, name: str) -> str:
+        """A name from the name box as the person's folder spells it: "Alice" signs in to alice's folder (names
+        ignore case, `case_twin`). Password-file accounts are the file's names, mapped to no other folder."""
+        user = validate_user_name(name)
+        return case_twin(self.data_root, user) or user
+
+    @user_errors
     def on_load(self, remembered: dict | None, request: gr.Request) -> dict:
         """The page as it was: the signed-in name (password file), else the name this browser last signed in
         with, so a reload does not ask again; else the name box."""
@@ -582,7 +588,7 @@ class HeadshotsApp:
             return self.page(validate_user_name(request.username))
         name = remembered.get("name") if isinstance(remembered, dict) else None
         try:
-            return self.page(validate_user_name(name)) if name else {self.c["who"]: gr.skip()}
+            return self.page(self.typed_name(name)) if name else {self.c["who"]: gr.skip()}
         except ConfigError:  # not a name this app would have stored
             return {self.c["remembered"]: SIGNED_OUT}
 

@@ -36,7 +36,7 @@ from headshots.config import SIMPLE_NAME_RULE, Config, is_simple_name, load_conf
 from headshots.errors import ConfigError, HeadshotsError
 from headshots.logs import get_logger, setup_logging
 from headshots.stages import STAGES, stage_named
-from headshots.workspace import Workspace, write_json_atomic
+from headshots.workspace import Workspace, batch_root, write_json_atomic
 from infer.styles import load_style
 from service.chain import FAILED, NOT_RUN, StageResult, run_stage
 
@@ -295,7 +295,10 @@ def load_configs(users: Sequence[str], profile: str | None, config_file: str | N
             configs[user] = load_config(user, profile, config_file, final)
         except ConfigError as exc:
             without = load_config(user, profile, config_file, final, with_person_settings=False)  # raises: not theirs alone
-            refused[user] = own_settings_error(exc, Workspace.from_config(without).person_settings)
+            try:
+                refused[user] = own_settings_error(exc, Workspace.from_config(without).person_settings)
+            except HeadshotsError as twin:  # a name refused beside its folder's twin (case_twin): that first
+                refused[user] = twin
     for user, cfg in list(configs.items()):
         try:
             Workspace.from_config(cfg).require_selfies()
@@ -321,7 +324,7 @@ class Batch:
         self.batch_id = batch_id
         self.address = address
         self.settings = configs.shared.batch
-        self.status_dir = Workspace.from_config(configs.shared).batch_root / batch_id
+        self.status_dir = batch_root(Path(configs.shared.paths.outputs_root)) / batch_id
         self.rows = {user: PersonRow(user, [StageRow(s.name) for s in STAGES]) for user in [*configs.people, *configs.refused]}
         for user, exc in configs.refused.items():  # stopped before their first stage, with the reason
             first, *rest = self.rows[user].stages

@@ -190,6 +190,8 @@ def test_one_session_cannot_reach_another_persons_photos(server, selfies):
         assert said in refused["sign_in_note"] and "no spaces" in refused["sign_in_note"] and "Signed in" not in str(refused["who"])
     _, seen = session(server, "ALICE")  # names ignore case, as folders do on macOS and Windows: hers, not a second
     assert seen["who"] == "Signed in as **alice**." and "01.jpg" in seen["photos"] and not (server.data / "ALICE").exists()
+    reloaded = server.app.on_load({"name": "ALICE"}, None)  # a browser that remembered the name as typed
+    assert reloaded[server.app.c["who"]] == "Signed in as **alice**.", reloaded
 
 
 def test_signed_in_name_is_the_only_identity(tmp_path, tiny_model, analyzer, selfies):

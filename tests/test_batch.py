@@ -230,6 +230,14 @@ def test_a_batch_of_refused_people_alone_runs_nothing_and_says_why(people):
     assert "photos of nobody" in person(status, "nobody")["hint"]
 
 
+def test_a_name_beside_its_folders_twin_stops_that_person_alone(people):
+    """`--users Alice,carol` where alice's folder is: Alice is refused with the reason, and the batch, whose shared
+    config is the first name's, still starts for carol (its status folder is no one's)."""
+    configs = load_configs(["Alice", "carol"], "tiny", None, people, "twin-name")
+    assert list(configs.people) == ["carol"] and "differs from 'alice' only in case" in configs.refused["Alice"].message
+    assert Batch(configs, "twin-name").status_dir.name == "twin-name"
+
+
 def test_a_stopped_batch_says_so_in_its_status(people):
     """Ctrl-C: the stages not finished are marked interrupted and the status ends, so nothing polling it waits."""
     batch = Batch(load_configs(["alice", "carol"], "tiny", None, people, "stopped"), "stopped")

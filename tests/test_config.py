@@ -173,6 +173,7 @@ def test_a_missing_or_empty_selfie_folder_says_what_to_add(make_config):
         Workspace.from_config(make_config("bobb")).require_selfies()
     assert err.value.hint.startswith("Did you mean bob? If not: Create it and put")
     (ws.user_dir / "04.jpg").write_bytes(b"a photo put beside the folder it belongs in")
+    (ws.user_dir / "settings.yaml").write_text("infer:\n  images_per_style: 2\n")  # not a photo to move (review)
     ws.selfies.rmdir()
     with pytest.raises(HeadshotsError, match="No selfie folder") as err:
         ws.require_selfies()
@@ -187,6 +188,9 @@ def test_a_name_that_differs_from_a_persons_folder_only_in_case_is_refused(make_
         Workspace.from_config(make_config("Alice"))
     assert err.value.hint.startswith("Use USER=alice if that is you")
     assert Workspace.from_config(make_config("alice")).user == "alice"
+    # two made on Linux before the check: each is its owner's, reachable (and deletable) by its exact name
+    (Workspace.from_config(make_config("alice")).data_root / "Alice").mkdir()
+    assert Workspace.from_config(make_config("Alice")).user == "Alice"
 
 
 def test_a_run_without_an_adapter_names_the_runs_that_have_one(make_config):
@@ -216,7 +220,7 @@ def test_hints_name_the_run_and_profile_the_person_used():
         (["fit", "--user", "alice", "train.nope=1"], "Unknown config key `train.nope`."),
         (["fit", "--user", "alice", "train.max_step=5"], "Unknown config key `train.max_step`: did you mean `train.max_steps`?"),
         (["fit", "--user", "alice", "train.max_steps=five"], "Config key `train.max_steps` takes a whole number, not 'five'."),
-        (["fit", "--user", "alice", "prepare.class_noun="], "Config key `prepare.class_noun` was given no value: write one after the = sign."),
+        (["fit", "--user", "alice", "prepare.class_noun="], "Config key `prepare.class_noun` was given no value: write one after the = sign"),
         (["fit", "--user", "alice", "wandb.log_images=maybe"], "Config key `wandb.log_images` takes true or false, not 'maybe'."),
         (["fit", "--user", "ghost", "--profile", "tiny", "paths.data_root=/nonexistent"], "no prepared dataset"),
     ],

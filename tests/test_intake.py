@@ -480,9 +480,10 @@ def test_bad_input_corpus_every_file_gets_a_verdict(make_config, faces_dir, anal
     assert verdicts["thumbnail.jpg"].reason.startswith("photo too small: the face is") and "thumbnail" in verdicts["thumbnail.jpg"].advice[0]
     assert f"the face is {verdicts['thumbnail.jpg'].checks['face'].value['face_px']} px across" in verdicts["thumbnail.jpg"].reason
     assert verdicts["thumbnail.jpg"].reason.endswith("(at least 48 needed)")  # detection's least, at 128 px training
-    # at 1024 px a 48 px face would still be rejected for its resolution: the least is the face whose crop passes
+    # at 1024 px a 48 px face would still be rejected for its resolution: the least is the face whose crop passes,
+    # 0.2 x 1024 / (1 + 2 x 0.9) rounded up, and the crop is never wider than the photo
     at_1024 = assess_photo(ws.selfies / "thumbnail.jpg", analyzer, make_config("bob", "model.resolution=1024"), NOW)[0]
-    assert at_1024.reason.endswith("(at least 74 needed)"), at_1024.reason  # 0.2 x 1024 / (1 + 2 x 0.9), rounded up
+    assert at_1024.reason.endswith("(at least 74 needed, in a photo at least 205 px on its shorter side)"), at_1024.reason
     assert verdicts["distant.jpg"].reason == "face too small" and "Step closer" in verdicts["distant.jpg"].advice[0]
     assert verdicts["sideways.jpg"].reason.startswith("photo on its side") and "Rotate" in verdicts["sideways.jpg"].advice[0]
     assert {k: verdicts["large.jpg"].checks["decode"].value[k] for k in ("width", "height", "scale")} == {

@@ -222,11 +222,13 @@ def _r(value: float) -> float:
 
 
 # -- per photo ---------------------------------------------------------------------------------
-def _face_px_needed(cfg: Config) -> int:
-    """The smallest face, in the photo's pixels, that passes both detection and the resolution check's rejection
-    (its crop with prepare.crop_margin on each side at least intake.min_crop_fraction x model.resolution)."""
-    crop = cfg.intake.min_crop_fraction * cfg.model.resolution
-    return max(cfg.face.min_face_px, math.ceil(crop / (1 + 2 * cfg.prepare.crop_margin)))
+def _size_needed(cfg: Config) -> str:
+    """The smallest face, and photo, that pass both detection and the resolution check's rejection: the crop, the
+    face with prepare.crop_margin on each side and never wider than the photo, at least intake.min_crop_fraction x
+    model.resolution. Said where a face fills a photo that is too small ("at least 74 px, in a photo of 205 px")."""
+    crop = math.ceil(cfg.intake.min_crop_fraction * cfg.model.resolution)
+    face = max(cfg.face.min_face_px, math.ceil(crop / (1 + 2 * cfg.prepare.crop_margin)))
+    return f"at least {face} needed" + (f", in a photo at least {crop} px on its shorter side" if crop > face else "")
 
 
 def resolution_check(crop: float, cfg: Config, camera_file: bool = False) -> Check:
@@ -466,7 +468,7 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
     if problem:
         reason, advice = FACE_PROBLEMS[problem]
         if problem == "face_too_small" and face.side * scale >= FRAMED_CLOSE * min(width, height):
-            reason, advice = f"photo too small: the face is {face.side * scale:.0f} px across (at least {_face_px_needed(cfg)} needed)", THUMBNAIL
+            reason, advice = f"photo too small: the face is {face.side * scale:.0f} px across ({_size_needed(cfg)})", THUMBNAIL
         named = any(c.status != OK for c in causes.values())  # then the cause carries the advice
         if problem == "no_face" and not named and _on_its_side(image, analyzer, cfg):
             reason, advice = SIDEWAYS
