@@ -99,7 +99,8 @@ def own_files(workspace: Workspace) -> list[Path]:
     if not workspace.user_dir.is_dir():
         return []
     kept = (workspace.selfies, workspace.person_settings, workspace.intake_lock)
-    return sorted(p for p in workspace.user_dir.iterdir() if p not in kept and not workspace.made_from_photos(p))
+    return sorted(p for p in workspace.user_dir.iterdir()  # hidden ones (a .DS_Store) are the system's: not named
+                  if p not in kept and not p.name.startswith(".") and not workspace.made_from_photos(p))
 
 
 def links_in(path: Path) -> list[tuple[Path, Path]]:

@@ -168,11 +168,13 @@ def test_a_file_of_the_persons_own_beside_selfies_is_kept_and_named(tmp_path, ca
             ".intake.json.k2j3.tmp", "prepared.tmp"]
     for name in made:
         (person / name).write_text("made from the photos")
+    (person / ".DS_Store").write_bytes(b"the system's")  # kept, not named as the person's
     (person / "prepared").mkdir()
     (person / "stages").mkdir()
     assert main(["--user", "hank", f"paths.data_root={data}", f"paths.outputs_root={outputs}"]) == 0
     said = capsys.readouterr().out
-    assert sorted(p.name for p in person.iterdir()) == [".intake.lock", "06.jpg", "more-photos", "selfies"]
+    assert sorted(p.name for p in person.iterdir()) == [".DS_Store", ".intake.lock", "06.jpg", "more-photos", "selfies"]
+    assert ".DS_Store" not in said
     assert (person / "more-photos" / "07.jpg").is_file() and (person / "selfies" / "01.jpg").is_file()
     assert f"kept {person / '06.jpg'}: not made by this project" in said and f"kept {person / 'more-photos'}:" in said, said
     assert "make purge USER=hank ALL=1" in said
