@@ -700,6 +700,10 @@ def _known_keys() -> list[str]:
     return sorted({".".join(key.split(".")[:n]) for key in leaves for n in range(1, key.count(".") + 2)})
 
 
+# What people type for a key, too short for difflib to match (train.lr for train.learning_rate)
+SHORT_NAMES = {"lr": "learning_rate", "steps": "max_steps"}
+
+
 def _describe(exc: OmegaConfBaseException) -> str:
     key = getattr(exc, "full_key", None)
     text = str(exc).splitlines()[0]
@@ -707,8 +711,11 @@ def _describe(exc: OmegaConfBaseException) -> str:
         return f"Config key `{key}` was replaced by {RETIRED_KEYS[key]}."
     if "not in struct" in text or "Key '" in text and "not" in text:
         close = difflib.get_close_matches(str(key), _known_keys(), n=1, cutoff=0.8)
-        if not close:  # a section left out (max_roll=20 for intake.max_roll=20): every key of that name
-            close = [known for known in _known_keys() if known.rsplit(".", 1)[-1] == str(key)]
+        if not close:  # a short name (train.lr) or a section left out (max_roll=20): that key, else every one of that name
+            section, _, leaf = str(key).rpartition(".")
+            leaf = SHORT_NAMES.get(leaf, leaf)
+            close = ([known for known in _known_keys() if known == f"{section}.{leaf}"]
+                     or [known for known in _known_keys() if known.rsplit(".", 1)[-1] == leaf])
         return f"Unknown config key `{key}`" + (": did you mean " + " or ".join(f"`{c}`" for c in close) + "?" if close else ".")
     if "MissingMandatoryValue" in type(exc).__name__:
         return f"Config key `{key}` must be set."

@@ -220,6 +220,7 @@ def test_hints_name_the_run_and_profile_the_person_used():
         (["fit", "--user", "alice", "train.nope=1"], "Unknown config key `train.nope`."),
         (["fit", "--user", "alice", "train.max_step=5"], "Unknown config key `train.max_step`: did you mean `train.max_steps`?"),
         (["fit", "--user", "alice", "train.max_steps=five"], "Config key `train.max_steps` takes a whole number, not 'five'."),
+        (["fit", "--user", "alice", "train.lr=1e-4"], "Unknown config key `train.lr`: did you mean `train.learning_rate`?"),
         (["fit", "--user", "alice", "prepare.class_noun="], "Config key `prepare.class_noun` was given no value: write one after the = sign"),
         (["fit", "--user", "alice", "wandb.log_images=maybe"], "Config key `wandb.log_images` takes true or false, not 'maybe'."),
         (["fit", "--user", "ghost", "--profile", "tiny", "paths.data_root=/nonexistent"], "no prepared dataset"),
