@@ -851,7 +851,7 @@ def test_the_heldout_table_tells_a_lead_the_clean_photo_had_from_a_wrong_cause()
     "said of the clean photo too" counts a lead that is the clean version's own warning (its real low resolution),
     which is not a wrong cause; a check the clean photo did not have, with advice, is."""
     heldout = _heldout_script()
-    low_res = ("resolution", "low resolution (face area 400 px, will be upscaled to 1024)", True)
+    low_res = ("resolution", "low resolution (the square around your face is 400 px; it will be enlarged to 1024)", True)
     tilt, shadow = ("pose", "head or camera tilted", True), ("side_light", "harsh shadow on one side of the face", True)
 
     def row(label, stem, *problems):

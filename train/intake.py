@@ -237,11 +237,11 @@ def resolution_check(crop: float, cfg: Config, camera_file: bool = False) -> Che
     `camera_file` (`as_the_camera_saved_it`): the file is already the original, so only a closer or a larger photo helps."""
     value = {"crop_px": round(crop), "needed_px": cfg.model.resolution}
     if crop < cfg.intake.min_crop_fraction * cfg.model.resolution:
-        return Check(REJECT, value, f"too low resolution (face area {crop:.0f} px, training uses {cfg.model.resolution})",
+        return Check(REJECT, value, f"too low resolution (the square around your face is {crop:.0f} px; training uses {cfg.model.resolution})",
                      OLD_CAMERA if camera_file else
                      "Use the original photo from your phone, not a screenshot or a messaging-app copy, and step closer.")
     if crop < cfg.intake.warn_crop_fraction * cfg.model.resolution:
-        return Check(WARN, value, f"low resolution (face area {crop:.0f} px, will be upscaled to {cfg.model.resolution})",
+        return Check(WARN, value, f"low resolution (the square around your face is {crop:.0f} px; it will be enlarged to {cfg.model.resolution})",
                      OLD_CAMERA if camera_file else "Send the original full-size photo, or take one a little closer.",
                      _r(_under(crop, cfg.intake.warn_crop_fraction * cfg.model.resolution)))
     return Check(OK, value)
@@ -723,7 +723,7 @@ def set_report(photos: list[PhotoReport], measured: dict[int, Measured], split: 
 
 
 def _said_of_all(photos: list[PhotoReport], name: str) -> tuple[str, str]:
-    """One check's reasons over the photos, without their figures ("low resolution (face area 440 px, ...)"), and its
+    """One check's reasons over the photos, without their figures ("low resolution (the square around your face is 440 px; ...)"), and its
     advice, each kind once: every photo shares the check, not always the same kind of it (a head turned, a tilt)."""
     checks = [p.checks[name] for p in photos]
     return (" or ".join(dict.fromkeys(c.reason.split(" (")[0] for c in checks)),
