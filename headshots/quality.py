@@ -288,11 +288,26 @@ def colour_cast(chroma: tuple[float, float]) -> float:
     moves a face off that line, towards orange, green or blue. Skin tone and tone curves move a face along it:
     more melanin, or the deepened mid-tones of a dim or contrast-boosted photo, scale both log ratios alike (the
     same hue, more saturated). A distance from one fixed skin colour, measured before, read those as casts: 16 of
-    57 held-out gamma-darkened faces were told "strong colour cast" (docs/intake_quality.md). A warm lamp moves a
-    face mostly along the line too (orange skin looks like tanned skin), so one photo cannot tell it: the person's
-    other photos can (train.intake's RELATIVE, "relative_colour")."""
+    57 held-out gamma-darkened faces were told "strong colour cast" (docs/intake_quality.md). A tone curve does
+    take a face that was a little off the line further off, since it scales the distance too: `colour_turn`. A warm
+    lamp moves a face mostly along the line (orange skin looks like tanned skin), so one photo cannot tell it: the
+    person's other photos can (train.intake's RELATIVE, "relative_colour")."""
     red, blue = chroma
     return abs(red * math.sin(SKIN_HUE) - blue * math.cos(SKIN_HUE))
+
+
+def colour_turn(chroma: tuple[float, float]) -> float:
+    """Degrees between the face's hue and the hue of skin (SKIN_HUE), seen from neutral grey: 0 on the skin line, 90
+    straight off it, up to 180 on the far side of grey.
+
+    A tone curve raises each channel to a power, which multiplies the log-chromaticity: the face moves away from grey
+    along its own hue, so its `colour_cast` distance grows with the curve (a held-out face 0.07 off the line read
+    0.27 once darkened by one) while this angle stays. Coloured light adds a constant, which turns the hue, but
+    less on a face of saturated colour (an orange lamp on darker skin: 18 degrees), so the angle is no measure of a
+    cast on its own: train.intake uses it to tell whether a dim photo's tone curve could have made one."""
+    red, blue = chroma
+    along = red * math.cos(SKIN_HUE) + blue * math.sin(SKIN_HUE)
+    return math.degrees(math.atan2(colour_cast(chroma), along))
 
 
 @dataclass(frozen=True)

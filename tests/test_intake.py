@@ -26,6 +26,7 @@ from tests.conftest import copy_photos, held_elsewhere
 from train.framing import frame_face
 from train.intake import (
     RELATIVE,
+    TONE_CURVE_TURN,
     Check,
     PhotoReport,
     assess_photo,
@@ -229,6 +230,25 @@ def test_low_resolution_is_said_after_what_a_new_photo_would_fix(source, analyze
     for config, expected in ((small, ["resolution", "filter"]), (mildly_small, ["filter", "resolution"])):
         report = assess_photo(smoothed, analyzer, config, NOW)[0]
         assert [name for name, _ in report.problems()] == expected, report.checks
+
+
+def test_a_colour_a_dim_photo_deepened_is_said_after_the_dim_light(faces_dir, analyzer, make_config, tmp_path):
+    """A tone curve multiplies the face's log-chromaticity, so a face a little off the skin line (biden2.jpg: 0.11,
+    15.6 degrees) is taken past the cast limit by the curve that darkens it, its hue unturned; three held-out darkened
+    faces were told "strong colour cast" first. The dim light leads it, the cast still said. Coloured light turns
+    the hue (a magenta gain: 25 degrees), and leads as far past its limit as it is."""
+    cfg = make_config("alice", "model.resolution=512")
+    rgb = np.asarray(load_rgb(faces_dir / "face-recognition-examples" / "biden" / "biden2.jpg"), dtype=np.float32)
+    leads = {}
+    for name, gains in (("dim", (1.0, 1.0, 1.0)), ("dim, magenta light", (1.0, 0.9, 1.0))):
+        path = tmp_path / f"{name}.jpg"
+        Image.fromarray(np.clip(255 * (rgb / 255) ** 2.6 * np.array(gains), 0, 255).astype(np.uint8)).save(path, quality=92)
+        report = assess_photo(path, analyzer, cfg, NOW)[0]
+        exposure, cast = report.checks["exposure"], report.checks["colour_cast"]
+        assert exposure.status == cast.status == "warn" and cast.excess > exposure.excess, report.checks
+        assert (cast.value["turn"] < TONE_CURVE_TURN) == (name == "dim"), cast
+        leads[name] = report.lead[0]
+    assert leads == {"dim": "exposure", "dim, magenta light": "colour_cast"}
 
 
 def test_a_tilt_that_prepare_levels_is_not_a_reason_to_retake(faces_dir, analyzer, make_config, tmp_path):

@@ -42,6 +42,9 @@ MORE_LIGHT = "Move near a window facing you, or turn on more lights."  # the adv
 # Darker / brighter cheek below which a side light is called a harsh shadow (wording only): 65 of the 87 calibration
 # side shadows the intake names sit below it, 5 of the 6 clean calibration photos it warns of above it (stored results)
 HARSH_SHADOW = 0.6
+# A colour cast whose hue is turned less than this from skin's (`quality.colour_turn`, degrees) a dim photo's tone curve
+# could have made, by deepening a colour a little off the skin line: the clean calibration photos' 95th percentile (18.7)
+TONE_CURVE_TURN = 19.0
 MAX_WORKERS = 4  # photo-checking threads: more add nothing on top of torch's own threads (docs/benchmarks.md, Intake)
 CUT_OUT, ALL_TRANSPARENT = 0.05, 0.95  # transparent share of an image (headshots.images.transparent_share): a cut-out; nothing
 RELATIVE_MIN_PHOTOS = 4  # faces a set needs before its medians stand for the person (their skin tone, their skin's grain)
@@ -54,7 +57,7 @@ CAUSES = ("decode", "exposure", "occlusion", "face", "resolution", "backlight", 
 # withholds one that an earlier cause would fake), so they lead by how far each is past its limit (`Check.excess`):
 # a limit sits at the edge of clean photos, so a photo's real, mild tilt just past it does not hide the strong
 # smoothing or colour cast it also has, nor the other way round. Ties keep the causal order. Low resolution comes
-# after the rest (`_after_a_retake`): they ask for a new photo, and a new photo from the phone has its full pixels
+# after the rest (`_warning_tier`): they ask for a new photo, and a new photo from the phone has its full pixels
 # too, while sending the original fixes only the pixels. Except smoothed skin, which few pixels can fake (a
 # downscaled face loses its grain): between those two, the one further past its limit leads. A warning the whole set
 # shares comes after those particular to the photo (`share_warnings`).
@@ -98,21 +101,35 @@ class PhotoReport:
 
     def problems(self) -> list[tuple[str, Check]]:
         """Checks that fired, the verdict's severity first: rejections in causal order (CAUSES), then warnings, those
-        particular to this photo before those the whole set shares, a retake's before low resolution
-        (`_after_a_retake`), each group the furthest past its limit first."""
+        particular to this photo before those the whole set shares, then by `_warning_tier` (what another warning
+        may explain after it; low resolution last), each group the furthest past its limit first."""
         fired = [(name, c) for name, c in self.checks.items() if c.status != OK]
         return sorted(fired, key=lambda nc: (-_RANK[nc[1].status], nc[1].status == WARN and nc[0] in self.shared,
-                                             self._after_a_retake(*nc),
+                                             self._warning_tier(*nc),
                                              -nc[1].excess if nc[1].status == WARN else 0.0,
                                              _causal(nc[0])))
 
-    def _after_a_retake(self, name: str, check: Check) -> bool:
-        """Low resolution's warning, and smoothed skin's when low resolution is further past its limit (then it may
-        be what lost the grain): said after the warnings a new photo fixes, pixels included."""
+    def _warning_tier(self, name: str, check: Check) -> int:
+        """0 for most warnings. 1 for a colour cast the dim light may have made (`_deepened_by_dim_light`): said after
+        the findings of their own. 2 for low resolution, and smoothed skin when low resolution is further past its
+        limit (then it may be what lost the grain): said after the warnings a new photo fixes, since the phone's new
+        photo has its full pixels too."""
+        if check.status != WARN:
+            return 0
+        if name == "colour_cast" and self._deepened_by_dim_light(check):
+            return 1
         low = self.checks.get("resolution")
-        if check.status != WARN or low is None or low.status != WARN:
-            return False
-        return name == "resolution" or (name == "filter" and low.excess >= check.excess)
+        if low is None or low.status != WARN:
+            return 0
+        return 2 if name == "resolution" or (name == "filter" and low.excess >= check.excess) else 0
+
+    def _deepened_by_dim_light(self, cast: Check) -> bool:
+        """A colour cast on a face the dim-light warning names, its hue still near skin's (under TONE_CURVE_TURN): a dim
+        photo's tone curve deepens the face's colour, which takes a face a little off the skin line further off (two
+        held-out darkened faces were told "strong colour cast" first); coloured light turns the hue. Daylight, the
+        advice of both, fixes both."""
+        exposure, turn = self.checks.get("exposure"), cast.value.get("turn")
+        return exposure is not None and exposure.status == WARN and turn is not None and turn < TONE_CURVE_TURN
 
     @property
     def lead(self) -> tuple[str, str] | None:
@@ -313,7 +330,8 @@ def _colour_check(m: quality.FaceMeasures, cfg: IntakeConfig, clear: bool) -> Ch
                       "Send it in colour: the adapter learns your skin and hair colour from your photos.", WARN,
                       _under(max(m.colour_saturation, 0.01), cfg.min_colour_saturation))
     cast = quality.colour_cast(m.chroma)
-    return _check(cast > cfg.max_colour_cast and clear, {"cast": _r(cast)}, "strong colour cast",
+    return _check(cast > cfg.max_colour_cast and clear, {"cast": _r(cast), "turn": round(quality.colour_turn(m.chroma), 1)},
+                  "strong colour cast",
                   "Use daylight rather than coloured or warm indoor lamps, and no colour filters.", WARN,
                   _over(cast, cfg.max_colour_cast))
 
