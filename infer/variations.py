@@ -16,6 +16,7 @@ Writes  samples/<stem>-more-<k>.png, numbered on past any earlier variations of 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,14 +27,16 @@ from headshots.errors import HeadshotsError
 from headshots.logs import get_logger, plural
 from headshots.workspace import Workspace
 from infer.generate import PipelinesOrLoader, Sample, draw, pipelines_for, sample_settings, write_batch
-from infer.manifest import changes_images, closest_image, forget_missing, names_taken, no_images, require_manifest
+from infer.manifest import DISCARDED, changes_images, closest_image, forget_missing, names_taken, no_images, require_manifest
 
 log = get_logger(__name__)
 SEED_STRIDE = 100_003  # variation k of an image with seed s gets seed s + (k + 1) x this: apart from generate's
 
 
-def find_source(entries: list[dict], name: str | None, samples_dir: Path, workspace: Workspace) -> dict:
-    """The manifest entry of the image the person named: by its file, or by its face-detailed version's."""
+def find_source(entries: list[dict], name: str | None, samples_dir: Path, workspace: Workspace,
+                discarded: Collection[str] = ()) -> dict:
+    """The manifest entry of the image the person named: by its file, or by its face-detailed version's. `discarded`:
+    the names of images deleted from the review, which are said to be deleted, not unknown."""
     if not entries:  # every image deleted
         raise no_images(workspace, samples_dir, "to make more like")
     if not name:
@@ -42,8 +45,11 @@ def find_source(entries: list[dict], name: str | None, samples_dir: Path, worksp
     for entry in entries:
         if name in (entry["file"], (entry.get("detail") or {}).get("file")):
             return entry
-    close = closest_image(name, (e["file"] for e in entries))
     shown = ", ".join(e["file"] for e in entries[:6]) + (", ..." if len(entries) > 6 else "")
+    if (deleted := closest_image(name, discarded)) is not None:
+        raise HeadshotsError(f"{deleted} was deleted from {samples_dir} (discarded), so there is nothing to draw more like it from.",
+                             f"Pick one of the images kept: {shown}")
+    close = closest_image(name, (e["file"] for e in entries))
     raise HeadshotsError(f"{name!r} is not one of the images generated in {samples_dir}.",
                          f"Did you mean {close}? ({workspace.make_command('more', IMAGE=close)})" if close else f"Pick one of: {shown}")
 
@@ -63,7 +69,7 @@ def more_like(cfg: Config, pipes: PipelinesOrLoader = None) -> list[Sample]:
     samples_dir, manifest = require_manifest(cfg, "to make more like")
     forget_missing(samples_dir, manifest)
     entries, more = list(manifest["images"]), cfg.infer.more
-    source = find_source(entries, more.image, samples_dir, Workspace.from_config(cfg))
+    source = find_source(entries, more.image, samples_dir, Workspace.from_config(cfg), manifest.get(DISCARDED, []))
     pipes = pipelines_for(cfg, pipes)
     settings = {**sample_settings(cfg, pipes), "source": more.image, "strength": more.strength}
     planned = [Sample(file=name, style=source["style"], seed=source["seed"] + (k + 1) * SEED_STRIDE, prompt=source["prompt"],

@@ -64,6 +64,10 @@ def test_variations_are_named_after_the_image_and_numbered_on():
     with pytest.raises(HeadshotsError, match="No generated images in samples") as refused:  # all deleted: not "pick one of: "
         find_source([], "linkedin-00.png", Path("samples"), alice)
     assert refused.value.hint == "Generate some first: make infer USER=alice"
+    for name in ("linkedin-02.png", "linkedin-02"):  # deleted from the review: said so, not "not one of the images"
+        with pytest.raises(HeadshotsError, match=r"^linkedin-02.png was deleted from samples \(discarded\)") as refused:
+            find_source(entries, name, Path("samples"), alice, discarded=["linkedin-02.png"])
+        assert refused.value.hint.startswith("Pick one of the images kept: linkedin-00.png, "), refused.value.hint
     taken = [e["file"] for e in entries]
     assert variation_numbers(entries[0], taken, 2) == [(4, "linkedin-00-more-04.png"), (5, "linkedin-00-more-05.png")]
     assert variation_numbers(entries[2], taken, 1) == [(4, "linkedin-00-more-04.png")]  # more of a variation: same stem
@@ -215,6 +219,8 @@ def test_discarded_images_leave_the_review_for_good_and_a_wrong_name_deletes_not
     assert sorted(s["file"] for s in scores["images"]) == sorted(left)  # scored again: the review reads as if they were never made
     assert "linkedin-01.png" not in (samples / "gallery.html").read_text()
     assert not (samples.parent / "export").exists()  # the last export held a crop of a deleted image
+    with pytest.raises(HeadshotsError, match="linkedin-01.png was deleted from .* \\(discarded\\)"):
+        more_like(liking(cfg, "linkedin-01.png"), pipes=object())  # refused before any model is touched
 
     assert discard(replace(cfg, infer=replace(cfg.infer, discard_files=left)), analyzer) == left
     assert not any((samples / name).exists() for name in ("scores.json", "faces.json", "gallery.html"))
