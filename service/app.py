@@ -789,7 +789,8 @@ class HeadshotsApp:
         demo.launch(server_name=host, server_port=port, share=False, auth=self.check_password if self.accounts else None,
                     auth_message="Sign in with your name and password.", max_file_size=self.limits.max_upload_bytes,
                     app_kwargs={"middleware": guard},
-                    prevent_thread_lock=True, css=views.CSS, js=views.PAGE_JS, run_history=False, footer_links=["api"], quiet=True)
+                    prevent_thread_lock=True, css=views.CSS, js=views.PAGE_JS, run_history=False, footer_links=["api"], quiet=True,
+                    i18n=gr.I18n(en=views.GRADIO_WORDS))
         self.demo = demo
         atexit.register(self.close)
         if block:

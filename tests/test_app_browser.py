@@ -111,6 +111,10 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         assert page.locator(".hs-photo[data-file='01.jpg'] .hs-box").count() == 1  # the face box on the photo
         assert group_card.locator(".hs-box.other").count() >= 1  # and the faces beside the person's, to crop out
         assert page.locator("#hs-set").inner_text().startswith("WARN")
+        # what a screen reader hears when a step ends: a word, not Gradio's untranslated key "common.complete"
+        spoken = page.locator(".sr-only[role=status]")
+        spoken.filter(has_text="Done").first.wait_for(state="attached", timeout=10_000)
+        assert not [text for text in spoken.all_text_contents() if "common." in text]
         steps.shot(page, "verdicts")
         # The rejected one goes from its card: Remove ticks it in the list, and the list's button removes it.
         from playwright.sync_api import expect
