@@ -29,6 +29,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ from headshots.cli import add_config_args, parse, print_error
 from headshots.config import PROMPT_WORDS, SIMPLE_NAME_RULE, AppConfig, Config, load_config, validate_user_name
 from headshots.errors import ConfigError, HeadshotsError, ImageError
 from headshots.faces import FaceAnalyzer
-from headshots.images import list_photos, load_rgb
+from headshots.images import MAX_PIXELS, list_photos, load_rgb
 from headshots.logs import get_logger, plural
 from headshots.stages import done_now, run_recorded, stages_to_run
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace, case_twin, read_favourites, save_favourites
@@ -218,8 +219,9 @@ class HeadshotsApp:
         The size in bytes was checked before: Gradio's upload route refuses a file over app.max_upload_bytes."""
         name = safe_file_name(source.name)
         pixels = image_pixels(source)
-        if pixels > self.limits.max_pixels:
-            raise ImageError(f"{name}: {pixels / 1e6:.0f} megapixels is over the limit of {self.limits.max_pixels / 1e6:.0f}.",
+        if pixels is None or pixels > self.limits.max_pixels:
+            size = f"{pixels / 1e6:.0f}" if pixels else f"more than {2 * MAX_PIXELS / 1e6:.0f}"
+            raise ImageError(f"{name}: {size} megapixels is over the limit of {self.limits.max_pixels / 1e6:.0f}.",
                              "Resize it (a phone photo of 12-48 megapixels is plenty).")
         if count >= self.limits.max_photos:
             raise ImageError(f"{name}: you already have {self.limits.max_photos} photos, the most one person may keep.",
@@ -904,11 +906,17 @@ def downloads(manifest: Path, folder: Path) -> list[Path]:
     return [archive, *named]
 
 
-def image_pixels(path: Path) -> int:
-    """Width x height from the file's header (no decoding), or the reason it is not a usable image."""
+def image_pixels(path: Path) -> int | None:
+    """Width x height from the file's header (no decoding); None for one Pillow refuses to open at all (over twice
+    headshots.images.MAX_PIXELS); or the reason it is not a usable image. Between those two Pillow warns, and the
+    warning is ignored here: the app's own limit is lower, and its message names it (the 120 MP one did)."""
     try:
-        with Image.open(path) as image:
-            return image.width * image.height
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.width * image.height
+    except Image.DecompressionBombError:
+        return None
     except Exception as exc:  # any failure to open means "not a usable image"; load_rgb says which
         load_rgb(path)  # raises ImageError with the reason in the person's words
         raise ImageError(f"{path.name}: not a readable image ({exc}).", "Upload a JPEG, PNG, WebP or HEIC photo.") from exc

@@ -8,9 +8,11 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,6 +102,13 @@ def test_bad_files_get_their_reason_not_a_traceback(server, selfies, tmp_path):
     assert sorted(p.name for p in (server.data / "carol" / "selfies").iterdir()) == ["01.jpg", "half.jpg", "wall.jpg"]
 
 
+def png_header(width: int, height: int) -> bytes:
+    """A PNG file's signature, header and end, with no pixels: what opening it reads."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
 def test_upload_limits_are_enforced_with_the_limit_named(server, selfies, tmp_path):
     huge = tmp_path / "huge.jpg"
     Image.new("RGB", (5000, 4200), (120, 110, 100)).save(huge, quality=30)  # 21 MP, a few hundred kB
@@ -108,6 +117,11 @@ def test_upload_limits_are_enforced_with_the_limit_named(server, selfies, tmp_pa
     assert "**not added**: huge.jpg: 21 megapixels is over the limit of 20." in result["notes"]
     assert result["notes"].count("- added **") == 6  # app.max_photos
     assert "**not added**: 07.jpg: you already have 6 photos, the most one person may keep." in result["notes"]
+    for side, size in ((12_000, "144"), (20_000, "more than 240")):  # past Pillow's own limits (a warning, then an error)
+        header = tmp_path / f"{side}.png"  # the header alone: its size is all the check reads
+        header.write_bytes(png_header(side, side))
+        notes = upload(client, [header])["notes"]
+        assert f"**not added**: {side}.png: {size} megapixels is over the limit of 20." in notes, notes
 
     big = tmp_path / "big.jpg"
     big.write_bytes(b"\xff" * 3_000_000)
