@@ -49,6 +49,7 @@ CSS = """
 /* Phones: the five steps' tabs narrower, so more of them fit beside each other; the rest behind a button that says More */
 @media (max-width:600px){.tab-container button{padding:6px 6px !important;font-size:13px !important}}
 .overflow-menu > button::after{content:'More';margin-left:4px;font-size:13px}
+#hs-spoken{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%);white-space:nowrap}
 #hs-status-row{position:sticky;top:0;z-index:20;background:var(--background-fill-primary);padding:4px 0;border-bottom:1px solid var(--border-color-primary)}
 .hs-tick,.hs-card-action{border:1px solid #ccc;border-radius:12px;background:#fff;padding:1px 10px;cursor:pointer;font-size:13px;white-space:nowrap}
 .hs-card-action.hs-danger{color:#8a1c1c}
@@ -105,6 +106,25 @@ PAGE_JS = """() => {
       event.stopPropagation();
     }
   }, true);
+  // The status line is spoken to screen readers when its headline (the bold words it starts with) changes: a job
+  // waiting, running, done, failed or stopped; not each training step, which changes every second.
+  const spoken = Object.assign(document.createElement("div"), { id: "hs-spoken" });
+  spoken.setAttribute("role", "status");
+  spoken.setAttribute("aria-live", "polite");
+  document.body.append(spoken);
+  let headline = null;
+  const listen = () => {
+    const status = document.getElementById("hs-status");
+    if (!status) return setTimeout(listen, 200);
+    new MutationObserver(() => {
+      const strong = status.querySelector("strong");
+      if (!strong || strong.textContent === headline) return;
+      // its paragraph, not Gradio's "processing" overlay beside it; the page's first headline is not news
+      if (headline !== null) spoken.textContent = (strong.closest("p") ?? strong).innerText.trim();
+      headline = strong.textContent;
+    }).observe(status, { subtree: true, childList: true, characterData: true });
+  };
+  listen();
   document.addEventListener("change", (event) => {
     const input = event.target.closest("input[type=checkbox]");
     const list = input?.closest("[id^=hs-]")?.id;
@@ -124,8 +144,9 @@ TO_REMOVE = ("Remove", "✓ To remove")  # a photo card's
 def tick_button(list_id: str, file: str, ticked: bool, labels: tuple[str, str]) -> str:
     """A card's button that ticks `file` in the checkbox list `list_id` (PAGE_JS), pressed when it is ticked."""
     off, on = (html.escape(label) for label in labels)
+    named = html.escape(f"{labels[0].lstrip('☆ ')}: {file}")  # what a screen reader says of it: "Remove: 01.jpg"
     return (f"<button type='button' class='hs-tick' data-tick='{list_id}' data-file='{html.escape(file)}' "
-            f"data-off='{off}' data-on='{on}' aria-pressed='{str(ticked).lower()}'>{on if ticked else off}</button>")
+            f"data-off='{off}' data-on='{on}' aria-label='{named}' aria-pressed='{str(ticked).lower()}'>{on if ticked else off}</button>")
 
 
 # The status line's way to the review: on a phone Gradio folds the later tabs into a "..." menu, so "see Review"
@@ -140,7 +161,7 @@ def card_action(button_id: str, file: str, label: str, title: str, confirm: str 
     asks = f" data-confirm='{html.escape(confirm)}'" if confirm else ""
     danger = " hs-danger" if confirm else ""
     return (f"<button type='button' class='hs-card-action{danger}' data-press='{button_id}' data-file='{html.escape(file)}' "
-            f"title='{html.escape(title)}'{asks}>{html.escape(label)}</button>")
+            f"aria-label='{html.escape(f'{label}: {file}')}' title='{html.escape(title)}'{asks}>{html.escape(label)}</button>")
 
 
 CROP_PREVIEW = 200  # px, the long side of an exported crop's preview on the Download tab

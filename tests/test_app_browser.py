@@ -7,6 +7,7 @@ step is kept in the test's temporary folder."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 import zipfile
@@ -122,7 +123,7 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         page.locator("#hs-remove").click()  # nothing ticked yet: refused, and the status line is not marked "Error"
         page.get_by_text("Tick the photos to remove first.").first.wait_for()
         assert page.locator("#hs-status").evaluate(ERROR_BADGES) == []
-        group_card.locator("[data-tick=hs-remove-pick]").click()
+        page.get_by_role("button", name="Remove: group.jpg").click()  # each card's button says which photo it removes
         expect(page.locator("#hs-remove-pick input[name='group.jpg']")).to_be_checked()
         expect(group_card.locator("[data-tick=hs-remove-pick]")).to_have_text("✓ To remove")
         page.locator("#hs-remove").click()
@@ -144,9 +145,11 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         page.close()
         page = reopen(context, server.url, "alice")
         assert "Training" in page.locator("#hs-status").inner_text() or "trained" in page.locator("#hs-status").inner_text()
-        page.get_by_text("step 4 of 4").or_(page.get_by_text("Your adapter is trained")).first.wait_for(timeout=JOB_TIMEOUT_MS)
+        page.locator("#hs-status").get_by_text("step 4 of 4").or_(page.locator("#hs-status").get_by_text("Your adapter is trained")).first.wait_for(timeout=JOB_TIMEOUT_MS)
         steps.shot(page, "training-progress")
-        page.get_by_text("Your adapter is trained").wait_for(timeout=JOB_TIMEOUT_MS)
+        page.locator("#hs-status").get_by_text("Your adapter is trained").wait_for(timeout=JOB_TIMEOUT_MS)
+        # a screen reader hears the news (not each step): the status's headline changed from Training
+        expect(page.locator("#hs-spoken")).to_have_text(re.compile(r"^Your adapter is trained on 6 of your 6 photos"))
         trained_by = server.app.jobs.latest("alice").id
         tab(page, "2. Train")  # again, with nothing changed: it says so, and starts no job
         page.locator("#hs-train").click()
@@ -170,7 +173,7 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         background.fill("plain light grey studio wall")
         steps.shot(page, "styles")
         page.locator("#hs-generate:not([disabled])").click()
-        page.get_by_text("Your review holds 2 images").wait_for(timeout=JOB_TIMEOUT_MS)
+        page.locator("#hs-status").get_by_text("Your review holds 2 images").wait_for(timeout=JOB_TIMEOUT_MS)
         manifest = json.loads((server.outputs / "alice" / "default" / "samples" / "manifest.json").read_text())
         assert all(e["prompt_2"].startswith("plain light grey studio wall, ") for e in manifest["images"])
 
@@ -191,6 +194,8 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         assert cards.first.locator(".hs-avatar").bounding_box()["width"] == pytest.approx(100, abs=1)
         assert cards.first.locator(".hs-full").bounding_box()["width"] == pytest.approx(400, abs=1)
         assert "✗" in cards.first.inner_text()
+        named = [cards.first.get_by_role("button", name=re.compile(rf"^{action}: [a-z]+-\d\d\.png$")) for action in ("More like this", "Favourite", "Delete")]
+        assert [button.count() for button in named] == [1, 1, 1]  # which image each acts on, for a screen reader
         steps.shot(page, "review")
         # On a phone the card fits the screen: the big view shrinks to the card's width, still square; the
         # avatar sizes stay what they are.
@@ -233,7 +238,7 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         assert page.locator("body").evaluate(ERROR_BADGES, "#hs-review, .toast-wrap") == []
         page.remove_listener("dialog", dismissed)
         assert asked == [] and (server.outputs / "alice" / "default" / "samples" / "actor-00.png").is_file()
-        page.get_by_text("Your review holds 4 images").wait_for(timeout=JOB_TIMEOUT_MS)
+        page.locator("#hs-status").get_by_text("Your review holds 4 images").wait_for(timeout=JOB_TIMEOUT_MS)
         assert "0 of 4 kept" in page.locator("#hs-review-head").inner_text()
         # the new review keeps the dropped images open, as the person left them
         assert "more like linkedin-00.png" in page.locator("#hs-dropped .hs-card[data-file='linkedin-00-more-01.png']").inner_text()
@@ -260,7 +265,7 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         # 4c. Generate again: new images join the review, the earlier ones and their variations stay.
         tab(page, "3. Styles")
         page.locator("#hs-generate:not([disabled])").click()
-        page.get_by_text("Your review holds 6 images").wait_for(timeout=JOB_TIMEOUT_MS)
+        page.locator("#hs-status").get_by_text("Your review holds 6 images").wait_for(timeout=JOB_TIMEOUT_MS)
         files = [e["file"] for e in json.loads((server.outputs / "alice" / "default" / "samples" / "manifest.json").read_text())["images"]]
         assert files == ["linkedin-00.png", "actor-00.png", "linkedin-00-more-00.png", "linkedin-00-more-01.png",
                          "linkedin-01.png", "actor-01.png"]
