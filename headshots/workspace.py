@@ -49,18 +49,20 @@ GALLERY = "gallery.html"  # infer/gallery.py: the review page, in samples/
 EXPORT_MANIFEST = "export.json"  # infer/export.py: the crops made, in export/
 
 
-def case_twin(root: Path, user: str) -> str | None:
-    """The name of a folder in `root` that differs from `user` only in case ("alice" for "Alice"), when `user` has
-    none of its own there. On Linux the two would be two people's folders, on macOS and Windows one: either way one
-    person could reach the other's photos, or have two accounts without knowing. A folder of the exact name is the
-    person's own (two made on Linux before this check each stay reachable, and deletable)."""
-    try:
-        names = [p.name for p in root.iterdir()]  # listed: on macOS `(root / "Alice").exists()` finds alice
-    except OSError:  # no folder yet: nobody to be confused with
+def case_twin(user: str, *roots: Path) -> Path | None:
+    """The folder in `roots` whose name differs from `user` only in case ("alice" for "Alice"), when `user` has none
+    of its own in any of them. On Linux the two would be two people's folders, on macOS and Windows one: either way
+    one person could reach the other's photos, or have two accounts without knowing. A folder of the exact name, in
+    either root, is the person's own (two made on Linux before this check each stay reachable, and deletable)."""
+    listed = []
+    for root in roots:
+        try:
+            listed.append((root, [p.name for p in root.iterdir()]))  # listed: on macOS `(root / "Alice").exists()` finds alice
+        except OSError:  # no folder yet: nobody to be confused with
+            continue
+    if any(user in names for _, names in listed):
         return None
-    if user in names:
-        return None
-    return next((name for name in names if name.casefold() == user.casefold()), None)
+    return next((root / name for root, names in listed for name in names if name.casefold() == user.casefold()), None)
 
 
 def batch_root(outputs_root: Path) -> Path:
@@ -82,12 +84,11 @@ class Workspace:
         flags = "".join(f" {name}={value}" for name, value, default in (("RUN", cfg.run, "default"), ("PROFILE", cfg.profile, "sdxl"))
                         if value != default)
         user, roots = validate_user_name(cfg.user), (Path(cfg.paths.data_root), Path(cfg.paths.outputs_root))
-        for root in roots:
-            twin = case_twin(root, user)
-            if twin is not None:
-                raise HeadshotsError(f"User name {user!r} differs from {twin!r} only in case, and {root / twin} is that "
-                                     "person's folder: user names ignore case (macOS and Windows keep one folder for both).",
-                                     f"Use USER={twin} if that is you; otherwise pick another name.")
+        twin = case_twin(user, *roots)
+        if twin is not None:
+            raise HeadshotsError(f"User name {user!r} differs from {twin.name!r} only in case, and {twin} is that "
+                                 "person's folder: user names ignore case (macOS and Windows keep one folder for both).",
+                                 f"Use the name {twin.name!r} if that is you; otherwise pick another.")
         return cls(user, *roots, flags, cfg.intake.photos_wanted)
 
     def make_command(self, target: str, **variables: str) -> str:

@@ -580,7 +580,8 @@ class HeadshotsApp:
         """A name from the name box as the person's folder spells it: "Alice" signs in to alice's folder (names
         ignore case, `case_twin`). Password-file accounts are the file's names, mapped to no other folder."""
         user = validate_user_name(name)
-        return case_twin(self.data_root, user) or user
+        twin = case_twin(user, self.data_root)
+        return twin.name if twin else user
 
     @user_errors
     def on_load(self, remembered: dict | None, request: gr.Request) -> dict:

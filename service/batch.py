@@ -23,11 +23,14 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
 import textwrap
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,6 +193,21 @@ def stop_ray(keep_logs: bool = False) -> None:
         delete_session(session)
 
 
+@contextmanager
+def shielded_from_ctrl_c() -> Iterator[None]:
+    """Ctrl-C is held off while the first one is handled (the statuses written, Ray stopped and its logs deleted): a
+    second one, pressed a moment later, cut that short, and Ray's logs, which name the people, stayed for good (a
+    batch walk). It takes seconds."""
+    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def delete_session(session: Path) -> None:
     shutil.rmtree(session, ignore_errors=True)
     latest = session.parent / "session_latest"
@@ -269,6 +287,7 @@ class BatchConfigs:
     shared: Config  # the batch's own settings (Ray, paths), without anyone's settings.yaml
     people: dict[str, Config]  # each person's, with their own settings
     refused: dict[str, HeadshotsError]  # people with no photos, or whose own settings.yaml cannot be used, and why
+    users: list[str]  # everyone, in the order given (the status table's)
     config_file: str | None  # what every worker composes its person's config from: this file (absolute) ...
     overrides: list[str]  # ... and these
 
@@ -279,9 +298,13 @@ def load_configs(users: Sequence[str], profile: str | None, config_file: str | N
     user name) stops the batch here; a person with no photos, or whose own settings.yaml cannot be used, is set
     aside with the reason (their problem stays theirs)."""
     if not users:
-        raise ConfigError("No users given.", "Name them: --users alice,bob")
-    if len({user.casefold() for user in users}) != len(users):  # Alice and alice share a folder on macOS and Windows
-        raise ConfigError(f"A user is named twice in {', '.join(users)} (case aside).", "Name each person once.")
+        raise ConfigError("No users given.", "Name them: make batch USERS=alice,bob (python -m service.batch --users alice,bob)")
+    for k, user in enumerate(users):
+        same = next((other for other in users[:k] if other.casefold() == user.casefold()), None)
+        if same == user:
+            raise ConfigError(f"{user!r} is named twice in {', '.join(users)}.", "Name each person once.")
+        if same is not None:  # Alice and alice share a folder on macOS and Windows
+            raise ConfigError(f"{same!r} and {user!r} are one person: user names ignore case.", "Name each person once.")
     group = [] if any(o.startswith("wandb.group=") for o in overrides) else [f"wandb.group=batch-{batch_id}"]
     config_file = str(Path(config_file).resolve()) if config_file else None  # workers may start elsewhere
     first = load_config(users[0], profile, config_file, [*overrides, *group], with_person_settings=False)
@@ -305,7 +328,7 @@ def load_configs(users: Sequence[str], profile: str | None, config_file: str | N
         except HeadshotsError as exc:  # found now, not after Ray has started
             refused[user] = exc
             del configs[user]
-    return BatchConfigs(shared, configs, refused, config_file, final)
+    return BatchConfigs(shared, configs, refused, list(users), config_file, final)
 
 
 def own_settings_error(exc: ConfigError, path: Path) -> ConfigError:
@@ -325,7 +348,7 @@ class Batch:
         self.address = address
         self.settings = configs.shared.batch
         self.status_dir = batch_root(Path(configs.shared.paths.outputs_root)) / batch_id
-        self.rows = {user: PersonRow(user, [StageRow(s.name) for s in STAGES]) for user in [*configs.people, *configs.refused]}
+        self.rows = {user: PersonRow(user, [StageRow(s.name) for s in STAGES]) for user in configs.users}
         for user, exc in configs.refused.items():  # stopped before their first stage, with the reason
             first, *rest = self.rows[user].stages
             first.state, first.reason, first.hint = FAILED, exc.message, exc.hint
@@ -480,7 +503,8 @@ def run_batch(users: Sequence[str], profile: str | None = None, overrides: Seque
     try:
         batch.follow(batch.submit())
     except KeyboardInterrupt:
-        batch.interrupt()
+        with shielded_from_ctrl_c():
+            batch.interrupt()
         raise BatchInterrupted(batch.status(finished=True)) from None
     return batch.status(finished=True)
 
@@ -528,7 +552,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "checkpoint, if it saved one", file=sys.stderr)
         return 130
     finally:
-        stop_ray(keep_logs=status is not None and exit_status(status) == 1)
+        with shielded_from_ctrl_c():
+            stop_ray(keep_logs=status is not None and exit_status(status) == 1)
     print_what_to_do(status, ("stopped", CRASHED, INTERRUPTED, "running"))
     print(f"status: {status['status_file']}")
     return exit_status(status)

@@ -235,7 +235,9 @@ def test_a_name_beside_its_folders_twin_stops_that_person_alone(people):
     config is the first name's, still starts for carol (its status folder is no one's)."""
     configs = load_configs(["Alice", "carol"], "tiny", None, people, "twin-name")
     assert list(configs.people) == ["carol"] and "differs from 'alice' only in case" in configs.refused["Alice"].message
-    assert Batch(configs, "twin-name").status_dir.name == "twin-name"
+    batch = Batch(configs, "twin-name")
+    assert batch.status_dir.name == "twin-name"
+    assert list(batch.rows) == ["Alice", "carol"]  # the table in the order given, the refused in their place
 
 
 def test_a_stopped_batch_says_so_in_its_status(people):
@@ -269,6 +271,30 @@ def test_after_ctrl_c_a_person_already_stopped_is_still_told_what_to_do(monkeypa
     out, err = capsys.readouterr()
     assert "dan: only 3 usable photos\n  -> Add 2 more photos." in out and "ann:" not in out
     assert "interrupted: run the same command again" in err
+
+
+def test_a_second_ctrl_c_does_not_cut_the_cleanup_short(monkeypatch, tmp_path):
+    """Ctrl-C twice, the second while Ray stops: the driver exited 1, and Ray's session folder (its logs name the
+    people) stayed for good, since the batch's status said it had finished (a batch walk)."""
+    import ray
+
+    from service import batch as batch_module
+
+    def stopped(*args, **kwargs):
+        raise batch_module.BatchInterrupted({"people": []})
+
+    def pressed_again_while_stopping() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # where the second KeyboardInterrupt landed
+
+    session = tmp_path / "session_2026-12-06_02-25-04_665480_16108"
+    (session / "logs").mkdir(parents=True)
+    monkeypatch.setattr(batch_module, "run_batch", stopped)
+    monkeypatch.setattr(batch_module, "_embedded_session", session)
+    monkeypatch.setattr(ray, "shutdown", pressed_again_while_stopping)
+    assert batch_module.main(["--users", "ann"]) == 130
+    assert not session.exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again afterwards
 
 
 def test_a_batch_whose_process_was_killed_is_closed_by_the_next_one(people):
@@ -347,8 +373,8 @@ def test_closing_killed_batches_leaves_alone_what_may_still_run_or_is_not_rays(t
     (["--users", "alice", "infer.styles=[nosuchstyle]"], "Unknown style 'nosuchstyle'"),  # before anyone trains
     (["--users", "../etc"], "User name '../etc' is not allowed"),
     (["--users", "batch"], "User name 'batch' is reserved"),
-    (["--users", "alice,alice"], "named twice"),
-    (["--users", "alice,Alice"], "named twice"),  # one folder on macOS and Windows
+    (["--users", "alice,bob,alice"], "'alice' is named twice in alice, bob, alice."),
+    (["--users", "alice,Alice"], "'alice' and 'Alice' are one person: user names ignore case."),  # one folder on macOS, Windows
     (["--users", "Batch"], "User name 'Batch' is reserved"),
     (["--users", "alice", "--id", "../../escape"], "Batch id '../../escape' is not allowed"),
     (["--users", "alice", "--config", "{tmp}/my.yaml"], "Unknown config key `train.max_stepz`"),  # the file is read

@@ -183,13 +183,16 @@ def test_a_missing_or_empty_selfie_folder_says_what_to_add(make_config):
 def test_a_name_that_differs_from_a_persons_folder_only_in_case_is_refused(make_config):
     """"Alice" and "alice" were two people's folders on Linux and one on macOS and Windows: either one person with two
     accounts unawares, or two people sharing photos. A name is refused where a folder differs from it only in case."""
-    Workspace.from_config(make_config("alice")).selfies.mkdir(parents=True)
+    alice = Workspace.from_config(make_config("alice"))
+    alice.selfies.mkdir(parents=True)
+    (alice.outputs_root / "alice").mkdir(parents=True)
     with pytest.raises(HeadshotsError, match="'Alice' differs from 'alice' only in case") as err:
         Workspace.from_config(make_config("Alice"))
-    assert err.value.hint.startswith("Use USER=alice if that is you")
+    assert err.value.hint == "Use the name 'alice' if that is you; otherwise pick another."  # make, batch or web app alike
     assert Workspace.from_config(make_config("alice")).user == "alice"
-    # two made on Linux before the check: each is its owner's, reachable (and deletable) by its exact name
-    (Workspace.from_config(make_config("alice")).data_root / "Alice").mkdir()
+    # two made on Linux before the check: each is its owner's, reachable (and deletable) by its exact name, in either
+    # root (Alice's photos folder, beside alice's photos and outputs, was refused for the outputs one: a batch walk)
+    (alice.data_root / "Alice").mkdir()
     assert Workspace.from_config(make_config("Alice")).user == "Alice"
 
 
