@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import glob
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,22 +317,39 @@ def replace_folder(new: Path, old: Path) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` through a temporary file renamed over `path`: a reader in another process (the web app, a
-    status poller, the next run) sees the old file or the new one, never half of one; a write the disk refuses
-    (full, read-only) leaves the old file and no temporary one."""
+# A temporary file of `write_atomic` this old is a killed writer's (kill -9, a killed Ray worker): a write takes well
+# under a second, so the next write of the same file deletes it
+ABANDONED_AFTER_S = 600
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write `path` through a temporary file renamed over it (`write` fills the temporary file, by its path): a reader
+    in another process (the web app, a status poller, the next run) sees the old file or the new one, never half of
+    one; a write the disk refuses (full, read-only) leaves the old file and no temporary one; a writer killed midway
+    leaves no empty or half file under the name (a killed batch worker left a 0-byte image, which the retry drew
+    around), and its temporary file is deleted by the next write of the same name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # one temporary file per writer (two writers of one name would publish each other's half), readable by the
     # person's login only, as the biometric data in these folders should be
     handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
+        write(Path(name))
         os.replace(name, path)
     except BaseException:
         with contextlib.suppress(OSError):  # the write's own error is the one to report
             os.unlink(name)
         raise
+    abandoned = time.time() - ABANDONED_AFTER_S
+    for left in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):  # another writer's, finished meanwhile
+            if left.stat().st_mtime < abandoned:
+                left.unlink()
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """`text` (UTF-8) into `path`, by `write_atomic`."""
+    write_atomic(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
 
 
 def write_json_atomic(path: Path, data: object, indent: int | None = 2) -> None:

@@ -22,7 +22,7 @@ from PIL.PngImagePlugin import PngInfo
 from headshots.config import Config
 from headshots.errors import HeadshotsError
 from headshots.logs import get_logger
-from headshots.workspace import Workspace, held_alone, write_json_atomic
+from headshots.workspace import Workspace, held_alone, write_atomic, write_json_atomic
 
 log = get_logger(__name__)
 MANIFEST = "manifest.json"
@@ -33,10 +33,10 @@ PNG_KEY = "headshots"  # the PNG text chunk holding the image's manifest entry
 
 
 def save_png(image: Image.Image, entry: dict, path: Path) -> None:
-    """Save with the image's manifest entry inside."""
+    """Save with the image's manifest entry inside, whole or not at all (`write_atomic`)."""
     info = PngInfo()
     info.add_text(PNG_KEY, json.dumps(entry))
-    image.save(path, pnginfo=info)
+    write_atomic(path, lambda temporary: image.save(temporary, format="PNG", pnginfo=info))
 
 
 def png_entry(path: Path) -> dict | None:

@@ -29,6 +29,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import unicodedata
 import warnings
 import zipfile
 from collections.abc import Callable, Collection
@@ -132,8 +133,10 @@ def read_password_file(path: Path) -> dict[str, str]:
 
 
 def safe_file_name(name: str) -> str:
-    """The uploaded file's own name reduced to a plain file name (no folders, no hidden files)."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name).lstrip(".")[-100:]
+    """The uploaded file's own name reduced to a plain file name (no folders, no hidden files): letters and digits of
+    any script (composed, as macOS may send them decomposed: "Jürgen.jpg" stays, it was "J_rgen.jpg"), '.', '-' and
+    '_'; anything else (spaces, emoji, control and direction marks) becomes '_'."""
+    cleaned = re.sub(r"[^\w.-]", "_", unicodedata.normalize("NFC", Path(name).name)).lstrip(".")[-100:]
     return cleaned or "photo"
 
 
@@ -271,10 +274,10 @@ class HeadshotsApp:
             count = len(list_photos(ws.selfies)) if ws.selfies.is_dir() else 0
             for path in map(Path, files or []):
                 try:
-                    notes.append(f"added **{self.admit(path, ws, count)}**")
+                    notes.append(f"added **{views.plain(self.admit(path, ws, count))}**")
                     count += 1
                 except ImageError as exc:
-                    notes.append(f"**not added**: {exc.message} → {exc.hint}")
+                    notes.append(f"**not added**: {views.plain(exc.message)} → {views.plain(exc.hint)}")
             previews = self.check_photos(ws)
         except HeadshotsError as exc:  # refused, or the photos could not be judged (their settings.yaml, a busy intake)
             notes.append(f"**{'not judged' if notes else 'not added'}**: {exc.message} → {exc.hint}")

@@ -458,7 +458,7 @@ class Batch:
         status = self.status(finished)
         write_json_atomic(path, status)
         people = status["people"]
-        states = [(p["user"], p["stage"], p["stage_state"]) for p in people]
+        states = [(p["user"], p["stage"], p["stage_state"], _retry(p)) for p in people]
         if states != self._last_states or finished:  # the table again only when something moved
             print(format_table(people), flush=True)
             self._last_states = states
@@ -470,6 +470,15 @@ def _first_line(exc: BaseException) -> str:
     return next((line for line in reversed(text) if line.strip()), type(exc).__name__)[:300]
 
 
+def _retry(person: dict) -> str:
+    """The note of a stage running again after its worker died (killed, or out of memory): before, the row stayed
+    "fit running" while only Ray's own log lines said a worker had died (a batch walk)."""
+    current = next(s for s in person["stages"] if s["stage"] == person["stage"])
+    if current["state"] != "running" or current["attempts"] < 2:
+        return ""
+    return f"attempt {current['attempts']}: the last one's worker died; it goes on from what was saved"
+
+
 def format_table(people: list[dict]) -> str:
     header = f"{'person':<16} {'stage':<8} {'state':<11} {'time':>8} {'kept':>5} {'likeness':>8}  note"
     lines = [header]
@@ -478,7 +487,7 @@ def format_table(people: list[dict]) -> str:
         kept = str(p["kept"]) if p["kept"] is not None else "-"
         skipped = [s["stage"] for s in p["stages"] if s["state"] == "skipped"]
         said = [s["details"]["note"] for s in p["stages"] if s["state"] in ("done", "skipped") and s["details"].get("note")]
-        note = p["reason"] or "; ".join([*([f"skipped (done before): {', '.join(skipped)}"] if skipped else []), *said])
+        note = p["reason"] or _retry(p) or "; ".join([*([f"skipped (done before): {', '.join(skipped)}"] if skipped else []), *said])
         lines.append(f"{p['user']:<16} {p['stage']:<8} {p['stage_state']:<11} {p['seconds']:>7.1f}s {kept:>5} "
                      f"{likeness:>8}  {textwrap.shorten(note, NOTE_WIDTH, placeholder=' ...')}")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import html
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +148,12 @@ def tick_button(list_id: str, file: str, ticked: bool, labels: tuple[str, str]) 
     named = html.escape(f"{labels[0].lstrip('☆ ')}: {file}")  # what a screen reader says of it: "Remove: 01.jpg"
     return (f"<button type='button' class='hs-tick' data-tick='{list_id}' data-file='{html.escape(file)}' "
             f"data-off='{off}' data-on='{on}' aria-label='{named}' aria-pressed='{str(ticked).lower()}'>{on if ticked else off}</button>")
+
+
+def plain(text: str) -> str:
+    """`text` shown as it is in Markdown: a file name's underscores or asterisks ("my_best_photo_.jpg") made the rest
+    italic, and dropped the marks."""
+    return re.sub(r"([\\`*_\[\]<>~])", r"\\\1", text)
 
 
 # The status line's way to the review: on a phone Gradio folds the later tabs into a "..." menu, so "see Review"

@@ -87,19 +87,22 @@ def test_bad_files_get_their_reason_not_a_traceback(server, selfies, tmp_path):
     (bad / "half.jpg").write_bytes(photo[: len(photo) // 2])  # a whole header, half the picture: intake says so
     Image.new("RGB", (400, 300), (120, 140, 160)).save(bad / "wall.jpg")  # no face in it
     client, _ = session(server, "carol")
-    result = upload(client, [bad / "notes.txt", bad / "fake.jpg", bad / "cut.jpg", bad / "half.jpg", bad / "wall.jpg", selfies[0]])
+    (bad / "me_at_home_.jpg").write_bytes(selfies[1].read_bytes())  # Markdown's marks in a name are shown as they are
+    result = upload(client, [bad / "notes.txt", bad / "fake.jpg", bad / "cut.jpg", bad / "half.jpg", bad / "wall.jpg", selfies[0],
+                             bad / "me_at_home_.jpg"])
 
     assert "**not added**: notes.txt: not an image file" in result["notes"]
     assert "**not added**: fake.jpg: not an image file" in result["notes"]
     assert "**not added**: cut.jpg: the file is damaged or truncated" in result["notes"]
     assert "added **half.jpg**" in result["notes"] and "added **01.jpg**" in result["notes"]
+    assert "added **me\\_at\\_home\\_.jpg**" in result["notes"], result["notes"]
     card = result["photos"].split("data-file='half.jpg'>")[1].split("</div></div>")[0]
     assert "reject" in card and "damaged or truncated" in card and "Export or upload the photo again" in card
     card = result["photos"].split("data-file='wall.jpg'>")[1].split("</div></div>")[0]
     assert "no face found" in card and "<summary>figures</summary><small>face: faces 0</small>" in card  # not "confidence None"
-    assert [name for name, _ in result["remove_pick"]["choices"]] == ["01.jpg", "half.jpg", "wall.jpg"]
+    assert [name for name, _ in result["remove_pick"]["choices"]] == ["01.jpg", "half.jpg", "me_at_home_.jpg", "wall.jpg"]
     assert not any("Traceback" in str(value) for value in result.values())
-    assert sorted(p.name for p in (server.data / "carol" / "selfies").iterdir()) == ["01.jpg", "half.jpg", "wall.jpg"]
+    assert sorted(p.name for p in (server.data / "carol" / "selfies").iterdir()) == ["01.jpg", "half.jpg", "me_at_home_.jpg", "wall.jpg"]
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -265,6 +268,8 @@ def test_refuses_to_listen_beyond_loopback_without_a_password(capsys, tmp_path):
     bad.write_text("# people\nalice:one\nbob:two:with:colons\n")
     assert read_password_file(bad) == {"alice": "one", "bob": "two:with:colons"}
     assert safe_file_name("../../etc/passwd") == "passwd" and safe_file_name(".hidden jpg.JPG") == "hidden_jpg.JPG"
+    # letters of any script stay (macOS sends them decomposed); emoji, spaces and direction marks do not
+    assert safe_file_name("Ju\u0308rgen 😀.jpg") == "Jürgen__.jpg" and safe_file_name("gpj.\u202eexe") == "gpj._exe"
 
 
 def wait_until(condition: Callable[[], bool], seconds: float) -> None:

@@ -135,7 +135,7 @@ def test_usable_sets_complete_and_the_unusable_one_stops_at_intake(first_batch, 
     carol = person(on_disk, "carol")
     assert (carol["state"], carol["stage"], carol["stage_state"]) == ("stopped", "intake", "failed")
     assert "only 2 usable photos" in carol["reason"]
-    assert "Rejected: notes.txt: not an image file (or an unsupported format). Details: " in carol["hint"], carol["hint"]
+    assert "Rejected: notes.txt - not an image file (or an unsupported format). Details: " in carol["hint"], carol["hint"]
     assert [(s["state"], s["attempts"]) for s in carol["stages"]] == [("failed", 1)] + [("not run", 0)] * 4
     dora = person(on_disk, "dora")  # her own settings.yaml is refused; the batch went on without her
     assert (dora["state"], dora["stage"], dora["stage_state"]) == ("stopped", "intake", "failed")
@@ -165,6 +165,22 @@ def test_killed_training_is_retried_and_resumes_to_the_uninterrupted_weights(fir
     assert resumed.keys() == uninterrupted.keys()
     for key in resumed:
         assert (resumed[key] - uninterrupted[key]).abs().max() <= 1e-6, key
+
+
+def test_a_stage_running_again_after_its_worker_died_says_so_in_the_table():
+    """After kill -9 of alice's fit worker the row stayed "fit running", and only Ray's own log lines said a worker had
+    died (a batch walk). The retry is in the table; the first attempt is not news."""
+    from service.batch import PersonRow, StageRow, format_table
+
+    row = PersonRow("alice", [StageRow(stage) for stage in STAGE_NAMES])
+    fit = next(stage for stage in row.stages if stage.stage == "fit")
+    for stage in row.stages[: row.stages.index(fit)]:
+        stage.state = "done"
+    fit.state, fit.attempts = "running", 1
+    assert "attempt" not in format_table([row.to_json()])
+    fit.attempts = 2
+    line = format_table([row.to_json()]).splitlines()[1]
+    assert line.startswith("alice") and "fit      running" in line and "attempt 2: the last one's worker died" in line, line
 
 
 def test_the_same_batch_again_does_no_work(first_batch, people):

@@ -1,6 +1,7 @@
 """Styles, generation from base + adapter, the face-similarity filter and the gallery."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -235,3 +236,50 @@ def test_a_chain_infer_stage_stopped_part_way_then_retried_draws_only_what_its_r
     forget(stage_named("fit"), cfg)  # as fit run again does
     again = run_stage(stage_named("infer"), cfg)
     assert again.state == "done" and again.details["images"] == 6 and again.fingerprint == result.fingerprint
+
+
+# A process that writes half an image by write_atomic, says where, and waits to be killed
+KILLED_WRITER = """import sys, time
+from pathlib import Path
+from headshots.workspace import write_atomic
+def half(temporary):
+    temporary.write_bytes(b"\\x89PNG half")
+    print(temporary, flush=True)
+    time.sleep(60)
+write_atomic(Path(sys.argv[1]), half)
+"""
+
+
+def test_an_image_writer_killed_midway_leaves_no_file_under_the_name(tmp_path):
+    """kill -9 of a batch's infer worker while it saved a PNG left a 0-byte linkedin-08.png in the person's samples,
+    which the retry numbered around. An image is written whole or not at all, and the killed writer's temporary file
+    goes with the next write of that name once it is old (a write takes well under a second)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from headshots.workspace import ABANDONED_AFTER_S, write_atomic
+    from infer.manifest import png_entry, save_png
+
+    image = tmp_path / "linkedin-08.png"
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(image)], stdout=subprocess.PIPE, text=True)
+    temporary = Path(writer.stdout.readline().strip())  # written to, not yet renamed
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    assert not image.exists() and temporary.is_file()
+    busy = tmp_path / f".{image.name}.another-writer.tmp"  # a write in progress elsewhere: young, left alone
+    busy.write_bytes(b"")
+    os.utime(temporary, (time.time() - ABANDONED_AFTER_S - 1,) * 2)
+    save_png(Image.new("RGB", (8, 8)), {"file": image.name, "seed": 8}, image)
+    assert png_entry(image) == {"file": image.name, "seed": 8}
+    assert not temporary.exists() and busy.exists()
+    assert oct(image.stat().st_mode & 0o777) == "0o600"  # the person's login only, as every file the stages write
+    def disk_full(temporary: Path) -> None:
+        temporary.write_bytes(b"half")
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError):  # a write that fails leaves the old file and no temporary one
+        write_atomic(image, disk_full)
+    assert png_entry(image) == {"file": image.name, "seed": 8} and sorted(p.name for p in tmp_path.iterdir()) == [busy.name, image.name]
