@@ -314,7 +314,8 @@ class HeadshotsApp:
 
     def photos_view(self, ws: Workspace, previews: dict[str, str] | None = None) -> dict:
         names = [p.name for p in list_photos(ws.selfies)] if ws.selfies.is_dir() else []
-        return {self.c["photos"]: views.photos_html(ws, previews), self.c["remove_pick"]: gr.update(choices=names, value=[])}
+        return {self.c["photos"]: views.photos_html(ws, previews), self.c["remove_pick"]: gr.update(choices=names, value=[]),
+                self.c["photos_shown"]: views.photos_on_disk(ws)}
 
     # -- jobs --------------------------------------------------------------------------------------
     def submit(self, user: str, kind: str, extra: list[str], expected_images: int | None = None) -> None:
@@ -401,9 +402,11 @@ class HeadshotsApp:
         return "fit" in stages_to_run(self.settings.config(user))
 
     def tick(self, state: str | None, seen: list | None, shown: int, dropped_open: bool, favourites: list[str] | None,
-             request: gr.Request) -> dict:
+             photos_shown: list | None, request: gr.Request) -> dict:
         """Every second while a job of this person is queued or running, and once when they come back to the tab: its
-        progress; the review once a generation ends.
+        progress; the review once a generation ends, or when their jobs are gone (their data deleted in another tab);
+        the photos when they changed since this tab drew them (another tab, the CLI): a tab left open showed photos
+        deleted elsewhere, and refused their removal as "Not one of your photos" (a walk).
 
         The job's state is read after its status: the worker thread can end the job between the two readings, and
         a status that already says "Done" also stops the timer, so the state read must be "done" too, or the review
@@ -414,10 +417,13 @@ class HeadshotsApp:
         out = self.status_view(user)
         job = self.jobs.latest(user)
         key = [job.id, job.state] if job else None
+        ws = self.workspace(user)
         if key != seen:
             out[self.c["seen"]] = key
-            if job is not None and job.kind in IMAGE_KINDS and not job.active:
-                out.update(self.review_view(self.workspace(user), shown, dropped_open, favourites))
+            if job is None or (job.kind in IMAGE_KINDS and not job.active):
+                out.update(self.review_view(ws, shown, dropped_open, favourites))
+        if photos_shown is not None and [tuple(p) for p in photos_shown] != views.photos_on_disk(ws):
+            out.update(self.photos_view(ws))
         return out
 
     # -- review and download -----------------------------------------------------------------------
@@ -642,6 +648,7 @@ class HeadshotsApp:
             self.c: dict[str, Any] = {}
             c = self.c
             c["user"], c["seen"] = gr.State(None), gr.State(None)
+            c["photos_shown"] = gr.State(None)  # views.photos_on_disk when the photos panel was drawn
             # The name this browser signed in with (localStorage, encrypted with a key the app makes when it starts:
             # after a restart it is forgotten and the name box shows again).
             c["remembered"] = gr.BrowserState(SIGNED_OUT, storage_key="headshots-name")
@@ -739,12 +746,12 @@ class HeadshotsApp:
         page = [c[k] for k in ("user", "who", "sign_in_note", "name_row", "main", "notes", "photos", "remove_pick", "status", "train", "generate", "more",
                                "stop", "timer", "review", "favourites", "seen", "files", "more_pick", "styles", "count",
                                "background", "clothing", "styles_note", "discard_pick", "review_more", "dropped_toggle",
-                               "shown", "dropped_open", "yours", "crops", "remembered", "sign_out")]
+                               "shown", "dropped_open", "yours", "crops", "remembered", "sign_out", "photos_shown")]
         status = [c[k] for k in ("status", "train", "generate", "more", "stop", "timer")]
         review = [c[k] for k in ("seen", "review", "review_more", "dropped_toggle", "favourites", "more_pick", "discard_pick",
                                  "yours")]
         drawn = [c["review"], c["review_more"], c["dropped_toggle"]]
-        photos = [c["photos"], c["remove_pick"], c["notes"]]
+        photos = [c["photos"], c["remove_pick"], c["photos_shown"], c["notes"]]
         c["go"].click(self.start, [c["name"]], page, api_name="start")
         c["name"].submit(self.start, [c["name"]], page, api_name=False)
         demo.load(self.on_load, [c["remembered"]], page, api_name=False)
@@ -783,9 +790,10 @@ class HeadshotsApp:
         c["ask"].click(lambda: gr.update(visible=True), None, [c["confirm"]], api_name=False)
         c["no"].click(lambda: gr.update(visible=False), None, [c["confirm"]], api_name=False)
         c["yes"].click(self.delete_everything, [c["user"]], [*page, c["confirm"], c["deleted"]], api_name="delete_my_data")
-        watched = [c["user"], c["seen"], c["shown"], c["dropped_open"], c["favourites"]]
-        c["timer"].tick(self.tick, watched, [*status, *review], api_name="status", show_progress="hidden")
-        c["resync"].click(self.tick, watched, [*status, *review], api_name=False, show_progress="hidden")
+        watched = [c["user"], c["seen"], c["shown"], c["dropped_open"], c["favourites"], c["photos_shown"]]
+        ticked = [*status, *review, c["photos"], c["remove_pick"], c["photos_shown"]]
+        c["timer"].tick(self.tick, watched, ticked, api_name="status", show_progress="hidden")
+        c["resync"].click(self.tick, watched, ticked, api_name=False, show_progress="hidden")
 
     def launch(self, host: str, port: int | None, block: bool = True) -> str:
         """Serve the page; returns its URL. Loopback unless a password file was given (checked by main)."""

@@ -252,6 +252,13 @@ def _items(lines: list[str]) -> str:
 # -- photos (intake) --------------------------------------------------------------------------------
 
 
+def photos_on_disk(ws: Workspace) -> list[tuple[str, int, int]]:
+    """(name, bytes, modified) of each photo: what a page's photos panel was drawn from, to tell when another tab (or
+    the CLI) has added, removed or deleted them since."""
+    photos = list_photos(ws.selfies) if ws.selfies.is_dir() else []
+    return [(p.name, (stat := p.stat()).st_size, stat.st_mtime_ns) for p in photos]
+
+
 def photos_html(ws: Workspace, previews: dict[str, str] | None = None) -> str:
     """The set verdict with what to add, then every photo with its face box, verdict, reason and advice.
     `previews` (file -> data URI, from the intake just run) saves decoding each photo again (~40 ms a phone photo)."""

@@ -367,7 +367,7 @@ def test_the_tick_that_says_done_brings_the_review(server, tmp_path):
 
     app.status_view = ending_meanwhile
     try:
-        out = app.tick("quinn", seen, views.REVIEW_PAGE, False, [], None)
+        out = app.tick("quinn", seen, views.REVIEW_PAGE, False, [], None, None)
     finally:
         del app.status_view
     assert out[app.c["status"]].startswith("**Done:**") and out[app.c["timer"]].active is False

@@ -336,6 +336,10 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         downloaded = [p for p in server.app.download_folder("alice").iterdir() if p.is_file()]
         cached = [cache / hash_file(p) for p in downloaded]
         assert len(downloaded) == 4 and all(folder.is_dir() for folder in cached)
+        left_open = reopen(context, server.url, "alice")  # a second tab, left open on the photos and review
+        assert left_open.locator(".hs-photo").count() == 6
+        tab(left_open, "4. Review")
+        expect(left_open.locator("#hs-review")).to_contain_text("0 of 4 kept")
         tab(page, "Delete my data")
         page.locator("#hs-delete").click()
         steps.shot(page, "delete-confirm")
@@ -345,6 +349,12 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         steps.shot(page, "deleted")
         assert not (server.data / "alice").exists() and not (server.outputs / "alice").exists()
         assert not any(folder.exists() for folder in cached) and not server.app.download_folder("alice").exists()
+        # the tab left open, come back to, shows what is left: nothing (it offered the deleted photos to remove)
+        left_open.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+        expect(left_open.locator(".hs-photo")).to_have_count(0)
+        expect(left_open.locator("#hs-review")).not_to_contain_text("kept")
+        assert left_open.locator("#hs-remove-pick input").count() == 0
+        left_open.close()
 
         # 7. Sign out: the name box again, and this browser no longer signs in as alice, even after a reload.
         page.locator("#hs-sign-out").click()
