@@ -41,7 +41,7 @@ from headshots.logs import get_logger, setup_logging
 from headshots.stages import STAGES, stage_named
 from headshots.workspace import Workspace, batch_root, write_json_atomic
 from infer.styles import load_style
-from service.chain import FAILED, NOT_RUN, StageResult, run_stage
+from service.chain import FAILED, NOT_RUN, StageResult, chain_done, run_stage
 
 log = get_logger(__name__)
 
@@ -399,6 +399,16 @@ class Batch:
             self._mark_running(started, pending)
             self.write_status(finished=not pending)
 
+    def skip_those_done(self) -> None:
+        """People whose whole chain is done (nothing any stage reads changed) are marked skipped here, in the driver,
+        and get no tasks: a batch of them alone starts no Ray."""
+        for user, cfg in list(self.configs.items()):
+            results = chain_done(cfg)
+            if results is not None:
+                for result, row in zip(results, self.rows[user].stages):
+                    row.state, row.details = result.state, result.details
+                del self.configs[user]
+
     def _finish(self, key: tuple[str, str], ref, started: dict | None) -> None:
         """The stage's final row. A stage that ran more than once counts from its first start: the attempts that
         crashed took the person's time (and the GPU's) too."""
@@ -504,7 +514,8 @@ def run_batch(users: Sequence[str], profile: str | None = None, overrides: Seque
     for abandoned in close_abandoned(batch.status_dir.parent):
         log.info("batch %s had stopped without finishing (killed): marked interrupted, and its Ray logs deleted unless a "
                  "stage had crashed", abandoned)
-    if not batch.configs:  # everyone was refused (no photos, or their settings.yaml): nothing to run
+    batch.skip_those_done()
+    if not batch.configs:  # everyone refused (no photos, or their settings.yaml) or done before: nothing to run
         batch.write_status(finished=True)
         return batch.status(finished=True)
     start_ray(address)

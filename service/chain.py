@@ -121,8 +121,7 @@ def run_stage(stage: Stage, cfg: Config, upstream: StageResult | None = None) ->
         return StageResult(cfg.user, stage.name, NOT_RUN, reason=f"{upstream.stage} did not finish")
     expected = fingerprint(stage, cfg, upstream.fingerprint if upstream else None)
     if is_done(stage, cfg, expected):
-        log.info("%s: %s skipped (done before, nothing it reads has changed)", cfg.user, stage.name)
-        return StageResult(cfg.user, stage.name, SKIPPED, expected, details=figures(stage, cfg))
+        return _skipped(stage, cfg, expected)
     started = time.perf_counter()
     try:
         with forgotten_while_running(stage, cfg):
@@ -135,6 +134,23 @@ def run_stage(stage: Stage, cfg: Config, upstream: StageResult | None = None) ->
     seconds = time.perf_counter() - started
     write_record(stage, cfg, expected, seconds)
     return StageResult(cfg.user, stage.name, DONE, expected, seconds, details=figures(stage, cfg))
+
+
+def _skipped(stage: Stage, cfg: Config, expected: str) -> StageResult:
+    log.info("%s: %s skipped (done before, nothing it reads has changed)", cfg.user, stage.name)
+    return StageResult(cfg.user, stage.name, SKIPPED, expected, details=figures(stage, cfg))
+
+
+def chain_done(cfg: Config) -> list[StageResult] | None:
+    """Every stage's skipped result when the whole chain is done for `cfg` (nothing any stage reads has changed),
+    without running anything; None when a stage has work. What `run_person` would return then, found without a
+    worker: a batch of people all done starts no Ray (38 s and 3.3 GB to do nothing, a batch walk)."""
+    expected: list[str] = []
+    for stage in STAGES:
+        expected.append(fingerprint(stage, cfg, expected[-1] if expected else None))
+        if not is_done(stage, cfg, expected[-1]):
+            return None
+    return [_skipped(stage, cfg, done) for stage, done in zip(STAGES, expected)]
 
 
 def run_person(cfg: Config, on_result: Callable[[StageResult], None] = lambda r: None,

@@ -189,7 +189,11 @@ def test_the_same_batch_again_does_no_work(first_batch, people):
     seconds = time.perf_counter() - started
     for user in ("alice", "twin"):
         assert [s["state"] for s in person(again, user)["stages"]] == ["skipped"] * len(STAGE_NAMES)
+        assert [s["attempts"] for s in person(again, user)["stages"]] == [0] * len(STAGE_NAMES)  # found in the driver: no task
     assert person(again, "carol")["reason"] == person(first_batch[0], "carol")["reason"]
+    assert person(again, "alice")["kept"] == person(first_batch[0], "alice")["kept"]  # the skipped stages' figures too
+    done = run_batch(["alice", "twin"], "tiny", people, batch_id="again-done")  # no one with work: no Ray task at all
+    assert [p["state"] for p in done["people"]] == ["complete", "complete"]
     print(f"\nre-run of a finished batch: {seconds:.1f} s")
 
 
