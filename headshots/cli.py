@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from headshots.config import Config, load_config
 from headshots.errors import HeadshotsError, storage_error
 from headshots.logs import setup_logging
+from headshots.workspace import private_files
 
 
 def build_parser(prog: str, description: str, commands: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -36,9 +37,11 @@ def add_config_args(parser: argparse.ArgumentParser, *, profile_help: str = "mod
 
 
 def parse(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    """Options and key=value overrides in any order (`--users a x=1 --profile tiny y=2`), then logging set up."""
+    """Options and key=value overrides in any order (`--users a x=1 --profile tiny y=2`), then logging set up, and the
+    files the command makes kept private (`private_files`)."""
     args = parser.parse_intermixed_args(argv)
     setup_logging(args.verbose)
+    private_files()
     return args
 
 

@@ -67,6 +67,15 @@ def case_twin(user: str, *roots: Path) -> Path | None:
     return next((root / name for root, names in listed for name in names if name.casefold() == user.casefold()), None)
 
 
+def private_files() -> None:
+    """Every file and folder this process makes from now on is its login's alone (umask 077: files 0600, folders
+    0700), and so are those of the processes it starts (Ray's workers, `accelerate launch`): the stages write face
+    crops, embeddings, adapters and images of a face, which are biometric data. Before, a file written through a
+    temporary one was 0600 while crops, images and configs were 0644, readable by every account of a shared machine
+    (a batch walk). Every command line (`headshots.cli.parse`) sets it first."""
+    os.umask(0o077)
+
+
 def batch_root(outputs_root: Path) -> Path:
     """<id>/status.json per batch run (service/batch.py): every person in it, their stages, reasons and likeness.
     No one's: the batch finds it without a person's name, whose folder might refuse it (`case_twin`)."""

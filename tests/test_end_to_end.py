@@ -36,6 +36,9 @@ def test_selfies_to_gallery_then_purge(tmp_path, tiny_model, faces_dir, face_wei
     assert (run_dir / "samples" / "gallery.html").is_file()
     report = json.loads((data / "dana" / "prepare_report.json").read_text())
     assert report["kept"] == 4 and report["rejected"] == 1
+    # what the stages made is the person's login's alone: face crops, embeddings, adapter, images (the photos are theirs)
+    made = [p for p in [*outputs.rglob("*"), *(data / "dana").rglob("*")] if "selfies" not in p.parts]
+    assert len(made) > 30 and not [p for p in made if p.stat().st_mode & 0o077], [p for p in made if p.stat().st_mode & 0o077][:5]
 
     purge = _run("-m", "service.purge", "--user", "dana", f"paths.data_root={data}", f"paths.outputs_root={outputs}", env=env)
     assert "removed" in purge.stdout
