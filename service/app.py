@@ -58,7 +58,7 @@ from infer.export import EXPORT, SIZES, export
 from infer.generate import new_round_name
 from infer.styles import available_styles, load_style
 from service import views
-from service.jobs import IMAGE_KINDS, JOBS_FOLDER, JobQueue, devices, job_command
+from service.jobs import IMAGE_KINDS, JOBS_FOLDER, JobBusy, JobQueue, devices, job_command
 from service.purge import nothing_running, purge
 from train.intake import REJECT, run_intake
 
@@ -319,9 +319,14 @@ class HeadshotsApp:
 
     # -- jobs --------------------------------------------------------------------------------------
     def submit(self, user: str, kind: str, extra: list[str], expected_images: int | None = None) -> None:
+        """Start the person's job; one already queued or running (pressed in another tab: this one's status line, with
+        Stop greyed, said nothing ran) is said in a box, and the caller's status line then shows that job."""
         ws = self.workspace(user)
         argv = job_command(kind, user, [*self.settings.cli_args(), *extra])
-        self.jobs.submit(user, kind, argv, ws.run_dir(self.run) / JOBS_FOLDER / f"{kind}.log", expected_images)
+        try:
+            self.jobs.submit(user, kind, argv, ws.run_dir(self.run) / JOBS_FOLDER / f"{kind}.log", expected_images)
+        except JobBusy as busy:  # started in another tab: said in a box, and the status shown is that job's, with its Stop
+            gr.Warning(f"{busy.message} {busy.hint}", title="Not done")
 
     @user_errors
     def train(self, state: str | None, request: gr.Request) -> dict:

@@ -87,6 +87,10 @@ def devices() -> list[str | None]:
     return [str(i) for i in range(torch.cuda.device_count())] or [None]
 
 
+class JobBusy(HeadshotsError):
+    """A job asked for while the person's last one is still queued or running (one job per person at a time)."""
+
+
 class JobQueue:
     """First come, first served; at most one active job per person; jobs live as long as the app."""
 
@@ -108,8 +112,7 @@ class JobQueue:
         with self._cond:
             current = self._latest.get(user)
             if current is not None and current.active:
-                raise HeadshotsError(f"Your {current.kind} job is still {current.state}.",
-                                     "Wait for it to finish, or stop it first.")
+                raise JobBusy(f"Your {current.kind} job is still {current.state}.", "Wait for it to finish, or stop it first.")
             job = Job(next(self._ids), user, kind, argv, log_path, expected_images=expected_images)
             self._waiting.append(job)
             self._latest[user] = job

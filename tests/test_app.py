@@ -310,6 +310,24 @@ def test_job_queue_order_position_and_stop(tmp_path):
     assert second.state == STOPPED
 
 
+def test_a_job_pressed_for_while_one_runs_shows_the_one_running(server, tmp_path):
+    """A second tab's Generate, while the first tab's job ran, was refused in a box that said "stop it first" over a
+    status line that said nothing ran, its Stop greyed (a walk). The box stays; the status line is the job's."""
+    app = server.app
+    ws = app.workspace("rita")
+    ws.adapter_dir(app.run).mkdir(parents=True)
+    (ws.adapter_dir(app.run) / ADAPTER_WEIGHTS).write_bytes(b"weights")  # trained before
+    job = app.jobs.submit("rita", "train", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "t.log")
+    try:
+        wait_until(lambda: job.state == RUNNING, 10)
+        with pytest.warns(UserWarning, match="Your train job is still running. Wait for it to finish, or stop it first."):
+            out = app.generate(["linkedin"], 1, None, None, "rita", None)
+        assert out[app.c["status"]].startswith("**Training**") and out[app.c["stop"]]["interactive"] is True, out
+        assert app.jobs.latest("rita") is job
+    finally:
+        app.jobs.stop("rita")
+
+
 def test_purge_is_refused_from_the_moment_a_job_starts(tmp_path, capsys):
     """A purge 2 s into a web app's Generate went through: the job's process was still importing, before it took any
     lock of its own. It then failed, pointing at a log the purge had deleted. The app holds the job's lock from before
