@@ -75,8 +75,13 @@ def _export_outputs(ws: Workspace, cfg: Config) -> list[Path]:
 # -- what each stage made: a few figures for status tables, read from its outputs --------------------------
 
 def _intake_figures(ws: Workspace, cfg: Config) -> dict:
+    """The set's verdict; a usable set's warnings as a note too, which the batch's table shows (it said nothing of
+    them: the person learnt of them only by opening intake.html)."""
     verdict = json.loads(ws.intake_report.read_text())["set"]
-    return {key: verdict[key] for key in ("usable", "total", "verdict")}
+    figures = {key: verdict[key] for key in ("usable", "total", "verdict")}
+    if verdict["verdict"] == "warn":
+        figures["note"] = f"intake: {verdict['reason']}"
+    return figures
 
 
 def _prepare_figures(ws: Workspace, cfg: Config) -> dict:

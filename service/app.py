@@ -673,7 +673,8 @@ class HeadshotsApp:
                     c["stop"] = gr.Button("Stop", interactive=False, size="sm", scale=0, min_width=80, elem_id="hs-stop")
                 with gr.Tabs() as c["tabs"]:
                     with gr.Tab("1. Photos", elem_id="hs-tab-photos"):
-                        c["upload"] = gr.File(label=f"Drop {self.photos_wanted} photos of yourself here (JPEG, PNG, WebP, HEIC)",
+                        c["upload"] = gr.File(label=f"Drop {self.photos_wanted} photos of yourself here (JPEG, PNG, WebP, HEIC; "
+                                                    f"{self.limits.max_photos} at most)",
                                               file_count="multiple", elem_id="hs-upload")
                         c["notes"] = gr.Markdown(elem_id="hs-notes")
                         c["photos"] = gr.HTML(elem_id="hs-photos")

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from headshots.config import load_config
 from headshots.stages import STAGE_NAMES, read_record, stage_named, stages_to_run
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace, save_favourites
-from service.batch import Batch, close_abandoned, load_configs, run_batch, start_ray, stop_ray
+from service.batch import Batch, close_abandoned, format_table, load_configs, run_batch, start_ray, stop_ray
 from tests.conftest import copy_photos
 
 STEPS = 12
@@ -132,6 +132,10 @@ def test_usable_sets_complete_and_the_unusable_one_stops_at_intake(first_batch, 
         own = manifest["images"][0]["prompt_2"].startswith("plain light grey studio wall, ")
         assert own == (user == "twin")  # each person's own settings, in one batch
         assert manifest["images"][0]["round"].startswith("chain-")  # named by the stage: a retry completes it
+        intake = next(s for s in row["stages"] if s["stage"] == "intake")["details"]
+        report = json.loads(ws.intake_report.read_text())["set"]
+        assert intake["verdict"] == report["verdict"] == "warn" and intake["note"] == f"intake: {report['reason']}"
+        assert "intake: " in format_table([row])  # a usable set's warnings reach the table
     carol = person(on_disk, "carol")
     assert (carol["state"], carol["stage"], carol["stage_state"]) == ("stopped", "intake", "failed")
     assert "only 2 usable photos" in carol["reason"]
@@ -170,7 +174,7 @@ def test_killed_training_is_retried_and_resumes_to_the_uninterrupted_weights(fir
 def test_a_stage_running_again_after_its_worker_died_says_so_in_the_table():
     """After kill -9 of alice's fit worker the row stayed "fit running", and only Ray's own log lines said a worker had
     died (a batch walk). The retry is in the table; the first attempt is not news."""
-    from service.batch import PersonRow, StageRow, format_table
+    from service.batch import PersonRow, StageRow
 
     row = PersonRow("alice", [StageRow(stage) for stage in STAGE_NAMES])
     fit = next(stage for stage in row.stages if stage.stage == "fit")
