@@ -126,6 +126,28 @@ PAGE_JS = """() => {
     }).observe(status, { subtree: true, childList: true, characterData: true });
   };
   listen();
+  // Keyboard focus follows an action to what it shows: the dropped cards, drawn above their toggle, to the first
+  // card's first button (focus stayed on the toggle, below every card); a job's button, greyed while it runs (the
+  // browser then sends focus to the top of the page), to the status line that follows the job.
+  const focusWhenThere = (selector, tries = 50) => {
+    const target = document.querySelector(selector);
+    if (target) target.focus();
+    else if (tries > 0) setTimeout(() => focusWhenThere(selector, tries - 1), 100);
+  };
+  document.addEventListener("click", (event) => {
+    const toggle = event.target.closest("#hs-dropped-toggle");
+    if (toggle && !document.querySelector("#hs-dropped .hs-card")) focusWhenThere("#hs-dropped .hs-card button");
+    const pressed = event.target.closest("#hs-train, #hs-generate, #hs-more");
+    const follow = (tries) => {  // until the button is greyed (the server's answer), or the person moved on
+      const here = document.activeElement;
+      const status = document.getElementById("hs-status");
+      if (status && (here === document.body || here?.disabled)) {
+        status.tabIndex = -1;
+        status.focus();
+      } else if (here === pressed && tries > 0) setTimeout(() => follow(tries - 1), 100);
+    };
+    if (pressed) follow(50);
+  });
   document.addEventListener("change", (event) => {
     const input = event.target.closest("input[type=checkbox]");
     const list = input?.closest("[id^=hs-]")?.id;

@@ -137,6 +137,7 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         tab(page, "2. Train")
         page.locator("#hs-train:not([disabled])").click()
         page.locator("#hs-status").get_by_text("Training").first.wait_for()  # the job is there (the tab's text says Training too)
+        expect(page.locator("#hs-status")).to_be_focused()  # not the top of the page: Train is greyed while it runs
         steps.shot(page, "training")
         assert "Training" not in other.locator("#hs-status").inner_text()
         other.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
@@ -190,6 +191,7 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         page.locator("#hs-dropped-toggle").click()
         cards = page.locator("#hs-dropped .hs-card")
         cards.first.wait_for()
+        expect(cards.first.locator("button").first).to_be_focused()  # not the toggle, below every card
         assert cards.count() == 2 and cards.first.is_visible()
         assert cards.first.locator(".hs-avatar").bounding_box()["width"] == pytest.approx(100, abs=1)
         assert cards.first.locator(".hs-full").bounding_box()["width"] == pytest.approx(400, abs=1)
