@@ -126,8 +126,7 @@ USERS ?=
 ADDRESS ?=
 batch: $(if $(filter tiny,$(PROFILE)),tiny-model)
 	@test -n $(call shell_quote,$(USERS)) || { echo "error: say whose photos, e.g. make batch USERS=alice,bob"; exit 2; }
-	$(BIN)/python -m service.batch --users=$(call shell_quote,$(USERS)) --profile $(call shell_quote,$(PROFILE)) \
-		$(if $(ADDRESS),--address=$(call shell_quote,$(ADDRESS))) $(ARGS)
+	$(BIN)/python -m service.batch --users=$(call shell_quote,$(USERS)) --profile $(call shell_quote,$(PROFILE))$(if $(ADDRESS), --address=$(call shell_quote,$(ADDRESS))) $(ARGS)
 
 # The web app on 127.0.0.1:7860 (prints the URL); ARGS e.g. --port 8000, train.max_steps=500.
 app: $(if $(filter tiny,$(PROFILE)),tiny-model)
