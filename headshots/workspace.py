@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import glob
 import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -55,16 +55,21 @@ def case_twin(user: str, *roots: Path) -> Path | None:
     """The folder in `roots` whose name differs from `user` only in case ("alice" for "Alice"), when `user` has none
     of its own in any of them. On Linux the two would be two people's folders, on macOS and Windows one: either way
     one person could reach the other's photos, or have two accounts without knowing. A folder of the exact name, in
-    either root, is the person's own (two made on Linux before this check each stay reachable, and deletable)."""
+    either root, is the person's own (two made on Linux before this check each stay reachable, and deletable),
+    unless the other root would open the twin's folder for that name (a case-insensitive disk there)."""
     listed = []
     for root in roots:
         try:
             listed.append((root, [p.name for p in root.iterdir()]))  # listed: on macOS `(root / "Alice").exists()` finds alice
         except OSError:  # no folder yet: nobody to be confused with
             continue
-    if any(user in names for _, names in listed):
-        return None
-    return next((root / name for root, names in listed for name in names if name.casefold() == user.casefold()), None)
+    own = any(user in names for _, names in listed)
+    for root, names in listed:
+        twin = next((name for name in names if name.casefold() == user.casefold() and name != user), None)
+        # the person's own folder elsewhere: refused only where this root would give them the twin's (macOS, Windows)
+        if twin is not None and user not in names and (not own or (root / user).exists()):
+            return root / twin
+    return None
 
 
 def private_files() -> None:
@@ -326,8 +331,9 @@ def replace_folder(new: Path, old: Path) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
-# A temporary file of `write_atomic` this old is a killed writer's (kill -9, a killed Ray worker): a write takes well
-# under a second, so the next write of the same file deletes it
+# A temporary file of `write_atomic` whose writer is not running on this machine any more (kill -9, a killed Ray
+# worker), or this old (a writer on another machine of a shared disk: a write takes well under a second), is deleted
+# by the next write into its folder
 ABANDONED_AFTER_S = 600
 
 
@@ -336,11 +342,11 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     in another process (the web app, a status poller, the next run) sees the old file or the new one, never half of
     one; a write the disk refuses (full, read-only) leaves the old file and no temporary one; a writer killed midway
     leaves no empty or half file under the name (a killed batch worker left a 0-byte image, which the retry drew
-    around), and its temporary file is deleted by the next write of the same name."""
+    around), and its temporary file goes with the next write into the folder (`_abandoned`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # one temporary file per writer (two writers of one name would publish each other's half), readable by the
-    # person's login only, as the biometric data in these folders should be
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # one temporary file per writer (two writers of one name would publish each other's half), named by its machine
+    # and process, readable by the person's login only, as the biometric data in these folders should be
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{WRITER}.", suffix=".tmp")
     os.close(handle)
     try:
         write(Path(name))
@@ -349,11 +355,38 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         with contextlib.suppress(OSError):  # the write's own error is the one to report
             os.unlink(name)
         raise
-    abandoned = time.time() - ABANDONED_AFTER_S
-    for left in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        with contextlib.suppress(OSError):  # another writer's, finished meanwhile
-            if left.stat().st_mtime < abandoned:
-                left.unlink()
+    for left in _abandoned(path.parent):
+        with contextlib.suppress(OSError):  # deleted meanwhile by another writer
+            left.unlink()
+
+
+WRITER = f"{socket.gethostname().replace('.', '-')}-{os.getpid()}"  # in each temporary file's name: <host>-<pid>
+
+
+def _abandoned(folder: Path) -> list[Path]:
+    """Temporary files of `write_atomic` in `folder` whose writer is gone: a process of this machine that has ended,
+    or any writer's, once older than ABANDONED_AFTER_S."""
+    host, old = WRITER.rsplit("-", 1)[0], time.time() - ABANDONED_AFTER_S
+    found = []
+    for temporary in folder.glob(".*.tmp"):
+        writer = temporary.name.removesuffix(".tmp").split(".")[-2]  # .<name>.<host>-<pid>.<random>.tmp
+        there, _, pid = writer.rpartition("-")
+        try:
+            if (there == host and pid.isdigit() and not _running(int(pid))) or temporary.stat().st_mtime < old:
+                found.append(temporary)
+        except OSError:  # gone meanwhile
+            continue
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another login's process
+        return True
+    return True
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -89,7 +89,6 @@ def main() -> None:
         run_batch(users, "tiny", overrides(batch_root, model, args.steps), batch_id="bench-again")
         rerun = time.perf_counter() - started
 
-    tasks = args.people * len(STAGES)
     ratio = sequential / batch
     versus = f"{ratio:.2f}x as fast" if ratio >= 1 else f"{1 / ratio:.2f}x as slow"
     body = f"""`.venv/bin/python scripts/bench_batch.py --people {args.people} --steps {args.steps}` ({time.strftime('%Y-%m-%d')},
@@ -106,10 +105,9 @@ and export per person; six Georgia Tech photos each; load average {os.getloadavg
 What the figures say: on two cores a batch can overlap at most two stages, and each Ray worker imports the
 libraries and loads the models for the stages it runs, which one process does once for everyone. A person whose
 whole chain is done is found so in the driver (the fingerprint of each of their {len(STAGES)} stages) and gets no
-task; before 2026-12-06 each of the {tasks} stages was a Ray task that found itself done (4.9 s here, 244 ms per
-task, with Ray already started; a batch of only such people started Ray for them: 24 s from `make batch`, now
-3.7 s). The batch is there for machines with more cores and GPUs, and clusters, where the stages of different
-people run side by side; that gain is not measured here."""
+task; until 2026-12-06 each of their stages was a Ray task that found itself done (with four people: 4.9 s, 244 ms
+per task, Ray already started). The batch is there for machines with more cores and GPUs, and clusters, where the
+stages of different people run side by side; that gain is not measured here."""
     write_section(args.out, "## Batch runner (Ray)", body)
     print(body)
 

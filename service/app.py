@@ -136,7 +136,8 @@ def safe_file_name(name: str) -> str:
     """The uploaded file's own name reduced to a plain file name (no folders, no hidden files): letters and digits of
     any script (composed, as macOS may send them decomposed: "Jürgen.jpg" stays, it was "J_rgen.jpg"), '.', '-' and
     '_'; anything else (spaces, emoji, control and direction marks) becomes '_'."""
-    cleaned = re.sub(r"[^\w.-]", "_", unicodedata.normalize("NFC", Path(name).name)).lstrip(".")[-100:]
+    cleaned = re.sub(r"[^\w.-]", "_", unicodedata.normalize("NFC", Path(name).name))
+    cleaned = cleaned.encode()[-150:].decode(errors="ignore").lstrip(".")  # the end (its extension) kept; 255 bytes is a name's limit
     return cleaned or "photo"
 
 
@@ -280,7 +281,7 @@ class HeadshotsApp:
                     notes.append(f"**not added**: {views.plain(exc.message)} → {views.plain(exc.hint)}")
             previews = self.check_photos(ws)
         except HeadshotsError as exc:  # refused, or the photos could not be judged (their settings.yaml, a busy intake)
-            notes.append(f"**{'not judged' if notes else 'not added'}**: {exc.message} → {exc.hint}")
+            notes.append(f"**{'not judged' if notes else 'not added'}**: {views.plain(exc.message)} → {views.plain(exc.hint)}")
         finally:
             for path in map(Path, files or []):
                 path.unlink(missing_ok=True)  # the selfies folder holds the one copy (Delete my data removes it)
@@ -429,6 +430,15 @@ class HeadshotsApp:
                 out.update(self.review_view(ws, shown, dropped_open, favourites))
         if photos_shown is not None and [tuple(p) for p in photos_shown] != views.photos_on_disk(ws):
             out.update(self.photos_view(ws))
+        return out
+
+    def come_back(self, state: str | None, seen: list | None, shown: int, dropped_open: bool, favourites: list[str] | None,
+                  photos_shown: list | None, request: gr.Request) -> dict:
+        """A tab the person comes back to: `tick`'s, and the review as it is now, whatever this tab last saw of their
+        jobs (images deleted or made elsewhere: another tab, the CLI, an app restarted since)."""
+        out = self.tick(state, seen, shown, dropped_open, favourites, photos_shown, request)
+        if self.c["review"] not in out and (state or (request is not None and request.username)):
+            out.update(self.review_view(self.workspace(self.user(state, request)), shown, dropped_open, favourites))
         return out
 
     # -- review and download -----------------------------------------------------------------------
@@ -799,7 +809,7 @@ class HeadshotsApp:
         watched = [c["user"], c["seen"], c["shown"], c["dropped_open"], c["favourites"], c["photos_shown"]]
         ticked = [*status, *review, c["photos"], c["remove_pick"], c["photos_shown"]]
         c["timer"].tick(self.tick, watched, ticked, api_name="status", show_progress="hidden")
-        c["resync"].click(self.tick, watched, ticked, api_name=False, show_progress="hidden")
+        c["resync"].click(self.come_back, watched, ticked, api_name=False, show_progress="hidden")
 
     def launch(self, host: str, port: int | None, block: bool = True) -> str:
         """Serve the page; returns its URL. Loopback unless a password file was given (checked by main)."""

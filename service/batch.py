@@ -39,7 +39,7 @@ from headshots.config import SIMPLE_NAME_RULE, Config, is_simple_name, load_conf
 from headshots.errors import ConfigError, HeadshotsError
 from headshots.logs import get_logger, setup_logging
 from headshots.stages import STAGES, stage_named
-from headshots.workspace import Workspace, batch_root, write_json_atomic
+from headshots.workspace import Workspace, batch_root, private_files, write_json_atomic
 from infer.styles import load_style
 from service.chain import FAILED, NOT_RUN, StageResult, chain_done, run_stage
 
@@ -79,6 +79,7 @@ def _remote_api():
         import torch
 
         setup_logging()  # the CLIs' log lines (and their quiet third parties) in the worker's log too
+        private_files()  # a cluster's workers are not the driver's children, whose umask they would have
         torch.set_num_threads(threads)
         board.start.remote(user, stage_name, os.getpid())
         try:
@@ -184,6 +185,8 @@ def start_ray(address: str | None = None) -> None:
 def stop_ray(keep_logs: bool = False) -> None:
     """Shut down Ray, and delete the embedded session's folder (in Ray's temp folder) unless `keep_logs`: its worker
     logs name the people in the batch and the paths to their files, which `make purge` cannot reach there."""
+    if "ray" not in sys.modules:  # never started here (a batch of people all done): importing it alone takes seconds
+        return
     import ray
 
     global _embedded_session
@@ -481,12 +484,12 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _retry(person: dict) -> str:
-    """The note of a stage running again after its worker died (killed, or out of memory): before, the row stayed
-    "fit running" while only Ray's own log lines said a worker had died (a batch walk)."""
+    """The note of a stage running again after a crash or its worker's death (killed, out of memory): before, the
+    row stayed "fit running" while only Ray's own log lines said a worker had died (a batch walk)."""
     current = next(s for s in person["stages"] if s["stage"] == person["stage"])
     if current["state"] != "running" or current["attempts"] < 2:
         return ""
-    return f"attempt {current['attempts']}: the last one's worker died; it goes on from what was saved"
+    return f"attempt {current['attempts']}: the last one crashed or its worker died"
 
 
 def format_table(people: list[dict]) -> str:

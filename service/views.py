@@ -7,6 +7,7 @@ server for, so nothing one person sees can point at another person's files.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import json
@@ -277,8 +278,16 @@ def _items(lines: list[str]) -> str:
 def photos_on_disk(ws: Workspace) -> list[tuple[str, int, int]]:
     """(name, bytes, modified) of each photo: what a page's photos panel was drawn from, to tell when another tab (or
     the CLI) has added, removed or deleted them since."""
-    photos = list_photos(ws.selfies) if ws.selfies.is_dir() else []
-    return [(p.name, (stat := p.stat()).st_size, stat.st_mtime_ns) for p in photos]
+    try:
+        photos = list_photos(ws.selfies)
+    except OSError:  # no folder (yet, or deleted meanwhile)
+        return []
+    found = []
+    for photo in photos:
+        with contextlib.suppress(OSError):  # removed between the listing and now (another tab)
+            stat = photo.stat()
+            found.append((photo.name, stat.st_size, stat.st_mtime_ns))
+    return found
 
 
 def photos_html(ws: Workspace, previews: dict[str, str] | None = None) -> str:

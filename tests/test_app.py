@@ -270,6 +270,8 @@ def test_refuses_to_listen_beyond_loopback_without_a_password(capsys, tmp_path):
     assert safe_file_name("../../etc/passwd") == "passwd" and safe_file_name(".hidden jpg.JPG") == "hidden_jpg.JPG"
     # letters of any script stay (macOS sends them decomposed); emoji, spaces and direction marks do not
     assert safe_file_name("Ju\u0308rgen 😀.jpg") == "Jürgen__.jpg" and safe_file_name("gpj.\u202eexe") == "gpj._exe"
+    long = safe_file_name("写" * 120 + ".jpg")  # 364 bytes: over a file name's 255
+    assert long.endswith("写.jpg") and len(long.encode()) <= 150
 
 
 def wait_until(condition: Callable[[], bool], seconds: float) -> None:
@@ -391,6 +393,17 @@ def test_the_tick_that_says_done_brings_the_review(server, tmp_path):
     assert out[app.c["status"]].startswith("**Done:**") and out[app.c["timer"]].active is False
     # the review itself (this job is a stand-in process that makes no images, so the review says so)
     assert out[app.c["seen"]] == [job.id, DONE] and "Nothing generated yet" in out[app.c["review"]]
+
+
+def test_a_tab_come_back_to_shows_the_review_as_it_is_now(server):
+    """A tab that saw no job of this person (images made with the CLI, an app restarted since) kept its review when
+    it was come back to: only a change of job redrew it (a diff review). Coming back redraws it; a tick does not."""
+    from service import views
+
+    app = server.app
+    assert app.c["review"] not in app.tick("una", None, views.REVIEW_PAGE, False, [], None, None)
+    out = app.come_back("una", None, views.REVIEW_PAGE, False, [], None, None)
+    assert "Nothing generated yet" in out[app.c["review"]] and app.c["favourites"] in out
 
 
 def test_own_background_and_clothing_go_to_the_job_as_plain_text(server):

@@ -184,7 +184,7 @@ def test_a_stage_running_again_after_its_worker_died_says_so_in_the_table():
     assert "attempt" not in format_table([row.to_json()])
     fit.attempts = 2
     line = format_table([row.to_json()]).splitlines()[1]
-    assert line.startswith("alice") and "fit      running" in line and "attempt 2: the last one's worker died" in line, line
+    assert line.startswith("alice") and "fit      running" in line and "attempt 2: the last one crashed or its worker died" in line, line
 
 
 def test_the_same_batch_again_does_no_work(first_batch, people):
@@ -198,6 +198,7 @@ def test_the_same_batch_again_does_no_work(first_batch, people):
     assert person(again, "alice")["kept"] == person(first_batch[0], "alice")["kept"]  # the skipped stages' figures too
     done = run_batch(["alice", "twin"], "tiny", people, batch_id="again-done")  # no one with work: no Ray task at all
     assert [p["state"] for p in done["people"]] == ["complete", "complete"]
+    assert not [s for p in done["people"] for s in p["stages"] if s["attempts"]]
     print(f"\nre-run of a finished batch: {seconds:.1f} s")
 
 

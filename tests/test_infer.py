@@ -253,14 +253,14 @@ write_atomic(Path(sys.argv[1]), half)
 def test_an_image_writer_killed_midway_leaves_no_file_under_the_name(tmp_path):
     """kill -9 of a batch's infer worker while it saved a PNG left a 0-byte linkedin-08.png in the person's samples,
     which the retry numbered around. An image is written whole or not at all, and the killed writer's temporary file
-    goes with the next write of that name once it is old (a write takes well under a second)."""
+    goes with the next write into the folder (its process has ended), whatever that write's name."""
     import os
     import signal
     import subprocess
     import sys
     import time
 
-    from headshots.workspace import ABANDONED_AFTER_S, write_atomic
+    from headshots.workspace import ABANDONED_AFTER_S, WRITER, write_atomic
     from infer.manifest import png_entry, save_png
 
     image = tmp_path / "linkedin-08.png"
@@ -269,12 +269,17 @@ def test_an_image_writer_killed_midway_leaves_no_file_under_the_name(tmp_path):
     writer.send_signal(signal.SIGKILL)
     writer.wait(timeout=30)
     assert not image.exists() and temporary.is_file()
-    busy = tmp_path / f".{image.name}.another-writer.tmp"  # a write in progress elsewhere: young, left alone
-    busy.write_bytes(b"")
-    os.utime(temporary, (time.time() - ABANDONED_AFTER_S - 1,) * 2)
+    # writes in progress: this process's (running), another machine's on a shared disk (young); and a stale one of
+    # that machine, which no process here can tell is gone
+    busy = [tmp_path / f".linkedin-09.png.{WRITER}.k2j4.tmp", tmp_path / ".linkedin-10.png.gpu-node-7-4242.x9q1.tmp"]
+    stale = tmp_path / ".linkedin-11.png.gpu-node-7-4243.a8z0.tmp"
+    for left in [*busy, stale]:
+        left.write_bytes(b"")
+    os.utime(stale, (time.time() - ABANDONED_AFTER_S - 1,) * 2)
+    save_png(Image.new("RGB", (8, 8)), {"file": "linkedin-12.png", "seed": 12}, tmp_path / "linkedin-12.png")  # another image
+    assert not temporary.exists() and not stale.exists() and all(left.exists() for left in busy)
     save_png(Image.new("RGB", (8, 8)), {"file": image.name, "seed": 8}, image)
     assert png_entry(image) == {"file": image.name, "seed": 8}
-    assert not temporary.exists() and busy.exists()
     assert oct(image.stat().st_mode & 0o777) == "0o600"  # the person's login only, as every file the stages write
     def disk_full(temporary: Path) -> None:
         temporary.write_bytes(b"half")
@@ -282,4 +287,5 @@ def test_an_image_writer_killed_midway_leaves_no_file_under_the_name(tmp_path):
 
     with pytest.raises(OSError):  # a write that fails leaves the old file and no temporary one
         write_atomic(image, disk_full)
-    assert png_entry(image) == {"file": image.name, "seed": 8} and sorted(p.name for p in tmp_path.iterdir()) == [busy.name, image.name]
+    assert png_entry(image) == {"file": image.name, "seed": 8}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*(left.name for left in busy), image.name, "linkedin-12.png"])

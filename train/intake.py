@@ -861,9 +861,9 @@ def intake(cfg: Config) -> IntakeResult:
 
 def _rejected_photos(photos: list[PhotoReport], most: int = 5) -> list[str]:
     """The photos rejected and why, for the error a batch's status table shows (it prints no photo table):
-    "Rejected: notes.txt - not an image file. group.jpg - more than one face." (the first `most`). A sentence each: a
-    photo's own reasons are joined by semicolons, so the photos were not to be ("a.jpg: someone else; backlit: ..."
-    read "backlit" as a file, a batch walk)."""
+    "Rejected: notes.txt - not an image file. group.jpg - more than one face." (the first `most`). A sentence each:
+    a photo's own reasons are already joined by semicolons, and photos joined the same way read as one list
+    ("a.jpg: someone else; backlit: ..." read "backlit" as a file name, a batch walk)."""
     rejected = [f"{printable(p.file)} - {p.reason.rstrip('.')}." for p in photos if p.verdict == REJECT]
     if not rejected:
         return []
