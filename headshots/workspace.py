@@ -372,19 +372,20 @@ def _abandoned(folder: Path) -> list[Path]:
         writer = temporary.name.removesuffix(".tmp").split(".")[-2]  # .<name>.<host>-<pid>.<random>.tmp
         there, _, pid = writer.rpartition("-")
         try:
-            if (there == host and pid.isdigit() and not _running(int(pid))) or temporary.stat().st_mtime < old:
+            if (there == host and pid.isdigit() and not process_running(int(pid))) or temporary.stat().st_mtime < old:
                 found.append(temporary)
         except OSError:  # gone meanwhile
             continue
     return found
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """Whether a process of this machine has that number (a killed writer's, a killed batch's driver)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another login's process
+    except PermissionError:  # another login's process has that number now
         return True
     return True
 

@@ -39,7 +39,7 @@ from headshots.config import SIMPLE_NAME_RULE, Config, is_simple_name, load_conf
 from headshots.errors import ConfigError, HeadshotsError
 from headshots.logs import get_logger, setup_logging
 from headshots.stages import STAGES, stage_named
-from headshots.workspace import Workspace, batch_root, private_files, write_json_atomic
+from headshots.workspace import Workspace, batch_root, private_files, process_running, write_json_atomic
 from infer.styles import load_style
 from service.chain import FAILED, NOT_RUN, StageResult, chain_done, run_stage
 
@@ -218,22 +218,12 @@ def delete_session(session: Path) -> None:
         latest.unlink()
 
 
-def _is_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process has that number now
-        return True
-    return True
-
-
 def _abandoned(status: dict, path: Path, quiet_s: float) -> bool:
     """Started on this machine, not finished, its process gone, and its file not rewritten for `quiet_s` (a
     running batch rewrites it every `batch.status_every_s`). A batch on another machine sharing the outputs
     folder is never judged from here."""
     return (not status.get("finished") and status.get("host") == socket.gethostname()
-            and not _is_running(int(status["driver_pid"])) and time.time() - path.stat().st_mtime > quiet_s)
+            and not process_running(int(status["driver_pid"])) and time.time() - path.stat().st_mtime > quiet_s)
 
 
 def _is_ray_session(folder: Path) -> bool:
