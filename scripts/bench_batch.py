@@ -61,7 +61,7 @@ def main() -> None:
     from headshots.config import load_config
     from headshots.stages import STAGES
     from headshots.tiny_sdxl import build_tiny_sdxl
-    from service.batch import run_batch, start_ray
+    from service.batch import run_batch, start_ray, stop_ray
     from service.chain import run_person
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,13 +81,16 @@ def main() -> None:
         started = time.perf_counter()
         start_ray()
         ray_start = time.perf_counter() - started
-        started = time.perf_counter()
-        status = run_batch(users, "tiny", overrides(batch_root, model, args.steps), batch_id="bench")
-        batch = time.perf_counter() - started
-        assert all(p["state"] == "complete" for p in status["people"]), status
-        started = time.perf_counter()
-        run_batch(users, "tiny", overrides(batch_root, model, args.steps), batch_id="bench-again")
-        rerun = time.perf_counter() - started
+        try:
+            started = time.perf_counter()
+            status = run_batch(users, "tiny", overrides(batch_root, model, args.steps), batch_id="bench")
+            batch = time.perf_counter() - started
+            assert all(p["state"] == "complete" for p in status["people"]), status
+            started = time.perf_counter()
+            run_batch(users, "tiny", overrides(batch_root, model, args.steps), batch_id="bench-again")
+            rerun = time.perf_counter() - started
+        finally:
+            stop_ray()  # and its session folder, as the batch's own command does
 
     ratio = sequential / batch
     versus = f"{ratio:.2f}x as fast" if ratio >= 1 else f"{1 / ratio:.2f}x as slow"
