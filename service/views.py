@@ -69,8 +69,15 @@ CSS = """
 """
 # Run once when the page loads.
 PAGE_JS = """() => {
-  // A tab the person comes back to (from another tab, window or app) asks once for their job's status.
-  const resync = () => { if (document.visibilityState === "visible") document.getElementById("hs-resync")?.click(); };
+  // A tab the person comes back to (from another tab, window or app) asks once for their job's status. Once: coming
+  // back fires both events, and the second ask carried favourites the first had already taken out of the list (an
+  // image deleted in another tab), which Gradio refused with an "Error" box.
+  let asked = 0;
+  const resync = () => {
+    if (document.visibilityState !== "visible" || Date.now() - asked < 2000) return;
+    asked = Date.now();
+    document.getElementById("hs-resync")?.click();
+  };
   document.addEventListener("visibilitychange", resync);
   window.addEventListener("focus", resync);
   // A card's tick button (tick_button: Favourite, Remove) ticks its file in the checkbox list it names, as a click
@@ -114,15 +121,17 @@ PAGE_JS = """() => {
   spoken.setAttribute("role", "status");
   spoken.setAttribute("aria-live", "polite");
   document.body.append(spoken);
-  let headline = null;
+  let headline = null, shown = false;  // the last headline spoken, and whether the status has been shown at all
   const listen = () => {
     const status = document.getElementById("hs-status");
     if (!status) return setTimeout(listen, 200);
     new MutationObserver(() => {
       const strong = status.querySelector("strong");
-      if (!strong || strong.textContent === headline) return;
-      // its paragraph, not Gradio's "processing" overlay beside it; the page's first headline is not news
-      if (headline !== null) spoken.textContent = (strong.closest("p") ?? strong).innerText.trim();
+      const first = !shown;
+      shown = true;
+      if (!strong || strong.textContent === headline) return;  // no headline ("Not trained yet: ..."), or the same one
+      // its paragraph, not Gradio's "processing" overlay beside it; the status the page opens with is not news
+      if (!first) spoken.textContent = (strong.closest("p") ?? strong).innerText.trim();
       headline = strong.textContent;
     }).observe(status, { subtree: true, childList: true, characterData: true });
   };
@@ -138,6 +147,17 @@ PAGE_JS = """() => {
   document.addEventListener("click", (event) => {
     const toggle = event.target.closest("#hs-dropped-toggle");
     if (toggle && !document.querySelector("#hs-dropped .hs-card")) focusWhenThere("#hs-dropped .hs-card button");
+    // a card's Delete: to the card now in its place (or the one before it), not the top of the page
+    const deleted = event.target.closest("[data-press=hs-card-delete]")?.closest(".hs-card");
+    if (deleted) {
+      const grid = deleted.parentElement, place = [...grid.children].indexOf(deleted);
+      const land = (tries) => {
+        if (deleted.isConnected) return tries > 0 && setTimeout(() => land(tries - 1), 100);  // kept (said no): stay
+        const cards = grid.isConnected ? grid.children : document.querySelectorAll(`#${grid.id} > .hs-card`);
+        (cards[place] ?? cards[place - 1])?.querySelector("button")?.focus();
+      };
+      land(100);
+    }
     const pressed = event.target.closest("#hs-train, #hs-generate, #hs-more");
     const follow = (tries) => {  // until the button is greyed (the server's answer), or the person moved on
       const here = document.activeElement;
