@@ -314,9 +314,9 @@ class HeadshotsApp:
                                  f"Add or remove photos when it is done, or stop it first ({then}).")
 
     def photos_view(self, ws: Workspace, previews: dict[str, str] | None = None) -> dict:
-        names = [p.name for p in list_photos(ws.selfies)] if ws.selfies.is_dir() else []
-        return {self.c["photos"]: views.photos_html(ws, previews), self.c["remove_pick"]: gr.update(choices=names, value=[]),
-                self.c["photos_shown"]: views.photos_on_disk(ws)}
+        shown = views.photos_on_disk(ws)
+        return {self.c["photos"]: views.photos_html(ws, previews),
+                self.c["remove_pick"]: gr.update(choices=[name for name, *_ in shown], value=[]), self.c["photos_shown"]: shown}
 
     # -- jobs --------------------------------------------------------------------------------------
     def submit(self, user: str, kind: str, extra: list[str], expected_images: int | None = None) -> None:
@@ -383,8 +383,10 @@ class HeadshotsApp:
         self.jobs.stop(user)
         return self.status_view(user)
 
-    def status_view(self, user: str) -> dict:
-        ws, job = self.workspace(user), self.jobs.latest(user)
+    def status_view(self, user: str, ws: Workspace | None = None) -> dict:
+        """The status line and the buttons it governs; `ws`: the person's, when the caller has it (it costs ~70 ms, and
+        the status runs every second while a job does)."""
+        ws, job = ws or self.workspace(user), self.jobs.latest(user)
         busy = job is not None and job.active
         trained = (ws.adapter_dir(self.run) / ADAPTER_WEIGHTS).is_file()
         usable = views.set_usable(ws)  # read once: this runs every second while a job does
@@ -420,10 +422,10 @@ class HeadshotsApp:
         if not state and not (request is not None and request.username):
             return {self.c["status"]: gr.skip()}  # no one signed in yet in this session
         user = self.user(state, request)
-        out = self.status_view(user)
+        ws = self.workspace(user)
+        out = self.status_view(user, ws)
         job = self.jobs.latest(user)
         key = [job.id, job.state] if job else None
-        ws = self.workspace(user)
         if key != seen:
             out[self.c["seen"]] = key
             if job is None or (job.kind in IMAGE_KINDS and not job.active):

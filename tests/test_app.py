@@ -381,9 +381,9 @@ def test_the_tick_that_says_done_brings_the_review(server, tmp_path):
     seen = [job.id, job.state]  # what the last tick saw
     status_view = app.status_view
 
-    def ending_meanwhile(user: str) -> dict:
+    def ending_meanwhile(user: str, ws=None) -> dict:
         wait_until(lambda: not job.active, 20)  # the worker thread ends the job now
-        return status_view(user)
+        return status_view(user, ws)
 
     app.status_view = ending_meanwhile
     try:
