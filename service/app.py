@@ -73,6 +73,7 @@ SIGNED_OUT_TEXT = ("photos", "notes", "review", "yours", "crops", "status")
 SIGNED_OUT_PICKERS = ("remove_pick", "favourites", "more_pick", "discard_pick")
 DOWNLOADS_PREFIX = "headshots-downloads-"  # an app's download folder, in the system's temporary folder
 IN_USE = ".in-use"  # a lock in it, held while its app runs
+SERVED = ".served"  # in it: Gradio's cache folder of each download the app served, a line each (forget_downloads)
 ZIP_NAME = "headshots.zip"  # in a person's download folder (HeadshotsApp.download_folder): every crop of the last export
 # More like this: how much of the picked image is re-drawn (infer.more.strength)
 NAME_RULE = f"A name is {SIMPLE_NAME_RULE}, with no spaces, e.g. alice_smith."
@@ -543,7 +544,10 @@ class HeadshotsApp:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         files = downloads(manifest, folder)
-        self.download_owners.update({cache_folder(p): user for p in files})
+        served = {cache_folder(p): user for p in files}
+        self.download_owners.update(served)
+        with (self.downloads_root / SERVED).open("a") as listing:  # before Gradio copies them: a kill leaves none unlisted
+            listing.writelines(f"{key}\n" for key in served)
         return {self.c["files"]: [str(p) for p in files], self.c["crops"]: views.crops_html(manifest)}
 
     def download_folder(self, user: str) -> Path:
@@ -888,7 +892,14 @@ class OwnDownloadsOnly:
 
 
 def forget_downloads(root: Path) -> None:
-    """An app's download folder and Gradio's cached copies of everything in it."""
+    """An app's download folder and Gradio's cached copies of every download it served: those `SERVED` lists (an
+    export replaces the folder's files, and the copies of earlier exports stay served while the app runs: an app
+    closed after two left the first one's headshots in the system's temporary folder for good) and those of the
+    files in it."""
+    listing = root / SERVED
+    cache = Path(get_upload_folder())
+    for key in listing.read_text().split() if listing.is_file() else []:
+        shutil.rmtree(cache / key, ignore_errors=True)
     forget_served(list(root.rglob("*")))
     shutil.rmtree(root, ignore_errors=True)
 

@@ -26,7 +26,7 @@ from PIL import Image
 from headshots.config import load_config
 from headshots.errors import ConfigError
 from headshots.workspace import ADAPTER_WEIGHTS
-from service.app import main, read_password_file, safe_file_name
+from service.app import SERVED, main, read_password_file, safe_file_name
 from service.jobs import DONE, QUEUED, RUNNING, STOPPED, Job, JobQueue
 from tests.app_server import serve
 from tests.conftest import REPO, copy_photos, everything_done
@@ -246,6 +246,10 @@ def test_signed_in_name_is_the_only_identity(tmp_path, tiny_model, analyzer, sel
         alice.predict("alice", api_name="/start")
         alice.predict(["linkedin-01.png"], api_name="/export")
         assert as_alice.get(link).status_code == 200 and as_bob.get(link).status_code == 404
+        # both exports are listed for the app's close (or the next app, if it is killed) to remove from Gradio's cache
+        listed = (running.app.downloads_root / SERVED).read_text().split()
+        assert cached_copy(running.app.download_folder("alice") / "headshots.zip").parent.name in listed
+        assert Path(link.partition("file=")[2]).parent.name in listed
         alice.predict(api_name="/delete_my_data")
         assert not Path(link.partition("file=")[2]).exists()  # Gradio's copy is gone too, not left to its hourly clean-up
         assert as_alice.get(link).status_code != 200 and as_bob.get(link).status_code != 200
@@ -672,15 +676,18 @@ def test_the_downloads_of_an_app_that_was_killed_are_removed_by_the_next(tmp_pat
     copies = []
     for root in (dead, alive):
         (root / "alice").mkdir()
-        crop = root / "alice" / "linkedin-400x400-linkedin-00.jpg"
-        Image.frombytes("RGB", (8, 8), os.urandom(192)).save(crop)  # its own content, so its own cache folder
-        copies.append(Path(get_upload_folder()) / hash_file(crop))
-        copies[-1].mkdir(parents=True)
-        shutil.copy(crop, copies[-1] / crop.name)
+        for export in range(2):  # the second export replaced the first one's files; Gradio still serves both
+            crop = root / "alice" / "linkedin-400x400-linkedin-00.jpg"
+            Image.frombytes("RGB", (8, 8), os.urandom(192)).save(crop)  # its own content, so its own cache folder
+            copies.append(Path(get_upload_folder()) / hash_file(crop))
+            copies[-1].mkdir(parents=True)
+            shutil.copy(crop, copies[-1] / crop.name)
+            with (root / SERVED).open("a") as listing:
+                listing.write(f"{copies[-1].name}\n")
     try:
         assert dead in forget_abandoned_downloads()
-        assert not dead.exists() and not copies[0].exists()
-        assert alive.is_dir() and copies[1].is_dir()
+        assert not dead.exists() and not any(copy.exists() for copy in copies[:2])
+        assert alive.is_dir() and all(copy.is_dir() for copy in copies[2:])
     finally:
         running.release()
         for path in (alive, *copies):
