@@ -47,9 +47,15 @@ def selfies(faces_dir) -> list[Path]:
     return sorted((faces_dir / "georgia-tech" / "s01").glob("*.jpg"))
 
 
+def client_of(server, **kwargs) -> Client:
+    """A browser-like client of `server`. What it downloads stays in the test's folder: by default it lands in the
+    system's Gradio cache, where a test run left the exported headshots of its photos for good."""
+    return Client(server.url, verbose=False, download_files=str(server.data.parent / "downloaded"), **kwargs)
+
+
 def session(server, name: str) -> tuple[Client, dict]:
     """A new browser-like session that gave its name; returns the client and the page it got."""
-    client = Client(server.url, verbose=False)
+    client = client_of(server)
     return client, page(client.predict(name, api_name="/start"))
 
 
@@ -199,7 +205,7 @@ def test_one_session_cannot_reach_another_persons_photos(server, selfies):
     with pytest.raises(gr.Error, match="Pick one of your generated images first"):
         server.app.more("../alice/selfies/01.jpg", 0.35, "bob", None)  # past Gradio's check, the app's own
 
-    nameless = Client(server.url, verbose=False)
+    nameless = client_of(server)
     with pytest.raises(AppError, match="Tell us your name first"):
         nameless.predict([handle_file(str(selfies[0]))], api_name="/upload")
     for name, said in (("../alice", "not allowed"), ("Alice Smith", "not allowed"), ("  ", "Type your name first")):
@@ -215,10 +221,10 @@ def test_signed_in_name_is_the_only_identity(tmp_path, tiny_model, analyzer, sel
     accounts = {"alice": "alice-secret", "bob": "bob-secret"}
     with serve(tmp_path, tiny_model, analyzer, accounts=accounts) as running:
         with pytest.raises(ValueError, match="Could not login"):
-            Client(running.url, auth=("bob", "alice-secret"), verbose=False)
-        alice = Client(running.url, auth=("alice", "alice-secret"), verbose=False)
+            client_of(running, auth=("bob", "alice-secret"))
+        alice = client_of(running, auth=("alice", "alice-secret"))
         upload(alice, selfies[:1])
-        bob = Client(running.url, auth=("bob", "bob-secret"), verbose=False)
+        bob = client_of(running, auth=("bob", "bob-secret"))
         seen = page(bob.predict("alice", api_name="/start"))  # typing another name changes nothing
         assert seen["who"] == "Signed in as **bob**." and "01.jpg" not in seen["photos"]
         assert sorted(p.name for p in running.data.iterdir()) == ["alice"]
