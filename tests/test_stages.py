@@ -214,3 +214,16 @@ def test_intake_judged_under_one_profile_is_due_again_under_another(make_config)
     assert [read_record(stage_named(name), cfg) is None for name in STAGE_NAMES] == [False] * 5
     run_recorded("prepare", cfg, lambda: None)  # `make prepare` meanwhile: recorded, though intake is due (it does
     assert read_record(stage_named("prepare"), cfg) is not None  # not feed prepare), so the chain does not redo it
+
+
+def test_a_chain_is_known_done_without_a_worker_and_a_failed_check_leaves_it_to_the_task(make_config):
+    """The batch asks `chain_done` in its driver, to give a person whose whole chain is done no Ray task. A check that
+    fails (an output cut short, a photo that cannot be read) must not stop the batch: that person's own task meets
+    it, and says so."""
+    from service.chain import chain_done
+
+    cfg = make_config("alice")
+    everything_done(cfg)
+    assert [(result.stage, result.state) for result in chain_done(cfg)] == [(name, "skipped") for name in STAGE_NAMES]
+    Workspace.from_config(cfg).scores(cfg.run).write_text('{"kept": ')  # what export's check reads, cut short
+    assert chain_done(cfg) is None
