@@ -537,6 +537,16 @@ def print_what_to_do(status: dict, states: Sequence[str]) -> None:
             print(f"{person['user']}: {person['reason']}" + (f"\n  -> {person['hint']}" if person["hint"] else ""))
 
 
+def print_notes(status: dict) -> None:
+    """Each complete person's notes in full: a usable set's intake warnings ("face dark ..."), an export with nothing
+    kept. The table cuts them short, and they are the person's to act on before their next photos."""
+    for person in status["people"]:
+        if person["state"] == "complete":
+            for stage in person["stages"]:
+                if stage["details"].get("note"):
+                    print(f"{person['user']}: {stage['details']['note']}")
+
+
 def exit_status(status: dict) -> int:
     """0: everyone complete; 2: someone must fix their photos or settings; 1: a stage crashed."""
     states = {p["state"] for p in status["people"]}
@@ -567,6 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         with shielded_from_ctrl_c():
             stop_ray(keep_logs=status is not None and exit_status(status) == 1)
+    print_notes(status)
     print_what_to_do(status, ("stopped", CRASHED, INTERRUPTED, "running"))
     print(f"status: {status['status_file']}")
     return exit_status(status)

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from headshots.config import load_config
 from headshots.stages import STAGE_NAMES, read_record, stage_named, stages_to_run
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace, save_favourites
-from service.batch import Batch, close_abandoned, format_table, load_configs, run_batch, start_ray, stop_ray
+from service.batch import Batch, close_abandoned, format_table, load_configs, print_notes, run_batch, start_ray, stop_ray
 from tests.conftest import copy_photos
 
 STEPS = 12
@@ -116,7 +116,7 @@ def person(status: dict, user: str) -> dict:
     return next(p for p in status["people"] if p["user"] == user)
 
 
-def test_usable_sets_complete_and_the_unusable_one_stops_at_intake(first_batch, people):
+def test_usable_sets_complete_and_the_unusable_one_stops_at_intake(first_batch, people, capsys):
     status, _ = first_batch
     on_disk = json.loads(Path(status["status_file"]).read_text())
     assert on_disk["finished"] and on_disk["people"] == status["people"]
@@ -136,6 +136,8 @@ def test_usable_sets_complete_and_the_unusable_one_stops_at_intake(first_batch, 
         report = json.loads(ws.intake_report.read_text())["set"]
         assert intake["verdict"] == report["verdict"] == "warn" and intake["note"] == f"intake: {report['reason']}"
         assert "intake: " in format_table([row])  # a usable set's warnings reach the table
+        print_notes(on_disk)  # and the closing lines, in full
+        assert f"{user}: intake: {report['reason']}\n" in capsys.readouterr().out
     carol = person(on_disk, "carol")
     assert (carol["state"], carol["stage"], carol["stage_state"]) == ("stopped", "intake", "failed")
     assert "only 2 usable photos" in carol["reason"]
@@ -187,7 +189,9 @@ def test_a_stage_running_again_after_its_worker_died_says_so_in_the_table():
     assert line.startswith("alice") and "fit      running" in line and "attempt 2: the last one crashed or its worker died" in line, line
 
 
-def test_the_same_batch_again_does_no_work(first_batch, people):
+def test_the_same_batch_again_does_no_work(first_batch, people, capsys):
+    from service import batch as batch_module
+
     started = time.perf_counter()
     again = run_batch(["alice", "twin", "carol"], "tiny", people, batch_id="again")
     seconds = time.perf_counter() - started
@@ -196,9 +200,16 @@ def test_the_same_batch_again_does_no_work(first_batch, people):
         assert [s["attempts"] for s in person(again, user)["stages"]] == [0] * len(STAGE_NAMES)  # found in the driver: no task
     assert person(again, "carol")["reason"] == person(first_batch[0], "carol")["reason"]
     assert person(again, "alice")["kept"] == person(first_batch[0], "alice")["kept"]  # the skipped stages' figures too
-    done = run_batch(["alice", "twin"], "tiny", people, batch_id="again-done")  # no one with work: no Ray task at all
+    capsys.readouterr()
+    # no one with work: no Ray task at all; the command closes with each person's notes in full
+    assert batch_module.main(["--users", "alice,twin", "--profile", "tiny", "--id", "again-done", *people]) == 0
+    out = capsys.readouterr().out
+    done = json.loads(Path(out.rpartition("status: ")[2].strip()).read_text())
     assert [p["state"] for p in done["people"]] == ["complete", "complete"]
     assert not [s for p in done["people"] for s in p["stages"] if s["attempts"]]
+    for user in ("alice", "twin"):
+        warned = json.loads(Workspace.from_config(load_config(user, "tiny", overrides=people)).intake_report.read_text())["set"]
+        assert f"\n{user}: intake: {warned['reason']}\n" in out, out
     print(f"\nre-run of a finished batch: {seconds:.1f} s")
 
 
