@@ -140,6 +140,12 @@ class Workspace:
         return self.user_dir / ".intake.lock"
 
     @property
+    def prepare_lock(self) -> Path:
+        """Held while prepare rewrites the prepared photos, which every run of the person trains on
+        (train.checkpoint.preparing_alone); a training of any run checks it as it starts."""
+        return self.user_dir / ".prepare.lock"
+
+    @property
     def prepared(self) -> Path:
         return self.user_dir / "prepared"
 

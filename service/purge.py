@@ -30,15 +30,15 @@ from service.jobs import JOB_LOCK, JOBS_FOLDER
 from train.checkpoint import TRAIN_LOCK
 
 # the locks a running command of the person's holds in each run's folder, and what it is doing then
-RUNNING = {TRAIN_LOCK: "training, or preparing its photos", IMAGES_LOCK: "generating, scoring or deleting images",
+RUNNING = {TRAIN_LOCK: "training", IMAGES_LOCK: "generating, scoring or deleting images",
            f"{JOBS_FOLDER}/{JOB_LOCK}": "a job of the web app"}
 
 
 def derived_paths(workspace: Workspace, include_selfies: bool) -> list[Path]:
     """What purge deletes: without `include_selfies`, what the stages made in the person's data folder
     (`Workspace.made_from_photos`), never a file of their own beside selfies/ (`own_files`); with it, the whole
-    folder. Intake's lock stays with the photos it guards (it names no one): deleted while held, it would let an
-    intake starting meanwhile lock a new file of that name."""
+    folder. Intake's and prepare's locks stay with the photos they guard (they name no one): deleted while held, one
+    would let a command starting meanwhile lock a new file of that name."""
     user_dir = [p for p in workspace.user_dir.iterdir()] if workspace.user_dir.is_dir() else []
     targets = [p for p in user_dir if workspace.made_from_photos(p)]
     if include_selfies and workspace.user_dir.is_dir():
@@ -55,9 +55,10 @@ def nothing_running(workspace: Workspace) -> Iterator[None]:
     a batch) would otherwise write its reports, adapter, checkpoints or images back after the deletion said it was
     done. One that is running: refused, with nothing deleted."""
     runs = sorted(p for p in workspace.user_outputs.iterdir() if p.is_dir()) if workspace.user_outputs.is_dir() else []
-    # intake's lock is taken even before any intake made it (one starting now would make it, and write its reports
-    # after the deletion); a run's are there once a command of the run ran, and held while one runs
-    locks = [(workspace.intake_lock, "checking their photos")] if workspace.user_dir.is_dir() else []
+    # intake's and prepare's locks are taken even before a command made them (one starting now would make them, and
+    # write its reports after the deletion); a run's are there once a command of the run ran, and held while one runs
+    locks = ([(workspace.intake_lock, "checking their photos"), (workspace.prepare_lock, "preparing their photos")]
+             if workspace.user_dir.is_dir() else [])
     locks += [(run_dir / lock, f"run {run_dir.name!r}: {doing}") for run_dir in runs for lock, doing in RUNNING.items()
               if (run_dir / lock).exists()]
     with ExitStack() as held:
@@ -98,7 +99,7 @@ def own_files(workspace: Workspace) -> list[Path]:
     own (a photo put beside selfies/), which purge keeps without ALL=1 and names."""
     if not workspace.user_dir.is_dir():
         return []
-    kept = (workspace.selfies, workspace.person_settings, workspace.intake_lock)
+    kept = (workspace.selfies, workspace.person_settings, workspace.intake_lock, workspace.prepare_lock)
     return sorted(p for p in workspace.user_dir.iterdir()  # hidden ones (a .DS_Store) are the system's: not named
                   if p not in kept and not p.name.startswith(".") and not workspace.made_from_photos(p))
 

@@ -58,7 +58,8 @@ def test_purge_takes_the_person_out_of_batch_records_and_keeps_everyone_else(tmp
 @pytest.mark.parametrize("lock, doing", [("outputs/dana/default/" + TRAIN_LOCK, "run 'default': training"),
                                          ("outputs/dana/default/" + IMAGES_LOCK, "run 'default': generating"),
                                          ("outputs/dana/default/jobs/" + JOB_LOCK, "run 'default': a job of the web app"),
-                                         ("data/dana/.intake.lock", "checking their photos")])
+                                         ("data/dana/.intake.lock", "checking their photos"),
+                                         ("data/dana/.prepare.lock", "preparing their photos")])
 def test_purge_is_refused_while_a_command_of_the_person_runs(tmp_path, capsys, lock, doing):
     """A training (or generation, or intake) still running would write its adapter and checkpoints (or images, or its
     reports naming the photos) back after the purge said it removed everything (found by running `make purge` during
@@ -173,7 +174,7 @@ def test_a_file_of_the_persons_own_beside_selfies_is_kept_and_named(tmp_path, ca
     (person / "stages").mkdir()
     assert main(["--user", "hank", f"paths.data_root={data}", f"paths.outputs_root={outputs}"]) == 0
     said = capsys.readouterr().out
-    assert sorted(p.name for p in person.iterdir()) == [".DS_Store", ".intake.lock", "06.jpg", "more-photos", "selfies"]
+    assert sorted(p.name for p in person.iterdir()) == [".DS_Store", ".intake.lock", ".prepare.lock", "06.jpg", "more-photos", "selfies"]
     assert ".DS_Store" not in said
     assert (person / "more-photos" / "07.jpg").is_file() and (person / "selfies" / "01.jpg").is_file()
     assert f"kept {person / '06.jpg'}: not made by this project" in said and f"kept {person / 'more-photos'}:" in said, said

@@ -66,7 +66,7 @@ def test_resume_continues_from_checkpoint_to_the_same_weights(prepared_user, mak
 def test_a_second_training_of_the_same_run_is_refused_while_one_runs(prepared_user, make_config, analyzer):
     """A web app restarted while its training job still ran offered Train again, and both trained the same folder
     (the step count went backwards). Whoever starts the second one is told instead; and a `make train` beside a
-    batch's training must not prepare the photos again under it."""
+    batch's training, of this run or another of hers, must not prepare the photos again under it."""
     from train.checkpoint import TRAIN_LOCK
     from train.prepare import prepare
 
@@ -78,8 +78,16 @@ def test_a_second_training_of_the_same_run_is_refused_while_one_runs(prepared_us
             with pytest.raises(HeadshotsError, match="alice is being trained already") as refused:
                 work(cfg)
             assert "Wait for that training to finish" in refused.value.hint
+    # the prepared photos are the person's, for every run: another run training on them refuses a prepare too
+    long_run = Workspace.from_config(make_config("alice", "run=long")).run_dir("long")
+    long_run.mkdir(parents=True)
+    with held_elsewhere(long_run / TRAIN_LOCK), pytest.raises(HeadshotsError, match="being trained already .run 'long'"):
+        prepare(cfg, analyzer)
+    # and a training starting while they are prepared is refused (it would fingerprint one dataset, train on another)
+    with held_elsewhere(Workspace.from_config(cfg).prepare_lock), pytest.raises(HeadshotsError, match="photos are being prepared"):
+        train(cfg)
     assert not Workspace.from_config(cfg).checkpoints_dir(cfg.run).exists()
-    assert (train(cfg) / ADAPTER_FILE).is_file()  # the holder gone, training goes ahead
+    assert (train(cfg) / ADAPTER_FILE).is_file()  # the holders gone, training goes ahead
 
 
 def test_fewer_steps_than_a_run_has_trained_are_refused_not_mislabelled(prepared_user, make_config):

@@ -13,7 +13,8 @@ import json
 import os
 import re
 import shutil
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from headshots.config import Config
@@ -21,18 +22,43 @@ from headshots.errors import HeadshotsError
 from headshots.workspace import Workspace, held_alone
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
-TRAIN_LOCK = ".train.lock"  # in the run's folder, held while it trains or its photos are prepared (`training_alone`)
+TRAIN_LOCK = ".train.lock"  # in the run's folder, held while it trains (`training_alone`) and while prepare runs
 
 
-def training_alone(workspace: Workspace, run: str) -> AbstractContextManager[None]:
-    """Held while a person's run trains, and while prepare rewrites the photos it trains on, whoever starts either
-    (a terminal, the web app, a batch, or a web app restarted while its last job still ran): a second training would
-    write the same checkpoints and adapter, a prepare would change the dataset under it. The second is refused."""
+def _training_busy(workspace: Workspace, run: str) -> HeadshotsError:
+    return HeadshotsError(f"{workspace.user} is being trained already (run {run!r}: in a terminal, the web app or a batch).",
+                          "Wait for that training to finish, then run this again.")
+
+
+@contextmanager
+def training_alone(workspace: Workspace, run: str) -> Iterator[None]:
+    """Held while a person's run trains, whoever starts it (a terminal, the web app, a batch, or a web app restarted
+    while its last job still ran): a second training would write the same checkpoints and adapter, and is refused.
+    So is a training that starts while prepare rewrites the person's photos (`preparing_alone`): it would fingerprint
+    one dataset and train on another."""
     run_dir = workspace.run_dir(run)
     run_dir.mkdir(parents=True, exist_ok=True)
-    busy = HeadshotsError(f"{workspace.user} is being trained already (run {run!r}: in a terminal, the web app or a batch).",
-                          "Wait for that training to finish, then run this again.")
-    return held_alone(run_dir / TRAIN_LOCK, busy)
+    with held_alone(run_dir / TRAIN_LOCK, _training_busy(workspace, run)):
+        with held_alone(workspace.prepare_lock, HeadshotsError(
+                f"{workspace.user}'s photos are being prepared (in a terminal, the web app or a batch).",
+                "Wait for that to finish, then run this again: training reads what it writes.")):
+            pass  # only asked: runs of one person may train at once, each on the prepared photos
+        yield
+
+
+@contextmanager
+def preparing_alone(workspace: Workspace) -> Iterator[None]:
+    """Held while prepare rewrites the person's prepared photos, which every run of theirs trains on: the person's
+    prepare lock (a training starting meanwhile is refused, `training_alone`), then the training lock of each of
+    their runs (a prepare while any of them trains is refused, not only while the run it was given trains)."""
+    runs = sorted(p for p in workspace.user_outputs.iterdir() if (p / TRAIN_LOCK).exists()) if workspace.user_outputs.is_dir() else []
+    with ExitStack() as held:
+        held.enter_context(held_alone(workspace.prepare_lock, HeadshotsError(
+            f"{workspace.user}'s photos are being prepared already (in a terminal, the web app or a batch).",
+            "Wait for that to finish, then run this again.")))
+        for run_dir in runs:
+            held.enter_context(held_alone(run_dir / TRAIN_LOCK, _training_busy(workspace, run_dir.name)))
+        yield
 
 
 def checkpoint_path(root: Path, step: int) -> Path:

@@ -30,7 +30,7 @@ from headshots.images import load_rgb
 from headshots.logs import get_logger, printable
 from headshots.workspace import Workspace, replace_folder, write_json_atomic
 from train.captions import caption_photos
-from train.checkpoint import training_alone
+from train.checkpoint import preparing_alone
 from train.framing import frame_face
 
 log = get_logger(__name__)
@@ -124,10 +124,10 @@ def _keep_rejected_advice(advice: str, file: str, workspace: Workspace) -> str:
 
 
 def prepare(cfg: Config, analyzer: FaceAnalyzer | None = None) -> PrepareResult:
-    """Run the prepare stage for `cfg.user` and write its three outputs; refused while the run trains on them."""
+    """Run the prepare stage for `cfg.user` and write its three outputs; refused while any run of theirs trains on them."""
     workspace = Workspace.from_config(cfg)
     photos = workspace.require_selfies()  # first: a person without photos is told so, and no run folder is made
-    with training_alone(workspace, cfg.run):
+    with preparing_alone(workspace):
         return _prepare(cfg, workspace, photos, analyzer)
 
 
