@@ -32,13 +32,14 @@ endif
 shell_quote = '$(subst ','\'',$(1))'
 COMMON = --user=$(call shell_quote,$(PERSON)) --profile $(call shell_quote,$(PROFILE)) $(call shell_quote,run=$(RUN))
 
-.PHONY: app batch setup lock demo test test-all lint intake prepare train infer more discard export purge tiny-model bench face-eval help check-user
+.PHONY: app batch setup lock demo test test-all lint intake prepare train infer more discard export recover purge tiny-model bench face-eval help check-user
 
 help:
 	@echo "make setup | lock | demo | test | test-all | lint | bench"
 	@echo "make intake | prepare | train USER=name [PROFILE=tiny] [RUN=name] [ARGS='key=value ...']"
 	@echo "make infer USER=name [STYLES=linkedin,actor] [N=8]      make more USER=name IMAGE=file [N=4]"
 	@echo "make discard USER=name IMAGES=a.png,b.png              make export USER=name [IMAGES=a.png]"
+	@echo "make recover USER=name (a broken or lost samples/manifest.json)"
 	@echo "make purge USER=name [ALL=1: their photos too]            make batch USERS=a,b [ADDRESS=auto]"
 	@echo "make app [PROFILE=tiny] [ARGS='--port 8000']             make face-eval CFP=... WILD=... [NAME=...]"
 
@@ -100,7 +101,7 @@ lint:
 	$(BIN)/ruff check .
 
 # The commands that take USER= (check-user first): its error names the one typed
-PERSON_COMMANDS := intake prepare train infer more discard export purge
+PERSON_COMMANDS := intake prepare train infer more discard export recover purge
 check-user:
 	@test -n $(call shell_quote,$(PERSON)) || { echo "error: say whose photos on the command line, e.g. make $(firstword $(filter $(PERSON_COMMANDS),$(MAKECMDGOALS)) train) USER=alice"; exit 2; }
 
@@ -141,6 +142,10 @@ discard: check-user
 # favourites ticked in the web app, else of every kept image.
 export: check-user
 	$(BIN)/python -m infer export $(COMMON) $(if $(IMAGES),$(call shell_quote,infer.export_files=[$(IMAGES)])) $(ARGS)
+
+# Rebuild outputs/<user>/<run>/samples/manifest.json from the images' own entries (broken, lost, or missing some), then score.
+recover: check-user
+	$(BIN)/python -m infer recover $(COMMON) $(ARGS)
 
 # ALL=1 deletes the photos too, and only from make's command line (as USER): never an ALL left in your shell.
 # ALL=0 keeps them, as leaving it out does; any other value is refused rather than guessed.

@@ -55,7 +55,7 @@ def _fix_hint(source: str, key: str = "model.pretrained") -> str:
     if Path(source).exists() or source.startswith((".", "/", "models/")):
         return "Check the folder (it must hold model_index.json and the component folders)" + _TINY_HINTS.get(key, ".")
     return (
-        "Check the hub id and your network (and `huggingface-cli login` for gated models), "
+        "Check the hub id and your network (and `.venv/bin/hf auth login` for gated models), "
         f"or set {key}=/path/to/a/local/copy."
     )
 

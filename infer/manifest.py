@@ -64,7 +64,7 @@ def read_manifest(samples_dir: Path) -> dict | None:
         user, run = samples_dir.parent.parent.name, samples_dir.parent.name
         raise HeadshotsError(f"{path} cannot be read ({type(exc).__name__}: {exc}).",
                              "Rebuild it from the images themselves (each carries its own entry): "
-                             f"python -m infer recover --user {user} run={run}") from exc
+                             f"make recover USER={user} RUN={run}") from exc
     return manifest
 
 
