@@ -541,13 +541,15 @@ def load_yaml(path: Path, what: str = "Config file") -> Any:
         raise ConfigError(f"{what} {path} does not exist.", "Check the path.")
     if not path.is_file():
         raise ConfigError(f"{what} {path} is not a file (a folder or a device).", "Give the path of a YAML file.")
+    sections = "Write sections of `key: value` lines, as configs/base.yaml does (e.g. `infer:` then `  styles: [linkedin]`)."
     try:
         loaded = OmegaConf.load(path)
+    except OSError as exc:  # what OmegaConf raises for a file holding one number or true/false
+        raise ConfigError(f"{what} {path} holds a single value, not settings.", sections) from exc
     except Exception as exc:  # yaml.YAMLError and friends
         raise ConfigError(f"{what} {path} is not valid YAML: {exc}", "Fix the YAML syntax.") from exc
     if not OmegaConf.is_dict(loaded):
-        raise ConfigError(f"{what} {path} holds a list, not settings.",
-                          "Write sections of `key: value` lines, as configs/base.yaml does (e.g. `train:` then `  max_steps: 500`).")
+        raise ConfigError(f"{what} {path} holds a list, not settings.", sections)
     return loaded
 
 
@@ -592,6 +594,11 @@ def load_config(
         if with_person_settings and person_file and person_file.is_file() and _merges([*layers, cli, identity]):
             message = f"{person_file}: {message}"  # it merges without the person's file: the file is what is wrong
         raise ConfigError(message, "Check the key's spelling and type: headshots/config.py declares every key (configs/base.yaml the common ones).") from exc
+    except ConfigError as exc:  # a section's own check of a value, said of the person's file when it is what is wrong
+        if (with_person_settings and person_file and person_file.is_file() and str(person_file) not in exc.message
+                and _merges([*layers, cli, identity])):
+            raise ConfigError(f"{person_file}: {exc.message}", "Fix it in that file.") from exc
+        raise
 
 
 def _parse_overrides(overrides: Sequence[str]) -> Any:
@@ -633,7 +640,7 @@ def _refuse_nan(config: Any, prefix: str = "") -> None:
 def _merges(layers: list[Any]) -> bool:
     try:
         OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), *layers))
-    except OmegaConfBaseException:
+    except (OmegaConfBaseException, ConfigError):
         return False
     return True
 
@@ -651,12 +658,18 @@ def person_settings(path: Path) -> Any:
     person, and must not reach paths, models or other people's data. Empty when there is no file."""
     if not path.is_file():
         return OmegaConf.create({})
-    settings = load_yaml(path, "Your settings file")
-    leaves = _leaves(OmegaConf.to_container(settings, resolve=False) or {})
+    written = OmegaConf.to_container(load_yaml(path, "Your settings file"), resolve=False) or {}
+    settings = OmegaConf.create({key: value for key, value in written.items() if value is not None})  # `infer:` alone sets nothing
+    leaves = _leaves(written)
     for key, value in leaves.items():
         allowed = next((k for k in PERSON_KEYS if key == k or key.startswith((k + ".", k + "["))), None)
+        if allowed is None and value is None and any(k.startswith(key + ".") for k in PERSON_KEYS):
+            continue  # an empty section (`infer:` with nothing under it) sets nothing
         if allowed is None:
-            raise ConfigError(f"{path}: `{key}` is not something one person's settings may set.",
+            named = re.sub(r"\[\d+\]", "", key)  # the key as written, not a list item of it
+            meant = difflib.get_close_matches(named, PERSON_KEYS, n=1)
+            raise ConfigError(f"{path}: `{named}` is not something one person's settings may set"
+                              + (f" (did you mean `{meant[0]}`?)." if meant else "."),
                               f"A person's settings.yaml may set {', '.join(PERSON_KEYS)}; the rest is the run's config.")
         if allowed == "infer.styles":
             _check(isinstance(value, str) and bool(_STYLE_NAME.fullmatch(value)) and (CONFIG_DIR / "styles" / f"{value}.yaml").is_file(),

@@ -72,11 +72,17 @@ def test_a_persons_own_settings_are_layered_and_kept_to_their_few_keys(tmp_path)
                           ("prepare:\n  class_noun: 'x: [y]'\n", "must be plain words"),
                           ("prepare:\n  keep_rejected: [../bob/selfies/01.jpg]\n", "must be the file name of one of your photos"),
                           ("infer:\n  styles: [doctor\n", "Your settings file .* is not valid YAML"),
-                          ("infer:\n  styles: doctor\n", "`infer.styles` takes a list, even of one")):
+                          ("infer:\n  styles: doctor\n", "`infer.styles` takes a list, even of one"),
+                          # said as written, with the key meant; a value a section refuses names the file too
+                          ("infer:\n  stylez: [linkedin]\n", "`infer.stylez` is not something .* \\(did you mean `infer.styles`\\?\\)"),
+                          ("infer:\n  images_per_style: 0\n", "`infer.images_per_style` must be at least 1"),
+                          ("42\n", "holds a single value, not settings"), ("- styles\n", "holds a list, not settings")):
         mine.write_text(text)
         with pytest.raises(ConfigError, match=message) as refused:
             load_config("alice", "tiny", overrides=where)
         assert str(mine) in refused.value.message
+    mine.write_text("infer:\nprepare:\n  class_noun: woman\n")  # an empty section sets nothing
+    assert load_config("alice", "tiny", overrides=where).prepare.class_noun == "woman"
     assert load_config("alice", "tiny", overrides=where, with_person_settings=False).paths.data_root == str(data)
 
 
