@@ -32,6 +32,9 @@ except ImportError:  # pragma: no cover - depends on the environment
     FORMATS = "JPEG, PNG or WebP (HEIC with pip install pillow-heif)"
 
 
+A_FOLDER = "a folder, not a photo."  # the reason a folder among the photos gets
+
+
 def load_rgb(path: Path, draft_side: int | None = None) -> Image.Image:
     """Open `path` as an upright 8-bit RGB image, or raise ImageError with the reason.
 
@@ -40,7 +43,7 @@ def load_rgb(path: Path, draft_side: int | None = None) -> Image.Image:
     """
     path = Path(path)
     if path.is_dir():
-        raise ImageError(f"{path.name}: a folder, not a photo.", "Photos inside a folder are not read: move them out of it, beside the others.")
+        raise ImageError(f"{path.name}: {A_FOLDER}", "Photos inside a folder are not read: move them out of it, beside the others.")
     if not path.is_file():
         raise ImageError(f"{path.name}: not a regular file.", "Upload the photo itself.")
     if path.stat().st_size == 0:

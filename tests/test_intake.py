@@ -1003,3 +1003,14 @@ def test_the_photos_to_add_are_counted_with_the_kinds_they_can_cover(make_config
     copy_photos(sorted((faces_dir / "georgia-tech" / "s01").glob("*.jpg"))[:2], Workspace.from_config(cfg).selfies)
     add = next(a for a in run_intake(cfg, analyzer).set.advice if a.startswith("Add 1 more photo of you alone: "))
     assert add.count("; ") >= 1 and add.endswith(" (one photo can be more than one of these)."), add
+
+
+def test_photos_put_in_a_folder_of_their_own_are_told_to_move_not_to_add_more(make_config, faces_dir, analyzer):
+    """Six good photos in selfies/phone/: the set advice said "Add 5 more photos", while moving them is the fix
+    (a CLI walk)."""
+    cfg = make_config("erin")
+    copy_photos(sorted((faces_dir / "georgia-tech" / "s01").glob("*.jpg"))[:6], Workspace.from_config(cfg).selfies / "phone")
+    verdict = run_intake(cfg, analyzer).set
+    assert verdict.verdict == "reject"
+    assert verdict.advice[0] == "Photos inside a folder are not read: move those in phone out of it, beside the others."
+    assert verdict.advice[1].startswith("Or add 5 more photos of you alone")

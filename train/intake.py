@@ -30,7 +30,7 @@ from headshots import quality
 from headshots.config import Config, IntakeConfig
 from headshots.errors import HeadshotsError, ImageError
 from headshots.faces import Face, FaceAnalyzer
-from headshots.images import as_the_camera_saved_it, load_rgb, original_size, transparent_share
+from headshots.images import A_FOLDER, as_the_camera_saved_it, load_rgb, original_size, transparent_share
 from headshots.logs import plural, printable
 from headshots.workspace import Workspace, held_alone, write_json_atomic, write_text_atomic
 from train.framing import frame_face
@@ -721,9 +721,13 @@ def set_report(photos: list[PhotoReport], measured: dict[int, Measured], split: 
         count = f"only {plural(n, 'usable photo')}" if n else "no usable photos"
         report.reason = report.reason or (f"{count} (need at least {cfg.min_photos})" if short
                                           else f"{n} usable photos; {cfg.good_photos} give better results")
+        folders = [p.file for p in photos if "decode" in p.checks and p.checks["decode"].reason == A_FOLDER]
+        if folders:  # photos put in a folder of their own: moving them is the fix, not new ones
+            report.advice.append(f"Photos inside a folder are not read: move those in {', '.join(folders)} out of it, "
+                                 "beside the others.")
         kinds = _missing_kinds(usable, cfg)
         overlap = " (one photo can be more than one of these)" if len(kinds) > need else ""  # 3 photos, 4 kinds
-        report.advice.append(f"Add {plural(need, 'more photo')} of you alone: " + "; ".join(kinds) + f"{overlap}.")
+        report.advice.append(f"{'Or add' if folders else 'Add'} {plural(need, 'more photo')} of you alone: " + "; ".join(kinds) + f"{overlap}.")
     variety = _variety_problems(usable, cfg)
     if variety:
         report.verdict = max(report.verdict, WARN, key=_RANK.get)
