@@ -18,11 +18,13 @@ from headshots.logs import setup_logging
 from headshots.workspace import private_files
 
 
-def build_parser(prog: str, description: str, commands: Mapping[str, str]) -> argparse.ArgumentParser:
+def build_parser(prog: str, description: str, commands: Mapping[str, str],
+                 example: str = "train.max_steps=500") -> argparse.ArgumentParser:
+    """`example`: an override the commands read, for --help."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("command", choices=list(commands), help="; ".join(f"{k}: {v}" for k, v in commands.items()))
     parser.add_argument("--user", required=True, help="whose data: data/users/<user>/")
-    return add_config_args(parser)
+    return add_config_args(parser, overrides_help=f"config overrides, e.g. {example}")
 
 
 def add_config_args(parser: argparse.ArgumentParser, *, profile_help: str = "model profile in configs/model/ (default: sdxl)",

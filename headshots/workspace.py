@@ -236,6 +236,10 @@ class Workspace:
 
     def require_selfies(self) -> list[Path]:
         """Every file in the selfie folder (each stage judges what it can read), refusing a missing or empty one."""
+        if self.selfies.exists() and not self.selfies.is_dir():
+            raise HeadshotsError(f"{self.selfies} is a file, not a folder of photos.",
+                                 f"Rename or move that file, then make {self.selfies} a folder and put {self.photos_wanted} "
+                                 f"photos of {self.user} in it ({FORMATS}).")
         if not self.selfies.is_dir():
             create = f"Create it and put {self.photos_wanted} photos of {self.user} in it ({FORMATS})."
             beside = [p.name for p in list_photos(self.user_dir) if p.is_file() and named_as_image(p)] \

@@ -87,5 +87,5 @@ HELP = {
 }
 
 if __name__ == "__main__":
-    sys.exit(run(build_parser("python -m infer", "Generate, filter and review a user's headshots.", HELP), COMMANDS,
+    sys.exit(run(build_parser("python -m infer", "Generate, filter and review a user's headshots.", HELP, "infer.images_per_style=4"), COMMANDS,
                  interrupted="what was finished is kept (images drawn so far are scored by the next command)"))

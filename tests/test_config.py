@@ -184,6 +184,9 @@ def test_a_missing_or_empty_selfie_folder_says_what_to_add(make_config):
     with pytest.raises(HeadshotsError, match="No selfie folder") as err:
         ws.require_selfies()
     assert err.value.hint == f"Create it and move the 1 file in {ws.user_dir} into it (04.jpg)."
+    ws.selfies.write_bytes(b"not a folder")  # it was said not to exist
+    with pytest.raises(HeadshotsError, match="selfies is a file, not a folder of photos"):
+        ws.require_selfies()
 
 
 def test_a_name_that_differs_from_a_persons_folder_only_in_case_is_refused(make_config):
