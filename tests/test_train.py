@@ -96,7 +96,7 @@ def test_fewer_steps_than_a_run_has_trained_are_refused_not_mislabelled(prepared
     train(make_config("alice", "train.max_steps=2", "train.checkpoint_every=1"))
     with pytest.raises(HeadshotsError, match="has trained 2 steps already: train.max_steps=1 cannot take them back") as refused:
         train(make_config("alice", "train.max_steps=1"))
-    assert "RUN=default-1" in refused.value.hint
+    assert "RUN=default-1" in refused.value.hint and "make train USER=alice PROFILE=tiny ARGS=train.max_steps=2" in refused.value.hint
 
 
 def test_the_same_training_exported_again_writes_the_same_metadata(make_config, tmp_path):

@@ -58,8 +58,9 @@ def _already_done(stage: str, ws: Workspace) -> str:
         "intake": "these photos were judged before with these settings, and the set was usable "
                   f"(`{ws.make_command('intake')}` shows the verdicts again)",
         "prepare": f"these photos were prepared before with these settings (`{ws.make_command('prepare')}` prepares them again)",
-        "fit": "the adapter was trained on these photos with these settings (to train longer, raise train.max_steps: "
-               "it goes on from its last checkpoint)",
+        "fit": "the adapter was trained on these photos with these settings (to train longer, raise train.max_steps, "
+               f"e.g. `{ws.make_command('train', ARGS='train.max_steps=<more>')}`: it goes on from its last checkpoint, and "
+               "later commands of this run need the same value)",
     }[stage]
 
 
