@@ -79,13 +79,16 @@ def test_photos_intake_rejects_are_not_trained_on_unless_the_person_keeps_them(m
     assert "`prepare: {keep_rejected: [\"zz-someone.jpg\"]}` to" in verdicts["zz-someone.jpg"]["advice"]
     assert "zz-someone.jpg" not in datasets.load_from_disk(str(ws.prepared))["file"]
 
-    ws.person_settings.write_text("prepare:\n  keep_rejected: [zz-someone.jpg, ZZ-Someone.JPG]\n")  # it is them
+    ws.person_settings.write_text("prepare:\n  keep_rejected: [zz-someone.jpg, ZZ-Someone.JPG, notes.jpg]\n")  # it is them
+    (ws.selfies / "notes.jpg").write_text("not a photo")  # kept by no setting: said so, not silently left out
     with caplog.at_level(logging.WARNING, logger="train"):
         prepare(make_config("carol"), analyzer)
     assert "names ZZ-Someone.JPG, not among the photos in" in caplog.text and "(did you mean zz-someone.jpg?)" in caplog.text
     assert "zz-someone.jpg" in datasets.load_from_disk(str(ws.prepared))["file"]
     kept = next(p for p in json.loads(ws.prepare_report.read_text())["photos"] if p["file"] == "zz-someone.jpg")
     assert kept["kept"] and any("kept as prepare.keep_rejected asks" in w for w in kept["warnings"])  # not silently
+    notes = next(p for p in json.loads(ws.prepare_report.read_text())["photos"] if p["file"] == "notes.jpg")
+    assert not notes["kept"] and "(prepare.keep_rejected names it, but no setting can train on it: " in notes["advice"], notes
 
 
 def test_too_few_usable_photos_says_how_many_more(make_config, faces_dir, analyzer):

@@ -143,6 +143,7 @@ def _prepare(cfg: Config, workspace: Workspace, photos: list[Path], analyzer: Fa
     for path in tqdm(photos, desc="prepare", unit="photo"):
         result, image, detection = judge_photo(path, analyzer)
         results.append(result)
+        cannot_use = None if result.kept else result.reason  # prepare's own finding (no face, two faces, not an image)
         if path.name in rejected:
             reason, advice = rejected[path.name]
             if not result.kept:  # unusable here too: intake's reason is the more precise ("image too small", not "no face")
@@ -151,6 +152,8 @@ def _prepare(cfg: Config, workspace: Workspace, photos: list[Path], analyzer: Fa
                 result.warnings.append(f"{reason}; kept as prepare.keep_rejected asks")
             else:
                 result.kept, result.reason, result.advice = False, reason, _keep_rejected_advice(advice, path.name, workspace)
+        if cannot_use and path.name in cfg.prepare.keep_rejected:  # said, not silently ignored
+            result.advice += f" (prepare.keep_rejected names it, but no setting can train on it: {cannot_use})"
         if not result.kept:
             continue
         face = detection.subject
