@@ -153,7 +153,7 @@ def _prepare(cfg: Config, workspace: Workspace, photos: list[Path], analyzer: Fa
             else:
                 result.kept, result.reason, result.advice = False, reason, _keep_rejected_advice(advice, path.name, workspace)
         if cannot_use and path.name in cfg.prepare.keep_rejected:  # said, not silently ignored
-            result.advice += f" (prepare.keep_rejected names it, but no setting can train on it: {cannot_use})"
+            result.advice += f" (prepare.keep_rejected names it, but no setting can train on it: {cannot_use.rstrip('.')})"
         if not result.kept:
             continue
         face = detection.subject
