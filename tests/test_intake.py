@@ -1014,3 +1014,13 @@ def test_photos_put_in_a_folder_of_their_own_are_told_to_move_not_to_add_more(ma
     assert verdict.verdict == "reject"
     assert verdict.advice[0] == "Photos inside a folder are not read: move those in phone out of it, beside the others."
     assert verdict.advice[1].startswith("Or add 5 more photos of you alone")
+
+
+def test_a_face_far_off_in_a_large_photo_is_told_to_come_closer_or_crop(make_config, faces_dir, analyzer, tmp_path):
+    """A face about 70 px across in a 6000 x 4500 photo is too small to find at the size detection reads it: "no face
+    found" alone sent the person to check that their face was in the picture (a CLI walk)."""
+    canvas = Image.new("RGB", (6000, 4500), (128, 128, 128))
+    canvas.paste(Image.open(faces_dir / "georgia-tech" / "s01" / "01.jpg").convert("RGB").resize((384, 288)), (2800, 2100))
+    canvas.save(tmp_path / "far.jpg", quality=90)
+    report = assess_photo(tmp_path / "far.jpg", analyzer, make_config("bob"), NOW)[0]
+    assert report.reason.startswith("no face found") and "crop the photo around you" in report.advice[0], report
