@@ -242,23 +242,25 @@ def generate(cfg: Config, pipes: PipelinesOrLoader = None) -> list[Sample]:
                     "train again for %r", cfg.prepare.class_noun, class_noun, cfg.prepare.class_noun)
     styles = [load_style(name, dict(cfg.infer.style_overrides)) for name in cfg.infer.styles]
 
+    out_dir = workspace.samples_dir(cfg.run)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(out_dir) or {"user": cfg.user, "run": cfg.run, "images": []}
+    manifest.update(base_model=cfg.model.pretrained, resolution=cfg.model.resolution)
+    round_name = cfg.infer.round or new_round_name()
+    made = [Sample.from_entry(e) for e in manifest["images"] if e.get("round") == round_name]
+    missing = [max(cfg.infer.images_per_style - sum(sample.style == style.name for sample in made), 0) for style in styles]
+    if not any(missing):  # a round completed before (a retried job): said, without loading SDXL (~30 s) to draw nothing
+        log.info("round %s has its %s already: nothing to draw", round_name, plural(len(made), "image"))
+        return made
+
     pipes = pipelines_for(cfg, pipes)
     tokenizers = {"tokenizer": pipes.base.tokenizer, "tokenizer_2": pipes.base.tokenizer_2}
     for style in styles:
         check_prompt_lengths(style.prompts(trigger, class_noun), tokenizers, style.name)
     settings = sample_settings(cfg, pipes)
-
-    out_dir = workspace.samples_dir(cfg.run)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = read_manifest(out_dir) or {"user": cfg.user, "run": cfg.run, "images": []}
-    manifest.update(base_model=cfg.model.pretrained, resolution=cfg.model.resolution)
-    earlier = list(manifest["images"])
-    round_name = cfg.infer.round or new_round_name()
-    made = [Sample.from_entry(e) for e in earlier if e.get("round") == round_name]
     plan = []  # (prompts, the entries still to draw) per style
-    for index, style in enumerate(styles):
-        missing = cfg.infer.images_per_style - sum(sample.style == style.name for sample in made)
-        numbers = next_numbers(style.name, names_taken(manifest), out_dir, max(missing, 0))
+    for index, (style, count) in enumerate(zip(styles, missing)):
+        numbers = next_numbers(style.name, names_taken(manifest), out_dir, count)
         prompts = style.prompts(trigger, class_noun)
         plan.append((prompts, _entries(style, prompts, numbers, seeds_for(cfg, index, numbers), {**settings, "round": round_name})))
 
