@@ -43,9 +43,10 @@ def test_selfies_to_gallery_then_purge(tmp_path, tiny_model, faces_dir, face_wei
     purge = _run("-m", "service.purge", "--user", "dana", f"paths.data_root={data}", f"paths.outputs_root={outputs}", env=env)
     assert "removed" in purge.stdout
     assert not (outputs / "dana").exists()
-    # originals kept by default, with intake's lock (empty: held while the deletion ran, it stays with the photos)
-    assert sorted(p.name for p in (data / "dana").iterdir()) == [".intake.lock", "selfies"]
-    assert (data / "dana" / ".intake.lock").stat().st_size == 0
+    # originals kept by default, with intake's and prepare's locks (empty: held while the deletion ran, they stay with
+    # the photos)
+    assert sorted(p.name for p in (data / "dana").iterdir()) == [".intake.lock", ".prepare.lock", "selfies"]
+    assert (data / "dana" / ".intake.lock").stat().st_size == (data / "dana" / ".prepare.lock").stat().st_size == 0
     _run("-m", "service.purge", "--user", "dana", "--include-selfies", f"paths.data_root={data}",
          f"paths.outputs_root={outputs}", env=env)
     assert not (data / "dana").exists()
