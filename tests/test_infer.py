@@ -143,6 +143,7 @@ def test_generate_records_seeds_redraws_from_an_entry_and_adds_rounds(trained_us
     monkeypatch.setattr(infer.generate, "sample", real_sample)
     assert [s.file for s in generate(retry, pipes)] == ["actor-06.png", "actor-07.png"]
     assert [i["file"] for i in json.loads((out / "manifest.json").read_text())["images"][12:]] == ["actor-06.png", "actor-07.png"]
+
     def not_loaded():
         raise AssertionError("the pipelines were loaded to complete a complete round")
 

@@ -51,12 +51,14 @@ def preparing_alone(workspace: Workspace) -> Iterator[None]:
     """Held while prepare rewrites the person's prepared photos, which every run of theirs trains on: the person's
     prepare lock (a training starting meanwhile is refused, `training_alone`), then the training lock of each of
     their runs (a prepare while any of them trains is refused, not only while the run it was given trains)."""
-    runs = sorted(p for p in workspace.user_outputs.iterdir() if (p / TRAIN_LOCK).exists()) if workspace.user_outputs.is_dir() else []
     with ExitStack() as held:
         held.enter_context(held_alone(workspace.prepare_lock, HeadshotsError(
             f"{workspace.user}'s photos are being prepared already (in a terminal, the web app or a batch).",
             "Wait for that to finish, then run this again.")))
-        for run_dir in runs:
+        # listed once the prepare lock is held: a training that took its run's lock before then is found here, and
+        # one that takes it later finds the prepare lock held
+        outputs = workspace.user_outputs
+        for run_dir in sorted(p for p in outputs.iterdir() if (p / TRAIN_LOCK).exists()) if outputs.is_dir() else []:
             held.enter_context(held_alone(run_dir / TRAIN_LOCK, _training_busy(workspace, run_dir.name)))
         yield
 
