@@ -39,7 +39,7 @@ help:
 	@echo "make intake | prepare | train USER=name [PROFILE=tiny] [RUN=name] [ARGS='key=value ...']"
 	@echo "make infer USER=name [STYLES=linkedin,actor] [N=8]      make more USER=name IMAGE=file [N=4]"
 	@echo "make discard USER=name IMAGES=a.png,b.png              make export USER=name [IMAGES=a.png]"
-	@echo "make recover USER=name (a broken or lost samples/manifest.json)"
+	@echo "make recover USER=name [RUN=name] (a broken or lost samples/manifest.json)"
 	@echo "make purge USER=name [ALL=1: their photos too]            make batch USERS=a,b [ADDRESS=auto]"
 	@echo "make app [PROFILE=tiny] [ARGS='--port 8000']             make face-eval CFP=... WILD=... [NAME=...]"
 

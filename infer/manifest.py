@@ -50,10 +50,10 @@ def png_entry(path: Path) -> dict | None:
     return entry if isinstance(entry, dict) else None
 
 
-def read_manifest(samples_dir: Path) -> dict | None:
+def read_manifest(workspace: Workspace, run: str) -> dict | None:
     """samples/manifest.json, or None before the first image. A file that cannot be read is an error that says
-    so and how to rebuild it, not a traceback."""
-    path = samples_dir / MANIFEST
+    so and how to rebuild it (the make command for this person, run and profile), not a traceback."""
+    path = workspace.samples_dir(run) / MANIFEST
     if not path.is_file():
         return None
     try:
@@ -61,10 +61,9 @@ def read_manifest(samples_dir: Path) -> dict | None:
         if not isinstance(manifest["images"], list):
             raise TypeError("images is not a list")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        user, run = samples_dir.parent.parent.name, samples_dir.parent.name
         raise HeadshotsError(f"{path} cannot be read ({type(exc).__name__}: {exc}).",
                              "Rebuild it from the images themselves (each carries its own entry): "
-                             f"make recover USER={user} RUN={run}") from exc
+                             f"{workspace.make_command('recover')}") from exc
     return manifest
 
 
@@ -84,7 +83,7 @@ def require_manifest(cfg: Config, doing: str) -> tuple[Path, dict]:
     """(samples folder, manifest) for a stage that works on generated images; `doing` says what, for the error."""
     workspace = Workspace.from_config(cfg)
     samples_dir = workspace.samples_dir(cfg.run)
-    manifest = read_manifest(samples_dir)
+    manifest = read_manifest(workspace, cfg.run)
     if manifest is None:
         raise no_images(workspace, samples_dir, doing)
     return samples_dir, manifest
@@ -167,7 +166,7 @@ def recover(cfg: Config) -> Recovery:
         raise no_images(workspace, samples_dir, "to recover")
     result = Recovery()
     try:
-        manifest = read_manifest(samples_dir)
+        manifest = read_manifest(workspace, cfg.run)
     except HeadshotsError:
         result.broken = samples_dir / f"manifest.broken-{time.strftime('%Y%m%d-%H%M%S')}.json"
         (samples_dir / MANIFEST).rename(result.broken)

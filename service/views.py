@@ -605,7 +605,7 @@ def discard_choices(ws: Workspace, run: str, choices: list[tuple[str, str]] | No
     here to delete it)."""
     choices = review_choices(ws, run) if choices is None else choices
     try:
-        manifest = read_manifest(ws.samples_dir(run)) or {"images": []}
+        manifest = read_manifest(ws, run) or {"images": []}
     except HeadshotsError:  # unreadable: the review's own images can still be deleted
         return choices
     scored = {file for _, file in choices}

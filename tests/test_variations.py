@@ -168,7 +168,7 @@ def test_an_image_that_was_not_generated_is_refused_with_the_choices(generated, 
         assert run(build_parser("python -m infer", "", HELP), COMMANDS, [command, *argv[1:]]) == 2
         err = capsys.readouterr().err
         assert "manifest.json cannot be read (JSONDecodeError" in err and "Traceback" not in err, err
-        assert "make recover USER=alice RUN=default" in err
+        assert "make recover USER=alice PROFILE=tiny" in err  # runnable as printed, with the profile the images were made on
 
     # ... and the images rebuild it: each PNG carries its own entry. A PNG without one is left alone.
     Image.new("RGB", (8, 8)).save(samples / "not-ours.png")

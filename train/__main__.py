@@ -49,18 +49,18 @@ def _all(cfg: Config) -> None:
         if name in due:
             work(cfg)
         else:
-            log.info("%s skipped: %s", name, _already_done(name, ws))
+            log.info("%s skipped: %s", name, _already_done(name, ws, cfg.train.max_steps))
 
 
-def _already_done(stage: str, ws: Workspace) -> str:
+def _already_done(stage: str, ws: Workspace, steps: int) -> str:
     """Why `train all` skips a stage, and how to have it done anyway."""
     return {
         "intake": "these photos were judged before with these settings, and the set was usable "
                   f"(`{ws.make_command('intake')}` shows the verdicts again)",
         "prepare": f"these photos were prepared before with these settings (`{ws.make_command('prepare')}` prepares them again)",
-        "fit": "the adapter was trained on these photos with these settings (to train longer, raise train.max_steps, "
-               f"e.g. `{ws.make_command('train', ARGS='train.max_steps=<more>')}`: it goes on from its last checkpoint, and "
-               "later commands of this run need the same value)",
+        "fit": f"the adapter was trained {steps} steps on these photos with these settings (to train longer, raise "
+               f"train.max_steps, e.g. `{ws.make_command('train', ARGS=f'train.max_steps={2 * steps}')}`: it goes on from its "
+               "last checkpoint, and each `make train` of this run needs the raised value from then on)",
     }[stage]
 
 

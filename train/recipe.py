@@ -216,7 +216,7 @@ def resume(accelerator, cfg: Config, workspace: Workspace, inputs: str) -> int:
     step, path = latest
     if step > max_steps:  # resuming would export the longer-trained weights labelled as shorter
         raise HeadshotsError(f"Run {cfg.run!r} of {cfg.user} has trained {step} steps already: train.max_steps={max_steps} "
-                             "cannot take them back.", f"Keep train.max_steps at {step} or more, in every command of this run "
+                             "cannot take them back.", f"Keep train.max_steps at {step} or more, in each training of this run "
                              f"({workspace.make_command('train', ARGS=f'train.max_steps={step}')}), or train the shorter "
                              f"adapter as a run of its own (make's RUN=, e.g. RUN={cfg.run}-{max_steps}), which keeps its own checkpoints.")
     accelerator.load_state(str(path))
