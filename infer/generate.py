@@ -244,7 +244,11 @@ def generate(cfg: Config, pipes: PipelinesOrLoader = None) -> list[Sample]:
 
     out_dir = workspace.samples_dir(cfg.run)
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = read_manifest(workspace, cfg.run) or {"user": cfg.user, "run": cfg.run, "images": []}
+    manifest = read_manifest(workspace, cfg.run)
+    if manifest is None and any(out_dir.glob("*.png")):  # lost: the images stay out of scoring and the review
+        log.warning("%s has images but no manifest.json: they are left out of the review until `%s` lists them again",
+                    out_dir, workspace.make_command("recover"))
+    manifest = manifest or {"user": cfg.user, "run": cfg.run, "images": []}
     manifest.update(base_model=cfg.model.pretrained, resolution=cfg.model.resolution)
     round_name = cfg.infer.round or new_round_name()
     made = [Sample.from_entry(e) for e in manifest["images"] if e.get("round") == round_name]

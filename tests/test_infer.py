@@ -1,6 +1,7 @@
 """Styles, generation from base + adapter, the face-similarity filter and the gallery."""
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,7 @@ def trained_user(prepared_user, make_config):
     return cfg
 
 
-def test_generate_records_seeds_redraws_from_an_entry_and_adds_rounds(trained_user, make_config, monkeypatch):
+def test_generate_records_seeds_redraws_from_an_entry_and_adds_rounds(trained_user, make_config, monkeypatch, caplog):
     import infer.generate
     from infer.generate import draw, generate, load_pipelines, person_context
 
@@ -148,6 +149,11 @@ def test_generate_records_seeds_redraws_from_an_entry_and_adds_rounds(trained_us
         raise AssertionError("the pipelines were loaded to complete a complete round")
 
     assert [s.file for s in generate(retry, not_loaded)] == ["actor-06.png", "actor-07.png"]  # complete: nothing drawn
+    (out / "manifest.json").rename(out / "lost.json")  # lost: its images are said to be left out, before any drawing
+    with caplog.at_level(logging.WARNING, logger="infer"), pytest.raises(AssertionError, match="were loaded"):
+        generate(retry, not_loaded)
+    assert "has images but no manifest.json" in caplog.text and "make recover USER=alice PROFILE=tiny" in caplog.text
+    (out / "lost.json").rename(out / "manifest.json")
     assert len({i["round"] for i in images}) == 3  # two rounds named by the time, and r1
 
 

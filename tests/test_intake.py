@@ -1012,7 +1012,7 @@ def test_photos_put_in_a_folder_of_their_own_are_told_to_move_not_to_add_more(ma
     copy_photos(sorted((faces_dir / "georgia-tech" / "s01").glob("*.jpg"))[:6], Workspace.from_config(cfg).selfies / "phone")
     verdict = run_intake(cfg, analyzer).set
     assert verdict.verdict == "reject"
-    assert verdict.advice[0] == "Photos inside a folder are not read: move those in phone out of it, beside the others."
+    assert verdict.advice[0] == "Photos inside a folder are not read: move those in phone up, into the photos folder itself."
     assert verdict.advice[1].startswith("Or add 5 more photos of you alone")
 
 

@@ -74,14 +74,15 @@ def test_a_second_training_of_the_same_run_is_refused_while_one_runs(prepared_us
     run_dir = Workspace.from_config(cfg).run_dir(cfg.run)
     run_dir.mkdir(parents=True, exist_ok=True)
     with held_elsewhere(run_dir / TRAIN_LOCK):
-        for work in (train, lambda cfg: prepare(cfg, analyzer)):
-            with pytest.raises(HeadshotsError, match="alice is being trained already") as refused:
+        for work, said in ((train, "alice is being trained already"),
+                           (lambda cfg: prepare(cfg, analyzer), "alice's photos cannot be prepared again while run 'default' trains")):
+            with pytest.raises(HeadshotsError, match=said) as refused:
                 work(cfg)
             assert "Wait for that training to finish" in refused.value.hint
     # the prepared photos are the person's, for every run: another run training on them refuses a prepare too
     long_run = Workspace.from_config(make_config("alice", "run=long")).run_dir("long")
     long_run.mkdir(parents=True)
-    with held_elsewhere(long_run / TRAIN_LOCK), pytest.raises(HeadshotsError, match="being trained already .run 'long'"):
+    with held_elsewhere(long_run / TRAIN_LOCK), pytest.raises(HeadshotsError, match="prepared again while run 'long' trains"):
         prepare(cfg, analyzer)
     # and a training starting while they are prepared is refused (it would fingerprint one dataset, train on another)
     with held_elsewhere(Workspace.from_config(cfg).prepare_lock), pytest.raises(HeadshotsError, match="photos are being prepared"):

@@ -59,7 +59,9 @@ def preparing_alone(workspace: Workspace) -> Iterator[None]:
         # one that takes it later finds the prepare lock held
         outputs = workspace.user_outputs
         for run_dir in sorted(p for p in outputs.iterdir() if (p / TRAIN_LOCK).exists()) if outputs.is_dir() else []:
-            held.enter_context(held_alone(run_dir / TRAIN_LOCK, _training_busy(workspace, run_dir.name)))
+            held.enter_context(held_alone(run_dir / TRAIN_LOCK, HeadshotsError(
+                f"{workspace.user}'s photos cannot be prepared again while run {run_dir.name!r} trains on them (in a "
+                "terminal, the web app or a batch).", "Wait for that training to finish, then run this again.")))
         yield
 
 

@@ -725,8 +725,8 @@ def set_report(photos: list[PhotoReport], measured: dict[int, Measured], split: 
                                           else f"{n} usable photos; {cfg.good_photos} give better results")
         folders = [p.file for p in photos if "decode" in p.checks and p.checks["decode"].reason == A_FOLDER]
         if folders:  # photos put in a folder of their own: moving them is the fix, not new ones
-            report.advice.append(f"Photos inside a folder are not read: move those in {', '.join(folders)} out of it, "
-                                 "beside the others.")
+            report.advice.append(f"Photos inside a folder are not read: move those in {', '.join(folders)} up, into the "
+                                 "photos folder itself.")
         kinds = _missing_kinds(usable, cfg)
         overlap = " (one photo can be more than one of these)" if len(kinds) > need else ""  # 3 photos, 4 kinds
         report.advice.append(f"{'Or add' if folders else 'Add'} {plural(need, 'more photo')} of you alone: " + "; ".join(kinds) + f"{overlap}.")
