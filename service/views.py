@@ -53,6 +53,8 @@ CSS = """
 .overflow-menu > button::after{content:'More';margin-left:4px;font-size:13px}
 #hs-spoken{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%);white-space:nowrap}
 #hs-status-row{position:sticky;top:0;z-index:20;background:var(--background-fill-primary);padding:4px 0;border-bottom:1px solid var(--border-color-primary)}
+/* Gradio's message boxes at the bottom right: at the top they covered Sign out, and Stop in the status row */
+.toast-wrap{top:auto !important;bottom:calc(var(--size-3) + env(safe-area-inset-bottom))}
 .hs-tick,.hs-card-action{border:1px solid #ccc;border-radius:12px;background:#fff;padding:1px 10px;cursor:pointer;font-size:13px;white-space:nowrap}
 .hs-card-action.hs-danger{color:#8a1c1c}
 .hs-tick[aria-pressed=true]{background:#fff4c2;border-color:#e0b000}

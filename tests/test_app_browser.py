@@ -30,6 +30,12 @@ ERROR_BADGES = """(root, allowed) => [...root.querySelectorAll('*')]
     .map(e => (e.closest('[id]') || root).id)"""
 
 
+def overlap(a: dict | None, b: dict | None) -> bool:
+    """Whether two bounding boxes (Playwright's x, y, width, height) share any pixel."""
+    return bool(a and b) and a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"] \
+        and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"]
+
+
 @pytest.fixture
 def browser():
     chromium = need_chromium("test the web app in a browser")
@@ -234,6 +240,8 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         page.on("dialog", dismissed)
         page.locator("#hs-dropped .hs-card[data-file='actor-00.png'] [data-press=hs-card-delete]").click()
         page.get_by_text("Wait for your job to finish first").first.wait_for()
+        toast = page.locator("[data-testid=toast-body]").first.bounding_box()  # not over Stop (nor Sign out): a walk
+        assert not [button for button in ("#hs-stop", "#hs-sign-out") if overlap(toast, page.locator(button).bounding_box())]
         # the review alone may be marked "Error" (and Gradio's message box says it): not the running job's status
         # line, nor the downloads or pickers; after the badges' fade-in (the box's own came in later on a busy CI)
         assert page.locator("#hs-status").evaluate(ERROR_BADGES) == []
