@@ -12,7 +12,6 @@ then timed on the same photos. Writes "## Web app: upload to verdicts" in docs/b
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import os
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 from _docs import write_section  # scripts/, first on sys.path when run as a script
-from bench_intake import SIZE, make_photos
+from bench_intake import SIZE, face_bench_parser, make_photos
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -50,12 +49,7 @@ def upload_round(browser, url: str, user: str, files: list[Path]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--faces", type=Path, default=REPO.parent / "shared" / "faces")
-    parser.add_argument("--weights", default=os.environ.get("HEADSHOTS_FACE_WEIGHTS",
-                                                            str(REPO.parent / "shared/models/facenet/casia-webface-features.pt")))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser = face_bench_parser(__doc__.splitlines()[0], repeats=3)
     args = parser.parse_args()
     os.environ["HEADSHOTS_FACE_WEIGHTS"] = args.weights
     os.environ.setdefault("WANDB_MODE", "disabled")

@@ -34,6 +34,18 @@ SIZE = (4000, 3000)
 SECTION = "## Intake"
 
 
+def face_bench_parser(description: str, repeats: int) -> argparse.ArgumentParser:
+    """The options of the benchmarks on ../shared's faces (this one, bench_app.py, bench_threads.py): the faces, the
+    FaceNet weights, how many runs, and the page the figures go to."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--faces", type=Path, default=REPO.parent / "shared" / "faces")
+    parser.add_argument("--weights", default=os.environ.get("HEADSHOTS_FACE_WEIGHTS",
+                                                            str(REPO.parent / "shared/models/facenet/casia-webface-features.pt")))
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    return parser
+
+
 def make_photos(faces: Path, folder: Path, count: int = 20) -> None:
     """Phone-size JPEGs: upscaled real faces plus noise, so that the JPEG is as heavy as a real one."""
     rng = np.random.default_rng(0)
@@ -47,11 +59,7 @@ def make_photos(faces: Path, folder: Path, count: int = 20) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--faces", type=Path, default=REPO.parent / "shared" / "faces")
-    parser.add_argument("--weights", default=os.environ.get("HEADSHOTS_FACE_WEIGHTS", str(REPO.parent / "shared/models/facenet/casia-webface-features.pt")))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser = face_bench_parser(__doc__.splitlines()[0], repeats=3)
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. intake.detect_max_side=480")
     args = parser.parse_args()
     os.environ["HEADSHOTS_FACE_WEIGHTS"] = args.weights

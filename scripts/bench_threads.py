@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from _docs import write_section  # scripts/, first on sys.path when run as a script
-from bench_intake import make_photos
+from bench_intake import face_bench_parser, make_photos
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -69,12 +69,7 @@ def measure(threads: int, busy: bool, data: Path, repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--faces", type=Path, default=REPO.parent / "shared" / "faces")
-    parser.add_argument("--weights", default=os.environ.get("HEADSHOTS_FACE_WEIGHTS",
-                                                            str(REPO.parent / "shared/models/facenet/casia-webface-features.pt")))
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser = face_bench_parser(__doc__.splitlines()[0], repeats=2)
     parser.add_argument("--child", nargs=3, metavar=("THREADS", "BUSY", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ["HEADSHOTS_FACE_WEIGHTS"] = args.weights
