@@ -37,7 +37,7 @@ from train.intake import (
     share_warnings,
     why_no_face,
 )
-from train.intake_report import print_table
+from train.intake_report import print_table, set_summary
 
 NOW = datetime(2026, 11, 24)
 
@@ -1014,6 +1014,8 @@ def test_photos_put_in_a_folder_of_their_own_are_told_to_move_not_to_add_more(ma
     assert verdict.verdict == "reject"
     assert verdict.advice[0] == "Photos inside a folder are not read: move those in phone up, into the photos folder itself."
     assert verdict.advice[1].startswith("Or add 5 more photos of you alone")
+    assert (verdict.usable, verdict.total) == (0, 0)  # "0 of 1 photos usable" counted the folder as a photo
+    assert set_summary(verdict.usable, verdict.total, None) == "No photos."
 
 
 def test_a_face_far_off_in_a_large_photo_is_told_to_come_closer_or_crop(make_config, faces_dir, analyzer, tmp_path):

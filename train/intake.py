@@ -706,7 +706,8 @@ def set_report(photos: list[PhotoReport], measured: dict[int, Measured], split: 
     many photos of each person (by photo index)."""
     usable_idx = [i for i, p in enumerate(photos) if p.verdict != REJECT]
     usable = [measured[i] for i in usable_idx if i in measured]
-    report = SetReport(OK, len(usable_idx), len(photos))
+    folders = [p.file for p in photos if "decode" in p.checks and p.checks["decode"].reason == A_FOLDER]
+    report = SetReport(OK, len(usable_idx), len(photos) - len(folders))  # "0 of 1 photos usable" was a folder
     tied = bool(ties)
     if tied:
         each = "; ".join(f"{'one' if k == 0 else 'another'}: {', '.join(photos[i].file for i in group)}" for k, group in enumerate(ties))
@@ -723,7 +724,6 @@ def set_report(photos: list[PhotoReport], measured: dict[int, Measured], split: 
         count = f"only {plural(n, 'usable photo')}" if n else "no usable photos"
         report.reason = report.reason or (f"{count} (need at least {cfg.min_photos})" if short
                                           else f"{n} usable photos; {cfg.good_photos} give better results")
-        folders = [p.file for p in photos if "decode" in p.checks and p.checks["decode"].reason == A_FOLDER]
         if folders:  # photos put in a folder of their own: moving them is the fix, not new ones
             report.advice.append(f"Photos inside a folder are not read: move those in {', '.join(folders)} up, into the "
                                  "photos folder itself.")

@@ -26,7 +26,7 @@ def figures(measured: dict) -> str:
 def set_summary(usable: int, total: int, reason: str | None) -> str:
     """What follows the set's verdict: why, then the count. The count right after the verdict read as a
     contradiction of it ("REJECT: 2 of 2 photos usable: only 2 usable photos (need at least 5)")."""
-    count = f"{usable} of {total} photos usable."
+    count = f"{usable} of {total} photos usable." if total else "No photos."
     return f"{reason}. {count}" if reason else count
 
 
