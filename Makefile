@@ -19,13 +19,17 @@ export HEADSHOTS_FACE_WEIGHTS ?= $(abspath $(SHARED_FACE_WEIGHTS))
 endif
 
 TINY_MODEL := models/tiny-sdxl
+# Values given on make's command line are taken as typed: make would expand a `$` in them, so `USER='jo$hn'` worked
+# on jo's data and `$(shell ...)` ran. (ARGS is left to the shell, which splits it into words.)
+GIVEN := $(foreach v,USER RUN PROFILE STYLES N IMAGE IMAGES USERS ADDRESS ALL,$(if $(filter command line,$(origin $(v))),$(v)))
+$(foreach v,$(GIVEN),$(eval override $(v) := $$(value $(v))))
 # Whose photos: USER given on make's command line (make train USER=alice), never the shell's own USER (your login
 # name), so a forgotten USER= cannot train on, or purge, someone's data by accident. Quoted for the shell as given:
 # a name with a space or a quote reaches the CLI whole, which refuses it saying why.
-PERSON := $(if $(filter command line,$(origin USER)),$(USER))
+PERSON := $(if $(filter USER,$(GIVEN)),$(USER))
 # The commands themselves see your login as USER, as your shell does: make would export USER=alice to them, and
 # libraries name files after it (torch names its compile cache torchinductor_alice, in the temp folder), which make purge cannot find.
-ifeq ($(origin USER),command line)
+ifneq ($(PERSON),)
 override USER := $(or $(shell id -un 2>/dev/null),$(LOGNAME))
 export USER
 endif
@@ -149,11 +153,12 @@ recover: check-user
 
 # ALL=1 deletes the photos too, and only from make's command line (as USER): never an ALL left in your shell.
 # ALL=0 keeps them, as leaving it out does; any other value is refused rather than guessed.
-PURGE_ALL := $(if $(filter command line,$(origin ALL)),$(ALL))
+PURGE_ALL := $(if $(filter ALL,$(GIVEN)),$(ALL))
 purge: check-user
-	@test "$(origin RUN)" != "command line" || { echo "error: make purge deletes every run of $(PERSON), not one (RUN=$(RUN) is not used, nothing was deleted)"; \
-		echo "  -> all of $(PERSON)'s runs: make purge USER=$(PERSON) (ALL=1: the photos too); only this run: rm -r outputs/$(PERSON)/$(RUN)"; exit 2; }
-	@case $(call shell_quote,$(PURGE_ALL)) in ''|0|1) ;; *) echo "error: ALL=1 deletes the photos too, ALL=0 (or no ALL) keeps them; not ALL=$(PURGE_ALL)"; exit 2;; esac
+	@test -z "$(filter RUN,$(GIVEN))" || { person=$(call shell_quote,$(PERSON)) run=$(call shell_quote,$(RUN)); \
+		echo "error: make purge deletes every run of $$person, not one (RUN=$$run is not used, nothing was deleted)"; \
+		echo "  -> all of $$person's runs: make purge USER=$$person (ALL=1: the photos too); only this run: rm -r outputs/$$person/$$run"; exit 2; }
+	@all=$(call shell_quote,$(PURGE_ALL)); case "$$all" in ''|0|1) ;; *) echo "error: ALL=1 deletes the photos too, ALL=0 (or no ALL) keeps them; not ALL=$$all"; exit 2;; esac
 	$(BIN)/python -m service.purge --user=$(call shell_quote,$(PERSON)) $(if $(filter 1,$(PURGE_ALL)),--include-selfies) $(ARGS)
 
 # Face verification on public datasets outside the repository (how to get them: scripts/face_measure.py).

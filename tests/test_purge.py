@@ -78,9 +78,9 @@ def test_purge_is_refused_while_a_command_of_the_person_runs(tmp_path, capsys, l
     assert main(args) == 0 and not (outputs / "dana").exists() and not (data / "dana").exists()
 
 
-def test_make_takes_whose_data_from_its_command_line_only():
+def test_make_takes_whose_data_from_its_command_line_only(tmp_path):
     """The shell's USER is the login name: `make purge` with no USER= must not purge the login's namesake, and a
-    name make would split (a space) reaches the CLI whole, to be refused there with the rule."""
+    name make would split (a space) or expand (a `$`) reaches the CLI whole, to be refused there with the rule."""
     import os
     import subprocess
     from pathlib import Path
@@ -108,6 +108,12 @@ def test_make_takes_whose_data_from_its_command_line_only():
     assert "rm -r outputs/erin-nobody/second" in one_run.stdout and "service.purge" not in one_run.stdout
     assert "-m train intake --user='a b' " in make("-n", "intake", "USER=a b").stdout
     assert "--users='x;echo hi'" in make("-n", "batch", "USERS=x;echo hi").stdout  # a name, not a second command
+    # make expanded a `$` in what was typed: USER='jo$hn' was jo, and $(shell ...) ran, with -n too
+    assert "--user='jo$hn' " in make("-n", "intake", "USER=jo$hn").stdout
+    ran = tmp_path / "ran"
+    assert f"--user='$(shell touch {ran})' " in make("-n", "purge", f"USER=$(shell touch {ran})").stdout and not ran.exists()
+    shown = make("purge", "USER=a$(id)", "RUN=r$(id)").stdout  # said as typed: the shell runs nothing either
+    assert "every run of a$(id), not one (RUN=r$(id) is not used" in shown, shown
     like_an_option = make("intake", "USER=-x").stderr  # reaches the name rule, not argparse's "expected one argument"
     assert "Use 1-64 letters, digits" in like_an_option and "expected one argument" not in like_an_option
     # The commands see the login as USER, not the person: torch named its compile cache in the temp folder after the person,
