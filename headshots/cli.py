@@ -20,11 +20,13 @@ from headshots.workspace import private_files
 
 def build_parser(prog: str, description: str, commands: Mapping[str, str],
                  example: str = "train.max_steps=500") -> argparse.ArgumentParser:
-    """`example`: an override the commands read, for --help."""
+    """`example`: an override the commands read, for --help. Which run is an override too, so --help names it (a
+    CLI walk found no way to tell from --help how to work on a second run)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("command", choices=list(commands), help="; ".join(f"{k}: {v}" for k, v in commands.items()))
     parser.add_argument("--user", required=True, help="whose data: data/users/<user>/")
-    return add_config_args(parser, overrides_help=f"config overrides, e.g. {example}")
+    return add_config_args(parser, overrides_help=f"config overrides, e.g. {example}; run=NAME works on "
+                                                  "outputs/<user>/NAME/ (default: run=default)")
 
 
 def add_config_args(parser: argparse.ArgumentParser, *, profile_help: str = "model profile in configs/model/ (default: sdxl)",

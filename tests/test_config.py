@@ -304,3 +304,14 @@ def test_ctrl_c_says_what_the_stopped_command_kept(capsys, tmp_path):
         assert run(parser, {command: stopped}, [command, "--user", "alice", *where], interrupted=INTERRUPTED) == 130
         assert said in capsys.readouterr().err
     assert "checkpoint" not in INTERRUPTED["prepare"] + INTERRUPTED["intake"]
+
+
+def test_every_stage_help_says_how_to_work_on_another_run():
+    """A run is picked by an override, which --help did not name: a CLI walk found no way to a second run from it."""
+    from headshots.cli import build_parser
+    from infer.__main__ import HELP as INFER_HELP
+    from train.__main__ import HELP as TRAIN_HELP
+
+    for prog, commands in (("python -m train", TRAIN_HELP), ("python -m infer", INFER_HELP)):
+        said = " ".join(build_parser(prog, "", commands).format_help().split())
+        assert "run=NAME works on outputs/<user>/NAME/ (default: run=default)" in said, said
