@@ -180,6 +180,31 @@ PAGE_JS = """() => {
       tick.textContent = input.checked ? tick.dataset.on : tick.dataset.off;
     }
   });
+  // Gradio's tabs are announced as tabs, but only Tab moved between them: the arrow keys (and Home, End) move to the
+  // next tab and open it, as a screen reader's user expects of tabs (WAI-ARIA's tabs pattern).
+  const MOVES = { ArrowRight: 1, ArrowLeft: -1, Home: "first", End: "last" };
+  document.addEventListener("keydown", (event) => {
+    const here = event.target.closest?.("[role=tab]");
+    if (!here?.closest("[role=tablist]") || !(event.key in MOVES)) return;
+    const tabs = [...here.closest("[role=tablist]").querySelectorAll("[role=tab]:not([aria-disabled=true])")]
+      .filter((tab) => tab.getClientRects().length);  // on a phone, Gradio folds some into its "..." menu
+    const move = MOVES[event.key];
+    const next = move === "first" ? tabs[0] : move === "last" ? tabs.at(-1)
+      : tabs[(tabs.indexOf(here) + move + tabs.length) % tabs.length];
+    event.preventDefault();
+    next.click();
+    next.focus();
+  });
+  // Gradio's accordions say nothing of being open or shut: each one's button tells it (aria-expanded), from the
+  // class Gradio gives it when open.
+  const expanded = () => {
+    for (const button of document.querySelectorAll(".gr-accordion button.label-wrap")) {
+      const open = String(button.classList.contains("open"));
+      if (button.getAttribute("aria-expanded") !== open) button.setAttribute("aria-expanded", open);
+    }
+  };
+  new MutationObserver(expanded).observe(document.body, { subtree: true, childList: true, attributeFilter: ["class"] });
+  expanded();
 }"""
 # Words Gradio's own English lacks (6.31): a finished step is announced to screen readers as its key, "common.complete"
 GRADIO_WORDS = {"common.complete": "Done"}

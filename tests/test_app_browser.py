@@ -171,7 +171,17 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         for label in ("corporate", "executive"):  # the defaults are linkedin, corporate, executive: keep linkedin and actor
             styles.get_by_label(label, exact=False).uncheck()
         styles.get_by_label("actor", exact=False).check()
-        page.get_by_text("Your own background and clothing").click()
+        # tabs move with the arrow keys too, and an accordion says whether it is open (Gradio's own did neither)
+        page.locator("#hs-tab-styles-button").focus()
+        page.keyboard.press("ArrowRight")
+        expect(page.locator("#hs-tab-review-button")).to_be_focused()
+        expect(page.locator("#hs-tab-review-button")).to_have_attribute("aria-selected", "true")
+        page.keyboard.press("ArrowLeft")
+        expect(page.locator("#hs-tab-styles-button")).to_have_attribute("aria-selected", "true")
+        own = page.get_by_role("button", name="Your own background and clothing")
+        expect(own).to_have_attribute("aria-expanded", "false")
+        own.click()
+        expect(own).to_have_attribute("aria-expanded", "true")
         background = page.locator("#hs-background textarea, #hs-background input").first
         background.fill("${oc.env:HOME}")  # refused with a message box alone: the status line is not marked "Error"
         page.locator("#hs-generate:not([disabled])").click()
