@@ -410,13 +410,18 @@ def write_json_atomic(path: Path, data: object, indent: int | None = 2) -> None:
     write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
 
 
+# How long a command tries for a lock before it is refused: long enough that a look (`lock_held`)
+# never refuses a command, far too short to be waiting for the work of another.
+LOCK_GRACE_S = 0.25
+
+
 @contextmanager
 def held_alone(lock_path: Path, busy: HeadshotsError) -> Iterator[None]:
     """Hold `lock_path` while the block runs, across processes (the CLI, the web app and its jobs, a batch's workers):
     two commands writing one person's files at once each write back what they read, or train over each other.
     A second one gets `busy` (what is running, what to do) instead of waiting. Reentrant in one thread: a command
     calling another holds it once. The operating system lets go of a killed holder's lock."""
-    lock = FileLock(lock_path, timeout=0, is_singleton=True)
+    lock = FileLock(lock_path, timeout=LOCK_GRACE_S, is_singleton=True)
     try:
         lock.acquire()
     except Timeout:
@@ -425,3 +430,18 @@ def held_alone(lock_path: Path, busy: HeadshotsError) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def lock_held(lock_path: Path) -> bool:
+    """Whether a command holds `lock_path` now (`held_alone`), in any process, this one too: for saying what runs (a training started in a terminal,
+    seen from the web app), not for deciding to write, which takes the lock itself. A lock file never made was never
+    held, and is not made here."""
+    if not lock_path.exists():
+        return False
+    look = FileLock(lock_path, timeout=0)  # an instance of its own: held in this process too, it is refused
+    try:
+        look.acquire()
+    except Timeout:
+        return True
+    look.release()
+    return False

@@ -52,7 +52,7 @@ from headshots.faces import FaceAnalyzer
 from headshots.images import MAX_PIXELS, list_photos, load_rgb
 from headshots.logs import get_logger, plural
 from headshots.stages import done_now, run_recorded, stages_to_run
-from headshots.workspace import ADAPTER_WEIGHTS, Workspace, case_twin, read_favourites, save_favourites
+from headshots.workspace import ADAPTER_WEIGHTS, Workspace, case_twin, lock_held, read_favourites, save_favourites
 from infer.discard import discard
 from infer.export import EXPORT, SIZES, export
 from infer.generate import new_round_name
@@ -60,6 +60,7 @@ from infer.styles import available_styles, load_style
 from service import views
 from service.jobs import IMAGE_KINDS, JOBS_FOLDER, JobBusy, JobQueue, devices, job_command
 from service.purge import nothing_running, purge
+from train.checkpoint import TRAIN_LOCK, refuse_while_trained
 from train.intake import REJECT, run_intake
 
 log = get_logger(__name__)
@@ -313,6 +314,9 @@ class HeadshotsApp:
                     "the adapter is then trained again on the new photos before the next images")
             raise HeadshotsError("Your photos cannot change while your job runs on them.",
                                  f"Add or remove photos when it is done, or stop it first ({then}).")
+        if lock_held(self.workspace(user).run_dir(self.run) / TRAIN_LOCK):  # started in a terminal or a batch
+            raise HeadshotsError("Your photos cannot change while a training of yours runs (in a terminal, a batch or an "
+                                 "earlier copy of this app).", "Add or remove photos when it is done.")
 
     def photos_view(self, ws: Workspace, previews: dict[str, str] | None = None) -> dict:
         shown = views.photos_on_disk(ws)
@@ -339,6 +343,7 @@ class HeadshotsApp:
             if report is None:
                 raise HeadshotsError("There are no photos to train on.", f"Add {ws.photos_wanted} recent photos of yourself first.")
             raise HeadshotsError(f"Your photo set is not usable yet: {report['reason']}.", " ".join(report["advice"]))
+        refuse_while_trained(ws, self.run)  # in a terminal or a batch: the job would fail, and its "failed" stay on
         if not self.training_due(user):  # the job would skip every stage: say so instead
             gr.Info("Already trained on these photos and settings: there is nothing to train. Pick styles on 3. Styles "
                     "and press Generate (change your photos to train again).", title="Nothing to do")
@@ -358,6 +363,7 @@ class HeadshotsApp:
             raise HeadshotsError(f"Ask for 1 to {self.limits.max_images_per_style} images per style.", "Move the slider.")
         if not (self.workspace(user).adapter_dir(self.run) / ADAPTER_WEIGHTS).is_file():
             raise HeadshotsError("Your adapter is not trained yet.", "Press Train first, and wait for it to finish.")
+        refuse_while_trained(self.workspace(user), self.run)  # its adapter is being replaced; the job would fail at prepare
         # Each press is a round of its own (so the chain runs infer again even for the same choices), added to the earlier ones.
         self.submit(user, "generate", [f"infer.styles=[{','.join(styles)}]", f"infer.images_per_style={int(count)}",
                                        f"infer.round={new_round_name('app-')}",

@@ -178,6 +178,31 @@ def test_photos_stay_as_they_are_while_training_runs_on_them(server, selfies, tm
     assert "02.jpg" in upload(client, selfies[1:2])["notes"]  # stopped: photos may change again
 
 
+def test_a_training_started_in_a_terminal_is_shown_and_waited_for_not_called_interrupted(server, selfies):
+    """The app said "Training was interrupted: press Train to continue" while `make train` trained the person, let their
+    photos change under it, and its Train became a job that failed, the "failed" staying on (a cross-surface walk)."""
+    from tests.conftest import held_elsewhere
+    from train.checkpoint import TRAIN_LOCK
+
+    client, _ = session(server, "wren")
+    upload(client, selfies[:5])
+    run = server.outputs / "wren" / "default"
+    run.mkdir(parents=True)
+    (run / "progress.json").write_text(json.dumps({"step": 695, "max_steps": 6000, "loss": 0.92, "started": 1.0,
+                                                   "updated": 2.0, "resumed_from": 0, "eta_s": 747.0}))
+    with held_elsewhere(run / TRAIN_LOCK):
+        said = server.app.status_view("wren")[server.app.c["status"]]
+        assert said.startswith("**Training in a terminal, a batch or an earlier copy of this app:** step **695 of 6000**"), said
+        assert "interrupted" not in said
+        with pytest.raises(AppError, match="wren is being trained already"):
+            client.predict(api_name="/train")
+        with pytest.raises(AppError, match="cannot change while a training of yours runs"):
+            client.predict(["01.jpg"], api_name="/remove")
+        assert server.app.jobs.latest("wren") is None and (server.data / "wren" / "selfies" / "01.jpg").is_file()
+    said = server.app.status_view("wren")[server.app.c["status"]]
+    assert said.startswith("**Training was interrupted** at step 695 of 6000") and said.endswith("else from the start."), said
+
+
 def test_one_session_cannot_reach_another_persons_photos(server, selfies):
     alice, _ = session(server, "alice")
     upload(alice, selfies[:2])

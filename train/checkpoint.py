@@ -19,7 +19,7 @@ from pathlib import Path
 
 from headshots.config import Config
 from headshots.errors import HeadshotsError
-from headshots.workspace import Workspace, held_alone
+from headshots.workspace import Workspace, held_alone, lock_held
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 TRAIN_LOCK = ".train.lock"  # in the run's folder, held while it trains (`training_alone`) and while prepare runs
@@ -28,6 +28,13 @@ TRAIN_LOCK = ".train.lock"  # in the run's folder, held while it trains (`traini
 def _training_busy(workspace: Workspace, run: str) -> HeadshotsError:
     return HeadshotsError(f"{workspace.user} is being trained already (run {run!r}: in a terminal, the web app or a batch).",
                           "Wait for that training to finish, then run this again.")
+
+
+def refuse_while_trained(workspace: Workspace, run: str) -> None:
+    """Refuse, before anything starts, what a training of the run that holds its lock now (`training_alone`: started in
+    a terminal, a batch or an earlier copy of the web app) would refuse later, or make untrue."""
+    if lock_held(workspace.run_dir(run) / TRAIN_LOCK):
+        raise _training_busy(workspace, run)
 
 
 @contextmanager
