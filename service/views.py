@@ -536,7 +536,7 @@ def review(ws: Workspace, run: str, shown: int = REVIEW_PAGE, dropped_open: bool
     dropped = [item for item in scores["images"] if not item["kept"]]
     head = (f"<p id='hs-review-head'>{len(kept)} of {len(scores['images'])} kept, ranked by likeness to your "
             f"{scores['references']} reference photos (your threshold {scores['threshold']:.2f}). "
-            "Judge them small too: that is how most people will see your photo.</p>")
+            f"Judge them small too: that is how most people will see your photo.{_unscored_note(ws, run, scores)}</p>")
     body = _cards(kept[:shown], samples, "hs-kept", len(kept), favourites) if kept else NOTHING_KEPT
     if dropped and dropped_open:
         body += (f"<h4>{plural(len(dropped), 'dropped image')}, and why</h4>"
@@ -628,6 +628,21 @@ def crops_html(manifest: Path) -> str:
         rows.append(f"<div class='hs-crops' data-file='{html.escape(item['file'])}'><b>{html.escape(item['file'])}</b>"
                     f"<div class='hs-crop-row'>{''.join(crops)}</div></div>")
     return "".join(rows)
+
+
+def _unscored_note(ws: Workspace, run: str, scores: dict) -> str:
+    """Images drawn that scoring never reached (it was stopped): the count said "0 of 5 kept" beside 64 of them, which
+    only the delete list named (a cross-surface walk)."""
+    try:
+        manifest = read_manifest(ws, run) or {"images": []}
+    except HeadshotsError:  # unreadable: the delete list says what it can
+        return ""
+    scored = {item["file"] for item in scores["images"]}
+    waiting = sum(1 for entry in manifest["images"] if entry["file"] not in scored)
+    if not waiting:
+        return ""
+    return (f" <strong>{plural(waiting, 'more image')} drawn but not scored yet</strong> (scoring was stopped): the next "
+            "Generate or More like this scores them with the rest.")
 
 
 def discard_choices(ws: Workspace, run: str, choices: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:

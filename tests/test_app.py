@@ -616,6 +616,8 @@ def test_an_image_scoring_never_reached_can_still_be_deleted(server):
     assert shown[c["discard_pick"]]["choices"] == [("#1 linkedin-00.png", "linkedin-00.png"),
                                                    ("linkedin-01.png (not scored)", "linkedin-01.png")]
     assert [file for _, file in shown[c["favourites"]]["choices"]] == ["linkedin-00.png"]  # only scored ones to export
+    # the review's count says there are more than it ranks (it said "1 of 1 kept" beside any number unscored)
+    assert "1 of 1 kept" in shown[c["review"]] and "1 more image drawn but not scored yet" in shown[c["review"]]
     with pytest.raises(gr.Error, match="No reference face embeddings"):
         app.discard(["linkedin-01.png"], 24, False, [], "wes", None)
     assert not (samples / "linkedin-01.png").exists()
