@@ -3,14 +3,18 @@
     python -m <stage> <command> --user NAME [--profile tiny] [--config my.yaml] [key=value ...]
 
 Errors a user can fix are printed as two lines (what, then what to do) with exit status 2;
-an interrupt says how to resume. No tracebacks unless --verbose.
+an interrupt (Ctrl-C, or SIGTERM: `kill`, `timeout`, a rented GPU taken back) says how to resume. No tracebacks
+unless --verbose.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 from headshots.config import Config, load_config
 from headshots.errors import HeadshotsError, storage_error
@@ -53,6 +57,22 @@ TRAINING_RESUMES = ("what was finished is kept; run the same command again (trai
                     "if it had saved one)")
 
 
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM taken as Ctrl-C while the block runs: `kill`, `timeout`, a service manager, the web app's Stop and a
+    rented GPU's notice before it is taken back all send it, and its default ended the process on the spot, with no
+    "interrupted" line and the records of what was done not put back. Only the main thread can set a handler: elsewhere
+    (a thread of the web app) the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def run(parser: argparse.ArgumentParser, commands: Mapping[str, Callable[[Config], object]], argv=None,
         interrupted: str | Mapping[str, str | Callable[[Config], str]] = TRAINING_RESUMES) -> int:
     """Parse, load the config, run the command; a person's error is two lines, Ctrl-C says `interrupted` (one text,
@@ -61,8 +81,9 @@ def run(parser: argparse.ArgumentParser, commands: Mapping[str, Callable[[Config
     args = parse(parser, argv)
     cfg = None
     try:
-        cfg = load_config(args.user, args.profile, args.config, args.overrides)
-        commands[args.command](cfg)
+        with terminate_as_interrupt():
+            cfg = load_config(args.user, args.profile, args.config, args.overrides)
+            commands[args.command](cfg)
     except HeadshotsError as exc:
         return print_error(exc, args.verbose)
     except KeyboardInterrupt:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -283,8 +282,7 @@ HELP = {"train": "intake, prepare and fit (resumes from the last checkpoint)",
         "more": "more like infer.more.image (a generated image), then score and gallery"}
 
 if __name__ == "__main__":
-    # The app's Stop ends a job with SIGTERM: taken as Ctrl-C, so the stage stops as a person's Ctrl-C stops it (the
-    # records of what was done put back if it had not changed its outputs yet, "interrupted" in the job's log)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # The app's Stop ends a job with SIGTERM, which `run` takes as Ctrl-C: the stage stops as a person's Ctrl-C stops it
+    # (the records of what was done put back if it had not changed its outputs yet, "interrupted" in the job's log)
     sys.exit(run(build_parser("python -m service.jobs", "One web-app job in its own process.", HELP), COMMANDS,
                  interrupted={"train": training_stopped}))

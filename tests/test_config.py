@@ -306,6 +306,28 @@ def test_ctrl_c_says_what_the_stopped_command_kept(capsys, tmp_path):
     assert "checkpoint" not in INTERRUPTED["prepare"] + INTERRUPTED["intake"]
 
 
+def test_sigterm_stops_a_command_as_ctrl_c_does(capsys, tmp_path):
+    """`kill`, `timeout` and a rented GPU's notice send SIGTERM, which ended a CLI on the spot: no "interrupted" line,
+    the records of what was done not put back (a cross-surface walk). The handler is the caller's again afterwards."""
+    import os
+    import signal
+    import time
+
+    from headshots.cli import build_parser, run
+    from train.__main__ import HELP, INTERRUPTED
+
+    def terminated(cfg) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the signal arrives first
+        raise AssertionError("SIGTERM did not stop the command")
+
+    before = signal.getsignal(signal.SIGTERM)
+    argv = ["prepare", "--user", "alice", f"paths.outputs_root={tmp_path}"]
+    assert run(build_parser("python -m train", "test", HELP), {"prepare": terminated}, argv, interrupted=INTERRUPTED) == 130
+    assert f"interrupted: {INTERRUPTED['prepare']}" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_every_stage_help_says_how_to_work_on_another_run():
     """A run is picked by an override, which --help did not name: a CLI walk found no way to a second run from it."""
     from headshots.cli import build_parser
