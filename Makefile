@@ -45,7 +45,7 @@ help:
 	@echo "make discard USER=name IMAGES=a.png,b.png              make export USER=name [IMAGES=a.png]"
 	@echo "make recover USER=name [RUN=name] (a broken or lost samples/manifest.json)"
 	@echo "make purge USER=name [ALL=1: their photos too]            make batch USERS=a,b [ADDRESS=auto]"
-	@echo "make app [PROFILE=tiny] [ARGS='--port 8000']             make face-eval CFP=... WILD=... [NAME=...]"
+	@echo "make app [PROFILE=tiny] [ARGS='--port 8000']             make face-eval CFP=... WILD=... [WEIGHTS=...] [NAME=...]"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -163,12 +163,16 @@ purge: check-user
 
 # Face verification on public datasets outside the repository (how to get them: scripts/face_measure.py).
 # One CPU thread: ~35 min to measure, seconds to report. CFP=.../cfp-dataset WILD=.../celeba299
+# WEIGHTS: the weights measured, a file or a facenet-pytorch name (default: the CASIA-WebFace ones); NAME: the name
+# their threshold is recorded under (default: the weights' own name).
+WEIGHTS ?=
+FACE_EVAL_WEIGHTS = $(or $(WEIGHTS),$(HEADSHOTS_FACE_WEIGHTS),casia-webface)
 face-eval:
-	@test -n "$(CFP)" -a -n "$(WILD)" || { echo "usage: make face-eval CFP=<cfp-dataset folder> WILD=<identity folders> [NAME=<weights name>]"; exit 2; }
-	OMP_NUM_THREADS=1 $(BIN)/python scripts/face_measure.py --cfp $(CFP) --wild $(WILD) --weights $(HEADSHOTS_FACE_WEIGHTS) \
+	@test -n "$(CFP)" -a -n "$(WILD)" || { echo "usage: make face-eval CFP=<cfp-dataset folder> WILD=<identity folders> [WEIGHTS=<file or vggface2>] [NAME=<record name>]"; exit 2; }
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/face_measure.py --cfp $(CFP) --wild $(WILD) --weights $(FACE_EVAL_WEIGHTS) \
 		--margins 0,14,32 --wild-margins 14,32 --per-identity 6 --out outputs/face-measured.pt
 	OMP_NUM_THREADS=1 $(BIN)/python scripts/face_similarity_eval.py --measured outputs/face-measured.pt --cfp $(CFP) --wild $(WILD) \
-		--write-calibration $(or $(NAME),casia-webface)
+		--write-calibration $(or $(NAME),$(if $(WEIGHTS),$(basename $(notdir $(WEIGHTS))),casia-webface))
 
 bench:
 	$(BIN)/python scripts/bench_scoring.py

@@ -3,6 +3,7 @@
 import itertools
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,3 +182,19 @@ def test_an_image_too_small_to_hold_a_face_has_none_instead_of_failing_mtcnn(ana
     images = [Image.new("RGB", size, "white") for size in ((1, 1), (12, 400), (8000, 30))]
     assert [analyzer.detect(image).problem for image in images] == ["no_face"] * 3
     assert [d.problem for d in analyzer.detect_batch(images)] == ["no_face"] * 3
+
+
+def test_make_face_eval_measures_the_weights_it_is_given():
+    """`make face-eval NAME=vggface2` measured the CASIA-WebFace file and recorded its threshold as vggface2's (a docs
+    walk): WEIGHTS= names what is measured, and the record is named after it unless NAME= says otherwise."""
+    import subprocess
+
+    def planned(*args: str) -> str:
+        return subprocess.run(["make", "--no-print-directory", "-n", "face-eval", "CFP=/cfp", "WILD=/wild", *args],
+                              cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True).stdout
+
+    other = planned("WEIGHTS=vggface2")
+    assert "--weights vggface2 " in other and "--write-calibration vggface2" in other
+    own = planned("WEIGHTS=/nets/my-net.pt", "NAME=mine")
+    assert "--weights /nets/my-net.pt " in own and "--write-calibration mine" in own
+    assert "--write-calibration casia-webface" in planned()
