@@ -141,7 +141,7 @@ def main() -> None:
 | re-draw (inpainting, scaling, masked paste) | {figures['redraw_s']:.3f} |
 | **added by the pass** | **{figures['total_s']:.3f}** |
 
-On a GPU the re-draw is one SDXL img2img call at 1024 px with {figures['steps_run']} steps, about
+On a GPU the re-draw is one SDXL inpainting call at 1024 px with {figures['steps_run']} steps, about
 {figures['steps_run']}/30 of a 30-step generation: `--sdxl-config` times it on full-size SDXL."""
     write_section(args.out, "## Face-detail pass", body)
 

@@ -81,7 +81,7 @@ def main() -> None:
         lines.append(f"| {name} | {detect / n * 1000:.0f} | {embed / n * 1000:.0f} | {n / (detect + embed):.2f} |")
     speedup = sum(rows["one by one"]) / sum(rows["batched"])
     lines += ["", (f"Batched gives {speedup:.2f}x the throughput of one by one. `infer/score.py` detects in batches of "
-              "`DETECT_BATCH` same-size images (`FaceAnalyzer.detect_batch`) and embeds all faces in one call.")]
+              "`DETECT_BATCH` (headshots/faces.py) same-size images (`FaceAnalyzer.detect_batch`) and embeds all faces in one call.")]
     write_section(args.out, "## Scoring", "\n".join(lines))
     print("\n".join(lines))
 

@@ -97,7 +97,7 @@ def test_too_few_usable_photos_says_how_many_more(make_config, faces_dir, analyz
     copy_photos([faces_dir / "georgia-tech" / "s02" / "01.jpg"], ws.selfies)
     with pytest.raises(HeadshotsError, match="Only 1 of 1") as err:
         prepare(cfg, analyzer)
-    assert "Add 2 more" in err.value.hint
+    assert "Add 2 more photos of you alone" in err.value.hint  # plural() says "1 more photo" (a docs walk: "1 more photos")
     assert ws.prepare_report.is_file()  # the per-photo report is still written
 
 

@@ -27,7 +27,7 @@ from headshots.config import Config
 from headshots.errors import HeadshotsError, ImageError
 from headshots.faces import Detection, FaceAnalyzer
 from headshots.images import load_rgb
-from headshots.logs import get_logger, printable
+from headshots.logs import get_logger, plural, printable
 from headshots.workspace import Workspace, replace_folder, write_json_atomic
 from train.captions import caption_photos
 from train.checkpoint import preparing_alone
@@ -173,7 +173,7 @@ def _prepare(cfg: Config, workspace: Workspace, photos: list[Path], analyzer: Fa
     if len(crops) < cfg.prepare.min_photos:
         raise HeadshotsError(
             f"Only {len(crops)} of {len(photos)} photos are usable; training needs at least {cfg.prepare.min_photos}.",
-            f"Add {cfg.prepare.min_photos - len(crops)} more photos of you alone, face clearly visible "
+            f"Add {plural(cfg.prepare.min_photos - len(crops), 'more photo')} of you alone, face clearly visible "
             f"(see {workspace.prepare_report} for what was wrong with each).",
         )
 
