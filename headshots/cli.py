@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from headshots.config import Config, load_config
 from headshots.errors import HeadshotsError, storage_error
@@ -58,19 +58,24 @@ TRAINING_RESUMES = ("what was finished is kept; run the same command again (trai
 
 
 @contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM taken as Ctrl-C while the block runs: `kill`, `timeout`, a service manager, the web app's Stop and a
-    rented GPU's notice before it is taken back all send it, and its default ended the process on the spot, with no
-    "interrupted" line and the records of what was done not put back. Only the main thread can set a handler: elsewhere
-    (a thread of the web app) the block runs as it is."""
+def signal_handled(signum: signal.Signals, handler: Callable | int) -> Iterator[None]:
+    """`handler` for `signum` while the block runs, the caller's again after. Only the main thread can set one:
+    elsewhere (a thread of the web app) the block runs as it is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    before = signal.signal(signum, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
+        signal.signal(signum, before)
+
+
+def terminate_as_interrupt() -> AbstractContextManager[None]:
+    """SIGTERM taken as Ctrl-C while the block runs: `kill`, `timeout`, a service manager, the web app's Stop and a
+    rented GPU's notice before it is taken back all send it, and its default ended the process on the spot, with no
+    "interrupted" line and the records of what was done not put back."""
+    return signal_handled(signal.SIGTERM, signal.default_int_handler)
 
 
 def run(parser: argparse.ArgumentParser, commands: Mapping[str, Callable[[Config], object]], argv=None,

@@ -52,7 +52,7 @@ from headshots.faces import FaceAnalyzer
 from headshots.images import MAX_PIXELS, list_photos, load_rgb
 from headshots.logs import get_logger, plural
 from headshots.stages import done_now, run_recorded, stages_to_run
-from headshots.workspace import ADAPTER_WEIGHTS, Workspace, case_twin, lock_held, read_favourites, save_favourites
+from headshots.workspace import ADAPTER_WEIGHTS, Workspace, case_twin, read_favourites, save_favourites
 from infer.discard import discard
 from infer.export import EXPORT, SIZES, export
 from infer.generate import new_round_name
@@ -60,7 +60,7 @@ from infer.styles import available_styles, load_style
 from service import views
 from service.jobs import IMAGE_KINDS, JOBS_FOLDER, JobBusy, JobQueue, devices, job_command
 from service.purge import nothing_running, purge
-from train.checkpoint import TRAIN_LOCK, refuse_while_trained
+from train.checkpoint import refuse_while_trained, training_now
 from train.intake import REJECT, run_intake
 
 log = get_logger(__name__)
@@ -314,7 +314,7 @@ class HeadshotsApp:
                     "the adapter is then trained again on the new photos before the next images")
             raise HeadshotsError("Your photos cannot change while your job runs on them.",
                                  f"Add or remove photos when it is done, or stop it first ({then}).")
-        if lock_held(self.workspace(user).run_dir(self.run) / TRAIN_LOCK):  # started in a terminal or a batch
+        if training_now(self.workspace(user), self.run):  # started in a terminal or a batch
             raise HeadshotsError("Your photos cannot change while a training of yours runs (in a terminal, a batch or an "
                                  "earlier copy of this app).", "Add or remove photos when it is done.")
 

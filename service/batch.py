@@ -27,14 +27,13 @@ import signal
 import socket
 import sys
 import textwrap
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from headshots.cli import add_config_args, parse, print_error
+from headshots.cli import add_config_args, parse, print_error, signal_handled
 from headshots.config import SIMPLE_NAME_RULE, Config, is_simple_name, load_config, model_source
 from headshots.errors import ConfigError, HeadshotsError
 from headshots.logs import get_logger, setup_logging
@@ -196,19 +195,11 @@ def stop_ray(keep_logs: bool = False) -> None:
         delete_session(session)
 
 
-@contextmanager
-def shielded_from_ctrl_c() -> Iterator[None]:
+def shielded_from_ctrl_c() -> AbstractContextManager[None]:
     """Ctrl-C is held off while the first one is handled (the statuses written, Ray stopped and its logs deleted): a
     second one, pressed a moment later, cut that short, and Ray's logs, which name the people, stayed for good (a
     batch walk). It takes seconds."""
-    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    return signal_handled(signal.SIGINT, signal.SIG_IGN)
 
 
 def delete_session(session: Path) -> None:

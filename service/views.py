@@ -21,11 +21,11 @@ from PIL import Image
 from headshots.errors import HeadshotsError, ImageError
 from headshots.images import jpeg_data_uri, list_photos, load_rgb, original_size
 from headshots.logs import plural
-from headshots.workspace import ADAPTER_WEIGHTS, Workspace, lock_held
+from headshots.workspace import ADAPTER_WEIGHTS, Workspace
 from infer.gallery import CARD_SIDES, review_card
 from infer.manifest import read_manifest
 from service.jobs import DONE, FAILED, IMAGE_KINDS, QUEUED, RUNNING, STOPPED, Job
-from train.checkpoint import TRAIN_LOCK
+from train.checkpoint import training_now
 from train.intake_report import PREVIEW_SIDE, face_boxes_html, figures, set_summary
 
 CSS = """
@@ -488,7 +488,7 @@ def _disk_status(ws: Workspace, run: str, outdated: bool = False) -> str:
     """No job in this app's memory (never started, or the app restarted), or the last one done: what the files say."""
     progress = _read_json(ws.progress(run))
     if progress and progress["step"] < progress["max_steps"]:
-        if lock_held(ws.run_dir(run) / TRAIN_LOCK):  # not this app's job: it was said "interrupted" while it ran
+        if training_now(ws, run):  # not this app's job: it was said "interrupted" while it ran
             return (f"**Training in a terminal, a batch or an earlier copy of this app:** {training_line(ws, run, progress)}. "
                     f"Train and Generate can start once it ends.{_progress_bar(progress)}")
         return (f"**Training was interrupted** at step {progress['step']} of {progress['max_steps']}: press Train to "

@@ -30,10 +30,16 @@ def _training_busy(workspace: Workspace, run: str) -> HeadshotsError:
                           "Wait for that training to finish, then run this again.")
 
 
+def training_now(workspace: Workspace, run: str) -> bool:
+    """Whether a training of the run holds its lock now (`training_alone`), started anywhere: a terminal, a batch, an
+    earlier copy of the web app."""
+    return lock_held(workspace.run_dir(run) / TRAIN_LOCK)
+
+
 def refuse_while_trained(workspace: Workspace, run: str) -> None:
-    """Refuse, before anything starts, what a training of the run that holds its lock now (`training_alone`: started in
-    a terminal, a batch or an earlier copy of the web app) would refuse later, or make untrue."""
-    if lock_held(workspace.run_dir(run) / TRAIN_LOCK):
+    """Refuse, before anything starts, what a training running now (`training_now`) would refuse later, or make
+    untrue."""
+    if training_now(workspace, run):
         raise _training_busy(workspace, run)
 
 
