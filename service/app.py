@@ -817,7 +817,9 @@ class HeadshotsApp:
                           show_progress_on=[c["files"]])
         c["ask"].click(lambda: gr.update(visible=True), None, [c["confirm"]], api_name=False)
         c["no"].click(lambda: gr.update(visible=False), None, [c["confirm"]], api_name=False)
-        c["yes"].click(self.delete_everything, [c["user"]], [*page, c["confirm"], c["deleted"]], api_name="delete_my_data")
+        # the spinner on its own message: a refusal (a training of theirs running elsewhere) marked the whole page "Error"
+        c["yes"].click(self.delete_everything, [c["user"]], [*page, c["confirm"], c["deleted"]], api_name="delete_my_data",
+                       show_progress_on=[c["deleted"]])
         watched = [c["user"], c["seen"], c["shown"], c["dropped_open"], c["favourites"], c["photos_shown"]]
         ticked = [*status, *review, c["photos"], c["remove_pick"], c["photos_shown"]]
         c["timer"].tick(self.tick, watched, ticked, api_name="status", show_progress="hidden")

@@ -365,6 +365,16 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         tab(page, "Delete my data")
         page.locator("#hs-delete").click()
         steps.shot(page, "delete-confirm")
+        # refused while a training of theirs runs elsewhere: the message box, and the page as it was (every part of it
+        # was marked "Error" until closed one by one: a re-walk)
+        from tests.conftest import held_elsewhere
+        from train.checkpoint import TRAIN_LOCK
+
+        with held_elsewhere(server.outputs / "alice" / "default" / TRAIN_LOCK):
+            page.locator("#hs-delete-yes").click()
+            page.get_by_text("nothing was deleted").first.wait_for()
+        assert page.locator("body").evaluate(ERROR_BADGES, "#hs-deleted") == []
+        assert page.locator(".hs-photo").count() == 6
         page.locator("#hs-delete-yes").click()
         page.get_by_text("All your photos, adapters and images were deleted").wait_for()
         assert page.locator(".hs-photo").count() == 0
