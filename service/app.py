@@ -60,7 +60,7 @@ from infer.styles import available_styles, load_style
 from service import views
 from service.jobs import IMAGE_KINDS, JOBS_FOLDER, JobBusy, JobQueue, devices, job_command
 from service.purge import nothing_running, purge
-from train.checkpoint import refuse_while_trained, training_now
+from train.checkpoint import training_now
 from train.intake import REJECT, run_intake
 
 log = get_logger(__name__)
@@ -167,6 +167,7 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+ELSEWHERE = "started in a terminal, a batch or an earlier copy of this app"  # where a training the app did not start runs
 IMAGES_LISTED = ("Not among your images now", "Reload the page to see your review as it is.")
 PHOTOS_LISTED = ("Not one of your photos", "Tick photos from your own list.")
 
@@ -315,8 +316,16 @@ class HeadshotsApp:
             raise HeadshotsError("Your photos cannot change while your job runs on them.",
                                  f"Add or remove photos when it is done, or stop it first ({then}).")
         if training_now(self.workspace(user), self.run):  # started in a terminal or a batch
-            raise HeadshotsError("Your photos cannot change while a training of yours runs (in a terminal, a batch or an "
-                                 "earlier copy of this app).", "Add or remove photos when it is done.")
+            raise HeadshotsError(f"Your photos cannot change while a training of yours runs ({ELSEWHERE}).",
+                                 "Add or remove photos when it is done.")
+
+    def refuse_while_trained_elsewhere(self, user: str, press: str) -> None:
+        """A job would be refused by a training of the person's run running now outside this app (a terminal, a batch,
+        an earlier copy of the app), after a start that showed that training's progress as its own, and its "failed"
+        stayed on the status line (a cross-surface walk): refused here, before a job starts."""
+        if training_now(self.workspace(user), self.run):
+            raise HeadshotsError(f"A training of yours is running already ({ELSEWHERE}): the status line shows it.",
+                                 f"Press {press} again once it ends.")
 
     def photos_view(self, ws: Workspace, previews: dict[str, str] | None = None) -> dict:
         shown = views.photos_on_disk(ws)
@@ -343,7 +352,7 @@ class HeadshotsApp:
             if report is None:
                 raise HeadshotsError("There are no photos to train on.", f"Add {ws.photos_wanted} recent photos of yourself first.")
             raise HeadshotsError(f"Your photo set is not usable yet: {report['reason']}.", " ".join(report["advice"]))
-        refuse_while_trained(ws, self.run)  # in a terminal or a batch: the job would fail, and its "failed" stay on
+        self.refuse_while_trained_elsewhere(user, "Train")
         if not self.training_due(user):  # the job would skip every stage: say so instead
             gr.Info("Already trained on these photos and settings: there is nothing to train. Pick styles on 3. Styles "
                     "and press Generate (change your photos to train again).", title="Nothing to do")
@@ -363,7 +372,7 @@ class HeadshotsApp:
             raise HeadshotsError(f"Ask for 1 to {self.limits.max_images_per_style} images per style.", "Move the slider.")
         if not (self.workspace(user).adapter_dir(self.run) / ADAPTER_WEIGHTS).is_file():
             raise HeadshotsError("Your adapter is not trained yet.", "Press Train first, and wait for it to finish.")
-        refuse_while_trained(self.workspace(user), self.run)  # its adapter is being replaced; the job would fail at prepare
+        self.refuse_while_trained_elsewhere(user, "Generate")  # its adapter is being replaced
         # Each press is a round of its own (so the chain runs infer again even for the same choices), added to the earlier ones.
         self.submit(user, "generate", [f"infer.styles=[{','.join(styles)}]", f"infer.images_per_style={int(count)}",
                                        f"infer.round={new_round_name('app-')}",
@@ -402,13 +411,16 @@ class HeadshotsApp:
             outdated = trained and not busy and self.training_due(user)
         except ConfigError:  # their settings.yaml cannot be used: the Styles tab says so
             outdated = False
+        # a training this app did not start (a terminal, a batch, an earlier copy of the app): followed as a job is
+        elsewhere = not busy and training_now(ws, self.run)
         return {
-            self.c["status"]: views.job_markdown(ws, self.run, job, self.jobs.position(job) if job else 0, outdated),
-            self.c["train"]: gr.update(interactive=usable and not busy),
-            self.c["generate"]: gr.update(interactive=trained and usable and not busy),  # a job starts at intake
+            self.c["status"]: views.job_markdown(ws, self.run, job, self.jobs.position(job) if job else 0, outdated,
+                                                 elsewhere),
+            self.c["train"]: gr.update(interactive=usable and not busy and not elsewhere),
+            self.c["generate"]: gr.update(interactive=trained and usable and not busy and not elsewhere),  # a job starts at intake
             self.c["more"]: gr.update(interactive=trained and not busy),
             self.c["stop"]: gr.update(interactive=busy),
-            self.c["timer"]: gr.Timer(active=busy),
+            self.c["timer"]: gr.Timer(active=busy or elsewhere),
         }
 
     def training_due(self, user: str) -> bool:

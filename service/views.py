@@ -25,7 +25,6 @@ from headshots.workspace import ADAPTER_WEIGHTS, Workspace
 from infer.gallery import CARD_SIDES, review_card
 from infer.manifest import read_manifest
 from service.jobs import DONE, FAILED, IMAGE_KINDS, QUEUED, RUNNING, STOPPED, Job
-from train.checkpoint import training_now
 from train.intake_report import PREVIEW_SIDE, face_boxes_html, figures, set_summary
 
 CSS = """
@@ -417,11 +416,13 @@ RESTART = {"train": "Press Train to continue from the last checkpoint (with othe
            "more": "Press More like this to start again."}  # what a stopped job of each kind asks of the person
 
 
-def job_markdown(ws: Workspace, run: str, job: Job | None, position: int, outdated: bool = False) -> str:
+def job_markdown(ws: Workspace, run: str, job: Job | None, position: int, outdated: bool = False,
+                 elsewhere: bool = False) -> str:
     """The status line shown above every tab: the person's latest job, or what is on disk (`outdated`: the adapter was
-    trained on other photos or settings than the person's now)."""
+    trained on other photos or settings than the person's now; `elsewhere`: a training this app did not start runs now,
+    `training_now`)."""
     if job is None:
-        return _disk_status(ws, run, outdated)
+        return _disk_status(ws, run, outdated, elsewhere)
     what = "Training" if job.kind == "train" else "Generating"
     if job.state == QUEUED:
         waiting = position - 1  # behind what runs now (a job per GPU), which "0 jobs ahead" left out
@@ -448,7 +449,7 @@ def job_markdown(ws: Workspace, run: str, job: Job | None, position: int, outdat
         if job.images_made is None:  # counted once: an image deleted in the review since was still made
             job.images_made = images_made(ws, run, job)
         return f"**Done:** {plural(job.images_made, 'new image')}. {_results(ws, run) or ''}"
-    return _disk_status(ws, run, outdated)
+    return _disk_status(ws, run, outdated, elsewhere)
 
 
 def images_line(ws: Workspace, run: str, job: Job) -> str:
@@ -484,13 +485,16 @@ def _trained_on(ws: Workspace) -> str:
     return f" on {kept} of your {plural(total, 'photo')}{left_out}"
 
 
-def _disk_status(ws: Workspace, run: str, outdated: bool = False) -> str:
-    """No job in this app's memory (never started, or the app restarted), or the last one done: what the files say."""
+def _disk_status(ws: Workspace, run: str, outdated: bool = False, elsewhere: bool = False) -> str:
+    """No job in this app's memory (never started, or the app restarted), or the last one done: what the files say,
+    and a training this app did not start (`elsewhere`), which they said was "interrupted" while it ran."""
     progress = _read_json(ws.progress(run))
-    if progress and progress["step"] < progress["max_steps"]:
-        if training_now(ws, run):  # not this app's job: it was said "interrupted" while it ran
-            return (f"**Training in a terminal, a batch or an earlier copy of this app:** {training_line(ws, run, progress)}. "
-                    f"Train and Generate can start once it ends.{_progress_bar(progress)}")
+    unfinished = bool(progress) and progress["step"] < progress["max_steps"]
+    if elsewhere:  # a finished progress is an earlier training's: this one has not reached its first step
+        now, bar = ((training_line(ws, run, progress), _progress_bar(progress)) if unfinished
+                    else ("starting (checking and preparing the photos, loading the model)", ""))
+        return f"**Training, started in a terminal, a batch or an earlier copy of this app:** {now}. Train and Generate can start once it ends.{bar}"
+    if unfinished:
         return (f"**Training was interrupted** at step {progress['step']} of {progress['max_steps']}: press Train to "
                 "continue, from its last checkpoint if your photos and settings are as they were, else from the start.")
     report = _read_json(ws.intake_report)

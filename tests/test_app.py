@@ -190,17 +190,28 @@ def test_a_training_started_in_a_terminal_is_shown_and_waited_for_not_called_int
     run.mkdir(parents=True)
     (run / "progress.json").write_text(json.dumps({"step": 695, "max_steps": 6000, "loss": 0.92, "started": 1.0,
                                                    "updated": 2.0, "resumed_from": 0, "eta_s": 747.0}))
+    c = server.app.c
     with held_elsewhere(run / TRAIN_LOCK):
-        said = server.app.status_view("wren")[server.app.c["status"]]
-        assert said.startswith("**Training in a terminal, a batch or an earlier copy of this app:** step **695 of 6000**"), said
+        shown = server.app.status_view("wren")
+        said = shown[c["status"]]
+        assert said.startswith("**Training, started in a terminal, a batch or an earlier copy of this app:** step **695 of 6000**"), said
         assert "interrupted" not in said
-        with pytest.raises(AppError, match="wren is being trained already"):
+        # followed as the app's own job is (the line stood still until a reload), its buttons greyed
+        assert shown[c["timer"]].active and not shown[c["train"]]["interactive"]
+        with pytest.raises(AppError, match="A training of yours is running already .started in a terminal.*Press Train again once it ends"):
             client.predict(api_name="/train")
         with pytest.raises(AppError, match="cannot change while a training of yours runs"):
             client.predict(["01.jpg"], api_name="/remove")
         assert server.app.jobs.latest("wren") is None and (server.data / "wren" / "selfies" / "01.jpg").is_file()
-    said = server.app.status_view("wren")[server.app.c["status"]]
-    assert said.startswith("**Training was interrupted** at step 695 of 6000") and said.endswith("else from the start."), said
+        # a finished progress is an earlier training's: this one has not reached its first step
+        (run / "progress.json").write_text(json.dumps({"step": 40, "max_steps": 40, "loss": 0.9, "started": 1.0,
+                                                       "updated": 2.0, "resumed_from": 0, "eta_s": None}))
+        assert "app:** starting (checking and preparing the photos" in server.app.status_view("wren")[c["status"]]
+    (run / "progress.json").write_text(json.dumps({"step": 695, "max_steps": 6000, "loss": 0.92, "started": 1.0,
+                                                   "updated": 2.0, "resumed_from": 0, "eta_s": 747.0}))
+    shown = server.app.status_view("wren")
+    assert shown[c["status"]].startswith("**Training was interrupted** at step 695 of 6000"), shown[c["status"]]
+    assert shown[c["status"]].endswith("else from the start.") and not shown[c["timer"]].active
 
 
 def test_one_session_cannot_reach_another_persons_photos(server, selfies):

@@ -36,13 +36,6 @@ def training_now(workspace: Workspace, run: str) -> bool:
     return lock_held(workspace.run_dir(run) / TRAIN_LOCK)
 
 
-def refuse_while_trained(workspace: Workspace, run: str) -> None:
-    """Refuse, before anything starts, what a training running now (`training_now`) would refuse later, or make
-    untrue."""
-    if training_now(workspace, run):
-        raise _training_busy(workspace, run)
-
-
 @contextmanager
 def training_alone(workspace: Workspace, run: str) -> Iterator[None]:
     """Held while a person's run trains, whoever starts it (a terminal, the web app, a batch, or a web app restarted
