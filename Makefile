@@ -157,7 +157,8 @@ PURGE_ALL := $(if $(filter ALL,$(GIVEN)),$(ALL))
 purge: check-user
 	@test -z "$(filter RUN,$(GIVEN))" || { person=$(call shell_quote,$(PERSON)) run=$(call shell_quote,$(RUN)); \
 		echo "error: make purge deletes every run of $$person, not one (RUN=$$run is not used, nothing was deleted)"; \
-		echo "  -> all of $$person's runs: make purge USER=$$person (ALL=1: the photos too); only this run: rm -r outputs/$$person/$$run"; exit 2; }
+		echo "  -> all of $$person's runs: make purge USER=$$(printf %q "$$person") (ALL=1: the photos too); only this run:" \
+			"rm -r $$(printf %q "outputs/$$person/$$run")"; exit 2; }
 	@all=$(call shell_quote,$(PURGE_ALL)); case "$$all" in ''|0|1) ;; *) echo "error: ALL=1 deletes the photos too, ALL=0 (or no ALL) keeps them; not ALL=$$all"; exit 2;; esac
 	$(BIN)/python -m service.purge --user=$(call shell_quote,$(PERSON)) $(if $(filter 1,$(PURGE_ALL)),--include-selfies) $(ARGS)
 

@@ -114,6 +114,7 @@ def test_make_takes_whose_data_from_its_command_line_only(tmp_path):
     assert f"--user='$(shell touch {ran})' " in make("-n", "purge", f"USER=$(shell touch {ran})").stdout and not ran.exists()
     shown = make("purge", "USER=a$(id)", "RUN=r$(id)").stdout  # said as typed: the shell runs nothing either
     assert "every run of a$(id), not one (RUN=r$(id) is not used" in shown, shown
+    assert "rm -r outputs/a\\$\\(id\\)/r\\$\\(id\\)" in shown  # the commands it offers paste safely
     like_an_option = make("intake", "USER=-x").stderr  # reaches the name rule, not argparse's "expected one argument"
     assert "Use 1-64 letters, digits" in like_an_option and "expected one argument" not in like_an_option
     # The commands see the login as USER, not the person: torch named its compile cache in the temp folder after the person,
