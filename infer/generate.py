@@ -283,8 +283,10 @@ def generate(cfg: Config, pipes: PipelinesOrLoader = None) -> list[Sample]:
                     samples += batch
                     progress.update(len(batch))
     except KeyboardInterrupt:  # the same command again would start a round of its own, on top of this one's images
-        log.warning("round %s stopped after %d of %d images, which are kept. To finish it rather than start another: %s",
-                    round_name, len(samples), total, workspace.make_command(
+        # the ARGS given are not known here: a whole command alone would drop them (a re-walk), so it comes second
+        log.warning("round %s stopped after %d of %d images, which are kept. To finish it rather than start another, run "
+                    "the same command with infer.round=%s added to its ARGS (with no other ARGS: %s)", round_name, len(samples), total,
+                    round_name, workspace.make_command(
                         "infer", STYLES=",".join(cfg.infer.styles), N=str(cfg.infer.images_per_style), ARGS=f"infer.round={round_name}"))
         raise
     for write in writes:
