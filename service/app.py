@@ -167,7 +167,6 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-ELSEWHERE = "started in a terminal, a batch or an earlier copy of this app"  # where a training the app did not start runs
 IMAGES_LISTED = ("Not among your images now", "Reload the page to see your review as it is.")
 PHOTOS_LISTED = ("Not one of your photos", "Tick photos from your own list.")
 
@@ -316,7 +315,7 @@ class HeadshotsApp:
             raise HeadshotsError("Your photos cannot change while your job runs on them.",
                                  f"Add or remove photos when it is done, or stop it first ({then}).")
         if training_now(self.workspace(user), self.run):  # started in a terminal or a batch
-            raise HeadshotsError(f"Your photos cannot change while a training of yours runs ({ELSEWHERE}).",
+            raise HeadshotsError(f"Your photos cannot change while a training of yours runs ({views.ELSEWHERE}).",
                                  "Add or remove photos when it is done.")
 
     def refuse_while_trained_elsewhere(self, user: str, press: str) -> None:
@@ -324,7 +323,7 @@ class HeadshotsApp:
         an earlier copy of the app), after a start that showed that training's progress as its own, and its "failed"
         stayed on the status line (a cross-surface walk): refused here, before a job starts."""
         if training_now(self.workspace(user), self.run):
-            raise HeadshotsError(f"A training of yours is running already ({ELSEWHERE}): the status line shows it.",
+            raise HeadshotsError(f"A training of yours is running already ({views.ELSEWHERE}): the status line shows it.",
                                  f"Press {press} again once it ends.")
 
     def photos_view(self, ws: Workspace, previews: dict[str, str] | None = None) -> dict:

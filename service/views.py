@@ -416,6 +416,9 @@ RESTART = {"train": "Press Train to continue from the last checkpoint (with othe
            "more": "Press More like this to start again."}  # what a stopped job of each kind asks of the person
 
 
+ELSEWHERE = "started in a terminal, a batch or an earlier copy of this app"  # where a training the app did not start runs
+
+
 def job_markdown(ws: Workspace, run: str, job: Job | None, position: int, outdated: bool = False,
                  elsewhere: bool = False) -> str:
     """The status line shown above every tab: the person's latest job, or what is on disk (`outdated`: the adapter was
@@ -493,7 +496,7 @@ def _disk_status(ws: Workspace, run: str, outdated: bool = False, elsewhere: boo
     if elsewhere:  # a finished progress is an earlier training's: this one has not reached its first step
         now, bar = ((training_line(ws, run, progress), _progress_bar(progress)) if unfinished
                     else ("starting (checking and preparing the photos, loading the model)", ""))
-        return f"**Training, started in a terminal, a batch or an earlier copy of this app:** {now}. Train and Generate can start once it ends.{bar}"
+        return f"**Training, {ELSEWHERE}:** {now}. Train and Generate can start once it ends.{bar}"
     if unfinished:
         return (f"**Training was interrupted** at step {progress['step']} of {progress['max_steps']}: press Train to "
                 "continue, from its last checkpoint if your photos and settings are as they were, else from the start.")
