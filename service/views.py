@@ -473,9 +473,10 @@ def _results(ws: Workspace, run: str) -> str | None:
     scores = _read_json(ws.scores(run))
     if not scores:
         return None
-    count = len(scores["images"])
-    return (f"Your review holds {plural(count, 'image')}, {scores['kept']} kept by the likeness filter and the checks: "
-            f"see {OPEN_REVIEW}.")
+    count, waiting = len(scores["images"]), _unscored_count(ws, run, scores)
+    more = f" ({waiting} more drawn, not scored yet)" if waiting else ""
+    return (f"Your review holds {plural(count, 'image')}{more}, {scores['kept']} kept by the likeness filter and the "
+            f"checks: see {OPEN_REVIEW}.")
 
 
 def _trained_on(ws: Workspace) -> str:
@@ -637,15 +638,19 @@ def crops_html(manifest: Path) -> str:
     return "".join(rows)
 
 
-def _unscored_note(ws: Workspace, run: str, scores: dict) -> str:
-    """Images drawn that scoring never reached (it was stopped): the count said "0 of 5 kept" beside 64 of them, which
-    only the delete list named (a cross-surface walk)."""
+def _unscored_count(ws: Workspace, run: str, scores: dict) -> int:
+    """How many images were drawn that scoring never reached (it was stopped): the review's count said "0 of 5 kept"
+    beside 64 of them, which only the delete list named (a cross-surface walk)."""
     try:
         manifest = read_manifest(ws, run) or {"images": []}
     except HeadshotsError:  # unreadable: the delete list says what it can
-        return ""
+        return 0
     scored = {item["file"] for item in scores["images"]}
-    waiting = sum(1 for entry in manifest["images"] if entry["file"] not in scored)
+    return sum(1 for entry in manifest["images"] if entry["file"] not in scored)
+
+
+def _unscored_note(ws: Workspace, run: str, scores: dict) -> str:
+    waiting = _unscored_count(ws, run, scores)
     if not waiting:
         return ""
     return (f" <strong>{plural(waiting, 'more image')} drawn but not scored yet</strong> (scoring was stopped): the next "

@@ -629,6 +629,14 @@ def test_an_image_scoring_never_reached_can_still_be_deleted(server):
     assert [file for _, file in shown[c["favourites"]]["choices"]] == ["linkedin-00.png"]  # only scored ones to export
     # the review's count says there are more than it ranks (it said "1 of 1 kept" beside any number unscored)
     assert "1 of 1 kept" in shown[c["review"]] and "1 more image drawn but not scored yet" in shown[c["review"]]
+    from service import views
+
+    adapter = app.workspace("wes").adapter_dir(app.run) / ADAPTER_WEIGHTS  # trained: the status line gives the review's count
+    adapter.parent.mkdir(parents=True)
+    adapter.write_bytes(b"")
+    said = views.job_markdown(app.workspace("wes"), app.run, None, 0)
+    assert "Your review holds 1 image (1 more drawn, not scored yet), 1 kept" in said, said
+    adapter.unlink()
     with pytest.raises(gr.Error, match="No reference face embeddings"):
         app.discard(["linkedin-01.png"], 24, False, [], "wes", None)
     assert not (samples / "linkedin-01.png").exists()
