@@ -7,7 +7,9 @@ all there and the person has not edited them since (prepare's captions.json: hea
 fingerprint hashes what the stage reads: the config sections it uses, the selfies' bytes (intake, prepare), the
 favourites ticked in the web app (export) and the fingerprint of the stage before it (so prepare's covers intake's
 settings, which decide the photos it leaves out), so a change upstream makes everything below it due again and a
-change of, say, `infer.steps` only infer and export. Intake's record also hashes the settings of prepare and the
+change of, say, `infer.steps` only infer and export. Training hashes prepare's rows themselves instead (the photos,
+crops and captions it trains on: `reads_made`), so a prepare run again after a setting that changes none of them
+(`prepare.keep_rejected` naming a photo intake accepts anyway) leaves the adapter and its images done. Intake's record also hashes the settings of prepare and the
 model that its resolution and pose checks read (`judged_with`): prepare hashes them itself, so they stay out of the chain,
 and a set judged under the tiny profile is judged again under SDXL without prepare and training being due again for
 that alone. Records (JSON) sit beside each stage's outputs:
@@ -20,8 +22,8 @@ Every way of running a stage writes its record: the CLI (`python -m train intake
 `python -m infer all|export`), and the web app and the batch runner through service/chain.py, which also skips
 what is done (the app's intake and Download record theirs too; Download only when the images are those of the
 app's settings: after the app's own Generate, whose styles and round are the person's choice, it is not recorded
-and a batch exports again). A stage that runs removes its record and those of the stages after it first, and puts them back if it stops
-before it replaced any of its outputs. So a person trained with `make train` is not trained again when the app or a
+and a batch exports again). A stage that runs removes its record and those of the stages after it first (prepare only its own:
+training's fingerprint tells by itself), and puts them back if it stops before it replaced any of its outputs. So a person trained with `make train` is not trained again when the app or a
 batch picks them up. The work itself lives in train/ and infer/; this module only knows the stages' inputs and
 outputs, which is why it sits on the shared floor.
 """
@@ -43,6 +45,7 @@ from omegaconf import OmegaConf
 
 from headshots.caption_edits import captions_edited_since_prepare
 from headshots.config import Config, model_source
+from headshots.images import list_photos
 from headshots.logs import get_logger
 from headshots.workspace import (
     ADAPTER_WEIGHTS,
@@ -126,6 +129,10 @@ class Stage:
     # scored (stopped after drawing some, its scores no longer cover the round: forgotten_while_running). Not prepare's
     # report, written before the dataset is swapped in: it describes the same photos as the dataset left in place
     also_changes: Callable[[Workspace, Config], list[Path]] | None = None
+    # The files of the stage before it that it reads, hashed in place of that stage's fingerprint: a stage run again
+    # that made the same files (prepare after a setting that leaves the same photos and captions) leaves this one, and
+    # so the stages after it, done (early cutoff: no model loaded, no round of images drawn again)
+    reads_made: Callable[[Workspace, Config], list[Path]] | None = None
 
     def edited(self, ws: Workspace) -> bool:
         return self.edited_since is not None and self.edited_since(ws)
@@ -140,8 +147,12 @@ STAGES: tuple[Stage, ...] = (
     Stage("prepare", config_keys=("prepare", "face", "model.resolution"), reads_selfies=True, uses_gpu=False,
           in_user_data=True, outputs=lambda ws, cfg: [ws.prepared / DATASET_INFO, ws.reference_embeddings],
           figures=_prepare_figures, edited_since=captions_edited_since_prepare),
-    Stage("fit", config_keys=("model", "train"), reads_selfies=False, uses_gpu=True, in_user_data=False,
-          outputs=lambda ws, cfg: [ws.adapter_dir(cfg.run) / ADAPTER_WEIGHTS], figures=_fit_figures),
+    # What training reads: the prepared rows, the trigger and class its prompts name, and with validation the
+    # reference faces and the face settings it scores likeness with
+    Stage("fit", config_keys=("model", "train", "face", "prepare.trigger", "prepare.class_noun"), reads_selfies=False,
+          uses_gpu=True, in_user_data=False, outputs=lambda ws, cfg: [ws.adapter_dir(cfg.run) / ADAPTER_WEIGHTS],
+          figures=_fit_figures,
+          reads_made=lambda ws, cfg: [*ws.prepared_rows, *([ws.reference_embeddings] if cfg.train.validation.every else [])]),
     Stage("infer", config_keys=("model", "infer", "filter", "face"), reads_selfies=False, uses_gpu=True, in_user_data=False,
           outputs=lambda ws, cfg: [ws.scores(cfg.run), ws.gallery(cfg.run)], figures=_infer_figures,
           # every image drawn, and the manifest replaced, changes the folder
@@ -165,10 +176,15 @@ def stage_named(name: str) -> Stage:
 # -- fingerprints ------------------------------------------------------------------------------------
 
 def selfies_digest(ws: Workspace) -> str:
-    """Hash of every photo's name and bytes: a photo added, removed or replaced changes it."""
+    """Hash of what intake and prepare read of the photos folder (`list_photos`): each photo's name and bytes, and
+    the names of folders in it (intake names them). A photo added, removed or replaced changes it; a hidden file
+    (macOS's .DS_Store, a sync tool's marker), which no stage reads, does not make the whole chain due again."""
     digest = hashlib.sha256()
     if ws.selfies.is_dir():
-        add_files_to_digest(digest, ws.selfies, sorted(p for p in ws.selfies.rglob("*") if p.is_file()))
+        entries = list_photos(ws.selfies)
+        add_files_to_digest(digest, ws.selfies, [p for p in entries if p.is_file()])
+        if folders := [p.name for p in entries if not p.is_file()]:
+            digest.update(json.dumps(folders).encode())
     return digest.hexdigest()
 
 
@@ -189,15 +205,21 @@ def fingerprint(stage: Stage, cfg: Config, upstream: str | None, selfies: str | 
     for key in stage.ignores:
         parent, _, name = key.rpartition(".")
         del _config_part(plain, parent)[name]
+    ws = Workspace.from_config(cfg)
     inputs = {
         "stage": stage.name,
         "config": {key: _config_part(plain, key) for key in stage.config_keys},
-        "upstream": upstream,
-        "selfies": (selfies or selfies_digest(Workspace.from_config(cfg))) if stage.reads_selfies else None,
+        "upstream": _made_digest(stage.reads_made(ws, cfg)) if stage.reads_made else upstream,
+        "selfies": (selfies or selfies_digest(ws)) if stage.reads_selfies else None,
     }
     if stage.also_reads:  # only then: every other stage's fingerprint stays what its record holds
-        inputs["files"] = {path.name: file_digest(path) if path.is_file() else None for path in stage.also_reads(Workspace.from_config(cfg), cfg.run)}
+        inputs["files"] = {path.name: file_digest(path) if path.is_file() else None for path in stage.also_reads(ws, cfg.run)}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _made_digest(paths: list[Path]) -> str:
+    """The bytes of files an earlier stage made (missing ones count as missing)."""
+    return json.dumps({path.name: file_digest(path) if path.is_file() else None for path in paths})
 
 
 def fingerprints(cfg: Config) -> dict[str, str]:
@@ -243,13 +265,17 @@ def is_done(stage: Stage, cfg: Config, expected: str) -> bool:
 
 
 def _records_to_forget(stage: Stage, cfg: Config) -> list[Path]:
-    """The stage's record and, when the next stage reads what it makes, those of every stage after it. A run stopped
-    part-way must leave no record (the last run's would call half-rewritten outputs done if the settings went back
-    to the last run's); and what it makes anew (another round of images, other crops) is not what the stages after
-    it used, though their fingerprints, which hash settings, would still match. Intake judged again (the web app
-    does it when it opens with other settings) leaves prepare and training done for the settings they were made with."""
+    """The stage's record and, when the next stage reads what it makes by its fingerprint, those of every stage
+    after it. A run stopped part-way must leave no record (the last run's would call half-rewritten outputs done if
+    the settings went back to the last run's); and what it makes anew (another round of images, other crops) is not
+    what the stages after it used, though their fingerprints, which hash settings, would still match. A next stage
+    that hashes the files themselves (`reads_made`: training, of prepare's rows) tells that alone, so its record
+    stays, and is true again if the same files come out. Intake judged again (the web app does it when it opens with
+    other settings) leaves prepare and training done for the settings they were made with."""
     index = STAGES.index(stage)
-    return [record_path(later, cfg) for later in (STAGES[index:] if stage.feeds_next else STAGES[index:index + 1])]
+    following = STAGES[index + 1:]
+    forgets_following = stage.feeds_next and following and following[0].reads_made is None
+    return [record_path(later, cfg) for later in (STAGES[index:] if forgets_following else STAGES[index:index + 1])]
 
 
 def forget(stage: Stage, cfg: Config) -> None:
@@ -306,8 +332,9 @@ def done_now(name: str, cfg: Config) -> bool:
 
 def stages_to_run(cfg: Config) -> list[str]:
     """The stages a run of `cfg` would do work in (the rest would be skipped), without running any.
-    A stage that must run changes what comes after it, so everything below it is listed too, unless the next stage
-    does not read what it makes (intake)."""
+    A stage that must run may change what comes after it, so everything below it is listed too, unless the next
+    stage does not read what it makes (intake). Whether it did is known once it has run: a prepare that made the same
+    rows leaves training done (`reads_made`), so a caller running stage after stage asks again after each."""
     due: list[str] = []
     for index, (name, expected) in enumerate(fingerprints(cfg).items()):
         if not is_done(STAGES[index], cfg, expected):

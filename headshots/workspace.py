@@ -154,6 +154,12 @@ class Workspace:
         return self.user_dir / "captions.json"
 
     @property
+    def prepared_rows(self) -> list[Path]:
+        """The prepared dataset's Arrow files, which hold its rows (photos, crops, captions): prepare writes them byte
+        for byte the same when it makes the same rows, so their bytes tell whether what training reads changed."""
+        return sorted(self.prepared.glob("*.arrow"))
+
+    @property
     def is_prepared(self) -> bool:
         return (self.prepared / DATASET_INFO).is_file()
 

@@ -60,8 +60,8 @@ def _fit(cfg: Config, expected: str) -> None:
 def _infer(cfg: Config, expected: str) -> None:
     """Generate a round named after the stage's fingerprint, `expected`, and the adapter it draws with (unless
     infer.round names it): a retry after a crash completes that round instead of adding another, while an adapter
-    trained again on the same settings (edited captions: the fingerprints hash settings, not outputs) draws a round
-    of its own. Then the face-detail pass, scores and gallery."""
+    trained again with the same fingerprint (`train fit` run by hand: fingerprints hash settings and the rows trained
+    on, not the adapter) draws a round of its own if it came out other. Then the face-detail pass, scores and gallery."""
     from infer.gallery import make_and_review
 
     if not cfg.infer.round:

@@ -230,7 +230,7 @@ def test_a_changed_setting_reruns_only_the_stages_that_read_it(first_batch, peop
 
     def inputs(*extra: str) -> str:
         cfg = load_config("alice", "tiny", overrides=[*people, *extra])
-        return training_inputs(cfg, Workspace.from_config(cfg).prepared)
+        return training_inputs(cfg, Workspace.from_config(cfg))
 
     assert inputs(relative) == inputs(), "a relative spelling of the model would start training afresh"
     alice = Workspace.from_config(load_config("alice", "tiny", overrides=people))

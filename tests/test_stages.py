@@ -70,6 +70,16 @@ def test_a_person_trained_and_generated_on_the_cli_is_not_done_again_by_the_chai
     # `make prepare` refused before it touched the prepared photos (a setting asks for more than there are)
     assert cli("train", "prepare", [*overrides, "prepare.min_photos=9"]) == 2
     assert stages_to_run(cfg) == []  # what was prepared, trained and generated before still is
+    # `make train` after a setting that changes none of the rows prepare makes: prepared again, not trained again
+    same_rows = [*overrides, f"prepare.keep_rejected=[{min(p.name for p in ws.selfies.iterdir())}]"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="train"):
+        assert cli("train", "all", same_rows) == 0
+    assert [r.getMessage().split(":")[0] for r in caplog.records if r.name == "train"] == ["intake skipped", "fit skipped"]
+    assert "prepare made the same photos, crops and captions" in caplog.records[-1].getMessage()
+    assert stages_to_run(load_config("alice", "tiny", overrides=same_rows)) == []
+    assert {path: path.stat().st_mtime_ns for path in made if path != ws.prepared / DATASET_INFO} == {
+        path: mtime for path, mtime in made.items() if path != ws.prepared / DATASET_INFO}
 
     # A photo added since: `train fit` alone trains on the photos prepared before, so it must not call itself
     # done for the new set; the chain then prepares and trains again.
@@ -103,6 +113,40 @@ def test_a_stage_run_again_makes_the_stages_after_it_due(make_config):
     run_recorded("infer", cfg, lambda: None)
     assert stages_to_run(cfg) == ["export"]
     assert read_record(stage_named("fit"), cfg) is not None
+
+
+def test_a_hidden_file_beside_the_photos_makes_nothing_due(make_config):
+    """Finder's .DS_Store (or a sync tool's marker) is read by no stage, so it must not make the chain judge, crop,
+    train and draw again; a photo or a folder (intake names it) does."""
+    cfg = make_config("alice")
+    everything_done(cfg)
+    selfies = Workspace.from_config(cfg).selfies
+    (selfies / ".DS_Store").write_bytes(b"\0Bud1")
+    assert stages_to_run(cfg) == []
+    (selfies / "holiday").mkdir()
+    assert stages_to_run(cfg) == list(STAGE_NAMES)
+
+
+def test_a_prepare_that_makes_the_same_rows_leaves_training_and_images_done(make_config):
+    """A setting that changes none of the photos, crops and captions training reads (keeping a photo intake accepts
+    anyway) makes prepare run again, but no model is loaded and no round drawn again for it; other rows are trained on
+    again."""
+    import datasets
+
+    everything_done(make_config("alice"))
+    cfg = make_config("alice", "prepare.keep_rejected=[01.jpg]")
+    ws = Workspace.from_config(cfg)
+    assert stages_to_run(cfg) == ["prepare", "fit", "infer", "export"]  # known only once prepare has run
+
+    def prepare_rows(caption: str):
+        rows = {"file": ["01.jpg"], "caption": [caption], "generated_caption": [caption]}
+        return lambda: datasets.Dataset.from_dict(rows).save_to_disk(str(ws.prepared))
+
+    run_recorded("prepare", cfg, prepare_rows("a photo of ohwx person"))  # the rows everything_done trained on
+    assert stages_to_run(cfg) == []
+    run_recorded("prepare", cfg, prepare_rows("a photo of ohwx person, smiling"))
+    assert stages_to_run(cfg) == ["fit", "infer", "export"]
+    assert stages_to_run(make_config("alice", "prepare.class_noun=woman"))[:2] == ["prepare", "fit"]
 
 
 def test_a_stage_that_fails_after_replacing_an_output_leaves_no_record_and_invalidates_what_follows(make_config):

@@ -43,17 +43,22 @@ def _all(cfg: Config) -> None:
     GPU time is spent on it (prepare and fit still run alone, for a set you mean to train on anyway). A stage done
     before with today's photos and settings (its record, headshots/stages.py) is skipped, as the web app and the
     batch skip it: `make train` run again would otherwise judge and crop every photo again and load SDXL, only to
-    find every step trained."""
-    due, ws = stages_to_run(cfg), Workspace.from_config(cfg)
+    find every step trained. What is due is asked again after each stage: a prepare that made the same rows as
+    before (a setting that changed none of them) leaves the adapter trained on them done."""
+    ws, ran = Workspace.from_config(cfg), []
     for name, work in (("intake", _intake), ("prepare", _prepare), ("fit", _fit)):
-        if name in due:
+        if name in stages_to_run(cfg):
             work(cfg)
+            ran.append(name)
         else:
-            log.info("%s skipped: %s", name, _already_done(name, ws, cfg.train.max_steps))
+            log.info("%s skipped: %s", name, _already_done(name, ws, cfg.train.max_steps, prepared_now="prepare" in ran))
 
 
-def _already_done(stage: str, ws: Workspace, steps: int) -> str:
+def _already_done(stage: str, ws: Workspace, steps: int, prepared_now: bool = False) -> str:
     """Why `train all` skips a stage, and how to have it done anyway."""
+    if stage == "fit" and prepared_now:
+        return (f"prepare made the same photos, crops and captions as before, so the adapter trained {steps} steps on "
+                "them stands")
     return {
         "intake": "these photos were judged before with these settings, and the set was usable "
                   f"(`{ws.make_command('intake')}` shows the verdicts again)",

@@ -85,7 +85,7 @@ def _train(cfg: Config, workspace: Workspace, prepared: Path) -> Path:
     if accelerator.is_main_process:
         warn_without_gpu(accelerator.device, cfg.model)
     weight_dtype = DTYPES[tc.mixed_precision]
-    inputs = training_inputs(cfg, prepared)
+    inputs = training_inputs(cfg, workspace)
 
     # 0. Prior preservation: class images (generated once by the main process, then cached).
     class_paths = None
@@ -244,11 +244,11 @@ def _steps_left(start_step: int, max_steps: int) -> str:
     return "no more steps (all were done: the adapter is exported again)"
 
 
-def training_inputs(cfg: Config, prepared: Path) -> str:
+def training_inputs(cfg: Config, workspace: Workspace) -> str:
     """Digest of what the adapter is trained from: the prepared dataset's rows (photos, crops, captions), the
     base model and every training setting except RESUMABLE_KEYS, which a run may change and still resume."""
     digest = hashlib.sha256()
-    add_files_to_digest(digest, prepared, sorted(prepared.glob("*.arrow")))  # the rows: prepare writes them byte for byte the same
+    add_files_to_digest(digest, workspace.prepared, workspace.prepared_rows)
     train = {key: value for key, value in OmegaConf.to_container(OmegaConf.structured(cfg.train)).items()
              if key not in RESUMABLE_KEYS}
     model = {**OmegaConf.to_container(OmegaConf.structured(cfg.model)), "pretrained": model_source(cfg.model.pretrained)}
