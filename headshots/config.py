@@ -182,6 +182,7 @@ class ValidationConfig:
                "and train.validation.seeds must each have at least one entry")
         _check(all("{trigger}" in p for p in self.prompts), "train.validation.prompts", "must each contain {trigger}")
         _check(self.sampling_steps >= 1, "train.validation.sampling_steps", "must be at least 1")
+        _check(0 <= self.guidance_scale < math.inf, "train.validation.guidance_scale", "must be a number >= 0")
 
 
 @dataclass
@@ -190,7 +191,7 @@ class TrainConfig:
     batch_size: int = 1
     gradient_accumulation_steps: int = 1
     learning_rate: float = 1e-4
-    lr_scheduler: str = "constant"  # any name diffusers.optimization.get_scheduler knows
+    lr_scheduler: str = "constant"  # constant | constant_with_warmup | linear | cosine | cosine_with_restarts | polynomial
     lr_warmup_steps: int = 0
     optimizer: str = "adamw"  # adamw | adamw8bit | prodigy
     weight_decay: float = 1e-4
@@ -226,6 +227,9 @@ class TrainConfig:
             _check(getattr(self, key) >= 1, f"train.{key}", "must be at least 1")
         _check(0 < self.learning_rate < math.inf, "train.learning_rate", "must be a positive number (inf trains to nan)")
         _check(self.lr_warmup_steps >= 0, "train.lr_warmup_steps", "must be >= 0")
+        _check(0 <= self.weight_decay < math.inf, "train.weight_decay", "must be a number >= 0")
+        # inf is allowed (no clipping); 0 would zero every gradient and a negative norm turn descent into ascent
+        _check(self.max_grad_norm > 0, "train.max_grad_norm", "must be positive (inf: no clipping)")
         _one_of(self.optimizer, "train.optimizer", ("adamw", "adamw8bit", "prodigy"))
         if self.mixed_precision in ("False", "fp32"):  # YAML reads a bare `no` as false
             self.mixed_precision = "no"
@@ -241,7 +245,7 @@ class TrainConfig:
         _check(self.text_encoder_rank is None or self.text_encoder_rank >= 1, "train.text_encoder_rank", "must be at least 1")
         _check(self.text_encoder_lr is None or 0 < self.text_encoder_lr < math.inf, "train.text_encoder_lr", "must be a positive number")
         _check(1 <= self.pivotal_tokens <= 8, "train.pivotal_tokens", "must be between 1 and 8")
-        _check(self.embedding_lr > 0, "train.embedding_lr", "must be positive")
+        _check(0 < self.embedding_lr < math.inf, "train.embedding_lr", "must be a positive number")
 
 
 @dataclass
@@ -291,6 +295,8 @@ class DetailConfig:
     def __post_init__(self) -> None:
         _check(self.crop_scale >= 1.0, "infer.detail.crop_scale", "must be at least 1 (the crop holds the whole face)")
         _check(0.0 < self.strength <= 1.0, "infer.detail.strength", "must be in (0, 1]")
+        _check(self.guidance_scale is None or 0 <= self.guidance_scale < math.inf, "infer.detail.guidance_scale",
+               "must be a number >= 0, or null (infer.guidance_scale)")
         _check(self.steps >= 1, "infer.detail.steps", "must be at least 1")
         _check(0.0 <= self.dilate <= 1.0, "infer.detail.dilate", "must be between 0 and 1")
         _check(0.0 < self.feather <= 1.0, "infer.detail.feather", "must be in (0, 1]")
@@ -353,6 +359,8 @@ class InferConfig:
         if self.scheduler is not None:
             _one_of(self.scheduler, "infer.scheduler", list(SCHEDULERS))
         _check(0.0 < self.refiner_start < 1.0, "infer.refiner_start", "must be between 0 and 1 (exclusive)")
+        _check(0 <= self.guidance_scale < math.inf, "infer.guidance_scale", "must be a number >= 0 (5 by default)")
+        _check(0 <= self.lora_scale < math.inf, "infer.lora_scale", "must be a number >= 0 (1: the adapter as trained)")
         _check(self.round is None or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", str(self.round)) is not None,
                "infer.round", "must be 1-64 letters, digits, '.', '_' or '-'")
 
@@ -506,6 +514,8 @@ class Config:
     def __post_init__(self) -> None:
         validate_user_name(self.user)
         _check(is_simple_name(self.run), "run", f"must be {SIMPLE_NAME_RULE}")
+        _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "device",
+               f"is {self.device!r}; expected auto, cpu, cuda or cuda:N")
 
 
 def is_simple_name(name: str | None) -> bool:

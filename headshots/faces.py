@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from headshots.config import Config, FaceConfig, FilterConfig
-from headshots.errors import WeightsError
+from headshots.errors import ConfigError, WeightsError
 
 WEIGHTS_ENV = "HEADSHOTS_FACE_WEIGHTS"
 NAMED_WEIGHTS = ("casia-webface", "vggface2")
@@ -132,9 +132,17 @@ class Detection:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device `device=` names (auto: a CUDA GPU when there is one); a GPU this machine does not have is
+    refused in words, not by torch's driver error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        found = torch.cuda.device_count()
+        raise ConfigError(f"device={name}, but torch finds {found or 'no'} CUDA GPU{'s' if found != 1 else ''} here.",
+                          "Use device=auto (a GPU when there is one, else the CPU) or device=cpu, or a GPU this "
+                          "machine has (check nvidia-smi and that torch was installed with CUDA).")
+    return device
 
 
 class FaceAnalyzer:

@@ -362,7 +362,7 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # one temporary file per writer (two writers of one name would publish each other's half), named by its machine
     # and process, readable by the person's login only, as the biometric data in these folders should be
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{WRITER}.", suffix=".tmp")
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{writer()}.", suffix=".tmp")
     os.close(handle)
     try:
         write(Path(name))
@@ -376,19 +376,24 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
             left.unlink()
 
 
-WRITER = f"{socket.gethostname().replace('.', '-')}-{os.getpid()}"  # in each temporary file's name: <host>-<pid>
+HOST = socket.gethostname().replace(".", "-")
+
+
+def writer() -> str:
+    """<host>-<pid>, in each temporary file's name: asked at each write, so a forked child names its own process."""
+    return f"{HOST}-{os.getpid()}"
 
 
 def _abandoned(folder: Path) -> list[Path]:
     """Temporary files of `write_atomic` in `folder` whose writer is gone: a process of this machine that has ended,
     or any writer's, once older than ABANDONED_AFTER_S."""
-    host, old = WRITER.rsplit("-", 1)[0], time.time() - ABANDONED_AFTER_S
+    old = time.time() - ABANDONED_AFTER_S
     found = []
     for temporary in folder.glob(".*.tmp"):
         writer = temporary.name.removesuffix(".tmp").split(".")[-2]  # .<name>.<host>-<pid>.<random>.tmp
         there, _, pid = writer.rpartition("-")
         try:
-            if (there == host and pid.isdigit() and not process_running(int(pid))) or temporary.stat().st_mtime < old:
+            if (there == HOST and pid.isdigit() and not process_running(int(pid))) or temporary.stat().st_mtime < old:
                 found.append(temporary)
         except OSError:  # gone meanwhile
             continue

@@ -40,9 +40,9 @@ log = get_logger(__name__)
 # -- the work of each stage ----------------------------------------------------------------------------
 
 def _intake(cfg: Config, expected: str) -> None:
-    from train.intake import intake
+    from train.intake import require_usable, run_intake
 
-    intake(cfg)
+    require_usable(run_intake(cfg), cfg)
 
 
 def _prepare(cfg: Config, expected: str) -> None:

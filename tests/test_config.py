@@ -109,6 +109,17 @@ def test_a_persons_own_settings_are_layered_and_kept_to_their_few_keys(tmp_path)
         ("model=${train}", "Invalid type assigned"),  # an interpolation is resolved at load: an error, not a traceback
         ("intake.min_photos=-2", "is -2: it must be at least 1 and at most intake.good_photos (10)"),  # the values said
         ("max_roll=20", "Unknown config key `max_roll`: did you mean `intake.max_roll`?"),  # the section left out
+        # a code review: values that loaded and trained silently wrong (a negative clip norm climbs the loss), or
+        # reached torch as a traceback
+        ("train.max_grad_norm=-1", "`train.max_grad_norm` must be positive (inf: no clipping)"),
+        ("train.max_grad_norm=0", "`train.max_grad_norm` must be positive"),
+        ("train.weight_decay=-5", "`train.weight_decay` must be a number >= 0"),
+        ("train.embedding_lr=inf", "`train.embedding_lr` must be a positive number"),
+        ("infer.guidance_scale=-3", "`infer.guidance_scale` must be a number >= 0"),
+        ("infer.lora_scale=inf", "`infer.lora_scale` must be a number >= 0"),
+        ("infer.detail.guidance_scale=-1", "`infer.detail.guidance_scale` must be a number >= 0"),
+        ("train.validation.guidance_scale=-1", "`train.validation.guidance_scale` must be a number >= 0"),
+        ("device=gpu", "`device` is 'gpu'; expected auto, cpu, cuda or cuda:N"),
     ],
 )
 def test_bad_config_fails_at_load_naming_the_key(override, names):
@@ -337,3 +348,16 @@ def test_every_stage_help_says_how_to_work_on_another_run():
     for prog, commands in (("python -m train", TRAIN_HELP), ("python -m infer", INFER_HELP)):
         said = " ".join(build_parser(prog, "", commands).format_help().split())
         assert "run=NAME works on outputs/<user>/NAME/ (default: run=default)" in said, said
+
+
+def test_a_gpu_the_machine_lacks_is_refused_in_words():
+    """device=cuda on a machine without one (or cuda:N past its last GPU) reached torch's driver error as a traceback."""
+    import torch
+
+    from headshots.faces import resolve_device
+
+    beyond = f"cuda:{torch.cuda.device_count()}"
+    with pytest.raises(ConfigError, match=f"device={beyond}, but torch finds") as err:
+        resolve_device(beyond)
+    assert "device=auto" in err.value.hint
+    assert resolve_device("cpu") == torch.device("cpu")

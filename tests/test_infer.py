@@ -270,18 +270,18 @@ def test_an_image_writer_killed_midway_leaves_no_file_under_the_name(tmp_path):
     import sys
     import time
 
-    from headshots.workspace import ABANDONED_AFTER_S, WRITER, write_atomic
+    from headshots.workspace import ABANDONED_AFTER_S, write_atomic, writer
     from infer.manifest import png_entry, save_png
 
     image = tmp_path / "linkedin-08.png"
-    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(image)], stdout=subprocess.PIPE, text=True)
-    temporary = Path(writer.stdout.readline().strip())  # written to, not yet renamed
-    writer.send_signal(signal.SIGKILL)
-    writer.wait(timeout=30)
+    killed = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(image)], stdout=subprocess.PIPE, text=True)
+    temporary = Path(killed.stdout.readline().strip())  # written to, not yet renamed
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
     assert not image.exists() and temporary.is_file()
     # writes in progress: this process's (running), another machine's on a shared disk (young); and a stale one of
     # that machine, which no process here can tell is gone
-    busy = [tmp_path / f".linkedin-09.png.{WRITER}.k2j4.tmp", tmp_path / ".linkedin-10.png.gpu-node-7-4242.x9q1.tmp"]
+    busy = [tmp_path / f".linkedin-09.png.{writer()}.k2j4.tmp", tmp_path / ".linkedin-10.png.gpu-node-7-4242.x9q1.tmp"]
     stale = tmp_path / ".linkedin-11.png.gpu-node-7-4243.a8z0.tmp"
     for left in [*busy, stale]:
         left.write_bytes(b"")

@@ -792,8 +792,10 @@ def test_a_three_way_tie_refuses_all_three_groups():
     assert one_more.others == [3, 4]  # two alike: another person; the single one is "someone else" only
 
 
-def test_intake_command_fails_when_the_set_is_not_usable(make_config, faces_dir, face_weights):
+def test_intake_command_fails_when_the_set_is_not_usable(make_config, faces_dir, face_weights, capsys):
     from headshots.cli import build_parser, run
+    from headshots.stages import stage_named
+    from service.chain import run_stage
     from train.__main__ import COMMANDS, HELP
 
     cfg = make_config("frank")
@@ -805,6 +807,11 @@ def test_intake_command_fails_when_the_set_is_not_usable(make_config, faces_dir,
     Workspace.from_config(cfg).intake_report.unlink()
     assert run(build_parser("python -m train", "", HELP), COMMANDS, argv) == 2
     assert Workspace.from_config(cfg).intake_report.is_file() and not Workspace.from_config(cfg).prepared.exists()
+    assert "03.jpg" in capsys.readouterr().out  # the command's table
+    # The web app's jobs and the batch's workers: the same refusal, and no table of the photos in their logs
+    result = run_stage(stage_named("intake"), cfg)
+    assert result.state == "failed" and "only 1 usable photo" in result.reason
+    assert "03.jpg" not in capsys.readouterr().out
 
 
 def test_the_tuner_rejudges_stored_calibration_results(source, analyzer, make_config, tmp_path):

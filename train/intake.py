@@ -854,10 +854,16 @@ def _set_checks(photos: list[PhotoReport], measured: dict[int, Measured], analyz
 
 
 def intake(cfg: Config) -> IntakeResult:
-    """The CLI command: run, print the table, then fail (exit status 2) when the set cannot be used. (The web app
-    calls run_intake, which prints nothing: its log would list everyone's photos.)"""
+    """The CLI command: run, print the table, then fail (exit status 2) when the set cannot be used."""
     result = run_intake(cfg)
     print_table(result)
+    return require_usable(result, cfg)
+
+
+def require_usable(result: IntakeResult, cfg: Config) -> IntakeResult:
+    """`result`, or the error that stops the chain when its set cannot be used, naming the rejected photos. What the
+    web app's jobs and the batch's workers run (service/chain.py), with no table: a worker's log on a cluster's node
+    would list everyone's photos, where `make purge` cannot reach it."""
     if result.set.verdict == REJECT:
         raise HeadshotsError(f"This photo set is not usable yet: {result.set.reason}.",
                              " ".join([*result.set.advice, *_rejected_photos(result.photos)])
