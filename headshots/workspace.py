@@ -34,7 +34,9 @@ from filelock import FileLock, Timeout
 from headshots.config import PERSON_SETTINGS, Config, validate_user_name
 from headshots.errors import HeadshotsError
 from headshots.images import FORMATS, list_photos, named_as_image
-from headshots.logs import plural
+from headshots.logs import get_logger, plural
+
+log = get_logger(__name__)
 
 # What an adapter folder holds (written by train/lora.py, read by infer/generate.py).
 ADAPTER_WEIGHTS = "pytorch_lora_weights.safetensors"  # diffusers / peft: pipe.load_lora_weights(folder)
@@ -437,6 +439,23 @@ def held_alone(lock_path: Path, busy: HeadshotsError) -> Iterator[None]:
         lock.acquire()
     except Timeout:
         raise busy from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextmanager
+def held_in_turn(lock_path: Path, waiting: str) -> Iterator[None]:
+    """Hold `lock_path` while the block runs, waiting for a holder in another process to finish first (logging
+    `waiting` once): for work any command may do and the next one reuses (the class images every user shares), where
+    refusing would only make the person run it again."""
+    lock = FileLock(lock_path, is_singleton=True)
+    try:
+        lock.acquire(timeout=LOCK_GRACE_S)
+    except Timeout:
+        log.info("%s", waiting)
+        lock.acquire()
     try:
         yield
     finally:

@@ -37,6 +37,30 @@ def test_prior_preservation_generates_class_images_once_and_changes_training(pre
     assert [p.stat().st_mtime_ns for p in images] == stamps
 
 
+def test_two_trainings_draw_the_shared_class_images_once(make_config):
+    """Class images are shared by every user: a training that needs them while another draws them waits, then uses
+    what it drew (two at once used one temporary name: one crashed with a bare FileNotFoundError, a code review)."""
+    import threading
+    import time
+
+    from tests.conftest import held_elsewhere
+    from train.prior import class_image_paths, generated_dir
+
+    cfg = make_config("alice", "train.prior.enabled=true", "train.prior.num_images=1", "train.prior.sampling_steps=1")
+    folder = generated_dir(cfg)
+    folder.mkdir(parents=True)
+    found: list = []
+    with held_elsewhere(folder / ".lock"):  # another training, drawing them
+        second = threading.Thread(target=lambda: found.append(class_image_paths(cfg, torch.device("cpu"))))
+        second.start()
+        time.sleep(1.0)
+        assert second.is_alive() and not list(folder.glob("*.png"))  # waiting, not drawing over it
+        Image.new("RGB", (8, 8)).save(folder / "00000.png")  # what the other training drew meanwhile
+    second.join(timeout=60)
+    assert found == [[folder / "00000.png"]] and Image.open(folder / "00000.png").size == (8, 8)  # used, not drawn again
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_a_model_folder_named_relative_or_absolute_is_one_model(make_config, tiny_model, tmp_path, monkeypatch):
     """The CLI names the tiny model `models/tiny-sdxl`, the batch's workers by its absolute path: the class images
     cached and the faces re-drawn for one are the other's too."""

@@ -3,14 +3,14 @@
 Generated images depend only on the base model, the class prompt, the resolution and the seeds, never
 on anyone's photos, so they are cached under `paths.cache_root/class-images/<key>/` and shared by every
 user and run with the same settings. Generation is resumable: each image is written atomically and
-existing ones are kept, so an interrupted run only generates what is missing.
+existing ones are kept, so an interrupted run only generates what is missing; two trainings needing the same images
+(a batch) draw them once, the second waiting for the first (the folder's `.lock`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -20,6 +20,7 @@ from headshots.config import Config, model_source
 from headshots.errors import HeadshotsError
 from headshots.images import list_photos, load_rgb
 from headshots.logs import get_logger
+from headshots.workspace import held_in_turn, write_atomic, write_json_atomic
 
 log = get_logger(__name__)
 
@@ -48,9 +49,13 @@ def class_image_paths(cfg: Config, device: torch.device) -> list[Path]:
         return list_photos(folder)[: prior.num_images]
     folder = generated_dir(cfg)
     wanted = [folder / f"{k:05d}.png" for k in range(prior.num_images)]
-    missing = [path for path in wanted if not path.is_file()]
-    if missing:
-        generate_class_images(cfg, missing, device)
+    if all(path.is_file() for path in wanted):
+        return wanted
+    folder.mkdir(parents=True, exist_ok=True)
+    with held_in_turn(folder / ".lock", f"waiting for another training to draw the class images in {folder}"):
+        missing = [path for path in wanted if not path.is_file()]  # what that training left to draw
+        if missing:
+            generate_class_images(cfg, missing, device)
     return wanted
 
 
@@ -63,16 +68,13 @@ def generate_class_images(cfg: Config, paths: list[Path], device: torch.device) 
 
     pipe = load_pipeline(cfg.model, device)
     prompt = class_prompt(cfg)
-    paths[0].parent.mkdir(parents=True, exist_ok=True)
-    (paths[0].parent / "prompt.json").write_text(json.dumps({"prompt": prompt, "base_model": cfg.model.pretrained}))
+    write_json_atomic(paths[0].parent / "prompt.json", {"prompt": prompt, "base_model": cfg.model.pretrained})
     log.info("generating %d class images for prior preservation (%r) -> %s", len(paths), prompt, paths[0].parent)
     for path in tqdm(paths, desc="class images", unit="image"):
         seed = cfg.train.seed * 1_000_003 + int(path.stem)
         image = pipe(prompt, num_inference_steps=cfg.train.prior.sampling_steps, height=cfg.model.resolution,
                      width=cfg.model.resolution, generator=torch.Generator("cpu").manual_seed(seed)).images[0]
-        tmp = path.with_suffix(".tmp.png")
-        image.save(tmp)
-        os.replace(tmp, path)
+        write_atomic(path, lambda temporary, image=image: image.save(temporary, "PNG"))
     del pipe
     if device.type == "cuda":
         torch.cuda.empty_cache()
