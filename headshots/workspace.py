@@ -221,6 +221,10 @@ class Workspace:
     def validation(self, run: str) -> Path:
         return self.run_dir(run) / VALIDATION_FILE
 
+    def validation_images(self, run: str) -> Path:
+        """The images each validation step sampled (train/validation.py)."""
+        return self.run_dir(run) / "validation"
+
     def export_manifest(self, run: str) -> Path:
         return self.run_dir(run) / "export" / EXPORT_MANIFEST
 

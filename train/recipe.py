@@ -29,8 +29,6 @@ from headshots.logs import get_logger
 from headshots.sdxl import load_components, warn_without_gpu
 from headshots.workspace import (
     ADAPTER_WEIGHTS,
-    PROGRESS_FILE,
-    VALIDATION_FILE,
     Workspace,
     add_files_to_digest,
     replace_folder,
@@ -41,7 +39,7 @@ from train.cache import BatchSource, EncodedDataset, face_weight_map
 from train.lora import attach_lora, peft_lora_state_dict, save_adapter, set_unet_lora_state_dict, unet_lora_state_dict
 from train.prior import class_image_paths, class_rows
 from train.text import TextSide, replace_trigger, setup_text_side
-from train.validation import VALIDATION_IMAGES, Validator, wandb_images
+from train.validation import Validator, wandb_images
 
 log = get_logger(__name__)
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -71,7 +69,6 @@ def _train(cfg: Config, workspace: Workspace, prepared: Path) -> Path:
     tc = cfg.train
     if tc.validation.every:
         workspace.require_reference()  # fail now, not after class images and encoding
-    run_dir = workspace.run_dir(cfg.run)
     checkpoints = workspace.checkpoints_dir(cfg.run)
 
     wandb_mode = resolve_wandb_mode(cfg.wandb.mode)
@@ -182,7 +179,7 @@ def _train(cfg: Config, workspace: Workspace, prepared: Path) -> Path:
         progress.update(1)
         progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
         if accelerator.is_main_process:
-            write_progress(run_dir / PROGRESS_FILE, step + 1, tc.max_steps, start_step, loss_value, loop_started)
+            write_progress(workspace.progress(cfg.run), step + 1, tc.max_steps, start_step, loss_value, loop_started)
         accelerator.log({"train/loss": loss_value, "train/lr": lr}, step=step + 1)
         if tc.validation.every and ((step + 1) % tc.validation.every == 0 or step + 1 == tc.max_steps):
             validate(accelerator, validator, unet, text, step + 1, cfg, workspace)
@@ -268,9 +265,8 @@ def discard_other_inputs(workspace: Workspace, run: str, inputs: str) -> None:
         return
     kept = " (its adapter stays until this run's replaces it)" if (workspace.adapter_dir(run) / ADAPTER_WEIGHTS).is_file() else ""
     log.warning("the photos or training settings changed since %s was saved: starting run %r afresh%s", latest[1], run, kept)
-    run_dir = workspace.run_dir(run)
-    for path in (workspace.checkpoints_dir(run), workspace.best_adapter_dir(run),
-                 run_dir / VALIDATION_IMAGES, run_dir / VALIDATION_FILE, run_dir / PROGRESS_FILE):
+    for path in (workspace.checkpoints_dir(run), workspace.best_adapter_dir(run), workspace.validation_images(run),
+                 workspace.validation(run), workspace.progress(run)):
         if path.is_dir():
             shutil.rmtree(path)
         else:

@@ -24,10 +24,9 @@ from headshots.config import Config
 from headshots.faces import FaceAnalyzer
 from headshots.logs import get_logger
 from headshots.sdxl import SDXLComponents
-from headshots.workspace import VALIDATION_FILE, Workspace, write_json_atomic
+from headshots.workspace import Workspace, write_json_atomic
 
 log = get_logger(__name__)
-VALIDATION_IMAGES = "validation"  # outputs/<user>/<run>/validation/: the sampled images
 
 
 @dataclass
@@ -74,8 +73,7 @@ class Validator:
         if offload:
             self._park_encoders()
         workspace = Workspace.from_config(cfg)
-        self.run_dir = workspace.run_dir(cfg.run)
-        self.images_dir = self.run_dir / VALIDATION_IMAGES
+        self.history_file, self.images_dir = workspace.validation(cfg.run), workspace.validation_images(cfg.run)
         self.references = load_file(str(workspace.require_reference()))["embeddings"]
         self.analyzer = FaceAnalyzer.for_config(cfg)
         self.history: list[ValidationResult] = []
@@ -83,9 +81,8 @@ class Validator:
 
     def resume(self, step: int) -> None:
         """Keep the history up to the checkpoint resumed from; later entries will be redone identically."""
-        path = self.run_dir / VALIDATION_FILE
-        if path.is_file():
-            saved = json.loads(path.read_text())["history"]
+        if self.history_file.is_file():
+            saved = json.loads(self.history_file.read_text())["history"]
             self.history = [ValidationResult(**entry) for entry in saved if entry["step"] <= step]
 
     @property
@@ -155,7 +152,7 @@ class Validator:
             "best": {"step": best.step, "face_similarity": best.face_similarity} if best else None,
             "history": [asdict(r) for r in self.history],
         }
-        write_json_atomic(self.run_dir / VALIDATION_FILE, payload)
+        write_json_atomic(self.history_file, payload)
 
 
 def wandb_images(result: ValidationResult, images_dir: Path) -> list:
