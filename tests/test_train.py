@@ -239,3 +239,22 @@ def test_wandb_follows_its_own_switches_in_the_environment(monkeypatch):
         monkeypatch.setenv(*env)
         assert (resolve_wandb_mode("auto"), resolve_wandb_mode("online")) == (auto, online), env
         assert resolve_wandb_mode("disabled") is None
+
+
+def test_a_wandb_key_is_found_where_wandb_itself_looks(monkeypatch, tmp_path):
+    """`auto` looked for "api.wandb.ai" in ~/.netrc alone: a key in the file NETRC names, or one for a W&B server of
+    the team's own (WANDB_BASE_URL), left runs offline with no word (a code review)."""
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DISABLED", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    netrc = tmp_path / "netrc"
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert resolve_wandb_mode("auto") == "offline"  # no file
+    netrc.write_text(f"machine api.wandb.ai\n  login user\n  password {'a1' * 20}\n")
+    netrc.chmod(0o600)
+    assert resolve_wandb_mode("auto") == "online"
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.com")  # the team's own server: no key for it
+    assert resolve_wandb_mode("auto") == "offline"
+    netrc.write_text(f"machine wandb.example.com\n  login user\n  password {'b2' * 20}\n")
+    assert resolve_wandb_mode("auto") == "online"
+    netrc.write_text("machine wandb.example.com\n  login user\n  password short\n")  # malformed: wandb refuses it
+    assert resolve_wandb_mode("auto") == "offline"

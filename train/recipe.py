@@ -468,9 +468,22 @@ def resolve_wandb_mode(mode: str) -> str | None:
         return None
     if mode != "auto":
         return wandb_allowed(mode)
-    netrc = Path.home() / ".netrc"
-    has_key = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
-    return wandb_allowed("online" if has_key else "offline")
+    return wandb_allowed("online" if wandb_key_configured() else "offline")
+
+
+def wandb_key_configured() -> bool:
+    """Whether W&B would find a key: WANDB_API_KEY, or what `wandb login` saved for the server runs go to
+    (WANDB_BASE_URL's, else W&B's cloud) in the netrc file wandb reads (NETRC's, else ~/.netrc), read by wandb's own
+    reader, which warns of a broken file and a malformed key (then: none)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    from wandb.errors import AuthenticationError
+    from wandb.sdk.lib.wbauth import read_netrc_auth
+
+    try:
+        return read_netrc_auth(host=os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai") is not None
+    except AuthenticationError:
+        return False
 
 
 def adapter_metadata(cfg: Config, tokens: list[str] = ()) -> dict[str, str]:
