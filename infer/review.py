@@ -147,6 +147,13 @@ def wears_glasses(edge_score: float, cfg: FilterConfig) -> bool:
     return edge_score >= cfg.glasses_threshold
 
 
+def glasses_share(edge_scores: list[float | None], cfg: FilterConfig) -> float | None:
+    """Share of the selfie crops with glasses, of those with a face found (their `bridge_edge_score`, None without
+    one); None when no face was found in any."""
+    looks = [wears_glasses(score, cfg) for score in edge_scores if score is not None]
+    return round(sum(looks) / len(looks), 3) if looks else None
+
+
 def glasses_check(wearing: bool, selfie_share: float) -> Check:
     """Consistent if the selfies show this look often enough: someone who wears glasses in some
     selfies may have outputs with and without."""

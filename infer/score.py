@@ -8,7 +8,8 @@ Writes  outputs/<user>/<run>/samples/scores.json   per image: style, seed, face_
         reason (summary), reasons (every check), rank; plus the person's calibrated threshold
         outputs/<user>/<run>/samples/faces.json    per image version: everything scoring reads of it (`Measured`:
         detection, similarities to the references, size, glasses score, duplicate thumbnail), reused while the
-        file, the face settings and the references are unchanged, so such an image is not even decoded again
+        file, the face settings and the references are unchanged, so such an image is not even decoded again;
+        and the selfie crops' glasses scores, reused while the prepared rows are unchanged
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from headshots.errors import HeadshotsError, ImageError
 from headshots.faces import Detection, FaceAnalyzer, weights_source
 from headshots.images import load_rgb
 from headshots.logs import get_logger, plural
-from headshots.workspace import SCORES, Workspace, write_json_atomic
+from headshots.workspace import SCORES, Workspace, file_digest, write_json_atomic
 from infer import review
 from infer.manifest import changes_images, forget_missing, require_manifest
 from infer.tracking import log_scores_table
@@ -73,11 +74,17 @@ def score(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[Score]:
     analyzer = analyzer or FaceAnalyzer.for_config(cfg)
     floor = analyzer.similarity_threshold(cfg.filter)
     threshold = review.person_threshold(references, floor, cfg.filter)
-    selfie_glasses = selfie_glasses_share(workspace, analyzer, cfg) if cfg.filter.check_glasses else None
+    faces_file, key = samples_dir / FACES, measurement_key(cfg, references)
+    stored = _read_measurements(faces_file, key)
+    selfies = selfie_glasses_scores(workspace, analyzer, stored.get("selfies")) if cfg.filter.check_glasses else None
+    selfie_glasses = review.glasses_share(selfies["glasses"], cfg.filter) if selfies else None
 
     # Every version of every image (as generated, and face-detailed when the pass made one), measured in one batch.
     versions = [(index, name) for index, item in enumerate(items) for name in versions_of(item, samples_dir)]
-    measured = measure([name for _, name in versions], samples_dir, analyzer, references, cfg)
+    measured, records = measure([name for _, name in versions], samples_dir, analyzer, references, cfg, stored.get("images", {}))
+    kept_selfies = selfies or stored.get("selfies")  # the glasses check off now: what it measured stays for later
+    write_json_atomic(faces_file, {"key": key, "images": records, **({"selfies": kept_selfies} if kept_selfies else {})},
+                      indent=None)
     judged = {name: judge({**items[index], "file": name}, measured[name], threshold, selfie_glasses, cfg) for index, name in versions}
     scores = [better_version(item, judged) for item in items]
     collapse_duplicates(scores, {name: m.thumbnail for name, m in measured.items()}, cfg.filter.duplicate_similarity)
@@ -129,15 +136,13 @@ class Measured:
 
 
 def measure(names: list[str], samples_dir: Path, analyzer: FaceAnalyzer, references: torch.Tensor,
-            cfg: Config) -> dict[str, Measured]:
+            cfg: Config, kept: dict) -> tuple[dict[str, Measured], dict[str, dict]]:
     """Each image's detection, similarities to the references, size, glasses score and thumbnail: the costly part
-    of scoring (~0.25 s per 1024 px image on a CPU, decoding ~25 ms of it). Kept in samples/faces.json per version of
-    each file (its size and modification time), for the same face settings and references, so a new round, a
-    variation or a deletion decodes and measures only the images it adds; the checks, ranks and duplicates are
-    judged again every time."""
-    path, key = samples_dir / FACES, measurement_key(cfg, references)
+    of scoring (~0.25 s per 1024 px image on a CPU, decoding ~25 ms of it), and their records for samples/faces.json.
+    Kept there per version of each file (its size and modification time), for the same face settings and
+    references (`kept`: the records stored with them), so a new round, a variation or a deletion decodes and
+    measures only the images it adds; the checks, ranks and duplicates are judged again every time."""
     stamps = {name: _stamp(samples_dir / name) for name in names}
-    kept = _read_measurements(path, key)
     records = {name: kept[name] for name in names if isinstance(kept.get(name), dict) and kept[name].get("stamp") == stamps[name]}
     measured = {name: m for name, record in records.items() if (m := _read_record(record)) is not None}
     todo = [name for name in names if name not in measured]
@@ -149,9 +154,8 @@ def measure(names: list[str], samples_dir: Path, analyzer: FaceAnalyzer, referen
         for name, image, detection, row in zip(todo, images, detections, rows):
             records[name] = Measured.of(image, detection, row).to_json(stamps[name])
             measured[name] = Measured.from_json(records[name])  # read back as a kept one is: the same verdicts either way
-    write_json_atomic(path, {"key": key, "images": {name: records[name] for name in names}}, indent=None)
     log.info("faces measured in %s; %d reused from the last scoring (unchanged since)", plural(len(todo), "image"), len(names) - len(todo))
-    return measured
+    return measured, {name: records[name] for name in names}
 
 
 def _generated_image(samples_dir: Path, name: str, workspace: Workspace) -> Image.Image:
@@ -190,13 +194,15 @@ def _stamp(path: Path) -> str:
 
 
 def _read_measurements(path: Path, key: str) -> dict:
-    """The stored measurements when they were made with `key`; none otherwise (or when unreadable)."""
+    """What faces.json holds (`images`, `selfies`) when it was made with `key`; nothing otherwise (or when
+    unreadable, or a part of it is not what it should be)."""
     try:
         stored = json.loads(path.read_text())
-        images = stored["images"] if stored.get("key") == key else {}
-        return images if isinstance(images, dict) else {}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError):
         return {}
+    if not isinstance(stored, dict) or stored.get("key") != key:
+        return {}
+    return {part: stored[part] for part in ("images", "selfies") if isinstance(stored.get(part), dict)}
 
 
 def versions_of(item: dict, samples_dir: Path) -> list[str]:
@@ -266,15 +272,19 @@ def rank(scores: list[Score]) -> None:
     scores.sort(key=lambda s: (s.rank is None, s.rank or 0, -(s.similarity or -2)))
 
 
-def selfie_glasses_share(workspace: Workspace, analyzer: FaceAnalyzer, cfg: Config) -> float | None:
-    """Share of the prepared selfie crops with glasses; None (check skipped) without a prepared set."""
-    prepared: Path = workspace.prepared
+def selfie_glasses_scores(workspace: Workspace, analyzer: FaceAnalyzer, stored: dict | None) -> dict | None:
+    """The nose-bridge score of each prepared selfie crop (None: no face found), as `{rows, glasses}`; `stored`, the
+    last scoring's, when the prepared rows (`rows`: their digest) are the same. Detecting the faces of 15 crops of
+    1024 px takes ~25 s on 2 CPU cores: every score (a deletion, more like this) paid it again. None (the check
+    skipped) without a prepared set."""
     if not workspace.is_prepared:
-        log.warning("no prepared selfies at %s: the glasses check is skipped", prepared)
+        log.warning("no prepared selfies at %s: the glasses check is skipped", workspace.prepared)
         return None
+    rows = file_digest(*workspace.prepared_rows)
+    if stored and stored.get("rows") == rows and isinstance(stored.get("glasses"), list):
+        return stored
     from datasets import load_from_disk
 
-    crops = [image.convert("RGB") for image in load_from_disk(str(prepared))["image"]]
+    crops = [image.convert("RGB") for image in load_from_disk(str(workspace.prepared))["image"]]
     faces = [d.subject for d in analyzer.detect_many(crops)]
-    looks = [review.wears_glasses(review.bridge_edge_score(crop, face), cfg.filter) for crop, face in zip(crops, faces) if face is not None]
-    return round(sum(looks) / len(looks), 3) if looks else None
+    return {"rows": rows, "glasses": [None if face is None else review.bridge_edge_score(crop, face) for crop, face in zip(crops, faces)]}

@@ -321,6 +321,9 @@ def test_scoring_measures_only_new_images_and_judges_exactly_as_from_scratch(gen
     measured: list[int] = []
     rows = analyzer.similarity_rows  # called by scoring's measurements only (the glasses check detects too)
     monkeypatch.setattr(analyzer, "similarity_rows", lambda images, *rest: measured.append(len(images)) or rows(images, *rest))
+    detected: list[int] = []  # faces looked for: in the images, and in the selfie crops for the glasses check
+    detect = analyzer.detect_many
+    monkeypatch.setattr(analyzer, "detect_many", lambda images, *rest: detected.append(len(images)) or detect(images, *rest))
     decoded: list[str] = []
     load = infer.score.load_rgb
     monkeypatch.setattr(infer.score, "load_rgb", lambda path, *rest: decoded.append(path.name) or load(path, *rest))
@@ -330,6 +333,7 @@ def test_scoring_measures_only_new_images_and_judges_exactly_as_from_scratch(gen
     again = [asdict(s) for s in score(cfg, analyzer)]
     assert measured == [2, 2]  # the two generated, then only the two variations
     assert sorted(decoded) == ["linkedin-00-more-00.png", "linkedin-00-more-01.png"]  # the others are not even decoded
+    assert detected == [5, 2, 2]  # the 5 selfie crops once: while the prepared rows are the same, not again
     (samples / "faces.json").unlink()
     assert [asdict(s) for s in score(cfg, analyzer)] == again and measured[-1] == 4  # from scratch: the same verdicts
 
