@@ -516,6 +516,10 @@ class Config:
         _check(is_simple_name(self.run), "run", f"must be {SIMPLE_NAME_RULE}")
         _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "device",
                f"is {self.device!r}; expected auto, cpu, cuda or cuda:N")
+        # prepare trains on the photos intake accepts: fewer asked of intake, and it passes a set prepare refuses
+        _check(self.prepare.min_photos <= self.intake.min_photos, "prepare.min_photos",
+               f"is {self.prepare.min_photos}, more than intake.min_photos ({self.intake.min_photos}): intake would "
+               "call a set usable that prepare refuses; set intake.min_photos at least as high")
 
 
 def is_simple_name(name: str | None) -> bool:

@@ -68,7 +68,7 @@ def test_a_person_trained_and_generated_on_the_cli_is_not_done_again_by_the_chai
     ws.captions.write_text(written)  # edited back: nothing to redo
     assert stages_to_run(cfg) == []
     # `make prepare` refused before it touched the prepared photos (a setting asks for more than there are)
-    assert cli("train", "prepare", [*overrides, "prepare.min_photos=9"]) == 2
+    assert cli("train", "prepare", [*overrides, "prepare.min_photos=9", "intake.min_photos=9"]) == 2
     assert stages_to_run(cfg) == []  # what was prepared, trained and generated before still is
     # `make train` after a setting that changes none of the rows prepare makes: prepared again, not trained again
     same_rows = [*overrides, f"prepare.keep_rejected=[{min(p.name for p in ws.selfies.iterdir())}]"]
