@@ -118,7 +118,7 @@ class Detection:
         faces = [[list(f.box), f.confidence, [list(p) for p in f.landmarks]] for f in self.faces]
         unsure = [[list(f.box), f.confidence, [list(p) for p in f.landmarks]] for f in self.unsure]
         return {"faces": faces, "subject": None if self.subject is None else self.faces.index(self.subject),
-                "problem": self.problem, "unsure": unsure}
+                "problem": self.problem, "unsure": unsure, "rivals": [self.faces.index(f) for f in self.rivals]}
 
     @classmethod
     def from_json(cls, data: dict) -> Detection:
@@ -128,7 +128,8 @@ class Detection:
 
         faces = [face(row) for row in data["faces"]]
         subject = None if data["subject"] is None else faces[data["subject"]]
-        return cls(faces, subject, data["problem"], [face(row) for row in data["unsure"]])
+        return cls(faces, subject, data["problem"], [face(row) for row in data["unsure"]],
+                   [faces[i] for i in data.get("rivals", [])])  # stored before rivals were: none
 
 
 def resolve_device(name: str) -> torch.device:

@@ -198,3 +198,17 @@ def test_make_face_eval_measures_the_weights_it_is_given():
     own = planned("WEIGHTS=/nets/my-net.pt", "NAME=mine")
     assert "--weights /nets/my-net.pt " in own and "--write-calibration mine" in own
     assert "--write-calibration casia-webface" in planned()
+
+
+def test_a_stored_detection_reads_back_whole_with_its_rivals():
+    """Scoring stores each image's detection (faces.json) and judges the read-back copy: the faces that made it
+    "several faces" were dropped on the way (a code review), so a check reading them would judge a stored image
+    other than a new one."""
+    from headshots.faces import Detection, Face
+
+    subject = Face((10.0, 12.5, 90.25, 100.0), 0.999, ((30.0, 40.0), (60.0, 40.0), (45.0, 60.0), (33.0, 80.0), (57.0, 80.0)))
+    other = Face((120.0, 10.0, 190.0, 95.0), 0.98, ((140.0, 40.0), (170.0, 40.0), (155.0, 60.0), (143.0, 80.0), (167.0, 80.0)))
+    detection = Detection([subject, other], subject, "several_faces", [], [other])
+    assert Detection.from_json(json.loads(json.dumps(detection.to_json()))) == detection
+    stored_before = {key: value for key, value in detection.to_json().items() if key != "rivals"}
+    assert Detection.from_json(stored_before).rivals == []
