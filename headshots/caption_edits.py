@@ -27,8 +27,10 @@ def read_captions_file(path: Path) -> dict[str, str]:
         captions = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HeadshotsError(f"{path} is not valid JSON: {exc}", HINT) from exc
-    if not isinstance(captions, dict) or not all(isinstance(c, str) and c.strip() for c in captions.values()):
+    if not isinstance(captions, dict):
         raise HeadshotsError(f"{path} must be an object of non-empty caption strings.", HINT)
+    if empty := [file for file, caption in captions.items() if not (isinstance(caption, str) and caption.strip())]:
+        raise HeadshotsError(f"{path} must hold a caption for each photo: none for {', '.join(map(repr, empty))}.", HINT)
     return {file: caption.strip() for file, caption in captions.items()}
 
 

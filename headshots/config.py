@@ -548,22 +548,24 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 
 
-def load_yaml(path: Path, what: str = "Config file") -> Any:
+SECTIONS = "Write sections of `key: value` lines, as configs/base.yaml does (e.g. `infer:` then `  styles: [linkedin]`)."
+
+
+def load_yaml(path: Path, what: str = "Config file", shape: str = SECTIONS) -> Any:
     """A YAML file of ours or the person's (a config layer, settings.yaml, a style): missing or broken, a
-    ConfigError that names the file and the place, never a parser traceback."""
+    ConfigError that names the file and the place, never a parser traceback; `shape` says what the file should hold."""
     if not path.exists():
         raise ConfigError(f"{what} {path} does not exist.", "Check the path.")
     if not path.is_file():
         raise ConfigError(f"{what} {path} is not a file (a folder or a device).", "Give the path of a YAML file.")
-    sections = "Write sections of `key: value` lines, as configs/base.yaml does (e.g. `infer:` then `  styles: [linkedin]`)."
     try:
         loaded = OmegaConf.load(path)
     except OSError as exc:  # what OmegaConf raises for a file holding one number or true/false
-        raise ConfigError(f"{what} {path} holds a single value, not settings.", sections) from exc
+        raise ConfigError(f"{what} {path} holds a single value, not settings.", shape) from exc
     except Exception as exc:  # yaml.YAMLError and friends
         raise ConfigError(f"{what} {path} is not valid YAML: {exc}", "Fix the YAML syntax.") from exc
     if not OmegaConf.is_dict(loaded):
-        raise ConfigError(f"{what} {path} holds a list, not settings.", sections)
+        raise ConfigError(f"{what} {path} holds a list, not settings.", shape)
     return loaded
 
 

@@ -31,7 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from headshots.config import Config, InferConfig, config_from_yaml
-from headshots.errors import HeadshotsError
+from headshots.errors import ConfigError, HeadshotsError
 from headshots.faces import resolve_device
 from headshots.images import load_rgb
 from headshots.logs import get_logger, plural
@@ -218,8 +218,15 @@ class Person:
 
 def person_context(cfg: Config) -> Person:
     """The person's adapter, checked against this run's model before anything is loaded, and how prompts name them."""
-    adapter = Workspace.from_config(cfg).require_adapter(cfg.run, cfg.infer.adapter)
-    trained = config_from_yaml(adapter / "config.yaml")  # the class the adapter was trained with
+    workspace = Workspace.from_config(cfg)
+    adapter = workspace.require_adapter(cfg.run, cfg.infer.adapter)
+    try:
+        trained = config_from_yaml(adapter / "config.yaml")  # the class the adapter was trained with
+    except ConfigError as exc:  # edited, or cut short: `make train` alone would skip the finished training
+        again = (f"Delete the folder {adapter} and run `{workspace.make_command('train')}`: it exports the adapter again "
+                 "from the last checkpoint." if cfg.infer.adapter == "last" else "Generate from the last adapter "
+                 "(infer.adapter=last), or train again to choose the best one anew.")
+        raise ConfigError(exc.message, again) from exc
     if trained.profile != cfg.profile:  # e.g. a tiny demo adapter sent to SDXL: refused before a 7 GB download
         raise HeadshotsError(
             f"This adapter was trained with the {trained.profile!r} profile (model {trained.model.pretrained}); this run "

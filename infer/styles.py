@@ -61,9 +61,8 @@ def load_style(name_or_path: str, overrides: dict[str, str] | None = None) -> St
         close = difflib.get_close_matches(name_or_path.lower(), available_styles(), n=1, cutoff=0.6)
         raise ConfigError(f"Unknown style {name_or_path!r}" + (f": did you mean {close[0]!r}?" if close else "."),
                           f"Available styles: {', '.join(available_styles())}, or a path to your own .yaml.")
-    data = OmegaConf.to_container(load_yaml(path, "Style file"))
-    if not isinstance(data, dict):
-        raise ConfigError(f"Style file {path} must be a mapping of fields.", f"Fields: {', '.join(FIELDS)}.")
+    data = OmegaConf.to_container(load_yaml(path, "Style file", f"Write one `field: words` line for each of {', '.join(FIELDS)}, "
+                                                             "as configs/styles/linkedin.yaml does."))
     unknown = set(data) - set(FIELDS)
     missing = set(FIELDS) - set(data)
     if unknown or missing:

@@ -194,6 +194,9 @@ def test_a_broken_captions_file_says_how_to_fix_it(make_config):
     with pytest.raises(HeadshotsError, match="not valid JSON") as err:
         edited_captions(ws)
     assert "delete it" in err.value.hint
+    ws.captions.write_text('{"01.jpg": "a photo of ohwx person", "02.jpg": " "}')  # an edit that emptied one
+    with pytest.raises(HeadshotsError, match="none for '02.jpg'"):
+        edited_captions(ws)
 
 
 @pytest.mark.parametrize("source, hint", [("missing-model-folder", "hub id"), ("/nowhere/blip", "folder")])

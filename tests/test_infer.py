@@ -56,6 +56,10 @@ def test_a_broken_style_file_is_named_not_a_traceback(tmp_path):
     own.write_text("description: x\nbackground: [unclosed\n")
     with pytest.raises(ConfigError, match=f"Style file {own} is not valid YAML"):
         load_style(str(own))
+    own.write_text("- background\n- clothing\n")  # a list: the hint is a style's fields, not config sections
+    with pytest.raises(ConfigError, match="holds a list") as refused:
+        load_style(str(own))
+    assert "field: words` line for each of description, background, clothing" in refused.value.hint
 
 
 def test_overlong_prompt_is_refused(tokenizers):
@@ -83,6 +87,11 @@ def test_an_adapter_is_refused_by_another_profile_before_any_model_loads(make_co
     with pytest.raises(HeadshotsError, match="trained with the 'tiny' profile") as refused:
         person_context(load_config("alice", "sdxl", overrides=paths))
     assert "PROFILE=tiny" in refused.value.hint
+    with (adapter / "config.yaml").open("a") as saved:  # edited by hand, or from another version
+        saved.write("gone_section:\n  x: 1\n")
+    with pytest.raises(HeadshotsError, match="Unknown config key `gone_section`") as refused:
+        person_context(tiny)  # `make train` alone skips a finished training: the hint said "re-run training"
+    assert refused.value.hint.startswith(f"Delete the folder {adapter} and run `make train USER=alice PROFILE=tiny`")
 
 
 @pytest.fixture
