@@ -396,8 +396,8 @@ def _abandoned(folder: Path) -> list[Path]:
     old = time.time() - ABANDONED_AFTER_S
     found = []
     for temporary in folder.glob(".*.tmp"):
-        writer = temporary.name.removesuffix(".tmp").split(".")[-2]  # .<name>.<host>-<pid>.<random>.tmp
-        there, _, pid = writer.rpartition("-")
+        tag = temporary.name.removesuffix(".tmp").split(".")[-2]  # .<name>.<host>-<pid>.<random>.tmp
+        there, _, pid = tag.rpartition("-")
         try:
             if (there == HOST and pid.isdigit() and not process_running(int(pid))) or temporary.stat().st_mtime < old:
                 found.append(temporary)
