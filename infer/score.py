@@ -275,7 +275,7 @@ def rank(scores: list[Score]) -> None:
 def selfie_glasses_scores(workspace: Workspace, analyzer: FaceAnalyzer, stored: dict | None) -> dict | None:
     """The nose-bridge score of each prepared selfie crop (None: no face found), as `{rows, glasses}`; `stored`, the
     last scoring's, when the prepared rows (`rows`: their digest) are the same. Detecting the faces of 15 crops of
-    1024 px takes ~25 s on 2 CPU cores: every score (a deletion, more like this) paid it again. None (the check
+    1024 px takes 3.1-3.4 s on 2 CPU cores (24 s beside a test run): every score (a deletion, more like this) paid it. None (the check
     skipped) without a prepared set."""
     if not workspace.is_prepared:
         log.warning("no prepared selfies at %s: the glasses check is skipped", workspace.prepared)
