@@ -5,7 +5,7 @@ Scoring judges the whole set every time (ranks and near-duplicates are relative 
 detects, embeds) only images it has not measured before (samples/faces.json). For the comparison, the same two later
 scorings are also timed with that file removed first, as every scoring ran before it existed. The "generated"
 images are real photos of the person (Georgia Tech s01) and of others, fitted to 1024x1024; the person is
-prepared from 5 of their photos first (not timed). Writes "## Scoring again: a new round, a deletion" in
+prepared from 5 of their photos first, at SDXL's 1024 px (not timed: the glasses check reads those crops). Writes "## Scoring again: a new round, a deletion" in
 docs/benchmarks.md.
 
     .venv/bin/python scripts/bench_rescore.py [--faces ../shared/faces] [--images 40]
@@ -54,7 +54,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config("bench", "tiny", overrides=[f"paths.data_root={tmp}/data", f"paths.outputs_root={tmp}/out",
-                                                      "wandb.mode=disabled"])
+                                                      "wandb.mode=disabled", "model.resolution=1024"])
         ws = Workspace.from_config(cfg)
         ws.selfies.mkdir(parents=True)
         for photo in sorted((args.faces / "georgia-tech" / "s01").glob("*.jpg"))[:5]:
@@ -92,7 +92,8 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     text = "\n".join([
         f"`scripts/bench_rescore.py` on {time.strftime('%Y-%m-%d')}: the filter stage (`infer.score.score`: measure, every",
-        f"check, duplicates, ranks, scores.json) over {args.images} images at 1024x1024 (real photos); {os.cpu_count()} CPU cores,",
+        f"check, duplicates, ranks, scores.json) over {args.images} images at 1024x1024 (real photos), the person's 5 selfies",
+        f"prepared at 1024 px; {os.cpu_count()} CPU cores,",
         f"torch {torch.__version__} with {torch.get_num_threads()} threads, {platform.processor() or platform.machine()},",
         f"load average {load:.1f} when measured; one run each.",
         "",
@@ -103,7 +104,9 @@ def main() -> None:
         f"| after {DELETED} were deleted ({args.images + NEW_ROUND - DELETED}) | {delete_kept:.2f} | {delete_fresh:.2f} | {delete_fresh / delete_kept:.1f}x |",
         "",
         "Measurements (detection, similarities, size, glasses score, duplicate thumbnail) are kept per file version in",
-        "`samples/faces.json`, so an image measured before is not even decoded; what remains each time is judging the",
+        "`samples/faces.json`, and the selfie crops' glasses scores while the prepared rows are the same (until",
+        "2026-12-06 each scoring detected the faces in every crop again: about 0.2 s a crop here), so an image measured",
+        "before is not even decoded; what remains each time is judging the",
         "checks, duplicates and ranks over the whole set. Each kept-measurement scoring gave the very scores.json of",
         "scoring from scratch (the script stops otherwise).",
         "",
