@@ -73,10 +73,10 @@ def ellipse_mask(size: int, face_box: tuple[float, ...], dilate: float, feather:
 
 def face_prompts(style: Style, trigger: str, class_noun: str) -> dict[str, str]:
     """What the face re-draw is asked for: the person (trigger + class) with the style's expression and
-    light, and the style's photographic treatment for the second encoder."""
+    light, and the style's photographic treatment for the second encoder, which names the person too (`Style.prompts`)."""
     return {
         "prompt": f"close-up photo of the face of {trigger} {class_noun}, {style.expression}, detailed eyes, natural skin texture",
-        "prompt_2": f"{style.lighting}, {style.tone}, sharp focus, high-end portrait photography",
+        "prompt_2": f"face of {trigger} {class_noun}, {style.lighting}, {style.tone}, sharp focus, high-end portrait photography",
         "negative_prompt": style.negative,
         "negative_prompt_2": style.negative,
     }

@@ -182,8 +182,8 @@ def sample(pipes: Pipelines, cfg: Config, prompts: dict[str, str], seeds: list[i
     """One batch, one image per seed. Each image has its own CPU generator, so an image depends only on
     its seed and settings, not on its batch or device. With a refiner, the base stops at
     `refiner_start` and hands over its latents (SDXL's "ensemble of experts"); the refiner has only the
-    second text encoder, so it gets the text that encoder saw in the base pass (scene, light, lens:
-    no trigger word, which means nothing to a model that never saw the person).
+    second text encoder, so it gets the text that encoder saw in the base pass (the scene, light and lens guide its
+    fine detail; the trigger word, unknown to its tokenizer and UNet, is one rare word among them).
     `start` (an image, a strength): draw from that image instead of from noise (img2img), redoing
     `strength` of the denoising."""
     n, infer = len(seeds), cfg.infer

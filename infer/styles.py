@@ -35,10 +35,12 @@ class Style:
     file: str | None = None  # the person's own YAML (absolute path) it was read from; None: configs/styles/<name>.yaml
 
     def prompts(self, trigger: str, class_noun: str) -> dict[str, str]:
-        """Keyword arguments for StableDiffusionXLPipeline."""
+        """Keyword arguments for StableDiffusionXLPipeline: the person, framing and clothes to the first text encoder,
+        the scene to the second, both naming the person: training gave every caption to both encoders, so the
+        adapter binds the person to the trigger in each, and the second (CLIP-G) also makes the pooled embedding."""
         return {
             "prompt": f"professional {self.crop} photo of {trigger} {class_noun}, {self.expression}, {self.pose}, wearing {self.clothing}",
-            "prompt_2": f"{self.background}, {self.lighting}, {self.tone}, high-end portrait photography, 85mm lens",
+            "prompt_2": f"photo of {trigger} {class_noun}, {self.background}, {self.lighting}, {self.tone}, high-end portrait photography, 85mm lens",
             "negative_prompt": self.negative,
             "negative_prompt_2": self.negative,
         }

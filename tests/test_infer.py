@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 from headshots.errors import ConfigError
 from headshots.tiny_sdxl import TOKENIZER_DIR
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace
+from infer.detail import face_prompts
 from infer.styles import FIELDS, available_styles, check_prompt_lengths, load_style
 
 REQUIRED_STYLES = {"linkedin", "corporate", "executive", "actor", "real-estate", "speaker"}
@@ -32,6 +33,12 @@ def test_style_library_is_complete_and_fits_clip(tokenizers):
         prompts = style.prompts("ohwx", "person")
         check_prompt_lengths(prompts, tokenizers, name)  # raises if CLIP would truncate
         assert "ohwx person" in prompts["prompt"] and style.background in prompts["prompt_2"]
+        # training gave each caption to both text encoders: the second must name the person too (an ML review: it
+        # held the scene alone, so CLIP-G and the pooled embedding never saw the trigger when generating)
+        assert "ohwx person" in prompts["prompt_2"]
+        face = face_prompts(style, "ohwx", "person")
+        check_prompt_lengths(face, tokenizers, name)
+        assert "ohwx person" in face["prompt"] and "ohwx person" in face["prompt_2"]
 
 
 def test_user_style_file_and_field_override(tmp_path):
