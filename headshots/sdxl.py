@@ -132,6 +132,16 @@ def load_pipeline(model: ModelConfig, device: torch.device, dtype: torch.dtype |
     return pipe.to(device)
 
 
+def pool_at_end_token(text_encoder: torch.nn.Module, tokenizer) -> None:
+    """Make a CLIP text encoder pool each prompt at its end token after tokens were added to it (pivotal tuning's
+    <s0><s1>). SDXL's encoders carry the legacy `eos_token_id` 2, for which transformers pools at the highest token id
+    of each prompt: the end token until added ones (ids past it) appear, then the last added token, so every caption
+    holding them got one and the same pooled embedding, blind to what followed the person's tokens."""
+    for module in text_encoder.modules():
+        if getattr(module, "eos_token_id", None) == 2:
+            module.eos_token_id = tokenizer.eos_token_id
+
+
 def load_refiner(source: str, base, model: ModelConfig, device: torch.device):
     """SDXL refiner (StableDiffusionXLImg2ImgPipeline) from a hub id or local folder, sharing the base
     pipeline's second text encoder and VAE: they are the same networks in SDXL 1.0, so sharing saves

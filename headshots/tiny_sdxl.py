@@ -66,8 +66,8 @@ def _vae():
 def _text_config():
     from transformers import CLIPTextConfig
 
-    return CLIPTextConfig(
-        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, hidden_size=TEXT_HIDDEN, intermediate_size=37,
+    return CLIPTextConfig(  # eos_token_id 2: the legacy value SDXL's own text encoders carry (sdxl.pool_at_end_token)
+        bos_token_id=49406, eos_token_id=2, pad_token_id=49407, hidden_size=TEXT_HIDDEN, intermediate_size=37,
         num_attention_heads=4, num_hidden_layers=5, vocab_size=49408, projection_dim=32, hidden_act="gelu",
     )
 

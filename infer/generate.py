@@ -36,7 +36,7 @@ from headshots.faces import resolve_device
 from headshots.images import load_rgb
 from headshots.logs import get_logger, plural
 from headshots.schedulers import make_scheduler
-from headshots.sdxl import load_pipeline, load_refiner, warn_without_gpu
+from headshots.sdxl import load_pipeline, load_refiner, pool_at_end_token, warn_without_gpu
 from headshots.workspace import ADAPTER_EMBEDDINGS, ADAPTER_INFO, Workspace
 from infer.manifest import changes_images, names_taken, read_manifest, save_png, write_manifest
 from infer.styles import Style, check_prompt_lengths, load_style
@@ -175,6 +175,7 @@ def load_person_tokens(pipe, adapter: Path) -> None:
         vectors = {key: handle.get_tensor(key) for key in ("clip_l", "clip_g")}
     for key, encoder, tokenizer in (("clip_l", pipe.text_encoder, pipe.tokenizer), ("clip_g", pipe.text_encoder_2, pipe.tokenizer_2)):
         pipe.load_textual_inversion(vectors[key], token=tokens, text_encoder=encoder, tokenizer=tokenizer)
+        pool_at_end_token(encoder, tokenizer)
 
 
 def sample(pipes: Pipelines, cfg: Config, prompts: dict[str, str], seeds: list[int],

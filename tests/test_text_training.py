@@ -71,3 +71,33 @@ def test_generate_uses_the_best_adapter_and_its_pivotal_tokens(prepared_user, ma
     train(make_config("alice", *overrides))
     samples = generate(make_config("alice", *overrides))
     assert len(samples) == 1 and "<s0><s1> person" in samples[0].prompt
+
+
+def test_captions_holding_the_person_s_tokens_pool_at_their_end(tiny_model, tmp_path):
+    """SDXL's text encoders carry the legacy eos_token_id 2 (as the tiny ones do): transformers then pools at the
+    highest token id, which, once <s0><s1> are added, is <s1>, so every caption got the same pooled embedding, blind to
+    what followed the person (an ML review). Pooled at the end token, captions that differ after it differ."""
+    from train.text import add_pivotal_tokens
+
+    pipe = _pipe(tiny_model)
+    encoder, tokenizer = pipe.text_encoder_2, pipe.tokenizer_2
+    assert encoder.config.eos_token_id == 2
+    add_pivotal_tokens(tokenizer, encoder, ["<s0>", "<s1>"], "person")
+
+    def pooled(caption: str) -> torch.Tensor:
+        ids = tokenizer(caption, padding="max_length", max_length=77, return_tensors="pt").input_ids
+        with torch.no_grad():
+            return encoder(ids).text_embeds[0]
+
+    assert not torch.allclose(pooled("a photo of <s0><s1> person, smiling"), pooled("a photo of <s0><s1> person, outdoors"))
+
+    from safetensors.torch import save_file
+
+    from infer.generate import load_person_tokens  # generating: the tokens loaded from the adapter, pooled the same way
+    pipe = _pipe(tiny_model)
+    vectors = {key: torch.randn(2, enc.get_input_embeddings().weight.shape[1])
+               for key, enc in (("clip_l", pipe.text_encoder), ("clip_g", pipe.text_encoder_2))}
+    save_file(vectors, str(tmp_path / EMBEDDINGS_FILE), metadata={"headshots.pivotal_tokens": json.dumps(["<s0>", "<s1>"])})
+    load_person_tokens(pipe, tmp_path)
+    encoder, tokenizer = pipe.text_encoder_2, pipe.tokenizer_2
+    assert not torch.allclose(pooled("a photo of <s0><s1> person, smiling"), pooled("a photo of <s0><s1> person, outdoors"))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from headshots.config import TrainConfig
+from headshots.sdxl import pool_at_end_token
 from train.cache import EncodedDataset, text_conditioning
 
 TEXT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
@@ -65,6 +66,7 @@ def add_pivotal_tokens(tokenizer, text_encoder: torch.nn.Module, tokens: list[st
     init = embeddings.weight[init_ids].float().mean(dim=0, keepdim=True).repeat(len(tokens), 1)
     module = NewTokenEmbedding(embeddings, init)
     text_encoder.set_input_embeddings(module)
+    pool_at_end_token(text_encoder, tokenizer)
     return module.new
 
 
