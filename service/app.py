@@ -259,31 +259,37 @@ class HeadshotsApp:
 
     def judged_now(self, ws: Workspace) -> dict[str, str] | None:
         """Intake again, when the photos' last verdict is not this app's on these photos: judged with other
-        settings (the demo's, a batch's) or not recorded (a refused set). Its previews then, else None."""
+        settings (the demo's, a batch's) or not recorded (a refused set). Its previews then, else None: also when
+        they are being judged elsewhere (another tab's upload, a batch, `make intake`), whose verdict the page then
+        shows as it stands (the page would not open at all)."""
         try:
             due = ws.selfies.is_dir() and not done_now("intake", self.settings.config(ws.user))
-        except ConfigError:  # their settings.yaml cannot be used: the Styles tab says so, and nothing is judged
+            return self.check_photos(ws) if due else None
+        except HeadshotsError as exc:  # a settings.yaml that cannot be used (the Styles tab says so), or a busy intake
+            log.info("%s: photos not judged again now: %s", ws.user, exc.message)
             return None
-        return self.check_photos(ws) if due else None
 
     @user_errors
     def upload(self, files: list[str] | None, state: str | None, request: gr.Request) -> dict:
         """Each photo added, or why not, in the notes under the box, which is emptied for the next photos (an error
-        raised instead would leave the uploaded files in it, to be offered again with the next ones)."""
-        ws = self.workspace(self.user(state, request))
+        raised instead would leave the uploaded files in it, to be offered again with the next ones). Gradio's cached
+        copies are deleted whatever happens, a refused name too: the photos are faces, and Delete my data never
+        finds a copy Gradio keeps."""
         notes, previews = [], None
         try:
-            self.refuse_while_training(ws.user)
-            count = len(list_photos(ws.selfies)) if ws.selfies.is_dir() else 0
-            for path in map(Path, files or []):
-                try:
-                    notes.append(f"added **{views.plain(self.admit(path, ws, count))}**")
-                    count += 1
-                except ImageError as exc:
-                    notes.append(f"**not added**: {views.plain(exc.message)} → {views.plain(exc.hint)}")
-            previews = self.check_photos(ws)
-        except HeadshotsError as exc:  # refused, or the photos could not be judged (their settings.yaml, a busy intake)
-            notes.append(f"**{'not judged' if notes else 'not added'}**: {views.plain(exc.message)} → {views.plain(exc.hint)}")
+            ws = self.workspace(self.user(state, request))  # a refused name: Gradio's error box, once cleaned up
+            try:
+                self.refuse_while_training(ws.user)
+                count = len(list_photos(ws.selfies)) if ws.selfies.is_dir() else 0
+                for path in map(Path, files or []):
+                    try:
+                        notes.append(f"added **{views.plain(self.admit(path, ws, count))}**")
+                        count += 1
+                    except ImageError as exc:
+                        notes.append(f"**not added**: {views.plain(exc.message)} → {views.plain(exc.hint)}")
+                previews = self.check_photos(ws)
+            except HeadshotsError as exc:  # refused, or the photos could not be judged (their settings.yaml, a busy intake)
+                notes.append(f"**{'not judged' if notes else 'not added'}**: {views.plain(exc.message)} → {views.plain(exc.hint)}")
         finally:
             for path in map(Path, files or []):
                 path.unlink(missing_ok=True)  # the selfies folder holds the one copy (Delete my data removes it)

@@ -342,8 +342,11 @@ def photos_html(ws: Workspace, previews: dict[str, str] | None = None) -> str:
     `previews` (file -> data URI, from the intake just run) saves decoding each photo again (~40 ms a phone photo)."""
     photos = list_photos(ws.selfies) if ws.selfies.is_dir() else []
     report = _read_json(ws.intake_report)
-    if not photos or report is None:
+    if not photos:
         return f"<p class='hs-empty'>No photos yet: add {ws.photos_wanted} recent photos of yourself, alone, face visible.</p>"
+    if report is None:  # judged elsewhere right now (another tab's upload, a batch, `make intake`): the app did not wait
+        return (f"<p class='hs-empty'>Your photos ({len(photos)}) are being checked elsewhere (another tab, a "
+                "terminal or a batch): reload the page in a moment to see the verdicts.</p>")
     s = report["set"]
     head = (f"<div class='hs-set {s['verdict']}' id='hs-set'><span class='hs-verdict'>{html.escape(s['verdict'])}</span>: "
             f"{html.escape(set_summary(s['usable'], s['total'], s.get('reason')))}<ul>{_items(s['advice'])}</ul></div>")

@@ -244,6 +244,7 @@ def test_one_session_cannot_reach_another_persons_photos(server, selfies):
     nameless = client_of(server)
     with pytest.raises(AppError, match="Tell us your name first"):
         nameless.predict([handle_file(str(selfies[0]))], api_name="/upload")
+    assert not cached_copy(selfies[0]).exists()  # refused, and not left in Gradio's cache for an hour (a review)
     for name, said in (("../alice", "not allowed"), ("Alice Smith", "not allowed"), ("  ", "Type your name first")):
         refused = page(nameless.predict(name, api_name="/start"))  # said under the box, which stays usable
         assert said in refused["sign_in_note"] and "no spaces" in refused["sign_in_note"] and "Signed in" not in str(refused["who"])
@@ -251,6 +252,19 @@ def test_one_session_cannot_reach_another_persons_photos(server, selfies):
     assert seen["who"] == "Signed in as **alice**." and "01.jpg" in seen["photos"] and not (server.data / "ALICE").exists()
     reloaded = server.app.on_load({"name": "ALICE"}, None)  # a browser that remembered the name as typed
     assert reloaded[server.app.c["who"]] == "Signed in as **alice**.", reloaded
+
+
+def test_the_page_opens_while_the_photos_are_being_checked_elsewhere(server, selfies):
+    """Another tab's upload, a batch or `make intake` judging the person's photos holds their intake lock: the page,
+    which judges photos last judged elsewhere again, did not open at all (an error box; a review). It shows them as
+    they stand."""
+    from tests.conftest import held_elsewhere
+
+    selfies_dir = server.data / "dora" / "selfies"
+    copy_photos(selfies[:2], selfies_dir)  # never judged by this app: due
+    with held_elsewhere(selfies_dir.parent / ".intake.lock"):
+        _, opened = session(server, "dora")
+    assert opened["who"] == "Signed in as **dora**." and "Your photos (2) are being checked elsewhere" in opened["photos"]
 
 
 def test_signed_in_name_is_the_only_identity(tmp_path, tiny_model, analyzer, selfies):
