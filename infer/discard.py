@@ -29,7 +29,7 @@ from headshots.faces import FaceAnalyzer
 from headshots.logs import get_logger, plural
 from headshots.stages import forget, stage_named
 from headshots.workspace import EXPORT_MANIFEST, GALLERY, SCORES, Workspace, read_favourites, save_favourites, write_json_atomic
-from infer.export import export_dir
+from infer.export import export_dir, exports_alone
 from infer.gallery import score_and_show
 from infer.manifest import DISCARDED, changes_images, closest_image, detail_file, forget_images, require_manifest, write_manifest
 from infer.score import FACES
@@ -91,7 +91,8 @@ def discard(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[str]:
     deleted = [name for file in in_order for name in (file, detail_file(file)) if (samples_dir / name).is_file()]
     for name in deleted:
         (samples_dir / name).unlink()
-    exported = drop_exported(export_dir(cfg), gone)
+    with exports_alone(cfg):
+        exported = drop_exported(export_dir(cfg), gone)
     if exported:
         forget(stage_named("export"), cfg)  # what is kept may change with the scores: the chain exports again
         log.info("their crops are out of the last export (%s): %s", export_dir(cfg), ", ".join(exported))

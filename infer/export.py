@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from headshots.errors import HeadshotsError
 from headshots.faces import FaceAnalyzer
 from headshots.images import load_rgb
 from headshots.logs import get_logger, plural
-from headshots.workspace import EXPORT_MANIFEST, SCORES, Workspace, chosen_files, replace_folder, ticked_files
+from headshots.workspace import EXPORT_MANIFEST, SCORES, Workspace, chosen_files, held_alone, replace_folder, ticked_files
 from infer.manifest import no_images
 
 log = get_logger(__name__)
@@ -68,7 +70,27 @@ def export_dir(cfg: Config) -> Path:
     return Workspace.from_config(cfg).run_dir(cfg.run) / EXPORT
 
 
+EXPORT_LOCK = ".export.lock"  # in the run's folder: held by an export, and by a discard taking crops out of export/
+
+
+@contextmanager
+def exports_alone(cfg: Config) -> Iterator[None]:
+    """One writer of export/ at a time per person and run, across processes (the CLI, the web app's Download, a
+    batch): two exports built in one folder and published a list of crops half of which were gone, and an export
+    beside a discard brought back the crops of an image deleted for good. Not the images lock: a Download of earlier
+    favourites need not wait for a round of images being drawn."""
+    busy = HeadshotsError("Another export of these images is being made, or crops taken out of it (in a terminal, the "
+                          "web app or a batch).", "Try again once it is done: it takes seconds.")
+    with held_alone(Workspace.from_config(cfg).run_dir(cfg.run) / EXPORT_LOCK, busy):
+        yield
+
+
 def export(cfg: Config, analyzer: FaceAnalyzer | None = None) -> Path:
+    with exports_alone(cfg):
+        return _export(cfg, analyzer)
+
+
+def _export(cfg: Config, analyzer: FaceAnalyzer | None) -> Path:
     workspace = Workspace.from_config(cfg)
     samples_dir = workspace.samples_dir(cfg.run)
     out_dir = export_dir(cfg)

@@ -64,7 +64,7 @@ def test_chosen_files_are_detected_without_scores_and_a_new_export_replaces_the_
     assert [r["file"] for r in manifest["images"]] == ["small.png"] and manifest["images"][0]["face_box"] is not None
     crops = sorted(p.relative_to(out.parent / "export").as_posix() for p in (out.parent / "export").rglob("*.jpg"))
     assert crops == sorted(f"{size.folder}/small.jpg" for size in SIZES)  # nothing of the last export's big.png
-    assert sorted(p.name for p in out.parent.iterdir()) == ["export", "samples"]  # no building or retired folder left
+    assert sorted(p.name for p in out.parent.iterdir()) == [".export.lock", "export", "samples"]  # no building or retired folder left
 
 
 def test_the_favourites_ticked_in_the_app_are_exported_unless_files_are_named(samples, make_config, analyzer):
@@ -94,6 +94,11 @@ def test_export_errors_say_what_to_do(samples, make_config, caplog):
         export(cfg)
     assert "IMAGES=small.png" in err.value.hint
     export(make_config("alice", "infer.export_files=[small.png]"))  # the person's pick wins, and is told what the review said
+    from infer.export import EXPORT_LOCK
+    from tests.conftest import held_elsewhere
+
+    with held_elsewhere(out.parent / EXPORT_LOCK), pytest.raises(HeadshotsError, match="Another export of these images"):
+        export(make_config("alice", "infer.export_files=[small.png]"))  # two at once built in one folder (a review)
     assert "small.png was dropped by the review (does not look like you (0.31)): exported as you asked" in caplog.text
     with pytest.raises(HeadshotsError, match="nope.png"):
         export(make_config("alice", "infer.export_files=[nope.png]"))
