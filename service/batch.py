@@ -33,7 +33,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from headshots.cli import add_config_args, parse, print_error, signal_handled
+from headshots.cli import add_config_args, parse, print_error, signal_handled, terminate_as_interrupt
 from headshots.config import SIMPLE_NAME_RULE, Config, is_simple_name, load_config, model_source
 from headshots.errors import ConfigError, HeadshotsError
 from headshots.logs import get_logger, setup_logging
@@ -505,7 +505,9 @@ def run_batch(users: Sequence[str], profile: str | None = None, overrides: Seque
     start_ray(address)
     batch.write_status(finished=False)
     try:
-        batch.follow(batch.submit())
+        # SIGTERM (`kill`, `timeout`, `ray job stop`) as Ctrl-C: Ray's own handler exits, and status.json stayed "running"
+        with terminate_as_interrupt():
+            batch.follow(batch.submit())
     except KeyboardInterrupt:
         with shielded_from_ctrl_c():
             batch.interrupt()

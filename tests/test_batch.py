@@ -292,6 +292,31 @@ def test_a_stopped_batch_says_so_in_its_status(people):
     assert "Run the same batch again" in person(status, "alice")["hint"]
 
 
+def test_sigterm_stops_a_batch_as_ctrl_c_does(people, monkeypatch):
+    """`kill`, `timeout` and `ray job stop` send the driver SIGTERM, for which Ray installs a handler that exits: the
+    batch's status then stayed "running" for whoever polls it (a service review). It is taken as Ctrl-C."""
+    from service import batch as batch_module
+
+    def ray_started(address=None) -> None:  # the handler ray.init installs in the driver (ray/_private/worker.py)
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+
+    def terminated(self, pending) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # where the signal lands
+
+    monkeypatch.setattr(batch_module, "start_ray", ray_started)
+    monkeypatch.setattr(batch_module.Batch, "submit", lambda self: {})
+    monkeypatch.setattr(batch_module.Batch, "follow", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(batch_module.BatchInterrupted) as stopped:
+            batch_module.run_batch(["alice"], "tiny", [*people, "run=terminated"], None, "terminated")
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    status = json.loads(Path(stopped.value.status["status_file"]).read_text())
+    assert status["finished"] and status["interrupted"] and person(status, "alice")["state"] == "interrupted"
+
+
 def test_after_ctrl_c_a_person_already_stopped_is_still_told_what_to_do(monkeypatch, capsys):
     """The closing lines after Ctrl-C said only "interrupted: run the same command again", though one person's
     photos had been refused before: running it again would not help them."""
