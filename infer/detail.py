@@ -125,12 +125,20 @@ def redraw(inpaint, image: Image.Image, record: dict) -> Image.Image:
         prompt=record["prompt"], prompt_2=record["prompt_2"],
         negative_prompt=record["negative_prompt"], negative_prompt_2=record["negative_prompt_2"],
         image=crop.resize((native, native), Image.LANCZOS),
-        mask_image=Image.fromarray((mask_native * 255).round().astype(np.uint8), "L"),
+        mask_image=redrawn_region(mask_native),
         height=native, width=native, strength=record["strength"], num_inference_steps=record["steps"],
         guidance_scale=record["guidance_scale"], generator=torch.Generator("cpu").manual_seed(record["seed"]),
     ).images[0]
     return paste(image, out.resize((side, side), Image.LANCZOS), record["crop_box"],
                  ellipse_mask(side, face_in_crop, record["dilate"], record["feather"]))
+
+
+def redrawn_region(soft: np.ndarray) -> Image.Image:
+    """The inpainting mask (white: redraw): every pixel the soft paste mask takes any of, whole. The pipeline
+    thresholds its mask at one half (and to its 8-px latent grid), so given the soft mask it redrew the inner ellipse
+    alone, and the paste faded in a hard, blocky edge at half strength (an ML review); redrawn out to the soft mask's
+    edge, the feather fades a coherent face into the original."""
+    return Image.fromarray(np.where(soft > 0, 255, 0).astype(np.uint8), "L")
 
 
 def paste(image: Image.Image, patch: Image.Image, box: tuple[int, ...] | list[int], mask: np.ndarray) -> Image.Image:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from headshots.images import load_rgb
 from headshots.workspace import Workspace
-from infer.detail import crop_box, ellipse_mask, paste
+from infer.detail import crop_box, ellipse_mask, paste, redrawn_region
 
 PHOTO = ("georgia-tech", "s23", "01.jpg")
 
@@ -40,6 +40,10 @@ def test_mask_is_zero_outside_the_grown_ellipse_and_one_at_the_centre():
     assert mask[radius >= 1].max() == 0.0
     assert mask[radius <= 0.7].min() == 1.0
     assert 0 < mask[(radius > 0.75) & (radius < 0.95)].min() < 1
+    # what the pipeline redraws: all the paste takes any of, in full (it thresholds its mask at one half: given the
+    # soft one, the feather faded in an unredrawn ring and a hard edge)
+    redrawn = np.asarray(redrawn_region(mask))
+    assert set(np.unique(redrawn)) == {0, 255} and ((redrawn == 255) == (mask > 0)).all()
 
 
 def test_a_small_real_face_is_found_and_pasted_back_where_it_is(faces_dir, analyzer):
