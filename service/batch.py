@@ -29,7 +29,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +38,7 @@ from headshots.config import SIMPLE_NAME_RULE, Config, is_simple_name, load_conf
 from headshots.errors import ConfigError, HeadshotsError
 from headshots.logs import get_logger, setup_logging
 from headshots.stages import STAGES, stage_named
-from headshots.workspace import Workspace, batch_root, private_files, process_running, write_json_atomic
+from headshots.workspace import Workspace, batch_root, held_alone, private_files, process_running, write_json_atomic
 from infer.styles import load_style
 from service.chain import FAILED, NOT_RUN, StageResult, chain_done, run_stage
 
@@ -48,6 +48,7 @@ log = get_logger(__name__)
 PASSED_ENV_PREFIXES = ("HEADSHOTS_", "WANDB_", "HF_", "TRANSFORMERS_", "DIFFUSERS_")
 CRASHED = "crashed"  # raised after every retry (not something the person can fix)
 INTERRUPTED = "interrupted"  # the batch was stopped (Ctrl-C) before the stage finished
+BATCH_LOCK = ".batch.lock"  # in the person's run folder: held by the batch's driver while their stages run
 NOTE_WIDTH = 80  # the table's note column; the whole reason and hint are printed under the table
 
 
@@ -122,6 +123,13 @@ class PersonRow:
         if INTERRUPTED in states:
             return INTERRUPTED
         return "running"
+
+    def refuse(self, exc: HeadshotsError) -> None:
+        """Stopped before their first stage, with the reason (no photos, their settings.yaml, another batch)."""
+        first, *rest = self.stages
+        first.state, first.reason, first.hint = FAILED, exc.message, exc.hint
+        for row in rest:
+            row.state, row.reason = NOT_RUN, f"{first.stage} did not start"
 
     def interrupt(self, reason: str) -> None:
         """The first stage not finished (running, or the next to start) is marked interrupted, with `reason` and
@@ -334,10 +342,8 @@ class Batch:
         self.status_dir = batch_root(Path(configs.shared.paths.outputs_root)) / batch_id
         self.rows = {user: PersonRow(user, [StageRow(s.name) for s in STAGES]) for user in configs.users}
         for user, exc in configs.refused.items():  # stopped before their first stage, with the reason
-            first, *rest = self.rows[user].stages
-            first.state, first.reason, first.hint = FAILED, exc.message, exc.hint
-            for row in rest:
-                row.state, row.reason = NOT_RUN, f"{first.stage} did not start"
+            self.rows[user].refuse(exc)
+        self.holds: dict[str, ExitStack] = {}  # each person's batch lock, while their stages run (`hold_people`)
         self.started = time.time()
         self.interrupted = False
         self._last_states: list[tuple[str, str, str]] = []
@@ -380,8 +386,32 @@ class Batch:
             started = ray.get(self.board.snapshot.remote())
             for key in [k for k, ref in pending.items() if ref in ready_ids]:
                 self._finish(key, pending.pop(key), started.get(key))
+                if not any(user == key[0] for user, _ in pending):  # their last stage: purge may delete them now
+                    self.release(key[0])
             self._mark_running(started, pending)
             self.write_status(finished=not pending)
+
+    def hold_people(self) -> None:
+        """Hold each person's batch lock (BATCH_LOCK, in their run's folder) from now until their last stage ends
+        (`follow`), so `make purge` and the web app's Delete my data are refused meanwhile: between two of their
+        stages no stage lock is held, and a deletion there saw nothing running, then the batch wrote their row back
+        and drew their images again (a service review). A person another batch runs now is stopped here."""
+        for user, cfg in list(self.configs.items()):
+            hold = ExitStack()
+            busy = HeadshotsError("Another batch is running this person now.", "Run them again once it has finished.")
+            try:
+                hold.enter_context(held_alone(Workspace.from_config(cfg).run_dir(cfg.run) / BATCH_LOCK, busy))
+            except HeadshotsError as exc:
+                self.rows[user].refuse(exc)
+                del self.configs[user]
+                continue
+            self.holds[user] = hold
+
+    def release(self, user: str | None = None) -> None:
+        """Let go of `user`'s batch lock (everyone's: None)."""
+        for name in [user] if user else list(self.holds):
+            if name in self.holds:
+                self.holds.pop(name).close()
 
     def skip_those_done(self) -> None:
         """People whose whole chain is done (nothing any stage reads changed) are marked skipped here, in the driver,
@@ -502,17 +532,24 @@ def run_batch(users: Sequence[str], profile: str | None = None, overrides: Seque
     if not batch.configs:  # everyone refused (no photos, or their settings.yaml) or done before: nothing to run
         batch.write_status(finished=True)
         return batch.status(finished=True)
-    start_ray(address)
-    batch.write_status(finished=False)
+    batch.hold_people()
     try:
-        # SIGTERM (`kill`, `timeout`, `ray job stop`) as Ctrl-C: Ray's own handler exits, and status.json stayed "running"
-        with terminate_as_interrupt():
-            batch.follow(batch.submit())
-    except KeyboardInterrupt:
-        with shielded_from_ctrl_c():
-            batch.interrupt()
-        raise BatchInterrupted(batch.status(finished=True)) from None
-    return batch.status(finished=True)
+        if not batch.configs:  # each of them run by another batch now
+            batch.write_status(finished=True)
+            return batch.status(finished=True)
+        start_ray(address)
+        batch.write_status(finished=False)
+        try:
+            # SIGTERM (`kill`, `timeout`, `ray job stop`) as Ctrl-C: Ray's own handler exits, and status.json stayed "running"
+            with terminate_as_interrupt():
+                batch.follow(batch.submit())
+        except KeyboardInterrupt:
+            with shielded_from_ctrl_c():
+                batch.interrupt()
+            raise BatchInterrupted(batch.status(finished=True)) from None
+        return batch.status(finished=True)
+    finally:
+        batch.release()
 
 
 class BatchInterrupted(KeyboardInterrupt):

@@ -26,13 +26,13 @@ from headshots.errors import HeadshotsError
 from headshots.workspace import Workspace, held_alone, write_json_atomic
 from infer.export import EXPORT_LOCK
 from infer.manifest import IMAGES_LOCK
-from service.batch import close_abandoned
+from service.batch import BATCH_LOCK, close_abandoned
 from service.jobs import JOB_LOCK, JOBS_FOLDER
 from train.checkpoint import TRAIN_LOCK
 
 # the locks a running command of the person's holds in each run's folder, and what it is doing then
 RUNNING = {TRAIN_LOCK: "training", IMAGES_LOCK: "generating, scoring or deleting images", EXPORT_LOCK: "exporting crops",
-           f"{JOBS_FOLDER}/{JOB_LOCK}": "a job of the web app"}
+           f"{JOBS_FOLDER}/{JOB_LOCK}": "a job of the web app", BATCH_LOCK: "a batch (between two of its stages too)"}
 
 
 def derived_paths(workspace: Workspace, include_selfies: bool) -> list[Path]:

@@ -292,6 +292,20 @@ def test_a_stopped_batch_says_so_in_its_status(people):
     assert "Run the same batch again" in person(status, "alice")["hint"]
 
 
+def test_a_person_another_batch_runs_is_stopped_not_run_twice(people):
+    """The driver holds each person's batch lock while their stages run (and between them: purge waits for it,
+    tests/test_purge.py); a second batch naming them meanwhile stops them, saying why, and starts no Ray for them."""
+    from service.batch import BATCH_LOCK
+    from tests.conftest import held_elsewhere
+
+    run_dir = Workspace.from_config(load_config("alice", "tiny", overrides=[*people, "run=held"])).run_dir("held")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with held_elsewhere(run_dir / BATCH_LOCK):
+        status = run_batch(["alice"], "tiny", [*people, "run=held"], None, "held-twice")
+    alice = person(status, "alice")
+    assert alice["state"] == "stopped" and alice["reason"] == "Another batch is running this person now."
+
+
 def test_sigterm_stops_a_batch_as_ctrl_c_does(people, monkeypatch):
     """`kill`, `timeout` and `ray job stop` send the driver SIGTERM, for which Ray installs a handler that exits: the
     batch's status then stayed "running" for whoever polls it (a service review). It is taken as Ctrl-C."""

@@ -9,6 +9,7 @@ import pytest
 
 from infer.export import EXPORT_LOCK
 from infer.manifest import IMAGES_LOCK
+from service.batch import BATCH_LOCK
 from service.jobs import JOB_LOCK
 from service.purge import main
 from tests.conftest import held_elsewhere
@@ -59,6 +60,7 @@ def test_purge_takes_the_person_out_of_batch_records_and_keeps_everyone_else(tmp
 @pytest.mark.parametrize("lock, doing", [("outputs/dana/default/" + TRAIN_LOCK, "run 'default': training"),
                                          ("outputs/dana/default/" + IMAGES_LOCK, "run 'default': generating"),
                                          ("outputs/dana/default/" + EXPORT_LOCK, "run 'default': exporting crops"),
+                                         ("outputs/dana/default/" + BATCH_LOCK, "run 'default': a batch"),
                                          ("outputs/dana/default/jobs/" + JOB_LOCK, "run 'default': a job of the web app"),
                                          ("data/dana/.intake.lock", "checking their photos"),
                                          ("data/dana/.prepare.lock", "preparing their photos")])
