@@ -467,9 +467,15 @@ def images_line(ws: Workspace, run: str, job: Job) -> str:
 
 
 def images_made(ws: Workspace, run: str, job: Job) -> int:
-    """The images a generate or more job has written so far (face-detailed versions aside)."""
-    return sum(1 for p in ws.samples_dir(run).glob("*.png")
-               if not p.name.endswith(".detail.png") and p.stat().st_mtime >= (job.started or 0))
+    """The images a generate or more job has written so far (face-detailed versions aside); one deleted between
+    the listing and its reading (a discard in a terminal) is not counted, rather than failing the page's poll."""
+    def made_since(path: Path) -> bool:
+        try:
+            return path.stat().st_mtime >= (job.started or 0)
+        except FileNotFoundError:
+            return False
+
+    return sum(1 for p in ws.samples_dir(run).glob("*.png") if not p.name.endswith(".detail.png") and made_since(p))
 
 
 def _results(ws: Workspace, run: str) -> str | None:

@@ -673,6 +673,9 @@ def test_a_generation_says_how_many_of_its_images_are_made_or_that_it_trains_fir
     job.started = time.time() - 5
     Image.new("RGB", (8, 8)).save(samples / "linkedin-00.detail.png")  # the face-detail pass's: not a new image
     assert "1 of 4 images made so far" in views.job_markdown(ws, server.app.run, job, 0)
+    (samples / "linkedin-07.png").symlink_to(samples / "gone.png")  # listed, then gone before it was read (a discard)
+    assert "1 of 4 images made so far" in views.job_markdown(ws, server.app.run, job, 0)  # the poll failed
+    (samples / "linkedin-07.png").unlink()
     # photos added since training: the job trains again before it draws, and says so while it does
     write_progress(ws.progress(server.app.run), 3, 10, 0, 0.25, time.time() - 1)
     said = views.job_markdown(ws, server.app.run, job, 0)
