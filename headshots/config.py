@@ -193,7 +193,7 @@ class TrainConfig:
     learning_rate: float = 1e-4
     lr_scheduler: str = "constant"  # constant | constant_with_warmup | linear | cosine | cosine_with_restarts | polynomial
     lr_warmup_steps: int = 0
-    optimizer: str = "adamw"  # adamw | adamw8bit | prodigy
+    optimizer: str = "adamw"  # adamw | adamw8bit | prodigy (learning_rate=1.0, a multiplier; every group uses it)
     weight_decay: float = 1e-4
     max_grad_norm: float = 1.0
     rank: int = 16
@@ -231,6 +231,10 @@ class TrainConfig:
         # inf is allowed (no clipping); 0 would zero every gradient and a negative norm turn descent into ascent
         _check(self.max_grad_norm > 0, "train.max_grad_norm", "must be positive (inf: no clipping)")
         _one_of(self.optimizer, "train.optimizer", ("adamw", "adamw8bit", "prodigy"))
+        # Prodigy estimates the step size itself and takes learning_rate as a multiplier of it: AdamW's 1e-4 trains nothing
+        _check(self.optimizer != "prodigy" or self.learning_rate >= 0.1, "train.learning_rate",
+               f"is {self.learning_rate}, a multiplier of Prodigy's own step size (train.optimizer=prodigy): near 0 it "
+               "trains nothing; use train.learning_rate=1.0")
         if self.mixed_precision in ("False", "fp32"):  # YAML reads a bare `no` as false
             self.mixed_precision = "no"
         _one_of(self.mixed_precision, "train.mixed_precision", ("no", "fp16", "bf16"))

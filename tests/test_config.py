@@ -120,6 +120,7 @@ def test_a_persons_own_settings_are_layered_and_kept_to_their_few_keys(tmp_path)
         ("infer.detail.guidance_scale=-1", "`infer.detail.guidance_scale` must be a number >= 0"),
         ("train.validation.guidance_scale=-1", "`train.validation.guidance_scale` must be a number >= 0"),
         ("device=gpu", "`device` is 'gpu'; expected auto, cpu, cuda or cuda:N"),
+        ("train.optimizer=prodigy", "`train.learning_rate` is 0.001, a multiplier of Prodigy's own step size"),
         ("prepare.min_photos=7", "`prepare.min_photos` is 7, more than intake.min_photos (5): intake would call a set usable"),
     ],
 )

@@ -258,3 +258,18 @@ def test_a_wandb_key_is_found_where_wandb_itself_looks(monkeypatch, tmp_path):
     assert resolve_wandb_mode("auto") == "online"
     netrc.write_text("machine wandb.example.com\n  login user\n  password short\n")  # malformed: wandb refuses it
     assert resolve_wandb_mode("auto") == "offline"
+
+
+def test_under_prodigy_every_parameter_group_takes_its_multiplier():
+    """Prodigy multiplies its own step-size estimate by each group's rate: the token vectors' embedding_lr (1e-3)
+    left them frozen there (an ML review), as diffusers' advanced DreamBooth script knows."""
+    from headshots.config import load_config
+    from train.recipe import parameter_groups
+    from train.text import TextSide
+
+    unet, lora, tokens = (torch.nn.Parameter(torch.zeros(2)) for _ in range(3))
+    text = TextSide(text_encoders=[], lora_params=[lora], embeddings=[tokens], tokens=["<s0>"])
+    prodigy = load_config("alice", "tiny", overrides=["train.optimizer=prodigy", "train.learning_rate=1.0"]).train
+    assert [group["lr"] for group in parameter_groups([unet], text, prodigy)] == [1.0, 1.0, 1.0]
+    adamw = load_config("alice", "tiny", overrides=["train.text_encoder_lr=5e-6"]).train
+    assert [group["lr"] for group in parameter_groups([unet], text, adamw)] == [adamw.learning_rate, 5e-6, adamw.embedding_lr]

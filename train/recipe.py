@@ -385,12 +385,15 @@ def check_ranks_in_sync(accelerator, params: list[torch.nn.Parameter]) -> None:
 
 
 def parameter_groups(unet_params: list[torch.nn.Parameter], text: TextSide, tc: TrainConfig) -> list[dict]:
-    """The UNet LoRA at train.learning_rate; text-encoder LoRA and new token vectors at their own rates."""
+    """The UNet LoRA at train.learning_rate; text-encoder LoRA and new token vectors at their own rates. Under Prodigy
+    a group's rate multiplies the step size it estimates for that group, so every group takes train.learning_rate
+    (as diffusers' advanced DreamBooth script does): embedding_lr's 1e-3 there left the person's tokens as they began."""
+    own = tc.optimizer != "prodigy"
     groups = [{"params": unet_params, "lr": tc.learning_rate}]
     if text.lora_params:
-        groups.append({"params": text.lora_params, "lr": tc.text_encoder_lr or tc.learning_rate})
+        groups.append({"params": text.lora_params, "lr": (tc.text_encoder_lr if own else None) or tc.learning_rate})
     if text.embeddings:
-        groups.append({"params": text.embeddings, "lr": tc.embedding_lr, "weight_decay": 0.0})
+        groups.append({"params": text.embeddings, "lr": tc.embedding_lr if own else tc.learning_rate, "weight_decay": 0.0})
     return groups
 
 
