@@ -142,10 +142,12 @@ def pool_at_end_token(text_encoder: torch.nn.Module, tokenizer) -> None:
             module.eos_token_id = tokenizer.eos_token_id
 
 
-def load_refiner(source: str, base, model: ModelConfig, device: torch.device):
+def load_refiner(source: str, base, model: ModelConfig, device: torch.device, own_text_encoder: bool = False):
     """SDXL refiner (StableDiffusionXLImg2ImgPipeline) from a hub id or local folder, sharing the base
     pipeline's second text encoder and VAE: they are the same networks in SDXL 1.0, so sharing saves
-    their memory and load time, and the fp16-fix VAE (model.vae) then serves the refiner too.
+    their memory and load time, and the fp16-fix VAE (model.vae) then serves the refiner too. Not the text encoder
+    when the person's adapter changed the base's (`own_text_encoder`: text-encoder LoRA): the refiner's UNet knows
+    the stock one's embeddings only.
 
     The person's LoRA is not loaded here: it was trained on the base UNet, whose layers the refiner's
     UNet does not have (other widths and cross-attention size), and the refiner only runs the last,
@@ -156,7 +158,8 @@ def load_refiner(source: str, base, model: ModelConfig, device: torch.device):
         "SDXL refiner",
         source,
         lambda **o: StableDiffusionXLImg2ImgPipeline.from_pretrained(
-            source, text_encoder_2=base.text_encoder_2, vae=base.vae, variant=model.variant, dtype=base.unet.dtype, **o
+            source, **({} if own_text_encoder else {"text_encoder_2": base.text_encoder_2}), vae=base.vae,
+            variant=model.variant, dtype=base.unet.dtype, **o
         ),
         "infer.refiner",
     )

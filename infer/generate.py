@@ -37,7 +37,7 @@ from headshots.images import load_rgb
 from headshots.logs import get_logger, plural
 from headshots.schedulers import make_scheduler
 from headshots.sdxl import load_pipeline, load_refiner, pool_at_end_token, warn_without_gpu
-from headshots.workspace import ADAPTER_EMBEDDINGS, ADAPTER_INFO, Workspace
+from headshots.workspace import ADAPTER_EMBEDDINGS, ADAPTER_INFO, ADAPTER_WEIGHTS, Workspace
 from infer.manifest import changes_images, names_taken, read_manifest, save_png, write_manifest
 from infer.styles import Style, check_prompt_lengths, load_style
 
@@ -127,11 +127,20 @@ def load_pipelines(cfg: Config, adapter: Path) -> Pipelines:
     apply_adapter(base, adapter, cfg.infer)
     if cfg.infer.compile:
         compile_unet(base)
-    refiner = load_refiner(cfg.infer.refiner, base, cfg.model, device) if cfg.infer.refiner else None
+    refiner = (load_refiner(cfg.infer.refiner, base, cfg.model, device, own_text_encoder=trains_text_encoders(adapter))
+               if cfg.infer.refiner else None)
     if cfg.infer.scheduler:
         for pipe in filter(None, (base, refiner)):
             pipe.scheduler = make_scheduler(cfg.infer.scheduler, pipe.scheduler)
     return Pipelines(base, refiner)
+
+
+def trains_text_encoders(adapter: Path) -> bool:
+    """Whether the adapter holds text-encoder LoRA (train.text_encoder_lora), which changes the base's encoders."""
+    from safetensors import safe_open
+
+    with safe_open(str(adapter / ADAPTER_WEIGHTS), framework="pt") as weights:
+        return any(key.startswith(("text_encoder.", "text_encoder_2.")) for key in weights.keys())  # noqa: SIM118
 
 
 def apply_adapter(pipe, adapter: Path, infer: InferConfig) -> None:

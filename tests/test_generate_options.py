@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from headshots.config import save_config
 from headshots.errors import ConfigError, WeightsError
-from headshots.workspace import Workspace
+from headshots.workspace import ADAPTER_WEIGHTS, Workspace
 
 
 @pytest.fixture(scope="module")
@@ -106,12 +107,23 @@ def test_bad_generation_options_fail_at_load(make_config, override, message):
 
 
 def test_refiner_finishes_the_base_image(user_config, tiny_refiner):
-    from infer.generate import Pipelines, generate, load_pipelines, sample
+    from infer.generate import Pipelines, generate, load_pipelines, sample, trains_text_encoders
     from infer.styles import load_style
 
     cfg = user_config(f"infer.refiner={tiny_refiner}", "infer.refiner_start=0.5", "infer.steps=4")
-    pipes = load_pipelines(cfg, Workspace.from_config(cfg).require_adapter(cfg.run))
-    assert pipes.refiner.vae is pipes.base.vae and pipes.refiner.text_encoder_2 is pipes.base.text_encoder_2
+    adapter = Workspace.from_config(cfg).require_adapter(cfg.run)
+    pipes = load_pipelines(cfg, adapter)
+    assert pipes.refiner.vae is pipes.base.vae
+    # this adapter trained the text encoders too: the refiner keeps its own second one, as its UNet knows it (an ML
+    # review: it shared the base's, changed by the person's LoRA); an adapter of the UNet alone shares it
+    stock = type(pipes.refiner.text_encoder_2).from_pretrained(tiny_refiner, subfolder="text_encoder_2")
+    assert pipes.refiner.text_encoder_2 is not pipes.base.text_encoder_2
+    assert all(torch.equal(a, b) for a, b in zip(pipes.refiner.text_encoder_2.state_dict().values(), stock.state_dict().values()))
+    unet_only = adapter.parent / "unet-only"
+    unet_only.mkdir()
+    weights = load_file(str(adapter / ADAPTER_WEIGHTS))
+    save_file({k: v for k, v in weights.items() if k.startswith("unet.")}, str(unet_only / ADAPTER_WEIGHTS))
+    assert trains_text_encoders(adapter) and not trains_text_encoders(unet_only)
     prompts = load_style("linkedin").prompts("ohwx", "person")
     refined = sample(pipes, cfg, prompts, [7])[0]
     base_only = sample(Pipelines(pipes.base), cfg, prompts, [7])[0]
