@@ -32,7 +32,8 @@ import tempfile
 import unicodedata
 import warnings
 import zipfile
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ from headshots.faces import FaceAnalyzer
 from headshots.images import MAX_PIXELS, list_photos, load_rgb
 from headshots.logs import get_logger, plural
 from headshots.stages import done_now, run_recorded, stages_to_run
-from headshots.workspace import ADAPTER_WEIGHTS, Workspace, case_twin, read_favourites, save_favourites
+from headshots.workspace import ADAPTER_WEIGHTS, Workspace, case_twin, held_alone, read_favourites, save_favourites
 from infer.discard import discard
 from infer.export import EXPORT, SIZES, export
 from infer.generate import new_round_name
@@ -279,14 +280,14 @@ class HeadshotsApp:
         try:
             ws = self.workspace(self.user(state, request))  # a refused name: Gradio's error box, once cleaned up
             try:
-                self.refuse_while_training(ws.user)
-                count = len(list_photos(ws.selfies)) if ws.selfies.is_dir() else 0
-                for path in map(Path, files or []):
-                    try:
-                        notes.append(f"added **{views.plain(self.admit(path, ws, count))}**")
-                        count += 1
-                    except ImageError as exc:
-                        notes.append(f"**not added**: {views.plain(exc.message)} → {views.plain(exc.hint)}")
+                with self.photos_changing(ws):
+                    count = len(list_photos(ws.selfies)) if ws.selfies.is_dir() else 0
+                    for path in map(Path, files or []):
+                        try:
+                            notes.append(f"added **{views.plain(self.admit(path, ws, count))}**")
+                            count += 1
+                        except ImageError as exc:
+                            notes.append(f"**not added**: {views.plain(exc.message)} → {views.plain(exc.hint)}")
                 previews = self.check_photos(ws)
             except HeadshotsError as exc:  # refused, or the photos could not be judged (their settings.yaml, a busy intake)
                 notes.append(f"**{'not judged' if notes else 'not added'}**: {views.plain(exc.message)} → {views.plain(exc.hint)}")
@@ -299,16 +300,27 @@ class HeadshotsApp:
     @user_errors
     def remove(self, chosen: list[str] | None, state: str | None, request: gr.Request) -> dict:
         ws = self.workspace(self.user(state, request))
-        self.refuse_while_training(ws.user)
-        mine = {p.name: p for p in list_photos(ws.selfies)} if ws.selfies.is_dir() else {}
-        if not chosen:
-            raise HeadshotsError("Tick the photos to remove first.", "Or press Remove on a photo's own card.")
-        _only_listed(chosen, mine, PHOTOS_LISTED)
-        for name in chosen:
-            mine[name].unlink()
+        with self.photos_changing(ws):
+            mine = {p.name: p for p in list_photos(ws.selfies)} if ws.selfies.is_dir() else {}
+            if not chosen:
+                raise HeadshotsError("Tick the photos to remove first.", "Or press Remove on a photo's own card.")
+            _only_listed(chosen, mine, PHOTOS_LISTED)
+            for name in chosen:
+                mine[name].unlink()
         previews = self.check_photos(ws)
         return {**self.photos_view(ws, previews), **self.status_view(ws.user),
                 self.c["notes"]: f"- removed {plural(len(chosen), 'photo')}"}
+
+    @contextmanager
+    def photos_changing(self, ws: Workspace) -> Iterator[None]:
+        """While photos are added or removed: refused under a job or training that reads them (`refuse_while_training`),
+        and the person's prepare lock held, so a prepare (a terminal, a batch) is not under way, nor a training or a
+        prepare starts meanwhile (a Train pressed in another tab during a long upload: it checked, then both ran)."""
+        self.refuse_while_training(ws.user)
+        with held_alone(ws.prepare_lock, HeadshotsError(
+                "Your photos are being prepared for training (in a terminal, a batch or another tab).",
+                "Add or remove photos when that is done.")):
+            yield
 
     def refuse_while_training(self, user: str) -> None:
         """Photos stay as they are while a job that may train on them runs (Train, and Generate, which trains first when

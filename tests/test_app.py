@@ -176,6 +176,14 @@ def test_photos_stay_as_they_are_while_training_runs_on_them(server, selfies, tm
     finally:
         server.app.jobs.stop(person)
     assert "02.jpg" in upload(client, selfies[1:2])["notes"]  # stopped: photos may change again
+    from tests.conftest import held_elsewhere
+
+    with held_elsewhere(server.data / person / ".prepare.lock"):  # prepared in a terminal or a batch meanwhile
+        refused = upload(client, selfies[2:3])
+        assert "**not added**: Your photos are being prepared for training" in refused["notes"], refused
+        with pytest.raises(AppError, match="being prepared for training"):
+            client.predict(["01.jpg"], api_name="/remove")
+    assert sorted(p.name for p in (server.data / person / "selfies").iterdir()) == ["01.jpg", "02.jpg"]
 
 
 def test_a_training_started_in_a_terminal_is_shown_and_waited_for_not_called_interrupted(server, selfies):
