@@ -229,7 +229,7 @@ class TrainConfig:
         _check(self.lr_warmup_steps >= 0, "train.lr_warmup_steps", "must be >= 0")
         _check(0 <= self.weight_decay < math.inf, "train.weight_decay", "must be a number >= 0")
         # inf is allowed (no clipping); 0 would zero every gradient and a negative norm turn descent into ascent
-        _check(self.max_grad_norm > 0, "train.max_grad_norm", "must be positive (inf: no clipping)")
+        _check(self.max_grad_norm > 0, "train.max_grad_norm", f"is {self.max_grad_norm}; it must be positive (inf: no clipping)")
         _one_of(self.optimizer, "train.optimizer", ("adamw", "adamw8bit", "prodigy"))
         # Prodigy estimates the step size itself and takes learning_rate as a multiplier of it: AdamW's 1e-4 trains nothing
         _check(self.optimizer != "prodigy" or self.learning_rate >= 0.1, "train.learning_rate",

@@ -85,13 +85,13 @@ def discard(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[str]:
                              (f"Did you mean: {'; '.join(meant)}? " if meant else "") +
                              f"Name files as the gallery shows them, comma-separated, e.g. {example}; nothing was deleted.")
     gone = {owner[name] for name in wanted}
-    removed = [entry["file"] for entry in forget_images(manifest, gone)]
-    write_manifest(samples_dir, manifest)  # first: an interrupted discard leaves files, not dangling entries
-    in_order = removed + sorted(gone - set(removed))  # as generated; then those of an interrupted discard
-    deleted = [name for file in in_order for name in (file, detail_file(file)) if (samples_dir / name).is_file()]
-    for name in deleted:
-        (samples_dir / name).unlink()
-    with exports_alone(cfg):
+    with exports_alone(cfg):  # first: refused by an export under way, a discard has deleted nothing yet (a re-walk)
+        removed = [entry["file"] for entry in forget_images(manifest, gone)]
+        write_manifest(samples_dir, manifest)  # first: an interrupted discard leaves files, not dangling entries
+        in_order = removed + sorted(gone - set(removed))  # as generated; then those of an interrupted discard
+        deleted = [name for file in in_order for name in (file, detail_file(file)) if (samples_dir / name).is_file()]
+        for name in deleted:
+            (samples_dir / name).unlink()
         exported = drop_exported(export_dir(cfg), gone)
     if exported:
         forget(stage_named("export"), cfg)  # what is kept may change with the scores: the chain exports again

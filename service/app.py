@@ -258,17 +258,20 @@ class HeadshotsApp:
         ws.intake_page.unlink(missing_ok=True)
         return {}
 
-    def judged_now(self, ws: Workspace) -> dict[str, str] | None:
+    def judged_now(self, ws: Workspace) -> tuple[dict[str, str] | None, str]:
         """Intake again, when the photos' last verdict is not this app's on these photos: judged with other
-        settings (the demo's, a batch's) or not recorded (a refused set). Its previews then, else None: also when
-        they are being judged elsewhere (another tab's upload, a batch, `make intake`), whose verdict the page then
-        shows as it stands (the page would not open at all)."""
+        settings (the demo's, a batch's) or not recorded (a refused set). Its previews then, else None; and a note
+        for the person when they could not be judged now: they are being judged elsewhere (another tab's upload, a
+        batch, `make intake`), and the verdicts shown may be from before (the page would not open at all)."""
         try:
             due = ws.selfies.is_dir() and not done_now("intake", self.settings.config(ws.user))
-            return self.check_photos(ws) if due else None
-        except HeadshotsError as exc:  # a settings.yaml that cannot be used (the Styles tab says so), or a busy intake
+            return (self.check_photos(ws) if due else None), ""
+        except ConfigError:  # their settings.yaml cannot be used: the Styles tab says so
+            return None, ""
+        except HeadshotsError as exc:  # a busy intake
             log.info("%s: photos not judged again now: %s", ws.user, exc.message)
-            return None
+            return None, (f"- {views.plain(exc.message)} The verdicts below may be from before that: reload the page in "
+                          "a moment to see them as they are now.")
 
     @user_errors
     def upload(self, files: list[str] | None, state: str | None, request: gr.Request) -> dict:
@@ -604,12 +607,12 @@ class HeadshotsApp:
         this app's settings judge them."""
         ws = self.workspace(user)
         job = self.jobs.latest(user)
-        previews = None if job is not None and job.active else self.judged_now(ws)
+        previews, note = (None, "") if job is not None and job.active else self.judged_now(ws)
         return {self.c["user"]: user, self.c["who"]: f"Signed in as **{user}**.", self.c["main"]: gr.update(visible=True),
                 self.c["name_row"]: gr.update(visible=False), self.c["sign_out"]: gr.update(visible=self.accounts is None),
                 # with a password file, the browser's own sign-in is what a reload keeps
                 self.c["remembered"]: {"name": user} if self.accounts is None else SIGNED_OUT,
-                self.c["notes"]: "", **self.photos_view(ws, previews), **self.status_view(user), **self.review_view(ws),
+                self.c["notes"]: note, **self.photos_view(ws, previews), **self.status_view(user), **self.review_view(ws),
                 **self.styles_view(user), self.c["seen"]: [job.id, job.state] if job else None, self.c["files"]: None, self.c["crops"]: "",
                 self.c["shown"]: views.REVIEW_PAGE, self.c["dropped_open"]: False}
 

@@ -32,7 +32,7 @@ from train.checkpoint import TRAIN_LOCK
 
 # the locks a running command of the person's holds in each run's folder, and what it is doing then
 RUNNING = {TRAIN_LOCK: "training", IMAGES_LOCK: "generating, scoring or deleting images", EXPORT_LOCK: "exporting crops",
-           f"{JOBS_FOLDER}/{JOB_LOCK}": "a job of the web app", BATCH_LOCK: "a batch (between two of its stages too)"}
+           f"{JOBS_FOLDER}/{JOB_LOCK}": "a job of the web app", BATCH_LOCK: "a batch"}
 
 
 def derived_paths(workspace: Workspace, include_selfies: bool) -> list[Path]:

@@ -273,6 +273,11 @@ def test_the_page_opens_while_the_photos_are_being_checked_elsewhere(server, sel
     with held_elsewhere(selfies_dir.parent / ".intake.lock"):
         _, opened = session(server, "dora")
     assert opened["who"] == "Signed in as **dora**." and "Your photos (2) are being checked elsewhere" in opened["photos"]
+    session(server, "dora")  # judged by this app: verdicts on the page
+    copy_photos(selfies[2:3], selfies_dir)  # added since the verdicts the page has (a re-walk: shown as if current)
+    with held_elsewhere(selfies_dir.parent / ".intake.lock"):
+        _, opened = session(server, "dora")
+    assert "being checked already" in opened["notes"] and "may be from before that" in opened["notes"], opened["notes"]
 
 
 def test_signed_in_name_is_the_only_identity(tmp_path, tiny_model, analyzer, selfies):

@@ -111,8 +111,8 @@ def test_a_persons_own_settings_are_layered_and_kept_to_their_few_keys(tmp_path)
         ("max_roll=20", "Unknown config key `max_roll`: did you mean `intake.max_roll`?"),  # the section left out
         # a code review: values that loaded and trained silently wrong (a negative clip norm climbs the loss), or
         # reached torch as a traceback
-        ("train.max_grad_norm=-1", "`train.max_grad_norm` must be positive (inf: no clipping)"),
-        ("train.max_grad_norm=0", "`train.max_grad_norm` must be positive"),
+        ("train.max_grad_norm=-1", "`train.max_grad_norm` is -1.0; it must be positive (inf: no clipping)"),
+        ("train.max_grad_norm=0", "`train.max_grad_norm` is 0.0; it must be positive"),
         ("train.weight_decay=-5", "`train.weight_decay` must be a number >= 0"),
         ("train.embedding_lr=inf", "`train.embedding_lr` must be a positive number"),
         ("infer.guidance_scale=-3", "`infer.guidance_scale` must be a number >= 0"),

@@ -363,3 +363,11 @@ def test_a_discard_of_names_not_generated_says_which_were_meant_and_deletes_noth
             discard(replace(cfg, infer=replace(cfg.infer, discard_files=names)), analyzer)
         assert hint in refused.value.hint and "nothing was deleted" in refused.value.hint
     assert (samples / "linkedin-00.png").is_file() and (samples / "linkedin-01.png").is_file()
+    from infer.export import EXPORT_LOCK
+    from tests.conftest import held_elsewhere
+
+    manifest = (samples / "manifest.json").read_text()
+    with held_elsewhere(samples.parent / EXPORT_LOCK), pytest.raises(HeadshotsError, match="Another export"):
+        discard(replace(cfg, infer=replace(cfg.infer, discard_files=["linkedin-01.png"])), analyzer)
+    # refused under an export, it had deleted the image already (a re-walk): now nothing
+    assert (samples / "linkedin-01.png").is_file() and (samples / "manifest.json").read_text() == manifest
