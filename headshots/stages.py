@@ -209,17 +209,17 @@ def fingerprint(stage: Stage, cfg: Config, upstream: str | None, selfies: str | 
     inputs = {
         "stage": stage.name,
         "config": {key: _config_part(plain, key) for key in stage.config_keys},
-        "upstream": _made_digest(stage.reads_made(ws, cfg)) if stage.reads_made else upstream,
+        "upstream": json.dumps(_file_digests(stage.reads_made(ws, cfg))) if stage.reads_made else upstream,
         "selfies": (selfies or selfies_digest(ws)) if stage.reads_selfies else None,
     }
     if stage.also_reads:  # only then: every other stage's fingerprint stays what its record holds
-        inputs["files"] = {path.name: file_digest(path) if path.is_file() else None for path in stage.also_reads(ws, cfg.run)}
+        inputs["files"] = _file_digests(stage.also_reads(ws, cfg.run))
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _made_digest(paths: list[Path]) -> str:
-    """The bytes of files an earlier stage made (missing ones count as missing)."""
-    return json.dumps({path.name: file_digest(path) if path.is_file() else None for path in paths})
+def _file_digests(paths: list[Path]) -> dict[str, str | None]:
+    """Each file's name and the digest of its bytes (None: missing), for a fingerprint."""
+    return {path.name: file_digest(path) if path.is_file() else None for path in paths}
 
 
 def fingerprints(cfg: Config) -> dict[str, str]:

@@ -529,14 +529,11 @@ def run_batch(users: Sequence[str], profile: str | None = None, overrides: Seque
         log.info("batch %s had stopped without finishing (killed): marked interrupted, and its Ray logs deleted unless a "
                  "stage had crashed", abandoned)
     batch.skip_those_done()
-    if not batch.configs:  # everyone refused (no photos, or their settings.yaml) or done before: nothing to run
+    batch.hold_people()
+    if not batch.configs:  # everyone refused (no photos, their settings.yaml, another batch) or done before: nothing to run
         batch.write_status(finished=True)
         return batch.status(finished=True)
-    batch.hold_people()
     try:
-        if not batch.configs:  # each of them run by another batch now
-            batch.write_status(finished=True)
-            return batch.status(finished=True)
         start_ray(address)
         batch.write_status(finished=False)
         try:
