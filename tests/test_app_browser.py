@@ -82,8 +82,16 @@ def reopen(context, url: str, name: str):
     return page
 
 
+def drawn(page) -> None:
+    """Wait until Gradio has finished drawing what a tab or section just showed for the first time. It draws their
+    components then, and a frame or two later sets each one's value from the server's copy: text typed or a box
+    ticked in between is wiped (a background typed at once went as "", and started a job it should have refused)."""
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(done))))")
+
+
 def tab(page, label: str) -> None:
     page.get_by_role("tab", name=label).click()
+    drawn(page)
 
 
 def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, analyzer, monkeypatch):
@@ -183,6 +191,8 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         own.click()
         expect(own).to_have_attribute("aria-expanded", "true")
         background = page.locator("#hs-background textarea, #hs-background input").first
+        background.wait_for()
+        drawn(page)
         background.fill("${oc.env:HOME}")  # refused with a message box alone: the status line is not marked "Error"
         page.locator("#hs-generate:not([disabled])").click()
         page.get_by_text("can hold words and , . ' & / - only").first.wait_for()
@@ -200,6 +210,7 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         page.set_viewport_size({"width": 390, "height": 844})
         page.locator("#hs-status a[href$='#open-review']").click()
         page.locator("#hs-review-head").wait_for()
+        drawn(page)
         page.set_viewport_size({"width": 1300, "height": 1000})
         assert "0 of 2 kept" in page.locator("#hs-review-head").inner_text()
         assert "generate again" in page.locator("#hs-nothing-kept").inner_text()  # what to try, when nothing is kept
@@ -311,6 +322,8 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         assert page.locator("#hs-dropped .hs-card[data-file='actor-01.png']").count() == 0
         # Delete ticked images asks too, naming what it deletes (it deleted at once)
         page.get_by_text("Remove images from your review").click()
+        page.locator("#hs-discard-pick").wait_for()
+        drawn(page)
         page.locator("#hs-discard-pick").get_by_label("actor-00.png").check()
         asked.clear()
         page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
