@@ -137,3 +137,19 @@ def test_validation_during_training_logs_scores_and_keeps_the_best_adapter(prepa
     logged = b"".join(p.read_bytes() for p in workspace.wandb_dir("val").rglob("*.wandb"))
     assert b"val/face_similarity" in logged
     assert b"val/images" not in logged, "images of the person are not logged unless wandb.log_images is on"
+
+
+def test_validation_images_are_decoded_in_the_vae_s_dtype_outside_autocast(prepared_user, make_config):
+    """Under fp16 autocast SDXL's VAE overflows even with fp32 weights (black validation images, then no face and no
+    best adapter): sampling runs under autocast, decoding does not. bf16 stands in for fp16 (the CPU's autocast)."""
+    from headshots.sdxl import load_components
+    from train.validation import Validator
+
+    cfg = make_config("alice", "train.validation.seeds=[0]")
+    parts = load_components(cfg.model)  # fp32, as the VAE is loaded for fp16 training
+    decoded_as = []
+    parts.vae.decoder.register_forward_hook(lambda module, args, output: decoded_as.append(output.dtype))
+    validator = Validator(cfg, parts, torch.device("cpu"), torch.bfloat16, offload=False, trigger="sks")
+    images, prompts = validator._sample(parts.unet)
+    assert len(images) == len(prompts) == 2 and decoded_as == [torch.float32] * 2
+    assert images[0][0].size == (cfg.model.resolution, cfg.model.resolution)

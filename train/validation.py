@@ -59,6 +59,24 @@ def best_of(history: list[ValidationResult]) -> ValidationResult | None:
     return best
 
 
+def decoded(pipe, latents: torch.Tensor) -> Image.Image:
+    """The pipeline's latents as an image, decoded in the VAE's own dtype, outside autocast: under fp16 autocast
+    SDXL's VAE overflows (NaN: black validation images, no face found, so no best adapter; diffusers issue 4398),
+    even loaded in fp32 (`load_components`), since autocast computes its convolutions in fp16 all the same. SDXL's
+    decoding as its pipeline does it, latents_mean/std included for a VAE that has them."""
+    vae = pipe.vae
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    latents = latents.to(vae.dtype)
+    if mean is not None and std is not None:
+        shape = (1, -1, 1, 1)
+        latents = latents * torch.tensor(std).view(shape).to(latents) / vae.config.scaling_factor + torch.tensor(mean).view(shape).to(latents)
+    else:
+        latents = latents / vae.config.scaling_factor
+    with torch.autocast(latents.device.type, enabled=False):
+        image = vae.decode(latents, return_dict=False)[0]
+    return pipe.image_processor.postprocess(image, output_type="pil")[0]
+
+
 class Validator:
     """Holds what validation needs between calls: the frozen encoders (off the GPU between uses),
     the face analyzer, the reference embeddings and the history so far."""
@@ -126,14 +144,14 @@ class Validator:
         prompts = [p.format(trigger=self.trigger, class_noun=self.cfg.prepare.class_noun) for p in vcfg.prompts]
         images, used_prompts = [], []
         autocast = torch.autocast(self.device.type, dtype=self.weight_dtype, enabled=self.weight_dtype != torch.float32)
-        with autocast:
-            for prompt in prompts:
-                for seed in vcfg.seeds:
-                    image = pipe(prompt, num_inference_steps=vcfg.sampling_steps, guidance_scale=vcfg.guidance_scale,
-                                 height=self.cfg.model.resolution, width=self.cfg.model.resolution,
-                                 generator=torch.Generator("cpu").manual_seed(seed)).images[0]
-                    images.append((image, seed))
-                    used_prompts.append(prompt)
+        for prompt in prompts:
+            for seed in vcfg.seeds:
+                with autocast:  # the UNet's frozen weights in weight_dtype beside its fp32 LoRA
+                    latents = pipe(prompt, num_inference_steps=vcfg.sampling_steps, guidance_scale=vcfg.guidance_scale,
+                                   height=self.cfg.model.resolution, width=self.cfg.model.resolution, output_type="latent",
+                                   generator=torch.Generator("cpu").manual_seed(seed)).images
+                images.append((decoded(pipe, latents), seed))
+                used_prompts.append(prompt)
         if self.offload:
             self._park_encoders()
         unet.train(trained_mode)
