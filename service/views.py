@@ -127,6 +127,10 @@ PAGE_JS = """() => {
   const listen = () => {
     const status = document.getElementById("hs-status");
     if (!status) return setTimeout(listen, 200);
+    if (status.querySelector("p")) {  // drawn before it was found (a page opened again): that is what it opened with
+      shown = true;
+      headline = status.querySelector("strong")?.textContent ?? null;
+    }
     new MutationObserver(() => {
       const strong = status.querySelector("strong");
       const first = !shown;
