@@ -587,6 +587,14 @@ def test_of_two_copies_the_worse_is_the_one_to_replace(make_config, faces_dir, a
     assert photos["00-copy.png"].checks["duplicate"].reason == f"same shot as {mine[4].name}"
     assert photos[mine[4].name].checks["duplicate"].status == "ok"
 
+    # an app's enlarged copy (more pixels, none of them new; the date lost) named to sort first: the original is kept
+    (ws.selfies / "00-copy.png").unlink()
+    original = Image.open(mine[1])
+    original.resize((original.width * 3 // 2, original.height * 3 // 2), Image.BICUBIC).save(ws.selfies / "00-enlarged.jpg", quality=95)
+    photos = {p.file: p for p in run_intake(cfg, analyzer).photos}
+    assert photos["00-enlarged.jpg"].checks["duplicate"].reason == f"same shot as {mine[1].name}"
+    assert photos[mine[1].name].checks["duplicate"].status == "ok"
+
 
 def test_set_checks_duplicate_someone_else_and_how_many_more(make_config, faces_dir, analyzer):
     cfg = make_config("carol")

@@ -816,16 +816,16 @@ COPY_CHECKS = ("exposure", "colour_cast", "filter", "sharpness", "motion_blur")
 
 
 def _copy_preference(photo: PhotoReport, name_order: int) -> tuple:
-    """Sort key among copies of one shot, best first: no problem a copy can add; then more pixels (a downscaled or
-    cropped copy has fewer); then, at the same pixels, the one that kept its capture date (the camera's file: a PNG
-    or CMYK re-save loses it and is larger, so it would win what follows); then the larger file (the less
-    compressed: a re-save at a lower JPEG quality shrinks); then name order. Not how old the date is: a copy
+    """Sort key among copies of one shot, best first: no problem a copy can add; then the one that kept its capture
+    date (the camera's file: an app's enlarged, shrunk, PNG or CMYK copy loses it, and an enlarged one has more
+    pixels, none of them new); then more pixels (a downscaled or cropped copy has fewer); then the larger file (the
+    less compressed: a re-save at a lower JPEG quality shrinks); then name order. Not how old the date is: a copy
     re-saved by an app has lost its date, not gained youth."""
     decoded = photo.checks["decode"].value
     pixels = decoded["width"] * decoded["height"]
     worst = max((_RANK[photo.checks[name].status] for name in COPY_CHECKS if name in photo.checks), default=0)
     undated = "age" not in photo.checks or photo.checks["age"].value.get("taken") is None
-    return worst, -pixels, undated, -decoded.get("bytes", 0), name_order
+    return worst, undated, -pixels, -decoded.get("bytes", 0), name_order
 
 
 def _set_checks(photos: list[PhotoReport], measured: dict[int, Measured], analyzer: FaceAnalyzer,
