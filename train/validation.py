@@ -62,18 +62,11 @@ def best_of(history: list[ValidationResult]) -> ValidationResult | None:
 def decoded(pipe, latents: torch.Tensor) -> Image.Image:
     """The pipeline's latents as an image, decoded in the VAE's own dtype, outside autocast: under fp16 autocast
     SDXL's VAE overflows (NaN: black validation images, no face found, so no best adapter; diffusers issue 4398),
-    even loaded in fp32 (`load_components`), since autocast computes its convolutions in fp16 all the same. SDXL's
-    decoding as its pipeline does it, latents_mean/std included for a VAE that has them."""
+    even loaded in fp32 (`load_components`), since autocast computes its convolutions in fp16 all the same. Scaled
+    back as training scaled them (`train.cache.encode_rows`)."""
     vae = pipe.vae
-    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
-    latents = latents.to(vae.dtype)
-    if mean is not None and std is not None:
-        shape = (1, -1, 1, 1)
-        latents = latents * torch.tensor(std).view(shape).to(latents) / vae.config.scaling_factor + torch.tensor(mean).view(shape).to(latents)
-    else:
-        latents = latents / vae.config.scaling_factor
     with torch.autocast(latents.device.type, enabled=False):
-        image = vae.decode(latents, return_dict=False)[0]
+        image = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
     return pipe.image_processor.postprocess(image, output_type="pil")[0]
 
 
