@@ -11,6 +11,7 @@ import sys
 from headshots.cli import build_parser, run
 from headshots.config import Config
 from headshots.stages import run_recorded
+from headshots.workspace import Workspace
 
 
 def _generate(cfg: Config) -> None:
@@ -44,6 +45,9 @@ def _discard(cfg: Config) -> None:
     from infer.discard import discard
 
     print(f"deleted: {', '.join(discard(cfg)) or 'no files (they were deleted before)'}")
+    gallery = Workspace.from_config(cfg).gallery(cfg.run)
+    if gallery.is_file():  # scored again; gone with the last image
+        print(f"gallery: {gallery}")
 
 
 def _recover(cfg: Config) -> None:

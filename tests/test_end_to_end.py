@@ -23,7 +23,8 @@ def test_selfies_to_gallery_then_purge(tmp_path, tiny_model, faces_dir, face_wei
     common = ["--user", "dana", "--profile", "tiny", f"paths.data_root={data}", f"paths.outputs_root={outputs}",
               f"model.pretrained={tiny_model}"]
 
-    _run("-m", "train", "all", *common, "train.max_steps=4", "wandb.mode=offline", "intake.min_photos=4", env=env)
+    trained = _run("-m", "train", "all", *common, "train.max_steps=4", "wandb.mode=offline", "intake.min_photos=4", env=env)
+    assert f"every photo, with its face box and advice: {data / 'dana' / 'intake.html'}" in trained.stdout  # where to look
     _run("-m", "infer", "all", *common, "infer.styles=[linkedin,executive]", env=env)
 
     run_dir = outputs / "dana" / "default"

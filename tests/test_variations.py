@@ -211,7 +211,8 @@ def test_discarded_images_leave_the_review_for_good_and_a_wrong_name_deletes_not
             f"paths.outputs_root={cfg.paths.outputs_root}", f"model.pretrained={cfg.model.pretrained}",
             "infer.discard_files=[linkedin-01.png,linkedin-00-more-00.png]"]
     assert run(build_parser("python -m infer", "", HELP), COMMANDS, argv) == 0
-    assert "deleted: linkedin-01.png, linkedin-00-more-00.png" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "deleted: linkedin-01.png, linkedin-00-more-00.png" in said and f"gallery: {samples / 'gallery.html'}" in said
     left = ["linkedin-00.png", "linkedin-00-more-01.png"]
     assert [e["file"] for e in json.loads((samples / "manifest.json").read_text())["images"]] == left
     assert not (samples / "linkedin-01.png").exists() and not (samples / "linkedin-00-more-00.png").exists()

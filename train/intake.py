@@ -854,10 +854,13 @@ def _set_checks(photos: list[PhotoReport], measured: dict[int, Measured], analyz
 
 
 def intake(cfg: Config) -> IntakeResult:
-    """The CLI command: run, print the table, then fail (exit status 2) when the set cannot be used."""
+    """The CLI command: run, print the table, then fail (exit status 2) when the set cannot be used (the error names
+    the page with every photo), else say where that page is."""
     result = run_intake(cfg)
     print_table(result)
-    return require_usable(result, cfg)
+    usable = require_usable(result, cfg)
+    print(f"every photo, with its face box and advice: {Workspace.from_config(cfg).intake_page}")
+    return usable
 
 
 def require_usable(result: IntakeResult, cfg: Config) -> IntakeResult:
