@@ -56,12 +56,13 @@ def nothing_running(workspace: Workspace) -> Iterator[None]:
     a batch) would otherwise write its reports, adapter, checkpoints or images back after the deletion said it was
     done. One that is running: refused, with nothing deleted."""
     runs = sorted(p for p in workspace.user_outputs.iterdir() if p.is_dir()) if workspace.user_outputs.is_dir() else []
-    # intake's and prepare's locks are taken even before a command made them (one starting now would make them, and
-    # write its reports after the deletion); a run's are there once a command of the run ran, and held while one runs
+    # Each lock is taken even where no command made it yet: one starting now (a run's first generation or export)
+    # would make and take it, and write its images or crops after the deletion. A run made meanwhile is no gap: its
+    # training asks the prepare lock, held here, and nothing else of a run starts before it has trained.
     locks = ([(workspace.intake_lock, "checking their photos"), (workspace.prepare_lock, "preparing their photos")]
              if workspace.user_dir.is_dir() else [])
     locks += [(run_dir / lock, f"run {run_dir.name!r}: {doing}") for run_dir in runs for lock, doing in RUNNING.items()
-              if (run_dir / lock).exists()]
+              if (run_dir / lock).parent.is_dir()]  # the web app's jobs folder: once it ran a job there
     with ExitStack() as held:
         for lock, doing in locks:
             try:

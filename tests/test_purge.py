@@ -82,6 +82,24 @@ def test_purge_is_refused_while_a_command_of_the_person_runs(tmp_path, capsys, l
     assert main(args) == 0 and not (outputs / "dana").exists() and not (data / "dana").exists()
 
 
+def test_purge_holds_the_locks_of_commands_a_run_has_not_run_yet(tmp_path):
+    """A run trained but never generated from has no images lock: purge took only the locks it found, so a first
+    generation starting meanwhile took its own and wrote images after the deletion (a concurrency review)."""
+    from headshots.config import load_config
+    from headshots.workspace import Workspace, lock_held
+    from service.purge import nothing_running
+
+    cfg = load_config("dana", overrides=[f"paths.data_root={tmp_path / 'data'}", f"paths.outputs_root={tmp_path / 'outputs'}"])
+    ws = Workspace.from_config(cfg)
+    ws.selfies.mkdir(parents=True)
+    run_dir = ws.run_dir("default")
+    (run_dir / "adapter").mkdir(parents=True)
+    (run_dir / TRAIN_LOCK).touch()
+    with nothing_running(ws):
+        assert all(lock_held(run_dir / lock) for lock in (TRAIN_LOCK, IMAGES_LOCK, EXPORT_LOCK, BATCH_LOCK))
+        assert lock_held(ws.intake_lock) and lock_held(ws.prepare_lock)
+
+
 def test_make_takes_whose_data_from_its_command_line_only(tmp_path):
     """The shell's USER is the login name: `make purge` with no USER= must not purge the login's namesake, and a
     name make would split (a space) or expand (a `$`) reaches the CLI whole, to be refused there with the rule."""
