@@ -426,13 +426,15 @@ class HeadshotsApp:
         busy = job is not None and job.active
         trained = (ws.adapter_dir(self.run) / ADAPTER_WEIGHTS).is_file()
         usable = views.set_usable(ws)  # read once: this runs every second while a job does
-        # trained on other photos or settings than today's, Generate would train first: said before it is pressed
-        try:
-            outdated = trained and not busy and self.training_due(user)
-        except ConfigError:  # their settings.yaml cannot be used: the Styles tab says so
-            outdated = False
         # a training this app did not start (a terminal, a batch, an earlier copy of the app): followed as a job is
         elsewhere = not busy and training_now(ws, self.run)
+        # trained on other photos or settings than today's, Generate would train first: said before it is pressed. Not
+        # asked while a training runs (the status says that instead): it hashes the photos and the prepared rows, and
+        # a training elsewhere is followed every second
+        try:
+            outdated = trained and not busy and not elsewhere and self.training_due(user)
+        except ConfigError:  # their settings.yaml cannot be used: the Styles tab says so
+            outdated = False
         return {
             self.c["status"]: views.job_markdown(ws, self.run, job, self.jobs.position(job) if job else 0, outdated,
                                                  elsewhere),
