@@ -101,3 +101,21 @@ def test_captions_holding_the_person_s_tokens_pool_at_their_end(tiny_model, tmp_
     load_person_tokens(pipe, tmp_path)
     encoder, tokenizer = pipe.text_encoder_2, pipe.tokenizer_2
     assert not torch.allclose(pooled("a photo of <s0><s1> person, smiling"), pooled("a photo of <s0><s1> person, outdoors"))
+
+
+def test_every_trained_text_weight_reaches_the_loss(make_config):
+    """SDXL's conditioning reads the first encoder's penultimate layer and nothing after it: a LoRA on its last layer got
+    no gradient, stayed at its init, and stopped two-process (DDP) training at its second step (a training review)."""
+    from headshots.sdxl import load_components
+    from train.cache import text_conditioning, tokenize_both
+    from train.text import setup_text_side
+
+    cfg = make_config("alice", *TEXT_SIDE)
+    parts = load_components(cfg.model)
+    text = setup_text_side(parts, cfg.train, "person")
+    prompt_embeds, pooled = text_conditioning(text.text_encoders, tokenize_both(parts, ["a photo of <s0><s1> person"]))
+    (prompt_embeds.square().mean() + pooled.square().mean()).backward()
+    named = [(f"text_encoder{k or ''}.{name}", p) for k, encoder in enumerate(text.text_encoders)
+             for name, p in encoder.named_parameters() if p.requires_grad]
+    assert len(named) == len(text.lora_params) + len(text.embeddings) > 2
+    assert [name for name, p in named if p.grad is None] == []  # lora_A: zero at first (B starts at 0), but reached

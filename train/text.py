@@ -100,6 +100,16 @@ class TextSide:
                 p.copy_(state[key])
 
 
+def layers_read(encoder: torch.nn.Module, pooled_read: bool) -> list[int]:
+    """The encoder layers whose output reaches SDXL's conditioning, the only ones worth a LoRA. Conditioning reads
+    each encoder's penultimate hidden state (train/cache.py, as SDXL's pipeline does), and the pooled embedding only
+    from the second encoder, through its last layer; so the first encoder's last layer never reaches the loss. A LoRA
+    there would stay at its init, and under DDP, which expects a gradient for every trained weight, training stopped
+    at its second step ("Expected to have finished reduction in the prior iteration")."""
+    layers = encoder.config.num_hidden_layers
+    return list(range(layers if pooled_read else layers - 1))
+
+
 def setup_text_side(parts, tc: TrainConfig, class_noun: str) -> TextSide:
     """Attach text-encoder LoRA and/or pivotal tokens as configured; frozen and empty otherwise."""
     from peft import LoraConfig
@@ -112,9 +122,10 @@ def setup_text_side(parts, tc: TrainConfig, class_noun: str) -> TextSide:
     lora_params: list[torch.nn.Parameter] = []
     if tc.text_encoder_lora:
         rank = tc.text_encoder_rank or tc.rank
-        config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=TEXT_LORA_TARGETS)
-        for encoder in encoders:
-            encoder.add_adapter(config)
+        for encoder, pooled_read in zip(encoders, (False, True)):
+            encoder.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                           target_modules=TEXT_LORA_TARGETS, layers_pattern="layers",
+                                           layers_to_transform=layers_read(encoder, pooled_read)))
             lora_params += [p for name, p in encoder.named_parameters() if "lora_" in name]
     for p in lora_params + embeddings:  # after add_adapter, which freezes everything that is not LoRA
         p.requires_grad_(True)
