@@ -261,15 +261,20 @@ def test_a_wandb_key_is_found_where_wandb_itself_looks(monkeypatch, tmp_path):
 
 
 def test_under_prodigy_every_parameter_group_takes_its_multiplier():
-    """Prodigy multiplies its own step-size estimate by each group's rate: the token vectors' embedding_lr (1e-3)
-    left them frozen there (an ML review), as diffusers' advanced DreamBooth script knows."""
+    """Prodigy multiplies its one step-size estimate by the groups' rate, which must be the same in every group: the
+    token vectors' embedding_lr (1e-3) left them frozen there (an ML review), as diffusers' advanced DreamBooth script
+    knows. Other optimizers take each group's own rate."""
     from headshots.config import load_config
-    from train.recipe import parameter_groups
+    from train.recipe import make_optimizer, parameter_groups
     from train.text import TextSide
 
     unet, lora, tokens = (torch.nn.Parameter(torch.zeros(2)) for _ in range(3))
     text = TextSide(text_encoders=[], lora_params=[lora], embeddings=[tokens], tokens=["<s0>"])
     prodigy = load_config("alice", "tiny", overrides=["train.optimizer=prodigy", "train.learning_rate=1.0"]).train
-    assert [group["lr"] for group in parameter_groups([unet], text, prodigy)] == [1.0, 1.0, 1.0]
-    adamw = load_config("alice", "tiny", overrides=["train.text_encoder_lr=5e-6"]).train
+    groups = parameter_groups([unet], text, prodigy)
+    assert [group["lr"] for group in groups] == [1.0, 1.0, 1.0]
+    assert make_optimizer(groups, prodigy).defaults["use_bias_correction"]  # as its authors advise for diffusion
+    adamw = load_config("alice", "tiny").train
     assert [group["lr"] for group in parameter_groups([unet], text, adamw)] == [adamw.learning_rate, 5e-6, adamw.embedding_lr]
+    same = load_config("alice", "tiny", overrides=["train.text_encoder_lr=null"]).train
+    assert parameter_groups([unet], text, same)[1]["lr"] == same.learning_rate
