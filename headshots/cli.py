@@ -71,6 +71,16 @@ def signal_handled(signum: signal.Signals, handler: Callable | int) -> Iterator[
         signal.signal(signum, before)
 
 
+@contextmanager
+def shielded_from_interrupts() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held off while the block runs: the clean-up after a first one (a batch's statuses written,
+    Ray stopped and its logs deleted; the web app's jobs ended and Gradio's copies of the headshots it served deleted)
+    takes seconds, and a second, pressed or sent a moment later, cut it short and left files that name the people (a
+    batch walk)."""
+    with signal_handled(signal.SIGINT, signal.SIG_IGN), signal_handled(signal.SIGTERM, signal.SIG_IGN):
+        yield
+
+
 def terminate_as_interrupt() -> AbstractContextManager[None]:
     """SIGTERM taken as Ctrl-C while the block runs: `kill`, `timeout`, a service manager, the web app's Stop and a
     rented GPU's notice before it is taken back all send it, and its default ended the process on the spot, with no

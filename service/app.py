@@ -46,7 +46,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 
-from headshots.cli import add_config_args, parse, print_error
+from headshots.cli import add_config_args, parse, print_error, shielded_from_interrupts
 from headshots.config import PROMPT_WORDS, SIMPLE_NAME_RULE, AppConfig, Config, load_config, validate_user_name
 from headshots.errors import ConfigError, HeadshotsError, ImageError
 from headshots.faces import FaceAnalyzer
@@ -1027,7 +1027,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        app.close()  # its jobs end too: a training left running would meet the next app's Train
+        print("headshots app: closing (its jobs end first: a few seconds)", flush=True)
+        with shielded_from_interrupts():  # a second Ctrl-C here left jobs running and served headshots on disk
+            app.close()  # its jobs end too: a training left running would meet the next app's Train
     return 0
 
 

@@ -23,17 +23,16 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import sys
 import textwrap
 import time
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from headshots.cli import add_config_args, parse, print_error, signal_handled, terminate_as_interrupt
+from headshots.cli import add_config_args, parse, print_error, shielded_from_interrupts, terminate_as_interrupt
 from headshots.config import SIMPLE_NAME_RULE, Config, is_simple_name, load_config, model_source
 from headshots.errors import ConfigError, HeadshotsError
 from headshots.logs import get_logger, setup_logging
@@ -201,13 +200,6 @@ def stop_ray(keep_logs: bool = False) -> None:
     session, _embedded_session = _embedded_session, None
     if session is not None and not keep_logs:
         delete_session(session)
-
-
-def shielded_from_ctrl_c() -> AbstractContextManager[None]:
-    """Ctrl-C is held off while the first one is handled (the statuses written, Ray stopped and its logs deleted): a
-    second one, pressed a moment later, cut that short, and Ray's logs, which name the people, stayed for good (a
-    batch walk). It takes seconds."""
-    return signal_handled(signal.SIGINT, signal.SIG_IGN)
 
 
 def delete_session(session: Path) -> None:
@@ -541,7 +533,7 @@ def run_batch(users: Sequence[str], profile: str | None = None, overrides: Seque
             with terminate_as_interrupt():
                 batch.follow(batch.submit())
         except KeyboardInterrupt:
-            with shielded_from_ctrl_c():
+            with shielded_from_interrupts():
                 batch.interrupt()
             raise BatchInterrupted(batch.status(finished=True)) from None
         return batch.status(finished=True)
@@ -602,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "checkpoint, if it saved one", file=sys.stderr)
         return 130
     finally:
-        with shielded_from_ctrl_c():
+        with shielded_from_interrupts():
             stop_ray(keep_logs=status is not None and exit_status(status) == 1)
     print_notes(status)
     print_what_to_do(status, ("stopped", CRASHED, INTERRUPTED, "running"))

@@ -798,6 +798,38 @@ def test_sigterm_closes_the_app_as_ctrl_c_does(tmp_path, face_weights):
         app.wait()
 
 
+def test_a_second_ctrl_c_or_kill_does_not_cut_the_closing_short(tmp_path, monkeypatch, face_weights):
+    """Ctrl-C, then Ctrl-C and `kill` again while the app closes (it ends its jobs, up to seconds each): the second one
+    cut the close short, leaving jobs running and Gradio's copies of the headshots it served on disk."""
+    import signal
+
+    from service import app as app_module
+
+    closed: list[str] = []
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    def pressed_again_while_closing(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)  # where a second KeyboardInterrupt or SystemExit landed
+        closed.append("closed")
+
+    terminate = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(app_module.HeadshotsApp, "launch", interrupted)
+    monkeypatch.setattr(app_module.HeadshotsApp, "close", pressed_again_while_closing)
+    try:
+        assert app_module.main(["--profile", "tiny", f"paths.data_root={tmp_path / 'data'}",
+                                f"paths.outputs_root={tmp_path / 'outputs'}"]) == 0
+    except (KeyboardInterrupt, SystemExit) as exc:
+        pytest.fail(f"the second signal cut the close short: {exc!r}")
+    finally:
+        signal.signal(signal.SIGTERM, terminate)  # main's own handler, set for the app's life
+    assert closed == ["closed"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again afterwards
+
+
 def test_jobs_run_where_the_app_runs(tmp_path, monkeypatch):
     """An app started outside the project folder: its config's relative paths (data/users, outputs) must name
     the same folders for its jobs, and the job's module must still be found."""
