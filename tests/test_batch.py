@@ -98,18 +98,13 @@ def first_batch(people):
     return result, pid
 
 
-def test_an_embedded_ray_publishes_no_metrics():
+def test_an_embedded_ray_publishes_no_metrics(people):
     """Its metrics agent served every task's name (then the person's) on every interface, without a login (privacy
-    walk: curl of the agent's /metrics during a batch)."""
+    walk: curl of the agent's /metrics during a batch). The module's Ray is started as a batch starts it."""
     import ray
 
-    ours = not ray.is_initialized()  # else the module's batch Ray, started the same way
-    start_ray()
-    try:
-        assert ray._private.worker._global_node.metrics_export_port in (None, -1)
-    finally:
-        if ours:
-            stop_ray()
+    assert ray.is_initialized()
+    assert ray._private.worker._global_node.metrics_export_port in (None, -1)
 
 
 def person(status: dict, user: str) -> dict:
