@@ -42,7 +42,7 @@ from headshots.logs import get_logger
 from headshots.workspace import ADAPTER_EMBEDDINGS, ADAPTER_WEIGHTS, file_digest
 from infer.generate import Pipelines, PipelinesOrLoader, Sample, generate, on_demand, person_context, pipelines_for
 from infer.manifest import changes_images, detail_file, forget_missing, require_manifest, save_png, write_manifest
-from infer.styles import Style, check_prompt_lengths, load_style
+from infer.styles import Style, check_prompt_lengths, load_style, subject
 
 log = get_logger(__name__)
 Box = tuple[int, int, int, int]
@@ -73,10 +73,10 @@ def ellipse_mask(size: int, face_box: tuple[float, ...], dilate: float, feather:
 
 def face_prompts(style: Style, trigger: str, class_noun: str) -> dict[str, str]:
     """What the face re-draw is asked for: the person (trigger + class) with the style's expression and
-    light, and the style's photographic treatment for the second encoder, which names the person too (`Style.prompts`)."""
+    light, and the style's photographic treatment for the second encoder, both opening with the person (`subject`)."""
     return {
-        "prompt": f"close-up photo of the face of {trigger} {class_noun}, {style.expression}, detailed eyes, natural skin texture",
-        "prompt_2": f"face of {trigger} {class_noun}, {style.lighting}, {style.tone}, sharp focus, high-end portrait photography",
+        "prompt": f"{subject(trigger, class_noun)}, close-up of the face, {style.expression}, detailed eyes, natural skin texture",
+        "prompt_2": f"{subject(trigger, class_noun)}, close-up of the face, {style.lighting}, {style.tone}, sharp focus, high-end portrait photography",
         "negative_prompt": style.negative,
         "negative_prompt_2": style.negative,
     }

@@ -36,17 +36,25 @@ class Style:
 
     def prompts(self, trigger: str, class_noun: str) -> dict[str, str]:
         """Keyword arguments for StableDiffusionXLPipeline: the person, framing and clothes to the first text encoder,
-        the scene to the second, both naming the person: training gave every caption to both encoders, so the
-        adapter binds the person to the trigger in each, and the second (CLIP-G) also makes the pooled embedding."""
+        the scene to the second, both opening with the person (`subject`)."""
         return {
-            "prompt": f"professional {self.crop} photo of {trigger} {class_noun}, {self.expression}, {self.pose}, wearing {self.clothing}",
-            "prompt_2": f"photo of {trigger} {class_noun}, {self.background}, {self.lighting}, {self.tone}, high-end portrait photography, 85mm lens",
+            "prompt": f"{subject(trigger, class_noun)}, professional {self.crop}, {self.expression}, {self.pose}, wearing {self.clothing}",
+            "prompt_2": f"{subject(trigger, class_noun)}, {self.background}, {self.lighting}, {self.tone}, high-end portrait photography, 85mm lens",
             "negative_prompt": self.negative,
             "negative_prompt_2": self.negative,
         }
 
 
 FIELDS = [f.name for f in fields(Style) if f.name not in ("name", "file")]
+
+
+def subject(trigger: str, class_noun: str) -> str:
+    """How both of SDXL's prompts open: "a photo of ohwx person", as every training caption does (prepare.caption), so
+    the trigger sits at the same token in both encoders, as in training. The pipeline joins the two encoders' vectors
+    token by token, and the adapter learnt the person from tokens holding the trigger in both halves; with the
+    prompts opening differently ("professional head and shoulders headshot photo of ohwx" beside "photo of ohwx")
+    the trigger fell at token 8-11 in one and 3 in the other (an inference review)."""
+    return f"a photo of {trigger} {class_noun}"
 
 
 def available_styles() -> list[str]:

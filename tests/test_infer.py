@@ -32,13 +32,22 @@ def test_style_library_is_complete_and_fits_clip(tokenizers):
         style = load_style(name)
         prompts = style.prompts("ohwx", "person")
         check_prompt_lengths(prompts, tokenizers, name)  # raises if CLIP would truncate
-        assert "ohwx person" in prompts["prompt"] and style.background in prompts["prompt_2"]
-        # training gave each caption to both text encoders: the second must name the person too (an ML review: it
-        # held the scene alone, so CLIP-G and the pooled embedding never saw the trigger when generating)
-        assert "ohwx person" in prompts["prompt_2"]
+        assert style.clothing in prompts["prompt"] and style.background in prompts["prompt_2"]
         face = face_prompts(style, "ohwx", "person")
         check_prompt_lengths(face, tokenizers, name)
-        assert "ohwx person" in face["prompt"] and "ohwx person" in face["prompt_2"]
+        # training gave each caption to both text encoders, the trigger at the same token in each: the second prompt
+        # must name the person too (an ML review: it held the scene alone), and at the same token (an inference
+        # review: the first opened with the framing, which put the trigger 5-8 tokens later there)
+        for two in (prompts, face):
+            assert trigger_tokens(two["prompt"], tokenizers["tokenizer"]) == trigger_tokens(two["prompt_2"], tokenizers["tokenizer_2"]) \
+                == trigger_tokens("a photo of ohwx person", tokenizers["tokenizer"]), name
+
+
+def trigger_tokens(prompt: str, tokenizer) -> list[int]:
+    """Where "ohwx" falls among the prompt's tokens."""
+    ohwx = tokenizer("ohwx", add_special_tokens=False).input_ids
+    ids = tokenizer(prompt).input_ids
+    return [i for i in range(len(ids)) if ids[i:i + len(ohwx)] == ohwx]
 
 
 def test_user_style_file_and_field_override(tmp_path):
