@@ -96,7 +96,7 @@ def plan(detection: Detection, image: Image.Image, entry: dict, prompts: dict[st
     """The manifest's "detail" record for one image: every input of its re-draw and what its pixels come from
     (`drawn_from`: weights and original), or why it is skipped."""
     face = detection.subject
-    if face is None:
+    if face is None or detection.problem:  # several faces, or one too small: the review drops it whatever its face
         return {"skipped": f"no usable face ({detection.problem or 'no_face'})"}
     native = cfg.model.resolution
     box = crop_box(face.box, image.size, cfg.infer.detail.crop_scale)

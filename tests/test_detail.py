@@ -89,6 +89,21 @@ def generated(prepared_user, make_config, faces_dir):
     return cfg, samples
 
 
+def test_a_face_the_review_drops_anyway_is_not_redrawn(faces_dir, analyzer):
+    """Several faces, or one too small: the review drops the image whatever its face looks like (`face_check`), and
+    re-drawing it was GPU time for nothing (an inference review)."""
+    from dataclasses import replace
+
+    from headshots.config import load_config
+    from infer.detail import plan
+
+    canvas = small_face_canvas(faces_dir, 1024, 0.6, (300, 200))  # SDXL's size: the face's crop is under 1024 px
+    found, cfg, entry = analyzer.detect(canvas), load_config("alice"), {"file": "linkedin-000.png", "seed": 0}
+    assert found.problem is None and plan(found, canvas, entry, {}, cfg, {})["file"] == "linkedin-000.detail.png"
+    for problem in ("several_faces", "face_too_small"):
+        assert plan(replace(found, problem=problem), canvas, entry, {}, cfg, {}) == {"skipped": f"no usable face ({problem})"}
+
+
 def test_detail_pass_redraws_only_the_face_reproducibly_and_scoring_keeps_the_better(generated, analyzer):
     from infer.detail import detail, inpainting_pipeline, redraw, with_detail
     from infer.gallery import write_gallery
