@@ -119,3 +119,20 @@ def test_every_trained_text_weight_reaches_the_loss(make_config):
              for name, p in encoder.named_parameters() if p.requires_grad]
     assert len(named) == len(text.lora_params) + len(text.embeddings) > 2
     assert [name for name, p in named if p.grad is None] == []  # lora_A: zero at first (B starts at 0), but reached
+
+
+def test_the_person_s_token_vectors_are_pulled_back_to_their_vocabulary_s_scale():
+    """Nothing else bounds them: a thousand steps at embedding_lr can carry them far past every word's scale (a
+    training review; diffusers' advanced DreamBooth script pulls them back after every step). The pull keeps their
+    direction, and moves their spread a tenth of the way (in log) each step."""
+    from train.text import TextSide
+
+    vectors = torch.nn.Parameter(torch.randn(2, 32) * 10.0)
+    before = vectors.detach().clone()
+    text = TextSide([], [], [vectors], ["<s0>", "<s1>"], vocabulary_std=[1.0])
+    text.keep_tokens_in_scale()
+    torch.testing.assert_close(vectors.std(), before.std() ** 0.9)
+    for _ in range(60):
+        text.keep_tokens_in_scale()
+    assert abs(float(vectors.std()) - 1.0) < 0.01
+    assert torch.nn.functional.cosine_similarity(vectors.detach().flatten(), before.flatten(), dim=0) > 0.9999

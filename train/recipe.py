@@ -168,6 +168,8 @@ def _train(cfg: Config, workspace: Workspace, prepared: Path) -> Path:
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                if accelerator.sync_gradients:
+                    text.keep_tokens_in_scale()
         loss_value = accelerator.reduce(step_loss, reduction="mean").item()
         if not math.isfinite(loss_value):
             raise HeadshotsError(

@@ -11,7 +11,7 @@ vectors are trained, not the 49,408-row vocabulary (so the optimizer state stays
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -80,6 +80,7 @@ class TextSide:
     lora_params: list[torch.nn.Parameter]
     embeddings: list[torch.nn.Parameter]  # one (k, dim) per encoder; empty without pivotal tuning
     tokens: list[str]
+    vocabulary_std: list[float] = field(default_factory=list)  # per encoder: the spread of its frozen word vectors
 
     @property
     def trainable(self) -> bool:
@@ -90,6 +91,15 @@ class TextSide:
             return batch
         prompt_embeds, pooled = text_conditioning(self.text_encoders, batch.input_ids)
         return replace(batch, prompt_embeds=prompt_embeds, pooled_embeds=pooled)
+
+    @torch.no_grad()
+    def keep_tokens_in_scale(self) -> None:
+        """After each update, pull the new vectors' spread a tenth of the way (in log) back to their vocabulary's, as
+        diffusers' advanced DreamBooth script does after every step. Nothing else bounds them: at embedding_lr, a
+        thousand steps can carry them far past every word's scale, and then the person's tokens drown the words
+        around them (the style's clothes and light)."""
+        for vectors, std in zip(self.embeddings, self.vocabulary_std):
+            vectors.mul_((std / vectors.std()) ** 0.1)
 
     def embedding_state(self) -> dict[str, torch.Tensor]:
         return {key: p.detach().cpu().float().contiguous() for key, p in zip(EMBEDDING_KEYS, self.embeddings)}
@@ -130,4 +140,5 @@ def setup_text_side(parts, tc: TrainConfig, class_noun: str) -> TextSide:
     for p in lora_params + embeddings:  # after add_adapter, which freezes everything that is not LoRA
         p.requires_grad_(True)
         p.data = p.data.float()  # trainable weights stay fp32 under mixed precision
-    return TextSide(encoders if (lora_params or embeddings) else [], lora_params, embeddings, tokens)
+    vocabulary_std = [float(encoder.get_input_embeddings().weight.float().std()) for encoder in encoders] if tokens else []
+    return TextSide(encoders if (lora_params or embeddings) else [], lora_params, embeddings, tokens, vocabulary_std)
