@@ -155,3 +155,20 @@ def test_the_keep_rejected_line_prepare_suggests_reads_back_as_the_name(name, ma
     ws.person_settings.parent.mkdir(parents=True, exist_ok=True)
     ws.person_settings.write_text(keep_rejected_setting(name) + "\n", encoding="utf-8")
     assert list(make_config("alice").prepare.keep_rejected) == [name]
+
+
+def test_an_upright_crop_stays_inside_a_photo_of_odd_size():
+    """The square's ends were rounded apart, so its side could come out 1 px longer across than down; the crop,
+    re-centred on that side, took a row past the photo, which Pillow fills with black: a dark strip along the
+    training crop's edge (a prepare review: 4 black rows in one of about 80 face placements on a 999 x 667 photo)."""
+    from headshots.faces import Face
+    from train.framing import frame_face
+
+    for width, height in ((999, 667), (667, 999), (1001, 1001)):
+        for side in (80.3, 150.5, 233.7, 351.1):
+            for cx in np.linspace(0, width, 23):
+                for cy in np.linspace(0, height, 23):
+                    eyes = ((cx - side / 5, cy), (cx + side / 5, cy))  # level: the upright crop
+                    face = Face((cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), 0.99, (*eyes, (cx, cy)))
+                    x1, y1, x2, y2 = frame_face(face, (width, height), 0.9).box
+                    assert 0 <= x1 and 0 <= y1 and x2 <= width and y2 <= height and x2 - x1 == y2 - y1, (width, height, face.box)

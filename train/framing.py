@@ -24,7 +24,10 @@ def square_crop_box(face: Face, image_size: tuple[int, int], margin: float) -> t
     cy += 0.1 * face.side
     left = min(max(cx - side / 2, 0), width - side)
     top = min(max(cy - side / 2, 0), height - side)
-    return round(left), round(top), round(left + side), round(top + side)
+    x1, x2 = round(left), round(left + side)
+    whole = min(x2 - x1, width, height)  # one side for both: the ends round apart, and a side 1 px longer downwards
+    y1 = min(round(top), height - whole)  # took a row past the photo, which the crop filled with black
+    return x1, y1, x1 + whole, y1 + whole
 
 
 # Below this tilt the eye line is within MTCNN's landmark jitter (a few px over a ~60 px eye distance):
