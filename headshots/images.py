@@ -1,6 +1,6 @@
 """Reading photos safely: any file a person uploads either becomes an RGB image or a clear reason.
 
-Handles EXIF orientation, CMYK, 16-bit, alpha, palette and greyscale; refuses corrupt, truncated,
+Handles EXIF orientation, colour profiles (Display P3, Adobe RGB, CMYK), 16-bit, alpha, palette and greyscale; refuses corrupt, truncated,
 non-image and decompression-bomb files with an `ImageError` that says what to do.
 """
 
@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from headshots.errors import ImageError
 
@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 
 A_FOLDER = "a folder, not a photo."  # the reason a folder among the photos gets
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 def load_rgb(path: Path, draft_side: int | None = None) -> Image.Image:
@@ -57,7 +58,7 @@ def load_rgb(path: Path, draft_side: int | None = None) -> Image.Image:
                     image.draft(image.mode, (math.ceil(image.width * ratio), math.ceil(image.height * ratio)))
                 image.load()
                 image = ImageOps.exif_transpose(image)
-                return to_rgb(image)
+                return to_rgb(in_srgb(image))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(
             f"{path.name}: the image is too large to process safely (over {MAX_PIXELS // 1_000_000} megapixels).",
@@ -109,6 +110,26 @@ def transparent_share(path: Path) -> float:
             return float((np.asarray(alpha.reduce(max(1, max(alpha.size) // 256))) < 128).mean())
     except Exception:  # noqa: BLE001 - any failure to read is load_rgb's to report
         return 0.0
+
+
+def in_srgb(image: Image.Image) -> Image.Image:
+    """The photo's colours in sRGB, which SDXL learnt and a viewer assumes of untagged pixels. iPhones and many Android
+    phones save in Display P3, cameras often in Adobe RGB, and print files in CMYK, each tagged with its ICC profile:
+    read as sRGB, a P3 face's skin is a few ΔE duller and saturated colours far more (a prepare review), and a set
+    mixing phones trained two skin tones for one person. The converted image carries no profile (its pixels are
+    sRGB now). A profile that cannot be read, or that does not fit the pixels, leaves them as stored."""
+    icc = image.info.get("icc_profile")
+    if not icc or image.mode not in ("RGB", "RGBA", "CMYK", "L"):
+        return image
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in ImageCms.getProfileDescription(profile).lower():  # most photos: nothing to convert
+            return image
+        converted = ImageCms.profileToProfile(image, profile, SRGB, outputMode="RGBA" if image.mode == "RGBA" else "RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return image
+    converted.info.pop("icc_profile", None)
+    return converted
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

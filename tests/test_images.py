@@ -113,3 +113,55 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300 * 300 // 3)  # > 2x the limit is an error in PIL
     with pytest.raises(ImageError, match="too large"):
         images.load_rgb(path)
+
+
+def wide_gamut_profile() -> bytes:
+    """A minimal ICC v2 display profile: Display P3's primaries (adapted to D50) and a 2.2 gamma, as a phone tags
+    its photos (no such profile ships with Pillow or this machine)."""
+    import struct
+
+    def fixed(*values: float) -> bytes:
+        return b"".join(struct.pack(">i", round(v * 65536)) for v in values)
+
+    def xyz(*values: float) -> bytes:
+        return b"XYZ " + bytes(4) + fixed(*values)
+
+    name = b"Display P3 (test)\x00"
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(2.2 * 256)) + bytes(2)
+    tags = [(b"desc", b"desc" + bytes(4) + struct.pack(">I", len(name)) + name + bytes(8 + 2 + 1 + 67)),
+            (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(0.5151, 0.2412, -0.0011)),
+            (b"gXYZ", xyz(0.2920, 0.6922, 0.0419)), (b"bXYZ", xyz(0.1571, 0.0666, 0.7841)),
+            (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    start, table, data = 128 + 4 + 12 * len(tags), b"", b""
+    for signature, body in tags:
+        body += bytes(-len(body) % 4)
+        table += signature + struct.pack(">II", start + len(data), len(body))
+        data += body
+    header = (struct.pack(">I", start + len(data)) + bytes(4) + bytes([2, 0x10, 0, 0]) + b"mntrRGB XYZ " + bytes(12)
+              + b"acsp" + bytes(28) + fixed(0.9642, 1.0, 0.8249) + bytes(48))
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def test_a_wide_gamut_photo_is_read_in_srgb(tmp_path, faces_dir):
+    """A phone's Display P3 photo: its pixels are P3 values, which read as sRGB gave duller skin and colours (a prepare
+    review). Read, it gives the sRGB colours it was made from, untagged; an unreadable profile leaves the pixels be."""
+    from PIL import ImageCms
+
+    photo = images.load_rgb(faces_dir / "georgia-tech" / "s01" / "01.jpg")
+    photo.paste((200, 30, 30), (0, 0, 60, 60))  # a saturated red, where the gamuts differ most
+    p3 = ImageCms.ImageCmsProfile(io.BytesIO(wide_gamut_profile()))
+    stored = ImageCms.profileToProfile(photo, ImageCms.createProfile("sRGB"), p3, outputMode="RGB")
+    stored.save(tmp_path / "phone.png", icc_profile=wide_gamut_profile())
+    as_stored, read = np.asarray(stored).astype(int), images.load_rgb(tmp_path / "phone.png")
+    original = np.asarray(photo).astype(int)
+    assert np.abs(as_stored - original).max() >= 20  # what ignoring the profile trained on
+    assert np.abs(np.asarray(read).astype(int) - original).max() <= 3 and "icc_profile" not in read.info
+
+    cut_out = stored.convert("RGBA")  # a phone's cut-out: converted too, its transparency still flattened on white
+    cut_out.paste((0, 0, 0, 0), (0, stored.height - 40, stored.width, stored.height))
+    cut_out.save(tmp_path / "cut-out.png", icc_profile=wide_gamut_profile())
+    read = np.asarray(images.load_rgb(tmp_path / "cut-out.png")).astype(int)
+    assert np.abs(read[:-40] - original[:-40]).max() <= 3 and (read[-40:] == 255).all()
+
+    stored.save(tmp_path / "broken.png", icc_profile=b"not a profile")
+    assert (np.asarray(images.load_rgb(tmp_path / "broken.png")).astype(int) == as_stored).all()
