@@ -80,12 +80,14 @@ def generated(prepared_user, make_config, faces_dir):
 
     own = Path(prepared_user.paths.data_root) / "alice" / "executive.yaml"
     own.write_text((STYLE_DIR / "executive.yaml").read_text().replace("expression:", "expression: laughing out loud,", 1))
+    # face.min_face_px: in the tiny model's 128 px frame a face small enough to be scaled up (a 21 px one here) is
+    # under the 48 px below which the review drops an image, and the pass does not re-draw such a face
     cfg = make_config("alice", "train.max_steps=2", f"infer.styles=[{own}]", "infer.images_per_style=2", "infer.steps=2",
-                      "infer.detail.steps=4")
+                      "infer.detail.steps=4", "face.min_face_px=16")
     train(cfg)
     generate(cfg)
     samples = Workspace.from_config(cfg).samples_dir(cfg.run)
-    small_face_canvas(faces_dir, 256, 0.12, (90, 60)).save(samples / "executive-00.png")
+    small_face_canvas(faces_dir, 256, 0.18, (90, 60)).save(samples / "executive-00.png")
     return cfg, samples
 
 
