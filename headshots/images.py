@@ -1,7 +1,8 @@
 """Reading photos safely: any file a person uploads either becomes an RGB image or a clear reason.
 
-Handles EXIF orientation, colour profiles (Display P3, Adobe RGB, CMYK), 16-bit, alpha, palette and greyscale; refuses corrupt, truncated,
-non-image and decompression-bomb files with an `ImageError` that says what to do.
+Handles EXIF orientation, colour profiles (Display P3, Adobe RGB, CMYK), 16-bit, alpha, palette and
+greyscale; refuses corrupt, truncated, non-image and decompression-bomb files with an `ImageError` that
+says what to do.
 """
 
 from __future__ import annotations
