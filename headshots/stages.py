@@ -320,9 +320,15 @@ def forgotten_while_running(stage: Stage, cfg: Config) -> Iterator[None]:
 
 
 def write_record(stage: Stage, cfg: Config, expected: str, seconds: float) -> None:
-    write_json_atomic(record_path(stage, cfg), {"stage": stage.name, "fingerprint": _recorded_as(stage, cfg, expected),
-                                                "seconds": round(seconds, 3),
-                                                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    """The stage's record, unless the folder it belongs in (the person's, or the run's) is gone: the record is written
+    after the stage let go of its lock, and a deletion (`make purge`, the app's Delete my data) that took the lock in
+    that moment had the record write the person's folder back, for a stage whose work it had just deleted."""
+    path = record_path(stage, cfg)
+    if not path.parent.parent.is_dir():
+        log.debug("%s not recorded: %s was deleted meanwhile", stage.name, path.parent.parent)
+        return
+    write_json_atomic(path, {"stage": stage.name, "fingerprint": _recorded_as(stage, cfg, expected),
+                             "seconds": round(seconds, 3), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
 def done_now(name: str, cfg: Config) -> bool:

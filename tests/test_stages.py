@@ -273,3 +273,15 @@ def test_a_chain_is_known_done_without_a_worker_and_a_failed_check_leaves_it_to_
     assert [(result.stage, result.state) for result in chain_done(cfg)] == [(name, "skipped") for name in STAGE_NAMES]
     Workspace.from_config(cfg).scores(cfg.run).write_text('{"kept": ')  # what export's check reads, cut short
     assert chain_done(cfg) is None
+
+
+def test_a_deletion_as_a_stage_ends_is_not_undone_by_its_record(tmp_path, tiny_model, faces_dir):
+    """The record is written after the stage let go of its lock: a `make purge ALL=1` that took the lock in that
+    moment deleted the person's folder, and the record wrote it back (a concurrency review)."""
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tmp_path, tiny_model, "alice")
+    workspace = Workspace.from_config(cfg)
+    copy_photos(sorted((faces_dir / "georgia-tech" / "s01").glob("*.jpg"))[:2], workspace.selfies)
+    run_recorded("intake", cfg, lambda: shutil.rmtree(workspace.user_dir))  # deleted as the stage ends
+    assert not workspace.user_dir.exists()
