@@ -74,9 +74,10 @@ def ellipse_mask(size: int, face_box: tuple[float, ...], dilate: float, feather:
 def face_prompts(style: Style, trigger: str, class_noun: str) -> dict[str, str]:
     """What the face re-draw is asked for: the person (trigger + class) with the style's expression and
     light, and the style's photographic treatment for the second encoder, both opening with the person (`subject`)."""
+    face = f"{subject(trigger, class_noun)}, close-up of the face"
     return {
-        "prompt": f"{subject(trigger, class_noun)}, close-up of the face, {style.expression}, detailed eyes, natural skin texture",
-        "prompt_2": f"{subject(trigger, class_noun)}, close-up of the face, {style.lighting}, {style.tone}, sharp focus, high-end portrait photography",
+        "prompt": f"{face}, {style.expression}, detailed eyes, natural skin texture",
+        "prompt_2": f"{face}, {style.lighting}, {style.tone}, sharp focus, high-end portrait photography",
         "negative_prompt": style.negative,
         "negative_prompt_2": style.negative,
     }

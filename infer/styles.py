@@ -37,9 +37,10 @@ class Style:
     def prompts(self, trigger: str, class_noun: str) -> dict[str, str]:
         """Keyword arguments for StableDiffusionXLPipeline: the person, framing and clothes to the first text encoder,
         the scene to the second, both opening with the person (`subject`)."""
+        person = subject(trigger, class_noun)
         return {
-            "prompt": f"{subject(trigger, class_noun)}, professional {self.crop}, {self.expression}, {self.pose}, wearing {self.clothing}",
-            "prompt_2": f"{subject(trigger, class_noun)}, {self.background}, {self.lighting}, {self.tone}, high-end portrait photography, 85mm lens",
+            "prompt": f"{person}, professional {self.crop}, {self.expression}, {self.pose}, wearing {self.clothing}",
+            "prompt_2": f"{person}, {self.background}, {self.lighting}, {self.tone}, high-end portrait photography, 85mm lens",
             "negative_prompt": self.negative,
             "negative_prompt_2": self.negative,
         }
