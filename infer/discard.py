@@ -92,7 +92,8 @@ def discard(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[str]:
         deleted = [name for file in in_order for name in (file, detail_file(file)) if (samples_dir / name).is_file()]
         for name in deleted:
             (samples_dir / name).unlink()
-        exported = drop_exported(export_dir(cfg), gone)
+        # the export names each image by the version that won the review: the face-detailed one's name, where it won
+        exported = drop_exported(export_dir(cfg), {name for file in gone for name in (file, detail_file(file))})
     if exported:
         forget(stage_named("export"), cfg)  # what is kept may change with the scores: the chain exports again
         log.info("their crops are out of the last export (%s): %s", export_dir(cfg), ", ".join(exported))

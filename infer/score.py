@@ -212,8 +212,10 @@ def versions_of(item: dict, samples_dir: Path) -> list[str]:
 
 
 def better_version(item: dict, judged: dict[str, Score]) -> Score:
-    """The version that looks more like the person (a found face first, then the higher similarity),
-    with a note of the other's figures: the same rule as between any two outputs."""
+    """The version the review would rather show: one that passes every check before one that fails any (a re-drawn
+    face can gain a little likeness and lose its eyes' spacing or add glasses, and the image was then dropped with
+    its passing original never shown), then a found face, then the higher similarity; with a note of the other's
+    figures."""
     original = judged[item["file"]]
     record = item.get("detail")
     if not record or "file" not in record or record["file"] not in judged:
@@ -229,8 +231,8 @@ def better_version(item: dict, judged: dict[str, Score]) -> Score:
     return winner
 
 
-def _likeness(score: Score) -> tuple[bool, float]:
-    return score.face_found, score.similarity if score.similarity is not None else -2.0
+def _likeness(score: Score) -> tuple[bool, bool, float]:
+    return score.kept, score.face_found, score.similarity if score.similarity is not None else -2.0
 
 
 def judge(item: dict, measured: Measured, threshold: float, selfie_glasses: float | None, cfg: Config) -> Score:
@@ -269,7 +271,7 @@ def rank(scores: list[Score]) -> None:
     """Number the kept outputs best first and sort: kept by rank, then dropped by similarity."""
     for position, s in enumerate(sorted((s for s in scores if s.kept), key=lambda s: -s.similarity), start=1):
         s.rank = position
-    scores.sort(key=lambda s: (s.rank is None, s.rank or 0, -(s.similarity or -2)))
+    scores.sort(key=lambda s: (s.rank is None, s.rank or 0, -(s.similarity if s.similarity is not None else -2)))
 
 
 def selfie_glasses_scores(workspace: Workspace, analyzer: FaceAnalyzer, stored: dict | None) -> dict | None:

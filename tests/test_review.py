@@ -117,3 +117,23 @@ def test_likeness_check_wording():
     assert review.likeness_check(0.8, 0.6) == review.Check("likeness", True, "looks like you (similarity 0.80)")
     assert review.likeness_check(0.5, 0.6).detail == "does not look like you (similarity 0.50 < 0.60)"
     assert review.leave_one_out(torch.ones(1, 512)).numel() == 0
+
+
+def test_the_face_detailed_version_wins_only_as_the_review_would_rank_it():
+    """Passing every check comes before likeness: a re-drawn face a little more like the person but failing its
+    eyes check used to win, and the image was dropped with its passing original never shown."""
+    from infer.score import Score, better_version
+
+    def version(file: str, similarity: float | None, kept: bool) -> Score:
+        return Score(file, "linkedin", 1, similarity is not None, similarity, similarity, kept,
+                     "looks like you" if kept else "eyes implausible")
+
+    item = {"file": "a.png", "detail": {"file": "a.detail.png"}}
+    chosen = better_version(item, {"a.png": version("a.png", 0.60, True), "a.detail.png": version("a.detail.png", 0.62, False)})
+    assert (chosen.file, chosen.detail["chosen"]) == ("a.png", "original")
+    chosen = better_version(item, {"a.png": version("a.png", 0.70, False), "a.detail.png": version("a.detail.png", 0.61, True)})
+    assert chosen.file == "a.detail.png"
+    chosen = better_version(item, {"a.png": version("a.png", 0.60, True), "a.detail.png": version("a.detail.png", 0.62, True)})
+    assert chosen.file == "a.detail.png" and chosen.detail["gain"] == 0.02
+    chosen = better_version(item, {"a.png": version("a.png", None, False), "a.detail.png": version("a.detail.png", 0.1, False)})
+    assert chosen.file == "a.detail.png"  # a found face before none, both dropped

@@ -275,8 +275,11 @@ def test_generating_again_after_a_discard_draws_new_images_not_the_deleted_ones(
     manifest["images"][0]["detail"] = {"file": "linkedin-00.detail.png"}
     (samples / "manifest.json").write_text(json.dumps(manifest))
     Image.open(samples / "linkedin-00.png").save(samples / "linkedin-00.detail.png")
+    export(replace(cfg, infer=replace(cfg.infer, export_files=["linkedin-00.detail.png"])), analyzer)  # named as it won
+    write_record(stage_named("export"), cfg, "as the chain wrote it", 1.0)
     assert discard(replace(cfg, infer=replace(cfg.infer, discard_files=["linkedin-00.detail.png"])), analyzer) == [
         "linkedin-00.png", "linkedin-00.detail.png"]
+    assert not (samples.parent / "export").exists() and read_record(stage_named("export"), cfg) is None  # its crops went
 
 
 def test_an_image_deleted_by_hand_is_taken_out_not_a_traceback(generated, analyzer):
