@@ -83,9 +83,11 @@ def purge(workspace: Workspace, include_selfies: bool = False) -> list[str]:
     done = []
     with nothing_running(workspace):
         for path in derived_paths(workspace, include_selfies):
-            # the person's photos may be linked in from elsewhere; links in outputs are the tools' own (W&B's
-            # debug-core.log points into its cache in the home folder, and names no one)
+            # the person's photos may be linked in from elsewhere; in outputs, a folder linked in (a run moved to a
+            # bigger disk) holds only what was made from them, and goes too (`delete_linked_folders`)
             linked = links_in(path) if path != workspace.user_outputs else []
+            if path == workspace.user_outputs:
+                done += delete_linked_folders(workspace)
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             else:
@@ -125,6 +127,27 @@ def links_in(path: Path) -> list[tuple[Path, Path]]:
         if inside is None or not target.is_relative_to(inside):
             kept.append((link, target))
     return kept
+
+
+def delete_linked_folders(workspace: Workspace) -> list[str]:
+    """Delete the folders that the person's outputs folder, or a folder in it, links to elsewhere (a run moved to
+    another disk, `outputs/<user>` itself a link): everything in outputs is made from the person's photos, and
+    removing only the link left their adapters and images there while purge said "removed". A link to a file is
+    the tools' own (W&B links its debug-core.log into its cache in the home folder; it names no one) and is only
+    unlinked. A folder that holds the project's own roots or the home folder is never deleted: it is named as kept.
+    Returns what was done, one line each."""
+    done = []
+    for link, target in links_in(workspace.user_outputs):
+        if not target.is_dir():
+            continue
+        holds = [root for root in (workspace.outputs_root, workspace.data_root, Path.home(), Path.cwd())
+                 if root.resolve().is_relative_to(target)]
+        if holds:
+            done.append(f"kept {target}: {link} links to it, and it holds {holds[0]}; delete the person's files there by hand")
+            continue
+        shutil.rmtree(target)
+        done.append(f"removed {target} (linked from {link})")
+    return done
 
 
 def scrub_batch_records(workspace: Workspace) -> list[str]:

@@ -174,6 +174,29 @@ def test_photos_linked_in_from_elsewhere_are_named_as_kept(tmp_path, capsys):
     assert "kept" not in said.replace("kept the", "") and not (outputs / "fay").exists(), said
 
 
+def test_outputs_linked_in_from_another_disk_are_deleted_there(tmp_path, capsys):
+    """A person's outputs folder, or one of their runs, linked to another disk: purge removed the link, said
+    "removed", and their adapters and images stayed there (privacy review). Outputs are all made from the photos:
+    the linked folder goes too, unless it holds the project's own folders, which are named as kept."""
+    data, outputs, disk = tmp_path / "data", tmp_path / "outputs", tmp_path / "disk"
+    for run in ("bob", "carol-default"):
+        (disk / run / "samples").mkdir(parents=True)
+        (disk / run / "samples" / "linkedin-00.png").write_bytes(b"a headshot")
+    (outputs / "carol").mkdir(parents=True)
+    (outputs / "bob").symlink_to(disk / "bob")
+    (outputs / "carol" / "default").symlink_to(disk / "carol-default")
+    (outputs / "dora").mkdir()
+    (outputs / "dora" / "default").symlink_to(tmp_path)  # holds the outputs folder itself: never deleted
+    for user, target in (("bob", disk / "bob"), ("carol", disk / "carol-default")):
+        assert main(["--user", user, f"paths.data_root={data}", f"paths.outputs_root={outputs}"]) == 0
+        said = capsys.readouterr().out
+        assert f"removed {target.resolve()} (linked from" in said and not target.exists(), said
+        assert not (outputs / user).exists() and not (outputs / user).is_symlink()
+    assert main(["--user", "dora", f"paths.data_root={data}", f"paths.outputs_root={outputs}"]) == 0
+    said = capsys.readouterr().out
+    assert f"kept {tmp_path.resolve()}:" in said and outputs.is_dir() and (disk / ".." / "outputs").is_dir(), said
+
+
 def test_a_lock_that_cannot_be_taken_is_named_not_a_traceback(tmp_path, capsys):
     """A run's .train.lock that is a folder (or someone else's file) cannot be locked: purge says which, deletes
     nothing (review)."""
