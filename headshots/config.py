@@ -285,6 +285,23 @@ def no_wandb_reports() -> None:
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
 
 
+def wandb_run_settings():
+    """What every W&B run of the project records besides what it logs: nothing. By default W&B also captures the
+    console (log lines naming the person's folders), the command line (`--user alice`), the interpreter's absolute
+    path, the host, the git remote and the code; all of it went with the run, online too (a privacy review)."""
+    import wandb
+
+    return wandb.Settings(console="off", disable_git=True, disable_code=True, save_code=False, disable_job_creation=True,
+                          x_disable_meta=True, x_disable_machine_info=True)
+
+
+def images_to_wandb(cfg: Config, run_mode: str | None) -> bool:
+    """Whether pictures of the person go into a W&B run in `run_mode`: only with `wandb.log_images`, and online only
+    when `wandb.mode=online` is explicit. A W&B key kept for other work turns `auto` online for metrics, never for
+    faces (training logged its validation images there)."""
+    return bool(cfg.wandb.log_images and run_mode and (run_mode == "offline" or cfg.wandb.mode == "online"))
+
+
 @dataclass
 class DetailConfig:
     """Face-detail pass (infer/detail.py): each generated face re-drawn at the model's native size with the

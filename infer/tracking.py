@@ -3,8 +3,9 @@
 Generated faces are biometric-looking data, so this runs only with `wandb.log_images=true`, and
 writes local offline files (outputs/<user>/<run>/wandb/) unless `wandb.mode=online` is explicit:
 `auto` means offline here even where a W&B key is configured. W&B copies a table's images into a
-staging folder (default ~/.local/share/wandb) before syncing; here that folder is the run's wandb/
-too, so `make purge` finds every copy of the faces.
+staging folder (default ~/.local/share/wandb) before syncing, and an uploaded one's into its artifact
+cache (default ~/.cache/wandb); here both are the run's wandb/ too, so `make purge` finds every copy
+of the faces.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from headshots.config import Config, no_wandb_reports, wandb_allowed
+from headshots.config import Config, no_wandb_reports, wandb_allowed, wandb_run_settings
 from headshots.logs import get_logger
 from headshots.workspace import Workspace
 
@@ -39,16 +40,18 @@ def verdict(score: Score) -> str:
 
 @contextmanager
 def staging_in(folder: Path) -> Iterator[None]:
-    """Point WANDB_DATA_DIR (read when W&B stages files) at `folder` for the duration."""
-    previous = os.environ.get("WANDB_DATA_DIR")
-    os.environ["WANDB_DATA_DIR"] = str(folder)
+    """Point W&B's staging (WANDB_DATA_DIR) and artifact cache (WANDB_CACHE_DIR: an uploaded table's images are
+    cached there, by default under ~/.cache/wandb) at `folder` for the duration."""
+    previous = {name: os.environ.get(name) for name in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR")}
+    os.environ.update(dict.fromkeys(previous, str(folder)))
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop("WANDB_DATA_DIR", None)
-        else:
-            os.environ["WANDB_DATA_DIR"] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def log_scores_table(cfg: Config, samples_dir: Path, scores: Sequence[Score]) -> Path | None:
@@ -63,7 +66,8 @@ def log_scores_table(cfg: Config, samples_dir: Path, scores: Sequence[Score]) ->
     no_wandb_reports()
     with staging_in(out):
         run = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, dir=str(out), mode=mode,
-                         name=f"{cfg.user}-{cfg.run}-scores", job_type="score", group=cfg.wandb.group)
+                         name=f"{cfg.user}-{cfg.run}-scores", job_type="score", group=cfg.wandb.group,
+                         settings=wandb_run_settings())
         table = wandb.Table(columns=COLUMNS)
         for s in scores:
             table.add_data(wandb.Image(str(samples_dir / s.file)), s.style, s.seed, s.similarity, verdict(s))

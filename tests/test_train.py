@@ -2,6 +2,8 @@
 output, checkpoints that resume to exactly the same result."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -136,6 +138,22 @@ def test_wandb_offline_writes_local_run_files(prepared_user, make_config, monkey
     assert runs, "wandb offline run folder expected"
     recorded = b"".join(f.read_bytes() for f in runs[0].rglob("*") if f.is_file())
     assert b"learning_rate" in recorded and cfg.paths.data_root.encode() not in recorded  # settings, not where photos are
+    # nor anything W&B records by default in what a sync sends (the run's record and files/; logs/ stay here): the
+    # console (log lines with the person's folders), the interpreter's path, the command line, the git remote
+    sent = b"".join(f.read_bytes() for f in [*runs[0].glob("*.wandb"), *runs[0].rglob("files/**/*")] if f.is_file())
+    assert not list(runs[0].rglob("output.log")) and not list(runs[0].rglob("wandb-metadata.json"))
+    for said in (str(cfg.paths.outputs_root), sys.executable, "adapter saved", str(Path.cwd()), "--user"):
+        assert said.encode() not in sent, said
+
+
+def test_pictures_of_the_person_go_online_only_when_asked_in_so_many_words(make_config):
+    """A W&B key kept for other work turns `auto` online for metrics; training sent its validation images there."""
+    from headshots.config import images_to_wandb
+
+    for mode, run_mode, sent in (("auto", "online", False), ("auto", "offline", True), ("online", "online", True),
+                                 ("offline", "offline", True), ("online", None, False)):
+        assert images_to_wandb(make_config("alice", f"wandb.mode={mode}", "wandb.log_images=true"), run_mode) is sent
+    assert not images_to_wandb(make_config("alice", "wandb.mode=online"), "online")  # log_images defaults to false
 
 
 def test_kohya_export_loads_in_diffusers_like_the_diffusers_file(prepared_user, make_config, tiny_model):

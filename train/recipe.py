@@ -23,7 +23,16 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from headshots.config import Config, TrainConfig, model_source, no_wandb_reports, save_config, wandb_allowed
+from headshots.config import (
+    Config,
+    TrainConfig,
+    images_to_wandb,
+    model_source,
+    no_wandb_reports,
+    save_config,
+    wandb_allowed,
+    wandb_run_settings,
+)
 from headshots.errors import HeadshotsError
 from headshots.logs import get_logger
 from headshots.sdxl import load_components, warn_without_gpu
@@ -184,7 +193,7 @@ def _train(cfg: Config, workspace: Workspace, prepared: Path) -> Path:
             write_progress(workspace.progress(cfg.run), step + 1, tc.max_steps, start_step, loss_value, loop_started)
         accelerator.log({"train/loss": loss_value, "train/lr": lr}, step=step + 1)
         if tc.validation.every and ((step + 1) % tc.validation.every == 0 or step + 1 == tc.max_steps):
-            validate(accelerator, validator, unet, text, step + 1, cfg, workspace)
+            validate(accelerator, validator, unet, text, step + 1, cfg, workspace, images_to_wandb(cfg, wandb_mode))
         if (step + 1) % tc.checkpoint_every == 0 or step + 1 == tc.max_steps:
             ckpt.save_checkpoint(accelerator, checkpoints, step + 1, tc.keep_checkpoints, inputs)
     progress.close()
@@ -231,8 +240,12 @@ def start_tracking(accelerator, cfg: Config, workspace: Workspace, wandb_mode: s
         cfg.wandb.project,
         config=_loggable_config(cfg),
         init_kwargs={"wandb": {"dir": str(workspace.wandb_dir(cfg.run)), "mode": wandb_mode, "name": f"{cfg.user}-{cfg.run}",
-                               "entity": cfg.wandb.entity, "group": cfg.wandb.group}},
+                               "entity": cfg.wandb.entity, "group": cfg.wandb.group, "settings": wandb_run_settings()}},
     )
+    if cfg.wandb.log_images and not images_to_wandb(cfg, wandb_mode):
+        log.warning("validation images are not sent to W&B: this run is online only because a W&B key is configured "
+                    "(wandb.mode=auto); wandb.mode=online sends them, wandb.mode=offline keeps them in %s",
+                    workspace.wandb_dir(cfg.run))
 
 
 def _steps_left(start_step: int, max_steps: int) -> str:
@@ -290,12 +303,13 @@ def export_adapter(accelerator, unet, text: TextSide, adapter_dir: Path, cfg: Co
 
 
 def validate(accelerator, validator: Validator | None, unet, text: TextSide, step: int, cfg: Config,
-             workspace: Workspace) -> None:
-    """Main process samples and scores; a new best likeness also becomes `adapter-best/`."""
+             workspace: Workspace, log_images: bool) -> None:
+    """Main process samples and scores; a new best likeness also becomes `adapter-best/`. `log_images`: the samples
+    go to W&B too (`images_to_wandb`)."""
     if validator is not None:
         result = validator(unwrap(accelerator, unet), step)
         values = {"val/face_similarity": result.face_similarity, "val/faces_found": result.faces_found}
-        if cfg.wandb.log_images:  # pictures of the person leave the machine only if the user said so
+        if log_images:
             values["val/images"] = wandb_images(result, validator.images_dir)
         accelerator.log(values, step=step)
         if validator.is_best(result):
