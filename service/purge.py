@@ -1,5 +1,6 @@
 """Delete everything derived from one person: prepared crops, captions, face embeddings, reports, adapters,
-checkpoints, generated images and local W&B files, and their rows in batch status files. With
+checkpoints, generated images and local W&B files (in a folder linked in from another disk too), their rows in
+batch status files and the Ray logs a batch that named them kept after a crash. With
 --include-selfies, the photos (and the person's own settings.yaml) too.
 
     python -m service.purge --user alice [--include-selfies] [--config my.yaml] [-v] [paths.outputs_root=...]
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -26,7 +28,7 @@ from headshots.errors import HeadshotsError
 from headshots.workspace import Workspace, held_alone, write_json_atomic
 from infer.export import EXPORT_LOCK
 from infer.manifest import IMAGES_LOCK
-from service.batch import BATCH_LOCK, close_abandoned
+from service.batch import BATCH_LOCK, _is_ray_session, close_abandoned, delete_session
 from service.jobs import JOB_LOCK, JOBS_FOLDER
 from train.checkpoint import TRAIN_LOCK
 
@@ -166,6 +168,8 @@ def scrub_batch_records(workspace: Workspace) -> list[str]:
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             done.append(f"could not read {status} ({type(exc).__name__}): left as it is; remove {workspace.user!r} from it by hand")
             continue
+        if found:
+            done += drop_kept_ray_logs(record, status, workspace.user)
         if found and people:
             write_json_atomic(status, {**record, "people": people})
             done.append(f"removed {workspace.user} from {status}")
@@ -173,6 +177,20 @@ def scrub_batch_records(workspace: Workspace) -> list[str]:
             shutil.rmtree(status.parent)
             done.append(f"removed {status.parent}")
     return done
+
+
+def drop_kept_ray_logs(record: dict, status: Path, user: str) -> list[str]:
+    """The Ray session folder a batch that named the person kept (a stage crashed, and its hint points there): its
+    worker logs name the people and their files, and purge took the status file, the one pointer to them, away.
+    A finished batch's is deleted; a running batch's is in use, and is named. Returns what was done."""
+    session = Path(record["ray_session"]) if record.get("ray_session") else None
+    if session is None or record.get("host") != socket.gethostname() or not _is_ray_session(session):
+        return []
+    if not record.get("finished"):
+        return [(f"kept {session}: batch {status.parent.name} is still running and its Ray logs name {user}; it "
+                 "deletes them when it ends, unless a stage crashes: then delete that folder")]
+    delete_session(session)
+    return [f"removed {session} (Ray logs of batch {status.parent.name}, kept after a crash; they name {user})"]
 
 
 DELETE_THEM_TOO = "{} or --include-selfies here deletes them too"

@@ -4,6 +4,8 @@ batch status files that also name other people, and loses nothing it cannot read
 from __future__ import annotations
 
 import json
+import os
+import socket
 
 import pytest
 
@@ -55,6 +57,28 @@ def test_purge_takes_the_person_out_of_batch_records_and_keeps_everyone_else(tmp
     assert "nothing made from the photos of 'dana' is stored" in said and "kept the original photos" in said
     assert main(["--user", "dana", "--include-selfies", f"paths.data_root={data}", f"paths.outputs_root={outputs}"]) == 0
     assert not (data / "dana").exists()
+
+
+def test_ray_logs_a_crashed_batch_kept_go_with_the_person(tmp_path, capsys):
+    """A batch whose stage crashed keeps its Ray session folder (worker logs naming everyone in it); purge took the
+    status file, the one pointer to it, away and left the logs (privacy review). A running batch's is named."""
+    outputs = tmp_path / "outputs"
+    sessions = {name: tmp_path / "ray" / f"session_{name}" for name in ("ended", "running", "elsewhere")}
+    for session in sessions.values():
+        (session / "logs").mkdir(parents=True)
+        (session / "logs" / "worker.err").write_text("training dana: outputs/dana/default")
+    for name, finished, host in (("ended", True, socket.gethostname()), ("running", False, socket.gethostname()),
+                                 ("elsewhere", True, "another-machine")):
+        _batch(outputs, name, "dana", "erin")
+        status = outputs / "batch" / name / "status.json"
+        record = json.loads(status.read_text())
+        status.write_text(json.dumps({**record, "finished": finished, "host": host, "ray_session": str(sessions[name]),
+                                      "driver_pid": os.getpid()}))
+    assert main(["--user", "dana", f"paths.data_root={tmp_path / 'data'}", f"paths.outputs_root={outputs}"]) == 0
+    said = capsys.readouterr().out
+    assert not sessions["ended"].exists() and f"removed {sessions['ended']} (Ray logs of batch ended" in said, said
+    assert sessions["running"].is_dir() and f"kept {sessions['running']}: batch running is still running" in said
+    assert sessions["elsewhere"].is_dir()  # a path on another machine names nothing here
 
 
 @pytest.mark.parametrize("lock, doing", [("outputs/dana/default/" + TRAIN_LOCK, "run 'default': training"),
