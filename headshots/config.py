@@ -61,12 +61,21 @@ class PathsConfig:
         """Three separate folders: the photos (kept by `make purge`), what is derived from them (deleted by it)
         and the shared cache. One inside another, a purge would delete photos the person kept (outputs_root =
         data_root makes outputs/<user>/ their photo folder), or a person's folder would hold the cache."""
-        roots = {key: Path(getattr(self, key)).expanduser().resolve() for key in ("data_root", "outputs_root", "cache_root")}
+        roots = {key: _expanded(getattr(self, key), f"paths.{key}") for key in ("data_root", "outputs_root", "cache_root")}
         for key, root in roots.items():
             for other, other_root in roots.items():
                 inside = key != other and (root == other_root or root.is_relative_to(other_root))
                 _check(not inside, f"paths.{key}", f"({root}) is {'the same folder as' if root == other_root else 'inside'} "
                        f"paths.{other} ({other_root}); give each its own folder")
+
+
+def _expanded(folder: str, key: str) -> Path:
+    """`folder` with `~` or `~name` made the home folder it names, absolute; a name with no home folder is refused."""
+    try:
+        return Path(folder).expanduser().resolve()
+    except RuntimeError as exc:  # ~name of no account on this machine
+        raise ConfigError(f"Config value `{key}` ({folder}) starts with a home folder this machine does not know.",
+                          "Give the folder as an absolute path, or ~/... for your own home folder.") from exc
 
 
 @dataclass
@@ -613,6 +622,9 @@ def load_config(
                               "inside ARGS too: ARGS='infer.style_overrides.background=\"plain grey wall\"'.")
     cli = _parse_overrides(overrides)
     profile = profile or OmegaConf.select(cli, "profile") or "sdxl"
+    if not is_simple_name(str(profile)):  # a name of configs/model/, never a path to some other YAML file
+        raise ConfigError(f"Unknown model profile {profile!r}: a profile is a name, not a path.",
+                          f"Available profiles: {', '.join(available_profiles())}; your own YAML file goes in --config.")
     profile_file = CONFIG_DIR / "model" / f"{profile}.yaml"
     if not profile_file.is_file():
         raise ConfigError(f"Unknown model profile {profile!r}.", f"Available profiles: {', '.join(available_profiles())}.")
@@ -658,6 +670,12 @@ def _parse_overrides(overrides: Sequence[str]) -> Any:
     for item in overrides:
         key = item.partition("=")[0]
         value = OmegaConf.select(parsed, key, throw_on_resolution_failure=False)  # ${...} is resolved at load, not here
+        parts = key.replace("[", ".").replace("]", "").split(".")
+        listed = next((".".join(parts[:n]) for n in range(1, len(parts))
+                       if OmegaConf.is_list(OmegaConf.select(schema, ".".join(parts[:n]), default=None))), None)
+        if listed:  # OmegaConf would fail to merge a dict into the list, with a bare TypeError
+            raise ConfigError(f"`{listed}` is a list, set whole: {item!r} sets one item of it.",
+                              f"Give the whole list, e.g. {listed}=[a,b] (make's STYLES= and IMAGES= add the brackets).")
         if OmegaConf.is_dict(OmegaConf.select(schema, key, default=None)) and not OmegaConf.is_dict(value) and value is not None:
             raise ConfigError(f"`{key}` is a section of settings, not one value ({item!r}).",
                               f"Set one of its keys, e.g. {key}.<key>=<value> (configs/base.yaml lists them).")

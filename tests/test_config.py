@@ -122,6 +122,10 @@ def test_a_persons_own_settings_are_layered_and_kept_to_their_few_keys(tmp_path)
         ("device=gpu", "`device` is 'gpu'; expected auto, cpu, cuda or cuda:N"),
         ("train.optimizer=prodigy", "`train.learning_rate` is 0.001, a multiplier of Prodigy's own step size"),
         ("prepare.min_photos=7", "`prepare.min_photos` is 7, more than intake.min_photos (5): intake would call a set usable"),
+        # a privacy review: bare tracebacks (OmegaConf's TypeError, pathlib's RuntimeError), in purge too
+        ("infer.styles[5]=x", "`infer.styles` is a list, set whole: 'infer.styles[5]=x'"),
+        ("infer.styles.1=x", "`infer.styles` is a list, set whole"),
+        ("paths.cache_root=~nosuchuser/x", "`paths.cache_root` (~nosuchuser/x) starts with a home folder this machine does not know"),
     ],
 )
 def test_bad_config_fails_at_load_naming_the_key(override, names):
@@ -170,6 +174,8 @@ def test_override_without_equals_sign():
 def test_unknown_profile_lists_available():
     with pytest.raises(ConfigError, match="tiny"):
         load_config("alice", "huge")
+    with pytest.raises(ConfigError, match="a profile is a name, not a path"):  # not any YAML file on the disk
+        load_config("alice", "../model/tiny")
 
 
 @pytest.mark.parametrize("user", ["../x", "a/b", "", ".hidden", "x" * 65, "al ice", "~root", "CON", "Nul", "com1"])
