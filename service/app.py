@@ -48,19 +48,19 @@ from starlette.responses import PlainTextResponse
 
 from headshots.cli import add_config_args, parse, print_error, shielded_from_interrupts
 from headshots.config import PROMPT_WORDS, SIMPLE_NAME_RULE, AppConfig, Config, load_config, validate_user_name
-from headshots.errors import ConfigError, HeadshotsError, ImageError
+from headshots.errors import ConfigError, HeadshotsError, ImageError, storage_error
 from headshots.faces import FaceAnalyzer
 from headshots.images import MAX_PIXELS, list_photos, load_rgb
 from headshots.logs import get_logger, plural
 from headshots.stages import done_now, run_recorded, stages_to_run
-from headshots.workspace import ADAPTER_WEIGHTS, Workspace, case_twin, held_alone, read_favourites, save_favourites
+from headshots.workspace import ADAPTER_WEIGHTS, Workspace, case_twin, held_alone, read_favourites, save_favourites, write_atomic
 from infer.discard import discard
 from infer.export import EXPORT, SIZES, export
 from infer.generate import new_round_name
 from infer.styles import available_styles, load_style
 from service import views
 from service.jobs import IMAGE_KINDS, JOBS_FOLDER, JobBusy, JobQueue, devices, job_command
-from service.purge import nothing_running, purge
+from service.purge import nothing_running, purge, refuse_while_a_batch_runs
 from train.checkpoint import training_now
 from train.intake import REJECT, run_intake
 
@@ -243,7 +243,10 @@ class HeadshotsApp:
         while target.exists():
             n += 1
             target = ws.selfies / f"{stem}-{n}{suffix}"
-        shutil.copyfile(source, target)
+        try:  # through a temporary name: a full disk or a killed app left a cut-off "photo" under the real one
+            write_atomic(target, lambda written: shutil.copyfile(source, written))
+        except OSError as exc:
+            raise storage_error(exc) or exc from exc
         return target.name
 
     def check_photos(self, ws: Workspace) -> dict[str, str]:
@@ -678,8 +681,9 @@ class HeadshotsApp:
     @user_errors
     def delete_everything(self, state: str | None, request: gr.Request) -> dict:
         user = self.user(state, request)
-        self.jobs.forget(user)
         ws = self.workspace(user)
+        refuse_while_a_batch_runs(ws)  # before their own job is stopped: a refused deletion stops nothing
+        self.jobs.forget(user)
         with nothing_running(ws):  # a command of theirs still running elsewhere: refused before anything goes
             self.forget_cached_downloads(ws)
             views.forget_previews()

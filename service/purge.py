@@ -25,7 +25,7 @@ from pathlib import Path
 from headshots.cli import add_config_args, parse, print_error
 from headshots.config import load_config
 from headshots.errors import HeadshotsError
-from headshots.workspace import Workspace, held_alone, write_json_atomic
+from headshots.workspace import Workspace, held_alone, lock_held, write_json_atomic
 from infer.export import EXPORT_LOCK
 from infer.manifest import IMAGES_LOCK
 from service.batch import BATCH_LOCK, _is_ray_session, close_abandoned, delete_session
@@ -57,7 +57,7 @@ def nothing_running(workspace: Workspace) -> Iterator[None]:
     training's and generation's in each run's folder): one still running (in a terminal, a web app that was killed,
     a batch) would otherwise write its reports, adapter, checkpoints or images back after the deletion said it was
     done. One that is running: refused, with nothing deleted."""
-    runs = sorted(p for p in workspace.user_outputs.iterdir() if p.is_dir()) if workspace.user_outputs.is_dir() else []
+    runs = run_dirs(workspace)
     # Each lock is taken even where no command made it yet: one starting now (a run's first generation or export)
     # would make and take it, and write its images or crops after the deletion. A run made meanwhile is no gap: its
     # training asks the prepare lock, held here, and nothing else of a run starts before it has trained.
@@ -68,14 +68,30 @@ def nothing_running(workspace: Workspace) -> Iterator[None]:
     with ExitStack() as held:
         for lock, doing in locks:
             try:
-                held.enter_context(held_alone(lock, HeadshotsError(
-                    f"{workspace.user}'s data is in use ({doing}) in a terminal, the web app or a batch: nothing was "
-                    "deleted.", "Stop it, or let it finish, then delete again.")))
+                held.enter_context(held_alone(lock, in_use(workspace, doing)))
             except OSError as exc:  # not a file we can lock (a folder, someone else's file)
                 raise HeadshotsError(f"Could not check whether {workspace.user}'s data is in use: {lock} cannot be "
                                      f"locked ({exc.strerror}); nothing was deleted.",
                                      "Remove that file (no command of the person's may be running), then delete again.") from exc
         yield
+
+
+def run_dirs(workspace: Workspace) -> list[Path]:
+    return sorted(p for p in workspace.user_outputs.iterdir() if p.is_dir()) if workspace.user_outputs.is_dir() else []
+
+
+def in_use(workspace: Workspace, doing: str) -> HeadshotsError:
+    return HeadshotsError(f"{workspace.user}'s data is in use ({doing}) in a terminal, the web app or a batch: nothing "
+                          "was deleted.", "Stop it, or let it finish, then delete again.")
+
+
+def refuse_while_a_batch_runs(workspace: Workspace) -> None:
+    """Refused when a batch holds one of the person's runs: asked before the web app stops the person's own job
+    for a deletion (`nothing_running` would refuse the deletion anyway, after their training had been stopped
+    for nothing). A web-app job never takes a batch's lock, so a held one is always someone else's."""
+    for run_dir in run_dirs(workspace):
+        if lock_held(run_dir / BATCH_LOCK):
+            raise in_use(workspace, f"run {run_dir.name!r}: {RUNNING[BATCH_LOCK]}")
 
 
 def purge(workspace: Workspace, include_selfies: bool = False) -> list[str]:

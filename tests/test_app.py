@@ -24,7 +24,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from headshots.config import load_config
-from headshots.errors import ConfigError
+from headshots.errors import ConfigError, HeadshotsError
 from headshots.workspace import ADAPTER_WEIGHTS
 from service.app import SERVED, main, read_password_file, safe_file_name
 from service.jobs import DONE, QUEUED, RUNNING, STOPPED, Job, JobQueue
@@ -138,6 +138,23 @@ def test_upload_limits_are_enforced_with_the_limit_named(server, selfies, tmp_pa
         upload(client, [big])  # Gradio's client knows the limit...
     response = httpx.post(server.url + "gradio_api/upload", files={"files": ("big.jpg", big.read_bytes())})
     assert response.status_code == 413 and "2000000 bytes" in response.text  # ...and the server enforces it
+
+
+def test_a_photo_the_disk_could_not_take_leaves_no_cut_off_copy(server, selfies, monkeypatch):
+    """A full disk during an upload's copy left a cut-off "photo" under the real name (every later intake called it
+    damaged) and showed Gradio's bare "Error" (an app review)."""
+    import errno
+    import shutil
+
+    def half_then_full(source, target):
+        Path(target).write_bytes(Path(source).read_bytes()[:1000])
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    ws = server.app.workspace("fern")
+    monkeypatch.setattr(shutil, "copyfile", half_then_full)
+    with pytest.raises(HeadshotsError, match="no room on the disk") as refused:
+        server.app.admit(selfies[0], ws, 0)
+    assert "Free some disk space" in refused.value.hint and list(ws.selfies.iterdir()) == []
 
 
 def test_unusable_set_is_refused_for_training(server, selfies):
@@ -528,6 +545,7 @@ def test_styles_tab_opens_with_the_persons_own_settings_and_a_bad_file_locks_no_
 def test_delete_my_data_is_refused_while_a_training_of_theirs_runs_elsewhere(server):
     """A training started in a terminal (or by a killed app) would write the adapter back after the deletion: Delete
     my data is refused before anything goes (privacy walk; review: the downloads went before the refusal)."""
+    from service.batch import BATCH_LOCK
     from tests.conftest import held_elsewhere
     from train.checkpoint import TRAIN_LOCK
 
@@ -539,6 +557,14 @@ def test_delete_my_data_is_refused_while_a_training_of_theirs_runs_elsewhere(ser
     with held_elsewhere(run / TRAIN_LOCK), pytest.raises(gr.Error, match="in use .run .default.: training"):
         server.app.delete_everything("tia", None)
     assert (tia / "selfies" / "a.jpg").is_file() and run.is_dir()
+    # a batch running them: refused before their own job in the app is stopped (it was stopped, then refused)
+    server.app.jobs.submit("tia", "generate", [sys.executable, "-c", "import time; time.sleep(30)"], run / "t.log")
+    try:
+        with held_elsewhere(run / BATCH_LOCK), pytest.raises(gr.Error, match="in use .run .default.: a batch"):
+            server.app.delete_everything("tia", None)
+        assert server.app.jobs.latest("tia").active
+    finally:
+        server.app.jobs.stop("tia")
     server.app.delete_everything("tia", None)
     assert not tia.exists() and not run.exists()
 
