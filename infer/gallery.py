@@ -11,6 +11,7 @@ import html
 import json
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 from headshots.config import Config
 from headshots.errors import HeadshotsError
@@ -114,7 +115,7 @@ def review_card(item: dict, image_at: Callable[[int], str | None], prefix: str =
 
 def _beside(file: str) -> Callable[[int], str]:
     """gallery.html's image source at every size: the file beside it (the browser scales it)."""
-    escaped = html.escape(file)
+    escaped = html.escape(quote(file))  # a URL: a `#` or `%` in a name would cut it short
     return lambda side: escaped
 
 

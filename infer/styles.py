@@ -8,12 +8,13 @@ treatment (background, light, tone). Each must fit the 77-token window, checked 
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from headshots.config import CONFIG_DIR, load_yaml
+from headshots.config import CONFIG_DIR, SIMPLE_NAME_RULE, is_simple_name, load_yaml
 from headshots.errors import ConfigError
 
 STYLE_DIR = CONFIG_DIR / "styles"
@@ -68,6 +69,9 @@ def load_style(name_or_path: str, overrides: dict[str, str] | None = None) -> St
     own = path.suffix in (".yaml", ".yml")
     if not own:
         path = STYLE_DIR / f"{name_or_path}.yaml"
+    if own and not is_simple_name(path.stem):  # the name starts every image's file name, in URLs and make's IMAGES= too
+        raise ConfigError(f"Style file {path}: its name {path.stem!r} names the images drawn in it, and must be "
+                          f"{SIMPLE_NAME_RULE}.", f"Rename the file, e.g. to {re.sub(r'[^A-Za-z0-9_-]+', '-', path.stem).strip('-') or 'mine'}{path.suffix}.")
     if not path.is_file():
         close = difflib.get_close_matches(name_or_path.lower(), available_styles(), n=1, cutoff=0.6)
         raise ConfigError(f"Unknown style {name_or_path!r}" + (f": did you mean {close[0]!r}?" if close else "."),

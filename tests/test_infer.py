@@ -67,6 +67,15 @@ def test_style_errors(name, overrides, message):
         load_style(name, overrides)
 
 
+def test_a_style_file_name_that_cannot_name_images_is_refused(tmp_path):
+    """The name starts each image's file name: a `#` in it cut the gallery's image URLs short (a scoring review)."""
+    own = tmp_path / "look#2.yaml"
+    own.write_text("\n".join(f"{f}: my {f}" for f in FIELDS))
+    with pytest.raises(ConfigError, match="its name 'look#2' names the images drawn in it") as refused:
+        load_style(str(own))
+    assert "Rename the file, e.g. to look-2.yaml" in refused.value.hint
+
+
 def test_a_broken_style_file_is_named_not_a_traceback(tmp_path):
     own = tmp_path / "mine.yaml"
     own.write_text("description: x\nbackground: [unclosed\n")
