@@ -123,6 +123,15 @@ class FaceConfig:
         _check(0 <= self.crop_margin <= 80, "face.crop_margin", "must be between 0 and 80 (pixels of the 160 px crop)")
 
 
+WEIGHTS_ENV = "HEADSHOTS_FACE_WEIGHTS"  # a FaceNet weights file standing in for face.weights' default (offline machines)
+
+
+def weights_source(weights: str) -> str:
+    """The weights actually used: `face.weights`; left at its default, the file HEADSHOTS_FACE_WEIGHTS names when
+    set (this machine's copy, e.g. offline: `make` sets it beside ../shared), so weights chosen on purpose win."""
+    return (os.environ.get(WEIGHTS_ENV) or weights) if weights == FaceConfig.weights else weights
+
+
 @dataclass
 class PrepareConfig:
     trigger: str = "ohwx"  # rare token the adapter binds the person's identity to

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -17,10 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from headshots.config import Config, FaceConfig, FilterConfig
+from headshots.config import WEIGHTS_ENV, Config, FaceConfig, FilterConfig, weights_source
 from headshots.errors import ConfigError, WeightsError
 
-WEIGHTS_ENV = "HEADSHOTS_FACE_WEIGHTS"
 NAMED_WEIGHTS = ("casia-webface", "vggface2")
 EMBED_SIZE = 160  # FaceNet input side
 DETECT_BATCH = 8  # images per MTCNN batch
@@ -295,10 +293,34 @@ def cosine_similarity(embeddings: torch.Tensor, references: torch.Tensor) -> tor
     return a @ b.T
 
 
-def weights_source(weights: str) -> str:
-    """The weights actually used: `face.weights`; left at its default, the file HEADSHOTS_FACE_WEIGHTS names when
-    set (this machine's copy, e.g. offline: `make` sets it beside ../shared), so weights chosen on purpose win."""
-    return (os.environ.get(WEIGHTS_ENV) or weights) if weights == FaceConfig.weights else weights
+def embedder_identity(cfg: FaceConfig) -> str:
+    """Which embeddings these settings make: the weights (a file by its sha256, a facenet-pytorch name by name) and
+    the crop margin. Prepare writes it beside the person's reference embeddings; a likeness is only a likeness
+    between embeddings of one identity (another crop margin alone lowers a same-person similarity by ~0.03, other
+    weights make it meaningless)."""
+    source = weights_source(cfg.weights)
+    path = Path(source)
+    if path.is_file():
+        stat = path.stat()
+        source = f"sha256:{file_sha256(path.resolve(), stat.st_size, stat.st_mtime_ns)}"
+    return json.dumps({"weights": source, "crop_margin": cfg.crop_margin}, sort_keys=True)
+
+
+REFERENCE_EMBEDDER = "embedder"  # reference.safetensors' metadata key for `embedder_identity`
+
+
+def load_references(path: Path, cfg: FaceConfig, prepare_command: str) -> torch.Tensor:
+    """The person's reference embeddings, refused when made by another embedder than `cfg` makes now (a file from
+    before the identity was recorded is taken as it is)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as stored:
+        made, references = (stored.metadata() or {}).get(REFERENCE_EMBEDDER), stored.get_tensor("embeddings")
+    if made is not None and made != (now := embedder_identity(cfg)):
+        raise ConfigError(f"The reference embeddings of the photos ({path}) were made with other face settings "
+                          f"({made}) than are in use now ({now}): every likeness measured against them would be wrong.",
+                          f"Prepare the photos again with the face weights and face.crop_margin you mean to use: {prepare_command}")
+    return references
 
 
 @dataclass(frozen=True)

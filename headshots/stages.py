@@ -44,7 +44,7 @@ from typing import TypeVar
 from omegaconf import OmegaConf
 
 from headshots.caption_edits import captions_edited_since_prepare
-from headshots.config import Config, model_source
+from headshots.config import Config, model_source, weights_source
 from headshots.images import list_photos
 from headshots.logs import get_logger
 from headshots.workspace import (
@@ -195,6 +195,9 @@ def _config_part(plain: dict, key: str) -> object:
 def _plain_config(cfg: Config) -> dict:
     plain = OmegaConf.to_container(OmegaConf.structured(cfg))
     plain["model"]["pretrained"] = model_source(cfg.model.pretrained)  # the CLI's relative path = the batch's absolute one
+    # the face weights in use, HEADSHOTS_FACE_WEIGHTS's file when it stands in for the default: another file makes
+    # other reference embeddings (prepare's), which scoring refuses to compare with (`faces.load_references`)
+    plain["face"]["weights"] = weights_source(cfg.face.weights)
     return plain
 
 

@@ -24,11 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 
 from headshots.config import Config
 from headshots.errors import HeadshotsError, ImageError
-from headshots.faces import Detection, FaceAnalyzer, weights_source
+from headshots.faces import Detection, FaceAnalyzer, load_references, weights_source
 from headshots.images import load_rgb
 from headshots.logs import get_logger, plural
 from headshots.workspace import SCORES, Workspace, file_digest, write_json_atomic
@@ -60,8 +59,8 @@ class Score:
     source: str | None = None  # more like this: the image this one was drawn from (infer/variations.py)
 
 
-def load_references(workspace: Workspace) -> torch.Tensor:
-    return load_file(str(workspace.require_reference()))["embeddings"]
+def person_references(workspace: Workspace, cfg: Config) -> torch.Tensor:
+    return load_references(workspace.require_reference(), cfg.face, workspace.make_command("prepare"))
 
 
 @changes_images
@@ -70,7 +69,7 @@ def score(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[Score]:
     samples_dir, manifest = require_manifest(cfg, "to score")
     forget_missing(samples_dir, manifest)
     items = manifest["images"]
-    references = load_references(workspace)
+    references = person_references(workspace, cfg)
     analyzer = analyzer or FaceAnalyzer.for_config(cfg)
     floor = analyzer.similarity_threshold(cfg.filter)
     threshold = review.person_threshold(references, floor, cfg.filter)

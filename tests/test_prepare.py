@@ -8,6 +8,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -60,6 +61,16 @@ def test_prepare_keeps_good_photos_and_explains_the_rest(make_config, faces_dir,
     assert 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1  # the face is inside its crop
     embeddings = load_file(str(ws.reference_embeddings))["embeddings"]
     assert embeddings.shape == (6, 512)
+    # which embedder made them, so that scoring never compares them with another's (a scoring review)
+    from dataclasses import replace
+
+    from headshots.errors import ConfigError
+    from headshots.faces import load_references
+
+    assert torch.equal(load_references(ws.reference_embeddings, cfg.face, "make prepare"), embeddings)
+    with pytest.raises(ConfigError, match="made with other face settings") as refused:
+        load_references(ws.reference_embeddings, replace(cfg.face, crop_margin=20), "make prepare USER=dana")
+    assert '"crop_margin": 14' in refused.value.message and refused.value.hint.endswith("make prepare USER=dana")
 
 
 def test_photos_intake_rejects_are_not_trained_on_unless_the_person_keeps_them(make_config, faces_dir, analyzer, caplog):

@@ -344,7 +344,7 @@ def test_scoring_measures_only_new_images_and_judges_exactly_as_from_scratch(gen
     (samples / "linkedin-01.png").write_bytes((samples / "linkedin-00.png").read_bytes())  # a file changed: measured again
     score(cfg, analyzer)
     assert measured[-1] == 1
-    other = replace(cfg, face=replace(cfg.face, crop_margin=cfg.face.crop_margin + 2))  # other face settings: all again
+    other = replace(cfg, face=replace(cfg.face, min_confidence=0.9))  # other face settings: all again
     score(other, analyzer)
     assert measured[-1] == 4
 

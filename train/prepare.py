@@ -25,7 +25,7 @@ from tqdm import tqdm
 from headshots.caption_edits import read_captions_file, write_captions_file
 from headshots.config import Config
 from headshots.errors import HeadshotsError, ImageError
-from headshots.faces import Detection, FaceAnalyzer
+from headshots.faces import REFERENCE_EMBEDDER, Detection, FaceAnalyzer, embedder_identity
 from headshots.images import load_rgb
 from headshots.logs import get_logger, plural, printable
 from headshots.workspace import Workspace, replace_folder, write_json_atomic
@@ -206,7 +206,8 @@ def _prepare(cfg: Config, workspace: Workspace, photos: list[Path], analyzer: Fa
     replace_folder(building, workspace.prepared)
     write_captions_file(workspace.captions, dict(zip(files, captions.captions)))
     save_file({"embeddings": torch.cat(embeddings).contiguous()}, str(workspace.reference_embeddings),
-              metadata={"files": json.dumps([r.file for r in prepared.kept]), "model": "facenet-InceptionResnetV1"})
+              metadata={"files": json.dumps([r.file for r in prepared.kept]), "model": "facenet-InceptionResnetV1",
+                        REFERENCE_EMBEDDER: embedder_identity(cfg.face)})
     log.info("prepared %d photos for %s -> %s", len(crops), cfg.user, workspace.prepared)
     return prepared
 

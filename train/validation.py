@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from headshots.config import Config
-from headshots.faces import FaceAnalyzer
+from headshots.faces import FaceAnalyzer, load_references
 from headshots.logs import get_logger
 from headshots.sdxl import SDXLComponents
 from headshots.workspace import Workspace, write_json_atomic
@@ -78,14 +78,13 @@ class Validator:
                  offload: bool, trigger: str) -> None:
         """`offload`: move the encoders to the CPU between validations (when training does not use them).
         `trigger`: what stands for the person in prompts (the pivotal tokens when those are trained)."""
-        from safetensors.torch import load_file
 
         self.cfg, self.parts, self.device, self.weight_dtype, self.offload = cfg, parts, device, weight_dtype, offload
         if offload:
             self._park_encoders()
         workspace = Workspace.from_config(cfg)
         self.history_file, self.images_dir = workspace.validation(cfg.run), workspace.validation_images(cfg.run)
-        self.references = load_file(str(workspace.require_reference()))["embeddings"]
+        self.references = load_references(workspace.require_reference(), cfg.face, workspace.make_command("prepare"))
         self.analyzer = FaceAnalyzer.for_config(cfg)
         self.history: list[ValidationResult] = []
         self.trigger = trigger
