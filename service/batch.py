@@ -336,6 +336,11 @@ class Batch:
         for user, exc in configs.refused.items():  # stopped before their first stage, with the reason
             self.rows[user].refuse(exc)
         self.holds: dict[str, ExitStack] = {}  # each person's batch lock, while their stages run (`hold_people`)
+        roots = (Path(configs.shared.paths.data_root), Path(configs.shared.paths.outputs_root))
+        self.folders = {user: [root / user for root in roots] for user in configs.users}  # what a deletion removes
+        self.seen: set[Path] = set()  # those of `folders` this batch has seen (`deleted`)
+        self.forgotten: set[str] = set()  # people whose data was deleted during the batch: left out of its status
+        self.deleted()  # the folders there are now
         self.started = time.time()
         self.interrupted = False
         self._last_states: list[tuple[str, str, str]] = []
@@ -398,6 +403,7 @@ class Batch:
                 del self.configs[user]
                 continue
             self.holds[user] = hold
+        self.deleted()  # their run folders, made just now
 
     def release(self, user: str | None = None) -> None:
         """Let go of `user`'s batch lock (everyone's: None)."""
@@ -414,6 +420,20 @@ class Batch:
                 for result, row in zip(results, self.rows[user].stages):
                     row.state, row.details = result.state, result.details
                 del self.configs[user]
+
+    def deleted(self) -> set[str]:
+        """People whose data a deletion removed during the batch (`make purge`, the web app's Delete my data): a folder
+        of theirs that the batch saw is gone, while the batch does not hold their lock (a person whose last stage has
+        ended, or who had none to run: skipped, refused). The deletion took their row out of status.json, and the next
+        write put it back, reasons, likeness and all, for good (a service review). They are forgotten from then on
+        (`forgotten`), so status.json never names them again. Returns those found just now."""
+        gone = set()
+        for user, folders in self.folders.items():
+            self.seen.update(folder for folder in folders if folder.exists())
+            if user not in self.holds and user not in self.forgotten and any(f in self.seen and not f.exists() for f in folders):
+                gone.add(user)
+        self.forgotten |= gone
+        return gone
 
     def _finish(self, key: tuple[str, str], ref, started: dict | None) -> None:
         """The stage's final row. A stage that ran more than once counts from its first start: the attempts that
@@ -467,12 +487,23 @@ class Batch:
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
                 "seconds": round(time.time() - self.started, 2), "finished": finished, "interrupted": self.interrupted,
                 "status_file": str(self.status_dir / "status.json"),
-                "people": [row.to_json() for row in self.rows.values()]}
+                "people": [row.to_json() for user, row in self.rows.items() if user not in self.forgotten]}
 
     def write_status(self, finished: bool) -> Path:
+        """status.json, without anyone whose data was deleted (`deleted`). The deletion takes their row out after it has
+        removed their folders, and this write may have read the rows just before: so their folders are looked at again
+        once it is written, and it is written again without them if they went meanwhile. With no one left, the batch's
+        folder goes, as the deletion does with a batch of theirs alone."""
         path = self.status_dir / "status.json"
-        status = self.status(finished)
-        write_json_atomic(path, status)
+        self.deleted()
+        while True:
+            status = self.status(finished)
+            if not status["people"]:
+                shutil.rmtree(self.status_dir, ignore_errors=True)
+                return path
+            write_json_atomic(path, status)
+            if not self.deleted():
+                break
         people = status["people"]
         states = [(p["user"], p["stage"], p["stage_state"], _retry(p)) for p in people]
         if states != self._last_states or finished:  # the table again only when something moved

@@ -301,6 +301,74 @@ def test_a_person_another_batch_runs_is_stopped_not_run_twice(people):
     assert alice["state"] == "stopped" and alice["reason"] == "Another batch is running this person now."
 
 
+def little_batch(root: Path, batch_id: str, *users: str) -> tuple[Batch, list[str]]:
+    """A batch of `users`, one grey photo each, under `root`, with its overrides: its methods run without Ray."""
+    from PIL import Image
+
+    overrides = [f"paths.data_root={root / 'data'}", f"paths.outputs_root={root / 'outputs'}",
+                 f"paths.cache_root={root / 'cache'}", "wandb.mode=disabled"]
+    for user in users:
+        (root / "data" / user / "selfies").mkdir(parents=True)
+        Image.new("RGB", (64, 64), "grey").save(root / "data" / user / "selfies" / "a.jpg")
+    return Batch(load_configs(list(users), "tiny", None, overrides, batch_id), batch_id), overrides
+
+
+def purge_of(user: str, overrides: list[str], include_selfies: bool) -> list[str]:
+    """`make purge USER=<user>` (ALL=1 with `include_selfies`), as the web app's Delete my data runs it."""
+    from service.purge import purge
+
+    return purge(Workspace.from_config(load_config(user, "tiny", overrides=overrides, with_person_settings=False)),
+                 include_selfies=include_selfies)
+
+
+def users_in(batch: Batch) -> list[str]:
+    return [p["user"] for p in json.loads((batch.status_dir / "status.json").read_text())["people"]]
+
+
+def test_a_person_deleted_while_the_batch_runs_is_not_written_back_into_its_status(tmp_path):
+    """The driver lets go of a person's batch lock once their last stage ends (and one skipped as done never held it),
+    so a deletion may run while others still train: it took their row out of status.json, and the next write put it
+    back for good (a service review). erin's last stage has ended, fay was done before, gus still trains."""
+    batch, overrides = little_batch(tmp_path, "deleted", "erin", "fay", "gus")
+    (tmp_path / "outputs" / "fay" / "default").mkdir(parents=True)  # what her earlier runs left
+    del batch.configs["fay"]  # as skip_those_done does: no lock, no task
+    batch.hold_people()
+    for stage in batch.rows["erin"].stages:
+        stage.state = "done"
+    batch.release("erin")  # as follow does after her last stage
+    batch.write_status(finished=False)
+    assert users_in(batch) == ["erin", "fay", "gus"]
+    assert f"removed erin from {batch.status_dir / 'status.json'}" in purge_of("erin", overrides, include_selfies=True)
+    assert f"removed fay from {batch.status_dir / 'status.json'}" in purge_of("fay", overrides, include_selfies=False)
+    batch.write_status(finished=False)  # the next tick
+    assert users_in(batch) == ["gus"]
+    batch.release()
+    final = batch.write_status(finished=True)
+    assert users_in(batch) == ["gus"] and "erin" not in final.read_text() and "fay" not in final.read_text()
+    assert [p["user"] for p in batch.status(finished=True)["people"]] == ["gus"]  # what main prints from
+
+
+def test_a_deletion_between_reading_the_rows_and_writing_them_is_not_undone(tmp_path, monkeypatch):
+    """The write that read erin's row just before her deletion lands after it: her folders are looked at again once
+    it is written. She was the batch's only person, so its folder goes, as the deletion had done."""
+    from service import batch as batch_module
+
+    batch, overrides = little_batch(tmp_path, "raced", "erin")
+    batch.hold_people()
+    batch.release("erin")
+    written = batch_module.write_json_atomic
+    deletions = []
+
+    def deleted_meanwhile(path: Path, status: dict) -> None:
+        if not deletions:
+            deletions.append(purge_of("erin", overrides, include_selfies=False))
+        written(path, status)
+
+    monkeypatch.setattr(batch_module, "write_json_atomic", deleted_meanwhile)
+    batch.write_status(finished=True)
+    assert deletions and not batch.status_dir.exists()
+
+
 def test_sigterm_stops_a_batch_as_ctrl_c_does(people, monkeypatch):
     """`kill`, `timeout` and `ray job stop` send the driver SIGTERM, for which Ray installs a handler that exits: the
     batch's status then stayed "running" for whoever polls it (a service review). It is taken as Ctrl-C."""
