@@ -124,7 +124,7 @@ class PersonRow:
         return "running"
 
     def refuse(self, exc: HeadshotsError) -> None:
-        """Stopped before their first stage, with the reason (no photos, their settings.yaml, another batch)."""
+        """Stopped before their first stage, with the reason (no photos, their settings.yaml, their folder in use or unwritable)."""
         first, *rest = self.stages
         first.state, first.reason, first.hint = FAILED, exc.message, exc.hint
         for row in rest:
@@ -392,18 +392,30 @@ class Batch:
         """Hold each person's batch lock (BATCH_LOCK, in their run's folder) from now until their last stage ends
         (`follow`), so `make purge` and the web app's Delete my data are refused meanwhile: between two of their
         stages no stage lock is held, and a deletion there saw nothing running, then the batch wrote their row back
-        and drew their images again (a service review). A person another batch runs now is stopped here."""
+        and drew their images again (a service review). A person whose lock is held elsewhere (another batch, or a
+        deletion of their data, which takes it too) is stopped here, and so is one whose run folder cannot be made."""
         for user, cfg in list(self.configs.items()):
-            hold = ExitStack()
-            busy = HeadshotsError("Another batch is running this person now.", "Run them again once it has finished.")
             try:
-                hold.enter_context(held_alone(Workspace.from_config(cfg).run_dir(cfg.run) / BATCH_LOCK, busy))
+                self.holds[user] = self._hold(cfg)
             except HeadshotsError as exc:
                 self.rows[user].refuse(exc)
                 del self.configs[user]
-                continue
-            self.holds[user] = hold
         self.deleted()  # their run folders, made just now
+
+    @staticmethod
+    def _hold(cfg: Config) -> ExitStack:
+        """`cfg`'s person's batch lock, held until the stack is closed; a refusal says why, as their own news."""
+        run_dir = Workspace.from_config(cfg).run_dir(cfg.run)
+        busy = HeadshotsError("Another batch, or a deletion of their data, is using this person's folder now.",
+                              "Run them again once it has finished.")
+        hold = ExitStack()
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            hold.enter_context(held_alone(run_dir / BATCH_LOCK, busy))
+        except OSError as exc:  # not writable, a file in the way, a full disk
+            raise HeadshotsError(f"Could not make or lock {run_dir / BATCH_LOCK}: {exc.strerror or exc}.",
+                                 "Make that folder writable for this login (or free space), then run them again.") from exc
+        return hold
 
     def release(self, user: str | None = None) -> None:
         """Let go of `user`'s batch lock (everyone's: None)."""

@@ -298,7 +298,26 @@ def test_a_person_another_batch_runs_is_stopped_not_run_twice(people):
     with held_elsewhere(run_dir / BATCH_LOCK):
         status = run_batch(["alice"], "tiny", [*people, "run=held"], None, "held-twice")
     alice = person(status, "alice")
-    assert alice["state"] == "stopped" and alice["reason"] == "Another batch is running this person now."
+    assert alice["state"] == "stopped"
+    assert alice["reason"] == "Another batch, or a deletion of their data, is using this person's folder now."
+
+
+def test_a_person_whose_run_folder_cannot_be_made_is_stopped_with_the_reason(tmp_path):
+    """An OSError making their run folder (not writable, a file in the way) ended the whole batch in a traceback
+    before Ray started; it is that person's refusal, saying what to do, and everyone else runs."""
+    from service.batch import BATCH_LOCK
+
+    batch, _ = little_batch(tmp_path, "unwritable", "erin", "gus")
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs" / "erin").write_text("a file where her outputs folder goes")
+    batch.hold_people()
+    try:
+        erin = batch.status(finished=False)["people"][0]
+        assert (erin["user"], erin["state"], erin["stage_state"]) == ("erin", "stopped", "failed")
+        assert erin["reason"].startswith(f"Could not make or lock {tmp_path / 'outputs' / 'erin' / 'default' / BATCH_LOCK}")
+        assert "writable" in erin["hint"] and list(batch.configs) == ["gus"] and list(batch.holds) == ["gus"]
+    finally:
+        batch.release()
 
 
 def little_batch(root: Path, batch_id: str, *users: str) -> tuple[Batch, list[str]]:
