@@ -482,11 +482,11 @@ class Batch:
     def _stage_row(self, user: str, stage: str) -> StageRow:
         return next(s for s in self.rows[user].stages if s.stage == stage)
 
-    def interrupt(self) -> None:
-        """Stopped (Ctrl-C): each person's stage not finished is marked interrupted (those after it not run), and
-        the status says the batch has ended, so nothing polling status.json waits for it."""
+    def interrupt(self, reason: str = "the batch was stopped") -> None:
+        """Stopped (Ctrl-C, or the driver's own error: `reason`): each person's stage not finished is marked interrupted
+        (those after it not run), and the status says the batch has ended, so nothing polling status.json waits for it."""
         for row in self.rows.values():
-            row.interrupt("the batch was stopped")
+            row.interrupt(reason)
         self.interrupted = True
         self.write_status(finished=True)
 
@@ -579,6 +579,10 @@ def run_batch(users: Sequence[str], profile: str | None = None, overrides: Seque
             with shielded_from_interrupts():
                 batch.interrupt()
             raise BatchInterrupted(batch.status(finished=True)) from None
+        except Exception as exc:  # the driver's own fault: its status said "running" until the next batch called it killed
+            batch.interrupt(f"the batch stopped on an error of its own: {_first_line(exc)}")
+            print(f"The batch stopped on an error of its own (below); {worker_logs()}.", file=sys.stderr)
+            raise
         return batch.status(finished=True)
     finally:
         batch.release()
@@ -625,12 +629,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     overrides_help="config overrides for everyone, e.g. train.max_steps=500")
     args = parse(parser, argv)
     users = [u.strip() for u in args.users.split(",") if u.strip()]
-    status = None
+    # Ray's worker logs are kept when a stage crashed (its hint names them), however the batch ended, and when the
+    # batch itself ended in a traceback (they are what is left to read); otherwise they go (they name the people)
+    keep_logs = True
     try:
         status = run_batch(users, args.profile, args.overrides, args.address, args.batch_id, args.config)
+        keep_logs = exit_status(status) == 1
     except HeadshotsError as exc:
+        keep_logs = False
         return print_error(exc, args.verbose)
     except KeyboardInterrupt as exc:
+        keep_logs = isinstance(exc, BatchInterrupted) and exit_status(exc.status) == 1
         if isinstance(exc, BatchInterrupted):  # those already stopped: their news is theirs to act on
             print_what_to_do(exc.status, ("stopped", CRASHED))
         print("\ninterrupted: run the same command again; finished stages are skipped, and training goes on from its last "
@@ -638,7 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         with shielded_from_interrupts():
-            stop_ray(keep_logs=status is not None and exit_status(status) == 1)
+            stop_ray(keep_logs=keep_logs)
     print_notes(status)
     print_what_to_do(status, ("stopped", CRASHED, INTERRUPTED, "running"))
     print(f"status: {status['status_file']}")

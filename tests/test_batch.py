@@ -430,6 +430,49 @@ def test_after_ctrl_c_a_person_already_stopped_is_still_told_what_to_do(monkeypa
     assert "interrupted: run the same command again" in err
 
 
+@pytest.mark.parametrize("alice", ["crashed", "interrupted"])
+def test_ctrl_c_keeps_the_worker_logs_a_crashed_stage_pointed_to(monkeypatch, capsys, alice):
+    """Ctrl-C (or SIGTERM) after alice's fit crashed printed her hint naming Ray's worker logs, then deleted them:
+    an interrupted batch deleted them whatever had crashed (a service review). Kept as a batch not stopped keeps
+    them; an interrupted batch with no crash still deletes them (they name the people)."""
+    from service import batch as batch_module
+
+    def stopped(*args, **kwargs):
+        raise batch_module.BatchInterrupted({"people": [
+            {"user": "alice", "state": alice, "reason": "fit crashed after 3 attempt(s): ...", "hint": "worker logs are in ..."},
+            {"user": "bob", "state": "interrupted", "reason": "the batch was stopped", "hint": "Run the same batch again."}]})
+
+    asked = []
+    monkeypatch.setattr(batch_module, "run_batch", stopped)
+    monkeypatch.setattr(batch_module, "stop_ray", lambda keep_logs=False: asked.append(keep_logs))
+    assert batch_module.main(["--users", "alice,bob"]) == 130
+    assert asked == [alice == "crashed"]
+    assert ("alice: fit crashed" in capsys.readouterr().out) == (alice == "crashed")
+
+
+def test_a_batch_ending_on_an_error_of_its_own_says_so_and_keeps_the_worker_logs(tmp_path, monkeypatch):
+    """A bug in the driver ended it in a traceback: status.json stayed "running" (the next batch then called it
+    killed) and Ray's worker logs, all there was left to read, were deleted."""
+    from service import batch as batch_module
+
+    def failed(self, refs) -> None:
+        raise RuntimeError("the driver's own bug")
+
+    asked = []
+    monkeypatch.setattr(batch_module, "start_ray", lambda address=None, max_retries=0: None)
+    monkeypatch.setattr(batch_module, "stop_ray", lambda keep_logs=False: asked.append(keep_logs))
+    monkeypatch.setattr(batch_module.Batch, "submit", lambda self: {})
+    monkeypatch.setattr(batch_module.Batch, "follow", failed)
+    batch, overrides = little_batch(tmp_path, "own-error", "erin")
+    with pytest.raises(RuntimeError, match="the driver's own bug"):
+        batch_module.main(["--users", "erin", "--profile", "tiny", "--id", "own-error", *overrides])
+    assert asked == [True]
+    status = json.loads((batch.status_dir / "status.json").read_text())
+    erin = person(status, "erin")
+    assert status["finished"] and erin["state"] == "interrupted"
+    assert erin["reason"] == "the batch stopped on an error of its own: the driver's own bug"
+
+
 def test_a_second_ctrl_c_does_not_cut_the_cleanup_short(monkeypatch, tmp_path):
     """Ctrl-C twice, the second while Ray stops: the driver exited 1, and Ray's session folder (its logs name the
     people) stayed for good, since the batch's status said it had finished (a batch walk)."""
