@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from headshots.cli import add_config_args, parse, print_error, shielded_from_interrupts, terminate_as_interrupt
-from headshots.config import SIMPLE_NAME_RULE, Config, is_simple_name, load_config, model_source
+from headshots.config import SIMPLE_NAME_RULE, BatchConfig, Config, is_simple_name, load_config, model_source
 from headshots.errors import ConfigError, HeadshotsError
 from headshots.logs import get_logger, setup_logging
 from headshots.stages import STAGES, stage_named
@@ -47,6 +47,7 @@ log = get_logger(__name__)
 PASSED_ENV_PREFIXES = ("HEADSHOTS_", "WANDB_", "HF_", "TRANSFORMERS_", "DIFFUSERS_")
 CRASHED = "crashed"  # raised after every retry (not something the person can fix)
 INTERRUPTED = "interrupted"  # the batch was stopped (Ctrl-C) before the stage finished
+BOARD_TIMEOUT_S = 30.0  # a call to the status board unanswered this long: the board is taken as lost for now
 BATCH_LOCK = ".batch.lock"  # in the person's run folder: held by the batch's driver while their stages run
 NOTE_WIDTH = 80  # the table's note column; the whole reason and hint are printed under the table
 
@@ -64,10 +65,12 @@ def _remote_api():
         def __init__(self) -> None:
             self.started: dict[tuple[str, str], dict] = {}
 
-        def start(self, user: str, stage: str, pid: int) -> None:
+        def start(self, user: str, stage: str, pid: int) -> int:
+            """Counts an attempt starting; returns its number (1 for the first)."""
             now = time.time()
             entry = self.started.setdefault((user, stage), {"attempts": 0, "first": now})
             entry.update(attempts=entry["attempts"] + 1, pid=pid, since=now)
+            return entry["attempts"]
 
         def snapshot(self) -> dict[tuple[str, str], dict]:
             return self.started
@@ -80,15 +83,39 @@ def _remote_api():
         setup_logging()  # the CLIs' log lines (and their quiet third parties) in the worker's log too
         private_files()  # a cluster's workers are not the driver's children, whose umask they would have
         torch.set_num_threads(threads)
-        board.start.remote(user, stage_name, os.getpid())
+        attempt = _count_start(board, user, stage_name)
         try:
             cfg = load_config(user, profile, config_file, overrides)
         except HeadshotsError as exc:  # the driver composed the same config; this worker's code differs
             return StageResult(user, stage_name, FAILED, reason=exc.message,
                                hint=exc.hint + " (every worker needs the same version of this project)")
-        return run_stage(stage_named(stage_name), cfg, upstream)
+        return past_retries(user, stage_name, attempt, cfg.batch.max_retries) or run_stage(stage_named(stage_name), cfg, upstream)
 
     return StatusBoard, stage_task
+
+
+def _count_start(board, user: str, stage: str) -> int | None:
+    """This attempt's number, counted on the status board; None when the board does not answer (the attempt then
+    runs uncounted: the board is the batch's record of attempts, not a reason to stop the person's work)."""
+    import ray
+    from ray.exceptions import GetTimeoutError, RayActorError
+
+    try:
+        return ray.get(board.start.remote(user, stage, os.getpid()), timeout=BOARD_TIMEOUT_S)
+    except (RayActorError, GetTimeoutError) as exc:
+        log.warning("%s: the batch's status board did not answer (%s); this attempt is not counted", stage, _first_line(exc))
+        return None
+
+
+def past_retries(user: str, stage: str, attempt: int | None, max_retries: int) -> StageResult | None:
+    """The crashed result of an attempt past `batch.max_retries`, which is then not run. Ray retries a task whose worker
+    its memory monitor killed on a budget of its own (`task_oom_retries`, unlimited in Ray 2.60 unless set: the
+    embedded Ray sets it, `start_ray`, a cluster may not), so a stage out of memory every time ran again for ever,
+    holding its GPU or CPUs, and the batch never ended (a service review). Only such a retry gets this far."""
+    if attempt is None or attempt <= max_retries + 1:
+        return None
+    return StageResult(user, stage, CRASHED, reason=f"its worker was killed in each of {attempt - 1} attempt(s), most "
+                       "likely by Ray's memory monitor (out of memory); not started again (batch.max_retries)")
 
 
 # -- the driver -------------------------------------------------------------------------------------
@@ -164,11 +191,13 @@ class PersonRow:
 _embedded_session: Path | None = None  # the session folder of the Ray this process started (its logs), if any
 
 
-def start_ray(address: str | None = None) -> None:
+def start_ray(address: str | None = None, max_retries: int = BatchConfig.max_retries) -> None:
     """Connect to the cluster at `address`, or start Ray embedded on this machine (address None: always a new
     one, never a cluster that RAY_ADDRESS or an earlier `ray start` names). Workers get this process's
     HEADSHOTS_/WANDB_/HF_ settings; the dashboard listens on loopback, and an embedded Ray collects no metrics (its
-    agent serves them on every interface); tasks are named by stage and place in the batch, not by person."""
+    agent serves them on every interface), and retries a task its memory monitor killed at most `max_retries` times
+    (`batch.max_retries`; unlimited by default: `past_retries` stops it on a cluster); tasks are named by stage and
+    place in the batch, not by person."""
     import ray
 
     global _embedded_session
@@ -179,7 +208,7 @@ def start_ray(address: str | None = None) -> None:
         ray.init(address=address or "local", runtime_env={"env_vars": env}, log_to_driver=False,
                  dashboard_host="127.0.0.1", configure_logging=False,
                  # an embedded Ray's metrics agent listens on every interface, without a login
-                 _system_config=None if address else {"enable_metrics_collection": False})
+                 _system_config=None if address else {"enable_metrics_collection": False, "task_oom_retries": max_retries})
     except ConnectionError as exc:
         raise HeadshotsError(f"Could not reach a Ray cluster at {address}: {_first_line(exc)}",
                              "Start it first (`ray start --head` on its head node), check the address, or leave "
@@ -464,6 +493,9 @@ class Batch:
                 result.state, earlier_attempts + result.seconds, result.reason, result.hint, result.details)
             if result.state == NOT_RUN:  # its task only found the stage before it failed
                 row.attempts = 0
+            if result.state == CRASHED:  # its last start found it past batch.max_retries (`past_retries`) and ran nothing
+                row.attempts = max(0, row.attempts - 1)
+                row.hint = f"Give it more memory (or lighter settings), then run the same batch again; {worker_logs()}."
         except RayError as exc:  # raised (or its worker died) after every retry, or an upstream stage did
             earlier_crashed = any(s.state in (CRASHED, NOT_RUN) for s in self.rows[user].stages if s.stage != stage)
             row.state = NOT_RUN if earlier_crashed else CRASHED
@@ -569,7 +601,7 @@ def run_batch(users: Sequence[str], profile: str | None = None, overrides: Seque
         batch.write_status(finished=True)
         return batch.status(finished=True)
     try:
-        start_ray(address)
+        start_ray(address, batch.settings.max_retries)
         batch.write_status(finished=False)
         try:
             # SIGTERM (`kill`, `timeout`, `ray job stop`) as Ctrl-C: Ray's own handler exits, and status.json stayed "running"

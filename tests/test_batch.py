@@ -168,6 +168,24 @@ def test_killed_training_is_retried_and_resumes_to_the_uninterrupted_weights(fir
         assert (resumed[key] - uninterrupted[key]).abs().max() <= 1e-6, key
 
 
+def test_a_stage_ray_starts_past_batch_max_retries_stops_as_crashed(people):
+    """Ray retries a worker its memory monitor killed on a budget of its own, unlimited on a cluster by default: a
+    stage out of memory every time ran again for ever (a service review). The task counts its attempts on the status
+    board and, past batch.max_retries (2 here), runs nothing and reports a crash."""
+    import ray
+
+    from service.batch import _remote_api
+
+    status_board, stage_task = _remote_api()
+    board = status_board.remote()
+    for _ in range(3):  # the first attempt and two retries, each killed
+        ray.get(board.start.remote("alice", "intake", 0))
+    result = ray.get(stage_task.remote("intake", "alice", "tiny", None, people, 1, None, board))
+    assert (result.state, result.seconds) == ("crashed", 0.0)
+    assert result.reason.startswith("its worker was killed in each of 3 attempt(s), most likely by Ray's memory monitor")
+    assert ray.get(board.snapshot.remote())[("alice", "intake")]["attempts"] == 4
+
+
 def test_a_stage_running_again_after_its_worker_died_says_so_in_the_table():
     """After kill -9 of alice's fit worker the row stayed "fit running", and only Ray's own log lines said a worker had
     died (a batch walk). The retry is in the table; the first attempt is not news."""
@@ -393,7 +411,7 @@ def test_sigterm_stops_a_batch_as_ctrl_c_does(people, monkeypatch):
     batch's status then stayed "running" for whoever polls it (a service review). It is taken as Ctrl-C."""
     from service import batch as batch_module
 
-    def ray_started(address=None) -> None:  # the handler ray.init installs in the driver (ray/_private/worker.py)
+    def ray_started(address=None, max_retries=0) -> None:  # the handler ray.init installs in the driver (ray/_private/worker.py)
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
 
     def terminated(self, pending) -> None:
