@@ -58,7 +58,7 @@ def _remote_api():
     """Ray's task and actor definitions, made on first use so that importing this module stays cheap."""
     import ray
 
-    @ray.remote(num_cpus=0)
+    @ray.remote(num_cpus=0, max_restarts=-1)  # lost with its node, it starts again, empty (`Batch.started`)
     class StatusBoard:
         """Which stage started where, and how many times (a retried stage starts again)."""
 
@@ -373,6 +373,7 @@ class Batch:
         self.started = time.time()
         self.interrupted = False
         self._last_states: list[tuple[str, str, str]] = []
+        self._started: dict[tuple[str, str], dict] = {}  # the status board's last answer (`started_so_far`)
 
     # -- Ray ------------------------------------------------------------------------------------------
 
@@ -409,7 +410,7 @@ class Batch:
         while pending:
             ready, _ = ray.wait(list(pending.values()), num_returns=len(pending), timeout=self.settings.status_every_s)
             ready_ids = set(ready)
-            started = ray.get(self.board.snapshot.remote())
+            started = self.started_so_far()
             for key in [k for k, ref in pending.items() if ref in ready_ids]:
                 self._finish(key, pending.pop(key), started.get(key))
                 if not any(user == key[0] for user, _ in pending):  # their last stage: purge may delete them now
@@ -475,6 +476,20 @@ class Batch:
                 gone.add(user)
         self.forgotten |= gone
         return gone
+
+    def started_so_far(self) -> dict[tuple[str, str], dict]:
+        """The status board's starts, over the last ones known. The board is one actor: lost with its node (a spot or
+        autoscaled cluster, a kill), the snapshot raised, and the driver ended in a traceback while everyone's tasks
+        were healthy (a service review). Ray starts it again, empty, so a stage's attempts and time count from then
+        on; while it cannot answer, the last known starts stand."""
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        try:
+            self._started.update(ray.get(self.board.snapshot.remote(), timeout=BOARD_TIMEOUT_S))
+        except (RayActorError, GetTimeoutError) as exc:
+            log.warning("the batch's status board did not answer (%s): the attempts shown are the last known", _first_line(exc))
+        return self._started
 
     def _finish(self, key: tuple[str, str], ref, started: dict | None) -> None:
         """The stage's final row. A stage that ran more than once counts from its first start: the attempts that

@@ -186,6 +186,22 @@ def test_a_stage_ray_starts_past_batch_max_retries_stops_as_crashed(people):
     assert ray.get(board.snapshot.remote())[("alice", "intake")]["attempts"] == 4
 
 
+def test_the_driver_carries_on_with_the_last_known_attempts_when_the_status_board_is_lost(people):
+    """The board is one actor; lost with its node, the driver's snapshot raised and the whole batch ended in a
+    traceback while everyone's tasks were healthy (a service review)."""
+    import ray
+
+    from service.batch import _remote_api
+
+    batch = Batch(load_configs(["alice"], "tiny", None, people, "board-lost"), "board-lost")
+    status_board, _ = _remote_api()
+    batch.board = status_board.remote()
+    ray.get(batch.board.start.remote("alice", "fit", 0))
+    assert batch.started_so_far()[("alice", "fit")]["attempts"] == 1
+    ray.kill(batch.board, no_restart=True)  # gone for good: what a board Ray cannot restart answers
+    assert batch.started_so_far()[("alice", "fit")]["attempts"] == 1
+
+
 def test_a_stage_running_again_after_its_worker_died_says_so_in_the_table():
     """After kill -9 of alice's fit worker the row stayed "fit running", and only Ray's own log lines said a worker had
     died (a batch walk). The retry is in the table; the first attempt is not news."""
