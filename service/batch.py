@@ -378,11 +378,20 @@ class Batch:
     # -- Ray ------------------------------------------------------------------------------------------
 
     def use_gpus(self) -> bool:
+        """`batch.gpu`; auto: whether the cluster has a GPU now. Ray counts only nodes that are up, so a cluster whose
+        GPU nodes an autoscaler starts on demand (the shipped KubeRay one: none until asked) has none now, no task
+        asks for one, and none is ever started: every training runs on CPUs (a service review). auto stays a look,
+        since yes on a cluster with no GPU at all leaves the tasks waiting for ever; on a cluster it says so."""
         import ray
 
         if self.settings.gpu != "auto":
             return self.settings.gpu == "yes"
-        return ray.cluster_resources().get("GPU", 0) > 0
+        found = ray.cluster_resources().get("GPU", 0) > 0
+        if not found and self.address:
+            log.warning("batch.gpu=auto: the cluster has no GPU now, so fit and infer run on CPUs. A cluster whose GPU "
+                        "nodes are started on demand (autoscaled, such as configs/ray/kuberay-cluster.yaml) starts them "
+                        "only for tasks that ask for a GPU: pass batch.gpu=yes there (batch.gpu=no keeps this quiet).")
+        return found
 
     def submit(self) -> dict[tuple[str, str], object]:
         status_board, stage_task = _remote_api()

@@ -422,6 +422,21 @@ def test_a_deletion_between_reading_the_rows_and_writing_them_is_not_undone(tmp_
     assert deletions and not batch.status_dir.exists()
 
 
+def test_gpu_auto_on_a_cluster_with_no_gpu_up_says_to_ask_for_one(tmp_path, monkeypatch, caplog):
+    """The shipped KubeRay cluster starts its GPU workers only for tasks that ask for a GPU; auto found none up, so no
+    task asked and every training ran on the head's CPUs, silently (a service review). Embedded, no GPU is news to
+    no one."""
+    import ray
+
+    batch, _ = little_batch(tmp_path, "gpu-auto", "erin")
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
+    assert not batch.use_gpus() and "batch.gpu" not in caplog.text
+    batch.address = "auto"
+    assert not batch.use_gpus() and "pass batch.gpu=yes there" in caplog.text
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0, "GPU": 1.0})
+    assert batch.use_gpus()
+
+
 def test_sigterm_stops_a_batch_as_ctrl_c_does(people, monkeypatch):
     """`kill`, `timeout` and `ray job stop` send the driver SIGTERM, for which Ray installs a handler that exits: the
     batch's status then stayed "running" for whoever polls it (a service review). It is taken as Ctrl-C."""
