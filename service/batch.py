@@ -58,7 +58,7 @@ def _remote_api():
     """Ray's task and actor definitions, made on first use so that importing this module stays cheap."""
     import ray
 
-    @ray.remote(num_cpus=0, max_restarts=-1)  # lost with its node, it starts again, empty (`Batch.started`)
+    @ray.remote(num_cpus=0, max_restarts=-1)  # lost with its node, it starts again, empty (`Batch.started_so_far`)
     class StatusBoard:
         """Which stage started where, and how many times (a retried stage starts again)."""
 
