@@ -27,7 +27,7 @@ import socket
 import sys
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +45,9 @@ log = get_logger(__name__)
 
 # Environment a worker needs to behave like this process: face weights, W&B mode, hub settings.
 PASSED_ENV_PREFIXES = ("HEADSHOTS_", "WANDB_", "HF_", "TRANSFORMERS_", "DIFFUSERS_")
+# Never passed: a job's runtime_env is stored with it, and Ray's dashboard and `ray list jobs` show it to anyone
+# with the cluster's token (an embedded Ray's workers inherit them as this process's children anyway)
+SECRET_ENV = ("TOKEN", "KEY", "SECRET", "PASSWORD")
 CRASHED = "crashed"  # raised after every retry (not something the person can fix)
 INTERRUPTED = "interrupted"  # the batch was stopped (Ctrl-C) before the stage finished
 BOARD_TIMEOUT_S = 30.0  # a call to the status board unanswered this long: the board is taken as lost for now
@@ -86,9 +89,10 @@ def _remote_api():
         attempt = _count_start(board, user, stage_name)
         try:
             cfg = load_config(user, profile, config_file, overrides)
-        except HeadshotsError as exc:  # the driver composed the same config; this worker's code differs
+        except HeadshotsError as exc:  # the driver composed the same config: their settings.yaml, or this worker's code, differs
             return StageResult(user, stage_name, FAILED, reason=exc.message,
-                               hint=exc.hint + " (every worker needs the same version of this project)")
+                               hint=exc.hint + " (it loaded when the batch started: their settings.yaml changed since, or "
+                                               "this worker runs another version of this project)")
         return past_retries(user, stage_name, attempt, cfg.batch.max_retries) or run_stage(stage_named(stage_name), cfg, upstream)
 
     return StatusBoard, stage_task
@@ -191,6 +195,11 @@ class PersonRow:
 _embedded_session: Path | None = None  # the session folder of the Ray this process started (its logs), if any
 
 
+def worker_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The driver's settings the workers get (`PASSED_ENV_PREFIXES`), secrets left out (`SECRET_ENV`)."""
+    return {k: v for k, v in environ.items() if k.startswith(PASSED_ENV_PREFIXES) and not any(w in k for w in SECRET_ENV)}
+
+
 def start_ray(address: str | None = None, max_retries: int = BatchConfig.max_retries) -> None:
     """Connect to the cluster at `address`, or start Ray embedded on this machine (address None: always a new
     one, never a cluster that RAY_ADDRESS or an earlier `ray start` names). Workers get this process's
@@ -203,7 +212,7 @@ def start_ray(address: str | None = None, max_retries: int = BatchConfig.max_ret
     global _embedded_session
     if ray.is_initialized():
         return
-    env = {k: v for k, v in os.environ.items() if k.startswith(PASSED_ENV_PREFIXES)}
+    env = worker_env(os.environ)
     try:
         ray.init(address=address or "local", runtime_env={"env_vars": env}, log_to_driver=False,
                  dashboard_host="127.0.0.1", configure_logging=False,

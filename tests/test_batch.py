@@ -636,3 +636,13 @@ def test_bad_input_stops_before_any_work_with_the_reason(args, message, tmp_path
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "batch").exists()
+
+
+def test_workers_get_the_drivers_settings_but_never_its_secrets():
+    """A job's runtime_env is stored with it and shown on Ray's dashboard: HF_TOKEN and WANDB_API_KEY went there."""
+    from service.batch import worker_env
+
+    environ = {"HF_HOME": "/shared/hf", "HF_TOKEN": "hf_x", "WANDB_API_KEY": "k" * 40, "WANDB_MODE": "offline",
+               "HEADSHOTS_FACE_WEIGHTS": "/w.pt", "PATH": "/bin", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    assert worker_env(environ) == {"HF_HOME": "/shared/hf", "WANDB_MODE": "offline", "HEADSHOTS_FACE_WEIGHTS": "/w.pt",
+                                   "HF_HUB_DISABLE_TELEMETRY": "1"}
