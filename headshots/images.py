@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, UnidentifiedImageError
 
 from headshots.errors import ImageError
 
@@ -44,8 +44,15 @@ def load_rgb(path: Path, draft_side: int | None = None) -> Image.Image:
     still >= draft_side): several times faster for phone photos when only a preview-size image is used.
     """
     path = Path(path)
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError as exc:  # bytes of another system's encoding (a Latin-1 name from a zip made on Windows)
+        raise ImageError(f"{readable_name(path)}: the file's name is not readable text (made on another system?).",
+                         "Rename it with letters, digits, '-' and '_' (e.g. photo-01.jpg).") from exc
     if path.is_dir():
         raise ImageError(f"{path.name}: {A_FOLDER}", "Photos inside a folder are not read: move them out of it, beside the others.")
+    if path.is_symlink() and not path.exists():
+        raise ImageError(f"{path.name}: a link to a file that is no longer there.", "Put the photo itself here, or remove the link.")
     if not path.is_file():
         raise ImageError(f"{path.name}: not a regular file.", "Upload the photo itself.")
     if path.stat().st_size == 0:
@@ -58,8 +65,10 @@ def load_rgb(path: Path, draft_side: int | None = None) -> Image.Image:
                     ratio = draft_side / max(image.size)
                     image.draft(image.mode, (math.ceil(image.width * ratio), math.ceil(image.height * ratio)))
                 image.load()
-                image = ImageOps.exif_transpose(image)
-                return to_rgb(in_srgb(image))
+                if image.mode == "1":  # one bit a pixel: a fax-like copy, whose dithering reads as grain, shadow and someone else
+                    raise ImageError(f"{path.name}: a 1-bit black-and-white image (a scan or copy, not a photo).",
+                                     "Send the original colour photo.")
+                return to_rgb(in_srgb(upright(image)))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(
             f"{path.name}: the image is too large to process safely (over {MAX_PIXELS // 1_000_000} megapixels).",
@@ -67,9 +76,33 @@ def load_rgb(path: Path, draft_side: int | None = None) -> Image.Image:
         ) from exc
     except UnidentifiedImageError as exc:
         raise ImageError(f"{path.name}: not an image file (or an unsupported format).", f"Upload a {FORMATS} photo.") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (ImageError, MemoryError):
+        raise
+    except Exception as exc:  # any other failure to decode (a damaged TIFF's tags raise TypeError)
         # the decoder's own words ("image file is truncated (8 bytes not processed)") stay in the chained exception (-v)
         raise ImageError(f"{path.name}: the file is damaged or truncated.", "Export or upload the photo again.") from exc
+
+
+# EXIF orientation -> the turn that makes the photo upright (the tag's values 2-8; 1 and any other: as stored)
+ORIENTATION_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                     5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                     8: Image.Transpose.ROTATE_90}
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The photo turned as its EXIF orientation says. Pillow's exif_transpose also writes the EXIF back without the
+    tag, and a tag stored with an unexpected type (which cameras and editors write) made that raise, stopping intake
+    and prepare for the whole set (a bad-input probe); only the turn is needed here."""
+    try:
+        turn = ORIENTATION_TURNS.get(image.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - an EXIF block that cannot be read says nothing about the turn
+        turn = None
+    return image.transpose(turn) if turn is not None else image
+
+
+def readable_name(path: Path) -> str:
+    """The file's name as text, bytes no encoding can show written as escapes (\\udce9)."""
+    return path.name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def original_size(path: Path) -> tuple[int, int]:
@@ -137,8 +170,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB; transparency is flattened onto white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array / top * 255.0, 0, 255).astype(np.uint8), mode="L")
+        image = Image.fromarray(np.clip(array / _full_scale(image.mode, array) * 255.0, 0, 255).astype(np.uint8), mode="L")
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
@@ -146,6 +178,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
         return background
     return image.convert("RGB")
+
+
+def _full_scale(mode: str, array: np.ndarray) -> float:
+    """The value white has in a one-channel image of `mode`: 65535 in 16 bits, whatever the pixels reach (a dark
+    16-bit photo came out 257 times brighter); a float image's 1.0 when it stays within 0..1 (it came out black,
+    and was told to find more light), else 255 as 8-bit values in floats; a 32-bit integer image's by its range."""
+    if mode.startswith("I;16"):
+        return 65535.0
+    top = float(array.max()) if array.size else 0.0
+    if mode == "F" and top <= 1.0:
+        return 1.0
+    return 255.0 if top <= 255 else 65535.0 if top <= 65535 else top
 
 
 def list_photos(folder: Path) -> list[Path]:

@@ -339,7 +339,8 @@ def add_files_to_digest(digest: hashlib._Hash, root: Path, paths: list[Path]) ->
     changed changes it (the selfies behind a stage's fingerprint, the dataset rows behind a checkpoint)."""
     for path in paths:
         with path.open("rb") as f:
-            digest.update(str(path.relative_to(root)).encode() + b"\0" + hashlib.file_digest(f, "sha256").digest())
+            # the name's own bytes: a name of another system's encoding cannot be UTF-8 (same bytes for every other)
+            digest.update(os.fsencode(path.relative_to(root)) + b"\0" + hashlib.file_digest(f, "sha256").digest())
 
 
 def replace_folder(new: Path, old: Path) -> None:
@@ -418,13 +419,20 @@ def process_running(pid: int) -> bool:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """`text` (UTF-8) into `path`, by `write_atomic`."""
-    write_atomic(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+    """`text` (UTF-8) into `path`, by `write_atomic`; a file name no UTF-8 can hold (bytes of another system's
+    encoding) written as escapes, not a traceback."""
+    write_atomic(path, lambda temporary: temporary.write_text(text, encoding="utf-8", errors="backslashreplace"))
 
 
 def write_json_atomic(path: Path, data: object, indent: int | None = 2) -> None:
-    """`data` as JSON (UTF-8: people read some of these files), by `write_text_atomic`."""
-    write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+    """`data` as JSON (UTF-8: people read some of these files), by `write_text_atomic`; with \\u escapes only where a
+    string no UTF-8 can hold (a Latin-1 file name) would otherwise be written, so it reads back the same."""
+    text = json.dumps(data, indent=indent, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(data, indent=indent)
+    write_text_atomic(path, text + "\n")
 
 
 # How long a command tries for a lock before it is refused: long enough that a look (`lock_held`)

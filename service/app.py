@@ -135,6 +135,16 @@ def read_password_file(path: Path) -> dict[str, str]:
     return accounts
 
 
+def same_bytes(stored: Path, upload: Path) -> bool:
+    """Whether a file among the photos holds the upload's very bytes; anything else there (a folder, a broken link,
+    one unreadable) is not it. A folder of the upload's size was read as a file, and the upload ended in a traceback,
+    taking the rest of the uploaded photos with it unsaid (a bad-input probe)."""
+    try:
+        return stored.is_file() and stored.stat().st_size == upload.stat().st_size and stored.read_bytes() == upload.read_bytes()
+    except OSError:
+        return False
+
+
 def safe_file_name(name: str) -> str:
     """The uploaded file's own name reduced to a plain file name (no folders, no hidden files): letters and digits of
     any script (composed, as macOS may send them decomposed: "Jürgen.jpg" stays, it was "J_rgen.jpg"), '.', '-' and
@@ -234,8 +244,7 @@ class HeadshotsApp:
             raise ImageError(f"{name}: you already have {self.limits.max_photos} photos, the most one person may keep.",
                              "Remove the weaker ones first (tick them below).")
         ws.selfies.mkdir(parents=True, exist_ok=True)
-        same = next((p.name for p in list_photos(ws.selfies) if p.stat().st_size == source.stat().st_size
-                     and p.read_bytes() == source.read_bytes()), None)
+        same = next((p.name for p in list_photos(ws.selfies) if same_bytes(p, source)), None)
         if same is not None:  # the same file again: a second copy would only be refused as a duplicate shot
             raise ImageError(f"{name}: already here, as {same}.", "Nothing to do: each photo is kept once.")
         target = ws.selfies / name

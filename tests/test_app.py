@@ -157,6 +157,17 @@ def test_a_photo_the_disk_could_not_take_leaves_no_cut_off_copy(server, selfies,
     assert "Free some disk space" in refused.value.hint and list(ws.selfies.iterdir()) == []
 
 
+def test_an_upload_beside_a_folder_or_a_broken_link_among_the_photos_is_added(server, selfies):
+    """The same-file check read every entry among the photos: a folder of the upload's size, or a broken link, ended
+    the upload in a traceback and the rest of the uploaded photos went unsaid (a bad-input probe)."""
+    ws = server.app.workspace("gwen")
+    (ws.selfies / "old").mkdir(parents=True)
+    (ws.selfies / "gone.jpg").symlink_to(ws.selfies / "nowhere.jpg")
+    upload = selfies[0]
+    assert server.app.admit(upload, ws, 0) == upload.name
+    assert (ws.selfies / upload.name).read_bytes() == upload.read_bytes()
+
+
 def test_unusable_set_is_refused_for_training(server, selfies):
     client, _ = session(server, "erin")
     with pytest.raises(AppError, match="no photos to train on"):

@@ -23,6 +23,54 @@ def test_exif_rotation_is_applied(tmp_path):
     assert images.load_rgb(path).size == (20, 40)
 
 
+def test_a_rotation_beside_a_tag_of_an_unexpected_type_is_applied(tmp_path):
+    """Pillow's exif_transpose writes the EXIF back and raised struct.error on a tag stored with another type than
+    the standard's (here MaxSampleValue as a RATIONAL), stopping intake and prepare for the whole set (a probe)."""
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F], exif[0x011A] = 6, "Cam", 72.0  # XResolution: a RATIONAL
+    raw = exif.tobytes()
+    assert raw.count(b"\x01\x1a\x00\x05") == 1
+    path = tmp_path / "odd_exif.jpg"
+    _gradient(40, 20).save(path, exif=raw.replace(b"\x01\x1a\x00\x05", b"\x01\x19\x00\x05"))  # its id -> 0x0119
+    from PIL import ImageOps
+
+    with pytest.raises(Exception):  # noqa: B017 - what Pillow does: the file is what this test says it is
+        ImageOps.exif_transpose(Image.open(path))
+    turned = images.load_rgb(path)
+    assert turned.size == (20, 40)
+    top_to_bottom = np.asarray(turned.convert("L"), dtype=float).mean(axis=1)
+    assert top_to_bottom[-1] - top_to_bottom[0] > 150  # 90 degrees clockwise, as the tag says: dark at the top
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_turns_the_photo_as_pillow_does(tmp_path, orientation):
+    from PIL import ImageOps
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    picture = Image.fromarray(np.random.default_rng(orientation).integers(0, 255, (20, 30, 3), dtype=np.uint8))
+    path = tmp_path / f"o{orientation}.png"
+    picture.save(path, exif=exif)
+    assert np.array_equal(np.asarray(images.load_rgb(path)), np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB")))
+
+
+def test_a_name_of_another_systems_encoding_is_a_reason_to_rename_not_a_traceback(tmp_path):
+    """A Latin-1 file name (a zip made on Windows) is no UTF-8: hashing the photos, writing intake.json and the
+    dataset raised UnicodeEncodeError (a bad-input probe)."""
+    import json
+    import os
+
+    from headshots.workspace import write_json_atomic
+
+    path = tmp_path / os.fsdecode(b"caf\xe9.jpg")
+    _gradient().save(path)
+    with pytest.raises(ImageError, match=r"caf\\udce9.jpg: the file's name is not readable text") as refused:
+        images.load_rgb(path)
+    assert "Rename it" in refused.value.hint
+    write_json_atomic(tmp_path / "report.json", {"file": path.name, "said": "café"})
+    assert json.loads((tmp_path / "report.json").read_text(encoding="utf-8")) == {"file": path.name, "said": "café"}
+
+
 def test_a_broken_exif_block_is_read_without_a_warning_among_the_progress_bars(tmp_path, monkeypatch):
     """A phone or an app that wrote a broken EXIF block: the photo opens, and a command says nothing about the
     block (Pillow's "Truncated File Read" / "Possibly corrupt EXIF data" are noise to the person)."""
@@ -72,6 +120,30 @@ def test_odd_modes_become_rgb(tmp_path, mode):
     assert image.mode == "RGB"
     if mode == "I;16":  # 16-bit range scaled down, not clipped to white
         assert 0 < np.asarray(image).mean() < 255
+
+
+def test_each_one_channel_depth_is_scaled_by_its_own_white(tmp_path):
+    """A 0..1 float image came out black (and was told to find more light); a dark 16-bit one, all under 256, came
+    out 257 times brighter (a bad-input probe)."""
+    ramp = np.linspace(0, 1, 400).reshape(20, 20)
+    for name, array, mode in (("float.tif", ramp.astype(np.float32), "F"), ("dark16.png", (ramp * 200).astype(np.uint16), "I;16")):
+        Image.fromarray(array, mode).save(tmp_path / name)
+    assert abs(np.asarray(images.load_rgb(tmp_path / "float.tif")).mean() - 127.5) < 2
+    assert np.asarray(images.load_rgb(tmp_path / "dark16.png")).max() <= 1  # 200 of 65535: near black, as it is
+
+
+def test_a_one_bit_image_is_named_as_such(tmp_path):
+    """Dithered black and white read as "someone else" and "too little light" (a bad-input probe)."""
+    _gradient().convert("1").save(tmp_path / "fax.png")
+    with pytest.raises(ImageError, match="a 1-bit black-and-white image") as refused:
+        images.load_rgb(tmp_path / "fax.png")
+    assert refused.value.hint == "Send the original colour photo."
+
+
+def test_a_broken_link_among_the_photos_is_named_as_one(tmp_path):
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "moved-away.jpg")
+    with pytest.raises(ImageError, match="gone.jpg: a link to a file that is no longer there"):
+        images.load_rgb(tmp_path / "gone.jpg")
 
 
 def test_alpha_is_flattened_on_white(tmp_path):
