@@ -134,7 +134,8 @@ def _detail_note(detail: dict | None) -> str:
         return "no face" if value is None else f"{value:.2f}"
     figures = f"re-drawn {fmt(detail['similarity_redrawn'])} vs original {fmt(detail['similarity_original'])}"
     gain = "" if detail["gain"] is None else f" ({detail['gain']:+.2f})"
-    return f"<br>face detail: {'re-drawn face kept' if detail['chosen'] == 'redrawn' else 'original kept'}{gain}: {figures}"
+    failed = f"; the other failed: {html.escape(detail['other_failed'])}" if detail.get("other_failed") else ""
+    return f"<br>face detail: {'re-drawn face kept' if detail['chosen'] == 'redrawn' else 'original kept'}{gain}: {figures}{failed}"
 
 
 def _floor(scores: dict) -> str:

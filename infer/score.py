@@ -224,9 +224,11 @@ def better_version(item: dict, judged: dict[str, Score]) -> Score:
     winner = redrawn if _likeness(redrawn) > _likeness(original) else original
     gain = (round(redrawn.similarity - original.similarity, 4)
             if redrawn.similarity is not None and original.similarity is not None else None)
+    loser = original if winner is redrawn else redrawn
     winner.detail = {"original": original.file, "redrawn": redrawn.file,
                      "chosen": "redrawn" if winner is redrawn else "original",
-                     "similarity_original": original.similarity, "similarity_redrawn": redrawn.similarity, "gain": gain}
+                     "similarity_original": original.similarity, "similarity_redrawn": redrawn.similarity, "gain": gain,
+                     **({"other_failed": loser.reason} if winner.kept and not loser.kept else {})}
     return winner
 
 

@@ -131,6 +131,10 @@ def test_the_face_detailed_version_wins_only_as_the_review_would_rank_it():
     item = {"file": "a.png", "detail": {"file": "a.detail.png"}}
     chosen = better_version(item, {"a.png": version("a.png", 0.60, True), "a.detail.png": version("a.detail.png", 0.62, False)})
     assert (chosen.file, chosen.detail["chosen"]) == ("a.png", "original")
+    assert chosen.detail["other_failed"] == "eyes implausible"  # the gallery says why the likelier face lost
+    from infer.gallery import _detail_note
+
+    assert "original kept (+0.02): re-drawn 0.62 vs original 0.60; the other failed: eyes implausible" in _detail_note(chosen.detail)
     chosen = better_version(item, {"a.png": version("a.png", 0.70, False), "a.detail.png": version("a.detail.png", 0.61, True)})
     assert chosen.file == "a.detail.png"
     chosen = better_version(item, {"a.png": version("a.png", 0.60, True), "a.detail.png": version("a.detail.png", 0.62, True)})
