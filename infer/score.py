@@ -221,7 +221,7 @@ def better_version(item: dict, judged: dict[str, Score]) -> Score:
         original.detail = {"skipped": record["skipped"]} if record and "skipped" in record else None
         return original
     redrawn = judged[record["file"]]
-    winner = redrawn if _likeness(redrawn) > _likeness(original) else original
+    winner = redrawn if _preference(redrawn) > _preference(original) else original
     gain = (round(redrawn.similarity - original.similarity, 4)
             if redrawn.similarity is not None and original.similarity is not None else None)
     loser = original if winner is redrawn else redrawn
@@ -232,7 +232,7 @@ def better_version(item: dict, judged: dict[str, Score]) -> Score:
     return winner
 
 
-def _likeness(score: Score) -> tuple[bool, bool, float]:
+def _preference(score: Score) -> tuple[bool, bool, float]:
     return score.kept, score.face_found, score.similarity if score.similarity is not None else -2.0
 
 

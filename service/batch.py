@@ -255,7 +255,7 @@ def _abandoned(status: dict, path: Path, quiet_s: float) -> bool:
             and not process_running(int(status["driver_pid"])) and time.time() - path.stat().st_mtime > quiet_s)
 
 
-def _is_ray_session(folder: Path) -> bool:
+def is_ray_session(folder: Path) -> bool:
     """A folder Ray made for a session (the only kind close_abandoned deletes, whatever a status file says)."""
     return folder.name.startswith("session_") and folder.is_dir() and (folder / "logs").is_dir()
 
@@ -279,7 +279,7 @@ def close_abandoned(batch_root: Path, quiet_s: float = 30.0) -> list[str]:
             continue
         for row in rows:
             row.interrupt("the batch stopped without finishing (its process was killed)")
-        if session is not None and _is_ray_session(session) and not any(stage.state == CRASHED for row in rows for stage in row.stages):
+        if session is not None and is_ray_session(session) and not any(stage.state == CRASHED for row in rows for stage in row.stages):
             delete_session(session)
         write_json_atomic(path, {**status, "finished": True, "interrupted": True, "people": [r.to_json() for r in rows]})
         closed.append(path.parent.name)

@@ -28,7 +28,7 @@ from headshots.errors import HeadshotsError
 from headshots.workspace import Workspace, held_alone, lock_held, write_json_atomic
 from infer.export import EXPORT_LOCK
 from infer.manifest import IMAGES_LOCK
-from service.batch import BATCH_LOCK, _is_ray_session, close_abandoned, delete_session
+from service.batch import BATCH_LOCK, close_abandoned, delete_session, is_ray_session
 from service.jobs import JOB_LOCK, JOBS_FOLDER
 from train.checkpoint import TRAIN_LOCK
 
@@ -200,7 +200,7 @@ def drop_kept_ray_logs(record: dict, status: Path, user: str) -> list[str]:
     worker logs name the people and their files, and purge took the status file, the one pointer to them, away.
     A finished batch's is deleted; a running batch's is in use, and is named. Returns what was done."""
     session = Path(record["ray_session"]) if record.get("ray_session") else None
-    if session is None or record.get("host") != socket.gethostname() or not _is_ray_session(session):
+    if session is None or record.get("host") != socket.gethostname() or not is_ray_session(session):
         return []
     if not record.get("finished"):
         return [(f"kept {session}: batch {status.parent.name} is still running and its Ray logs name {user}; it "
