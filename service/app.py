@@ -444,9 +444,9 @@ class HeadshotsApp:
         # asked while a training runs (the status says that instead): it hashes the photos and the prepared rows, and
         # a training elsewhere is followed every second
         try:
-            outdated = trained and not busy and not elsewhere and self.training_due(user)
+            outdated = self.training_due(user) if trained and not busy and not elsewhere else ""
         except ConfigError:  # their settings.yaml cannot be used: the Styles tab says so
-            outdated = False
+            outdated = ""
         return {
             self.c["status"]: views.job_markdown(ws, self.run, job, self.jobs.position(job) if job else 0, outdated,
                                                  elsewhere),
@@ -457,10 +457,20 @@ class HeadshotsApp:
             self.c["timer"]: gr.Timer(active=busy or elsewhere),
         }
 
-    def training_due(self, user: str) -> bool:
-        """Whether a job would train: the photos or settings changed since the adapter was trained (a ConfigError when
-        the person's own settings file cannot be used)."""
-        return "fit" in stages_to_run(self.settings.config(user))
+    def training_due(self, user: str) -> str:
+        """What a job would do before drawing images (a ConfigError when the person's own settings file cannot be
+        used): views.RETRAIN, train again (the photos, or the training's own settings, changed since); views.RECHECK,
+        check and prepare the photos again and train only if the prepared photos then differ (only settings that
+        judge or prepare them changed: a batch with other intake settings made the app say "trains it again" of an
+        adapter the job left as it was); "" when nothing is due."""
+        cfg = self.settings.config(user)
+        if "fit" not in stages_to_run(cfg):
+            return ""
+        ws = self.workspace(user)
+        prepared = views.read_json(ws.prepare_report) or {}
+        same_photos = ({p["file"] for p in prepared.get("photos", [])} ==
+                       {p.name for p in list_photos(ws.selfies)} if ws.selfies.is_dir() else False)
+        return views.RECHECK if same_photos and done_now("fit", cfg) else views.RETRAIN
 
     def tick(self, state: str | None, seen: list | None, shown: int, dropped_open: bool, favourites: list[str] | None,
              photos_shown: list | None, request: gr.Request) -> dict:

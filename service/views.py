@@ -312,7 +312,7 @@ def forget_previews() -> None:
     _face_uri.cache_clear()
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -345,7 +345,7 @@ def photos_html(ws: Workspace, previews: dict[str, str] | None = None) -> str:
     """The set verdict with what to add, then every photo with its face box, verdict, reason and advice.
     `previews` (file -> data URI, from the intake just run) saves decoding each photo again (~40 ms a phone photo)."""
     photos = list_photos(ws.selfies) if ws.selfies.is_dir() else []
-    report = _read_json(ws.intake_report)
+    report = read_json(ws.intake_report)
     if not photos:
         return f"<p class='hs-empty'>No photos yet: add {ws.photos_wanted} recent photos of yourself, alone, face visible.</p>"
     if report is None:  # judged elsewhere right now (another tab's upload, a batch, `make intake`): the app did not wait
@@ -382,7 +382,7 @@ def _measured(checks: dict) -> str:
 
 def set_usable(ws: Workspace) -> bool:
     """Intake's verdict on the photos there now (the app re-runs intake on every change)."""
-    report = _read_json(ws.intake_report)
+    report = read_json(ws.intake_report)
     return bool(report) and report["set"]["verdict"] != "reject" and bool(ws.selfies.is_dir() and list_photos(ws.selfies))
 
 
@@ -397,7 +397,7 @@ def _clock(seconds: float) -> str:
 def training_progress(ws: Workspace, run: str, since: float | None = None) -> dict | None:
     """progress.json, read once per status line: None when there is none, or it is older than `since` (an earlier
     training's)."""
-    progress = _read_json(ws.progress(run))
+    progress = read_json(ws.progress(run))
     return None if progress is None or (since is not None and progress["updated"] < since) else progress
 
 
@@ -406,7 +406,7 @@ def training_line(ws: Workspace, run: str, progress: dict) -> str:
     line = f"step **{progress['step']} of {progress['max_steps']}** · loss {progress['loss']:.4f}"
     if progress.get("eta_s") is not None and progress["step"] < progress["max_steps"]:
         line += f" · about {_clock(progress['eta_s'])} left"
-    validation = _read_json(ws.validation(run))
+    validation = read_json(ws.validation(run))
     if validation and validation.get("history"):
         last, best = validation["history"][-1], validation["best"]
         line += (f" · likeness {last['face_similarity']:.2f} at step {last['step']}"
@@ -426,11 +426,15 @@ RESTART = {"train": "Press Train to continue from the last checkpoint (with othe
 ELSEWHERE = "started in a terminal, a batch or an earlier copy of this app"  # where a training the app did not start runs
 
 
-def job_markdown(ws: Workspace, run: str, job: Job | None, position: int, outdated: bool = False,
+RETRAIN, RECHECK = "retrain", "recheck"  # what a job would do first, the adapter being trained (app.training_due)
+
+
+def job_markdown(ws: Workspace, run: str, job: Job | None, position: int, outdated: str = "",
                  elsewhere: bool = False) -> str:
-    """The status line shown above every tab: the person's latest job, or what is on disk (`outdated`: the adapter was
-    trained on other photos or settings than the person's now; `elsewhere`: a training this app did not start runs now,
-    `training_now`)."""
+    """The status line shown above every tab: the person's latest job, or what is on disk (`outdated`: RETRAIN, the
+    adapter was trained on other photos or settings than the person's now; RECHECK, the photos are checked and
+    prepared again first, and trained on only if that changes them; `elsewhere`: a training this app did not start
+    runs now, `training_now`)."""
     if job is None:
         return _disk_status(ws, run, outdated, elsewhere)
     what = "Training" if job.kind == "train" else "Generating"
@@ -483,7 +487,7 @@ def images_made(ws: Workspace, run: str, job: Job) -> int:
 
 
 def _results(ws: Workspace, run: str) -> str | None:
-    scores = _read_json(ws.scores(run))
+    scores = read_json(ws.scores(run))
     if not scores:
         return None
     count, waiting = len(scores["images"]), _unscored_count(ws, run, scores)
@@ -494,7 +498,7 @@ def _results(ws: Workspace, run: str) -> str | None:
 
 def _trained_on(ws: Workspace) -> str:
     """" on 7 of your 9 photos (...)": what the last prepare kept, so that the photos left out are no surprise."""
-    prepared = _read_json(ws.prepare_report)
+    prepared = read_json(ws.prepare_report)
     if not prepared:
         return ""
     kept, total = prepared["kept"], prepared["kept"] + prepared["rejected"]
@@ -502,10 +506,10 @@ def _trained_on(ws: Workspace) -> str:
     return f" on {kept} of your {plural(total, 'photo')}{left_out}"
 
 
-def _disk_status(ws: Workspace, run: str, outdated: bool = False, elsewhere: bool = False) -> str:
+def _disk_status(ws: Workspace, run: str, outdated: str = "", elsewhere: bool = False) -> str:
     """No job in this app's memory (never started, or the app restarted), or the last one done: what the files say,
     and a training this app did not start (`elsewhere`), which they said was "interrupted" while it ran."""
-    progress = _read_json(ws.progress(run))
+    progress = read_json(ws.progress(run))
     unfinished = bool(progress) and progress["step"] < progress["max_steps"]
     if elsewhere:  # a finished progress is an earlier training's: this one has not reached its first step
         now, bar = ((training_line(ws, run, progress), _progress_bar(progress)) if unfinished
@@ -514,15 +518,19 @@ def _disk_status(ws: Workspace, run: str, outdated: bool = False, elsewhere: boo
     if unfinished:
         return (f"**Training was interrupted** at step {progress['step']} of {progress['max_steps']}: press Train to "
                 "continue, from its last checkpoint if your photos and settings are as they were, else from the start.")
-    report = _read_json(ws.intake_report)
+    report = read_json(ws.intake_report)
     refused = bool(report) and report["set"]["verdict"] == "reject"  # why Train cannot be pressed, on the tab it is on
     if (ws.adapter_dir(run) / ADAPTER_WEIGHTS).is_file():
         if refused:  # the photos changed since, or the settings: a job starts with intake, and would stop there
             return (f"**Your adapter is trained**, but your photo set is not usable now: {report['set']['reason']}. "
                     "Train and Generate would stop at it. See 1. Photos for what to change.")
-        if outdated:
+        if outdated == RETRAIN:
             return ("**Your adapter was trained on other photos or settings** than you have now: Generate trains it again "
                     "first, or press Train to do only that.")
+        if outdated == RECHECK:
+            return (f"**Your adapter is trained**{_trained_on(ws)}. Settings that check or prepare your photos changed "
+                    "since: Train or Generate checks them again first, and trains again only if that changes the "
+                    "prepared photos.")
         return f"**Your adapter is trained**{_trained_on(ws)}. {_results(ws, run) or 'Pick styles and generate.'}"
     if refused:
         return f"Not trained yet: your photo set is not usable yet: {report['set']['reason']}. See 1. Photos for what to add."
@@ -550,7 +558,7 @@ def review(ws: Workspace, run: str, shown: int = REVIEW_PAGE, dropped_open: bool
     images would be a 10 MB page sent again after every job, deletion and page load (docs/app.md, Speed).
     Each card has a Favourite button, pressed for the images in `favourites` (the picker's ticks)."""
     samples = ws.samples_dir(run)
-    scores = _read_json(ws.scores(run))
+    scores = read_json(ws.scores(run))
     if scores is None:
         return Review("<p class='hs-empty'>Nothing generated yet.</p>", 0, 0)
     kept = [item for item in scores["images"] if item["kept"]]
@@ -571,12 +579,12 @@ def your_faces(ws: Workspace, count: int = 6) -> str:
     are judged against, side by side at the size most people will see. Those are the photos prepare kept (their
     embeddings are the references scoring compares with); before any training, the usable ones intake found. Drawn
     with the review, so a photo added or removed after training shows only once it is trained on and scored with."""
-    prepared = _read_json(ws.prepare_report)
+    prepared = read_json(ws.prepare_report)
     if prepared is not None:
         photos = [{**p, "face_box": _fractions(ws.selfies / p["file"], p["face_box"])} for p in prepared.get("photos", [])
                   if p.get("kept") and p.get("face_box")]
     else:
-        intake = _read_json(ws.intake_report) or {}
+        intake = read_json(ws.intake_report) or {}
         photos = [p for p in intake.get("photos", []) if p.get("verdict") != "reject" and p.get("face_box")]
     shown = f" ({count} of {len(photos)})" if len(photos) > count else ""
     faces = [(p["file"], face_uri(ws.selfies / p["file"], p["face_box"], CARD_SIDES[1])) for p in photos[:count] if p["face_box"]]
@@ -621,7 +629,7 @@ NOTHING_KEPT = ("<p id='hs-nothing-kept'>No image passed the checks yet. Look at
 
 def review_choices(ws: Workspace, run: str) -> list[tuple[str, str]]:
     """(label, file) for the favourites and more-like-this pickers: kept images by rank, then the dropped ones."""
-    scores = _read_json(ws.scores(run))
+    scores = read_json(ws.scores(run))
     if scores is None:
         return []
     return [(f"#{i['rank']} {i['file']}" if i["kept"] else f"{i['file']} (dropped)", i["file"]) for i in scores["images"]]

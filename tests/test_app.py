@@ -929,3 +929,13 @@ def test_a_trained_person_whose_photos_changed_is_told_before_generating(server)
     shown = app.status_view("vic")
     assert "trained on other photos or settings** than you have now: Generate trains it again first" in shown[app.c["status"]]
     assert shown[app.c["generate"]]["interactive"] and shown[app.c["train"]]["interactive"]
+    # The same photos, judged since with other intake settings (a batch's): the job checks and prepares them again, and
+    # trains only if that changes the prepared photos; "trains it again" was said, and the job left the adapter as it was
+    (ws.selfies / "02.jpg").unlink()
+    ws.prepare_report.write_text(json.dumps({"kept": 1, "rejected": 0, "photos": [{"file": "01.jpg", "kept": True}]}))
+    for stage in ("intake", "prepare"):  # as the batch recorded them
+        record = ws.user_stage_records / f"{stage}.json"
+        record.write_text(json.dumps({**json.loads(record.read_text()), "fingerprint": "with a batch's settings"}))
+    shown = app.status_view("vic")[app.c["status"]]
+    assert "trained** on 1 of your 1 photo. Settings that check or prepare your photos changed since" in shown, shown
+    assert "trains again only if that changes the prepared photos" in shown
