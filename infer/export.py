@@ -30,7 +30,7 @@ from headshots.faces import FaceAnalyzer
 from headshots.images import load_rgb
 from headshots.logs import get_logger, plural
 from headshots.workspace import EXPORT_MANIFEST, SCORES, Workspace, chosen_files, held_alone, replace_folder, ticked_files
-from infer.manifest import no_images
+from infer.manifest import closest_image, no_images
 
 log = get_logger(__name__)
 EXPORT = "export"
@@ -107,8 +107,12 @@ def _export(cfg: Config, analyzer: FaceAnalyzer | None) -> Path:
     boxes = face_boxes(scored, chosen)
     missing = [name for name in boxes if not (samples_dir / name).is_file()]
     if missing and chosen:
+        present = sorted(p.name for p in samples_dir.glob("*.png")) if samples_dir.is_dir() else []
+        meant = [f"{name} -> {close}" for name in missing if (close := closest_image(name, present))]
+        example = next((name for name in scored if (samples_dir / name).is_file()), present[0] if present else "linkedin-00.png")
         raise HeadshotsError(f"Cannot export {', '.join(missing)}: not in {samples_dir}.",
-                             "Check the names you gave (IMAGES= or infer.export_files).")
+                             (f"Did you mean: {'; '.join(meant)}? " if meant else "") +
+                             f"Name images as the gallery shows them (IMAGES= or infer.export_files), e.g. {example}.")
     if missing:  # kept in scores.json, since deleted by hand: the next scoring takes them out
         log.warning("%s: kept by the review but no longer in %s, left out", ", ".join(missing), samples_dir)
         boxes = {name: box for name, box in boxes.items() if name not in missing}
@@ -134,6 +138,10 @@ def _export(cfg: Config, analyzer: FaceAnalyzer | None) -> Path:
     replaced = _exported_files(out_dir)
     replace_folder(building, out_dir)
     log.info("%s exported at %d sizes -> %s", plural(len(records), "image"), len(SIZES), out_dir)
+    for record in records:  # the folder names the size asked for: a smaller crop in it is said (export.json has it too)
+        for made in record["exports"]:
+            if made["note"]:
+                log.warning("%s, %s: %s", record["file"], made["size"], made["note"])
     gone = [name for name in replaced if name not in boxes]
     if gone:
         log.warning("the crops of %s from the last export are gone: export/ holds the last export only, so name every "

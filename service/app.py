@@ -796,8 +796,8 @@ class HeadshotsApp:
                             c["discard"] = gr.Button("Delete ticked images", variant="stop", elem_id="hs-discard")
                     with gr.Tab("5. Download", elem_id="hs-tab-download"):
                         gr.Markdown("Your favourites cropped for LinkedIn (400x400), a 4:5 portrait (1080x1350) and a CV "
-                                    "(600x800), centred on your face, never upscaled (from a smaller image, smaller: each "
-                                    "file's name says its size); all of them in one zip.")
+                                    "(600x800), centred on your face and never enlarged: a smaller source gives smaller files, "
+                                    "and each file's name says its size. All of them in one zip.")
                         c["export"] = gr.Button("Export my favourites", variant="primary", elem_id="hs-export")
                         c["files"] = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="hs-files")
                         c["crops"] = gr.HTML(elem_id="hs-crops")

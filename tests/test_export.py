@@ -100,8 +100,15 @@ def test_export_errors_say_what_to_do(samples, make_config, caplog):
     with held_elsewhere(out.parent / EXPORT_LOCK), pytest.raises(HeadshotsError, match="Another export of these images"):
         export(make_config("alice", "infer.export_files=[small.png]"))  # two at once built in one folder (a review)
     assert "small.png was dropped by the review (does not look like you (0.31)): exported as you asked" in caplog.text
-    with pytest.raises(HeadshotsError, match="nope.png"):
+    with pytest.raises(HeadshotsError, match="nope.png") as err:
         export(make_config("alice", "infer.export_files=[nope.png]"))
+    assert "e.g. small.png" in err.value.hint  # a name that is there, as discard and more give one (a new-user walk)
+    with pytest.raises(HeadshotsError, match="small: not in") as err:
+        export(make_config("alice", "infer.export_files=[small]"))
+    assert err.value.hint.startswith("Did you mean: small -> small.png?")
+    caplog.clear()
+    export(make_config("alice", "infer.export_files=[small.png]"))  # a source smaller than a size: said, not only recorded
+    assert "small.png, cv-600x800: source too small for 600x800: exported at 360x480, not upscaled" in caplog.text
     for path in ("../../../../data/users/alice/selfies/01.jpg", "/etc/hostname"):  # never a file outside samples/
         with pytest.raises(HeadshotsError, match="only your generated images"):
             export(make_config("alice", f"infer.export_files=[{path}]"))
