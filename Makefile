@@ -88,8 +88,8 @@ tiny-model: $(TINY_MODEL)/model_index.json
 # The whole pipeline on the tiny profile and the shipped sample selfies (under a minute on 2 idle CPU cores). Its 3 usable
 # photos are fewer than a real set needs (intake.min_photos, 5): the demo lowers that minimum for itself.
 demo: tiny-model
-	@mkdir -p data/users/demo/selfies
-	@cp -n data/samples/demo/*.jpg data/users/demo/selfies/ 2>/dev/null || true
+	@# the login's alone, as everything the commands make (umask 077): data/users/ lists the people's names
+	@umask 077 && mkdir -p data/users/demo/selfies && { cp -n data/samples/demo/*.jpg data/users/demo/selfies/ 2>/dev/null || true; }
 	$(BIN)/python -m train all --user demo --profile tiny intake.min_photos=3 $(ARGS)
 	$(BIN)/python -m infer all --user demo --profile tiny intake.min_photos=3 infer.styles=[linkedin,executive,actor] $(ARGS)
 	@echo "demo done: open outputs/demo/default/samples/gallery.html"
