@@ -169,7 +169,8 @@ class PersonRow:
         stopped = next((stage for stage in self.stages if stage.state in (FAILED, CRASHED)), None)
         if stopped is not None:
             for stage in unfinished:
-                stage.state, stage.reason = NOT_RUN, f"{stopped.stage} did not finish"
+                stage.state, stage.reason = NOT_RUN, (f"{stopped.stage} stopped (see its reason)" if stopped.state == FAILED
+                                                      else f"{stopped.stage} did not finish")
             return
         for stage in unfinished[:1]:
             stage.state, stage.reason = INTERRUPTED, reason

@@ -119,7 +119,8 @@ def run_stage(stage: Stage, cfg: Config, upstream: StageResult | None = None) ->
     back as a failed result; anything else (a crash, a killed process) propagates, so the caller's
     scheduler can retry it."""
     if upstream is not None and not upstream.ok:
-        return StageResult(cfg.user, stage.name, NOT_RUN, reason=f"{upstream.stage} did not finish")
+        stopped = "stopped (see its reason)" if upstream.state == FAILED else "did not finish"  # a refused set finished
+        return StageResult(cfg.user, stage.name, NOT_RUN, reason=f"{upstream.stage} {stopped}")
     expected = fingerprint(stage, cfg, upstream.fingerprint if upstream else None)
     if is_done(stage, cfg, expected):
         return _skipped(stage, cfg, expected)

@@ -138,6 +138,7 @@ def test_usable_sets_complete_and_the_unusable_one_stops_at_intake(first_batch, 
     assert "only 2 usable photos" in carol["reason"]
     assert "Rejected: notes.txt - not an image file (or an unsupported format). Details: " in carol["hint"], carol["hint"]
     assert [(s["state"], s["attempts"]) for s in carol["stages"]] == [("failed", 1)] + [("not run", 0)] * 4
+    assert carol["stages"][1]["reason"] == "intake stopped (see its reason)"  # it finished: it refused the set
     dora = person(on_disk, "dora")  # her own settings.yaml is refused; the batch went on without her
     assert (dora["state"], dora["stage"], dora["stage_state"]) == ("stopped", "intake", "failed")
     assert dora["reason"].startswith(str(Path(people[0].split("=", 1)[1]) / "dora" / "settings.yaml"))
@@ -316,6 +317,7 @@ def test_a_stopped_batch_says_so_in_its_status(people):
     assert {p["user"]: p["state"] for p in status["people"]} == {"alice": "interrupted", "carol": "stopped"}
     assert [s["state"] for s in person(status, "carol")["stages"]] == ["failed"] + ["not run"] * 4  # her news stays
     assert person(status, "carol")["reason"] == "only 3 usable photos"
+    assert person(status, "carol")["stages"][1]["reason"] == "intake stopped (see its reason)"
     # none had started: the first stage is the one interrupted, the rest never ran
     assert [s["state"] for s in person(status, "alice")["stages"]] == ["interrupted"] + ["not run"] * 4
     assert "Run the same batch again" in person(status, "alice")["hint"]

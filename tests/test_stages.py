@@ -49,8 +49,9 @@ def test_a_person_trained_and_generated_on_the_cli_is_not_done_again_by_the_chai
     with caplog.at_level(logging.INFO, logger="train"):
         assert cli("train", "all", overrides) == 0  # make train again, nothing changed: nothing done again
     assert [r.getMessage().split(":")[0] for r in caplog.records if r.name == "train"] == [
-        "intake skipped", "prepare skipped", "fit skipped"]
-    fit_skipped = caplog.records[-1].getMessage()  # how to train longer, and that it must be asked for again
+        "intake skipped", "prepare skipped", "fit skipped", "next, headshots in the styles you choose"]
+    assert caplog.records[-1].getMessage().endswith(": make infer USER=alice PROFILE=tiny")  # what to do next, last
+    fit_skipped = caplog.records[-2].getMessage()  # how to train longer, and that it must be asked for again
     assert "make train USER=alice PROFILE=tiny ARGS=train.max_steps=4" in fit_skipped and "needs the raised value" in fit_skipped
     assert {path: path.stat().st_mtime_ns for path in made} == made
     assert cli("infer", "all", overrides) == 0  # make infer
@@ -75,8 +76,9 @@ def test_a_person_trained_and_generated_on_the_cli_is_not_done_again_by_the_chai
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="train"):
         assert cli("train", "all", same_rows) == 0
-    assert [r.getMessage().split(":")[0] for r in caplog.records if r.name == "train"] == ["intake skipped", "fit skipped"]
-    assert "prepare made the same photos, crops and captions" in caplog.records[-1].getMessage()
+    assert [r.getMessage().split(":")[0] for r in caplog.records if r.name == "train"] == [
+        "intake skipped", "fit skipped", "next, headshots in the styles you choose"]
+    assert "prepare made the same photos, crops and captions" in caplog.records[-2].getMessage()
     assert stages_to_run(load_config("alice", "tiny", overrides=same_rows)) == []
     assert {path: path.stat().st_mtime_ns for path in made if path != ws.prepared / DATASET_INFO} == {
         path: mtime for path, mtime in made.items() if path != ws.prepared / DATASET_INFO}

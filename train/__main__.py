@@ -52,6 +52,7 @@ def _all(cfg: Config) -> None:
             ran.append(name)
         else:
             log.info("%s skipped: %s", name, _already_done(name, ws, cfg.train.max_steps, prepared_now="prepare" in ran))
+    log.info("next, headshots in the styles you choose: %s", ws.make_command("infer"))  # after W&B's closing lines
 
 
 def _already_done(stage: str, ws: Workspace, steps: int, prepared_now: bool = False) -> str:
