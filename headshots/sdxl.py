@@ -37,12 +37,24 @@ class SDXLComponents:
 FULL_SIZE = 512
 
 
+_warned_without_gpu: list[bool] = []  # said once a process (`train all` says it before the photos are prepared)
+
+
 def warn_without_gpu(device: torch.device, model: ModelConfig) -> None:
     """Said before the model loads (or downloads, ~7 GB): full-size SDXL on a CPU works, too slowly to be what the
     person meant; the tiny profile runs every stage here in seconds."""
-    if device.type == "cpu" and model.resolution >= FULL_SIZE:
+    if device.type == "cpu" and model.resolution >= FULL_SIZE and not _warned_without_gpu:
+        _warned_without_gpu.append(True)
         log.warning("No GPU here: full-size SDXL on a CPU takes days to train and minutes per image. To try the whole "
                     "pipeline on this machine, use the tiny profile (PROFILE=tiny, or --profile tiny).")
+
+
+def require_model(model: ModelConfig) -> None:
+    """Refuse at once a base model that cannot be had: a folder that is not there, or a hub id neither in the local
+    cache nor reachable. `train all` asks before it checks and prepares the photos: without it a new user on a
+    machine without network (PROFILE=tiny left out) waited for both, at full size, to meet this error. A Hub that
+    answers is left to the download, which says in its own words what is wrong (gated, not found)."""
+    _load("base model", model.pretrained, lambda **options: None, revision=model.revision)
 
 
 _TINY_HINTS = {

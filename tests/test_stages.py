@@ -32,6 +32,18 @@ def cli(package: str, command: str, overrides: list[str]) -> int:
     return run(build_parser(f"python -m {package}", "", HELP), COMMANDS, [command, "--user", "alice", "--profile", "tiny", *overrides])
 
 
+def test_train_all_asks_for_the_base_model_before_preparing_the_photos(tmp_path, faces_dir, capsys):
+    """Without PROFILE=tiny on a machine without network, `make train` checked and prepared every photo at full size,
+    then could not load SDXL (a new-user walk): the model is asked for first."""
+    overrides = [f"paths.data_root={tmp_path / 'data'}", f"paths.outputs_root={tmp_path / 'outputs'}",
+                 f"paths.cache_root={tmp_path / 'cache'}", f"model.pretrained={tmp_path / 'no-such-model'}"]
+    ws = Workspace.from_config(load_config("alice", "tiny", overrides=overrides))
+    copy_photos(sorted((faces_dir / "georgia-tech" / "s01").glob("*.jpg"))[:5], ws.selfies)
+    assert cli("train", "all", overrides) == 2
+    assert "Could not load the base model from" in capsys.readouterr().err
+    assert not ws.intake_report.exists() and not ws.prepared.exists()
+
+
 def test_a_person_trained_and_generated_on_the_cli_is_not_done_again_by_the_chain(tmp_path, tiny_model, faces_dir, face_weights,
                                                                                    caplog):
     from service.chain import run_person

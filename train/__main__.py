@@ -46,6 +46,12 @@ def _all(cfg: Config) -> None:
     find every step trained. What is due is asked again after each stage: a prepare that made the same rows as
     before (a setting that changed none of them) leaves the adapter trained on them done."""
     ws, ran = Workspace.from_config(cfg), []
+    if "fit" in stages_to_run(cfg):  # what training needs, asked before the photos are checked and prepared for it
+        from headshots.faces import resolve_device
+        from headshots.sdxl import require_model, warn_without_gpu
+
+        warn_without_gpu(resolve_device(cfg.device), cfg.model)
+        require_model(cfg.model)
     for name, work in (("intake", _intake), ("prepare", _prepare), ("fit", _fit)):
         if name in stages_to_run(cfg):
             work(cfg)
