@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import functools
 import hmac
 import ipaddress
@@ -309,6 +310,11 @@ class HeadshotsApp:
         finally:
             for path in map(Path, files or []):
                 path.unlink(missing_ok=True)  # the selfies folder holds the one copy (Delete my data removes it)
+                # and the folder Gradio named by the photo's hash: left, it told anyone who can list the temporary
+                # folder that a photo they know was uploaded here (a new-user walk)
+                if path.parent != Path(get_upload_folder()):
+                    with contextlib.suppress(OSError):  # not empty: the same photo uploaded in another tab meanwhile
+                        path.parent.rmdir()
         return {**self.photos_view(ws, previews), **self.status_view(ws.user), self.c["upload"]: None,
                 self.c["notes"]: "\n".join(f"- {n}" for n in notes)}
 

@@ -281,6 +281,7 @@ def test_one_session_cannot_reach_another_persons_photos(server, selfies):
     with pytest.raises(AppError, match="Tell us your name first"):
         nameless.predict([handle_file(str(selfies[0]))], api_name="/upload")
     assert not cached_copy(selfies[0]).exists()  # refused, and not left in Gradio's cache for an hour (a review)
+    assert not cached_copy(selfies[0]).parent.exists()  # nor the folder named by its hash (a new-user walk)
     for name, said in (("../alice", "not allowed"), ("Alice Smith", "not allowed"), ("  ", "Type your name first")):
         refused = page(nameless.predict(name, api_name="/start"))  # said under the box, which stays usable
         assert said in refused["sign_in_note"] and "no spaces" in refused["sign_in_note"] and "Signed in" not in str(refused["who"])
