@@ -379,6 +379,7 @@ class Batch:
         self.folders = {user: [root / user for root in roots] for user in configs.users}  # what a deletion removes
         self.seen: set[Path] = set()  # those of `folders` this batch has seen (`deleted`)
         self.forgotten: set[str] = set()  # people whose data was deleted during the batch: left out of its status
+        self.written: set[str] = set()  # the people in status.json as this batch last wrote it (`scrubbed`)
         self.deleted()  # the folders there are now
         self.started = time.time()
         self.interrupted = False
@@ -496,6 +497,20 @@ class Batch:
         self.forgotten |= gone
         return gone
 
+    def scrubbed(self, path: Path) -> None:
+        """People a deletion took out of status.json since this batch last wrote it are forgotten too: `deleted` sees
+        only folders going, and a person refused before their first stage (no photos, their settings.yaml) may have
+        none that a purge without ALL=1 removes, so their name and reason came back. A file gone altogether went with
+        a deletion of its only person. (A deletion landing between this look and the write is caught by `deleted`
+        alone.)"""
+        try:
+            on_disk = {person.get("user") for person in json.loads(path.read_text())["people"]}
+        except FileNotFoundError:
+            on_disk = set()
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # being replaced, or broken by hand: no news
+            return
+        self.forgotten |= {user for user in self.written - on_disk if user not in self.holds}
+
     def started_so_far(self) -> dict[tuple[str, str], dict]:
         """The status board's starts, over the last ones known. The board is one actor: lost with its node (a spot or
         autoscaled cluster, a kill), the snapshot raised, and the driver ended in a traceback while everyone's tasks
@@ -574,12 +589,14 @@ class Batch:
         folder goes, as the deletion does with a batch of theirs alone."""
         path = self.status_dir / "status.json"
         self.deleted()
+        self.scrubbed(path)
         while True:
             status = self.status(finished)
             if not status["people"]:
                 shutil.rmtree(self.status_dir, ignore_errors=True)
                 return path
             write_json_atomic(path, status)
+            self.written = {person["user"] for person in status["people"]}
             if not self.deleted():
                 break
         people = status["people"]

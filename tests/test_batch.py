@@ -18,6 +18,7 @@ import pytest
 from safetensors.torch import load_file
 
 from headshots.config import load_config
+from headshots.errors import HeadshotsError
 from headshots.stages import STAGE_NAMES, read_record, stage_named, stages_to_run
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace, save_favourites
 from service.batch import Batch, close_abandoned, format_table, load_configs, print_notes, run_batch, start_ray, stop_ray
@@ -401,6 +402,23 @@ def test_a_person_deleted_while_the_batch_runs_is_not_written_back_into_its_stat
     final = batch.write_status(finished=True)
     assert users_in(batch) == ["gus"] and "erin" not in final.read_text() and "fay" not in final.read_text()
     assert [p["user"] for p in batch.status(finished=True)["people"]] == ["gus"]  # what main prints from
+
+
+def test_a_person_refused_before_their_first_stage_stays_out_once_deleted(tmp_path):
+    """Refused at once (here: their settings.yaml), hana has no folder a purge without ALL=1 removes, so only her row
+    going out of status.json tells the driver; it wrote her name and reason back (the batch helper's open case)."""
+    batch, overrides = little_batch(tmp_path, "refused", "hana", "gus")
+    batch.rows["hana"].refuse(HeadshotsError("Her settings.yaml cannot be used.", "Fix it."))
+    del batch.configs["hana"]
+    batch.hold_people()
+    batch.write_status(finished=False)
+    assert users_in(batch) == ["hana", "gus"]
+    assert f"removed hana from {batch.status_dir / 'status.json'}" in purge_of("hana", overrides, include_selfies=False)
+    assert (tmp_path / "data" / "hana" / "selfies").is_dir()  # her photos stay: no folder of hers went
+    batch.write_status(finished=False)
+    assert users_in(batch) == ["gus"]
+    batch.release()
+    assert "hana" not in batch.write_status(finished=True).read_text()
 
 
 def test_a_deletion_between_reading_the_rows_and_writing_them_is_not_undone(tmp_path, monkeypatch):
