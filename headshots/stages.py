@@ -161,7 +161,9 @@ STAGES: tuple[Stage, ...] = (
           ignores=("infer.export_files", "infer.discard_files", "infer.more", "infer.batch_size", "infer.compile")),
     Stage("export", config_keys=("infer.export_files",), reads_selfies=False, uses_gpu=False, in_user_data=False,
           outputs=_export_outputs, figures=_export_figures,
-          also_reads=lambda ws, run: [ws.favourites(run)]),  # ticked in the web app: a new tick exports again
+          # ticked in the web app: a new tick exports again; with none ticked nor named, every kept image is exported,
+          # and what is kept changes with each scoring (more like this, a face-detail pass): scores.json
+          also_reads=lambda ws, run: [ws.favourites(run), ws.scores(run)]),
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 
@@ -198,7 +200,15 @@ def _plain_config(cfg: Config) -> dict:
     # the face weights in use, HEADSHOTS_FACE_WEIGHTS's file when it stands in for the default: another file makes
     # other reference embeddings (prepare's), which scoring refuses to compare with (`faces.load_references`)
     plain["face"]["weights"] = weights_source(cfg.face.weights)
+    plain["infer"]["styles"] = [_style_source(style) for style in cfg.infer.styles]
     return plain
+
+
+def _style_source(style: str) -> str:
+    """A style as the images depend on it: a shipped one by name; the person's own YAML file by its path and its
+    bytes, so that an edit to it draws the round again (by path alone the chain kept images of the old text)."""
+    path = Path(style).expanduser()
+    return f"{style}#{file_digest(path)}" if path.suffix in (".yaml", ".yml") and path.is_file() else style
 
 
 def fingerprint(stage: Stage, cfg: Config, upstream: str | None, selfies: str | None = None) -> str:

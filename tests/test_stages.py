@@ -11,6 +11,7 @@ from headshots.cli import build_parser, run
 from headshots.config import load_config
 from headshots.stages import (
     STAGE_NAMES,
+    _plain_config,
     figures,
     fingerprints,
     read_record,
@@ -127,6 +128,24 @@ def test_a_stage_run_again_makes_the_stages_after_it_due(make_config):
     run_recorded("infer", cfg, lambda: None)
     assert stages_to_run(cfg) == ["export"]
     assert read_record(stage_named("fit"), cfg) is not None
+
+
+def test_an_edit_to_the_persons_own_style_file_draws_again_and_a_new_scoring_exports_again(make_config, tmp_path):
+    """A stage-logic review: the chain kept images drawn from a style file's old text (only its path was hashed), and
+    an export of every kept image after a scoring changed which are kept (scores.json was not read)."""
+    own = tmp_path / "garden.yaml"
+    own.write_text(Path("configs/styles/linkedin.yaml").read_text())
+    cfg = make_config("alice", f"infer.styles=[{own}]")
+    everything_done(cfg)
+    own.write_text(own.read_text().replace("background:", "background: a walled garden,", 1))
+    assert stages_to_run(cfg) == ["infer", "export"]
+    assert _plain_config(make_config("alice"))["infer"]["styles"] == list(make_config("alice").infer.styles)  # shipped: by name
+    scores = Workspace.from_config(cfg).scores(cfg.run)
+    run_recorded("infer", cfg, lambda: None)
+    run_recorded("export", cfg, lambda: None)
+    assert stages_to_run(cfg) == []
+    scores.write_text(json.dumps({"kept": 2, "images": [{"file": "linkedin-00.png"}, {"file": "linkedin-01.png"}]}))
+    assert stages_to_run(cfg) == ["export"]
 
 
 def test_a_hidden_file_beside_the_photos_makes_nothing_due(make_config):
