@@ -27,7 +27,22 @@ ERROR_BADGES = """(root, allowed) => [...root.querySelectorAll('*')]
     .filter(e => { for (let n = e; n; n = n.parentElement) { const style = getComputedStyle(n);
                    if (style.opacity === '0' || style.visibility === 'hidden' || style.display === 'none') return false; }
                    return true; })
-    .map(e => (e.closest('[id]') || root).id)"""
+    .map(e => (e.closest('[id]') || root).id || `(no id: in ${e.parentElement && e.parentElement.className})`)"""
+
+
+def error_marks_that_stay(page, allowed: str) -> list[str]:
+    """ERROR_BADGES of the whole page outside `allowed`, once the badges have faded in (1 s: on a busy CI the message
+    box's own came in late), then looked at again for up to 5 s until there are none: on a busy machine the message
+    box's "Error" title shows a moment before it sits where `allowed` names it (a CI run failed on one such moment).
+    A mark that stays, the fault these checks are for, is still caught."""
+    page.wait_for_timeout(1000)
+    marks = page.locator("body").evaluate(ERROR_BADGES, allowed)
+    for _ in range(20):
+        if not marks:
+            break
+        page.wait_for_timeout(250)
+        marks = page.locator("body").evaluate(ERROR_BADGES, allowed)
+    return marks
 
 
 def overlap(a: dict | None, b: dict | None) -> bool:
@@ -267,8 +282,7 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         # the review alone may be marked "Error" (and Gradio's message box says it): not the running job's status
         # line, nor the downloads or pickers; after the badges' fade-in (the box's own came in later on a busy CI)
         assert page.locator("#hs-status").evaluate(ERROR_BADGES) == []
-        page.wait_for_timeout(1000)
-        assert page.locator("body").evaluate(ERROR_BADGES, "#hs-review, .toast-wrap") == []
+        assert error_marks_that_stay(page, "#hs-review, .toast-wrap") == []
         page.remove_listener("dialog", dismissed)
         assert asked == [] and (server.outputs / "alice" / "default" / "samples" / "actor-00.png").is_file()
         page.locator("#hs-status").get_by_text("Your review holds 4 images").wait_for(timeout=JOB_TIMEOUT_MS)
@@ -387,7 +401,7 @@ def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, ana
         with held_elsewhere(server.outputs / "alice" / "default" / TRAIN_LOCK):
             page.locator("#hs-delete-yes").click()
             page.get_by_text("nothing was deleted").first.wait_for()
-        assert page.locator("body").evaluate(ERROR_BADGES, "#hs-deleted, .toast-wrap") == []  # its message box is no mark
+        assert error_marks_that_stay(page, "#hs-deleted, .toast-wrap") == []  # its message box is no mark
         assert page.locator(".hs-photo").count() == 6
         page.locator("#hs-delete-yes").click()
         page.get_by_text("All your photos, adapters and images were deleted").wait_for()
