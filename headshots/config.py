@@ -313,10 +313,19 @@ def wandb_run_settings():
                           x_disable_meta=True, x_disable_machine_info=True)
 
 
+def image_logging_mode(cfg: Config) -> str | None:
+    """Where pictures of the person may go: None (nowhere), "offline" or "online". Only with `wandb.log_images`, and
+    online only when `wandb.mode=online` is explicit: a W&B key kept for other work turns `auto` online for metrics,
+    never for faces. W&B's switches in the environment limit it (`wandb_allowed`)."""
+    if cfg.wandb.mode == "disabled" or not cfg.wandb.log_images:
+        return None
+    return wandb_allowed("online" if cfg.wandb.mode == "online" else "offline")
+
+
 def images_to_wandb(cfg: Config, run_mode: str | None) -> bool:
-    """Whether pictures of the person go into a W&B run in `run_mode`: only with `wandb.log_images`, and online only
-    when `wandb.mode=online` is explicit. A W&B key kept for other work turns `auto` online for metrics, never for
-    faces (training logged its validation images there)."""
+    """Whether pictures of the person go into a W&B run already in `run_mode` (its mode says what W&B's switches in
+    the environment left): the rule of `image_logging_mode` (training logged its validation images into a run `auto`
+    had turned online)."""
     return bool(cfg.wandb.log_images and run_mode and (run_mode == "offline" or cfg.wandb.mode == "online"))
 
 

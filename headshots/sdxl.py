@@ -4,6 +4,7 @@ random-weight profile go through the same `from_pretrained` calls; only the conf
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,16 +38,17 @@ class SDXLComponents:
 FULL_SIZE = 512
 
 
-_warned_without_gpu: list[bool] = []  # said once a process (`train all` says it before the photos are prepared)
-
-
 def warn_without_gpu(device: torch.device, model: ModelConfig) -> None:
     """Said before the model loads (or downloads, ~7 GB): full-size SDXL on a CPU works, too slowly to be what the
     person meant; the tiny profile runs every stage here in seconds."""
-    if device.type == "cpu" and model.resolution >= FULL_SIZE and not _warned_without_gpu:
-        _warned_without_gpu.append(True)
-        log.warning("No GPU here: full-size SDXL on a CPU takes days to train and minutes per image. To try the whole "
-                    "pipeline on this machine, use the tiny profile (PROFILE=tiny, or --profile tiny).")
+    if device.type == "cpu" and model.resolution >= FULL_SIZE:
+        _say_no_gpu()
+
+
+@functools.cache  # once a process: `train all` says it before the photos are prepared, training again at its start
+def _say_no_gpu() -> None:
+    log.warning("No GPU here: full-size SDXL on a CPU takes days to train and minutes per image. To try the whole "
+                "pipeline on this machine, use the tiny profile (PROFILE=tiny, or --profile tiny).")
 
 
 def require_model(model: ModelConfig) -> None:

@@ -31,7 +31,7 @@ from headshots.stages import forget, stage_named
 from headshots.workspace import EXPORT_MANIFEST, GALLERY, SCORES, Workspace, read_favourites, save_favourites, write_json_atomic
 from infer.export import export_dir, exports_alone
 from infer.gallery import score_and_show
-from infer.manifest import DISCARDED, changes_images, closest_image, detail_file, forget_images, require_manifest, write_manifest
+from infer.manifest import DISCARDED, changes_images, detail_file, did_you_mean, forget_images, require_manifest, write_manifest
 from infer.score import FACES
 
 log = get_logger(__name__)
@@ -80,9 +80,8 @@ def discard(cfg: Config, analyzer: FaceAnalyzer | None = None) -> list[str]:
         raise HeadshotsError("No images named to discard.", f"Name them: {workspace.make_command('discard', IMAGES=example)}")
     unknown = sorted(wanted - owner.keys())
     if unknown:
-        meant = [f"{name} -> {close}" for name in unknown if (close := closest_image(name, owner))]
         raise HeadshotsError(f"Not among the images generated in {samples_dir}: {', '.join(unknown)}.",
-                             (f"Did you mean: {'; '.join(meant)}? " if meant else "") +
+                             did_you_mean(unknown, owner) +
                              f"Name files as the gallery shows them, comma-separated, e.g. {example}; nothing was deleted.")
     gone = {owner[name] for name in wanted}
     with exports_alone(cfg):  # first: refused by an export under way, a discard has deleted nothing yet (a re-walk)

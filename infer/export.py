@@ -30,7 +30,7 @@ from headshots.faces import FaceAnalyzer
 from headshots.images import load_rgb
 from headshots.logs import get_logger, plural
 from headshots.workspace import EXPORT_MANIFEST, SCORES, Workspace, chosen_files, held_alone, replace_folder, ticked_files
-from infer.manifest import closest_image, no_images
+from infer.manifest import did_you_mean, no_images
 
 log = get_logger(__name__)
 EXPORT = "export"
@@ -108,10 +108,9 @@ def _export(cfg: Config, analyzer: FaceAnalyzer | None) -> Path:
     missing = [name for name in boxes if not (samples_dir / name).is_file()]
     if missing and chosen:
         present = sorted(p.name for p in samples_dir.glob("*.png")) if samples_dir.is_dir() else []
-        meant = [f"{name} -> {close}" for name in missing if (close := closest_image(name, present))]
         example = next((name for name in scored if (samples_dir / name).is_file()), present[0] if present else "linkedin-00.png")
         raise HeadshotsError(f"Cannot export {', '.join(missing)}: not in {samples_dir}.",
-                             (f"Did you mean: {'; '.join(meant)}? " if meant else "") +
+                             did_you_mean(missing, present) +
                              f"Name images as the gallery shows them (IMAGES= or infer.export_files), e.g. {example}.")
     if missing:  # kept in scores.json, since deleted by hand: the next scoring takes them out
         log.warning("%s: kept by the review but no longer in %s, left out", ", ".join(missing), samples_dir)

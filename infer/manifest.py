@@ -74,6 +74,14 @@ def closest_image(given: str, files: Iterable[str]) -> str | None:
     return next((file for file in files if file in (name, f"{name}.png")), None)
 
 
+def did_you_mean(names: Iterable[str], files: Iterable[str]) -> str:
+    """The start of a hint naming, for each of `names` that is not an image, the image it most likely means
+    (`closest_image`): "Did you mean: a -> a.png? ", or "" when none is close."""
+    files = list(files)
+    meant = [f"{name} -> {close}" for name in names if (close := closest_image(name, files))]
+    return f"Did you mean: {'; '.join(meant)}? " if meant else ""
+
+
 def no_images(workspace: Workspace, samples_dir: Path, doing: str) -> HeadshotsError:
     """The error of a command that needs generated images and finds none (none made, or every one deleted)."""
     return HeadshotsError(f"No generated images in {samples_dir} {doing}.", f"Generate some first: {workspace.make_command('infer')}")

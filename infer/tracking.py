@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from headshots.config import Config, no_wandb_reports, wandb_allowed, wandb_run_settings
+from headshots.config import Config, image_logging_mode, no_wandb_reports, wandb_run_settings
 from headshots.logs import get_logger
 from headshots.workspace import Workspace
 
@@ -25,13 +25,6 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 COLUMNS = ["image", "style", "seed", "similarity", "verdict"]
-
-
-def image_logging_mode(cfg: Config) -> str | None:
-    """None (no logging), "offline" or "online" (W&B's switches in the environment limit it: `wandb_allowed`)."""
-    if cfg.wandb.mode == "disabled" or not cfg.wandb.log_images:
-        return None
-    return wandb_allowed("online" if cfg.wandb.mode == "online" else "offline")
 
 
 def verdict(score: Score) -> str:

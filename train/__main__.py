@@ -45,17 +45,18 @@ def _all(cfg: Config) -> None:
     batch skip it: `make train` run again would otherwise judge and crop every photo again and load SDXL, only to
     find every step trained. What is due is asked again after each stage: a prepare that made the same rows as
     before (a setting that changed none of them) leaves the adapter trained on them done."""
-    ws, ran = Workspace.from_config(cfg), []
-    if "fit" in stages_to_run(cfg):  # what training needs, asked before the photos are checked and prepared for it
+    ws, ran, due = Workspace.from_config(cfg), [], stages_to_run(cfg)
+    if "fit" in due:  # what training needs, asked before the photos are checked and prepared for it
         from headshots.faces import resolve_device
         from headshots.sdxl import require_model, warn_without_gpu
 
         warn_without_gpu(resolve_device(cfg.device), cfg.model)
         require_model(cfg.model)
     for name, work in (("intake", _intake), ("prepare", _prepare), ("fit", _fit)):
-        if name in stages_to_run(cfg):
+        if name in due:
             work(cfg)
             ran.append(name)
+            due = stages_to_run(cfg)  # a stage that ran may leave the next done (the same prepared rows)
         else:
             log.info("%s skipped: %s", name, _already_done(name, ws, cfg.train.max_steps, prepared_now="prepare" in ran))
     log.info("next, headshots in the styles you choose: %s", ws.make_command("infer"))  # after W&B's closing lines
