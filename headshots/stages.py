@@ -37,7 +37,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -133,6 +133,14 @@ class Stage:
     # that made the same files (prepare after a setting that leaves the same photos and captions) leaves this one, and
     # so the stages after it, done (early cutoff: no model loaded, no round of images drawn again)
     reads_made: Callable[[Workspace, Config], list[Path]] | None = None
+    # Sections of config_keys that it does not read under `cfg`'s settings (training reads the face settings only to
+    # score likeness while it validates): hashed at their defaults, so that a change to them leaves it done, and
+    # the records written when they always counted stay true for everyone who never changed them
+    unread: Callable[[Config], tuple[str, ...]] = lambda cfg: ()
+    # Keys of config_keys read only after its images are drawn: scoring's (filter, face) and the face-detail pass's,
+    # which re-draws only a face whose plan changed. A change makes the stage due, but the round it draws is the one
+    # drawn already (`drawn_from`), so the chain scores that round again instead of drawing another
+    read_after_drawing: tuple[str, ...] = ()
 
     def edited(self, ws: Workspace) -> bool:
         return self.edited_since is not None and self.edited_since(ws)
@@ -151,14 +159,15 @@ STAGES: tuple[Stage, ...] = (
     # reference faces and the face settings it scores likeness with
     Stage("fit", config_keys=("model", "train", "face", "prepare.trigger", "prepare.class_noun"), reads_selfies=False,
           uses_gpu=True, in_user_data=False, outputs=lambda ws, cfg: [ws.adapter_dir(cfg.run) / ADAPTER_WEIGHTS],
-          figures=_fit_figures,
+          figures=_fit_figures, unread=lambda cfg: () if cfg.train.validation.every else ("face",),
           reads_made=lambda ws, cfg: [*ws.prepared_rows, *([ws.reference_embeddings] if cfg.train.validation.every else [])]),
     Stage("infer", config_keys=("model", "infer", "filter", "face"), reads_selfies=False, uses_gpu=True, in_user_data=False,
           outputs=lambda ws, cfg: [ws.scores(cfg.run), ws.gallery(cfg.run)], figures=_infer_figures,
           # every image drawn, and the manifest replaced, changes the folder
           also_changes=lambda ws, cfg: [ws.samples_dir(cfg.run)],
           # what to export, discard or vary, and how fast: none of it changes the round's images
-          ignores=("infer.export_files", "infer.discard_files", "infer.more", "infer.batch_size", "infer.compile")),
+          ignores=("infer.export_files", "infer.discard_files", "infer.more", "infer.batch_size", "infer.compile"),
+          read_after_drawing=("filter", "face", "infer.detail")),
     Stage("export", config_keys=("infer.export_files",), reads_selfies=False, uses_gpu=False, in_user_data=False,
           outputs=_export_outputs, figures=_export_figures,
           # ticked in the web app: a new tick exports again; with none ticked nor named, every kept image is exported,
@@ -211,23 +220,40 @@ def _style_source(style: str) -> str:
     return f"{style}#{file_digest(path)}" if path.suffix in (".yaml", ".yml") and path.is_file() else style
 
 
+def _settings(stage: Stage, cfg: Config, leaving: tuple[str, ...] = ()) -> dict:
+    """The config sections `stage` reads, as hashed: those it does not read under `cfg` at their defaults, without
+    the keys it `ignores` and the keys `leaving` (dotted: a section, or a key inside one)."""
+    unread = stage.unread(cfg)
+    plain = _plain_config(replace(cfg, **{section: type(getattr(cfg, section))() for section in unread}))
+    for key in (*stage.ignores, *leaving):
+        parent, _, name = key.rpartition(".")
+        del (_config_part(plain, parent) if parent else plain)[name]
+    return {key: _config_part(plain, key) for key in stage.config_keys if key not in leaving}
+
+
 def fingerprint(stage: Stage, cfg: Config, upstream: str | None, selfies: str | None = None) -> str:
     """What `stage` would read now, hashed; `upstream` is the fingerprint of the stage before it, `selfies` the
     photos' digest when the caller has it already (they are read once for the whole chain)."""
-    plain = _plain_config(cfg)
-    for key in stage.ignores:
-        parent, _, name = key.rpartition(".")
-        del _config_part(plain, parent)[name]
     ws = Workspace.from_config(cfg)
     inputs = {
         "stage": stage.name,
-        "config": {key: _config_part(plain, key) for key in stage.config_keys},
+        "config": _settings(stage, cfg),
         "upstream": json.dumps(_file_digests(stage.reads_made(ws, cfg))) if stage.reads_made else upstream,
         "selfies": (selfies or selfies_digest(ws)) if stage.reads_selfies else None,
     }
     if stage.also_reads:  # only then: every other stage's fingerprint stays what its record holds
         inputs["files"] = _file_digests(stage.also_reads(ws, cfg.run))
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def drawn_from(cfg: Config) -> str:
+    """What infer's images are drawn from, hashed: its settings, less those it reads only after drawing. The chain
+    names its round after this and the adapter file (service/chain.py), so a change of the likeness threshold or
+    of the face-detail pass scores the round drawn already again (seconds, no model for scoring) instead of drawing
+    a second one (minutes on a GPU), while a change of steps, styles or the model draws a round of its own."""
+    stage = stage_named("infer")
+    return hashlib.sha256(json.dumps(_settings(stage, cfg, stage.read_after_drawing), sort_keys=True,
+                                     default=str).encode()).hexdigest()
 
 
 def _file_digests(paths: list[Path]) -> dict[str, str | None]:

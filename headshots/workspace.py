@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from filelock import FileLock, Timeout
 
@@ -325,22 +326,45 @@ def save_favourites(workspace: Workspace, run: str, files: list[str]) -> None:
 
 
 def file_digest(*paths: Path) -> str:
-    """A short sha256 of the files' bytes, in order: what a record keeps to tell whether its inputs changed (the
+    """A short sha256 of the files' contents, in order: what a record keeps to tell whether its inputs changed (the
     face-detail pass, the batch's stage fingerprints)."""
     digest = hashlib.sha256()
     for path in paths:
-        with path.open("rb") as f:
-            digest.update(hashlib.file_digest(f, "sha256").digest())
+        digest.update(_content_digest(path))
     return digest.hexdigest()[:16]
 
 
 def add_files_to_digest(digest: hashlib._Hash, root: Path, paths: list[Path]) -> None:
-    """Feed each file's name (relative to `root`) and bytes into `digest`: a file added, removed, renamed or
+    """Feed each file's name (relative to `root`) and contents into `digest`: a file added, removed, renamed or
     changed changes it (the selfies behind a stage's fingerprint, the dataset rows behind a checkpoint)."""
     for path in paths:
-        with path.open("rb") as f:
-            # the name's own bytes: a name of another system's encoding cannot be UTF-8 (same bytes for every other)
-            digest.update(os.fsencode(path.relative_to(root)) + b"\0" + hashlib.file_digest(f, "sha256").digest())
+        # the name's own bytes: a name of another system's encoding cannot be UTF-8 (same bytes for every other)
+        digest.update(os.fsencode(path.relative_to(root)) + b"\0" + _content_digest(path))
+
+
+def _content_digest(path: Path) -> bytes:
+    """sha256 of a file's bytes; of a safetensors file, of its header with the keys in order and its tensors' bytes.
+    The safetensors library writes the header's metadata in an order that changes from one save to the next (a Rust
+    HashMap), so an adapter exported again unchanged had another digest, and the chain drew a round of images again
+    and the face-detail pass re-drew every face."""
+    with path.open("rb") as f:
+        if path.suffix == ".safetensors" and (header := _safetensors_header(f)) is not None:
+            return hashlib.sha256(json.dumps(header, sort_keys=True).encode() + hashlib.file_digest(f, "sha256").digest()).digest()
+        f.seek(0)
+        return hashlib.file_digest(f, "sha256").digest()
+
+
+def _safetensors_header(f: BinaryIO) -> dict | None:
+    """The JSON header of the safetensors file open at its start, leaving `f` at the tensors' bytes; None when the
+    file is not one (it is then digested as bytes)."""
+    size = int.from_bytes(f.read(8), "little")
+    if not 0 < size <= 100_000_000:  # the format's own limit on a header
+        return None
+    try:
+        header = json.loads(f.read(size))
+    except ValueError:
+        return None
+    return header if isinstance(header, dict) else None
 
 
 def replace_folder(new: Path, old: Path) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
 from headshots.config import Config
 from headshots.errors import HeadshotsError, storage_error
@@ -24,6 +23,7 @@ from headshots.stages import (
     STAGE_NAMES,
     STAGES,
     Stage,
+    drawn_from,
     figures,
     fingerprint,
     fingerprints,
@@ -39,42 +39,43 @@ log = get_logger(__name__)
 
 # -- the work of each stage ----------------------------------------------------------------------------
 
-def _intake(cfg: Config, expected: str) -> None:
+def _intake(cfg: Config) -> None:
     from train.intake import require_usable, run_intake
 
     require_usable(run_intake(cfg), cfg)
 
 
-def _prepare(cfg: Config, expected: str) -> None:
+def _prepare(cfg: Config) -> None:
     from train.prepare import prepare
 
     prepare(cfg)
 
 
-def _fit(cfg: Config, expected: str) -> None:
+def _fit(cfg: Config) -> None:
     from train.recipe import train
 
     train(cfg)
 
 
-def _infer(cfg: Config, expected: str) -> None:
-    """Generate a round named after the stage's fingerprint, `expected`, and the adapter it draws with (unless
-    infer.round names it): a retry after a crash completes that round instead of adding another, while an adapter
-    trained again with the same fingerprint (`train fit` run by hand: fingerprints hash settings and the rows trained
-    on, not the adapter) draws a round of its own if it came out other. Then the face-detail pass, scores and gallery."""
+def _infer(cfg: Config) -> None:
+    """Generate a round named after what it is drawn from (its settings and the adapter file, unless infer.round names
+    it): a retry after a crash completes that round instead of adding another; a new likeness threshold, or another
+    face-detail setting, scores (and re-draws faces in) that round instead of drawing another; and an adapter trained
+    again with the same fingerprint (`train fit` run by hand: fingerprints hash settings and the rows trained on, not
+    the adapter) draws a round of its own if it came out other. Then the face-detail pass, scores and gallery."""
     from infer.gallery import make_and_review
 
     if not cfg.infer.round:
-        adapter = Workspace.from_config(cfg).require_adapter(cfg.run, cfg.infer.adapter) / ADAPTER_WEIGHTS
-        cfg = replace(cfg, infer=replace(cfg.infer, round=chain_round(expected, adapter)))
+        cfg = replace(cfg, infer=replace(cfg.infer, round=chain_round(cfg)))
     make_and_review(cfg)
 
 
-def chain_round(expected: str, adapter: Path) -> str:
-    return f"chain-{expected[:12]}-{file_digest(adapter)[:8]}"
+def chain_round(cfg: Config) -> str:
+    adapter = Workspace.from_config(cfg).require_adapter(cfg.run, cfg.infer.adapter) / ADAPTER_WEIGHTS
+    return f"chain-{drawn_from(cfg)[:12]}-{file_digest(adapter)[:8]}"
 
 
-def _export(cfg: Config, expected: str) -> None:
+def _export(cfg: Config) -> None:
     """Platform crops of what the person picked (infer.export_files, else their favourites), else of the kept
     images. With none of these there is nothing to crop: the person's status then says 0 kept, which is the news
     (the CLI's export refuses instead, asking for files to pick)."""
@@ -84,8 +85,8 @@ def _export(cfg: Config, expected: str) -> None:
         export(cfg)
 
 
-WORK: dict[str, Callable[[Config, str], None]] = {"intake": _intake, "prepare": _prepare, "fit": _fit, "infer": _infer,
-                                                  "export": _export}  # each given the fingerprint its record will carry
+WORK: dict[str, Callable[[Config], None]] = {"intake": _intake, "prepare": _prepare, "fit": _fit, "infer": _infer,
+                                             "export": _export}
 
 
 # -- running ----------------------------------------------------------------------------------------
@@ -127,7 +128,7 @@ def run_stage(stage: Stage, cfg: Config, upstream: StageResult | None = None) ->
     started = time.perf_counter()
     try:
         with forgotten_while_running(stage, cfg):
-            WORK[stage.name](cfg, expected)
+            WORK[stage.name](cfg)
     except Exception as exc:  # the person's to fix: their error, or a write the disk or folder refused
         refused = exc if isinstance(exc, HeadshotsError) else storage_error(exc)
         if refused is None:

@@ -270,7 +270,7 @@ def test_a_chain_infer_stage_stopped_part_way_then_retried_draws_only_what_its_r
     images = json.loads((samples / "manifest.json").read_text())["images"]
     assert [i["file"] for i in images] == ["linkedin-00.png", "linkedin-01.png", "linkedin-02.png"]
     adapter = Workspace.from_config(cfg).adapter_dir(cfg.run) / ADAPTER_WEIGHTS
-    assert {i["round"] for i in images} == {chain_round(result.fingerprint, adapter)}
+    assert {i["round"] for i in images} == {chain_round(cfg)}
     assert run_stage(stage_named("infer"), cfg).state == "skipped"  # and once done, the same inputs do nothing
 
     # Trained again on the same settings (captions edited by hand): same fingerprints, another adapter. Its round
@@ -280,6 +280,27 @@ def test_a_chain_infer_stage_stopped_part_way_then_retried_draws_only_what_its_r
     forget(stage_named("fit"), cfg)  # as fit run again does
     again = run_stage(stage_named("infer"), cfg)
     assert again.state == "done" and again.details["images"] == 6 and again.fingerprint == result.fingerprint
+
+
+def test_a_new_likeness_threshold_scores_the_chains_round_again_without_drawing_another(trained_user, make_config,
+                                                                                         monkeypatch):
+    """The chain named its round after infer's whole fingerprint, so a new `filter.threshold` (or face-detail
+    setting) drew a second round, minutes on a GPU, where only scoring changes. The round is named after what its
+    images are drawn from: the stage runs again and scores the round it has; another number of steps draws anew."""
+    import infer.generate
+    from headshots.stages import stage_named
+    from service.chain import run_stage
+
+    settings = ("infer.styles=[linkedin]", "infer.images_per_style=2", "infer.steps=2", "infer.batch_size=2")
+    assert run_stage(stage_named("infer"), make_config("alice", *settings)).details["images"] == 2
+    real_sample, drawn = infer.generate.sample, []
+    monkeypatch.setattr(infer.generate, "sample", lambda *args, **kwargs: drawn.append(1) or real_sample(*args, **kwargs))
+    strict = run_stage(stage_named("infer"), make_config("alice", *settings, "filter.threshold=0.999", "infer.detail.strength=0.5"))
+    assert strict.state == "done" and strict.details == {**strict.details, "images": 2, "kept": 0} and not drawn
+    scores = json.loads(Workspace.from_config(trained_user).scores(trained_user.run).read_text())
+    assert scores["threshold"] >= 0.999
+    more_steps = run_stage(stage_named("infer"), make_config("alice", *settings, "infer.steps=3"))
+    assert more_steps.details["images"] == 4 and drawn
 
 
 # A process that writes half an image by write_atomic, says where, and waits to be killed

@@ -120,6 +120,18 @@ def test_an_intake_setting_makes_prepare_due(make_config):
     assert stages_to_run(make_config("alice", "intake.max_roll=10")) == ["intake", "prepare", "fit", "infer", "export"]
 
 
+def test_face_settings_retrain_only_an_adapter_that_validates_with_them(make_config):
+    """Training reads the face settings only to score likeness while it validates: a new detection setting redid
+    intake, prepare and training for everyone (their records hashed them), where prepare's rows decide by themselves.
+    Records written before, when the settings were hashed always, stay true for anyone who left them as they are."""
+    everything_done(make_config("alice"))
+    stricter = make_config("alice", "face.min_confidence=0.99")
+    assert fingerprints(stricter)["fit"] == fingerprints(make_config("alice"))["fit"]
+    validating = ("train.validation.every=5",)
+    assert fingerprints(make_config("alice", *validating, "face.min_confidence=0.99"))["fit"] != \
+        fingerprints(make_config("alice", *validating))["fit"]
+
+
 def test_a_stage_run_again_makes_the_stages_after_it_due(make_config):
     """Another round of images (a second `make infer`, same settings: same fingerprint) is not what the last export
     cropped, so export is due again; the stages before are not touched."""

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from headshots.errors import HeadshotsError, WeightsError
 from headshots.workspace import Workspace
@@ -111,6 +112,26 @@ def test_the_same_training_exported_again_writes_the_same_metadata(make_config, 
     batch = make_config("alice", "wandb.group=batch-20261205", f"paths.cache_root={tmp_path / 'elsewhere'}")
     assert adapter_metadata(cli) == adapter_metadata(batch)
     assert adapter_metadata(cli) != adapter_metadata(make_config("alice", "train.rank=8"))
+    # a run resumed at its last step for another checkpoint or validation setting exports the same weights
+    assert adapter_metadata(cli) == adapter_metadata(make_config("alice", "train.keep_checkpoints=3", "train.validation.every=5"))
+    assert adapter_metadata(cli) != adapter_metadata(make_config("alice", "train.max_steps=7"))
+
+
+def test_an_adapter_exported_again_unchanged_keeps_its_digest(prepared_user, make_config):
+    """The safetensors library writes a header's metadata in another order at each save, so a run resumed at its last
+    step (a new checkpoint setting) exported an adapter with another file digest, and the chain, which names its
+    rounds after that digest, drew a whole round of images again. The digest reads the header as JSON."""
+    from headshots.workspace import file_digest
+
+    cfg = make_config("alice", "train.max_steps=2", "train.checkpoint_every=1")
+    adapter = train(cfg) / ADAPTER_FILE
+    trained = file_digest(adapter)
+    again = train(make_config("alice", "train.max_steps=2", "train.checkpoint_every=1", "train.keep_checkpoints=3")) / ADAPTER_FILE
+    assert file_digest(again) == trained
+    weights = load_file(str(again))
+    weights[next(iter(weights))] += 0.01
+    save_file(weights, str(again), metadata=safe_open(str(again), "pt").metadata())
+    assert file_digest(again) != trained
 
 
 def test_nan_loss_stops_with_a_clear_message(prepared_user, make_config):
@@ -159,8 +180,6 @@ def test_pictures_of_the_person_go_online_only_when_asked_in_so_many_words(make_
 def test_kohya_export_loads_in_diffusers_like_the_diffusers_file(prepared_user, make_config, tiny_model):
     """The lora_unet_* file goes through diffusers' own kohya conversion and gives the same image,
     with alpha != rank so a wrong scale would show; both files carry the metadata."""
-    from safetensors import safe_open
-
     from train.lora import KOHYA_FILE
 
     cfg = make_config("alice", "run=kohya", "train.max_steps=2", "train.rank=4", "train.alpha=2")

@@ -514,10 +514,13 @@ def adapter_metadata(cfg: Config, tokens: list[str] = ()) -> dict[str, str]:
     With pivotal tuning the trigger is the new tokens (`<s0><s1>`), loaded from embeddings.safetensors.
 
     Only what shapes the adapter goes in: the same training exported again (`make train` after a batch trained
-    the person) writes the same bytes, so the chain, which names its rounds of images by the adapter file's digest,
-    does not draw a round again. Paths, W&B's group and the infer settings differ between the CLI and a batch."""
+    the person, or a run resumed at its last step after a new `train.validation` or checkpoint setting) writes the
+    same contents, so the chain, which names its rounds of images by the adapter file's digest, does not draw a round
+    again. Paths, W&B's group and the infer settings differ between the CLI and a batch; of the settings a resumed run
+    may change (RESUMABLE_KEYS), only the number of steps shapes the weights, and it has its own entry."""
     shaping = {key: OmegaConf.to_container(OmegaConf.structured(getattr(cfg, key))) for key in ("model", "prepare", "train")}
     shaping["model"]["pretrained"] = model_source(cfg.model.pretrained)
+    shaping["train"] = {key: value for key, value in shaping["train"].items() if key not in RESUMABLE_KEYS}
     return {
         "headshots.trigger": "".join(tokens) or cfg.prepare.trigger,
         "headshots.pivotal_tokens": json.dumps(list(tokens)),
