@@ -15,6 +15,7 @@ import difflib
 import math
 import os
 import re
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,21 @@ def _check(condition: bool, key: str, message: str) -> None:
 
 def _one_of(value: str, key: str, choices: Sequence[str]) -> None:
     _check(value in choices, key, f"is {value!r}; expected one of {', '.join(map(repr, choices))}")
+
+
+def _check_template(template: str, key: str, fields: Sequence[str], required: str | None = None) -> None:
+    """A text that str.format fills with `fields`: any other {name} (a misspelt {classnoun}), or a lone brace, would
+    stop the stage that fills it with a bare KeyError, for a validation prompt only after training up to it."""
+    try:
+        named = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:  # a lone { or }
+        raise ConfigError(f"Config value `{key}` ({template!r}) cannot be filled in: {exc}.",
+                          "Write a brace that is meant as text twice ({{ or }}).") from None
+    unknown = sorted(named - set(fields))
+    _check(not unknown, key, f"({template!r}) names {', '.join('{' + name + '}' for name in unknown)}; it may name only "
+                             f"{', '.join('{' + name + '}' for name in fields)}")
+    if required:
+        _check(required in named, key, f"({template!r}) must contain {{{required}}}")
 
 
 @dataclass
@@ -152,7 +168,7 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         _check(re.fullmatch(r"[A-Za-z0-9_]+", self.trigger) is not None, "prepare.trigger", "must be one word (letters, digits, _)")
-        _check("{trigger}" in self.caption, "prepare.caption", "must contain {trigger}")
+        _check_template(self.caption, "prepare.caption", ("trigger", "class_noun"), required="trigger")
         _one_of(self.captioner, "prepare.captioner", ("template", "model"))
         _check(bool(self.caption_model.strip()), "prepare.caption_model", "must be a hub id or a local folder")
         _check(1 <= self.caption_max_new_tokens <= 256, "prepare.caption_max_new_tokens", "must be between 1 and 256")
@@ -178,6 +194,7 @@ class PriorConfig:
         _check(self.loss_weight > 0, "train.prior.loss_weight", "must be positive")
         _check(self.num_images >= 1, "train.prior.num_images", "must be at least 1")
         _check(self.sampling_steps >= 1, "train.prior.sampling_steps", "must be at least 1")
+        _check_template(self.prompt, "train.prior.prompt", ("class_noun",))
 
 
 @dataclass
@@ -198,7 +215,8 @@ class ValidationConfig:
         _check(self.every >= 0, "train.validation.every", "must be >= 0 (0 turns validation off)")
         _check(len(self.prompts) > 0 and len(self.seeds) > 0, "train.validation.prompts",
                "and train.validation.seeds must each have at least one entry")
-        _check(all("{trigger}" in p for p in self.prompts), "train.validation.prompts", "must each contain {trigger}")
+        for prompt in self.prompts:
+            _check_template(prompt, "train.validation.prompts", ("trigger", "class_noun"), required="trigger")
         _check(self.sampling_steps >= 1, "train.validation.sampling_steps", "must be at least 1")
         _check(0 <= self.guidance_scale < math.inf, "train.validation.guidance_scale", "must be a number >= 0")
 
@@ -270,6 +288,9 @@ class TrainConfig:
         _check(self.text_encoder_lr is None or 0 < self.text_encoder_lr < math.inf, "train.text_encoder_lr", "must be a positive number")
         _check(1 <= self.pivotal_tokens <= 8, "train.pivotal_tokens", "must be between 1 and 8")
         _check(0 < self.embedding_lr < math.inf, "train.embedding_lr", "must be a positive number")
+        # min(SNR, gamma) weights each sample's loss: 0 weights it all to nothing, a negative gamma climbs the loss
+        _check(self.min_snr_gamma is None or 0 < self.min_snr_gamma < math.inf, "train.min_snr_gamma",
+               "must be a positive number (5 is usual), or null to turn min-SNR weighting off")
 
 
 @dataclass

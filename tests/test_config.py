@@ -126,6 +126,14 @@ def test_a_persons_own_settings_are_layered_and_kept_to_their_few_keys(tmp_path)
         ("infer.styles[5]=x", "`infer.styles` is a list, set whole: 'infer.styles[5]=x'"),
         ("infer.styles.1=x", "`infer.styles` is a list, set whole"),
         ("paths.cache_root=~nosuchuser/x", "`paths.cache_root` (~nosuchuser/x) starts with a home folder this machine does not know"),
+        # a training review: a text filled by str.format with a name it does not fill stopped with a bare KeyError (a
+        # validation prompt's only after the steps before it trained); a min-SNR gamma of 0 trained nothing, "done"
+        ("train.validation.prompts=['photo of {trigger} {class_noun} in {city}']", "names {city}; it may name only {trigger}, {class_noun}"),
+        ("train.prior.prompt='a photo of a {classnoun}'", "`train.prior.prompt` ('a photo of a {classnoun}') names {classnoun}"),
+        ("prepare.caption='a photo of {trigger'", "`prepare.caption` ('a photo of {trigger') cannot be filled in"),
+        ("prepare.caption='a photo of {class_noun}'", "must contain {trigger}"),
+        ("train.min_snr_gamma=0", "`train.min_snr_gamma` must be a positive number (5 is usual), or null"),
+        ("train.min_snr_gamma=-5", "`train.min_snr_gamma` must be a positive number"),
     ],
 )
 def test_bad_config_fails_at_load_naming_the_key(override, names):
