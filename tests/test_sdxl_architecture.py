@@ -43,3 +43,24 @@ def test_lora_on_full_size_sdxl_unet(sdxl_unet_config, rank):
     assert trainable == rank * sum(m.in_features + m.out_features for m in targets)
     if rank == 16:
         assert trainable == 23_224_320
+
+
+@pytest.mark.parametrize("targets, said", [
+    (["to_q", "conv1"], "reaches 17 layers outside the attention blocks, e.g. down_blocks.0.resnets.0.conv1"),
+    (["to_qq"], "names no layer of the UNet"),
+])
+def test_targets_the_adapter_cannot_carry_are_refused_before_training(sdxl_unet_config, targets, said):
+    """A training review: a resnet's conv1 trained every step, then the kohya copy's export failed, in every resumed run
+    too (no adapter ever); a misspelt layer name was peft's traceback."""
+    from diffusers import UNet2DConditionModel
+
+    from headshots.errors import ConfigError
+
+    def unet():
+        with torch.device("meta"):
+            return UNet2DConditionModel.from_config(sdxl_unet_config)
+
+    with pytest.raises(ConfigError, match=said) as refused:
+        attach_lora(unet(), TrainConfig(target_modules=targets))
+    assert "train.target_modules=[to_q,to_k,to_v,to_out.0]" in refused.value.hint
+    assert attach_lora(unet(), TrainConfig(target_modules=["to_q", "ff.net.0.proj", "ff.net.2", "proj_in"])) > 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from headshots.config import TrainConfig
+from headshots.errors import ConfigError
 from headshots.workspace import ADAPTER_EMBEDDINGS as EMBEDDINGS_FILE
 from headshots.workspace import ADAPTER_INFO
 from headshots.workspace import ADAPTER_KOHYA as KOHYA_FILE
@@ -26,10 +27,29 @@ def lora_config(cfg: TrainConfig):
     )
 
 
+TARGETS_HINT = ("Name layers inside the UNet's attention blocks: train.target_modules=[to_q,to_k,to_v,to_out.0] (the "
+                "default), with ff.net.0.proj,ff.net.2 for their feed-forward layers too.")
+
+
 def attach_lora(unet: torch.nn.Module, cfg: TrainConfig) -> int:
-    """Add a trainable LoRA adapter to the (frozen) UNet; returns the number of trainable parameters."""
+    """Add a trainable LoRA adapter to the (frozen) UNet; returns the number of trainable parameters. Targets are
+    checked here, before any step: peft's own refusal of a name that matches nothing is a traceback, and a layer
+    outside the attention blocks (a resnet's conv1) trained every step, then failed the adapter's kohya copy at the
+    export, in every run resumed after it too."""
+    from peft.tuners.lora import LoraLayer
+
     unet.requires_grad_(False)
-    unet.add_adapter(lora_config(cfg))
+    targets = ", ".join(cfg.target_modules)
+    try:
+        unet.add_adapter(lora_config(cfg))
+    except ValueError as exc:  # peft's NoMatchingPeftModuleError
+        raise ConfigError(f"Config value `train.target_modules` ({targets}) names no layer of the UNet: {exc}", TARGETS_HINT) from None
+    outside = [name for name, module in unet.named_modules()
+               if isinstance(module, LoraLayer) and not in_attention_block(name)]
+    if outside:
+        raise ConfigError(f"Config value `train.target_modules` ({targets}) reaches {len(outside)} layers outside the "
+                          f"attention blocks, e.g. {outside[0]}: the adapter's kohya copy (for A1111 and ComfyUI) has "
+                          "names only for layers inside them.", TARGETS_HINT)
     return trainable_parameters(unet)
 
 
@@ -95,6 +115,11 @@ def text_encoder_lora_layers(text_encoders: list[torch.nn.Module]) -> dict:
 _UNET_ATTENTION = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.attentions\.(\d+)\.(.+)$")
 
 
+def in_attention_block(module: str) -> bool:
+    """Whether a UNet module path has a kohya name (`sgm_unet_module`)."""
+    return module.startswith("mid_block.attentions.0.") or _UNET_ATTENTION.match(module) is not None
+
+
 def sgm_unet_module(module: str, layers_per_block: int) -> str:
     """A diffusers UNet module path inside an attention block, as the SGM checkpoint names it. Down block b
     holds layers_per_block + 1 SGM input blocks (the last downsamples), so its attention a sits in input
@@ -103,9 +128,8 @@ def sgm_unet_module(module: str, layers_per_block: int) -> str:
     if module.startswith("mid_block.attentions.0."):
         return "middle_block.1." + module.removeprefix("mid_block.attentions.0.")
     match = _UNET_ATTENTION.match(module)
-    if not match:
-        raise ValueError(f"no kohya name for UNet module {module!r}: the kohya export covers LoRA on attention blocks "
-                         "(train.target_modules inside transformer blocks, as the default to_q/to_k/to_v/to_out.0)")
+    if not match:  # attach_lora refuses such targets before training
+        raise ValueError(f"no kohya name for UNet module {module!r}: the kohya export covers LoRA on attention blocks")
     kind, block, attention, rest = match.groups()
     per_block = layers_per_block + 1
     if kind == "down_blocks":
