@@ -40,7 +40,16 @@ from headshots.faces import Detection, FaceAnalyzer
 from headshots.images import load_rgb
 from headshots.logs import get_logger
 from headshots.workspace import ADAPTER_EMBEDDINGS, ADAPTER_WEIGHTS, file_digest
-from infer.generate import Pipelines, PipelinesOrLoader, Sample, generate, on_demand, person_context, pipelines_for
+from infer.generate import (
+    Pipelines,
+    PipelinesOrLoader,
+    Sample,
+    generate,
+    on_demand,
+    over_the_same_modules,
+    person_context,
+    pipelines_for,
+)
 from infer.manifest import changes_images, detail_file, forget_missing, require_manifest, save_png, write_manifest
 from infer.styles import Style, check_prompt_lengths, load_style, subject
 
@@ -159,7 +168,7 @@ def inpainting_pipeline(pipes: Pipelines):
     (with the person's adapter, fused or not), VAE and text encoders instead of loading them again."""
     from diffusers import StableDiffusionXLInpaintPipeline
 
-    inpaint = StableDiffusionXLInpaintPipeline.from_pipe(pipes.base)
+    inpaint = over_the_same_modules(StableDiffusionXLInpaintPipeline, pipes.base)
     inpaint.set_progress_bar_config(disable=True)
     return inpaint
 

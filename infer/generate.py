@@ -79,13 +79,21 @@ class Pipelines:
     _img2img: Any = field(default=None, repr=False)
 
     def img2img(self):
-        """SDXL's img2img pipeline over the base pipeline's very modules (`from_pipe`: the UNet with the
-        person's adapter, VAE, text encoders and scheduler are shared, not loaded again)."""
+        """SDXL's img2img pipeline over the base pipeline's very modules (the UNet with the person's adapter, VAE,
+        text encoders and scheduler are shared, not loaded again)."""
         if self._img2img is None:
             from diffusers import StableDiffusionXLImg2ImgPipeline
 
-            self._img2img = StableDiffusionXLImg2ImgPipeline.from_pipe(self.base)
+            self._img2img = over_the_same_modules(StableDiffusionXLImg2ImgPipeline, self.base)
         return self._img2img
+
+
+def over_the_same_modules(pipeline_class, base):
+    """`pipeline_class` (img2img, inpainting) over `base`'s very modules, in their own dtype. diffusers' `from_pipe`
+    casts the pipeline it makes to fp32 unless told a dtype, and so the shared modules in place: after the first
+    more-like-this or face-detail pass on a GPU, the base drew in fp32 (about 7 GB more, slower steps), and a refiner,
+    whose own UNet stays fp16, failed on the fp32 text encoder it shares."""
+    return pipeline_class.from_pipe(base, dtype=base.unet.dtype)
 
 
 def seeds_for(cfg: Config, style_index: int, numbers: range) -> list[int]:

@@ -140,6 +140,29 @@ def test_refiner_finishes_the_base_image(user_config, tiny_refiner):
     assert entry["scheduler"] is None and entry["scheduler_class"] == "EulerDiscreteScheduler"  # the model's own
 
 
+def test_more_like_this_and_the_face_detail_pass_keep_the_half_precision_the_base_draws_in(user_config, tiny_refiner,
+                                                                                          monkeypatch):
+    """An inference review: diffusers' `from_pipe` casts the pipeline it makes to fp32 unless told a dtype, and so the
+    base's own shared modules: on a GPU (fp16; bf16 stands in for it on this CPU) the rest of the process drew in fp32,
+    and more like this with a refiner, whose own UNet stays in half precision, failed on the shared text encoder."""
+    import headshots.sdxl
+    from infer.detail import inpainting_pipeline
+    from infer.generate import load_pipelines, sample
+    from infer.styles import load_style
+
+    monkeypatch.setattr(headshots.sdxl, "sampling_dtype", lambda device: torch.bfloat16)
+    cfg = user_config(f"infer.refiner={tiny_refiner}", "infer.refiner_start=0.5", "infer.steps=4")
+    pipes = load_pipelines(cfg, Workspace.from_config(cfg).require_adapter(cfg.run))
+    prompts = load_style("linkedin").prompts("ohwx", "person")
+    drawn = sample(pipes, cfg, prompts, [3])[0]
+    varied = sample(pipes, cfg, prompts, [4], (drawn, 0.6))[0]  # img2img over the base's modules, then the refiner
+    inpainting_pipeline(pipes)
+    assert varied.size == drawn.size
+    modules = [pipes.base.unet, pipes.base.vae, pipes.base.text_encoder, pipes.base.text_encoder_2, pipes.refiner.unet,
+               pipes.refiner.text_encoder_2]
+    assert {module.dtype for module in modules} == {torch.bfloat16}
+
+
 @pytest.mark.parametrize("source, hint", [
     ("{tmp}/no-such-refiner", "tiny_sdxl --refiner"),
     ("someone/no-such-refiner", "infer.refiner=/path/to/a/local/copy"),
