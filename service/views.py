@@ -23,7 +23,7 @@ from headshots.images import jpeg_data_uri, list_photos, load_rgb, original_size
 from headshots.logs import plural
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace
 from infer.gallery import CARD_SIDES, review_card
-from infer.manifest import read_manifest
+from infer.manifest import MANIFEST, read_manifest
 from service.jobs import DONE, FAILED, IMAGE_KINDS, QUEUED, RUNNING, STOPPED, Job
 from train.intake_report import PREVIEW_SIDE, face_boxes_html, figures, set_summary
 
@@ -431,7 +431,8 @@ RETRAIN, RECHECK = "retrain", "recheck"  # what a job would do first, the adapte
 
 def job_markdown(ws: Workspace, run: str, job: Job | None, position: int, outdated: str = "",
                  elsewhere: bool = False) -> str:
-    """The status line shown above every tab: the person's latest job, or what is on disk (`outdated`: RETRAIN, the
+    """The status line shown above every tab: the person's latest job (a generation's "Done" only while nothing has
+    changed since: then, as for no job, what the files say), or what is on disk (`outdated`: RETRAIN, the
     adapter was trained on other photos or settings than the person's now; RECHECK, the photos are checked and
     prepared again first, and trained on only if that changes them; `elsewhere`: a training this app did not start
     runs now, `training_now`)."""
@@ -459,11 +460,21 @@ def job_markdown(ws: Workspace, run: str, job: Job | None, position: int, outdat
         return f"**{what} failed:** {job.error}" + (f"\n\n→ {job.hint}" if job.hint else "")
     if job.state == STOPPED:
         return f"**{what} stopped.** " + RESTART[job.kind]
-    if job.state == DONE and job.kind in IMAGE_KINDS:
+    if job.state == DONE and job.kind in IMAGE_KINDS and not (outdated or elsewhere) and not images_changed_since(ws, run, job):
         if job.images_made is None:  # counted once: an image deleted in the review since was still made
             job.images_made = images_made(ws, run, job)
         return f"**Done:** {plural(job.images_made, 'new image')}. {_results(ws, run) or ''}"
     return _disk_status(ws, run, outdated, elsewhere)
+
+
+def images_changed_since(ws: Workspace, run: str, job: Job) -> bool:
+    """Whether the images changed after `job` ended: a deletion, or a round or more like this from a terminal, each of
+    which rewrites samples/manifest.json. Its "Done: 4 new images" then no longer says what happened last, and gives
+    way to what the files say (it stayed until the next job, over a review of 3)."""
+    try:
+        return (ws.samples_dir(run) / MANIFEST).stat().st_mtime > (job.finished or 0)
+    except FileNotFoundError:  # a job that made no images
+        return False
 
 
 def images_line(ws: Workspace, run: str, job: Job) -> str:

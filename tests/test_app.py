@@ -740,6 +740,36 @@ def test_a_generation_says_how_many_of_its_images_are_made_or_that_it_trains_fir
     assert "**Done:** 2 new images" in views.job_markdown(ws, server.app.run, job, 0)
 
 
+def test_done_holds_only_while_nothing_has_changed_since(server, tmp_path):
+    """"Done: 1 new image" stayed on the status line until the next job (a walk): over a review an image was deleted
+    from, photos added since (so Generate would train again first, unsaid) and a training running in a terminal (Train
+    and Generate greyed, unsaid). It is said while it is what happened last; then the status line says what changed."""
+    from tests.conftest import held_elsewhere
+    from train.checkpoint import TRAIN_LOCK
+
+    app, c = server.app, server.app.c
+    ws = app.workspace("xena")
+    everything_done(app.settings.config("xena"))  # trained (and generated) on today's photos and settings
+    samples = ws.samples_dir(app.run)
+    manifest = samples / "manifest.json"
+    manifest.write_text(json.dumps({"user": "xena", "run": app.run, "images": [
+        {"file": "linkedin-00.png", "style": "linkedin", "seed": 0, "prompt": "p", "prompt_2": "p", "negative_prompt": "n"}]}))
+    made = f"from PIL import Image; Image.new('RGB', (8, 8)).save({str(samples / 'linkedin-00.png')!r})"
+    job = app.jobs.submit("xena", "generate", [sys.executable, "-c", made], tmp_path / "x.log")  # a stand-in generation
+    wait_until(lambda: not job.active, 30)
+    assert app.status_view("xena")[c["status"]].startswith("**Done:** 1 new image. Your review holds 1 image")
+    (ws.selfies / "02.jpg").write_bytes(b"another photo")
+    said = app.status_view("xena")[c["status"]]
+    assert "trained on other photos or settings** than you have now: Generate trains it again first" in said, said
+    (ws.selfies / "02.jpg").unlink()
+    with held_elsewhere(ws.run_dir(app.run) / TRAIN_LOCK):
+        said = app.status_view("xena")[c["status"]]
+    assert said.startswith("**Training, started in a terminal"), said
+    os.utime(manifest, (job.finished + 5, job.finished + 5))  # rewritten since, as a deletion in the review rewrites it
+    said = app.status_view("xena")[c["status"]]
+    assert said.startswith("**Your adapter is trained**") and "Done" not in said, said
+
+
 def test_a_preview_is_made_once_per_version_of_a_file_and_forgotten_with_the_data(tmp_path):
     import os
 
