@@ -12,6 +12,7 @@ model is loaded. The resolved config is saved next to every artifact it produced
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import os
 import re
@@ -364,7 +365,10 @@ class DetailConfig:
     feather: float = 0.3  # the mask fades to 0 over this share of the ellipse's radius, inside its edge
 
     def __post_init__(self) -> None:
-        _check(self.crop_scale >= 1.0, "infer.detail.crop_scale", "must be at least 1 (the crop holds the whole face)")
+        # the mask's ellipse must end inside the crop: cut at its edge, the re-drawn patch ends in a straight seam
+        _check(self.crop_scale >= 1.0 + self.dilate, "infer.detail.crop_scale",
+               f"is {self.crop_scale}: it must be at least 1 + infer.detail.dilate ({1.0 + self.dilate:g}), so that the "
+               "crop holds the whole pasted face")
         _check(0.0 < self.strength <= 1.0, "infer.detail.strength", "must be in (0, 1]")
         _check(self.guidance_scale is None or 0 <= self.guidance_scale < math.inf, "infer.detail.guidance_scale",
                "must be a number >= 0, or null (infer.guidance_scale)")
@@ -434,6 +438,22 @@ class InferConfig:
         _check(0 <= self.lora_scale < math.inf, "infer.lora_scale", "must be a number >= 0 (1: the adapter as trained)")
         _check(self.round is None or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", str(self.round)) is not None,
                "infer.round", "must be 1-64 letters, digits, '.', '_' or '-'")
+        # img2img and inpainting redo int(steps x strength) of the denoising: none ended deep in diffusers, in words no
+        # one could act on, after the model had loaded
+        for strength, steps in (("more.strength", "steps"), ("detail.strength", "detail.steps")):
+            _leaves_a_step(self, strength, steps)
+        # the base, the only part drawing with the person's adapter, runs from `strength` down to the refiner's start
+        _check(self.refiner is None or self.more.strength > 1 - self.refiner_start, "infer.more.strength",
+               f"is {self.more.strength}, which with infer.refiner leaves the person's adapter no step (the refiner "
+               f"draws the last {1 - self.refiner_start:.2g} of the denoising, infer.refiner_start={self.refiner_start}): "
+               f"use more than {1 - self.refiner_start:.2g}")
+
+
+def _leaves_a_step(infer: InferConfig, strength_key: str, steps_key: str) -> None:
+    strength, steps = (functools.reduce(getattr, key.split("."), infer) for key in (strength_key, steps_key))
+    _check(int(steps * strength) >= 1, f"infer.{strength_key}",
+           f"is {strength}, which with infer.{steps_key}={steps} leaves no denoising step (int(steps x strength) are "
+           f"redone): use at least {math.ceil(1000 / steps) / 1000:g}, or more steps")
 
 
 @dataclass
