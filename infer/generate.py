@@ -16,6 +16,7 @@ Deleting samples/ starts over.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 import secrets
@@ -96,9 +97,12 @@ def over_the_same_modules(pipeline_class, base):
     return pipeline_class.from_pipe(base, dtype=base.unet.dtype)
 
 
-def seeds_for(cfg: Config, style_index: int, numbers: range) -> list[int]:
-    """Distinct, reproducible seeds per (style, image number): a style's later rounds, numbered on, get new ones."""
-    return [cfg.infer.seed + 10_000 * style_index + k for k in numbers]
+def seeds_for(cfg: Config, style: str, numbers: range) -> list[int]:
+    """Distinct, reproducible seeds per (style, image number): a style's later rounds, numbered on, get new ones. Each
+    style's series starts at a place of its own, from its name: by its place in `infer.styles` (10 000 x index), styles
+    generated one at a time all drew from seed 0, the same starting noise, so their pictures shared composition and pose."""
+    start = int.from_bytes(hashlib.sha256(style.encode()).digest()[:4], "little")
+    return [cfg.infer.seed + start + k for k in numbers]
 
 
 def next_numbers(style: str, taken: list[str], samples_dir: Path, count: int) -> range:
@@ -288,10 +292,10 @@ def generate(cfg: Config, pipes: PipelinesOrLoader = None) -> list[Sample]:
         check_prompt_lengths(style.prompts(trigger, class_noun), tokenizers, style.name)
     settings = sample_settings(cfg, pipes)
     plan = []  # (prompts, the entries still to draw) per style
-    for index, (style, count) in enumerate(zip(styles, missing)):
+    for style, count in zip(styles, missing):
         numbers = next_numbers(style.name, names_taken(manifest), out_dir, count)
         prompts = style.prompts(trigger, class_noun)
-        plan.append((prompts, _entries(style, prompts, numbers, seeds_for(cfg, index, numbers), {**settings, "round": round_name})))
+        plan.append((prompts, _entries(style, prompts, numbers, seeds_for(cfg, style.name, numbers), {**settings, "round": round_name})))
 
     samples: list[Sample] = []
     writes: list[Future] = []

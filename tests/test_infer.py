@@ -128,6 +128,19 @@ def trained_user(prepared_user, make_config):
     return cfg
 
 
+def test_each_style_draws_from_seeds_of_its_own(make_config):
+    """An inference review: seeds came from a style's place in `infer.styles`, so styles generated one at a time all
+    started from seed 0, the same noise (similar composition and pose in every style), and a style's seeds changed
+    with the styles listed beside it."""
+    from infer.generate import seeds_for
+
+    cfg = make_config("alice", "infer.seed=3")
+    linkedin, actor = seeds_for(cfg, "linkedin", range(4)), seeds_for(cfg, "actor", range(4))
+    assert not set(linkedin) & set(actor) and len(set(linkedin)) == 4
+    assert seeds_for(cfg, "actor", range(2, 4)) == actor[2:]  # a later round numbered on draws on along the series
+    assert seeds_for(make_config("alice", "infer.seed=4"), "actor", range(1)) == [actor[0] + 1]
+
+
 def test_generate_records_seeds_redraws_from_an_entry_and_adds_rounds(trained_user, make_config, monkeypatch, caplog):
     import infer.generate
     from infer.generate import draw, generate, load_pipelines, person_context
