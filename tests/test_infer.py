@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,10 @@ def test_style_library_is_complete_and_fits_clip(tokenizers):
         for two in (prompts, face):
             assert trigger_tokens(two["prompt"], tokenizers["tokenizer"]) == trigger_tokens(two["prompt_2"], tokenizers["tokenizer_2"]) \
                 == trigger_tokens("a photo of ohwx person", tokenizers["tokenizer"]), name
+        # CLIP conditions on the words, not on a negation or a choice (an inference review: "no logos" asked for logos,
+        # "tie or blouse" for both on one person): what to avoid goes in `negative`, one description per field
+        for field in ("background", "clothing", "pose", "expression", "crop", "lighting", "tone"):
+            assert not re.search(r"\b(no|not|without|or)\b", getattr(style, field)), (name, field)
 
 
 def trigger_tokens(prompt: str, tokenizer) -> list[int]:
