@@ -134,6 +134,37 @@ def test_an_adapter_exported_again_unchanged_keeps_its_digest(prepared_user, mak
     assert file_digest(again) != trained
 
 
+def test_a_fresh_start_forgets_the_best_adapter_of_a_run_stopped_before_its_first_checkpoint(prepared_user, make_config):
+    """A training review: a run stopped before its first checkpoint kept its best adapter and validation history, and a
+    later run on other settings without validation (which would have replaced them) left them beside its own adapter,
+    for infer.adapter=best to draw with."""
+    cfg = make_config("alice", "train.max_steps=1", "train.learning_rate=5e-4")
+    ws = Workspace.from_config(cfg)
+    ws.best_adapter_dir(cfg.run).mkdir(parents=True)
+    (ws.best_adapter_dir(cfg.run) / "pytorch_lora_weights.safetensors").write_bytes(b"the stopped run's best")
+    ws.validation(cfg.run).write_text('{"best": {"step": 100}}')
+    train(cfg)
+    assert not ws.best_adapter_dir(cfg.run).exists() and not ws.validation(cfg.run).exists()
+
+
+def test_photos_prepared_smaller_than_the_profile_trains_at_are_refused_before_any_model_loads(prepared_user, make_config,
+                                                                                                monkeypatch):
+    """A training review: photos prepared on the tiny profile (128 px), then `train fit` alone at a larger resolution,
+    trained on every crop enlarged, without a word."""
+    monkeypatch.setattr("train.recipe.load_components", lambda *args: pytest.fail("a model was loaded"))
+    with pytest.raises(HeadshotsError, match="alice's photos were prepared at 128 px, and this profile trains at 256 px") as refused:
+        train(make_config("alice", "model.resolution=256"))
+    assert "make prepare USER=alice" in refused.value.hint
+
+
+def test_a_warm_up_under_a_constant_schedule_is_said_to_do_nothing(prepared_user, make_config, caplog):
+    """A training review: train.lr_warmup_steps was ignored without a word under the default constant schedule. A warning,
+    not a refusal: adapters trained with it load as before. (Stopped early by a resolution the photos were not prepared at.)"""
+    with pytest.raises(HeadshotsError, match="prepared at 128 px"):
+        train(make_config("alice", "train.lr_warmup_steps=50", "model.resolution=256"))
+    assert "train.lr_warmup_steps=50 does nothing under train.lr_scheduler=constant" in caplog.text
+
+
 def test_nan_loss_stops_with_a_clear_message(prepared_user, make_config):
     from headshots.errors import HeadshotsError
 

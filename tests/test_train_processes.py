@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -57,14 +58,19 @@ def test_two_process_ddp_ranks_end_identical(prepared_user, make_config):
     # torchrun-style launch of two processes; ACCELERATE_USE_CPU makes Accelerate use gloo DDP on CPUs.
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train", "fit",
-              *_cli(cfg, "run=ddp", "train.max_steps=4", "train.checkpoint_every=2")]
+              *_cli(cfg, "run=ddp", "train.max_steps=4", "train.checkpoint_every=2", "train.lr_scheduler=linear")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     result = subprocess.run(launch, check=False, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count("processes: 2") == 1  # said once, by the first process, not once per process
     assert "adapter weights identical on all 2 processes" in result.stderr
     assert (Workspace.from_config(cfg).adapter_dir("ddp") / ADAPTER_FILE).is_file()
-    assert [s for s, _ in list_checkpoints(Workspace.from_config(cfg).checkpoints_dir("ddp"))] == [2, 4]
+    checkpoints = list_checkpoints(Workspace.from_config(cfg).checkpoints_dir("ddp"))
+    assert [s for s, _ in checkpoints] == [2, 4]
+    # the schedule counts training steps, not one per process: a training review resumed this run's step-2 checkpoint
+    # on one process and found a linear schedule at its end (LR 0 for the remaining steps)
+    schedule = torch.load(checkpoints[0][1] / "scheduler.bin", weights_only=False)
+    assert schedule["last_epoch"] == 2 and schedule["_last_lr"][0] == pytest.approx(cfg.train.learning_rate / 2)
 
 
 def test_the_web_apps_stop_ends_a_training_job_as_ctrl_c_does(prepared_user, make_config, tmp_path):

@@ -4,7 +4,7 @@ Read top to bottom: (class images) -> load -> encode the dataset once -> attach 
 (-> validate, keep the best) -> export.
 Runs the same under `python -m train fit` and `accelerate launch -m train fit` (multi-GPU DDP).
 
-Every step's batch, noise and timesteps come from a generator seeded by (seed, step, rank), so a
+Every step's batch, noise and timesteps come from a generator seeded by (seed, step, micro-step, rank), so a
 run resumed from a checkpoint follows exactly the path the uninterrupted run would have.
 """
 
@@ -86,12 +86,21 @@ def _train(cfg: Config, workspace: Workspace, prepared: Path) -> Path:
         gradient_accumulation_steps=tc.gradient_accumulation_steps,
         log_with="wandb" if wandb_mode else None,
         dynamo_backend="inductor" if tc.compile else "no",  # prepare() then compiles the trained models
+        # the schedule counts training steps, stepped once per step below: Accelerate's own stepping counts one per
+        # process, so a checkpoint resumed on another number of GPUs found its schedule elsewhere (a 2-GPU run resumed
+        # on one trained its remaining steps at a linear schedule's LR 0)
+        step_scheduler_with_optimizer=False,
     )
     set_seed(tc.seed)
     if accelerator.is_main_process:
         warn_without_gpu(accelerator.device, cfg.model)
+        if tc.lr_warmup_steps and tc.lr_scheduler == "constant":  # a warning: adapters trained so still load
+            log.warning("train.lr_warmup_steps=%d does nothing under train.lr_scheduler=constant: use "
+                        "constant_with_warmup (or linear, cosine...) for a warm-up", tc.lr_warmup_steps)
     weight_dtype = DTYPES[tc.mixed_precision]
     inputs = training_inputs(cfg, workspace)
+    dataset = datasets.load_from_disk(str(prepared))
+    require_crops_as_large(dataset, cfg, workspace)
 
     # 0. Prior preservation: class images (generated once by the main process, then cached).
     class_paths = None
@@ -108,7 +117,7 @@ def _train(cfg: Config, workspace: Workspace, prepared: Path) -> Path:
     text = setup_text_side(parts, tc, cfg.prepare.class_noun)
     trigger = "".join(text.tokens) or cfg.prepare.trigger  # pivotal tuning: <s0><s1> stands for the person
     rows = [{**row, "caption": replace_trigger(row["caption"], cfg.prepare.trigger, text.tokens)} if text.tokens else row
-            for row in datasets.load_from_disk(str(prepared))]
+            for row in dataset]
     batches = BatchSource(parts, rows, device, resolution, cache=tc.cache_encodings)
     class_batches = (BatchSource(parts, class_rows(cfg, class_paths), device, resolution, cache=tc.cache_encodings)
                      if class_paths else None)
@@ -132,7 +141,7 @@ def _train(cfg: Config, workspace: Workspace, prepared: Path) -> Path:
     unet_params = [p for p in unet.parameters() if p.requires_grad]
     params = unet_params + text.lora_params + text.embeddings
     optimizer = make_optimizer(parameter_groups(unet_params, text, tc), tc)
-    lr_scheduler = make_lr_scheduler(optimizer, tc, accelerator.num_processes)
+    lr_scheduler = make_lr_scheduler(optimizer, tc)
     if text.trainable:
         text.text_encoders = [encoder.to(device) for encoder in text.text_encoders]
         unet, *text.text_encoders, optimizer, lr_scheduler = accelerator.prepare(unet, *text.text_encoders, optimizer, lr_scheduler)
@@ -175,10 +184,10 @@ def _train(cfg: Config, workspace: Workspace, prepared: Path) -> Path:
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, tc.max_grad_norm)
                 optimizer.step()
-                lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 if accelerator.sync_gradients:
                     text.keep_tokens_in_scale()
+        lr_scheduler.step()
         loss_value = accelerator.reduce(step_loss, reduction="mean").item()
         if not math.isfinite(loss_value):
             raise HeadshotsError(
@@ -256,6 +265,17 @@ def _steps_left(start_step: int, max_steps: int) -> str:
     return "no more steps (all were done: the adapter is exported again)"
 
 
+def require_crops_as_large(dataset, cfg: Config, workspace: Workspace) -> None:
+    """Refuse, before any model loads, photos prepared at a smaller size than this profile trains at (prepared on the
+    tiny profile, `train fit` run alone on SDXL): every crop would be enlarged (8x from 128 px), and the adapter learn
+    the blur as the person's look."""
+    side = min(dataset[0]["image"].size)
+    if side < cfg.model.resolution:
+        raise HeadshotsError(f"{cfg.user}'s photos were prepared at {side} px, and this profile trains at "
+                             f"{cfg.model.resolution} px: every crop would be enlarged {cfg.model.resolution / side:.3g}x.",
+                             f"Prepare them again with the profile you train with: {workspace.make_command('prepare')}")
+
+
 def training_inputs(cfg: Config, workspace: Workspace) -> str:
     """Digest of what the adapter is trained from: the prepared dataset's rows (photos, crops, captions), the
     base model and every training setting except RESUMABLE_KEYS, which a run may change and still resume."""
@@ -274,12 +294,15 @@ def discard_other_inputs(workspace: Workspace, run: str, inputs: str) -> None:
     continue the old run, or, if it had finished, skip training and export the old adapter again; so they
     are removed and training starts afresh. The finished adapter stays until this run's replaces it: an
     interrupted retraining leaves the person the adapter they had. A checkpoint saved before checkpoints
-    recorded their inputs is kept."""
+    recorded their inputs is kept. With no checkpoint at all, training starts afresh too, and so does the history:
+    a run stopped before its first checkpoint left its best adapter, which a later run on other photos or settings
+    (without validation, which would have replaced it) kept beside its own, for infer.adapter=best to draw with."""
     latest = ckpt.latest_checkpoint(workspace.checkpoints_dir(run))
-    if latest is None or ckpt.recorded_inputs(latest[1]) in (None, inputs):
+    if latest is not None and ckpt.recorded_inputs(latest[1]) in (None, inputs):
         return
-    kept = " (its adapter stays until this run's replaces it)" if (workspace.adapter_dir(run) / ADAPTER_WEIGHTS).is_file() else ""
-    log.warning("the photos or training settings changed since %s was saved: starting run %r afresh%s", latest[1], run, kept)
+    if latest is not None:
+        kept = " (its adapter stays until this run's replaces it)" if (workspace.adapter_dir(run) / ADAPTER_WEIGHTS).is_file() else ""
+        log.warning("the photos or training settings changed since %s was saved: starting run %r afresh%s", latest[1], run, kept)
     for path in (workspace.checkpoints_dir(run), workspace.best_adapter_dir(run), workspace.validation_images(run),
                  workspace.validation(run), workspace.progress(run)):
         if path.is_dir():
@@ -430,15 +453,11 @@ def make_optimizer(params: list[dict], tc: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(params, lr=tc.learning_rate, weight_decay=tc.weight_decay)
 
 
-def make_lr_scheduler(optimizer, tc: TrainConfig, num_processes: int):
+def make_lr_scheduler(optimizer, tc: TrainConfig):
+    """The learning-rate schedule over training steps (stepped once per step, on every process alike)."""
     from diffusers.optimization import get_scheduler
 
-    # Accelerate steps a prepared scheduler once per process per optimizer step.
-    return get_scheduler(
-        tc.lr_scheduler, optimizer,
-        num_warmup_steps=tc.lr_warmup_steps * num_processes,
-        num_training_steps=tc.max_steps * num_processes,
-    )
+    return get_scheduler(tc.lr_scheduler, optimizer, num_warmup_steps=tc.lr_warmup_steps, num_training_steps=tc.max_steps)
 
 
 def unwrap(accelerator, model: torch.nn.Module) -> torch.nn.Module:
