@@ -1,6 +1,7 @@
 """Face analysis, the one place that knows about faces: MTCNN detection, subject choice, bystanders,
 FaceNet embeddings, similarity and the calibrated similarity threshold of each FaceNet weights.
-Used by intake, prepare and validation (train side) and the filter (infer side) alike.
+Used by intake, prepare and validation (train side), the filter, the face-detail pass and export's face-centred
+crops (infer side) and the web app alike.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Review page: outputs ranked best first, with score and every review check, each also shown the way people
-judge a profile photo: a ~100 px circle (comment avatar) and a 400x400 square (profile page).
+judge a profile photo: a 400x400 square (profile page) and 100 px and 40 px circles (comment avatar, list).
 
 Reads   outputs/<user>/<run>/samples/scores.json + images
 Writes  outputs/<user>/<run>/samples/gallery.html   (self-contained page, images by relative path)

@@ -8,7 +8,7 @@ queued background job, live step, loss, ETA) -> Styles -> Review (your own face,
 400x400 and avatar sizes a page at a time, dropped ones with their reasons when asked; favourites, more like
 one and delete from its card) -> Download (platform crops, shown and zipped) -> Delete my data.
 
-A thin layer: intake, export and purge are called in the request (seconds); training and generation run
+A thin layer: intake, export, discard and purge are called in the request (seconds); training and generation run
 as jobs (service/jobs.py) through service.chain, and more like this as a job of its own. Every path comes
 from the session's user through Workspace, never from the client. Loopback only unless --host says
 otherwise, and then only with a password file (one `name:password` per line: each person logs in as
@@ -1037,7 +1037,7 @@ def image_pixels(path: Path) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service.app", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--port", type=int, default=7860, help="(default: 7860)")
     parser.add_argument("--password-file", type=Path, default=None,
                         help="one `name:password` per line; required when --host is not a loopback address")
     add_config_args(parser, overrides_help="config overrides for every person, e.g. train.max_steps=500")

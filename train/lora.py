@@ -1,4 +1,5 @@
-"""LoRA on the SDXL UNet with peft: attach, count, export in the format diffusers loads."""
+"""LoRA on the SDXL UNet with peft: attach (targets checked), count, export for diffusers and as the kohya file
+A1111, ComfyUI and kohya load (lora_kohya.safetensors)."""
 
 from __future__ import annotations
 
