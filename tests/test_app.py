@@ -719,9 +719,7 @@ def test_a_generation_says_how_many_of_its_images_are_made_or_that_it_trains_fir
     samples = ws.samples_dir(server.app.run)
     samples.mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(samples / "linkedin-00.png")  # an earlier round's
-    job = Job(1, "uma", "generate", [], samples / "g.log", state=RUNNING, started=time.time() + 1, expected_images=4)
-    assert "0 of 4 images made so far" in views.job_markdown(ws, server.app.run, job, 0)
-    job.started = time.time() - 5
+    job = Job(1, "uma", "generate", [], samples / "g.log", state=RUNNING, started=time.time() - 5, expected_images=4)
     Image.new("RGB", (8, 8)).save(samples / "linkedin-00.detail.png")  # the face-detail pass's: not a new image
     assert "1 of 4 images made so far" in views.job_markdown(ws, server.app.run, job, 0)
     (samples / "linkedin-07.png").symlink_to(samples / "gone.png")  # listed, then gone before it was read (a discard)
@@ -738,6 +736,31 @@ def test_a_generation_says_how_many_of_its_images_are_made_or_that_it_trains_fir
     assert "**Done:** 2 new images" in views.job_markdown(ws, server.app.run, job, 0)
     (samples / "linkedin-01.png").unlink()  # deleted in the review: the round made it all the same
     assert "**Done:** 2 new images" in views.job_markdown(ws, server.app.run, job, 0)
+
+
+def test_a_generation_says_what_it_does_before_its_first_image(server):
+    """Before its first image a Generate checks the photos and loads the model (18-60 s on the tiny profile, ~30 s on
+    SDXL), and said "0 of 4 images made so far" meanwhile, while Train said what it was doing (a walk): it says so too,
+    until the first image is written, as Train does until its first step's progress.json."""
+    from service import views
+    from service.jobs import Job
+    from train.recipe import write_progress
+
+    ws, run = server.app.workspace("ulla"), server.app.run
+    samples = ws.samples_dir(run)
+    samples.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(samples / "linkedin-00.png")
+    os.utime(samples / "linkedin-00.png", (time.time() - 60, time.time() - 60))  # an earlier round's
+    job = Job(1, "ulla", "generate", [], samples / "g.log", state=RUNNING, started=time.time() + 1, expected_images=4)
+    said = views.job_markdown(ws, run, job, 0)
+    assert said.startswith("**Generating** (0:00): checking your photos, loading the model to draw 4 images. You can"), said
+    job.kind, job.expected_images = "more", 2  # more like this draws from the images: no photos to check
+    assert ": loading the model to draw 2 images." in views.job_markdown(ws, run, job, 0)
+    job.kind, job.started = "generate", time.time() - 5
+    write_progress(ws.progress(run), 10, 10, 0, 0.2, time.time() - 1)  # trained again first, then loading
+    assert ": checking your photos, loading the model to draw 2 images." in views.job_markdown(ws, run, job, 0)
+    os.utime(samples / "linkedin-00.png")  # the first image of this round
+    assert ": 1 of 2 images made so far." in views.job_markdown(ws, run, job, 0)
 
 
 def test_done_holds_only_while_nothing_has_changed_since(server, tmp_path):
