@@ -436,8 +436,8 @@ STARTING = {"train": "checking and preparing your photos, loading the model",
 
 def job_markdown(ws: Workspace, run: str, job: Job | None, position: int, outdated: str = "",
                  elsewhere: bool = False) -> str:
-    """The status line shown above every tab: the person's latest job (a generation's "Done" only while nothing has
-    changed since: then, as for no job, what the files say), or what is on disk (`outdated`: RETRAIN, the
+    """The status line shown above every tab: the person's latest job (a generation's "Done", or a failure, only while
+    nothing has changed since: then, as for no job, what the files say), or what is on disk (`outdated`: RETRAIN, the
     adapter was trained on other photos or settings than the person's now; RECHECK, the photos are checked and
     prepared again first, and trained on only if that changes them; `elsewhere`: a training this app did not start
     runs now, `training_now`)."""
@@ -461,7 +461,7 @@ def job_markdown(ws: Workspace, run: str, job: Job | None, position: int, outdat
         else:
             body = images_line(ws, run, job)
         return f"**{what}** ({elapsed}): {body}. You can close this page: it runs on.{bar}"
-    if job.state == FAILED:
+    if job.state == FAILED and not elsewhere and not inputs_changed_since(ws, run, job):
         return f"**{what} failed:** {job.error}" + (f"\n\n→ {job.hint}" if job.hint else "")
     if job.state == STOPPED:
         return f"**{what} stopped.** " + RESTART[job.kind]
@@ -476,10 +476,28 @@ def images_changed_since(ws: Workspace, run: str, job: Job) -> bool:
     """Whether the images changed after `job` ended: a deletion, or a round or more like this from a terminal, each of
     which rewrites samples/manifest.json. Its "Done: 4 new images" then no longer says what happened last, and gives
     way to what the files say (it stayed until the next job, over a review of 3)."""
-    try:
-        return (ws.samples_dir(run) / MANIFEST).stat().st_mtime > (job.finished or 0)
-    except FileNotFoundError:  # a job that made no images
-        return False
+    return changed_after(job, ws.samples_dir(run) / MANIFEST)
+
+
+def inputs_changed_since(ws: Workspace, run: str, job: Job) -> bool:
+    """Whether the person changed what a failed `job` read after it ended: their photos (one added or removed changes
+    the selfies folder), their settings.yaml, or the images (a deletion in the review: a damaged image stops scoring,
+    and its error sends the person there). Its error and hint were about those as they were, and stayed on after the
+    person had done what they asked ("only 2 usable photos" over 5 good ones) until the next job: the line then says
+    what the files say (the set's verdict now), which is what pressing the button again meets. A failure no file
+    shows the fix of (a full disk, a download) stays until the next job."""
+    return changed_after(job, ws.selfies, ws.person_settings) or images_changed_since(ws, run, job)
+
+
+def changed_after(job: Job, *paths: Path) -> bool:
+    """Whether a file or folder of `paths` was written after `job` ended (one that is not there was not)."""
+    def written_after(path: Path) -> bool:
+        try:
+            return path.stat().st_mtime > (job.finished or 0)
+        except FileNotFoundError:  # a job that made no images, a person with no settings.yaml
+            return False
+
+    return any(written_after(path) for path in paths)
 
 
 def images_line(ws: Workspace, run: str, job: Job) -> str:

@@ -763,6 +763,42 @@ def test_a_generation_says_what_it_does_before_its_first_image(server):
     assert ": 1 of 2 images made so far." in views.job_markdown(ws, run, job, 0)
 
 
+def test_a_failure_holds_only_until_the_person_changes_what_it_read(server, selfies, tmp_path):
+    """"Training failed: your photo set is not usable" and its hint stayed on the status line after the person added the
+    photos it asked for, until the next job (a walk). It holds while their photos, settings and images are as the job
+    left them (a refused upload changes nothing), then says what the files say, as it does with no job."""
+    from tests.conftest import held_elsewhere
+    from train.checkpoint import TRAIN_LOCK
+
+    app, c = server.app, server.app.c
+    client, _ = session(server, "yara")
+    upload(client, selfies[:2])
+    refused = ("import sys; print('error: This photo set is not usable yet: only 2 usable photos (need at least 5).'); "
+               "print('  -> Add 3 more photos of you alone.'); sys.exit(2)")
+    job = app.jobs.submit("yara", "train", [sys.executable, "-c", refused], tmp_path / "t.log")  # a stand-in training
+    wait_until(lambda: not job.active, 30)
+    failed = "**Training failed:** This photo set is not usable yet: only 2 usable photos (need at least 5).\n\n→ Add 3"
+    assert app.status_view("yara")[c["status"]].startswith(failed)
+    again = upload(client, selfies[:1])  # not kept twice: the photos are as they were
+    assert "already here" in again["notes"] and again["status"].startswith(failed), again
+    ws = app.workspace("yara")
+    with held_elsewhere(ws.run_dir(app.run) / TRAIN_LOCK):
+        said = app.status_view("yara")[c["status"]]
+    assert said.startswith("**Training, started in a terminal"), said
+    said = upload(client, selfies[2:5])["status"]
+    assert said == "Not trained yet: your photos are ready. Press Train (2. Train).", said
+    before = job.finished - 5
+    os.utime(ws.selfies, (before, before))
+    assert app.status_view("yara")[c["status"]].startswith(failed)
+    for changed in (ws.person_settings, ws.samples_dir(app.run) / "manifest.json"):  # edited; a deletion in the review
+        changed.parent.mkdir(parents=True, exist_ok=True)
+        changed.write_text("{}")
+        os.utime(changed, (job.finished + 5, job.finished + 5))
+        said = app.status_view("yara")[c["status"]]
+        assert said.startswith("Not trained yet: your photos are ready"), (changed, said)
+        changed.unlink()
+
+
 def test_done_holds_only_while_nothing_has_changed_since(server, tmp_path):
     """"Done: 1 new image" stayed on the status line until the next job (a walk): over a review an image was deleted
     from, photos added since (so Generate would train again first, unsaid) and a training running in a terminal (Train
