@@ -410,8 +410,9 @@ class InferConfig:
     # Merge the adapter into the UNet weights once, so sampling runs the plain UNet (no per-layer LoRA
     # work); false keeps the separate LoRA layers (same images within rounding).
     fuse_lora: bool = True
-    # torch.compile the UNet (inductor) once the adapter is loaded: the first image pays the compile, every
-    # later one runs faster on a GPU; scripts/bench_generate.py measures both (docs/benchmarks.md).
+    # torch.compile the UNet (inductor) once the adapter is loaded: the first batch of each size pays a compile
+    # (a shorter last batch and the face-detail pass are other sizes), every later one runs faster on a GPU;
+    # scripts/bench_generate.py measures both (docs/benchmarks.md).
     compile: bool = False
     # SDXL refiner ("ensemble of experts"), hub id or local folder, e.g. stabilityai/stable-diffusion-xl-refiner-1.0:
     # the base runs the first `refiner_start` of the denoising, the refiner the rest. None: base only.
