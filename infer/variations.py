@@ -66,6 +66,7 @@ def variation_numbers(source: dict, taken: list[str], count: int) -> list[tuple[
 @changes_images
 def more_like(cfg: Config, pipes: PipelinesOrLoader = None) -> list[Sample]:
     """Draw `infer.more.count` variations of `infer.more.image`; returns their manifest entries."""
+    cfg.infer.check_more()
     samples_dir, manifest = require_manifest(cfg, "to make more like")
     forget_missing(samples_dir, manifest)
     entries, more = list(manifest["images"]), cfg.infer.more

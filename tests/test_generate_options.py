@@ -100,18 +100,32 @@ def test_scheduler_by_name_is_used_and_recorded(user_config, tiny_model):
     ("infer.scheduler=karras", "'euler', 'euler_a', 'dpmpp_2m'"),
     ("infer.refiner_start=1.0", "between 0 and 1"),
     ("infer.round=../r1", "letters, digits, '.', '_' or '-'"),
-    # an inference review: strengths that left no denoising step ended deep in diffusers (a reshape of 0 elements);
-    # one at or below the refiner's share drew a variation without the person's adapter; a crop smaller than the
-    # pasted face cut it with a straight seam
-    (["infer.more.strength=0.02", "infer.steps=30"], r"infer.steps=30 leaves no denoising step .* at least 0.034"),
+    # an inference review: a strength that left no denoising step ended deep in diffusers (a reshape of 0 elements);
+    # a crop smaller than the pasted face cut it with a straight seam
     (["infer.detail.strength=0.1", "infer.detail.steps=9"], r"`infer.detail.strength` is 0.1, which with infer.detail.steps=9"),
-    (["infer.refiner=x", "infer.refiner_start=0.8", "infer.more.strength=0.15", "infer.steps=30"],
-     r"leaves the person's adapter no step .* use more than 0.2"),
     ("infer.detail.crop_scale=1.1", r"at least 1 \+ infer.detail.dilate \(1.15\)"),
 ])
 def test_bad_generation_options_fail_at_load(make_config, override, message):
     with pytest.raises(ConfigError, match=message):
         make_config("alice", *([override] if isinstance(override, str) else override))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["infer.more.strength=0.02", "infer.steps=30"], r"infer.steps=30 leaves no denoising step .* at least 0.034"),
+    (["infer.refiner=x", "infer.refiner_start=0.8", "infer.more.strength=0.15", "infer.steps=30"],
+     r"leaves the person's adapter no step .* use more than 0.2"),
+])
+def test_a_more_like_this_strength_that_draws_nothing_with_the_adapter_is_refused_before_any_model_loads(
+        make_config, monkeypatch, overrides, message):
+    """An inference review: a strength leaving img2img no step ended deep in diffusers after the model loaded; one at or
+    below the refiner's share drew the variation without the person's adapter. Checked when variations are asked for:
+    refused at load, the default strength beside infer.refiner_start=0.5 stopped every generation."""
+    from infer.variations import more_like
+
+    monkeypatch.setattr("infer.variations.pipelines_for", lambda *args: pytest.fail("a model was loaded"))
+    with pytest.raises(ConfigError, match=message):
+        more_like(make_config("alice", "infer.more.image=linkedin-00.png", *overrides))
+    make_config("alice", "infer.refiner=x", "infer.refiner_start=0.5")  # a generation's settings load
 
 
 def test_refiner_finishes_the_base_image(user_config, tiny_refiner):
