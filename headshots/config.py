@@ -12,7 +12,6 @@ model is loaded. The resolved config is saved next to every artifact it produced
 from __future__ import annotations
 
 import difflib
-import functools
 import math
 import os
 import re
@@ -439,13 +438,13 @@ class InferConfig:
         _check(0 <= self.lora_scale < math.inf, "infer.lora_scale", "must be a number >= 0 (1: the adapter as trained)")
         _check(self.round is None or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", str(self.round)) is not None,
                "infer.round", "must be 1-64 letters, digits, '.', '_' or '-'")
-        _leaves_a_step(self, "detail.strength", "detail.steps")
+        _leaves_a_step(self.detail.strength, self.detail.steps, "detail.strength", "detail.steps")
 
     def check_more(self) -> None:
         """More like this's strength against the steps it is drawn with, checked when variations are asked for (not at
         load: a generation that draws none must not be stopped by a setting of theirs, such as the default strength
         beside infer.refiner_start=0.5)."""
-        _leaves_a_step(self, "more.strength", "steps")
+        _leaves_a_step(self.more.strength, self.steps, "more.strength", "steps")
         # the base, the only part drawing with the person's adapter, runs from `strength` down to the refiner's start
         _check(self.refiner is None or self.more.strength > 1 - self.refiner_start, "infer.more.strength",
                f"is {self.more.strength}, which with infer.refiner leaves the person's adapter no step (the refiner "
@@ -453,10 +452,9 @@ class InferConfig:
                f"use more than {1 - self.refiner_start:.2g}")
 
 
-def _leaves_a_step(infer: InferConfig, strength_key: str, steps_key: str) -> None:
+def _leaves_a_step(strength: float, steps: int, strength_key: str, steps_key: str) -> None:
     """img2img and inpainting redo int(steps x strength) of the denoising: none ended deep in diffusers (a reshape of
     0 elements), in words no one could act on, after the model had loaded."""
-    strength, steps = (functools.reduce(getattr, key.split("."), infer) for key in (strength_key, steps_key))
     _check(int(steps * strength) >= 1, f"infer.{strength_key}",
            f"is {strength}, which with infer.{steps_key}={steps} leaves no denoising step (int(steps x strength) are "
            f"redone): use at least {math.ceil(1000 / steps) / 1000:g}, or more steps")
