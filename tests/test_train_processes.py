@@ -2,6 +2,7 @@
 and launched through `accelerate launch` on two CPU processes (gloo DDP)."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -58,12 +59,16 @@ def test_two_process_ddp_ranks_end_identical(prepared_user, make_config):
     # torchrun-style launch of two processes; ACCELERATE_USE_CPU makes Accelerate use gloo DDP on CPUs.
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train", "fit",
-              *_cli(cfg, "run=ddp", "train.max_steps=4", "train.checkpoint_every=2", "train.lr_scheduler=linear")]
+              *_cli(cfg, "run=ddp", "train.max_steps=4", "train.checkpoint_every=2", "train.lr_scheduler=linear",
+                    "train.prior.enabled=true", "train.prior.num_images=4", "train.prior.sampling_steps=1")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     result = subprocess.run(launch, check=False, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count("processes: 2") == 1  # said once, by the first process, not once per process
     assert "adapter weights identical on all 2 processes" in result.stderr
+    # each process drew its share of the class images (2 of 4), rather than the first all 4 while the other waited at
+    # a barrier, which NCCL ends after 10 minutes: 100 SDXL images on a slower GPU take longer
+    assert re.findall(r"class images:\s+0%\|[^|]*\|\s+0/(\d+)", result.stderr) == ["2", "2"], result.stderr[-3000:]  # bars started
     assert (Workspace.from_config(cfg).adapter_dir("ddp") / ADAPTER_FILE).is_file()
     checkpoints = list_checkpoints(Workspace.from_config(cfg).checkpoints_dir("ddp"))
     assert [s for s, _ in checkpoints] == [2, 4]

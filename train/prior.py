@@ -4,7 +4,9 @@ Generated images depend only on the base model, the class prompt, the resolution
 on anyone's photos, so they are cached under `paths.cache_root/class-images/<key>/` and shared by every
 user and run with the same settings. Generation is resumable: each image is written atomically and
 existing ones are kept, so an interrupted run only generates what is missing; two trainings needing the same images
-(a batch) draw them once, the second waiting for the first (the folder's `.lock`).
+(a batch) draw them once, the second waiting for the first (the folder's `.lock`). Under `accelerate launch` every
+process draws its share (every n-th image) rather than the main process all of them while the others wait at a
+barrier: on a slower GPU 100 SDXL images take longer than the 10 minutes NCCL waits before it ends the run.
 """
 
 from __future__ import annotations
@@ -38,8 +40,12 @@ def generated_dir(cfg: Config) -> Path:
     return Path(cfg.paths.cache_root) / "class-images" / key
 
 
-def class_image_paths(cfg: Config, device: torch.device) -> list[Path]:
-    """The class photos to train with; generates the missing ones first when no folder is given."""
+def class_image_paths(cfg: Config, device: torch.device, share: tuple[int, int] = (0, 1)) -> list[Path]:
+    """The class photos to train with; generates the missing ones first when no folder is given. `share`: (this
+    process's index, the number of processes): each draws the missing images whose number is its index modulo
+    the count, so the shares are the same whenever each process looks. Processes sharing the work take no lock: a
+    batch's trainings run on one GPU each, and another training drawing the same folder at that moment repeats
+    work only (same seeds, files written whole)."""
     prior = cfg.train.prior
     if prior.images:
         folder = Path(prior.images)
@@ -52,11 +58,19 @@ def class_image_paths(cfg: Config, device: torch.device) -> list[Path]:
     if all(path.is_file() for path in wanted):
         return wanted
     folder.mkdir(parents=True, exist_ok=True)
+    index, processes = share
+    if processes > 1:
+        _draw_missing(cfg, wanted[index::processes], device)
+        return wanted
     with held_in_turn(folder / ".lock", f"waiting for another training to draw the class images in {folder}"):
-        missing = [path for path in wanted if not path.is_file()]  # what that training left to draw
-        if missing:
-            generate_class_images(cfg, missing, device)
+        _draw_missing(cfg, wanted, device)  # what that training left to draw
     return wanted
+
+
+def _draw_missing(cfg: Config, paths: list[Path], device: torch.device) -> None:
+    missing = [path for path in paths if not path.is_file()]
+    if missing:
+        generate_class_images(cfg, missing, device)
 
 
 @torch.no_grad()
@@ -69,7 +83,8 @@ def generate_class_images(cfg: Config, paths: list[Path], device: torch.device) 
     pipe = load_pipeline(cfg.model, device)
     prompt = class_prompt(cfg)
     write_json_atomic(paths[0].parent / "prompt.json", {"prompt": prompt, "base_model": cfg.model.pretrained})
-    log.info("generating %d class images for prior preservation (%r) -> %s", len(paths), prompt, paths[0].parent)
+    log.info("generating %d of %d class images for prior preservation (%r) -> %s", len(paths), cfg.train.prior.num_images,
+             prompt, paths[0].parent)
     for path in tqdm(paths, desc="class images", unit="image"):
         seed = cfg.train.seed * 1_000_003 + int(path.stem)
         image = pipe(prompt, num_inference_steps=cfg.train.prior.sampling_steps, height=cfg.model.resolution,

@@ -102,11 +102,10 @@ def _train(cfg: Config, workspace: Workspace, prepared: Path) -> Path:
     dataset = datasets.load_from_disk(str(prepared))
     require_crops_as_large(dataset, cfg, workspace)
 
-    # 0. Prior preservation: class images (generated once by the main process, then cached).
+    # 0. Prior preservation: class images (generated once, each process drawing its share, then cached).
     class_paths = None
     if tc.prior.enabled:
-        if accelerator.is_main_process:
-            class_image_paths(cfg, accelerator.device)
+        class_image_paths(cfg, accelerator.device, share=(accelerator.process_index, accelerator.num_processes))
         accelerator.wait_for_everyone()
         class_paths = class_image_paths(cfg, accelerator.device)
 
