@@ -221,6 +221,12 @@ class ValidationConfig:
         _check(0 <= self.guidance_scale < math.inf, "train.validation.guidance_scale", "must be a number >= 0")
 
 
+# train.* settings of how training computes, not what it learns (the same loss over the same steps): a run resumes
+# across a change of them (gradient checkpointing turned on to fit a smaller GPU), and the adapter it made stays done.
+# Not yet compile: no test resumes across it (a compiled run takes minutes on a CPU: a slow test).
+TRAIN_COMPUTE_KEYS = ("gradient_checkpointing", "cache_encodings")
+
+
 @dataclass
 class TrainConfig:
     max_steps: int = 1000

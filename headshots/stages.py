@@ -44,7 +44,7 @@ from typing import TypeVar
 from omegaconf import OmegaConf
 
 from headshots.caption_edits import captions_edited_since_prepare
-from headshots.config import Config, model_source, weights_source
+from headshots.config import TRAIN_COMPUTE_KEYS, Config, model_source, weights_source
 from headshots.images import list_photos
 from headshots.logs import get_logger
 from headshots.workspace import (
@@ -133,10 +133,11 @@ class Stage:
     # that made the same files (prepare after a setting that leaves the same photos and captions) leaves this one, and
     # so the stages after it, done (early cutoff: no model loaded, no round of images drawn again)
     reads_made: Callable[[Workspace, Config], list[Path]] | None = None
-    # Sections of config_keys that it does not read under `cfg`'s settings (training reads the face settings only to
-    # score likeness while it validates): hashed at their defaults, so that a change to them leaves it done, and
-    # the records written when they always counted stay true for everyone who never changed them
-    unread: Callable[[Config], tuple[str, ...]] = lambda cfg: ()
+    # Settings of config_keys (sections, or dotted keys inside one) that do not shape its outputs under `cfg`'s
+    # settings (training reads the face settings only to score likeness while it validates; how often it saves, and
+    # how it computes, change nothing it makes): hashed at their defaults, so that a change to them leaves it done,
+    # and the records written when they always counted stay true for everyone who never changed them
+    at_defaults: Callable[[Config], tuple[str, ...]] = lambda cfg: ()
     # Keys of config_keys read only after its images are drawn: scoring's (filter, face) and the face-detail pass's,
     # which re-draws only a face whose plan changed. A change makes the stage due, but the round it draws is the one
     # drawn already (`drawn_from`), so the chain scores that round again instead of drawing another
@@ -159,7 +160,9 @@ STAGES: tuple[Stage, ...] = (
     # reference faces and the face settings it scores likeness with
     Stage("fit", config_keys=("model", "train", "face", "prepare.trigger", "prepare.class_noun"), reads_selfies=False,
           uses_gpu=True, in_user_data=False, outputs=lambda ws, cfg: [ws.adapter_dir(cfg.run) / ADAPTER_WEIGHTS],
-          figures=_fit_figures, unread=lambda cfg: () if cfg.train.validation.every else ("face",),
+          figures=_fit_figures, at_defaults=lambda cfg: (*(() if cfg.train.validation.every else ("face",)),
+                                                         "train.checkpoint_every", "train.keep_checkpoints",
+                                                         *(f"train.{key}" for key in TRAIN_COMPUTE_KEYS)),
           reads_made=lambda ws, cfg: [*ws.prepared_rows, *([ws.reference_embeddings] if cfg.train.validation.every else [])]),
     Stage("infer", config_keys=("model", "infer", "filter", "face"), reads_selfies=False, uses_gpu=True, in_user_data=False,
           outputs=lambda ws, cfg: [ws.scores(cfg.run), ws.gallery(cfg.run)], figures=_infer_figures,
@@ -221,14 +224,22 @@ def _style_source(style: str) -> str:
 
 
 def _settings(stage: Stage, cfg: Config, leaving: tuple[str, ...] = ()) -> dict:
-    """The config sections `stage` reads, as hashed: those it does not read under `cfg` at their defaults, without
-    the keys it `ignores` and the keys `leaving` (dotted: a section, or a key inside one)."""
-    unread = stage.unread(cfg)
-    plain = _plain_config(replace(cfg, **{section: type(getattr(cfg, section))() for section in unread}))
+    """The config sections `stage` reads, as hashed: its `at_defaults` under `cfg` at their defaults, without the keys
+    it `ignores` and the keys `leaving` (dotted: a section, or a key inside one)."""
+    plain = _plain_config(_at_defaults(cfg, stage.at_defaults(cfg)))
     for key in (*stage.ignores, *leaving):
         parent, _, name = key.rpartition(".")
         del (_config_part(plain, parent) if parent else plain)[name]
     return {key: _config_part(plain, key) for key in stage.config_keys if key not in leaving}
+
+
+def _at_defaults(cfg: Config, keys: tuple[str, ...]) -> Config:
+    """`cfg` with these sections, or dotted keys inside a section, at their defaults."""
+    for key in keys:
+        section, _, name = key.partition(".")
+        default = type(getattr(cfg, section))()
+        cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{name: getattr(default, name)}) if name else default})
+    return cfg
 
 
 def fingerprint(stage: Stage, cfg: Config, upstream: str | None, selfies: str | None = None) -> str:

@@ -132,6 +132,16 @@ def test_face_settings_retrain_only_an_adapter_that_validates_with_them(make_con
         fingerprints(make_config("alice", *validating))["fit"]
 
 
+def test_settings_of_how_training_computes_leave_the_adapter_done(make_config):
+    """Gradient checkpointing turned on to fit a smaller GPU, encodings cached or not, checkpoints kept more often:
+    the same adapter. Each made training due again, and train.recipe then started it afresh: a whole retraining."""
+    everything_done(make_config("alice"))
+    for setting in ("train.gradient_checkpointing=true", "train.cache_encodings=false", "train.checkpoint_every=7",
+                    "train.keep_checkpoints=5"):
+        assert stages_to_run(make_config("alice", setting)) == [], setting
+    assert stages_to_run(make_config("alice", "train.rank=8")) == ["fit", "infer", "export"]
+
+
 def test_a_stage_run_again_makes_the_stages_after_it_due(make_config):
     """Another round of images (a second `make infer`, same settings: same fingerprint) is not what the last export
     cropped, so export is due again; the stages before are not touched."""

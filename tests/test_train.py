@@ -285,6 +285,16 @@ def test_new_training_settings_start_afresh_instead_of_resuming_the_finished_run
     assert any((new[k] - old[k]).abs().max() > 1e-6 for k in old), "the old run's adapter was exported again"
 
 
+def test_a_run_resumes_with_checkpointing_turned_on_and_encodings_no_longer_cached(prepared_user, make_config):
+    """How a run computes is not what it learns: turned on to fit a smaller GPU after a run was stopped, gradient
+    checkpointing started the run afresh (its inputs' digest held every training setting)."""
+    train(make_config("alice", "run=recompute", "train.max_steps=2", "train.checkpoint_every=2"))
+    progress = Workspace.from_config(make_config("alice")).run_dir("recompute") / "progress.json"
+    train(make_config("alice", "run=recompute", "train.max_steps=3", "train.checkpoint_every=2",
+                      "train.gradient_checkpointing=true", "train.cache_encodings=false"))
+    assert json.loads(progress.read_text())["resumed_from"] == 2
+
+
 @pytest.mark.slow  # inductor compiles the tiny UNet's forward and backward on the CPU: one to five minutes on 2 cores
 def test_compiled_training_reaches_the_eager_weights_and_saves_plain_keys(prepared_user, make_config):
     eager = load_file(str(train(make_config("alice", "run=eager", "train.max_steps=3")) / ADAPTER_FILE))

@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from headshots.config import (
+    TRAIN_COMPUTE_KEYS,
     Config,
     TrainConfig,
     images_to_wandb,
@@ -277,14 +279,22 @@ def require_crops_as_large(dataset, cfg: Config, workspace: Workspace) -> None:
 
 def training_inputs(cfg: Config, workspace: Workspace) -> str:
     """Digest of what the adapter is trained from: the prepared dataset's rows (photos, crops, captions), the
-    base model and every training setting except RESUMABLE_KEYS, which a run may change and still resume."""
+    base model and every training setting that shapes the weights (`shaping_settings`): a run resumes across a change
+    of the others."""
     digest = hashlib.sha256()
     add_files_to_digest(digest, workspace.prepared, workspace.prepared_rows)
-    train = {key: value for key, value in OmegaConf.to_container(OmegaConf.structured(cfg.train)).items()
-             if key not in RESUMABLE_KEYS}
     model = {**OmegaConf.to_container(OmegaConf.structured(cfg.model)), "pretrained": model_source(cfg.model.pretrained)}
-    digest.update(json.dumps({"model": model, "train": train}, sort_keys=True, default=str).encode())
+    digest.update(json.dumps({"model": model, "train": shaping_settings(cfg.train)}, sort_keys=True, default=str).encode())
     return digest.hexdigest()
+
+
+def shaping_settings(tc: TrainConfig) -> dict:
+    """The training settings as the digests of what shapes the weights hold them: RESUMABLE_KEYS left out, and how it
+    computes (TRAIN_COMPUTE_KEYS) at their defaults, so that checkpoints and adapters made while those were hashed
+    stay true for everyone who never changed them."""
+    defaults = TrainConfig()
+    tc = replace(tc, **{key: getattr(defaults, key) for key in TRAIN_COMPUTE_KEYS})
+    return {key: value for key, value in OmegaConf.to_container(OmegaConf.structured(tc)).items() if key not in RESUMABLE_KEYS}
 
 
 def discard_other_inputs(workspace: Workspace, run: str, inputs: str) -> None:
@@ -535,10 +545,11 @@ def adapter_metadata(cfg: Config, tokens: list[str] = ()) -> dict[str, str]:
     the person, or a run resumed at its last step after a new `train.validation` or checkpoint setting) writes the
     same contents, so the chain, which names its rounds of images by the adapter file's digest, does not draw a round
     again. Paths, W&B's group and the infer settings differ between the CLI and a batch; of the settings a resumed run
-    may change (RESUMABLE_KEYS), only the number of steps shapes the weights, and it has its own entry."""
-    shaping = {key: OmegaConf.to_container(OmegaConf.structured(getattr(cfg, key))) for key in ("model", "prepare", "train")}
+    may change (RESUMABLE_KEYS, TRAIN_COMPUTE_KEYS), only the number of steps shapes the weights, and it has its own
+    entry."""
+    shaping = {key: OmegaConf.to_container(OmegaConf.structured(getattr(cfg, key))) for key in ("model", "prepare")}
     shaping["model"]["pretrained"] = model_source(cfg.model.pretrained)
-    shaping["train"] = {key: value for key, value in shaping["train"].items() if key not in RESUMABLE_KEYS}
+    shaping["train"] = shaping_settings(cfg.train)
     return {
         "headshots.trigger": "".join(tokens) or cfg.prepare.trigger,
         "headshots.pivotal_tokens": json.dumps(list(tokens)),
