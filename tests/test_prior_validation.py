@@ -19,12 +19,18 @@ def _weights(adapter: Path) -> dict[str, torch.Tensor]:
     return load_file(str(adapter / ADAPTER_FILE))
 
 
-def test_prior_preservation_generates_class_images_once_and_changes_training(prepared_user, make_config):
+def test_prior_preservation_generates_class_images_once_and_changes_training(prepared_user, make_config, monkeypatch):
     from train.prior import generated_dir
 
     plain = _weights(train(make_config("alice", "run=plain", "train.max_steps=2")))
-    cfg = make_config("alice", "run=prior", "train.max_steps=2", "train.prior.enabled=true", "train.prior.num_images=2")
+    monkeypatch.setenv("WANDB_MODE", "offline")  # the suite's default, disabled, would win over the config
+    cfg = make_config("alice", "run=prior", "train.max_steps=2", "train.prior.enabled=true", "train.prior.num_images=2",
+                      "wandb.mode=offline")
     with_prior = _weights(train(cfg))
+    # the dashboard shows the loss's two parts: the class loss climbing while the person's falls is the drift
+    logged = b"".join(p.read_bytes() for p in Workspace.from_config(cfg).wandb_dir("prior").rglob("*.wandb"))
+    assert b"train/person_loss" in logged and b"train/prior_loss" in logged
+    monkeypatch.setenv("WANDB_MODE", "disabled")
     folder = generated_dir(cfg)
     images = sorted(folder.glob("*.png"))
     assert [p.name for p in images] == ["00000.png", "00001.png"]
@@ -136,6 +142,8 @@ def test_validation_during_training_logs_scores_and_keeps_the_best_adapter(prepa
         assert handle.metadata()["headshots.step"] == str(report["best"]["step"])
     logged = b"".join(p.read_bytes() for p in workspace.wandb_dir("val").rglob("*.wandb"))
     assert b"val/face_similarity" in logged
+    assert all(key in logged for key in (b"train/loss", b"train/lr", b"train/grad_norm", b"train/step_seconds"))
+    assert b"train/prior_loss" not in logged  # no class images, no class loss
     assert b"val/images" not in logged, "images of the person are not logged unless wandb.log_images is on"
 
 

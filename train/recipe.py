@@ -168,7 +168,10 @@ def _train(cfg: Config, workspace: Workspace, prepared: Path) -> Path:
     progress = tqdm(total=tc.max_steps, initial=start_step, desc="train", disable=not accelerator.is_local_main_process)
     loop_started = time.time()
     for step in range(start_step, tc.max_steps):
-        step_loss = torch.zeros((), device=device)  # the mean over the step's micro-batches, as the update saw them
+        step_started = time.perf_counter()
+        # the step's losses (total, the person's, the class images'), each the mean over its micro-batches as the
+        # update saw them; and the gradients' norm before clipping
+        step_losses, grad_norm = torch.zeros(3, device=device), None
         for micro in range(tc.gradient_accumulation_steps):
             with accelerator.accumulate(*models):
                 generator = step_generator(tc.seed, step, micro, accelerator.process_index)
@@ -177,19 +180,19 @@ def _train(cfg: Config, workspace: Workspace, prepared: Path) -> Path:
                     class_idx = batch_indices(len(class_batches), tc, step, micro, accelerator, stream=1)
                     batch = EncodedDataset.concat(batch, class_batches(class_idx))
                 per_sample = diffusion_loss(unet, noise_scheduler, text.condition(batch), tc, generator, device, weight_dtype)
-                loss = per_sample[: tc.batch_size].mean()
-                if class_batches:  # DreamBooth: the person's loss + weight x the class images' loss
-                    loss = loss + tc.prior.loss_weight * per_sample[tc.batch_size :].mean()
+                person = per_sample[: tc.batch_size].mean()
+                prior = per_sample[tc.batch_size :].mean() if class_batches else torch.zeros((), device=device)
+                loss = person + tc.prior.loss_weight * prior  # DreamBooth: the person's + weight x the class images'
                 accelerator.backward(loss)
-                step_loss += loss.detach() / tc.gradient_accumulation_steps
+                step_losses += torch.stack([loss, person, prior]).detach() / tc.gradient_accumulation_steps
                 if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(params, tc.max_grad_norm)
+                    grad_norm = accelerator.clip_grad_norm_(params, tc.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 if accelerator.sync_gradients:
                     text.keep_tokens_in_scale()
         lr_scheduler.step()
-        loss_value = accelerator.reduce(step_loss, reduction="mean").item()
+        loss_value, person_loss, prior_loss = accelerator.reduce(step_losses, reduction="mean").tolist()
         if not math.isfinite(loss_value):
             raise HeadshotsError(
                 f"The training loss became {loss_value} at step {step + 1}: the adapter would be ruined.",
@@ -201,7 +204,8 @@ def _train(cfg: Config, workspace: Workspace, prepared: Path) -> Path:
         progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
         if accelerator.is_main_process:
             write_progress(workspace.progress(cfg.run), step + 1, tc.max_steps, start_step, loss_value, loop_started)
-        accelerator.log({"train/loss": loss_value, "train/lr": lr}, step=step + 1)
+        accelerator.log(step_metrics(loss_value, person_loss, prior_loss if class_batches else None, lr, grad_norm,
+                                     time.perf_counter() - step_started, device), step=step + 1)
         if tc.validation.every and ((step + 1) % tc.validation.every == 0 or step + 1 == tc.max_steps):
             validate(accelerator, validator, unet, text, step + 1, cfg, workspace, images_to_wandb(cfg, wandb_mode))
         if (step + 1) % tc.checkpoint_every == 0 or step + 1 == tc.max_steps:
@@ -405,6 +409,22 @@ def diffusion_loss(unet, noise_scheduler, data: EncodedDataset, tc: TrainConfig,
     clipped = torch.clamp(snr, max=tc.min_snr_gamma)
     weights = clipped / (snr + 1) if noise_scheduler.config.prediction_type == "v_prediction" else clipped / snr
     return per_sample * weights
+
+
+def step_metrics(loss: float, person_loss: float, prior_loss: float | None, lr: float, grad_norm: torch.Tensor | None,
+                 seconds: float, device: torch.device) -> dict[str, float]:
+    """What a step sends to W&B: the loss, and with prior preservation its two parts (the person's photos', the class
+    images'; the class loss climbing while the person's falls is the drift prior preservation exists to stop); the
+    learning rate; the gradients' norm before clipping (spikes, or a norm pinned at train.max_grad_norm, say the
+    learning rate is too high); the step's seconds; and on a GPU the peak memory so far, as torch allocated it."""
+    metrics = {"train/loss": loss, "train/lr": lr, "train/step_seconds": seconds}
+    if prior_loss is not None:
+        metrics.update({"train/person_loss": person_loss, "train/prior_loss": prior_loss})
+    if grad_norm is not None:  # DeepSpeed clips inside its own step and returns none
+        metrics["train/grad_norm"] = float(grad_norm)
+    if device.type == "cuda":
+        metrics["train/gpu_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return metrics
 
 
 def write_progress(path: Path, step: int, max_steps: int, first_step: int, loss: float, started: float) -> None:
