@@ -144,6 +144,14 @@ def test_validation_during_training_logs_scores_and_keeps_the_best_adapter(prepa
     assert b"val/face_similarity" in logged
     assert all(key in logged for key in (b"train/loss", b"train/lr", b"train/grad_norm", b"train/step_seconds"))
     assert b"train/prior_loss" not in logged  # no class images, no class loss
+
+    # Resumed with other seeds, its likeness figures are not comparable with the history's: the history starts again
+    # (the resumed run kept the old run's best against its own, whatever its own scored)
+    train(make_config("alice", "run=val", "train.max_steps=6", "train.validation.every=2", "train.validation.seeds=[1]"))
+    report = json.loads((workspace.run_dir("val") / "validation.json").read_text())
+    assert [entry["step"] for entry in report["history"]] == [6] and report["best"]["step"] == 6
+    with safe_open(str(best / ADAPTER_FILE), framework="pt") as handle:
+        assert handle.metadata()["headshots.step"] == "6"
     assert b"val/images" not in logged, "images of the person are not logged unless wandb.log_images is on"
 
 

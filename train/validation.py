@@ -7,7 +7,7 @@ only if `wandb.log_images` is on) and writes them to `validation.json`. Likeness
 and then falls as the adapter overfits, so the adapter of the best validation is kept in
 `adapter-best/` beside the last one in `adapter/`.
 
-    outputs/<user>/<run>/validation.json              {"best": {step, face_similarity}, "history": [...]}
+    outputs/<user>/<run>/validation.json              {"best": {step, face_similarity}, "history": [...], "settings"}
     outputs/<user>/<run>/validation/step-000200-0.png  the sampled images, per step
 """
 
@@ -18,13 +18,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
-from headshots.config import Config
+from headshots.config import Config, weights_source
 from headshots.faces import FaceAnalyzer, load_references
 from headshots.logs import get_logger
 from headshots.sdxl import SDXLComponents
-from headshots.workspace import Workspace, write_json_atomic
+from headshots.workspace import Workspace, file_digest, write_json_atomic
 
 log = get_logger(__name__)
 
@@ -59,6 +60,15 @@ def best_of(history: list[ValidationResult]) -> ValidationResult | None:
     return best
 
 
+def scoring_settings(cfg: Config, references: Path) -> dict:
+    """What two validations' likeness figures are comparable under: the prompts, seeds, steps and guidance they
+    sample with (`train.validation` but how often), and the scorer (the face settings, the person's reference faces)."""
+    sampling = OmegaConf.to_container(OmegaConf.structured(cfg.train.validation))
+    del sampling["every"]
+    face = {**OmegaConf.to_container(OmegaConf.structured(cfg.face)), "weights": weights_source(cfg.face.weights)}
+    return {"sampling": sampling, "face": face, "references": file_digest(references)}
+
+
 def decoded(pipe, latents: torch.Tensor) -> Image.Image:
     """The pipeline's latents as an image, decoded in the VAE's own dtype, outside autocast: under fp16 autocast
     SDXL's VAE overflows (NaN: black validation images, no face found, so no best adapter; diffusers issue 4398),
@@ -84,16 +94,26 @@ class Validator:
             self._park_encoders()
         workspace = Workspace.from_config(cfg)
         self.history_file, self.images_dir = workspace.validation(cfg.run), workspace.validation_images(cfg.run)
-        self.references = load_references(workspace.require_reference(), cfg.face, workspace.make_command("prepare"))
+        reference = workspace.require_reference()
+        self.references = load_references(reference, cfg.face, workspace.make_command("prepare"))
+        self.settings = scoring_settings(cfg, reference)
         self.analyzer = FaceAnalyzer.for_config(cfg)
         self.history: list[ValidationResult] = []
         self.trigger = trigger
 
     def resume(self, step: int) -> None:
-        """Keep the history up to the checkpoint resumed from; later entries will be redone identically."""
-        if self.history_file.is_file():
-            saved = json.loads(self.history_file.read_text())["history"]
-            self.history = [ValidationResult(**entry) for entry in saved if entry["step"] <= step]
+        """Keep the history up to the checkpoint resumed from (later entries will be redone identically), if it was
+        scored as this run scores (`scoring_settings`): a likeness from other prompts, seeds or scorer is not
+        comparable, and a resumed run whose settings changed kept the old run's best against its own. A history
+        written before it recorded its settings is kept."""
+        if not self.history_file.is_file():
+            return
+        saved = json.loads(self.history_file.read_text())
+        if saved.get("settings", self.settings) != self.settings:
+            log.info("validation settings changed since %s was written: its history starts again at this run's first "
+                     "validation, which then replaces adapter-best/", self.history_file)
+            return
+        self.history = [ValidationResult(**entry) for entry in saved["history"] if entry["step"] <= step]
 
     @property
     def best(self) -> ValidationResult | None:
@@ -161,6 +181,7 @@ class Validator:
         payload = {
             "best": {"step": best.step, "face_similarity": best.face_similarity} if best else None,
             "history": [asdict(r) for r in self.history],
+            "settings": self.settings,
         }
         write_json_atomic(self.history_file, payload)
 
