@@ -293,9 +293,9 @@ def training_inputs(cfg: Config, workspace: Workspace) -> str:
 
 
 def shaping_settings(tc: TrainConfig) -> dict:
-    """The training settings as the digests of what shapes the weights hold them: RESUMABLE_KEYS left out, and how it
-    computes (TRAIN_COMPUTE_KEYS) at their defaults, so that checkpoints and adapters made while those were hashed
-    stay true for everyone who never changed them."""
+    """The training settings as hashed where what shapes the weights is (a checkpoint's inputs, an adapter's metadata):
+    RESUMABLE_KEYS left out, and how it computes (TRAIN_COMPUTE_KEYS) at their defaults, so that the checkpoints and
+    adapters made while those were hashed stay true for everyone who never changed them."""
     defaults = TrainConfig()
     tc = replace(tc, **{key: getattr(defaults, key) for key in TRAIN_COMPUTE_KEYS})
     return {key: value for key, value in OmegaConf.to_container(OmegaConf.structured(tc)).items() if key not in RESUMABLE_KEYS}
