@@ -156,6 +156,21 @@ def everything_done(cfg) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _no_wandb_service_handed_on() -> Iterator[None]:
+    """A run W&B starts in the test's process (offline or online) starts its service process and names it in
+    WANDB_SERVICE; the commands a later test runs inherited the variable and logged their runs through that service,
+    which writes their files with this process's umask, not the command's 077 (test_end_to_end failed when a
+    training test had run before it in the same process, as `make test`'s workers do). The service stays for this
+    process's own later runs; the commands start their own."""
+    before = os.environ.get("WANDB_SERVICE")
+    yield
+    if before is None:
+        os.environ.pop("WANDB_SERVICE", None)
+    else:
+        os.environ["WANDB_SERVICE"] = before
+
+
+@pytest.fixture(autouse=True)
 def _umask_as_it_was() -> Iterator[None]:
     """A command's `main` run in the test's process sets umask 077 (headshots.workspace.private_files); the next
     test starts from the suite's own."""
