@@ -5,10 +5,11 @@ datasets. Tests that need ../shared skip with the reason when it is absent."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -84,6 +85,16 @@ def make_config(tmp_path, tiny_model):
         return tiny_config(tmp_path, tiny_model, user, *overrides)
 
     return _make
+
+
+def outside_make(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` as a shell gives it, for a test that runs make: without what `make test` hands its commands. Its
+    command-line variables are exported (`make test ARGS=-x` sets ARGS) and named in MAKEFLAGS, and a make the test
+    runs took them as typed (test_purge's `make intake USER=-x` ran `python -m train intake ... -x`)."""
+    _, _, given = f" {environ.get('MAKEFLAGS', '')}".partition(" -- ")  # NAME=value ..., a space in a value escaped
+    names = {re.split(r"[:+?!]?=", word, maxsplit=1)[0] for word in re.split(r"(?<!\\) ", given) if "=" in word}
+    dropped = names | {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"}
+    return {name: value for name, value in environ.items() if name not in dropped}
 
 
 def copy_photos(sources: list[Path], dest: Path) -> list[Path]:

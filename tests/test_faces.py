@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from headshots.config import FaceConfig, FilterConfig, load_config
 from headshots.errors import WeightsError
 from headshots.faces import CALIBRATION, calibration_for, cosine_similarity, load_embedder, subject_score, weights_source
 from headshots.images import load_rgb
+from tests.conftest import outside_make
 
 SUBJECT = ("georgia-tech", "s01", "01.jpg")  # 640x480, one centred face
 OTHER = ("georgia-tech", "s23", "01.jpg")  # someone else, to paste in
@@ -191,7 +193,8 @@ def test_make_face_eval_measures_the_weights_it_is_given():
 
     def planned(*args: str) -> str:
         return subprocess.run(["make", "--no-print-directory", "-n", "face-eval", "CFP=/cfp", "WILD=/wild", *args],
-                              cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True).stdout
+                              cwd=Path(__file__).resolve().parents[1], env=outside_make(os.environ), capture_output=True, text=True,
+                              check=True).stdout
 
     other = planned("WEIGHTS=vggface2")
     assert "--weights vggface2 " in other and "--write-calibration vggface2" in other

@@ -14,7 +14,7 @@ from infer.manifest import IMAGES_LOCK
 from service.batch import BATCH_LOCK
 from service.jobs import JOB_LOCK
 from service.purge import main
-from tests.conftest import held_elsewhere
+from tests.conftest import held_elsewhere, outside_make
 from train.checkpoint import TRAIN_LOCK
 
 
@@ -133,7 +133,7 @@ def test_make_takes_whose_data_from_its_command_line_only(tmp_path):
 
     def make(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["make", "--no-print-directory", *args], cwd=Path(__file__).resolve().parents[1],
-                              env={**os.environ, "USER": "dana"}, capture_output=True, text=True, check=False)
+                              env={**outside_make(os.environ), "USER": "dana"}, capture_output=True, text=True, check=False)
 
     refused = make("check-user")  # what purge, train and the rest run first
     assert refused.returncode == 2 and "say whose photos on the command line" in refused.stdout, refused
@@ -145,7 +145,7 @@ def test_make_takes_whose_data_from_its_command_line_only(tmp_path):
     assert "--include-selfies" in make("-n", "purge", "USER=erin", "ALL=1").stdout
     assert "--include-selfies" not in make("-n", "purge", "USER=erin", "ALL=0").stdout
     in_shell = subprocess.run(["make", "--no-print-directory", "-n", "purge", "USER=erin"], cwd=Path(__file__).resolve().parents[1],
-                              env={**os.environ, "ALL": "1"}, capture_output=True, text=True, check=False)
+                              env={**outside_make(os.environ), "ALL": "1"}, capture_output=True, text=True, check=False)
     assert "-m service.purge --user='erin'" in in_shell.stdout and "--include-selfies" not in in_shell.stdout
     unclear = make("purge", "USER=erin-nobody", "ALL=no")
     assert unclear.returncode == 2 and "not ALL=no" in unclear.stdout and "service.purge" not in unclear.stdout
