@@ -867,7 +867,7 @@ def test_a_job_that_cannot_start_fails_and_the_next_one_runs(tmp_path):
     assert first.error.startswith("The train job could not start") and "press the button again" in first.hint
 
 
-def test_the_downloads_of_an_app_that_was_killed_are_removed_by_the_next(tmp_path):
+def test_the_downloads_of_an_app_that_was_killed_are_removed_by_the_next(tmp_path, monkeypatch):
     """A killed app leaves its download folder and Gradio's cached copies (served to anyone with the link) behind,
     past the person's "Delete my data" in the next app. The next app removes them; a running app's stay (it holds
     the lock in its folder, as here)."""
@@ -879,6 +879,10 @@ def test_the_downloads_of_an_app_that_was_killed_are_removed_by_the_next(tmp_pat
 
     from service.app import DOWNLOADS_PREFIX, IN_USE, forget_abandoned_downloads
 
+    # A system temporary folder of this test's own: in the shared one, an app started meanwhile by another test process
+    # (make test runs several) removed the "killed" app's folder first, or the running one's before it held its lock.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system-tmp"))
+    (tmp_path / "system-tmp").mkdir()
     dead, alive = (Path(tempfile.mkdtemp(prefix=DOWNLOADS_PREFIX)) for _ in range(2))
     running = FileLock(alive / IN_USE, timeout=0)
     running.acquire()
