@@ -94,9 +94,14 @@ demo: tiny-model
 	$(BIN)/python -m infer all --user demo --profile tiny intake.min_photos=3 infer.styles=[linkedin,executive,actor] $(ARGS)
 	@echo "demo done: open outputs/demo/default/samples/gallery.html"
 
+# The default suite in pytest-xdist workers, one per core (auto: at most 6; each builds its own tiny model, holds up to
+# ~2.5 GiB, and past 6 the longest file, the browser test, sets the time); a file's tests stay in one worker (their
+# module fixtures, a Ray batch or a web app, are built once). TEST_WORKERS=0 runs it in this process (--pdb does too).
+TEST_WORKERS ?= auto
 test:
-	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) $(if $(filter auto,$(TEST_WORKERS)),--maxprocesses 6) --dist loadfile $(ARGS)
 
+# In this process: the full-size SDXL test alone takes ~21 GiB of RAM.
 test-all:
 	$(BIN)/python -m pytest $(ARGS)
 

@@ -26,6 +26,24 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def _share_the_cores() -> None:
+    """`make test` runs the suite in pytest-xdist workers, one per core: each worker's torch (and the commands a test
+    starts, which inherit the setting) takes its share of the cores instead of a thread per core each, where the
+    workers' threads would take turns on the same cores. Set here, before torch is imported; an OMP_NUM_THREADS
+    of your own is kept. Run serially (-n 0, -p no:xdist), torch keeps its default."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers < 2 or "OMP_NUM_THREADS" in os.environ:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cores // workers)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:  # imported already (by a plugin): it read the variable then
+        sys.modules["torch"].set_num_threads(threads)
+
+
+_share_the_cores()
+
+
 def need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not found: these tests need the ../shared test assets (see README)")
