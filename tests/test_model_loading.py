@@ -35,7 +35,7 @@ def refused(load):
 
 load_components(model("test/tiny-parts"))  # what training loads: the parts one by one, never the pipeline's index
 load_pipeline(model("test/tiny-sdxl"), torch.device("cpu"))  # what generation loads
-load_components(model("models0/tiny-sdxl"))  # a folder, named relatively (it looks like a hub id: owner/name)
+load_components(model(os.environ["RELATIVE_MODEL"]))  # a folder, named relatively (it looks like a hub id: owner/name)
 try:  # the stand-in writes down where the loads of the downloaded model end
     urllib.request.urlopen(os.environ["HF_ENDPOINT"] + "/end-of-the-downloaded-model")
 except OSError:
@@ -94,8 +94,8 @@ def test_a_downloaded_hub_model_loads_without_asking_the_hub(tmp_path, tiny_mode
         closed.bind(("127.0.0.1", 0))
         nowhere = f"http://127.0.0.1:{closed.getsockname()[1]}"
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_ENDPOINT": f"http://127.0.0.1:{hub.server_port}", "HF_HUB_OFFLINE": "0",
-           "PYTHONPATH": str(REPO), "CLOSED_ENDPOINT": nowhere}
-    assert tiny_model.parent.name == "models0"  # run beside it, so that its folder is named relatively
+           "PYTHONPATH": str(REPO), "CLOSED_ENDPOINT": nowhere,
+           "RELATIVE_MODEL": f"{tiny_model.parent.name}/{tiny_model.name}"}  # run beside its folder (models0, or models1 ...)
     try:
         result = subprocess.run([sys.executable, "-c", LOADS], check=False, cwd=tiny_model.parent.parent, env=env,
                                 capture_output=True, text=True, timeout=300)
