@@ -99,6 +99,7 @@ demo: tiny-model
 # module fixtures, a Ray batch or a web app, are built once). TEST_WORKERS=0 runs it in this process (--pdb does too).
 TEST_WORKERS ?= auto
 test:
+	@$(BIN)/python -c "import xdist" 2>/dev/null || { echo "error: pytest-xdist is not installed (make test runs in its workers): make setup installs requirements.lock"; exit 2; }
 	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) $(if $(filter auto,$(TEST_WORKERS)),--maxprocesses 6) --dist loadfile $(ARGS)
 
 # In this process: the full-size SDXL test alone takes ~21 GiB of RAM.
