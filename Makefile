@@ -96,7 +96,7 @@ demo: tiny-model
 
 # The default suite, in this process. TEST_WORKERS=auto runs it in pytest-xdist workers, one per core (at most 6; each
 # builds its own tiny model and holds up to ~2.5 GiB); a file's tests stay in one worker (their module fixtures, a Ray
-# batch or a web app, are built once). Not the default: on 2 cores it measured no faster in a fresh-clone run (933 s
+# batch or a web app, are built once). Not the default: on 2 shared cores it measured no faster in a fresh-clone run (933 s
 # against 931 s in one process), and the browser test's 5-second waits failed once under its load.
 TEST_WORKERS ?= 0
 test:
