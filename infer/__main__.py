@@ -60,6 +60,8 @@ def _recover(cfg: Config) -> None:
             print(f"{label}: {', '.join(names)}")
     if result.broken:
         print(f"the unreadable manifest is kept as {result.broken}")
+    if result.remembered:
+        print(f"not on disk, their names never given again: {', '.join(result.remembered)}")
     if result.images:
         _score(cfg)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -153,12 +154,24 @@ def forget_missing(samples_dir: Path, manifest: dict) -> list[str]:
     return sorted(missing)
 
 
+_IMAGE_NAME = re.compile(r'"([\w.+-]+\.png)"')
+
+
+def names_mentioned(broken: Path) -> set[str]:
+    """The image names an unreadable manifest's text still gives (a hand edit's stray comma leaves every one of them
+    readable as text): its deleted images' among them, which must stay taken (`names_taken`), or generating again would
+    number into them and draw the very images the person threw away. Detailed versions' names are not image names."""
+    text = broken.read_text(encoding="utf-8", errors="replace")
+    return {name for name in _IMAGE_NAME.findall(text) if not name.endswith(".detail.png") and "/" not in name}
+
+
 @dataclass
 class Recovery:
     adopted: list[str] = field(default_factory=list)  # images on disk the manifest did not name, now in it
     missing: list[str] = field(default_factory=list)  # entries whose image is gone, now out of it
     foreign: list[str] = field(default_factory=list)  # PNGs without an entry of their own: left alone
     broken: Path | None = None  # the unreadable manifest, kept under this name
+    remembered: list[str] = field(default_factory=list)  # names it gave, images not on disk: never given again
     images: int = 0  # in the manifest now
 
 
@@ -178,12 +191,13 @@ def recover(cfg: Config) -> Recovery:
     except HeadshotsError:
         result.broken = samples_dir / f"manifest.broken-{time.strftime('%Y%m%d-%H%M%S')}.json"
         (samples_dir / MANIFEST).rename(result.broken)
+        result.remembered = sorted(name for name in names_mentioned(result.broken) if not (samples_dir / name).exists())
         manifest = None
     manifest = manifest or {"user": cfg.user, "run": cfg.run, "base_model": cfg.model.pretrained,
                             "resolution": cfg.model.resolution, "images": []}
     present = [e for e in manifest["images"] if (samples_dir / str(e.get("file"))).is_file()]
     result.missing = [str(e.get("file")) for e in manifest["images"] if e not in present]
-    manifest[DISCARDED] = sorted({*manifest.get(DISCARDED, []), *result.missing})
+    manifest[DISCARDED] = sorted({*manifest.get(DISCARDED, []), *result.missing, *result.remembered})
     named = {e["file"] for e in present}
     for png in sorted(samples_dir.glob("*.png"), key=lambda p: (p.stat().st_mtime_ns, p.name)):
         if png.name in named or png.name.endswith(".detail.png"):

@@ -187,6 +187,28 @@ def test_an_image_that_was_not_generated_is_refused_with_the_choices(generated, 
     assert [e["file"] for e in recovered["images"]] == ["linkedin-00.png"] and recovered["discarded"] == ["linkedin-01.png"]
 
 
+def test_a_hand_broken_manifest_keeps_the_names_of_deleted_images_taken(generated, analyzer, capsys):
+    """A manifest broken by a hand edit (a stray comma) is rebuilt from the images on disk, which do not say which
+    images were deleted: the names its text still gives stay taken, so generating again does not redraw them."""
+    from headshots.cli import build_parser, run
+    from infer.__main__ import COMMANDS, HELP
+    from infer.discard import discard
+    from infer.generate import next_numbers
+    from infer.manifest import names_taken
+
+    cfg, samples = generated
+    discard(replace(cfg, infer=replace(cfg.infer, discard_files=["linkedin-01.png"])), analyzer)  # the last one
+    text = (samples / "manifest.json").read_text()
+    (samples / "manifest.json").write_text(text.replace('"discarded": [', '"discarded": [,'))
+    argv = ["recover", "--user", "alice", "--profile", "tiny", f"paths.data_root={cfg.paths.data_root}",
+            f"paths.outputs_root={cfg.paths.outputs_root}", f"model.pretrained={cfg.model.pretrained}"]
+    assert run(build_parser("python -m infer", "", HELP), COMMANDS, argv) == 0
+    assert "not on disk, their names never given again: linkedin-01.png" in capsys.readouterr().out
+    recovered = json.loads((samples / "manifest.json").read_text())
+    assert [e["file"] for e in recovered["images"]] == ["linkedin-00.png"] and recovered["discarded"] == ["linkedin-01.png"]
+    assert next_numbers("linkedin", names_taken(recovered), samples, 1) == range(2, 3)
+
+
 def test_discarded_images_leave_the_review_for_good_and_a_wrong_name_deletes_nothing(generated, analyzer, capsys):
     from headshots.cli import build_parser, run
     from infer.__main__ import COMMANDS, HELP
