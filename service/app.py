@@ -26,6 +26,7 @@ import ipaddress
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import sys
@@ -75,7 +76,7 @@ SIGNED_OUT = {"name": None}
 SIGNED_OUT_TEXT = ("photos", "notes", "review", "yours", "crops", "status")
 SIGNED_OUT_PICKERS = ("remove_pick", "favourites", "more_pick", "discard_pick")
 DOWNLOADS_PREFIX = "headshots-downloads-"  # an app's download folder, in the system's temporary folder
-IN_USE = ".in-use"  # a lock in it, held while its app runs
+IN_USE = ".in-use"  # beside it, <folder>.in-use: a lock held while its app runs (`held_downloads_root`)
 SERVED = ".served"  # in it: Gradio's cache folder of each download the app served, a line each (forget_downloads)
 ZIP_NAME = "headshots.zip"  # in a person's download folder (HeadshotsApp.download_folder): every crop of the last export
 # More like this: how much of the picked image is re-drawn (infer.more.strength)
@@ -625,10 +626,8 @@ class HeadshotsApp:
         which serves it to whoever was given its link only; adding the outputs to `allowed_paths` instead would
         serve everyone's files to anyone who asks for a path. With a password file, a link is served only to the
         account it was made for (`OwnDownloadsOnly`)."""
-        if self.downloads_root is None:  # private (0700); held while this app runs (forget_abandoned_downloads)
-            self.downloads_root = Path(tempfile.mkdtemp(prefix=DOWNLOADS_PREFIX))
-            self.downloads_lock = FileLock(self.downloads_root / IN_USE, timeout=0)
-            self.downloads_lock.acquire()
+        if self.downloads_root is None:
+            self.downloads_root, self.downloads_lock = held_downloads_root()
         return self.downloads_root / user
 
     # -- session -----------------------------------------------------------------------------------
@@ -915,6 +914,7 @@ class HeadshotsApp:
         if self.downloads_root is not None:
             forget_downloads(self.downloads_root)
             self.downloads_lock.release()
+            in_use(self.downloads_root).unlink(missing_ok=True)
             self.downloads_root = None
 
 
@@ -975,22 +975,43 @@ def forget_downloads(root: Path) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
+def in_use(root: Path) -> Path:
+    """The lock file beside a download folder, held while its app runs."""
+    return root.with_name(root.name + IN_USE)
+
+
+def held_downloads_root() -> tuple[Path, FileLock]:
+    """A new private (0700) download folder in the system's temporary folder, and the lock that says its app runs.
+    The lock is taken first and the folder made after, so an app starting meanwhile (`forget_abandoned_downloads`)
+    never finds this folder without its lock held: with the lock inside the folder, taken once the folder was made,
+    a starting app could take a new folder for abandoned in between and remove it."""
+    root = Path(tempfile.gettempdir()) / f"{DOWNLOADS_PREFIX}{secrets.token_hex(8)}"
+    lock = FileLock(in_use(root), timeout=0, mode=0o600)
+    lock.acquire()
+    root.mkdir(mode=0o700)
+    return root, lock
+
+
 def forget_abandoned_downloads() -> list[Path]:
     """The download folders of apps that stopped without closing (killed, or the machine went down), with Gradio's
     copies of them: otherwise a person's headshots outlive "Delete my data" there, served to anyone with the link.
-    Run when an app starts. A running app holds a lock in its folder, which the operating system lets go of when it
-    dies: a folder whose lock can be taken is abandoned (a pid would not tell, from another container sharing /tmp).
-    Returns the folders removed."""
+    Run when an app starts. A running app holds the lock beside its folder, which the operating system lets go of
+    when it dies: a folder whose lock can be taken is abandoned (a pid would not tell, from another container sharing
+    /tmp); so is a lock left without its folder. Returns the folders removed."""
     removed = []
-    for root in Path(tempfile.gettempdir()).glob(f"{DOWNLOADS_PREFIX}*"):
-        lock = FileLock(root / IN_USE, timeout=0)
+    tmp = Path(tempfile.gettempdir())
+    names = {path.name.removesuffix(IN_USE) for path in tmp.glob(f"{DOWNLOADS_PREFIX}*")}  # folders and locks
+    for root in (tmp / name for name in sorted(names)):
+        lock = FileLock(in_use(root), timeout=0, mode=0o600)
         try:
             lock.acquire()
         except (Timeout, OSError):  # held: its app runs (or not ours to touch)
             continue
+        if root.is_dir():
+            forget_downloads(root)
+            removed.append(root)
         lock.release()
-        forget_downloads(root)
-        removed.append(root)
+        in_use(root).unlink(missing_ok=True)
     return removed
 
 

@@ -870,22 +870,23 @@ def test_a_job_that_cannot_start_fails_and_the_next_one_runs(tmp_path):
 def test_the_downloads_of_an_app_that_was_killed_are_removed_by_the_next(tmp_path, monkeypatch):
     """A killed app leaves its download folder and Gradio's cached copies (served to anyone with the link) behind,
     past the person's "Delete my data" in the next app. The next app removes them; a running app's stay (it holds
-    the lock in its folder, as here)."""
+    the lock beside its folder, as here)."""
     import tempfile
 
-    from filelock import FileLock
     from gradio.processing_utils import hash_file
     from gradio.utils import get_upload_folder
 
-    from service.app import DOWNLOADS_PREFIX, IN_USE, forget_abandoned_downloads
+    from service.app import DOWNLOADS_PREFIX, forget_abandoned_downloads, held_downloads_root, in_use
 
     # A system temporary folder of this test's own: in the shared one, an app started meanwhile by another test process
-    # (make test runs several) removed the "killed" app's folder first, or the running one's before it held its lock.
+    # (make test runs several) would remove the "killed" app's folder first.
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system-tmp"))
     (tmp_path / "system-tmp").mkdir()
-    dead, alive = (Path(tempfile.mkdtemp(prefix=DOWNLOADS_PREFIX)) for _ in range(2))
-    running = FileLock(alive / IN_USE, timeout=0)
-    running.acquire()
+    alive, running = held_downloads_root()
+    dead, dead_lock = held_downloads_root()
+    dead_lock.release()  # as the operating system does when its app dies
+    lost = in_use(Path(tempfile.gettempdir()) / f"{DOWNLOADS_PREFIX}0123")  # an app killed before it made its folder
+    lost.touch()
     copies = []
     for root in (dead, alive):
         (root / "alice").mkdir()
@@ -898,13 +899,42 @@ def test_the_downloads_of_an_app_that_was_killed_are_removed_by_the_next(tmp_pat
             with (root / SERVED).open("a") as listing:
                 listing.write(f"{copies[-1].name}\n")
     try:
-        assert dead in forget_abandoned_downloads()
+        assert forget_abandoned_downloads() == [dead]
         assert not dead.exists() and not any(copy.exists() for copy in copies[:2])
-        assert alive.is_dir() and all(copy.is_dir() for copy in copies[2:])
+        assert not in_use(dead).exists() and not lost.exists()
+        assert alive.is_dir() and all(copy.is_dir() for copy in copies[2:]) and in_use(alive).exists()
     finally:
         running.release()
         for path in (alive, *copies):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def test_an_app_starting_while_another_makes_its_download_folder_leaves_it_be(tmp_path, monkeypatch):
+    """Two apps on one machine: the second starts (and removes abandoned download folders) at the moment the first
+    makes its own. The first app's folder must survive, or its person's downloads fail."""
+    import tempfile
+
+    import service.app as app_module
+    from service.app import forget_abandoned_downloads, held_downloads_root
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system-tmp"))
+    (tmp_path / "system-tmp").mkdir()
+    removed_meanwhile = []
+
+    class AnotherAppStartsMeanwhile(app_module.FileLock):
+        def acquire(self, *args, **kwargs):  # first the other app's sweep, then this lock
+            if not removed_meanwhile:
+                removed_meanwhile.append(None)
+                removed_meanwhile.extend(forget_abandoned_downloads())
+            return super().acquire(*args, **kwargs)
+
+    monkeypatch.setattr(app_module, "FileLock", AnotherAppStartsMeanwhile)
+    root, lock = held_downloads_root()
+    try:
+        assert removed_meanwhile == [None] and root.is_dir()
+        assert forget_abandoned_downloads() == [] and root.is_dir()  # ... and while it runs
+    finally:
+        lock.release()
 
 
 def test_sigterm_closes_the_app_as_ctrl_c_does(tmp_path, face_weights):
