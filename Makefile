@@ -94,11 +94,10 @@ demo: tiny-model
 	$(BIN)/python -m infer all --user demo --profile tiny intake.min_photos=3 infer.styles=[linkedin,executive,actor] $(ARGS)
 	@echo "demo done: open outputs/demo/default/samples/gallery.html"
 
-# The default suite, in this process. TEST_WORKERS=auto runs it in pytest-xdist workers, one per core (at most 6; each
-# builds its own tiny model and holds up to ~2.5 GiB); a file's tests stay in one worker (their module fixtures, a Ray
-# batch or a web app, are built once). Not the default: on 2 shared cores it measured no faster in a fresh-clone run (933 s
-# against 931 s in one process), and the browser test's 5-second waits failed once under its load.
-TEST_WORKERS ?= 0
+# The default suite, in pytest-xdist workers, one per core (at most 6; each builds its own tiny model and holds up to
+# ~2.5 GiB); a file's tests stay in one worker (their module fixtures, a Ray batch or a web app, are built once).
+# On 2 idle cores 702-751 s against 1060 s in one process (2026-12-07). TEST_WORKERS=0: in this process.
+TEST_WORKERS ?= auto
 test:
 	@$(BIN)/python -c "import xdist" 2>/dev/null || { echo "error: pytest-xdist is not installed (make test runs through it): make setup installs requirements.lock"; exit 2; }
 	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) $(if $(filter auto,$(TEST_WORKERS)),--maxprocesses 6) --dist loadfile $(ARGS)

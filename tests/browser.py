@@ -11,8 +11,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 CHROMIUM = Path(os.environ.get("HEADSHOTS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium")
+# How long an `expect` waits for the page: 15 s, not Playwright's 5. On 2 cores shared by test workers (make test) a
+# Gradio event's answer once took longer than 5 s to move the focus; a wait ends as soon as the page is right.
+expect.set_options(timeout=15_000)
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 
