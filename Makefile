@@ -21,7 +21,7 @@ endif
 TINY_MODEL := models/tiny-sdxl
 # Values given on make's command line are taken as typed: make would expand a `$` in them, so `USER='jo$hn'` worked
 # on jo's data and `$(shell ...)` ran. (ARGS is left to the shell, which splits it into words.)
-GIVEN := $(foreach v,USER RUN PROFILE STYLES N IMAGE IMAGES USERS ADDRESS ALL,$(if $(filter command line,$(origin $(v))),$(v)))
+GIVEN := $(foreach v,USER RUN PROFILE STYLES N IMAGE IMAGES USERS ADDRESS ALL PORT,$(if $(filter command line,$(origin $(v))),$(v)))
 $(foreach v,$(GIVEN),$(eval override $(v) := $$(value $(v))))
 # Whose photos: USER given on make's command line (make train USER=alice), never the shell's own USER (your login
 # name), so a forgotten USER= cannot train on, or purge, someone's data by accident. Quoted for the shell as given:
@@ -45,7 +45,7 @@ help:
 	@echo "make discard USER=name IMAGES=a.png,b.png              make export USER=name [IMAGES=a.png]"
 	@echo "make recover USER=name [RUN=name] (a broken or lost samples/manifest.json)"
 	@echo "make purge USER=name [ALL=1: their photos too]            make batch USERS=a,b [ADDRESS=auto]"
-	@echo "make app [PROFILE=tiny] [ARGS='--port 8000']             make face-eval CFP=... WILD=... [WEIGHTS=...] [NAME=...]"
+	@echo "make app [PROFILE=tiny] [PORT=8000]                      make face-eval CFP=... WILD=... [WEIGHTS=...] [NAME=...]"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -141,9 +141,10 @@ batch: $(if $(filter tiny,$(PROFILE)),tiny-model)
 	@test -n $(call shell_quote,$(USERS)) || { echo "error: say whose photos, e.g. make batch USERS=alice,bob"; exit 2; }
 	$(BIN)/python -m service.batch --users=$(call shell_quote,$(USERS)) --profile $(call shell_quote,$(PROFILE))$(if $(ADDRESS), --address=$(call shell_quote,$(ADDRESS))) $(ARGS)
 
-# The web app on 127.0.0.1:7860 (prints the URL); ARGS e.g. --port 8000, train.max_steps=500.
+# The web app on 127.0.0.1:7860, or PORT (prints the URL); ARGS e.g. train.max_steps=500, --password-file F --host H.
+PORT ?=
 app: $(if $(filter tiny,$(PROFILE)),tiny-model)
-	$(BIN)/python -m service.app --profile $(call shell_quote,$(PROFILE)) $(ARGS)
+	$(BIN)/python -m service.app --profile $(call shell_quote,$(PROFILE))$(if $(PORT), --port=$(call shell_quote,$(PORT))) $(ARGS)
 
 # Delete generated images for good (files in outputs/<user>/<run>/samples/, comma-separated), then score the rest.
 IMAGES ?=

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import errno
 import functools
 import hmac
 import ipaddress
@@ -29,6 +30,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import unicodedata
@@ -1055,10 +1057,35 @@ def image_pixels(path: Path) -> int | None:
         raise ImageError(f"{path.name}: not a readable image ({exc}).", "Upload a JPEG, PNG, WebP or HEIC photo.") from exc
 
 
+def port_number(text: str) -> int:
+    """--port's type: a bad port is argparse's error naming the option, not the server's traceback at the end."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: a number from 1 to 65535")
+    return int(text)
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Bind (host, port) as the server will (with SO_REUSEADDR, as Gradio and uvicorn do), before the face models load:
+    a second `make app` on 7860 ended in Gradio's traceback. Raises ConfigError saying what to do."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"Port {port} on {host} is taken: another program listens there, perhaps a headshots app "
+                              f"started before (http://{host}:{port}/).", f"Stop it, or start this one on another port: "
+                              f"make app PORT={port + 1} (python -m service.app --port {port + 1}).") from exc
+        raise ConfigError(f"Cannot listen on {host}, port {port}: {exc.strerror or exc}.",
+                          "Give --host an address of this machine (127.0.0.1: this machine only) and a port from 1024 "
+                          "to 65535.") from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service.app", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    parser.add_argument("--port", type=int, default=7860, help="(default: 7860)")
+    parser.add_argument("--port", type=port_number, default=7860, help="(default: 7860)")
     parser.add_argument("--password-file", type=Path, default=None,
                         help="one `name:password` per line; required when --host is not a loopback address")
     add_config_args(parser, overrides_help="config overrides for every person, e.g. train.max_steps=500")
@@ -1068,6 +1095,7 @@ def main(argv: list[str] | None = None) -> int:
         if accounts is None and not is_loopback(args.host):
             raise ConfigError(f"Listening on {args.host} would let other machines reach everyone's photos without a password.",
                               "Add --password-file FILE (one `name:password` line per person), or leave --host at 127.0.0.1.")
+        check_can_listen(args.host, args.port)
         app = HeadshotsApp(Settings(args.profile, args.config, args.overrides), accounts=accounts)
     except HeadshotsError as exc:
         return print_error(exc, args.verbose)

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from headshots.workspace import ADAPTER_WEIGHTS
 from service.app import SERVED, main, read_password_file, safe_file_name
 from service.jobs import DONE, QUEUED, RUNNING, STOPPED, Job, JobQueue
 from tests.app_server import serve
-from tests.conftest import REPO, copy_photos, everything_done
+from tests.conftest import REPO, copy_photos, everything_done, outside_make
 
 FAVOURITE_TICKED = "data-tick='hs-favourites' data-file='([^']+)'[^>]*aria-pressed='true'"  # a card's pressed Favourite
 PAGE = ("who", "sign_in_note", "notes", "photos", "remove_pick", "status", "timer", "review", "favourites", "files", "more_pick")
@@ -374,6 +375,25 @@ def test_refuses_to_listen_beyond_loopback_without_a_password(capsys, tmp_path):
     assert safe_file_name("Ju\u0308rgen 😀.jpg") == "Jürgen__.jpg" and safe_file_name("gpj.\u202eexe") == "gpj._exe"
     long = safe_file_name("写" * 120 + ".jpg")  # 364 bytes: over a file name's 255
     assert long.endswith("写.jpg") and len(long.encode()) <= 150
+
+
+def test_a_taken_or_impossible_port_is_named_with_what_to_do(capsys):
+    """A second `make app` on 7860 ended in Gradio's traceback, after the face models had loaded; a port past 65535
+    in the server's OverflowError."""
+    with socket.socket() as other:  # another program listening on the port
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        assert main(["--port", str(port), "--profile", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: Port {port} on 127.0.0.1 is taken" in err and f"make app PORT={port + 1}" in err and "Traceback" not in err
+    for port in ("99999", "0", "http"):
+        with pytest.raises(SystemExit) as refused:
+            main(["--port", port, "--profile", "tiny"])
+        assert refused.value.code == 2 and "argument --port: invalid port" in capsys.readouterr().err
+    made = subprocess.run(["make", "--no-print-directory", "-n", "app", "PORT=8000"], check=True, cwd=REPO, capture_output=True,
+                          text=True, env=outside_make(os.environ))
+    assert "-m service.app --profile 'sdxl' --port='8000'" in made.stdout  # as make app PORT=... runs it
 
 
 def wait_until(condition: Callable[[], bool], seconds: float) -> None:
