@@ -86,6 +86,9 @@ def exports_alone(cfg: Config) -> Iterator[None]:
 
 
 def export(cfg: Config, analyzer: FaceAnalyzer | None = None) -> Path:
+    workspace = Workspace.from_config(cfg)
+    if not workspace.samples_dir(cfg.run).is_dir():  # refused before the lock, which would make the folders of a typo
+        raise no_images(workspace, workspace.samples_dir(cfg.run), "to export")
     with exports_alone(cfg):
         return _export(cfg, analyzer)
 

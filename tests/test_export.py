@@ -130,6 +130,8 @@ def test_a_kept_image_deleted_by_hand_is_left_out_not_blamed_on_names_never_give
 
 def test_export_with_no_images_says_to_generate_first(make_config, analyzer):
     """Nothing generated, or every image deleted since: not "score the images first", which would score nothing."""
+    cfg = make_config("alice")
     with pytest.raises(HeadshotsError, match="No generated images in .* to export") as refused:
-        export(make_config("alice"), analyzer)
+        export(cfg, analyzer)
     assert refused.value.hint.startswith("Generate some first: make infer USER=alice")
+    assert not Workspace.from_config(cfg).user_outputs.exists()  # a mistyped name leaves no folders of its own
