@@ -99,13 +99,36 @@ def first_batch(people):
     return result, pid
 
 
-def test_an_embedded_ray_publishes_no_metrics(people):
+def test_an_embedded_ray_publishes_no_metrics_and_sends_no_usage_report(people):
     """Its metrics agent served every task's name (then the person's) on every interface, without a login (privacy
-    walk: curl of the agent's /metrics during a batch). The module's Ray is started as a batch starts it."""
+    walk: curl of the agent's /metrics during a batch). The module's Ray is started as a batch starts it. A Ray
+    cluster's dashboard also reports usage to Anyscale a minute after it starts, unless turned off; `ray.init` turns
+    it off for a cluster of its own (in release wheels: a Ray upgrade could change that)."""
     import ray
 
     assert ray.is_initialized()
     assert ray._private.worker._global_node.metrics_export_port in (None, -1)
+    log = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "dashboard.log"
+    deadline = time.time() + 60
+    while "Usage reporting is" not in (said := log.read_text() if log.is_file() else ""):
+        assert time.time() < deadline, f"the dashboard never said whether it reports usage: {log}"
+        time.sleep(0.5)
+    assert "Usage reporting is disabled." in said
+
+
+def test_the_kuberay_manifest_turns_off_usage_reports_and_asks_every_pod_for_the_token():
+    """A cluster started by `ray start` (each KubeRay pod) reports usage to Anyscale from its head every hour unless
+    RAY_USAGE_STATS_ENABLED=0, and anyone reaching it runs code without a token: the shipped manifest sets both."""
+    import yaml
+
+    manifest = Path(__file__).resolve().parents[1] / "configs" / "ray" / "kuberay-cluster.yaml"
+    (cluster,) = [doc for doc in yaml.safe_load_all(manifest.read_text()) if doc["kind"] == "RayCluster"]
+    groups = [cluster["spec"]["headGroupSpec"], *cluster["spec"]["workerGroupSpecs"]]
+    containers = [container for group in groups for container in group["template"]["spec"]["containers"]]
+    assert len(containers) == 2
+    for container in containers:
+        env = {variable["name"]: variable.get("value") for variable in container["env"]}
+        assert env["RAY_USAGE_STATS_ENABLED"] == "0" and env["RAY_AUTH_MODE"] == "token", container["name"]
 
 
 def person(status: dict, user: str) -> dict:
