@@ -107,9 +107,19 @@ def is_loopback(host: str) -> bool:
     if host in LOOPBACK_NAMES:
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def listen_address(host: str) -> str:
+    """--host as Gradio takes it: an IPv6 address in brackets, which it binds without them and builds its URLs with
+    (a bare ::1 ended in httpx's "Invalid port" traceback once the models had loaded)."""
+    bare = host.strip("[]")
+    try:
+        return f"[{bare}]" if ipaddress.ip_address(bare).version == 6 else host
+    except ValueError:
+        return host  # a name, e.g. localhost
 
 
 def read_password_file(path: Path) -> dict[str, str]:
@@ -1090,6 +1100,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="one `name:password` per line; required when --host is not a loopback address")
     add_config_args(parser, overrides_help="config overrides for every person, e.g. train.max_steps=500")
     args = parse(parser, argv)
+    args.host = listen_address(args.host)
     try:
         accounts = read_password_file(args.password_file) if args.password_file else None
         if accounts is None and not is_loopback(args.host):

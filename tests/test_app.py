@@ -27,7 +27,7 @@ from PIL import Image
 from headshots.config import load_config
 from headshots.errors import ConfigError, HeadshotsError
 from headshots.workspace import ADAPTER_WEIGHTS
-from service.app import SERVED, main, read_password_file, safe_file_name
+from service.app import SERVED, is_loopback, listen_address, main, read_password_file, safe_file_name
 from service.jobs import DONE, QUEUED, RUNNING, STOPPED, Job, JobQueue
 from tests.app_server import serve
 from tests.conftest import REPO, copy_photos, everything_done, outside_make
@@ -358,6 +358,10 @@ def test_refuses_to_listen_beyond_loopback_without_a_password(capsys, tmp_path):
     assert main(["--host", "0.0.0.0", "--profile", "tiny"]) == 2
     err = capsys.readouterr().err
     assert "error: Listening on 0.0.0.0" in err and "--password-file" in err
+    # IPv6 loopback, with or without brackets, is loopback; Gradio is given it in brackets (it builds URLs from it)
+    assert is_loopback("::1") and is_loopback("[::1]") and not is_loopback("[::]") and not is_loopback("::")
+    assert listen_address("::1") == listen_address("[::1]") == "[::1]"
+    assert listen_address("127.0.0.1") == "127.0.0.1" and listen_address("localhost") == "localhost"
     bad = tmp_path / "passwords"
     bad.write_text("alice:one\n../bob:two\n")
     with pytest.raises(ConfigError, match="not allowed"):
