@@ -115,6 +115,12 @@ def outside_make(environ: Mapping[str, str]) -> dict[str, str]:
     return {name: value for name, value in environ.items() if name not in dropped}
 
 
+def run_make(*args: str, env: Mapping[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """`make <args>` in the checkout as a shell runs it (`outside_make`), with `env` added; its output captured."""
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=REPO, env={**outside_make(os.environ), **(env or {})},
+                          capture_output=True, text=True, check=check)
+
+
 def copy_photos(sources: list[Path], dest: Path) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     return [Path(shutil.copy(s, dest / s.name)) for s in sources]

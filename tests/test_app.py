@@ -30,7 +30,7 @@ from headshots.workspace import ADAPTER_WEIGHTS
 from service.app import SERVED, is_loopback, listen_address, main, read_password_file, safe_file_name
 from service.jobs import DONE, QUEUED, RUNNING, STOPPED, Job, JobQueue
 from tests.app_server import serve
-from tests.conftest import REPO, copy_photos, everything_done, outside_make
+from tests.conftest import REPO, copy_photos, everything_done, run_make
 
 FAVOURITE_TICKED = "data-tick='hs-favourites' data-file='([^']+)'[^>]*aria-pressed='true'"  # a card's pressed Favourite
 PAGE = ("who", "sign_in_note", "notes", "photos", "remove_pick", "status", "timer", "review", "favourites", "files", "more_pick")
@@ -395,9 +395,7 @@ def test_a_taken_or_impossible_port_is_named_with_what_to_do(capsys):
         with pytest.raises(SystemExit) as refused:
             main(["--port", port, "--profile", "tiny"])
         assert refused.value.code == 2 and "argument --port: invalid port" in capsys.readouterr().err
-    made = subprocess.run(["make", "--no-print-directory", "-n", "app", "PORT=8000"], check=True, cwd=REPO, capture_output=True,
-                          text=True, env=outside_make(os.environ))
-    assert "-m service.app --profile 'sdxl' --port='8000'" in made.stdout  # as make app PORT=... runs it
+    assert "-m service.app --profile 'sdxl' --port='8000'" in run_make("-n", "app", "PORT=8000").stdout  # as make app PORT=... runs it
 
 
 def wait_until(condition: Callable[[], bool], seconds: float) -> None:

@@ -2,9 +2,7 @@
 
 import itertools
 import json
-import os
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +13,7 @@ from headshots.config import FaceConfig, FilterConfig, load_config
 from headshots.errors import WeightsError
 from headshots.faces import CALIBRATION, calibration_for, cosine_similarity, load_embedder, subject_score, weights_source
 from headshots.images import load_rgb
-from tests.conftest import outside_make
+from tests.conftest import run_make
 
 SUBJECT = ("georgia-tech", "s01", "01.jpg")  # 640x480, one centred face
 OTHER = ("georgia-tech", "s23", "01.jpg")  # someone else, to paste in
@@ -189,12 +187,9 @@ def test_an_image_too_small_to_hold_a_face_has_none_instead_of_failing_mtcnn(ana
 def test_make_face_eval_measures_the_weights_it_is_given():
     """`make face-eval NAME=vggface2` measured the CASIA-WebFace file and recorded its threshold as vggface2's (a docs
     walk): WEIGHTS= names what is measured, and the record is named after it unless NAME= says otherwise."""
-    import subprocess
 
     def planned(*args: str) -> str:
-        return subprocess.run(["make", "--no-print-directory", "-n", "face-eval", "CFP=/cfp", "WILD=/wild", *args],
-                              cwd=Path(__file__).resolve().parents[1], env=outside_make(os.environ), capture_output=True, text=True,
-                              check=True).stdout
+        return run_make("-n", "face-eval", "CFP=/cfp", "WILD=/wild", *args).stdout
 
     other = planned("WEIGHTS=vggface2")
     assert "--weights vggface2 " in other and "--write-calibration vggface2" in other

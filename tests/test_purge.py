@@ -14,7 +14,7 @@ from infer.manifest import IMAGES_LOCK
 from service.batch import BATCH_LOCK
 from service.jobs import JOB_LOCK
 from service.purge import main
-from tests.conftest import held_elsewhere, outside_make
+from tests.conftest import held_elsewhere, run_make
 from train.checkpoint import TRAIN_LOCK
 
 
@@ -127,13 +127,10 @@ def test_purge_holds_the_locks_of_commands_a_run_has_not_run_yet(tmp_path):
 def test_make_takes_whose_data_from_its_command_line_only(tmp_path):
     """The shell's USER is the login name: `make purge` with no USER= must not purge the login's namesake, and a
     name make would split (a space) or expand (a `$`) reaches the CLI whole, to be refused there with the rule."""
-    import os
     import subprocess
-    from pathlib import Path
 
     def make(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["make", "--no-print-directory", *args], cwd=Path(__file__).resolve().parents[1],
-                              env={**outside_make(os.environ), "USER": "dana"}, capture_output=True, text=True, check=False)
+        return run_make(*args, env={"USER": "dana"}, check=False)
 
     refused = make("check-user")  # what purge, train and the rest run first
     assert refused.returncode == 2 and "say whose photos on the command line" in refused.stdout, refused
@@ -144,8 +141,7 @@ def test_make_takes_whose_data_from_its_command_line_only(tmp_path):
     # and any other value is refused before anything is deleted.
     assert "--include-selfies" in make("-n", "purge", "USER=erin", "ALL=1").stdout
     assert "--include-selfies" not in make("-n", "purge", "USER=erin", "ALL=0").stdout
-    in_shell = subprocess.run(["make", "--no-print-directory", "-n", "purge", "USER=erin"], cwd=Path(__file__).resolve().parents[1],
-                              env={**outside_make(os.environ), "ALL": "1"}, capture_output=True, text=True, check=False)
+    in_shell = run_make("-n", "purge", "USER=erin", env={"ALL": "1"}, check=False)
     assert "-m service.purge --user='erin'" in in_shell.stdout and "--include-selfies" not in in_shell.stdout
     unclear = make("purge", "USER=erin-nobody", "ALL=no")
     assert unclear.returncode == 2 and "not ALL=no" in unclear.stdout and "service.purge" not in unclear.stdout
