@@ -222,9 +222,10 @@ class ValidationConfig:
 
 
 # train.* settings of how training computes, not what it learns (the same loss over the same steps): a run resumes
-# across a change of them (gradient checkpointing turned on to fit a smaller GPU), and the adapter it made stays done.
-# Not yet compile: no test resumes across it (a compiled run takes minutes on a CPU: a slow test).
-TRAIN_COMPUTE_KEYS = ("gradient_checkpointing", "cache_encodings")
+# across a change of them (gradient checkpointing turned on to fit a smaller GPU, compile turned off after a run
+# stopped in its first compile), and the adapter it made stays done. Checkpoints hold the plain module names
+# (train/recipe.py unwraps the compile wrapper), so one saved under torch.compile loads without it (a slow test).
+TRAIN_COMPUTE_KEYS = ("gradient_checkpointing", "cache_encodings", "compile")
 
 
 @dataclass

@@ -296,14 +296,22 @@ def test_a_run_resumes_with_checkpointing_turned_on_and_encodings_no_longer_cach
 
 
 @pytest.mark.slow  # inductor compiles the tiny UNet's forward and backward on the CPU: one to five minutes on 2 cores
-def test_compiled_training_reaches_the_eager_weights_and_saves_plain_keys(prepared_user, make_config):
-    eager = load_file(str(train(make_config("alice", "run=eager", "train.max_steps=3")) / ADAPTER_FILE))
-    adapter = train(make_config("alice", "run=compiled", "train.max_steps=3", "train.compile=true"))
+def test_compiled_training_reaches_the_eager_weights_and_saves_plain_keys_and_resumes_without_compile(prepared_user, make_config):
+    """Compiled for two steps, then stopped and resumed without torch.compile for the third (train.compile is how
+    it computes, TRAIN_COMPUTE_KEYS): the run continues from its compiled checkpoint, to the eager run's weights."""
+    eager = {steps: load_file(str(train(make_config("alice", f"run=eager{steps}", f"train.max_steps={steps}")) / ADAPTER_FILE))
+             for steps in (2, 3)}
+    adapter = train(make_config("alice", "run=compiled", "train.max_steps=2", "train.checkpoint_every=2", "train.compile=true"))
     compiled = load_file(str(adapter / ADAPTER_FILE))
-    assert compiled.keys() == eager.keys()  # no "_orig_mod." from the compile wrapper
-    for key, value in eager.items():
+    assert compiled.keys() == eager[2].keys()  # no "_orig_mod." from the compile wrapper
+    for key, value in eager[2].items():
         torch.testing.assert_close(compiled[key], value, rtol=0, atol=1e-4)
     assert (adapter / "lora_kohya.safetensors").is_file()
+    resumed = load_file(str(train(make_config("alice", "run=compiled", "train.max_steps=3", "train.checkpoint_every=2")) / ADAPTER_FILE))
+    progress = Workspace.from_config(make_config("alice")).run_dir("compiled") / "progress.json"
+    assert json.loads(progress.read_text())["resumed_from"] == 2
+    for key, value in eager[3].items():
+        torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-4)
 
 
 def test_wandb_follows_its_own_switches_in_the_environment(monkeypatch):
