@@ -61,8 +61,8 @@ setup: $(BIN)/python
 	@# download ~3 GB of CUDA build); pinned from the lock, so the next step leaves them as they are.
 	$(BIN)/pip install torch==$(call pin,torch) torchvision==$(call pin,torchvision) uv==$(call pin,uv)
 	@# --compile-bytecode: uv writes no .pyc by default, leaving each process to compile what it imports; where
-	@# Python may not write them (PYTHONDONTWRITEBYTECODE, common in containers and set on CI) every process did,
-	@# each time: importing the training stack took 17 s, not 11 s, and gradio 8 s, not 4 s, on 2 cores (2026-12-07).
+	@# Python may not write them (PYTHONDONTWRITEBYTECODE, common in containers) every process did, each time:
+	@# 1.35x as long to import the training stack, 1.5x the web app's (scripts/bench_startup.py, docs/benchmarks.md).
 	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode -r $(LOCK)
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	@# facenet-pytorch's own pins (torch<2.3, numpy<2) cannot be met beside torch 2.14: --no-deps (see the file).
@@ -194,3 +194,4 @@ bench:
 	$(BIN)/python scripts/bench_generate.py
 	$(BIN)/python scripts/bench_detail.py
 	$(BIN)/python scripts/bench_batch.py
+	$(BIN)/python scripts/bench_startup.py
