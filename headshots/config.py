@@ -589,10 +589,15 @@ class AppConfig:
     max_upload_bytes: int = 31_457_280  # per file, 30 MiB (what the page says: "30.0 Mb"); a 48 MP phone JPEG or HEIC is 5-15 MB
     max_pixels: int = 50_000_000  # per photo, width x height (48 MP phones: 8064x6048)
     max_images_per_style: int = 16  # the most images per style one generate request may queue
+    # With a password file: failed sign-ins allowed for one account name, and from one address, within
+    # sign_in_lockout_s; past them its sign-ins are refused until the oldest is that old (service.app.SignInLimit)
+    max_failed_sign_ins: int = 10
+    sign_in_lockout_s: float = 900.0
 
     def __post_init__(self) -> None:
-        for key in ("max_photos", "max_upload_bytes", "max_pixels", "max_images_per_style"):
+        for key in ("max_photos", "max_upload_bytes", "max_pixels", "max_images_per_style", "max_failed_sign_ins"):
             _check(getattr(self, key) >= 1, f"app.{key}", "must be at least 1")
+        _check(0 < self.sign_in_lockout_s < math.inf, "app.sign_in_lockout_s", "must be a number of seconds above 0")
 
 
 @dataclass

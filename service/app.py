@@ -33,9 +33,11 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 import unicodedata
 import warnings
 import zipfile
+from collections import deque
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,9 +48,11 @@ import gradio as gr
 from filelock import FileLock, Timeout
 from gradio.utils import get_upload_folder
 from PIL import Image
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 
 from headshots.cli import add_config_args, parse, print_error, shielded_from_interrupts
 from headshots.config import PROMPT_WORDS, SIMPLE_NAME_RULE, AppConfig, Config, load_config, validate_user_name
@@ -903,9 +907,16 @@ class HeadshotsApp:
         """Serve the page; returns its URL. Loopback unless a password file was given (checked by main)."""
         demo = self.build()
         demo.queue()
-        guard = [Middleware(OwnDownloadsOnly, owners=self.download_owners)] if self.accounts else []
+        guard = [Middleware(SignInLimit, accounts=self.accounts, tries=self.limits.max_failed_sign_ins,
+                            window_s=self.limits.sign_in_lockout_s),
+                 Middleware(OwnDownloadsOnly, owners=self.download_owners)] if self.accounts else []
+        lockout = self.limits.sign_in_lockout_s
+        wait = f"{lockout / 60:g} minutes" if lockout >= 60 else f"{lockout:g} seconds"
         demo.launch(server_name=host, server_port=port, share=False, auth=self.check_password if self.accounts else None,
-                    auth_message="Sign in with your name and password.", max_file_size=self.limits.max_upload_bytes,
+                    auth_message=f"Sign in with your name and password. After {self.limits.max_failed_sign_ins} wrong "
+                                 f"passwords within {wait}, for one name or from one address, sign-in waits until {wait} "
+                                 "after the first of them.",
+                    max_file_size=self.limits.max_upload_bytes,
                     app_kwargs={"middleware": guard},
                     prevent_thread_lock=True, css=views.CSS, js=views.PAGE_JS, run_history=False, footer_links=["api"], quiet=True,
                     i18n=gr.I18n(en=views.GRADIO_WORDS))
@@ -945,6 +956,69 @@ def forget_served(files: list[Path]) -> None:
     for path in files:
         if path.is_file():
             shutil.rmtree(cache / cache_folder(path), ignore_errors=True)
+
+
+class SignInLimit:
+    """Gradio's sign-in (POST /login) checks every guess it is sent, at full speed: a password file's passwords
+    guard people's selfies. This ASGI middleware, in front of the app when it has a password file, counts the failed
+    sign-ins (Gradio answers 400) of each account name and of each client address; once either has `tries` within
+    `window_s`, its sign-ins are refused, before the password is checked (so a right guess then tells nothing), until
+    the oldest of them is `window_s` old. The refusal is Gradio's own 400, which its page shows as wrong credentials,
+    so the page's sign-in text states the rule. A name that is no account counts against its address only (every
+    name sent would otherwise be kept)."""
+
+    def __init__(self, app: Callable, accounts: Collection[str], tries: int, window_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.app, self.tries, self.window_s, self.clock = app, tries, window_s, clock
+        self.accounts = {name.lower() for name in accounts}
+        self.failures: dict[str, deque[float]] = {}  # "name alice" / "address 10.0.0.5" -> times of failed sign-ins
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != "/login":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        body = await request.body()  # kept by the request, which reads the form from it, and handed on to Gradio
+        try:
+            name = str((await request.form()).get("username") or "").strip().lower()
+        except (HTTPException, MultiPartException):  # a body that is no form: Gradio refuses it, counted by address
+            name = ""
+        keys = [f"address {scope['client'][0] if scope.get('client') else 'unknown'}",
+                *([f"name {name}"] if name in self.accounts else [])]
+        self.forget_old()
+        if spent := [key for key in keys if len(self.failures.get(key, ())) >= self.tries]:
+            await JSONResponse({"detail": f"Too many failed sign-ins ({' and '.join(spent)}): try again later."},
+                               status_code=400)(scope, receive, send)
+            return
+        status: list[int] = []
+        handed_on = False
+
+        async def replay() -> dict:  # the body once, as read; then the client's own messages (a disconnect)
+            nonlocal handed_on
+            if handed_on:
+                return await receive()
+            handed_on = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def watch(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        await self.app(scope, replay, watch)
+        if status == [400]:
+            for key in keys:
+                self.failures.setdefault(key, deque()).append(self.clock())
+                if len(self.failures[key]) == self.tries:
+                    log.warning("sign-in refused for %s: %d failed sign-ins within %g s", key, self.tries, self.window_s)
+
+    def forget_old(self) -> None:
+        oldest = self.clock() - self.window_s
+        for key, times in list(self.failures.items()):
+            while times and times[0] <= oldest:
+                times.popleft()
+            if not times:
+                del self.failures[key]
 
 
 class OwnDownloadsOnly:

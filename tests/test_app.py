@@ -354,6 +354,31 @@ def test_signed_in_name_is_the_only_identity(tmp_path, tiny_model, analyzer, sel
         assert as_alice.get(link).status_code != 200 and as_bob.get(link).status_code != 200
 
 
+def test_sign_in_waits_after_too_many_wrong_passwords_for_a_name_or_from_an_address(tmp_path, tiny_model, analyzer):
+    """Gradio checked every password it was sent, as fast as they came (security walk: a scripted guesser on the LAN
+    got an answer per try, for ever). Each loopback address below stands for another machine."""
+    accounts = {"alice": "alice-secret", "bob": "bob-secret"}
+    with serve(tmp_path, tiny_model, analyzer, "app.max_failed_sign_ins=3", "app.sign_in_lockout_s=3", accounts=accounts) as running:
+        def sign_in(name: str, password: str, address: str, form: str = "urlencoded") -> int:
+            with httpx.Client(base_url=running.url, transport=httpx.HTTPTransport(local_address=address)) as client:
+                fields = {"username": name, "password": password}
+                if form == "multipart":  # as the page's sign-in form sends it
+                    return client.post("login", files={key: (None, value) for key, value in fields.items()}).status_code
+                return client.post("login", data=fields).status_code
+
+        assert "After 3 wrong passwords within 3 seconds" in httpx.get(running.url + "config").text  # the page says the rule
+        # one name guessed from three addresses, one try each: that name waits, whoever asks, right password or not
+        assert [sign_in("Bob", "guess", f"127.0.0.{n}") for n in (2, 3, 4)] == [400] * 3
+        assert sign_in("bob", "bob-secret", "127.0.0.5") == 400
+        assert sign_in("alice", "alice-secret", "127.0.0.5") == 200  # the address and other names are not held
+        # one address trying names that are no account: that address waits, for every name
+        assert [sign_in(f"mallory{n}", "guess", "127.0.0.6", form="multipart") for n in range(3)] == [400] * 3
+        assert sign_in("alice", "alice-secret", "127.0.0.6", form="multipart") == 400
+        assert sign_in("alice", "alice-secret", "127.0.0.7", form="multipart") == 200
+        time.sleep(3.1)  # the oldest failures are as old as the lockout: both sign in again
+        assert sign_in("bob", "bob-secret", "127.0.0.5") == 200 and sign_in("alice", "alice-secret", "127.0.0.6") == 200
+
+
 def test_refuses_to_listen_beyond_loopback_without_a_password(capsys, tmp_path):
     assert main(["--host", "0.0.0.0", "--profile", "tiny"]) == 2
     err = capsys.readouterr().err
