@@ -958,14 +958,19 @@ def forget_served(files: list[Path]) -> None:
             shutil.rmtree(cache / cache_folder(path), ignore_errors=True)
 
 
+WRONG_PASSWORD = "Incorrect credentials."  # Gradio's answer to a wrong password (gradio/routes.py, login)
+
+
 class SignInLimit:
     """Gradio's sign-in (POST /login) checks every guess it is sent, at full speed: a password file's passwords
     guard people's selfies. This ASGI middleware, in front of the app when it has a password file, counts the failed
     sign-ins (Gradio answers 400) of each account name and of each client address; once either has `tries` within
     `window_s`, its sign-ins are refused, before the password is checked (so a right guess then tells nothing), until
-    the oldest of them is `window_s` old. The refusal is Gradio's own 400, which its page shows as wrong credentials,
-    so the page's sign-in text states the rule. A name that is no account counts against its address only (every
-    name sent would otherwise be kept)."""
+    the oldest of them is `window_s` old. A try counts as failed from the moment it arrives until it succeeds, so
+    tries sent all at once are held to the limit too. The refusal is the very answer Gradio gives a wrong password,
+    which tells no one whether a name is an account (the page's sign-in text states the rule; the log says which
+    name or address waits). A name that is no account counts against its address only (every name sent would
+    otherwise be kept)."""
 
     def __init__(self, app: Callable, accounts: Collection[str], tries: int, window_s: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -986,10 +991,12 @@ class SignInLimit:
         keys = [f"address {scope['client'][0] if scope.get('client') else 'unknown'}",
                 *([f"name {name}"] if name in self.accounts else [])]
         self.forget_old()
-        if spent := [key for key in keys if len(self.failures.get(key, ())) >= self.tries]:
-            await JSONResponse({"detail": f"Too many failed sign-ins ({' and '.join(spent)}): try again later."},
-                               status_code=400)(scope, receive, send)
+        if any(len(self.failures.get(key, ())) >= self.tries for key in keys):
+            await JSONResponse({"detail": WRONG_PASSWORD}, status_code=400)(scope, receive, send)
             return
+        now = self.clock()
+        for key in keys:  # failed until it succeeds
+            self.failures.setdefault(key, deque()).append(now)
         status: list[int] = []
         handed_on = False
 
@@ -1006,11 +1013,12 @@ class SignInLimit:
             await send(message)
 
         await self.app(scope, replay, watch)
-        if status == [400]:
-            for key in keys:
-                self.failures.setdefault(key, deque()).append(self.clock())
-                if len(self.failures[key]) == self.tries:
-                    log.warning("sign-in refused for %s: %d failed sign-ins within %g s", key, self.tries, self.window_s)
+        for key in keys:
+            if status == [200]:
+                with contextlib.suppress(KeyError, ValueError):  # forgotten meanwhile, as old as the window
+                    self.failures[key].remove(now)
+            elif len(self.failures.get(key, ())) == self.tries:
+                log.warning("sign-in refused for %s: %d failed sign-ins within %g s", key, self.tries, self.window_s)
 
     def forget_old(self) -> None:
         oldest = self.clock() - self.window_s

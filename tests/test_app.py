@@ -4,6 +4,7 @@ a free loopback port over a temporary workspace."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -357,14 +358,31 @@ def test_signed_in_name_is_the_only_identity(tmp_path, tiny_model, analyzer, sel
 def test_sign_in_waits_after_too_many_wrong_passwords_for_a_name_or_from_an_address(tmp_path, tiny_model, analyzer):
     """Gradio checked every password it was sent, as fast as they came (security walk: a scripted guesser on the LAN
     got an answer per try, for ever). Each loopback address below stands for another machine."""
-    accounts = {"alice": "alice-secret", "bob": "bob-secret"}
+    class Checked(dict):  # the accounts, counting the passwords the app checks
+        checks = 0
+
+        def get(self, name, default=None):
+            Checked.checks += 1
+            return super().get(name, default)
+
+    accounts = Checked(alice="alice-secret", bob="bob-secret")
     with serve(tmp_path, tiny_model, analyzer, "app.max_failed_sign_ins=3", "app.sign_in_lockout_s=3", accounts=accounts) as running:
         def sign_in(name: str, password: str, address: str, form: str = "urlencoded") -> int:
             with httpx.Client(base_url=running.url, transport=httpx.HTTPTransport(local_address=address)) as client:
                 fields = {"username": name, "password": password}
                 if form == "multipart":  # as the page's sign-in form sends it
-                    return client.post("login", files={key: (None, value) for key, value in fields.items()}).status_code
-                return client.post("login", data=fields).status_code
+                    response = client.post("login", files={key: (None, value) for key, value in fields.items()})
+                else:
+                    response = client.post("login", data=fields)
+                assert response.status_code == 200 or response.json() == {"detail": "Incorrect credentials."}  # Gradio's own
+                return response.status_code
+
+        async def at_once(name: str, tries: int) -> list[int]:  # from as many addresses
+            clients = [httpx.AsyncClient(base_url=running.url, transport=httpx.AsyncHTTPTransport(local_address=f"127.0.1.{n}"))
+                       for n in range(tries)]
+            answers = await asyncio.gather(*(c.post("login", data={"username": name, "password": "guess"}) for c in clients))
+            await asyncio.gather(*(c.aclose() for c in clients))
+            return [answer.status_code for answer in answers]
 
         assert "After 3 wrong passwords within 3 seconds" in httpx.get(running.url + "config").text  # the page says the rule
         # one name guessed from three addresses, one try each: that name waits, whoever asks, right password or not
@@ -377,6 +395,9 @@ def test_sign_in_waits_after_too_many_wrong_passwords_for_a_name_or_from_an_addr
         assert sign_in("alice", "alice-secret", "127.0.0.7", form="multipart") == 200
         time.sleep(3.1)  # the oldest failures are as old as the lockout: both sign in again
         assert sign_in("bob", "bob-secret", "127.0.0.5") == 200 and sign_in("alice", "alice-secret", "127.0.0.6") == 200
+        # twenty guesses sent at once: three are checked, however they interleave
+        checked = Checked.checks
+        assert asyncio.run(at_once("alice", 20)) == [400] * 20 and Checked.checks - checked == 3
 
 
 def test_refuses_to_listen_beyond_loopback_without_a_password(capsys, tmp_path):
