@@ -43,6 +43,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import gradio as gr
 from filelock import FileLock, Timeout
@@ -907,9 +908,11 @@ class HeadshotsApp:
         """Serve the page; returns its URL. Loopback unless a password file was given (checked by main)."""
         demo = self.build()
         demo.queue()
-        guard = [Middleware(SignInLimit, accounts=self.accounts, tries=self.limits.max_failed_sign_ins,
-                            window_s=self.limits.sign_in_lockout_s),
-                 Middleware(OwnDownloadsOnly, owners=self.download_owners)] if self.accounts else []
+        guard = [Middleware(LoopbackNamesOnly)] if is_loopback(host) else []
+        if self.accounts:
+            guard += [Middleware(SignInLimit, accounts=self.accounts, tries=self.limits.max_failed_sign_ins,
+                                 window_s=self.limits.sign_in_lockout_s),
+                      Middleware(OwnDownloadsOnly, owners=self.download_owners)]
         lockout = self.limits.sign_in_lockout_s
         wait = f"{lockout / 60:g} minutes" if lockout >= 60 else f"{lockout:g} seconds"
         demo.launch(server_name=host, server_port=port, share=False, auth=self.check_password if self.accounts else None,
@@ -956,6 +959,41 @@ def forget_served(files: list[Path]) -> None:
     for path in files:
         if path.is_file():
             shutil.rmtree(cache / cache_folder(path), ignore_errors=True)
+
+
+class LoopbackNamesOnly:
+    """Any web site can make the browser of someone who visits it send requests to 127.0.0.1 under the site's own
+    name (DNS rebinding: the name resolves to the site's server first, then to 127.0.0.1), and the browser then takes
+    the app for part of that site: the site's script could type any name (on loopback there is no password), read
+    that person's photos and headshots, and delete them. Measured before this guard: the page, its config and a
+    queued request of the API all answered a request whose Host header named another site. Such requests carry the
+    site's name in Host, so this ASGI middleware, in front of an app listening on loopback, refuses any whose Host is
+    not a loopback name or address (localhost or a name under it, 127.x.x.x, [::1]): 400 over HTTP, a closed
+    handshake for a WebSocket."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] in ("http", "websocket") and not self.allowed(Request(scope).headers.get("host")):
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            port = (scope.get("server") or ("", 7860))[1]
+            await PlainTextResponse(f"This app answers on this machine alone: open http://127.0.0.1:{port}/ "
+                                    f"(or http://localhost:{port}/).", status_code=400)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def allowed(host: str | None) -> bool:
+        if host is None:  # HTTP/1.0: no name to check, and no browser sends one without it
+            return True
+        try:
+            name = urlsplit(f"//{host}").hostname or ""
+        except ValueError:
+            return False
+        return is_loopback(name) or name.endswith(".localhost")  # *.localhost is loopback in browsers (RFC 6761)
 
 
 WRONG_PASSWORD = "Incorrect credentials."  # Gradio's answer to a wrong password (gradio/routes.py, login)

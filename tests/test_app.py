@@ -17,6 +17,7 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import gradio as gr
 import httpx
@@ -353,6 +354,19 @@ def test_signed_in_name_is_the_only_identity(tmp_path, tiny_model, analyzer, sel
         alice.predict(api_name="/delete_my_data")
         assert not Path(link.partition("file=")[2]).exists()  # Gradio's copy is gone too, not left to its hourly clean-up
         assert as_alice.get(link).status_code != 200 and as_bob.get(link).status_code != 200
+
+
+def test_a_request_under_another_sites_name_is_refused(server):
+    """DNS rebinding (security walk): a web site whose name resolves to 127.0.0.1 makes the visitor's browser treat
+    the app as part of that site, and its script could then sign in as anyone and read or delete their photos. The
+    page, its config and the API's queue all answered a request whose Host named another site."""
+    port = urlsplit(server.url).port
+    for host in ("attacker.example", "127.0.0.1.attacker.example", "localhost.attacker.example", "10.0.0.5"):
+        for method, path in (("GET", ""), ("GET", "config"), ("POST", "gradio_api/queue/join")):
+            answer = httpx.request(method, server.url + path, headers={"Host": f"{host}:{port}"}, json={"data": ["alice"], "fn_index": 0})
+            assert answer.status_code == 400 and f"open http://127.0.0.1:{port}/" in answer.text, (host, path)
+    for host in ("127.0.0.1", "localhost", "LocalHost", "[::1]", "app.localhost", "127.0.0.2"):
+        assert httpx.get(server.url + "config", headers={"Host": f"{host}:{port}"}).status_code == 200, host
 
 
 def test_sign_in_waits_after_too_many_wrong_passwords_for_a_name_or_from_an_address(tmp_path, tiny_model, analyzer):
