@@ -98,8 +98,8 @@ demo: tiny-model
 	@echo "demo done: open outputs/demo/default/samples/gallery.html"
 
 # The default suite, in pytest-xdist workers; a file's tests stay in one worker (their module fixtures, a Ray batch or
-# a web app, are built once). On 2 idle cores 605 s in a fresh-clone CI run (2026-12-07; 694-751 s before `setup` compiled
-# bytecode), against 1060 s in one process.
+# a web app, are built once). On 2 idle cores 518-605 s in fresh-clone CI runs (2026-12-07; 694-751 s before `setup`
+# compiled bytecode), against 1060 s in one process.
 # TEST_WORKERS=auto: one per core, at most 6, and at most one per 3 GiB of memory available (each builds its own tiny
 # model and holds up to ~2.5 GiB: a many-core machine with little memory would otherwise run out); =0: in this process.
 TEST_WORKERS ?= auto
