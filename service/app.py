@@ -996,6 +996,16 @@ class LoopbackNamesOnly:
         return is_loopback(name) or name.endswith(".localhost")  # *.localhost is loopback in browsers (RFC 6761)
 
 
+def client_network(address: str) -> str:
+    """Whom sign-in tries are counted against: an IPv4 address, or an IPv6 address's /64 (one machine or network
+    is handed a whole /64, so counting its addresses one by one would let it try 2^64 times as often)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
+
+
 WRONG_PASSWORD = "Incorrect credentials."  # Gradio's answer to a wrong password (gradio/routes.py, login)
 
 
@@ -1026,7 +1036,7 @@ class SignInLimit:
             name = str((await request.form()).get("username") or "").strip().lower()
         except (HTTPException, MultiPartException):  # a body that is no form: Gradio refuses it, counted by address
             name = ""
-        keys = [f"address {scope['client'][0] if scope.get('client') else 'unknown'}",
+        keys = [f"address {client_network(scope['client'][0] if scope.get('client') else 'unknown')}",
                 *([f"name {name}"] if name in self.accounts else [])]
         self.forget_old()
         if any(len(self.failures.get(key, ())) >= self.tries for key in keys):

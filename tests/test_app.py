@@ -29,7 +29,7 @@ from PIL import Image
 from headshots.config import load_config
 from headshots.errors import ConfigError, HeadshotsError
 from headshots.workspace import ADAPTER_WEIGHTS
-from service.app import SERVED, is_loopback, listen_address, main, read_password_file, safe_file_name
+from service.app import SERVED, client_network, is_loopback, listen_address, main, read_password_file, safe_file_name
 from service.jobs import DONE, QUEUED, RUNNING, STOPPED, Job, JobQueue
 from tests.app_server import serve
 from tests.conftest import REPO, copy_photos, everything_done, run_make
@@ -422,6 +422,9 @@ def test_refuses_to_listen_beyond_loopback_without_a_password(capsys, tmp_path):
     assert is_loopback("::1") and is_loopback("[::1]") and not is_loopback("[::]") and not is_loopback("::")
     assert listen_address("::1") == listen_address("[::1]") == "[::1]"
     assert listen_address("127.0.0.1") == "127.0.0.1" and listen_address("localhost") == "localhost"
+    # sign-in tries count against an IPv4 address, or an IPv6 address's /64 (one machine is handed a whole /64)
+    assert client_network("10.0.0.5") == "10.0.0.5" and client_network("testclient") == "testclient"
+    assert client_network("2001:db8:1:2:aaaa::1") == client_network("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
     bad = tmp_path / "passwords"
     bad.write_text("alice:one\n../bob:two\n")
     with pytest.raises(ConfigError, match="not allowed"):
