@@ -399,11 +399,16 @@ def load_embedder(weights: str, device: torch.device | str = "cpu") -> torch.nn.
         path = Path(source).expanduser()
         if not path.is_file():
             raise WeightsError(f"FaceNet weights file {path} does not exist.", fix)
-        try:
+        try:  # tensors only: a pickle of anything else could run code when loaded
             state = torch.load(path, map_location="cpu", weights_only=True)
-            state = {k: v for k, v in state.items() if not k.startswith("logits.")}
+        except Exception as exc:  # torch's own message goes on to suggest weights_only=False: not for a file of unknown origin
+            reason = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
+            raise WeightsError(f"FaceNet weights file {path} could not be loaded: it is not a PyTorch file of tensors "
+                               f"({reason}).", fix) from exc
+        try:
             model = InceptionResnetV1(pretrained=None)
-            model.load_state_dict(state)
-        except Exception as exc:
-            raise WeightsError(f"FaceNet weights file {path} could not be loaded: {exc}", fix) from exc
+            model.load_state_dict({k: v for k, v in state.items() if not k.startswith("logits.")})
+        except (AttributeError, RuntimeError) as exc:  # not a dict, or other layers / shapes
+            raise WeightsError(f"FaceNet weights file {path} could not be loaded: it does not hold FaceNet "
+                               f"(InceptionResnetV1) weights ({str(exc).strip().splitlines()[0][:200]}).", fix) from exc
     return model.eval().to(device)

@@ -138,12 +138,21 @@ def test_missing_weights_error_names_config_key_and_env_var(monkeypatch, tmp_pat
     assert "face.weights" in err.value.hint and "HEADSHOTS_FACE_WEIGHTS" in err.value.hint
 
 
-def test_corrupt_weights_file_is_a_clear_error(monkeypatch, tmp_path):
+def test_corrupt_or_wrong_weights_file_is_a_clear_error(monkeypatch, tmp_path):
+    """torch's own refusal went on for lines and advised loading with weights_only=False, which would let a file of
+    unknown origin run code (new-user walk: a garbage file named as the weights)."""
     bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not a checkpoint")
     monkeypatch.setenv("HEADSHOTS_FACE_WEIGHTS", str(bad))
-    with pytest.raises(WeightsError, match="could not be loaded"):
-        load_embedder(FaceConfig().weights)
+    other = torch.nn.Linear(2, 2).state_dict()
+    for content, says in ((b"not a checkpoint", "it is not a PyTorch file of tensors"),
+                          (None, "it does not hold FaceNet (InceptionResnetV1) weights")):
+        if content is None:
+            torch.save(other, bad)
+        else:
+            bad.write_bytes(content)
+        with pytest.raises(WeightsError, match="could not be loaded") as err:
+            load_embedder(FaceConfig().weights)
+        assert says in err.value.message and "weights_only" not in err.value.message and "\n" not in err.value.message
 
 
 def test_the_environment_replaces_the_default_weights_only(monkeypatch, tmp_path):
