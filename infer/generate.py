@@ -243,12 +243,13 @@ def person_context(cfg: Config) -> Person:
     """The person's adapter, checked against this run's model before anything is loaded, and how prompts name them."""
     workspace = Workspace.from_config(cfg)
     adapter = workspace.require_adapter(cfg.run, cfg.infer.adapter)
+    # for a file of the adapter edited or cut short: `make train` alone would skip the finished training
+    again = (f"Delete the folder {adapter} and run `{workspace.make_command('train')}`: it exports the adapter again "
+             "from the last checkpoint." if cfg.infer.adapter == "last" else "Generate from the last adapter "
+             "(infer.adapter=last), or train again to choose the best one anew.")
     try:
         trained = config_from_yaml(adapter / "config.yaml")  # the class the adapter was trained with
-    except ConfigError as exc:  # edited, or cut short: `make train` alone would skip the finished training
-        again = (f"Delete the folder {adapter} and run `{workspace.make_command('train')}`: it exports the adapter again "
-                 "from the last checkpoint." if cfg.infer.adapter == "last" else "Generate from the last adapter "
-                 "(infer.adapter=last), or train again to choose the best one anew.")
+    except ConfigError as exc:
         raise ConfigError(exc.message, again) from exc
     if trained.profile != cfg.profile:  # e.g. a tiny demo adapter sent to SDXL: refused before a 7 GB download
         raise HeadshotsError(
@@ -256,7 +257,28 @@ def person_context(cfg: Config) -> Person:
             f"uses {cfg.profile!r} ({cfg.model.pretrained}), which it does not fit.",
             f"Use the profile it was trained with (PROFILE={trained.profile}, or --profile {trained.profile}), "
             f"or train one for {cfg.profile!r}.")
+    check_adapter_files(adapter, again)
     return Person(adapter, adapter_trigger(adapter), trained.prepare.class_noun)
+
+
+def check_adapter_files(adapter: Path, again: str) -> None:
+    """The adapter's weight files open (safetensors checks that the tensors its header names fit in the file) and its
+    record reads, before any model loads: a file cut short (copied from the GPU machine, written to a full disk)
+    ended in diffusers' OSError traceback once the base model had loaded."""
+    from safetensors import SafetensorError, safe_open
+
+    for path in (adapter / ADAPTER_WEIGHTS, *[p for p in (adapter / ADAPTER_EMBEDDINGS,) if p.exists()]):
+        try:
+            with safe_open(str(path), framework="pt") as weights:
+                weights.keys()
+        except (SafetensorError, OSError) as exc:
+            raise HeadshotsError(f"The adapter's {path.name} in {adapter} cannot be read ({exc}): it is cut short or "
+                                 "damaged.", again) from exc
+    try:
+        adapter_trigger(adapter)
+    except (OSError, ValueError, KeyError) as exc:  # missing, not JSON, or without the trigger
+        raise HeadshotsError(f"The adapter's {ADAPTER_INFO} in {adapter} cannot be read ({type(exc).__name__}: {exc}).",
+                             again) from exc
 
 
 @changes_images

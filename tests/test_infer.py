@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageEnhance
 from safetensors.torch import load_file, save_file
 
@@ -109,7 +110,7 @@ def test_an_adapter_is_refused_by_another_profile_before_any_model_loads(make_co
     tiny = make_config("alice")
     adapter = Workspace.from_config(tiny).adapter_dir(tiny.run)
     adapter.mkdir(parents=True)
-    (adapter / ADAPTER_WEIGHTS).write_bytes(b"")  # never read: the check comes first
+    save_file({"unet.x.lora_A.weight": torch.zeros(2, 2)}, str(adapter / ADAPTER_WEIGHTS))
     (adapter / "adapter.json").write_text(json.dumps({"headshots.trigger": "ohwx"}))
     save_config(tiny, adapter / "config.yaml")
     assert person_context(tiny).trigger == "ohwx"
@@ -117,6 +118,16 @@ def test_an_adapter_is_refused_by_another_profile_before_any_model_loads(make_co
     with pytest.raises(HeadshotsError, match="trained with the 'tiny' profile") as refused:
         person_context(load_config("alice", "sdxl", overrides=paths))
     assert "PROFILE=tiny" in refused.value.hint
+    # a file of the adapter cut short (copied from the GPU machine, a full disk) ended in diffusers' OSError traceback
+    # once the base model had loaded (new-user walk)
+    weights = (adapter / ADAPTER_WEIGHTS).read_bytes()
+    for name, cut in ((ADAPTER_WEIGHTS, weights[: len(weights) - 8]), ("adapter.json", b'{"headshots.trig')):
+        good = (adapter / name).read_bytes()
+        (adapter / name).write_bytes(cut)
+        with pytest.raises(HeadshotsError, match=f"The adapter's {re.escape(name)} in .* cannot be read") as refused:
+            person_context(tiny)
+        assert refused.value.hint.startswith(f"Delete the folder {adapter} and run `make train USER=alice PROFILE=tiny`")
+        (adapter / name).write_bytes(good)
     with (adapter / "config.yaml").open("a") as saved:  # edited by hand, or from another version
         saved.write("gone_section:\n  x: 1\n")
     with pytest.raises(HeadshotsError, match="Unknown config key `gone_section`") as refused:
