@@ -14,7 +14,10 @@ import json
 from pathlib import Path
 
 from headshots.errors import HeadshotsError
+from headshots.logs import get_logger
 from headshots.workspace import DATASET_INFO, Workspace, write_json_atomic
+
+log = get_logger(__name__)
 
 HINT = ('It must map photo file names to captions, e.g. {"01.jpg": "a photo of ohwx person, wearing a blue shirt"}. '
         "Fix it, or delete it to caption every photo afresh.")
@@ -54,9 +57,15 @@ def prepared_captions(prepared: Path) -> tuple[dict[str, str], dict[str, str]]:
 
 def edited_captions(workspace: Workspace) -> dict[str, str]:
     """Entries of captions.json that differ from what the captioner produced for the dataset they were written
-    with. Without that dataset every entry counts as the person's."""
+    with. Without that dataset, or where it cannot be read (cut short: prepare, which asks, makes it anew), every
+    entry counts as the person's."""
     written = read_captions_file(workspace.captions)
-    _, generated = prepared_captions(workspace.prepared)
+    try:
+        _, generated = prepared_captions(workspace.prepared)
+    except (OSError, ValueError) as exc:  # datasets' errors for an Arrow file cut short, a dataset_info.json edited
+        log.warning("the prepared photos at %s cannot be read (%s): every line of %s counts as yours",
+                    workspace.prepared, str(exc).strip().splitlines()[0], workspace.captions.name)
+        generated = {}
     return {file: caption for file, caption in written.items() if caption != generated.get(file)}
 
 

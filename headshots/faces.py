@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from headshots.config import WEIGHTS_ENV, Config, FaceConfig, FilterConfig, weights_source
-from headshots.errors import ConfigError, WeightsError
+from headshots.errors import ConfigError, HeadshotsError, WeightsError
 
 NAMED_WEIGHTS = ("casia-webface", "vggface2")
 EMBED_SIZE = 160  # FaceNet input side
@@ -313,10 +313,14 @@ REFERENCE_EMBEDDER = "embedder"  # reference.safetensors' metadata key for `embe
 def load_references(path: Path, cfg: FaceConfig, prepare_command: str) -> torch.Tensor:
     """The person's reference embeddings, refused when made by another embedder than `cfg` makes now (a file from
     before the identity was recorded is taken as it is)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as stored:
-        made, references = (stored.metadata() or {}).get(REFERENCE_EMBEDDER), stored.get_tensor("embeddings")
+    try:
+        with safe_open(str(path), framework="pt") as stored:
+            made, references = (stored.metadata() or {}).get(REFERENCE_EMBEDDER), stored.get_tensor("embeddings")
+    except (SafetensorError, OSError) as exc:  # cut short or damaged: safetensors' error was a traceback
+        raise HeadshotsError(f"The reference faces of the photos ({path}) cannot be read ({exc}): the file is cut short "
+                             "or damaged.", f"Prepare the photos again: {prepare_command}") from exc
     if made is not None and made != (now := embedder_identity(cfg)):
         raise ConfigError(f"The reference embeddings of the photos ({path}) were made with other face settings "
                           f"({made}) than are in use now ({now}): every likeness measured against them would be wrong.",

@@ -275,6 +275,19 @@ class Workspace:
             )
         return self.prepared
 
+    def load_prepared(self):
+        """The prepared dataset (a `datasets.Dataset`), refused with how to make it again when its files cannot be read
+        (an Arrow file cut short, dataset_info.json edited): datasets' OSError or JSONDecodeError was a traceback."""
+        import datasets
+
+        prepared = self.require_prepared()
+        try:
+            return datasets.load_from_disk(str(prepared))
+        except (OSError, ValueError) as exc:
+            raise HeadshotsError(f"The prepared photos at {prepared} cannot be read ({str(exc).strip().splitlines()[0]}): "
+                                 "a file of them is cut short or damaged.",
+                                 f"Prepare the photos again: {self.make_command('prepare')}") from exc
+
     def require_adapter(self, run: str, which: str = "last") -> Path:
         """The adapter to generate with: the last one trained, or the best by validation likeness."""
         adapter = self.best_adapter_dir(run) if which == "best" else self.adapter_dir(run)

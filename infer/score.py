@@ -286,8 +286,6 @@ def selfie_glasses_scores(workspace: Workspace, analyzer: FaceAnalyzer, stored: 
     rows = file_digest(*workspace.prepared_rows)
     if stored and stored.get("rows") == rows and isinstance(stored.get("glasses"), list):
         return stored
-    from datasets import load_from_disk
-
-    crops = [image.convert("RGB") for image in load_from_disk(str(workspace.prepared))["image"]]
+    crops = [image.convert("RGB") for image in workspace.load_prepared()["image"]]
     faces = [d.subject for d in analyzer.detect_many(crops)]
     return {"rows": rows, "glasses": [None if face is None else review.bridge_edge_score(crop, face) for crop, face in zip(crops, faces)]}

@@ -183,3 +183,29 @@ def test_an_upright_crop_stays_inside_a_photo_of_odd_size():
                     face = Face((cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), 0.99, (*eyes, (cx, cy)))
                     x1, y1, x2, y2 = frame_face(face, (width, height), 0.9).box
                     assert 0 <= x1 and 0 <= y1 and x2 <= width and y2 <= height and x2 - x1 == y2 - y1, (width, height, face.box)
+
+
+def test_prepared_files_cut_short_are_said_and_prepare_makes_them_anew(prepared_user, analyzer, caplog):
+    """An Arrow file or the reference faces cut short (a full disk, a copy between machines) ended in datasets' OSError
+    or safetensors' error as a traceback, in `make train`, `make prepare` and scoring (new-user walk)."""
+    from headshots.caption_edits import edited_captions
+    from headshots.faces import load_references
+
+    ws = Workspace.from_config(prepared_user)
+    rows = ws.prepared_rows[0]
+    whole = rows.read_bytes()
+    rows.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(HeadshotsError, match="The prepared photos at .* cannot be read") as refused:
+        ws.load_prepared()
+    assert refused.value.hint == "Prepare the photos again: make prepare USER=alice PROFILE=tiny"
+    written = json.loads(ws.captions.read_text())
+    with caplog.at_level(logging.WARNING):  # which lines the captioner wrote is unknown: each counts as the person's
+        assert edited_captions(ws) == written and written
+    assert "cannot be read" in caplog.text
+    prepare(prepared_user, analyzer=analyzer)  # makes the dataset anew
+    assert rows.read_bytes() == whole and len(ws.load_prepared()) == 5
+    reference = ws.reference_embeddings
+    reference.write_bytes(reference.read_bytes()[:100])
+    with pytest.raises(HeadshotsError, match="The reference faces of the photos .* cannot be read") as refused:
+        load_references(reference, prepared_user.face, ws.make_command("prepare"))
+    assert refused.value.hint == "Prepare the photos again: make prepare USER=alice PROFILE=tiny"

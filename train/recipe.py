@@ -65,15 +65,14 @@ def train(cfg: Config) -> Path:
     restarted while its last job still ran): a second is refused, since both would write the same checkpoints and
     adapter. Under `accelerate launch` the main process holds the lock for all of them."""
     workspace = Workspace.from_config(cfg)
-    prepared = workspace.require_prepared()  # first: a person not prepared is told so, and no run folder is made
+    workspace.require_prepared()  # first: a person not prepared is told so, and no run folder is made
     if os.environ.get("RANK", "0") != "0":
-        return _train(cfg, workspace, prepared)
+        return _train(cfg, workspace)
     with ckpt.training_alone(workspace, cfg.run):
-        return _train(cfg, workspace, prepared)
+        return _train(cfg, workspace)
 
 
-def _train(cfg: Config, workspace: Workspace, prepared: Path) -> Path:
-    import datasets
+def _train(cfg: Config, workspace: Workspace) -> Path:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -101,7 +100,7 @@ def _train(cfg: Config, workspace: Workspace, prepared: Path) -> Path:
                         "constant_with_warmup (or linear, cosine...) for a warm-up", tc.lr_warmup_steps)
     weight_dtype = DTYPES[tc.mixed_precision]
     inputs = training_inputs(cfg, workspace)
-    dataset = datasets.load_from_disk(str(prepared))
+    dataset = workspace.load_prepared()
     require_crops_as_large(dataset, cfg, workspace)
 
     # 0. Prior preservation: class images (generated once, each process drawing its share, then cached).
