@@ -2,6 +2,8 @@
 output, checkpoints that resume to exactly the same result."""
 
 import json
+import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -64,6 +66,27 @@ def test_resume_continues_from_checkpoint_to_the_same_weights(prepared_user, mak
     assert not (checkpoints / "step-000006.tmp").exists()
     for key, value in reference.items():
         torch.testing.assert_close(result[key], value, rtol=0, atol=1e-6)
+
+
+def test_a_damaged_checkpoint_is_set_aside_and_training_goes_on_from_the_one_before(prepared_user, make_config, caplog):
+    """A checkpoint cut short after it was saved (a full disk, a copy between machines) ended in a traceback from
+    safetensors, json or torch's zip reader on every resume (new-user walk)."""
+    reference = load_file(str(train(make_config("alice", "run=straight", "train.max_steps=6", "train.checkpoint_every=2")) / ADAPTER_FILE))
+    checkpoints = Workspace.from_config(make_config("alice")).checkpoints_dir("damaged")
+    for damaged in ("lora.safetensors", "optimizer.bin", "state.json"):
+        train(make_config("alice", "run=damaged", "train.max_steps=4", "train.checkpoint_every=2"))
+        file = checkpoints / "step-000004" / damaged
+        file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+        with caplog.at_level(logging.WARNING):
+            result = load_file(str(train(make_config("alice", "run=damaged", "train.max_steps=6", "train.checkpoint_every=2")) / ADAPTER_FILE))
+        assert f"cannot be read ({damaged}: " in caplog.text and "step-000004.unreadable" in caplog.text, caplog.text
+        progress = json.loads((Workspace.from_config(make_config("alice")).run_dir("damaged") / "progress.json").read_text())
+        assert progress["resumed_from"] == 2, damaged
+        for key, value in reference.items():  # from step 2, to the uninterrupted run's weights
+            torch.testing.assert_close(result[key], value, rtol=0, atol=1e-6)
+        assert [s for s, _ in list_checkpoints(checkpoints)] == [4, 6] and not (checkpoints / "step-000004.unreadable").exists()
+        shutil.rmtree(checkpoints.parent)  # the next damage starts from a new run
+        caplog.clear()
 
 
 def test_a_second_training_of_the_same_run_is_refused_while_one_runs(prepared_user, make_config, analyzer):

@@ -4,7 +4,8 @@ Accelerate writes the state (LoRA weights through our hooks, optimizer, LR sched
 into `step-N.tmp/`; a `state.json` is added last and the folder is renamed in one step. A run
 killed at any moment leaves either the previous checkpoints or the new one, never a torn "latest".
 `state.json` also records the digest of what the run trains on (`inputs`), so that a checkpoint is
-resumed only by a run on the same photos and settings.
+resumed only by a run on the same photos and settings. A checkpoint damaged afterwards (a full disk, a
+copy between machines cut short) is passed over for the one before it (`unreadable`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import zipfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -22,6 +24,7 @@ from headshots.errors import HeadshotsError
 from headshots.workspace import Workspace, held_alone, lock_held
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+UNREADABLE = ".unreadable"  # suffix of a damaged checkpoint's folder, set aside
 TRAIN_LOCK = ".train.lock"  # in the run's folder, held while it trains (`training_alone`) and while prepare runs
 
 
@@ -92,6 +95,28 @@ def latest_checkpoint(root: Path) -> tuple[int, Path] | None:
     return checkpoints[-1] if checkpoints else None
 
 
+def unreadable(checkpoint: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from, or None: its state.json, the LoRA weights' safetensors header (the
+    tensors it names must fit in the file) and the optimizer's and scheduler's zip archives (torch.save's format,
+    each member's CRC) are read before Accelerate loads them, whose errors for a file cut short were tracebacks."""
+    from safetensors import SafetensorError, safe_open
+
+    for path in [checkpoint / "state.json", *sorted(checkpoint.glob("*.safetensors")), *sorted(checkpoint.glob("*.bin"))]:
+        try:
+            if path.suffix == ".json":
+                json.loads(path.read_text())
+            elif path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt") as weights:
+                    weights.keys()
+            else:
+                with zipfile.ZipFile(path) as archive:
+                    if (damaged := archive.testzip()) is not None:
+                        return f"{path.name}: {damaged} is damaged"
+        except (OSError, ValueError, SafetensorError, zipfile.BadZipFile) as exc:
+            return f"{path.name}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+    return None
+
+
 def training_stopped(cfg: Config) -> str:
     """What Ctrl-C (or the web app's Stop) during a training kept: the step the same command goes on from (a person
     on a rented GPU wants to know the hour spent is not lost)."""
@@ -119,11 +144,26 @@ def save_checkpoint(accelerator, root: Path, step: int, keep: int, inputs: str) 
     if accelerator.is_main_process:
         (tmp / "state.json").write_text(json.dumps({"step": step, "inputs": inputs}))
         shutil.rmtree(final, ignore_errors=True)
+        shutil.rmtree(final.with_name(final.name + UNREADABLE), ignore_errors=True)  # this step, damaged before
         os.replace(tmp, final)
         for _, old in list_checkpoints(root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def set_aside_unreadable(root: Path) -> list[tuple[Path, str]]:
+    """Move each complete checkpoint that cannot be read (`unreadable`) to `step-N.unreadable`, where it is never
+    resumed from nor counted among the kept ones (those newer than the last good one would otherwise stay "newest"
+    and have the new good checkpoints rotated away), and which a save of that step replaces. Returns (where, why)."""
+    moved = []
+    for _, path in list_checkpoints(root):
+        if (why := unreadable(path)) is not None:
+            aside = path.with_name(path.name + UNREADABLE)
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(path, aside)
+            moved.append((aside, why))
+    return moved
 
 
 def remove_partial(root: Path) -> None:

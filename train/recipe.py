@@ -224,9 +224,13 @@ def _train(cfg: Config, workspace: Workspace) -> Path:
 def resume(accelerator, cfg: Config, workspace: Workspace, inputs: str) -> int:
     """Load the run's last complete checkpoint, if it was trained on these photos and settings (`inputs`); the step
     to go on from (0: from the start). Only now is a checkpoint of other ones removed: a setting that cannot load (a
-    mistyped model path) has failed before, leaving it. The config is saved in the run's folder."""
+    mistyped model path) has failed before, leaving it. A checkpoint that cannot be read (a file of it cut short) is
+    set aside first, and the one before it resumed. The config is saved in the run's folder."""
     checkpoints, max_steps = workspace.checkpoints_dir(cfg.run), cfg.train.max_steps
     if accelerator.is_main_process:
+        for aside, why in ckpt.set_aside_unreadable(checkpoints):  # first: the inputs a damaged state.json records are lost
+            log.warning("a checkpoint cannot be read (%s), so training goes on from the one before it: set aside as %s",
+                        why, aside)
         discard_other_inputs(workspace, cfg.run, inputs)
         save_config(cfg, workspace.run_dir(cfg.run) / "config.yaml")
         ckpt.remove_partial(checkpoints)
