@@ -68,7 +68,10 @@ def something_to_export(ws: Workspace, cfg: Config) -> bool:
     if chosen_files(cfg):
         return True
     scores = ws.scores(cfg.run)
-    return scores.is_file() and json.loads(scores.read_text())["kept"] > 0
+    try:
+        return scores.is_file() and json.loads(scores.read_text())["kept"] > 0
+    except (OSError, ValueError, KeyError, TypeError):  # unreadable: export runs, and says what to do
+        return True
 
 
 def _export_outputs(ws: Workspace, cfg: Config) -> list[Path]:

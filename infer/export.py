@@ -162,7 +162,12 @@ def read_scored(samples_dir: Path, chosen: list[str], workspace: Workspace) -> d
     """scores.json's images by file, best first; none without it, which only images named by the person can do."""
     scores_path = samples_dir / SCORES
     if scores_path.is_file():
-        return {i["file"]: i for i in json.loads(scores_path.read_text())["images"]}
+        try:
+            return {i["file"]: i for i in json.loads(scores_path.read_text())["images"]}
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # cut short or edited: json's error was a traceback
+            raise HeadshotsError(f"{scores_path} cannot be read ({type(exc).__name__}: {exc}).",
+                                 f"Score the images again: {workspace.make_command('recover')} (it keeps every image "
+                                 "and scores them anew).") from exc
     if not chosen and not any(samples_dir.glob("*.png")):  # none generated, or every one deleted since
         raise no_images(workspace, samples_dir, "to export")
     if not chosen:

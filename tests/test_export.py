@@ -86,6 +86,10 @@ def test_export_errors_say_what_to_do(samples, make_config, caplog):
     cfg, out = samples
     with pytest.raises(HeadshotsError, match="No scores"):
         export(cfg)
+    (out / "scores.json").write_text('{"images": [{"file": "sm')  # cut short: json's traceback (new-user walk)
+    with pytest.raises(HeadshotsError, match="scores.json cannot be read") as err:
+        export(cfg)
+    assert err.value.hint.startswith("Score the images again: make recover USER=alice PROFILE=tiny")
     # None kept: the hint names an image that is there (the best first), not a made-up or deleted one
     (out / "scores.json").write_text(json.dumps({"images": [
         {"file": "deleted-since.png", "kept": False, "reason": "no face found", "face_box": None},
