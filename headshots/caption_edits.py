@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from headshots.errors import HeadshotsError
+from headshots.errors import HeadshotsError, first_line
 from headshots.logs import get_logger
 from headshots.workspace import DATASET_INFO, Workspace, write_json_atomic
 
@@ -64,7 +64,7 @@ def edited_captions(workspace: Workspace) -> dict[str, str]:
         _, generated = prepared_captions(workspace.prepared)
     except (OSError, ValueError) as exc:  # datasets' errors for an Arrow file cut short, a dataset_info.json edited
         log.warning("the prepared photos at %s cannot be read (%s): every line of %s counts as yours",
-                    workspace.prepared, str(exc).strip().splitlines()[0], workspace.captions.name)
+                    workspace.prepared, first_line(exc), workspace.captions.name)
         generated = {}
     return {file: caption for file, caption in written.items() if caption != generated.get(file)}
 

@@ -23,6 +23,12 @@ class HeadshotsError(Exception):
         return f"{self.message}\n  -> {self.hint}" if self.hint else self.message
 
 
+def first_line(exc: BaseException) -> str:
+    """A library's error in one line, for a message that says what was wrong: its first line (torch's and datasets'
+    go on for several, with advice meant for the library's own users), or its type where it says nothing."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)[:300]
+
+
 class ConfigError(HeadshotsError):
     """A config key, value or file is wrong."""
 

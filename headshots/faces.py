@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from headshots.config import WEIGHTS_ENV, Config, FaceConfig, FilterConfig, weights_source
-from headshots.errors import ConfigError, HeadshotsError, WeightsError
+from headshots.errors import ConfigError, HeadshotsError, WeightsError, first_line
 
 NAMED_WEIGHTS = ("casia-webface", "vggface2")
 EMBED_SIZE = 160  # FaceNet input side
@@ -406,13 +406,12 @@ def load_embedder(weights: str, device: torch.device | str = "cpu") -> torch.nn.
         try:  # tensors only: a pickle of anything else could run code when loaded
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch's own message goes on to suggest weights_only=False: not for a file of unknown origin
-            reason = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
             raise WeightsError(f"FaceNet weights file {path} could not be loaded: it is not a PyTorch file of tensors "
-                               f"({reason}).", fix) from exc
+                               f"({first_line(exc).split('. ')[0]}).", fix) from exc
         try:
             model = InceptionResnetV1(pretrained=None)
             model.load_state_dict({k: v for k, v in state.items() if not k.startswith("logits.")})
         except (AttributeError, RuntimeError) as exc:  # not a dict, or other layers / shapes
             raise WeightsError(f"FaceNet weights file {path} could not be loaded: it does not hold FaceNet "
-                               f"(InceptionResnetV1) weights ({str(exc).strip().splitlines()[0][:200]}).", fix) from exc
+                               f"(InceptionResnetV1) weights ({first_line(exc)}).", fix) from exc
     return model.eval().to(device)

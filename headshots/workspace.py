@@ -33,7 +33,7 @@ from typing import BinaryIO
 from filelock import FileLock, Timeout
 
 from headshots.config import PERSON_SETTINGS, Config, validate_user_name
-from headshots.errors import HeadshotsError
+from headshots.errors import HeadshotsError, first_line
 from headshots.images import FORMATS, list_photos, named_as_image
 from headshots.logs import get_logger, plural
 
@@ -284,7 +284,7 @@ class Workspace:
         try:
             return datasets.load_from_disk(str(prepared))
         except (OSError, ValueError) as exc:
-            raise HeadshotsError(f"The prepared photos at {prepared} cannot be read ({str(exc).strip().splitlines()[0]}): "
+            raise HeadshotsError(f"The prepared photos at {prepared} cannot be read ({first_line(exc)}): "
                                  "a file of them is cut short or damaged.",
                                  f"Prepare the photos again: {self.make_command('prepare')}") from exc
 

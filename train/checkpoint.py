@@ -5,7 +5,7 @@ into `step-N.tmp/`; a `state.json` is added last and the folder is renamed in on
 killed at any moment leaves either the previous checkpoints or the new one, never a torn "latest".
 `state.json` also records the digest of what the run trains on (`inputs`), so that a checkpoint is
 resumed only by a run on the same photos and settings. A checkpoint damaged afterwards (a full disk, a
-copy between machines cut short) is passed over for the one before it (`unreadable`).
+copy between machines cut short: `unreadable`) is set aside when training starts, and the one before it resumed.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from headshots.config import Config
-from headshots.errors import HeadshotsError
+from headshots.errors import HeadshotsError, first_line
 from headshots.workspace import Workspace, held_alone, lock_held
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -113,7 +113,7 @@ def unreadable(checkpoint: Path) -> str | None:
                     if (damaged := archive.testzip()) is not None:
                         return f"{path.name}: {damaged} is damaged"
         except (OSError, ValueError, SafetensorError, zipfile.BadZipFile) as exc:
-            return f"{path.name}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+            return f"{path.name}: {first_line(exc)}"
     return None
 
 
