@@ -908,7 +908,7 @@ class HeadshotsApp:
         """Serve the page; returns its URL. Loopback unless a password file was given (checked by main)."""
         demo = self.build()
         demo.queue()
-        guard = [Middleware(LoopbackNamesOnly)] if is_loopback(host) else []
+        guard = [Middleware(NotFramed), *([Middleware(LoopbackNamesOnly)] if is_loopback(host) else [])]
         if self.accounts:
             guard += [Middleware(SignInLimit, accounts=self.accounts, tries=self.limits.max_failed_sign_ins,
                                  window_s=self.limits.sign_in_lockout_s),
@@ -959,6 +959,29 @@ def forget_served(files: list[Path]) -> None:
     for path in files:
         if path.is_file():
             shutil.rmtree(cache / cache_folder(path), ignore_errors=True)
+
+
+class NotFramed:
+    """Every answer tells the browser not to show it inside another site's page (X-Frame-Options: DENY, and CSP's
+    frame-ancestors 'none'): framed under a decoy, the page's buttons (Delete my data among them) could be clicked
+    by someone who thinks they click the decoy. Gradio sent neither header."""
+
+    HEADERS = ((b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-ancestors 'none'"))
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 class LoopbackNamesOnly:

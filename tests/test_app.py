@@ -356,7 +356,7 @@ def test_signed_in_name_is_the_only_identity(tmp_path, tiny_model, analyzer, sel
         assert as_alice.get(link).status_code != 200 and as_bob.get(link).status_code != 200
 
 
-def test_a_request_under_another_sites_name_is_refused(server):
+def test_a_request_under_another_sites_name_is_refused_and_no_answer_may_be_framed(server):
     """DNS rebinding (security walk): a web site whose name resolves to 127.0.0.1 makes the visitor's browser treat
     the app as part of that site, and its script could then sign in as anyone and read or delete their photos. The
     page, its config and the API's queue all answered a request whose Host named another site."""
@@ -367,6 +367,9 @@ def test_a_request_under_another_sites_name_is_refused(server):
             assert answer.status_code == 400 and f"open http://127.0.0.1:{port}/" in answer.text, (host, path)
     for host in ("127.0.0.1", "localhost", "LocalHost", "[::1]", "app.localhost", "127.0.0.2"):
         assert httpx.get(server.url + "config", headers={"Host": f"{host}:{port}"}).status_code == 200, host
+    # nor is the page shown inside another site's (a decoy over its buttons): Gradio sent neither header
+    page = httpx.get(server.url)
+    assert page.headers["x-frame-options"] == "DENY" and page.headers["content-security-policy"] == "frame-ancestors 'none'"
 
 
 def test_sign_in_waits_after_too_many_wrong_passwords_for_a_name_or_from_an_address(tmp_path, tiny_model, analyzer):
