@@ -257,28 +257,30 @@ def person_context(cfg: Config) -> Person:
             f"uses {cfg.profile!r} ({cfg.model.pretrained}), which it does not fit.",
             f"Use the profile it was trained with (PROFILE={trained.profile}, or --profile {trained.profile}), "
             f"or train one for {cfg.profile!r}.")
-    check_adapter_files(adapter, again)
-    return Person(adapter, adapter_trigger(adapter), trained.prepare.class_noun)
+    check_adapter_weights(adapter, again)
+    try:
+        trigger = adapter_trigger(adapter)
+    except (OSError, ValueError, KeyError) as exc:  # missing, not JSON, or without the trigger
+        raise HeadshotsError(f"The adapter's {ADAPTER_INFO} in {adapter} cannot be read ({type(exc).__name__}: {exc}).",
+                             again) from exc
+    return Person(adapter, trigger, trained.prepare.class_noun)
 
 
-def check_adapter_files(adapter: Path, again: str) -> None:
-    """The adapter's weight files open (safetensors checks that the tensors its header names fit in the file) and its
-    record reads, before any model loads: a file cut short (copied from the GPU machine, written to a full disk)
-    ended in diffusers' OSError traceback once the base model had loaded."""
+def check_adapter_weights(adapter: Path, again: str) -> None:
+    """The adapter's weight files open (safetensors checks that the tensors its header names fit in the file) before
+    any model loads: a file cut short (copied from the GPU machine, written to a full disk) ended in diffusers' OSError
+    traceback once the base model had loaded."""
     from safetensors import SafetensorError, safe_open
 
-    for path in (adapter / ADAPTER_WEIGHTS, *[p for p in (adapter / ADAPTER_EMBEDDINGS,) if p.exists()]):
+    for path in (adapter / ADAPTER_WEIGHTS, adapter / ADAPTER_EMBEDDINGS):  # the token vectors only with pivotal tuning
+        if not path.exists():
+            continue
         try:
             with safe_open(str(path), framework="pt") as weights:
                 weights.keys()
         except (SafetensorError, OSError) as exc:
             raise HeadshotsError(f"The adapter's {path.name} in {adapter} cannot be read ({exc}): it is cut short or "
                                  "damaged.", again) from exc
-    try:
-        adapter_trigger(adapter)
-    except (OSError, ValueError, KeyError) as exc:  # missing, not JSON, or without the trigger
-        raise HeadshotsError(f"The adapter's {ADAPTER_INFO} in {adapter} cannot be read ({type(exc).__name__}: {exc}).",
-                             again) from exc
 
 
 @changes_images
