@@ -593,11 +593,14 @@ class AppConfig:
     # sign_in_lockout_s; past them its sign-ins are refused until the oldest is that old (service.app.SignInLimit)
     max_failed_sign_ins: int = 10
     sign_in_lockout_s: float = 900.0
+    # With a password file: a sign-in no page has used for this long is forgotten (service.app.ForgetIdleSignIns)
+    sign_in_idle_s: float = 43_200.0
 
     def __post_init__(self) -> None:
         for key in ("max_photos", "max_upload_bytes", "max_pixels", "max_images_per_style", "max_failed_sign_ins"):
             _check(getattr(self, key) >= 1, f"app.{key}", "must be at least 1")
-        _check(0 < self.sign_in_lockout_s < math.inf, "app.sign_in_lockout_s", "must be a number of seconds above 0")
+        for key in ("sign_in_lockout_s", "sign_in_idle_s"):
+            _check(0 < getattr(self, key) < math.inf, f"app.{key}", "must be a number of seconds above 0")
 
 
 @dataclass

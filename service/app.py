@@ -79,6 +79,9 @@ SETTINGS_USER = "app"  # the config is per user; the app's own settings are read
 # What the browser keeps of who signed in (a dict: Gradio's BrowserState does not store an empty value, so a
 # plain None would leave the last name there)
 SIGNED_OUT = {"name": None}
+# With a password file, Sign out ends with Gradio's /logout, relative to the page (a proxy may serve it under a path):
+# this browser's sign-in only, where the route's default forgets that person's sign-ins in every browser
+SIGN_OUT_JS = "() => { window.location.assign('logout?all_session=false'); }"
 # What of the person's the page holds, emptied by Sign out: text, and pickers listing their files
 SIGNED_OUT_TEXT = ("photos", "notes", "review", "yours", "crops", "status")
 SIGNED_OUT_PICKERS = ("remove_pick", "favourites", "more_pick", "discard_pick")
@@ -655,7 +658,7 @@ class HeadshotsApp:
         job = self.jobs.latest(user)
         previews, note = (None, "") if job is not None and job.active else self.judged_now(ws)
         return {self.c["user"]: user, self.c["who"]: f"Signed in as **{user}**.", self.c["main"]: gr.update(visible=True),
-                self.c["name_row"]: gr.update(visible=False), self.c["sign_out"]: gr.update(visible=self.accounts is None),
+                self.c["name_row"]: gr.update(visible=False), self.c["sign_out"]: gr.update(visible=True),
                 # with a password file, the browser's own sign-in is what a reload keeps
                 self.c["remembered"]: {"name": user} if self.accounts is None else SIGNED_OUT,
                 self.c["notes"]: note, **self.photos_view(ws, previews), **self.status_view(user), **self.review_view(ws),
@@ -712,9 +715,10 @@ class HeadshotsApp:
     def sign_out(self) -> dict:
         """Back to the name box, the name forgotten by this browser and the person's photos, review and crops
         taken off the page (someone else may use it next). A job that is running goes on: signing in again shows
-        it. Another tab open on the page stays signed in until it is reloaded."""
+        it. Another tab open on the page stays signed in until it is reloaded. With a password file the page then
+        goes to Gradio's /logout (`SIGN_OUT_JS`), which forgets this browser's sign-in and shows the sign-in form."""
         return {self.c["user"]: None, self.c["remembered"]: SIGNED_OUT, self.c["seen"]: None, self.c["who"]: "",
-                self.c["main"]: gr.update(visible=False), self.c["name_row"]: gr.update(visible=True),
+                self.c["main"]: gr.update(visible=False), self.c["name_row"]: gr.update(visible=self.accounts is None),
                 self.c["sign_out"]: gr.update(visible=False), self.c["name"]: "", self.c["sign_in_note"]: "",
                 self.c["timer"]: gr.Timer(active=False), self.c["files"]: None,
                 **{self.c[k]: "" for k in SIGNED_OUT_TEXT}, **{self.c[k]: gr.update(choices=[], value=None) for k in SIGNED_OUT_PICKERS}}
@@ -862,10 +866,11 @@ class HeadshotsApp:
         c["go"].click(self.start, [c["name"]], page, api_name="start")
         c["name"].submit(self.start, [c["name"]], page, api_name=False)
         demo.load(self.on_load, [c["remembered"]], page, api_name=False)
-        c["sign_out"].click(self.sign_out, None, [c[k] for k in ("user", "remembered", "seen", "who", "main", "name_row", "sign_out",
-                                                                 "name", "sign_in_note", "timer", "files", *SIGNED_OUT_TEXT,
-                                                                 *SIGNED_OUT_PICKERS)],
-                            api_name=False)
+        emptied = [c[k] for k in ("user", "remembered", "seen", "who", "main", "name_row", "sign_out", "name", "sign_in_note",
+                                  "timer", "files", *SIGNED_OUT_TEXT, *SIGNED_OUT_PICKERS)]
+        signed_out = c["sign_out"].click(self.sign_out, None, emptied, api_name=False)
+        if self.accounts:
+            signed_out.then(None, js=SIGN_OUT_JS)
         c["upload"].upload(self.upload, [c["upload"], c["user"]], [*photos, *status, c["upload"]], api_name="upload",
                            concurrency_id="photos")
         # Work of seconds: a spinner, on what the person acts on alone, so that a refusal marks that with Gradio's
@@ -912,6 +917,7 @@ class HeadshotsApp:
         if self.accounts:
             guard += [Middleware(SignInLimit, accounts=self.accounts, tries=self.limits.max_failed_sign_ins,
                                  window_s=self.limits.sign_in_lockout_s),
+                      Middleware(ForgetIdleSignIns, idle_s=self.limits.sign_in_idle_s),
                       Middleware(OwnDownloadsOnly, owners=self.download_owners)]
         lockout = self.limits.sign_in_lockout_s
         wait = f"{lockout / 60:g} minutes" if lockout >= 60 else f"{lockout:g} seconds"
@@ -1122,9 +1128,42 @@ class OwnDownloadsOnly:
         owner = next((self.owners[part] for part in Path(served).parts if part in self.owners), None)
         if owner is None:
             return True
-        server, cookies = scope["app"], Request(scope).cookies
-        token = cookies.get(f"access-token-{server.cookie_id}") or cookies.get(f"access-token-unsecure-{server.cookie_id}")
-        return server.tokens.get(token) == owner
+        server = scope["app"]
+        return server.tokens.get(session_token(scope)) == owner
+
+
+def session_token(scope: dict) -> str | None:
+    """The sign-in token a request carries, as Gradio reads it: its session cookie (the secure one, else the one it
+    sets for plain http)."""
+    server, cookies = scope["app"], Request(scope).cookies
+    return cookies.get(f"access-token-{server.cookie_id}") or cookies.get(f"access-token-unsecure-{server.cookie_id}")
+
+
+class ForgetIdleSignIns:
+    """Gradio keeps every sign-in (a token in a cookie) until the app stops, and an app may run for weeks: a cookie
+    left in a browser no one uses, or read from it, would open that person's photos all that while. This ASGI
+    middleware, in front of the app when it has a password file, forgets a sign-in that no request has used for
+    `idle_s`, before the request is answered, so its browser is asked for the password again. A page left open
+    keeps its sign-in: it asks for the job's status every few seconds."""
+
+    def __init__(self, app: Callable, idle_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.app, self.idle_s, self.clock = app, idle_s, clock
+        self.last_used: dict[str, float] = {}  # token -> when a request last carried it (or it was first seen)
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] in ("http", "websocket"):
+            self.forget_idle(scope["app"].tokens, session_token(scope))
+        await self.app(scope, receive, send)
+
+    def forget_idle(self, tokens: dict[str, str], used: str | None) -> None:
+        now = self.clock()
+        for token in list(tokens):
+            if now - self.last_used.setdefault(token, now) >= self.idle_s:
+                log.info("sign-in of %s forgotten: unused for %g s", tokens.pop(token, "?"), self.idle_s)
+        for token in set(self.last_used) - set(tokens):  # signed out, or forgotten
+            del self.last_used[token]
+        if used in tokens:
+            self.last_used[used] = now
 
 
 def forget_downloads(root: Path) -> None:

@@ -417,6 +417,25 @@ def test_sign_in_waits_after_too_many_wrong_passwords_for_a_name_or_from_an_addr
         assert asyncio.run(at_once("alice", 20)) == [400] * 20 and Checked.checks - checked == 3
 
 
+def test_a_sign_in_no_page_uses_is_forgotten_and_an_open_page_keeps_its_own(tmp_path, tiny_model, analyzer):
+    """Gradio kept every sign-in until the app stopped (security walk: a cookie copied from a browser no one had used
+    for days still opened that person's photos)."""
+    accounts = {"alice": "alice-secret", "bob": "bob-secret"}
+    with serve(tmp_path, tiny_model, analyzer, "app.sign_in_idle_s=2", accounts=accounts) as running:
+        alice, bob = signed_in(running.url, "alice", "alice-secret"), signed_in(running.url, "bob", "bob-secret")
+        copied = httpx.Client(base_url=running.url, cookies=bob.cookies)  # bob's cookie, taken elsewhere
+
+        def who(client: httpx.Client) -> str | None:
+            return client.get("gradio_api/login_check").status_code == 200 and client.get("gradio_api/user").json()
+
+        for _ in range(6):  # alice's page asks every half second (an open page ticks): hers is kept past 2 s
+            assert who(alice) == "alice"
+            time.sleep(0.5)
+        assert who(bob) is False and who(copied) is False and who(alice) == "alice"
+        assert sorted(running.app.demo.server_app.tokens.values()) == ["alice"]
+        assert who(signed_in(running.url, "bob", "bob-secret")) == "bob"  # the password opens it again
+
+
 def test_refuses_to_listen_beyond_loopback_without_a_password(capsys, tmp_path):
     assert main(["--host", "0.0.0.0", "--profile", "tiny"]) == 2
     err = capsys.readouterr().err

@@ -109,6 +109,36 @@ def tab(page, label: str) -> None:
     drawn(page)
 
 
+def test_sign_out_with_a_password_file_ends_this_browsers_sign_in(browser, tmp_path, tiny_model, analyzer):
+    """With a password file the page had no Sign out: on a computer several people use, the next one found the
+    last one's photos open until the browser was closed (or, with its tabs restored, longer)."""
+    with serve(tmp_path, tiny_model, analyzer, accounts={"alice": "alice-secret", "bob": "bob-secret"}) as server:
+        tokens = server.app.demo.server_app.tokens
+        laptop = browser.new_context()  # alice signed in on another machine too: that sign-in stays
+        phone = laptop.new_page()
+        page = browser.new_context().new_page()
+        for where in (phone, page):
+            where.goto(server.url)
+            where.locator("input[type=text]").first.fill("alice")
+            where.locator("input[type=password]").fill("alice-secret")
+            where.locator("input[type=password]").press("Enter")
+            where.get_by_text("Signed in as alice").wait_for()
+        assert sorted(tokens.values()) == ["alice", "alice"]
+        page.locator("#hs-sign-out").click()
+        page.locator("input[type=password]").wait_for()  # the sign-in form, not the page emptied
+        assert sorted(tokens.values()) == ["alice"] and not page.context.cookies()
+        page.reload()
+        page.locator("input[type=password]").wait_for()
+        assert not page.get_by_text("Signed in as").count()
+        phone.reload()
+        phone.get_by_text("Signed in as alice").wait_for()
+        # the next person signs in on the same browser: their own page
+        page.locator("input[type=text]").first.fill("bob")
+        page.locator("input[type=password]").fill("bob-secret")
+        page.locator("input[type=password]").press("Enter")
+        page.get_by_text("Signed in as bob").wait_for()
+
+
 def test_whole_flow_in_the_browser(browser, tmp_path, tiny_model, faces_dir, analyzer, monkeypatch):
     # The outputs lie outside the system's temporary folder and the working directory, as on a machine whose
     # paths.outputs_root is on another disk: Gradio hands out files from those two places only.

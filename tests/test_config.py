@@ -135,6 +135,7 @@ def test_a_persons_own_settings_are_layered_and_kept_to_their_few_keys(tmp_path)
         ("train.min_snr_gamma=0", "`train.min_snr_gamma` must be a positive number (5 is usual), or null"),
         ("train.min_snr_gamma=-5", "`train.min_snr_gamma` must be a positive number"),
         ("app.sign_in_lockout_s=0", "`app.sign_in_lockout_s` must be a number of seconds above 0"),
+        ("app.sign_in_idle_s=inf", "`app.sign_in_idle_s` must be a number of seconds above 0"),
         ("app.max_failed_sign_ins=0", "`app.max_failed_sign_ins` must be at least 1"),
     ],
 )
