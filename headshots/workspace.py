@@ -380,6 +380,20 @@ def _safetensors_header(f: BinaryIO) -> dict | None:
     return header if isinstance(header, dict) else None
 
 
+def safetensors_unreadable(path: Path) -> str | None:
+    """Why a safetensors file cannot be loaded, in a line, or None: opening it checks that every tensor its header
+    names fits in the file, so a file cut short (a full disk, an interrupted copy) is told here, in a second, rather
+    than by a traceback once a model has loaded."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            weights.keys()
+    except (SafetensorError, OSError) as exc:
+        return first_line(exc)
+    return None
+
+
 def replace_folder(new: Path, old: Path) -> None:
     """Swap the finished folder `new` in for `old` by renames (the old one is removed after): a reader, or a crash,
     never meets half of one or a mix of the two."""

@@ -38,7 +38,7 @@ from headshots.images import load_rgb
 from headshots.logs import get_logger, plural
 from headshots.schedulers import make_scheduler
 from headshots.sdxl import load_pipeline, load_refiner, pool_at_end_token, warn_without_gpu
-from headshots.workspace import ADAPTER_EMBEDDINGS, ADAPTER_INFO, ADAPTER_WEIGHTS, Workspace
+from headshots.workspace import ADAPTER_EMBEDDINGS, ADAPTER_INFO, ADAPTER_WEIGHTS, Workspace, safetensors_unreadable
 from infer.manifest import changes_images, names_taken, read_manifest, save_png, write_manifest
 from infer.styles import Style, check_prompt_lengths, load_style
 
@@ -267,20 +267,12 @@ def person_context(cfg: Config) -> Person:
 
 
 def check_adapter_weights(adapter: Path, again: str) -> None:
-    """The adapter's weight files open (safetensors checks that the tensors its header names fit in the file) before
-    any model loads: a file cut short (copied from the GPU machine, written to a full disk) ended in diffusers' OSError
-    traceback once the base model had loaded."""
-    from safetensors import SafetensorError, safe_open
-
+    """The adapter's weight files open before any model loads: a file cut short (copied from the GPU machine, written
+    to a full disk) ended in diffusers' OSError traceback once the base model had loaded."""
     for path in (adapter / ADAPTER_WEIGHTS, adapter / ADAPTER_EMBEDDINGS):  # the token vectors only with pivotal tuning
-        if not path.exists():
-            continue
-        try:
-            with safe_open(str(path), framework="pt") as weights:
-                weights.keys()
-        except (SafetensorError, OSError) as exc:
-            raise HeadshotsError(f"The adapter's {path.name} in {adapter} cannot be read ({exc}): it is cut short or "
-                                 "damaged.", again) from exc
+        if path.exists() and (why := safetensors_unreadable(path)):
+            raise HeadshotsError(f"The adapter's {path.name} in {adapter} cannot be read ({why}): it is cut short or "
+                                 "damaged.", again)
 
 
 @changes_images

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from headshots.config import Config
 from headshots.errors import HeadshotsError, first_line
-from headshots.workspace import Workspace, held_alone, lock_held
+from headshots.workspace import Workspace, held_alone, lock_held, safetensors_unreadable
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 UNREADABLE = ".unreadable"  # suffix of a damaged checkpoint's folder, set aside
@@ -99,20 +99,18 @@ def unreadable(checkpoint: Path) -> str | None:
     """Why a checkpoint cannot be resumed from, or None: its state.json, the LoRA weights' safetensors header (the
     tensors it names must fit in the file) and the optimizer's and scheduler's zip archives (torch.save's format,
     each member's CRC) are read before Accelerate loads them, whose errors for a file cut short were tracebacks."""
-    from safetensors import SafetensorError, safe_open
-
     for path in [checkpoint / "state.json", *sorted(checkpoint.glob("*.safetensors")), *sorted(checkpoint.glob("*.bin"))]:
         try:
             if path.suffix == ".json":
                 json.loads(path.read_text())
             elif path.suffix == ".safetensors":
-                with safe_open(str(path), framework="pt") as weights:
-                    weights.keys()
+                if why := safetensors_unreadable(path):
+                    return f"{path.name}: {why}"
             else:
                 with zipfile.ZipFile(path) as archive:
                     if (damaged := archive.testzip()) is not None:
                         return f"{path.name}: {damaged} is damaged"
-        except (OSError, ValueError, SafetensorError, zipfile.BadZipFile) as exc:
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
             return f"{path.name}: {first_line(exc)}"
     return None
 
