@@ -307,6 +307,13 @@ def _heldout_script():
     return module
 
 
+def test_the_heldout_tables_give_each_rate_its_90_percent_interval():
+    """58 photos a row: a rate's own uncertainty is as large as most changes the doc traces (Wilson score, z = 1.645)."""
+    interval = _heldout_script().interval
+    assert [round(x, 3) for x in interval(52, 58)] == [0.812, 0.946]
+    assert interval(0, 58)[0] == 0.0 and interval(58, 58)[1] == pytest.approx(1.0) and interval(0, 0) == (0.0, 1.0)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_heldout_generator_makes_the_dark_and_side_shadow_it_names(faces_dir, analyzer, seed):
     """The held-out generator is solved on each photo for its defect, measured on the face: a face mean of 60-90
