@@ -36,7 +36,7 @@ endif
 shell_quote = '$(subst ','\'',$(1))'
 COMMON = --user=$(call shell_quote,$(PERSON)) --profile $(call shell_quote,$(PROFILE)) $(call shell_quote,run=$(RUN))
 
-.PHONY: app batch setup lock demo test test-all lint intake prepare train infer more discard export recover purge tiny-model bench face-eval help check-user
+.PHONY: app account batch setup lock demo test test-all lint intake prepare train infer more discard export recover purge tiny-model bench face-eval help check-user
 
 help:
 	@echo "make setup | lock | demo | test | test-all | lint | bench"
@@ -46,6 +46,7 @@ help:
 	@echo "make recover USER=name [RUN=name] (a broken or lost samples/manifest.json)"
 	@echo "make purge USER=name [ALL=1: their photos too]            make batch USERS=a,b [ADDRESS=auto]"
 	@echo "make app [PROFILE=tiny] [PORT=8000]                      make face-eval CFP=... WILD=... [WEIGHTS=...] [NAME=...]"
+	@echo "make account USER=name [PASSWORDS=accounts.txt] (a web-app password, stored as its hash)"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -117,7 +118,7 @@ lint:
 	$(BIN)/ruff check .
 
 # The commands that take USER= (check-user first): its error names the one typed
-PERSON_COMMANDS := intake prepare train infer more discard export recover purge
+PERSON_COMMANDS := intake prepare train infer more discard export recover purge account
 check-user:
 	@test -n $(call shell_quote,$(PERSON)) || { echo "error: say whose photos on the command line, e.g. make $(firstword $(filter $(PERSON_COMMANDS),$(MAKECMDGOALS)) train) USER=alice"; exit 2; }
 
@@ -149,6 +150,11 @@ batch: $(if $(filter tiny,$(PROFILE)),tiny-model)
 PORT ?=
 app: $(if $(filter tiny,$(PROFILE)),tiny-model)
 	$(BIN)/python -m service.app --profile $(call shell_quote,$(PROFILE))$(if $(PORT), --port=$(call shell_quote,$(PORT))) $(ARGS)
+
+# A web-app account for --password-file: asks for USER's password, stores its hash in PASSWORDS (made if missing).
+PASSWORDS ?= accounts.txt
+account: check-user
+	$(BIN)/python -m service.app --password-file $(call shell_quote,$(PASSWORDS)) --add-account $(call shell_quote,$(PERSON))
 
 # Delete generated images for good (files in outputs/<user>/<run>/samples/, comma-separated), then score the rest.
 IMAGES ?=

@@ -2,6 +2,7 @@
 
     python -m service.app [--host 127.0.0.1] [--port 7860] [--profile tiny] [--config my.yaml]
                           [--password-file FILE] [key=value ...]
+    python -m service.app --password-file FILE --add-account NAME        # asks for NAME's password, stores its hash
 
 Upload (intake at once: verdict, reason, advice, face box per photo; what the set lacks) -> Train (a
 queued background job, live step, loss, ETA) -> Styles -> Review (your own face, then the ranked images at
@@ -11,8 +12,8 @@ one and delete from its card) -> Download (platform crops, shown and zipped) -> 
 A thin layer: intake, export, discard and purge are called in the request (seconds); training and generation run
 as jobs (service/jobs.py) through service.chain, and more like this as a job of its own. Every path comes
 from the session's user through Workspace, never from the client. Loopback only unless --host says
-otherwise, and then only with a password file (one `name:password` per line: each person logs in as
-themselves); never a share link.
+otherwise, and then only with a password file (service/accounts.py: one `name:hash` per line; each person logs in
+as themselves); never a share link.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import atexit
 import contextlib
 import errno
 import functools
-import hmac
+import getpass
 import ipaddress
 import json
 import os
@@ -68,6 +69,7 @@ from infer.export import EXPORT, SIZES, export
 from infer.generate import new_round_name
 from infer.styles import available_styles, load_style
 from service import views
+from service.accounts import add_account, password_matches, read_password_file
 from service.jobs import IMAGE_KINDS, JOBS_FOLDER, JobBusy, JobQueue, devices, job_command
 from service.purge import nothing_running, purge, refuse_while_a_batch_runs
 from train.checkpoint import training_now
@@ -128,33 +130,6 @@ def listen_address(host: str) -> str:
         return f"[{bare}]" if ipaddress.ip_address(bare).version == 6 else host
     except ValueError:
         return host  # a name, e.g. localhost
-
-
-def read_password_file(path: Path) -> dict[str, str]:
-    """`name:password` per line (# comments); each name a valid user name, the folder it may open."""
-    if not path.is_file():
-        raise ConfigError(f"Password file {path} does not exist.", "Create it with one `name:password` line per person.")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"Password file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}).",
-                          "Save it as plain UTF-8 text, one `name:password` line per person.") from exc
-    accounts = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        name, sep, password = line.partition(":")
-        if not sep or not password:
-            raise ConfigError(f"{path}, line {number}: expected `name:password`.", "One person per line, e.g. alice:long-secret.")
-        name = validate_user_name(name.strip())
-        same = next((known for known in accounts if known.casefold() == name.casefold()), None)
-        if same is not None:  # "Alice" and "alice" would share one folder on macOS's and Windows' file systems
-            raise ConfigError(f"{path}, line {number}: {name!r} is already an account ({same!r}; case does not tell folders apart everywhere).",
-                              "One line per person, each name different in more than its case.")
-        accounts[name] = password
-    if not accounts:
-        raise ConfigError(f"Password file {path} has no accounts.", "Add one `name:password` line per person.")
-    return accounts
 
 
 def same_bytes(stored: Path, upload: Path) -> bool:
@@ -249,8 +224,8 @@ class HeadshotsApp:
         return Workspace.from_config(self.settings.config(user, with_person_settings=False))
 
     def check_password(self, name: str, password: str) -> bool:
-        expected = (self.accounts or {}).get(name)
-        return expected is not None and hmac.compare_digest(expected.encode(), password.encode())
+        secret = (self.accounts or {}).get(name)
+        return secret is not None and password_matches(secret, password)
 
     # -- photos ------------------------------------------------------------------------------------
     def admit(self, source: Path, ws: Workspace, count: int) -> str:
@@ -1284,20 +1259,47 @@ def check_can_listen(host: str, port: int) -> None:
                           "to 65535.") from exc
 
 
+def set_password(path: Path | None, name: str, verbose: bool) -> int:
+    """--add-account: the password asked for twice on a terminal (not echoed), else read as one line of standard input
+    (a script's pipe), and stored in the password file as its hash."""
+    try:
+        if path is None:
+            raise ConfigError("--add-account needs the file to write to.", "Add --password-file FILE (made if missing).")
+        if sys.stdin.isatty():
+            password = getpass.getpass(f"Password for {name}: ")
+            if getpass.getpass("The same again: ") != password:
+                raise ConfigError("The two passwords differ; nothing was changed.", "Run the command again.")
+        else:
+            password = sys.stdin.readline().rstrip("\r\n")
+        new = add_account(path, name, password)
+    except HeadshotsError as exc:
+        return print_error(exc, verbose)
+    except OSError as exc:  # a folder that cannot be written, a full disk: the file is as it was
+        if (refused := storage_error(exc)) is None:
+            raise
+        return print_error(refused, verbose)
+    print(f"{name}: {'account added to' if new else 'password changed in'} {path} (stored as a hash; the file is readable by you only)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service.app", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=port_number, default=7860, help="(default: 7860)")
     parser.add_argument("--password-file", type=Path, default=None,
-                        help="one `name:password` per line; required when --host is not a loopback address")
+                        help="one `name:hash` per line (--add-account writes them); required when --host is not a loopback address")
+    parser.add_argument("--add-account", metavar="NAME", default=None,
+                        help="set NAME's password in --password-file (asked for; stored as a hash), then exit")
     add_config_args(parser, overrides_help="config overrides for every person, e.g. train.max_steps=500")
     args = parse(parser, argv)
     args.host = listen_address(args.host)
+    if args.add_account is not None:
+        return set_password(args.password_file, args.add_account, args.verbose)
     try:
         accounts = read_password_file(args.password_file) if args.password_file else None
         if accounts is None and not is_loopback(args.host):
             raise ConfigError(f"Listening on {args.host} would let other machines reach everyone's photos without a password.",
-                              "Add --password-file FILE (one `name:password` line per person), or leave --host at 127.0.0.1.")
+                              "Add --password-file FILE (--add-account NAME adds each person to it), or leave --host at 127.0.0.1.")
         check_can_listen(args.host, args.port)
         app = HeadshotsApp(Settings(args.profile, args.config, args.overrides), accounts=accounts)
     except HeadshotsError as exc:

@@ -5,7 +5,9 @@ a free loopback port over a temporary workspace."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -29,7 +31,8 @@ from PIL import Image
 from headshots.config import load_config
 from headshots.errors import ConfigError, HeadshotsError
 from headshots.workspace import ADAPTER_WEIGHTS
-from service.app import SERVED, client_network, is_loopback, listen_address, main, read_password_file, safe_file_name
+from service.accounts import hash_password, password_matches, read_password_file
+from service.app import SERVED, client_network, is_loopback, listen_address, main, safe_file_name
 from service.jobs import DONE, QUEUED, RUNNING, STOPPED, Job, JobQueue
 from tests.app_server import serve
 from tests.conftest import REPO, copy_photos, everything_done, run_make
@@ -420,7 +423,7 @@ def test_sign_in_waits_after_too_many_wrong_passwords_for_a_name_or_from_an_addr
 def test_a_sign_in_no_page_uses_is_forgotten_and_an_open_page_keeps_its_own(tmp_path, tiny_model, analyzer):
     """Gradio kept every sign-in until the app stopped (security walk: a cookie copied from a browser no one had used
     for days still opened that person's photos)."""
-    accounts = {"alice": "alice-secret", "bob": "bob-secret"}
+    accounts = {"alice": "alice-secret", "bob": hash_password("bob-secret")}  # as typed, or as --add-account keeps it
     with serve(tmp_path, tiny_model, analyzer, "app.sign_in_idle_s=2", accounts=accounts) as running:
         alice, bob = signed_in(running.url, "alice", "alice-secret"), signed_in(running.url, "bob", "bob-secret")
         copied = httpx.Client(base_url=running.url, cookies=bob.cookies)  # bob's cookie, taken elsewhere
@@ -434,6 +437,41 @@ def test_a_sign_in_no_page_uses_is_forgotten_and_an_open_page_keeps_its_own(tmp_
         assert who(bob) is False and who(copied) is False and who(alice) == "alice"
         assert sorted(running.app.demo.server_app.tokens.values()) == ["alice"]
         assert who(signed_in(running.url, "bob", "bob-secret")) == "bob"  # the password opens it again
+
+
+def test_the_password_file_keeps_hashes_written_by_add_account(tmp_path, capsys, monkeypatch, caplog):
+    """The password file held every password as typed: anyone who read it, or a backup of it, could sign in as
+    anyone. --add-account stores a salted scrypt hash; a typed line still works, with a warning."""
+    path = tmp_path / "accounts.txt"
+
+    def add(name: str, password: str) -> int:
+        monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))  # a pipe: a terminal is asked twice, unechoed
+        return main(["--password-file", str(path), "--add-account", name])
+
+    assert add("alice", "first") == 0 and add("bob", "bob-secret") == 0 and add("Alice", "second") == 0
+    assert "alice: account added to" in capsys.readouterr().out
+    text = path.read_text()
+    assert [line.split(":")[0] for line in text.splitlines()] == ["alice", "bob"] and "first" not in text and "second" not in text
+    assert path.stat().st_mode & 0o777 == 0o600
+    accounts = read_password_file(path)
+    assert password_matches(accounts["alice"], "second") and not password_matches(accounts["alice"], "first")
+    assert password_matches(accounts["bob"], "bob-secret") and not password_matches(accounts["bob"], "bob-secret ")
+    assert accounts["alice"].split("$")[3] != accounts["bob"].split("$")[3]  # a salt each
+
+    path.write_text("# the office\n" + text + "carol:typed\n")  # a line added by hand, the file left readable
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING):
+        assert password_matches(read_password_file(path)["carol"], "typed")
+    assert "passwords of carol as typed" in caplog.text and f"chmod 600 {path}" in caplog.text
+    assert add("carol", "hashed-now") == 0
+    assert path.read_text().startswith("# the office\nalice:$scrypt$") and "typed" not in path.read_text()
+
+    path.write_text(text.replace("$scrypt$n=32768", "$scrypt$n=1000"))  # not a power of two: scrypt cannot use it
+    with pytest.raises(ConfigError, match="line 1: the hash is damaged"):
+        read_password_file(path)
+    assert add("dave", "") == 2 and "An empty password" in capsys.readouterr().err
+    assert main(["--add-account", "dave"]) == 2 and "--add-account needs the file" in capsys.readouterr().err
+    assert add("../dave", "x") == 2
 
 
 def test_refuses_to_listen_beyond_loopback_without_a_password(capsys, tmp_path):

@@ -1,0 +1,131 @@
+"""The web app's accounts: who may sign in, read from a password file (docs/app.md).
+
+One line per person, `name:secret`. The secret is a scrypt hash, `$scrypt$n=32768,r=8,p=1$<salt>$<key>` (base64),
+as `python -m service.app --password-file FILE --add-account NAME` writes it (or `make account`): someone who reads
+the file, or a backup of it, learns no password. A password typed as it is (`alice:long-secret`, the file's first
+form) is still read, with a warning naming its lines, so a file written by hand keeps working until it is replaced.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import stat
+from pathlib import Path
+
+from headshots.config import validate_user_name
+from headshots.errors import ConfigError
+from headshots.logs import get_logger
+from headshots.workspace import write_atomic
+
+log = get_logger(__name__)
+
+SCRYPT = "$scrypt$"
+# scrypt's cost: 32 MiB and about 0.1 s a check on one core. Gradio checks a password on the app's event loop, so a
+# dearer one would hold every page still meanwhile; each line keeps its own, so new lines can be made dearer later.
+COST = {"n": 2**15, "r": 8, "p": 1}
+_HASHED = re.compile(r"\$scrypt\$n=(\d+),r=(\d+),p=(\d+)\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)")
+FORMAT_HINT = "One person per line: `name:` and a hash from `python -m service.app --password-file FILE --add-account NAME`."
+
+
+def hash_password(password: str) -> str:
+    """A password file's secret for `password`: scrypt with a fresh salt, its cost written beside it."""
+    salt = secrets.token_bytes(16)
+    key = _scrypt(password, salt, COST["n"], COST["r"], COST["p"])
+    return f"{SCRYPT}n={COST['n']},r={COST['r']},p={COST['p']}${_b64(salt)}${_b64(key)}"
+
+
+def password_matches(secret: str, password: str) -> bool:
+    """Whether `password` is the one `secret` (a line of the file, checked when it was read) was made from; compared
+    in constant time either way."""
+    hashed = _HASHED.fullmatch(secret)
+    if hashed is None:
+        return hmac.compare_digest(secret.encode(), password.encode())
+    n, r, p, salt, key = hashed.groups()
+    return hmac.compare_digest(_scrypt(password, base64.b64decode(salt), int(n), int(r), int(p)), base64.b64decode(key))
+
+
+def read_password_file(path: Path) -> dict[str, str]:
+    """Each account's name (a valid user name: the folder it may open) and secret. Warns of passwords kept as typed,
+    and of a file other users of this machine may read."""
+    accounts, typed = {}, []
+    for number, name, secret in _lines(path):
+        same = next((known for known in accounts if known.casefold() == name.casefold()), None)
+        if same is not None:  # "Alice" and "alice" would share one folder on macOS's and Windows' file systems
+            raise ConfigError(f"{path}, line {number}: {name!r} is already an account ({same!r}; case does not tell folders apart everywhere).",
+                              "One line per person, each name different in more than its case.")
+        if secret.startswith(SCRYPT):
+            _check_hash(path, number, secret)
+        else:
+            typed.append(name)
+        accounts[name] = secret
+    if not accounts:
+        raise ConfigError(f"Password file {path} has no accounts.", "Add one with: python -m service.app "
+                          f"--password-file {path} --add-account NAME")
+    if typed:
+        log.warning("%s keeps the passwords of %s as typed: anyone who reads the file can sign in as them. Replace "
+                    "each with its hash: python -m service.app --password-file %s --add-account NAME", path, ", ".join(typed), path)
+    if os.name == "posix" and path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
+        log.warning("%s can be read by other users of this machine: chmod 600 %s", path, path)
+    return accounts
+
+
+def add_account(path: Path, name: str, password: str) -> bool:
+    """Set `name`'s password in the file (made if missing), as a hash: the line of that name (in any case; its
+    spelling is kept) is replaced, or one added; every other line is kept as it is. The file is written whole, through a temporary file
+    readable by its owner only. Returns whether the account is new."""
+    name = validate_user_name(name)
+    if not password:
+        raise ConfigError("An empty password would let anyone sign in with that name.", "Type a password.")
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    if lines:
+        _lines(path)  # refuses a file it could not read back: rewriting it would keep its faults
+    at = next((i for i, text in enumerate(lines) if text.partition(":")[0].strip().casefold() == name.casefold()
+               and not text.lstrip().startswith("#")), None)
+    if at is None:
+        lines.append(f"{name}:{hash_password(password)}")
+    else:  # spelt as the file has it: the name of the person's folder
+        lines[at] = f"{lines[at].partition(':')[0].strip()}:{hash_password(password)}"
+    text = "\n".join(lines) + "\n"
+    write_atomic(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))  # made 0600, never wider
+    return at is None
+
+
+def _lines(path: Path) -> list[tuple[int, str, str]]:
+    """The file's accounts as (line number, name, secret), comments and blank lines left out."""
+    if not path.is_file():
+        raise ConfigError(f"Password file {path} does not exist.", f"Make it with: python -m service.app --password-file {path} --add-account NAME")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"Password file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}).",
+                          "Save it as plain UTF-8 text, one `name:password` line per person.") from exc
+    found = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, secret = line.partition(":")
+        if not sep or not secret:
+            raise ConfigError(f"{path}, line {number}: expected `name:password`.", FORMAT_HINT)
+        found.append((number, validate_user_name(name.strip()), secret))
+    return found
+
+
+def _check_hash(path: Path, number: int, secret: str) -> None:
+    """A hashed secret in the format `hash_password` writes, with a cost this machine can compute."""
+    hashed = _HASHED.fullmatch(secret)
+    n, r, p = (int(v) for v in hashed.groups()[:3]) if hashed else (0, 0, 0)
+    if hashed is None or n < 2 or n & (n - 1) or not (1 <= r <= 64 and 1 <= p <= 16 and 128 * n * r <= 2**31):
+        raise ConfigError(f"{path}, line {number}: the hash is damaged or not one this app writes.", FORMAT_HINT)
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=129 * n * r + 2**20, dklen=32)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
