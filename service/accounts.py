@@ -1,6 +1,6 @@
 """The web app's accounts: who may sign in, read from a password file (docs/app.md).
 
-One line per person, `name:secret`. The secret is a scrypt hash, `$scrypt$n=32768,r=8,p=1$<salt>$<key>` (base64),
+One line per person, `name:secret`. The secret is a scrypt hash, `$scrypt$n=131072,r=8,p=1$<salt>$<key>` (base64),
 as `python -m service.app --password-file FILE --add-account NAME` writes it (or `make account`): someone who reads
 the file, or a backup of it, learns no password. A password typed as it is (`alice:long-secret`, the file's first
 form) is still read, with a warning naming its lines, so a file written by hand keeps working until it is replaced.
@@ -25,9 +25,9 @@ from headshots.workspace import write_atomic
 log = get_logger(__name__)
 
 SCRYPT = "$scrypt$"
-# scrypt's cost: 32 MiB and about 0.1 s a check on one core. Gradio checks a password on the app's event loop, so a
-# dearer one would hold every page still meanwhile; each line keeps its own, so new lines can be made dearer later.
-COST = {"n": 2**15, "r": 8, "p": 1}
+# scrypt's cost, OWASP's recommended minimum: 128 MiB and about 0.4 s a check on one core (the app checks in a worker
+# thread). Each line keeps its own cost, so lines written later can be made dearer without breaking older ones.
+COST = {"n": 2**17, "r": 8, "p": 1}
 _HASHED = re.compile(r"\$scrypt\$n=(\d+),r=(\d+),p=(\d+)\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)")
 FORMAT_HINT = "One person per line: `name:` and a hash from `python -m service.app --password-file FILE --add-account NAME`."
 

@@ -19,6 +19,7 @@ as themselves); never a share link.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import atexit
 import contextlib
 import errno
@@ -223,9 +224,11 @@ class HeadshotsApp:
         person can still see, remove and delete their data."""
         return Workspace.from_config(self.settings.config(user, with_person_settings=False))
 
-    def check_password(self, name: str, password: str) -> bool:
+    async def check_password(self, name: str, password: str) -> bool:
+        """Gradio's sign-in check, in a worker thread: Gradio awaits it on the app's event loop, where a hash's
+        0.4 s of scrypt would hold every page's updates still meanwhile."""
         secret = (self.accounts or {}).get(name)
-        return secret is not None and password_matches(secret, password)
+        return secret is not None and await asyncio.to_thread(password_matches, secret, password)
 
     # -- photos ------------------------------------------------------------------------------------
     def admit(self, source: Path, ws: Workspace, count: int) -> str:
