@@ -35,6 +35,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 import unicodedata
 import warnings
@@ -206,6 +207,8 @@ class HeadshotsApp:
         self.downloads_root: Path | None = None  # made at the first download, removed with the app
         self.download_owners: dict[str, str] = {}  # Gradio's cache folder of each download served -> whose it is
         self.downloads_lock: FileLock | None = None
+        self.turns: dict[str, threading.Lock] = {}  # whose photos change now (`photos_in_turn`)
+        self.turns_lock = threading.Lock()
         for root in forget_abandoned_downloads():
             log.info("removed %s, the downloads of an app that stopped without closing", root)
 
@@ -295,15 +298,16 @@ class HeadshotsApp:
         try:
             ws = self.workspace(self.user(state, request))  # a refused name: Gradio's error box, once cleaned up
             try:
-                with self.photos_changing(ws):
-                    count = len(list_photos(ws.selfies)) if ws.selfies.is_dir() else 0
-                    for path in map(Path, files or []):
-                        try:
-                            notes.append(f"added **{views.plain(self.admit(path, ws, count))}**")
-                            count += 1
-                        except ImageError as exc:
-                            notes.append(f"**not added**: {views.plain(exc.message)} → {views.plain(exc.hint)}")
-                previews = self.check_photos(ws)
+                with self.photos_in_turn(ws.user):
+                    with self.photos_changing(ws):
+                        count = len(list_photos(ws.selfies)) if ws.selfies.is_dir() else 0
+                        for path in map(Path, files or []):
+                            try:
+                                notes.append(f"added **{views.plain(self.admit(path, ws, count))}**")
+                                count += 1
+                            except ImageError as exc:
+                                notes.append(f"**not added**: {views.plain(exc.message)} → {views.plain(exc.hint)}")
+                    previews = self.check_photos(ws)
             except HeadshotsError as exc:  # refused, or the photos could not be judged (their settings.yaml, a busy intake)
                 notes.append(f"**{'not judged' if notes else 'not added'}**: {views.plain(exc.message)} → {views.plain(exc.hint)}")
         finally:
@@ -320,16 +324,27 @@ class HeadshotsApp:
     @user_errors
     def remove(self, chosen: list[str] | None, state: str | None, request: gr.Request) -> dict:
         ws = self.workspace(self.user(state, request))
-        with self.photos_changing(ws):
-            mine = {p.name: p for p in list_photos(ws.selfies)} if ws.selfies.is_dir() else {}
-            if not chosen:
-                raise HeadshotsError("Tick the photos to remove first.", "Or press Remove on a photo's own card.")
-            _only_listed(chosen, mine, PHOTOS_LISTED)
-            for name in chosen:
-                mine[name].unlink()
-        previews = self.check_photos(ws)
+        with self.photos_in_turn(ws.user):
+            with self.photos_changing(ws):
+                mine = {p.name: p for p in list_photos(ws.selfies)} if ws.selfies.is_dir() else {}
+                if not chosen:
+                    raise HeadshotsError("Tick the photos to remove first.", "Or press Remove on a photo's own card.")
+                _only_listed(chosen, mine, PHOTOS_LISTED)
+                for name in chosen:
+                    mine[name].unlink()
+            previews = self.check_photos(ws)
         return {**self.photos_view(ws, previews), **self.status_view(ws.user),
                 self.c["notes"]: f"- removed {plural(len(chosen), 'photo')}"}
+
+    @contextmanager
+    def photos_in_turn(self, user: str) -> Iterator[None]:
+        """One change of a person's photos at a time, with the intake after it: a second tab's upload waits for the
+        first's, which judges the set it made. Different people's uploads run side by side: Gradio queued everyone's
+        behind one (a shared concurrency group of one), so a person waited out another's 30 photos."""
+        with self.turns_lock:
+            turn = self.turns.setdefault(user, threading.Lock())
+        with turn:
+            yield
 
     @contextmanager
     def photos_changing(self, ws: Workspace) -> Iterator[None]:
@@ -849,12 +864,13 @@ class HeadshotsApp:
         signed_out = c["sign_out"].click(self.sign_out, None, emptied, api_name=False)
         if self.accounts:
             signed_out.then(None, js=SIGN_OUT_JS)
+        # each person's photos change in turn (`photos_in_turn`), everyone's side by side
         c["upload"].upload(self.upload, [c["upload"], c["user"]], [*photos, *status, c["upload"]], api_name="upload",
-                           concurrency_id="photos")
+                           concurrency_limit=None)
         # Work of seconds: a spinner, on what the person acts on alone, so that a refusal marks that with Gradio's
         # "Error" badge, not the status line of their job (or every output), where it stays until that changes
         c["remove"].click(self.remove, [c["remove_pick"], c["user"]], [*photos, *status], api_name="remove",
-                          concurrency_id="photos", show_progress_on=[c["photos"]])
+                          concurrency_limit=None, show_progress_on=[c["photos"]])
         # These only start a job, at once, and the status line then says where it is: no spinner is needed, and
         # a refusal is its message box alone (with a spinner, Gradio also marks the status line "Error" until it changes)
         instant = {"show_progress": "hidden"}

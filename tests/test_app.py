@@ -15,6 +15,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -161,6 +162,32 @@ def test_a_photo_the_disk_could_not_take_leaves_no_cut_off_copy(server, selfies,
     with pytest.raises(HeadshotsError, match="no room on the disk") as refused:
         server.app.admit(selfies[0], ws, 0)
     assert "Free some disk space" in refused.value.hint and list(ws.selfies.iterdir()) == []
+
+
+def test_uploads_wait_for_the_same_persons_own_and_for_no_one_elses(tmp_path, tiny_model, analyzer, selfies):
+    """Every upload waited for any other's (one Gradio concurrency group of one, app-wide): with a password file, one
+    person's 30 photos held up everyone's. Now two tabs of one person take turns, and another person's runs beside."""
+    finished: list[str] = []
+
+    def add(client: Client, photos: list[Path], who: str) -> None:
+        notes = upload(client, photos)["notes"]
+        added = notes.count("added **") == len(photos) and "not added" not in notes
+        finished.append(who if added else f"{who}, refused: {notes}")
+
+    with serve(tmp_path, tiny_model, analyzer) as server:  # room for 30 photos each
+        first_tab, _ = session(server, "fay")
+        second_tab, _ = session(server, "fay")
+        other, _ = session(server, "gus")
+        many = threading.Thread(target=add, args=(first_tab, selfies[:10], "fay's ten"))
+        many.start()
+        time.sleep(0.5)
+        same_person = threading.Thread(target=add, args=(second_tab, selfies[10:12], "fay's two"))
+        same_person.start()
+        add(other, selfies[12:13], "gus's one")
+        many.join()
+        same_person.join()
+        assert finished == ["gus's one", "fay's ten", "fay's two"]
+        assert len(list((server.data / "fay" / "selfies").iterdir())) == 12
 
 
 def test_an_upload_beside_a_folder_or_a_broken_link_among_the_photos_is_added(server, selfies):
