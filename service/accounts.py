@@ -32,6 +32,47 @@ _HASHED = re.compile(r"\$scrypt\$n=(\d+),r=(\d+),p=(\d+)\$([A-Za-z0-9+/=]+)\$([A
 FORMAT_HINT = "One person per line: `name:` and a hash from `python -m service.app --password-file FILE --add-account NAME`."
 
 
+class Accounts:
+    """Who may sign in: each name's secret, from a password file that is read again when it changes (`reload`), so
+    `make account` takes effect while the app runs; or given as they are (`path` None: tests)."""
+
+    def __init__(self, secrets: dict[str, str], path: Path | None = None, seen: tuple[int, int, int] | None = None) -> None:
+        self.secrets, self.path, self.seen = secrets, path, seen  # seen: the file's `_version` when it was read
+
+    @classmethod
+    def from_file(cls, path: Path) -> Accounts:
+        version = _version(path)  # before reading: a change made meanwhile is read again at the next `reload`
+        return cls(read_password_file(path), path, version)
+
+    def get(self, name: str) -> str | None:
+        return self.secrets.get(name)
+
+    def lower_names(self) -> set[str]:
+        return {name.lower() for name in self.secrets}
+
+    def reload(self) -> set[str]:
+        """Read the file again if it changed; returns the names whose sign-ins must end: removed, or given another
+        password (the old one may be why). A file that cannot be read now leaves the accounts as they were, said in
+        the log once per change."""
+        if self.path is None or (version := _version(self.path)) == self.seen:
+            return set()
+        self.seen = version
+        try:
+            now = read_password_file(self.path)
+        except ConfigError as exc:
+            log.warning("%s changed, but cannot be used: %s %s The accounts read before stay.", self.path, exc.message, exc.hint)
+            return set()
+        ended = {name for name, secret in self.secrets.items() if now.get(name) != secret}
+        added = sorted(set(now) - set(self.secrets))
+        changes = [f"added {', '.join(added)}"] if added else []
+        if ended:
+            changes.append(f"sign-ins ended for {', '.join(sorted(ended))}")
+        self.secrets.clear()
+        self.secrets.update(now)
+        log.info("%s read again: %s", self.path, "; ".join(changes) or "no account changed")
+        return ended
+
+
 def hash_password(password: str) -> str:
     """A password file's secret for `password`: scrypt with a fresh salt, its cost written beside it."""
     salt = secrets.token_bytes(16)
@@ -121,6 +162,16 @@ def _check_hash(path: Path, number: int, secret: str) -> None:
     n, r, p = (int(v) for v in hashed.groups()[:3]) if hashed else (0, 0, 0)
     if hashed is None or n < 2 or n & (n - 1) or not (1 <= r <= 64 and 1 <= p <= 16 and 128 * n * r <= 2**31):
         raise ConfigError(f"{path}, line {number}: the hash is damaged or not one this app writes.", FORMAT_HINT)
+
+
+def _version(path: Path) -> tuple[int, int, int] | None:
+    """What tells one state of the file from the next: its inode (`add_account` replaces the file), size and
+    modification time; None while it is missing."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:

@@ -71,7 +71,7 @@ from infer.export import EXPORT, SIZES, export
 from infer.generate import new_round_name
 from infer.styles import available_styles, load_style
 from service import views
-from service.accounts import add_account, password_matches, read_password_file
+from service.accounts import Accounts, add_account, password_matches
 from service.jobs import IMAGE_KINDS, JOBS_FOLDER, JobBusy, JobQueue, devices, job_command
 from service.purge import nothing_running, purge, refuse_while_a_batch_runs
 from train.checkpoint import training_now
@@ -193,7 +193,7 @@ class HeadshotsApp:
     """The handlers, and the page wired to them."""
 
     def __init__(self, settings: Settings, analyzer: FaceAnalyzer | None = None, jobs: JobQueue | None = None,
-                 accounts: dict[str, str] | None = None) -> None:
+                 accounts: Accounts | None = None) -> None:
         self.settings = settings
         probe = settings.config(SETTINGS_USER, with_person_settings=False)  # a bad key or value stops the app here
         self.limits: AppConfig = probe.app
@@ -230,7 +230,7 @@ class HeadshotsApp:
     async def check_password(self, name: str, password: str) -> bool:
         """Gradio's sign-in check, in a worker thread: Gradio awaits it on the app's event loop, where a hash's
         0.4 s of scrypt would hold every page's updates still meanwhile."""
-        secret = (self.accounts or {}).get(name)
+        secret = self.accounts.get(name) if self.accounts is not None else None
         return secret is not None and await asyncio.to_thread(password_matches, secret, password)
 
     # -- photos ------------------------------------------------------------------------------------
@@ -862,7 +862,7 @@ class HeadshotsApp:
         emptied = [c[k] for k in ("user", "remembered", "seen", "who", "main", "name_row", "sign_out", "name", "sign_in_note",
                                   "timer", "files", *SIGNED_OUT_TEXT, *SIGNED_OUT_PICKERS)]
         signed_out = c["sign_out"].click(self.sign_out, None, emptied, api_name=False)
-        if self.accounts:
+        if self.accounts is not None:
             signed_out.then(None, js=SIGN_OUT_JS)
         # each person's photos change in turn (`photos_in_turn`), everyone's side by side
         c["upload"].upload(self.upload, [c["upload"], c["user"]], [*photos, *status, c["upload"]], api_name="upload",
@@ -908,14 +908,15 @@ class HeadshotsApp:
         demo = self.build()
         demo.queue()
         guard = [Middleware(NotFramed), *([Middleware(LoopbackNamesOnly)] if is_loopback(host) else [])]
-        if self.accounts:
-            guard += [Middleware(SignInLimit, accounts=self.accounts, tries=self.limits.max_failed_sign_ins,
+        if self.accounts is not None:
+            guard += [Middleware(FollowPasswordFile, accounts=self.accounts),
+                      Middleware(SignInLimit, accounts=self.accounts, tries=self.limits.max_failed_sign_ins,
                                  window_s=self.limits.sign_in_lockout_s),
                       Middleware(ForgetIdleSignIns, idle_s=self.limits.sign_in_idle_s),
                       Middleware(OwnDownloadsOnly, owners=self.download_owners)]
         lockout = self.limits.sign_in_lockout_s
         wait = f"{lockout / 60:g} minutes" if lockout >= 60 else f"{lockout:g} seconds"
-        demo.launch(server_name=host, server_port=port, share=False, auth=self.check_password if self.accounts else None,
+        demo.launch(server_name=host, server_port=port, share=False, auth=self.check_password if self.accounts is not None else None,
                     auth_message=f"Sign in with your name and password. After {self.limits.max_failed_sign_ins} wrong "
                                  f"passwords within {wait}, for one name or from one address, sign-in waits until {wait} "
                                  "after the first of them.",
@@ -1043,10 +1044,9 @@ class SignInLimit:
     name or address waits). A name that is no account counts against its address only (every name sent would
     otherwise be kept)."""
 
-    def __init__(self, app: Callable, accounts: Collection[str], tries: int, window_s: float,
+    def __init__(self, app: Callable, accounts: Accounts, tries: int, window_s: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.app, self.tries, self.window_s, self.clock = app, tries, window_s, clock
-        self.accounts = {name.lower() for name in accounts}
+        self.app, self.accounts, self.tries, self.window_s, self.clock = app, accounts, tries, window_s, clock
         self.failures: dict[str, deque[float]] = {}  # "name alice" / "address 10.0.0.5" -> times of failed sign-ins
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -1060,7 +1060,7 @@ class SignInLimit:
         except (HTTPException, MultiPartException):  # a body that is no form: Gradio refuses it, counted by address
             name = ""
         keys = [f"address {client_network(scope['client'][0] if scope.get('client') else 'unknown')}",
-                *([f"name {name}"] if name in self.accounts else [])]
+                *([f"name {name}"] if name in self.accounts.lower_names() else [])]
         self.forget_old()
         if any(len(self.failures.get(key, ())) >= self.tries for key in keys):
             await JSONResponse({"detail": WRONG_PASSWORD}, status_code=400)(scope, receive, send)
@@ -1098,6 +1098,24 @@ class SignInLimit:
                 times.popleft()
             if not times:
                 del self.failures[key]
+
+
+class FollowPasswordFile:
+    """The password file read again when it has changed, before a request is answered (`Accounts.reload`): an account
+    added, or a password changed, with `make account` works without restarting the app, which would end everyone's
+    jobs; and the sign-ins of an account taken out of the file, or given another password, end at once (Gradio would
+    keep them until the app stops)."""
+
+    def __init__(self, app: Callable, accounts: Accounts) -> None:
+        self.app, self.accounts = app, accounts
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] in ("http", "websocket") and (ended := self.accounts.reload()):
+            tokens = scope["app"].tokens
+            for token, name in list(tokens.items()):
+                if name in ended:
+                    del tokens[token]
+        await self.app(scope, receive, send)
 
 
 class OwnDownloadsOnly:
@@ -1315,7 +1333,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.add_account is not None:
         return set_password(args.password_file, args.add_account, args.verbose)
     try:
-        accounts = read_password_file(args.password_file) if args.password_file else None
+        accounts = Accounts.from_file(args.password_file) if args.password_file else None
         if accounts is None and not is_loopback(args.host):
             raise ConfigError(f"Listening on {args.host} would let other machines reach everyone's photos without a password.",
                               "Add --password-file FILE (--add-account NAME adds each person to it), or leave --host at 127.0.0.1.")

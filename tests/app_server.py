@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.accounts import Accounts
 from service.app import HeadshotsApp, Settings
 
 SMALL = ("train.max_steps=4", "train.checkpoint_every=2", "infer.images_per_style=1", "infer.steps=2", "infer.more.count=2",
@@ -30,11 +31,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(root: Path, tiny_model: Path, analyzer, *overrides: str, accounts: dict[str, str] | None = None) -> Iterator[Server]:
+def serve(root: Path, tiny_model: Path, analyzer, *overrides: str, accounts: dict[str, str] | Path | None = None) -> Iterator[Server]:
+    """`accounts`: name -> password (or hash), or a password file, read again when it changes, as `main` reads it."""
     data, outputs = root / "data", root / "outputs"
     settings = Settings("tiny", None, [f"paths.data_root={data}", f"paths.outputs_root={outputs}",
                                        f"paths.cache_root={root / 'cache'}", f"model.pretrained={tiny_model}", *SMALL, *overrides])
-    app = HeadshotsApp(settings, analyzer=analyzer, accounts=accounts)
+    if isinstance(accounts, Path):
+        signing_in = Accounts.from_file(accounts)
+    else:
+        signing_in = None if accounts is None else Accounts(accounts)
+    app = HeadshotsApp(settings, analyzer=analyzer, accounts=signing_in)
     try:
         url = app.launch("127.0.0.1", free_port(), block=False)
         yield Server(url, app, data, outputs)

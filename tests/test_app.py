@@ -32,7 +32,7 @@ from PIL import Image
 from headshots.config import load_config
 from headshots.errors import ConfigError, HeadshotsError
 from headshots.workspace import ADAPTER_WEIGHTS
-from service.accounts import hash_password, password_matches, read_password_file
+from service.accounts import add_account, hash_password, password_matches, read_password_file
 from service.app import SERVED, client_network, is_loopback, listen_address, main, safe_file_name
 from service.jobs import DONE, QUEUED, RUNNING, STOPPED, Job, JobQueue
 from tests.app_server import serve
@@ -75,6 +75,11 @@ def signed_in(url: str, name: str, password: str) -> httpx.Client:
     client = httpx.Client(base_url=url)
     assert client.post("login", data={"username": name, "password": password}).status_code == 200
     return client
+
+
+def signed_in_as(client: httpx.Client) -> str | bool:
+    """The account whose sign-in the client's cookie holds, or False."""
+    return client.get("gradio_api/login_check").status_code == 200 and client.get("gradio_api/user").json()
 
 
 def cached_copy(path: Path) -> Path:
@@ -454,10 +459,7 @@ def test_a_sign_in_no_page_uses_is_forgotten_and_an_open_page_keeps_its_own(tmp_
     with serve(tmp_path, tiny_model, analyzer, "app.sign_in_idle_s=2", accounts=accounts) as running:
         alice, bob = signed_in(running.url, "alice", "alice-secret"), signed_in(running.url, "bob", "bob-secret")
         copied = httpx.Client(base_url=running.url, cookies=bob.cookies)  # bob's cookie, taken elsewhere
-
-        def who(client: httpx.Client) -> str | None:
-            return client.get("gradio_api/login_check").status_code == 200 and client.get("gradio_api/user").json()
-
+        who = signed_in_as
         for _ in range(6):  # alice's page asks every half second (an open page ticks): hers is kept past 2 s
             assert who(alice) == "alice"
             time.sleep(0.5)
@@ -516,6 +518,31 @@ def test_the_password_file_keeps_hashes_written_by_add_account(tmp_path, capsys,
     assert add("dave", "") == 2 and "An empty password" in capsys.readouterr().err
     assert main(["--add-account", "dave"]) == 2 and "--add-account needs the file" in capsys.readouterr().err
     assert add("../dave", "x") == 2
+
+
+def test_the_password_file_is_followed_while_the_app_runs(tmp_path, tiny_model, analyzer, caplog):
+    """The file was read once, at start: adding a person meant restarting the app, which ends everyone's jobs, and
+    a person taken out of the file, or whose password was changed, stayed signed in until the app stopped."""
+    path = tmp_path / "accounts.txt"
+    add_account(path, "alice", "alice-1")
+
+    def status(name: str, password: str) -> int:
+        return httpx.post(running.url + "login", data={"username": name, "password": password}).status_code
+
+    with serve(tmp_path / "app", tiny_model, analyzer, accounts=path) as running:
+        alice = signed_in(running.url, "alice", "alice-1")
+        add_account(path, "bob", "bob-1")  # `make account USER=bob` while the app runs
+        bob = signed_in(running.url, "bob", "bob-1")
+        assert signed_in_as(alice) == "alice" and signed_in_as(bob) == "bob"
+        add_account(path, "alice", "alice-2")  # a new password ends the old one's sign-ins
+        assert signed_in_as(alice) is False and signed_in_as(bob) == "bob"
+        assert status("alice", "alice-1") == 400 and status("alice", "alice-2") == 200
+        with caplog.at_level(logging.WARNING):
+            path.write_text(path.read_text() + "a line with no password\n")  # an edit gone wrong: nothing changes
+            assert signed_in_as(bob) == "bob" and status("alice", "alice-2") == 200
+        assert "changed, but cannot be used" in caplog.text and "The accounts read before stay" in caplog.text
+        path.write_text("".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("alice:")))
+        assert signed_in_as(bob) is False and status("bob", "bob-1") == 400  # taken out of the file
 
 
 def test_refuses_to_listen_beyond_loopback_without_a_password(capsys, tmp_path):
