@@ -47,8 +47,10 @@ class Accounts:
     def get(self, name: str) -> str | None:
         return self.secrets.get(name)
 
-    def lower_names(self) -> set[str]:
-        return {name.lower() for name in self.secrets}
+    def spelling(self, name: str) -> str | None:
+        """The account `name` is, in the file's spelling, whatever its case (the file has no two names that differ
+        in case alone); None if it is none."""
+        return next((known for known in self.secrets if known.casefold() == name.casefold()), None)
 
     def reload(self) -> set[str]:
         """Read the file again if it changed; returns the names whose sign-ins must end: removed, or given another

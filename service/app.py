@@ -46,12 +46,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import gradio as gr
 from filelock import FileLock, Timeout
 from gradio.utils import get_upload_folder
 from PIL import Image
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.middleware import Middleware
@@ -909,7 +910,7 @@ class HeadshotsApp:
         demo.queue()
         guard = [Middleware(NotFramed), *([Middleware(LoopbackNamesOnly)] if is_loopback(host) else [])]
         if self.accounts is not None:
-            guard += [Middleware(FollowPasswordFile, accounts=self.accounts),
+            guard += [Middleware(FollowPasswordFile, accounts=self.accounts), Middleware(NamesIgnoreCase, accounts=self.accounts),
                       Middleware(SignInLimit, accounts=self.accounts, tries=self.limits.max_failed_sign_ins,
                                  window_s=self.limits.sign_in_lockout_s),
                       Middleware(ForgetIdleSignIns, idle_s=self.limits.sign_in_idle_s),
@@ -1050,17 +1051,13 @@ class SignInLimit:
         self.failures: dict[str, deque[float]] = {}  # "name alice" / "address 10.0.0.5" -> times of failed sign-ins
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != "/login":
+        if not is_sign_in(scope):
             await self.app(scope, receive, send)
             return
-        request = Request(scope, receive)
-        body = await request.body()  # kept by the request, which reads the form from it, and handed on to Gradio
-        try:
-            name = str((await request.form()).get("username") or "").strip().lower()
-        except (HTTPException, MultiPartException):  # a body that is no form: Gradio refuses it, counted by address
-            name = ""
+        body, form = await read_form(scope, receive)
+        name = str(form.get("username") or "").strip().lower() if form else ""  # no form: refused, counted by address
         keys = [f"address {client_network(scope['client'][0] if scope.get('client') else 'unknown')}",
-                *([f"name {name}"] if name in self.accounts.lower_names() else [])]
+                *([f"name {name}"] if self.accounts.spelling(name) else [])]
         self.forget_old()
         if any(len(self.failures.get(key, ())) >= self.tries for key in keys):
             await JSONResponse({"detail": WRONG_PASSWORD}, status_code=400)(scope, receive, send)
@@ -1069,21 +1066,13 @@ class SignInLimit:
         for key in keys:  # failed until it succeeds
             self.failures.setdefault(key, deque()).append(now)
         status: list[int] = []
-        handed_on = False
-
-        async def replay() -> dict:  # the body once, as read; then the client's own messages (a disconnect)
-            nonlocal handed_on
-            if handed_on:
-                return await receive()
-            handed_on = True
-            return {"type": "http.request", "body": body, "more_body": False}
 
         async def watch(message: dict) -> None:
             if message["type"] == "http.response.start":
                 status.append(message["status"])
             await send(message)
 
-        await self.app(scope, replay, watch)
+        await self.app(scope, replaying(body, receive), watch)
         for key in keys:
             if status == [200]:
                 with contextlib.suppress(KeyError, ValueError):  # forgotten meanwhile, as old as the window
@@ -1098,6 +1087,62 @@ class SignInLimit:
                 times.popleft()
             if not times:
                 del self.failures[key]
+
+
+def is_sign_in(scope: dict) -> bool:
+    """Gradio's sign-in: the form the sign-in page posts to /login."""
+    return scope["type"] == "http" and scope["method"] == "POST" and scope["path"].rstrip("/") == "/login"
+
+
+async def read_form(scope: dict, receive: Callable) -> tuple[bytes, FormData | None]:
+    """A request's body, read by a middleware (to hand on with `replaying`), and its form; None when it is no form
+    (Gradio then refuses it)."""
+    request = Request(scope, receive)
+    body = await request.body()  # kept by the request, which reads the form from it
+    try:
+        return body, await request.form()
+    except (HTTPException, MultiPartException):
+        return body, None
+
+
+def replaying(body: bytes, receive: Callable) -> Callable:
+    """An ASGI receive that hands on `body`, which a middleware read already, once; then the client's own messages
+    (a disconnect)."""
+    handed_on = False
+
+    async def replay() -> dict:
+        nonlocal handed_on
+        if handed_on:
+            return await receive()
+        handed_on = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+class NamesIgnoreCase:
+    """A name signs in whatever its case. Phones capitalise the first letter typed into a box, and "Alice" was refused
+    for the account alice (names are folders, in the file's spelling: a sign-in kept as "Alice" would open another,
+    empty folder on Linux). Before Gradio's sign-in reads the form, a name that is an account's in another case is
+    replaced by the account's own spelling, so the sign-in, and every request it makes, is that account's."""
+
+    def __init__(self, app: Callable, accounts: Accounts) -> None:
+        self.app, self.accounts = app, accounts
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if not is_sign_in(scope):
+            await self.app(scope, receive, send)
+            return
+        body, form = await read_form(scope, receive)
+        typed = str(form.get("username") or "") if form else ""
+        account = self.accounts.spelling(typed.strip())
+        if form is not None and account is not None and account != typed:
+            body = urlencode([(key, account if key == "username" else value) for key, value in form.multi_items()
+                              if isinstance(value, str)]).encode()
+            headers = [(key, value) for key, value in scope["headers"] if key not in (b"content-type", b"content-length")]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/x-www-form-urlencoded"),
+                                          (b"content-length", str(len(body)).encode())]}
+        await self.app(scope, replaying(body, receive), send)
 
 
 class FollowPasswordFile:

@@ -358,6 +358,12 @@ def test_signed_in_name_is_the_only_identity(tmp_path, tiny_model, analyzer, sel
         seen = page(bob.predict("alice", api_name="/start"))  # typing another name changes nothing
         assert seen["who"] == "Signed in as **bob**." and "01.jpg" not in seen["photos"]
         assert sorted(p.name for p in running.data.iterdir()) == ["alice"]
+        # a name in another case (a phone capitalises the first letter) is that account, as the file spells it: it
+        # was refused, and kept as typed it would have opened another, empty folder
+        phone = httpx.Client(base_url=running.url)
+        assert phone.post("login", files={"username": (None, "Alice "), "password": (None, "alice-secret")}).status_code == 200
+        assert signed_in_as(phone) == "alice"
+        assert httpx.post(running.url + "login", data={"username": "ALICE", "password": "bob-secret"}).status_code == 400
 
         # Alice's download is served to her alone: Gradio's file route would hand it to any account with the link.
         samples = running.app.workspace("alice").samples_dir(running.app.run)

@@ -117,9 +117,9 @@ def test_sign_out_with_a_password_file_ends_this_browsers_sign_in(browser, tmp_p
         laptop = browser.new_context()  # alice signed in on another machine too: that sign-in stays
         phone = laptop.new_page()
         page = browser.new_context().new_page()
-        for where in (phone, page):
+        for where, typed in ((phone, "Alice"), (page, "alice")):  # a phone capitalises the name: the same account
             where.goto(server.url)
-            where.locator("input[type=text]").first.fill("alice")
+            where.locator("input[type=text]").first.fill(typed)
             where.locator("input[type=password]").fill("alice-secret")
             where.locator("input[type=password]").press("Enter")
             where.get_by_text("Signed in as alice").wait_for()
