@@ -4,11 +4,13 @@ datasets. Tests that need ../shared skip with the reason when it is absent."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +26,20 @@ FACES = SHARED / "faces"
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _own_gradio_upload_folder() -> None:
+    """Each test process (each pytest-xdist worker, and the process that starts them) its own Gradio upload folder,
+    removed when it ends. Gradio files an upload under a hash of its bytes, so two workers uploading the same photo
+    at once shared one file, and one app deleting its copy once done took the other's upload away: "01.jpg: not a
+    regular file" (seen with `-n 2` spreading tests/test_app.py over both workers). Set here, before Gradio is
+    imported; a folder set by the parent process is not reused."""
+    folder = tempfile.mkdtemp(prefix="headshots-tests-gradio-")
+    os.environ["GRADIO_TEMP_DIR"] = folder
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+
+
+_own_gradio_upload_folder()
 
 
 def _share_the_cores() -> None:
