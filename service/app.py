@@ -40,7 +40,7 @@ import time
 import unicodedata
 import warnings
 import zipfile
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -208,6 +208,7 @@ class HeadshotsApp:
         self.downloads_root: Path | None = None  # made at the first download, removed with the app
         self.download_owners: dict[str, str] = {}  # Gradio's cache folder of each download served -> whose it is
         self.downloads_lock: FileLock | None = None
+        self.uploads = UploadsInHand()  # Gradio's copies of uploads that a handler has still to read
         self.turns: dict[str, threading.Lock] = {}  # whose photos change now (`photos_in_turn`)
         self.turns_lock = threading.Lock()
         for root in forget_abandoned_downloads():
@@ -313,11 +314,13 @@ class HeadshotsApp:
                 notes.append(f"**{'not judged' if notes else 'not added'}**: {views.plain(exc.message)} → {views.plain(exc.hint)}")
         finally:
             for path in map(Path, files or []):
+                if not self.uploads.done(path):
+                    continue  # the same photo, uploaded by someone else meanwhile, is the same file: theirs to delete
                 path.unlink(missing_ok=True)  # the selfies folder holds the one copy (Delete my data removes it)
                 # and the folder Gradio named by the photo's hash: left, it told anyone who can list the temporary
                 # folder that a photo they know was uploaded here (a new-user walk)
                 if path.parent != Path(get_upload_folder()):
-                    with contextlib.suppress(OSError):  # not empty: the same photo uploaded in another tab meanwhile
+                    with contextlib.suppress(OSError):  # not empty: the same photo under another name
                         path.parent.rmdir()
         return {**self.photos_view(ws, previews), **self.status_view(ws.user), self.c["upload"]: None,
                 self.c["notes"]: "\n".join(f"- {n}" for n in notes)}
@@ -908,7 +911,8 @@ class HeadshotsApp:
         """Serve the page; returns its URL. Loopback unless a password file was given (checked by main)."""
         demo = self.build()
         demo.queue()
-        guard = [Middleware(NotFramed), *([Middleware(LoopbackNamesOnly)] if is_loopback(host) else [])]
+        guard = [Middleware(NotFramed), *([Middleware(LoopbackNamesOnly)] if is_loopback(host) else []),
+                 Middleware(CountUploads, uploads=self.uploads)]
         if self.accounts is not None:
             guard += [Middleware(FollowPasswordFile, accounts=self.accounts), Middleware(NamesIgnoreCase, accounts=self.accounts),
                       Middleware(SignInLimit, accounts=self.accounts, tries=self.limits.max_failed_sign_ins,
@@ -1087,6 +1091,57 @@ class SignInLimit:
                 times.popleft()
             if not times:
                 del self.failures[key]
+
+
+class UploadsInHand:
+    """How many uploads each of Gradio's upload files stands for, until the handlers given them are done. Gradio files
+    an upload under a hash of its bytes, so two people uploading one photo at once are handed one file: the first
+    handler deleting it once done (the photos are faces: no copy is left in the temporary folder) took it away from
+    the second, who was told "not a regular file"."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[Path] = Counter()
+        self.lock = threading.Lock()
+
+    def received(self, paths: list[str]) -> None:
+        with self.lock:
+            self.counts.update(Path(p) for p in paths)
+
+    def done(self, path: Path) -> bool:
+        """One upload of `path` handled; whether it was the last, so the file can go (a file never counted, too)."""
+        with self.lock:
+            self.counts[path] -= 1
+            if self.counts[path] > 0:
+                return False
+            del self.counts[path]
+            return True
+
+
+class CountUploads:
+    """Tells `UploadsInHand` of each file Gradio's upload route (POST .../upload) answers with, before a handler can
+    be given it."""
+
+    def __init__(self, app: Callable, uploads: UploadsInHand) -> None:
+        self.app, self.uploads = app, uploads
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].rstrip("/").endswith("/upload"):
+            await self.app(scope, receive, send)
+            return
+        status, body = [], bytearray()
+
+        async def watch(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            elif message["type"] == "http.response.body" and status == [200]:
+                body.extend(message.get("body", b""))
+                if not message.get("more_body"):
+                    with contextlib.suppress(ValueError):  # not the list of files: nothing to count
+                        if isinstance(paths := json.loads(body), list):
+                            self.uploads.received([p for p in paths if isinstance(p, str)])
+            await send(message)
+
+        await self.app(scope, receive, watch)
 
 
 def is_sign_in(scope: dict) -> bool:

@@ -195,6 +195,20 @@ def test_uploads_wait_for_the_same_persons_own_and_for_no_one_elses(tmp_path, ti
         assert len(list((server.data / "fay" / "selfies").iterdir())) == 12
 
 
+def test_two_people_uploading_one_photo_at_once_each_get_it(server, selfies):
+    """Gradio files an upload under a hash of its bytes: two people uploading one photo at once were handed one file,
+    and the first upload's clean-up deleted it before the second was read ("not a regular file")."""
+    photo = selfies[3]
+    sent = [httpx.post(server.url + "gradio_api/upload", files={"files": (photo.name, photo.read_bytes())}).json() for _ in range(2)]
+    assert sent[0] == sent[1] and Path(sent[0][0]).is_file()  # one file for both
+    for name in ("hana", "ivan"):  # each one's upload handled in turn, as it is when they come a moment apart
+        notes = server.app.upload(sent[0], name, None)[server.app.c["notes"]]
+        assert notes == f"- added **{photo.name}**", notes
+    assert not Path(sent[0][0]).exists()  # the last one done deletes Gradio's copy, as one alone always did
+    ui, _ = session(server, "jack")  # and so does the page's upload, through Gradio's own event
+    assert upload(ui, [photo])["notes"] == f"- added **{photo.name}**" and not Path(sent[0][0]).exists()
+
+
 def test_an_upload_beside_a_folder_or_a_broken_link_among_the_photos_is_added(server, selfies):
     """The same-file check read every entry among the photos: a folder of the upload's size, or a broken link, ended
     the upload in a traceback and the rest of the uploaded photos went unsaid (a bad-input probe)."""
