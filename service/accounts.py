@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 from headshots.config import validate_user_name
@@ -48,9 +49,8 @@ class Accounts:
         return self.secrets.get(name)
 
     def spelling(self, name: str) -> str | None:
-        """The account `name` is, in the file's spelling, whatever its case (the file has no two names that differ
-        in case alone); None if it is none."""
-        return next((known for known in self.secrets if known.casefold() == name.casefold()), None)
+        """The account `name` is, in the file's spelling, whatever its case; None if it is none."""
+        return _same_name(self.secrets, name)
 
     def reload(self) -> set[str]:
         """Read the file again if it changed; returns the names whose sign-ins must end: removed, or given another
@@ -96,9 +96,8 @@ def read_password_file(path: Path) -> dict[str, str]:
     """Each account's name (a valid user name: the folder it may open) and secret. Warns of passwords kept as typed,
     and of a file other users of this machine may read."""
     accounts, typed = {}, []
-    for number, name, secret in _lines(path):
-        same = next((known for known in accounts if known.casefold() == name.casefold()), None)
-        if same is not None:  # "Alice" and "alice" would share one folder on macOS's and Windows' file systems
+    for number, name, secret in _accounts_in(path, _read(path)):
+        if (same := _same_name(accounts, name)) is not None:  # "Alice" and "alice" would share one folder on macOS's and Windows' file systems
             raise ConfigError(f"{path}, line {number}: {name!r} is already an account ({same!r}; case does not tell folders apart everywhere).",
                               "One line per person, each name different in more than its case.")
         if secret.startswith(SCRYPT):
@@ -124,29 +123,37 @@ def add_account(path: Path, name: str, password: str) -> bool:
     name = validate_user_name(name)
     if not password:
         raise ConfigError("An empty password would let anyone sign in with that name.", "Type a password.")
-    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-    if lines:
-        _lines(path)  # refuses a file it could not read back: rewriting it would keep its faults
-    at = next((i for i, text in enumerate(lines) if text.partition(":")[0].strip().casefold() == name.casefold()
-               and not text.lstrip().startswith("#")), None)
-    if at is None:
+    text = _read(path) if path.is_file() else ""
+    # a file it could not read back is refused: rewriting it would keep its faults
+    known = {name: number for number, name, _ in _accounts_in(path, text)}
+    lines = text.splitlines()
+    if (same := _same_name(known, name)) is None:
         lines.append(f"{name}:{hash_password(password)}")
     else:  # spelt as the file has it: the name of the person's folder
-        lines[at] = f"{lines[at].partition(':')[0].strip()}:{hash_password(password)}"
+        lines[known[same] - 1] = f"{same}:{hash_password(password)}"
     text = "\n".join(lines) + "\n"
     write_atomic(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))  # made 0600, never wider
-    return at is None
+    return same is None
 
 
-def _lines(path: Path) -> list[tuple[int, str, str]]:
-    """The file's accounts as (line number, name, secret), comments and blank lines left out."""
+def _same_name(names: Iterable[str], name: str) -> str | None:
+    """The one of `names` that is `name` whatever its case: names are folders, and "Alice" and "alice" would share
+    one on macOS's and Windows' file systems, so a file never holds both."""
+    return next((known for known in names if known.casefold() == name.casefold()), None)
+
+
+def _read(path: Path) -> str:
     if not path.is_file():
         raise ConfigError(f"Password file {path} does not exist.", f"Make it with: python -m service.app --password-file {path} --add-account NAME")
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"Password file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}).",
                           "Save it as plain UTF-8 text, one `name:password` line per person.") from exc
+
+
+def _accounts_in(path: Path, text: str) -> list[tuple[int, str, str]]:
+    """The file's accounts as (line number, name, secret), comments and blank lines left out."""
     found = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
