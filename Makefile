@@ -57,7 +57,10 @@ $(BIN)/python:
 LOCK := requirements.lock
 pin = $(shell sed -n 's/^$(1)==\([^ ;]*\).*/\1/p' $(LOCK))
 
+# A first setup takes ~6.2 GiB of the disk: asked for up front (scripts/setup_space.py), not found short half-way.
+SETUP_GIB ?= 6.5
 setup: $(BIN)/python
+	@$(PY) scripts/setup_space.py $(VENV) --needed-gib $(SETUP_GIB)
 	@# torch + torchvision first, with pip: it takes the local wheels where a machine has them (uv would
 	@# download ~3 GB of CUDA build); pinned from the lock, so the next step leaves them as they are.
 	$(BIN)/pip install torch==$(call pin,torch) torchvision==$(call pin,torchvision) uv==$(call pin,uv)

@@ -100,3 +100,20 @@ def test_bitsandbytes_4bit_cpu_kernel_notice_is_silenced(mode, shown):
                             check=False, capture_output=True, text=True, timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
     assert result.returncode == 0, result.stderr
     assert ("gemm_4bit_forward" in result.stderr) == shown, result.stderr
+
+
+def test_a_first_setup_on_a_disk_too_small_stops_before_installing_with_the_space_named(tmp_path):
+    """pip ran out of space half-way through a first `make setup` (after uninstalling part of the environment); the
+    check before it names what is needed and what is free. A setup over an installed torch is not asked."""
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "setup_space.py"
+    venv = tmp_path / ".venv"
+    venv.mkdir()
+    refused = subprocess.run([sys.executable, str(script), str(venv), "--needed-gib", "1e9"], check=False, capture_output=True, text=True)
+    assert refused.returncode == 1
+    assert f"needs about 1e+09 GiB free for {venv}" in refused.stderr and "GiB free." in refused.stderr
+    assert "Traceback" not in refused.stderr
+    (venv / "lib/python3.11/site-packages/torch").mkdir(parents=True)
+    (venv / "lib/python3.11/site-packages/torch/__init__.py").touch()
+    assert subprocess.run([sys.executable, str(script), str(venv), "--needed-gib", "1e9"], check=False).returncode == 0
