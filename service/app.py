@@ -49,6 +49,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import gradio as gr
+import gradio.routes
 from filelock import FileLock, Timeout
 from gradio.utils import get_upload_folder
 from PIL import Image
@@ -90,8 +91,10 @@ SIGN_OUT_JS = "() => { window.location.assign('logout?all_session=false'); }"
 # What of the person's the page holds, emptied by Sign out: text, and pickers listing their files
 SIGNED_OUT_TEXT = ("photos", "notes", "review", "yours", "crops", "status")
 SIGNED_OUT_PICKERS = ("remove_pick", "favourites", "more_pick", "discard_pick")
-DOWNLOADS_PREFIX = "headshots-downloads-"  # an app's download folder, in the system's temporary folder
-IN_USE = ".in-use"  # beside it, <folder>.in-use: a lock held while its app runs (`held_downloads_root`)
+# An app's folders in the system's temporary folder (`held_app_folder`): its download folder, and Gradio's folder of
+# uploads and served copies when `main` started it (`own_gradio_folder`)
+DOWNLOADS_PREFIX, GRADIO_PREFIX = "headshots-downloads-", "headshots-gradio-"
+IN_USE = ".in-use"  # beside each, <folder>.in-use: a lock held while its app runs
 SERVED = ".served"  # in it: Gradio's cache folder of each download the app served, a line each (forget_downloads)
 ZIP_NAME = "headshots.zip"  # in a person's download folder (HeadshotsApp.download_folder): every crop of the last export
 # More like this: how much of the picked image is re-drawn (infer.more.strength)
@@ -211,8 +214,8 @@ class HeadshotsApp:
         self.uploads = UploadsInHand()  # Gradio's copies of uploads that a handler has still to read
         self.turns: dict[str, threading.Lock] = {}  # whose photos change now (`photos_in_turn`)
         self.turns_lock = threading.Lock()
-        for root in forget_abandoned_downloads():
-            log.info("removed %s, the downloads of an app that stopped without closing", root)
+        for root in forget_abandoned_folders():
+            log.info("removed %s, the folder of an app that stopped without closing", root)
 
     # -- who ---------------------------------------------------------------------------------------
     def user(self, state: str | None, request: gr.Request | None) -> str:
@@ -644,7 +647,7 @@ class HeadshotsApp:
         serve everyone's files to anyone who asks for a path. With a password file, a link is served only to the
         account it was made for (`OwnDownloadsOnly`)."""
         if self.downloads_root is None:
-            self.downloads_root, self.downloads_lock = held_downloads_root()
+            self.downloads_root, self.downloads_lock = held_app_folder(DOWNLOADS_PREFIX)
         return self.downloads_root / user
 
     # -- session -----------------------------------------------------------------------------------
@@ -945,8 +948,7 @@ class HeadshotsApp:
             self.demo = None
         if self.downloads_root is not None:
             forget_downloads(self.downloads_root)
-            self.downloads_lock.release()
-            in_use(self.downloads_root).unlink(missing_ok=True)
+            let_go(self.downloads_root, self.downloads_lock)
             self.downloads_root = None
 
 
@@ -1296,27 +1298,61 @@ def in_use(root: Path) -> Path:
     return root.with_name(root.name + IN_USE)
 
 
-def held_downloads_root() -> tuple[Path, FileLock]:
-    """A new private (0700) download folder in the system's temporary folder, and the lock that says its app runs.
-    The lock is taken first and the folder made after, so an app starting meanwhile (`forget_abandoned_downloads`)
+def held_app_folder(prefix: str) -> tuple[Path, FileLock]:
+    """A new private (0700) folder of the app's in the system's temporary folder, and the lock that says its app runs.
+    The lock is taken first and the folder made after, so an app starting meanwhile (`forget_abandoned_folders`)
     never finds this folder without its lock held: with the lock inside the folder, taken once the folder was made,
     a starting app could take a new folder for abandoned in between and remove it."""
-    root = Path(tempfile.gettempdir()) / f"{DOWNLOADS_PREFIX}{secrets.token_hex(8)}"
+    root = Path(tempfile.gettempdir()) / f"{prefix}{secrets.token_hex(8)}"
     lock = FileLock(in_use(root), timeout=0, mode=0o600)
     lock.acquire()
     root.mkdir(mode=0o700)
     return root, lock
 
 
-def forget_abandoned_downloads() -> list[Path]:
-    """The download folders of apps that stopped without closing (killed, or the machine went down), with Gradio's
-    copies of them: otherwise a person's headshots outlive "Delete my data" there, served to anyone with the link.
-    Run when an app starts. A running app holds the lock beside its folder, which the operating system lets go of
-    when it dies: a folder whose lock can be taken is abandoned (a pid would not tell, from another container sharing
-    /tmp); so is a lock left without its folder. Returns the folders removed."""
+def let_go(root: Path, lock: FileLock) -> None:
+    """An app's folder (`held_app_folder`) removed with its lock, as the app closes."""
+    shutil.rmtree(root, ignore_errors=True)
+    lock.release()
+    in_use(root).unlink(missing_ok=True)
+
+
+@contextmanager
+def own_gradio_folder() -> Iterator[Path | None]:
+    """A private folder of this app's for Gradio's uploads (a person's selfies until the app reads them) and its
+    copies of each download served, set as GRADIO_TEMP_DIR, and removed when the app closes, or by the next app to
+    start when this one was killed (`forget_abandoned_folders`). Gradio's default, the system's temporary folder's
+    `gradio`, is shared by every Gradio app on the machine: made by another login's app, this one could not write
+    there, and made by this one (umask 077: 0700), theirs could not; two apps of one login handed each other's
+    uploads away (Gradio files one by its bytes' hash, and `UploadsInHand` counts one app's); and a killed app's
+    uploads and served headshots stayed there. A GRADIO_TEMP_DIR of your own is kept. Set before the page is built:
+    Gradio reads it then, except for the folder its server makes at start (`vibe_edit_history`, for a feature this
+    app does not use), which it names when it is imported: that name is set here too."""
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        yield None
+        return
+    root, lock = held_app_folder(GRADIO_PREFIX)
+    os.environ["GRADIO_TEMP_DIR"] = str(root)
+    named_at_import, gradio.routes.DEFAULT_TEMP_DIR = gradio.routes.DEFAULT_TEMP_DIR, str(root)
+    try:
+        yield root
+    finally:
+        os.environ.pop("GRADIO_TEMP_DIR", None)
+        gradio.routes.DEFAULT_TEMP_DIR = named_at_import
+        let_go(root, lock)
+
+
+def forget_abandoned_folders() -> list[Path]:
+    """The folders of apps that stopped without closing (killed, or the machine went down): their download folders,
+    with Gradio's copies of them, and their own Gradio folders (`own_gradio_folder`): otherwise a person's selfies and
+    headshots outlive "Delete my data" there, the headshots served to anyone with the link. Run when an app starts.
+    A running app holds the lock beside its folder, which the operating system lets go of when it dies: a folder
+    whose lock can be taken is abandoned (a pid would not tell, from another container sharing /tmp); so is a lock
+    left without its folder. Returns the folders removed."""
     removed = []
     tmp = Path(tempfile.gettempdir())
-    names = {path.name.removesuffix(IN_USE) for path in tmp.glob(f"{DOWNLOADS_PREFIX}*")}  # folders and locks
+    names = {path.name.removesuffix(IN_USE) for prefix in (DOWNLOADS_PREFIX, GRADIO_PREFIX)
+             for path in tmp.glob(f"{prefix}*")}  # folders and locks
     for root in (tmp / name for name in sorted(names)):
         lock = FileLock(in_use(root), timeout=0, mode=0o600)
         try:
@@ -1324,7 +1360,10 @@ def forget_abandoned_downloads() -> list[Path]:
         except (Timeout, OSError):  # held: its app runs (or not ours to touch)
             continue
         if root.is_dir():
-            forget_downloads(root)
+            if root.name.startswith(DOWNLOADS_PREFIX):
+                forget_downloads(root)  # with the copies it lists in Gradio's folder
+            else:
+                shutil.rmtree(root, ignore_errors=True)  # Gradio's folder itself
             removed.append(root)
         lock.release()
         in_use(root).unlink(missing_ok=True)
@@ -1438,10 +1477,19 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"Listening on {args.host} would let other machines reach everyone's photos without a password.",
                               "Add --password-file FILE (--add-account NAME adds each person to it), or leave --host at 127.0.0.1.")
         check_can_listen(args.host, args.port)
+    except HeadshotsError as exc:
+        return print_error(exc, args.verbose)
+    with own_gradio_folder():
+        return serve_until_stopped(args, accounts)
+
+
+def serve_until_stopped(args: argparse.Namespace, accounts: Accounts | None) -> int:
+    """The app, from start to close: Ctrl-C, `kill` or a service manager's SIGTERM close it alike."""
+    try:
         app = HeadshotsApp(Settings(args.profile, args.config, args.overrides), accounts=accounts)
     except HeadshotsError as exc:
         return print_error(exc, args.verbose)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))  # `kill`, a service manager: close as on Ctrl-C
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
         app.launch(args.host, args.port)
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ a free loopback port over a temporary workspace."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -18,7 +19,8 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -1112,14 +1114,14 @@ def test_the_downloads_of_an_app_that_was_killed_are_removed_by_the_next(tmp_pat
     from gradio.processing_utils import hash_file
     from gradio.utils import get_upload_folder
 
-    from service.app import DOWNLOADS_PREFIX, forget_abandoned_downloads, held_downloads_root, in_use
+    from service.app import DOWNLOADS_PREFIX, forget_abandoned_folders, held_app_folder, in_use
 
     # A system temporary folder of this test's own: in the shared one, an app started meanwhile by another test process
     # (make test runs several) would remove the "killed" app's folder first.
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system-tmp"))
     (tmp_path / "system-tmp").mkdir()
-    alive, running = held_downloads_root()
-    dead, dead_lock = held_downloads_root()
+    alive, running = held_app_folder(DOWNLOADS_PREFIX)
+    dead, dead_lock = held_app_folder(DOWNLOADS_PREFIX)
     dead_lock.release()  # as the operating system does when its app dies
     lost = in_use(Path(tempfile.gettempdir()) / f"{DOWNLOADS_PREFIX}0123")  # an app killed before it made its folder
     lost.touch()
@@ -1135,7 +1137,7 @@ def test_the_downloads_of_an_app_that_was_killed_are_removed_by_the_next(tmp_pat
             with (root / SERVED).open("a") as listing:
                 listing.write(f"{copies[-1].name}\n")
     try:
-        assert forget_abandoned_downloads() == [dead]
+        assert forget_abandoned_folders() == [dead]
         assert not dead.exists() and not any(copy.exists() for copy in copies[:2])
         assert not in_use(dead).exists() and not lost.exists()
         assert alive.is_dir() and all(copy.is_dir() for copy in copies[2:]) and in_use(alive).exists()
@@ -1151,7 +1153,7 @@ def test_an_app_starting_while_another_makes_its_download_folder_leaves_it_be(tm
     import tempfile
 
     import service.app as app_module
-    from service.app import forget_abandoned_downloads, held_downloads_root
+    from service.app import DOWNLOADS_PREFIX, forget_abandoned_folders, held_app_folder
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system-tmp"))
     (tmp_path / "system-tmp").mkdir()
@@ -1161,38 +1163,72 @@ def test_an_app_starting_while_another_makes_its_download_folder_leaves_it_be(tm
         def acquire(self, *args, **kwargs):  # first the other app's sweep, then this lock
             if not removed_meanwhile:
                 removed_meanwhile.append(None)
-                removed_meanwhile.extend(forget_abandoned_downloads())
+                removed_meanwhile.extend(forget_abandoned_folders())
             return super().acquire(*args, **kwargs)
 
     monkeypatch.setattr(app_module, "FileLock", AnotherAppStartsMeanwhile)
-    root, lock = held_downloads_root()
+    root, lock = held_app_folder(DOWNLOADS_PREFIX)
     try:
         assert removed_meanwhile == [None] and root.is_dir()
-        assert forget_abandoned_downloads() == [] and root.is_dir()  # ... and while it runs
+        assert forget_abandoned_folders() == [] and root.is_dir()  # ... and while it runs
     finally:
         lock.release()
+
+
+@contextmanager
+def app_process(tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`python -m service.app` as a person starts it, on a free port, over `tmp_path`'s data: the process and its URL
+    once it serves; killed after, if still running."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = subprocess.Popen([sys.executable, "-m", "service.app", "--profile", "tiny", "--port", str(port),
+                            f"paths.data_root={tmp_path / 'data'}", f"paths.outputs_root={tmp_path / 'outputs'}"],
+                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        started = next((line for line in iter(app.stdout.readline, "") if line.startswith("headshots app: http")), None)
+        assert started, "the app did not start"
+        yield app, started.split()[2]
+    finally:
+        app.kill()
+        app.wait()
 
 
 def test_sigterm_closes_the_app_as_ctrl_c_does(tmp_path, face_weights):
     """`kill` or a service manager stops the app with SIGTERM: it must close as on Ctrl-C (its jobs ended, its
     downloads removed), not die where it stands and leave a training running for the next app to meet."""
     import signal
-    import socket
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    app = subprocess.Popen([sys.executable, "-m", "service.app", "--profile", "tiny", "--port", str(port),
-                            f"paths.data_root={tmp_path / 'data'}", f"paths.outputs_root={tmp_path / 'outputs'}"],
-                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        lines = iter(app.stdout.readline, "")
-        assert any(line.startswith("headshots app: http://127.0.0.1") for line in lines), "the app did not start"
+    with app_process(tmp_path) as (app, _):
         app.send_signal(signal.SIGTERM)
         assert app.wait(timeout=60) == 0  # closed by its own `finally`, not killed by the signal (-15)
-    finally:
-        app.kill()
-        app.wait()
+
+
+def test_an_app_keeps_uploads_in_a_folder_of_its_own_which_goes_with_it(tmp_path, face_weights, selfies):
+    """Gradio's default upload folder, the system temporary folder's `gradio`, is shared by every Gradio app on the
+    machine (another login's made it first: this app could not write there; two apps of one login handed each other's
+    uploads away). Started by `main`, the app has a private folder of its own, removed when it closes; a killed app's
+    (the selfies uploaded to it) is removed by the next app to start."""
+    import signal
+    import stat
+
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    env = {key: value for key, value in os.environ.items() if key != "GRADIO_TEMP_DIR"} | {"TMPDIR": str(system_tmp)}
+    with app_process(tmp_path, env) as (killed, url):
+        uploaded = httpx.post(url + "gradio_api/upload", files={"files": (selfies[0].name, selfies[0].read_bytes())}).json()
+        [folder] = [path for path in system_tmp.glob("headshots-gradio-*") if path.is_dir()]  # and its lock beside it
+        assert Path(uploaded[0]).parent.parent == folder and Path(uploaded[0]).is_file()
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and not (system_tmp / "gradio").exists()
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+    assert Path(uploaded[0]).is_file()  # left behind, with the selfie
+    with app_process(tmp_path, env) as (app, _):
+        assert not folder.exists()
+        [own] = [path for path in system_tmp.glob("headshots-gradio-*") if path.is_dir()]
+        app.send_signal(signal.SIGTERM)
+        assert app.wait(timeout=60) == 0
+    assert not own.exists() and not list(system_tmp.glob("headshots-gradio-*"))
 
 
 def test_a_second_ctrl_c_or_kill_does_not_cut_the_closing_short(tmp_path, monkeypatch, face_weights):
