@@ -542,6 +542,38 @@ def test_the_password_file_keeps_hashes_written_by_add_account(tmp_path, capsys,
     assert add("../dave", "x") == 2
 
 
+def test_make_account_asks_on_a_terminal_twice_and_shows_nothing_typed(tmp_path):
+    """`make account USER=alice` at a terminal: the password is asked for twice, never shown, and stored only when
+    both agree (run in a pseudo-terminal, as a person's shell runs it)."""
+    import pty
+
+    path = tmp_path / "accounts.txt"
+
+    def typed(*answers: str) -> tuple[int, str]:
+        pid, terminal = pty.fork()
+        if pid == 0:  # the child: only exec (forked from a process with threads)
+            os.chdir(REPO)
+            os.execv(sys.executable, [sys.executable, "-m", "service.app", "--password-file", str(path), "--add-account", "alice"])
+        shown = b""
+        for prompt, answer in zip((b"Password for alice: ", b"The same again: "), answers, strict=True):
+            start = len(shown)
+            while prompt not in shown[start:]:
+                shown += os.read(terminal, 1024)
+            os.write(terminal, answer.encode() + b"\n")
+        with contextlib.suppress(OSError):  # EIO once the child has gone
+            while chunk := os.read(terminal, 1024):
+                shown += chunk
+        os.close(terminal)
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), shown.decode()
+
+    status, shown = typed("correct horse", "correct hrose")
+    assert status == 2 and "The two passwords differ; nothing was changed." in shown and not path.exists()
+    status, shown = typed("correct horse", "correct horse")
+    assert status == 0 and "alice: account added to" in shown
+    assert "correct" not in shown  # not echoed
+    assert password_matches(read_password_file(path)["alice"], "correct horse")
+
+
 def test_the_password_file_is_followed_while_the_app_runs(tmp_path, tiny_model, analyzer, caplog):
     """The file was read once, at start: adding a person meant restarting the app, which ends everyone's jobs, and
     a person taken out of the file, or whose password was changed, stayed signed in until the app stopped."""
