@@ -513,6 +513,7 @@ class IntakeConfig:
     dim_skin_light: float = 150.0  # best-lit skin below this while ...
     min_photo_white: float = 220.0  # ... the photo's brightest tones (99.9th percentile, brightest channel) are below this too: dim (warn)
     dim_crushed: float = 0.025  # ... or more than this share of the face is crushed to black (luminance <= 16): dim (warn)
+    min_scene_ev: float = 4.0  # light the camera's EXIF settings say the scene had (EV at ISO 100), without flash; below: dim (warn)
     min_relative_light: float = 0.65  # best-lit skin / its median over the person's set (their own skin tone); below: darker than the rest
     min_relative_texture: float = 0.5  # skin grain / its median over the set; below on a sharp, lit face: smoothed (warn)
     min_relative_side_light: float = 0.75  # darker / brighter cheek over its median over the set; below: lit from one side (warn)

@@ -32,6 +32,7 @@ SKIN_HUE = math.radians(-32.0)
 WHITE_SIDE = 512  # the photo's brightest tones are read on a copy at least this long (eye whites and catchlights survive)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _EXIF_IFD, _DATE_TIME_ORIGINAL, _DATE_TIME = 0x8769, 0x9003, 0x0132
+_EXPOSURE_TIME, _F_NUMBER, _ISO, _FLASH = 0x829A, 0x829D, 0x8827, 0x9209
 
 
 @dataclass(frozen=True)
@@ -388,12 +389,14 @@ class FaceMeasures:
     # the photo's edge leaves no room); None: levelling is off (prepare.level_eyes), or not known (stored before).
     # Not a measure of the photo but of prepare's crop of it, set by train.intake (it has the config).
     levelled: bool | None = None
+    scene: SceneLight | None = None  # scene_light() of the photo's file, set by train.intake (None: not in its EXIF)
 
     @classmethod
     def from_dict(cls, d: dict) -> FaceMeasures:
         """The inverse of dataclasses.asdict, for stored measurements."""
         return cls(exposure=Exposure(**d["exposure"]), photo_exposure=Exposure(**d["photo_exposure"]), pose=Pose(**d["pose"]),
                    focus=Focus(**{**d["focus"], "acuity": tuple(d["focus"]["acuity"])}), chroma=tuple(d["chroma"]),
+                   scene=SceneLight(**d["scene"]) if d.get("scene") else None,
                    **{k: d[k] for k in ("background_to_face", "eye_flat", "mouth_detail", "side_light", "side_contrast",
                                         "colour_saturation", "levelled") if k in d})
 
@@ -495,6 +498,42 @@ def same_shot(signatures: list[np.ndarray]) -> np.ndarray:
 def _unit(array: np.ndarray) -> np.ndarray:
     centred = array - array.mean()
     return centred / max(float(np.linalg.norm(centred)), 1e-6)
+
+
+@dataclass(frozen=True)
+class SceneLight:
+    """How much light the scene had, from the settings the camera chose (EXIF): its exposure value at ISO 100,
+    EV100 = log2(f_number^2 / seconds) - log2(iso / 100). A phone's auto exposure brightens a dim room's photo to
+    look lit, so its pixels cannot tell; its settings can: a long shutter and a high gain, whose noise its noise
+    reduction then smooths off the skin (which the pixels read as a beauty filter). One EV is twice the light: dim
+    home interiors and candle light are EV 4 and under, lit homes 5-6, offices 7-8, daylight 10 and up."""
+
+    ev100: float
+    iso: float
+    seconds: float
+    f_number: float
+    flash: bool  # it fired: the face had the flash's light, not only the scene's
+
+    def said(self) -> str:
+        """The settings, as a camera shows them: "ISO 3200, 1/15 s at f/1.8"."""
+        shutter = f"1/{1 / self.seconds:.0f}" if self.seconds < 1 else f"{self.seconds:g}"
+        return f"ISO {self.iso:.0f}, {shutter} s at f/{self.f_number:g}"
+
+
+def scene_light(path: Path) -> SceneLight | None:
+    """The scene's light from EXIF (`SceneLight`); None where a setting is missing or not a positive number (an
+    edited copy, a screenshot, a chat app's copy)."""
+    try:
+        with Image.open(path) as image:
+            exif = image.getexif().get_ifd(_EXIF_IFD)
+        iso = exif[_ISO][0] if isinstance(exif[_ISO], tuple) else exif[_ISO]  # some cameras list several
+        seconds, f_number, iso = float(exif[_EXPOSURE_TIME]), float(exif[_F_NUMBER]), float(iso)
+        flash = bool(int(exif.get(_FLASH, 0)) & 1)
+    except (OSError, KeyError, TypeError, ValueError, ZeroDivisionError, SyntaxError):
+        return None
+    if not (seconds > 0 and f_number > 0 and iso > 0):
+        return None
+    return SceneLight(round(math.log2(f_number**2 / seconds) - math.log2(iso / 100), 2), iso, seconds, f_number, flash)
 
 
 def photo_taken(path: Path) -> datetime | None:

@@ -278,6 +278,13 @@ NOTES = [
     "- `side_light` beside the person's set (`relative_side_light`) fires once off a side shadow: on the rotated copy of",
     "  Georgia Tech s02/03.jpg, the most side-lit clean photo of any set (0.77 of its set's median; rotated, its cheek",
     "  patches fall elsewhere and read 0.73). The lead there is the tilt.",
+    "- Scene light from the camera's own settings (`quality.scene_light`: EXIF exposure time, f-number and ISO, as EV at",
+    "  ISO 100) names dim light below `min_scene_ev` = 4 when no flash fired, however lit the face looks: a phone",
+    "  brightens a dim room's photo, and its noise reduction smooths the skin, which is then not called a beauty filter.",
+    "  The degraded copies here carry no settings, so no row above measures it. The limit comes from photography's",
+    "  exposure tables (candle light and dim interiors EV 4 and under, lit homes 5-6, offices 7-8), not from real dim",
+    "  selfies: none here carry their settings. The 15 photos that do (7 in ../shared, 8 in the held-out folder) read",
+    "  EV 5.9-14.2, two with flash; none is named.",
 ]
 
 

@@ -11,6 +11,7 @@ import os
 import shutil
 from dataclasses import asdict, replace
 from datetime import datetime
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -368,6 +369,67 @@ def test_a_dim_face_whose_shadows_sink_into_black_is_named_dim_even_beside_a_bri
     assert exposure.value["photo_white"] >= 250 and exposure.value["crushed"] > 0.025, exposure.value
     assert (exposure.status, exposure.reason) == ("warn", "face dark, its shadows sunk into black (too little light)"), exposure
     assert report.lead == ("exposure", exposure.reason), report.reason
+
+
+def _with_camera_settings(image: Image.Image, path: Path, seconds: float, f_number: float, iso: int, flash: bool = False) -> Path:
+    """`image` saved as a camera that chose these settings saves it (EXIF ExposureTime, FNumber, ISO, Flash)."""
+    from PIL.TiffImagePlugin import IFDRational
+
+    exif = Image.Exif()
+    settings = exif.get_ifd(0x8769)
+    settings[0x829A], settings[0x829D] = IFDRational(Fraction(seconds).limit_denominator(10_000)), IFDRational(Fraction(f_number))
+    settings[0x8827], settings[0x9209] = iso, 1 if flash else 0
+    image.save(path, quality=92, exif=exif)
+    return path
+
+
+def test_a_photo_the_camera_took_in_dim_light_is_named_dim_however_lit_it_looks(faces_dir, analyzer, make_config, tmp_path):
+    """A phone brightens a dim room's photo until it looks lit, so its pixels pass; the settings it chose say how
+    little light there was: ISO 3200 at 1/15 s, f/1.8 is EV 0.6 at ISO 100, where a lit home is 5-6. The same
+    portrait with its own settings (ISO 1000, 1/125 s, f/2.2: EV 5.9, a studio portrait's) passes, and so does one
+    taken with flash (the face had the flash's light)."""
+    from dataclasses import asdict
+
+    cfg = make_config("alice")
+    image = load_rgb(faces_dir / "face-recognition-examples/obama/obama3.jpg")
+    dim = _with_camera_settings(image, tmp_path / "dim.jpg", 1 / 15, 1.8, 3200)
+    report, measured, _ = assess_photo(dim, analyzer, cfg, NOW)
+    exposure = report.checks["exposure"]
+    assert (exposure.status, exposure.reason) == ("warn", "taken in dim light (the camera needed ISO 3200, 1/15 s at f/1.8)"), exposure
+    assert exposure.value["scene_ev"] == 0.6 and exposure.excess == round(2 ** 3.4, 3)
+    assert report.lead[0] == "exposure" and any("lights" in a for a in report.advice), report.reason
+    stored = quality.FaceMeasures.from_dict(json.loads(json.dumps(asdict(measured.face_measures))))  # scripts/intake_tune.py
+    assert stored == measured.face_measures and judge(stored, cfg.intake)["exposure"] == exposure
+    for name, settings in (("own", (1 / 125, 2.2, 1000)), ("flash", (1 / 15, 1.8, 3200, True))):
+        exposure = assess_photo(_with_camera_settings(image, tmp_path / f"{name}.jpg", *settings), analyzer, cfg, NOW)[0].checks["exposure"]
+        assert exposure.status == "ok", (name, exposure)
+
+
+def test_skin_smoothed_in_a_dim_scene_is_put_down_to_the_light_not_a_beauty_filter(source, analyzer, make_config, tmp_path):
+    """A camera at a high gain smooths the noise off the skin, which the grain check reads as a beauty filter: "turn
+    off beauty mode" would send someone who never had one looking for it. Where the camera's settings say the scene
+    was dim, the light is named and the filter is not; the same smooth skin from a well-lit scene still is."""
+    image, face = source
+    smooth = _bilateral(_bilateral(image, face), face)
+    cfg = make_config("alice", "model.resolution=512")
+    for name, settings, lead in (("lit", (1 / 125, 2.0, 100), "filter"), ("dim", (1 / 15, 2.0, 2500), "exposure")):
+        report = assess_photo(_with_camera_settings(smooth, tmp_path / f"{name}.jpg", *settings), analyzer, cfg, NOW)[0]
+        assert report.lead[0] == lead, (name, report.reason)
+        assert (report.checks["filter"].status == "ok") == (name == "dim"), (name, report.checks["filter"])
+
+
+@pytest.mark.parametrize("settings, expected", [
+    ({0x829A: 0.01, 0x829D: 2.0, 0x8827: (400, 400)}, 6.64),  # log2(2^2 / 0.01) - log2(4); ISO listed twice (some cameras)
+    ({0x829A: 0.01, 0x829D: 2.0}, None),  # no ISO: an edited copy
+    ({0x829A: 0, 0x829D: 2.0, 0x8827: 400}, None),  # no exposure time
+    ({}, None),
+])
+def test_scene_light_reads_the_cameras_settings_or_says_nothing(settings, expected, tmp_path):
+    exif = Image.Exif()
+    exif.get_ifd(0x8769).update(settings)
+    Image.new("RGB", (8, 8)).save(tmp_path / "p.jpg", exif=exif)
+    scene = quality.scene_light(tmp_path / "p.jpg")
+    assert (scene and scene.ev100) == expected
 
 
 def test_coloured_light_is_a_colour_cast_but_a_tone_curve_on_darker_skin_is_not(faces_dir, analyzer, make_config):

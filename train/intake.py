@@ -287,7 +287,7 @@ def judge(m: quality.FaceMeasures, cfg: IntakeConfig, cut_out: float = 0.0) -> d
                                      "Turn around so the window or sun is in front of you, not behind.", WARN,
                                      _over(m.background_to_face, cfg.max_backlight))
     one_sided = m.side_contrast > cfg.max_side_contrast  # a shadow across one side darkens face and frame: side light's to say
-    checks["exposure"] = _exposure_check(m.exposure, m.photo_exposure, cfg, one_sided)
+    checks["exposure"] = _exposure_check(m.exposure, m.photo_exposure, cfg, one_sided, m.scene)
     if checks["exposure"].reason == "face too dark" and checks["backlight"].status != OK and cut_out < CUT_OUT:
         checks["exposure"].advice = checks["backlight"].advice  # the light behind is what to change
     lit = checks["exposure"].status != REJECT  # dim but not crushed: detail, colour and texture still read true
@@ -309,8 +309,10 @@ def judge(m: quality.FaceMeasures, cfg: IntakeConfig, cut_out: float = 0.0) -> d
     checks["colour_cast"] = _colour_check(m, cfg, clear)
     # landmarks of covered eyes are the detector's guesses
     checks["pose"] = _pose_check(m.pose, m.levelled, cfg) if "eyes" not in covered else Check(OK, {})
-    # fine skin texture gone while the edges stay sharp: smoothed by a filter, not out of focus (nor a mask)
-    checks["filter"] = _check(clear and m.focus.texture < cfg.min_texture, {"texture": _r(m.focus.texture)},
+    # fine skin texture gone while the edges stay sharp: smoothed by a filter, not out of focus (nor a mask), nor by
+    # the noise reduction of a camera that took a dim scene at a high gain (its EXIF says so: the light is to fix)
+    smoothed = clear and not _dim_scene(m.scene, cfg) and m.focus.texture < cfg.min_texture
+    checks["filter"] = _check(smoothed, {"texture": _r(m.focus.texture)},
                               "skin looks smoothed (beauty filter or heavy processing)",
                               "Turn off beauty mode and filters; send the photo as the camera took it.", WARN,
                               _under(m.focus.texture, cfg.min_texture))
@@ -338,7 +340,13 @@ def _colour_check(m: quality.FaceMeasures, cfg: IntakeConfig, clear: bool) -> Ch
                   _over(cast, cfg.max_colour_cast))
 
 
-def _exposure_check(face: quality.Exposure | None, photo: quality.Exposure, cfg: IntakeConfig, one_sided: bool = False) -> Check:
+def _dim_scene(scene: quality.SceneLight | None, cfg: IntakeConfig) -> bool:
+    """The camera's settings say the scene had too little light, and no flash lit the face."""
+    return scene is not None and not scene.flash and scene.ev100 < cfg.min_scene_ev
+
+
+def _exposure_check(face: quality.Exposure | None, photo: quality.Exposure, cfg: IntakeConfig, one_sided: bool = False,
+                    scene: quality.SceneLight | None = None) -> Check:
     """Underexposed: the face's best-lit skin is dark while the photo is dark too (a dark face in a well-lit
     photo is the person's skin tone, or light behind them: `backlight`), or its shadows sink into black; unless
     the darkness is `one_sided` (a shadow across one cheek) and the best-lit skin still gets half the light it
@@ -347,8 +355,10 @@ def _exposure_check(face: quality.Exposure | None, photo: quality.Exposure, cfg:
     comes near white in any channel; a photo that got enough light has something there (eye whites, a shirt, a
     window), whatever the person's skin tone, so this tells a dim room from darker skin where the face's own light
     cannot; or the face's shadows sink into black (a dim photo's tone curve and noise floor take them, where a
-    darker face in good light keeps them: Georgia Tech s02 has 0.1% of its face there, the limit 2.5%). Not when the darkness is `one_sided`: light from one side darkens half the frame, and side light says
-    so. Without a face (`face` None), the photo alone: even its brightest tones dark, or much of it blown out, is
+    darker face in good light keeps them: Georgia Tech s02 has 0.1% of its face there, the limit 2.5%). Not when the
+    darkness is `one_sided`: light from one side darkens half the frame, and side light says so. Dim too, however
+    bright the face: the camera's settings say the scene had little light (`scene`, `quality.SceneLight`: a phone
+    brightens a dim room's photo, and smooths the noise of it off the skin). Without a face (`face` None), the photo alone: even its brightest tones dark, or much of it blown out, is
     what hid the face."""
     if face is None:
         value = {"photo_light": _r(photo.skin), "photo_highlights": _r(photo.highlights), "photo_clipped": _r(photo.clipped)}
@@ -358,18 +368,21 @@ def _exposure_check(face: quality.Exposure | None, photo: quality.Exposure, cfg:
             return Check(REJECT, value, "photo overexposed", "Step out of direct sun and turn the flash off; soft daylight is best.")
         return Check(OK, value)
     value = {"brightness": _r(face.mean), "skin_light": _r(face.skin), "photo_light": _r(photo.skin), "crushed": _r(face.crushed),
-             "clipped": _r(face.clipped), "photo_white": _r(photo.white)}
+             "clipped": _r(face.clipped), "photo_white": _r(photo.white), **({"scene_ev": scene.ev100} if scene else {})}
     dark = (face.skin < cfg.min_skin_light and photo.skin < cfg.min_photo_light) or face.crushed > cfg.max_crushed
     if dark and not (one_sided and face.skin >= cfg.min_skin_light / 2):
         return Check(REJECT, value, "face too dark", MORE_LIGHT)
     if face.clipped > cfg.max_clipped:
         return Check(REJECT, value, "face overexposed", "Step out of direct sun and turn the flash off; soft daylight is best.")
     if face.skin < cfg.dim_skin_light and not one_sided:
-        scene, shadows = _under(photo.white, cfg.min_photo_white), _over(face.crushed, cfg.dim_crushed)
-        if max(scene, shadows) > 1:
-            reason = ("face and photo dark (nothing in it near white: too little light)" if scene >= shadows
+        no_white, shadows = _under(photo.white, cfg.min_photo_white), _over(face.crushed, cfg.dim_crushed)
+        if max(no_white, shadows) > 1:
+            reason = ("face and photo dark (nothing in it near white: too little light)" if no_white >= shadows
                       else "face dark, its shadows sunk into black (too little light)")
-            return Check(WARN, value, reason, MORE_LIGHT, _r(min(_under(face.skin, cfg.dim_skin_light), max(scene, shadows))))
+            return Check(WARN, value, reason, MORE_LIGHT, _r(min(_under(face.skin, cfg.dim_skin_light), max(no_white, shadows))))
+    if _dim_scene(scene, cfg):  # excess: how many times less light than the limit's (one EV is twice the light)
+        return Check(WARN, value, f"taken in dim light (the camera needed {scene.said()})", MORE_LIGHT,
+                     _r(2.0 ** (cfg.min_scene_ev - scene.ev100)))
     return Check(OK, value)
 
 
@@ -499,7 +512,8 @@ def assess_photo(path: Path, analyzer: FaceAnalyzer, cfg: Config, now: datetime,
     report.add("resolution", resolution_check(framing.side * scale, cfg, as_the_camera_saved_it(path)))
     with _timed(timings, "measure"):
         face_measures = quality.measure(image, face)
-        face_measures = replace(face_measures, levelled=framing.degrees != 0.0 if cfg.prepare.level_eyes else None)
+        face_measures = replace(face_measures, levelled=framing.degrees != 0.0 if cfg.prepare.level_eyes else None,
+                                scene=quality.scene_light(path))
     for name, check in judge(face_measures, cfg.intake, cut_out).items():
         report.add(name, check)
     with _timed(timings, "thumbnail"):
