@@ -358,8 +358,8 @@ def _exposure_check(face: quality.Exposure | None, photo: quality.Exposure, cfg:
     darker face in good light keeps them: Georgia Tech s02 has 0.1% of its face there, the limit 2.5%). Not when the
     darkness is `one_sided`: light from one side darkens half the frame, and side light says so. Dim too, however
     bright the face: the camera's settings say the scene had little light (`scene`, `quality.SceneLight`: a phone
-    brightens a dim room's photo, and smooths the noise of it off the skin). Without a face (`face` None), the photo alone: even its brightest tones dark, or much of it blown out, is
-    what hid the face."""
+    brightens a dim room's photo, and smooths the noise of it off the skin). Without a face (`face` None), the
+    photo alone: even its brightest tones dark, or much of it blown out, is what hid the face."""
     if face is None:
         value = {"photo_light": _r(photo.skin), "photo_highlights": _r(photo.highlights), "photo_clipped": _r(photo.clipped)}
         if photo.highlights < cfg.min_skin_light:
