@@ -53,7 +53,7 @@ import gradio.routes
 from filelock import FileLock, Timeout
 from gradio.utils import get_upload_folder
 from PIL import Image
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, Headers
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.middleware import Middleware
@@ -921,7 +921,7 @@ class HeadshotsApp:
                       Middleware(SignInLimit, accounts=self.accounts, tries=self.limits.max_failed_sign_ins,
                                  window_s=self.limits.sign_in_lockout_s),
                       Middleware(ForgetIdleSignIns, idle_s=self.limits.sign_in_idle_s),
-                      Middleware(OwnDownloadsOnly, owners=self.download_owners)]
+                      Middleware(OwnDownloadsOnly, owners=self.download_owners), Middleware(SafeSignOut)]
         lockout = self.limits.sign_in_lockout_s
         wait = f"{lockout / 60:g} minutes" if lockout >= 60 else f"{lockout:g} seconds"
         demo.launch(server_name=host, server_port=port, share=False, auth=self.check_password if self.accounts is not None else None,
@@ -1244,6 +1244,30 @@ class OwnDownloadsOnly:
             return True
         server = scope["app"]
         return server.tokens.get(session_token(scope)) == owner
+
+
+class SafeSignOut:
+    """Gradio's sign-out (a GET of /logout), made safe; in front of the app when it has a password file.
+    - Only from the app's own page, or typed into the address bar (Sec-Fetch-Site: same-origin, none; a client that
+      sends no such header, as browsers before 2020, is let through): it signs out every browser of that person by
+      default, and any other site could do it with a link or an image pointing there (the session cookie Gradio
+      sets for https goes along on such requests: SameSite=None).
+    - It ends the sign-in of the browser it comes from. Gradio ends the one its https cookie names, which a browser
+      keeps only for https or loopback: signed out over plain http on a home network, the browser dropped its
+      cookies but the sign-in stayed valid, for anyone who had copied one."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or not scope["path"].rstrip("/").endswith("/logout"):
+            await self.app(scope, receive, send)
+            return
+        if Headers(scope=scope).get("sec-fetch-site", "none") not in ("same-origin", "none"):
+            await PlainTextResponse("Sign out from the app's own page (its Sign out button).", status_code=403)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)  # first: with all_session (the default), Gradio finds the person by it
+        scope["app"].tokens.pop(session_token(scope), None)
 
 
 def session_token(scope: dict) -> str | None:

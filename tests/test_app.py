@@ -574,6 +574,24 @@ def test_make_account_asks_on_a_terminal_twice_and_shows_nothing_typed(tmp_path)
     assert password_matches(read_password_file(path)["alice"], "correct horse")
 
 
+def test_sign_out_comes_from_the_apps_own_page_and_ends_that_browsers_sign_in(tmp_path, tiny_model, analyzer):
+    """Gradio signs out on a GET of /logout, by default in every browser of that person: a link or an image on any
+    other site could do it. Refused unless the browser says the request came from the app's own page (its Sign out:
+    tests/test_app_browser.py) or was typed. Over plain http (here, as on a home network) the sign-in it ends is the
+    browser's own: Gradio's ended the one its https-only cookie names, and left this one valid."""
+    with serve(tmp_path, tiny_model, analyzer, accounts={"alice": "alice-secret"}) as running:
+        laptop, phone = (signed_in(running.url, "alice", "alice-secret") for _ in range(2))
+        tokens = running.app.demo.server_app.tokens
+        copied = dict(laptop.cookies)
+        for site in ("cross-site", "same-site"):  # same-site: another app on this host, or a sibling subdomain
+            refused = laptop.get("logout", headers={"Sec-Fetch-Site": site})
+            assert refused.status_code == 403 and "own page" in refused.text
+            assert signed_in_as(laptop) == "alice" and len(tokens) == 2
+        assert laptop.get("logout?all_session=false", headers={"Sec-Fetch-Site": "same-origin"}).status_code == 302
+        assert signed_in_as(httpx.Client(base_url=running.url, cookies=copied)) is False
+        assert signed_in_as(phone) == "alice" and len(tokens) == 1
+
+
 def test_the_password_file_is_followed_while_the_app_runs(tmp_path, tiny_model, analyzer, caplog):
     """The file was read once, at start: adding a person meant restarting the app, which ends everyone's jobs, and
     a person taken out of the file, or whose password was changed, stayed signed in until the app stopped."""
