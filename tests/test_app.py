@@ -574,6 +574,25 @@ def test_make_account_asks_on_a_terminal_twice_and_shows_nothing_typed(tmp_path)
     assert password_matches(read_password_file(path)["alice"], "correct horse")
 
 
+def test_an_account_the_disk_cannot_take_is_said_and_the_file_left_as_it_was(tmp_path):
+    """`make account` on a full disk (here a file size limit the new file passes, which Python reports as EFBIG):
+    what could not be written and what to do, no traceback, and the password file as it was, every account in it."""
+    import resource
+
+    path = tmp_path / "accounts.txt"
+    add_account(path, "alice", "alice-secret")
+    before = path.read_bytes()
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) + 20, len(before) + 20))
+
+    done = subprocess.run([sys.executable, "-m", "service.app", "--password-file", str(path), "--add-account", "bob"],
+                          input="bob-secret\n", cwd=REPO, preexec_fn=limit, capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "Could not write" in done.stderr and "EFBIG" in done.stderr and "run the same command again" in done.stderr
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["accounts.txt"]
+
+
 def test_sign_out_comes_from_the_apps_own_page_and_ends_that_browsers_sign_in(tmp_path, tiny_model, analyzer):
     """Gradio signs out on a GET of /logout, by default in every browser of that person: a link or an image on any
     other site could do it. Refused unless the browser says the request came from the app's own page (its Sign out:
