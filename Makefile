@@ -157,7 +157,7 @@ app: $(if $(filter tiny,$(PROFILE)),tiny-model)
 # A web-app account for --password-file: asks for USER's password, stores its hash in PASSWORDS (made if missing).
 PASSWORDS ?= accounts.txt
 account: check-user
-	$(BIN)/python -m service.app --password-file $(call shell_quote,$(PASSWORDS)) --add-account $(call shell_quote,$(PERSON))
+	$(BIN)/python -m service.accounts --password-file $(call shell_quote,$(PASSWORDS)) --add-account $(call shell_quote,$(PERSON))
 
 # Delete generated images for good (files in outputs/<user>/<run>/samples/, comma-separated), then score the rest.
 IMAGES ?=

@@ -24,7 +24,6 @@ import atexit
 import contextlib
 import errno
 import functools
-import getpass
 import ipaddress
 import json
 import os
@@ -73,7 +72,7 @@ from infer.export import EXPORT, SIZES, export
 from infer.generate import new_round_name
 from infer.styles import available_styles, load_style
 from service import views
-from service.accounts import Accounts, add_account, password_matches
+from service.accounts import Accounts, password_matches, set_password
 from service.jobs import IMAGE_KINDS, JOBS_FOLDER, JobBusy, JobQueue, devices, job_command
 from service.purge import nothing_running, purge, refuse_while_a_batch_runs
 from train.checkpoint import training_now
@@ -1457,29 +1456,6 @@ def check_can_listen(host: str, port: int) -> None:
         raise ConfigError(f"Cannot listen on {host}, port {port}: {exc.strerror or exc}.",
                           "Give --host an address of this machine (127.0.0.1: this machine only) and a port from 1024 "
                           "to 65535.") from exc
-
-
-def set_password(path: Path | None, name: str, verbose: bool) -> int:
-    """--add-account: the password asked for twice on a terminal (not echoed), else read as one line of standard input
-    (a script's pipe), and stored in the password file as its hash."""
-    try:
-        if path is None:
-            raise ConfigError("--add-account needs the file to write to.", "Add --password-file FILE (made if missing).")
-        if sys.stdin.isatty():
-            password = getpass.getpass(f"Password for {name}: ")
-            if getpass.getpass("The same again: ") != password:
-                raise ConfigError("The two passwords differ; nothing was changed.", "Run the command again.")
-        else:
-            password = sys.stdin.readline().rstrip("\r\n")
-        new = add_account(path, name, password)
-    except HeadshotsError as exc:
-        return print_error(exc, verbose)
-    except OSError as exc:  # a folder that cannot be written, a full disk: the file is as it was
-        if (refused := storage_error(exc)) is None:
-            raise
-        return print_error(refused, verbose)
-    print(f"{name}: {'account added to' if new else 'password changed in'} {path} (stored as a hash; the file is readable by you only)")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -547,13 +547,14 @@ def test_make_account_asks_on_a_terminal_twice_and_shows_nothing_typed(tmp_path)
     both agree (run in a pseudo-terminal, as a person's shell runs it)."""
     import pty
 
+    assert "-m service.accounts --password-file 'accounts.txt' --add-account 'alice'" in run_make("-n", "account", "USER=alice").stdout
     path = tmp_path / "accounts.txt"
 
     def typed(*answers: str) -> tuple[int, str]:
         pid, terminal = pty.fork()
         if pid == 0:  # the child: only exec (forked from a process with threads)
             os.chdir(REPO)
-            os.execv(sys.executable, [sys.executable, "-m", "service.app", "--password-file", str(path), "--add-account", "alice"])
+            os.execv(sys.executable, [sys.executable, "-m", "service.accounts", "--password-file", str(path), "--add-account", "alice"])
         shown = b""
         for prompt, answer in zip((b"Password for alice: ", b"The same again: "), answers, strict=True):
             start = len(shown)
@@ -586,7 +587,7 @@ def test_an_account_the_disk_cannot_take_is_said_and_the_file_left_as_it_was(tmp
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) + 20, len(before) + 20))
 
-    done = subprocess.run([sys.executable, "-m", "service.app", "--password-file", str(path), "--add-account", "bob"],
+    done = subprocess.run([sys.executable, "-m", "service.accounts", "--password-file", str(path), "--add-account", "bob"],
                           input="bob-secret\n", cwd=REPO, preexec_fn=limit, capture_output=True, text=True, check=False, timeout=60)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "Could not write" in done.stderr and "EFBIG" in done.stderr and "run the same command again" in done.stderr
