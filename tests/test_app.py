@@ -1264,21 +1264,13 @@ def app_process(tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[t
         app.wait()
 
 
-def test_sigterm_closes_the_app_as_ctrl_c_does(tmp_path, face_weights):
-    """`kill` or a service manager stops the app with SIGTERM: it must close as on Ctrl-C (its jobs ended, its
-    downloads removed), not die where it stands and leave a training running for the next app to meet."""
-    import signal
-
-    with app_process(tmp_path) as (app, _):
-        app.send_signal(signal.SIGTERM)
-        assert app.wait(timeout=60) == 0  # closed by its own `finally`, not killed by the signal (-15)
-
-
 def test_an_app_keeps_uploads_in_a_folder_of_its_own_which_goes_with_it(tmp_path, face_weights, selfies):
     """Gradio's default upload folder, the system temporary folder's `gradio`, is shared by every Gradio app on the
     machine (another login's made it first: this app could not write there; two apps of one login handed each other's
     uploads away). Started by `main`, the app has a private folder of its own, removed when it closes; a killed app's
-    (the selfies uploaded to it) is removed by the next app to start."""
+    (the selfies uploaded to it) is removed by the next app to start. `kill` or a service manager stops the app with
+    SIGTERM: it closes as on Ctrl-C (its jobs ended, its folders removed), not where it stands, which left a training
+    running for the next app to meet."""
     import signal
     import stat
 
@@ -1297,7 +1289,7 @@ def test_an_app_keeps_uploads_in_a_folder_of_its_own_which_goes_with_it(tmp_path
         assert not folder.exists()
         [own] = [path for path in system_tmp.glob("headshots-gradio-*") if path.is_dir()]
         app.send_signal(signal.SIGTERM)
-        assert app.wait(timeout=60) == 0
+        assert app.wait(timeout=60) == 0  # closed by its own `finally`, not killed by the signal (-15)
     assert not own.exists() and not list(system_tmp.glob("headshots-gradio-*"))
 
 
