@@ -1,10 +1,10 @@
 """The web app's accounts: who may sign in, read from a password file (docs/app.md).
 
 One line per person, `name:secret`. The secret is a scrypt hash, `$scrypt$n=131072,r=8,p=1$<salt>$<key>` (base64),
-as `make account` writes it (`python -m service.accounts --password-file FILE --add-account NAME`, which the app's
-own `python -m service.app` takes too): someone who reads
-the file, or a backup of it, learns no password. A password typed as it is (`alice:long-secret`, the file's first
-form) is still read, with a warning naming its lines, so a file written by hand keeps working until it is replaced.
+as `make account` writes it (`python -m service.accounts --password-file FILE --add-account NAME`; the app's own
+`python -m service.app` takes the same options): someone who reads the file, or a backup of it, learns no password.
+A password typed as it is (`alice:long-secret`, the file's first form) is still read, with a warning naming its
+lines, so a file written by hand keeps working until it is replaced.
 """
 
 from __future__ import annotations
