@@ -1354,7 +1354,13 @@ def own_gradio_folder() -> Iterator[Path | None]:
     if os.environ.get("GRADIO_TEMP_DIR"):
         yield None
         return
-    root, lock = held_app_folder(GRADIO_PREFIX)
+    try:
+        root, lock = held_app_folder(GRADIO_PREFIX)
+    except OSError as exc:  # a full disk, or a temporary folder that is not one
+        raise storage_error(exc) or HeadshotsError(
+            f"Could not make the app's folder for uploads in the system's temporary folder: {exc}",
+            "Point TMPDIR at a folder you can write to (or GRADIO_TEMP_DIR at one for Gradio's files), then start the "
+            "app again.") from exc
     os.environ["GRADIO_TEMP_DIR"] = str(root)
     named_at_import, gradio.routes.DEFAULT_TEMP_DIR = gradio.routes.DEFAULT_TEMP_DIR, str(root)
     try:
@@ -1479,7 +1485,11 @@ def main(argv: list[str] | None = None) -> int:
         check_can_listen(args.host, args.port)
     except HeadshotsError as exc:
         return print_error(exc, args.verbose)
-    with own_gradio_folder():
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(own_gradio_folder())
+        except HeadshotsError as exc:
+            return print_error(exc, args.verbose)
         return serve_until_stopped(args, accounts)
 
 

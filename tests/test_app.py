@@ -1293,6 +1293,22 @@ def test_an_app_keeps_uploads_in_a_folder_of_its_own_which_goes_with_it(tmp_path
     assert not own.exists() and not list(system_tmp.glob("headshots-gradio-*"))
 
 
+def test_an_app_that_cannot_make_its_folder_says_why_and_what_to_do(tmp_path, monkeypatch, capsys):
+    """The app's own folder for uploads (`own_gradio_folder`) cannot be made where the system's temporary folder is
+    not a folder (here a file, as a mistyped TMPDIR can name one): the reason and what to do, not a traceback."""
+    import tempfile
+
+    from tests.app_server import free_port
+
+    not_a_folder = tmp_path / "tmp"
+    not_a_folder.write_text("")
+    monkeypatch.setattr(tempfile, "tempdir", str(not_a_folder))
+    monkeypatch.delenv("GRADIO_TEMP_DIR")
+    assert main(["--profile", "tiny", "--port", str(free_port()), f"paths.data_root={tmp_path / 'data'}"]) == 2
+    said = capsys.readouterr().err
+    assert "Could not make the app's folder for uploads" in said and "Point TMPDIR at a folder" in said, said
+
+
 def test_a_second_ctrl_c_or_kill_does_not_cut_the_closing_short(tmp_path, monkeypatch, face_weights):
     """Ctrl-C, then Ctrl-C and `kill` again while the app closes (it ends its jobs, up to seconds each): the second one
     cut the close short, leaving jobs running and Gradio's copies of the headshots it served on disk."""
