@@ -520,16 +520,26 @@ class SceneLight:
         return f"ISO {self.iso:.0f}, {shutter} s at f/{self.f_number:g}"
 
 
+def _exif(path: Path) -> tuple[dict, dict]:
+    """The photo's EXIF tags: the main ones, and the Exif IFD's (the camera's settings and dates); both empty where
+    it has none or they cannot be read."""
+    try:
+        with Image.open(path) as image:
+            tags = image.getexif()
+            return dict(tags), dict(tags.get_ifd(_EXIF_IFD))
+    except (OSError, ValueError, SyntaxError):
+        return {}, {}
+
+
 def scene_light(path: Path) -> SceneLight | None:
     """The scene's light from EXIF (`SceneLight`); None where a setting is missing or not a positive number (an
     edited copy, a screenshot, a chat app's copy)."""
+    settings = _exif(path)[1]
     try:
-        with Image.open(path) as image:
-            exif = image.getexif().get_ifd(_EXIF_IFD)
-        iso = exif[_ISO][0] if isinstance(exif[_ISO], tuple) else exif[_ISO]  # some cameras list several
-        seconds, f_number, iso = float(exif[_EXPOSURE_TIME]), float(exif[_F_NUMBER]), float(iso)
-        flash = bool(int(exif.get(_FLASH, 0)) & 1)
-    except (OSError, KeyError, TypeError, ValueError, ZeroDivisionError, SyntaxError):
+        iso = settings[_ISO][0] if isinstance(settings[_ISO], tuple) else settings[_ISO]  # some cameras list several
+        seconds, f_number, iso = float(settings[_EXPOSURE_TIME]), float(settings[_F_NUMBER]), float(iso)
+        flash = bool(int(settings.get(_FLASH, 0)) & 1)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
     if not (seconds > 0 and f_number > 0 and iso > 0):
         return None
@@ -538,10 +548,9 @@ def scene_light(path: Path) -> SceneLight | None:
 
 def photo_taken(path: Path) -> datetime | None:
     """When the photo was taken, from EXIF (DateTimeOriginal, else DateTime); None when unknown."""
+    tags, settings = _exif(path)
+    raw = settings.get(_DATE_TIME_ORIGINAL) or tags.get(_DATE_TIME)
     try:
-        with Image.open(path) as image:
-            exif = image.getexif()
-            raw = exif.get_ifd(_EXIF_IFD).get(_DATE_TIME_ORIGINAL) or exif.get(_DATE_TIME)
         return datetime.strptime(str(raw).strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S") if raw else None
-    except (OSError, ValueError, SyntaxError):
+    except ValueError:
         return None

@@ -35,7 +35,8 @@ SCRYPT = "$scrypt$"
 # thread). Each line keeps its own cost, so lines written later can be made dearer without breaking older ones.
 COST = {"n": 2**17, "r": 8, "p": 1}
 _HASHED = re.compile(r"\$scrypt\$n=(\d+),r=(\d+),p=(\d+)\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)")
-FORMAT_HINT = "One person per line: `name:` and a hash from `python -m service.app --password-file FILE --add-account NAME`."
+ADD_ACCOUNT = "python -m service.app --password-file {path} --add-account NAME"  # what the messages tell a person to run
+FORMAT_HINT = f"One person per line: `name:` and a hash from `{ADD_ACCOUNT.format(path='FILE')}`."
 
 
 class Accounts:
@@ -111,11 +112,10 @@ def read_password_file(path: Path) -> dict[str, str]:
             typed.append(name)
         accounts[name] = secret
     if not accounts:
-        raise ConfigError(f"Password file {path} has no accounts.", "Add one with: python -m service.app "
-                          f"--password-file {path} --add-account NAME")
+        raise ConfigError(f"Password file {path} has no accounts.", f"Add one with: {ADD_ACCOUNT.format(path=path)}")
     if typed:
         log.warning("%s keeps the passwords of %s as typed: anyone who reads the file can sign in as them. Replace "
-                    "each with its hash: python -m service.app --password-file %s --add-account NAME", path, ", ".join(typed), path)
+                    "each with its hash: %s", path, ", ".join(typed), ADD_ACCOUNT.format(path=path))
     if os.name == "posix" and path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
         log.warning("%s can be read by other users of this machine: chmod 600 %s", path, path)
     return accounts
@@ -149,7 +149,7 @@ def _same_name(names: Iterable[str], name: str) -> str | None:
 
 def _read(path: Path) -> str:
     if not path.is_file():
-        raise ConfigError(f"Password file {path} does not exist.", f"Make it with: python -m service.app --password-file {path} --add-account NAME")
+        raise ConfigError(f"Password file {path} does not exist.", f"Make it with: {ADD_ACCOUNT.format(path=path)}")
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
