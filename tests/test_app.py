@@ -16,12 +16,14 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import gradio as gr
@@ -49,6 +51,20 @@ LIMITS = ("app.max_photos=6", "app.max_pixels=20000000", "app.max_upload_bytes=2
 def server(tmp_path_factory, tiny_model, faces_dir, analyzer):
     with serve(tmp_path_factory.mktemp("app"), tiny_model, analyzer, *LIMITS) as running:
         yield running
+
+
+@pytest.fixture(scope="module", autouse=True)
+def client_staging_in_the_tests_folder(tmp_path_factory) -> Iterator[None]:
+    """Gradio's client stages each download in a new folder of the system's temporary folder, moves the file out
+    and leaves the folder behind, empty: eight in /tmp for each run of these tests, for good. They are staged in
+    the tests' own temporary folder instead (the client's module reads `tempfile` for that alone)."""
+    import gradio_client.client
+
+    staging = tmp_path_factory.mktemp("client-staging")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gradio_client.client, "tempfile", SimpleNamespace(gettempdir=lambda: str(staging),
+                                                                       TemporaryDirectory=tempfile.TemporaryDirectory))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -1179,7 +1195,6 @@ def test_the_downloads_of_an_app_that_was_killed_are_removed_by_the_next(tmp_pat
     """A killed app leaves its download folder and Gradio's cached copies (served to anyone with the link) behind,
     past the person's "Delete my data" in the next app. The next app removes them; a running app's stay (it holds
     the lock beside its folder, as here)."""
-    import tempfile
 
     from gradio.processing_utils import hash_file
     from gradio.utils import get_upload_folder
@@ -1220,7 +1235,6 @@ def test_the_downloads_of_an_app_that_was_killed_are_removed_by_the_next(tmp_pat
 def test_an_app_starting_while_another_makes_its_download_folder_leaves_it_be(tmp_path, monkeypatch):
     """Two apps on one machine: the second starts (and removes abandoned download folders) at the moment the first
     makes its own. The first app's folder must survive, or its person's downloads fail."""
-    import tempfile
 
     import service.app as app_module
     from service.app import DOWNLOADS_PREFIX, forget_abandoned_folders, held_app_folder
@@ -1296,7 +1310,6 @@ def test_an_app_keeps_uploads_in_a_folder_of_its_own_which_goes_with_it(tmp_path
 def test_an_app_that_cannot_make_its_folder_says_why_and_what_to_do(tmp_path, monkeypatch, capsys):
     """The app's own folder for uploads (`own_gradio_folder`) cannot be made where the system's temporary folder is
     not a folder (here a file, as a mistyped TMPDIR can name one): the reason and what to do, not a traceback."""
-    import tempfile
 
     from tests.app_server import free_port
 
