@@ -515,6 +515,7 @@ class IntakeConfig:
     dim_crushed: float = 0.025  # ... or more than this share of the face is crushed to black (luminance <= 16): dim (warn)
     min_scene_ev: float = 4.0  # light the camera's EXIF settings say the scene had (EV at ISO 100), without flash; below: dim (warn)
     min_relative_light: float = 0.65  # best-lit skin / its median over the person's set (their own skin tone); below: darker than the rest
+    max_relative_crushed: float = 0.02  # share of the face crushed to black minus its median over the set; above: darker than the rest
     min_relative_texture: float = 0.5  # skin grain / its median over the set; below on a sharp, lit face: smoothed (warn)
     min_relative_side_light: float = 0.75  # darker / brighter cheek over its median over the set; below: lit from one side (warn)
     max_relative_colour: float = 0.4  # distance of the face's chromaticity from its median over the set; above: coloured light (warn)
@@ -547,7 +548,7 @@ class IntakeConfig:
         for key in ("min_skin_light", "min_photo_light", "dim_skin_light", "min_photo_white"):
             _check(0.0 <= getattr(self, key) <= 255.0, f"intake.{key}", "must be in 0..255")
         _check(self.min_pitch < self.max_pitch, "intake.min_pitch", "must be below intake.max_pitch")
-        for key in ("max_clipped", "max_photo_clipped", "max_crushed", "dim_crushed", "min_relative_light", "min_relative_texture", "min_relative_side_light",
+        for key in ("max_clipped", "max_photo_clipped", "max_crushed", "dim_crushed", "min_relative_light", "max_relative_crushed", "min_relative_texture", "min_relative_side_light",
                     "min_acuity", "max_anisotropy", "duplicate_similarity", "max_sameness", "max_eye_flat", "min_mouth_detail",
                     "min_colour_saturation"):
             _check(0.0 <= getattr(self, key) <= 1.0, f"intake.{key}", "must be between 0 and 1")

@@ -455,7 +455,7 @@ def evaluate(labels: dict[str, dict[str, str]], reports: dict[str, dict]) -> dic
         "shot_scores": sorted(((_similarity(p), p["file"]) for user, report in reports.items() if user.startswith("clean-")
                                for p in report["photos"] if "duplicate" in p["checks"]), reverse=True),
         # set checks: each clean photo against its person's median; the most extreme is where a limit must stay beyond
-        "relative_edge": {r.name: (max if r.by_distance else min)(((p["checks"][r.check]["value"][r.name], p["file"])
+        "relative_edge": {r.name: (max if r.fires_above else min)(((p["checks"][r.check]["value"][r.name], p["file"])
                                                              for user, report in reports.items() if user.startswith("clean-")
                                                              for p in report["photos"]
                                                              if r.name in p.get("checks", {}).get(r.check, {}).get("value", {})), default=None)
@@ -502,7 +502,7 @@ def write_markdown(result: dict, seconds: float, n_photos: int, out: Path, extra
         lines += ["", f"Duplicate scores (`same_shot`, threshold {cfg.duplicate_similarity}): re-saved copies vs their original "
                       f"{copies[0]:.3f}-{copies[-1]:.3f}; best match of each photo in the clean sets (no copies), highest: "
                       + ", ".join(f"{v:.3f} ({name})" for v, name in shots[:5]) + "."]
-    edges = [f"`{r.name}` {'highest' if r.by_distance else 'lowest'} {edge[0]:.2f} ({edge[1]}; limit "
+    edges = [f"`{r.name}` {'highest' if r.fires_above else 'lowest'} {edge[0]:.2g} ({edge[1]}; limit "
              f"{r.limit(cfg)})" for r in RELATIVE if (edge := result["relative_edge"][r.name])]
     if edges:
         lines += ["", "Set checks (a photo against the median of its person's set), the most extreme on the clean sets: "

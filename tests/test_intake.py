@@ -30,6 +30,7 @@ from train.intake import (
     TONE_CURVE_TURN,
     Check,
     PhotoReport,
+    add_relative_checks,
     assess_photo,
     judge,
     relative_checks,
@@ -710,6 +711,38 @@ def test_a_photo_much_darker_than_the_persons_others_is_named_whatever_their_ski
     assert [i for i, c in checks.items() if c.status != "ok"] == [4]
     assert checks[4].reason == "face much darker than in your other photos" and "light" in checks[4].advice
     assert relative_checks(lit(180, 175, 110), light, cfg) == {}  # too few to know the person's own light
+
+
+def test_a_photo_with_more_of_its_face_sunk_into_black_than_the_persons_others_is_named(make_config, source):
+    """A tone curve (a dim room's photo brightened by the phone) can keep the best-lit skin above min_relative_light
+    of the person's other photos while it sinks their shadows into black: Georgia Tech s23 under a 1.6 gamma keeps
+    0.86 of its set's light, with 3.4% of the face crushed against none in the others. Hair or a beard black in every
+    photo is the person's own, and less black than in the others is better light: neither is named. Where the skin
+    itself is much darker too, the set names the darkness once."""
+    cfg = make_config("alice").intake
+    crushed = next(r for r in RELATIVE if r.name == "relative_crushed")
+    measured = quality.measure(*source)
+
+    def sunk(*shares: float, skins: tuple[float, ...] = ()) -> list:
+        skins = skins or (measured.exposure.skin,) * len(shares)
+        return [replace(measured, exposure=replace(measured.exposure, crushed=c, skin=v)) for c, v in zip(shares, skins)]
+
+    def named(measures: list) -> list[int]:
+        return [i for i, c in relative_checks(measures, crushed, cfg).items() if c.status != "ok"]
+
+    assert named(sunk(0.06, 0.07, 0.05, 0.065, 0.075, 0.06)) == []  # a black beard in every photo
+    assert named(sunk(0.06, 0.07, 0.05, 0.0, 0.065)) == []
+    assert named(sunk(0.0, 0.001, 0.0, 0.034, 0.002, 0.0)) == [3]
+    measures = sunk(0.0, 0.001, 0.0, 0.034, 0.08, 0.0, skins=(170, 168, 175, 146, 100, 172))
+    reports = [PhotoReport(f"{i}.jpg") for i in range(len(measures))]
+    for report in reports:
+        for relative in RELATIVE:
+            report.add(relative.check, Check("ok", {}))
+    add_relative_checks(reports, measures, cfg)
+    assert [r.lead for r in reports if r.lead] == [("exposure", "face darker than in your other photos, its shadows sunk into black"),
+                                                   ("exposure", "face much darker than in your other photos")]
+    assert reports[3].checks["exposure"].value["relative_crushed"] == 0.034 and "light" in reports[3].checks["exposure"].advice
+    assert reports[4].checks["exposure"].value["relative_crushed"] == 0.08  # recorded, not said twice
 
 
 def test_intake_names_what_one_photo_alone_cannot_beside_the_persons_others(make_config, faces_dir, analyzer):

@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -547,8 +548,9 @@ class Relative:
     """A measure judged against the person's own other photos: what one photo cannot tell (a darker skin from a dim
     room; a camera's or a skin's finer grain from a beauty filter; tanned skin from a warm lamp; a window beside them
     from the way they are usually lit) the set can, since face and skin are the person's own. `name`: the photo's
-    measure over the set's median, which fires below `limit` (intake.min_<name>); or, `by_distance`, the distance
-    of the photo's measure (a vector) from the set's median, which fires above `limit` (intake.max_<name>). Added to `check` only
+    measure over the set's median, which fires below `limit` (intake.min_<name>); or, by `compare`, the distance
+    of the photo's measure (a vector) from the set's median ("distance"), or how far it rises above that median
+    ("rise", for a share whose median may be 0), which fire above `limit` (intake.max_<name>). Added to `check` only
     where that photo's own verdicts do not already name it or something that fakes it (`explained_by`)."""
 
     check: str
@@ -558,13 +560,25 @@ class Relative:
     reason: str
     advice: str
     explained_by: tuple[str, ...]
-    by_distance: bool = False
+    compare: Literal["ratio", "distance", "rise"] = "ratio"
+
+    @property
+    def fires_above(self) -> bool:
+        """Whether a larger score is the worse one (a distance, a rise), not a smaller one (a ratio)."""
+        return self.compare != "ratio"
 
 
+# what both light set checks advise: the person's own best photos show the light that suits them
+BETTER_LIGHT = "Retake it in the light of your best photos: facing a window, or with more lights on."
 RELATIVE = (
     Relative("exposure", "relative_light", lambda m: m.exposure.skin, lambda c: c.min_relative_light, "face much darker than in your other photos",
-             "Retake it in the light of your best photos: facing a window, or with more lights on.",
+             BETTER_LIGHT,
              ("exposure", "backlight", "side_light")),  # light from behind or one side, named already, darkened it
+    # Less light sinks more of a face into black than the person's own hair, beard and shadows do in their other
+    # photos, while a tone curve may keep the best-lit skin above min_relative_light (held-out dark: docs/intake_quality.md)
+    Relative("exposure", "relative_crushed", lambda m: m.exposure.crushed, lambda c: c.max_relative_crushed,
+             "face darker than in your other photos, its shadows sunk into black", BETTER_LIGHT,
+             ("exposure", "backlight", "side_light", "occlusion"), compare="rise"),  # a hand or sunglasses are black too
     Relative("filter", "relative_texture", lambda m: m.focus.texture, lambda c: c.min_relative_texture, "skin much smoother than in your other photos "
              "(beauty filter or heavy processing)", "Turn off beauty mode and filters; send the photo as the camera took it.",
              ("filter", "exposure", "occlusion", "motion_blur", "sharpness")),  # light, a cover or blur lose grain too
@@ -573,7 +587,7 @@ RELATIVE = (
              ("side_light", "exposure", "backlight", "occlusion")),  # named alone already, or darkness or a cover is the cause
     Relative("colour_cast", "relative_colour", lambda m: m.chroma, lambda c: c.max_relative_colour, "colours unlike your other photos (coloured light)",
              "Retake it in daylight, like your other photos: no warm lamps, coloured lights or colour filters.",
-             ("colour_cast", "exposure", "backlight", "filter", "occlusion"), by_distance=True),  # light, filters, lenses shift colour too
+             ("colour_cast", "exposure", "backlight", "filter", "occlusion"), compare="distance"),  # light, filters, lenses shift colour too
 )
 
 
@@ -584,11 +598,15 @@ def relative_checks(measures: list[quality.FaceMeasures], relative: Relative, cf
         return {}
     values = np.array([relative.measure(m) for m in measures], dtype=np.float64)
     median, limit = np.median(values, axis=0), relative.limit(cfg)
-    if relative.by_distance:
+    if relative.compare == "distance":
         scores = np.linalg.norm((values - median).reshape(len(values), -1), axis=1)
-        fired, excess = scores > limit, [_over(score, limit) for score in scores]
+    elif relative.compare == "rise":
+        scores = values - median
     else:
         scores = values / max(float(median), 1e-6)
+    if relative.fires_above:
+        fired, excess = scores > limit, [_over(score, limit) for score in scores]
+    else:
         fired, excess = scores < limit, [_under(score, limit) for score in scores]
     return {i: _check(bool(bad), {relative.name: _r(score)}, relative.reason, relative.advice, WARN, over)
             for i, (score, bad, over) in enumerate(zip(scores, fired, excess))}
