@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from headshots.errors import HeadshotsError
 from headshots.workspace import Workspace
+from tests.conftest import wandb_records
 from train.lora import ADAPTER_FILE
 from train.recipe import train
 
@@ -28,7 +29,7 @@ def test_prior_preservation_generates_class_images_once_and_changes_training(pre
                       "wandb.mode=offline")
     with_prior = _weights(train(cfg))
     # the dashboard shows the loss's two parts: the class loss climbing while the person's falls is the drift
-    logged = b"".join(p.read_bytes() for p in Workspace.from_config(cfg).wandb_dir("prior").rglob("*.wandb"))
+    logged = wandb_records(Workspace.from_config(cfg).wandb_dir("prior"), b"train/person_loss", b"train/prior_loss")
     assert b"train/person_loss" in logged and b"train/prior_loss" in logged
     monkeypatch.setenv("WANDB_MODE", "disabled")
     folder = generated_dir(cfg)
@@ -140,7 +141,7 @@ def test_validation_during_training_logs_scores_and_keeps_the_best_adapter(prepa
     best = workspace.best_adapter_dir("val")
     with safe_open(str(best / ADAPTER_FILE), framework="pt") as handle:
         assert handle.metadata()["headshots.step"] == str(report["best"]["step"])
-    logged = b"".join(p.read_bytes() for p in workspace.wandb_dir("val").rglob("*.wandb"))
+    logged = wandb_records(workspace.wandb_dir("val"), b"val/face_similarity", b"train/step_seconds")
     assert b"val/face_similarity" in logged
     assert all(key in logged for key in (b"train/loss", b"train/lr", b"train/grad_norm", b"train/step_seconds"))
     assert b"train/prior_loss" not in logged  # no class images, no class loss

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from headshots.errors import HeadshotsError, WeightsError
 from headshots.workspace import Workspace
-from tests.conftest import held_elsewhere
+from tests.conftest import held_elsewhere, wandb_records
 from train.checkpoint import list_checkpoints
 from train.lora import ADAPTER_FILE
 from train.recipe import resolve_wandb_mode, train
@@ -211,6 +211,7 @@ def test_wandb_offline_writes_local_run_files(prepared_user, make_config, monkey
     train(cfg)
     runs = list(Workspace.from_config(cfg).wandb_dir("logged").rglob("offline-run-*"))
     assert runs, "wandb offline run folder expected"
+    assert b"train/loss" in wandb_records(runs[0], b"train/loss")  # the steps' records written: what is sent is all there
     recorded = b"".join(f.read_bytes() for f in runs[0].rglob("*") if f.is_file())
     assert b"learning_rate" in recorded and cfg.paths.data_root.encode() not in recorded  # settings, not where photos are
     # nor anything W&B records by default in what a sync sends (the run's record and files/; logs/ stay here): the
