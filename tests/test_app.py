@@ -494,11 +494,14 @@ def test_a_sign_in_no_page_uses_is_forgotten_and_an_open_page_keeps_its_own(tmp_
     """Gradio kept every sign-in until the app stopped (security walk: a cookie copied from a browser no one had used
     for days still opened that person's photos)."""
     accounts = {"alice": "alice-secret", "bob": hash_password("bob-secret")}  # as typed, or as --add-account keeps it
-    with serve(tmp_path, tiny_model, analyzer, "app.sign_in_idle_s=2", accounts=accounts) as running:
-        alice, bob = signed_in(running.url, "alice", "alice-secret"), signed_in(running.url, "bob", "bob-secret")
+    with serve(tmp_path, tiny_model, analyzer, "app.sign_in_idle_s=3", accounts=accounts) as running:
+        # alice signs in last, so that her page's first tick follows at once: on a busy CI bob's sign-in (a hash
+        # checked) took long enough, after hers, for her sign-in to be forgotten before her page had asked once
+        bob = signed_in(running.url, "bob", "bob-secret")
+        alice = signed_in(running.url, "alice", "alice-secret")
         copied = httpx.Client(base_url=running.url, cookies=bob.cookies)  # bob's cookie, taken elsewhere
         who = signed_in_as
-        for _ in range(6):  # alice's page asks every half second (an open page ticks): hers is kept past 2 s
+        for _ in range(8):  # alice's page asks every half second (an open page ticks): hers is kept past 3 s
             assert who(alice) == "alice"
             time.sleep(0.5)
         assert who(bob) is False and who(copied) is False and who(alice) == "alice"
