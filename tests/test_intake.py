@@ -733,6 +733,8 @@ def test_a_photo_with_more_of_its_face_sunk_into_black_than_the_persons_others_i
     assert named(sunk(0.06, 0.07, 0.05, 0.065, 0.075, 0.06)) == []  # a black beard in every photo
     assert named(sunk(0.06, 0.07, 0.05, 0.0, 0.065)) == []
     assert named(sunk(0.0, 0.001, 0.0, 0.034, 0.002, 0.0)) == [3]
+    barely_less = relative_checks(sunk(1e-5, 1e-5, 0.0, 1e-5, 1e-5), crushed, cfg)[2].value["relative_crushed"]
+    assert str(barely_less) == "0.0"  # as the intake page shows it: a walk found "-0.0" there
     measures = sunk(0.0, 0.001, 0.0, 0.034, 0.08, 0.0, skins=(170, 168, 175, 146, 100, 172))
     reports = [PhotoReport(f"{i}.jpg") for i in range(len(measures))]
     for report in reports:

@@ -238,7 +238,8 @@ def _under(value: float, limit: float) -> float:
 
 
 def _r(value: float) -> float:
-    return round(float(value), 3)
+    """3 decimals, and never "-0.0" (a set check's rise of -0.0001 was shown so on the intake page)."""
+    return round(float(value), 3) + 0.0
 
 
 # -- per photo ---------------------------------------------------------------------------------
