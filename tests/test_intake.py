@@ -716,9 +716,10 @@ def test_a_photo_much_darker_than_the_persons_others_is_named_whatever_their_ski
 def test_a_photo_with_more_of_its_face_sunk_into_black_than_the_persons_others_is_named(make_config, source):
     """A tone curve (a dim room's photo brightened by the phone) can keep the best-lit skin above min_relative_light
     of the person's other photos while it sinks their shadows into black: Georgia Tech s23 under a 1.6 gamma keeps
-    0.86 of its set's light, with 3.4% of the face crushed against none in the others. Hair or a beard black in every
-    photo is the person's own, and less black than in the others is better light: neither is named. Where the skin
-    itself is much darker too, the set names the darkness once."""
+    0.86 of its set's light, with 3.4% of the face crushed against none in the others (its skin, under 150, is named
+    by the photo's own dim-light check first; a fairer face's need not be). Hair or a beard black in every photo is
+    the person's own, and less black than in the others is better light: neither is named. Where the skin itself is
+    much darker too, the set names the darkness once."""
     cfg = make_config("alice").intake
     crushed = next(r for r in RELATIVE if r.name == "relative_crushed")
     measured = quality.measure(*source)
