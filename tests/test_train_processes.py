@@ -54,14 +54,15 @@ def test_kill_9_then_same_command_finishes_with_identical_weights(prepared_user,
         torch.testing.assert_close(result[key], value, rtol=0, atol=1e-6)
 
 
-def test_two_process_ddp_ranks_end_identical(prepared_user, make_config):
+def test_two_process_ddp_ranks_end_identical(prepared_user, make_config, tmp_path):
     cfg = make_config("alice", "run=ddp")
     # torchrun-style launch of two processes; ACCELERATE_USE_CPU makes Accelerate use gloo DDP on CPUs.
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train", "fit",
               *_cli(cfg, "run=ddp", "train.max_steps=4", "train.checkpoint_every=2", "train.lr_scheduler=linear",
                     "train.prior.enabled=true", "train.prior.num_images=4", "train.prior.sampling_steps=1")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    # TMPDIR: torch's launcher makes a `torchelastic_*` folder in the temporary folder for every launch and leaves it
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "TMPDIR": str(tmp_path)}
     result = subprocess.run(launch, check=False, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count("processes: 2") == 1  # said once, by the first process, not once per process
