@@ -102,15 +102,16 @@ demo: tiny-model
 	@echo "demo done: open outputs/demo/default/samples/gallery.html"
 
 # The default suite, in pytest-xdist workers; a file's tests stay in one worker (their module fixtures, a Ray batch or
-# a web app, are built once). On 2 idle cores 518-605 s in fresh-clone CI runs (2026-12-07; 694-751 s before `setup`
-# compiled bytecode), against 1060 s in one process.
+# a web app, are built once), the longest files first (tests/conftest.py: LONGEST_FILES; --no-loadscope-reorder keeps
+# that order). On 2 idle cores 511-625 s (2026-12-07; 694-751 s before `setup` compiled bytecode), against 1060 s in
+# one process.
 # TEST_WORKERS=auto: one per core, at most 6, and at most one per 3 GiB of memory available (each builds its own tiny
 # model and holds up to ~2.5 GiB: a many-core machine with little memory would otherwise run out); =0: in this process.
 TEST_WORKERS ?= auto
 WORKERS = $(if $(filter auto,$(TEST_WORKERS)),$(shell $(BIN)/python -c "import os, psutil; cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(); print(max(1, min(cores, 6, int(psutil.virtual_memory().available / 3 / 2**30))))" 2>/dev/null),$(TEST_WORKERS))
 test:
 	@$(BIN)/python -c "import xdist" 2>/dev/null || { echo "error: pytest-xdist is not installed (make test runs through it): make setup installs requirements.lock"; exit 2; }
-	$(BIN)/python -m pytest -m "not slow" -n $(WORKERS) --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -m "not slow" -n $(WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)
 
 # In this process: the full-size SDXL test alone takes ~21 GiB of RAM.
 test-all:
