@@ -62,8 +62,8 @@ _share_the_cores()
 
 # Seconds each of the longest files takes (2 idle cores, two workers, `pytest --durations=0`, 2026-12-07). `make test`
 # hands the files to its workers longest first (`--no-loadscope-reorder` keeps this order; xdist's own puts the files
-# with the most tests first), so that no long file starts last while the other worker has run out of work: the
-# end-to-end test (47 s) often started last, and the workers' shares of the suite's time differed by 32 s.
+# with the most tests first), so that no long file starts last while the other worker has run out of work: in the run
+# measured, the end-to-end test (47 s) started last, and the workers' shares of the suite's time differed by 32 s.
 LONGEST_FILES = {"test_app.py": 195, "test_app_browser.py": 140, "test_batch.py": 136, "test_intake.py": 92,
                  "test_train.py": 85, "test_train_processes.py": 79, "test_stages.py": 59, "test_end_to_end.py": 47,
                  "test_gpu_check.py": 45}

@@ -205,9 +205,7 @@ def test_uploads_wait_for_the_same_persons_own_and_for_no_one_elses(tmp_path, ti
         many.start()
         # The second tab starts once the first's upload holds fay's turn: its ten files reach the server first, and on
         # a loaded machine that took longer than a fixed half second, so the two came in the other order (a CI flake)
-        deadline = time.monotonic() + 60
-        while not ((turn := server.app.turns.get("fay")) and turn.locked()) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: (turn := server.app.turns.get("fay")) is not None and turn.locked(), 60)
         same_person = threading.Thread(target=add, args=(second_tab, selfies[10:12], "fay's two"))
         same_person.start()
         add(other, selfies[12:13], "gus's one")
