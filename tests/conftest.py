@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -179,17 +179,24 @@ def prepared_once(tmp_path_factory, tiny_model, faces_dir, face_weights, analyze
     return Path(cfg.paths.data_root)
 
 
+def wait_until(condition: Callable[[], bool], seconds: float) -> None:
+    """Returns once `condition()` holds, or when `seconds` have passed: the caller's assertion then says what failed."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def wandb_records(folder: Path, *expected: bytes, timeout_s: float = 60.0) -> bytes:
     """The records of every W&B run file (`*.wandb`) under `folder`, once each of `expected` is among them, or when
     `timeout_s` has passed (the caller's assertion then says what is missing). W&B's service writes a run's records
     to its file on its own schedule, after `finish` has returned: a CI run read only the file's 7-byte header right
     after a training, and failed. Until `expected` is there, what is *not* in the records proves nothing."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        logged = b"".join(p.read_bytes() for p in folder.rglob("*.wandb"))
-        if all(e in logged for e in expected) or time.monotonic() > deadline:
-            return logged
-        time.sleep(0.2)
+
+    def records() -> bytes:
+        return b"".join(p.read_bytes() for p in folder.rglob("*.wandb"))
+
+    wait_until(lambda: all(e in records() for e in expected), timeout_s)
+    return records()
 
 
 @contextmanager

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -40,7 +40,7 @@ from service.accounts import add_account, hash_password, password_matches, read_
 from service.app import SERVED, client_network, is_loopback, listen_address, main, safe_file_name
 from service.jobs import DONE, QUEUED, RUNNING, STOPPED, Job, JobQueue
 from tests.app_server import serve
-from tests.conftest import REPO, copy_photos, everything_done, run_make
+from tests.conftest import REPO, copy_photos, everything_done, run_make, wait_until
 
 FAVOURITE_TICKED = "data-tick='hs-favourites' data-file='([^']+)'[^>]*aria-pressed='true'"  # a card's pressed Favourite
 PAGE = ("who", "sign_in_note", "notes", "photos", "remove_pick", "status", "timer", "review", "favourites", "files", "more_pick")
@@ -703,12 +703,6 @@ def test_a_taken_or_impossible_port_is_named_with_what_to_do(capsys):
             main(["--port", port, "--profile", "tiny"])
         assert refused.value.code == 2 and "argument --port: invalid port" in capsys.readouterr().err
     assert "-m service.app --profile 'sdxl' --port='8000'" in run_make("-n", "app", "PORT=8000").stdout  # as make app PORT=... runs it
-
-
-def wait_until(condition: Callable[[], bool], seconds: float) -> None:
-    deadline = time.time() + seconds
-    while not condition() and time.time() < deadline:
-        time.sleep(0.02)
 
 
 def run_alone(argv: list[str], log_path: Path) -> Job:
