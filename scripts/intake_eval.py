@@ -5,7 +5,8 @@ clean photos, degraded copies (one labelled defect each: blur, camera shake, dar
 shadow, sunglasses, mask, beauty smoothing, rotation, downscale, a second face, backlight, colour cast,
 an old EXIF date), sets with someone else's photos mixed in and sets with re-saved duplicates. Runs the
 intake on every set and reports, per defect, recall (caught by the check meant for it), per check,
-precision, and the share of clean photos rejected. Writes docs/intake_quality.md.
+precision, and the share of clean photos rejected. Writes its two blocks of docs/intake_quality.md (the prose
+around them is the doc's own).
 
     .venv/bin/python scripts/intake_eval.py [--faces ../shared/faces] [--work outputs/intake_eval]
 """
@@ -34,7 +35,7 @@ from headshots.logs import setup_logging
 from train.intake import RELATIVE, run_intake
 
 REPO = Path(__file__).resolve().parents[1]
-HELD_OUT_MARK = "<!-- held-out evaluation: scripts/intake_heldout.py -->"
+BLOCK, SET_BLOCK = "scripts/intake_eval.py", "scripts/intake_eval.py: set-level thresholds"  # its blocks of the doc
 PEOPLE = ("s01", "s02", "s23", "s29", "s50")
 ROUNDS = 3  # each Georgia Tech photo is degraded this many times, with a different defect each time
 # defect -> the checks meant to catch it (any of them firing, warn or reject, counts as caught)
@@ -244,50 +245,6 @@ def build(faces: Path, root: Path, analyzer: FaceAnalyzer) -> Builder:
     return b
 
 
-NOTES = [
-    "Notes on this data:",
-    "- Georgia Tech photos are 640x480 from 1999: the resolution warning (below 0.5 x 1024 px) and the age",
-    "  warning on them are true, and counted as right. The set also holds deliberately tilted and turned heads.",
-    "  Prepare levels a tilted head's crop when the photo has room (train/framing.py), so intake names a tilt only",
-    "  where it stays: past 15 degrees in a crop not levelled, past 25 in one that is (`max_levelled_roll`). Before",
-    "  that rule `pose` fired on 35 clean photos (83 firings in all, precision 0.19). Of the 16 rotated copies",
-    "  (28-40 degrees about the face), 4 end 16-24 degrees from level (the head was tilted the other way first):",
-    "  levelled in the crop, they are not named, by design (recall 1.00 before the rule).",
-    "- Duplicates (`quality.face_signature`, `same_shot`): the face box of a re-saved copy moves by a few pixels",
-    "  and changes size by up to ~4%, so signatures are compared over 5 scales (0.96-1.04) and +-2 px shifts,",
-    "  antialiased and band-passed (the coarse shading that shots seconds apart share is removed). Before, with a",
-    "  raw grey crop and shifts only, copies scored 0.946-0.996 and distinct s23 shots (`06.jpg`, `15.jpg`) 0.964:",
-    "  no threshold could separate them. Aligning on MTCNN's five landmarks (similarity transform) was tried and",
-    "  is worse: they jitter more than the box between copies (up to 3.5 px); with the same scale search and",
-    "  band-pass, copies went down to 0.973 (0.985 on the box), distinct shots up to 0.963 either way; levelling",
-    "  the eye line alone dropped a copy to 0.946. `obama.jpg` and `obama-1080p.jpg` are the same portrait",
-    "  cropped differently: a right reject, counted here as a false one. Of the two, the dated original (910x1137,",
-    "  711 px around the face) is kept and the undated 1920x1080 frame (700 px) rejected; before 2026-12-06 the",
-    "  copy with more pixels in all was kept, however it got them (an app's enlarged copy beat the camera's file).",
-    "- `mouth_covered`: a mask's rim can lift the mean gradient of the mouth patch to that of a bare face, so",
-    "  occlusion counts flat pixels around the mouth as it does around the eyes. A cover is rejected, and its",
-    "  straight edges read as a smear and it hides the cheeks, so a covered face is not judged for focus, shake,",
-    "  side light or texture. Occlusion is judged on every well-exposed face, blurred or not (flat shares are",
-    "  relative to the face's own detail).",
-    "- Resolution counts the training crop's own pixels: prepare's square (`frame_face`), shrunk where the photo's",
-    "  edge is near. It used to take face x (1 + 2 x margin), which promised 268 px for a photo 139 px high. Since",
-    "  2026-12-06 the 11 face-recognition `Family` thumbnails (photos 106-203 px wide, the face filling them) are",
-    "  rejected as too low resolution, where they were warned: prepare would enlarge each 6-10x to 1024 px. Right for",
-    "  1024 px training, they are still counted above as false rejects (1.0% -> 6.3%) rather than relabelled.",
-    "- A clean photo called someone else is the same man photographed years apart (3-photo set).",
-    "- `side_light` beside the person's set (`relative_side_light`) fires once off a side shadow: on the rotated copy of",
-    "  Georgia Tech s02/03.jpg, the most side-lit clean photo of any set (0.77 of its set's median; rotated, its cheek",
-    "  patches fall elsewhere and read 0.73). The lead there is the tilt.",
-    "- Scene light from the camera's own settings (`quality.scene_light`: EXIF exposure time, f-number and ISO, as EV at",
-    "  ISO 100) names dim light below `min_scene_ev` = 4 when no flash fired, however lit the face looks: a phone",
-    "  brightens a dim room's photo, and its noise reduction smooths the skin, which is then not called a beauty filter.",
-    "  The degraded copies here carry no settings, so no row above measures it. The limit comes from photography's",
-    "  exposure tables (candle light and dim interiors EV 4 and under, lit homes 5-6, offices 7-8), not from real dim",
-    "  selfies: none here carry their settings. The 15 photos that do (7 in ../shared, 8 in the held-out folder) read",
-    "  EV 5.9-14.2, two with flash; none is named.",
-]
-
-
 # -- set-level thresholds: variety (intake.max_sameness) and smile (intake.smile_ratio) -------------
 # Clear smiles (lips drawn back, most showing teeth) and ambiguous expressions (slight closed-mouth smiles,
 # talking, pursed lips) among the Georgia Tech photos, labelled by eye from a contact sheet of the face crops;
@@ -376,9 +333,6 @@ def threshold_lines(variety: dict, smiles: dict, cfg) -> list[str]:
     def above(values: list[float], threshold: float) -> str:
         return f"{sum(v > threshold for v in values)}/{len(values)}"
     lines = [
-        "",
-        "## Set-level thresholds",
-        "",
         f"Variety (`max_sameness`, now {cfg.max_sameness}): mean pairwise whole-photo thumbnail cosine of {SET_SIZE}-photo sets,",
         "as `_variety_problems` computes it. Low variety: one Georgia Tech photo plus 4 re-framings of it",
         "(crop/zoom 0-8%, exposure +-10%: one burst), and 5 consecutive Georgia Tech shots (one session: same",
@@ -467,17 +421,13 @@ def _similarity(photo: dict) -> float:
     return photo["checks"]["duplicate"]["value"]["max_similarity"] if "duplicate" in photo["checks"] else float("nan")
 
 
-def write_markdown(result: dict, seconds: float, n_photos: int, out: Path, extra: list[str] = ()) -> str:
+def write_markdown(result: dict, seconds: float, n_photos: int, out: Path, set_lines: list[str]) -> str:
+    """The figures into the doc's two blocks of this script (the prose around them is the doc's own)."""
+    from _docs import write_block  # scripts/, first on sys.path when run as a script (intake_heldout.py imports this file)
+
     cfg = load_config("eval").intake
     lines = [
-        "# Intake quality gate: how well it catches bad selfies",
-        "",
         f"Generated by `scripts/intake_eval.py` on {time.strftime('%Y-%m-%d')} ({n_photos} photos, {seconds:.0f} s on this CPU).",
-        "Real photos from `../shared/faces` (Georgia Tech: 5 people x 15; face-recognition examples; Azure samples),",
-        f"clean, and degraded copies made with fixed seeds: each Georgia Tech photo {ROUNDS} times with one defect,",
-        "sets with one or two photos of someone else mixed in, and sets with re-saved near-duplicates.",
-        "A defect counts as caught when a check meant for it fires (warn or reject); precision counts every firing",
-        "of a check, on any photo, including clean ones. Clean photos reappear in the mixed and duplicate sets.",
         "",
         "| defect | photos | recall | rejected | caught by |",
         "|---|---|---|---|---|",
@@ -507,14 +457,14 @@ def write_markdown(result: dict, seconds: float, n_photos: int, out: Path, extra
     if edges:
         lines += ["", "Set checks (a photo against the median of its person's set), the most extreme on the clean sets: "
                       + ", ".join(edges) + "."]
-    warned = ", ".join(f"{c} {n}" for c, n in result["clean_warned"].most_common())
-    lines += ["", f"Warnings on clean photos (usable, with advice): {warned or 'none'}.", "", *NOTES, "",
-              "Thresholds (configs/base.yaml, `intake:`): " + ", ".join(f"`{k}={v}`" for k, v in vars(cfg).items()) + ".", *extra]
-    text = "\n".join(lines) + "\n"
+    warned = ", ".join(f"{c} {n}" for c, n in sorted(result["clean_warned"].items(), key=lambda kv: (-kv[1], kv[0])))  # ties by name
+    lines += ["", f"Warnings on clean photos (usable, with advice): {warned or 'none'}.", "",
+              "Thresholds (configs/base.yaml, `intake:`): " + ", ".join(f"`{k}={v}`" for k, v in vars(cfg).items()) + "."]
+    text, set_text = "\n".join(lines) + "\n", "\n".join(set_lines) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
-    held_out = HELD_OUT_MARK + out.read_text().split(HELD_OUT_MARK, 1)[1] if out.exists() and HELD_OUT_MARK in out.read_text() else ""
-    out.write_text(text + ("\n" + held_out if held_out else ""))  # scripts/intake_heldout.py's section stays
-    return text
+    write_block(out, BLOCK, text)
+    write_block(out, SET_BLOCK, set_text)
+    return text + "\n" + set_text
 
 
 def main() -> None:
