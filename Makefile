@@ -71,11 +71,11 @@ setup: $(BIN)/python
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	@# facenet-pytorch's own pins (torch<2.3, numpy<2) cannot be met beside torch 2.14: --no-deps (see the file).
 	$(BIN)/pip install --no-deps -r requirements-nodeps.txt
-	@# CI only: headless Chromium for tests/test_gallery_browser.py (the test skips without it).
+	@# CI only: headless Chromium for the browser tests (tests/browser.py: the web app, the gallery, intake.html; they skip without it).
 	@if [ -n "$$CI" ] && ! command -v chromium >/dev/null; then \
 		{ apt-get update && apt-get install -y chromium; } >/dev/null 2>&1 \
 		|| { sudo -n apt-get update && sudo -n apt-get install -y chromium; } >/dev/null 2>&1 \
-		|| echo "note: could not install chromium; the gallery browser test will be skipped"; \
+		|| echo "note: could not install chromium; the browser tests will be skipped"; \
 	fi
 	@$(BIN)/python -c "from headshots.logs import setup_logging; setup_logging(); import torch, diffusers, peft, accelerate, facenet_pytorch; print('setup ok: torch', torch.__version__, '| cuda' if torch.cuda.is_available() else '| cpu only')"
 
