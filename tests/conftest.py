@@ -5,6 +5,7 @@ datasets. Tests that need ../shared skip with the reason when it is absent."""
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import os
 import re
 import shutil
@@ -72,6 +73,14 @@ LONGEST_FILES = {"test_app.py": 195, "test_app_browser.py": 140, "test_batch.py"
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The longest files first (LONGEST_FILES); the order of the tests in a file, and of the other files, is kept."""
     items.sort(key=lambda item: -LONGEST_FILES.get(item.path.name, 0))
+
+
+def script_module(name: str):
+    """scripts/<name>.py as a module: the scripts are files run by path, not a package to import."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def need(path: Path) -> Path:

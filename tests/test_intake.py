@@ -23,7 +23,7 @@ from headshots.errors import HeadshotsError
 from headshots.faces import Detection, Face
 from headshots.images import load_rgb
 from headshots.workspace import Workspace
-from tests.conftest import copy_photos, held_elsewhere
+from tests.conftest import copy_photos, held_elsewhere, script_module
 from train.framing import frame_face
 from train.intake import (
     RELATIVE,
@@ -300,13 +300,8 @@ def test_darker_skin_or_a_dark_backdrop_in_good_light_is_not_called_dark(photo, 
 
 
 def _heldout_script():
-    """scripts/intake_heldout.py as a module (a script, not a package): its sRGB helpers and its set table."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("intake_heldout", Path(__file__).resolve().parents[1] / "scripts" / "intake_heldout.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """scripts/intake_heldout.py as a module: its sRGB helpers and its set table."""
+    return script_module("intake_heldout")
 
 
 def test_the_heldout_tables_give_each_rate_its_90_percent_interval():

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+
+from tests.conftest import script_module
 
 
 def _docs():
-    spec = importlib.util.spec_from_file_location("_docs", Path(__file__).resolve().parents[1] / "scripts" / "_docs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module("_docs")
 
 
 def test_a_block_is_rewritten_in_place_and_the_prose_and_other_blocks_stay(tmp_path):
