@@ -459,6 +459,23 @@ def test_eyes_covered_that_hid_the_face_are_named_not_no_face(source, analyzer, 
     assert analyzer.doubted_faces(covered, Detection(faces=[face], subject=face)) == []  # only asked when no face
 
 
+def test_a_blown_out_photo_is_named_even_where_a_doubted_patch_kept_its_light(source, make_config):
+    """Issue 17: half of an overexposed photo gone white hid the face, but MTCNN doubted a "face" on a patch the
+    light left readable, which measured fine, and the person heard only "no face found". The photo as a whole is
+    judged after the doubted face: "photo overexposed", with its advice."""
+    image, face = source
+    x1, y1, x2, y2 = (round(v) for v in face.box)
+    blown = DEFECTS["overexposed"][0](image, face)
+    blown.paste(image.crop((x1, y1, x2, y2)), (x1, y1))  # the doubted patch keeps its own light
+    doubted = [Face(face.box, 0.8, face.landmarks)]
+    cfg = make_config("alice").intake
+    checks = why_no_face(blown, doubted, cfg)
+    assert quality.photo_exposure(blown).clipped > cfg.max_photo_clipped
+    assert checks["occlusion"].status == "ok" and checks["exposure"].reason == "photo overexposed", checks
+    assert "direct sun" in checks["exposure"].advice
+    assert "exposure" not in why_no_face(image, doubted, cfg)  # the photo as taken: no claim about its light
+
+
 def test_stored_measurements_rejudge_to_the_same_verdict(source, analyzer, make_config, tmp_path):
     """scripts/intake_tune.py tunes thresholds by re-judging stored measurements: they must round-trip through
     JSON and give exactly the verdicts the intake gave, else a tuned threshold would mean something else live."""

@@ -415,18 +415,26 @@ def why_no_face(image: Image.Image, doubted: list[Face], cfg: IntakeConfig) -> d
     """What hid the face when none was found, so the person hears the cause rather than "no face found".
 
     A face MTCNN found but doubted (`FaceAnalyzer.doubted_faces`, most likely subject first) is judged like a
-    face: light on it (too dark, blown out), else a cover over its eyes or mouth. Without one, the photo as a
-    whole: crushed or blown out light. Else nothing is claimed."""
+    face: light on it (too dark, blown out), else a cover over its eyes or mouth. Then, with or without one, the
+    photo as a whole: crushed or blown out light. The doubted "face" may be a patch the light left readable (hair,
+    a shadowed collar) while the face went white: half the photo blown out is what hid it all the same (5 of the
+    10 overexposed calibration copies that were told only "no face found", docs/intake_quality.md). Else nothing
+    is claimed."""
     photo = quality.photo_exposure(image)
-    if not doubted:
-        exposure = _exposure_check(None, photo, cfg)
-        return {"exposure": exposure} if exposure.status != OK else {}
-    crop = quality.face_crop(image, doubted[0])
-    exposure = _exposure_check(quality.exposure(crop), photo, cfg)
+    checks: dict[str, Check] = {}
+    if doubted:
+        crop = quality.face_crop(image, doubted[0])
+        exposure = _exposure_check(quality.exposure(crop), photo, cfg)
+        if exposure.status != OK:
+            return {"exposure": exposure}
+        eye_flat, mouth_detail = quality.occlusion(crop)
+        checks["occlusion"] = _occlusion_check(eye_flat, mouth_detail, _covered(eye_flat, mouth_detail, cfg))
+        if checks["occlusion"].status != OK:
+            return checks
+    exposure = _exposure_check(None, photo, cfg)
     if exposure.status != OK:
-        return {"exposure": exposure}
-    eye_flat, mouth_detail = quality.occlusion(crop)
-    return {"occlusion": _occlusion_check(eye_flat, mouth_detail, _covered(eye_flat, mouth_detail, cfg))}
+        checks["exposure"] = exposure
+    return checks
 
 
 def _on_its_side(image: Image.Image, analyzer: FaceAnalyzer, cfg: Config) -> bool:
