@@ -25,10 +25,11 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import textwrap
 import time
-from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,6 +195,11 @@ class PersonRow:
 
 
 _embedded_session: Path | None = None  # the session folder of the Ray this process started (its logs), if any
+# The temporary folder (TMPDIR) of the Ray this process started, if any: its processes' temporary files. Its dashboard
+# runs a multiprocessing forkserver, which Ray's shutdown kills before it removes its folder, so every batch left an
+# empty pymp-* folder in the system's temporary folder; made here, it goes with the batch (`stop_ray`).
+_embedded_tmp: Path | None = None
+RAY_TMP_PREFIX = "headshots-ray-"  # that folder's name: the only kind close_abandoned deletes
 
 
 def worker_env(environ: Mapping[str, str]) -> dict[str, str]:
@@ -210,15 +216,20 @@ def start_ray(address: str | None = None, max_retries: int = BatchConfig.max_ret
     place in the batch, not by person."""
     import ray
 
-    global _embedded_session
+    global _embedded_session, _embedded_tmp
     if ray.is_initialized():
         return
     env = worker_env(os.environ)
+    if address is None:  # Ray's own folder (its sessions, their logs) stays where Ray puts it
+        ray_folder, _embedded_tmp = ray._common.utils.get_default_ray_temp_dir(), Path(tempfile.mkdtemp(prefix=RAY_TMP_PREFIX))
     try:
-        ray.init(address=address or "local", runtime_env={"env_vars": env}, log_to_driver=False,
-                 dashboard_host="127.0.0.1", configure_logging=False,
-                 # an embedded Ray's metrics agent listens on every interface, without a login
-                 _system_config=None if address else {"enable_metrics_collection": False, "task_oom_retries": max_retries})
+        with _children_tmpdir(_embedded_tmp):
+            ray.init(address=address or "local", runtime_env={"env_vars": env}, log_to_driver=False,
+                     dashboard_host="127.0.0.1", configure_logging=False,
+                     **({} if address else {
+                         "_temp_dir": ray_folder,
+                         # an embedded Ray's metrics agent listens on every interface, without a login
+                         "_system_config": {"enable_metrics_collection": False, "task_oom_retries": max_retries}}))
     except ConnectionError as exc:
         raise HeadshotsError(f"Could not reach a Ray cluster at {address}: {_first_line(exc)}",
                              "Start it first (`ray start --head` on its head node), check the address, or leave "
@@ -227,18 +238,40 @@ def start_ray(address: str | None = None, max_retries: int = BatchConfig.max_ret
         _embedded_session = Path(ray._private.worker._global_node.get_session_dir_path())
 
 
+@contextmanager
+def _children_tmpdir(folder: Path | None) -> Iterator[None]:
+    """TMPDIR set to `folder` (None: left as it is) while the processes an embedded Ray starts inherit it: its node's
+    processes at `ray.init`, and through them its workers. This process's own temporary files stay where they were."""
+    if folder is None:
+        yield
+        return
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(folder)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = before
+
+
 def stop_ray(keep_logs: bool = False) -> None:
     """Shut down Ray, and delete the embedded session's folder (in Ray's temp folder) unless `keep_logs`: its worker
-    logs name the people in the batch and the paths to their files, which `make purge` cannot reach there."""
+    logs name the people in the batch and the paths to their files, which `make purge` cannot reach there. The
+    embedded Ray's temporary folder (`_embedded_tmp`) goes in any case: nothing in it is read after."""
     if "ray" not in sys.modules:  # never started here (a batch of people all done): importing it alone takes seconds
         return
     import ray
 
-    global _embedded_session
+    global _embedded_session, _embedded_tmp
     ray.shutdown()
     session, _embedded_session = _embedded_session, None
     if session is not None and not keep_logs:
         delete_session(session)
+    tmp, _embedded_tmp = _embedded_tmp, None
+    if tmp is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def delete_session(session: Path) -> None:
@@ -266,7 +299,7 @@ def close_abandoned(batch_root: Path, quiet_s: float = 30.0) -> list[str]:
     still says running. Each is marked interrupted, as Ctrl-C would have, so nothing polling it waits, and its
     embedded Ray's session folder is deleted (its worker logs name the people; Ray's own processes end by
     themselves within a minute once the batch's process is gone), unless a stage crashed, whose hint names those
-    logs. A status file that cannot be read, or was written before these fields, is left as it is. Returns the
+    logs; its temporary folder (`ray_tmp`) in any case. A status file that cannot be read, or was written before these fields, is left as it is. Returns the
     batches closed."""
     closed = []
     for path in sorted(batch_root.glob("*/status.json")):
@@ -276,12 +309,15 @@ def close_abandoned(batch_root: Path, quiet_s: float = 30.0) -> list[str]:
                 continue
             rows = [PersonRow(p["user"], [StageRow(**stage) for stage in p["stages"]]) for p in status["people"]]
             session = Path(status["ray_session"]) if status.get("ray_session") else None
+            tmp = Path(status["ray_tmp"]) if status.get("ray_tmp") else None
         except (OSError, ValueError, KeyError, TypeError):
             continue
         for row in rows:
             row.interrupt("the batch stopped without finishing (its process was killed)")
         if session is not None and is_ray_session(session) and not any(stage.state == CRASHED for row in rows for stage in row.stages):
             delete_session(session)
+        if tmp is not None and tmp.name.startswith(RAY_TMP_PREFIX):
+            shutil.rmtree(tmp, ignore_errors=True)
         write_json_atomic(path, {**status, "finished": True, "interrupted": True, "people": [r.to_json() for r in rows]})
         closed.append(path.parent.name)
     return closed
@@ -577,6 +613,7 @@ class Batch:
                 # so that the next batch can tell this one was killed, and delete its Ray logs (close_abandoned)
                 "host": socket.gethostname(), "driver_pid": os.getpid(),
                 "ray_session": str(_embedded_session) if _embedded_session else None,
+                "ray_tmp": str(_embedded_tmp) if _embedded_tmp else None,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
                 "seconds": round(time.time() - self.started, 2), "finished": finished, "interrupted": self.interrupted,
                 "status_file": str(self.status_dir / "status.json"),

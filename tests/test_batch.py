@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from headshots.config import load_config
 from headshots.errors import HeadshotsError
 from headshots.stages import STAGE_NAMES, read_record, stage_named, stages_to_run
 from headshots.workspace import ADAPTER_WEIGHTS, Workspace, save_favourites
+from service import batch as batch_module
 from service.batch import Batch, close_abandoned, format_table, load_configs, print_notes, run_batch, start_ray, stop_ray
 from tests.conftest import copy_photos
 
@@ -51,10 +53,11 @@ def people(tmp_path_factory, faces_dir, face_weights):
     start_ray()
     import ray
 
-    session = Path(ray._private.worker._global_node.get_session_dir_path())
+    session, tmp = Path(ray._private.worker._global_node.get_session_dir_path()), batch_module._embedded_tmp
     yield overrides
     stop_ray()
     assert not session.exists(), "Ray's session logs (they name everyone in the batch) were left behind"
+    assert not tmp.exists(), "the embedded Ray's temporary folder was left behind"
 
 
 def fit_worker_pid(number: int, timeout: float = 300) -> int:
@@ -114,6 +117,22 @@ def test_an_embedded_ray_publishes_no_metrics_and_sends_no_usage_report(people):
         assert time.time() < deadline, f"the dashboard never said whether it reports usage: {log}"
         time.sleep(0.5)
     assert "Usage reporting is disabled." in said
+
+
+def test_an_embedded_rays_temporary_files_stay_in_a_folder_of_the_batchs_own(people):
+    """Every batch left an empty pymp-* folder in /tmp: the multiprocessing forkserver of Ray's dashboard, killed by
+    Ray's shutdown before it could remove it. The embedded Ray's processes, its workers too, keep their temporary
+    files in the batch's own folder instead, which `stop_ray` deletes (the module's fixture checks it is gone)."""
+    import ray
+
+    tmp = batch_module._embedded_tmp
+    assert tmp.name.startswith(batch_module.RAY_TMP_PREFIX) and tmp.is_dir()
+    assert ray.get(ray.remote(tempfile.gettempdir).remote()) == str(tmp)
+    deadline = time.time() + 60
+    while not list(tmp.glob("pymp-*")):
+        assert time.time() < deadline, f"the dashboard's forkserver never made its folder in {tmp}"
+        time.sleep(0.5)
+    assert tempfile.gettempdir() != str(tmp)  # this process's own are where they were
 
 
 def test_the_kuberay_manifest_turns_off_usage_reports_and_asks_every_pod_for_the_token():
@@ -244,8 +263,6 @@ def test_a_stage_running_again_after_its_worker_died_says_so_in_the_table():
 
 
 def test_the_same_batch_again_does_no_work(first_batch, people, capsys):
-    from service import batch as batch_module
-
     started = time.perf_counter()
     again = run_batch(["alice", "twin", "carol"], "tiny", people, batch_id="again")
     seconds = time.perf_counter() - started
@@ -447,8 +464,6 @@ def test_a_person_refused_before_their_first_stage_stays_out_once_deleted(tmp_pa
 def test_a_deletion_between_reading_the_rows_and_writing_them_is_not_undone(tmp_path, monkeypatch):
     """The write that read erin's row just before her deletion lands after it: her folders are looked at again once
     it is written. She was the batch's only person, so its folder goes, as the deletion had done."""
-    from service import batch as batch_module
-
     batch, overrides = little_batch(tmp_path, "raced", "erin")
     batch.hold_people()
     batch.release("erin")
@@ -483,8 +498,6 @@ def test_gpu_auto_on_a_cluster_with_no_gpu_up_says_to_ask_for_one(tmp_path, monk
 def test_sigterm_stops_a_batch_as_ctrl_c_does(people, monkeypatch):
     """`kill`, `timeout` and `ray job stop` send the driver SIGTERM, for which Ray installs a handler that exits: the
     batch's status then stayed "running" for whoever polls it (a service review). It is taken as Ctrl-C."""
-    from service import batch as batch_module
-
     def ray_started(address=None, max_retries=0) -> None:  # the handler ray.init installs in the driver (ray/_private/worker.py)
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
 
@@ -508,8 +521,6 @@ def test_sigterm_stops_a_batch_as_ctrl_c_does(people, monkeypatch):
 def test_after_ctrl_c_a_person_already_stopped_is_still_told_what_to_do(monkeypatch, capsys):
     """The closing lines after Ctrl-C said only "interrupted: run the same command again", though one person's
     photos had been refused before: running it again would not help them."""
-    from service import batch as batch_module
-
     def stopped_midway(*args, **kwargs):
         raise batch_module.BatchInterrupted({"people": [
             {"user": "dan", "state": "stopped", "reason": "only 3 usable photos", "hint": "Add 2 more photos."},
@@ -527,8 +538,6 @@ def test_ctrl_c_keeps_the_worker_logs_a_crashed_stage_pointed_to(monkeypatch, ca
     """Ctrl-C (or SIGTERM) after alice's fit crashed printed her hint naming Ray's worker logs, then deleted them:
     an interrupted batch deleted them whatever had crashed (a service review). Kept as a batch not stopped keeps
     them; an interrupted batch with no crash still deletes them (they name the people)."""
-    from service import batch as batch_module
-
     def stopped(*args, **kwargs):
         raise batch_module.BatchInterrupted({"people": [
             {"user": "alice", "state": alice, "reason": "fit crashed after 3 attempt(s): ...", "hint": "worker logs are in ..."},
@@ -545,8 +554,6 @@ def test_ctrl_c_keeps_the_worker_logs_a_crashed_stage_pointed_to(monkeypatch, ca
 def test_a_batch_ending_on_an_error_of_its_own_says_so_and_keeps_the_worker_logs(tmp_path, monkeypatch):
     """A bug in the driver ended it in a traceback: status.json stayed "running" (the next batch then called it
     killed) and Ray's worker logs, all there was left to read, were deleted."""
-    from service import batch as batch_module
-
     def failed(self, refs) -> None:
         raise RuntimeError("the driver's own bug")
 
@@ -569,8 +576,6 @@ def test_a_second_ctrl_c_does_not_cut_the_cleanup_short(monkeypatch, tmp_path):
     """Ctrl-C twice, the second while Ray stops: the driver exited 1, and Ray's session folder (its logs name the
     people) stayed for good, since the batch's status said it had finished (a batch walk)."""
     import ray
-
-    from service import batch as batch_module
 
     def stopped(*args, **kwargs):
         raise batch_module.BatchInterrupted({"people": []})
@@ -602,14 +607,15 @@ def test_a_batch_whose_process_was_killed_is_closed_by_the_next_one(people):
         driver.kill()
         driver.wait()
     killed = json.loads(status_file.read_text())
-    session = Path(killed["ray_session"])
-    assert not killed["finished"] and session.is_dir()
+    session, tmp = Path(killed["ray_session"]), Path(killed["ray_tmp"])
+    assert not killed["finished"] and session.is_dir() and tmp.is_dir()
     assert close_abandoned(batch_root) == []  # a batch's file rewritten moments ago may be one that is still running
     assert close_abandoned(batch_root, quiet_s=0) == ["killed"]
     closed = json.loads(status_file.read_text())
     assert closed["finished"] and closed["interrupted"] and person(closed, "alice")["state"] == "interrupted"
     assert "Run the same batch again" in person(closed, "alice")["hint"]
     assert not session.exists(), "the killed batch's Ray logs are still there"
+    assert not tmp.exists(), "the killed batch's Ray temporary folder is still there"
     assert close_abandoned(batch_root, quiet_s=0) == []  # once; the finished batches of this module are left alone
 
 
@@ -619,11 +625,12 @@ def abandoned_status(root: Path, batch: str, **changes) -> Path:
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    session = root / "ray" / f"session_{batch}"
+    session, tmp = root / "ray" / f"session_{batch}", root / "tmp" / f"{batch_module.RAY_TMP_PREFIX}{batch}"
     (session / "logs").mkdir(parents=True)
+    tmp.mkdir(parents=True)
     stages = [{"stage": name, "state": state, "seconds": 0.0, "attempts": 1, "reason": "", "hint": "", "details": {}}
               for name, state in zip(STAGE_NAMES, ["done", "done", "running", "waiting", "waiting"])]
-    status = {"batch": batch, "host": socket.gethostname(), "driver_pid": gone.pid, "ray_session": str(session),
+    status = {"batch": batch, "host": socket.gethostname(), "driver_pid": gone.pid, "ray_session": str(session), "ray_tmp": str(tmp),
               "finished": False, "interrupted": False, "people": [{"user": "alice", "stages": stages}], **changes}
     path = root / "batch" / batch / "status.json"
     path.parent.mkdir(parents=True)
@@ -644,7 +651,7 @@ def test_closing_killed_batches_leaves_alone_what_may_still_run_or_is_not_rays(t
     crashed.write_text(json.dumps(status))
     broken = abandoned_status(tmp_path, "broken")
     broken.write_text(broken.read_text().replace('"stages"', '"stagez"'))
-    abandoned_status(tmp_path, "not-ray", ray_session=str(tmp_path / "data"))  # a status file naming some other folder
+    abandoned_status(tmp_path, "not-ray", ray_session=str(tmp_path / "data"), ray_tmp=str(tmp_path / "data"))  # naming some other folder
     (tmp_path / "data" / "logs").mkdir(parents=True)
 
     assert close_abandoned(tmp_path / "batch", quiet_s=0) == ["crashed", "killed", "not-ray"]
@@ -653,6 +660,7 @@ def test_closing_killed_batches_leaves_alone_what_may_still_run_or_is_not_rays(t
     assert [s["state"] for s in closed["people"][0]["stages"]] == ["done", "done", "interrupted", "not run", "not run"]
     assert closed["people"][0]["stages"][3]["reason"] == "fit did not finish"
     assert not (tmp_path / "ray" / "session_killed").exists()
+    assert not (tmp_path / "tmp" / "headshots-ray-killed").exists() and not (tmp_path / "tmp" / "headshots-ray-crashed").exists()
     assert (tmp_path / "ray" / "session_crashed").is_dir() and (tmp_path / "data").is_dir()
     for batch in ("running", "elsewhere", "old", "broken"):
         assert not json.loads((tmp_path / "batch" / batch / "status.json").read_text())["finished"]
