@@ -289,7 +289,8 @@ def judge(m: quality.FaceMeasures, cfg: IntakeConfig, cut_out: float = 0.0) -> d
                                      "Turn around so the window or sun is in front of you, not behind.", WARN,
                                      _over(m.background_to_face, cfg.max_backlight))
     one_sided = m.side_contrast > cfg.max_side_contrast  # a shadow across one side darkens face and frame: side light's to say
-    checks["exposure"] = _exposure_check(m.exposure, m.photo_exposure, cfg, one_sided, m.scene)
+    eyes_hidden = m.eye_flat > cfg.max_eye_flat  # black lenses are black in any light: the cover's to say, not the light's
+    checks["exposure"] = _exposure_check(m.exposure, m.photo_exposure, cfg, one_sided, m.scene, eyes_hidden)
     if checks["exposure"].reason == "face too dark" and checks["backlight"].status != OK and cut_out < CUT_OUT:
         checks["exposure"].advice = checks["backlight"].advice  # the light behind is what to change
     lit = checks["exposure"].status != REJECT  # dim but not crushed: detail, colour and texture still read true
@@ -348,7 +349,7 @@ def _dim_scene(scene: quality.SceneLight | None, cfg: IntakeConfig) -> bool:
 
 
 def _exposure_check(face: quality.Exposure | None, photo: quality.Exposure, cfg: IntakeConfig, one_sided: bool = False,
-                    scene: quality.SceneLight | None = None) -> Check:
+                    scene: quality.SceneLight | None = None, eyes_hidden: bool = False) -> Check:
     """Underexposed: the face's best-lit skin is dark while the photo is dark too (a dark face in a well-lit
     photo is the person's skin tone, or light behind them: `backlight`), or its shadows sink into black; unless
     the darkness is `one_sided` (a shadow across one cheek) and the best-lit skin still gets half the light it
@@ -361,7 +362,10 @@ def _exposure_check(face: quality.Exposure | None, photo: quality.Exposure, cfg:
     darkness is `one_sided`: light from one side darkens half the frame, and side light says so. Dim too, however
     bright the face: the camera's settings say the scene had little light (`scene`, `quality.SceneLight`: a phone
     brightens a dim room's photo, and smooths the noise of it off the skin). Without a face (`face` None), the
-    photo alone: even its brightest tones dark, or much of it blown out, is what hid the face."""
+    photo alone: even its brightest tones dark, or much of it blown out, is what hid the face. With the eyes
+    covered by something flat (`eyes_hidden`), the face's share in black is not read as light at all: black
+    sunglasses put a third of a sunlit face there (Georgia Tech faces with black lenses drawn on were rejected as
+    "face too dark", and two clean blind-check photos at the beach too), and the cover is named instead."""
     if face is None:
         value = {"photo_light": _r(photo.skin), "photo_highlights": _r(photo.highlights), "photo_clipped": _r(photo.clipped)}
         if photo.highlights < cfg.min_skin_light:
@@ -371,13 +375,14 @@ def _exposure_check(face: quality.Exposure | None, photo: quality.Exposure, cfg:
         return Check(OK, value)
     value = {"brightness": _r(face.mean), "skin_light": _r(face.skin), "photo_light": _r(photo.skin), "crushed": _r(face.crushed),
              "clipped": _r(face.clipped), "photo_white": _r(photo.white), **({"scene_ev": scene.ev100} if scene else {})}
-    dark = (face.skin < cfg.min_skin_light and photo.skin < cfg.min_photo_light) or face.crushed > cfg.max_crushed
+    crushed = 0.0 if eyes_hidden else face.crushed
+    dark = (face.skin < cfg.min_skin_light and photo.skin < cfg.min_photo_light) or crushed > cfg.max_crushed
     if dark and not (one_sided and face.skin >= cfg.min_skin_light / 2):
         return Check(REJECT, value, "face too dark", MORE_LIGHT)
     if face.clipped > cfg.max_clipped:
         return Check(REJECT, value, "face overexposed", "Step out of direct sun and turn the flash off; soft daylight is best.")
     if face.skin < cfg.dim_skin_light and not one_sided:
-        no_white, shadows = _under(photo.white, cfg.min_photo_white), _over(face.crushed, cfg.dim_crushed)
+        no_white, shadows = _under(photo.white, cfg.min_photo_white), _over(crushed, cfg.dim_crushed)
         if max(no_white, shadows) > 1:
             reason = ("face and photo dark (nothing in it near white: too little light)" if no_white >= shadows
                       else "face dark, its shadows sunk into black (too little light)")
