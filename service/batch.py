@@ -299,8 +299,8 @@ def close_abandoned(batch_root: Path, quiet_s: float = 30.0) -> list[str]:
     still says running. Each is marked interrupted, as Ctrl-C would have, so nothing polling it waits, and its
     embedded Ray's session folder is deleted (its worker logs name the people; Ray's own processes end by
     themselves within a minute once the batch's process is gone), unless a stage crashed, whose hint names those
-    logs; its temporary folder (`ray_tmp`) in any case. A status file that cannot be read, or was written before these fields, is left as it is. Returns the
-    batches closed."""
+    logs; its temporary folder (`ray_tmp`) in any case. A status file that cannot be read, or was written before
+    these fields, is left as it is. Returns the batches closed."""
     closed = []
     for path in sorted(batch_root.glob("*/status.json")):
         try:

@@ -71,6 +71,18 @@ def _eye_bar(image, face):
     return out
 
 
+def _black_lenses(image, face):
+    """Sunglasses as the sun leaves them in a photo: two lenses and a bridge at luminance 6, under the crushed level."""
+    (lx, ly), (rx, ry) = face.landmarks[:2]
+    d = rx - lx
+    out = image.copy()
+    draw = ImageDraw.Draw(out)
+    for cx, cy in ((lx, ly), (rx, ry)):
+        draw.ellipse((cx - 0.48 * d, cy - 0.33 * d, cx + 0.48 * d, cy + 0.38 * d), fill=(6, 6, 8))
+    draw.line((lx + 0.4 * d, ly, rx - 0.4 * d, ry), fill=(6, 6, 8), width=max(2, round(0.06 * d)))
+    return out
+
+
 def _side_shadow(image, face):
     x1, _, x2, _ = face.box
     ramp = np.clip((np.arange(image.width) - x1) / (x2 - x1), 0, 1)
@@ -456,19 +468,9 @@ def test_eyes_covered_that_hid_the_face_are_named_not_no_face(source, analyzer, 
     assert checks["occlusion"].status == "reject" and checks["occlusion"].reason == "eyes covered", checks
     assert why_no_face(image, doubted, make_config("alice").intake)["occlusion"].status == "ok"  # the bare face: no cover
     assert why_no_face(covered, [], make_config("alice").intake) == {}  # nothing doubted: no claim
+    sunglasses = why_no_face(_black_lenses(image, face), doubted, make_config("alice").intake)  # black: not "too dark"
+    assert "exposure" not in sunglasses and sunglasses["occlusion"].reason == "eyes covered", sunglasses
     assert analyzer.doubted_faces(covered, Detection(faces=[face], subject=face)) == []  # only asked when no face
-
-
-def _black_lenses(image, face):
-    """Sunglasses as the sun leaves them in a photo: two lenses and a bridge at luminance 6, under the crushed level."""
-    (lx, ly), (rx, ry) = face.landmarks[:2]
-    d = rx - lx
-    out = image.copy()
-    draw = ImageDraw.Draw(out)
-    for cx, cy in ((lx, ly), (rx, ry)):
-        draw.ellipse((cx - 0.48 * d, cy - 0.33 * d, cx + 0.48 * d, cy + 0.38 * d), fill=(6, 6, 8))
-    draw.line((lx + 0.4 * d, ly, rx - 0.4 * d, ry), fill=(6, 6, 8), width=max(2, round(0.06 * d)))
-    return out
 
 
 def test_black_sunglasses_are_named_as_a_cover_not_as_too_little_light(source, analyzer, make_config, tmp_path):

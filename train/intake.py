@@ -289,12 +289,12 @@ def judge(m: quality.FaceMeasures, cfg: IntakeConfig, cut_out: float = 0.0) -> d
                                      "Turn around so the window or sun is in front of you, not behind.", WARN,
                                      _over(m.background_to_face, cfg.max_backlight))
     one_sided = m.side_contrast > cfg.max_side_contrast  # a shadow across one side darkens face and frame: side light's to say
-    eyes_hidden = m.eye_flat > cfg.max_eye_flat  # black lenses are black in any light: the cover's to say, not the light's
-    checks["exposure"] = _exposure_check(m.exposure, m.photo_exposure, cfg, one_sided, m.scene, eyes_hidden)
+    covering = _covered(m.eye_flat, m.mouth_detail, cfg)  # black lenses are black in any light: the cover's to say
+    checks["exposure"] = _exposure_check(m.exposure, m.photo_exposure, cfg, one_sided, m.scene, "eyes" in covering)
     if checks["exposure"].reason == "face too dark" and checks["backlight"].status != OK and cut_out < CUT_OUT:
         checks["exposure"].advice = checks["backlight"].advice  # the light behind is what to change
     lit = checks["exposure"].status != REJECT  # dim but not crushed: detail, colour and texture still read true
-    covered = _covered(m.eye_flat, m.mouth_detail, cfg) if lit else []
+    covered = covering if lit else []
     checks["occlusion"] = _occlusion_check(m.eye_flat, m.mouth_detail, covered)
     bare = lit and not covered
     shaken = bare and m.focus.anisotropy > cfg.max_anisotropy
@@ -429,11 +429,12 @@ def why_no_face(image: Image.Image, doubted: list[Face], cfg: IntakeConfig) -> d
     checks: dict[str, Check] = {}
     if doubted:
         crop = quality.face_crop(image, doubted[0])
-        exposure = _exposure_check(quality.exposure(crop), photo, cfg)
+        eye_flat, mouth_detail = quality.occlusion(crop)
+        covered = _covered(eye_flat, mouth_detail, cfg)
+        exposure = _exposure_check(quality.exposure(crop), photo, cfg, eyes_hidden="eyes" in covered)
         if exposure.status != OK:
             return {"exposure": exposure}
-        eye_flat, mouth_detail = quality.occlusion(crop)
-        checks["occlusion"] = _occlusion_check(eye_flat, mouth_detail, _covered(eye_flat, mouth_detail, cfg))
+        checks["occlusion"] = _occlusion_check(eye_flat, mouth_detail, covered)
         if checks["occlusion"].status != OK:
             return checks
     exposure = _exposure_check(None, photo, cfg)
