@@ -65,9 +65,9 @@ CAUSES = ("decode", "exposure", "occlusion", "face", "resolution", "backlight", 
 SIDEWAYS = ("photo on its side (the face is upright only when it is turned)",
             "Turn it upright in your phone's photo editor (Rotate), then add it again.")
 FACE_PROBLEMS = {
-    "no_face": ("no face found", ("Make sure your whole face is in the picture, well lit and facing the camera, and fills a good "
-                                  "part of it (a face far off in a large photo is too small to find: step closer, or crop the photo "
-                                  "around you).")),
+    "no_face": ("no face found", ("Make sure your whole face is in the picture, well lit, uncovered (no sunglasses, mask or hand "
+                                  "over it) and facing the camera, and fills a good part of it (a face far off in a large photo is "
+                                  "too small to find: step closer, or crop the photo around you).")),
     "several_faces": ("more than one face", "Take a photo of you alone, or crop the other people out."),
     "face_too_small": ("face too small", "Step closer or zoom in: your face should fill about a third of the frame."),
 }
