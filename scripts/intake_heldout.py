@@ -183,7 +183,8 @@ def raking_light(image: Image.Image, face: Face, rng: random.Random) -> Image.Im
     shadow, lit = sorted(_cheek_pixels(face, image), key=lambda cheek: float(along[cheek].mean()))
 
     def light(low: float, w: float, at: np.ndarray) -> np.ndarray:
-        return low + (1 - low) / (1 + np.exp(-at / w))
+        with np.errstate(over="ignore"):  # far on the lit side exp() overflows to inf, and the falloff to its limit, 1
+            return low + (1 - low) / (1 + np.exp(-at / w))
 
     def shadow_to_lit(low: float, w: float) -> float:
         def received(cheek: tuple[np.ndarray, np.ndarray]) -> float:
@@ -558,7 +559,7 @@ def main() -> None:
     (args.work / f"results-{args.only or 'all'}.json").write_text(json.dumps(results, indent=1))
     scores = {group: score(r) for group, r in results.items()}
     command = ("PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python scripts/intake_heldout.py --calibration <celeba-originals> "
-               f"--heldout <deepface-tests> --per-group {args.per_group}")
+               f"--heldout <deepface-tests>{f' --only {args.only}' if args.only else ''} --per-group {args.per_group}")
     text = markdown(scores, seconds, command)
     if {"calibration", "heldout"} <= set(results):
         text += "\n" + reach_table(results)
