@@ -183,7 +183,7 @@ def raking_light(image: Image.Image, face: Face, rng: random.Random) -> Image.Im
     shadow, lit = sorted(_cheek_pixels(face, image), key=lambda cheek: float(along[cheek].mean()))
 
     def light(low: float, w: float, at: np.ndarray) -> np.ndarray:
-        with np.errstate(over="ignore"):  # far on the lit side exp() overflows to inf, and the falloff to its limit, 1
+        with np.errstate(over="ignore"):  # far on the shadowed side exp() overflows to inf: the falloff is at its floor, low
             return low + (1 - low) / (1 + np.exp(-at / w))
 
     def shadow_to_lit(low: float, w: float) -> float:
