@@ -120,9 +120,10 @@ def test_an_embedded_ray_publishes_no_metrics_and_sends_no_usage_report(people):
 
 
 def test_an_embedded_rays_temporary_files_stay_in_a_folder_of_the_batchs_own(people):
-    """Every batch left an empty pymp-* folder in /tmp: the multiprocessing forkserver of Ray's dashboard, killed by
-    Ray's shutdown before it could remove it. The embedded Ray's processes, its workers too, keep their temporary
-    files in the batch's own folder instead, which `stop_ray` deletes (the module's fixture checks it is gone)."""
+    """Every batch left an empty pymp-* folder in the system's temporary folder: the multiprocessing forkserver of
+    Ray's dashboard, killed by Ray's shutdown before it could remove it. The embedded Ray's processes, its workers
+    too, keep their temporary files in the batch's own folder instead, which `stop_ray` deletes (the module's
+    fixture checks it is gone)."""
     import ray
 
     tmp = batch_module._embedded_tmp
