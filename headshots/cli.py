@@ -10,6 +10,7 @@ unless --verbose.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -69,6 +70,22 @@ def signal_handled(signum: signal.Signals, handler: Callable | int) -> Iterator[
         yield
     finally:
         signal.signal(signum, before)
+
+
+@contextmanager
+def environment_set(values: Mapping[str, str]) -> Iterator[None]:
+    """`values` in os.environ while the block runs (what a process started meanwhile inherits), then each variable
+    as it was: set to its old value again, or removed."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextmanager

@@ -10,12 +10,12 @@ of the faces.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from headshots.cli import environment_set
 from headshots.config import Config, image_logging_mode, no_wandb_reports, wandb_run_settings
 from headshots.logs import get_logger
 from headshots.workspace import Workspace
@@ -35,16 +35,8 @@ def verdict(score: Score) -> str:
 def staging_in(folder: Path) -> Iterator[None]:
     """Point W&B's staging (WANDB_DATA_DIR) and artifact cache (WANDB_CACHE_DIR: an uploaded table's images are
     cached there, by default under ~/.cache/wandb) at `folder` for the duration."""
-    previous = {name: os.environ.get(name) for name in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR")}
-    os.environ.update(dict.fromkeys(previous, str(folder)))
-    try:
+    with environment_set(dict.fromkeys(("WANDB_DATA_DIR", "WANDB_CACHE_DIR"), str(folder))):
         yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def log_scores_table(cfg: Config, samples_dir: Path, scores: Sequence[Score]) -> Path | None:

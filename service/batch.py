@@ -28,12 +28,12 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from headshots.cli import add_config_args, parse, print_error, shielded_from_interrupts, terminate_as_interrupt
+from headshots.cli import add_config_args, environment_set, parse, print_error, shielded_from_interrupts, terminate_as_interrupt
 from headshots.config import SIMPLE_NAME_RULE, BatchConfig, Config, is_simple_name, load_config, model_source
 from headshots.errors import ConfigError, HeadshotsError
 from headshots.logs import get_logger, setup_logging
@@ -223,7 +223,9 @@ def start_ray(address: str | None = None, max_retries: int = BatchConfig.max_ret
     if address is None:  # Ray's own folder (its sessions, their logs) stays where Ray puts it
         ray_folder, _embedded_tmp = ray._common.utils.get_default_ray_temp_dir(), Path(tempfile.mkdtemp(prefix=RAY_TMP_PREFIX))
     try:
-        with _children_tmpdir(_embedded_tmp):
+        # TMPDIR for the processes an embedded Ray starts here (its node's, and through them its workers); this
+        # process's own temporary files stay where they were
+        with environment_set({"TMPDIR": str(_embedded_tmp)} if address is None else {}):
             ray.init(address=address or "local", runtime_env={"env_vars": env}, log_to_driver=False,
                      dashboard_host="127.0.0.1", configure_logging=False,
                      **({} if address else {
@@ -236,24 +238,6 @@ def start_ray(address: str | None = None, max_retries: int = BatchConfig.max_ret
                              "--address (ADDRESS=) out to run on this machine.") from exc
     if address is None:
         _embedded_session = Path(ray._private.worker._global_node.get_session_dir_path())
-
-
-@contextmanager
-def _children_tmpdir(folder: Path | None) -> Iterator[None]:
-    """TMPDIR set to `folder` (None: left as it is) while the processes an embedded Ray starts inherit it: its node's
-    processes at `ray.init`, and through them its workers. This process's own temporary files stay where they were."""
-    if folder is None:
-        yield
-        return
-    before = os.environ.get("TMPDIR")
-    os.environ["TMPDIR"] = str(folder)
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["TMPDIR"]
-        else:
-            os.environ["TMPDIR"] = before
 
 
 def stop_ray(keep_logs: bool = False) -> None:
