@@ -29,7 +29,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -278,13 +278,36 @@ def is_ray_session(folder: Path) -> bool:
     return folder.name.startswith("session_") and folder.is_dir() and (folder / "logs").is_dir()
 
 
+def end_processes_of(ray_tmp: Path, grace_s: float = 5.0) -> None:
+    """End what is left of a killed batch's embedded Ray: its dashboard's processes go on for seconds, writing logs
+    into the session folder (deleting it at once was undone), and its workers, mid-training, hold memory (a GPU's
+    included) until Ray notices. Each has the batch's own TMPDIR (`start_ray`: a folder made for that batch alone),
+    so they are found by it, asked to stop, and killed if still there after `grace_s`. Another login's processes
+    cannot be read, and are not touched."""
+    import psutil  # accelerate's dependency too
+
+    left = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("TMPDIR") == str(ray_tmp):
+                process.terminate()
+                left.append(process)
+        except psutil.Error:  # gone meanwhile, a zombie, or another login's
+            continue
+    _, still_there = psutil.wait_procs(left, timeout=grace_s)
+    for process in still_there:
+        with suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(still_there, timeout=grace_s)
+
+
 def close_abandoned(batch_root: Path, quiet_s: float = 30.0) -> list[str]:
     """Batches whose process was killed (kill -9, a lost terminal, a reboot) before they finished: their status
-    still says running. Each is marked interrupted, as Ctrl-C would have, so nothing polling it waits, and its
-    embedded Ray's session folder is deleted (its worker logs name the people; Ray's own processes end by
-    themselves within a minute once the batch's process is gone), unless a stage crashed, whose hint names those
-    logs; its temporary folder (`ray_tmp`) in any case. A status file that cannot be read, or was written before
-    these fields, is left as it is. Returns the batches closed."""
+    still says running. Each is marked interrupted, as Ctrl-C would have, so nothing polling it waits, what is left
+    of its embedded Ray is ended (`end_processes_of`), and its session folder is deleted (its worker logs name the
+    people), unless a stage crashed, whose hint names those logs; its temporary folder (`ray_tmp`) in any case. A
+    status file that cannot be read, or was written before these fields, is left as it is. Returns the batches
+    closed."""
     closed = []
     for path in sorted(batch_root.glob("*/status.json")):
         try:
@@ -298,6 +321,8 @@ def close_abandoned(batch_root: Path, quiet_s: float = 30.0) -> list[str]:
             continue
         for row in rows:
             row.interrupt("the batch stopped without finishing (its process was killed)")
+        if tmp is not None and tmp.name.startswith(RAY_TMP_PREFIX):
+            end_processes_of(tmp)
         if session is not None and is_ray_session(session) and not any(stage.state == CRASHED for row in rows for stage in row.stages):
             delete_session(session)
         if tmp is not None and tmp.name.startswith(RAY_TMP_PREFIX):

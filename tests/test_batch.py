@@ -615,9 +615,25 @@ def test_a_batch_whose_process_was_killed_is_closed_by_the_next_one(people):
     closed = json.loads(status_file.read_text())
     assert closed["finished"] and closed["interrupted"] and person(closed, "alice")["state"] == "interrupted"
     assert "Run the same batch again" in person(closed, "alice")["hint"]
+    # its dashboard's processes outlived it by seconds, writing logs, and recreated the folder just deleted
+    assert processes_with_tmpdir(tmp) == [], "the killed batch's Ray processes are still running"
     assert not session.exists(), "the killed batch's Ray logs are still there"
     assert not tmp.exists(), "the killed batch's Ray temporary folder is still there"
     assert close_abandoned(batch_root, quiet_s=0) == []  # once; the finished batches of this module are left alone
+
+
+def processes_with_tmpdir(folder: Path) -> list[str]:
+    """The command lines of this login's processes whose TMPDIR is `folder`."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("TMPDIR") == str(folder):
+                found.append(" ".join(process.cmdline()))
+        except psutil.Error:
+            continue
+    return found
 
 
 def abandoned_status(root: Path, batch: str, **changes) -> Path:
