@@ -279,11 +279,11 @@ def is_ray_session(folder: Path) -> bool:
 
 
 def end_processes_of(ray_tmp: Path, grace_s: float = 5.0) -> None:
-    """End what is left of a killed batch's embedded Ray: its dashboard's processes go on for seconds, writing logs
-    into the session folder (deleting it at once was undone), and its workers, mid-training, hold memory (a GPU's
-    included) until Ray notices. Each has the batch's own TMPDIR (`start_ray`: a folder made for that batch alone),
-    so they are found by it, asked to stop, and killed if still there after `grace_s`. Another login's processes
-    cannot be read, and are not touched."""
+    """End what is left of a killed batch's embedded Ray: its dashboard's processes and its workers end by
+    themselves within seconds, but until then write logs into the session folder (deleted at once, it came back),
+    and a worker stuck in a GPU call may not notice at all. Each has the batch's own TMPDIR (`start_ray`: a folder
+    made for that batch alone), so they are found by it, asked to stop, and killed if still there after `grace_s`.
+    Another login's processes cannot be read, and are not touched."""
     import psutil  # accelerate's dependency too
 
     left = []
