@@ -265,12 +265,20 @@ def delete_session(session: Path) -> None:
         latest.unlink()
 
 
+ABANDONED_AFTER_S = 30.0  # a killed batch's status file, not rewritten for this long, is closed (`close_abandoned`)
+
+
+def driver_gone(status: dict) -> bool:
+    """A batch started on this machine whose process is gone. A batch on another machine sharing the outputs
+    folder is never judged from here, nor one whose file predates `driver_pid`."""
+    pid = status.get("driver_pid")
+    return status.get("host") == socket.gethostname() and isinstance(pid, int) and not process_running(pid)
+
+
 def _abandoned(status: dict, path: Path, quiet_s: float) -> bool:
-    """Started on this machine, not finished, its process gone, and its file not rewritten for `quiet_s` (a
-    running batch rewrites it every `batch.status_every_s`). A batch on another machine sharing the outputs
-    folder is never judged from here."""
-    return (not status.get("finished") and status.get("host") == socket.gethostname()
-            and not process_running(int(status["driver_pid"])) and time.time() - path.stat().st_mtime > quiet_s)
+    """Not finished, its process gone, and its file not rewritten for `quiet_s` (a running batch rewrites it every
+    `batch.status_every_s`)."""
+    return not status.get("finished") and driver_gone(status) and time.time() - path.stat().st_mtime > quiet_s
 
 
 def is_ray_session(folder: Path) -> bool:
@@ -301,7 +309,7 @@ def end_processes_of(ray_tmp: Path, grace_s: float = 5.0) -> None:
     psutil.wait_procs(still_there, timeout=grace_s)
 
 
-def close_abandoned(batch_root: Path, quiet_s: float = 30.0) -> list[str]:
+def close_abandoned(batch_root: Path, quiet_s: float = ABANDONED_AFTER_S) -> list[str]:
     """Batches whose process was killed (kill -9, a lost terminal, a reboot) before they finished: their status
     still says running. Each is marked interrupted, as Ctrl-C would have, so nothing polling it waits, what is left
     of its embedded Ray is ended (`end_processes_of`), and its session folder is deleted (its worker logs name the

@@ -28,7 +28,7 @@ from headshots.errors import HeadshotsError
 from headshots.workspace import Workspace, held_alone, lock_held, write_json_atomic
 from infer.export import EXPORT_LOCK
 from infer.manifest import IMAGES_LOCK
-from service.batch import BATCH_LOCK, close_abandoned, delete_session, is_ray_session
+from service.batch import ABANDONED_AFTER_S, BATCH_LOCK, close_abandoned, delete_session, driver_gone, is_ray_session
 from service.jobs import JOB_LOCK, JOBS_FOLDER
 from train.checkpoint import TRAIN_LOCK
 
@@ -202,6 +202,9 @@ def drop_kept_ray_logs(record: dict, status: Path, user: str) -> list[str]:
     session = Path(record["ray_session"]) if record.get("ray_session") else None
     if session is None or record.get("host") != socket.gethostname() or not is_ray_session(session):
         return []
+    if not record.get("finished") and driver_gone(record):  # `close_abandoned` waits for its file to settle
+        return [(f"kept {session} for now: batch {status.parent.name} was killed moments ago and its Ray logs name "
+                 f"{user}; run this again in {ABANDONED_AFTER_S:.0f} s to close that batch and delete them")]
     if not record.get("finished"):
         return [(f"kept {session}: batch {status.parent.name} is still running and its Ray logs name {user}; it "
                  "deletes them when it ends, unless a stage crashes: then delete that folder")]

@@ -595,9 +595,10 @@ def test_a_second_ctrl_c_does_not_cut_the_cleanup_short(monkeypatch, tmp_path):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again afterwards
 
 
-def test_a_batch_whose_process_was_killed_is_closed_by_the_next_one(people):
+def test_a_batch_whose_process_was_killed_is_closed_by_the_next_one(people, tmp_path):
     """kill -9 of the batch itself: its status said "running" for ever and Ray's logs of it (naming everyone)
     stayed in Ray's temp folder. The next batch marks it interrupted and deletes those logs."""
+    people = [*people, f"paths.outputs_root={tmp_path}"]  # nothing done before, whichever tests ran first: Ray starts
     batch_root = Workspace.from_config(load_config("alice", "tiny", overrides=people)).batch_root
     status_file = batch_root / "killed" / "status.json"
     driver = subprocess.Popen([sys.executable, "-m", "service.batch", "--users", "alice", "--profile", "tiny", "--id", "killed",
@@ -619,7 +620,7 @@ def test_a_batch_whose_process_was_killed_is_closed_by_the_next_one(people):
     assert processes_with_tmpdir(tmp) == [], "the killed batch's Ray processes are still running"
     assert not session.exists(), "the killed batch's Ray logs are still there"
     assert not tmp.exists(), "the killed batch's Ray temporary folder is still there"
-    assert close_abandoned(batch_root, quiet_s=0) == []  # once; the finished batches of this module are left alone
+    assert close_abandoned(batch_root, quiet_s=0) == []  # once: a closed batch has finished
 
 
 def processes_with_tmpdir(folder: Path) -> list[str]:

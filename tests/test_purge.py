@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -61,23 +63,30 @@ def test_purge_takes_the_person_out_of_batch_records_and_keeps_everyone_else(tmp
 
 def test_ray_logs_a_crashed_batch_kept_go_with_the_person(tmp_path, capsys):
     """A batch whose stage crashed keeps its Ray session folder (worker logs naming everyone in it); purge took the
-    status file, the one pointer to it, away and left the logs (privacy review). A running batch's is named."""
+    status file, the one pointer to it, away and left the logs (privacy review). A running batch's is named, and one
+    killed moments ago (its file not yet settled for close_abandoned) is named as killed, not as running."""
     outputs = tmp_path / "outputs"
-    sessions = {name: tmp_path / "ray" / f"session_{name}" for name in ("ended", "running", "elsewhere")}
+    sessions = {name: tmp_path / "ray" / f"session_{name}" for name in ("ended", "running", "killed", "elsewhere")}
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
     for session in sessions.values():
         (session / "logs").mkdir(parents=True)
         (session / "logs" / "worker.err").write_text("training dana: outputs/dana/default")
-    for name, finished, host in (("ended", True, socket.gethostname()), ("running", False, socket.gethostname()),
-                                 ("elsewhere", True, "another-machine")):
+    for name, finished, host, pid in (("ended", True, socket.gethostname(), os.getpid()),
+                                      ("running", False, socket.gethostname(), os.getpid()),
+                                      ("killed", False, socket.gethostname(), gone.pid),  # moments ago: its file is new
+                                      ("elsewhere", True, "another-machine", os.getpid())):
         _batch(outputs, name, "dana", "erin")
         status = outputs / "batch" / name / "status.json"
         record = json.loads(status.read_text())
         status.write_text(json.dumps({**record, "finished": finished, "host": host, "ray_session": str(sessions[name]),
-                                      "driver_pid": os.getpid()}))
+                                      "driver_pid": pid}))
     assert main(["--user", "dana", f"paths.data_root={tmp_path / 'data'}", f"paths.outputs_root={outputs}"]) == 0
     said = capsys.readouterr().out
     assert not sessions["ended"].exists() and f"removed {sessions['ended']} (Ray logs of batch ended" in said, said
     assert sessions["running"].is_dir() and f"kept {sessions['running']}: batch running is still running" in said
+    assert sessions["killed"].is_dir()  # closed by purge once its file is 30 s old, not called running meanwhile
+    assert f"kept {sessions['killed']} for now: batch killed was killed moments ago" in said and "run this again in 30 s" in said
     assert sessions["elsewhere"].is_dir()  # a path on another machine names nothing here
 
 
