@@ -329,11 +329,12 @@ def close_abandoned(batch_root: Path, quiet_s: float = ABANDONED_AFTER_S) -> lis
             continue
         for row in rows:
             row.interrupt("the batch stopped without finishing (its process was killed)")
-        if tmp is not None and tmp.name.startswith(RAY_TMP_PREFIX):
+        ours = tmp is not None and tmp.name.startswith(RAY_TMP_PREFIX)  # the only kind of folder this deletes
+        if ours:
             end_processes_of(tmp)
         if session is not None and is_ray_session(session) and not any(stage.state == CRASHED for row in rows for stage in row.stages):
             delete_session(session)
-        if tmp is not None and tmp.name.startswith(RAY_TMP_PREFIX):
+        if ours:
             shutil.rmtree(tmp, ignore_errors=True)
         write_json_atomic(path, {**status, "finished": True, "interrupted": True, "people": [r.to_json() for r in rows]})
         closed.append(path.parent.name)
