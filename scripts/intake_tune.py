@@ -91,6 +91,13 @@ def _stored(results: Path | None, group: str) -> list[dict]:
     stored = json.loads(found.read_text())
     if group not in stored:
         raise HeadshotsError(f"{found} holds no group {group!r} (it holds {', '.join(stored)})", "Pass --group with one of those.")
+    try:  # measures this code does not know, or lacks, stop here with the file named, not in the middle of judging
+        for row in stored[group]:
+            if row["measures"]:
+                FaceMeasures.from_dict(row["measures"])
+    except (TypeError, KeyError) as exc:
+        raise HeadshotsError(f"{found} was stored by another version of the intake: its measures do not fit this code ({exc})",
+                             "Run scripts/intake_heldout.py again with this code to store them anew.") from exc
     return stored[group]
 
 

@@ -998,6 +998,12 @@ def test_the_tuner_rejudges_stored_calibration_results(source, analyzer, make_co
     assert "colour_cast" in tune("--quantiles").stdout  # the judged value, derived from the stored chromaticity
     missing = tune(stored=tmp_path / "none.json")
     assert missing.returncode == 2 and "Run scripts/intake_heldout.py first" in missing.stderr, missing.stderr
+    other_version = tmp_path / "other-version.json"
+    rows[0]["measures"]["exposure"]["a_measure_of_another_version"] = 0.5
+    other_version.write_text(json.dumps({"calibration": rows}))
+    stale = tune(stored=other_version)  # was a bare TypeError from deep inside the judging
+    assert stale.returncode == 2 and "stored by another version of the intake" in stale.stderr, stale.stderr
+    assert "Traceback" not in stale.stderr
 
 
 def test_the_heldout_evaluation_judges_each_photo_in_its_persons_set(faces_dir, analyzer, make_config, tmp_path):
