@@ -198,14 +198,15 @@ def scrub_batch_records(workspace: Workspace) -> list[str]:
 def drop_kept_ray_logs(record: dict, status: Path, user: str) -> list[str]:
     """The Ray session folder a batch that named the person kept (a stage crashed, and its hint points there): its
     worker logs name the people and their files, and purge took the status file, the one pointer to them, away.
-    A finished batch's is deleted; a running batch's is in use, and is named. Returns what was done."""
+    A finished batch's is deleted; a running batch's is in use, and is named, as is one killed so recently that
+    `close_abandoned` waits for its file to settle. Returns what was done."""
     session = Path(record["ray_session"]) if record.get("ray_session") else None
     if session is None or record.get("host") != socket.gethostname() or not is_ray_session(session):
         return []
-    if not record.get("finished") and driver_gone(record):  # `close_abandoned` waits for its file to settle
-        return [(f"kept {session} for now: batch {status.parent.name} was killed moments ago and its Ray logs name "
-                 f"{user}; run this again in {ABANDONED_AFTER_S:.0f} s to close that batch and delete them")]
     if not record.get("finished"):
+        if driver_gone(record):
+            return [(f"kept {session} for now: batch {status.parent.name} was killed moments ago and its Ray logs name "
+                     f"{user}; run this again in {ABANDONED_AFTER_S:.0f} s to close that batch and delete them")]
         return [(f"kept {session}: batch {status.parent.name} is still running and its Ray logs name {user}; it "
                  "deletes them when it ends, unless a stage crashes: then delete that folder")]
     delete_session(session)
