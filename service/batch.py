@@ -309,18 +309,21 @@ def end_processes_of(ray_tmp: Path, grace_s: float = 5.0) -> None:
     psutil.wait_procs(still_there, timeout=grace_s)
 
 
-def close_abandoned(batch_root: Path, quiet_s: float = ABANDONED_AFTER_S) -> list[str]:
+def close_abandoned(batch_root: Path, quiet_s: float = ABANDONED_AFTER_S, taking_over: str | None = None) -> list[str]:
     """Batches whose process was killed (kill -9, a lost terminal, a reboot) before they finished: their status
     still says running. Each is marked interrupted, as Ctrl-C would have, so nothing polling it waits, what is left
     of its embedded Ray is ended (`end_processes_of`), and its session folder is deleted (its worker logs name the
     people), unless a stage crashed, whose hint names those logs; its temporary folder (`ray_tmp`) in any case. A
-    status file that cannot be read, or was written before these fields, is left as it is. Returns the batches
+    status file that cannot be read, or was written before these fields, is left as it is. `taking_over`: the id
+    the calling batch runs under. A killed batch of that id is closed however fresh its file, since the caller is
+    about to write over that file, and with it the only record of where the killed batch's Ray logs are (a killed
+    batch started again at once, by a person or a supervisor, left them behind for good). Returns the batches
     closed."""
     closed = []
     for path in sorted(batch_root.glob("*/status.json")):
         try:
             status = json.loads(path.read_text())
-            if not _abandoned(status, path, quiet_s):
+            if not _abandoned(status, path, 0.0 if path.parent.name == taking_over else quiet_s):
                 continue
             rows = [PersonRow(p["user"], [StageRow(**stage) for stage in p["stages"]]) for p in status["people"]]
             session = Path(status["ray_session"]) if status.get("ray_session") else None
@@ -698,7 +701,7 @@ def run_batch(users: Sequence[str], profile: str | None = None, overrides: Seque
                           f"Use {SIMPLE_NAME_RULE}, e.g. --id nightly-3.")
     batch_id = batch_id or new_batch_id()
     batch = Batch(load_configs(users, profile, config_file, overrides, batch_id), batch_id, address)
-    for abandoned in close_abandoned(batch.status_dir.parent):
+    for abandoned in close_abandoned(batch.status_dir.parent, taking_over=batch_id):
         log.info("batch %s had stopped without finishing (killed): marked interrupted, and its Ray logs deleted unless a "
                  "stage had crashed", abandoned)
     batch.skip_those_done()

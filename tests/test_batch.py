@@ -685,6 +685,19 @@ def test_closing_killed_batches_leaves_alone_what_may_still_run_or_is_not_rays(t
         assert (tmp_path / "ray" / f"session_{batch}").is_dir()
 
 
+def test_a_killed_batch_started_again_at_once_under_its_id_is_closed_first(people, tmp_path):
+    """Run again under the same id within the quiet time (a person pressing up-arrow, a supervisor restarting the
+    job): the new batch wrote its status.json over the killed one's, the only record of where that one's Ray logs
+    (naming everyone) were, so they stayed for good. It closes that batch first, however fresh its file; a batch
+    killed moments ago under another id waits out the quiet time as before."""
+    again, other = abandoned_status(tmp_path, "nightly"), abandoned_status(tmp_path, "other")
+    killed_session = json.loads(again.read_text())["ray_session"]
+    status = run_batch(["nobody"], "tiny", [*people, f"paths.outputs_root={tmp_path}"], batch_id="nightly")
+    assert [p["user"] for p in status["people"]] == ["nobody"]  # refused (no photos) before Ray: its own status
+    assert not Path(killed_session).exists() and not (tmp_path / "tmp" / "headshots-ray-nightly").exists()
+    assert not json.loads(other.read_text())["finished"] and (tmp_path / "ray" / "session_other").is_dir()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--users", "alice", "train.max_stepz=3"], "Unknown config key `train.max_stepz`"),
     (["train.max_stepz=3", "--users", "alice"], "Unknown config key `train.max_stepz`"),  # key=value between options
