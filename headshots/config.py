@@ -12,6 +12,7 @@ model is loaded. The resolved config is saved next to every artifact it produced
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import os
 import re
@@ -663,6 +664,32 @@ def available_profiles() -> list[str]:
 SECTIONS = "Write sections of `key: value` lines, as configs/base.yaml does (e.g. `infer:` then `  styles: [linkedin]`)."
 
 
+@functools.cache
+def _schema() -> Any:
+    """Config as an OmegaConf schema, built once per process: building it takes OmegaConf about 45 ms, and a
+    load_config needed it twice, while the web app loads a person's config on most of its events (profiled: a
+    fifth of the app's time in the browser test went to loading configs). Never changed in place: OmegaConf.merge
+    deep-copies its first argument (7 ms), and the other callers only read it; read-only, so none can."""
+    schema = OmegaConf.structured(Config)
+    OmegaConf.set_readonly(schema, True)
+    return schema
+
+
+def _our_yaml(path: Path) -> Any:
+    """One of the project's own config files (configs/), parsed once per version of the file: parsing base.yaml
+    and a profile took a third of a load_config. Read only (a merge layer, never changed in place)."""
+    stat = path.stat() if path.is_file() else None
+    return _parsed(path, stat.st_mtime_ns, stat.st_size) if stat else load_yaml(path)
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed(path: Path, mtime_ns: int, size: int) -> Any:
+    """load_yaml, remembered by the file's path, time and size (an edited file is parsed again); read-only."""
+    layer = load_yaml(path)
+    OmegaConf.set_readonly(layer, True)
+    return layer
+
+
 def load_yaml(path: Path, what: str = "Config file", shape: str = SECTIONS) -> Any:
     """A YAML file of ours or the person's (a config layer, settings.yaml, a style): missing or broken, a
     ConfigError that names the file and the place, never a parser traceback; `shape` says what the file should hold."""
@@ -709,7 +736,7 @@ def load_config(
     if not profile_file.is_file():
         raise ConfigError(f"Unknown model profile {profile!r}.", f"Available profiles: {', '.join(available_profiles())}.")
 
-    layers = [load_yaml(CONFIG_DIR / "base.yaml"), load_yaml(profile_file)]
+    layers = [_our_yaml(CONFIG_DIR / "base.yaml"), _our_yaml(profile_file)]
     if config_file:
         layers.append(load_yaml(Path(config_file)))
     identity = OmegaConf.create({"user": user, "profile": profile})
@@ -717,7 +744,7 @@ def load_config(
     try:
         person_file = Path(_data_root(layers, cli)) / user / PERSON_SETTINGS
         person = person_settings(person_file) if with_person_settings else OmegaConf.create({})
-        merged = OmegaConf.merge(OmegaConf.structured(Config), *layers, person, cli, identity)
+        merged = OmegaConf.merge(_schema(), *layers, person, cli, identity)
         _refuse_nan(OmegaConf.to_container(merged, resolve=True, throw_on_missing=False))
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
@@ -746,7 +773,7 @@ def _parse_overrides(overrides: Sequence[str]) -> Any:
     parsed = OmegaConf.from_dotlist(list(overrides))
     if not overrides:
         return parsed  # building the schema below costs a third of a load_config
-    schema = OmegaConf.structured(Config)
+    schema = _schema()
     for item in overrides:
         key = item.partition("=")[0]
         value = OmegaConf.select(parsed, key, throw_on_resolution_failure=False)  # ${...} is resolved at load, not here
@@ -776,7 +803,7 @@ def _refuse_nan(config: Any, prefix: str = "") -> None:
 
 def _merges(layers: list[Any]) -> bool:
     try:
-        OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), *layers))
+        OmegaConf.to_object(OmegaConf.merge(_schema(), *layers))
     except (OmegaConfBaseException, ConfigError):
         return False
     return True
@@ -846,7 +873,7 @@ RETIRED_KEYS = {
 
 def _known_keys() -> list[str]:
     """Every dotted key the schema has, sections included: what an unknown key is compared with."""
-    leaves = {re.sub(r"\[\d+\]", "", key) for key in _leaves(OmegaConf.to_container(OmegaConf.structured(Config)))}
+    leaves = {re.sub(r"\[\d+\]", "", key) for key in _leaves(OmegaConf.to_container(_schema()))}
     return sorted({".".join(key.split(".")[:n]) for key in leaves for n in range(1, key.count(".") + 2)})
 
 
@@ -900,7 +927,7 @@ def config_from_yaml(path: Path) -> Config:
         if node is not None and name in node:
             node.pop(name)
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), saved)
+        merged = OmegaConf.merge(_schema(), saved)
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{path}: {_describe(exc)}", "The file was written by another version; re-run training.") from exc
