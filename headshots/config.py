@@ -668,8 +668,9 @@ SECTIONS = "Write sections of `key: value` lines, as configs/base.yaml does (e.g
 def _schema() -> Any:
     """Config as an OmegaConf schema, built once per process: building it takes OmegaConf about 45 ms, and a
     load_config needed it twice, while the web app loads a person's config on most of its events (profiled: a
-    fifth of the app's time in the browser test went to loading configs). Never changed in place: OmegaConf.merge
-    deep-copies its first argument (7 ms), and the other callers only read it; read-only, so none can."""
+    fifth of the CPU samples of the browser test's processes were in loading configs). Never changed in place:
+    OmegaConf.merge deep-copies its first argument (7 ms), and the other callers only read it; read-only, so
+    none can."""
     schema = OmegaConf.structured(Config)
     OmegaConf.set_readonly(schema, True)
     return schema
@@ -677,7 +678,7 @@ def _schema() -> Any:
 
 def _our_yaml(path: Path) -> Any:
     """One of the project's own config files (configs/), parsed once per version of the file: parsing base.yaml
-    and a profile took a third of a load_config. Read only (a merge layer, never changed in place)."""
+    and a profile took a third of a load_config. Read-only: a merge layer, never changed in place."""
     stat = path.stat() if path.is_file() else None
     return _parsed(path, stat.st_mtime_ns, stat.st_size) if stat else load_yaml(path)
 
@@ -771,8 +772,6 @@ def _parse_overrides(overrides: Sequence[str]) -> Any:
                               "A list is [a,b] (make's IMAGES= and STYLES= add the brackets: IMAGES=a.png,b.png); no "
                               "wildcards; a value with spaces in quotes: ARGS='key=\"two words\"'.") from exc
     parsed = OmegaConf.from_dotlist(list(overrides))
-    if not overrides:
-        return parsed  # building the schema below costs a third of a load_config
     schema = _schema()
     for item in overrides:
         key = item.partition("=")[0]
