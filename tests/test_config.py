@@ -49,6 +49,28 @@ def test_user_yaml_is_layered(tmp_path):
     assert (cfg.prepare.class_noun, cfg.train.rank) == ("woman", 32)
 
 
+def test_an_edited_profile_is_read_again_and_no_loaded_config_changes_the_remembered_one(tmp_path, monkeypatch):
+    """The project's own YAML files are parsed once per version (config._our_yaml): a long-running web app must
+    still see an edit made while it runs, and a config one caller changes must not reach the next caller."""
+    import os
+    import shutil
+
+    from headshots import config
+
+    shutil.copytree(config.CONFIG_DIR, tmp_path / "configs")
+    monkeypatch.setattr(config, "CONFIG_DIR", tmp_path / "configs")
+    profile = tmp_path / "configs" / "model" / "tiny.yaml"
+    first = load_config("alice", "tiny")
+    assert first.train.max_steps == 30
+    first.train.max_steps = 99  # a caller's own copy
+    assert load_config("alice", "tiny").train.max_steps == 30
+
+    mtime = profile.stat().st_mtime_ns
+    profile.write_text(profile.read_text().replace("max_steps: 30", "max_steps: 40"))  # same size: only the time differs
+    os.utime(profile, ns=(mtime + 1_000_000_000, mtime + 1_000_000_000))  # a coarse clock may not have moved yet
+    assert load_config("alice", "tiny").train.max_steps == 40
+
+
 def test_a_persons_own_settings_are_layered_and_kept_to_their_few_keys(tmp_path):
     """data/users/<u>/settings.yaml: each person's styles, count, class noun and own background or clothing (what a
     batch runs for each), over the run's config files, under the command line; nothing else, and only plain text."""
