@@ -532,6 +532,7 @@ class IntakeConfig:
     min_pitch: float = 0.25  # nose height between eye line (0) and mouth line (1)
     max_pitch: float = 0.85
     max_eye_flat: float = 0.3  # share of featureless pixels around the eyes (sunglasses, hands)
+    min_eye_light: float = 0.14  # the lighter eye's light over the best-lit skin's (quality.eye_light); below on a lit face: a lens
     min_mouth_detail: float = 0.5  # share of the mouth patch with detail, not flat (masks, hands)
     max_age_years: float = 3.0  # photos older than this (EXIF date) may no longer look like you
     duplicate_similarity: float = 0.975  # face-region correlation (band-passed, best scale/shift): same shot above
@@ -550,7 +551,7 @@ class IntakeConfig:
             _check(0.0 <= getattr(self, key) <= 255.0, f"intake.{key}", "must be in 0..255")
         _check(self.min_pitch < self.max_pitch, "intake.min_pitch", "must be below intake.max_pitch")
         for key in ("max_clipped", "max_photo_clipped", "max_crushed", "dim_crushed", "min_relative_light", "max_relative_crushed", "min_relative_texture", "min_relative_side_light",
-                    "min_acuity", "max_anisotropy", "duplicate_similarity", "max_sameness", "max_eye_flat", "min_mouth_detail",
+                    "min_acuity", "max_anisotropy", "duplicate_similarity", "max_sameness", "max_eye_flat", "min_eye_light", "min_mouth_detail",
                     "min_colour_saturation"):
             _check(0.0 <= getattr(self, key) <= 1.0, f"intake.{key}", "must be between 0 and 1")
         for key in ("min_texture", "max_side_contrast", "max_backlight", "max_colour_cast", "max_relative_colour", "max_yaw", "max_roll",

@@ -29,6 +29,7 @@ SIGNATURE_LOWPASS = 8.0  # sigma of the coarse shading removed from signatures, 
 # hue of facial skin in neutral light: the angle of (log r/g, log b/g) of the inner face, median over the clean
 # calibration photos of docs/intake_quality.md (-32 degrees; the held-out and ../shared clean photos: -26)
 SKIN_HUE = math.radians(-32.0)
+EYE_PATCH = 0.15  # radius of the patch `eye_light` reads on each eye, in eye distances: the eye itself, under any lens
 WHITE_SIDE = 512  # the photo's brightest tones are read on a copy at least this long (eye whites and catchlights survive)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _EXIF_IFD, _DATE_TIME_ORIGINAL, _DATE_TIME = 0x8769, 0x9003, 0x0132
@@ -366,6 +367,15 @@ def occlusion(crop: FaceCrop) -> tuple[float, float]:
     return eyes, mouth
 
 
+def eye_light(crop: FaceCrop, skin: float) -> float:
+    """How light the eyes are against the best-lit bare skin (`Exposure.skin`): the median luminance of a small patch
+    on each eye (EYE_PATCH eye distances around its landmark), the lighter eye's (light from the side shades one), over
+    the skin's. A bare eye's patch holds its white, its iris and its lids; a lens covers all of it. Tinted sunglasses
+    with a metal rim and the sky reflected in them are not flat (`occlusion` reads a bare eye's share of flat pixels on
+    them), but they are dark: docs/intake_quality.md."""
+    return max(float(np.median(_patch(crop.grey, crop.landmarks[i], EYE_PATCH * crop.eye_distance))) for i in (0, 1)) / max(skin, 1.0)
+
+
 @dataclass(frozen=True)
 class FaceMeasures:
     """Every number the per-photo checks judge, measured once per photo; train.intake turns them into verdicts.
@@ -384,6 +394,7 @@ class FaceMeasures:
     chroma: tuple[float, float]  # chromaticity(): colour_cast() of it, and the set's relative colour
     pose: Pose
     colour_saturation: float = 1.0  # colour_saturation() of the whole photo (stored before it was measured: colour)
+    eye_light: float = 1.0  # eye_light() (stored before it was measured: bare eyes)
     # prepare turns this face's training crop so the eyes are level (train/framing.py: frame_face, under the
     # config's crop margin): a tilt there is fixed, not a reason to retake. False: not turned (under 3 degrees, or
     # the photo's edge leaves no room); None: levelling is off (prepare.level_eyes), or not known (stored before).
@@ -398,15 +409,17 @@ class FaceMeasures:
                    focus=Focus(**{**d["focus"], "acuity": tuple(d["focus"]["acuity"])}), chroma=tuple(d["chroma"]),
                    scene=SceneLight(**d["scene"]) if d.get("scene") else None,
                    **{k: d[k] for k in ("background_to_face", "eye_flat", "mouth_detail", "side_light", "side_contrast",
-                                        "colour_saturation", "levelled") if k in d})
+                                        "colour_saturation", "eye_light", "levelled") if k in d})
 
 
 def measure(image: Image.Image, face: Face) -> FaceMeasures:
     """All of the above for one photo's subject face."""
     crop, detail = face_crop(image, face), detail_crop(image, face)
+    light = exposure(crop)
     eye_flat, mouth_detail = occlusion(crop)
-    return FaceMeasures(exposure(crop), photo_exposure(image), backlight(image, face), eye_flat, mouth_detail, focus(detail),
-                        side_light(crop), side_contrast(crop), chromaticity(crop), pose(face), colour_saturation(image))
+    return FaceMeasures(light, photo_exposure(image), backlight(image, face), eye_flat, mouth_detail, focus(detail),
+                        side_light(crop), side_contrast(crop), chromaticity(crop), pose(face), colour_saturation(image),
+                        eye_light(crop, light.skin))
 
 
 def colour_saturation(image: Image.Image) -> float:

@@ -289,13 +289,13 @@ def judge(m: quality.FaceMeasures, cfg: IntakeConfig, cut_out: float = 0.0) -> d
                                      "Turn around so the window or sun is in front of you, not behind.", WARN,
                                      _over(m.background_to_face, cfg.max_backlight))
     one_sided = m.side_contrast > cfg.max_side_contrast  # a shadow across one side darkens face and frame: side light's to say
-    covering = _covered(m.eye_flat, m.mouth_detail, cfg)  # black lenses are black in any light: the cover's to say
+    covering = _covered(m.eye_flat, m.mouth_detail, cfg, m.eye_light, m.exposure.skin)  # black lenses are black in any light: the cover's to say
     checks["exposure"] = _exposure_check(m.exposure, m.photo_exposure, cfg, one_sided, m.scene, "eyes" in covering)
     if checks["exposure"].reason == "face too dark" and checks["backlight"].status != OK and cut_out < CUT_OUT:
         checks["exposure"].advice = checks["backlight"].advice  # the light behind is what to change
     lit = checks["exposure"].status != REJECT  # dim but not crushed: detail, colour and texture still read true
     covered = covering if lit else []
-    checks["occlusion"] = _occlusion_check(m.eye_flat, m.mouth_detail, covered)
+    checks["occlusion"] = _occlusion_check(m.eye_flat, m.mouth_detail, covered, m.eye_light)
     bare = lit and not covered
     shaken = bare and m.focus.anisotropy > cfg.max_anisotropy
     checks["motion_blur"] = _check(shaken, {"anisotropy": _r(m.focus.anisotropy)},
@@ -429,12 +429,14 @@ def why_no_face(image: Image.Image, doubted: list[Face], cfg: IntakeConfig) -> d
     checks: dict[str, Check] = {}
     if doubted:
         crop = quality.face_crop(image, doubted[0])
+        light = quality.exposure(crop)
         eye_flat, mouth_detail = quality.occlusion(crop)
-        covered = _covered(eye_flat, mouth_detail, cfg)
-        exposure = _exposure_check(quality.exposure(crop), photo, cfg, eyes_hidden="eyes" in covered)
+        eye_light = quality.eye_light(crop, light.skin)
+        covered = _covered(eye_flat, mouth_detail, cfg, eye_light, light.skin)
+        exposure = _exposure_check(light, photo, cfg, eyes_hidden="eyes" in covered)
         if exposure.status != OK:
             return {"exposure": exposure}
-        checks["occlusion"] = _occlusion_check(eye_flat, mouth_detail, covered)
+        checks["occlusion"] = _occlusion_check(eye_flat, mouth_detail, covered, eye_light)
         if checks["occlusion"].status != OK:
             return checks
     exposure = _exposure_check(None, photo, cfg)
@@ -450,12 +452,19 @@ def _on_its_side(image: Image.Image, analyzer: FaceAnalyzer, cfg: Config) -> boo
     return any(analyzer.detect(image.rotate(angle, expand=True), max_side=cfg.intake.detect_max_side).ok for angle in (90, 270))
 
 
-def _covered(eye_flat: float, mouth_detail: float, cfg: IntakeConfig) -> list[str]:
-    return [part for part, bad in (("eyes", eye_flat > cfg.max_eye_flat), ("mouth", mouth_detail < cfg.min_mouth_detail)) if bad]
+def _covered(eye_flat: float, mouth_detail: float, cfg: IntakeConfig, eye_light: float, skin: float) -> list[str]:
+    """What covers the face: eyes flat (a hand, a band, black lenses) or dark against the best-lit skin (`skin`; a lens,
+    a tinted one too: `quality.eye_light`); a mouth without detail (a mask, a hand). Dark eyes are read as a lens only on
+    skin bright enough for the dim-light warning to leave it be (`dim_skin_light`): a dim photo's tone curve deepens
+    the eyes against the skin as it deepens every shadow (held-out darkened copies down to 0.15 of it), so there the
+    light is what exposure judges."""
+    lens = skin >= cfg.dim_skin_light and eye_light < cfg.min_eye_light
+    return [part for part, bad in (("eyes", eye_flat > cfg.max_eye_flat or lens), ("mouth", mouth_detail < cfg.min_mouth_detail)) if bad]
 
 
-def _occlusion_check(eye_flat: float, mouth_detail: float, covered: list[str]) -> Check:
-    return _check(bool(covered), {"eye_flat": _r(eye_flat), "mouth_detail": _r(mouth_detail)}, f"{' and '.join(covered)} covered",
+def _occlusion_check(eye_flat: float, mouth_detail: float, covered: list[str], eye_light: float) -> Check:
+    return _check(bool(covered), {"eye_flat": _r(eye_flat), "eye_light": _r(eye_light), "mouth_detail": _r(mouth_detail)},
+                  f"{' and '.join(covered)} covered",
                   "Take off sunglasses, masks and hats, and keep hands and hair away from your face.")
 
 
