@@ -532,7 +532,7 @@ class IntakeConfig:
     min_pitch: float = 0.25  # nose height between eye line (0) and mouth line (1)
     max_pitch: float = 0.85
     max_eye_flat: float = 0.3  # share of featureless pixels around the eyes (sunglasses, hands)
-    min_eye_light: float = 0.14  # the lighter eye's light over the best-lit skin's (quality.eye_light); below on a lit face: a lens
+    min_eye_light: float = 0.14  # the lighter eye's light over the best-lit skin's (quality.occlusion); below on a lit face: a lens
     min_mouth_detail: float = 0.5  # share of the mouth patch with detail, not flat (masks, hands)
     max_age_years: float = 3.0  # photos older than this (EXIF date) may no longer look like you
     duplicate_similarity: float = 0.975  # face-region correlation (band-passed, best scale/shift): same shot above

@@ -29,7 +29,7 @@ SIGNATURE_LOWPASS = 8.0  # sigma of the coarse shading removed from signatures, 
 # hue of facial skin in neutral light: the angle of (log r/g, log b/g) of the inner face, median over the clean
 # calibration photos of docs/intake_quality.md (-32 degrees; the held-out and ../shared clean photos: -26)
 SKIN_HUE = math.radians(-32.0)
-EYE_PATCH = 0.15  # radius of the patch `eye_light` reads on each eye, in eye distances: the eye itself, under any lens
+EYE_PATCH = 0.15  # radius of the patch `_eye_light` reads on each eye, in eye distances: the eye itself, under any lens
 WHITE_SIDE = 512  # the photo's brightest tones are read on a copy at least this long (eye whites and catchlights survive)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _EXIF_IFD, _DATE_TIME_ORIGINAL, _DATE_TIME = 0x8769, 0x9003, 0x0132
@@ -348,8 +348,9 @@ def _patch(array: np.ndarray, center: np.ndarray, radius: float) -> np.ndarray:
     return array[max(y - r, 0) : y + r + 1, max(x - r, 0) : x + r + 1]
 
 
-def occlusion(crop: FaceCrop) -> tuple[float, float]:
-    """Share of flat (featureless) pixels around the eyes, and share of pixels with detail around the mouth.
+def occlusion(crop: FaceCrop, skin: float) -> tuple[float, float, float]:
+    """Share of flat (featureless) pixels around the eyes, share of pixels with detail around the mouth, and how light
+    the eyes are against the best-lit bare skin `skin` (`_eye_light`: a lens, tinted ones too).
 
     Eyes and lips are the most detailed parts of a face; sunglasses, a hand, a mask or a sticker over
     them are flat. The rim of a lens or a mask can still carry strong edges, enough to lift the mean
@@ -364,10 +365,10 @@ def occlusion(crop: FaceCrop) -> tuple[float, float]:
     radius = 0.3 * crop.eye_distance
     eyes = float(np.mean([_patch(flat, crop.landmarks[i], radius).mean() for i in (0, 1)]))
     mouth = 1.0 - float(_patch(flat, crop.landmarks[3:5].mean(axis=0), radius).mean())
-    return eyes, mouth
+    return eyes, mouth, _eye_light(crop, skin)
 
 
-def eye_light(crop: FaceCrop, skin: float) -> float:
+def _eye_light(crop: FaceCrop, skin: float) -> float:
     """How light the eyes are against the best-lit bare skin (`Exposure.skin`): the median luminance of a small patch
     on each eye (EYE_PATCH eye distances around its landmark), the lighter eye's (light from the side shades one), over
     the skin's. A bare eye's patch holds its white, its iris and its lids; a lens covers all of it. Tinted sunglasses
@@ -394,7 +395,7 @@ class FaceMeasures:
     chroma: tuple[float, float]  # chromaticity(): colour_cast() of it, and the set's relative colour
     pose: Pose
     colour_saturation: float = 1.0  # colour_saturation() of the whole photo (stored before it was measured: colour)
-    eye_light: float = 1.0  # eye_light() (stored before it was measured: bare eyes)
+    eye_light: float = 1.0  # occlusion() (stored before it was measured: bare eyes)
     # prepare turns this face's training crop so the eyes are level (train/framing.py: frame_face, under the
     # config's crop margin): a tilt there is fixed, not a reason to retake. False: not turned (under 3 degrees, or
     # the photo's edge leaves no room); None: levelling is off (prepare.level_eyes), or not known (stored before).
@@ -416,10 +417,9 @@ def measure(image: Image.Image, face: Face) -> FaceMeasures:
     """All of the above for one photo's subject face."""
     crop, detail = face_crop(image, face), detail_crop(image, face)
     light = exposure(crop)
-    eye_flat, mouth_detail = occlusion(crop)
+    eye_flat, mouth_detail, eye_light = occlusion(crop, light.skin)
     return FaceMeasures(light, photo_exposure(image), backlight(image, face), eye_flat, mouth_detail, focus(detail),
-                        side_light(crop), side_contrast(crop), chromaticity(crop), pose(face), colour_saturation(image),
-                        eye_light(crop, light.skin))
+                        side_light(crop), side_contrast(crop), chromaticity(crop), pose(face), colour_saturation(image), eye_light)
 
 
 def colour_saturation(image: Image.Image) -> float:

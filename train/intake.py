@@ -430,8 +430,7 @@ def why_no_face(image: Image.Image, doubted: list[Face], cfg: IntakeConfig) -> d
     if doubted:
         crop = quality.face_crop(image, doubted[0])
         light = quality.exposure(crop)
-        eye_flat, mouth_detail = quality.occlusion(crop)
-        eye_light = quality.eye_light(crop, light.skin)
+        eye_flat, mouth_detail, eye_light = quality.occlusion(crop, light.skin)
         covered = _covered(eye_flat, mouth_detail, cfg, eye_light, light.skin)
         exposure = _exposure_check(light, photo, cfg, eyes_hidden="eyes" in covered)
         if exposure.status != OK:
@@ -454,7 +453,7 @@ def _on_its_side(image: Image.Image, analyzer: FaceAnalyzer, cfg: Config) -> boo
 
 def _covered(eye_flat: float, mouth_detail: float, cfg: IntakeConfig, eye_light: float, skin: float) -> list[str]:
     """What covers the face: eyes flat (a hand, a band, black lenses) or dark against the best-lit skin (`skin`; a lens,
-    a tinted one too: `quality.eye_light`); a mouth without detail (a mask, a hand). Dark eyes are read as a lens only on
+    a tinted one too: `quality.occlusion`); a mouth without detail (a mask, a hand). Dark eyes are read as a lens only on
     skin bright enough for the dim-light warning to leave it be (`dim_skin_light`): a dim photo's tone curve deepens
     the eyes against the skin as it deepens every shadow (held-out darkened copies down to 0.15 of it), so there the
     light is what exposure judges."""
